@@ -1,0 +1,160 @@
+"""Typed models of every setting (pydantic v2).
+
+One YAML file (`mss.yaml`) maps onto `Settings`. Relative paths in the file are
+resolved against the directory holding the file by the loader
+(`conf.loader.load_settings`), so the models here always carry absolute paths once
+loaded. Unknown keys are errors (``extra="forbid"``): a misspelt key must never be
+silently ignored on a mail server.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenerRole(str, enum.Enum):
+    """What a listener is for."""
+
+    MX = "mx"  # SMTP between operators (port 25)
+    SUBMISSION = "submission"  # SMTP from clients and systems (587 / 465)
+    IMAP = "imap"  # IMAP (143 / 993)
+
+
+class TLSMode(str, enum.Enum):
+    NONE = "none"  # plaintext only: tests and loopback tools
+    STARTTLS = "starttls"  # plaintext greeting, STARTTLS upgrades
+    IMPLICIT = "implicit"  # TLS from the first byte (465, 993)
+
+
+class ClientCertMode(str, enum.Enum):
+    NONE = "none"  # never ask for a client certificate
+    OPTIONAL = "optional"  # ask; a missing certificate is fine, a bad one is refused
+    REQUIRED = "required"  # ask; the handshake fails without a valid one
+
+
+class BareLineEndings(str, enum.Enum):
+    """What SMTP does with a bare CR or LF inside DATA (smuggling defence)."""
+
+    REJECT = "reject"
+    NORMALISE = "normalise"
+
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class ListenerSettings(_Model):
+    name: str = ""
+    address: str = "127.0.0.1"
+    port: Port
+    role: ListenerRole
+    tls: TLSMode = TLSMode.STARTTLS
+    client_cert: ClientCertMode = ClientCertMode.OPTIONAL
+
+
+class TLSSettings(_Model):
+    """Server certificate, trust anchors and revocation lists."""
+
+    cert_file: Path
+    key_file: Path
+    # CA certificates trusted for client certificates (cards, organisations) and
+    # for peer operators' MTAs.
+    ca_files: list[Path] = Field(default_factory=list)
+    crl_files: list[Path] = Field(default_factory=list)
+    # Certificate presented by our MTA when relaying (mutual TLS between operators).
+    # Defaults to the server certificate.
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+    min_version: str = "TLSv1.2"
+    # OpenSSL cipher string for TLS 1.2: the four suites of the trust space.
+    ciphers: str = (
+        "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256:"
+        "ECDHE-RSA-AES256-SHA384:ECDHE-RSA-AES128-SHA256"
+    )
+
+    @field_validator("min_version")
+    @classmethod
+    def _known_version(cls, v: str) -> str:
+        if v not in ("TLSv1.2", "TLSv1.3"):
+            raise ValueError("must be TLSv1.2 or TLSv1.3")
+        return v
+
+
+class DatabaseSettings(_Model):
+    # sqlite:///abs/path/mss.db or postgresql+psycopg2://user@host/db
+    url: str
+    # Connections kept per process (PostgreSQL); SQLite uses one per thread.
+    pool_size: int = Field(default=8, ge=1, le=256)
+    # Threads running store calls off the reactor.
+    threads: int = Field(default=8, ge=1, le=256)
+
+
+class LimitSettings(_Model):
+    message_size: int = Field(default=10 * 1024 * 1024, ge=1024)
+    recipients: int = Field(default=100, ge=1)
+    line_length: int = Field(default=1000, ge=80)  # SMTP: RFC 5321 4.5.3.1.6
+    command_line_length: int = Field(default=64 * 1024, ge=1024)  # IMAP, excluding literals
+    connections_per_ip: int = Field(default=50, ge=1)
+    commands_before_mail: int = Field(default=20, ge=1)  # SMTP
+    bad_commands: int = Field(default=10, ge=1)  # then disconnect
+    failed_auth: int = Field(default=3, ge=1)  # then disconnect
+    smtp_idle_timeout: float = Field(default=300.0, gt=0)
+    imap_idle_timeout: float = Field(default=1800.0, gt=0)  # RFC 3501: at least 30 min
+    imap_idle_command_timeout: float = Field(default=1800.0, gt=0)
+    bare_line_endings: BareLineEndings = BareLineEndings.REJECT
+
+
+class QueueSettings(_Model):
+    # Static routes: domain -> "host:port". Others use DNS MX.
+    routes: dict[str, str] = Field(default_factory=dict)
+    retry_initial: float = Field(default=60.0, gt=0)  # seconds before the first retry
+    retry_max: float = Field(default=3600.0, gt=0)  # backoff cap
+    lifetime: float = Field(default=5 * 86400.0, gt=0)  # then bounce with a DSN
+    poll_interval: float = Field(default=5.0, gt=0)
+    connect_timeout: float = Field(default=30.0, gt=0)
+
+
+class AuditSettings(_Model):
+    path: Path
+    retention_days: int = Field(default=183, ge=1)  # >= 6 months
+
+
+class PolicySettings(_Model):
+    flows_file: Path | None = None
+    whitelist_file: Path | None = None
+    # Account classes allowed to log in with a password alone (discouraged).
+    password_login_classes: list[str] = Field(default_factory=lambda: ["staff", "system"])
+    # Require a client certificate on MX connections (mutual TLS between operators).
+    mx_require_client_cert: bool = False
+    # Only relay to whitelisted domains.
+    enforce_whitelist: bool = True
+
+
+class Settings(_Model):
+    hostname: str = "localhost"
+    domains: list[str] = Field(min_length=1)
+    listeners: list[ListenerSettings] = Field(min_length=1)
+    database: DatabaseSettings
+    tls: TLSSettings
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    audit: AuditSettings
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    # File of base64 AES-256 keys, one "id:base64key" per line; the last is current.
+    key_file: Path
+    # Worker processes sharing the listening ports (SO_REUSEPORT); 1 = no fork.
+    workers: int = Field(default=1, ge=1, le=64)
+
+    def listeners_for(self, role: ListenerRole) -> list[ListenerSettings]:
+        return [lst for lst in self.listeners if lst.role is role]
+
+    def is_local_domain(self, domain: str) -> bool:
+        d = domain.lower().rstrip(".")
+        return any(d == x.lower() for x in self.domains)

@@ -1,0 +1,27 @@
+"""What a listener needs at run time, built once by `mssctl serve` (or a test)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from conf.settings import Settings
+from policy.audit import AuditSink
+from policy.auth import Authenticator
+from policy.decisions import Policy
+from storage.interface import MessageStore
+from storage.threaded import InlineRunner, StoreRunner
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: MessageStore
+    policy: Policy
+    audit: AuditSink
+    runner: StoreRunner | InlineRunner  # runs store/policy calls off the reactor
+    authenticator: Authenticator
+    reactor: Any
+    # certs.tls.ServerTLS: OpenSSL context factories for the listeners (None
+    # when no listener uses TLS, e.g. in some protocol tests).
+    tls: Any = None

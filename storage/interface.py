@@ -1,0 +1,535 @@
+"""The typed contract of the message store.
+
+Both daemons (and `mssctl`) talk to storage only through `MessageStore`. The
+SQLAlchemy implementation (`storage.store.SqlStore`) is the real one; the same
+contract tests run against SQLite and PostgreSQL (`tests/storage/`).
+
+Every method is synchronous and may block (database, fsync). Twisted code calls
+it from a thread pool (`storage.threaded.deferToStore`), never on the reactor
+thread for writes.
+
+Errors: every method may raise `StoreUnavailable` when the database cannot
+answer (connection lost, locked past the timeout, disk full). Protocols map it to
+a *temporary* failure (SMTP 4xx, IMAP ``NO [UNAVAILABLE]``). Other errors are the
+subclasses of `StoreError` named in each docstring. Nothing here knows SMTP or
+IMAP; flags are plain strings as IMAP spells them (``\\Seen``, ``$Label1``).
+
+A write method returns only after its transaction is durably committed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+# ---------------------------------------------------------------- errors
+
+
+class StoreError(Exception):
+    """Base of every error the store raises on purpose."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot answer now; retrying later may succeed."""
+
+
+class NotFound(StoreError):
+    """The named domain, account, mailbox, folder or message does not exist."""
+
+
+class AlreadyExists(StoreError):
+    """A unique name (domain, login, address, folder name) is taken."""
+
+
+class InvalidName(StoreError):
+    """A folder name that cannot be created (empty, INBOX children rules, bad chars)."""
+
+
+class QuotaExceeded(StoreError):
+    """Storing the message would put the mailbox over its quota."""
+
+
+class FolderNotEmpty(StoreError):
+    """Reserved: deleting a folder that has inferiors is refused (RFC 3501 6.3.4)."""
+
+
+# ---------------------------------------------------------------- enums
+# Stored by *name* (STYLE rule 8).
+
+
+class MailboxType(enum.Enum):
+    PER = "PER"  # personal: one practitioner
+    ORG = "ORG"  # organisational / functional: shared by agents
+    APP = "APP"  # applicative: a system
+
+
+class AccountClass(enum.Enum):
+    PRACTITIONER = "practitioner"
+    STAFF = "staff"
+    SYSTEM = "system"
+    ADMIN = "admin"
+
+
+class FlagMode(enum.Enum):
+    ADD = "add"
+    REMOVE = "remove"
+    REPLACE = "replace"
+
+
+class SpecialUse(enum.Enum):
+    """RFC 6154 attributes of the folders made for every mailbox."""
+
+    SENT = "\\Sent"
+    DRAFTS = "\\Drafts"
+    TRASH = "\\Trash"
+    JUNK = "\\Junk"
+    ARCHIVE = "\\Archive"
+
+
+# Folders created with every mailbox, with their special use.
+DEFAULT_FOLDERS: tuple[tuple[str, SpecialUse | None], ...] = (
+    ("INBOX", None),
+    ("Sent", SpecialUse.SENT),
+    ("Drafts", SpecialUse.DRAFTS),
+    ("Trash", SpecialUse.TRASH),
+    ("Junk", SpecialUse.JUNK),
+    ("Archive", SpecialUse.ARCHIVE),
+)
+
+HIERARCHY_SEPARATOR = "/"
+
+# ---------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """Someone (or some system) who logs in."""
+
+    id: int
+    login: str  # e.g. "dr.martin@hopital.test"; lower-cased
+    display_name: str
+    account_class: AccountClass
+    active: bool
+    idnat: str | None = None  # IdNat_PS from a CPS card, e.g. "810002813839"
+    # Subject DN or organisation id of the certificate allowed to log in as this
+    # account (APP boxes, employee cards without IdNat_PS), or None.
+    cert_subject: str | None = None
+    password_hash: str | None = None  # opaque to the store; policy hashes/verifies
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    """An address that receives mail: PER, ORG or APP."""
+
+    id: int
+    address: str  # lower-cased "local@domain"
+    mailbox_type: MailboxType
+    display_name: str
+    owner_account_id: int | None  # the holder (PER/APP); None for ORG
+    responsible: str  # legal entity / person responsible (ORG), free text
+    quota_bytes: int | None  # None: unlimited
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """RFC 4314 rights of an account on a mailbox (all its folders)."""
+
+    id: int
+    account_id: int
+    mailbox_id: int
+    rights: str  # RFC 4314 letters, e.g. "lrswipkxtea"
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Folder:
+    id: int
+    mailbox_id: int
+    name: str  # full hierarchical name with "/" separator, "INBOX" for the inbox
+    special_use: SpecialUse | None
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    subscribed: bool
+    message_count: int = 0  # filled by folder_status; 0 elsewhere unless stated
+
+
+@dataclass(frozen=True, slots=True)
+class FolderStatus:
+    """What STATUS / SELECT need, in one query."""
+
+    folder_id: int
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    messages: int
+    unseen: int
+    recent: int  # messages with the \Recent marker (not yet claimed by a session)
+    size: int  # total bytes
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """One message as the per-session view sees it. Cheap: no body, no metadata."""
+
+    uid: int
+    modseq: int
+    flags: frozenset[str]
+    size: int
+    internal_date: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MessageInfo:
+    """IndexEntry plus the metadata parsed once at delivery (decrypted)."""
+
+    uid: int
+    modseq: int
+    flags: frozenset[str]
+    size: int
+    internal_date: datetime
+    # JSON-able structure produced by `storage.mime.parse_message` at delivery:
+    # envelope fields, body structure with byte offsets of every part.
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    folder_id: int
+    uidvalidity: int
+    uid: int
+    modseq: int
+
+
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    uidvalidity: int  # of the destination
+    source_uids: tuple[int, ...]
+    dest_uids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FlagChange:
+    uid: int
+    flags: frozenset[str]
+    modseq: int
+
+
+@dataclass(frozen=True, slots=True)
+class FolderChanges:
+    """What changed in a folder since a MODSEQ (for other sessions and CONDSTORE)."""
+
+    highestmodseq: int
+    uidnext: int
+    changed: tuple[IndexEntry, ...]  # new or flag-changed messages, modseq > since
+    expunged: tuple[int, ...]  # UIDs expunged with modseq > since
+
+
+@dataclass(frozen=True, slots=True)
+class DSNParams:
+    """RFC 3461 parameters kept with a message and honoured by the relay."""
+
+    ret: str | None = None  # "FULL" | "HDRS"
+    envid: str | None = None
+    # per recipient: address -> (NOTIFY set such as "SUCCESS,FAILURE", ORCPT or None)
+    notify: dict[str, str] = field(default_factory=dict)
+    orcpt: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    id: int
+    sender: str  # envelope sender ("" for the null sender)
+    recipients: tuple[str, ...]  # still to deliver
+    created: datetime
+    next_attempt: datetime
+    attempts: int
+    last_error: str | None
+    size: int
+    dsn: DSNParams
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One decision or action, as stored. Never message content."""
+
+    time: datetime
+    actor: str  # account login, certificate subject, peer MTA, or "-" before auth
+    action: str  # e.g. "login", "rcpt", "select", "relay"
+    target: str  # mailbox, address, folder ...
+    result: str  # "allow" | "deny" | "ok" | "fail" | ...
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message to put into the INBOX of several local mailboxes at once."""
+
+    raw: bytes
+    mailbox_ids: tuple[int, ...]
+    internal_date: datetime | None = None  # default: now
+    flags: frozenset[str] = frozenset()
+
+
+# ---------------------------------------------------------------- contract
+
+
+class MessageStore(Protocol):
+    # -- directory ---------------------------------------------------------
+
+    def add_domain(self, name: str) -> Domain:
+        """Raises AlreadyExists."""
+
+    def list_domains(self) -> list[Domain]: ...
+
+    def add_account(
+        self,
+        login: str,
+        display_name: str,
+        account_class: AccountClass,
+        *,
+        idnat: str | None = None,
+        cert_subject: str | None = None,
+        password_hash: str | None = None,
+    ) -> Account:
+        """Raises AlreadyExists (login taken)."""
+
+    def get_account(self, login: str) -> Account:
+        """Case-insensitive. Raises NotFound."""
+
+    def get_account_by_id(self, account_id: int) -> Account:
+        """Raises NotFound."""
+
+    def find_account_by_idnat(self, idnat: str) -> Account | None: ...
+
+    def find_account_by_cert_subject(self, subject: str) -> Account | None: ...
+
+    def list_accounts(self) -> list[Account]: ...
+
+    def set_password_hash(self, login: str, password_hash: str | None) -> None:
+        """Raises NotFound."""
+
+    def set_account_active(self, login: str, active: bool) -> None:
+        """Raises NotFound."""
+
+    def add_mailbox(
+        self,
+        address: str,
+        mailbox_type: MailboxType,
+        *,
+        display_name: str = "",
+        owner_account_id: int | None = None,
+        responsible: str = "",
+        quota_bytes: int | None = None,
+    ) -> Mailbox:
+        """Creates the mailbox and its DEFAULT_FOLDERS.
+
+        Raises AlreadyExists, NotFound (owner account or the address's domain
+        is not a served domain).
+        """
+
+    def get_mailbox(self, address: str) -> Mailbox:
+        """Case-insensitive. Raises NotFound."""
+
+    def get_mailbox_by_id(self, mailbox_id: int) -> Mailbox:
+        """Raises NotFound."""
+
+    def find_mailbox(self, address: str) -> Mailbox | None:
+        """Active or not; None when absent."""
+
+    def list_mailboxes(self) -> list[Mailbox]: ...
+
+    def mailboxes_owned_by(self, account_id: int) -> list[Mailbox]: ...
+
+    def set_mailbox_active(self, address: str, active: bool) -> None:
+        """Raises NotFound."""
+
+    def set_quota(self, mailbox_id: int, quota_bytes: int | None) -> None:
+        """Raises NotFound."""
+
+    def mailbox_usage(self, mailbox_id: int) -> tuple[int, int]:
+        """(bytes used, message count) over all folders. Raises NotFound."""
+
+    # -- grants (RFC 4314) -------------------------------------------------
+
+    def set_grant(
+        self,
+        account_id: int,
+        mailbox_id: int,
+        rights: str,
+        *,
+        valid_from: datetime | None = None,
+        valid_until: datetime | None = None,
+    ) -> Grant:
+        """Replaces any grant of that account on that mailbox; empty rights
+        removes it (then returns a Grant with rights ""). Raises NotFound."""
+
+    def grants_for_account(self, account_id: int) -> list[Grant]: ...
+
+    def grants_for_mailbox(self, mailbox_id: int) -> list[Grant]: ...
+
+    # -- folders -----------------------------------------------------------
+
+    def list_folders(self, mailbox_id: int) -> list[Folder]:
+        """All folders of a mailbox, sorted by name. Raises NotFound."""
+
+    def get_folder(self, mailbox_id: int, name: str) -> Folder:
+        """``INBOX`` is case-insensitive; other names exact. Raises NotFound."""
+
+    def get_folder_by_id(self, folder_id: int) -> Folder:
+        """Raises NotFound."""
+
+    def create_folder(
+        self, mailbox_id: int, name: str, special_use: SpecialUse | None = None
+    ) -> Folder:
+        """Creates missing parents too (RFC 3501 6.3.3). New UIDVALIDITY.
+
+        Raises AlreadyExists, InvalidName, NotFound (mailbox).
+        """
+
+    def delete_folder(self, mailbox_id: int, name: str) -> None:
+        """Deletes the folder and its messages. INBOX cannot be deleted
+        (InvalidName). Raises NotFound."""
+
+    def rename_folder(self, mailbox_id: int, old: str, new: str) -> None:
+        """Renames the folder and its inferiors; renaming INBOX moves its
+        messages to the new folder and leaves INBOX empty (RFC 3501 6.3.5).
+        Raises NotFound, AlreadyExists, InvalidName."""
+
+    def set_subscribed(self, mailbox_id: int, name: str, subscribed: bool) -> None:
+        """Raises NotFound."""
+
+    def folder_status(self, folder_id: int) -> FolderStatus:
+        """Raises NotFound."""
+
+    # -- messages ----------------------------------------------------------
+
+    def append(
+        self,
+        folder_id: int,
+        raw: bytes,
+        *,
+        flags: Iterable[str] = (),
+        internal_date: datetime | None = None,
+    ) -> AppendResult:
+        """Stores one message, durably. The new message is \\Recent.
+
+        Raises NotFound (folder), QuotaExceeded.
+        """
+
+    def deliver(self, delivery: Delivery) -> list[AppendResult]:
+        """Puts one message into the INBOX of every listed mailbox in ONE
+        transaction (all or nothing), durably. The body is parsed and encrypted
+        once. Raises NotFound, QuotaExceeded (any mailbox over quota)."""
+
+    def index(self, folder_id: int) -> list[IndexEntry]:
+        """Every message of the folder in UID order: the SELECT view.
+        Must stay fast for 100,000 messages (no body, no metadata).
+        Raises NotFound."""
+
+    def claim_recent(self, folder_id: int) -> frozenset[int]:
+        """UIDs that were \\Recent, now no longer so for other sessions
+        (RFC 3501: one session sees a message as recent). Raises NotFound."""
+
+    def message_infos(self, folder_id: int, uids: Sequence[int]) -> list[MessageInfo]:
+        """Metadata (decrypted) for these UIDs, in UID order; unknown UIDs are
+        skipped."""
+
+    def message_body(self, folder_id: int, uid: int) -> bytes:
+        """The full raw message (decrypted). Raises NotFound."""
+
+    def iter_bodies(self, folder_id: int, uids: Sequence[int]) -> Iterator[tuple[int, bytes]]:
+        """(uid, raw) one at a time, never holding more than one body."""
+
+    def store_flags(
+        self,
+        folder_id: int,
+        uids: Sequence[int],
+        mode: FlagMode,
+        flags: Iterable[str],
+        *,
+        unchanged_since: int | None = None,
+    ) -> tuple[list[FlagChange], list[int]]:
+        """Changes flags of existing UIDs (others skipped), each changed
+        message gets a new MODSEQ. Returns (changes actually made, UIDs that
+        failed the UNCHANGEDSINCE test, RFC 7162)."""
+
+    def expunge(self, folder_id: int, uids: Sequence[int] | None = None) -> list[int]:
+        """Removes messages flagged \\Deleted (only those among `uids` when
+        given: UID EXPUNGE). Returns the UIDs removed, ascending. Each removal
+        is recorded with a MODSEQ so other sessions learn of it."""
+
+    def copy(self, folder_id: int, uids: Sequence[int], dest_folder_id: int) -> CopyResult:
+        """Copies with flags (\\Recent set in the destination), new UIDs in
+        order. Raises NotFound (destination), QuotaExceeded."""
+
+    def move(self, folder_id: int, uids: Sequence[int], dest_folder_id: int) -> CopyResult:
+        """Copy then expunge of the source messages, in one transaction."""
+
+    def changes_since(self, folder_id: int, modseq: int) -> FolderChanges:
+        """Messages added or changed, and UIDs expunged, with MODSEQ > modseq."""
+
+    # -- outbound queue ----------------------------------------------------
+
+    def enqueue(
+        self, sender: str, recipients: Sequence[str], raw: bytes, dsn: DSNParams | None = None
+    ) -> QueueEntry:
+        """Durably queues a message for remote delivery (body encrypted)."""
+
+    def due_entries(self, now: datetime, limit: int = 100) -> list[QueueEntry]:
+        """Entries whose next attempt is due, oldest first, leased so that
+        another worker process does not take them for a while (lease is
+        released by record_attempt / remove_entry)."""
+
+    def queue_body(self, entry_id: int) -> bytes:
+        """Raises NotFound."""
+
+    def record_attempt(
+        self,
+        entry_id: int,
+        *,
+        delivered: Sequence[str],
+        failed: Sequence[str],
+        error: str | None,
+        next_attempt: datetime | None,
+    ) -> None:
+        """Removes delivered and permanently failed recipients; deletes the
+        entry when none remain; else schedules next_attempt. Raises NotFound."""
+
+    def remove_entry(self, entry_id: int) -> None:
+        """Raises NotFound."""
+
+    def retry_entry(self, entry_id: int) -> None:
+        """Makes the entry due now. Raises NotFound."""
+
+    def list_queue(self) -> list[QueueEntry]: ...
+
+    # -- audit -------------------------------------------------------------
+
+    def record_audit(self, events: Sequence[AuditEvent]) -> None: ...
+
+    def audit_events(
+        self, *, actor: str | None = None, since: datetime | None = None, limit: int = 1000
+    ) -> list[AuditEvent]: ...
+
+    def purge_audit(self, before: datetime) -> int:
+        """Deletes older events; returns how many."""
+
+    # -- keys --------------------------------------------------------------
+
+    def reencrypt(self, batch: int = 500) -> int:
+        """Re-encrypts up to `batch` bodies not under the current key; returns
+        how many (0 when done)."""
+
+    def close(self) -> None: ...
