@@ -1,0 +1,182 @@
+"""Engines and transactions for the store, per backend.
+
+SQLite (one file shared by the SMTP and IMAP daemons and their worker
+processes): WAL journal, ``synchronous=FULL`` (a commit is on disk when it
+returns), a busy timeout, and ``BEGIN IMMEDIATE`` for every write transaction,
+so that reading ``uidnext`` and bumping it happen under the database write lock
+across processes. Reads use a plain ``BEGIN`` (a consistent WAL snapshot that
+never blocks writers).
+
+PostgreSQL: READ COMMITTED, with ``SELECT ... FOR UPDATE`` on the rows a write
+depends on (done by the store), and pre-ping so a restarted server does not
+fail the first call of every pooled connection.
+
+Any failure of the database itself (locked past the timeout, connection lost,
+disk full) becomes `StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+
+from storage.interface import StoreUnavailable
+
+_WRITE = "mss_write"
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def make_engine(url: str, *, busy_timeout: float = 30.0, pool_size: int = 8) -> Engine:
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        if u.database and u.database != ":memory:":
+            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            u,
+            connect_args={"timeout": busy_timeout, "check_same_thread": False},
+            pool_size=pool_size,
+            max_overflow=pool_size * 2,
+        )
+        _sqlite_events(engine, busy_timeout)
+        return engine
+    return create_engine(
+        u,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=busy_timeout,
+    )
+
+
+def _sqlite_events(engine: Engine, busy_timeout: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module: it would
+        # otherwise BEGIN (deferred) lazily and we could not ask for IMMEDIATE.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = FULL")
+            cur.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get(_WRITE):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+def sqlite_path(url: str) -> Path | None:
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
+class WriteGate:
+    """Queues the writers of one SQLite file before they ask SQLite for its lock.
+
+    SQLite makes a blocked writer sleep and retry (up to 100 ms per nap), so a
+    process that writes in a loop can starve the others for seconds. Writers
+    first take a thread lock (writers of this process) and then an flock on
+    ``<db>-writelock`` (writers of other processes): the kernel wakes a waiter
+    as soon as the lock is released, and BEGIN IMMEDIATE then succeeds at once.
+    The flock goes away with its process, so a crashed writer never blocks the
+    others. Past `timeout` the write fails with StoreUnavailable.
+    """
+
+    def __init__(self, db_path: Path, timeout: float) -> None:
+        self._path = db_path.with_name(db_path.name + "-writelock")
+        self._timeout = timeout
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+
+    def _file(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return self._fd
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        deadline = time.monotonic() + self._timeout
+        if not self._thread_lock.acquire(timeout=self._timeout):
+            raise StoreUnavailable("database busy")
+        try:
+            try:
+                fd = self._file()
+            except OSError as exc:
+                raise StoreUnavailable("database lock file unavailable") from exc
+            nap = 0.0005
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StoreUnavailable("database busy") from None
+                    time.sleep(nap)  # short naps: the holder commits in milliseconds
+                    nap = min(nap * 2, 0.002)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+    def close(self) -> None:
+        with self._thread_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+def _unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return False
+
+
+@contextmanager
+def transaction(
+    engine: Engine, *, write: bool, gate: WriteGate | None = None
+) -> Iterator[Connection]:
+    """One transaction; committed when the block ends normally (durably: see
+    the module docstring), rolled back on any exception. Writers on SQLite
+    pass the file's `WriteGate`."""
+    try:
+        with gate.hold() if (write and gate is not None) else nullcontext(), engine.connect() as conn:
+            if write:
+                conn.execution_options(**{_WRITE: True})
+            with conn.begin():
+                yield conn
+    except sa_exc.SQLAlchemyError as exc:
+        if _unavailable(exc):
+            raise StoreUnavailable("database unavailable") from exc
+        raise
+
+
+def translate(exc: BaseException) -> BaseException:
+    """The exception to raise for a database error met outside `transaction`."""
+    if isinstance(exc, sa_exc.SQLAlchemyError) and _unavailable(exc):
+        return StoreUnavailable("database unavailable")
+    return exc

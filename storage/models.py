@@ -1,0 +1,231 @@
+"""SQLAlchemy 2.0 models: the schema of the message store.
+
+Every change here needs an Alembic revision in storage/migrations/versions
+(`tests/storage/test_migrations.py` fails when the models and the migrations
+differ). Enums are stored by NAME in plain strings (no native enum types), so
+adding a member never needs a type migration and reordering never corrupts data.
+
+Clear vs encrypted columns: only what the server must sort, count or route on
+stays clear (addresses, sizes, dates, flags, UIDs). Message bodies, the metadata
+parsed from them (subject, addresses of the header, part structure) and queued
+bodies are AES-GCM blobs (`storage.crypto`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from storage.interface import AccountClass, MailboxType, SpecialUse
+
+# Deterministic constraint names, so migrations can refer to them on every backend.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out; stored naive UTC
+    (SQLite has no time zones, and one convention for both backends keeps the
+    migrations identical)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use an aware UTC datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+
+
+def _enum(cls: type[Any], name: str) -> Enum:
+    # native_enum=False: a VARCHAR holding the member NAME.
+    return Enum(cls, name=name, native_enum=False, length=32, create_constraint=False)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class DomainRow(Base):
+    __tablename__ = "domains"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+
+
+class AccountRow(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    login: Mapped[str] = mapped_column(String(320), unique=True)  # lower-cased
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    idnat: Mapped[str | None] = mapped_column(String(64), index=True)
+    account_class: Mapped[AccountClass] = mapped_column(_enum(AccountClass, "account_class"))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    cert_subject: Mapped[str | None] = mapped_column(String(1024), index=True)
+    password_hash: Mapped[str | None] = mapped_column(String(512))
+
+
+class MailboxRow(Base):
+    __tablename__ = "mailboxes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)  # lower-cased
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id"), index=True)
+    mailbox_type: Mapped[MailboxType] = mapped_column(_enum(MailboxType, "mailbox_type"))
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    owner_account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL"), index=True
+    )
+    responsible: Mapped[str] = mapped_column(String(512), default="")
+    quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Running totals over all folders, kept in the same transactions that add or
+    # remove messages, so the quota check on delivery does not scan messages.
+    used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    used_messages: Mapped[int] = mapped_column(Integer, default=0)
+    # Last UIDVALIDITY handed out to a folder of this mailbox: a deleted then
+    # re-created folder must get a different one (RFC 3501 2.3.1.1).
+    last_uidvalidity: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class FolderRow(Base):
+    __tablename__ = "folders"
+    __table_args__ = (UniqueConstraint("mailbox_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(1024))
+    special_use: Mapped[SpecialUse | None] = mapped_column(_enum(SpecialUse, "special_use"))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uidnext: Mapped[int] = mapped_column(BigInteger, default=1)
+    highestmodseq: Mapped[int] = mapped_column(BigInteger, default=1)
+    subscribed: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class BodyRow(Base):
+    """One delivered message, stored once and shared by every copy (the
+    recipients of one delivery, COPY, MOVE). Deleted when the last message row
+    pointing at it goes (garbage collected in the same transaction)."""
+
+    __tablename__ = "bodies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    body: Mapped[bytes] = mapped_column(LargeBinary)  # AES-GCM(raw message)
+    # AES-GCM(JSON of storage.mime.parse_message(raw)): envelope, structure.
+    meta: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class MessageRow(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("folder_id", "uid"),
+        Index("ix_messages_folder_modseq", "folder_id", "modseq"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    folder_id: Mapped[int] = mapped_column(ForeignKey("folders.id", ondelete="CASCADE"))
+    uid: Mapped[int] = mapped_column(BigInteger)
+    modseq: Mapped[int] = mapped_column(BigInteger)
+    # Space-separated, sorted; "" when none. \Recent is not a flag here.
+    flags: Mapped[str] = mapped_column(Text, default="")
+    internal_date: Mapped[int] = mapped_column(BigInteger)  # Unix seconds, UTC
+    size: Mapped[int] = mapped_column(BigInteger)
+    recent: Mapped[bool] = mapped_column(Boolean, default=True)
+    body_id: Mapped[int] = mapped_column(ForeignKey("bodies.id"), index=True)
+
+
+class ExpungedRow(Base):
+    """UIDs expunged, with the MODSEQ of the expunge, so that other sessions
+    (and QRESYNC-style resynchronisation) learn of them."""
+
+    __tablename__ = "expunged"
+    __table_args__ = (Index("ix_expunged_folder_modseq", "folder_id", "modseq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    folder_id: Mapped[int] = mapped_column(ForeignKey("folders.id", ondelete="CASCADE"))
+    uid: Mapped[int] = mapped_column(BigInteger)
+    modseq: Mapped[int] = mapped_column(BigInteger)
+
+
+class GrantRow(Base):
+    __tablename__ = "grants"
+    __table_args__ = (UniqueConstraint("account_id", "mailbox_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="CASCADE"), index=True
+    )
+    rights: Mapped[str] = mapped_column(String(64))
+    valid_from: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class QueueRow(Base):
+    """Outbound message awaiting remote delivery. The envelope (sender,
+    recipients, DSN parameters) stays clear for routing and `mssctl queue`;
+    the message itself is encrypted."""
+
+    __tablename__ = "queue"
+    __table_args__ = (Index("ix_queue_next_attempt", "next_attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sender: Mapped[str] = mapped_column(String(320))
+    recipients: Mapped[str] = mapped_column(Text)  # JSON list, still to deliver
+    dsn: Mapped[str] = mapped_column(Text)  # JSON of DSNParams
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    next_attempt: Mapped[datetime] = mapped_column(UTCDateTime())
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    key_id: Mapped[str] = mapped_column(String(32), index=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)  # AES-GCM(raw message)
+
+
+class AuditRow(Base):
+    """Who did what to what, and the outcome. Never message content."""
+
+    __tablename__ = "audit"
+    __table_args__ = (Index("ix_audit_actor_time", "actor", "time"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    actor: Mapped[str] = mapped_column(String(1024))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(1024))
+    result: Mapped[str] = mapped_column(String(64))
+    details: Mapped[str] = mapped_column(Text, default="{}")  # JSON object

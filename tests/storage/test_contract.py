@@ -1,0 +1,577 @@
+"""The MessageStore contract, run against SQLite and PostgreSQL (`any_store`).
+
+Every method of storage.interface.MessageStore is exercised here, with the
+errors its docstring names.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from storage.interface import (
+    DEFAULT_FOLDERS,
+    AccountClass,
+    AlreadyExists,
+    AuditEvent,
+    Delivery,
+    DSNParams,
+    FlagMode,
+    InvalidName,
+    MailboxType,
+    NotFound,
+    QuotaExceeded,
+    SpecialUse,
+)
+
+
+def msg(subject: str = "hello", body: str = "body text") -> bytes:
+    return (
+        f"From: Dr A <a@hopital.test>\r\nTo: b@hopital.test\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{subject}@hopital.test>\r\n\r\n{body}\r\n"
+    ).encode()
+
+
+@pytest.fixture
+def box(any_store: Any) -> Any:
+    """(store, mailbox, inbox folder) for dr.martin@hopital.test."""
+    acc = any_store.add_account("Dr.Martin@hopital.test", "Dr Martin", AccountClass.PRACTITIONER)
+    mb = any_store.add_mailbox("Dr.Martin@Hopital.test", MailboxType.PER, owner_account_id=acc.id)
+    return any_store, mb, any_store.get_folder(mb.id, "INBOX")
+
+
+# ---------------------------------------------------------------- directory
+
+
+def test_domains(any_store: Any) -> None:
+    with pytest.raises(AlreadyExists):
+        any_store.add_domain("HOPITAL.test")
+    d = any_store.add_domain("clinique.test")
+    assert d.name == "clinique.test"
+    assert [x.name for x in any_store.list_domains()] == ["clinique.test", "hopital.test"]
+
+
+def test_accounts(any_store: Any) -> None:
+    a = any_store.add_account(
+        "Dr.Martin@hopital.test",
+        "Dr Martin",
+        AccountClass.PRACTITIONER,
+        idnat="810002813839",
+        cert_subject="CN=Martin,O=Hopital",
+        password_hash="$hash",
+    )
+    assert a.login == "dr.martin@hopital.test" and a.active
+    with pytest.raises(AlreadyExists):
+        any_store.add_account("DR.MARTIN@hopital.test", "x", AccountClass.STAFF)
+    assert any_store.get_account("DR.martin@HOPITAL.TEST") == a
+    assert any_store.get_account_by_id(a.id) == a
+    assert any_store.find_account_by_idnat("810002813839") == a
+    assert any_store.find_account_by_idnat("000") is None
+    assert any_store.find_account_by_cert_subject("CN=Martin,O=Hopital") == a
+    assert any_store.find_account_by_cert_subject("CN=Other") is None
+    b = any_store.add_account("app@hopital.test", "App", AccountClass.SYSTEM)
+    assert [x.login for x in any_store.list_accounts()] == [b.login, a.login]
+    any_store.set_password_hash(a.login, None)
+    any_store.set_account_active(a.login, False)
+    a2 = any_store.get_account(a.login)
+    assert a2.password_hash is None and not a2.active
+    assert a2.account_class is AccountClass.PRACTITIONER
+    for fn, args in [
+        (any_store.get_account, ("nobody@hopital.test",)),
+        (any_store.get_account_by_id, (999,)),
+        (any_store.set_password_hash, ("nobody@hopital.test", "h")),
+        (any_store.set_account_active, ("nobody@hopital.test", True)),
+    ]:
+        with pytest.raises(NotFound):
+            fn(*args)
+
+
+def test_mailboxes(any_store: Any) -> None:
+    acc = any_store.add_account("sec@hopital.test", "Secretariat", AccountClass.STAFF)
+    org = any_store.add_mailbox(
+        "Cardio@hopital.test",
+        MailboxType.ORG,
+        display_name="Cardiologie",
+        responsible="Chef de service",
+        quota_bytes=10_000,
+    )
+    per = any_store.add_mailbox("sec@hopital.test", MailboxType.PER, owner_account_id=acc.id)
+    assert org.address == "cardio@hopital.test" and org.owner_account_id is None
+    assert org.mailbox_type is MailboxType.ORG and org.quota_bytes == 10_000
+    assert any_store.get_mailbox("CARDIO@hopital.test") == org
+    assert any_store.get_mailbox_by_id(per.id) == per
+    assert any_store.find_mailbox("cardio@HOPITAL.test") == org
+    assert any_store.find_mailbox("none@hopital.test") is None
+    assert [m.address for m in any_store.list_mailboxes()] == [org.address, per.address]
+    assert any_store.mailboxes_owned_by(acc.id) == [per]
+    with pytest.raises(AlreadyExists):
+        any_store.add_mailbox("cardio@hopital.test", MailboxType.ORG)
+    with pytest.raises(NotFound):  # not a served domain
+        any_store.add_mailbox("x@elsewhere.test", MailboxType.PER)
+    with pytest.raises(NotFound):  # owner missing
+        any_store.add_mailbox("y@hopital.test", MailboxType.PER, owner_account_id=9999)
+    names = {f.name: f.special_use for f in any_store.list_folders(org.id)}
+    assert names == dict(DEFAULT_FOLDERS)
+    any_store.set_mailbox_active("cardio@hopital.test", False)
+    assert not any_store.get_mailbox_by_id(org.id).active
+    any_store.set_quota(org.id, None)
+    assert any_store.get_mailbox_by_id(org.id).quota_bytes is None
+    assert any_store.mailbox_usage(org.id) == (0, 0)
+    for fn, args in [
+        (any_store.get_mailbox, ("none@hopital.test",)),
+        (any_store.get_mailbox_by_id, (999,)),
+        (any_store.set_mailbox_active, ("none@hopital.test", True)),
+        (any_store.set_quota, (999, 1)),
+        (any_store.mailbox_usage, (999,)),
+        (any_store.list_folders, (999,)),
+    ]:
+        with pytest.raises(NotFound):
+            fn(*args)
+
+
+def test_grants(box: Any) -> None:
+    store, mb, _ = box
+    agent = store.add_account("agent@hopital.test", "Agent", AccountClass.STAFF)
+    until = datetime(2030, 1, 1, tzinfo=UTC)
+    g = store.set_grant(agent.id, mb.id, "lrs", valid_until=until)
+    assert (g.rights, g.valid_until, g.valid_from) == ("lrs", until, None)
+    assert store.grants_for_account(agent.id) == [g]
+    assert store.grants_for_mailbox(mb.id) == [g]
+    g2 = store.set_grant(agent.id, mb.id, "lrswi")  # replaces
+    assert store.grants_for_account(agent.id) == [g2]
+    assert g2.valid_until is None
+    gone = store.set_grant(agent.id, mb.id, "")
+    assert gone.rights == ""
+    assert store.grants_for_account(agent.id) == []
+    assert store.grants_for_mailbox(mb.id) == []
+    with pytest.raises(NotFound):
+        store.set_grant(9999, mb.id, "lr")
+    with pytest.raises(NotFound):
+        store.set_grant(agent.id, 9999, "lr")
+
+
+# ---------------------------------------------------------------- folders
+
+
+def test_folder_create_get_names(box: Any) -> None:
+    store, mb, inbox = box
+    assert store.get_folder(mb.id, "inbox") == inbox
+    assert store.get_folder_by_id(inbox.id) == inbox
+    f = store.create_folder(mb.id, "Patients/2026/Dupont")
+    names = [x.name for x in store.list_folders(mb.id)]
+    assert {"Patients", "Patients/2026", "Patients/2026/Dupont"} <= set(names)
+    assert names == sorted(names)
+    assert f.uidnext == 1 and f.highestmodseq >= 1 and f.special_use is None
+    assert store.create_folder(mb.id, "Trailing/").name == "Trailing"
+    assert store.create_folder(mb.id, "inbox/Sub").name == "INBOX/Sub"
+    assert store.get_folder(mb.id, "Inbox/Sub").name == "INBOX/Sub"
+    s = store.create_folder(mb.id, "Lettres", SpecialUse.ARCHIVE)
+    assert store.get_folder(mb.id, "Lettres").special_use is SpecialUse.ARCHIVE
+    assert s.special_use is SpecialUse.ARCHIVE
+    with pytest.raises(AlreadyExists):
+        store.create_folder(mb.id, "Patients/2026")
+    with pytest.raises(AlreadyExists):
+        store.create_folder(mb.id, "INBOX")
+    for bad in ["", "/", "a//b", "/abs", "a*b", "a%b", "tab\there", "x" * 2000]:
+        with pytest.raises(InvalidName):
+            store.create_folder(mb.id, bad)
+    with pytest.raises(NotFound):
+        store.create_folder(9999, "X")
+    with pytest.raises(NotFound):
+        store.get_folder(mb.id, "Nope")
+    with pytest.raises(NotFound):
+        store.get_folder(mb.id, "sent")  # only INBOX is case-insensitive
+    with pytest.raises(NotFound):
+        store.get_folder_by_id(99999)
+
+
+def test_delete_folder_new_uidvalidity(box: Any) -> None:
+    store, mb, inbox = box
+    f = store.create_folder(mb.id, "Tmp")
+    store.append(f.id, msg())
+    store.delete_folder(mb.id, "Tmp")
+    with pytest.raises(NotFound):
+        store.get_folder(mb.id, "Tmp")
+    assert store.mailbox_usage(mb.id) == (0, 0)
+    again = store.create_folder(mb.id, "Tmp")
+    assert again.uidvalidity != f.uidvalidity
+    assert store.index(again.id) == []
+    with pytest.raises(InvalidName):
+        store.delete_folder(mb.id, "inbox")
+    with pytest.raises(NotFound):
+        store.delete_folder(mb.id, "Nope")
+
+
+def test_rename_folder_with_inferiors(box: Any) -> None:
+    store, mb, _ = box
+    a = store.create_folder(mb.id, "A/B")
+    store.append(a.id, msg())
+    store.rename_folder(mb.id, "A", "X/Y")
+    names = {f.name for f in store.list_folders(mb.id)}
+    assert {"X", "X/Y", "X/Y/B"} <= names and not {"A", "A/B"} & names
+    moved = store.get_folder(mb.id, "X/Y/B")
+    assert moved.id == a.id and moved.uidvalidity == a.uidvalidity
+    assert [e.uid for e in store.index(moved.id)] == [1]
+    with pytest.raises(NotFound):
+        store.rename_folder(mb.id, "A", "Z")
+    with pytest.raises(AlreadyExists):
+        store.rename_folder(mb.id, "X/Y/B", "Sent")
+    with pytest.raises(AlreadyExists):
+        store.rename_folder(mb.id, "Sent", "inbox")
+    with pytest.raises(InvalidName):
+        store.rename_folder(mb.id, "Sent", "a//b")
+    with pytest.raises(InvalidName):
+        store.rename_folder(mb.id, "X", "X/Y/Z")
+
+
+def test_rename_inbox_moves_messages(box: Any) -> None:
+    store, mb, inbox = box
+    store.create_folder(mb.id, "INBOX/Child")
+    for i in range(3):
+        store.append(inbox.id, msg(f"m{i}"), flags=["\\Seen"] if i == 0 else [])
+    before = store.folder_status(inbox.id)
+    store.rename_folder(mb.id, "INBOX", "Old/Inbox")
+    new = store.get_folder(mb.id, "Old/Inbox")
+    assert [e.uid for e in store.index(new.id)] == [1, 2, 3]
+    assert store.message_body(new.id, 1) == msg("m0")
+    assert store.index(new.id)[0].flags == frozenset({"\\Seen"})
+    assert new.uidvalidity != inbox.uidvalidity
+    still = store.get_folder(mb.id, "INBOX")
+    assert still.id == inbox.id and store.index(inbox.id) == []
+    assert still.uidnext == before.uidnext  # UIDs are never reused
+    assert store.get_folder(mb.id, "INBOX/Child")  # inferiors stay (RFC 3501 6.3.5)
+    changes = store.changes_since(inbox.id, before.highestmodseq)
+    assert changes.expunged == (1, 2, 3)
+    assert store.append(inbox.id, msg()).uid == 4
+    assert store.mailbox_usage(mb.id)[1] == 4
+
+
+def test_subscribe(box: Any) -> None:
+    store, mb, _ = box
+    f = store.create_folder(mb.id, "Sub")
+    store.set_subscribed(mb.id, "Sub", True)
+    assert store.get_folder_by_id(f.id).subscribed
+    store.set_subscribed(mb.id, "Sub", False)
+    assert not store.get_folder_by_id(f.id).subscribed
+    with pytest.raises(NotFound):
+        store.set_subscribed(mb.id, "Nope", True)
+
+
+# ---------------------------------------------------------------- messages
+
+
+def test_append_index_infos_body(box: Any) -> None:
+    store, mb, inbox = box
+    when = datetime(2026, 3, 1, 8, 30, 15, tzinfo=UTC)
+    r1 = store.append(inbox.id, msg("one"), flags=["\\seen", "$Label1", "\\Recent"], internal_date=when)
+    r2 = store.append(inbox.id, msg("two"))
+    assert (r1.uid, r2.uid) == (1, 2) and r2.modseq > r1.modseq
+    assert r1.uidvalidity == inbox.uidvalidity and r1.folder_id == inbox.id
+    idx = store.index(inbox.id)
+    assert [e.uid for e in idx] == [1, 2]
+    assert idx[0].flags == frozenset({"\\Seen", "$Label1"})  # canonical, no \Recent
+    assert idx[0].internal_date == when and idx[0].size == len(msg("one"))
+    assert isinstance(idx[1].flags, frozenset) and idx[1].internal_date.tzinfo is not None
+    infos = store.message_infos(inbox.id, [2, 1, 77])
+    assert [i.uid for i in infos] == [1, 2]
+    assert infos[0].metadata["envelope"]["subject"] == "one"
+    assert infos[0].flags == idx[0].flags and infos[0].modseq == idx[0].modseq
+    assert store.message_body(inbox.id, 2) == msg("two")
+    assert list(store.iter_bodies(inbox.id, [2, 5, 1])) == [(1, msg("one")), (2, msg("two"))]
+    with pytest.raises(NotFound):
+        store.message_body(inbox.id, 5)
+    with pytest.raises(NotFound):
+        store.append(99999, msg())
+    with pytest.raises(NotFound):
+        store.index(99999)
+    f = store.get_folder_by_id(inbox.id)
+    assert f.uidnext == 3 and f.highestmodseq == r2.modseq
+    assert store.mailbox_usage(mb.id) == (len(msg("one")) + len(msg("two")), 2)
+
+
+def test_folder_status_and_recent(box: Any) -> None:
+    store, mb, inbox = box
+    store.append(inbox.id, msg("a"), flags=["\\Seen"])
+    store.append(inbox.id, msg("b"))
+    st = store.folder_status(inbox.id)
+    assert (st.messages, st.unseen, st.recent) == (2, 1, 2)
+    assert st.size == len(msg("a")) + len(msg("b")) and st.uidnext == 3
+    assert store.claim_recent(inbox.id) == frozenset({1, 2})
+    assert store.claim_recent(inbox.id) == frozenset()  # one session sees them recent
+    assert store.folder_status(inbox.id).recent == 0
+    store.append(inbox.id, msg("c"))
+    assert store.claim_recent(inbox.id) == frozenset({3})
+    with pytest.raises(NotFound):
+        store.folder_status(99999)
+    with pytest.raises(NotFound):
+        store.claim_recent(99999)
+
+
+def test_uid_modseq_monotonic(box: Any) -> None:
+    store, mb, inbox = box
+    last_uid = last_mod = 0
+    for i in range(20):
+        r = store.append(inbox.id, msg(str(i)))
+        assert r.uid > last_uid and r.modseq > last_mod
+        last_uid, last_mod = r.uid, r.modseq
+        if i % 5 == 4:
+            store.store_flags(inbox.id, [r.uid], FlagMode.ADD, ["\\Deleted"])
+            assert store.expunge(inbox.id) == [r.uid]
+            last_mod = store.get_folder_by_id(inbox.id).highestmodseq
+    # expunged UIDs are never reused
+    assert store.append(inbox.id, msg()).uid == 21
+
+
+def test_store_flags_modes_and_unchangedsince(box: Any) -> None:
+    store, mb, inbox = box
+    for i in range(3):
+        store.append(inbox.id, msg(str(i)))
+    hms = store.get_folder_by_id(inbox.id).highestmodseq
+    changes, failed = store.store_flags(inbox.id, [1, 2, 99], FlagMode.ADD, ["\\Flagged", "x"])
+    assert failed == [] and [c.uid for c in changes] == [1, 2]
+    assert changes[0].flags == frozenset({"\\Flagged", "x"}) and changes[0].modseq > hms
+    # no-op: nothing changes, no new MODSEQ
+    again, _ = store.store_flags(inbox.id, [1], FlagMode.ADD, ["\\flagged"])
+    assert again == []
+    changes, _ = store.store_flags(inbox.id, [1], FlagMode.REMOVE, ["x"])
+    assert changes[0].flags == frozenset({"\\Flagged"})
+    changes, _ = store.store_flags(inbox.id, [2], FlagMode.REPLACE, ["\\Seen"])
+    assert changes[0].flags == frozenset({"\\Seen"})
+    idx = {e.uid: e for e in store.index(inbox.id)}
+    assert idx[2].flags == frozenset({"\\Seen"}) and idx[2].modseq == changes[0].modseq
+    assert store.get_folder_by_id(inbox.id).highestmodseq == changes[0].modseq
+    # UNCHANGEDSINCE (RFC 7162): message 2 changed after idx[3].modseq
+    changes, failed = store.store_flags(
+        inbox.id, [2, 3], FlagMode.ADD, ["\\Answered"], unchanged_since=idx[3].modseq
+    )
+    assert failed == [2] and [c.uid for c in changes] == [3]
+
+
+def test_expunge_and_changes_since(box: Any) -> None:
+    store, mb, inbox = box
+    for i in range(5):
+        store.append(inbox.id, msg(str(i)))
+    base = store.get_folder_by_id(inbox.id).highestmodseq
+    store.store_flags(inbox.id, [2, 3, 4], FlagMode.ADD, ["\\Deleted"])
+    assert store.expunge(inbox.id, [3, 4, 5]) == [3, 4]  # UID EXPUNGE
+    store.store_flags(inbox.id, [1], FlagMode.ADD, ["\\Seen"])
+    ch = store.changes_since(inbox.id, base)
+    assert ch.expunged == (3, 4)
+    assert [e.uid for e in ch.changed] == [1, 2]
+    assert ch.highestmodseq == store.get_folder_by_id(inbox.id).highestmodseq
+    assert ch.uidnext == 6
+    assert store.expunge(inbox.id) == [2]
+    assert store.expunge(inbox.id) == []
+    assert [e.uid for e in store.index(inbox.id)] == [1, 5]
+    assert store.mailbox_usage(mb.id) == (len(msg("0")) * 2, 2)
+    top = store.changes_since(inbox.id, store.get_folder_by_id(inbox.id).highestmodseq)
+    assert top.changed == () and top.expunged == ()
+    with pytest.raises(NotFound):
+        store.changes_since(99999, 0)
+
+
+def test_index_sees_changes_made_through_another_store(box: Any, open_any: Any) -> None:
+    """The index must never serve a stale copy (other processes write too)."""
+    store, mb, inbox = box
+    for i in range(5):
+        store.append(inbox.id, msg(str(i)))
+    other = open_any()
+    assert [e.uid for e in other.index(inbox.id)] == [1, 2, 3, 4, 5]
+    store.store_flags(inbox.id, [2], FlagMode.ADD, ["\\Deleted"])
+    store.expunge(inbox.id)
+    store.append(inbox.id, msg("new"))
+    store.store_flags(inbox.id, [4], FlagMode.ADD, ["\\Seen"])
+    assert other.index(inbox.id) == store.index(inbox.id)
+    assert [e.uid for e in other.index(inbox.id)] == [1, 3, 4, 5, 6]
+
+
+def test_copy_move(box: Any) -> None:
+    store, mb, inbox = box
+    for i in range(3):
+        store.append(inbox.id, msg(str(i)), flags=["\\Seen"] if i == 1 else [])
+    store.claim_recent(inbox.id)
+    dest = store.create_folder(mb.id, "Dossier")
+    cr = store.copy(inbox.id, [3, 2, 42], dest.id)
+    assert (cr.uidvalidity, cr.source_uids, cr.dest_uids) == (dest.uidvalidity, (2, 3), (1, 2))
+    idx = store.index(dest.id)
+    assert idx[0].flags == frozenset({"\\Seen"})
+    assert store.message_body(dest.id, 2) == msg("2")
+    assert store.claim_recent(dest.id) == frozenset({1, 2})  # \Recent in the destination
+    assert len(store.index(inbox.id)) == 3
+    base = store.get_folder_by_id(inbox.id).highestmodseq
+    mr = store.move(inbox.id, [1, 2], dest.id)
+    assert mr.source_uids == (1, 2) and mr.dest_uids == (3, 4)
+    assert [e.uid for e in store.index(inbox.id)] == [3]
+    assert store.changes_since(inbox.id, base).expunged == (1, 2)
+    assert store.message_body(dest.id, 3) == msg("0")
+    assert store.mailbox_usage(mb.id)[1] == 5
+    assert store.copy(inbox.id, [99], dest.id).dest_uids == ()
+    with pytest.raises(NotFound):
+        store.copy(inbox.id, [3], 99999)
+    with pytest.raises(NotFound):
+        store.move(inbox.id, [3], 99999)
+
+
+def test_move_between_mailboxes_moves_usage(box: Any) -> None:
+    store, mb, inbox = box
+    other = store.add_mailbox("cardio@hopital.test", MailboxType.ORG)
+    oinbox = store.get_folder(other.id, "INBOX")
+    store.append(inbox.id, msg())
+    store.move(inbox.id, [1], oinbox.id)
+    assert store.mailbox_usage(mb.id) == (0, 0)
+    assert store.mailbox_usage(other.id) == (len(msg()), 1)
+
+
+def test_shared_body_survives_until_last_copy(box: Any) -> None:
+    store, mb, inbox = box
+    dest = store.create_folder(mb.id, "Copy")
+    store.append(inbox.id, msg("shared"))
+    store.copy(inbox.id, [1], dest.id)
+    store.store_flags(inbox.id, [1], FlagMode.ADD, ["\\Deleted"])
+    store.expunge(inbox.id)
+    assert store.message_body(dest.id, 1) == msg("shared")
+    store.delete_folder(mb.id, "Copy")
+    from sqlalchemy import func, select
+
+    from storage.models import BodyRow
+
+    with store.engine.connect() as c:
+        assert c.execute(select(func.count()).select_from(BodyRow)).scalar() == 0
+
+
+def test_quota(box: Any) -> None:
+    store, mb, inbox = box
+    size = len(msg())
+    store.set_quota(mb.id, size * 2)
+    store.append(inbox.id, msg())
+    store.append(inbox.id, msg())
+    with pytest.raises(QuotaExceeded):
+        store.append(inbox.id, msg())
+    with pytest.raises(QuotaExceeded):
+        store.deliver(Delivery(msg(), (mb.id,)))
+    dest = store.create_folder(mb.id, "D")
+    with pytest.raises(QuotaExceeded):
+        store.copy(inbox.id, [1], dest.id)
+    store.move(inbox.id, [1], dest.id)  # a move inside the mailbox does not grow it
+    assert store.mailbox_usage(mb.id) == (size * 2, 2)
+    assert store.get_folder_by_id(inbox.id).uidnext == 3  # refused appends took no UID
+
+
+def test_deliver_multi_recipient(box: Any) -> None:
+    store, mb, inbox = box
+    org = store.add_mailbox("cardio@hopital.test", MailboxType.ORG, quota_bytes=10)
+    other = store.add_mailbox("urgences@hopital.test", MailboxType.ORG)
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    res = store.deliver(Delivery(msg("multi"), (mb.id, other.id, mb.id), when, frozenset({"$X"})))
+    assert [r.uid for r in res] == [1, 1]
+    assert res[0].folder_id == inbox.id
+    oinbox = store.get_folder(other.id, "INBOX")
+    assert store.message_body(oinbox.id, 1) == msg("multi")
+    assert store.index(oinbox.id)[0].internal_date == when
+    assert store.index(inbox.id)[0].flags == frozenset({"$X"})
+    # all or nothing: one mailbox over quota, nobody gets it
+    with pytest.raises(QuotaExceeded):
+        store.deliver(Delivery(msg("again"), (mb.id, org.id)))
+    assert len(store.index(inbox.id)) == 1
+    with pytest.raises(NotFound):
+        store.deliver(Delivery(msg(), (mb.id, 99999)))
+    assert len(store.index(inbox.id)) == 1
+    assert store.deliver(Delivery(msg(), ())) == []
+
+
+# ---------------------------------------------------------------- queue
+
+
+def test_queue_lifecycle(any_store: Any) -> None:
+    s = any_store
+    dsn = DSNParams(ret="HDRS", envid="E1", notify={"x@ext.test": "FAILURE"}, orcpt={"x@ext.test": "rfc822;x@ext.test"})
+    e = s.enqueue("a@hopital.test", ["x@ext.test", "y@ext.test"], msg("out"), dsn)
+    assert e.recipients == ("x@ext.test", "y@ext.test") and e.attempts == 0 and e.dsn == dsn
+    assert e.size == len(msg("out"))
+    assert s.queue_body(e.id) == msg("out")
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    due = s.due_entries(now)
+    assert [d.id for d in due] == [e.id]
+    assert s.due_entries(now) == []  # leased to the first worker
+    later = now + timedelta(minutes=5)
+    s.record_attempt(e.id, delivered=["x@ext.test"], failed=[], error="451 try later", next_attempt=later)
+    [q] = s.list_queue()
+    assert q.recipients == ("y@ext.test",) and q.attempts == 1 and q.last_error == "451 try later"
+    assert q.next_attempt == later.replace(microsecond=q.next_attempt.microsecond)
+    assert s.due_entries(now) == []  # not due yet
+    s.retry_entry(e.id)
+    assert [d.id for d in s.due_entries(datetime.now(UTC) + timedelta(seconds=1))] == [e.id]
+    s.record_attempt(e.id, delivered=[], failed=["y@ext.test"], error="550", next_attempt=None)
+    assert s.list_queue() == []
+    with pytest.raises(NotFound):
+        s.queue_body(e.id)
+    for fn in (s.remove_entry, s.retry_entry, s.queue_body):
+        with pytest.raises(NotFound):
+            fn(e.id)
+    with pytest.raises(NotFound):
+        s.record_attempt(e.id, delivered=[], failed=[], error=None, next_attempt=None)
+
+
+def test_queue_lease_expires_and_order(any_store: Any) -> None:
+    s = any_store
+    a = s.enqueue("", ["x@ext.test"], msg("a"))
+    b = s.enqueue("s@hopital.test", ["y@ext.test"], msg("b"))
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    assert [d.id for d in s.due_entries(now, limit=1)] == [a.id]
+    assert [d.id for d in s.due_entries(now)] == [b.id]
+    assert [d.id for d in s.due_entries(now + timedelta(hours=1))] == [a.id, b.id]
+    s.remove_entry(a.id)
+    assert [q.id for q in s.list_queue()] == [b.id]
+    assert s.list_queue()[0].sender == "s@hopital.test"
+
+
+# ---------------------------------------------------------------- audit
+
+
+def test_audit(any_store: Any) -> None:
+    s = any_store
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    events = [
+        AuditEvent(t0 + timedelta(days=i), actor, "login", "imap", "allow", {"ip": "127.0.0.1", "n": i})
+        for i, actor in enumerate(["dr@hopital.test", "sec@hopital.test", "dr@hopital.test"])
+    ]
+    s.record_audit(events)
+    s.record_audit([])
+    assert s.audit_events() == events
+    assert s.audit_events(actor="dr@hopital.test") == [events[0], events[2]]
+    assert s.audit_events(since=t0 + timedelta(days=1)) == events[1:]
+    assert s.audit_events(limit=1) == events[:1]
+    assert s.purge_audit(t0 + timedelta(days=2)) == 2
+    assert s.audit_events() == [events[2]]
+
+
+# ---------------------------------------------------------------- keys
+
+
+def test_reencrypt_after_adding_a_key(box: Any, key_file: Any, open_any: Any) -> None:
+    from storage.crypto import KeyRing, add_key
+
+    store, mb, inbox = box
+    for i in range(3):
+        store.append(inbox.id, msg(str(i)))
+    e = store.enqueue("a@hopital.test", ["x@ext.test"], msg("q"))
+    assert store.reencrypt() == 0  # everything already under the current key
+    new_id = add_key(key_file)
+    assert KeyRing.load(key_file).current_id == new_id
+    other = open_any()  # opened after the rotation
+    assert store.reencrypt(batch=2) == 2
+    assert store.reencrypt(batch=2) == 2  # 1 body + the queue entry
+    assert store.reencrypt() == 0
+    from sqlalchemy import select
+
+    from storage.models import BodyRow, QueueRow
+
+    with store.engine.connect() as c:
+        assert set(c.execute(select(BodyRow.key_id)).scalars()) == {new_id}
+        assert set(c.execute(select(QueueRow.key_id)).scalars()) == {new_id}
+    for s in (store, other):
+        assert [b for _, b in s.iter_bodies(inbox.id, [1, 2, 3])] == [msg("0"), msg("1"), msg("2")]
+        assert s.message_infos(inbox.id, [1])[0].metadata["envelope"]["subject"] == "0"
+        assert s.queue_body(e.id) == msg("q")
