@@ -22,7 +22,7 @@ from policy.decisions import AuthResult, Decision, Identity, Peer, Policy
 from storage.threaded import InlineRunner, StoreRunner
 
 
-class IIdentity(Interface):
+class IIdentity(Interface):  # type: ignore[misc]
     """Avatar interface: the authenticated `Identity`."""
 
 
@@ -94,6 +94,10 @@ class CertificateChecker:
         return d.addCallback(_unwrap)
 
 
+def _avatar(result: tuple[Any, Identity, Any]) -> Identity:
+    return result[1]
+
+
 @implementer(portal.IRealm)
 class IdentityRealm:
     def requestAvatar(
@@ -108,12 +112,12 @@ class Authenticator:
     """The portal, wrapped so protocols get an `Identity` or a `LoginRefused`."""
 
     def __init__(self, policy: Policy, runner: StoreRunner | InlineRunner) -> None:
-        self.portal = portal.Portal(
-            IdentityRealm(), [PasswordChecker(policy, runner), CertificateChecker(policy, runner)]
-        )
+        checkers: list[Any] = [PasswordChecker(policy, runner), CertificateChecker(policy, runner)]
+        realm: Any = IdentityRealm()
+        self.portal = portal.Portal(realm, checkers)
 
     def login(self, credentials: ICredentials) -> defer.Deferred[Identity]:
         """Fires with the Identity; fails with LoginRefused (reason in
         `.decision.reason`) or another exception (e.g. StoreUnavailable)."""
-        d = self.portal.login(credentials, None, IIdentity)
-        return d.addCallback(lambda result: result[1])
+        d: defer.Deferred[Any] = self.portal.login(credentials, None, IIdentity)
+        return d.addCallback(_avatar)

@@ -13,17 +13,20 @@ steps of this layer; their seams are `check_rcpt`, `check_peer_operator` and
 from __future__ import annotations
 
 import enum
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from conf.settings import ListenerRole, Settings
 from policy.audit import AuditSink
-from policy.passwords import verify_password
+from policy.passwords import hash_password, verify_password
 from storage.interface import (
     Account,
     AccountClass,
+    Grant,
     Mailbox,
-    MailboxType,
     MessageStore,
     NotFound,
 )
@@ -35,6 +38,15 @@ if TYPE_CHECKING:
 
 # RFC 4314 rights.
 ALL_RIGHTS = "lrswipkxtea"
+# Holding "p" (post) on a shared mailbox also lets an agent send as it
+# (answer from the functional box); RFC 4314 has no "send as" right.
+SEND_AS_RIGHT = "p"
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the login is unknown, so both cases cost one scrypt."""
+    return hash_password("not a password")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +129,12 @@ def split_address(address: str) -> tuple[str, str]:
 
 
 class Policy:
-    """The decisions, backed by the store, the settings and the audit sink."""
+    """The decisions, backed by the store, the settings and the audit sink.
+
+    Every public decision method records exactly one audit event (actor,
+    action, target, result, reason); queries (`mailbox_rights`,
+    `accessible_mailboxes`, `primary_mailbox`, `addresses_of`) record none.
+    """
 
     def __init__(
         self,
@@ -125,11 +142,14 @@ class Policy:
         store: MessageStore,
         audit: AuditSink,
         whitelist: Whitelist | None = None,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
         self.store = store
         self.audit = audit
         self.whitelist = whitelist
+        self._clock = clock
 
     # ------------------------------------------------------------ identity
 
@@ -137,15 +157,19 @@ class Policy:
         """Password login (AUTH PLAIN/LOGIN, IMAP LOGIN/PLAIN)."""
         login = login.strip().lower()
         try:
-            account = self.store.get_account(login)
+            account: Account | None = self.store.get_account(login)
         except NotFound:
-            return self._auth_denied(peer, login, "password", "bad-credentials")
-        if not account.password_hash or not verify_password(password, account.password_hash):
+            account = None
+        # Same work whether or not the login exists: no enumeration by timing.
+        encoded = account.password_hash if account is not None else None
+        ok = verify_password(password, encoded or _dummy_hash()) and encoded is not None
+        if account is None or not ok:
             return self._auth_denied(peer, login, "password", "bad-credentials")
         if not account.active:
             return self._auth_denied(peer, login, "password", "account-disabled")
         if account.account_class.value not in self.settings.policy.password_login_classes:
-            return self._auth_denied(peer, login, "password", "method-not-allowed")
+            return self._auth_denied(peer, login, "password", "method-not-allowed",
+                                     account_class=account.account_class.value)
         return self._auth_ok(peer, Identity(account=account, method="password"))
 
     def authenticate_certificate(self, peer: Peer, authzid: str | None) -> AuthResult:
@@ -153,27 +177,36 @@ class Policy:
 
         `authzid` is the requested login (Thunderbird sends it) or None/"" for
         "whatever the certificate maps to". A mismatch is refused.
+
+        Mapping, in order: a card's IdNat_PS (`Account.idnat`); the exact
+        subject (`Account.cert_subject`, as `certs.identity.rfc4514_subject`
+        prints it); for organisation certificates only, the organisation id
+        (OU) in `Account.cert_subject`. A card never maps through its OU: an
+        employee of the structure must not become the structure's APP box.
         """
         from certs.identity import identity_from_certificate
 
         cert = peer.client_cert
+        requested = (authzid or "").strip().lower()
         if cert is None:
-            return self._auth_denied(peer, authzid or "-", "external", "no-certificate")
+            return self._auth_denied(peer, requested or "-", "external", "no-certificate")
         cid = identity_from_certificate(cert)
         account: Account | None = None
-        if cid.idnat:
+        if cid.idnat and cid.kind in ("practitioner-card", "employee-card"):
             account = self.store.find_account_by_idnat(cid.idnat)
         if account is None:
             account = self.store.find_account_by_cert_subject(cid.subject)
-        if account is None and cid.organisation_id:
+        if account is None and cid.kind == "organisation" and cid.organisation_id:
             account = self.store.find_account_by_cert_subject(cid.organisation_id)
         if account is None:
-            return self._auth_denied(peer, cid.subject, "external", "unknown-certificate")
-        if authzid and authzid.strip().lower() != account.login:
+            return self._auth_denied(peer, cid.subject, "external", "unknown-certificate",
+                                     cert_kind=cid.kind, requested=requested or None)
+        if requested and requested != account.login:
             return self._auth_denied(peer, cid.subject, "external", "authzid-mismatch",
-                                     requested=authzid)
+                                     requested=requested)
         if not account.active:
-            return self._auth_denied(peer, account.login, "external", "account-disabled")
+            return self._auth_denied(peer, account.login, "external", "account-disabled",
+                                     cert=cid.subject)
         return self._auth_ok(
             peer, Identity(account=account, method="external", cert_subject=cid.subject)
         )
@@ -190,7 +223,7 @@ class Policy:
         self, peer: Peer, actor: str, method: str, reason: str, **details: object
     ) -> AuthResult:
         self.audit.record(
-            actor, "login", peer.listener, "deny",
+            actor or "-", "login", peer.listener, "deny",
             method=method, reason=reason, peer=peer.address, tls=peer.tls, **details,
         )
         return AuthResult(None, Decision(Verdict.DENY, reason))
@@ -198,25 +231,33 @@ class Policy:
     # ------------------------------------------------------------ SMTP
 
     def addresses_of(self, identity: Identity) -> set[str]:
-        """Addresses an account may use as sender (own boxes and its login)."""
-        own = {m.address for m in self.store.mailboxes_owned_by(identity.account.id)}
+        """Addresses an account may use as sender: its login, the mailboxes
+        it owns, and shared mailboxes where it holds the RFC 4314 "p" right
+        (agents answer from a functional box)."""
+        own = {m.address for m in self.store.mailboxes_owned_by(identity.account.id) if m.active}
         own.add(identity.account.login)
+        for grant in self._current_grants(identity.account.id):
+            if SEND_AS_RIGHT in grant.rights:
+                mb = self._mailbox_by_id(grant.mailbox_id)
+                if mb is not None and mb.active:
+                    own.add(mb.address)
         return own
 
     def check_sender(self, peer: Peer, identity: Identity | None, sender: str) -> Decision:
         """MAIL FROM (and the From: header on submission)."""
         actor = identity.name if identity else peer.address
+        target = sender or "<>"
         if peer.role is ListenerRole.SUBMISSION:
             if identity is None:
-                return self._deny(actor, "mail", sender, "auth-required")
-            if sender.lower() not in self.addresses_of(identity):
-                return self._deny(actor, "mail", sender, "sender-not-owned")
+                return self._deny(actor, "mail", target, "auth-required", peer=peer.address)
+            if sender.strip().lower() not in self.addresses_of(identity):
+                return self._deny(actor, "mail", target, "sender-not-owned", peer=peer.address)
         elif peer.role is ListenerRole.MX and sender:
             _, domain = split_address(sender)
             if self.settings.is_local_domain(domain) and identity is None:
                 # Our own domains do not arrive from other operators.
-                return self._deny(actor, "mail", sender, "sender-not-owned")
-        self.audit.record(actor, "mail", sender or "<>", "allow", peer=peer.address)
+                return self._deny(actor, "mail", target, "sender-not-owned", peer=peer.address)
+        self.audit.record(actor, "mail", target, "allow", peer=peer.address)
         return ALLOW
 
     def check_rcpt(
@@ -225,52 +266,107 @@ class Policy:
         actor = identity.name if identity else peer.address
         _, domain = split_address(rcpt)
         if self.settings.is_local_domain(domain):
-            mailbox = self.store.find_mailbox(rcpt.lower())
+            mailbox = self.store.find_mailbox(rcpt.strip().lower())
             if mailbox is None:
-                return RcptDecision(self._deny(actor, "rcpt", rcpt, "unknown-recipient"))
+                return RcptDecision(self._deny(actor, "rcpt", rcpt, "unknown-recipient",
+                                               sender=sender, peer=peer.address))
             if not mailbox.active:
-                return RcptDecision(self._deny(actor, "rcpt", rcpt, "mailbox-disabled"))
-            self.audit.record(actor, "rcpt", rcpt, "allow", sender=sender, local=True)
+                return RcptDecision(self._deny(actor, "rcpt", rcpt, "mailbox-disabled",
+                                               sender=sender, peer=peer.address))
+            self.audit.record(actor, "rcpt", rcpt, "allow", sender=sender, local=True,
+                              peer=peer.address)
             return RcptDecision(ALLOW, mailbox=mailbox)
-        if identity is None or peer.role is not ListenerRole.SUBMISSION:
-            return RcptDecision(self._deny(actor, "rcpt", rcpt, "relay-denied"))
-        if (
-            self.settings.policy.enforce_whitelist
-            and self.whitelist is not None
-            and not self.whitelist.has_domain(domain)
-        ):
-            return RcptDecision(self._deny(actor, "rcpt", rcpt, "not-whitelisted"))
-        self.audit.record(actor, "rcpt", rcpt, "allow", sender=sender, local=False)
+        if identity is None or peer.role is not ListenerRole.SUBMISSION or not domain:
+            return RcptDecision(self._deny(actor, "rcpt", rcpt, "relay-denied",
+                                           sender=sender, peer=peer.address))
+        if self._whitelist_refuses(domain):
+            return RcptDecision(self._deny(actor, "rcpt", rcpt, "not-whitelisted",
+                                           sender=sender, peer=peer.address))
+        self.audit.record(actor, "rcpt", rcpt, "allow", sender=sender, local=False,
+                          peer=peer.address)
         return RcptDecision(ALLOW, remote=True)
 
     def check_peer_operator(self, peer: Peer, sender_domain: str) -> Decision:
-        """Inbound MX: the peer's certificate must be listed for the sender's
-        domain when the whitelist is enforced and mutual TLS is required."""
-        if not self.settings.policy.mx_require_client_cert:
-            return ALLOW
+        """Inbound MX: when mutual TLS is required, the peer must present a
+        certificate, and (whitelist enforced and loaded) its DN must be listed
+        for the sender's domain."""
         actor = peer.address
+        if not self.settings.policy.mx_require_client_cert:
+            self.audit.record(actor, "peer", sender_domain, "allow", reason="not-required")
+            return ALLOW
         if peer.client_cert is None:
             return self._deny(actor, "peer", sender_domain, "no-certificate")
-        if self.whitelist is not None:
-            from certs.identity import rfc4514_subject
+        from certs.identity import rfc4514_subject
 
-            dn = rfc4514_subject(peer.client_cert)
-            if not self.whitelist.allows(sender_domain, dn):
-                return self._deny(dn, "peer", sender_domain, "not-whitelisted")
-        self.audit.record(actor, "peer", sender_domain, "allow")
+        dn = rfc4514_subject(peer.client_cert)
+        if (
+            self.settings.policy.enforce_whitelist
+            and self.whitelist is not None
+            and not self.whitelist.allows(sender_domain, dn)
+        ):
+            return self._deny(dn, "peer", sender_domain, "not-whitelisted", peer=peer.address)
+        self.audit.record(dn, "peer", sender_domain, "allow", peer=peer.address)
         return ALLOW
 
     def may_relay_to(self, domain: str) -> Decision:
         """Outbound: only whitelisted domains (when a whitelist is loaded)."""
-        if (
+        domain = domain.strip().lower().rstrip(".")
+        if self._whitelist_refuses(domain):
+            return self._deny("relay", "relay", domain, "not-whitelisted")
+        self.audit.record("relay", "relay", domain, "allow")
+        return ALLOW
+
+    def _whitelist_refuses(self, domain: str) -> bool:
+        return (
             self.settings.policy.enforce_whitelist
             and self.whitelist is not None
             and not self.whitelist.has_domain(domain)
-        ):
-            return self._deny("relay", "relay", domain, "not-whitelisted")
-        return ALLOW
+        )
+
+    def reload_whitelist(self) -> str | None:
+        """Re-read `policy.whitelist_file`; on any problem keep the current
+        list. Returns the problem (None when reloaded). One audit event."""
+        from policy.whitelist import Whitelist as _Whitelist
+        from policy.whitelist import WhitelistError
+
+        path = self.settings.policy.whitelist_file
+        if path is None:
+            return None
+        try:
+            fresh = _Whitelist.load(path)
+        except WhitelistError as exc:
+            self.audit.record("-", "whitelist-reload", str(path), "fail", reason=str(exc),
+                              kept=self.whitelist.generated if self.whitelist else None)
+            return str(exc)
+        self.whitelist = fresh
+        self.audit.record("-", "whitelist-reload", str(path), "ok",
+                          generated=fresh.generated, domains=len(fresh.domains))
+        return None
 
     # ------------------------------------------------------------ IMAP
+
+    def _now(self) -> datetime:
+        return self._clock()
+
+    def _grant_current(self, grant: Grant) -> bool:
+        """A grant counts only inside its validity window (delegations during
+        a mission end by themselves)."""
+        if not grant.rights:
+            return False
+        now = self._now()
+        start, until = _aware(grant.valid_from), _aware(grant.valid_until)
+        if start is not None and now < start:
+            return False
+        return not (until is not None and now >= until)
+
+    def _current_grants(self, account_id: int) -> list[Grant]:
+        return [g for g in self.store.grants_for_account(account_id) if self._grant_current(g)]
+
+    def _mailbox_by_id(self, mailbox_id: int) -> Mailbox | None:
+        try:
+            return self.store.get_mailbox_by_id(mailbox_id)
+        except NotFound:
+            return None  # deleted meanwhile
 
     def accessible_mailboxes(self, identity: Identity) -> list[AccessibleMailbox]:
         """The account's own mailboxes, then those shared with it."""
@@ -280,13 +376,13 @@ class Policy:
             if mb.active:
                 out.append(AccessibleMailbox(mb, ALL_RIGHTS, owned=True))
                 seen.add(mb.id)
-        for grant in self.store.grants_for_account(identity.account.id):
-            if grant.mailbox_id in seen or not grant.rights:
+        for grant in self._current_grants(identity.account.id):
+            if grant.mailbox_id in seen:
                 continue
-            mb = self.store.get_mailbox_by_id(grant.mailbox_id)
-            if mb.active:
-                out.append(AccessibleMailbox(mb, grant.rights, owned=False))
-                seen.add(mb.id)
+            shared = self._mailbox_by_id(grant.mailbox_id)
+            if shared is not None and shared.active:
+                out.append(AccessibleMailbox(shared, grant.rights, owned=False))
+                seen.add(shared.id)
         return out
 
     def primary_mailbox(self, identity: Identity) -> Mailbox | None:
@@ -301,33 +397,49 @@ class Policy:
     def mailbox_rights(self, identity: Identity, mailbox: Mailbox) -> str:
         """RFC 4314 rights of the identity on a mailbox ("" = none: the
         protocol must then answer as if the mailbox did not exist)."""
-        if mailbox.owner_account_id == identity.account.id:
-            return ALL_RIGHTS if mailbox.active else ""
-        for grant in self.store.grants_for_account(identity.account.id):
+        if not mailbox.active or not identity.account.active:
+            return ""
+        if mailbox.owner_account_id is not None and mailbox.owner_account_id == identity.account.id:
+            return ALL_RIGHTS
+        for grant in self._current_grants(identity.account.id):
             if grant.mailbox_id == mailbox.id:
-                return grant.rights if mailbox.active else ""
+                return grant.rights
         return ""
 
     def check_mailbox_access(
         self, identity: Identity, mailbox: Mailbox, folder: str, right: str, action: str
     ) -> Decision:
+        """May the identity use `right` on a folder of the mailbox? Every
+        access is recorded (health-data hosting: record every access), naming
+        the agent even on a shared box."""
         rights = self.mailbox_rights(identity, mailbox)
-        if right in rights:
-            if mailbox.mailbox_type is MailboxType.ORG or mailbox.owner_account_id != identity.account.id:
-                # Shared access is always traced to the agent.
-                self.audit.record(identity.name, action, f"{mailbox.address}/{folder}", "allow")
+        target = f"{mailbox.address}/{folder}"
+        shared = mailbox.owner_account_id != identity.account.id
+        if len(right) == 1 and right in rights:
+            self.audit.record(identity.name, action, target, "allow", right=right,
+                              shared=shared, mailbox_type=mailbox.mailbox_type.value)
             return ALLOW
-        return self._deny(identity.name, action, f"{mailbox.address}/{folder}", "no-access")
+        return self._deny(identity.name, action, target, "no-access", right=right)
 
     # ------------------------------------------------------------ helpers
 
-    def _deny(self, actor: str, action: str, target: str, reason: str) -> Decision:
-        self.audit.record(actor, action, target, "deny", reason=reason)
+    def _deny(
+        self, actor: str, action: str, target: str, reason: str, **details: object
+    ) -> Decision:
+        self.audit.record(actor or "-", action, target, "deny", reason=reason, **details)
         return Decision(Verdict.DENY, reason)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """Stores may hand back naive datetimes (SQLite): they are UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 __all__ = [
     "ALL_RIGHTS",
+    "SEND_AS_RIGHT",
     "AccessibleMailbox",
     "AccountClass",
     "AuthResult",

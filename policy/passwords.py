@@ -16,9 +16,7 @@ _N, _R, _P = 2**14, 8, 1
 def hash_password(password: str, *, n: int = _N, r: int = _R, p: int = _P) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=32)
-    return "scrypt${}${}${}${}${}".format(
-        n, r, p, base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
-    )
+    return f"scrypt${n}${r}${p}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
 def verify_password(password: str, encoded: str) -> bool:

@@ -1,0 +1,328 @@
+"""Trust anchors and revocation lists.
+
+`TrustStore` loads the CA certificates (``tls.ca_files``) and the CRLs
+(``tls.crl_files``) and builds the pyOpenSSL `X509Store` the TLS contexts
+verify against, with CRL checking on every certificate of the chain.
+
+Revocation rules (REFERENCE.md): refuse revoked certificates; keep the last
+valid CRL when a reload fails (unreadable, badly signed, or older than the one
+held); an *expired* CRL is still used (its revoked serials stay refused) but is
+reported in `problems()` and in the log, because refusing every card in the
+trust space when a CRL download lags would stop clinical mail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from OpenSSL import SSL, crypto
+
+log = logging.getLogger(__name__)
+
+# OpenSSL verification error numbers used below (x509_vfy.h).
+X509_V_OK = 0
+X509_V_ERR_UNABLE_TO_GET_CRL = 3
+X509_V_ERR_CRL_NOT_YET_VALID = 11
+X509_V_ERR_CRL_HAS_EXPIRED = 12
+X509_V_ERR_CERT_REVOKED = 23
+
+Clock = Callable[[], dt.datetime]
+
+
+class TrustError(Exception):
+    """A CA file cannot be used (the trust store is not built)."""
+
+
+class CertificateRejected(Exception):
+    """`TrustStore.verify` refused a certificate; `reason` is short and safe to log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def load_pem_certificates(path: Path) -> list[x509.Certificate]:
+    data = path.read_bytes()
+    if b"-----BEGIN" not in data:
+        return [x509.load_der_x509_certificate(data)]
+    return x509.load_pem_x509_certificates(data)
+
+
+def load_crls(path: Path) -> list[x509.CertificateRevocationList]:
+    """All CRLs of a file: one DER CRL, or any number of PEM blocks."""
+    data = path.read_bytes()
+    if b"-----BEGIN" not in data:
+        return [x509.load_der_x509_crl(data)]
+    marker = b"-----BEGIN X509 CRL-----"
+    out = []
+    for chunk in data.split(marker)[1:]:
+        out.append(x509.load_pem_x509_crl(marker + chunk))
+    if not out:
+        raise ValueError("no X509 CRL block")
+    return out
+
+
+def _signed_by(obj: x509.Certificate | x509.CertificateRevocationList,
+               issuer: x509.Certificate) -> bool:
+    if isinstance(obj, x509.CertificateRevocationList):
+        return obj.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+    try:
+        obj.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _crl_last(crl: x509.CertificateRevocationList) -> dt.datetime:
+    return crl.last_update_utc
+
+
+def _crl_next(crl: x509.CertificateRevocationList) -> dt.datetime | None:
+    return crl.next_update_utc
+
+
+@dataclass
+class _HeldCRL:
+    crl: x509.CertificateRevocationList
+    source: Path
+
+
+@dataclass
+class TrustStatus:
+    anchors: int
+    crls: int
+    problems: list[str] = field(default_factory=list)
+
+
+class TrustStore:
+    """CA anchors + CRLs, reloadable; thread-safe reads of the current state."""
+
+    def __init__(
+        self,
+        ca_files: Sequence[Path],
+        crl_files: Sequence[Path] = (),
+        *,
+        clock: Clock = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self._ca_files = list(ca_files)
+        self._crl_files = list(crl_files)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._anchors: list[x509.Certificate] = []
+        # Issuer subject (DER) -> the CRL held for it.
+        self._crls: dict[bytes, _HeldCRL] = {}
+        self._load_problems: list[str] = []
+        self.load_anchors()
+        self.reload_crls()
+
+    # ------------------------------------------------------------ loading
+
+    @property
+    def anchors(self) -> list[x509.Certificate]:
+        return list(self._anchors)
+
+    @property
+    def crl_checking(self) -> bool:
+        """CRLs are checked as soon as CRL files are configured."""
+        return bool(self._crl_files)
+
+    def load_anchors(self) -> None:
+        anchors: list[x509.Certificate] = []
+        for path in self._ca_files:
+            try:
+                anchors.extend(load_pem_certificates(path))
+            except (OSError, ValueError) as exc:
+                raise TrustError(f"{path}: cannot load CA certificates ({type(exc).__name__})") \
+                    from exc
+        with self._lock:
+            self._anchors = anchors
+
+    def _issuer_of(self, crl: x509.CertificateRevocationList) -> x509.Certificate | None:
+        for ca in self._anchors:
+            if ca.subject == crl.issuer and _signed_by(crl, ca):
+                return ca
+        return None
+
+    def reload_crls(self) -> list[str]:
+        """Re-read every CRL file. A CRL replaces the one held for its CA only
+        if it parses, is signed by a known CA and is not older; otherwise the
+        previous one is kept and the problem returned (and logged)."""
+        problems: list[str] = []
+        fresh: dict[bytes, _HeldCRL] = {}
+        for path in self._crl_files:
+            try:
+                crls = load_crls(path)
+            except (OSError, ValueError) as exc:
+                problems.append(f"{path}: unreadable CRL ({type(exc).__name__}); keeping the last valid one")
+                continue
+            for crl in crls:
+                if self._issuer_of(crl) is None:
+                    problems.append(f"{path}: CRL of {crl.issuer.rfc4514_string()} is not signed "
+                                    "by a trusted CA; ignored")
+                    continue
+                key = crl.issuer.public_bytes()
+                held = fresh.get(key) or self._crls.get(key)
+                if held is not None and _crl_last(held.crl) > _crl_last(crl):
+                    problems.append(f"{path}: CRL of {crl.issuer.rfc4514_string()} is older than "
+                                    "the one held; keeping the newer")
+                    fresh[key] = held
+                    continue
+                fresh[key] = _HeldCRL(crl, path)
+        with self._lock:
+            # CAs whose file failed this time keep their previous CRL.
+            merged = dict(self._crls)
+            merged.update(fresh)
+            self._crls = merged
+            self._load_problems = problems
+        for p in problems:
+            log.warning("trust: %s", p)
+        for p in self.expiry_problems():
+            log.warning("trust: %s", p)
+        return problems
+
+    # ------------------------------------------------------------ state
+
+    def crls(self) -> list[x509.CertificateRevocationList]:
+        with self._lock:
+            return [h.crl for h in self._crls.values()]
+
+    def expiry_problems(self) -> list[str]:
+        now = self._clock()
+        out = []
+        for crl in self.crls():
+            nxt = _crl_next(crl)
+            if nxt is not None and nxt < now:
+                out.append(f"CRL of {crl.issuer.rfc4514_string()} expired at {nxt.isoformat()}")
+        return out
+
+    def problems(self) -> list[str]:
+        with self._lock:
+            load = list(self._load_problems)
+        return load + self.expiry_problems()
+
+    def status(self) -> TrustStatus:
+        return TrustStatus(len(self._anchors), len(self._crls), self.problems())
+
+    # ------------------------------------------------------------ OpenSSL
+
+    def x509_store(self) -> crypto.X509Store:
+        """A new pyOpenSSL store: anchors, CRLs, and CRL checking on the whole
+        chain when CRL files are configured."""
+        store = crypto.X509Store()
+        for ca in self._anchors:
+            store.add_cert(crypto.X509.from_cryptography(ca))
+        if self.crl_checking:
+            for crl in self.crls():
+                store.add_crl(crl)
+            store.set_flags(crypto.X509StoreFlags.CRL_CHECK | crypto.X509StoreFlags.CRL_CHECK_ALL)
+        return store
+
+    def install(self, ctx: SSL.Context) -> None:
+        """Put this trust into a context's own store (contexts cannot swap
+        stores, so reloads build new contexts)."""
+        store = ctx.get_cert_store()
+        assert store is not None
+        for ca in self._anchors:
+            store.add_cert(crypto.X509.from_cryptography(ca))
+        if self.crl_checking:
+            for crl in self.crls():
+                store.add_crl(crl)
+            store.set_flags(crypto.X509StoreFlags.CRL_CHECK | crypto.X509StoreFlags.CRL_CHECK_ALL)
+
+    def verify_callback(
+        self, extra: Callable[[crypto.X509, int], bool] | None = None
+    ) -> Callable[[SSL.Connection, crypto.X509, int, int, int], bool]:
+        """The callback for `SSL.Context.set_verify`: OpenSSL's verdict, except
+        that an expired CRL is reported, not fatal (its revoked serials are
+        still refused). `extra(cert, depth)` adds a check (e.g. host name)."""
+
+        def callback(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int,
+                     ok: int) -> bool:
+            if not ok:
+                if errno == X509_V_ERR_CRL_HAS_EXPIRED:
+                    log.warning("trust: using an expired CRL for %s",
+                                cert.to_cryptography().issuer.rfc4514_string())
+                    ok = 1
+                else:
+                    log.info("trust: refused certificate at depth %d (%s): %s", depth,
+                             cert.to_cryptography().subject.rfc4514_string(),
+                             _verify_error_text(errno))
+                    return False
+            if extra is not None:
+                return extra(cert, depth)
+            return bool(ok)
+
+        return callback
+
+    # ------------------------------------------------------------ outside TLS
+
+    def verify(
+        self,
+        cert: x509.Certificate,
+        intermediates: Iterable[x509.Certificate] = (),
+    ) -> list[x509.Certificate]:
+        """Verify a certificate outside a handshake (e.g. `mssctl cert check`):
+        chain to an anchor, then revocation of every certificate of the chain
+        with the CRLs held. Returns the chain (leaf first). Raises
+        CertificateRejected."""
+        store = crypto.X509Store()
+        for ca in self._anchors:
+            store.add_cert(crypto.X509.from_cryptography(ca))
+        ctx = crypto.X509StoreContext(
+            store,
+            crypto.X509.from_cryptography(cert),
+            [crypto.X509.from_cryptography(c) for c in intermediates],
+        )
+        try:
+            chain = [c.to_cryptography() for c in ctx.get_verified_chain()]
+        except crypto.X509StoreContextError as exc:
+            raise CertificateRejected(f"untrusted: {exc.errors[2] if len(exc.errors) > 2 else exc}") \
+                from exc
+        if self.crl_checking:
+            for child, issuer in zip(chain, chain[1:], strict=False):
+                crl = self._crl_for(issuer)
+                if crl is None:
+                    raise CertificateRejected(f"no CRL for {issuer.subject.rfc4514_string()}")
+                if crl.get_revoked_certificate_by_serial_number(child.serial_number) is not None:
+                    raise CertificateRejected("revoked")
+        return chain
+
+    def is_revoked(self, cert: x509.Certificate) -> bool:
+        """True when a held CRL of the certificate's issuer lists it."""
+        with self._lock:
+            held = self._crls.get(cert.issuer.public_bytes())
+        return bool(held and held.crl.get_revoked_certificate_by_serial_number(
+            cert.serial_number) is not None)
+
+    def _crl_for(self, issuer: x509.Certificate) -> x509.CertificateRevocationList | None:
+        with self._lock:
+            held = self._crls.get(issuer.subject.public_bytes())
+        if held is None or not _signed_by(held.crl, issuer):
+            return None
+        return held.crl
+
+
+def _verify_error_text(errno: int) -> str:
+    try:
+        from OpenSSL._util import ffi, lib
+
+        return str(ffi.string(lib.X509_verify_cert_error_string(errno)).decode())
+    except Exception:  # only a log message
+        return f"error {errno}"
+
+
+__all__ = [
+    "CertificateRejected",
+    "TrustError",
+    "TrustStatus",
+    "TrustStore",
+    "load_crls",
+    "load_pem_certificates",
+]

@@ -1,0 +1,433 @@
+"""policy.decisions.Policy against a real SQLite store and the dev PKI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from cryptography import x509
+from store_template import open_template_store
+
+from conf.settings import ListenerRole, PolicySettings
+from policy.audit import FileAuditSink
+from policy.decisions import ALL_RIGHTS, Identity, Peer, Policy, Verdict
+from policy.passwords import hash_password
+from policy.whitelist import Whitelist
+from storage.interface import AccountClass, MailboxType
+
+D = "hopital.test"
+PRACTITIONER_PW = "correct horse 1"
+STAFF_PW = "battery staple 2"
+
+
+def load_cert(ic) -> x509.Certificate:
+    return x509.load_pem_x509_certificates(ic.cert.read_bytes())[0]
+
+
+@dataclass
+class World:
+    policy: Policy
+    audit: FileAuditSink
+    store: Any
+    accounts: dict[str, Any]
+    mailboxes: dict[str, Any]
+    pki: Any
+    tmp_path: Any
+
+    def identity(self, key: str, method: str = "password") -> Identity:
+        return Identity(self.accounts[key], method)
+
+    def events(self) -> list[Any]:
+        return list(self.audit.events)
+
+
+def make_world(tmp_path, dev_pki, settings_factory, **policy_kw) -> World:
+    store = open_template_store(tmp_path)
+    settings = settings_factory(tmp_path, policy=PolicySettings(**policy_kw))
+    audit = FileAuditSink(tmp_path / "audit.log")
+    h_prac, h_staff = hash_password(PRACTITIONER_PW, n=2**10), hash_password(STAFF_PW, n=2**10)
+    org_subject = dev_pki.organisation.subject
+    acc = {
+        "martin": store.add_account(f"dr.martin@{D}", "Dr Martin", AccountClass.PRACTITIONER,
+                                    idnat="810002813839", password_hash=h_prac),
+        "durand": store.add_account(f"sec.durand@{D}", "S Durand", AccountClass.STAFF,
+                                    password_hash=h_staff),
+        "reader": store.add_account(f"sec.reader@{D}", "R", AccountClass.STAFF,
+                                    password_hash=h_staff),
+        "stranger": store.add_account(f"stranger@{D}", "X", AccountClass.STAFF,
+                                      password_hash=h_staff),
+        "gone": store.add_account(f"gone@{D}", "Gone", AccountClass.STAFF, password_hash=h_staff),
+        "labo": store.add_account(f"labo@{D}", "Labo", AccountClass.SYSTEM,
+                                  cert_subject=org_subject),
+        "cpe": store.add_account(f"sec.dupont@{D}", "C Dupont", AccountClass.STAFF,
+                                 idnat="3760021832/000000018"),
+        # The structure's own OU, bound to an APP box: a card of that structure
+        # must NOT log in as it.
+        "structure": store.add_account(f"structure@{D}", "Structure", AccountClass.SYSTEM,
+                                       cert_subject="1750000001"),
+    }
+    store.set_account_active(f"gone@{D}", False)
+    mb = {}
+    for key in ("martin", "durand", "reader", "stranger", "labo"):
+        a = acc[key]
+        mb[key] = store.add_mailbox(a.login, MailboxType.APP if key == "labo" else MailboxType.PER,
+                                    owner_account_id=a.id)
+    mb["cardio"] = store.add_mailbox(f"cardiologie@{D}", MailboxType.ORG, responsible="Cardio")
+    mb["closed"] = store.add_mailbox(f"closed@{D}", MailboxType.ORG)
+    store.set_mailbox_active(f"closed@{D}", False)
+    store.set_grant(acc["durand"].id, mb["cardio"].id, ALL_RIGHTS)
+    store.set_grant(acc["reader"].id, mb["cardio"].id, "lr")
+    wl = Whitelist.parse(
+        b'<ListeBlancheMSSante xmlns="https://listeblanche.mssante.fr/schema">'
+        b"<DateDeGeneration>x</DateDeGeneration><ListeDomaines>"
+        b"<Domaine><Nom>operateur-pair.test</Nom><DNCertificatOperateur>"
+        + dev_pki.peer_operator.subject.encode()
+        + b"</DNCertificatOperateur></Domaine>"
+        b"<Domaine><Nom>autre.test</Nom><DNCertificatOperateur>CN=mx.autre.test,OU=1,O=A,ST=B,C=FR"
+        b"</DNCertificatOperateur></Domaine>"
+        b"</ListeDomaines></ListeBlancheMSSante>"
+    )
+    policy = Policy(settings, store, audit, wl)
+    return World(policy, audit, store, acc, mb, dev_pki, tmp_path)
+
+
+@pytest.fixture
+def world(tmp_path, dev_pki, settings_factory):
+    w = make_world(tmp_path, dev_pki, settings_factory)
+    yield w
+    w.audit.close()
+    w.store.close()
+
+
+def peer(role=ListenerRole.IMAP, cert=None, listener="imaps") -> Peer:
+    return Peer("127.0.0.1", 40000, listener, role, tls=True, tls_version="TLSv1.2",
+                cipher="ECDHE-RSA-AES256-GCM-SHA384", client_cert=cert)
+
+
+class OneEvent:
+    """Asserts that the block records exactly one audit event and returns it."""
+
+    def __init__(self, w: World) -> None:
+        self.w = w
+
+    def __enter__(self) -> OneEvent:
+        self.before = len(self.w.audit.events)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            new = self.w.audit.events[self.before:]
+            assert len(new) == 1, new
+            self.event = new[0]
+
+
+# ---------------------------------------------------------------- password
+
+
+def test_password_ok(world):
+    with OneEvent(world) as ev:
+        r = world.policy.authenticate_password(peer(), " SEC.Durand@hopital.test ", STAFF_PW)
+    assert r.identity is not None and r.identity.account.login == f"sec.durand@{D}"
+    assert r.identity.method == "password"
+    assert (ev.event.actor, ev.event.action, ev.event.result) == (f"sec.durand@{D}", "login", "allow")
+    assert ev.event.details["method"] == "password"
+
+
+@pytest.mark.parametrize(("login", "pw", "reason"), [
+    (f"sec.durand@{D}", "wrong", "bad-credentials"),
+    (f"nobody@{D}", STAFF_PW, "bad-credentials"),
+    (f"labo@{D}", "", "bad-credentials"),  # no password at all
+    (f"gone@{D}", STAFF_PW, "account-disabled"),
+    (f"dr.martin@{D}", PRACTITIONER_PW, "method-not-allowed"),  # class not in the list
+])
+def test_password_refused(world, login, pw, reason):
+    with OneEvent(world) as ev:
+        r = world.policy.authenticate_password(peer(), login, pw)
+    assert r.identity is None
+    assert r.decision.verdict is Verdict.DENY and r.decision.reason == reason
+    assert ev.event.result == "deny" and ev.event.details["reason"] == reason
+    assert ev.event.actor == login
+    log = (world.tmp_path / "audit.log").read_text()
+    assert STAFF_PW not in log and PRACTITIONER_PW not in log
+
+
+def test_password_classes_are_a_policy_choice(tmp_path, dev_pki, settings_factory):
+    w = make_world(tmp_path, dev_pki, settings_factory,
+                   password_login_classes=["practitioner"])
+    assert w.policy.authenticate_password(peer(), f"dr.martin@{D}", PRACTITIONER_PW).identity
+    r = w.policy.authenticate_password(peer(), f"sec.durand@{D}", STAFF_PW)
+    assert r.decision.reason == "method-not-allowed"
+    w.store.close()
+
+
+# ---------------------------------------------------------------- EXTERNAL
+
+
+def test_external_practitioner_card_by_idnat(world):
+    card = load_cert(world.pki.practitioner)
+    with OneEvent(world) as ev:
+        r = world.policy.authenticate_certificate(peer(cert=card), None)
+    assert r.identity is not None and r.identity.account.login == f"dr.martin@{D}"
+    assert r.identity.method == "external"
+    assert "810002813839" in r.identity.cert_subject
+    assert ev.event.actor == f"dr.martin@{D}" and ev.event.details["cert"] == r.identity.cert_subject
+
+
+@pytest.mark.parametrize("authzid", ["", f"dr.martin@{D}", f"Dr.Martin@{D.upper()}"])
+def test_external_authzid_forms_accepted(world, authzid):
+    # Thunderbird sends the login as authzid; others send "=" (empty).
+    card = load_cert(world.pki.practitioner)
+    r = world.policy.authenticate_certificate(peer(cert=card), authzid)
+    assert r.identity is not None and r.identity.account.login == f"dr.martin@{D}"
+
+
+def test_external_authzid_mismatch(world):
+    card = load_cert(world.pki.practitioner)
+    with OneEvent(world) as ev:
+        r = world.policy.authenticate_certificate(peer(cert=card), f"sec.durand@{D}")
+    assert r.identity is None and r.decision.reason == "authzid-mismatch"
+    assert ev.event.details["requested"] == f"sec.durand@{D}"
+    assert "810002813839" in ev.event.actor
+
+
+def test_external_employee_card_by_idnat_not_by_ou(world):
+    r = world.policy.authenticate_certificate(peer(cert=load_cert(world.pki.employee)), None)
+    assert r.identity is not None and r.identity.account.login == f"sec.dupont@{D}"
+
+
+def test_organisation_certificate_by_subject(world):
+    org = load_cert(world.pki.organisation)
+    r = world.policy.authenticate_certificate(peer(cert=org, listener="submission"), f"labo@{D}")
+    assert r.identity is not None and r.identity.account.login == f"labo@{D}"
+
+
+
+def ou_only_policy(tmp_path, settings_factory, audit) -> Policy:
+    """A store where only the organisation id 1750000001 is bound (to app@)."""
+    d = tmp_path / "ou-only"
+    d.mkdir()
+    s = open_template_store(d)
+    s.add_account(f"app@{D}", "App", AccountClass.SYSTEM, cert_subject="1750000001")
+    return Policy(settings_factory(tmp_path), s, audit, None)
+
+
+def test_organisation_certificate_by_organisation_id(world, settings_factory):
+    pol = ou_only_policy(world.tmp_path, settings_factory, world.audit)
+    r = pol.authenticate_certificate(peer(cert=load_cert(world.pki.organisation)), None)
+    assert r.identity is not None and r.identity.account.login == f"app@{D}"
+    pol.store.close()
+
+
+@pytest.mark.parametrize("who", ["employee", "server"])
+def test_card_or_server_never_maps_through_its_ou(world, settings_factory, who):
+    # The employee card and our server certificate carry OU=1750000001 too: a
+    # member of the structure must not become the structure's APP box.
+    pol = ou_only_policy(world.tmp_path, settings_factory, world.audit)
+    r = pol.authenticate_certificate(peer(cert=load_cert(getattr(world.pki, who))), None)
+    assert r.identity is None and r.decision.reason == "unknown-certificate"
+    pol.store.close()
+
+
+def test_external_unknown_and_missing_certificate(world):
+    with OneEvent(world) as ev:
+        r = world.policy.authenticate_certificate(peer(cert=load_cert(world.pki.peer_operator)), None)
+    assert r.decision.reason == "unknown-certificate"
+    assert ev.event.actor == world.pki.peer_operator.subject
+    with OneEvent(world) as ev:
+        r = world.policy.authenticate_certificate(peer(cert=None), f"dr.martin@{D}")
+    assert r.decision.reason == "no-certificate"
+
+
+def test_external_disabled_account(world):
+    world.store.set_account_active(f"dr.martin@{D}", False)
+    r = world.policy.authenticate_certificate(peer(cert=load_cert(world.pki.practitioner)), None)
+    assert r.identity is None and r.decision.reason == "account-disabled"
+
+
+# ---------------------------------------------------------------- SMTP
+
+
+def smtp(role):
+    return peer(role=role, listener=role.value)
+
+
+def test_check_sender_submission(world):
+    p = smtp(ListenerRole.SUBMISSION)
+    durand = world.identity("durand")
+    with OneEvent(world) as ev:
+        assert world.policy.check_sender(p, durand, f"sec.durand@{D}").allowed
+    assert ev.event.actor == f"sec.durand@{D}" and ev.event.action == "mail"
+    # agents answer from the functional box they hold "p" on
+    assert world.policy.check_sender(p, durand, f"Cardiologie@{D}").allowed
+    # read-only agent may not
+    assert world.policy.check_sender(p, world.identity("reader"), f"cardiologie@{D}").reason \
+        == "sender-not-owned"
+    assert world.policy.check_sender(p, durand, f"dr.martin@{D}").reason == "sender-not-owned"
+    with OneEvent(world) as ev:
+        assert world.policy.check_sender(p, None, f"sec.durand@{D}").reason == "auth-required"
+    assert ev.event.actor == "127.0.0.1"
+
+
+def test_check_sender_mx(world):
+    p = smtp(ListenerRole.MX)
+    assert world.policy.check_sender(p, None, "someone@operateur-pair.test").allowed
+    assert world.policy.check_sender(p, None, "").allowed  # bounces
+    assert world.policy.check_sender(p, None, f"dr.martin@{D}").reason == "sender-not-owned"
+
+
+def test_check_rcpt_local(world):
+    p = smtp(ListenerRole.MX)
+    with OneEvent(world) as ev:
+        r = world.policy.check_rcpt(p, None, "a@operateur-pair.test", f"Dr.Martin@{D}")
+    assert r.decision.allowed and r.mailbox.address == f"dr.martin@{D}" and not r.remote
+    assert ev.event.target == f"Dr.Martin@{D}" and ev.event.details["local"] is True
+    r = world.policy.check_rcpt(p, None, "a@x.test", f"nobody@{D}")
+    assert r.decision.reason == "unknown-recipient" and r.mailbox is None
+    r = world.policy.check_rcpt(p, None, "a@x.test", f"closed@{D}")
+    assert r.decision.reason == "mailbox-disabled"
+
+
+def test_check_rcpt_relay(world):
+    mx, sub = smtp(ListenerRole.MX), smtp(ListenerRole.SUBMISSION)
+    durand = world.identity("durand")
+    assert world.policy.check_rcpt(mx, None, "a@b.test", "x@operateur-pair.test").decision.reason \
+        == "relay-denied"
+    assert world.policy.check_rcpt(sub, None, "", "x@operateur-pair.test").decision.reason \
+        == "relay-denied"
+    with OneEvent(world) as ev:
+        r = world.policy.check_rcpt(sub, durand, f"sec.durand@{D}", "x@operateur-pair.test")
+    assert r.decision.allowed and r.remote and r.mailbox is None
+    assert ev.event.details["local"] is False
+    r = world.policy.check_rcpt(sub, durand, f"sec.durand@{D}", "someone@gmail.com")
+    assert r.decision.reason == "not-whitelisted"
+
+
+def test_check_rcpt_whitelist_not_enforced(tmp_path, dev_pki, settings_factory):
+    w = make_world(tmp_path, dev_pki, settings_factory, enforce_whitelist=False)
+    r = w.policy.check_rcpt(smtp(ListenerRole.SUBMISSION), w.identity("durand"), "", "a@gmail.com")
+    assert r.decision.allowed and r.remote
+    w.store.close()
+
+
+def test_may_relay_to(world):
+    with OneEvent(world) as ev:
+        assert world.policy.may_relay_to("OPERATEUR-PAIR.test.").allowed
+    assert ev.event.result == "allow"
+    with OneEvent(world) as ev:
+        assert world.policy.may_relay_to("gmail.com").reason == "not-whitelisted"
+
+
+def test_check_peer_operator(tmp_path, dev_pki, settings_factory):
+    w = make_world(tmp_path, dev_pki, settings_factory, mx_require_client_cert=True)
+    pol = w.policy
+    good = load_cert(dev_pki.peer_operator)
+    mx = lambda cert: peer(role=ListenerRole.MX, cert=cert, listener="mx")  # noqa: E731
+    with OneEvent(w) as ev:
+        assert pol.check_peer_operator(mx(good), "operateur-pair.test").allowed
+    assert ev.event.actor == dev_pki.peer_operator.subject
+    # listed, but for another domain
+    assert pol.check_peer_operator(mx(good), "autre.test").reason == "not-whitelisted"
+    assert pol.check_peer_operator(mx(None), "operateur-pair.test").reason == "no-certificate"
+    # a card is not an operator
+    assert pol.check_peer_operator(mx(load_cert(dev_pki.practitioner)),
+                                   "operateur-pair.test").reason == "not-whitelisted"
+    w.store.close()
+
+
+def test_check_peer_operator_not_required(world):
+    with OneEvent(world) as ev:
+        assert world.policy.check_peer_operator(smtp(ListenerRole.MX), "x.test").allowed
+    assert ev.event.details["reason"] == "not-required"
+
+
+def test_reload_whitelist_keeps_last_good(tmp_path, dev_pki, settings_factory):
+    path = tmp_path / "wl.xml"
+    w = make_world(tmp_path, dev_pki, settings_factory, whitelist_file=path)
+    before = w.policy.whitelist
+    path.write_text("<ListeBlancheMSSante")
+    with OneEvent(w) as ev:
+        problem = w.policy.reload_whitelist()
+    assert problem and w.policy.whitelist is before and ev.event.result == "fail"
+    path.write_text('<ListeBlancheMSSante xmlns="https://listeblanche.mssante.fr/schema">'
+                    "<ListeDomaines><Domaine><Nom>new.test</Nom></Domaine></ListeDomaines>"
+                    "</ListeBlancheMSSante>")
+    assert w.policy.reload_whitelist() is None
+    assert w.policy.whitelist.has_domain("new.test")
+    w.store.close()
+
+
+# ---------------------------------------------------------------- IMAP rights
+
+
+def test_mailbox_rights(world):
+    pol, mb = world.policy, world.mailboxes
+    assert pol.mailbox_rights(world.identity("martin"), mb["martin"]) == ALL_RIGHTS
+    assert pol.mailbox_rights(world.identity("durand"), mb["cardio"]) == ALL_RIGHTS
+    assert pol.mailbox_rights(world.identity("reader"), mb["cardio"]) == "lr"
+    assert pol.mailbox_rights(world.identity("stranger"), mb["cardio"]) == ""
+    assert pol.mailbox_rights(world.identity("stranger"), mb["martin"]) == ""
+    assert pol.mailbox_rights(world.identity("durand"), mb["closed"]) == ""
+
+
+def test_grant_validity_window(world):
+    pol, store = world.policy, world.store
+    now = dt.datetime.now(dt.UTC)
+    stranger, martin_box = world.accounts["stranger"], world.mailboxes["martin"]
+    # a delegation during a mission, not started yet
+    store.set_grant(stranger.id, martin_box.id, "lr", valid_from=now + dt.timedelta(days=1),
+                    valid_until=now + dt.timedelta(days=10))
+    assert pol.mailbox_rights(world.identity("stranger"), martin_box) == ""
+    store.set_grant(stranger.id, martin_box.id, "lr", valid_from=now - dt.timedelta(days=1),
+                    valid_until=now + dt.timedelta(days=10))
+    assert pol.mailbox_rights(world.identity("stranger"), martin_box) == "lr"
+    store.set_grant(stranger.id, martin_box.id, "lr", valid_from=now - dt.timedelta(days=10),
+                    valid_until=now - dt.timedelta(days=1))
+    assert pol.mailbox_rights(world.identity("stranger"), martin_box) == ""
+    assert martin_box.id not in [a.mailbox.id for a in pol.accessible_mailboxes(world.identity("stranger"))]
+
+
+def test_accessible_and_primary(world):
+    pol = world.policy
+    acc = pol.accessible_mailboxes(world.identity("durand"))
+    assert [(a.mailbox.address, a.owned) for a in acc] == [
+        (f"sec.durand@{D}", True), (f"cardiologie@{D}", False)]
+    assert pol.primary_mailbox(world.identity("durand")).address == f"sec.durand@{D}"
+    assert [a.mailbox.address for a in pol.accessible_mailboxes(world.identity("stranger"))] == [
+        f"stranger@{D}"]
+
+
+def test_check_mailbox_access_audits_every_access(world):
+    pol, mb = world.policy, world.mailboxes
+    with OneEvent(world) as ev:
+        assert pol.check_mailbox_access(world.identity("durand"), mb["cardio"], "INBOX", "r",
+                                        "select").allowed
+    assert (ev.event.actor, ev.event.target, ev.event.result) == (
+        f"sec.durand@{D}", f"cardiologie@{D}/INBOX", "allow")
+    assert ev.event.details["shared"] is True
+    with OneEvent(world) as ev:
+        assert pol.check_mailbox_access(world.identity("martin"), mb["martin"], "INBOX", "r",
+                                        "select").allowed
+    assert ev.event.details["shared"] is False
+    with OneEvent(world) as ev:
+        d = pol.check_mailbox_access(world.identity("reader"), mb["cardio"], "INBOX", "e", "expunge")
+    assert d.reason == "no-access" and ev.event.result == "deny"
+    with OneEvent(world):
+        assert not pol.check_mailbox_access(world.identity("stranger"), mb["martin"], "INBOX", "l",
+                                            "list").allowed
+    # "" or several letters are not a right
+    assert not pol.check_mailbox_access(world.identity("martin"), mb["martin"], "INBOX", "",
+                                        "x").allowed
+
+
+def test_audit_file_lines_are_json_without_content(world):
+    p = smtp(ListenerRole.SUBMISSION)
+    world.policy.authenticate_password(p, f"sec.durand@{D}", STAFF_PW)
+    world.policy.check_rcpt(p, world.identity("durand"), f"sec.durand@{D}", f"dr.martin@{D}")
+    lines = [json.loads(x) for x in (world.tmp_path / "audit.log").read_text().splitlines()]
+    assert len(lines) == 2
+    for line in lines:
+        assert {"time", "actor", "action", "target", "result"} <= set(line)
+        assert STAFF_PW not in json.dumps(line)
