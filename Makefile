@@ -1,23 +1,32 @@
 # Two commands on a fresh machine: `make run` and `make test`.
+# Both create .venv (Python >= 3.11) and install the project into it first.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 RUNDIR ?= run/dev
+# Extra arguments for the first `mssctl init` of `make run`, e.g. --port-offset 10000
+INIT_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: run test venv lint typecheck bench clean
 
+# The installed console script doubles as the "install is up to date" stamp.
 $(BIN)/mssctl: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
-	touch $(BIN)/mssctl
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "Python >= 3.11 is needed (found: $$($(PYTHON) --version 2>&1))"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || \
+	  { rm -rf $(VENV); echo "cannot create $(VENV): on Debian/Ubuntu, apt-get install python3-venv"; exit 1; }
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(BIN)/mssctl
 
 venv: $(BIN)/mssctl
 
+# First run: a demo instance in $(RUNDIR) (settings, dev PKI, keys, database,
+# demo accounts); then serve it in the foreground. Ctrl-C stops it.
 run: venv
-	test -f $(RUNDIR)/mss.yaml || $(BIN)/mssctl init $(RUNDIR) --demo
-	$(BIN)/mssctl serve --config $(RUNDIR)/mss.yaml --banner
+	@test -f $(RUNDIR)/mss.yaml || $(BIN)/mssctl init $(RUNDIR) --demo $(INIT_ARGS)
+	exec $(BIN)/mssctl serve --config $(RUNDIR)/mss.yaml --banner
 
 test: venv
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)

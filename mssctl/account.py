@@ -1,0 +1,127 @@
+"""`mssctl account add|passwd|disable|enable|list`: who logs in."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mssctl.common import (
+    EXIT_OK,
+    CliError,
+    add_config_option,
+    describe_store_error,
+    load,
+    opened_store,
+    print_table,
+    read_password,
+)
+from policy.passwords import hash_password
+from storage.interface import AccountClass, StoreError
+
+CLASSES = [c.value for c in AccountClass]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("account", help="accounts (who logs in)")
+    verbs = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    add = verbs.add_parser("add", help="create an account")
+    add.add_argument("login", help="login, usually the address of the person's own mailbox")
+    add.add_argument("--name", default="", help="display name")
+    add.add_argument("--class", dest="account_class", choices=CLASSES, default="staff")
+    add.add_argument("--idnat", help="national health id (IdNat_PS) of the card holder")
+    add.add_argument("--cert-subject",
+                     help="certificate subject DN or organisation id allowed to log in")
+    pw = add.add_mutually_exclusive_group()
+    pw.add_argument("--password", help="password (else prompted, or one line of stdin)")
+    pw.add_argument("--no-password", action="store_true",
+                    help="certificate login only")
+    add_config_option(add)
+    add.set_defaults(func=cmd_add)
+
+    passwd = verbs.add_parser("passwd", help="set an account's password")
+    passwd.add_argument("login")
+    pw = passwd.add_mutually_exclusive_group()
+    pw.add_argument("--password", help="new password (else prompted, or one line of stdin)")
+    pw.add_argument("--clear", action="store_true", help="remove the password")
+    add_config_option(passwd)
+    passwd.set_defaults(func=cmd_passwd)
+
+    for verb, active in (("disable", False), ("enable", True)):
+        sp = verbs.add_parser(verb, help=f"{verb} an account")
+        sp.add_argument("login")
+        add_config_option(sp)
+        sp.set_defaults(func=cmd_set_active, active=active)
+
+    lst = verbs.add_parser("list", help="list accounts")
+    add_config_option(lst)
+    lst.set_defaults(func=cmd_list)
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    settings = load(args)
+    password_hash = None
+    if not args.no_password:
+        password_hash = hash_password(read_password(args.password, prompt="Password"))
+    with opened_store(settings) as store:
+        try:
+            account = store.add_account(
+                args.login.strip().lower(),
+                args.name,
+                AccountClass(args.account_class),
+                idnat=args.idnat,
+                cert_subject=args.cert_subject,
+                password_hash=password_hash,
+            )
+        except StoreError as exc:
+            raise CliError(f"account {args.login}: {describe_store_error(exc)}") from None
+    print(f"account {account.login} added ({account.account_class.value})")
+    return EXIT_OK
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    settings = load(args)
+    new_hash = None if args.clear else hash_password(
+        read_password(args.password, prompt="New password")
+    )
+    with opened_store(settings) as store:
+        try:
+            store.set_password_hash(args.login.strip().lower(), new_hash)
+        except StoreError as exc:
+            raise CliError(f"account {args.login}: {describe_store_error(exc)}") from None
+    print(f"password of {args.login} {'removed' if args.clear else 'changed'}")
+    return EXIT_OK
+
+
+def cmd_set_active(args: argparse.Namespace) -> int:
+    settings = load(args)
+    with opened_store(settings) as store:
+        try:
+            store.set_account_active(args.login.strip().lower(), args.active)
+        except StoreError as exc:
+            raise CliError(f"account {args.login}: {describe_store_error(exc)}") from None
+    print(f"account {args.login} {'enabled' if args.active else 'disabled'}")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    settings = load(args)
+    with opened_store(settings) as store:
+        try:
+            accounts = store.list_accounts()
+        except StoreError as exc:
+            raise CliError(describe_store_error(exc)) from None
+    rows = [
+        [
+            a.login,
+            a.account_class.value,
+            "active" if a.active else "disabled",
+            "yes" if a.password_hash else "no",
+            a.idnat or "-",
+            a.cert_subject or "-",
+            a.display_name or "-",
+        ]
+        for a in sorted(accounts, key=lambda a: a.login)
+    ]
+    print_table(rows, ["LOGIN", "CLASS", "STATE", "PASSWORD", "IDNAT", "CERTIFICATE", "NAME"])
+    return EXIT_OK

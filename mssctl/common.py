@@ -1,0 +1,128 @@
+"""What every `mssctl` subcommand shares: exit codes, errors, config, store."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from conf.loader import ConfigError, load_settings
+from conf.settings import Settings
+
+if TYPE_CHECKING:
+    from storage.interface import MessageStore
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # operational error: store down, not found, already exists
+EXIT_USAGE = 2  # bad command line or configuration file
+
+CONFIG_ENV = "MSS_CONFIG"
+DEFAULT_CONFIG = "mss.yaml"
+
+
+class CliError(Exception):
+    """An error to print as ``mssctl: <message>`` and exit with `code`."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class ConfigProblems(CliError):
+    """The configuration file is wrong: one line per problem, exit status 2."""
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        super().__init__("\n".join(lines), EXIT_USAGE)
+        self.lines = list(lines)
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=None,
+        help=f"settings file (default: ${CONFIG_ENV}, else ./{DEFAULT_CONFIG})",
+    )
+
+
+def config_path(args: argparse.Namespace) -> Path:
+    value = getattr(args, "config", None) or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+    return Path(value)
+
+
+def load(args: argparse.Namespace, *, check_files: bool = False) -> Settings:
+    try:
+        return load_settings(config_path(args), check_files=check_files)
+    except ConfigError as exc:
+        raise ConfigProblems(exc.lines) from None
+
+
+@contextmanager
+def opened_store(settings: Settings) -> Iterator[MessageStore]:
+    """The store named by the settings; store errors become CliErrors."""
+    from storage import open_store
+    from storage.crypto import KeyFileError
+    from storage.interface import StoreError
+
+    try:
+        store = open_store(settings.database.url, settings.key_file)
+    except KeyFileError as exc:
+        raise CliError(f"key_file: {exc}", EXIT_USAGE) from None
+    except StoreError as exc:
+        raise CliError(f"cannot open the store: {describe_store_error(exc)}") from None
+    except OSError as exc:
+        raise CliError(f"cannot open the store: {exc.strerror or exc}") from None
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def describe_store_error(exc: BaseException) -> str:
+    from storage.interface import AlreadyExists, NotFound, QuotaExceeded, StoreUnavailable
+
+    kinds: dict[type[BaseException], str] = {
+        NotFound: "not found",
+        AlreadyExists: "already exists",
+        QuotaExceeded: "over quota",
+        StoreUnavailable: "the database is unavailable",
+    }
+    for kind, text in kinds.items():
+        if isinstance(exc, kind):
+            detail = str(exc)
+            return f"{text}: {detail}" if detail else text
+    return str(exc) or type(exc).__name__
+
+
+def read_password(args_password: str | None, *, prompt: str, stdin: TextIO | None = None) -> str:
+    """--password, else a prompt (twice) on a terminal, else one line of stdin."""
+    if args_password is not None:
+        password = args_password
+    else:
+        stream = stdin if stdin is not None else sys.stdin
+        if stream.isatty():
+            password = getpass.getpass(f"{prompt}: ")
+            if getpass.getpass(f"{prompt} (again): ") != password:
+                raise CliError("the passwords do not match", EXIT_USAGE)
+        else:
+            password = stream.readline().rstrip("\r\n")
+    if not password:
+        raise CliError("empty password", EXIT_USAGE)
+    return password
+
+
+def print_table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> None:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    print(fmt.format(*headers).rstrip())
+    for row in rows:
+        print(fmt.format(*row).rstrip())

@@ -1,0 +1,74 @@
+"""`mssctl keys rotate|reencrypt`: encryption keys of the message store.
+
+Rotation appends a new key to the key file (it becomes the key new blobs are
+written with) and re-encrypts existing blobs in batches. A running server
+loaded the key file when it started: restart it after `rotate --no-reencrypt`,
+then run `reencrypt`, so that no worker meets a blob under a key it does not
+know yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mssctl.common import (
+    EXIT_OK,
+    CliError,
+    add_config_option,
+    describe_store_error,
+    load,
+    opened_store,
+)
+from storage.interface import StoreError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("keys", help="encryption keys of stored messages")
+    verbs = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    rotate = verbs.add_parser("rotate", help="add a new current key, then re-encrypt")
+    rotate.add_argument("--no-reencrypt", action="store_true",
+                        help="only add the key (run `keys reencrypt` later)")
+    rotate.add_argument("--batch", type=int, default=500, help="messages per transaction")
+    add_config_option(rotate)
+    rotate.set_defaults(func=cmd_rotate)
+    reenc = verbs.add_parser("reencrypt", help="move every blob to the current key")
+    reenc.add_argument("--batch", type=int, default=500, help="messages per transaction")
+    add_config_option(reenc)
+    reenc.set_defaults(func=cmd_reencrypt)
+
+
+def _reencrypt_all(args: argparse.Namespace) -> int:
+    settings = load(args)
+    total = 0
+    with opened_store(settings) as store:
+        try:
+            while True:
+                done = store.reencrypt(batch=max(1, args.batch))
+                if done == 0:
+                    break
+                total += done
+                print(f"re-encrypted {total} so far", flush=True)
+        except StoreError as exc:
+            raise CliError(f"re-encryption stopped after {total}: {describe_store_error(exc)}") from None
+    print(f"re-encrypted {total} blob(s); every blob is under the current key")
+    return EXIT_OK
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    settings = load(args)
+    from storage.crypto import KeyFileError, add_key
+
+    try:
+        key_id = add_key(settings.key_file)
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
+    print(f"new current key {key_id} added to {settings.key_file}")
+    if args.no_reencrypt:
+        print("restart the server, then run `mssctl keys reencrypt`")
+        return EXIT_OK
+    return _reencrypt_all(args)
+
+
+def cmd_reencrypt(args: argparse.Namespace) -> int:
+    return _reencrypt_all(args)

@@ -1,0 +1,206 @@
+"""`mssctl mailbox add|list|disable|enable|grant|grants`: addresses that receive mail."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from mssctl.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    add_config_option,
+    describe_store_error,
+    load,
+    opened_store,
+    print_table,
+)
+from policy.decisions import ALL_RIGHTS
+from storage.interface import MailboxType, StoreError
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+RFC4314_RIGHTS = set(ALL_RIGHTS)
+
+
+def parse_size(text: str) -> int | None:
+    """'500M' -> bytes; 'none' or 'unlimited' -> None."""
+    if text.strip().lower() in ("none", "unlimited", "0"):
+        return None
+    m = _SIZE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected a size such as 500M or 2G, got {text!r}")
+    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+def parse_date(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO date such as 2026-12-31, got {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _size_text(n: int | None) -> str:
+    if n is None:
+        return "unlimited"
+    for unit in ("T", "G", "M", "K"):
+        if n >= _UNITS[unit.lower()] and n % _UNITS[unit.lower()] == 0:
+            return f"{n // _UNITS[unit.lower()]}{unit}"
+    return str(n)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("mailbox", help="mailboxes (PER, ORG, APP)")
+    verbs = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    add = verbs.add_parser("add", help="create a mailbox and its default folders")
+    add.add_argument("address")
+    add.add_argument("--type", dest="mailbox_type", choices=[t.value for t in MailboxType],
+                     default="PER", help="PER personal, ORG functional, APP applicative")
+    add.add_argument("--owner", help="login of the holding account (PER, APP)")
+    add.add_argument("--name", default="", help="display name")
+    add.add_argument("--responsible", default="",
+                     help="legal entity or person responsible (ORG)")
+    add.add_argument("--quota", type=parse_size, default=None, help="e.g. 500M, 2G")
+    add_config_option(add)
+    add.set_defaults(func=cmd_add)
+
+    lst = verbs.add_parser("list", help="list mailboxes")
+    add_config_option(lst)
+    lst.set_defaults(func=cmd_list)
+
+    for verb, active in (("disable", False), ("enable", True)):
+        sp = verbs.add_parser(verb, help=f"{verb} a mailbox (a disabled one refuses mail)")
+        sp.add_argument("address")
+        add_config_option(sp)
+        sp.set_defaults(func=cmd_set_active, active=active)
+
+    grant = verbs.add_parser("grant", help="give an account access to a mailbox (RFC 4314)")
+    grant.add_argument("address")
+    grant.add_argument("login")
+    grant.add_argument("--rights", default=ALL_RIGHTS,
+                       help=f"RFC 4314 letters (default {ALL_RIGHTS}); '' revokes")
+    grant.add_argument("--from", dest="valid_from", type=parse_date, default=None)
+    grant.add_argument("--until", dest="valid_until", type=parse_date, default=None)
+    add_config_option(grant)
+    grant.set_defaults(func=cmd_grant)
+
+    revoke = verbs.add_parser("revoke", help="remove an account's access to a mailbox")
+    revoke.add_argument("address")
+    revoke.add_argument("login")
+    add_config_option(revoke)
+    revoke.set_defaults(func=cmd_grant, rights="", valid_from=None, valid_until=None)
+
+    grants = verbs.add_parser("grants", help="who may use a mailbox")
+    grants.add_argument("address")
+    add_config_option(grants)
+    grants.set_defaults(func=cmd_grants)
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    settings = load(args)
+    address = args.address.strip().lower()
+    if "@" not in address:
+        raise CliError(f"{args.address}: expected an address local@domain", EXIT_USAGE)
+    mtype = MailboxType(args.mailbox_type)
+    if mtype is not MailboxType.ORG and not args.owner:
+        raise CliError(f"a {mtype.value} mailbox needs --owner LOGIN", EXIT_USAGE)
+    with opened_store(settings) as store:
+        try:
+            owner_id = store.get_account(args.owner).id if args.owner else None
+            mailbox = store.add_mailbox(
+                address,
+                mtype,
+                display_name=args.name,
+                owner_account_id=owner_id,
+                responsible=args.responsible,
+                quota_bytes=args.quota,
+            )
+        except StoreError as exc:
+            raise CliError(f"mailbox {address}: {describe_store_error(exc)}") from None
+    print(f"mailbox {mailbox.address} added ({mailbox.mailbox_type.value})")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    settings = load(args)
+    with opened_store(settings) as store:
+        try:
+            mailboxes = store.list_mailboxes()
+            owners = {a.id: a.login for a in store.list_accounts()}
+        except StoreError as exc:
+            raise CliError(describe_store_error(exc)) from None
+    rows = [
+        [
+            m.address,
+            m.mailbox_type.value,
+            "active" if m.active else "disabled",
+            owners.get(m.owner_account_id, "-") if m.owner_account_id else "-",
+            _size_text(m.quota_bytes),
+            m.display_name or "-",
+        ]
+        for m in sorted(mailboxes, key=lambda m: m.address)
+    ]
+    print_table(rows, ["ADDRESS", "TYPE", "STATE", "OWNER", "QUOTA", "NAME"])
+    return EXIT_OK
+
+
+def cmd_set_active(args: argparse.Namespace) -> int:
+    settings = load(args)
+    with opened_store(settings) as store:
+        try:
+            store.set_mailbox_active(args.address.strip().lower(), args.active)
+        except StoreError as exc:
+            raise CliError(f"mailbox {args.address}: {describe_store_error(exc)}") from None
+    print(f"mailbox {args.address} {'enabled' if args.active else 'disabled'}")
+    return EXIT_OK
+
+
+def cmd_grant(args: argparse.Namespace) -> int:
+    settings = load(args)
+    unknown = set(args.rights) - RFC4314_RIGHTS
+    if unknown:
+        raise CliError(
+            f"--rights: unknown RFC 4314 right(s) {''.join(sorted(unknown))!r}; "
+            f"expected letters among {ALL_RIGHTS}",
+            EXIT_USAGE,
+        )
+    with opened_store(settings) as store:
+        try:
+            mailbox = store.get_mailbox(args.address)
+            account = store.get_account(args.login)
+            store.set_grant(account.id, mailbox.id, args.rights,
+                            valid_from=args.valid_from, valid_until=args.valid_until)
+        except StoreError as exc:
+            raise CliError(f"{args.address} / {args.login}: {describe_store_error(exc)}") from None
+    if args.rights:
+        print(f"{account.login} may use {mailbox.address} with rights {args.rights}")
+    else:
+        print(f"{account.login} no longer has access to {mailbox.address}")
+    return EXIT_OK
+
+
+def cmd_grants(args: argparse.Namespace) -> int:
+    settings = load(args)
+    with opened_store(settings) as store:
+        try:
+            mailbox = store.get_mailbox(args.address)
+            grants = store.grants_for_mailbox(mailbox.id)
+            logins = {a.id: a.login for a in store.list_accounts()}
+        except StoreError as exc:
+            raise CliError(f"mailbox {args.address}: {describe_store_error(exc)}") from None
+    rows = [
+        [
+            logins.get(g.account_id, str(g.account_id)),
+            g.rights,
+            g.valid_from.isoformat() if g.valid_from else "-",
+            g.valid_until.isoformat() if g.valid_until else "-",
+        ]
+        for g in grants
+        if g.rights
+    ]
+    print_table(rows, ["LOGIN", "RIGHTS", "FROM", "UNTIL"])
+    return EXIT_OK

@@ -1,0 +1,134 @@
+"""Building the run-time `Services` from `Settings`, once per worker process.
+
+Everything here opens files or connections, so it runs in the worker *after*
+the fork: a SQLite connection or an OpenSSL context must never cross a fork.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+from conf.settings import ListenerRole, ListenerSettings, Settings, TLSMode
+from policy.audit import FileAuditSink
+from policy.auth import Authenticator
+from policy.decisions import Policy
+from policy.services import Services
+from policy.whitelist import Whitelist, WhitelistError
+from storage.threaded import StoreRunner
+
+log = logging.getLogger(__name__)
+
+# Which module builds the protocol factory of each listener role. Imported
+# lazily so that `mssctl` admin commands never pay for the protocol code.
+FACTORY_MODULES: dict[ListenerRole, str] = {
+    ListenerRole.MX: "mssmtpd.server",
+    ListenerRole.SUBMISSION: "mssmtpd.server",
+    ListenerRole.IMAP: "imapd.server",
+}
+
+
+class RuntimeProblem(Exception):
+    """The server cannot start with these settings; the message says why."""
+
+
+def load_whitelist(settings: Settings) -> Whitelist | None:
+    path = settings.policy.whitelist_file
+    if path is None:
+        return None
+    if not path.is_file():
+        log.warning("whitelist file %s not found: relaying is not restricted by it", path)
+        return None
+    try:
+        return Whitelist.load(path)
+    except WhitelistError as exc:
+        raise RuntimeProblem(f"policy.whitelist_file: {exc}") from None
+
+
+def build_tls(settings: Settings) -> Any:
+    """certs.tls.ServerTLS, or None when no listener uses TLS."""
+    if all(lst.tls is TLSMode.NONE for lst in settings.listeners):
+        return None
+    try:
+        from certs.tls import ServerTLS
+    except ImportError as exc:
+        raise RuntimeProblem(f"TLS support is not available ({exc})") from None
+    try:
+        return ServerTLS(settings.tls)
+    except Exception as exc:
+        # The certificate files are named by the operator: say which one failed.
+        raise RuntimeProblem(f"tls: cannot load certificates: {exc}") from None
+
+
+def build_services(settings: Settings, reactor: Any) -> Services:
+    """Opens the store and wires policy, audit, authentication and TLS."""
+    from storage import open_store
+
+    store = open_store(
+        settings.database.url, settings.key_file, pool_size=settings.database.pool_size
+    )
+    try:
+        audit = FileAuditSink(settings.audit.path, store)
+        policy = Policy(settings, store, audit, load_whitelist(settings))
+        runner = StoreRunner(reactor, settings.database.threads)
+        services = Services(
+            settings=settings,
+            store=store,
+            policy=policy,
+            audit=audit,
+            runner=runner,
+            authenticator=Authenticator(policy, runner),
+            reactor=reactor,
+            tls=build_tls(settings),
+        )
+    except BaseException:
+        store.close()
+        raise
+    return services
+
+
+def factory_builder(listener: ListenerSettings) -> Any:
+    """The `build_factory(services, listener)` function for a listener's role."""
+    name = FACTORY_MODULES[listener.role]
+    try:
+        module = importlib.import_module(name)
+    except ImportError as exc:
+        raise RuntimeProblem(
+            f"listener {listener.name}: {name} is not available ({exc})"
+        ) from None
+    return module.build_factory
+
+
+def preload(settings: Settings) -> None:
+    """Imports, in the parent, everything the workers will need, so that each
+    forked worker starts in milliseconds instead of re-importing SQLAlchemy,
+    OpenSSL and the protocols. Never imports the reactor (see serve.py)."""
+    modules = {"storage.store", "mssmtpd.relay"}
+    if any(lst.tls is not TLSMode.NONE for lst in settings.listeners):
+        modules.add("certs.tls")
+    for lst in settings.listeners:
+        factory_builder(lst)  # imports the protocol, or says which is missing
+    for name in sorted(modules):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            log.debug("preload: %s not importable", name)
+
+
+def check_store(settings: Settings) -> None:
+    """Opens and closes the store once: a database that needs `mssctl db
+    upgrade`, or a bad key file, is reported once, before any fork."""
+    from storage import open_store
+
+    open_store(settings.database.url, settings.key_file, pool_size=1).close()
+
+
+def relay_service(services: Services) -> Any | None:
+    """mssmtpd.relay.RelayService for this worker, or None if not installed."""
+    try:
+        from mssmtpd.relay import RelayService
+    except ImportError as exc:
+        log.warning("outbound relay not available (%s): queued mail will wait", exc)
+        return None
+    return RelayService(services)

@@ -1,0 +1,425 @@
+"""`mssctl serve`: every configured listener, in one or several worker processes.
+
+The parent opens the listening sockets itself (so a taken port is reported
+once, clearly, before anything forks), then either runs the reactor itself
+(one worker) or forks workers that each adopt their own SO_REUSEPORT copy of
+every socket with `reactor.adoptStreamPort`, so the kernel spreads connections
+across them. The parent never imports the Twisted reactor: a reactor (epoll
+descriptor, threads) must not cross a fork. Shutdown: SIGTERM or SIGINT stops
+the reactor of each worker (the parent forwards the signal and waits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from conf.settings import ListenerRole, ListenerSettings, Settings, TLSMode
+from mssctl.common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    add_config_option,
+    config_path,
+    load,
+)
+
+log = logging.getLogger("mssctl.serve")
+
+BACKLOG = 1024
+STOP_GRACE = 10.0  # seconds a worker gets to finish before SIGKILL
+DEMO_LOGINS_FILE = "demo-logins.txt"  # written by `mssctl init --demo`
+# A worker dying this soon after it started failed to start: do not respawn.
+START_WINDOW = 3.0
+MAX_RESPAWNS_PER_MINUTE = 5
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the SMTP and IMAP listeners",
+        description="Run every listener of the settings file until SIGTERM or SIGINT.",
+    )
+    add_config_option(p)
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes (default: `workers` of the settings)")
+    p.add_argument("--banner", action="store_true",
+                   help="print how to connect (ports, CA file, demo logins)")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run)
+
+
+# ---------------------------------------------------------------- logging
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s",
+        force=True,
+    )
+    # Alembic announces its plugins at INFO each time the schema revision is read.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _route_twisted_logs() -> None:
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
+
+    observer: Any = STDLibLogObserver(name="twisted")  # provides ILogObserver
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False, discardBuffer=True)
+
+
+# ---------------------------------------------------------------- sockets
+
+
+def _family(address: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def _bind_error(listener: ListenerSettings, port: int, exc: OSError) -> CliError:
+    where = f"listener {listener.name} ({listener.role.value}) cannot listen on {listener.address}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        why = "the port is already in use (is another server running?)"
+    elif exc.errno == errno.EACCES:
+        why = "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        why = "the address is not one of this machine's"
+    else:
+        why = exc.strerror or str(exc)
+    return CliError(f"{where}: {why}", EXIT_USAGE)
+
+
+def _new_socket(listener: ListenerSettings, port: int, *, reuseport: bool) -> socket.socket:
+    sock = socket.socket(_family(listener.address), socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((listener.address, port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise _bind_error(listener, port, exc) from None
+    return sock
+
+
+def _probe(listener: ListenerSettings) -> None:
+    """Fails if anyone listens on the port, even with SO_REUSEPORT: a second
+    server would otherwise silently share the port with the first."""
+    sock = socket.socket(_family(listener.address), socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((listener.address, listener.port))
+    except OSError as exc:
+        raise _bind_error(listener, listener.port, exc) from None
+    finally:
+        sock.close()
+
+
+@dataclass
+class BoundListener:
+    settings: ListenerSettings
+    port: int  # the actual port (differs from settings.port when that is 0)
+
+
+def open_listeners(
+    listeners: list[ListenerSettings], copies: int, *, probe: bool = True
+) -> tuple[list[BoundListener], list[list[socket.socket]]]:
+    """Binds every listener `copies` times (SO_REUSEPORT); returns the bound
+    listeners and, per copy, one socket per listener (same order). `probe`
+    first checks that nobody else listens on the port."""
+    bound: list[BoundListener] = []
+    per_copy: list[list[socket.socket]] = [[] for _ in range(copies)]
+    try:
+        for lst in listeners:
+            if probe and lst.port != 0:
+                _probe(lst)
+            first = _new_socket(lst, lst.port, reuseport=True)
+            port = int(first.getsockname()[1])
+            per_copy[0].append(first)
+            for i in range(1, copies):
+                per_copy[i].append(_new_socket(lst, port, reuseport=True))
+            bound.append(BoundListener(lst, port))
+    except BaseException:
+        for socks in per_copy:
+            for s in socks:
+                s.close()
+        raise
+    return bound, per_copy
+
+
+# ---------------------------------------------------------------- banner
+
+
+_ROLE_TEXT = {
+    ListenerRole.MX: "SMTP (mx, between operators)",
+    ListenerRole.SUBMISSION: "SMTP submission",
+    ListenerRole.IMAP: "IMAP",
+}
+_TLS_TEXT = {
+    TLSMode.NONE: "no TLS",
+    TLSMode.STARTTLS: "STARTTLS",
+    TLSMode.IMPLICIT: "TLS from the first byte",
+}
+
+
+def banner(settings: Settings, bound: list[BoundListener], config: Path, workers: int) -> str:
+    lines = [
+        f"MSS mail server for {', '.join(settings.domains)} "
+        f"(settings {config}, {workers} worker{'s' if workers != 1 else ''})",
+        "",
+        "Listening:",
+    ]
+    width = max(len(b.settings.name) for b in bound)
+    for b in bound:
+        lst = b.settings
+        lines.append(
+            f"  {lst.name:<{width}}  {lst.address}:{b.port:<5}  {_ROLE_TEXT[lst.role]}, "
+            f"{_TLS_TEXT[lst.tls]}, client certificate {lst.client_cert.value}"
+        )
+    lines += ["", "CA file to trust (import it as an authority in the mail client):"]
+    lines += [f"  {p}" for p in settings.tls.ca_files] or ["  (none configured)"]
+    demo = config.resolve().parent / DEMO_LOGINS_FILE
+    if demo.is_file():
+        lines += ["", demo.read_text(encoding="utf-8").rstrip()]
+    lines += ["", "Stop with Ctrl-C."]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- worker
+
+# Set by a stop signal that arrives while a worker is still starting (the
+# sockets already accept, so a user may well press Ctrl-C then): the worker
+# then stops as soon as its reactor runs, cleanly, instead of dying mid-import.
+_stop_requested = False
+
+
+def _early_stop(signum: int, frame: FrameType | None) -> None:
+    global _stop_requested
+    _stop_requested = True
+
+
+def install_early_stop() -> None:
+    signal.signal(signal.SIGTERM, _early_stop)
+    signal.signal(signal.SIGINT, _early_stop)
+
+
+def run_worker(settings: Settings, bound: list[BoundListener], socks: list[socket.socket]) -> int:
+    """Runs one reactor with every listener; returns the exit status."""
+    from twisted.internet import reactor
+
+    from mssctl.runtime import RuntimeProblem, build_services, factory_builder, relay_service
+    from storage.crypto import KeyFileError
+    from storage.interface import StoreError
+
+    _route_twisted_logs()
+    r: Any = reactor
+    try:
+        services = build_services(settings, r)
+    except (RuntimeProblem, KeyFileError) as exc:
+        print(f"mssctl: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreError as exc:
+        print(f"mssctl: cannot open the store: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        for b, sock in zip(bound, socks, strict=True):
+            factory = factory_builder(b.settings)(services, b.settings)
+            r.adoptStreamPort(sock.fileno(), sock.family, factory)
+            sock.close()  # adoptStreamPort duplicated the descriptor
+            log.info("%s listening on %s:%d", b.settings.name, b.settings.address, b.port)
+    except RuntimeProblem as exc:
+        print(f"mssctl: {exc}", file=sys.stderr)
+        services.store.close()
+        return EXIT_FAILURE
+    relay = relay_service(services)
+    if relay is not None:
+        r.callWhenRunning(relay.start)
+        r.addSystemEventTrigger("before", "shutdown", relay.stop)
+
+    stopping = False
+
+    def stop_once() -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            log.info("stopping")
+            r.stop()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        r.callFromThread(stop_once)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if _stop_requested:
+        r.callWhenRunning(stop_once)
+    r.run(installSignalHandlers=False)
+    services.store.close()
+    close = getattr(services.audit, "close", None)
+    if close is not None:
+        close()
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- supervisor
+
+
+class Supervisor:
+    """Forks the workers, forwards stop signals, respawns a crashed worker."""
+
+    def __init__(
+        self, settings: Settings, bound: list[BoundListener], socks: list[list[socket.socket]]
+    ) -> None:
+        self.settings = settings
+        self.bound = bound
+        self.socks: list[list[socket.socket] | None] = list(socks)
+        self.children: dict[int, tuple[int, float]] = {}  # pid -> (slot, start time)
+        self.stopping = False
+        self.status = EXIT_OK
+        self.respawns: list[float] = []
+
+    def spawn(self, slot: int) -> None:
+        socks = self.socks[slot]
+        if socks is None:
+            # A new copy joins the sockets the other workers still hold.
+            fixed = [b.settings.model_copy(update={"port": b.port}) for b in self.bound]
+            _, fresh = open_listeners(fixed, 1, probe=False)
+            socks = fresh[0]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = EXIT_FAILURE
+            try:
+                install_early_stop()
+                for other in self.socks:
+                    if other is not None and other is not socks:
+                        for s in other:
+                            s.close()
+                code = run_worker(self.settings, self.bound, socks)
+            except BaseException:
+                log.exception("worker failed")
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        for s in socks:  # the worker owns them now
+            s.close()
+        self.socks[slot] = None
+        self.children[pid] = (slot, time.monotonic())
+
+    def request_stop(self, signum: int, frame: FrameType | None = None) -> None:
+        if not self.stopping:
+            self.stopping = True
+            log.info("stopping %d worker(s)", len(self.children))
+            signal.signal(signal.SIGALRM, self._kill_all)
+            signal.setitimer(signal.ITIMER_REAL, STOP_GRACE)
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def _kill_all(self, signum: int, frame: FrameType | None) -> None:
+        for pid in list(self.children):
+            log.error("worker %d did not stop in %.0f s: killing it", pid, STOP_GRACE)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.status = EXIT_FAILURE
+
+    def run(self, workers: int) -> int:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        for slot in range(workers):
+            self.spawn(slot)
+        if _stop_requested:  # a signal came while the sockets were being opened
+            self.request_stop(signal.SIGTERM)
+        while self.children:
+            try:
+                pid, wait_status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            slot, started = self.children.pop(pid)
+            code = os.waitstatus_to_exitcode(wait_status)
+            if self.stopping:
+                if code not in (EXIT_OK, -signal.SIGTERM, -signal.SIGINT):
+                    self.status = max(self.status, EXIT_FAILURE)
+                continue
+            if time.monotonic() - started < START_WINDOW and code != EXIT_OK:
+                # It could not start (bad certificate, store unreachable): the
+                # others will not either. Its own message is already on stderr.
+                self.status = code if code in (EXIT_FAILURE, EXIT_USAGE) else EXIT_FAILURE
+                self.request_stop(signal.SIGTERM)
+                continue
+            log.error("worker %d exited with status %d", pid, code)
+            now = time.monotonic()
+            self.respawns = [t for t in self.respawns if now - t < 60] + [now]
+            if len(self.respawns) > MAX_RESPAWNS_PER_MINUTE:
+                log.error("workers keep dying: giving up")
+                self.status = EXIT_FAILURE
+                self.request_stop(signal.SIGTERM)
+                continue
+            try:
+                self.spawn(slot)
+            except CliError as exc:
+                log.error("cannot restart worker: %s", exc.message)
+                self.status = EXIT_FAILURE
+                self.request_stop(signal.SIGTERM)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        return self.status
+
+
+# ---------------------------------------------------------------- command
+
+
+def _prepare_fork(settings: Settings) -> None:
+    from mssctl.runtime import RuntimeProblem, check_store, preload
+    from storage.crypto import KeyFileError
+    from storage.interface import StoreError
+
+    try:
+        preload(settings)
+    except RuntimeProblem as exc:  # a protocol module is missing: installation problem
+        raise CliError(str(exc)) from None
+    try:
+        check_store(settings)
+    except KeyFileError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    except StoreError as exc:
+        raise CliError(f"cannot open the store: {exc}") from None
+    if "twisted.internet.reactor" in sys.modules:
+        # A reactor (its epoll descriptor) shared by forked workers misroutes events.
+        raise CliError("internal error: the Twisted reactor was imported before forking")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load(args, check_files=True)
+    workers = args.workers if args.workers is not None else settings.workers
+    if not 1 <= workers <= 64:
+        raise CliError("--workers: expected an integer from 1 to 64", EXIT_USAGE)
+    setup_logging(args.log_level)
+    bound, socks = open_listeners(list(settings.listeners), workers)
+    install_early_stop()
+    if workers > 1:
+        _prepare_fork(settings)
+    if args.banner:
+        print(banner(settings, bound, config_path(args), workers), flush=True)
+    if workers == 1:
+        return run_worker(settings, bound, socks[0])
+    return Supervisor(settings, bound, socks).run(workers)

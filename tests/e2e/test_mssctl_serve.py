@@ -1,0 +1,255 @@
+"""`mssctl serve` as a user runs it: a subprocess on real loopback sockets.
+
+Acceptance (issue 2): every listener accepts TCP within 10 s, SIGINT stops it
+quickly with status 0, a wrong file or a taken port exits 2 with a clear
+message and no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mssctl_support import env, free_port_offset, mssctl_cmd, run_mssctl, wait_accepting
+
+from conf.loader import load_settings
+from conf.settings import TLSMode
+from mssctl.main import main
+
+pytestmark = pytest.mark.e2e
+
+START_DEADLINE = 10.0  # seconds, from the issue's acceptance criteria
+STOP_DEADLINE = 10.0
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("serve-template") / "inst"
+    assert main(["init", str(target), "--demo"]) == 0
+    return target
+
+
+def with_offset(template: Path, dest: Path, offset: int) -> Path:
+    """A copy of the demo instance whose listeners are moved by `offset`."""
+    shutil.copytree(template, dest)
+    text = (dest / "mss.yaml").read_text()
+    settings = load_settings(dest / "mss.yaml")
+    for lst in settings.listeners:
+        text = text.replace(f"port: {lst.port},", f"port: {lst.port + offset},")
+    (dest / "mss.yaml").write_text(text)
+    return dest
+
+
+class Server:
+    def __init__(self, config: Path, *extra: str) -> None:
+        self.config = config
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            mssctl_cmd("serve", "--config", str(config), *extra),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
+        )
+        self.settings = load_settings(config)
+
+    @property
+    def ports(self) -> list[int]:
+        return [lst.port for lst in self.settings.listeners]
+
+    def stop(self, sig: int = signal.SIGINT) -> tuple[int, str, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        out, err = self.proc.communicate(timeout=STOP_DEADLINE)
+        return self.proc.returncode, out, err
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+@pytest.fixture
+def instance(template: Path, tmp_path: Path) -> Path:
+    return with_offset(template, tmp_path / "inst", free_port_offset())
+
+
+@pytest.fixture
+def server_factory() -> Iterator[type[Server]]:
+    started: list[Server] = []
+
+    class Tracked(Server):
+        def __init__(self, config: Path, *extra: str) -> None:
+            super().__init__(config, *extra)
+            started.append(self)
+
+    yield Tracked
+    for s in started:
+        s.kill()
+
+
+def _greeting(sock: socket.socket) -> bytes:
+    sock.settimeout(10)
+    data = b""
+    while b"\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_every_listener_accepts_then_sigint_stops_cleanly(
+    instance: Path, server_factory: type[Server]
+) -> None:
+    server = server_factory(instance / "mss.yaml", "--banner")
+    missing = wait_accepting(server.ports, server.started + START_DEADLINE)
+    assert missing == [], f"not accepting within {START_DEADLINE} s: {missing}"
+
+    # The listeners speak their protocol, with the configured TLS.
+    ca = ssl.create_default_context(cafile=str(instance / "pki" / "ca.pem"))
+    for lst in server.settings.listeners:
+        with socket.create_connection(("127.0.0.1", lst.port), timeout=10) as raw:
+            if lst.tls is TLSMode.IMPLICIT:
+                with ca.wrap_socket(raw, server_hostname="localhost") as tls:
+                    greeting = _greeting(tls)
+            else:
+                greeting = _greeting(raw)
+        expected = b"* OK" if lst.role.value == "imap" else b"220"
+        assert greeting.startswith(expected), (lst.name, greeting)
+
+    t0 = time.monotonic()
+    code, out, err = server.stop(signal.SIGINT)
+    assert code == 0, err
+    assert time.monotonic() - t0 < 5
+    assert "Traceback" not in out + err
+    # The banner says how to connect.
+    for port in server.ports:
+        assert f"127.0.0.1:{port}" in out
+    assert str(instance / "pki" / "ca.pem") in out
+    assert "dr.martin@hopital.test" in out and "practitioner.p12" in out
+    # The ports are free again.
+    assert wait_accepting(server.ports[:1], time.monotonic()) == server.ports[:1]
+
+
+def test_sigterm_with_two_workers(instance: Path, server_factory: type[Server]) -> None:
+    server = server_factory(instance / "mss.yaml", "--workers", "2")
+    assert wait_accepting(server.ports, server.started + START_DEADLINE) == []
+    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children")
+    deadline = time.monotonic() + START_DEADLINE
+    while len(children.read_text().split()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = children.read_text().split()
+    assert len(workers) == 2
+    # Many connections, all served (whichever worker takes them).
+    smtp = server.settings.listeners[0].port
+    for _ in range(10):
+        with socket.create_connection(("127.0.0.1", smtp), timeout=10) as s:
+            assert _greeting(s).startswith(b"220")
+    code, out, err = server.stop(signal.SIGTERM)
+    assert code == 0, err
+    assert "Traceback" not in err
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
+            f"/proc/{pid}/status").read_text()
+
+
+def test_taken_port_exits_2_naming_listener_and_port(instance: Path) -> None:
+    settings = load_settings(instance / "mss.yaml")
+    victim = settings.listeners[3]
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", victim.port))
+        squatter.listen()
+        t0 = time.monotonic()
+        result = run_mssctl("serve", "--config", str(instance / "mss.yaml"), timeout=30)
+    assert result.returncode == 2
+    assert time.monotonic() - t0 < 10
+    assert "Traceback" not in result.stdout + result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert victim.name in line and f"127.0.0.1:{victim.port}" in line and "in use" in line
+    # Nothing was left listening on the other ports.
+    others = [lst.port for lst in settings.listeners if lst is not victim]
+    assert wait_accepting(others, time.monotonic()) == others
+
+
+def test_second_server_on_same_ports_is_refused(
+    instance: Path, server_factory: type[Server]
+) -> None:
+    """SO_REUSEPORT must not let a second instance silently share the ports."""
+    first = server_factory(instance / "mss.yaml")
+    assert wait_accepting(first.ports, first.started + START_DEADLINE) == []
+    result = run_mssctl("serve", "--config", str(instance / "mss.yaml"), timeout=30)
+    assert result.returncode == 2
+    assert "already in use" in result.stderr
+    assert first.proc.poll() is None
+    assert first.stop()[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("message_size:", "mesage_size:",
+         "limits.mesage_size: unknown key (did you mean message_size?)"),
+        ("name: imap, address: 127.0.0.1, port: ", "name: imap, address: 127.0.0.1, port: abc",
+         "listeners.3.port: expected an integer from 0 to 65535, got"),
+        ("key_file: keys", "keyfile: keys", "keyfile: unknown key (did you mean key_file?)"),
+        ("domains:\n", "domains: [\n", "invalid YAML"),
+    ],
+)
+def test_bad_config_exits_2_without_traceback(
+    instance: Path, old: str, new: str, expected: str
+) -> None:
+    text = (instance / "mss.yaml").read_text()
+    assert old in text
+    bad = instance / "bad.yaml"
+    bad.write_text(text.replace(old, new, 1))
+    result = run_mssctl("serve", "--config", str(bad))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    assert any(line.startswith(f"{bad}: ") and expected in line
+               for line in result.stderr.splitlines()), result.stderr
+
+
+def test_missing_certificate_file_exits_2(instance: Path) -> None:
+    (instance / "pki" / "server.key").unlink()
+    result = run_mssctl("serve", "--config", str(instance / "mss.yaml"))
+    assert result.returncode == 2
+    assert f"tls.key_file: expected an existing file, {instance / 'pki' / 'server.key'}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_broken_certificate_exits_with_a_message(instance: Path) -> None:
+    (instance / "pki" / "server.pem").write_text("not a certificate\n")
+    result = run_mssctl("serve", "--config", str(instance / "mss.yaml"), timeout=30)
+    assert result.returncode == 2
+    assert "tls" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_in_a_terminal_stops_every_process(instance: Path) -> None:
+    """A terminal's Ctrl-C signals the whole process group: parent and workers."""
+    proc = subprocess.Popen(
+        mssctl_cmd("serve", "--config", str(instance / "mss.yaml"), "--workers", "2"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
+        start_new_session=True,
+    )
+    try:
+        ports = [lst.port for lst in load_settings(instance / "mss.yaml").listeners]
+        assert wait_accepting(ports, time.monotonic() + START_DEADLINE) == []
+        with socket.create_connection(("127.0.0.1", ports[3]), timeout=10) as s:
+            assert _greeting(s).startswith(b"* OK")  # the workers are up
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=STOP_DEADLINE)
+        assert proc.returncode == 0, err
+        assert time.monotonic() - t0 < 5
+        assert "Traceback" not in out + err
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
