@@ -1,0 +1,108 @@
+"""STARTTLS, LOGIN, AUTHENTICATE (PLAIN with SASL-IR or ``+``, EXTERNAL).
+
+Protocol code only builds credentials and receives an `Identity` from the
+`twisted.cred` portal (`services.authenticator`); policy decides.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from imapd.commands.base import Context, ok
+from imapd.errors import Reply, bad, no
+from imapd.namespace import Namespaces
+from imapd.parser.commands import Authenticate, Login, StartTls
+from policy.auth import CertificateCredentials, LoginRefused, PasswordCredentials
+from policy.decisions import Identity, Policy
+
+AUTH_FAILED = "AUTHENTICATIONFAILED"
+
+
+async def starttls(ctx: Context, cmd: StartTls) -> Reply:
+    if not ctx.session.starttls_available:
+        raise bad("STARTTLS not available")
+    # The protocol sends this OK, then discards anything the client pipelined
+    # after STARTTLS before switching (CVE-2011-0411 class of attacks).
+    ctx.start_tls()
+    return ok("Begin TLS negotiation now")
+
+
+async def login(ctx: Context, cmd: Login) -> Reply:
+    if not ctx.session.plaintext_login_allowed:
+        raise no("LOGIN is disabled before STARTTLS", "PRIVACYREQUIRED")
+    creds = PasswordCredentials(ctx.session.peer, cmd.username, cmd.password)
+    return await _complete_login(ctx, creds)
+
+
+async def authenticate(ctx: Context, cmd: Authenticate) -> Reply:
+    mech = cmd.mechanism.upper()
+    if mech == "PLAIN":
+        if not ctx.session.plaintext_login_allowed:
+            raise no("PLAIN is disabled before STARTTLS", "PRIVACYREQUIRED")
+        response = cmd.initial_response
+        if response is None:
+            response = await _continuation(ctx)
+        parts = response.split(b"\x00")
+        if len(parts) != 3:
+            raise bad("Malformed PLAIN response")
+        try:
+            authzid, authcid, password = (p.decode("utf-8") for p in parts)
+        except UnicodeDecodeError as exc:
+            raise bad("Malformed PLAIN response") from exc
+        if authzid and authzid.lower() != authcid.lower():
+            _count_failure(ctx)
+            raise no("Authorization identity refused", "AUTHORIZATIONFAILED")
+        creds: Any = PasswordCredentials(ctx.session.peer, authcid, password)
+        return await _complete_login(ctx, creds)
+    if mech == "EXTERNAL":
+        if not ctx.session.tls:
+            raise no("EXTERNAL needs TLS with a client certificate", "PRIVACYREQUIRED")
+        response = cmd.initial_response
+        if response is None:
+            response = await _continuation(ctx)
+        try:
+            authzid = response.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise bad("Malformed EXTERNAL response") from exc
+        creds = CertificateCredentials(ctx.session.peer, authzid or None)
+        return await _complete_login(ctx, creds)
+    raise no("Unsupported authentication mechanism", "CANNOT")
+
+
+async def _continuation(ctx: Context) -> bytes:
+    line = await ctx.read_line(b"")
+    if line.strip() == b"*":
+        raise bad("Authentication cancelled")
+    if line.strip() == b"=":
+        return b""
+    try:
+        return base64.b64decode(line.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise bad("Invalid base64") from exc
+
+
+def _count_failure(ctx: Context) -> None:
+    ctx.session.failed_auth += 1
+
+
+async def _complete_login(ctx: Context, creds: Any) -> Reply:
+    try:
+        identity: Identity = await ctx.services.authenticator.login(creds)
+    except LoginRefused as exc:
+        _count_failure(ctx)
+        reason = exc.decision.reason
+        if reason == "authzid-mismatch":
+            raise no("Authorization identity refused", "AUTHORIZATIONFAILED") from None
+        raise no("Authentication failed", AUTH_FAILED) from None
+    namespaces = await ctx.run(build_namespaces, ctx.services.policy, identity)
+    ctx.session.login(identity, namespaces)
+    return ok("Logged in", "CAPABILITY " + ctx.session.capability_line())
+
+
+def build_namespaces(policy: Policy, identity: Identity) -> Namespaces:
+    return Namespaces.build(policy.primary_mailbox(identity), policy.accessible_mailboxes(identity))
+
+
+HANDLERS = {StartTls: starttls, Login: login, Authenticate: authenticate}

@@ -1,0 +1,59 @@
+"""What a command handler sees: the session, the services, and a few
+connection operations the protocol provides (send, run a store call, read a
+continuation line, switch TLS/compression, wait for the client to drain).
+
+A handler is ``async def handler(ctx, command) -> Reply``; it raises
+`imapd.errors.ImapError` (or lets a store error through) to fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+from imapd.errors import Reply
+from imapd.parser.commands import Command
+from imapd.session import Session
+from imapd.watcher import FolderWatcher
+from policy.services import Services
+
+T = TypeVar("T")
+
+
+class Context(Protocol):
+    session: Session
+    services: Services
+    watcher: FolderWatcher
+
+    def send(self, data: bytes) -> None:
+        """Queue bytes for the client (untagged responses, literals)."""
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A blocking store/policy call, off the reactor thread."""
+
+    async def read_line(self, prompt: bytes) -> bytes:
+        """Send ``+ prompt`` and return the client's next raw line (no CRLF)."""
+
+    async def drained(self) -> None:
+        """Wait until the transport can take more (FETCH backpressure)."""
+
+    def start_tls(self) -> None: ...
+
+    def start_compression(self) -> None: ...
+
+    async def idle(self) -> None:
+        """Sends ``+ idling``, reports changes until DONE, then returns."""
+
+    def on_folder_changed(self, folder_id: int) -> None: ...
+
+
+Handler = Callable[[Context, Any], Awaitable[Reply]]
+
+
+def ok(text: str, code: str | None = None) -> Reply:
+    return Reply("OK", code, text)
+
+
+def command_name(cmd: Command) -> str:
+    prefix = "UID " if getattr(cmd, "uid", False) else ""
+    return prefix + type(cmd).name

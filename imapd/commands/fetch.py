@@ -1,0 +1,205 @@
+"""FETCH and UID FETCH (RFC 3501 6.4.5, 7.4.2; RFC 7162 MODSEQ/CHANGEDSINCE;
+RFC 3516 BINARY).
+
+Messages are processed in small batches: metadata for many at once, bodies
+one at a time, and after each batch the handler waits for the transport to
+drain, so a FETCH of a big mailbox never holds more than one body in memory.
+FLAGS, UID, RFC822.SIZE and INTERNALDATE come from the session's view (no
+store call); ENVELOPE and BODYSTRUCTURE from the metadata stored at delivery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from imapd import fetch as render
+from imapd.commands.base import Context, ok
+from imapd.commands.selected import require_view, resolve_set
+from imapd.errors import Reply, bad, no
+from imapd.parser.commands import (
+    Fetch,
+    FetchAttribute,
+    FetchBinary,
+    FetchBinarySize,
+    FetchBodySection,
+    FetchBodyStructure,
+    FetchEnvelope,
+    FetchFlags,
+    FetchInternalDate,
+    FetchModSeq,
+    FetchRfc822,
+    FetchRfc822Header,
+    FetchRfc822Size,
+    FetchRfc822Text,
+    FetchUid,
+    Section,
+    SectionText,
+    sets_seen,
+)
+from imapd.view import SelectedView, format_flags
+from imapd.wire import internal_date, literal
+from storage.interface import FlagChange, FlagMode, MessageInfo, MessageStore
+
+META_BATCH = 250
+BODY_ITEMS = (FetchRfc822, FetchRfc822Header, FetchRfc822Text, FetchBodySection, FetchBinary,
+              FetchBinarySize)
+INFO_ITEMS = (FetchEnvelope, FetchBodyStructure) + BODY_ITEMS
+
+
+@dataclass
+class Loaded:
+    infos: dict[int, MessageInfo] = field(default_factory=dict)
+    bodies: dict[int, bytes] = field(default_factory=dict)
+    seen: list[FlagChange] = field(default_factory=list)
+
+
+def _load(
+    store: MessageStore, folder_id: int, uids: Sequence[int], need_info: bool,
+    need_body: bool, mark_seen: Sequence[int],
+) -> Loaded:
+    out = Loaded()
+    if mark_seen:
+        out.seen, _ = store.store_flags(folder_id, mark_seen, FlagMode.ADD, ["\\Seen"])
+    if need_info:
+        out.infos = {i.uid: i for i in store.message_infos(folder_id, uids)}
+    if need_body:
+        for uid, raw in store.iter_bodies(folder_id, uids):
+            out.bodies[uid] = raw
+    return out
+
+
+async def fetch(ctx: Context, cmd: Fetch) -> Reply:
+    view = require_view(ctx)
+    session = ctx.session
+    if cmd.vanished:
+        raise bad("VANISHED needs QRESYNC")
+    attrs = list(cmd.attributes)
+    if cmd.changed_since is not None or any(isinstance(a, FetchModSeq) for a in attrs):
+        session.enabled.add("CONDSTORE")  # a CONDSTORE enabling command (RFC 7162 3.1)
+        view.condstore = True
+        if cmd.changed_since is not None and not any(isinstance(a, FetchModSeq) for a in attrs):
+            attrs.append(FetchModSeq())
+    if cmd.uid and not any(isinstance(a, FetchUid) for a in attrs):
+        attrs.insert(0, FetchUid())
+    uids = resolve_set(view, cmd.sequence_set, cmd.uid)
+    if cmd.changed_since is not None:
+        uids = [u for u in uids if view.modseqs.get(u, 0) > cmd.changed_since]
+    need_info = any(isinstance(a, INFO_ITEMS) for a in attrs)
+    need_body = any(isinstance(a, BODY_ITEMS) for a in attrs)
+    marks_seen = (
+        any(sets_seen(a) for a in attrs) and not view.readonly and "s" in view.rights
+    )
+    batch = 1 if need_body else META_BATCH
+    missing = False
+    unknown_cte = False
+    for start in range(0, len(uids), batch):
+        chunk = [u for u in uids[start : start + batch] if u in view.flags]
+        if not chunk:
+            continue
+        to_mark = [u for u in chunk if marks_seen and "\\Seen" not in view.flags[u]]
+        loaded = Loaded()
+        if need_info or need_body or to_mark:
+            live = [u for u in chunk if view.live(u)]
+            loaded = await ctx.run(
+                _load, ctx.services.store, view.folder_id, live, need_info, need_body,
+                [u for u in to_mark if view.live(u)],
+            )
+            if ctx.session.view is not view:
+                return ok("FETCH completed")
+        changed = {c.uid for c in loaded.seen}
+        for c in loaded.seen:
+            view.set_flags(c.uid, c.flags, c.modseq)
+        out: list[bytes] = []
+        for uid in chunk:
+            seq = view.seq_of(uid)
+            if seq is None:
+                continue
+            if (need_info and uid not in loaded.infos) or (need_body and uid not in loaded.bodies):
+                missing = True
+                continue
+            line, bad_cte = _render(view, seq, uid, attrs, loaded, uid in changed)
+            unknown_cte = unknown_cte or bad_cte
+            out.append(line)
+        if out:
+            ctx.send(b"".join(out))
+            await ctx.drained()
+        if changed:
+            ctx.watcher.notify_local(view.folder_id, exclude=getattr(ctx, "watch_token", None))
+    if unknown_cte:
+        raise no("Unknown content transfer encoding", "UNKNOWN-CTE")
+    if missing:
+        raise no("Some of the requested messages no longer exist", "EXPUNGEISSUED")
+    return ok("FETCH completed")
+
+
+def _render(
+    view: SelectedView, seq: int, uid: int, attrs: list[FetchAttribute], loaded: Loaded,
+    seen_now: bool,
+) -> tuple[bytes, bool]:
+    items: list[bytes] = []
+    info = loaded.infos.get(uid)
+    raw = loaded.bodies.get(uid)
+    meta = info.metadata if info is not None else {}
+    has_flags = False
+    unknown_cte = False
+    for a in attrs:
+        if isinstance(a, FetchUid):
+            items.append(b"UID %d" % uid)
+        elif isinstance(a, FetchFlags):
+            has_flags = True
+            items.append(b"FLAGS " + format_flags(view.display_flags(uid)).encode())
+        elif isinstance(a, FetchModSeq):
+            items.append(b"MODSEQ (%d)" % view.modseqs.get(uid, 0))
+        elif isinstance(a, FetchRfc822Size):
+            items.append(b"RFC822.SIZE %d" % view.sizes[uid][0])
+        elif isinstance(a, FetchInternalDate):
+            items.append(b"INTERNALDATE " + internal_date(view.sizes[uid][1]).encode())
+        elif isinstance(a, FetchEnvelope):
+            items.append(b"ENVELOPE " + render.render_envelope(meta))
+        elif isinstance(a, FetchBodyStructure):
+            label = b"BODYSTRUCTURE " if a.extensible else b"BODY "
+            items.append(label + render.render_bodystructure(meta, a.extensible))
+        elif isinstance(a, FetchRfc822):
+            assert raw is not None
+            items.append(b"RFC822 " + literal(raw))
+        elif isinstance(a, FetchRfc822Header):
+            assert raw is not None
+            data = render.section_bytes(raw, meta, Section(text=SectionText.HEADER))
+            items.append(b"RFC822.HEADER " + literal(data))
+        elif isinstance(a, FetchRfc822Text):
+            assert raw is not None
+            data = render.section_bytes(raw, meta, Section(text=SectionText.TEXT))
+            items.append(b"RFC822.TEXT " + literal(data))
+        elif isinstance(a, FetchBodySection):
+            assert raw is not None
+            data = render.section_bytes(raw, meta, a.section)
+            p = a.section.partial
+            if p is not None:
+                data = render.partial(data, p.start, p.length)
+            items.append(a.label().encode() + b" " + literal(data))
+        elif isinstance(a, FetchBinary):
+            assert raw is not None
+            bin_data = render.binary_bytes(raw, meta, a.section.part)
+            if bin_data is None:
+                unknown_cte = True
+                continue
+            p = a.section.partial
+            if p is not None:
+                bin_data = render.partial(bin_data, p.start, p.length)
+            marker = b"~" if b"\x00" in bin_data else b""
+            items.append(a.label().encode() + b" " + marker + literal(bin_data))
+        elif isinstance(a, FetchBinarySize):
+            assert raw is not None
+            size = render.binary_size(raw, meta, a.part)
+            if size is None:
+                unknown_cte = True
+                continue
+            items.append(a.label().encode() + b" %d" % size)
+    if seen_now and not has_flags:
+        # RFC 3501 6.4.5: \Seen set as a side effect is reported.
+        items.append(b"FLAGS " + format_flags(view.display_flags(uid)).encode())
+    return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n", unknown_cte
+
+
+HANDLERS = {Fetch: fetch}

@@ -1,0 +1,175 @@
+"""LIST (RFC 3501, LIST-EXTENDED RFC 5258, SPECIAL-USE RFC 6154, LIST-STATUS
+RFC 5819, CHILDREN RFC 3348) and LSUB."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from imapd.commands.auth import build_namespaces
+from imapd.commands.base import Context, ok
+from imapd.commands.mailbox import status_values
+from imapd.errors import Reply
+from imapd.namespace import SEP, Namespaces
+from imapd.parser.commands import List, Lsub, StatusItem
+from imapd.wire import mailbox as wire_mailbox
+from policy.decisions import Identity, Policy
+from storage.interface import Folder, MessageStore
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    name: str
+    folder: Folder | None  # None: a non-selectable container ("Shared", ...)
+    rights: str
+    personal: bool = False
+
+
+def _collect(
+    policy: Policy, store: MessageStore, identity: Identity
+) -> tuple[Namespaces, list[Entry]]:
+    ns = build_namespaces(policy, identity)
+    entries: list[Entry] = []
+    if ns.primary is not None:
+        entries.extend(Entry(f.name, f, "lrswipkxtea", True)
+                       for f in store.list_folders(ns.primary.id))
+    for am in ns.others:
+        if "l" not in am.rights:
+            continue
+        prefix = ns.prefix_of(am)
+        entries.extend(Entry(prefix + f.name, f, am.rights)
+                       for f in store.list_folders(am.mailbox.id))
+    names = {e.name for e in entries}
+    entries.extend(Entry(n, None, "") for n, _ in ns.containers() if n not in names)
+    return ns, entries
+
+
+def pattern_regex(reference: str, pattern: str) -> re.Pattern[str]:
+    full = reference + pattern if not pattern.startswith(SEP) or not reference else pattern
+    out = []
+    for ch in full:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "%":
+            out.append(f"[^{re.escape(SEP)}]*")
+        else:
+            out.append(re.escape(ch))
+    text = "".join(out)
+    # INBOX is case-insensitive (RFC 3501 5.1): match a leading "inbox" any way.
+    if full[:5].upper() == "INBOX" and (len(full) == 5 or full[5] in (SEP, "*", "%")):
+        text = "(?i:INBOX)" + "".join(out[5:])
+    return re.compile(text, re.DOTALL)
+
+
+def _has_children(name: str, names: list[str]) -> bool:
+    prefix = name + SEP
+    return any(n.startswith(prefix) for n in names)
+
+
+def _attrs(e: Entry, names: list[str], subscribed: bool) -> list[str]:
+    attrs: list[str] = []
+    if e.folder is None:
+        attrs.append("\\Noselect")
+    attrs.append("\\HasChildren" if _has_children(e.name, names) else "\\HasNoChildren")
+    # Special use only in the personal namespace: a client must not take a
+    # functional mailbox's Sent for its own.
+    if e.personal and e.folder is not None and e.folder.special_use is not None:
+        attrs.append(e.folder.special_use.value)
+    if subscribed and e.folder is not None and e.folder.subscribed:
+        attrs.append("\\Subscribed")
+    return attrs
+
+
+def _status_lines(
+    store: MessageStore, entries: list[Entry], items: tuple[StatusItem, ...], limit: int
+) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for e in entries:
+        if e.folder is not None and "r" in e.rights:
+            out[e.name] = status_values(store, e.folder, items, limit)
+    return out
+
+
+async def list_(ctx: Context, cmd: List) -> Reply:
+    session = ctx.session
+    assert session.identity is not None
+    ns, entries = await ctx.run(
+        _collect, ctx.services.policy, ctx.services.store, session.identity
+    )
+    session.namespaces = ns
+    patterns = cmd.patterns or ("",)
+    if len(patterns) == 1 and patterns[0] == "":
+        ctx.send(f'* LIST (\\Noselect) "{SEP}" ""\r\n'.encode())
+        return ok("LIST completed")
+    regexes = [pattern_regex(cmd.reference, p) for p in patterns if p]
+    names = [e.name for e in entries]
+    want_sub = cmd.select_subscribed or cmd.return_subscribed
+    chosen: list[tuple[Entry, str]] = []  # (entry, extended data)
+    for e in sorted(entries, key=lambda x: (x.name.upper() != "INBOX", x.name)):
+        if not any(r.fullmatch(e.name) for r in regexes):
+            continue
+        extra = ""
+        if cmd.select_subscribed and not (e.folder is not None and e.folder.subscribed):
+            if not cmd.select_recursive_match:
+                continue
+            if not any(
+                x.folder is not None and x.folder.subscribed and x.name.startswith(e.name + SEP)
+                for x in entries
+            ):
+                continue
+            extra = ' ("CHILDINFO" ("SUBSCRIBED"))'
+        if cmd.select_special_use and (
+            not e.personal or e.folder is None or e.folder.special_use is None
+        ):
+            continue
+        chosen.append((e, extra))
+    statuses: dict[str, str] = {}
+    if cmd.return_status:
+        statuses = await ctx.run(
+            _status_lines, ctx.services.store, [e for e, _ in chosen], cmd.return_status,
+            session.append_limit,
+        )
+    out: list[str] = []
+    for e, extra in chosen:
+        attrs = _attrs(e, names, want_sub)
+        wire = wire_mailbox(e.name)
+        out.append(f'* LIST ({" ".join(attrs)}) "{SEP}" {wire}{extra}\r\n')
+        if e.name in statuses:
+            out.append(f"* STATUS {wire} ({statuses[e.name]})\r\n")
+        if cmd.return_myrights and e.folder is not None:
+            out.append(f"* MYRIGHTS {wire} {e.rights}\r\n")
+    ctx.send("".join(out).encode())
+    return ok("LIST completed")
+
+
+async def lsub(ctx: Context, cmd: Lsub) -> Reply:
+    session = ctx.session
+    assert session.identity is not None
+    ns, entries = await ctx.run(
+        _collect, ctx.services.policy, ctx.services.store, session.identity
+    )
+    session.namespaces = ns
+    if not cmd.pattern:
+        ctx.send(f'* LSUB (\\Noselect) "{SEP}" ""\r\n'.encode())
+        return ok("LSUB completed")
+    regex = pattern_regex(cmd.reference, cmd.pattern)
+    subscribed = [e for e in entries if e.folder is not None and e.folder.subscribed]
+    out: list[str] = []
+    for e in sorted(entries, key=lambda x: (x.name.upper() != "INBOX", x.name)):
+        if not regex.fullmatch(e.name):
+            continue
+        if e in subscribed:
+            attrs = [a for a in _attrs(e, [x.name for x in entries], False)
+                     if a in ("\\Noselect",) or a.startswith("\\Has") is False]
+            out.append(f'* LSUB ({" ".join(attrs)}) "{SEP}" {wire_mailbox(e.name)}\r\n')
+        else:
+            # RFC 3501 6.3.9: an unsubscribed parent of a subscribed mailbox
+            # that only "%" reaches is returned \Noselect.
+            kids = [s for s in subscribed if s.name.startswith(e.name + SEP)]
+            if kids and not any(regex.fullmatch(k.name) for k in kids):
+                out.append(f'* LSUB (\\Noselect) "{SEP}" {wire_mailbox(e.name)}\r\n')
+    ctx.send("".join(out).encode())
+    return ok("LSUB completed")
+
+
+HANDLERS = {List: list_, Lsub: lsub}

@@ -1,0 +1,325 @@
+"""SELECT, EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, STATUS,
+APPEND, NAMESPACE (RFC 3501 6.3, RFC 2342, RFC 6154, RFC 7889).
+
+LIST and LSUB live in `imapd.commands.listing`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from imapd.commands.access import resolve, resolve_folder
+from imapd.commands.base import Context, ok
+from imapd.commands.selected import sync_view
+from imapd.errors import Reply, bad, no
+from imapd.namespace import Namespaces, Place
+from imapd.parser.commands import (
+    Append,
+    Create,
+    Delete,
+    Examine,
+    Namespace,
+    Rename,
+    Select,
+    Status,
+    StatusItem,
+    Subscribe,
+    Unsubscribe,
+)
+from imapd.view import SelectedView, format_flags
+from imapd.wire import mailbox as wire_mailbox
+from policy.decisions import Identity, Policy
+from storage.interface import (
+    Folder,
+    FolderStatus,
+    IndexEntry,
+    InvalidName,
+    MessageStore,
+    SpecialUse,
+)
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+def leave_selected(ctx: Context) -> None:
+    view = ctx.session.unselect()
+    token = getattr(ctx, "watch_token", None)
+    if view is not None and token is not None:
+        ctx.watcher.unwatch(view.folder_id, token)
+        ctx.watch_token = None  # type: ignore[attr-defined]
+
+
+def _identity(ctx: Context) -> tuple[Identity, Namespaces]:
+    s = ctx.session
+    assert s.identity is not None and s.namespaces is not None
+    return s.identity, s.namespaces
+
+
+# ---------------------------------------------------------------- SELECT
+
+
+@dataclass
+class Opened:
+    place: Place
+    folder: Folder
+    status: FolderStatus
+    entries: list[IndexEntry]
+    recent: frozenset[int]
+    rights: str
+    keywords: frozenset[str]
+
+
+def _open(
+    policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
+    name: str, readonly: bool,
+) -> Opened:
+    place, folder = resolve_folder(
+        policy, store, identity, namespaces, name, "r", "examine" if readonly else "select"
+    )
+    rights = policy.mailbox_rights(identity, place.mailbox)
+    status = store.folder_status(folder.id)
+    entries = store.index(folder.id)
+    recent = frozenset() if readonly else store.claim_recent(folder.id)
+    keywords: set[str] = set()
+    for e in entries:
+        if e.flags:
+            keywords.update(f for f in e.flags if not f.startswith("\\"))
+    return Opened(place, folder, status, entries, recent, rights, frozenset(keywords))
+
+
+async def select(ctx: Context, cmd: Select | Examine) -> Reply:
+    readonly = isinstance(cmd, Examine)
+    session = ctx.session
+    if session.view is not None:
+        leave_selected(ctx)
+        if "CONDSTORE" in session.enabled:
+            ctx.send(b"* OK [CLOSED] Previous mailbox closed\r\n")
+    identity, namespaces = _identity(ctx)
+    if cmd.qresync is not None:
+        raise bad("QRESYNC is not enabled")
+    if cmd.condstore:
+        session.enabled.add("CONDSTORE")
+    opened: Opened = await ctx.run(
+        _open, ctx.services.policy, ctx.services.store, identity, namespaces, cmd.mailbox,
+        readonly,
+    )
+    can_write = any(r in opened.rights for r in "stwe")
+    readonly = readonly or not can_write
+    st = opened.status
+    view = SelectedView.from_index(
+        opened.folder.id, cmd.mailbox, readonly, st.uidvalidity, st.uidnext,
+        st.highestmodseq, opened.entries, opened.recent,
+    )
+    # folder_status() was read before index(): anything that changed in
+    # between is pulled again at the next sync and recognised as known.
+    view.condstore = "CONDSTORE" in session.enabled
+    view.rights = opened.rights
+    session.select(opened.place, view)
+    ctx.watch_token = ctx.watcher.watch(  # type: ignore[attr-defined]
+        view.folder_id, ctx.on_folder_changed, (view.uidnext, view.highestmodseq)
+    )
+    flags = SYSTEM_FLAGS + tuple(sorted(opened.keywords))
+    out = [f"* FLAGS ({' '.join(flags)})\r\n"]
+    if readonly:
+        out.append("* OK [PERMANENTFLAGS ()] No permanent flags permitted\r\n")
+    else:
+        perm = [f for f in flags if _flag_right(f) in opened.rights]
+        if "w" in opened.rights:
+            perm.append("\\*")
+        out.append(f"* OK [PERMANENTFLAGS ({' '.join(perm)})] Flags permitted\r\n")
+    out.append(f"* {view.exists} EXISTS\r\n")
+    out.append(f"* {len(view.recent)} RECENT\r\n")
+    first_unseen = next(
+        (i + 1 for i, uid in enumerate(view.uids) if "\\Seen" not in view.flags[uid]), None
+    )
+    if first_unseen is not None:
+        out.append(f"* OK [UNSEEN {first_unseen}] First unseen\r\n")
+    out.append(f"* OK [UIDVALIDITY {st.uidvalidity}] UIDs valid\r\n")
+    out.append(f"* OK [UIDNEXT {view.uidnext}] Predicted next UID\r\n")
+    out.append(f"* OK [HIGHESTMODSEQ {max(view.highestmodseq, 1)}] Highest\r\n")
+    ctx.send("".join(out).encode())
+    mode = "READ-ONLY" if readonly else "READ-WRITE"
+    return ok(f"{'EXAMINE' if isinstance(cmd, Examine) else 'SELECT'} completed", mode)
+
+
+def _flag_right(flag: str) -> str:
+    return {"\\Seen": "s", "\\Deleted": "t"}.get(flag, "w")
+
+
+# ---------------------------------------------------------------- CREATE etc.
+
+_USE = {u.value.lower(): u for u in SpecialUse}
+
+
+async def create(ctx: Context, cmd: Create) -> Reply:
+    identity, namespaces = _identity(ctx)
+    name = cmd.mailbox.rstrip("/")
+    if not name:
+        raise bad("Empty mailbox name")
+    use: SpecialUse | None = None
+    for attr in cmd.special_use:
+        found = _USE.get(attr.lower())
+        if found is None or use is not None:
+            raise no("Unsupported special-use attribute", "USEATTR")
+        use = found
+    place, _ = await ctx.run(
+        resolve, ctx.services.policy, ctx.services.store, identity, namespaces, name, "k",
+        "create", must_exist=False,
+    )
+    if place.folder.upper() == "INBOX":
+        raise no("Mailbox already exists", "ALREADYEXISTS")
+    await ctx.run(ctx.services.store.create_folder, place.mailbox.id, place.folder, use)
+    return ok("CREATE completed")
+
+
+async def delete(ctx: Context, cmd: Delete) -> Reply:
+    identity, namespaces = _identity(ctx)
+    place, folder = await ctx.run(
+        resolve_folder, ctx.services.policy, ctx.services.store, identity, namespaces,
+        cmd.mailbox, "x", "delete",
+    )
+    if place.folder == "INBOX":
+        raise no("INBOX cannot be deleted", "CANNOT")
+    await ctx.run(ctx.services.store.delete_folder, place.mailbox.id, place.folder)
+    ctx.watcher.notify_local(folder.id)
+    return ok("DELETE completed")
+
+
+async def rename(ctx: Context, cmd: Rename) -> Reply:
+    identity, namespaces = _identity(ctx)
+    policy, store = ctx.services.policy, ctx.services.store
+    old, _ = await ctx.run(
+        resolve_folder, policy, store, identity, namespaces, cmd.old, "x", "rename"
+    )
+    new, _ = await ctx.run(
+        resolve, policy, store, identity, namespaces, cmd.new.rstrip("/"), "k", "create",
+        must_exist=False,
+    )
+    if old.mailbox.id != new.mailbox.id:
+        raise no("Cannot move a folder to another mailbox", "CANNOT")
+    if not new.folder or new.folder == "INBOX":
+        raise no("Mailbox already exists", "ALREADYEXISTS")
+    try:
+        await ctx.run(store.rename_folder, old.mailbox.id, old.folder, new.folder)
+    except InvalidName:
+        raise no("Cannot rename to that name", "CANNOT") from None
+    return ok("RENAME completed")
+
+
+async def subscribe(ctx: Context, cmd: Subscribe | Unsubscribe) -> Reply:
+    identity, namespaces = _identity(ctx)
+    on = isinstance(cmd, Subscribe)
+    place, _ = await ctx.run(
+        resolve_folder, ctx.services.policy, ctx.services.store, identity, namespaces,
+        cmd.mailbox, "l", "subscribe" if on else "unsubscribe",
+    )
+    await ctx.run(ctx.services.store.set_subscribed, place.mailbox.id, place.folder, on)
+    return ok(f"{type(cmd).name} completed")
+
+
+async def namespace(ctx: Context, cmd: Namespace) -> Reply:
+    _, namespaces = _identity(ctx)
+    ctx.send(namespaces.namespace_response())
+    return ok("NAMESPACE completed")
+
+
+# ---------------------------------------------------------------- STATUS
+
+
+def status_values(
+    store: MessageStore, folder: Folder, items: tuple[StatusItem, ...], append_limit: int,
+    recent_override: int | None = None,
+) -> str:
+    st = store.folder_status(folder.id)
+    deleted = 0
+    if StatusItem.DELETED in items:
+        deleted = sum(1 for e in store.index(folder.id) if "\\Deleted" in e.flags)
+    values: dict[StatusItem, int] = {
+        StatusItem.MESSAGES: st.messages,
+        StatusItem.RECENT: st.recent if recent_override is None else recent_override,
+        StatusItem.UIDNEXT: st.uidnext,
+        StatusItem.UIDVALIDITY: st.uidvalidity,
+        StatusItem.UNSEEN: st.unseen,
+        StatusItem.HIGHESTMODSEQ: max(st.highestmodseq, 1),
+        StatusItem.SIZE: st.size,
+        StatusItem.DELETED: deleted,
+        StatusItem.APPENDLIMIT: append_limit,
+    }
+    return " ".join(f"{item.value} {values[item]}" for item in items)
+
+
+def _status(
+    policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
+    name: str, items: tuple[StatusItem, ...], append_limit: int,
+) -> str:
+    _, folder = resolve_folder(policy, store, identity, namespaces, name, "r", "status")
+    return status_values(store, folder, items, append_limit)
+
+
+async def status(ctx: Context, cmd: Status) -> Reply:
+    identity, namespaces = _identity(ctx)
+    if not cmd.items:
+        raise bad("STATUS needs at least one item")
+    values = await ctx.run(
+        _status, ctx.services.policy, ctx.services.store, identity, namespaces, cmd.mailbox,
+        cmd.items, ctx.session.append_limit,
+    )
+    ctx.send(f"* STATUS {wire_mailbox(cmd.mailbox)} ({values})\r\n".encode())
+    return ok("STATUS completed")
+
+
+# ---------------------------------------------------------------- APPEND
+
+
+def _append(
+    policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
+    name: str, raw: bytes, flags: tuple[str, ...], when: datetime | None,
+) -> Any:
+    _, folder = resolve_folder(policy, store, identity, namespaces, name, "i", "append")
+    clean = [f for f in flags if f != "\\Recent"]
+    return store.append(folder.id, raw, flags=clean, internal_date=when)
+
+
+async def append(ctx: Context, cmd: Append) -> Reply:
+    identity, namespaces = _identity(ctx)
+    if len(cmd.message) > ctx.session.append_limit:
+        raise no("Message too big", "TOOBIG")
+    if not cmd.message:
+        raise bad("Empty message")
+    try:
+        result = await ctx.run(
+            _append, ctx.services.policy, ctx.services.store, identity, namespaces,
+            cmd.mailbox, cmd.message, cmd.flags, cmd.internal_date,
+        )
+    except Exception as exc:
+        from imapd.errors import to_reply
+
+        reply = to_reply(exc, context="APPEND")
+        if reply.code == "NONEXISTENT":
+            # RFC 3501 6.3.11: tell the client it may CREATE the mailbox.
+            raise no("Mailbox does not exist", "TRYCREATE") from None
+        raise
+    view = ctx.session.view
+    if view is not None and view.folder_id == result.folder_id:
+        await sync_view(ctx, force=True)
+    ctx.watcher.notify_local(result.folder_id, exclude=getattr(ctx, "watch_token", None))
+    return ok("APPEND completed", f"APPENDUID {result.uidvalidity} {result.uid}")
+
+
+def flags_line(flags: tuple[str, ...]) -> str:
+    return format_flags(flags)
+
+
+HANDLERS = {
+    Select: select,
+    Examine: select,
+    Create: create,
+    Delete: delete,
+    Rename: rename,
+    Subscribe: subscribe,
+    Unsubscribe: subscribe,
+    Namespace: namespace,
+    Status: status,
+    Append: append,
+}

@@ -1,0 +1,200 @@
+"""STORE, COPY, MOVE, EXPUNGE (RFC 3501 6.4.3/6.4.6/6.4.7, UIDPLUS RFC 4315,
+MOVE RFC 6851, CONDSTORE RFC 7162 UNCHANGEDSINCE).
+
+Sequence numbers are turned into UIDs through the session's own view before
+anything is changed, so a message expunged elsewhere but not yet announced is
+never confused with its neighbour."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from imapd.commands.access import resolve_folder
+from imapd.commands.base import Context, ok
+from imapd.commands.selected import require_view, resolve_set, sync_view
+from imapd.errors import NoPermission, NotPermitted, Reply, no
+from imapd.namespace import Namespaces, Place
+from imapd.parser.commands import Copy, Expunge, Move, Store, StoreMode
+from imapd.view import format_flags
+from policy.decisions import Identity, Policy
+from storage.interface import CopyResult, FlagChange, FlagMode, MessageStore, NotFound
+
+
+def uid_set(uids: Iterable[int]) -> str:
+    """RFC 4315 uid-set, compressing runs: 1:3,7."""
+    out: list[str] = []
+    run: list[int] = []
+    for u in uids:
+        if run and u == run[-1] + 1:
+            run.append(u)
+            continue
+        if run:
+            out.append(str(run[0]) if len(run) == 1 else f"{run[0]}:{run[-1]}")
+        run = [u]
+    if run:
+        out.append(str(run[0]) if len(run) == 1 else f"{run[0]}:{run[-1]}")
+    return ",".join(out)
+
+
+def _check(policy: Policy, identity: Identity, place: Place, rights: str, action: str) -> None:
+    for right in rights:
+        decision = policy.check_mailbox_access(identity, place.mailbox, place.folder, right, action)
+        if not decision.allowed:
+            raise NoPermission(action)
+
+
+def _session(ctx: Context) -> tuple[Identity, Namespaces, Place]:
+    s = ctx.session
+    assert s.identity is not None and s.namespaces is not None and s.selected_place is not None
+    return s.identity, s.namespaces, s.selected_place
+
+
+# ---------------------------------------------------------------- STORE
+
+
+def _store_flags(
+    policy: Policy, store: MessageStore, identity: Identity, place: Place, folder_id: int,
+    uids: Sequence[int], mode: FlagMode, flags: Sequence[str], rights: str,
+    unchanged_since: int | None,
+) -> tuple[list[FlagChange], list[int]]:
+    _check(policy, identity, place, rights, "store")
+    return store.store_flags(folder_id, uids, mode, flags, unchanged_since=unchanged_since)
+
+
+async def store(ctx: Context, cmd: Store) -> Reply:
+    view = require_view(ctx)
+    identity, _, place = _session(ctx)
+    if view.readonly:
+        raise no("Mailbox is read-only", "READ-ONLY")
+    flags = [f for f in cmd.flags if f != "\\Recent"]
+    if cmd.mode is StoreMode.REPLACE:
+        rights = "stw"
+    else:
+        rights = "".join(sorted({
+            {"\\Seen": "s", "\\Deleted": "t"}.get(f, "w") for f in flags
+        }))
+    if cmd.unchanged_since is not None:
+        ctx.session.enabled.add("CONDSTORE")
+        view.condstore = True
+    uids = resolve_set(view, cmd.sequence_set, cmd.uid)
+    live = [u for u in uids if view.live(u)]
+    changes, failed = [], []
+    if live and (flags or cmd.mode is StoreMode.REPLACE):
+        changes, failed = await ctx.run(
+            _store_flags, ctx.services.policy, ctx.services.store, identity, place,
+            view.folder_id, live, FlagMode(cmd.mode.value), flags, rights, cmd.unchanged_since,
+        )
+    for c in changes:
+        view.set_flags(c.uid, c.flags, c.modseq)
+    if changes:
+        ctx.watcher.notify_local(view.folder_id, exclude=getattr(ctx, "watch_token", None))
+    failed_set = set(failed)
+    changed = {c.uid for c in changes}
+    out: list[bytes] = []
+    for uid in uids:
+        seq = view.seq_of(uid)
+        if seq is None or uid in failed_set:
+            continue
+        if cmd.silent and not (view.condstore and uid in changed):
+            continue
+        items = []
+        if cmd.uid:
+            items.append(f"UID {uid}")
+        if not cmd.silent:
+            items.append("FLAGS " + format_flags(view.display_flags(uid)))
+        if view.condstore:
+            items.append(f"MODSEQ ({view.modseqs.get(uid, 0)})")
+        out.append(f"* {seq} FETCH ({' '.join(items)})\r\n".encode())
+    ctx.send(b"".join(out))
+    if failed:
+        numbers = sorted(failed) if cmd.uid else sorted(
+            s for s in (view.seq_of(u) for u in failed) if s is not None
+        )
+        return ok("Conditional STORE failed", f"MODIFIED {uid_set(numbers)}")
+    if len(live) != len(uids):
+        raise no("Some of the requested messages no longer exist", "EXPUNGEISSUED")
+    return ok("STORE completed")
+
+
+# ---------------------------------------------------------------- COPY / MOVE
+
+
+def _copy(
+    policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
+    source: Place, folder_id: int, uids: Sequence[int], dest_name: str, move: bool,
+) -> tuple[CopyResult, int]:
+    if move:
+        _check(policy, identity, source, "te", "move")
+    try:
+        _, dest = resolve_folder(policy, store, identity, namespaces, dest_name, "i",
+                                 "move" if move else "copy")
+    except (NotFound, NotPermitted):
+        raise no("Destination mailbox does not exist", "TRYCREATE") from None
+    if move:
+        return store.move(folder_id, uids, dest.id), dest.id
+    return store.copy(folder_id, uids, dest.id), dest.id
+
+
+async def copy(ctx: Context, cmd: Copy | Move) -> Reply:
+    view = require_view(ctx)
+    identity, namespaces, place = _session(ctx)
+    is_move = isinstance(cmd, Move)
+    if is_move and view.readonly:
+        raise no("Mailbox is read-only", "READ-ONLY")
+    uids = [u for u in resolve_set(view, cmd.sequence_set, cmd.uid) if view.live(u)]
+    name = "MOVE" if is_move else "COPY"
+    if not uids:
+        # Still check the destination, so a bad name is reported as such.
+        return ok(f"{name} completed (no messages)")
+    result, dest_id = await ctx.run(
+        _copy, ctx.services.policy, ctx.services.store, identity, namespaces, place,
+        view.folder_id, uids, cmd.mailbox, is_move,
+    )
+    token = getattr(ctx, "watch_token", None)
+    ctx.watcher.notify_local(dest_id, exclude=token)
+    code = None
+    if result.source_uids:
+        code = (f"COPYUID {result.uidvalidity} {uid_set(result.source_uids)} "
+                f"{uid_set(result.dest_uids)}")
+    if is_move:
+        if code:
+            ctx.send(f"* OK [{code}] Moved\r\n".encode())
+        ctx.send(b"".join(b"* %d EXPUNGE\r\n" % s for s in view.remove_now(result.source_uids)))
+        ctx.watcher.notify_local(view.folder_id, exclude=token)
+        code = None
+    if dest_id == view.folder_id:
+        await sync_view(ctx, force=True)
+    return ok(f"{name} completed", code)
+
+
+# ---------------------------------------------------------------- EXPUNGE
+
+
+def _expunge(
+    policy: Policy, store: MessageStore, identity: Identity, place: Place, folder_id: int,
+    uids: Sequence[int] | None,
+) -> list[int]:
+    _check(policy, identity, place, "e", "expunge")
+    return store.expunge(folder_id, uids)
+
+
+async def expunge(ctx: Context, cmd: Expunge) -> Reply:
+    view = require_view(ctx)
+    identity, _, place = _session(ctx)
+    if view.readonly:
+        raise no("Mailbox is read-only", "READ-ONLY")
+    uids: list[int] | None = None
+    if cmd.uid and cmd.uids is not None:
+        uids = resolve_set(view, cmd.uids, True)
+        if not uids:
+            return ok("EXPUNGE completed")
+    removed = await ctx.run(
+        _expunge, ctx.services.policy, ctx.services.store, identity, place, view.folder_id, uids
+    )
+    ctx.send(b"".join(b"* %d EXPUNGE\r\n" % s for s in view.remove_now(removed)))
+    if removed:
+        ctx.watcher.notify_local(view.folder_id, exclude=getattr(ctx, "watch_token", None))
+    return ok("EXPUNGE completed")
+
+
+HANDLERS = {Store: store, Copy: copy, Move: copy, Expunge: expunge}

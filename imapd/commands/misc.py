@@ -1,0 +1,111 @@
+"""CAPABILITY, NOOP, LOGOUT, ID, ENABLE, UNSELECT, CLOSE, CHECK, COMPRESS."""
+
+from __future__ import annotations
+
+from imapd.commands.base import Context, ok
+from imapd.commands.selected import sync_view
+from imapd.errors import Reply, bad, no
+from imapd.parser.commands import (
+    Capability,
+    Check,
+    Close,
+    Compress,
+    Enable,
+    Id,
+    Logout,
+    Noop,
+    Unselect,
+)
+from imapd.wire import quote
+
+SERVER_ID = (("name", "mss-imapd"), ("vendor", "MSSante open-source"), ("version", "0.1"))
+ENABLEABLE = ("CONDSTORE",)
+
+
+async def capability(ctx: Context, cmd: Capability) -> Reply:
+    ctx.send(f"* CAPABILITY {ctx.session.capability_line()}\r\n".encode())
+    return ok("Capability completed")
+
+
+async def noop(ctx: Context, cmd: Noop) -> Reply:
+    # The protocol syncs the selected view after every NOOP (forced).
+    return ok("NOOP completed")
+
+
+async def check(ctx: Context, cmd: Check) -> Reply:
+    return ok("CHECK completed")
+
+
+async def logout(ctx: Context, cmd: Logout) -> Reply:
+    ctx.send(b"* BYE Logging out\r\n")
+    ctx.session.logged_out = True
+    return ok("LOGOUT completed")
+
+
+async def id_(ctx: Context, cmd: Id) -> Reply:
+    fields = " ".join(f"{quote(k)} {quote(v)}" for k, v in SERVER_ID)
+    ctx.send(f"* ID ({fields})\r\n".encode())
+    return ok("ID completed")
+
+
+async def enable(ctx: Context, cmd: Enable) -> Reply:
+    newly = [c for c in cmd.capabilities if c in ENABLEABLE and c not in ctx.session.enabled]
+    ctx.session.enabled.update(newly)
+    if "CONDSTORE" in ctx.session.enabled and ctx.session.view is not None:
+        ctx.session.view.condstore = True
+    ctx.send(("* ENABLED" + "".join(" " + c for c in newly) + "\r\n").encode())
+    return ok("ENABLE completed")
+
+
+async def unselect(ctx: Context, cmd: Unselect) -> Reply:
+    _leave(ctx)
+    return ok("UNSELECT completed")
+
+
+async def close(ctx: Context, cmd: Close) -> Reply:
+    view = ctx.session.view
+    place = ctx.session.selected_place
+    if view is not None and place is not None and not view.readonly:
+        session = ctx.session
+        assert session.identity is not None
+        decision = await ctx.run(
+            ctx.services.policy.check_mailbox_access,
+            session.identity, place.mailbox, place.folder, "e", "expunge",
+        )
+        if decision.allowed:
+            removed = await ctx.run(ctx.services.store.expunge, view.folder_id, None)
+            if removed:
+                ctx.watcher.notify_local(view.folder_id)
+    _leave(ctx)
+    return ok("CLOSE completed")
+
+
+def _leave(ctx: Context) -> None:
+    # The selected view goes away without announcing its pending changes.
+    from imapd.commands.mailbox import leave_selected
+
+    leave_selected(ctx)
+
+
+async def compress(ctx: Context, cmd: Compress) -> Reply:
+    if cmd.mechanism != "DEFLATE":
+        raise bad("Unknown compression mechanism")
+    if ctx.session.compressed:
+        raise no("Compression already active", "COMPRESSIONACTIVE")
+    ctx.start_compression()
+    return ok("DEFLATE active")
+
+
+__all__ = ["sync_view"]
+
+HANDLERS = {
+    Capability: capability,
+    Noop: noop,
+    Check: check,
+    Logout: logout,
+    Id: id_,
+    Enable: enable,
+    Unselect: unselect,
+    Close: close,
+    Compress: compress,
+}

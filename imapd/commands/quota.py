@@ -1,0 +1,79 @@
+"""QUOTA (RFC 9208) with the STORAGE resource, in units of 1024 octets.
+
+One quota root per store mailbox: ``""`` for the session's personal mailbox,
+the mailbox address for shared ones. Limits are set by the operator
+(`mssctl`), so SETQUOTA is refused.
+"""
+
+from __future__ import annotations
+
+from imapd.commands.access import resolve
+from imapd.commands.base import Context, ok
+from imapd.errors import NotPermitted, Reply, no
+from imapd.namespace import Namespaces
+from imapd.parser.commands import GetQuota, GetQuotaRoot, SetQuota
+from imapd.wire import mailbox as wire_mailbox
+from imapd.wire import quote
+from policy.decisions import Identity, Policy
+from storage.interface import Mailbox, MessageStore
+
+
+def _root_name(ns: Namespaces, mb: Mailbox) -> str:
+    return "" if ns.primary is not None and ns.primary.id == mb.id else mb.address
+
+
+def _quota_line(store: MessageStore, root: str, mb: Mailbox) -> str | None:
+    if mb.quota_bytes is None:
+        return None
+    used, _count = store.mailbox_usage(mb.id)
+    return f"* QUOTA {quote(root)} (STORAGE {(used + 1023) // 1024} {mb.quota_bytes // 1024})\r\n"
+
+
+def _quotaroot(policy: Policy, store: MessageStore, identity: Identity, ns: Namespaces,
+               name: str) -> str:
+    place, _ = resolve(policy, store, identity, ns, name, "r", "getquotaroot")
+    mb = store.get_mailbox_by_id(place.mailbox.id)
+    root = _root_name(ns, mb)
+    line = _quota_line(store, root, mb)
+    if line is None:
+        return f"* QUOTAROOT {wire_mailbox(name)}\r\n"
+    return f"* QUOTAROOT {wire_mailbox(name)} {quote(root)}\r\n" + line
+
+
+async def getquotaroot(ctx: Context, cmd: GetQuotaRoot) -> Reply:
+    s = ctx.session
+    assert s.identity is not None and s.namespaces is not None
+    text = await ctx.run(_quotaroot, ctx.services.policy, ctx.services.store, s.identity,
+                         s.namespaces, cmd.mailbox)
+    ctx.send(text.encode())
+    return ok("GETQUOTAROOT completed")
+
+
+def _getquota(policy: Policy, store: MessageStore, identity: Identity, ns: Namespaces,
+              root: str) -> str:
+    candidates = ([ns.primary] if ns.primary is not None else []) + [a.mailbox for a in ns.others]
+    for mb in candidates:
+        if _root_name(ns, mb) == root and "r" in policy.mailbox_rights(identity, mb):
+            line = _quota_line(store, root, store.get_mailbox_by_id(mb.id))
+            if line is not None:
+                return line
+    raise NotPermitted(root)
+
+
+async def getquota(ctx: Context, cmd: GetQuota) -> Reply:
+    s = ctx.session
+    assert s.identity is not None and s.namespaces is not None
+    try:
+        text = await ctx.run(_getquota, ctx.services.policy, ctx.services.store, s.identity,
+                             s.namespaces, cmd.root)
+    except NotPermitted:
+        raise no("No such quota root", "NONEXISTENT") from None
+    ctx.send(text.encode())
+    return ok("GETQUOTA completed")
+
+
+async def setquota(ctx: Context, cmd: SetQuota) -> Reply:
+    raise no("Quotas are set by the operator", "NOPERM")
+
+
+HANDLERS = {GetQuotaRoot: getquotaroot, GetQuota: getquota, SetQuota: setquota}

@@ -1,0 +1,122 @@
+"""SEARCH and UID SEARCH (RFC 3501 6.4.4, RFC 7162 MODSEQ).
+
+Keys that only look at flags, sizes, dates, sets and MODSEQ are answered from
+the session's view with no store call; others load the stored metadata in
+batches (and bodies only for BODY/TEXT/other headers), all in the store thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from imapd import search as engine
+from imapd.commands.base import Context, ok
+from imapd.commands.selected import require_view
+from imapd.errors import Reply, no
+from imapd.parser.commands import (
+    SUPPORTED_SEARCH_CHARSETS,
+    DateField,
+    Search,
+    SearchAnd,
+    SearchDate,
+    SearchHeader,
+    SearchKey,
+    SearchModSeq,
+    SearchNot,
+    SearchOr,
+)
+from storage.interface import MessageInfo, MessageStore
+
+BATCH = 500
+
+
+def _needs_meta(key: SearchKey) -> bool:
+    if isinstance(key, SearchHeader) or engine.needs_body(key):
+        return True
+    if isinstance(key, SearchDate):
+        return key.field is DateField.SENT
+    if isinstance(key, SearchNot):
+        return _needs_meta(key.key)
+    if isinstance(key, SearchOr):
+        return _needs_meta(key.left) or _needs_meta(key.right)
+    if isinstance(key, SearchAnd):
+        return any(_needs_meta(k) for k in key.keys)
+    return False
+
+
+def _uses_modseq(key: SearchKey) -> bool:
+    if isinstance(key, SearchModSeq):
+        return True
+    if isinstance(key, SearchNot):
+        return _uses_modseq(key.key)
+    if isinstance(key, SearchOr):
+        return _uses_modseq(key.left) or _uses_modseq(key.right)
+    if isinstance(key, SearchAnd):
+        return any(_uses_modseq(k) for k in key.keys)
+    return False
+
+
+def _run(
+    store: MessageStore | None, folder_id: int, key: SearchKey,
+    messages: Sequence[tuple[int, MessageInfo]], recent: frozenset[int], max_uid: int,
+    now: datetime,
+) -> list[tuple[int, int, int]]:
+    """(seq, uid, modseq) of matching messages; `messages` are view entries
+    (flags from the view); with a store, metadata is loaded for them."""
+    out: list[tuple[int, int, int]] = []
+    max_seq = len(messages)
+    for start in range(0, len(messages), BATCH):
+        chunk = messages[start : start + BATCH]
+        infos: dict[int, MessageInfo] = {}
+        if store is not None:
+            infos = {i.uid: i for i in store.message_infos(folder_id, [m.uid for _, m in chunk])}
+        for seq, base in chunk:
+            info = base
+            if store is not None:
+                stored = infos.get(base.uid)
+                if stored is None:
+                    continue  # expunged meanwhile: it cannot match anything
+                info = MessageInfo(base.uid, base.modseq, base.flags, base.size,
+                                   base.internal_date, stored.metadata)
+
+            def loader(uid: int = base.uid) -> bytes:
+                assert store is not None
+                return store.message_body(folder_id, uid)
+
+            if engine.matches(key, info, seq, loader, max_seq=max_seq, max_uid=max_uid,
+                              recent=recent, now=now):
+                out.append((seq, info.uid, info.modseq))
+    return out
+
+
+async def search(ctx: Context, cmd: Search) -> Reply:
+    view = require_view(ctx)
+    if cmd.charset is not None and cmd.charset not in SUPPORTED_SEARCH_CHARSETS:
+        raise no("Unsupported charset", "BADCHARSET (" + " ".join(SUPPORTED_SEARCH_CHARSETS) + ")")
+    uses_modseq = _uses_modseq(cmd.key)
+    if uses_modseq:
+        ctx.session.enabled.add("CONDSTORE")
+        view.condstore = True
+    messages = [
+        (i + 1, MessageInfo(uid, view.modseqs.get(uid, 0), view.display_flags(uid),
+                            view.sizes[uid][0], view.sizes[uid][1], {}))
+        for i, uid in enumerate(view.uids)
+    ]
+    store = ctx.services.store if _needs_meta(cmd.key) else None
+    now = datetime.now().astimezone()
+    if store is None:
+        found = _run(None, view.folder_id, cmd.key, messages, frozenset(view.recent),
+                     view.max_uid(), now)
+    else:
+        found = await ctx.run(_run, store, view.folder_id, cmd.key, messages,
+                              frozenset(view.recent), view.max_uid(), now)
+    numbers = [uid if cmd.uid else seq for seq, uid, _ in found]
+    line = "* SEARCH" + "".join(f" {n}" for n in numbers)
+    if uses_modseq and found:
+        line += f" (MODSEQ {max(m for _, _, m in found)})"
+    ctx.send((line + "\r\n").encode())
+    return ok("SEARCH completed")
+
+
+HANDLERS = {Search: search}

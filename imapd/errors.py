@@ -1,0 +1,103 @@
+"""Storage errors and policy denials mapped to IMAP responses, once.
+
+Handlers raise (or let through) `storage.interface.StoreError` subclasses and
+`ImapError`; `to_response` turns any exception into the tagged status, the
+response code and a fixed text. Nothing here ever echoes `str(exc)` of an
+unexpected error to the client: those get ``NO [SERVERBUG]`` and a correlation
+id that is written to the log with the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+
+from storage.interface import (
+    AlreadyExists,
+    FolderNotEmpty,
+    InvalidName,
+    NotFound,
+    QuotaExceeded,
+    StoreError,
+    StoreUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A tagged completion: status OK/NO/BAD, optional response code, text."""
+
+    status: str
+    code: str | None
+    text: str
+
+    def line(self, tag: str) -> bytes:
+        code = f"[{self.code}] " if self.code else ""
+        return f"{tag} {self.status} {code}{self.text}\r\n".encode()
+
+
+class ImapError(Exception):
+    """Raised by handlers to finish a command with NO or BAD."""
+
+    def __init__(self, status: str, code: str | None, text: str) -> None:
+        super().__init__(text)
+        self.reply = Reply(status, code, text)
+
+
+def no(text: str, code: str | None = None) -> ImapError:
+    return ImapError("NO", code, text)
+
+
+def bad(text: str, code: str | None = None) -> ImapError:
+    return ImapError("BAD", code, text)
+
+
+# The one answer for "does not exist" and "you may not see it" (STYLE rule 5):
+# same code, same text, so nobody can probe which mailboxes exist.
+NONEXISTENT = Reply("NO", "NONEXISTENT", "No such mailbox")
+
+
+def nonexistent() -> ImapError:
+    return ImapError(NONEXISTENT.status, NONEXISTENT.code, NONEXISTENT.text)
+
+
+class NotPermitted(Exception):
+    """A policy denial on a mailbox: answered exactly like NotFound."""
+
+
+class NoPermission(Exception):
+    """The mailbox is visible but the right is missing (RFC 4314: e.g. no 'i'
+    to APPEND into a mailbox one may read)."""
+
+
+_FIXED: tuple[tuple[type[BaseException], Reply], ...] = (
+    (StoreUnavailable, Reply("NO", "UNAVAILABLE", "Service temporarily unavailable, try again")),
+    (NotFound, NONEXISTENT),
+    (NotPermitted, NONEXISTENT),
+    (NoPermission, Reply("NO", "NOPERM", "Permission denied")),
+    (QuotaExceeded, Reply("NO", "OVERQUOTA", "Quota exceeded")),
+    (AlreadyExists, Reply("NO", "ALREADYEXISTS", "Mailbox already exists")),
+    (InvalidName, Reply("NO", "CANNOT", "Invalid mailbox name")),
+    (FolderNotEmpty, Reply("NO", "INUSE", "Mailbox has inferiors")),
+)
+
+
+def to_reply(exc: BaseException, *, context: str = "") -> Reply:
+    """The reply for any exception raised while running a command."""
+    if isinstance(exc, ImapError):
+        return exc.reply
+    for kind, reply in _FIXED:
+        if isinstance(exc, kind):
+            if isinstance(exc, StoreUnavailable):
+                log.warning("store unavailable during %s", context or "command")
+            return reply
+    if isinstance(exc, StoreError):
+        # A store error with no mapping of its own: a bug on one side or the other.
+        pass
+    cid = secrets.token_hex(6)
+    log.error("unexpected error in %s [cid=%s]", context or "command", cid,
+              exc_info=(type(exc), exc, exc.__traceback__))
+    return Reply("NO", "SERVERBUG", f"Internal error, reference {cid}")

@@ -1,0 +1,288 @@
+"""Pure FETCH renderers over the metadata of `storage.mime.parse_message`.
+
+Nothing here touches storage or Twisted: ENVELOPE and BODYSTRUCTURE come from
+the metadata stored at delivery; BODY[section] is a slice of the raw message at
+offsets computed then (RFC 3501 6.4.5, 7.4.2).
+
+Strings in the metadata are raw header octets decoded as latin-1; they are
+written back as those octets (quoted when they are plain 7-bit text, else as a
+literal), so encoded-words reach the client untouched, as RFC 3501 asks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from imapd.parser.commands import Section, SectionText
+from storage.mime import decode_transfer, find_part, header_bounds, iter_fields, parse_message
+
+Meta = dict[str, Any]
+
+# ------------------------------------------------------------------ strings
+
+_UNSAFE = re.compile(rb"[^\x20-\x7e]")
+
+
+def istring(value: bytes) -> bytes:
+    """An IMAP string: quoted when possible, else a synchronising literal."""
+    if len(value) < 1024 and _UNSAFE.search(value) is None:
+        if b"\\" in value or b'"' in value:
+            value = value.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+        return b'"' + value + b'"'
+    # NUL is not allowed even in a literal (RFC 3501 9, CHAR8): drop it.
+    value = value.replace(b"\x00", b"")
+    return b"{%d}\r\n" % len(value) + value
+
+
+def nstring(value: str | None) -> bytes:
+    if value is None:
+        return b"NIL"
+    if len(value) < 1024 and value.isascii() and value.isprintable():
+        # fast path: printable ASCII is always a quoted string
+        if "\\" in value or '"' in value:
+            value = value.replace("\\", "\\\\").replace('"', '\\"')
+        return b'"' + value.encode("ascii") + b'"'
+    return istring(value.encode("latin-1", "replace"))
+
+
+# ------------------------------------------------------------------ ENVELOPE
+
+
+def _address_list(addrs: Sequence[Sequence[str | None]] | None) -> bytes:
+    if not addrs:
+        return b"NIL"
+    return (
+        b"(" + b"".join(b"(" + b" ".join(nstring(f) for f in addr) + b")" for addr in addrs) + b")"
+    )
+
+
+def envelope_bytes(env: Meta) -> bytes:
+    """RFC 3501 envelope from an "envelope" dict of the metadata."""
+    return b"".join(
+        (
+            b"(",
+            nstring(env.get("date")),
+            b" ",
+            nstring(env.get("subject")),
+            b" ",
+            _address_list(env.get("from")),
+            b" ",
+            _address_list(env.get("sender") or env.get("from")),
+            b" ",
+            _address_list(env.get("reply_to") or env.get("from")),
+            b" ",
+            _address_list(env.get("to")),
+            b" ",
+            _address_list(env.get("cc")),
+            b" ",
+            _address_list(env.get("bcc")),
+            b" ",
+            nstring(env.get("in_reply_to")),
+            b" ",
+            nstring(env.get("message_id")),
+            b")",
+        )
+    )
+
+
+def render_envelope(meta: Meta) -> bytes:
+    """The ENVELOPE value of a message (without the ``ENVELOPE`` label)."""
+    env = meta.get("envelope")
+    return envelope_bytes(env if isinstance(env, dict) else {})
+
+
+# ------------------------------------------------------------ BODYSTRUCTURE
+
+
+def _params(params: Sequence[Sequence[str]] | None) -> bytes:
+    if not params:
+        return b"NIL"
+    return b"(" + b" ".join(nstring(k) + b" " + nstring(v) for k, v in params) + b")"
+
+
+def _disposition(dsp: Sequence[Any] | None) -> bytes:
+    if not dsp:
+        return b"NIL"
+    return b"(" + nstring(dsp[0]) + b" " + _params(dsp[1]) + b")"
+
+
+def _language(langs: Sequence[str] | None) -> bytes:
+    if not langs:
+        return b"NIL"
+    if len(langs) == 1:
+        return nstring(langs[0])
+    return b"(" + b" ".join(nstring(x) for x in langs) + b")"
+
+
+def _part(part: Meta, extensible: bool) -> bytes:
+    if "parts" in part:
+        out = b"(" + b"".join(_part(p, extensible) for p in part["parts"])
+        out += b" " + nstring(part["subtype"])
+        if extensible:
+            out += b" " + b" ".join(
+                (
+                    _params(part["params"]),
+                    _disposition(part["disposition"]),
+                    _language(part["language"]),
+                    nstring(part["location"]),
+                )
+            )
+        return out + b")"
+    fields = [
+        nstring(part["type"]),
+        nstring(part["subtype"]),
+        _params(part["params"]),
+        nstring(part["id"]),
+        nstring(part["description"]),
+        nstring(part["encoding"]),
+        b"%d" % part["size"],
+    ]
+    if "message" in part:
+        fields.append(envelope_bytes(part["envelope"]))
+        fields.append(_part(part["message"], extensible))
+        fields.append(b"%d" % part["lines"])
+    elif part["type"].lower() == "text":
+        fields.append(b"%d" % part["lines"])
+    if extensible:
+        fields.append(nstring(part["md5"]))
+        fields.append(_disposition(part["disposition"]))
+        fields.append(_language(part["language"]))
+        fields.append(nstring(part["location"]))
+    return b"(" + b" ".join(fields) + b")"
+
+
+def render_bodystructure(meta: Meta, extensible: bool) -> bytes:
+    """BODYSTRUCTURE (extensible=True, with extension data) or BODY value.
+
+    Metadata without a body structure (absent or damaged) renders as an empty
+    text/plain part rather than failing the whole FETCH.
+    """
+    body = meta.get("body")
+    if not isinstance(body, dict):
+        body = parse_message(b"")["body"]
+    return _part(body, extensible)
+
+
+def _usable(raw: bytes, meta: Meta) -> Meta:
+    """The metadata, or a fresh parse when it lacks what sections need."""
+    body = meta.get("body")
+    if isinstance(body, dict) and meta.get("size") == len(raw):
+        return meta
+    return parse_message(raw)
+
+
+# ------------------------------------------------------------ BODY[section]
+
+
+def header_fields(
+    raw: bytes, start: int, end: int, names: Iterable[str], not_: bool = False
+) -> bytes:
+    """HEADER.FIELDS (names) / .NOT of the header block raw[start:end].
+
+    Fields are copied as written (continuation lines included), in message
+    order, and the result ends with the blank line (RFC 3501 6.4.5).
+    """
+    wanted = {n.lower().encode("latin-1", "replace") for n in names}
+    fields_end, _body = header_bounds(raw, start, end)
+    out: list[bytes] = []
+    for name, fstart, fend, _value in iter_fields(raw, start, fields_end):
+        if (name.lower() in wanted) != not_:
+            chunk = raw[fstart:fend]
+            if not chunk.endswith(b"\n"):
+                chunk += b"\r\n"
+            out.append(chunk)
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def _message_entity(meta: Meta, path: tuple[int, ...]) -> Meta | None:
+    """The entity whose HEADER/TEXT a section names: the message, or the
+    message encapsulated by the message/rfc822 part at `path`."""
+    if not path:
+        entity: Meta = meta["body"]
+        return entity
+    part = find_part(meta, path)
+    if part is None or "message" not in part:
+        return None
+    inner: Meta = part["message"]
+    return inner
+
+
+def section_bytes(raw: bytes, meta: Meta, section: Section) -> bytes:
+    """The octets of BODY[section] (partial not applied: see `partial`).
+
+    A part that does not exist, or HEADER/TEXT asked of a part that is not
+    message/rfc822, gives b"" (the client sees an empty string).
+    """
+    meta = _usable(raw, meta)
+    text = section.text
+    if text is None:
+        if not section.part:
+            return raw
+        part = find_part(meta, section.part)
+        if part is None:
+            return b""
+        return raw[part["body_start"] : part["body_end"]]
+    if text is SectionText.MIME:
+        part = find_part(meta, section.part) if section.part else meta["body"]
+        if part is None:
+            return b""
+        return raw[part["header_start"] : part["header_end"]]
+    entity = _message_entity(meta, section.part)
+    if entity is None:
+        return b""
+    if text is SectionText.TEXT:
+        return raw[entity["body_start"] : entity["body_end"]]
+    if text is SectionText.HEADER:
+        return raw[entity["header_start"] : entity["header_end"]]
+    return header_fields(
+        raw,
+        entity["header_start"],
+        entity["header_end"],
+        section.headers,
+        not_=text is SectionText.HEADER_FIELDS_NOT,
+    )
+
+
+def partial(data: bytes, start: int, length: int) -> bytes:
+    """``<start.length>``: empty when start is past the end (RFC 3501 6.4.5)."""
+    if start >= len(data) or length <= 0:
+        return b""
+    return data[start : start + length]
+
+
+# ------------------------------------------------------------ RFC 3516 BINARY
+
+
+def binary_bytes(raw: bytes, meta: Meta, part_path: tuple[int, ...]) -> bytes | None:
+    """BINARY[part]: the part's content with its transfer encoding removed.
+
+    None when the encoding is unknown (the server answers NO [UNKNOWN-CTE]).
+    A part that does not exist gives b"". BINARY[] is the whole message.
+    """
+    if not part_path:
+        return raw
+    part = find_part(_usable(raw, meta), part_path)
+    if part is None:
+        return b""
+    body = raw[part["body_start"] : part["body_end"]]
+    if "parts" in part or "message" in part:
+        return body
+    return decode_transfer(body, part["encoding"])
+
+
+def binary_section(raw: bytes, meta: Meta, section: Section) -> bytes | None:
+    """BINARY[section] including the non-standard HEADER/MIME/TEXT forms some
+    clients and test suites send (Dovecot accepts them): those are returned
+    as-is, a bare part path is decoded as in `binary_bytes`."""
+    if section.text is None:
+        return binary_bytes(raw, meta, section.part)
+    return section_bytes(raw, meta, section)
+
+
+def binary_size(raw: bytes, meta: Meta, part_path: tuple[int, ...]) -> int | None:
+    """BINARY.SIZE[part]; None when the encoding is unknown."""
+    data = binary_bytes(raw, meta, part_path)
+    return None if data is None else len(data)

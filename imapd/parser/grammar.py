@@ -1,0 +1,545 @@
+"""Command grammar: one complete command (lines + literals) -> a typed Command."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+
+from imapd.parser import commands as c
+from imapd.parser.dates import parse_date_time
+from imapd.parser.items import (
+    SearchParser,
+    parse_fetch_atts,
+    parse_flag,
+    parse_flag_list,
+    parse_sequence_set,
+    parse_status_items,
+    search_decoder,
+)
+from imapd.parser.mutf7 import decode, decode_mailbox
+from imapd.parser.tokens import TAG_CHARS, Cursor, Literal, ParseError, to_text
+
+MAX_ID_PAIRS = 30  # RFC 2971
+MAX_ENABLE = 100
+
+
+def parse_tag(cur: Cursor) -> str:
+    raw = cur.take_while(TAG_CHARS)
+    if not raw:
+        raise ParseError("Invalid tag")
+    return raw.decode("ascii")
+
+
+def parse_command(lines: list[bytes], literals: list[Literal]) -> c.Command:
+    """Parses a whole command; raises ParseError (the tag is known to the reader)."""
+    cur = Cursor(lines, literals)
+    tag = parse_tag(cur)
+    cur.sp()
+    name = cur.keyword()
+    if name == "UID":
+        cur.sp()
+        sub = cur.keyword()
+        uid_handler = _UID_COMMANDS.get(sub)
+        if uid_handler is None:
+            raise ParseError("Unknown UID command")
+        command = uid_handler(cur, tag, True)
+    else:
+        handler = _COMMANDS.get(name)
+        if handler is None:
+            raise ParseError("Unknown command")
+        command = handler(cur, tag)
+    cur.expect_end()
+    return command
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _mailbox(cur: Cursor) -> str:
+    return decode_mailbox(cur.astring())
+
+
+def _text(cur: Cursor) -> str:
+    return to_text(cur.astring())
+
+
+def _no_args(cls: type[c.Command]) -> Callable[[Cursor, str], c.Command]:
+    def parse(cur: Cursor, tag: str) -> c.Command:
+        return cls(tag)
+
+    return parse
+
+
+def _mailbox_only(cls: Callable[..., c.Command]) -> Callable[[Cursor, str], c.Command]:
+    def parse(cur: Cursor, tag: str) -> c.Command:
+        cur.sp()
+        return cls(tag, _mailbox(cur))
+
+    return parse
+
+
+def _mailbox_identifier(cls: Callable[..., c.Command]) -> Callable[[Cursor, str], c.Command]:
+    def parse(cur: Cursor, tag: str) -> c.Command:
+        cur.sp()
+        mailbox = _mailbox(cur)
+        cur.sp()
+        return cls(tag, mailbox, _text(cur))
+
+    return parse
+
+
+def _paren_list(cur: Cursor, item: Callable[[], None]) -> None:
+    """``"(" [item *(SP item)] ")"``."""
+    cur.expect(b"(")
+    if cur.accept(b")"):
+        return
+    while True:
+        item()
+        if cur.accept(b")"):
+            return
+        cur.sp()
+
+
+# ---------------------------------------------------- any / not authenticated
+
+
+def _id(cur: Cursor, tag: str) -> c.Command:
+    cur.sp()
+    if cur.accept_word(b"NIL"):
+        return c.Id(tag, None)
+    pairs: list[tuple[str, str | None]] = []
+
+    def pair() -> None:
+        key = to_text(cur.string())
+        cur.sp()
+        value = cur.nstring()
+        pairs.append((key, None if value is None else to_text(value)))
+        if len(pairs) > MAX_ID_PAIRS:
+            raise ParseError("Too many ID parameters")
+
+    _paren_list(cur, pair)
+    return c.Id(tag, tuple(pairs))
+
+
+_BASE64_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+
+
+def decode_sasl(raw: bytes) -> bytes:
+    """A SASL response line: ``=`` is empty (RFC 4959), else strict base64."""
+    if raw == b"=":
+        return b""
+    try:
+        return base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise ParseError("Invalid base64") from None
+
+
+def _authenticate(cur: Cursor, tag: str) -> c.Command:
+    cur.sp()
+    mechanism = cur.keyword()
+    initial: bytes | None = None
+    if cur.accept(b" "):
+        initial = decode_sasl(cur.take_while(_BASE64_CHARS))
+    return c.Authenticate(tag, mechanism, initial)
+
+
+def _login(cur: Cursor, tag: str) -> c.Command:
+    cur.sp()
+    user = _text(cur)
+    cur.sp()
+    return c.Login(tag, user, _text(cur))
+
+
+# ------------------------------------------------------------ authenticated
+
+
+def _select_params(cur: Cursor) -> tuple[bool, c.QResync | None]:
+    condstore = False
+    qresync: c.QResync | None = None
+
+    def param() -> None:
+        nonlocal condstore, qresync
+        word = cur.keyword()
+        if word == "CONDSTORE":
+            condstore = True
+        elif word == "QRESYNC":
+            cur.sp()
+            qresync = _qresync(cur)
+        else:
+            raise ParseError("Unknown SELECT parameter")
+
+    if cur.accept(b" "):
+        _paren_list(cur, param)
+    return condstore, qresync
+
+
+def _qresync(cur: Cursor) -> c.QResync:
+    cur.expect(b"(")
+    uidvalidity = cur.nz_number()
+    cur.sp()
+    modseq = cur.number64()
+    known: c.SequenceSet | None = None
+    seq_match: tuple[c.SequenceSet, c.SequenceSet] | None = None
+    if cur.accept(b" "):
+        if cur.peek() != ord("("):
+            known = parse_sequence_set(cur)
+            if not cur.accept(b" "):
+                cur.expect(b")")
+                return c.QResync(uidvalidity, modseq, known, None)
+        cur.expect(b"(")
+        seqs = parse_sequence_set(cur)
+        cur.sp()
+        uids = parse_sequence_set(cur)
+        cur.expect(b")")
+        seq_match = (seqs, uids)
+    cur.expect(b")")
+    return c.QResync(uidvalidity, modseq, known, seq_match)
+
+
+def _select(cls: type[c.Select] | type[c.Examine]) -> Callable[[Cursor, str], c.Command]:
+    def parse(cur: Cursor, tag: str) -> c.Command:
+        cur.sp()
+        mailbox = _mailbox(cur)
+        condstore, qresync = _select_params(cur)
+        return cls(tag, mailbox, condstore, qresync)
+
+    return parse
+
+
+def _create(cur: Cursor, tag: str) -> c.Command:
+    cur.sp()
+    mailbox = _mailbox(cur)
+    uses: list[str] = []
+    if cur.accept(b" "):
+        # RFC 6154 create-param: "(" "USE" SP "(" use-attr *(SP use-attr) ")" ")"
+        def param() -> None:
+            if cur.keyword() != "USE":
+                raise ParseError("Unknown CREATE parameter")
+            cur.sp()
+            _paren_list(cur, lambda: uses.append(parse_flag(cur)))
+
+        _paren_list(cur, param)
+    return c.Create(tag, mailbox, tuple(uses))
+
+
+def _rename(cur: Cursor, tag: str) -> c.Command:
+    cur.sp()
+    old = _mailbox(cur)
+    cur.sp()
+    return c.Rename(tag, old, _mailbox(cur))
+
+
+def _pattern(cur: Cursor) -> str:
+    return decode(cur.list_mailbox())
+
+
+def _list(cur: Cursor, tag: str) -> c.Command:
+    cur.sp()
+    opts: dict[str, object] = {}
+    extended = False
+    if cur.peek() == ord("("):
+        extended = True
+
+        def select_opt() -> None:
+            word = cur.keyword()
+            key = {
+                "SUBSCRIBED": "select_subscribed",
+                "REMOTE": "select_remote",
+                "RECURSIVEMATCH": "select_recursive_match",
+                "SPECIAL-USE": "select_special_use",
+            }.get(word)
+            if key is None:
+                raise ParseError("Unknown LIST selection option")
+            opts[key] = True
+
+        _paren_list(cur, select_opt)
+        cur.sp()
+        # RFC 5258: RECURSIVEMATCH alone is an error.
+        if opts.get("select_recursive_match") and len(opts) == 1:
+            raise ParseError("RECURSIVEMATCH needs another selection option")
+    reference = decode(cur.astring())
+    cur.sp()
+    patterns: list[str] = []
+    if cur.peek() == ord("("):
+        extended = True
+        _paren_list(cur, lambda: patterns.append(_pattern(cur)))
+        if not patterns:
+            raise ParseError("Empty pattern list")
+    else:
+        patterns.append(_pattern(cur))
+    if cur.accept(b" "):
+        if cur.keyword() != "RETURN":
+            raise ParseError("Expected RETURN")
+        cur.sp()
+        extended = True
+
+        def return_opt() -> None:
+            word = cur.keyword()
+            key = {
+                "SUBSCRIBED": "return_subscribed",
+                "CHILDREN": "return_children",
+                "SPECIAL-USE": "return_special_use",
+                "MYRIGHTS": "return_myrights",
+            }.get(word)
+            if key is not None:
+                opts[key] = True
+            elif word == "STATUS":
+                cur.sp()
+                opts["return_status"] = parse_status_items(cur)
+            else:
+                raise ParseError("Unknown LIST return option")
+
+        _paren_list(cur, return_opt)
+    return c.List(tag, reference, tuple(patterns), extended=extended, **opts)  # type: ignore[arg-type]
+
+
+def _lsub(cur: Cursor, tag: str) -> c.Command:
+    cur.sp()
+    reference = decode(cur.astring())
+    cur.sp()
+    return c.Lsub(tag, reference, _pattern(cur))
+
+
+def _status(cur: Cursor, tag: str) -> c.Command:
+    cur.sp()
+    mailbox = _mailbox(cur)
+    cur.sp()
+    return c.Status(tag, mailbox, parse_status_items(cur))
+
+
+def _append(cur: Cursor, tag: str) -> c.Command:
+    cur.sp()
+    mailbox = _mailbox(cur)
+    cur.sp()
+    flags: tuple[str, ...] = ()
+    internal_date = None
+    if cur.peek() == ord("("):
+        flags = parse_flag_list(cur)
+        cur.sp()
+    if cur.peek() == 0x22:
+        internal_date = parse_date_time(cur)
+        cur.sp()
+    if not cur.at_literal():
+        raise ParseError("Expected the message as a literal")
+    literal = cur.take_literal(binary_ok=True)
+    return c.Append(tag, mailbox, flags, internal_date, literal.data, literal.binary)
+
+
+def _enable(cur: Cursor, tag: str) -> c.Command:
+    caps: list[str] = []
+    while cur.accept(b" "):
+        caps.append(cur.keyword())
+        if len(caps) > MAX_ENABLE:
+            raise ParseError("Too many capabilities")
+    if not caps:
+        raise ParseError("ENABLE needs a capability")
+    return c.Enable(tag, tuple(dict.fromkeys(caps)))
+
+
+def _compress(cur: Cursor, tag: str) -> c.Command:
+    cur.sp()
+    return c.Compress(tag, cur.keyword())
+
+
+def _setacl(cur: Cursor, tag: str) -> c.Command:
+    cur.sp()
+    mailbox = _mailbox(cur)
+    cur.sp()
+    identifier = _text(cur)
+    cur.sp()
+    rights = _text(cur)
+    return c.SetAcl(tag, mailbox, identifier, rights)
+
+
+def _getquota(cur: Cursor, tag: str) -> c.Command:
+    cur.sp()
+    return c.GetQuota(tag, decode(cur.astring()))
+
+
+def _setquota(cur: Cursor, tag: str) -> c.Command:
+    cur.sp()
+    root = decode(cur.astring())
+    cur.sp()
+    limits: list[tuple[str, int]] = []
+
+    def resource() -> None:
+        name = cur.keyword()
+        cur.sp()
+        limits.append((name, cur.number64()))
+
+    _paren_list(cur, resource)
+    return c.SetQuota(tag, root, tuple(limits))
+
+
+# ----------------------------------------------------------------- selected
+
+
+def _expunge(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
+    if uid:
+        cur.sp()
+        return c.Expunge(tag, True, parse_sequence_set(cur))
+    return c.Expunge(tag)
+
+
+def _search(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
+    cur.sp()
+    return_options: tuple[str, ...] | None = None
+    charset: str | None = None
+    if cur.accept_word(b"RETURN"):
+        cur.sp()
+        opts: list[str] = []
+
+        def opt() -> None:
+            word = cur.keyword()
+            if word not in ("MIN", "MAX", "ALL", "COUNT", "SAVE"):
+                raise ParseError("Unknown SEARCH return option")
+            opts.append(word)
+
+        _paren_list(cur, opt)
+        return_options = tuple(dict.fromkeys(opts))
+        cur.sp()
+    if cur.accept_word(b"CHARSET"):
+        cur.sp()
+        raw = cur.astring()
+        if any(ch >= 0x80 or ch < 0x21 for ch in raw):
+            raise ParseError("Invalid charset name")
+        charset = raw.decode("ascii").upper()
+        cur.sp()
+    key = SearchParser(cur, search_decoder(charset)).program()
+    return c.Search(tag, key, charset, uid, return_options)
+
+
+def _fetch(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
+    cur.sp()
+    seqset = parse_sequence_set(cur)
+    cur.sp()
+    atts = parse_fetch_atts(cur)
+    changed_since: int | None = None
+    vanished = False
+    if cur.accept(b" "):
+
+        def modifier() -> None:
+            nonlocal changed_since, vanished
+            word = cur.keyword()
+            if word == "CHANGEDSINCE":
+                cur.sp()
+                changed_since = cur.number64()
+            elif word == "VANISHED":
+                vanished = True
+            else:
+                raise ParseError("Unknown FETCH modifier")
+
+        _paren_list(cur, modifier)
+        # RFC 7162 3.2.6: VANISHED only with UID FETCH and CHANGEDSINCE.
+        if vanished and (not uid or changed_since is None):
+            raise ParseError("VANISHED needs UID FETCH and CHANGEDSINCE")
+    return c.Fetch(tag, seqset, atts, uid, changed_since, vanished)
+
+
+_STORE_ITEMS = {
+    "FLAGS": (c.StoreMode.REPLACE, False),
+    "FLAGS.SILENT": (c.StoreMode.REPLACE, True),
+    "+FLAGS": (c.StoreMode.ADD, False),
+    "+FLAGS.SILENT": (c.StoreMode.ADD, True),
+    "-FLAGS": (c.StoreMode.REMOVE, False),
+    "-FLAGS.SILENT": (c.StoreMode.REMOVE, True),
+}
+
+
+def _store(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
+    cur.sp()
+    seqset = parse_sequence_set(cur)
+    cur.sp()
+    unchanged_since: int | None = None
+    if cur.peek() == ord("("):
+
+        def modifier() -> None:
+            nonlocal unchanged_since
+            if cur.keyword() != "UNCHANGEDSINCE":
+                raise ParseError("Unknown STORE modifier")
+            cur.sp()
+            unchanged_since = cur.number64()
+
+        _paren_list(cur, modifier)
+        cur.sp()
+    item = cur.keyword()
+    if item not in _STORE_ITEMS:
+        raise ParseError("Invalid STORE item")
+    mode, silent = _STORE_ITEMS[item]
+    cur.sp()
+    if cur.peek() == ord("("):
+        flags = parse_flag_list(cur)
+    else:
+        flag_list = [parse_flag(cur)]
+        while cur.accept(b" "):
+            flag_list.append(parse_flag(cur))
+        flags = tuple(dict.fromkeys(flag_list))
+    return c.Store(tag, seqset, mode, silent, flags, uid, unchanged_since)
+
+
+def _copy_like(cls: type[c.Copy] | type[c.Move]) -> Callable[..., c.Command]:
+    def parse(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
+        cur.sp()
+        seqset = parse_sequence_set(cur)
+        cur.sp()
+        return cls(tag, seqset, _mailbox(cur), uid)
+
+    return parse
+
+
+# -------------------------------------------------------------------- tables
+
+_COMMANDS: dict[str, Callable[[Cursor, str], c.Command]] = {
+    "CAPABILITY": _no_args(c.Capability),
+    "NOOP": _no_args(c.Noop),
+    "LOGOUT": _no_args(c.Logout),
+    "ID": _id,
+    "STARTTLS": _no_args(c.StartTls),
+    "AUTHENTICATE": _authenticate,
+    "LOGIN": _login,
+    "SELECT": _select(c.Select),
+    "EXAMINE": _select(c.Examine),
+    "CREATE": _create,
+    "DELETE": _mailbox_only(c.Delete),
+    "RENAME": _rename,
+    "SUBSCRIBE": _mailbox_only(c.Subscribe),
+    "UNSUBSCRIBE": _mailbox_only(c.Unsubscribe),
+    "LIST": _list,
+    "LSUB": _lsub,
+    "STATUS": _status,
+    "APPEND": _append,
+    "NAMESPACE": _no_args(c.Namespace),
+    "ENABLE": _enable,
+    "IDLE": _no_args(c.Idle),
+    "COMPRESS": _compress,
+    "GETACL": _mailbox_only(c.GetAcl),
+    "SETACL": _setacl,
+    "DELETEACL": _mailbox_identifier(c.DeleteAcl),
+    "LISTRIGHTS": _mailbox_identifier(c.ListRights),
+    "MYRIGHTS": _mailbox_only(c.MyRights),
+    "GETQUOTA": _getquota,
+    "GETQUOTAROOT": _mailbox_only(c.GetQuotaRoot),
+    "SETQUOTA": _setquota,
+    "CHECK": _no_args(c.Check),
+    "CLOSE": _no_args(c.Close),
+    "UNSELECT": _no_args(c.Unselect),
+    "EXPUNGE": _expunge,
+    "SEARCH": _search,
+    "FETCH": _fetch,
+    "STORE": _store,
+    "COPY": _copy_like(c.Copy),
+    "MOVE": _copy_like(c.Move),
+}
+
+# UID EXPUNGE is RFC 4315, UID MOVE RFC 6851.
+_UID_COMMANDS: dict[str, Callable[[Cursor, str, bool], c.Command]] = {
+    "FETCH": _fetch,
+    "STORE": _store,
+    "SEARCH": _search,
+    "COPY": _copy_like(c.Copy),
+    "MOVE": _copy_like(c.Move),
+    "EXPUNGE": _expunge,
+}
+
+KNOWN_COMMANDS = frozenset(_COMMANDS) | {"UID"}

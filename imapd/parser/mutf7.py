@@ -1,0 +1,118 @@
+"""Modified UTF-7 mailbox names (RFC 3501 section 5.1.3) and INBOX normalisation.
+
+Written here rather than reusing twisted.mail.imap4's codec so the parser stays
+free of Twisted and decoding is strict (RFC 3501: "&" must be "&-", shifted runs
+must be minimal base64 of UTF-16BE, no shifting of printable ASCII).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from imapd.parser.tokens import ParseError
+
+HIERARCHY_SEPARATOR = "/"
+
+
+class MUTF7Error(ParseError):
+    pass
+
+
+def _is_direct(c: int) -> bool:
+    return 0x20 <= c <= 0x7E
+
+
+def encode(name: str) -> bytes:
+    """str -> modified UTF-7 bytes."""
+    out = bytearray()
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            utf16 = "".join(pending).encode("utf-16-be", "surrogatepass")
+            out.extend(b"&" + base64.b64encode(utf16).rstrip(b"=").replace(b"/", b",") + b"-")
+            pending.clear()
+
+    for ch in name:
+        code = ord(ch)
+        if _is_direct(code):
+            flush()
+            out.extend(b"&-" if ch == "&" else bytes([code]))
+        else:
+            pending.append(ch)
+    flush()
+    return bytes(out)
+
+
+def decode(raw: bytes) -> str:
+    """Modified UTF-7 bytes -> str. 8-bit input is accepted as UTF-8 (RFC 6855
+    clients and careless ones); anything undecodable raises MUTF7Error."""
+    if any(c >= 0x80 for c in raw):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MUTF7Error("Mailbox name is not valid modified UTF-7") from None
+        if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in text):
+            raise MUTF7Error("Invalid character in mailbox name")
+        return text
+    out: list[str] = []
+    i = 0
+    n = len(raw)
+    while i < n:
+        c = raw[i]
+        if c != 0x26:  # '&'
+            if not _is_direct(c):
+                raise MUTF7Error("Invalid character in mailbox name")
+            out.append(chr(c))
+            i += 1
+            continue
+        end = raw.find(b"-", i + 1)
+        if end < 0:
+            raise MUTF7Error("Unterminated modified UTF-7 sequence")
+        chunk = raw[i + 1 : end]
+        i = end + 1
+        if not chunk:
+            out.append("&")
+            continue
+        out.append(_decode_chunk(chunk))
+    return "".join(out)
+
+
+def _decode_chunk(chunk: bytes) -> str:
+    if len(chunk) % 4 == 1:
+        raise MUTF7Error("Invalid modified UTF-7 sequence")
+    b64 = chunk.replace(b",", b"/")
+    b64 += b"=" * (-len(b64) % 4)
+    try:
+        data = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise MUTF7Error("Invalid modified UTF-7 sequence") from None
+    if len(data) % 2:
+        raise MUTF7Error("Invalid modified UTF-7 sequence")
+    try:
+        text = data.decode("utf-16-be")
+    except UnicodeDecodeError:
+        raise MUTF7Error("Invalid modified UTF-7 sequence") from None
+    # Printable ASCII must be sent directly, never shifted; controls never appear.
+    if any(ord(ch) < 0xA0 for ch in text):
+        raise MUTF7Error("Invalid modified UTF-7 sequence")
+    # The encoding must be canonical (no stray low bits), so names compare equal.
+    if encode(text) != b"&" + chunk + b"-":
+        raise MUTF7Error("Invalid modified UTF-7 sequence")
+    return text
+
+
+def normalise_inbox(name: str) -> str:
+    """``inbox`` -> ``INBOX``, also as a prefix (``Inbox/x`` -> ``INBOX/x``)."""
+    head, sep, rest = name.partition(HIERARCHY_SEPARATOR)
+    if head.upper() == "INBOX":
+        return "INBOX" + sep + rest
+    return name
+
+
+def decode_mailbox(raw: bytes) -> str:
+    """A ``mailbox`` argument: decoded and INBOX-normalised."""
+    if b"\x00" in raw:
+        raise MUTF7Error("Invalid character in mailbox name")
+    return normalise_inbox(decode(raw))

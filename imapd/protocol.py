@@ -1,0 +1,384 @@
+"""The Twisted side of an IMAP connection: bytes in, responses out.
+
+Bytes go to the pure `CommandReader`; its events are handled one command at a
+time, in order (pipelined commands wait in the reader's buffer). Each command
+is checked once against its type's allowed states, dispatched through the
+explicit table in `imapd.commands`, and finished with the untagged updates
+this session may announce at that moment (`SelectedView.flush`), then the
+tagged reply. The protocol also provides the connection operations handlers
+need (`imapd.commands.base.Context`): reading continuation lines, STARTTLS,
+COMPRESS=DEFLATE, IDLE, and FETCH backpressure as a streaming producer.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet import defer, error, interfaces
+from twisted.internet.protocol import Protocol
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from conf.settings import ListenerSettings, TLSMode
+from imapd.commands import DISPATCH
+from imapd.commands.mailbox import leave_selected
+from imapd.commands.selected import sync_view
+from imapd.errors import Reply, bad, to_reply
+from imapd.parser.commands import (
+    Check,
+    Command,
+    Fetch,
+    Idle,
+    Noop,
+    Search,
+    State,
+    Store,
+)
+from imapd.parser.reader import (
+    CommandReader,
+    CommandReady,
+    LiteralTooLarge,
+    NeedContinuation,
+    ParseFailure,
+    RawLine,
+)
+from imapd.session import Session
+from imapd.watcher import FolderWatcher
+from policy.decisions import Peer
+from policy.services import Services
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Commands during which EXPUNGE must not be sent (RFC 3501 7.4.1), unless UID.
+_NO_EXPUNGE = (Fetch, Store, Search)
+# Commands after which the view is always refreshed from the store.
+_FORCE_SYNC = (Noop, Check, Idle)
+
+
+class ConnectionGone(Exception):
+    """The client went away while a handler was waiting on it."""
+
+
+@implementer(interfaces.IPushProducer)
+class IMAPServerProtocol(Protocol, TimeoutMixin):
+    def __init__(self, services: Services, listener: ListenerSettings,
+                 watcher: FolderWatcher) -> None:
+        self.services = services
+        self.listener = listener
+        self.watcher = watcher
+        limits = services.settings.limits
+        self.reader = CommandReader(max_line=limits.command_line_length,
+                                    max_literal=limits.message_size)
+        self.session: Session = None  # type: ignore[assignment]  # set in connectionMade
+        self.watch_token: int | None = None
+        self.callLater = services.reactor.callLater
+        self._busy = False
+        self._closing = False
+        self._pumping = False
+        self._repump = False
+        self._raw_waiter: defer.Deferred[bytes] | None = None
+        self._idle_done: defer.Deferred[bytes] | None = None
+        self._idle_syncing = False
+        self._idle_again = False
+        self._paused: defer.Deferred[None] | None = None
+        self._after_reply: list[Callable[[], None]] = []
+        self._deflate: Any = None
+        self._inflate: Any = None
+
+    # ------------------------------------------------------------ connection
+
+    def connectionMade(self) -> None:
+        addr = self.transport.getPeer()
+        tls = self.listener.tls is TLSMode.IMPLICIT
+        peer = Peer(address=getattr(addr, "host", "?"), port=getattr(addr, "port", 0),
+                    listener=self.listener.name or "imap", role=self.listener.role, tls=tls)
+        self.session = Session(listener=self.listener, peer=peer, tls=tls,
+                               append_limit=self.services.settings.limits.message_size)
+        self.transport.registerProducer(self, True)
+        self.setTimeout(self.services.settings.limits.imap_idle_timeout)
+        self._write(f"* OK [CAPABILITY {self.session.capability_line()}] "
+                    f"{self.services.settings.hostname} IMAP4rev1 ready\r\n".encode())
+
+    def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
+        self._closing = True
+        self.setTimeout(None)
+        if self.session is not None and self.session.view is not None:
+            leave_selected(self)
+        for waiter in (self._raw_waiter, self._idle_done):
+            if waiter is not None and not waiter.called:
+                waiter.errback(ConnectionGone())
+        self._raw_waiter = self._idle_done = None
+        if self._paused is not None and not self._paused.called:
+            self._paused.errback(ConnectionGone())
+        self._paused = None
+
+    def timeoutConnection(self) -> None:
+        self._write(b"* BYE Autologout; idle for too long\r\n")
+        self._close()
+
+    def _close(self) -> None:
+        self._closing = True
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    # ------------------------------------------------------------ producer
+
+    def pauseProducing(self) -> None:
+        if self._paused is None:
+            self._paused = defer.Deferred()
+
+    def resumeProducing(self) -> None:
+        paused, self._paused = self._paused, None
+        if paused is not None and not paused.called:
+            paused.callback(None)
+
+    def stopProducing(self) -> None:
+        self._closing = True
+
+    # ------------------------------------------------------------ input
+
+    def dataReceived(self, data: bytes) -> None:
+        self.resetTimeout()
+        if self._inflate is not None:
+            try:
+                data = self._inflate.decompress(data)
+            except zlib.error:
+                self._write(b"* BYE Invalid compressed data\r\n")
+                self._close()
+                return
+        self.reader.feed(data)
+        self._pump()
+
+    def _pump(self) -> None:
+        if self._pumping:
+            self._repump = True
+            return
+        self._pumping = True
+        try:
+            while True:
+                self._repump = False
+                if not self._pump_once() and not self._repump:
+                    break
+        finally:
+            self._pumping = False
+
+    def _pump_once(self) -> bool:
+        if self._closing or self.transport is None:
+            return False
+        waiting_raw = self._raw_waiter is not None or self._idle_done is not None
+        if self._busy and not waiting_raw:
+            return False
+        event = self.reader.next_event()
+        if event is None:
+            return False
+        if isinstance(event, RawLine):
+            waiter = self._raw_waiter or self._idle_done
+            self._raw_waiter = self._idle_done = None
+            if waiter is not None:
+                waiter.callback(event.data)
+        elif isinstance(event, CommandReady):
+            self._start(event.command)
+        elif isinstance(event, NeedContinuation):
+            self._write(b"+ Ready for literal data\r\n")
+        elif isinstance(event, LiteralTooLarge):
+            self._write(f"{event.tag} NO [TOOBIG] Message too big\r\n".encode())
+        elif isinstance(event, ParseFailure):
+            tag = event.tag or "*"
+            self._write(f"{tag} BAD {event.message}\r\n".encode())
+            self._count_failure()
+            if event.fatal:
+                self._close()
+        return True
+
+    def _count_failure(self) -> None:
+        self.session.failed_commands += 1
+        if self.session.failed_commands >= self.services.settings.limits.bad_commands:
+            self._write(b"* BYE Too many invalid commands\r\n")
+            self._close()
+
+    # ------------------------------------------------------------ commands
+
+    def _start(self, command: Command) -> None:
+        self._busy = True
+        d = defer.ensureDeferred(self._execute(command))
+        d.addErrback(self._crashed, command)
+
+    def _crashed(self, failure: Failure, command: Command) -> None:
+        if not failure.check(ConnectionGone):
+            reply = to_reply(failure.value, context=f"{type(command).name} (protocol)")
+            self._write(reply.line(command.tag))
+        self._busy = False
+
+    async def _execute(self, command: Command) -> None:
+        session = self.session
+        state = session.state
+        reply: Reply
+        if state not in type(command).allowed_states:
+            reply = Reply("BAD", None, f"{type(command).name} not allowed now")
+        else:
+            if state is State.NOT_AUTHENTICATED and session.tls:
+                self._refresh_peer()
+            try:
+                reply = await DISPATCH[type(command)](self, command)
+            except ConnectionGone:
+                return
+            except Exception as exc:  # every error becomes a reply, never a drop
+                reply = to_reply(exc, context=type(command).name)
+        if self._closing:
+            return
+        if reply.status == "BAD":
+            self._count_failure()
+        await self._report_updates(command)
+        if self._closing:
+            return
+        self._write(reply.line(command.tag))
+        if session.failed_auth >= self.services.settings.limits.failed_auth:
+            self._write(b"* BYE Too many failed authentications\r\n")
+            self._close()
+            return
+        if session.logged_out:
+            self._close()
+            return
+        actions, self._after_reply = self._after_reply, []
+        for action in actions:
+            action()
+        self._busy = False
+        self._pump()
+
+    async def _report_updates(self, command: Command) -> None:
+        view = self.session.view
+        if view is None:
+            return
+        try:
+            await sync_view(self, force=isinstance(command, _FORCE_SYNC))
+        except Exception:
+            log.warning("could not refresh the selected view", exc_info=True)
+        view = self.session.view
+        if view is None:
+            return
+        allow_expunge = not (isinstance(command, _NO_EXPUNGE) and not getattr(command, "uid", False))
+        lines = view.flush(allow_expunge)
+        if lines:
+            self._write(b"".join(lines))
+
+    def _refresh_peer(self) -> None:
+        tls = self.services.tls
+        if tls is None:
+            return
+        from dataclasses import replace
+
+        try:
+            cert = tls.peer_certificate(self.transport)
+            info = tls.tls_info(self.transport)
+        except Exception:  # no TLS connection object yet
+            log.debug("no TLS information", exc_info=True)
+            return
+        version, cipher = info if info else (None, None)
+        self.session.peer = replace(self.session.peer, tls=True, client_cert=cert,
+                                    tls_version=version, cipher=cipher)
+
+    # ------------------------------------------------------------ Context API
+
+    def send(self, data: bytes) -> None:
+        if data:
+            self._write(data)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        result: T = await self.services.runner.run(fn, *args, **kwargs)
+        return result
+
+    async def read_line(self, prompt: bytes) -> bytes:
+        self._write(b"+ " + prompt + b"\r\n")
+        self._raw_waiter = defer.Deferred()
+        waiter = self._raw_waiter
+        self.reader.next_line_raw()
+        self._pump()
+        line: bytes = await waiter
+        return line
+
+    async def drained(self) -> None:
+        while self._paused is not None:
+            await self._paused
+        if self._closing:
+            raise ConnectionGone()
+
+    def start_tls(self) -> None:
+        def switch() -> None:
+            # Anything pipelined after STARTTLS was sent in plaintext: drop it.
+            self.reader.take_buffered()
+            factory = self.services.tls.server_context_factory(self.listener)
+            self.transport.startTLS(factory)
+            self.session.tls = True
+            self.session.peer = self.session.peer.__class__(
+                address=self.session.peer.address, port=self.session.peer.port,
+                listener=self.session.peer.listener, role=self.session.peer.role, tls=True)
+
+        if self.services.tls is None or not hasattr(self.transport, "startTLS"):
+            raise bad("STARTTLS not available")
+        self._after_reply.append(switch)
+
+    def start_compression(self) -> None:
+        def switch() -> None:
+            self._deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+            self._inflate = zlib.decompressobj(-15)
+            self.session.compressed = True
+            pending = self.reader.take_buffered()
+            if pending:
+                self.reader.feed(self._inflate.decompress(pending))
+
+        self._after_reply.append(switch)
+
+    async def idle(self) -> None:
+        self._write(b"+ idling\r\n")
+        self._idle_done = defer.Deferred()
+        done = self._idle_done
+        self.reader.next_line_raw()
+        await self._idle_report()
+        self._pump()
+        line: bytes = await done
+        if line.strip().upper() != b"DONE":
+            raise bad("Expected DONE")
+
+    def on_folder_changed(self, folder_id: int) -> None:
+        view = self.session.view if self.session is not None else None
+        if view is None or view.folder_id != folder_id:
+            return
+        view.dirty = True
+        if self._idle_done is not None:
+            defer.ensureDeferred(self._idle_report()).addErrback(
+                lambda f: log.warning("IDLE update failed: %s", f.value)
+            )
+
+    async def _idle_report(self) -> None:
+        if self._idle_syncing:
+            self._idle_again = True
+            return
+        self._idle_syncing = True
+        try:
+            while True:
+                self._idle_again = False
+                if self.session.view is not None:
+                    await sync_view(self, force=True)
+                view = self.session.view
+                if view is not None and self._idle_done is not None and not self._closing:
+                    lines = view.flush(True)
+                    if lines:
+                        self._write(b"".join(lines))
+                if not self._idle_again:
+                    break
+        finally:
+            self._idle_syncing = False
+
+    # ------------------------------------------------------------ output
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is None:
+            return
+        if self._deflate is not None:
+            data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
+        self.transport.write(data)

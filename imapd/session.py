@@ -1,0 +1,105 @@
+"""Per-connection IMAP state (RFC 3501 3): who is logged in, what is selected.
+
+The Twisted protocol owns one `Session`; command handlers read and change it.
+The per-session sequence view of the selected mailbox lives in
+`imapd.view.SelectedView`; the connection-wide settings (TLS, compression,
+enabled extensions) live here. Nothing here talks to the network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from conf.settings import ClientCertMode, ListenerSettings, TLSMode
+from imapd.namespace import Namespaces, Place
+from imapd.parser.commands import State
+from imapd.view import SelectedView
+from policy.decisions import Identity, Peer
+
+
+BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE")
+AUTHENTICATED_CAPABILITIES = (
+    "UIDPLUS", "MOVE", "NAMESPACE", "SPECIAL-USE", "UNSELECT", "CHILDREN",
+    "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "ACL", "RIGHTS=texk", "QUOTA",
+    "QUOTA=RES-STORAGE",
+)
+
+
+@dataclass
+class Session:
+    listener: ListenerSettings
+    peer: Peer
+    tls: bool = False
+    state: State = State.NOT_AUTHENTICATED
+    identity: Identity | None = None
+    namespaces: Namespaces | None = None
+    view: SelectedView | None = None
+    selected_place: Place | None = None
+    compressed: bool = False
+    enabled: set[str] = field(default_factory=set)  # ENABLE'd extensions
+    logged_out: bool = False
+    failed_commands: int = 0
+    failed_auth: int = 0
+    append_limit: int = 10 * 1024 * 1024
+
+    # ------------------------------------------------------------ TLS / auth
+
+    @property
+    def starttls_available(self) -> bool:
+        return self.listener.tls is TLSMode.STARTTLS and not self.tls
+
+    @property
+    def plaintext_login_allowed(self) -> bool:
+        """Passwords only over TLS. A listener configured with tls "none" is a
+        deliberate plaintext one (loopback tools, tests): allowed there."""
+        return self.tls or self.listener.tls is TLSMode.NONE
+
+    @property
+    def actor(self) -> str:
+        return self.identity.name if self.identity else "-"
+
+    def capabilities(self) -> list[str]:
+        caps = list(BASE_CAPABILITIES)
+        if self.state is State.NOT_AUTHENTICATED:
+            if self.starttls_available:
+                caps.append("STARTTLS")
+            if self.plaintext_login_allowed:
+                caps.append("AUTH=PLAIN")
+            else:
+                caps.append("LOGINDISABLED")
+            # The certificate is only known once the handshake is over (after
+            # the greeting on 993): offer EXTERNAL wherever one may be asked for.
+            if self.tls and (
+                self.peer.client_cert is not None
+                or self.listener.client_cert is not ClientCertMode.NONE
+            ):
+                caps.append("AUTH=EXTERNAL")
+        else:
+            caps.extend(AUTHENTICATED_CAPABILITIES)
+            caps.append(f"APPENDLIMIT={self.append_limit}")
+            if not self.compressed:
+                caps.append("COMPRESS=DEFLATE")
+        return caps
+
+    def capability_line(self) -> str:
+        return " ".join(self.capabilities())
+
+    # ------------------------------------------------------------ state
+
+    def login(self, identity: Identity, namespaces: Namespaces) -> None:
+        self.identity = identity
+        self.namespaces = namespaces
+        self.state = State.AUTHENTICATED
+
+    def select(self, place: Place, view: SelectedView) -> None:
+        self.selected_place = place
+        self.view = view
+        self.state = State.SELECTED
+
+    def unselect(self) -> SelectedView | None:
+        view = self.view
+        self.view = None
+        self.selected_place = None
+        if self.state is State.SELECTED:
+            self.state = State.AUTHENTICATED
+        return view

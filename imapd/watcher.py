@@ -1,0 +1,149 @@
+"""One periodic task per process that notices changes to selected folders.
+
+Mail delivered by the SMTP daemon in another process (or another node) only
+shows in the store, which is the truth. Rather than one timer per session, the
+process keeps a single `FolderWatcher`: every `interval` seconds it reads the
+(uidnext, highestmodseq) of every folder that some session of this process has
+selected, in one store call, and wakes the sessions of the folders that moved.
+Sessions then pull their own `changes_since` (they may be at different points).
+Changes made by this process are signalled at once with `notify_local`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.internet import task
+
+from storage.interface import MessageStore, NotFound, StoreError
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[int], None]
+
+
+class FolderWatcher:
+    def __init__(
+        self, store: MessageStore, runner: Any, reactor: Any, interval: float = 0.25
+    ) -> None:
+        self._store = store
+        self._runner = runner
+        self._reactor = reactor
+        self.interval = interval
+        self._listeners: dict[int, dict[int, Listener]] = {}  # folder -> token -> cb
+        self._state: dict[int, tuple[int, int]] = {}  # folder -> (uidnext, modseq)
+        self._next_token = 0
+        self._loop: task.LoopingCall | None = None
+        self._polling = False
+
+    # ------------------------------------------------------------ registry
+
+    def watch(
+        self, folder_id: int, listener: Listener, baseline: tuple[int, int] | None = None
+    ) -> int:
+        """`baseline` is (uidnext, highestmodseq) as the watching session knows
+        the folder: a later difference wakes it."""
+        self._next_token += 1
+        if baseline is not None:
+            self._state.setdefault(folder_id, baseline)
+        token = self._next_token
+        self._listeners.setdefault(folder_id, {})[token] = listener
+        self._ensure_running()
+        return token
+
+    def unwatch(self, folder_id: int, token: int) -> None:
+        listeners = self._listeners.get(folder_id)
+        if listeners is None:
+            return
+        listeners.pop(token, None)
+        if not listeners:
+            del self._listeners[folder_id]
+            self._state.pop(folder_id, None)
+        if not self._listeners:
+            self.stop()
+
+    @property
+    def folders(self) -> list[int]:
+        return list(self._listeners)
+
+    def notify_local(self, folder_id: int, *, exclude: int | None = None) -> None:
+        """This process changed the folder: wake its other sessions now."""
+        self._fire(folder_id, exclude)
+
+    # ------------------------------------------------------------ polling
+
+    def _ensure_running(self) -> None:
+        if self._loop is None:
+            self._loop = task.LoopingCall(self.poll)
+            self._loop.clock = self._reactor
+            d = self._loop.start(self.interval, now=False)
+            d.addErrback(lambda f: log.error("folder watcher stopped: %s", f.value))
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    def poll(self) -> Any:
+        """One round: a single store call for all watched folders."""
+        if self._polling or not self._listeners:
+            return None
+        self._polling = True
+        ids = list(self._listeners)
+        d = self._runner.run(_read_states, self._store, ids)
+
+        def done(states: dict[int, tuple[int, int] | None]) -> None:
+            self._polling = False
+            for fid, state in states.items():
+                if fid not in self._listeners:
+                    continue
+                old = self._state.get(fid)
+                if state is None:
+                    self._fire(fid, None)  # deleted: sessions find out
+                    continue
+                self._state[fid] = state
+                if old != state:
+                    self._fire(fid, None)
+
+        def failed(failure: Any) -> None:
+            self._polling = False
+            # StoreUnavailable: try again at the next tick, sessions keep going.
+            log.warning("folder watcher poll failed: %s", type(failure.value).__name__)
+
+        d.addCallbacks(done, failed)
+        return None
+
+    def _fire(self, folder_id: int, exclude: int | None) -> None:
+        for token, listener in list(self._listeners.get(folder_id, {}).items()):
+            if token == exclude:
+                continue
+            try:
+                listener(folder_id)
+            except Exception:  # a broken session must not stop the others
+                log.exception("folder listener failed")
+
+
+def _read_states(store: MessageStore, ids: Iterable[int]) -> dict[int, tuple[int, int] | None]:
+    out: dict[int, tuple[int, int] | None] = {}
+    for fid in ids:
+        try:
+            folder = store.get_folder_by_id(fid)
+        except NotFound:
+            out[fid] = None
+            continue
+        except StoreError:
+            raise
+        out[fid] = (folder.uidnext, folder.highestmodseq)
+    return out
+
+
+def watcher_for(services: Any) -> FolderWatcher:
+    """The process's watcher for these services (one per Services object, so
+    two listeners of one process share it)."""
+    w: FolderWatcher | None = getattr(services, "_imap_folder_watcher", None)
+    if w is None:
+        w = FolderWatcher(services.store, services.runner, services.reactor)
+        services._imap_folder_watcher = w
+    return w

@@ -1,0 +1,43 @@
+"""Small response-formatting helpers for the server (strings, literals,
+mailbox names, dates). The typed response catalogue is `imapd.responses`;
+these are the few bits the handlers need to build data lines.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from imapd.parser import mutf7
+
+_ATOM_SPECIALS = set(b'(){ %*"\\]') | set(range(0, 32)) | {127}
+
+
+def quote(value: str | None) -> str:
+    """A quoted string (or NIL); callers use `astring_bytes` for 8-bit data."""
+    if value is None:
+        return "NIL"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def string_bytes(value: bytes) -> bytes:
+    """Quoted when safe, else a literal."""
+    if any(c > 126 or c in (0, 10, 13) for c in value):
+        return b"{%d}\r\n" % len(value) + value
+    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def literal(value: bytes) -> bytes:
+    return b"{%d}\r\n" % len(value) + value
+
+
+def mailbox(name: str) -> str:
+    """A mailbox name on the wire: modified UTF-7, quoted."""
+    encoded = mutf7.encode(name).decode("ascii")
+    return quote(encoded)
+
+
+def internal_date(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    text = value.strftime("%d-%b-%Y %H:%M:%S %z")
+    return '"' + text + '"'

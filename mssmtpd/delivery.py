@@ -1,0 +1,213 @@
+"""Committing an accepted message: local INBOXes and the outbound queue.
+
+One store transaction puts the message into every local recipient's INBOX
+(`MessageStore.deliver`); remote recipients go to the durable queue. The
+client gets its 250 only after both have committed. Trace headers are
+prepended, the body is never rewritten (the INBOX copy is byte-identical to
+what the client sent apart from Return-Path and Received).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime, getaddresses
+from typing import Any
+
+from twisted.internet import defer
+
+from mssmtpd.queue import RecipientStatus, build_dsn, wants_success_dsn
+from mssmtpd.replies import R, Reply
+from storage.interface import (
+    Delivery,
+    DSNParams,
+    NotFound,
+    QuotaExceeded,
+    StoreUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- pure helpers
+
+
+def _clean(text: str) -> str:
+    """Nothing from the client may break a header: no CR/LF, no parentheses."""
+    return "".join(c for c in text if 0x20 <= ord(c) < 0x7F and c not in "()\\")
+
+
+def with_protocol(*, esmtp: bool, tls: bool, auth: bool, utf8: bool) -> str:
+    """RFC 3848 / RFC 6531 "with" keyword."""
+    if not esmtp:
+        return "SMTP"
+    base = "UTF8SMTP" if utf8 else "ESMTP"
+    return base + ("S" if tls else "") + ("A" if auth else "")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceInfo:
+    hostname: str
+    helo: str
+    peer_ip: str
+    esmtp: bool
+    tls: tuple[str, str] | None  # (version, cipher)
+    authenticated: str | None  # login of the authenticated account
+    auth_method: str | None
+    cert_subject: str | None  # client certificate subject, if any
+    utf8: bool = False
+    transaction_id: str = field(default_factory=lambda: secrets.token_hex(8))
+
+
+def received_header(info: TraceInfo, recipients: Sequence[str], now: datetime | None = None) -> bytes:
+    now = now or datetime.now(UTC)
+    proto = with_protocol(
+        esmtp=info.esmtp, tls=info.tls is not None, auth=info.authenticated is not None,
+        utf8=info.utf8,
+    )
+    lines = [f"Received: from {_clean(info.helo)} ([{_clean(info.peer_ip)}])"]
+    if info.tls is not None:
+        lines.append(f"\t(using {_clean(info.tls[0])} with cipher {_clean(info.tls[1])})")
+    if info.cert_subject and not info.authenticated:
+        lines.append(f"\t(client certificate {_clean(info.cert_subject)})")
+    if info.authenticated:
+        how = f" by {_clean(info.auth_method)}" if info.auth_method else ""
+        lines.append(f"\t(authenticated as {_clean(info.authenticated)}{how})")
+    lines.append(f"\tby {_clean(info.hostname)} (mssmtpd) with {proto} id {info.transaction_id}")
+    # "for" only with one recipient: never disclose the other (Bcc) recipients.
+    if len(recipients) == 1:
+        lines.append(f"\tfor <{_clean(recipients[0])}>; {format_datetime(now)}")
+    else:
+        lines[-1] += ";"
+        lines.append(f"\t{format_datetime(now)}")
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def return_path_header(sender: str) -> bytes:
+    return f"Return-Path: <{_clean(sender)}>\r\n".encode()
+
+
+def header_section(content: bytes) -> bytes:
+    end = content.find(b"\r\n\r\n")
+    if end < 0:
+        return content if content.find(b"\r\n") < 0 or content.endswith(b"\r\n") else content
+    return content[: end + 2]
+
+
+def header_values(content: bytes, name: str) -> list[str]:
+    """Unfolded values of a header field (pure, tolerant)."""
+    want = name.lower().encode("ascii") + b":"
+    out: list[bytes] = []
+    current: bytearray | None = None
+    for line in header_section(content).split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and current is not None:
+            current += b" " + line.strip()
+            continue
+        if current is not None:
+            out.append(bytes(current))
+            current = None
+        if line.lower().startswith(want):
+            current = bytearray(line[len(want):].strip())
+    if current is not None:
+        out.append(bytes(current))
+    return [v.decode("utf-8", "replace") for v in out]
+
+
+def from_addresses(content: bytes) -> list[str]:
+    values = header_values(content, "From")
+    return [addr.lower() for _, addr in getaddresses(values) if addr]
+
+
+# ---------------------------------------------------------------- committing
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    sender: str
+    local_mailbox_ids: tuple[int, ...]
+    local_addresses: tuple[str, ...]
+    remote: tuple[str, ...]
+    content: bytes
+    trace: TraceInfo
+    dsn: DSNParams
+    actor: str
+    success_dsn_for: tuple[str, ...] = ()
+
+
+class LocalDelivery:
+    """Commits accepted messages through `services.runner`."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    def commit(self, job: Job) -> defer.Deferred[Reply]:
+        d = self.services.runner.run(self.commit_sync, job)
+        return d.addErrback(self._failed, job)
+
+    def _failed(self, failure: Any, job: Job) -> Reply:
+        if failure.check(StoreUnavailable):
+            log.warning("store unavailable during delivery id=%s", job.trace.transaction_id)
+            return R.STORE_UNAVAILABLE
+        if failure.check(QuotaExceeded):
+            return R.QUOTA_EXCEEDED_TEMP
+        if failure.check(NotFound):
+            # A mailbox vanished between RCPT and DATA: let the client retry.
+            return R.LOCAL_ERROR
+        ref = secrets.token_hex(6)
+        log.error("delivery failed ref=%s id=%s: %s", ref, job.trace.transaction_id,
+                  failure.getTraceback())
+        return R.LOCAL_ERROR.with_text(f"Local error in processing (ref {ref})")
+
+    def commit_sync(self, job: Job) -> Reply:
+        """Runs on a store thread; returns only after a durable commit."""
+        store = self.services.store
+        hostname = self.services.settings.hostname
+        all_rcpts = list(job.local_addresses) + list(job.remote)
+        received = received_header(job.trace, all_rcpts)
+        queued_id: int | None = None
+        if job.local_mailbox_ids:
+            raw = return_path_header(job.sender) + received + job.content
+            store.deliver(Delivery(raw=raw, mailbox_ids=job.local_mailbox_ids))
+        if job.remote:
+            entry = store.enqueue(job.sender, list(job.remote), received + job.content, job.dsn)
+            queued_id = entry.id
+        self.services.audit.record(
+            job.actor, "deliver", ",".join(all_rcpts), "ok",
+            id=job.trace.transaction_id, sender=job.sender or "<>",
+            size=len(job.content), local=len(job.local_addresses),
+            queued=queued_id,
+        )
+        if job.success_dsn_for and job.sender:
+            statuses = [RecipientStatus(r, "delivered", "2.0.0") for r in job.success_dsn_for]
+            try:
+                send_dsn_sync(self.services, job.sender, build_dsn(
+                    reporting_mta=hostname, sender=job.sender, statuses=statuses,
+                    dsn=job.dsn, original=job.content,
+                ))
+            except Exception:  # noqa: BLE001 - the message itself is committed
+                log.warning("success DSN not sent id=%s", job.trace.transaction_id, exc_info=True)
+        return R.DELIVERED.with_text(f"Message accepted for delivery id={job.trace.transaction_id}")
+
+
+def success_dsn_recipients(dsn: DSNParams, local: Sequence[str]) -> tuple[str, ...]:
+    return tuple(r for r in local if wants_success_dsn(dsn, r))
+
+
+def send_dsn_sync(services: Any, sender: str, raw: bytes) -> None:
+    """A DSN goes with the null sender: a local sender gets it in its INBOX,
+    a remote one through the queue. Never called for a null-sender message."""
+    store = services.store
+    domain = sender.rpartition("@")[2]
+    if services.settings.is_local_domain(domain):
+        mailbox = store.find_mailbox(sender.lower())
+        if mailbox is None or not mailbox.active:
+            log.warning("DSN for unknown local sender %s dropped", sender)
+            services.audit.record("MAILER-DAEMON", "dsn", sender, "fail", reason="no-mailbox")
+            return
+        store.deliver(Delivery(raw=return_path_header("") + raw, mailbox_ids=(mailbox.id,)))
+    else:
+        store.enqueue("", [sender], raw, DSNParams(notify={sender: "NEVER"}))
+    services.audit.record("MAILER-DAEMON", "dsn", sender, "ok")

@@ -1,0 +1,143 @@
+"""A small launcher for the SMTP listeners alone: e2e tests and the benchmark.
+
+    python -m mssmtpd.devserve --settings settings.json --ports-file ports.json
+        [--workers N] [--relay]
+
+Reads `Settings` as JSON, opens every SMTP listener (port 0 allowed) with one
+SO_REUSEPORT socket per worker, writes {listener name: port} to the ports
+file once listening, forks the workers, each adopting its sockets with
+`reactor.adoptStreamPort` (the same shape as `mssctl serve`, which is what
+production uses). SIGTERM stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from conf.settings import ListenerRole, Settings
+
+log = logging.getLogger("mssmtpd.devserve")
+
+
+def _socket(address: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((address, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def open_sockets(settings: Settings, workers: int) -> tuple[dict[str, int], list[list[socket.socket]]]:
+    """Per worker, one socket per SMTP listener (all on the same port)."""
+    ports: dict[str, int] = {}
+    per_worker: list[list[socket.socket]] = [[] for _ in range(workers)]
+    for lst in settings.listeners:
+        if lst.role not in (ListenerRole.MX, ListenerRole.SUBMISSION):
+            continue
+        first = _socket(lst.address, lst.port)
+        port = first.getsockname()[1]
+        ports[lst.name] = port
+        per_worker[0].append(first)
+        for w in range(1, workers):
+            per_worker[w].append(_socket(lst.address, port))
+    return ports, per_worker
+
+
+def run_worker(settings: Settings, socks: list[socket.socket], relay: bool) -> int:
+    from twisted.internet import reactor
+
+    from mssctl.runtime import build_services
+    from mssmtpd.relay import RelayService
+    from mssmtpd.server import build_factory
+
+    r: Any = reactor
+    services = build_services(settings, r)
+    smtp = [x for x in settings.listeners if x.role in (ListenerRole.MX, ListenerRole.SUBMISSION)]
+    for lst, sock in zip(smtp, socks, strict=True):
+        r.adoptStreamPort(sock.fileno(), sock.family, build_factory(services, lst))
+        sock.close()
+    if relay:
+        service = RelayService(services)
+        r.callWhenRunning(service.start)
+        r.addSystemEventTrigger("before", "shutdown", service.stop)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        r.callFromThread(r.stop)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    r.run(installSignalHandlers=False)
+    services.store.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="mssmtpd.devserve")
+    ap.add_argument("--settings", required=True, type=Path)
+    ap.add_argument("--ports-file", required=True, type=Path)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--relay", action="store_true")
+    ap.add_argument("--log-level", default="info")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    settings = Settings.model_validate_json(args.settings.read_text())
+    ports, per_worker = open_sockets(settings, args.workers)
+    tmp = args.ports_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(ports))
+    tmp.rename(args.ports_file)
+    if args.workers == 1:
+        return run_worker(settings, per_worker[0], args.relay)
+    children: list[int] = []
+    for w in range(args.workers):
+        pid = os.fork()
+        if pid == 0:
+            for other, socks in enumerate(per_worker):
+                if other != w:
+                    for s in socks:
+                        s.close()
+            code = 1
+            try:
+                code = run_worker(settings, per_worker[w], args.relay and w == 0)
+            finally:
+                os._exit(code)
+        children.append(pid)
+    for socks in per_worker:
+        for s in socks:
+            s.close()
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for pid in children:
+        while True:
+            try:
+                _, st = os.waitpid(pid, 0)
+                status = status or os.waitstatus_to_exitcode(st)
+                break
+            except InterruptedError:
+                continue
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

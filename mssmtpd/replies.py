@@ -1,0 +1,165 @@
+"""The one catalogue of SMTP replies: code + RFC 3463 enhanced status + text.
+
+Production code and tests use the same names (``R.RCPT_UNKNOWN``), so a test
+asserts on the catalogue entry, not on a copy of the wording. Every reply after
+the greeting and the EHLO response carries its enhanced status code
+(ENHANCEDSTATUSCODES, RFC 2034 section 3). Texts never carry exception text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    code: int
+    status: str | None  # RFC 3463 "class.subject.detail"; None for greeting/EHLO
+    text: str
+
+    @property
+    def temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def permanent(self) -> bool:
+        return self.code >= 500
+
+    @property
+    def positive(self) -> bool:
+        return self.code < 400
+
+    def with_text(self, text: str) -> Reply:
+        return replace(self, text=text)
+
+    def to_bytes(self) -> bytes:
+        return format_reply(self.code, self.status, [self.text])
+
+
+def format_reply(code: int, status: str | None, lines: list[str]) -> bytes:
+    """Multi-line replies use "250-" on all but the last line (RFC 5321 4.2.1)."""
+    out: list[bytes] = []
+    last = len(lines) - 1
+    for i, line in enumerate(lines):
+        sep = " " if i == last else "-"
+        prefix = f"{code}{sep}"
+        if status is not None:
+            prefix += status + " "
+        # CR/LF in a text would split the reply: never let one through.
+        clean = line.replace("\r", " ").replace("\n", " ")
+        out.append((prefix + clean).encode("utf-8", "replace") + b"\r\n")
+    return b"".join(out)
+
+
+class R:
+    """Every reply the server sends, by name."""
+
+    # -- connection
+    GREETING = Reply(220, None, "ESMTP ready")  # text replaced by "<host> ESMTP ..."
+    BYE = Reply(221, "2.0.0", "Bye")
+    SERVICE_UNAVAILABLE = Reply(421, "4.3.2", "Service not available, closing connection")
+    TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections from your address")
+    IDLE_TIMEOUT = Reply(421, "4.4.2", "Idle timeout, closing connection")
+    TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
+    TOO_MANY_COMMANDS = Reply(421, "4.7.0", "Too many commands without a transaction")
+    TLS_REQUIRED_CLOSE = Reply(421, "4.7.0", "TLS required")
+
+    # -- generic
+    OK = Reply(250, "2.0.0", "OK")
+    HELO_OK = Reply(250, None, "Hello")  # text replaced by "<host> Hello <client>"
+    SENDER_OK = Reply(250, "2.1.0", "Sender OK")
+    RCPT_OK = Reply(250, "2.1.5", "Recipient OK")
+    RCPT_RELAY_OK = Reply(250, "2.1.5", "Recipient OK, will relay")
+    DELIVERED = Reply(250, "2.0.0", "Message accepted for delivery")
+    RESET = Reply(250, "2.0.0", "Reset")
+    NOOP = Reply(250, "2.0.0", "OK")
+    VRFY_DISABLED = Reply(252, "2.5.0", "Cannot verify user, will attempt delivery")
+    HELP = Reply(214, "2.0.0", "See RFC 5321")
+    START_DATA = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
+    START_TLS = Reply(220, "2.0.0", "Ready to start TLS")
+    AUTH_OK = Reply(235, "2.7.0", "Authentication succeeded")
+    AUTH_CHALLENGE = Reply(334, None, "")  # text = base64 challenge
+    BDAT_OK = Reply(250, "2.0.0", "Chunk received")
+
+    # -- syntax / sequence
+    SYNTAX_ERROR = Reply(500, "5.5.2", "Syntax error, command unrecognised")
+    LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
+    BARE_LINE_ENDING = Reply(500, "5.5.2", "Bare CR or LF not allowed, use CRLF")
+    PARAM_SYNTAX = Reply(501, "5.5.4", "Syntax error in parameters or arguments")
+    ADDRESS_SYNTAX = Reply(501, "5.1.3", "Bad address syntax")
+    SENDER_SYNTAX = Reply(501, "5.1.7", "Bad sender address syntax")
+    HELO_SYNTAX = Reply(501, "5.5.4", "HELO/EHLO requires a domain or address literal")
+    NOT_IMPLEMENTED = Reply(502, "5.5.1", "Command not implemented")
+    BAD_SEQUENCE = Reply(503, "5.5.1", "Bad sequence of commands")
+    NEED_HELO = Reply(503, "5.5.1", "Send EHLO/HELO first")
+    NEED_MAIL = Reply(503, "5.5.1", "Need MAIL command")
+    NEED_RCPT = Reply(503, "5.5.1", "Need RCPT command")
+    NESTED_MAIL = Reply(503, "5.5.1", "Sender already specified")
+    ALREADY_AUTHENTICATED = Reply(503, "5.5.1", "Already authenticated")
+    AUTH_IN_TRANSACTION = Reply(503, "5.5.1", "AUTH not allowed during a mail transaction")
+    ALREADY_TLS = Reply(503, "5.5.1", "TLS already active")
+    PARAM_NOT_IMPLEMENTED = Reply(555, "5.5.4", "Parameter not recognised or not implemented")
+    BODY_8BIT_NEEDS_8BITMIME = Reply(555, "5.5.4", "BODY value not supported")
+    SMTPUTF8_REQUIRED = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
+    BDAT_MIXED = Reply(503, "5.5.1", "DATA not allowed after BDAT")
+
+    # -- TLS / auth
+    TLS_REQUIRED = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
+    TLS_NOT_AVAILABLE = Reply(454, "4.7.0", "TLS not available")
+    AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
+    AUTH_ENCRYPTION_REQUIRED = Reply(538, "5.7.11", "Encryption required for authentication")
+    AUTH_MECH_UNKNOWN = Reply(504, "5.5.4", "Unrecognised authentication mechanism")
+    AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
+    AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")
+    AUTH_BAD_BASE64 = Reply(501, "5.5.2", "Cannot decode base64 response")
+    AUTH_TEMPFAIL = Reply(454, "4.7.0", "Temporary authentication failure")
+    AUTH_NOT_ALLOWED = Reply(503, "5.5.1", "AUTH not available on this listener")
+    CLIENT_CERT_REQUIRED = Reply(530, "5.7.0", "A client certificate is required")
+
+    # -- envelope decisions (from the policy)
+    SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address not allowed for this account")
+    SENDER_DENIED = Reply(550, "5.7.1", "Sender refused")
+    FROM_NOT_OWNED = Reply(550, "5.7.1", "From: header not allowed for this account")
+    PEER_NOT_TRUSTED = Reply(550, "5.7.1", "Operator not in the trust space for this domain")
+    RCPT_UNKNOWN = Reply(550, "5.1.1", "No such recipient")
+    RCPT_DISABLED = Reply(550, "5.2.1", "Mailbox disabled")
+    RELAY_DENIED = Reply(550, "5.7.1", "Relaying denied")
+    NOT_WHITELISTED = Reply(550, "5.7.1", "Destination domain is not in the trust space")
+    TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
+    STORE_UNAVAILABLE = Reply(451, "4.3.0", "Temporary failure, try again later")
+    LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing")
+    QUOTA_EXCEEDED = Reply(552, "5.2.2", "Mailbox full")
+    QUOTA_EXCEEDED_TEMP = Reply(452, "4.2.2", "Mailbox full")
+
+    # -- message content
+    MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed limit")
+    MESSAGE_LINE_TOO_LONG = Reply(500, "5.5.6", "Message line too long")
+    MESSAGE_BARE_LINE_ENDING = Reply(554, "5.6.0", "Bare CR or LF in message, use CRLF")
+    MESSAGE_NOT_8BIT = Reply(554, "5.6.1", "8-bit content without BODY=8BITMIME")
+    MESSAGE_BAD_HEADERS = Reply(554, "5.6.0", "Message header section is malformed")
+    TRANSACTION_FAILED = Reply(554, "5.5.0", "Transaction failed")
+
+
+# Decision reasons from policy.decisions.Decision.reason -> reply.
+POLICY_REPLIES: dict[str, Reply] = {
+    "unknown-recipient": R.RCPT_UNKNOWN,
+    "mailbox-disabled": R.RCPT_DISABLED,
+    "relay-denied": R.RELAY_DENIED,
+    "not-whitelisted": R.NOT_WHITELISTED,
+    "sender-not-owned": R.SENDER_NOT_OWNED,
+    "auth-required": R.AUTH_REQUIRED,
+    "store-unavailable": R.STORE_UNAVAILABLE,
+    "no-certificate": R.CLIENT_CERT_REQUIRED,
+    "unknown-certificate": R.AUTH_FAILED,
+    "bad-credentials": R.AUTH_FAILED,
+    "account-disabled": R.AUTH_FAILED,
+    "method-not-allowed": R.AUTH_FAILED,
+    "authzid-mismatch": R.AUTH_FAILED,
+}
+
+
+def reply_for_reason(reason: str, *, temporary: bool = False, default: Reply | None = None) -> Reply:
+    """Maps a policy reason once; a temporary verdict always answers 4xx."""
+    if temporary:
+        return R.STORE_UNAVAILABLE
+    return POLICY_REPLIES.get(reason, default or R.TRANSACTION_FAILED)

@@ -1,0 +1,58 @@
+"""Factories for the SMTP listeners (`build_factory`) as `mssctl serve` uses them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from twisted.internet.protocol import Factory, ServerFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from conf.settings import ListenerRole, ListenerSettings, TLSMode
+from mssmtpd.delivery import LocalDelivery
+from mssmtpd.protocol import SMTPServerProtocol
+from policy.services import Services
+
+
+class SMTPFactory(ServerFactory):
+    """One per listener; counts connections per client address."""
+
+    def __init__(self, services: Services, listener: ListenerSettings) -> None:
+        self.services = services
+        self.listener = listener
+        self.delivery = LocalDelivery(services)
+        self._per_ip: Counter[str] = Counter()
+
+    def buildProtocol(self, addr: Any) -> SMTPServerProtocol:
+        return SMTPServerProtocol(self)
+
+    def connection_opened(self, ip: str) -> bool:
+        """Counts the connection; False when the address is over its limit
+        (the connection is still counted until it closes)."""
+        self._per_ip[ip] += 1
+        return self._per_ip[ip] <= self.services.settings.limits.connections_per_ip
+
+    def connection_closed(self, ip: str) -> None:
+        self._per_ip[ip] -= 1
+        if self._per_ip[ip] <= 0:
+            del self._per_ip[ip]
+
+    def connections(self, ip: str) -> int:
+        return self._per_ip.get(ip, 0)
+
+
+def build_factory(services: Services, listener: ListenerSettings) -> Factory:
+    """The factory for one SMTP listener (role mx or submission).
+
+    For an implicit-TLS listener (465) the factory is already wrapped in TLS;
+    STARTTLS listeners upgrade in the protocol.
+    """
+    if listener.role not in (ListenerRole.MX, ListenerRole.SUBMISSION):
+        raise ValueError(f"listener {listener.name!r} is not an SMTP listener")
+    factory = SMTPFactory(services, listener)
+    if listener.tls is TLSMode.IMPLICIT:
+        if services.tls is None:
+            raise ValueError(f"listener {listener.name!r} needs TLS settings")
+        context = services.tls.server_context_factory(listener)
+        return TLSMemoryBIOFactory(context, False, factory)
+    return factory

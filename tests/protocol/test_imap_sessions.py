@@ -1,0 +1,95 @@
+"""Several sessions on one functional mailbox (cardiologie@hopital.test):
+each keeps its own sequence numbers; changes made by the others are announced
+at the moments RFC 3501 7.4.1 allows, and never make a command act on the
+wrong message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from imap_transcript import (
+    CARDIO,
+    SECRETARY,
+    SECRETARY2,
+    ImapEnv,
+    deliver,
+    lines,
+    make_env,
+    message,
+    populate,
+)
+
+BOX = f"Shared/{CARDIO}/INBOX"
+
+
+@pytest.fixture
+def env(tmp_path: Path, store: Any) -> ImapEnv:
+    populate(store)
+    for i in range(1, 5):
+        deliver(store, CARDIO, message(f"patient {i}"))
+    return make_env(tmp_path, store)
+
+
+def test_expunge_by_one_is_learnt_by_the_other_at_an_allowed_moment(env: ImapEnv) -> None:
+    a = env.login(SECRETARY)
+    b = env.login(SECRETARY2)
+    a.ok(f'SELECT "{BOX}"')
+    b.ok(f'SELECT "{BOX}"')
+    a.ok("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    out = a.ok("EXPUNGE")
+    assert out == b"* 2 EXPUNGE\r\n"
+
+    # B's FETCH (non-UID) must not see EXPUNGE; its numbers stay as they were.
+    out = b.ok("FETCH 2:3 (UID)")
+    assert b"EXPUNGE" not in out
+    assert b"* 2 FETCH (UID 2)" in out and b"* 3 FETCH (UID 3)" in out
+    # A STORE by sequence number still means the message B knows as 3 (UID 3),
+    # and the flag update for the expunged one is not sent; no EXPUNGE either.
+    out = b.ok("STORE 3 +FLAGS (\\Flagged)")
+    assert b"* 3 FETCH (FLAGS (\\Flagged))" in out
+    assert b"EXPUNGE" not in out
+    # SEARCH: still no EXPUNGE, numbers unchanged.
+    out = b.ok("SEARCH FLAGGED")
+    assert out == b"* SEARCH 3\r\n"
+    # NOOP is an allowed moment.
+    out = b.ok("NOOP")
+    assert out == b"* 2 EXPUNGE\r\n"
+    out = b.ok("FETCH 2 (UID FLAGS)")
+    assert out == b"* 2 FETCH (UID 3 FLAGS (\\Flagged))\r\n"
+    # A learns of B's flag change (no EXPUNGE repeated).
+    out = a.ok("NOOP")
+    assert out == b"* 2 FETCH (FLAGS (\\Flagged \\Recent))\r\n"  # A claimed \\Recent
+
+
+def test_uid_fetch_may_report_expunge(env: ImapEnv) -> None:
+    a = env.login(SECRETARY)
+    b = env.login(SECRETARY2)
+    a.ok(f'SELECT "{BOX}"')
+    b.ok(f'SELECT "{BOX}"')
+    a.ok("UID STORE 1 +FLAGS.SILENT (\\Deleted)")
+    a.ok("UID EXPUNGE 1")
+    out = b.ok("UID FETCH 1:* (FLAGS)")
+    assert out.endswith(b"* 1 EXPUNGE\r\n")
+
+
+def test_new_mail_announced_to_other_session(env: ImapEnv) -> None:
+    a = env.login(SECRETARY)
+    a.ok(f'SELECT "{BOX}"')
+    deliver(env.store, CARDIO, message("patient 5"))
+    out = a.ok("NOOP")
+    assert lines(out) == [b"* 5 EXISTS", b"* 5 RECENT"]  # 4 claimed at SELECT + 1
+
+
+def test_fetch_of_message_expunged_elsewhere(env: ImapEnv) -> None:
+    a = env.login(SECRETARY)
+    b = env.login(SECRETARY2)
+    a.ok(f'SELECT "{BOX}"')
+    b.ok(f'SELECT "{BOX}"')
+    a.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    a.ok("EXPUNGE")
+    untagged, done = b.tagged("FETCH 1:2 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert b"Subject: patient 2" in untagged
+    assert b"* 1 FETCH" not in untagged
+    assert done.startswith(b"t1 NO [EXPUNGEISSUED]") or b"NO [EXPUNGEISSUED]" in done

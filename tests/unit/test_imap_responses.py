@@ -1,0 +1,229 @@
+"""imapd.responses: wire forms of strings, lists, dates, sets and response codes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from imapd import responses as r
+from imapd.parser import CommandReader, CommandReady, Login
+
+
+@pytest.mark.parametrize(
+    ("value", "wire"),
+    [
+        ("INBOX", b"INBOX"),
+        ("fred]x", b"fred]x"),
+        ("", b'""'),
+        ("NIL", b'"NIL"'),
+        ("nil", b'"nil"'),
+        ("a b", b'"a b"'),
+        ('a"b', b'"a\\"b"'),
+        ("a\\b", b'"a\\\\b"'),
+        ("a*", b'"a*"'),
+        ("(x)", b'"(x)"'),
+        ("{3}", b'"{3}"'),
+        ("é", b"{2}\r\n\xc3\xa9"),
+        ("a\r\nb", b"{4}\r\na\r\nb"),
+        (b"\x00", b"{1}\r\n\x00"),
+    ],
+)
+def test_astring(value: str | bytes, wire: bytes) -> None:
+    assert r.astring(value) == wire
+
+
+def test_long_strings_become_literals() -> None:
+    assert r.string("x" * r.MAX_QUOTED) == b'"' + b"x" * r.MAX_QUOTED + b'"'
+    assert r.string("x" * (r.MAX_QUOTED + 1)).startswith(b"{%d}\r\n" % (r.MAX_QUOTED + 1))
+
+
+def test_nstring_and_lists() -> None:
+    assert r.nstring(None) == b"NIL"
+    assert r.nstring("NIL") == b'"NIL"'
+    assert r.paren([b"a", b"b"]) == b"(a b)"
+    assert r.paren([]) == b"()"
+    assert r.nil_or_paren([]) == b"NIL"
+
+
+def test_astring_round_trips_through_the_parser() -> None:
+    for user, password in [("fred", "pw"), ("a b", 'x"y\\z'), ("NIL", "é€"), ("", "\r\n")]:
+        reader = CommandReader()
+        reader.feed(b"t LOGIN " + r.astring(user) + b" " + r.astring(password) + b"\r\n")
+        events = []
+        while (e := reader.next_event()) is not None:
+            events.append(e)
+        assert events[-1] == CommandReady(Login("t", user, password))
+
+
+def test_flag_list_is_stable() -> None:
+    assert (
+        r.flag_list(["$Label1", "\\Seen", "\\Answered", "\\Seen"]) == b"(\\Answered \\Seen $Label1)"
+    )
+    assert r.flag_list([]) == b"()"
+
+
+@pytest.mark.parametrize(
+    ("name", "wire"),
+    [
+        ("INBOX", b'"INBOX"'),
+        ("Envoyés", b'"Envoy&AOk-s"'),
+        ("a&b", b'"a&-b"'),
+        ('we"ird', b'"we\\"ird"'),
+    ],
+)
+def test_mailbox(name: str, wire: bytes) -> None:
+    assert r.mailbox(name) == wire
+
+
+@pytest.mark.parametrize(
+    ("moment", "text"),
+    [
+        (datetime(2026, 11, 27, 13, 0, tzinfo=UTC), "27-Nov-2026 13:00:00 +0000"),
+        (
+            datetime(1994, 2, 7, 21, 52, 25, tzinfo=timezone(timedelta(hours=-8))),
+            "07-Feb-1994 21:52:25 -0800",
+        ),
+        (
+            datetime(2000, 1, 1, 0, 0, 0, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+            "01-Jan-2000 00:00:00 +0530",
+        ),
+        (
+            datetime(2000, 1, 1, 0, 0, 0, tzinfo=timezone(timedelta(hours=-3, minutes=-30))),
+            "01-Jan-2000 00:00:00 -0330",
+        ),
+        (datetime(2026, 5, 3, 4, 5, 6), "03-May-2026 04:05:06 +0000"),
+    ],
+)
+def test_date_time(moment: datetime, text: str) -> None:
+    assert r.format_date_time(moment) == text
+    assert r.date_time(moment) == b'"' + text.encode() + b'"'
+
+
+@pytest.mark.parametrize(
+    ("values", "sort", "wire"),
+    [
+        ([1], True, b"1"),
+        ([1, 2, 3, 5, 9, 10], True, b"1:3,5,9:10"),
+        ([5, 3, 4, 1], True, b"1,3:5"),
+        ([5, 3, 4, 1], False, b"5,3:4,1"),
+        ([3, 3], True, b"3"),
+    ],
+)
+def test_sequence_set(values: list[int], sort: bool, wire: bytes) -> None:
+    assert r.sequence_set(values, sort=sort) == wire
+
+
+def test_sequence_set_cannot_be_empty() -> None:
+    with pytest.raises(ValueError):
+        r.sequence_set([])
+
+
+def test_every_code_in_the_brief_is_catalogued() -> None:
+    names = {c.value for c in r.Code}
+    for required in (
+        "ALERT BADCHARSET CAPABILITY PARSE PERMANENTFLAGS READ-ONLY READ-WRITE TRYCREATE "
+        "UIDNEXT UIDVALIDITY UNSEEN APPENDUID COPYUID UIDNOTSTICKY HIGHESTMODSEQ NOMODSEQ "
+        "MODIFIED CLOSED TOOBIG UNAVAILABLE AUTHENTICATIONFAILED AUTHORIZATIONFAILED "
+        "PRIVACYREQUIRED CONTACTADMIN NOPERM INUSE EXPUNGEISSUED CORRUPTION SERVERBUG "
+        "CLIENTBUG CANNOT LIMIT OVERQUOTA ALREADYEXISTS NONEXISTENT"
+    ).split():
+        assert required in names
+
+
+@pytest.mark.parametrize(
+    ("code", "wire"),
+    [
+        (r.ALERT, b"[ALERT]"),
+        (r.READ_ONLY, b"[READ-ONLY]"),
+        (r.READ_WRITE, b"[READ-WRITE]"),
+        (r.TOOBIG, b"[TOOBIG]"),
+        (r.UNAVAILABLE, b"[UNAVAILABLE]"),
+        (r.NONEXISTENT, b"[NONEXISTENT]"),
+        (r.UNKNOWN_CTE, b"[UNKNOWN-CTE]"),
+        (r.badcharset(), b"[BADCHARSET]"),
+        (r.badcharset(["UTF-8", "US-ASCII"]), b"[BADCHARSET (UTF-8 US-ASCII)]"),
+        (r.capability_code(["IMAP4rev1", "IDLE"]), b"[CAPABILITY IMAP4rev1 IDLE]"),
+        (
+            r.permanentflags(["\\Seen", "\\Deleted"]),
+            b"[PERMANENTFLAGS (\\Deleted \\Seen \\*)]",
+        ),
+        (r.permanentflags([], keywords_allowed=True), b"[PERMANENTFLAGS (\\*)]"),
+        (r.permanentflags(["\\Seen"], keywords_allowed=False), b"[PERMANENTFLAGS (\\Seen)]"),
+        (r.uidnext(4392), b"[UIDNEXT 4392]"),
+        (r.uidvalidity(3857529045), b"[UIDVALIDITY 3857529045]"),
+        (r.unseen(12), b"[UNSEEN 12]"),
+        (r.highestmodseq(715194045007), b"[HIGHESTMODSEQ 715194045007]"),
+        (r.modified([7, 9]), b"[MODIFIED 7,9]"),
+        (r.appenduid(38505, [3955]), b"[APPENDUID 38505 3955]"),
+        (
+            r.copyuid(38505, [304, 319, 320], [3956, 3957, 3958]),
+            b"[COPYUID 38505 304,319:320 3956:3958]",
+        ),
+    ],
+)
+def test_response_codes(code: r.ResponseCode, wire: bytes) -> None:
+    assert code.render() == wire
+
+
+def test_copyuid_lengths_must_match() -> None:
+    with pytest.raises(ValueError):
+        r.copyuid(1, [1, 2], [3])
+
+
+def test_status_lines() -> None:
+    assert (
+        r.ok("A1", "SELECT completed", r.READ_WRITE) == b"A1 OK [READ-WRITE] SELECT completed\r\n"
+    )
+    assert r.no("A2", "Too big", r.TOOBIG) == b"A2 NO [TOOBIG] Too big\r\n"
+    assert r.bad(None, "Command line too long") == b"* BAD Command line too long\r\n"
+    assert r.bad("a", "x") == b"a BAD x\r\n"
+    assert (
+        r.untagged_status(r.Status.OK, "Predicted next UID", r.uidnext(4))
+        == b"* OK [UIDNEXT 4] Predicted next UID\r\n"
+    )
+    assert r.tagged("z", r.Status.BYE, "bye") == b"z BYE bye\r\n"
+
+
+def test_human_text_is_one_safe_line() -> None:
+    line = r.no("a", "bad\r\nthing é")
+    assert line == b"a NO bad  thing ??\r\n"
+    # Text that looks like a code must not be taken for one.
+    assert r.ok("a", "[ALERT] x") == b"a OK  [ALERT] x\r\n"
+    assert r.ok("a", "") == b"a OK Done\r\n"
+
+
+def test_untagged_helpers() -> None:
+    assert r.exists(172) == b"* 172 EXISTS\r\n"
+    assert r.recent(1) == b"* 1 RECENT\r\n"
+    assert r.expunge(3) == b"* 3 EXPUNGE\r\n"
+    assert r.flags(["\\Seen", "\\Answered"]) == b"* FLAGS (\\Answered \\Seen)\r\n"
+    assert r.capability(["IMAP4rev1", "STARTTLS"]) == b"* CAPABILITY IMAP4rev1 STARTTLS\r\n"
+    assert r.fetch(12, [b"FLAGS (\\Seen)", b"UID 4"]) == b"* 12 FETCH (FLAGS (\\Seen) UID 4)\r\n"
+    assert r.search([2, 84, 882]) == b"* SEARCH 2 84 882\r\n"
+    assert r.search([]) == b"* SEARCH\r\n"
+    assert r.search([2, 5], modseq=917162500) == b"* SEARCH 2 5 (MODSEQ 917162500)\r\n"
+    assert r.vanished([41, 43, 44]) == b"* VANISHED 41,43:44\r\n"
+    assert r.vanished([1], earlier=True) == b"* VANISHED (EARLIER) 1\r\n"
+    assert r.enabled([]) == b"* ENABLED\r\n"
+    assert r.enabled(["CONDSTORE"]) == b"* ENABLED CONDSTORE\r\n"
+    assert r.id_response(None) == b"* ID NIL\r\n"
+    assert r.id_response([("name", "mss"), ("os", None)]) == b'* ID ("name" "mss" "os" NIL)\r\n'
+    assert r.continuation() == b"+ Ready\r\n"
+    assert r.continuation_data(b"") == b"+ \r\n"
+
+
+def test_list_and_status_lines() -> None:
+    assert (
+        r.list_line(["\\HasNoChildren", "\\Sent"], "/", "Envoyés")
+        == b'* LIST (\\HasNoChildren \\Sent) "/" "Envoy&AOk-s"\r\n'
+    )
+    assert r.list_line(["\\Noselect"], None, "", kind="LSUB") == b'* LSUB (\\Noselect) NIL ""\r\n'
+    assert (
+        r.list_line([], "/", "Foo", extended=[b'CHILDINFO ("SUBSCRIBED")'])
+        == b'* LIST () "/" "Foo" (CHILDINFO ("SUBSCRIBED"))\r\n'
+    )
+    assert (
+        r.status("blurdybloop", [("MESSAGES", 231), ("UIDNEXT", 44292)])
+        == b'* STATUS "blurdybloop" (MESSAGES 231 UIDNEXT 44292)\r\n'
+    )
