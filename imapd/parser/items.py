@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Callable
 
 from imapd.parser.commands import (
@@ -139,6 +140,8 @@ _SIMPLE_FETCH: dict[str, FetchAttribute] = {
 }
 
 MAX_HEADER_FIELDS = 1000
+# header-fld-name: printable ASCII except ":" (RFC 5322 ftext)
+_FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
 
 
 def _section_part(cur: Cursor) -> tuple[int, ...]:
@@ -160,8 +163,7 @@ def _header_list(cur: Cursor) -> tuple[str, ...]:
     names: list[str] = []
     while True:
         raw = cur.astring()
-        # header-fld-name: printable ASCII except ":" (RFC 5322 ftext)
-        if not raw or any(c <= 32 or c >= 127 or c == 0x3A for c in raw):
+        if not _FIELD_NAME.fullmatch(raw):
             raise ParseError("Invalid header field name")
         names.append(raw.decode("ascii"))
         if len(names) > MAX_HEADER_FIELDS:
@@ -327,7 +329,7 @@ class SearchParser:
         if word == "HEADER":
             cur.sp()
             raw = cur.astring()
-            if not raw or any(c <= 32 or c >= 127 or c == 0x3A for c in raw):
+            if not _FIELD_NAME.fullmatch(raw):
                 raise ParseError("Invalid header field name")
             cur.sp()
             return SearchHeader(raw.decode("ascii"), self._string())

@@ -146,7 +146,9 @@ class CommandReader:
             elif mode is _Mode.LITERAL:
                 if len(self._buf) < self._need:
                     return None
-                data = bytes(self._buf[: self._need])
+                # One copy (a bytearray slice would make two): APPEND literals are big.
+                with memoryview(self._buf) as view:
+                    data = bytes(view[: self._need])
                 del self._buf[: self._need]
                 self._literals.append(Literal(data, self._literal_binary))
                 self._mode = _Mode.LINE
@@ -189,6 +191,11 @@ class CommandReader:
     def buffered(self) -> int:
         """Octets held in memory (tests use it to check that skipping never buffers)."""
         return len(self._buf) + sum(len(lit.data) for lit in self._literals)
+
+    @property
+    def closed(self) -> bool:
+        """True after a fatal ParseFailure: the reader ignores all further input."""
+        return self._dead
 
     @property
     def command_name(self) -> str | None:
@@ -239,10 +246,15 @@ class CommandReader:
             self._is_append = name == b"APPEND"
             self._name = name.decode("ascii", "replace") or None
         self._budget -= len(line)
-        if self._budget < 0:
-            self._reset_command()
-            return ParseFailure(_tag_of(line) if first else self._tag, "Command too long")
         match = _LITERAL_MARKER.search(line)
+        if self._budget < 0:
+            tag = _tag_of(line) if first else self._tag
+            if match is not None and match.group(3):
+                # The client goes on with a non-synchronising literal: skip it too.
+                self._skip(_literal_size(match), ParseFailure(tag, "Command too long"))
+                return None
+            self._reset_command()
+            return ParseFailure(tag, "Command too long")
         if match is None:
             self._lines.append(line)
             return self._complete()
@@ -250,9 +262,8 @@ class CommandReader:
 
     def _on_literal_marker(self, line: bytes, match: re.Match[bytes]) -> Event | None:
         tag = self._tag
-        digits = match.group(2)
         synchronizing = not match.group(3)
-        size = int(digits) if len(digits) <= 20 else 2**64
+        size = _literal_size(match)
         if tag is None:
             # Nothing to answer to: drop the literal if we can, then BAD.
             return self._refuse(None, size, synchronizing, "Invalid tag")
@@ -333,14 +344,19 @@ class CommandReader:
         self._tail = bytearray()
         match = _LITERAL_MARKER.search(tail)
         if match is not None and match.group(3):
-            digits = match.group(2)
-            self._need = int(digits) if len(digits) <= 20 else 2**64
+            self._need = _literal_size(match)
             self._mode = _Mode.SKIP
             return None
         # Line ended (a synchronising literal is never sent without our "+").
         self._mode = _Mode.LINE
         pending, self._pending = self._pending, None
         return pending
+
+
+def _literal_size(match: re.Match[bytes]) -> int:
+    digits = match.group(2)
+    # Absurd sizes stay absurd (and too large) without converting huge numbers.
+    return int(digits) if len(digits) <= 20 else 2**64
 
 
 def _tag_of(line: bytes) -> str | None:

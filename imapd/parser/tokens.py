@@ -7,6 +7,7 @@ literal exactly where a line ends and another line follows.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -47,7 +48,7 @@ MAX_NUMBER64 = 2**63 - 1  # RFC 9051 number64 / RFC 7162 mod-sequence-value
 class Cursor:
     """Reads tokens from the lines and literals of one command."""
 
-    __slots__ = ("_lines", "_literals", "_li", "_pos")
+    __slots__ = ("_lines", "_literals", "_li", "_pos", "_line")
 
     def __init__(self, lines: list[bytes], literals: list[Literal]) -> None:
         if len(lines) != len(literals) + 1:
@@ -56,12 +57,9 @@ class Cursor:
         self._literals = literals
         self._li = 0
         self._pos = 0
+        self._line = lines[0]
 
     # ---------------------------------------------------------- position
-
-    @property
-    def _line(self) -> bytes:
-        return self._lines[self._li]
 
     def at_literal(self) -> bool:
         return self._pos == len(self._line) and self._li < len(self._literals)
@@ -89,6 +87,7 @@ class Cursor:
             raise ParseError("literal8 not allowed here")
         self._li += 1
         self._pos = 0
+        self._line = self._lines[self._li]
         return lit
 
     # ---------------------------------------------------------- punctuation
@@ -125,13 +124,11 @@ class Cursor:
     # ---------------------------------------------------------- tokens
 
     def take_while(self, allowed: frozenset[int]) -> bytes:
-        line = self._line
-        start = pos = self._pos
-        end = len(line)
-        while pos < end and line[pos] in allowed:
-            pos += 1
-        self._pos = pos
-        return line[start:pos]
+        match = _run_pattern(allowed).match(self._line, self._pos)
+        if match is None:
+            return b""
+        self._pos = match.end()
+        return match.group()
 
     def atom(self) -> str:
         raw = self.take_while(ATOM_CHARS)
@@ -220,6 +217,20 @@ class Cursor:
 
     def number64(self) -> int:
         return self.number(MAX_NUMBER64)
+
+
+_PATTERNS: dict[frozenset[int], re.Pattern[bytes]] = {}
+
+
+def _run_pattern(allowed: frozenset[int]) -> re.Pattern[bytes]:
+    """A compiled ``[allowed]+``: the hot loop of the lexer, done in C."""
+    pattern = _PATTERNS.get(allowed)
+    if pattern is None:
+        if len(_PATTERNS) > 64:  # only a handful of fixed sets exist; stay bounded anyway
+            _PATTERNS.clear()
+        klass = b"".join(re.escape(bytes([c])) for c in sorted(allowed))
+        pattern = _PATTERNS[allowed] = re.compile(b"[" + klass + b"]+")
+    return pattern
 
 
 def _expected(char: bytes) -> str:

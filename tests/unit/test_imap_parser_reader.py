@@ -188,6 +188,15 @@ def test_many_small_literals_hit_the_command_budget() -> None:
     assert events[-1] == CommandReady(Noop("b"))
 
 
+def test_continuation_lines_hit_the_command_budget_and_skip_a_literal_plus() -> None:
+    # Each line is short, but together they exceed max_line.
+    data = b"a SEARCH TEXT {1+}\r\nq" + b" TEXT q" * 80 + b" TEXT {1+}\r\n"
+    data += b"q" + b" TEXT q" * 80 + b" TEXT {300+}\r\n" + b"w" * 300 + b"\r\nb NOOP\r\n"
+    expected = [ParseFailure("a", "Command too long"), CommandReady(Noop("b"))]
+    assert events_of(data, max_line=1024) == expected
+    assert events_of(data, max_line=1024, chunk=5) == expected
+
+
 def test_too_many_literals() -> None:
     data = b"a SEARCH" + b" TEXT {1+}\r\nq" * (MAX_LITERALS_PER_COMMAND + 1) + b"\r\nb NOOP\r\n"
     events = events_of(data, max_line=1 << 20)
@@ -468,7 +477,7 @@ def test_random_bytes_never_raise(data: bytes) -> None:
     reader.feed(data + b"\r\n")
     drain(reader)
     assert reader.buffered <= 2 * 128 + 4
-    if not reader.in_command:
+    if not reader.in_command and not reader.closed:
         # Whatever came before, a fresh line after a CRLF is understood.
         reader.feed(b"z NOOP\r\n")
         assert drain(reader)[-1] == CommandReady(Noop("z"))
@@ -491,6 +500,7 @@ def test_other_protocols_are_fatal(data: bytes) -> None:
     events = drain(reader)
     assert len(events) == 1
     assert isinstance(events[0], ParseFailure) and events[0].fatal and events[0].tag is None
+    assert reader.closed
     reader.feed(b"a NOOP\r\n")
     assert drain(reader) == []
     assert reader.buffered == 0

@@ -227,3 +227,18 @@ def test_list_and_status_lines() -> None:
         r.status("blurdybloop", [("MESSAGES", 231), ("UIDNEXT", 44292)])
         == b'* STATUS "blurdybloop" (MESSAGES 231 UIDNEXT 44292)\r\n'
     )
+
+
+def test_python_imaplib_reads_our_dates_and_flags() -> None:
+    import imaplib
+    import time
+
+    moment = datetime(1994, 2, 7, 21, 52, 25, tzinfo=timezone(timedelta(hours=-8)))
+    parsed = imaplib.Internaldate2tuple(b"1 (INTERNALDATE " + r.date_time(moment) + b")")
+    assert parsed is not None
+    # imaplib answers in local time; mktime turns it back into an epoch.
+    assert int(time.mktime(parsed)) == int(moment.timestamp())
+    assert imaplib.ParseFlags(b"1 (FLAGS " + r.flag_list(["\\Seen", "$Label1"]) + b")") == (
+        b"\\Seen",
+        b"$Label1",
+    )
