@@ -44,10 +44,9 @@ from imapd.parser.commands import (
     SearchText,
     SearchUid,
     SearchYounger,
-    SequenceSet,
 )
 from storage.interface import MessageInfo
-from storage.mime import decode_transfer, header_bounds, iter_fields, unfold
+from storage.mime import decode_transfer, header_bounds, iter_fields, parse_message, unfold
 
 Meta = dict[str, Any]
 
@@ -101,8 +100,7 @@ class _Message:
     def header_values(self, name: str) -> list[str]:
         """Decoded values of every field called `name` in the top-level header."""
         raw = self.raw()
-        end = self.meta.get("header_end", len(raw))
-        fields_end, _ = header_bounds(raw, 0, min(end, len(raw)))
+        fields_end, _ = header_bounds(raw, 0, len(raw))
         wanted = name.lower().encode("latin-1", "replace")
         return [
             decode_header_value(unfold(value))
@@ -113,8 +111,7 @@ class _Message:
     def headers_text(self) -> str:
         if self._headers_text is None:
             raw = self.raw()
-            end = self.meta.get("header_end", len(raw))
-            fields_end, _ = header_bounds(raw, 0, min(end, len(raw)))
+            fields_end, _ = header_bounds(raw, 0, len(raw))
             self._headers_text = "\n".join(
                 fname.decode("latin-1") + ": " + decode_header_value(unfold(value))
                 for fname, _s, _e, value in iter_fields(raw, 0, fields_end)
@@ -124,12 +121,11 @@ class _Message:
     def body_text(self) -> str:
         if self._body_text is None:
             raw = self.raw()
+            meta = self.meta
+            if not isinstance(meta.get("body"), dict) or meta.get("size") != len(raw):
+                meta = parse_message(raw)  # missing or stale metadata
             chunks: list[str] = []
-            body = self.meta.get("body")
-            if isinstance(body, dict):
-                _collect_text(raw, body, chunks)
-            else:
-                chunks.append(_decode_text(raw[self.meta.get("header_end", 0) :], None))
+            _collect_text(raw, meta["body"], chunks)
             self._body_text = "\n".join(chunks).casefold()
         return self._body_text
 
@@ -235,6 +231,7 @@ _MONTHS = {
         ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
     )
 }
+_ISO_DATE = re.compile(r"(?<!\d)(\d{4})-(\d{1,2})-(\d{1,2})(?!\d)")
 _DATE = re.compile(r"(\d{1,2})\s*-?\s*([A-Za-z]{3})[A-Za-z]*\s*-?\s*(\d{2,4})")
 
 
@@ -244,7 +241,13 @@ def sent_date(value: str | None) -> date | None:
         return None
     m = _DATE.search(value)
     if m is None:
-        return None
+        iso = _ISO_DATE.search(value)  # not RFC 5322, but some software writes it
+        if iso is None:
+            return None
+        try:
+            return date(int(iso.group(1)), int(iso.group(2)), int(iso.group(3)))
+        except ValueError:
+            return None
     month = _MONTHS.get(m.group(2).lower())
     if month is None:
         return None
@@ -270,6 +273,82 @@ def _compare(actual: date, relation: DateRelation, wanted: date) -> bool:
 # ------------------------------------------------------------------ matching
 
 
+class _Eval:
+    """One evaluation: the message and the session facts keys refer to."""
+
+    __slots__ = ("entry", "seq", "max_seq", "max_uid", "recent", "saved", "now", "_msg", "_loader")
+
+    def __init__(
+        self,
+        entry: MessageInfo,
+        seq: int,
+        loader: Callable[[], bytes],
+        max_seq: int,
+        max_uid: int,
+        recent: Set[int],
+        saved: Set[int],
+        now: datetime | None,
+    ) -> None:
+        self.entry = entry
+        self.seq = seq
+        self.max_seq = max_seq
+        self.max_uid = max_uid
+        self.recent = recent
+        self.saved = saved
+        self.now = now
+        self._loader = loader
+        self._msg: _Message | None = None
+
+    @property
+    def msg(self) -> _Message:
+        if self._msg is None:
+            self._msg = _Message(self.entry, self._loader)
+        return self._msg
+
+
+Predicate = Callable[[_Eval], bool]
+
+
+class Matcher:
+    """A SearchKey compiled once into a tree of closures (fast over 100,000 messages)."""
+
+    __slots__ = ("key", "_pred", "needs_body")
+
+    def __init__(self, key: SearchKey) -> None:
+        self.key = key
+        self._pred = _compile(key)
+        self.needs_body = needs_body(key)
+
+    def __call__(
+        self,
+        entry: MessageInfo,
+        seq: int,
+        body_loader: Callable[[], bytes],
+        *,
+        max_seq: int,
+        max_uid: int,
+        recent: Set[int] = frozenset(),
+        saved: Set[int] = frozenset(),
+        now: datetime | None = None,
+    ) -> bool:
+        return self._pred(_Eval(entry, seq, body_loader, max_seq, max_uid, recent, saved, now))
+
+
+# The last compiled keys, by identity: a SEARCH calls `matches` once per message
+# with the same key object, so it is compiled once per command.
+_COMPILED: dict[int, Matcher] = {}
+_COMPILED_MAX = 64
+
+
+def compile_key(key: SearchKey) -> Matcher:
+    matcher = _COMPILED.get(id(key))
+    if matcher is None or matcher.key is not key:
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _COMPILED.clear()
+        matcher = _COMPILED[id(key)] = Matcher(key)
+    return matcher
+
+
 def matches(
     key: SearchKey,
     entry: MessageInfo,
@@ -286,116 +365,152 @@ def matches(
 
     max_seq / max_uid resolve ``*``; `recent` holds the UIDs this session sees
     as \\Recent; `saved` the UIDs of the RFC 5182 saved result (``$``); `now`
-    is for OLDER/YOUNGER (default: the current time).
+    is for OLDER/YOUNGER (default: the current time). `body_loader` is called
+    at most once, and only if a key needs the raw message.
     """
-    ctx = _Context(seq, max_seq, max_uid, recent, saved, now)
-    return ctx.eval(key, _Message(entry, body_loader))
+    return compile_key(key)._pred(
+        _Eval(entry, seq, body_loader, max_seq, max_uid, recent, saved, now)
+    )
 
 
-class _Context:
-    __slots__ = ("seq", "max_seq", "max_uid", "recent", "saved", "now")
+_SYSTEM_FLAGS = frozenset({"\\seen", "\\answered", "\\flagged", "\\deleted", "\\draft"})
 
-    def __init__(
-        self,
-        seq: int,
-        max_seq: int,
-        max_uid: int,
-        recent: Set[int],
-        saved: Set[int],
-        now: datetime | None,
-    ) -> None:
-        self.seq = seq
-        self.max_seq = max_seq
-        self.max_uid = max_uid
-        self.recent = recent
-        self.saved = saved
-        self.now = now
 
-    def in_set(self, sset: SequenceSet, value: int, largest: int, uid: int) -> bool:
+def _compile(key: SearchKey) -> Predicate:
+    if isinstance(key, SearchAnd):
+        # cheap keys first: a body is loaded only if the rest still match
+        preds = tuple(_compile(k) for k in sorted(key.keys, key=needs_body))
+        if len(preds) == 1:
+            return preds[0]
+        return lambda ev: all(p(ev) for p in preds)
+    if isinstance(key, SearchAll):
+        return lambda ev: True
+    if isinstance(key, SearchFlag):
+        return _flag_predicate(key.flag, key.present)
+    if isinstance(key, SearchNot):
+        inner = _compile(key.key)
+        return lambda ev: not inner(ev)
+    if isinstance(key, SearchOr):
+        left, right = key.left, key.right
+        if needs_body(left) and not needs_body(right):
+            left, right = right, left
+        first, second = _compile(left), _compile(right)
+        return lambda ev: first(ev) or second(ev)
+    if isinstance(key, SearchSeqSet):
+        sset = key.sequence_set
         if sset.saved:
-            return uid in self.saved
-        return sset.contains(value, largest)
+            return lambda ev: ev.entry.uid in ev.saved
+        return lambda ev: sset.contains(ev.seq, ev.max_seq)
+    if isinstance(key, SearchUid):
+        uset = key.sequence_set
+        if uset.saved:
+            return lambda ev: ev.entry.uid in ev.saved
+        return lambda ev: uset.contains(ev.entry.uid, ev.max_uid)
+    if isinstance(key, SearchLarger):
+        larger = key.size
+        return lambda ev: ev.entry.size > larger
+    if isinstance(key, SearchSmaller):
+        smaller = key.size
+        return lambda ev: ev.entry.size < smaller
+    if isinstance(key, SearchModSeq):
+        modseq = key.modseq
+        return lambda ev: ev.entry.modseq >= modseq
+    if isinstance(key, SearchDate):
+        return _date_predicate(key)
+    if isinstance(key, SearchOlder | SearchYounger):
+        seconds, older = key.seconds, isinstance(key, SearchOlder)
 
-    def eval(self, key: SearchKey, msg: _Message) -> bool:
-        entry = msg.entry
-        if isinstance(key, SearchAnd):
-            # cheap keys first: a body is loaded only if the rest still match
-            ordered = sorted(key.keys, key=needs_body)
-            return all(self.eval(k, msg) for k in ordered)
-        if isinstance(key, SearchAll):
-            return True
-        if isinstance(key, SearchFlag):
-            return self.has_flag(key.flag, entry) == key.present
-        if isinstance(key, SearchNot):
-            return not self.eval(key.key, msg)
-        if isinstance(key, SearchOr):
-            first, second = (
-                (key.right, key.left)
-                if needs_body(key.left) and not needs_body(key.right)
-                else (key.left, key.right)
-            )
-            return self.eval(first, msg) or self.eval(second, msg)
-        if isinstance(key, SearchSeqSet):
-            return self.in_set(key.sequence_set, self.seq, self.max_seq, entry.uid)
-        if isinstance(key, SearchUid):
-            return self.in_set(key.sequence_set, entry.uid, self.max_uid, entry.uid)
-        if isinstance(key, SearchLarger):
-            return entry.size > key.size
-        if isinstance(key, SearchSmaller):
-            return entry.size < key.size
-        if isinstance(key, SearchModSeq):
-            return entry.modseq >= key.modseq
-        if isinstance(key, SearchDate):
-            return self.date_matches(key, msg)
-        if isinstance(key, SearchOlder | SearchYounger):
-            now = self.now or datetime.now(UTC)
-            idate = entry.internal_date
+        def age(ev: _Eval) -> bool:
+            now = ev.now or datetime.now(UTC)
+            idate = ev.entry.internal_date
             if idate.tzinfo is None:
                 idate = idate.replace(tzinfo=UTC)
-            limit = now - timedelta(seconds=key.seconds)
-            return idate <= limit if isinstance(key, SearchOlder) else idate > limit
-        if isinstance(key, SearchHeader):
-            return self.header_matches(key, msg)
-        if isinstance(key, SearchBody):
-            return key.text.casefold() in msg.body_text()
-        if isinstance(key, SearchText):
-            needle = key.text.casefold()
-            return needle in msg.headers_text() or needle in msg.body_text()
-        raise TypeError(f"unknown search key {type(key).__name__}")
+            limit = now - timedelta(seconds=seconds)
+            return idate <= limit if older else idate > limit
 
-    def has_flag(self, flag: str, entry: MessageInfo) -> bool:
-        wanted = flag.lower()
-        if wanted == "\\recent":
-            return entry.uid in self.recent or any(f.lower() == wanted for f in entry.flags)
-        return any(f.lower() == wanted for f in entry.flags)
+        return age
+    if isinstance(key, SearchHeader):
+        return _header_predicate(key)
+    if isinstance(key, SearchBody):
+        needle = key.text.casefold()
+        return lambda ev: needle in ev.msg.body_text()
+    if isinstance(key, SearchText):
+        text = key.text.casefold()
+        return lambda ev: text in ev.msg.headers_text() or text in ev.msg.body_text()
+    raise TypeError(f"unknown search key {type(key).__name__}")
 
-    def date_matches(self, key: SearchDate, msg: _Message) -> bool:
-        entry = msg.entry
+
+def _flag_predicate(flag: str, present: bool) -> Predicate:
+    wanted = flag.lower()
+    if wanted == "\\recent":
+        # \\Recent is session state: the session passes its recent UIDs
+        return lambda ev: (ev.entry.uid in ev.recent or "\\Recent" in ev.entry.flags) is present
+    if wanted in _SYSTEM_FLAGS:
+        # the parser and the store (normalise_flags) spell system flags
+        # canonically: the exact test nearly always decides
+        canonical = "\\" + wanted[1:].capitalize()
+
+        def system(ev: _Eval) -> bool:
+            flags = ev.entry.flags
+            found = canonical in flags or (bool(flags) and any(f.lower() == wanted for f in flags))
+            return found is present
+
+        return system
+
+    # keywords compare case-insensitively (RFC 3501 2.3.2); exact spelling first
+    def keyword(ev: _Eval) -> bool:
+        flags = ev.entry.flags
+        found = flag in flags or any(f.lower() == wanted for f in flags)
+        return found is present
+
+    return keyword
+
+
+def _date_predicate(key: SearchDate) -> Predicate:
+    relation, wanted, sent = key.relation, key.date, key.field is DateField.SENT
+
+    def check(ev: _Eval) -> bool:
         actual: date | None = None
-        if key.field is DateField.SENT:
-            env = msg.meta.get("envelope") or {}
+        if sent:
+            env = ev.entry.metadata.get("envelope") or {}
             actual = sent_date(env.get("date"))
         if actual is None:
             # RFC 3501 6.4.4 leaves a missing Date: open; like most servers,
             # fall back to the internal date rather than never matching.
-            actual = entry.internal_date.date()
-        return _compare(actual, key.relation, key.date)
+            actual = ev.entry.internal_date.date()
+        return _compare(actual, relation, wanted)
 
-    def header_matches(self, key: SearchHeader, msg: _Message) -> bool:
-        name = key.name.lower()
-        needle = key.value.casefold()
-        env = msg.meta.get("envelope")
-        if isinstance(env, dict) and name in _ADDRESS_HEADERS:
-            addrs = env.get(_ADDRESS_HEADERS[name])
-            if addrs is None:
-                return False
-            return needle in _address_text(addrs).casefold()
-        if isinstance(env, dict) and name in _STRING_HEADERS:
-            value = env.get(_STRING_HEADERS[name])
-            if value is None:
-                return False
-            return needle in decode_header_value(value).casefold()
-        values = msg.header_values(name)
-        if not values:
-            return False
-        return any(needle in v.casefold() for v in values)
+    return check
+
+
+def _header_predicate(key: SearchHeader) -> Predicate:
+    name = key.name.lower()
+    needle = key.value.casefold()
+
+    def from_raw(ev: _Eval) -> bool:
+        values = ev.msg.header_values(name)
+        return bool(values) and any(needle in v.casefold() for v in values)
+
+    if name in _ADDRESS_HEADERS:
+        field = _ADDRESS_HEADERS[name]
+
+        def address(ev: _Eval) -> bool:
+            env = ev.entry.metadata.get("envelope")
+            if not isinstance(env, dict):
+                return from_raw(ev)
+            addrs = env.get(field)
+            return addrs is not None and needle in _address_text(addrs).casefold()
+
+        return address
+    if name in _STRING_HEADERS:
+        sfield = _STRING_HEADERS[name]
+
+        def string(ev: _Eval) -> bool:
+            env = ev.entry.metadata.get("envelope")
+            if not isinstance(env, dict):
+                return from_raw(ev)
+            value = env.get(sfield)
+            return value is not None and needle in decode_header_value(value).casefold()
+
+        return string
+    return from_raw

@@ -29,25 +29,36 @@ Layout (version 1)::
     # group start: [None, None, group-name, None]; group end: [None, None, None, None]
 
     Part = {
-      "type", "subtype": str,             # as written ("TEXT"), defaults "text"/"plain"
-      "params": [[name, value], ...],     # Content-Type parameters, values unquoted
-      "id", "description", "md5", "location": str | None,
+      "type", "subtype": str,             # as written ("TEXT"); default "text"/"plain"
+      "params": [[name, value], ...],     # Content-Type parameters, values unquoted;
+                                          #   text/* always has a charset (us-ascii default)
+      "id", "description", "md5", "location": str | None,   # raw header values
       "encoding": str,                    # Content-Transfer-Encoding, default "7BIT"
       "disposition": [type, [[name, value], ...]] | None,
       "language": [str, ...] | None,
-      "header_start", "header_end",       # header block, header_end just past the
-      "body_start", "body_end",           #   blank line (== body_start)
-      "size": int,                        # body_end - body_start
-      "lines": int,                       # text/* and message/rfc822, else 0
+      "header_start", "header_end",       # header block; header_end is just past the
+      "body_start", "body_end",           #   blank line, so header_end == body_start
+      "size": int,                        # body_end - body_start, in octets
+      "lines": int,                       # text/* and message/rfc822, else 0; a last
+                                          #   line without its line ending counts
       # multipart/* only:
-      "parts": [Part, ...],               # never empty
+      "parts": [Part, ...],               # never empty (else degraded to text/plain)
       # message/rfc822 only:
-      "envelope": Envelope, "message": Part,   # the encapsulated message
+      "envelope": Envelope,               # of the encapsulated message
+      "message": Part,                    # its top entity; message.header_start is
+                                          #   this part's body_start
     }
 
 For a part with no blank line after its header, header_end == body_start ==
 end of the part (all header, empty body). The CRLF before a boundary belongs to
 the boundary (RFC 2046 5.1.1), so it is not in the preceding part's body.
+Limits: MAX_DEPTH nesting levels and MAX_PARTS parts (deeper or further
+content becomes an opaque text/plain part), MAX_STRING characters per
+header-derived string, MAX_ADDRESSES per address list.
+
+Helpers used by imapd.fetch / imapd.search: `find_part` (IMAP part paths),
+`header_bounds`, `iter_fields` (raw header fields with offsets), `unfold`,
+`parse_addresses`, `decode_transfer` (base64 / quoted-printable).
 """
 
 from __future__ import annotations
@@ -93,6 +104,12 @@ _MIME_HEADERS = (
     "content-location",
 )
 _WANTED = frozenset(_ENVELOPE_HEADERS + _MIME_HEADERS)
+_WANTED_FIELD = re.compile(
+    rb"^("
+    + b"|".join(re.escape(n.encode()) for n in sorted(_WANTED, key=len, reverse=True))
+    + rb")[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)",
+    re.M | re.I,
+)
 _ADDRESS_FIELDS = ("from", "sender", "reply-to", "to", "cc", "bcc")
 
 
@@ -139,9 +156,10 @@ def unfold(value: bytes) -> str:
 def _wanted_headers(raw: bytes, start: int, end: int) -> dict[str, str]:
     """First occurrence of each envelope / MIME header, unfolded."""
     found: dict[str, str] = {}
-    for m in _FIELD.finditer(raw, start, end):
+    # The regex engine skips the other fields (Received:, DKIM-Signature: ...).
+    for m in _WANTED_FIELD.finditer(raw, start, end):
         name = m.group(1).decode("latin-1").lower()
-        if name in _WANTED and name not in found:
+        if name not in found:
             found[name] = unfold(m.group(2))
     return found
 
@@ -301,40 +319,62 @@ _ADDR_SPECIALS = '()<>@,;:\\".[]'
 _ATOM, _QS, _COMMENT, _SPECIAL, _DLIT = range(5)
 
 
+_ADDR_TOKEN = re.compile(
+    r'([ \t\r\n]*)(?:([^()<>@,;:\\".\[\] \t\r\n]+)|([<>@,;:\\.)\]])|(")|(\[)|(\())'
+)
+
+
+def _comment(s: str, i: int) -> int:
+    """End of the (nested) comment starting at s[i] == "("; unterminated runs to the end."""
+    depth, n = 0, len(s)
+    while i < n:
+        c = s[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return n
+
+
 def _lex_addresses(s: str) -> list[tuple[int, str, str, bool]]:
     """(kind, value, source text, space before) tokens; never fails."""
     toks: list[tuple[int, str, str, bool]] = []
     i, n = 0, len(s)
-    space = False
+    match = _ADDR_TOKEN.match
     while i < n:
-        c = s[i]
-        if c in " \t\r\n":
-            space = True
-            i += 1
-            continue
-        if c == '"':
-            value, j = _quoted(s, i)
-            toks.append((_QS, value, s[i:j], space))
-        elif c == "(":
-            j = _skip_cfws(s, i)
-            if j == i:  # pragma: no cover - _skip_cfws always advances on "("
-                j = i + 1
-            inner = s[i + 1 : j - 1] if s[j - 1 : j] == ")" else s[i + 1 : j]
-            toks.append((_COMMENT, inner.strip(), s[i:j], space))
-        elif c == "[":
-            k = s.find("]", i)
+        m = match(s, i)
+        if m is None:
+            break  # only trailing white space is left
+        space = bool(m.group(1))
+        if m.group(2) is not None:
+            toks.append((_ATOM, m.group(2), m.group(2), space))
+            i = m.end()
+        elif m.group(3) is not None:
+            toks.append((_SPECIAL, m.group(3), m.group(3), space))
+            i = m.end()
+        elif m.group(4) is not None:
+            at = m.start(4)
+            value, j = _quoted(s, at)
+            toks.append((_QS, value, s[at:j], space))
+            i = j
+        elif m.group(5) is not None:
+            at = m.start(5)
+            k = s.find("]", at)
             j = n if k < 0 else k + 1
-            toks.append((_DLIT, s[i:j], s[i:j], space))
-        elif c in _ADDR_SPECIALS:
-            j = i + 1
-            toks.append((_SPECIAL, c, c, space))
+            toks.append((_DLIT, s[at:j], s[at:j], space))
+            i = j
         else:
-            j = i
-            while j < n and s[j] not in _ADDR_SPECIALS and s[j] not in " \t\r\n":
-                j += 1
-            toks.append((_ATOM, s[i:j], s[i:j], space))
-        space = False
-        i = j
+            at = m.start(6)
+            j = _comment(s, at)
+            inner = s[at + 1 : j - 1] if s[j - 1 : j] == ")" else s[at + 1 : j]
+            toks.append((_COMMENT, inner.strip(), s[at:j], space))
+            i = j
     return toks
 
 
@@ -399,6 +439,47 @@ def parse_addresses(value: str | None) -> list[Address] | None:
     """An address-list header as ENVELOPE address structures (None when empty)."""
     if value is None:
         return None
+    if _SIMPLE_LIST_CHARS.search(value) is None:
+        simple = _simple_addresses(value)
+        if simple is not None:
+            return simple
+    return _parse_addresses(value)
+
+
+# Most address headers are "a@b" or "Name <a@b>" lists without quotes,
+# comments, groups or routes: those skip the tokenizer.
+_SIMPLE_LIST_CHARS = re.compile(r'["()\[\]:;\\]')
+_SIMPLE_ITEM = re.compile(
+    r"[ \t\r\n]*(?:([^<>@,]*?)[ \t\r\n]*<([^<>@\s,]+)@([^<>@\s,]+)>"
+    r"|([^<>@\s,]+)@([^<>@\s,]+))[ \t\r\n]*"
+)
+_WSP_RUN = re.compile(r"[ \t\r\n]+")
+
+
+def _simple_addresses(value: str) -> list[Address] | None:
+    out: list[Address] = []
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        m = _SIMPLE_ITEM.fullmatch(item)
+        if m is None:
+            return None
+        if m.group(2) is not None:
+            name = _WSP_RUN.sub(" ", m.group(1)).strip() or None
+            out.append([name, None, m.group(2), m.group(3)])
+        else:
+            out.append([None, None, m.group(4), m.group(5)])
+        if len(out) > MAX_ADDRESSES:
+            return None
+    for addr in out:
+        for k in range(4):
+            v = addr[k]
+            if v is not None and len(v) > MAX_STRING:
+                return None
+    return out or None
+
+
+def _parse_addresses(value: str) -> list[Address] | None:
     toks = _lex_addresses(value)
     out: list[Address] = []
     cur: list[tuple[int, str, str, bool]] = []
@@ -575,7 +656,6 @@ def _parse_entity(
     depth: int,
     budget: _Budget,
     default_digest: bool,
-    top: bool,
 ) -> tuple[Meta, dict[str, str]]:
     budget.parts += 1
     fields_end, body_start = header_bounds(raw, start, end)
@@ -626,9 +706,7 @@ def _parse_entity(
             _text_plain(part)
             ltype = "text"
         else:
-            inner, inner_headers = _parse_entity(
-                raw, body_start, end, depth + 1, budget, False, True
-            )
+            inner, inner_headers = _parse_entity(raw, body_start, end, depth + 1, budget, False)
             part["envelope"] = build_envelope(inner_headers)
             part["message"] = inner
             part["lines"] = _count_lines(raw, body_start, end)
@@ -657,12 +735,12 @@ def _parse_multipart(
             part_end = end  # no close delimiter: the last part runs to the end
         if budget.parts >= MAX_PARTS:
             # fold everything left into one opaque part
-            leaf, _ = _parse_entity(raw, next_line, end, MAX_DEPTH, budget, False, False)
+            leaf, _ = _parse_entity(raw, next_line, end, MAX_DEPTH, budget, False)
             _text_plain(leaf)
             leaf["lines"] = _count_lines(raw, leaf["body_start"], leaf["body_end"])
             parts.append(leaf)
             break
-        part, _ = _parse_entity(raw, next_line, part_end, depth + 1, budget, digest, False)
+        part, _ = _parse_entity(raw, next_line, part_end, depth + 1, budget, digest)
         parts.append(part)
     return parts
 
@@ -700,7 +778,7 @@ def _fallback(raw: bytes) -> Meta:
 def parse_message(raw: bytes) -> dict[str, Any]:
     """Metadata for ENVELOPE / BODYSTRUCTURE / sections of `raw`. Never raises."""
     try:
-        body, headers = _parse_entity(raw, 0, len(raw), 0, _Budget(), False, True)
+        body, headers = _parse_entity(raw, 0, len(raw), 0, _Budget(), False)
         return {
             "v": VERSION,
             "size": len(raw),

@@ -17,7 +17,7 @@ from test_mime_corpus import ALTERNATIVE, MIXED_ATTACHMENTS, NESTED_RFC822, crlf
 
 from imapd.parser import commands as c
 from imapd.parser.grammar import parse_command
-from imapd.search import decode_header_value, matches, needs_body, sent_date
+from imapd.search import compile_key, decode_header_value, matches, needs_body, sent_date
 from storage.interface import MessageInfo
 from storage.mime import parse_message
 
@@ -416,6 +416,8 @@ def test_older_and_younger() -> None:
         ("1 jan 2001", date(2001, 1, 1)),
         ("Thu, 31 Feb 2019 10:00:00 +0000", None),
         ("garbage", None),
+        ("2024-02-29T10:00:00Z", date(2024, 2, 29)),
+        ("2023-02-29", None),
         (None, None),
     ],
 )
@@ -488,3 +490,25 @@ def test_search_never_raises(pieces: list[bytes]) -> None:
         'or larger 1 text "é"',
     ):
         search(box, query)
+
+
+def test_compiled_keys_are_reused_per_key_object() -> None:
+    key = parse_key("unseen larger 10")
+    assert compile_key(key) is compile_key(key)
+    other = parse_key("unseen larger 10")
+    assert compile_key(other).key is other
+    assert compile_key(key).needs_body is False
+
+
+def test_missing_metadata_falls_back_to_the_raw_message() -> None:
+    raw = NESTED_RFC822
+    info = MessageInfo(1, 1, frozenset(), len(raw), datetime(2024, 1, 1, tzinfo=UTC), {})
+    for query, expected in [
+        ("body quokka", True),
+        ("from forwarder", True),
+        ("subject original", True),
+        ("to nobody", False),
+        ("sentbefore 1-jan-2000", False),
+    ]:
+        hit = matches(parse_key(query), info, 1, lambda: raw, max_seq=1, max_uid=1)
+        assert hit is expected, query

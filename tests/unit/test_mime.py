@@ -35,6 +35,7 @@ from test_mime_corpus import (
 
 from storage.mime import (
     MAX_DEPTH,
+    _parse_addresses,
     decode_transfer,
     find_part,
     parse_addresses,
@@ -421,3 +422,18 @@ def test_ten_megabyte_attachment_is_cheap() -> None:
     pdf = meta["body"]["parts"][1]
     assert pdf["size"] == len(payload) - 2
     assert elapsed < 0.5
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.text(alphabet="aZ9.-_=? <>@,\r\n\té", max_size=60),
+        st.text(alphabet='aZ9.-_=? <>@,\r\n\t"();:[]\\é', max_size=60),
+        st.lists(
+            st.sampled_from(["a@b.c", " N. Ame <x.y@z>", "<q@r>", "=?utf-8?q?x?= <e@f>", " ", ""]),
+            max_size=5,
+        ).map(",".join),
+    )
+)
+def test_address_fast_path_agrees_with_the_tokenizer(value: str) -> None:
+    assert parse_addresses(value) == _parse_addresses(value)
