@@ -72,8 +72,29 @@ def rfc4514_subject(cert: x509.Certificate) -> str:
     return name_to_rfc4514(cert.subject)
 
 
+# Inside a multi-valued RDN, DER sorts the attributes by encoding (so a card
+# parses as GN+SN+CN); print them the way the national PKI documents them.
+_RDN_ORDER = {NameOID.COMMON_NAME: 0, NameOID.SURNAME: 1, NameOID.GIVEN_NAME: 2}
+
+
 def name_to_rfc4514(name: x509.Name) -> str:
-    return name.rfc4514_string(_NAMES)
+    """RFC 4514, most specific RDN first, readable attribute names, and
+    multi-valued RDNs in the order CN, SN, GN, others."""
+    rdns = []
+    for rdn in reversed(name.rdns):
+        attrs = sorted(rdn, key=lambda a: _RDN_ORDER.get(a.oid, 3))
+        rdns.append("+".join(a.rfc4514_string(_NAMES) for a in attrs))
+    return ",".join(rdns)
+
+
+_PARSE_NAMES = {v: k for k, v in _NAMES.items()} | {"G": NameOID.GIVEN_NAME,
+                                                      "S": NameOID.STATE_OR_PROVINCE_NAME}
+
+
+def canonical_subject(dn: str) -> str:
+    """A typed DN (e.g. ``mssctl account add --cert-subject``) in the form
+    `rfc4514_subject` prints, so that it matches at login. Raises ValueError."""
+    return name_to_rfc4514(x509.Name.from_rfc4514_string(dn.strip(), _PARSE_NAMES))
 
 
 def _values(name: x509.Name, oid: x509.ObjectIdentifier) -> list[str]:
@@ -161,6 +182,7 @@ def identity_from_certificate(cert: x509.Certificate) -> CertIdentity:
 __all__ = [
     "CardKind",
     "CertIdentity",
+    "canonical_subject",
     "classify_idnat",
     "identity_from_certificate",
     "name_to_rfc4514",

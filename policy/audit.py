@@ -70,18 +70,17 @@ class FileAuditSink:
             result=result,
             details={k: _jsonable(v) for k, v in details.items()},
         )
-        line = json.dumps(
-            {
-                "time": event.time.isoformat(),
-                "actor": event.actor,
-                "action": event.action,
-                "target": event.target,
-                "result": event.result,
-                **event.details,
-            },
-            ensure_ascii=False,
-            sort_keys=False,
-        )
+        record: dict[str, Any] = {
+            "time": event.time.isoformat(),
+            "actor": event.actor,
+            "action": event.action,
+            "target": event.target,
+            "result": event.result,
+        }
+        for key, value in event.details.items():
+            # A detail never overwrites the five fields a reader relies on.
+            record[f"detail_{key}" if key in record else key] = value
+        line = json.dumps(record, ensure_ascii=False, sort_keys=False)
         with self._lock:
             self.events.append(event)
             if len(self.events) > self._keep:

@@ -5,9 +5,9 @@ SMTP and IMAP never decide on their own: they describe the situation (a
 recorded in the audit sink, naming the actor. Methods are synchronous and may
 touch the store: Twisted code calls them from the store thread pool.
 
-The flow matrix, the national whitelist and RFC 4314 shared access are the next
-steps of this layer; their seams are `check_rcpt`, `check_peer_operator` and
-`mailbox_rights`.
+The national whitelist (`check_rcpt`, `may_relay_to`, `check_peer_operator`)
+and RFC 4314 shared access with validity windows (`mailbox_rights`) are here;
+the flow matrix is the next step, its seam is `check_rcpt`.
 """
 
 from __future__ import annotations
@@ -90,7 +90,8 @@ class Decision:
     #   "ok", "unknown-recipient", "relay-denied", "not-whitelisted",
     #   "sender-not-owned", "mailbox-disabled", "auth-required", "store-unavailable",
     #   "bad-credentials", "account-disabled", "method-not-allowed",
-    #   "no-certificate", "unknown-certificate", "authzid-mismatch"
+    #   "no-certificate", "unknown-certificate", "authzid-mismatch", "no-access",
+    #   "not-required" (audit only: peer check skipped by configuration)
     reason: str = "ok"
 
     @property

@@ -10,7 +10,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from certs.identity import classify_idnat, identity_from_certificate, rfc4514_subject
+from certs.identity import (
+    canonical_subject,
+    classify_idnat,
+    identity_from_certificate,
+    rfc4514_subject,
+)
 
 _KEY = ec.generate_private_key(ec.SECP256R1())
 _OVERRIDES = {
@@ -103,10 +108,25 @@ def test_practitioner_names_and_subject_labels():
     subject = rfc4514_subject(c)
     # Readable labels, never dotted OIDs; the accent is kept.
     assert "2.5.4" not in subject
-    assert subject.endswith(",title=Médecin,C=FR")
-    assert set(subject.split(",")[0].split("+")) == {"CN=810002813839", "SN=MARTIN", "GN=PAUL"}
+    # the documented shape, although DER sorts the RDN as GN+SN+CN
+    assert subject == "CN=810002813839+SN=MARTIN+GN=PAUL,title=Médecin,C=FR"
     # Stable: the same certificate always gives the same string (store lookups).
     assert rfc4514_subject(c) == ident.subject
+
+
+@pytest.mark.parametrize("typed", [
+    "CN=810002813839+SN=MARTIN+GN=PAUL,title=Médecin,C=FR",
+    "GN=PAUL+SN=MARTIN+CN=810002813839,title=Médecin,C=FR",
+    " GN=PAUL+SN=MARTIN+CN=810002813839,title=Médecin,C=FR ",
+])
+def test_canonical_subject_matches_the_certificate(typed):
+    c = cert_for("CN=810002813839+SN=MARTIN+GN=PAUL,title=Médecin,C=FR")
+    assert canonical_subject(typed) == rfc4514_subject(c)
+
+
+def test_canonical_subject_rejects_garbage():
+    with pytest.raises(ValueError):
+        canonical_subject("this is not a DN")
 
 
 def test_subject_escaping_is_rfc4514():

@@ -375,3 +375,15 @@ def test_helpers_without_tls():
     t = StringTransport()
     assert peer_certificate(t) is None
     assert tls_info(t) is None
+
+
+def test_missing_crl_for_a_ca_fails_closed(dev_pki):
+    # Only the root and organisations CRLs: cards (persons CA) cannot be
+    # checked for revocation and are refused; organisation certificates pass.
+    root_crl, _persons_crl, orgs_crl = dev_pki.crl_files
+    tls = ServerTLS(tls_settings(dev_pki, crl_files=[root_crl, orgs_crl]))
+    ctx = ctx_for(tls, ClientCertMode.REQUIRED)
+    err, res, _ = handshake(ctx, client_context(dev_pki, dev_pki.practitioner))
+    assert res.error is not None
+    err, res, _ = handshake(ctx, client_context(dev_pki, dev_pki.organisation))
+    assert err is None and res.error is None

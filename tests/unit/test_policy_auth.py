@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from cryptography import x509
-from store_template import open_template_store
 from twisted.cred.error import UnhandledCredentials
 from twisted.python.failure import Failure
 
@@ -27,8 +26,7 @@ def outcome(d):
 
 
 @pytest.fixture
-def env(tmp_path, dev_pki, settings_factory):
-    store = open_template_store(tmp_path)
+def env(tmp_path, dev_pki, settings_factory, store):
     acc = store.add_account(f"sec.durand@{D}", "S", AccountClass.STAFF,
                             password_hash=hash_password("pw", n=2**10))
     store.add_mailbox(acc.login, MailboxType.PER, owner_account_id=acc.id)
@@ -37,7 +35,6 @@ def env(tmp_path, dev_pki, settings_factory):
     policy = Policy(settings_factory(tmp_path), store, audit)
     yield Authenticator(policy, InlineRunner()), audit, dev_pki, store
     audit.close()
-    store.close()
 
 
 def peer(cert=None):

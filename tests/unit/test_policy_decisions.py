@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from store_template import open_template_store
+from store_support import copy_store_template
 
 from conf.settings import ListenerRole, PolicySettings
 from policy.audit import FileAuditSink
@@ -44,8 +44,7 @@ class World:
         return list(self.audit.events)
 
 
-def make_world(tmp_path, dev_pki, settings_factory, **policy_kw) -> World:
-    store = open_template_store(tmp_path)
+def make_world(tmp_path, dev_pki, settings_factory, store, **policy_kw) -> World:
     settings = settings_factory(tmp_path, policy=PolicySettings(**policy_kw))
     audit = FileAuditSink(tmp_path / "audit.log")
     h_prac, h_staff = hash_password(PRACTITIONER_PW, n=2**10), hash_password(STAFF_PW, n=2**10)
@@ -95,11 +94,10 @@ def make_world(tmp_path, dev_pki, settings_factory, **policy_kw) -> World:
 
 
 @pytest.fixture
-def world(tmp_path, dev_pki, settings_factory):
-    w = make_world(tmp_path, dev_pki, settings_factory)
+def world(tmp_path, dev_pki, settings_factory, store):
+    w = make_world(tmp_path, dev_pki, settings_factory, store)
     yield w
     w.audit.close()
-    w.store.close()
 
 
 def peer(role=ListenerRole.IMAP, cert=None, listener="imaps") -> Peer:
@@ -154,13 +152,12 @@ def test_password_refused(world, login, pw, reason):
     assert STAFF_PW not in log and PRACTITIONER_PW not in log
 
 
-def test_password_classes_are_a_policy_choice(tmp_path, dev_pki, settings_factory):
-    w = make_world(tmp_path, dev_pki, settings_factory,
+def test_password_classes_are_a_policy_choice(tmp_path, dev_pki, settings_factory, store):
+    w = make_world(tmp_path, dev_pki, settings_factory, store,
                    password_login_classes=["practitioner"])
     assert w.policy.authenticate_password(peer(), f"dr.martin@{D}", PRACTITIONER_PW).identity
     r = w.policy.authenticate_password(peer(), f"sec.durand@{D}", STAFF_PW)
     assert r.decision.reason == "method-not-allowed"
-    w.store.close()
 
 
 # ---------------------------------------------------------------- EXTERNAL
@@ -205,27 +202,29 @@ def test_organisation_certificate_by_subject(world):
 
 
 
-def ou_only_policy(tmp_path, settings_factory, audit) -> Policy:
-    """A store where only the organisation id 1750000001 is bound (to app@)."""
+def ou_only_policy(tmp_path, settings_factory, audit, template) -> Policy:
+    """A second store where only the organisation id 1750000001 is bound (to app@)."""
+    from storage import open_store
+
     d = tmp_path / "ou-only"
     d.mkdir()
-    s = open_template_store(d)
+    s = open_store(*copy_store_template(template, d))
     s.add_account(f"app@{D}", "App", AccountClass.SYSTEM, cert_subject="1750000001")
     return Policy(settings_factory(tmp_path), s, audit, None)
 
 
-def test_organisation_certificate_by_organisation_id(world, settings_factory):
-    pol = ou_only_policy(world.tmp_path, settings_factory, world.audit)
+def test_organisation_certificate_by_organisation_id(world, settings_factory, store_template):
+    pol = ou_only_policy(world.tmp_path, settings_factory, world.audit, store_template)
     r = pol.authenticate_certificate(peer(cert=load_cert(world.pki.organisation)), None)
     assert r.identity is not None and r.identity.account.login == f"app@{D}"
     pol.store.close()
 
 
 @pytest.mark.parametrize("who", ["employee", "server"])
-def test_card_or_server_never_maps_through_its_ou(world, settings_factory, who):
+def test_card_or_server_never_maps_through_its_ou(world, settings_factory, store_template, who):
     # The employee card and our server certificate carry OU=1750000001 too: a
     # member of the structure must not become the structure's APP box.
-    pol = ou_only_policy(world.tmp_path, settings_factory, world.audit)
+    pol = ou_only_policy(world.tmp_path, settings_factory, world.audit, store_template)
     r = pol.authenticate_certificate(peer(cert=load_cert(getattr(world.pki, who))), None)
     assert r.identity is None and r.decision.reason == "unknown-certificate"
     pol.store.close()
@@ -305,11 +304,10 @@ def test_check_rcpt_relay(world):
     assert r.decision.reason == "not-whitelisted"
 
 
-def test_check_rcpt_whitelist_not_enforced(tmp_path, dev_pki, settings_factory):
-    w = make_world(tmp_path, dev_pki, settings_factory, enforce_whitelist=False)
+def test_check_rcpt_whitelist_not_enforced(tmp_path, dev_pki, settings_factory, store):
+    w = make_world(tmp_path, dev_pki, settings_factory, store, enforce_whitelist=False)
     r = w.policy.check_rcpt(smtp(ListenerRole.SUBMISSION), w.identity("durand"), "", "a@gmail.com")
     assert r.decision.allowed and r.remote
-    w.store.close()
 
 
 def test_may_relay_to(world):
@@ -320,8 +318,8 @@ def test_may_relay_to(world):
         assert world.policy.may_relay_to("gmail.com").reason == "not-whitelisted"
 
 
-def test_check_peer_operator(tmp_path, dev_pki, settings_factory):
-    w = make_world(tmp_path, dev_pki, settings_factory, mx_require_client_cert=True)
+def test_check_peer_operator(tmp_path, dev_pki, settings_factory, store):
+    w = make_world(tmp_path, dev_pki, settings_factory, store, mx_require_client_cert=True)
     pol = w.policy
     good = load_cert(dev_pki.peer_operator)
     mx = lambda cert: peer(role=ListenerRole.MX, cert=cert, listener="mx")  # noqa: E731
@@ -334,7 +332,6 @@ def test_check_peer_operator(tmp_path, dev_pki, settings_factory):
     # a card is not an operator
     assert pol.check_peer_operator(mx(load_cert(dev_pki.practitioner)),
                                    "operateur-pair.test").reason == "not-whitelisted"
-    w.store.close()
 
 
 def test_check_peer_operator_not_required(world):
@@ -343,9 +340,9 @@ def test_check_peer_operator_not_required(world):
     assert ev.event.details["reason"] == "not-required"
 
 
-def test_reload_whitelist_keeps_last_good(tmp_path, dev_pki, settings_factory):
+def test_reload_whitelist_keeps_last_good(tmp_path, dev_pki, settings_factory, store):
     path = tmp_path / "wl.xml"
-    w = make_world(tmp_path, dev_pki, settings_factory, whitelist_file=path)
+    w = make_world(tmp_path, dev_pki, settings_factory, store, whitelist_file=path)
     before = w.policy.whitelist
     path.write_text("<ListeBlancheMSSante")
     with OneEvent(w) as ev:
@@ -356,7 +353,6 @@ def test_reload_whitelist_keeps_last_good(tmp_path, dev_pki, settings_factory):
                     "</ListeBlancheMSSante>")
     assert w.policy.reload_whitelist() is None
     assert w.policy.whitelist.has_domain("new.test")
-    w.store.close()
 
 
 # ---------------------------------------------------------------- IMAP rights
@@ -431,3 +427,43 @@ def test_audit_file_lines_are_json_without_content(world):
     for line in lines:
         assert {"time", "actor", "action", "target", "result"} <= set(line)
         assert STAFF_PW not in json.dumps(line)
+
+
+DECISIONS = {
+    "password-ok": lambda w: w.policy.authenticate_password(peer(), f"sec.durand@{D}", STAFF_PW),
+    "password-bad": lambda w: w.policy.authenticate_password(peer(), f"sec.durand@{D}", "x"),
+    "external": lambda w: w.policy.authenticate_certificate(
+        peer(cert=load_cert(w.pki.practitioner)), None),
+    "sender": lambda w: w.policy.check_sender(smtp(ListenerRole.SUBMISSION), w.identity("durand"),
+                                              f"dr.martin@{D}"),
+    "rcpt-local": lambda w: w.policy.check_rcpt(smtp(ListenerRole.MX), None, "", f"dr.martin@{D}"),
+    "rcpt-remote": lambda w: w.policy.check_rcpt(smtp(ListenerRole.SUBMISSION),
+                                                 w.identity("durand"), "", "a@autre.test"),
+    "peer": lambda w: w.policy.check_peer_operator(smtp(ListenerRole.MX), "autre.test"),
+    "relay": lambda w: w.policy.may_relay_to("autre.test"),
+    "access": lambda w: w.policy.check_mailbox_access(w.identity("reader"), w.mailboxes["cardio"],
+                                                      "INBOX", "r", "fetch"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DECISIONS))
+def test_every_decision_records_exactly_one_event(world, name):
+    with OneEvent(world) as ev:
+        DECISIONS[name](world)
+    e = ev.event
+    assert e.actor and e.actor != "-"
+    assert e.action and e.target and e.result in ("allow", "deny")
+    # no message content, no secrets: only short scalar details
+    for value in e.details.values():
+        assert value is None or isinstance(value, str | int | bool)
+        assert STAFF_PW not in str(value)
+
+
+def test_queries_record_nothing(world):
+    before = len(world.audit.events)
+    pol = world.policy
+    pol.mailbox_rights(world.identity("durand"), world.mailboxes["cardio"])
+    pol.accessible_mailboxes(world.identity("durand"))
+    pol.primary_mailbox(world.identity("durand"))
+    pol.addresses_of(world.identity("durand"))
+    assert len(world.audit.events) == before

@@ -129,6 +129,7 @@ def test_large_list_parses_fast():
     wl = Whitelist.parse(data)
     elapsed = time.perf_counter() - t0
     assert len(wl.domains) == 5000
-    assert len(wl) == 6500
+    assert wl.entry_count == 6500
     assert wl.allows("etab1.mssante.fr", "CN=mx5001.op1.fr,OU=1000005001,O=Op 1,ST=Dept,C=FR")
-    assert elapsed < 1.0, elapsed
+    # ~0.3 s on one idle core; generous bound for a loaded CI box
+    assert elapsed < 2.0, elapsed
