@@ -86,10 +86,10 @@ def main() -> None:
             .values(uidnext=N + 2, highestmodseq=3)
         )
     n = len(store.index(big.id))
-    from storage.store import _IndexCache
+    from storage.index import IndexCache
 
     def cold() -> None:
-        store._index_cache = _IndexCache()  # type: ignore[attr-defined]
+        store._index_cache = IndexCache()  # type: ignore[attr-defined]
         store.index(big.id)
 
     print(f"index({n}) cold (no cache): {best(cold) * 1000:.1f} ms")

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from twisted.internet import defer, error, interfaces
 from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import TimeoutMixin
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -64,6 +65,22 @@ class ConnectionGone(Exception):
     """The client went away while a handler was waiting on it."""
 
 
+def _no_delay(transport: Any) -> None:
+    """Replies are small and end a round trip: Nagle's algorithm plus the
+    client's delayed ACK would add tens of milliseconds to every command."""
+    for _ in range(4):
+        if transport is None:
+            return
+        setter = getattr(transport, "setTcpNoDelay", None)
+        if setter is not None:
+            try:
+                setter(True)
+            except OSError:
+                pass
+            return
+        transport = getattr(transport, "transport", None)
+
+
 @implementer(interfaces.IPushProducer)
 class IMAPServerProtocol(Protocol, TimeoutMixin):
     def __init__(self, services: Services, listener: ListenerSettings,
@@ -76,7 +93,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                                     max_literal=limits.message_size)
         self.session: Session = None  # type: ignore[assignment]  # set in connectionMade
         self.watch_token: int | None = None
-        self.callLater = services.reactor.callLater
+        self.callLater = services.reactor.callLater  # type: ignore[method-assign]
         self._busy = False
         self._closing = False
         self._pumping = False
@@ -92,21 +109,26 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
 
     # ------------------------------------------------------------ connection
 
+    @property
+    def _t(self) -> Any:
+        return self.transport
+
     def connectionMade(self) -> None:
-        addr = self.transport.getPeer()
+        addr = self._t.getPeer()
         tls = self.listener.tls is TLSMode.IMPLICIT
         peer = Peer(address=getattr(addr, "host", "?"), port=getattr(addr, "port", 0),
                     listener=self.listener.name or "imap", role=self.listener.role, tls=tls)
         self.session = Session(listener=self.listener, peer=peer, tls=tls,
                                append_limit=self.services.settings.limits.message_size)
-        self.transport.registerProducer(self, True)
-        self.setTimeout(self.services.settings.limits.imap_idle_timeout)
+        self._t.registerProducer(self, True)
+        _no_delay(self._t)
+        self.setTimeout(self.services.settings.limits.imap_idle_timeout)  # type: ignore[no-untyped-call]
         self._write(f"* OK [CAPABILITY {self.session.capability_line()}] "
                     f"{self.services.settings.hostname} IMAP4rev1 ready\r\n".encode())
 
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
         self._closing = True
-        self.setTimeout(None)
+        self.setTimeout(None)  # type: ignore[no-untyped-call]
         if self.session is not None and self.session.view is not None:
             leave_selected(self)
         for waiter in (self._raw_waiter, self._idle_done):
@@ -123,8 +145,18 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
 
     def _close(self) -> None:
         self._closing = True
-        if self.transport is not None:
-            self.transport.loseConnection()
+        transport = self._t
+        if transport is None:
+            return
+        transport.loseConnection()
+        # A TLS transport waits for the client's close_notify before closing
+        # TCP; clients such as mbsync wait for us to close first. Having sent
+        # our close_notify, close the layer below (its buffer is flushed first).
+        tls_layer = transport if isinstance(transport, TLSMemoryBIOProtocol) else getattr(
+            transport, "protocol", None)
+        lower: Any = getattr(tls_layer, "transport", None)
+        if isinstance(tls_layer, TLSMemoryBIOProtocol) and lower is not None:
+            lower.loseConnection()
 
     # ------------------------------------------------------------ producer
 
@@ -143,7 +175,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
     # ------------------------------------------------------------ input
 
     def dataReceived(self, data: bytes) -> None:
-        self.resetTimeout()
+        self.resetTimeout()  # type: ignore[no-untyped-call]
         if self._inflate is not None:
             try:
                 data = self._inflate.decompress(data)
@@ -209,8 +241,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         d.addErrback(self._crashed, command)
 
     def _crashed(self, failure: Failure, command: Command) -> None:
-        if not failure.check(ConnectionGone):
-            reply = to_reply(failure.value, context=f"{type(command).name} (protocol)")
+        if not failure.check(ConnectionGone):  # type: ignore[no-untyped-call]
+            reply = to_reply(failure.value or Exception(), context=f"{type(command).name} (protocol)")
             self._write(reply.line(command.tag))
         self._busy = False
 
@@ -252,8 +284,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
 
     async def _report_updates(self, command: Command) -> None:
         view = self.session.view
-        if view is None:
-            return
+        if view is None or self.session.logged_out:
+            return  # nothing may follow BYE but the tagged OK
         try:
             await sync_view(self, force=isinstance(command, _FORCE_SYNC))
         except Exception:
@@ -312,7 +344,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             # Anything pipelined after STARTTLS was sent in plaintext: drop it.
             self.reader.take_buffered()
             factory = self.services.tls.server_context_factory(self.listener)
-            self.transport.startTLS(factory)
+            self._t.startTLS(factory)
             self.session.tls = True
             self.session.peer = self.session.peer.__class__(
                 address=self.session.peer.address, port=self.session.peer.port,
@@ -381,4 +413,4 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             return
         if self._deflate is not None:
             data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
-        self.transport.write(data)
+        self._t.write(data)

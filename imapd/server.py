@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.protocol import Factory, ServerFactory
+from twisted.internet.protocol import ServerFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from conf.settings import ListenerSettings, TLSMode
@@ -32,12 +32,12 @@ class IMAPServerFactory(ServerFactory):
         return proto
 
 
-def build_factory(services: Services, listener: ListenerSettings) -> Factory:
+def build_factory(services: Services, listener: ListenerSettings) -> Any:
     factory = IMAPServerFactory(services, listener)
     if listener.tls is TLSMode.IMPLICIT:
         if services.tls is None:
             raise ValueError(f"listener {listener.name!r} needs TLS but no TLS is configured")
         return TLSMemoryBIOFactory(
-            services.tls.server_context_factory(listener), False, factory
+            services.tls.server_context_factory(listener), False, factory  # type: ignore[arg-type]
         )
     return factory

@@ -16,7 +16,6 @@ from imapd.parser.commands import State
 from imapd.view import SelectedView
 from policy.decisions import Identity, Peer
 
-
 BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE")
 AUTHENTICATED_CAPABILITIES = (
     "UIDPLUS", "MOVE", "NAMESPACE", "SPECIAL-USE", "UNSELECT", "CHILDREN",

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
 
+from imapd.wire import uid_set
 from storage.interface import FolderChanges, IndexEntry
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+_FLAG_RIGHT = {"\\Seen": "s", "\\Deleted": "t"}
 
 
 def format_flags(flags: Iterable[str]) -> str:
@@ -39,13 +42,15 @@ class SelectedView:
     uidnext: int
     highestmodseq: int  # the store's state this view has absorbed
     uids: list[int] = field(default_factory=list)  # ascending; seq = index + 1
-    flags: dict[int, frozenset[str]] = field(default_factory=dict)
-    modseqs: dict[int, int] = field(default_factory=dict)
-    recent: set[int] = field(default_factory=set)
-    # RFC822.SIZE and INTERNALDATE never change: kept so that FLAGS/SIZE
+    # The index entries as this session knows them (flags and MODSEQ as last
+    # announced to it): FLAGS, UID, RFC822.SIZE, INTERNALDATE and MODSEQ
     # fetches (every client's sync) need no store call.
-    sizes: dict[int, tuple[int, datetime]] = field(default_factory=dict)
+    entries: dict[int, IndexEntry] = field(default_factory=dict)
+    recent: set[int] = field(default_factory=set)
     rights: str = ""  # RFC 4314 rights on the mailbox when it was selected
+    # Keywords the client has been told about in a FLAGS response: a keyword
+    # is never used in FETCH FLAGS before it is listed (RFC 3501 7.2.6).
+    keywords: set[str] = field(default_factory=set)
     # Pending, not yet announced to the client:
     pending_expunge: set[int] = field(default_factory=set)
     pending_flags: dict[int, None] = field(default_factory=dict)  # ordered set
@@ -53,6 +58,7 @@ class SelectedView:
     announced_recent: int = 0
     dirty: bool = False  # the folder watcher saw a change not absorbed yet
     condstore: bool = False  # report MODSEQ in unsolicited FETCH (RFC 7162 3.2)
+    qresync: bool = False  # VANISHED instead of EXPUNGE (RFC 7162 3.2.10)
 
     @classmethod
     def from_index(
@@ -67,11 +73,9 @@ class SelectedView:
         recent: Iterable[int],
     ) -> SelectedView:
         view = cls(folder_id, name, readonly, uidvalidity, uidnext, highestmodseq)
-        view.uids = [e.uid for e in entries]
-        view.flags = {e.uid: e.flags for e in entries}
-        view.modseqs = {e.uid: e.modseq for e in entries}
-        view.sizes = {e.uid: (e.size, e.internal_date) for e in entries}
-        view.recent = set(recent) & view.flags.keys()
+        uids = view.uids = [e.uid for e in entries]
+        view.entries = dict(zip(uids, entries, strict=True))
+        view.recent = set(recent) & view.entries.keys()
         if entries:
             view.uidnext = max(uidnext, entries[-1].uid + 1)
         view.announced_exists = len(view.uids)
@@ -121,7 +125,15 @@ class SelectedView:
 
     def live(self, uid: int) -> bool:
         """Still in the view and not known to be expunged."""
-        return uid in self.flags and uid not in self.pending_expunge
+        return uid in self.entries and uid not in self.pending_expunge
+
+    def flags_of(self, uid: int) -> frozenset[str]:
+        entry = self.entries.get(uid)
+        return entry.flags if entry is not None else frozenset()
+
+    def modseq_of(self, uid: int) -> int:
+        entry = self.entries.get(uid)
+        return entry.modseq if entry is not None else 0
 
     # ------------------------------------------------------------ changes
 
@@ -129,7 +141,7 @@ class SelectedView:
         """Takes in what changed in the store; returns the new UIDs."""
         gone = set(changes.expunged)
         for uid in gone:
-            if uid in self.flags:
+            if uid in self.entries:
                 self.pending_expunge.add(uid)
                 self.pending_flags.pop(uid, None)
         last = self.max_uid()
@@ -137,22 +149,20 @@ class SelectedView:
         for entry in changes.changed:
             if entry.uid in gone:
                 continue
-            if entry.uid in self.flags:
+            known = self.entries.get(entry.uid)
+            if known is not None:
                 if entry.uid in self.pending_expunge:
                     continue
-                if entry.modseq > self.modseqs.get(entry.uid, 0):
-                    self.modseqs[entry.uid] = entry.modseq
-                    if entry.flags != self.flags[entry.uid]:
-                        self.flags[entry.uid] = entry.flags
+                if entry.modseq > known.modseq:
+                    self.entries[entry.uid] = entry
+                    if entry.flags != known.flags:
                         self.pending_flags[entry.uid] = None
             elif entry.uid > last:
                 new.append(entry)
         new.sort(key=lambda e: e.uid)
         for entry in new:
             self.uids.append(entry.uid)
-            self.flags[entry.uid] = entry.flags
-            self.modseqs[entry.uid] = entry.modseq
-            self.sizes[entry.uid] = (entry.size, entry.internal_date)
+            self.entries[entry.uid] = entry
         claimed = set(claimed_recent)
         self.recent.update(e.uid for e in new if e.uid in claimed)
         self.highestmodseq = max(self.highestmodseq, changes.highestmodseq)
@@ -162,26 +172,34 @@ class SelectedView:
 
     def set_flags(self, uid: int, flags: frozenset[str], modseq: int) -> None:
         """This session changed the flags itself (and tells its client)."""
-        if uid in self.flags:
-            self.flags[uid] = flags
-            self.modseqs[uid] = max(modseq, self.modseqs.get(uid, 0))
+        known = self.entries.get(uid)
+        if known is not None:
+            self.entries[uid] = replace(known, flags=flags, modseq=max(modseq, known.modseq))
             self.pending_flags.pop(uid, None)
 
     def remove_now(self, uids: Iterable[int]) -> list[int]:
         """This session expunged these UIDs itself: returns the EXPUNGE
         sequence numbers, in the order they must be sent."""
-        return self._drop(sorted(set(uids) & self.flags.keys(), reverse=True))
+        return self._drop(sorted(set(uids) & self.entries.keys(), reverse=True))
+
+    def expunge_now(self, uids: Iterable[int]) -> list[bytes]:
+        """Removes the UIDs and returns the responses telling the client:
+        EXPUNGE per message, or one VANISHED once QRESYNC is enabled."""
+        gone = sorted(set(uids) & self.entries.keys(), reverse=True)
+        if self.qresync:
+            self._drop(gone)
+            return [f"* VANISHED {uid_set(reversed(gone))}\r\n".encode()] if gone else []
+        return [b"* %d EXPUNGE\r\n" % seq for seq in self._drop(gone)]
 
     def _drop(self, uids_desc: list[int]) -> list[int]:
         seqs: list[int] = []
         for uid in uids_desc:
-            seq = self.seq_of(uid)
-            if seq is None:
+            found = self.seq_of(uid)
+            if found is None:
                 continue
+            seq = found
             del self.uids[seq - 1]
-            self.flags.pop(uid, None)
-            self.modseqs.pop(uid, None)
-            self.sizes.pop(uid, None)
+            self.entries.pop(uid, None)
             self.recent.discard(uid)
             self.pending_expunge.discard(uid)
             self.pending_flags.pop(uid, None)
@@ -207,22 +225,52 @@ class SelectedView:
         """
         out: list[bytes] = []
         if allow_expunge and self.pending_expunge:
-            for seq in self._drop(sorted(self.pending_expunge, reverse=True)):
-                out.append(b"* %d EXPUNGE\r\n" % seq)
+            out.extend(self.expunge_now(self.pending_expunge))
         if self.announced_exists != len(self.uids):
+            out.extend(self.announce_keywords(self.uids[self.announced_exists:]))
             out.append(b"* %d EXISTS\r\n" % len(self.uids))
             self.announced_exists = len(self.uids)
         if self.announced_recent != len(self.recent):
             out.append(b"* %d RECENT\r\n" % len(self.recent))
             self.announced_recent = len(self.recent)
         if self.pending_flags:
+            out.extend(self.announce_keywords(self.pending_flags))
             for uid in list(self.pending_flags):
-                seq = self.seq_of(uid)
-                if seq is None or uid in self.pending_expunge:
+                pos = self.seq_of(uid)
+                if pos is None or uid in self.pending_expunge:
                     continue
-                out.append(self.fetch_flags_line(seq, uid, with_uid))
+                out.append(self.fetch_flags_line(pos, uid, with_uid))
             self.pending_flags.clear()
         return out
+
+    def flags_response(self) -> bytes:
+        """FLAGS and PERMANENTFLAGS as SELECT sends them (and on new keywords)."""
+        flags = SYSTEM_FLAGS + tuple(sorted(self.keywords, key=str.lower))
+        out = f"* FLAGS ({' '.join(flags)})\r\n"
+        if self.readonly:
+            out += "* OK [PERMANENTFLAGS ()] No permanent flags permitted\r\n"
+        else:
+            perm = [f for f in flags if _FLAG_RIGHT.get(f, "w") in self.rights]
+            if "w" in self.rights:
+                perm.append("\\*")
+            out += f"* OK [PERMANENTFLAGS ({' '.join(perm)})] Flags permitted\r\n"
+        return out.encode()
+
+    def announce_keywords(self, uids: Iterable[int]) -> list[bytes]:
+        """A FLAGS response first if these messages carry unannounced keywords."""
+        new: set[str] = set()
+        known = self.keywords
+        for uid in uids:
+            entry = self.entries.get(uid)
+            if entry is None:
+                continue
+            for flag in entry.flags:
+                if flag[:1] != "\\" and flag not in known:
+                    new.add(flag)
+        if not new:
+            return []
+        known.update(new)
+        return [self.flags_response()]
 
     def fetch_flags_line(self, seq: int, uid: int, with_uid: bool) -> bytes:
         items = []
@@ -230,12 +278,12 @@ class SelectedView:
             items.append(f"UID {uid}")
         items.append("FLAGS " + format_flags(self.display_flags(uid)))
         if self.condstore:
-            items.append(f"MODSEQ ({self.modseqs.get(uid, 0)})")
+            items.append(f"MODSEQ ({self.modseq_of(uid)})")
         return f"* {seq} FETCH ({' '.join(items)})\r\n".encode()
 
     def display_flags(self, uid: int) -> frozenset[str]:
         """Flags with \\Recent added for messages this session saw as new."""
-        flags = self.flags.get(uid, frozenset()) - {"\\Recent"}
+        flags = self.flags_of(uid) - {"\\Recent"}
         if uid in self.recent:
             return flags | {"\\Recent"}
         return flags

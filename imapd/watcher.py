@@ -15,9 +15,10 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from twisted.internet import task
+from twisted.internet import defer, task
+from twisted.python.failure import Failure
 
-from storage.interface import MessageStore, NotFound, StoreError
+from storage.interface import FolderChanges, MessageStore, NotFound, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,9 @@ class FolderWatcher:
         self._next_token = 0
         self._loop: task.LoopingCall | None = None
         self._polling = False
+        self._inflight: dict[tuple[int, int, bool, int], list[defer.Deferred[Any]]] = {}
+        # Results already obtained while waking the sessions of one folder.
+        self._round: dict[tuple[int, int, bool, int], Any] | None = None
 
     # ------------------------------------------------------------ registry
 
@@ -71,6 +75,40 @@ class FolderWatcher:
     def notify_local(self, folder_id: int, *, exclude: int | None = None) -> None:
         """This process changed the folder: wake its other sessions now."""
         self._fire(folder_id, exclude)
+
+    # ------------------------------------------------------------ pulling
+
+    def pull(
+        self, folder_id: int, modseq: int, claim: bool, known_max_uid: int
+    ) -> defer.Deferred[tuple[FolderChanges, frozenset[int]]]:
+        """`changes_since` (and `claim_recent` when new messages appeared),
+        shared by every session asking the same question at the same time:
+        1,000 sessions idling on one folder cost one query, not 1,000. The
+        claimed \\Recent UIDs go to the first asker only (RFC 3501 2.3.2)."""
+        key = (folder_id, modseq, claim, known_max_uid)
+        if self._round is not None and key in self._round:
+            changes, _claimed = self._round[key]
+            return defer.succeed((changes, frozenset()))
+        waiter: defer.Deferred[Any] = defer.Deferred()
+        waiters = self._inflight.get(key)
+        if waiters is not None:
+            waiters.append(waiter)
+            return waiter
+        self._inflight[key] = [waiter]
+
+        def fire(result: Any) -> None:
+            if self._round is not None and not isinstance(result, Failure):
+                self._round[key] = result
+            for i, w in enumerate(self._inflight.pop(key, [])):
+                if isinstance(result, Failure):
+                    w.errback(result)
+                else:
+                    changes, claimed = result
+                    w.callback((changes, claimed if i == 0 else frozenset()))
+
+        d = self._runner.run(_pull, self._store, folder_id, modseq, claim, known_max_uid)
+        d.addBoth(fire)
+        return waiter
 
     # ------------------------------------------------------------ polling
 
@@ -116,13 +154,30 @@ class FolderWatcher:
         return None
 
     def _fire(self, folder_id: int, exclude: int | None) -> None:
-        for token, listener in list(self._listeners.get(folder_id, {}).items()):
-            if token == exclude:
-                continue
-            try:
-                listener(folder_id)
-            except Exception:  # a broken session must not stop the others
-                log.exception("folder listener failed")
+        outer = self._round
+        if outer is None:
+            self._round = {}
+        try:
+            for token, listener in list(self._listeners.get(folder_id, {}).items()):
+                if token == exclude:
+                    continue
+                try:
+                    listener(folder_id)
+                except Exception:  # a broken session must not stop the others
+                    log.exception("folder listener failed")
+        finally:
+            if outer is None:
+                self._round = None
+
+
+def _pull(
+    store: MessageStore, folder_id: int, modseq: int, claim: bool, known_max_uid: int
+) -> tuple[FolderChanges, frozenset[int]]:
+    changes = store.changes_since(folder_id, modseq)
+    claimed: frozenset[int] = frozenset()
+    if claim and any(e.uid > known_max_uid for e in changes.changed):
+        claimed = store.claim_recent(folder_id)
+    return changes, claimed
 
 
 def _read_states(store: MessageStore, ids: Iterable[int]) -> dict[int, tuple[int, int] | None]:

@@ -5,6 +5,7 @@ these are the few bits the handlers need to build data lines.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from imapd.parser import mutf7
@@ -41,3 +42,19 @@ def internal_date(value: datetime) -> str:
         value = value.replace(tzinfo=UTC)
     text = value.strftime("%d-%b-%Y %H:%M:%S %z")
     return '"' + text + '"'
+
+
+def uid_set(uids: Iterable[int]) -> str:
+    """RFC 4315 uid-set of ascending numbers, compressing runs: 1:3,7."""
+    out: list[str] = []
+    start = prev = -2
+    for u in uids:
+        if u == prev + 1:
+            prev = u
+            continue
+        if prev >= 0:
+            out.append(str(start) if start == prev else f"{start}:{prev}")
+        start = prev = u
+    if prev >= 0:
+        out.append(str(start) if start == prev else f"{start}:{prev}")
+    return ",".join(out)

@@ -157,8 +157,8 @@ FLOWS_EXAMPLE = """\
 # server applies the fixed rules of README.md ("What is enforced today"):
 # authenticated submission only, senders limited to their own addresses,
 # relaying only to whitelisted domains. This file shows the intended shape so
-# that operations staff can start writing theirs; it is validated and
-# explained by `mssctl flows check` once the engine exists.
+# that operations staff can start writing theirs; the engine will validate
+# it, explain its decisions and reload it without downtime.
 #
 # Rules are read top to bottom; the first that matches decides.
 version: 1
@@ -299,7 +299,8 @@ def demo_text(logins: list[DemoLogin], pki: DevPKI, directory: Path) -> str:
             lines.append(f"  {'':<28} password: {d.password}")
         for f in d.cert_files:
             lines.append(f"  {'':<28} {_kind(f)}: {directory / f.relative_to(pki.directory.parent)}")
-    lines.append(f"  cardiologie@{pki.domain:<16} functional box (ORG) shared by both secretaries")
+    cardio = f"cardiologie@{pki.domain}"
+    lines.append(f"  {cardio:<28} functional box (ORG) shared by both secretaries")
     lines.append(f"  PKCS#12 password: {pki.p12_password}")
     return "\n".join(lines)
 

@@ -1,10 +1,9 @@
 """`mssctl keys rotate|reencrypt`: encryption keys of the message store.
 
 Rotation appends a new key to the key file (it becomes the key new blobs are
-written with) and re-encrypts existing blobs in batches. A running server
-loaded the key file when it started: restart it after `rotate --no-reencrypt`,
-then run `reencrypt`, so that no worker meets a blob under a key it does not
-know yet.
+written with) and re-encrypts existing blobs in batches, each batch its own
+transaction, so it can run while the server runs: the store re-reads the key
+file when it changes, so running workers read blobs under the new key.
 """
 
 from __future__ import annotations
@@ -65,7 +64,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     print(f"new current key {key_id} added to {settings.key_file}")
     if args.no_reencrypt:
-        print("restart the server, then run `mssctl keys reencrypt`")
+        print("old messages stay under their key until `mssctl keys reencrypt`")
         return EXIT_OK
     return _reencrypt_all(args)
 

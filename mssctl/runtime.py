@@ -132,3 +132,56 @@ def relay_service(services: Services) -> Any | None:
         log.warning("outbound relay not available (%s): queued mail will wait", exc)
         return None
     return RelayService(services)
+
+
+# ---------------------------------------------------------------- while running
+
+AUDIT_PURGE_INTERVAL = 3600.0  # seconds
+
+
+def purge_old_audit(services: Services) -> Any:
+    """Deletes stored audit events older than `audit.retention_days` (off the
+    reactor); returns the Deferred. The JSON-lines file is left to the
+    system's log rotation."""
+    from datetime import UTC, datetime, timedelta
+
+    cutoff = datetime.now(UTC) - timedelta(days=services.settings.audit.retention_days)
+
+    def done(count: int) -> None:
+        if count:
+            log.info("audit: purged %d event(s) older than %s", count, cutoff.date())
+
+    def failed(failure: Any) -> None:
+        log.warning("audit: purge failed: %s", failure.getErrorMessage())
+
+    d = services.runner.run(services.store.purge_audit, cutoff)
+    d.addCallbacks(done, failed)
+    return d
+
+
+def start_housekeeping(services: Services) -> Any:
+    """Periodic tasks of a worker; returns the LoopingCall (stop it at shutdown)."""
+    from twisted.internet.task import LoopingCall
+
+    loop = LoopingCall(purge_old_audit, services)
+    loop.clock = services.reactor
+    loop.start(AUDIT_PURGE_INTERVAL, now=True)
+    return loop
+
+
+def reload_files(services: Services) -> list[str]:
+    """SIGHUP: re-read CRLs, certificates and the whitelist, keeping the running
+    copies of whatever is broken; returns the problems (also logged)."""
+    problems: list[str] = []
+    if services.tls is not None:
+        problems += list(services.tls.reload())
+    path = services.settings.policy.whitelist_file
+    if path is not None and path.is_file():
+        try:
+            services.policy.whitelist = Whitelist.load(path)
+        except WhitelistError as exc:
+            problems.append(f"{exc}; keeping the previous whitelist")
+    for problem in problems:
+        log.warning("reload: %s", problem)
+    log.info("reload: done%s", f" with {len(problems)} problem(s)" if problems else "")
+    return problems

@@ -40,8 +40,6 @@ log = logging.getLogger("mssctl.serve")
 BACKLOG = 1024
 STOP_GRACE = 10.0  # seconds a worker gets to finish before SIGKILL
 DEMO_LOGINS_FILE = "demo-logins.txt"  # written by `mssctl init --demo`
-# A worker dying this soon after it started failed to start: do not respawn.
-START_WINDOW = 3.0
 MAX_RESPAWNS_PER_MINUTE = 5
 
 
@@ -64,6 +62,16 @@ def register(sub: Any) -> None:
 # ---------------------------------------------------------------- logging
 
 
+class _QuietTwisted(logging.Filter):
+    """Drops Twisted's per-factory chatter ("Starting factory ...")."""
+
+    _NOISE = ("Starting factory", "Stopping factory")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.INFO
+                    and record.getMessage().startswith(self._NOISE))
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(
         stream=sys.stderr,
@@ -73,6 +81,8 @@ def setup_logging(level: str) -> None:
     )
     # Alembic announces its plugins at INFO each time the schema revision is read.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_QuietTwisted())
 
 
 def _route_twisted_logs() -> None:
@@ -216,13 +226,22 @@ def _early_stop(signum: int, frame: FrameType | None) -> None:
 def install_early_stop() -> None:
     signal.signal(signal.SIGTERM, _early_stop)
     signal.signal(signal.SIGINT, _early_stop)
+    # A reload asked for during start-up is moot: the files are being read now.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def run_worker(settings: Settings, bound: list[BoundListener], socks: list[socket.socket]) -> int:
     """Runs one reactor with every listener; returns the exit status."""
     from twisted.internet import reactor
 
-    from mssctl.runtime import RuntimeProblem, build_services, factory_builder, relay_service
+    from mssctl.runtime import (
+        RuntimeProblem,
+        build_services,
+        factory_builder,
+        relay_service,
+        reload_files,
+        start_housekeeping,
+    )
     from storage.crypto import KeyFileError
     from storage.interface import StoreError
 
@@ -250,6 +269,8 @@ def run_worker(settings: Settings, bound: list[BoundListener], socks: list[socke
     if relay is not None:
         r.callWhenRunning(relay.start)
         r.addSystemEventTrigger("before", "shutdown", relay.stop)
+    housekeeping = start_housekeeping(services)
+    r.addSystemEventTrigger("before", "shutdown", housekeeping.stop)
 
     stopping = False
 
@@ -263,8 +284,12 @@ def run_worker(settings: Settings, bound: list[BoundListener], socks: list[socke
     def on_signal(signum: int, frame: FrameType | None) -> None:
         r.callFromThread(stop_once)
 
+    def on_hangup(signum: int, frame: FrameType | None) -> None:
+        r.callFromThread(reload_files, services)
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     if _stop_requested:
         r.callWhenRunning(stop_once)
     r.run(installSignalHandlers=False)
@@ -287,7 +312,7 @@ class Supervisor:
         self.settings = settings
         self.bound = bound
         self.socks: list[list[socket.socket] | None] = list(socks)
-        self.children: dict[int, tuple[int, float]] = {}  # pid -> (slot, start time)
+        self.children: dict[int, int] = {}  # pid -> slot
         self.stopping = False
         self.status = EXIT_OK
         self.respawns: list[float] = []
@@ -320,7 +345,7 @@ class Supervisor:
         for s in socks:  # the worker owns them now
             s.close()
         self.socks[slot] = None
-        self.children[pid] = (slot, time.monotonic())
+        self.children[pid] = slot
 
     def request_stop(self, signum: int, frame: FrameType | None = None) -> None:
         if not self.stopping:
@@ -331,6 +356,13 @@ class Supervisor:
         for pid in list(self.children):
             try:
                 os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def forward_hangup(self, signum: int, frame: FrameType | None = None) -> None:
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGHUP)
             except ProcessLookupError:
                 pass
 
@@ -346,6 +378,7 @@ class Supervisor:
     def run(self, workers: int) -> int:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.forward_hangup)
         for slot in range(workers):
             self.spawn(slot)
         if _stop_requested:  # a signal came while the sockets were being opened
@@ -355,19 +388,20 @@ class Supervisor:
                 pid, wait_status = os.waitpid(-1, 0)
             except ChildProcessError:
                 break
-            slot, started = self.children.pop(pid)
+            slot = self.children.pop(pid)
             code = os.waitstatus_to_exitcode(wait_status)
             if self.stopping:
                 if code not in (EXIT_OK, -signal.SIGTERM, -signal.SIGINT):
                     self.status = max(self.status, EXIT_FAILURE)
                 continue
-            if time.monotonic() - started < START_WINDOW and code != EXIT_OK:
-                # It could not start (bad certificate, store unreachable): the
-                # others will not either. Its own message is already on stderr.
-                self.status = code if code in (EXIT_FAILURE, EXIT_USAGE) else EXIT_FAILURE
+            if code in (EXIT_FAILURE, EXIT_USAGE):
+                # run_worker only returns these when it cannot start (bad
+                # certificate, store unreachable): the others will not either.
+                # Its own message is already on stderr.
+                self.status = code
                 self.request_stop(signal.SIGTERM)
                 continue
-            log.error("worker %d exited with status %d", pid, code)
+            log.error("worker %d exited with status %d: starting another", pid, code)
             now = time.monotonic()
             self.respawns = [t for t in self.respawns if now - t < 60] + [now]
             if len(self.respawns) > MAX_RESPAWNS_PER_MINUTE:

@@ -53,6 +53,8 @@ def dot_stuff(body: bytes) -> bytes:
 
 
 class SMTPClientProtocol(LineReceiver):
+    transport: Any
+
     delimiter = b"\r\n"
     MAX_LENGTH = 64 * 1024
 
@@ -84,11 +86,11 @@ class SMTPClientProtocol(LineReceiver):
 
     def _timed_out(self) -> None:
         self._fail(RelayFailure("timeout waiting for the peer"))
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        self.transport.abortConnection()
 
     def _fail(self, exc: Exception) -> None:
         if not self.done.called:
-            self.done.errback(Failure(exc))
+            self.done.errback(exc)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
 
@@ -108,20 +110,23 @@ class SMTPClientProtocol(LineReceiver):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._fail(RelayFailure("reply line too long"))
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.loseConnection()
 
     def _send(self, line: str) -> None:
-        self.sendLine(line.encode("utf-8"))
+        self.transport.write(line.encode("utf-8") + b"\r\n")
 
     def lineReceived(self, line: bytes) -> None:
         self._arm()
         text = line.decode("utf-8", "replace")
         if len(text) < 3 or not text[:3].isdigit():
             self._fail(RelayFailure("malformed reply"))
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.transport.loseConnection()
             return
         self._lines.append(text)
         if len(text) > 3 and text[3] == "-":
+            if len(self._lines) > 200:  # a peer may not make us buffer forever
+                self._fail(RelayFailure("reply too long"))
+                self.transport.loseConnection()
             return
         lines, self._lines = self._lines, []
         code = int(lines[-1][:3])
@@ -130,7 +135,7 @@ class SMTPClientProtocol(LineReceiver):
     def _quit(self) -> None:
         self._state = "quit"
         self._send("QUIT")
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.loseConnection()
 
     def _abort_all(self, code: int, lines: list[str]) -> None:
         self._fail(RelayFailure(lines[-1], permanent=code >= 500))
@@ -166,7 +171,7 @@ class SMTPClientProtocol(LineReceiver):
         if code != 220:
             self._abort_all(code if code < 500 else 454, lines)
             return
-        self.transport.startTLS(self.tls_creator)  # type: ignore[union-attr]
+        self.transport.startTLS(self.tls_creator)
         self._tls = True
         self._state = "ehlo2"
         self._send(f"EHLO {self.job.helo}")
@@ -235,7 +240,7 @@ class SMTPClientProtocol(LineReceiver):
             self._quit()
             return
         self._state = "body"
-        self.transport.write(dot_stuff(self.job.body))  # type: ignore[union-attr]
+        self.transport.write(dot_stuff(self.job.body))
 
     def _on_body(self, code: int, lines: list[str]) -> None:
         for rcpt in self._accepted:

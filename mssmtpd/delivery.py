@@ -18,6 +18,7 @@ from email.utils import format_datetime, getaddresses
 from typing import Any
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from mssmtpd.queue import RecipientStatus, build_dsn, wants_success_dsn
 from mssmtpd.replies import R, Reply
@@ -138,40 +139,111 @@ class Job:
 
 
 class LocalDelivery:
-    """Commits accepted messages through `services.runner`."""
+    """Commits accepted messages through `services.runner`.
 
-    def __init__(self, services: Any) -> None:
+    Group commit: when the store offers ``deliver_many(deliveries)`` (one
+    transaction, each delivery all-or-nothing, results or a StoreError per
+    delivery), messages accepted while a commit is running are committed
+    together by the next one, so one fsync serves many clients. Without it,
+    each message is its own transaction.
+    """
+
+    def __init__(self, services: Any, *, max_batch: int = 64) -> None:
         self.services = services
+        self.max_batch = max_batch
+        self._pending: list[tuple[Job, defer.Deferred[Reply]]] = []
+        self._flushing = False
+        self.batched = callable(getattr(services.store, "deliver_many", None))
 
     def commit(self, job: Job) -> defer.Deferred[Reply]:
-        d = self.services.runner.run(self.commit_sync, job)
-        return d.addErrback(self._failed, job)
+        if not self.batched:
+            d: defer.Deferred[Reply] = self.services.runner.run(self.commit_sync, job)
 
-    def _failed(self, failure: Any, job: Job) -> Reply:
-        if failure.check(StoreUnavailable):
+            def failed(failure: Failure) -> Reply:
+                return self._error_reply(failure.value or Exception("unknown"), job)
+
+            return d.addErrback(failed)
+        waiter: defer.Deferred[Reply] = defer.Deferred()
+        self._pending.append((job, waiter))
+        self._flush()
+        return waiter
+
+    def _flush(self) -> None:
+        if self._flushing or not self._pending:
+            return
+        batch = self._pending[: self.max_batch]
+        del self._pending[: self.max_batch]
+        self._flushing = True
+
+        def done(results: list[Reply | BaseException]) -> None:
+            for (job, waiter), result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    waiter.callback(self._error_reply(result, job))
+                else:
+                    waiter.callback(result)
+
+        def failed(failure: Failure) -> None:
+            for job, waiter in batch:
+                waiter.callback(self._error_reply(failure.value or Exception("unknown"), job))
+
+        def next_batch(_: object) -> None:
+            self._flushing = False
+            self._flush()
+
+        d = self.services.runner.run(self.commit_batch_sync, [job for job, _ in batch])
+        d.addCallbacks(done, failed).addBoth(next_batch)
+
+    def _error_reply(self, exc: BaseException, job: Job) -> Reply:
+        if isinstance(exc, StoreUnavailable):
             log.warning("store unavailable during delivery id=%s", job.trace.transaction_id)
             return R.STORE_UNAVAILABLE
-        if failure.check(QuotaExceeded):
+        if isinstance(exc, QuotaExceeded):
             return R.QUOTA_EXCEEDED_TEMP
-        if failure.check(NotFound):
+        if isinstance(exc, NotFound):
             # A mailbox vanished between RCPT and DATA: let the client retry.
             return R.LOCAL_ERROR
         ref = secrets.token_hex(6)
-        log.error("delivery failed ref=%s id=%s: %s", ref, job.trace.transaction_id,
-                  failure.getTraceback())
+        log.error("delivery failed ref=%s id=%s", ref, job.trace.transaction_id, exc_info=exc)
         return R.LOCAL_ERROR.with_text(f"Local error in processing (ref {ref})")
+
+    def _local_raw(self, job: Job) -> bytes:
+        received = received_header(job.trace, list(job.local_addresses) + list(job.remote))
+        return return_path_header(job.sender) + received + job.content
 
     def commit_sync(self, job: Job) -> Reply:
         """Runs on a store thread; returns only after a durable commit."""
-        store = self.services.store
-        hostname = self.services.settings.hostname
-        all_rcpts = list(job.local_addresses) + list(job.remote)
-        received = received_header(job.trace, all_rcpts)
-        queued_id: int | None = None
         if job.local_mailbox_ids:
-            raw = return_path_header(job.sender) + received + job.content
-            store.deliver(Delivery(raw=raw, mailbox_ids=job.local_mailbox_ids))
+            self.services.store.deliver(
+                Delivery(raw=self._local_raw(job), mailbox_ids=job.local_mailbox_ids))
+        return self._after_local(job)
+
+    def commit_batch_sync(self, jobs: list[Job]) -> list[Reply | BaseException]:
+        """Local parts of every job in one store transaction, then the rest."""
+        local = [j for j in jobs if j.local_mailbox_ids]
+        outcomes: dict[int, Any] = {}
+        if local:
+            results = self.services.store.deliver_many(
+                [Delivery(raw=self._local_raw(j), mailbox_ids=j.local_mailbox_ids) for j in local])
+            outcomes = {id(j): r for j, r in zip(local, results, strict=True)}
+        replies: list[Reply | BaseException] = []
+        for job in jobs:
+            outcome = outcomes.get(id(job))
+            if isinstance(outcome, BaseException):
+                replies.append(outcome)
+                continue
+            try:
+                replies.append(self._after_local(job))
+            except Exception as exc:  # noqa: BLE001 - reported per message
+                replies.append(exc)
+        return replies
+
+    def _after_local(self, job: Job) -> Reply:
+        """Queue the remote part, record the decision, answer NOTIFY=SUCCESS."""
+        store = self.services.store
+        all_rcpts = list(job.local_addresses) + list(job.remote)
+        queued_id: int | None = None
         if job.remote:
+            received = received_header(job.trace, all_rcpts)
             entry = store.enqueue(job.sender, list(job.remote), received + job.content, job.dsn)
             queued_id = entry.id
         self.services.audit.record(
@@ -184,8 +256,8 @@ class LocalDelivery:
             statuses = [RecipientStatus(r, "delivered", "2.0.0") for r in job.success_dsn_for]
             try:
                 send_dsn_sync(self.services, job.sender, build_dsn(
-                    reporting_mta=hostname, sender=job.sender, statuses=statuses,
-                    dsn=job.dsn, original=job.content,
+                    reporting_mta=self.services.settings.hostname, sender=job.sender,
+                    statuses=statuses, dsn=job.dsn, original=job.content,
                 ))
             except Exception:  # noqa: BLE001 - the message itself is committed
                 log.warning("success DSN not sent id=%s", job.trace.transaction_id, exc_info=True)

@@ -55,7 +55,8 @@ def open_sockets(settings: Settings, workers: int) -> tuple[dict[str, int], list
     return ports, per_worker
 
 
-def run_worker(settings: Settings, socks: list[socket.socket], relay: bool) -> int:
+def run_worker(settings: Settings, socks: list[socket.socket], relay: bool,
+               audit_mirror: bool = True) -> int:
     from twisted.internet import reactor
 
     from mssctl.runtime import build_services
@@ -64,6 +65,12 @@ def run_worker(settings: Settings, socks: list[socket.socket], relay: bool) -> i
 
     r: Any = reactor
     services = build_services(settings, r)
+    if not audit_mirror:
+        # Diagnostic only (bench): audit events to the file, not to the store.
+        from policy.audit import FileAuditSink
+
+        services.audit = FileAuditSink(settings.audit.path, None)
+        services.policy.audit = services.audit
     smtp = [x for x in settings.listeners if x.role in (ListenerRole.MX, ListenerRole.SUBMISSION)]
     for lst, sock in zip(smtp, socks, strict=True):
         r.adoptStreamPort(sock.fileno(), sock.family, build_factory(services, lst))
@@ -90,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--relay", action="store_true")
     ap.add_argument("--log-level", default="info")
+    ap.add_argument("--no-audit-mirror", action="store_true",
+                    help="diagnostic: do not mirror audit events into the store")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
@@ -99,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_text(json.dumps(ports))
     tmp.rename(args.ports_file)
     if args.workers == 1:
-        return run_worker(settings, per_worker[0], args.relay)
+        return run_worker(settings, per_worker[0], args.relay, not args.no_audit_mirror)
     children: list[int] = []
     for w in range(args.workers):
         pid = os.fork()
@@ -110,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                         s.close()
             code = 1
             try:
-                code = run_worker(settings, per_worker[w], args.relay and w == 0)
+                code = run_worker(settings, per_worker[w], args.relay and w == 0,
+                                  not args.no_audit_mirror)
             finally:
                 os._exit(code)
         children.append(pid)

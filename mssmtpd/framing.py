@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from mssmtpd.replies import R, Reply
 
 _BARE_RE = re.compile(rb"\r\n?|\n")
+_BARE_CHECK_RE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,10 @@ class DataReader:
     def feed(self, data: bytes) -> bytes | None:
         """Consumes bytes; returns what follows the terminating "." line once
         the body is complete (maybe b""), else None."""
+        if not self._pending and not self._discarding and self.error is None:
+            rest = self._feed_whole(data)
+            if rest is not None:
+                return rest
         buf = self._pending + data if self._pending else data
         start = 0
         find = buf.find
@@ -138,11 +143,55 @@ class DataReader:
             self._add(line)
         rest = buf[start:]
         if len(rest) > self._max_line:
-            self._fail(R.MESSAGE_LINE_TOO_LONG)
-            self._discarding = True
-            rest = b"\r" if rest.endswith(b"\r") else b""
+            refusal = self._partial_refusal(rest, len(data))
+            if refusal is not None:
+                self._fail(refusal)
+                self._discarding = True
+                rest = b"\r" if rest.endswith(b"\r") else b""
         self._pending = rest
         return None
+
+    def _partial_refusal(self, rest: bytes, new: int) -> Reply | None:
+        """An unfinished line longer than a line may be: refused, unless bare
+        line endings will be normalised and cut it into short lines. Only the
+        newly arrived bytes (plus one line of context) are scanned, so a long
+        run of bare-LF lines costs linear time; the whole is bounded by the
+        message size."""
+        if not self._normalise:
+            return R.MESSAGE_LINE_TOO_LONG
+        if len(rest) > self._max_size:
+            return R.MESSAGE_TOO_BIG
+        window = rest[-(new + self._max_line + 1):]
+        if max(map(len, _BARE_RE.split(window))) + 2 > self._max_line:
+            return R.MESSAGE_LINE_TOO_LONG
+        return None
+
+    def _feed_whole(self, data: bytes) -> bytes | None:
+        """Fast path for the usual case: the rest of the message is in `data`
+        and is clean (no bare CR/LF, no long line, within the size). Returns
+        what follows the end, or None to let the line-by-line path decide
+        (which gives the same answer on clean input, and handles the rest)."""
+        if data.startswith(b".\r\n"):
+            self.done = True
+            return data[3:]
+        idx = data.find(b"\r\n.\r\n")
+        if idx < 0:
+            return None
+        body = data[:idx]
+        if _BARE_CHECK_RE.search(body) or body.endswith(b"\r"):
+            return None
+        if max(map(len, body.split(b"\r\n"))) + 2 > self._max_line:
+            return None
+        # RFC 5321 4.5.2: drop the first dot of every line starting with one.
+        if body.startswith(b"."):
+            body = body[1:]
+        body = body.replace(b"\r\n.", b"\r\n")
+        if self._size + len(body) + 2 > self._max_size:
+            return None
+        self._size += len(body) + 2
+        self._parts.append(body)
+        self.done = True
+        return data[idx + 5:]
 
     def _fail(self, reply: Reply) -> None:
         if self.error is None:
@@ -177,4 +226,54 @@ class DataReader:
         self._parts.append(b"")
         content = b"\r\n".join(self._parts)
         self._parts = []
+        return DataResult(content, None)
+
+
+class ChunkReader:
+    """BDAT chunks (RFC 3030). A chunk is exactly `size` octets, whatever
+    they contain, so it always ends where the client said; the assembled
+    message still obeys the bare-CR/LF and line-length rules, because it may
+    later be relayed with DATA where a bare "\\n.\\n" would matter."""
+
+    def __init__(self, *, max_size: int, max_line: int, normalise: bool) -> None:
+        self._max_size = max_size
+        self._max_line = max_line
+        self._normalise = normalise
+        self._parts: list[bytes] = []
+        self.size = 0
+        self.error: Reply | None = None
+        self.remaining = 0
+
+    def start_chunk(self, size: int) -> None:
+        self.remaining = size
+
+    def feed(self, data: bytes) -> bytes | None:
+        """Consumes up to the end of the current chunk; returns the bytes
+        after it once the chunk is complete, else None."""
+        take = data[: self.remaining]
+        self.remaining -= len(take)
+        self.size += len(take)
+        if self.error is None:
+            if self.size > self._max_size:
+                self.error = R.MESSAGE_TOO_BIG
+                self._parts = []
+            else:
+                self._parts.append(take)
+        if self.remaining:
+            return None
+        return data[len(take):]
+
+    def result(self) -> DataResult:
+        if self.error is not None:
+            return DataResult(None, self.error)
+        content = b"".join(self._parts)
+        self._parts = []
+        if _BARE_CHECK_RE.search(content):
+            if not self._normalise:
+                return DataResult(None, R.MESSAGE_BARE_LINE_ENDING)
+            content = _BARE_RE.sub(b"\r\n", content)
+        if content and not content.endswith(b"\r\n"):
+            content += b"\r\n"
+        if any(len(line) + 2 > self._max_line for line in content.split(b"\r\n")):
+            return DataResult(None, R.MESSAGE_LINE_TOO_LONG)
         return DataResult(content, None)

@@ -30,12 +30,19 @@ from mssmtpd.delivery import (
     from_addresses,
     success_dsn_recipients,
 )
-from mssmtpd.framing import DataReader, Line, LineReader, LineTooLong
+from mssmtpd.framing import (
+    ChunkReader,
+    DataReader,
+    DataResult,
+    Line,
+    LineReader,
+    LineTooLong,
+)
 from mssmtpd.replies import R, Reply, format_reply, reply_for_reason
 from mssmtpd.session import Envelope, Recipient, Session, sequence_error
 from mssmtpd.tlsinfo import is_tls, peer_certificate, tls_info
 from policy.auth import CertificateCredentials, LoginRefused, PasswordCredentials
-from policy.decisions import Decision, Identity, Peer, RcptDecision, Verdict
+from policy.decisions import ALLOW, Decision, Identity, Peer, RcptDecision, Verdict
 from storage.interface import DSNParams, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -57,6 +64,8 @@ class _SaslExchange:
 
 @implementer(IHandshakeListener)
 class SMTPServerProtocol(Protocol):
+    transport: Any  # ITransport, ITLSTransport once STARTTLS is possible
+
     def __init__(self, factory: SMTPFactory) -> None:
         self.factory = factory
         self.services = factory.services
@@ -65,6 +74,12 @@ class SMTPServerProtocol(Protocol):
         self.limits = limits
         self._reader = LineReader(max(limits.line_length, 512))
         self._data: DataReader | None = None
+        # BDAT: the chunk being read, whether it is the last, and the reply
+        # to give instead of accepting it (the octets must be read anyway).
+        self._chunks: ChunkReader | None = None
+        self._chunk_reading = False
+        self._chunk_last = False
+        self._chunk_refusal: Reply | None = None
         self._busy = False
         self._draining = False
         self._closing = False
@@ -77,7 +92,7 @@ class SMTPServerProtocol(Protocol):
     # ------------------------------------------------------------ connection
 
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        peer = self.transport.getPeer()
         self._ip = getattr(peer, "host", "") or ""
         port = int(getattr(peer, "port", 0) or 0)
         implicit = self.listener.tls is TLSMode.IMPLICIT
@@ -88,7 +103,7 @@ class SMTPServerProtocol(Protocol):
         )
         self._counted = True  # counted even when refused, until it closes
         if not self.factory.connection_opened(self._ip):
-            self._close(R.TOO_MANY_CONNECTIONS)
+            self._refuse_connection(R.TOO_MANY_CONNECTIONS, "too-many-connections")
             return
         self._arm_timer()
         hostname = self.services.settings.hostname
@@ -133,7 +148,7 @@ class SMTPServerProtocol(Protocol):
     def _on_idle(self) -> None:
         self._timer = None
         log.info("idle timeout from %s", self._ip)
-        self._close(R.IDLE_TIMEOUT)
+        self._refuse_connection(R.IDLE_TIMEOUT, "idle-timeout")
 
     # ------------------------------------------------------------ output
 
@@ -144,6 +159,25 @@ class SMTPServerProtocol(Protocol):
     def _send_lines(self, code: int, lines: list[str]) -> None:
         if self.transport is not None and not self._closing:
             self.transport.write(format_reply(code, None, lines))
+
+    def _actor(self) -> str:
+        identity = getattr(getattr(self, "session", None), "identity", None)
+        return identity.name if identity is not None else self._ip
+
+    def _audit(self, action: str, target: str, result: str, **details: Any) -> None:
+        """A decision taken here (limits, framing), not by the policy. The sink
+        may write to the store: off the reactor, and never fatal."""
+
+        def record() -> None:
+            self.services.audit.record(self._actor(), action, target, result,
+                                       listener=self.listener.name, peer=self._ip, **details)
+
+        d = self.services.runner.run(record)
+        d.addErrback(lambda f: log.warning("audit event lost: %s", f.getErrorMessage()))
+
+    def _refuse_connection(self, reply: Reply, reason: str) -> None:
+        self._audit("connection", self.listener.name, "deny", reason=reason)
+        self._close(reply)
 
     def _close(self, reply: Reply | None = None) -> None:
         if self._closing:
@@ -159,7 +193,7 @@ class SMTPServerProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
-        if self._data is not None:
+        if self._data is not None or self._chunk_reading:
             # A slow DATA transfer is progress: keep the connection alive.
             self._arm_timer()
         self._reader.feed(data)
@@ -171,6 +205,19 @@ class SMTPServerProtocol(Protocol):
         self._draining = True
         try:
             while not self._busy and not self._closing:
+                if self._chunk_reading:
+                    assert self._chunks is not None
+                    if self._chunks.remaining:
+                        chunk = self._reader.take()
+                        if not chunk:
+                            return
+                        rest = self._chunks.feed(chunk)
+                        if rest is None:
+                            return
+                        self._reader.unread(rest)
+                    self._chunk_reading = False
+                    self._run(self._end_chunk())
+                    continue
                 if self._data is not None:
                     chunk = self._reader.take()
                     if not chunk:
@@ -204,7 +251,7 @@ class SMTPServerProtocol(Protocol):
     def _unexpected(self, failure: Failure) -> None:
         ref = secrets.token_hex(6)
         log.error("unexpected error ref=%s peer=%s: %s", ref, self._ip, failure.getTraceback())
-        if failure.check(StoreUnavailable):
+        if isinstance(failure.value, StoreUnavailable):
             self._send(R.STORE_UNAVAILABLE)
         else:
             self._send(R.LOCAL_ERROR.with_text(f"Local error in processing (ref {ref})"))
@@ -213,7 +260,7 @@ class SMTPServerProtocol(Protocol):
         self.session.bad_commands += 1
         if self.session.bad_commands >= self.limits.bad_commands:
             self._send(reply)
-            self._close(R.TOO_MANY_ERRORS)
+            self._refuse_connection(R.TOO_MANY_ERRORS, "too-many-bad-commands")
         else:
             self._send(reply)
 
@@ -236,12 +283,17 @@ class SMTPServerProtocol(Protocol):
             return None
         refusal = sequence_error(self.session, command)
         if refusal is not None:
+            if isinstance(command, p.Bdat):
+                # RFC 3030 2: the chunk's octets are read even when refused,
+                # or they would be taken for commands.
+                self._read_chunk(command, refusal)
+                return None
             self._bad_command(refusal)
             return None
         if not isinstance(command, p.MailFrom | p.RcptTo | p.Data | p.Quit):
             self.session.commands_without_mail += 1
             if self.session.commands_without_mail > self.limits.commands_before_mail:
-                self._close(R.TOO_MANY_COMMANDS)
+                self._refuse_connection(R.TOO_MANY_COMMANDS, "too-many-commands")
                 return None
         handler = HANDLERS[type(command)]
         return handler(self, command)
@@ -253,7 +305,7 @@ class SMTPServerProtocol(Protocol):
         hostname = self.services.settings.hostname
         lines = [f"{hostname} Hello {s.helo}", "PIPELINING",
                  f"SIZE {self.limits.message_size}", "8BITMIME", "ENHANCEDSTATUSCODES",
-                 "DSN", "SMTPUTF8"]
+                 "DSN", "SMTPUTF8", "CHUNKING"]
         if self.listener.tls is TLSMode.STARTTLS and not s.tls:
             lines.append("STARTTLS")
         if s.auth_offered and s.identity is None:
@@ -296,7 +348,37 @@ class SMTPServerProtocol(Protocol):
         self._send(R.NOT_IMPLEMENTED)
 
     def on_bdat(self, cmd: p.Bdat) -> None:
-        self._send(R.NOT_IMPLEMENTED)
+        env = self.session.envelope
+        assert env is not None
+        first = not env.chunked
+        env.chunked = True
+        self._read_chunk(cmd, None, fresh=first)
+
+    def _read_chunk(self, cmd: p.Bdat, refusal: Reply | None, *, fresh: bool = True) -> None:
+        if fresh or self._chunks is None:
+            normalise = self.limits.bare_line_endings is BareLineEndings.NORMALISE
+            self._chunks = ChunkReader(max_size=self.limits.message_size,
+                                       max_line=self.limits.line_length, normalise=normalise)
+        self._chunks.start_chunk(cmd.size)
+        self._chunk_last = cmd.last
+        self._chunk_refusal = refusal
+        self._chunk_reading = True
+
+    def _end_chunk(self) -> defer.Deferred[None] | None:
+        reader = self._chunks
+        assert reader is not None
+        if self._chunk_refusal is not None:
+            self._chunks = None
+            self._bad_command(self._chunk_refusal)
+            return None
+        if reader.error is not None and not self._chunk_last:
+            self._send(reader.error)
+            return None
+        if not self._chunk_last:
+            self._send(R.BDAT_OK.with_text(f"{reader.size} octets received"))
+            return None
+        self._chunks = None
+        return self._finish_message(reader.result(), reader.size)
 
     # ------------------------------------------------------------ STARTTLS
 
@@ -317,9 +399,9 @@ class SMTPServerProtocol(Protocol):
         injected = self._reader.clear()
         if injected:
             log.warning("discarded %d plaintext bytes after STARTTLS from %s", injected, self._ip)
-            self.services.audit.record(self._ip, "starttls", self.listener.name, "deny",
-                                       reason="plaintext-after-starttls", bytes=injected)
-        self.transport.startTLS(context)  # type: ignore[union-attr]
+            self._audit("starttls", self.listener.name, "deny",
+                        reason="plaintext-after-starttls", bytes=injected)
+        self.transport.startTLS(context)
         self.session.restart_after_tls(self.session.peer)
         self._tls_known = False
 
@@ -398,9 +480,9 @@ class SMTPServerProtocol(Protocol):
             self._send(R.AUTH_OK)
 
         def failed(failure: Failure) -> None:
-            if failure.check(LoginRefused):
+            if isinstance(failure.value, LoginRefused):
                 self._auth_failed(R.AUTH_FAILED)
-            elif failure.check(StoreUnavailable):
+            elif isinstance(failure.value, StoreUnavailable):
                 self._send(R.AUTH_TEMPFAIL)
             else:
                 ref = secrets.token_hex(6)
@@ -413,7 +495,7 @@ class SMTPServerProtocol(Protocol):
         self.session.failed_auth += 1
         self._send(reply)
         if self.session.failed_auth >= self.limits.failed_auth:
-            self._close(R.TOO_MANY_ERRORS)
+            self._refuse_connection(R.TOO_MANY_ERRORS, "too-many-failed-logins")
 
     # ------------------------------------------------------------ MAIL / RCPT
 
@@ -422,6 +504,8 @@ class SMTPServerProtocol(Protocol):
 
     def on_mail(self, cmd: p.MailFrom) -> defer.Deferred[None] | None:
         if cmd.params.size is not None and cmd.params.size > self.limits.message_size:
+            self._audit("mail", cmd.sender or "<>", "deny", reason="declared-size",
+                        size=cmd.params.size)
             self._send(R.MESSAGE_TOO_BIG)
             return None
         session = self.session
@@ -451,7 +535,7 @@ class SMTPServerProtocol(Protocol):
         return self._decision(decide).addCallbacks(done, self._store_failure)
 
     def _store_failure(self, failure: Failure) -> None:
-        if failure.check(StoreUnavailable):
+        if isinstance(failure.value, StoreUnavailable):
             self._send(R.STORE_UNAVAILABLE)
             return
         failure.raiseException()
@@ -460,6 +544,7 @@ class SMTPServerProtocol(Protocol):
         env = self.session.envelope
         assert env is not None
         if len(env.recipients) >= self.limits.recipients:
+            self._audit("rcpt", cmd.recipient, "deny", reason="too-many-recipients")
             self._send(R.TOO_MANY_RECIPIENTS)
             return None
         address = cmd.recipient
@@ -501,25 +586,34 @@ class SMTPServerProtocol(Protocol):
         reader = self._data
         assert reader is not None
         self._data = None
+        return self._finish_message(reader.result(), reader.size)
+
+    def _finish_message(self, result: DataResult, size: int) -> defer.Deferred[None] | None:
         env = self.session.envelope
         self.session.reset_transaction()
-        result = reader.result()
         if result.error is not None or result.content is None or env is None:
-            self._send(result.error or R.TRANSACTION_FAILED)
+            reply = result.error or R.TRANSACTION_FAILED
+            self._audit("data", env.sender if env else "-", "deny",
+                        reason=f"{reply.code} {reply.status}", size=size)
+            self._send(reply)
             return None
         content = result.content
         session = self.session
         identity = session.identity
+        # The envelope sender was decided at MAIL: only other From: addresses
+        # need a decision of their own (submission only).
+        senders: list[str] = []
         if session.role is ListenerRole.SUBMISSION and identity is not None:
+            senders = [a for a in dict.fromkeys(from_addresses(content))
+                       if a != env.sender.lower()]
+        if senders:
             policy = self.services.policy
-            senders = from_addresses(content)
 
             def check_from() -> Decision:
                 for addr in senders:
                     decision: Decision = policy.check_sender(session.peer, identity, addr)
                     if not decision.allowed:
                         return decision
-                from policy.decisions import ALLOW
                 return ALLOW
 
             def after(decision: Decision) -> defer.Deferred[None] | None:
@@ -574,7 +668,8 @@ class SMTPServerProtocol(Protocol):
             success_dsn_for=success_dsn_recipients(dsn, local_addrs),
         )
         self.session.messages += 1
-        return self.factory.delivery.commit(job).addCallback(self._send)
+        committed: defer.Deferred[Reply] = self.factory.delivery.commit(job)
+        return committed.addCallback(self._send)
 
 
 def _subject(cert: Any) -> str | None:

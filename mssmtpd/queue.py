@@ -39,8 +39,8 @@ def parse_route(route: str) -> tuple[str, int]:
         port = int(rest[1:]) if rest.startswith(":") else 25
         return host, port
     if route.count(":") == 1:
-        host, _, port = route.partition(":")
-        return host, int(port)
+        host, _, port_text = route.partition(":")
+        return host, int(port_text)
     return route, 25
 
 

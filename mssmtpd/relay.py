@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer, endpoints, task
 from twisted.python.failure import Failure
@@ -176,7 +176,9 @@ class RelayService:
             reporting_mta=self.settings.hostname, sender=entry.sender, statuses=to_report,
             dsn=entry.dsn, original=body, arrival=entry.created,
         )
-        return self.services.runner.run(send_dsn_sync, self.services, entry.sender, raw)
+        sent: defer.Deferred[Any] = self.services.runner.run(
+            send_dsn_sync, self.services, entry.sender, raw)
+        return sent
 
     # ------------------------------------------------------------ network
 
@@ -189,7 +191,7 @@ class RelayService:
         from twisted.names import error as dns_error
 
         try:
-            answers, _, _ = yield dns_client.lookupMailExchange(domain)
+            answers, _, _ = yield dns_client.lookupMailExchange(domain)  # type: ignore[no-untyped-call]
         except dns_error.DomainError as exc:
             raise RelayFailure(f"550 5.1.2 no such domain {domain}", permanent=True) from exc
         except Exception as exc:
@@ -231,13 +233,14 @@ class RelayService:
         timeout = self.settings.queue.connect_timeout
         proto = SMTPClientProtocol(job, creator, self.reactor, timeout=max(timeout, 30.0))
         endpoint = endpoints.HostnameEndpoint(self.reactor, host, port, timeout=timeout)
-        connecting = endpoints.connectProtocol(endpoint, proto)
+        connecting: defer.Deferred[Any] = endpoints.connectProtocol(  # type: ignore[no-untyped-call]
+            endpoint, proto)
 
-        def connect_failed(failure: Failure) -> Failure:
-            if failure.check(RelayFailure):
-                return failure
-            return Failure(RelayFailure(f"451 4.4.1 cannot connect to {host}:{port}"))
+        def connect_failed(failure: Failure) -> None:
+            if isinstance(failure.value, RelayFailure):
+                raise failure.value
+            raise RelayFailure(f"451 4.4.1 cannot connect to {host}:{port}")
 
         connecting.addErrback(connect_failed)
         connecting.addCallback(lambda _: proto.done)
-        return connecting
+        return cast("defer.Deferred[Outcome]", connecting)

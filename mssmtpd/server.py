@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.protocol import Factory, ServerFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -54,5 +54,5 @@ def build_factory(services: Services, listener: ListenerSettings) -> Factory:
         if services.tls is None:
             raise ValueError(f"listener {listener.name!r} needs TLS settings")
         context = services.tls.server_context_factory(listener)
-        return TLSMemoryBIOFactory(context, False, factory)
+        return cast(Factory, TLSMemoryBIOFactory(context, False, factory))  # type: ignore[arg-type]
     return factory

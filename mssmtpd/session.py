@@ -30,6 +30,7 @@ class Envelope:
     sender: str
     params: p.MailParams
     recipients: list[Recipient] = field(default_factory=list)
+    chunked: bool = False  # BDAT started: DATA is no longer allowed
 
     @property
     def local(self) -> list[Recipient]:
@@ -126,12 +127,12 @@ def sequence_error(session: Session, command: p.Command) -> Reply | None:
         if session.envelope is None:
             return R.NEED_MAIL
         return None
-    if isinstance(command, p.Data):
+    if isinstance(command, p.Data | p.Bdat):
         if session.envelope is None:
             return R.NEED_MAIL
         if not session.envelope.recipients:
             return R.NEED_RCPT
+        if isinstance(command, p.Data) and session.envelope.chunked:
+            return R.BDAT_MIXED
         return None
-    if isinstance(command, p.Bdat):
-        return R.NOT_IMPLEMENTED
     return R.NOT_IMPLEMENTED

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def is_tls(transport: Any) -> bool:
-    return ISSLTransport.providedBy(transport)
+    return bool(ISSLTransport.providedBy(transport))
 
 
 def _handle(transport: Any) -> Any:

@@ -7,16 +7,19 @@ package (`storage/migrations`, `storage/alembic.ini`).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from alembic.config import Config
+
     from storage.store import SqlStore
 
 _HERE = Path(__file__).resolve().parent
 
 
-def _alembic_config(url: str):  # type: ignore[no-untyped-def]
+def _alembic_config(url: str) -> Config:
     from alembic.config import Config
 
     cfg = Config(str(_HERE / "alembic.ini"))
@@ -26,10 +29,15 @@ def _alembic_config(url: str):  # type: ignore[no-untyped-def]
 
 
 def migrate(url: str, revision: str = "head") -> None:
-    """Runs ``alembic upgrade <revision>`` (head by default) on the database."""
-    from alembic import command
+    """Runs ``alembic upgrade <revision>`` (head by default) on the database.
 
-    from storage.engine import make_engine
+    Raises StoreUnavailable when the database cannot be reached, StoreError
+    when a migration step fails (the transaction is rolled back)."""
+    from alembic import command
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from storage.engine import make_engine, translate
+    from storage.interface import StoreError, StoreUnavailable
 
     # Through our engine, so SQLite gets WAL and the same pragmas as the daemons.
     engine = make_engine(url)
@@ -39,6 +47,11 @@ def migrate(url: str, revision: str = "head") -> None:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
             conn.commit()
+    except SQLAlchemyError as exc:
+        err = translate(exc)
+        if isinstance(err, StoreUnavailable):
+            raise err from exc
+        raise StoreError(f"migration failed: {type(exc.__cause__ or exc).__name__}") from exc
     finally:
         engine.dispose()
 
@@ -57,6 +70,7 @@ def schema_revision(url: str) -> str | None:
         engine.dispose()
 
 
+@lru_cache(maxsize=1)
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
@@ -75,23 +89,34 @@ def open_store(
 ) -> SqlStore:
     """Opens the store. `create=True` migrates the database to the current
     schema first (creating it); otherwise a database not at the current
-    revision is refused (StoreError: run `mssctl db upgrade`).
+    revision (or a missing SQLite file) is refused with StoreError.
 
-    Raises storage.crypto.KeyFileError when the key file is missing or unsafe.
+    Raises StoreUnavailable when the database cannot be reached, and
+    storage.crypto.KeyFileError when the key file is missing or unsafe.
+    `busy_timeout`: seconds a write waits for the database lock (SQLite) or a
+    pooled connection (PostgreSQL) before StoreUnavailable.
     """
-    from storage.engine import make_engine
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from storage.engine import make_engine, sqlite_path, translate
     from storage.interface import StoreError
     from storage.store import SqlStore
 
-    if create:
-        migrate(url)
-    else:
+    db_file = sqlite_path(url)
+    if not create and db_file is not None and not db_file.exists():
+        # Opening would create an empty file as a side effect.
+        raise StoreError(f"no database at {db_file}: run `mssctl db upgrade` (or init)")
+    try:
+        if create:
+            migrate(url)
         current = schema_revision(url)
-        if current != head_revision():
-            raise StoreError(
-                f"database schema is at {current or 'nothing'}, not {head_revision()}: "
-                "run `mssctl db upgrade`"
-            )
+    except SQLAlchemyError as exc:
+        raise translate(exc) from exc
+    if current != head_revision():
+        raise StoreError(
+            f"database schema is at {current or 'nothing'}, not {head_revision()}: "
+            "run `mssctl db upgrade`"
+        )
     engine = make_engine(url, busy_timeout=busy_timeout, pool_size=pool_size)
     try:
         return SqlStore(engine, Path(key_file), busy_timeout=busy_timeout)

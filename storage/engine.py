@@ -164,10 +164,20 @@ def transaction(
     the module docstring), rolled back on any exception. Writers on SQLite
     pass the file's `WriteGate`."""
     try:
-        with gate.hold() if (write and gate is not None) else nullcontext(), engine.connect() as conn:
+        with (
+            gate.hold() if (write and gate is not None) else nullcontext(),
+            engine.connect() as conn,
+        ):
             if write:
                 conn.execution_options(**{_WRITE: True})
             with conn.begin():
+                if not write and conn.dialect.name == "postgresql":
+                    # One snapshot for every statement of a read (SELECT's
+                    # EXISTS and UIDNEXT must agree), as SQLite's WAL read
+                    # gives anyway; READ ONLY guards against a write slipping in.
+                    conn.exec_driver_sql(
+                        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+                    )
                 yield conn
     except sa_exc.SQLAlchemyError as exc:
         if _unavailable(exc):

@@ -9,10 +9,10 @@ through the store's grants, so all nodes see it at once.
 from __future__ import annotations
 
 from imapd.commands.access import resolve
-from imapd.commands.base import Context, ok
+from imapd.commands.base import Context, Handler, ok
 from imapd.errors import Reply, bad, no
 from imapd.namespace import Namespaces, Place
-from imapd.parser.commands import DeleteAcl, GetAcl, ListRights, MyRights, SetAcl
+from imapd.parser.commands import Command, DeleteAcl, GetAcl, ListRights, MyRights, SetAcl
 from imapd.wire import mailbox as wire_mailbox
 from imapd.wire import quote
 from policy.decisions import ALL_RIGHTS, Identity, Policy
@@ -23,7 +23,7 @@ _OBSOLETE = {"c": "k", "d": "xte"}
 
 
 def _norm(rights: str) -> str:
-    letters = set()
+    letters: set[str] = set()
     for ch in rights:
         letters.update(_OBSOLETE.get(ch, ch))
     unknown = letters - set(ALL_RIGHTS)
@@ -126,7 +126,7 @@ async def listrights(ctx: Context, cmd: ListRights) -> Reply:
     return ok("LISTRIGHTS completed")
 
 
-HANDLERS = {
+HANDLERS: dict[type[Command], Handler] = {
     MyRights: myrights,
     GetAcl: getacl,
     SetAcl: setacl,

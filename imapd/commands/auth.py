@@ -10,10 +10,10 @@ import base64
 import binascii
 from typing import Any
 
-from imapd.commands.base import Context, ok
+from imapd.commands.base import Context, Handler, ok
 from imapd.errors import Reply, bad, no
 from imapd.namespace import Namespaces
-from imapd.parser.commands import Authenticate, Login, StartTls
+from imapd.parser.commands import Authenticate, Command, Login, StartTls
 from policy.auth import CertificateCredentials, LoginRefused, PasswordCredentials
 from policy.decisions import Identity, Policy
 
@@ -105,4 +105,4 @@ def build_namespaces(policy: Policy, identity: Identity) -> Namespaces:
     return Namespaces.build(policy.primary_mailbox(identity), policy.accessible_mailboxes(identity))
 
 
-HANDLERS = {StartTls: starttls, Login: login, Authenticate: authenticate}
+HANDLERS: dict[type[Command], Handler] = {StartTls: starttls, Login: login, Authenticate: authenticate}

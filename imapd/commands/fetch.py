@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from imapd import fetch as render
-from imapd.commands.base import Context, ok
-from imapd.commands.selected import require_view, resolve_set
+from imapd.commands.base import Context, Handler, ok
+from imapd.commands.selected import require_view, resolve_set, trace
 from imapd.errors import Reply, bad, no
 from imapd.parser.commands import (
+    Command,
     Fetch,
     FetchAttribute,
     FetchBinary,
@@ -44,7 +45,17 @@ from storage.interface import FlagChange, FlagMode, MessageInfo, MessageStore
 META_BATCH = 250
 BODY_ITEMS = (FetchRfc822, FetchRfc822Header, FetchRfc822Text, FetchBodySection, FetchBinary,
               FetchBinarySize)
-INFO_ITEMS = (FetchEnvelope, FetchBodyStructure) + BODY_ITEMS
+
+
+def needs_metadata(att: FetchAttribute) -> bool:
+    """Whether the stored MIME metadata is needed (the whole message is not)."""
+    if isinstance(att, FetchEnvelope | FetchBodyStructure | FetchRfc822Header | FetchRfc822Text):
+        return True
+    if isinstance(att, FetchBodySection | FetchBinary):
+        return bool(att.section.part) or att.section.text is not None
+    if isinstance(att, FetchBinarySize):
+        return bool(att.part)
+    return False
 
 
 @dataclass
@@ -84,20 +95,21 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
         attrs.insert(0, FetchUid())
     uids = resolve_set(view, cmd.sequence_set, cmd.uid)
     if cmd.changed_since is not None:
-        uids = [u for u in uids if view.modseqs.get(u, 0) > cmd.changed_since]
-    need_info = any(isinstance(a, INFO_ITEMS) for a in attrs)
+        uids = [u for u in uids if view.modseq_of(u) > cmd.changed_since]
+    need_info = any(needs_metadata(a) for a in attrs)
     need_body = any(isinstance(a, BODY_ITEMS) for a in attrs)
     marks_seen = (
         any(sets_seen(a) for a in attrs) and not view.readonly and "s" in view.rights
     )
     batch = 1 if need_body else META_BATCH
+    wants_flags = any(isinstance(a, FetchFlags) for a in attrs)
     missing = False
     unknown_cte = False
     for start in range(0, len(uids), batch):
-        chunk = [u for u in uids[start : start + batch] if u in view.flags]
+        chunk = [u for u in uids[start : start + batch] if u in view.entries]
         if not chunk:
             continue
-        to_mark = [u for u in chunk if marks_seen and "\\Seen" not in view.flags[u]]
+        to_mark = [u for u in chunk if marks_seen and "\\Seen" not in view.flags_of(u)]
         loaded = Loaded()
         if need_info or need_body or to_mark:
             live = [u for u in chunk if view.live(u)]
@@ -111,6 +123,8 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
         for c in loaded.seen:
             view.set_flags(c.uid, c.flags, c.modseq)
         out: list[bytes] = []
+        if wants_flags or changed:
+            out.extend(view.announce_keywords(chunk))
         for uid in chunk:
             seq = view.seq_of(uid)
             if seq is None:
@@ -126,6 +140,8 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
             await ctx.drained()
         if changed:
             ctx.watcher.notify_local(view.folder_id, exclude=getattr(ctx, "watch_token", None))
+    if need_body:
+        await trace(ctx, "fetch", len(uids))
     if unknown_cte:
         raise no("Unknown content transfer encoding", "UNKNOWN-CTE")
     if missing:
@@ -150,11 +166,11 @@ def _render(
             has_flags = True
             items.append(b"FLAGS " + format_flags(view.display_flags(uid)).encode())
         elif isinstance(a, FetchModSeq):
-            items.append(b"MODSEQ (%d)" % view.modseqs.get(uid, 0))
+            items.append(b"MODSEQ (%d)" % view.modseq_of(uid))
         elif isinstance(a, FetchRfc822Size):
-            items.append(b"RFC822.SIZE %d" % view.sizes[uid][0])
+            items.append(b"RFC822.SIZE %d" % view.entries[uid].size)
         elif isinstance(a, FetchInternalDate):
-            items.append(b"INTERNALDATE " + internal_date(view.sizes[uid][1]).encode())
+            items.append(b"INTERNALDATE " + internal_date(view.entries[uid].internal_date).encode())
         elif isinstance(a, FetchEnvelope):
             items.append(b"ENVELOPE " + render.render_envelope(meta))
         elif isinstance(a, FetchBodyStructure):
@@ -202,4 +218,4 @@ def _render(
     return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n", unknown_cte
 
 
-HANDLERS = {Fetch: fetch}
+HANDLERS: dict[type[Command], Handler] = {Fetch: fetch}

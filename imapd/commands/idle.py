@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from imapd.commands.base import Context, ok
+from imapd.commands.base import Context, Handler, ok
 from imapd.errors import Reply
-from imapd.parser.commands import Idle
+from imapd.parser.commands import Command, Idle
 
 
 async def idle(ctx: Context, cmd: Idle) -> Reply:
@@ -12,4 +12,4 @@ async def idle(ctx: Context, cmd: Idle) -> Reply:
     return ok("IDLE terminated")
 
 
-HANDLERS = {Idle: idle}
+HANDLERS: dict[type[Command], Handler] = {Idle: idle}

@@ -7,11 +7,11 @@ import re
 from dataclasses import dataclass
 
 from imapd.commands.auth import build_namespaces
-from imapd.commands.base import Context, ok
+from imapd.commands.base import Context, Handler, ok
 from imapd.commands.mailbox import status_values
 from imapd.errors import Reply
 from imapd.namespace import SEP, Namespaces
-from imapd.parser.commands import List, Lsub, StatusItem
+from imapd.parser.commands import Command, List, Lsub, StatusItem
 from imapd.wire import mailbox as wire_mailbox
 from policy.decisions import Identity, Policy
 from storage.interface import Folder, MessageStore
@@ -41,6 +41,16 @@ def _collect(
                        for f in store.list_folders(am.mailbox.id))
     names = {e.name for e in entries}
     entries.extend(Entry(n, None, "") for n, _ in ns.containers() if n not in names)
+    names = {e.name for e in entries}
+    # A level with inferiors but no folder of its own (e.g. after DELETE of a
+    # parent, RFC 3501 6.3.4) still exists as \Noselect.
+    for e in list(entries):
+        parts = e.name.split(SEP)
+        for i in range(1, len(parts)):
+            parent = SEP.join(parts[:i])
+            if parent not in names:
+                names.add(parent)
+                entries.append(Entry(parent, None, "", e.personal))
     return ns, entries
 
 
@@ -162,14 +172,13 @@ async def lsub(ctx: Context, cmd: Lsub) -> Reply:
             attrs = [a for a in _attrs(e, [x.name for x in entries], False)
                      if a in ("\\Noselect",) or a.startswith("\\Has") is False]
             out.append(f'* LSUB ({" ".join(attrs)}) "{SEP}" {wire_mailbox(e.name)}\r\n')
-        else:
-            # RFC 3501 6.3.9: an unsubscribed parent of a subscribed mailbox
-            # that only "%" reaches is returned \Noselect.
-            kids = [s for s in subscribed if s.name.startswith(e.name + SEP)]
-            if kids and not any(regex.fullmatch(k.name) for k in kids):
+        elif cmd.pattern.endswith("%"):
+            # RFC 3501 6.3.9: with "%" last, an unsubscribed superior of a
+            # subscribed mailbox is returned, flagged \Noselect.
+            if any(s.name.startswith(e.name + SEP) for s in subscribed):
                 out.append(f'* LSUB (\\Noselect) "{SEP}" {wire_mailbox(e.name)}\r\n')
     ctx.send("".join(out).encode())
     return ok("LSUB completed")
 
 
-HANDLERS = {List: list_, Lsub: lsub}
+HANDLERS: dict[type[Command], Handler] = {List: list_, Lsub: lsub}

@@ -10,12 +10,13 @@ from datetime import datetime
 from typing import Any
 
 from imapd.commands.access import resolve, resolve_folder
-from imapd.commands.base import Context, ok
+from imapd.commands.base import Context, Handler, ok
 from imapd.commands.selected import sync_view
 from imapd.errors import Reply, bad, no
 from imapd.namespace import Namespaces, Place
 from imapd.parser.commands import (
     Append,
+    Command,
     Create,
     Delete,
     Examine,
@@ -27,19 +28,16 @@ from imapd.parser.commands import (
     Subscribe,
     Unsubscribe,
 )
-from imapd.view import SelectedView, format_flags
+from imapd.view import SYSTEM_FLAGS, SelectedView
 from imapd.wire import mailbox as wire_mailbox
 from policy.decisions import Identity, Policy
 from storage.interface import (
     Folder,
-    FolderStatus,
     IndexEntry,
     InvalidName,
     MessageStore,
     SpecialUse,
 )
-
-SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
 def leave_selected(ctx: Context) -> None:
@@ -63,7 +61,6 @@ def _identity(ctx: Context) -> tuple[Identity, Namespaces]:
 class Opened:
     place: Place
     folder: Folder
-    status: FolderStatus
     entries: list[IndexEntry]
     recent: frozenset[int]
     rights: str
@@ -78,14 +75,14 @@ def _open(
         policy, store, identity, namespaces, name, "r", "examine" if readonly else "select"
     )
     rights = policy.mailbox_rights(identity, place.mailbox)
-    status = store.folder_status(folder.id)
     entries = store.index(folder.id)
+    # `folder` (uidvalidity, uidnext, highestmodseq) was read before index():
+    # anything that changed in between is pulled again at the next sync.
     recent = frozenset() if readonly else store.claim_recent(folder.id)
     keywords: set[str] = set()
-    for e in entries:
-        if e.flags:
-            keywords.update(f for f in e.flags if not f.startswith("\\"))
-    return Opened(place, folder, status, entries, recent, rights, frozenset(keywords))
+    for flags in {e.flags for e in entries}:  # few distinct flag sets
+        keywords.update(f for f in flags if not f.startswith("\\"))
+    return Opened(place, folder, entries, recent, rights, frozenset(keywords))
 
 
 async def select(ctx: Context, cmd: Select | Examine) -> Reply:
@@ -106,32 +103,23 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
     )
     can_write = any(r in opened.rights for r in "stwe")
     readonly = readonly or not can_write
-    st = opened.status
+    st = opened.folder
     view = SelectedView.from_index(
         opened.folder.id, cmd.mailbox, readonly, st.uidvalidity, st.uidnext,
         st.highestmodseq, opened.entries, opened.recent,
     )
-    # folder_status() was read before index(): anything that changed in
-    # between is pulled again at the next sync and recognised as known.
     view.condstore = "CONDSTORE" in session.enabled
     view.rights = opened.rights
     session.select(opened.place, view)
     ctx.watch_token = ctx.watcher.watch(  # type: ignore[attr-defined]
         view.folder_id, ctx.on_folder_changed, (view.uidnext, view.highestmodseq)
     )
-    flags = SYSTEM_FLAGS + tuple(sorted(opened.keywords))
-    out = [f"* FLAGS ({' '.join(flags)})\r\n"]
-    if readonly:
-        out.append("* OK [PERMANENTFLAGS ()] No permanent flags permitted\r\n")
-    else:
-        perm = [f for f in flags if _flag_right(f) in opened.rights]
-        if "w" in opened.rights:
-            perm.append("\\*")
-        out.append(f"* OK [PERMANENTFLAGS ({' '.join(perm)})] Flags permitted\r\n")
+    view.keywords = set(opened.keywords)
+    out = [view.flags_response().decode()]
     out.append(f"* {view.exists} EXISTS\r\n")
     out.append(f"* {len(view.recent)} RECENT\r\n")
     first_unseen = next(
-        (i + 1 for i, uid in enumerate(view.uids) if "\\Seen" not in view.flags[uid]), None
+        (i + 1 for i, uid in enumerate(view.uids) if "\\Seen" not in view.entries[uid].flags), None
     )
     if first_unseen is not None:
         out.append(f"* OK [UNSEEN {first_unseen}] First unseen\r\n")
@@ -141,10 +129,6 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
     ctx.send("".join(out).encode())
     mode = "READ-ONLY" if readonly else "READ-WRITE"
     return ok(f"{'EXAMINE' if isinstance(cmd, Examine) else 'SELECT'} completed", mode)
-
-
-def _flag_right(flag: str) -> str:
-    return {"\\Seen": "s", "\\Deleted": "t"}.get(flag, "w")
 
 
 # ---------------------------------------------------------------- CREATE etc.
@@ -283,6 +267,7 @@ def _append(
 
 async def append(ctx: Context, cmd: Append) -> Reply:
     identity, namespaces = _identity(ctx)
+    check_flags(cmd.flags)
     if len(cmd.message) > ctx.session.append_limit:
         raise no("Message too big", "TOOBIG")
     if not cmd.message:
@@ -307,11 +292,14 @@ async def append(ctx: Context, cmd: Append) -> Reply:
     return ok("APPEND completed", f"APPENDUID {result.uidvalidity} {result.uid}")
 
 
-def flags_line(flags: tuple[str, ...]) -> str:
-    return format_flags(flags)
+def check_flags(flags: tuple[str, ...]) -> None:
+    """RFC 3501 9: no system flags but the defined ones (\\Recent is ignored)."""
+    for flag in flags:
+        if flag.startswith("\\") and flag not in SYSTEM_FLAGS and flag != "\\Recent":
+            raise bad("Invalid system flag")
 
 
-HANDLERS = {
+HANDLERS: dict[type[Command], Handler] = {
     Select: select,
     Examine: select,
     Create: create,

@@ -10,30 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from imapd.commands.access import resolve_folder
-from imapd.commands.base import Context, ok
+from imapd.commands.base import Context, Handler, ok
+from imapd.commands.mailbox import check_flags
 from imapd.commands.selected import require_view, resolve_set, sync_view
 from imapd.errors import NoPermission, NotPermitted, Reply, no
 from imapd.namespace import Namespaces, Place
-from imapd.parser.commands import Copy, Expunge, Move, Store, StoreMode
+from imapd.parser.commands import Command, Copy, Expunge, Move, Store, StoreMode
 from imapd.view import format_flags
+from imapd.wire import uid_set
 from policy.decisions import Identity, Policy
 from storage.interface import CopyResult, FlagChange, FlagMode, MessageStore, NotFound
-
-
-def uid_set(uids: Iterable[int]) -> str:
-    """RFC 4315 uid-set, compressing runs: 1:3,7."""
-    out: list[str] = []
-    run: list[int] = []
-    for u in uids:
-        if run and u == run[-1] + 1:
-            run.append(u)
-            continue
-        if run:
-            out.append(str(run[0]) if len(run) == 1 else f"{run[0]}:{run[-1]}")
-        run = [u]
-    if run:
-        out.append(str(run[0]) if len(run) == 1 else f"{run[0]}:{run[-1]}")
-    return ",".join(out)
 
 
 def _check(policy: Policy, identity: Identity, place: Place, rights: str, action: str) -> None:
@@ -64,6 +50,7 @@ def _store_flags(
 async def store(ctx: Context, cmd: Store) -> Reply:
     view = require_view(ctx)
     identity, _, place = _session(ctx)
+    check_flags(cmd.flags)
     if view.readonly:
         raise no("Mailbox is read-only", "READ-ONLY")
     flags = [f for f in cmd.flags if f != "\\Recent"]
@@ -78,7 +65,8 @@ async def store(ctx: Context, cmd: Store) -> Reply:
         view.condstore = True
     uids = resolve_set(view, cmd.sequence_set, cmd.uid)
     live = [u for u in uids if view.live(u)]
-    changes, failed = [], []
+    changes: list[FlagChange] = []
+    failed: list[int] = []
     if live and (flags or cmd.mode is StoreMode.REPLACE):
         changes, failed = await ctx.run(
             _store_flags, ctx.services.policy, ctx.services.store, identity, place,
@@ -90,7 +78,7 @@ async def store(ctx: Context, cmd: Store) -> Reply:
         ctx.watcher.notify_local(view.folder_id, exclude=getattr(ctx, "watch_token", None))
     failed_set = set(failed)
     changed = {c.uid for c in changes}
-    out: list[bytes] = []
+    out: list[bytes] = view.announce_keywords(changed)
     for uid in uids:
         seq = view.seq_of(uid)
         if seq is None or uid in failed_set:
@@ -103,7 +91,7 @@ async def store(ctx: Context, cmd: Store) -> Reply:
         if not cmd.silent:
             items.append("FLAGS " + format_flags(view.display_flags(uid)))
         if view.condstore:
-            items.append(f"MODSEQ ({view.modseqs.get(uid, 0)})")
+            items.append(f"MODSEQ ({view.modseq_of(uid)})")
         out.append(f"* {seq} FETCH ({' '.join(items)})\r\n".encode())
     ctx.send(b"".join(out))
     if failed:
@@ -159,7 +147,7 @@ async def copy(ctx: Context, cmd: Copy | Move) -> Reply:
     if is_move:
         if code:
             ctx.send(f"* OK [{code}] Moved\r\n".encode())
-        ctx.send(b"".join(b"* %d EXPUNGE\r\n" % s for s in view.remove_now(result.source_uids)))
+        ctx.send(b"".join(view.expunge_now(result.source_uids)))
         ctx.watcher.notify_local(view.folder_id, exclude=token)
         code = None
     if dest_id == view.folder_id:
@@ -191,10 +179,10 @@ async def expunge(ctx: Context, cmd: Expunge) -> Reply:
     removed = await ctx.run(
         _expunge, ctx.services.policy, ctx.services.store, identity, place, view.folder_id, uids
     )
-    ctx.send(b"".join(b"* %d EXPUNGE\r\n" % s for s in view.remove_now(removed)))
+    ctx.send(b"".join(view.expunge_now(removed)))
     if removed:
         ctx.watcher.notify_local(view.folder_id, exclude=getattr(ctx, "watch_token", None))
     return ok("EXPUNGE completed")
 
 
-HANDLERS = {Store: store, Copy: copy, Move: copy, Expunge: expunge}
+HANDLERS: dict[type[Command], Handler] = {Store: store, Copy: copy, Move: copy, Expunge: expunge}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from imapd.commands.base import Context, ok
+from imapd.commands.base import Context, Handler, ok
 from imapd.commands.selected import sync_view
 from imapd.errors import Reply, bad, no
 from imapd.parser.commands import (
     Capability,
     Check,
     Close,
+    Command,
     Compress,
     Enable,
     Id,
@@ -98,7 +99,7 @@ async def compress(ctx: Context, cmd: Compress) -> Reply:
 
 __all__ = ["sync_view"]
 
-HANDLERS = {
+HANDLERS: dict[type[Command], Handler] = {
     Capability: capability,
     Noop: noop,
     Check: check,

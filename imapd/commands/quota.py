@@ -8,10 +8,10 @@ the mailbox address for shared ones. Limits are set by the operator
 from __future__ import annotations
 
 from imapd.commands.access import resolve
-from imapd.commands.base import Context, ok
+from imapd.commands.base import Context, Handler, ok
 from imapd.errors import NotPermitted, Reply, no
 from imapd.namespace import Namespaces
-from imapd.parser.commands import GetQuota, GetQuotaRoot, SetQuota
+from imapd.parser.commands import Command, GetQuota, GetQuotaRoot, SetQuota
 from imapd.wire import mailbox as wire_mailbox
 from imapd.wire import quote
 from policy.decisions import Identity, Policy
@@ -76,4 +76,4 @@ async def setquota(ctx: Context, cmd: SetQuota) -> Reply:
     raise no("Quotas are set by the operator", "NOPERM")
 
 
-HANDLERS = {GetQuotaRoot: getquotaroot, GetQuota: getquota, SetQuota: setquota}
+HANDLERS: dict[type[Command], Handler] = {GetQuotaRoot: getquotaroot, GetQuota: getquota, SetQuota: setquota}

@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from imapd import search as engine
-from imapd.commands.base import Context, ok
+from imapd.commands.base import Context, Handler, ok
 from imapd.commands.selected import require_view
 from imapd.errors import Reply, no
 from imapd.parser.commands import (
     SUPPORTED_SEARCH_CHARSETS,
+    Command,
     DateField,
     Search,
     SearchAnd,
@@ -98,9 +99,10 @@ async def search(ctx: Context, cmd: Search) -> Reply:
     if uses_modseq:
         ctx.session.enabled.add("CONDSTORE")
         view.condstore = True
+    entries = view.entries
     messages = [
-        (i + 1, MessageInfo(uid, view.modseqs.get(uid, 0), view.display_flags(uid),
-                            view.sizes[uid][0], view.sizes[uid][1], {}))
+        (i + 1, MessageInfo(uid, entries[uid].modseq, view.display_flags(uid),
+                            entries[uid].size, entries[uid].internal_date, {}))
         for i, uid in enumerate(view.uids)
     ]
     store = ctx.services.store if _needs_meta(cmd.key) else None
@@ -119,4 +121,4 @@ async def search(ctx: Context, cmd: Search) -> Reply:
     return ok("SEARCH completed")
 
 
-HANDLERS = {Search: search}
+HANDLERS: dict[type[Command], Handler] = {Search: search}

@@ -7,7 +7,7 @@ from imapd.commands.base import Context
 from imapd.errors import bad
 from imapd.parser.commands import SequenceSet
 from imapd.view import SelectedView
-from storage.interface import FolderChanges, MessageStore, NotFound
+from storage.interface import NotFound
 
 
 def require_view(ctx: Context) -> SelectedView:
@@ -31,23 +31,15 @@ def resolve_set(view: SelectedView, sequence_set: SequenceSet, uid: bool) -> lis
             return []
         return view.uids_for_uid_ranges(sequence_set.merged_bounds(largest))
     exists = view.exists
-    if exists == 0 and sequence_set.uses_star:
-        return []  # "1:*" in an empty mailbox names nothing; not an error
+    if exists == 0:
+        # RFC 3501 9: every sequence number is invalid in an empty mailbox,
+        # "*" included.
+        raise bad("No messages: invalid message sequence number")
     spans = sequence_set.merged_bounds(exists)
     for low, high in spans:
         if low < 1 or high > exists:
             raise bad("Invalid message sequence number")
     return view.uids_for_seq_ranges(spans)
-
-
-def _pull(
-    store: MessageStore, folder_id: int, modseq: int, claim: bool, known_max_uid: int
-) -> tuple[FolderChanges, frozenset[int]]:
-    changes = store.changes_since(folder_id, modseq)
-    claimed: frozenset[int] = frozenset()
-    if claim and any(e.uid > known_max_uid for e in changes.changed):
-        claimed = store.claim_recent(folder_id)
-    return changes, claimed
 
 
 async def sync_view(ctx: Context, *, force: bool = False) -> None:
@@ -61,11 +53,29 @@ async def sync_view(ctx: Context, *, force: bool = False) -> None:
     if view is None or not (force or view.dirty):
         return
     try:
-        changes, claimed = await ctx.run(
-            _pull, ctx.services.store, view.folder_id, view.highestmodseq,
-            not view.readonly, view.max_uid(),
+        changes, claimed = await ctx.watcher.pull(
+            view.folder_id, view.highestmodseq, not view.readonly, view.max_uid()
         )
     except NotFound:
         return  # the folder was deleted elsewhere: nothing more to learn
     if ctx.session.view is view:
         view.absorb(changes, claimed)
+
+
+def is_shared(ctx: Context) -> bool:
+    place = ctx.session.selected_place
+    identity = ctx.session.identity
+    return place is not None and identity is not None and (
+        place.prefix != "" or place.mailbox.owner_account_id != identity.account.id
+    )
+
+
+async def trace(ctx: Context, action: str, count: int) -> None:
+    """One audit event per command that reads messages of a shared mailbox:
+    every access to a functional mailbox is traced to the agent."""
+    if not is_shared(ctx) or count == 0:
+        return
+    place = ctx.session.selected_place
+    assert place is not None
+    await ctx.run(ctx.services.audit.record, ctx.session.actor, action,
+                  f"{place.mailbox.address}/{place.folder}", "ok", messages=count)

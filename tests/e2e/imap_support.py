@@ -34,9 +34,9 @@ DOCTOR = "dr.martin@hopital.test"
 
 
 def make_world(directory: Path, pki: Any, *, users: int = 0) -> dict[str, Any]:
-    from certs.identity import identity_from_certificate
     from cryptography import x509
 
+    from certs.identity import identity_from_certificate
     from policy.passwords import hash_password
     from storage import open_store
     from storage.crypto import generate_key_file

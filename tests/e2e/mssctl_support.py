@@ -26,11 +26,22 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+def _ephemeral_low() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port_offset(rng: random.Random | None = None) -> int:
-    """A random high offset for which every default port is free right now."""
+    """A random offset for which every default port is free right now and
+    below the ephemeral range (so no outgoing connection takes it meanwhile)."""
     rng = rng or random.Random()  # noqa: S311 - not security
+    highest = max(port for _, port, _, _ in DEFAULT_PORTS)
+    top = max(_ephemeral_low() - highest - 1, 3001)
     for _ in range(200):
-        offset = rng.randrange(20000, 60000)
+        offset = rng.randrange(3000, top)
         if all(port_is_free(port + offset) for _, port, _, _ in DEFAULT_PORTS):
             return offset
     raise RuntimeError("no free port offset found")

@@ -14,7 +14,8 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,10 +24,15 @@ from mssctl_support import env, free_port_offset, mssctl_cmd, run_mssctl, wait_a
 from conf.loader import load_settings
 from conf.settings import TLSMode
 from mssctl.main import main
+from storage import open_store
+from storage.interface import AuditEvent
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-START_DEADLINE = 10.0  # seconds, from the issue's acceptance criteria
+START_DEADLINE = 10.0  # seconds to accept TCP, from the issue's acceptance criteria
+# Until a worker has imported everything and answers: generous, because the
+# suite shares two cores with other test processes.
+READY_DEADLINE = 30.0
 STOP_DEADLINE = 10.0
 
 
@@ -94,7 +100,7 @@ def server_factory() -> Iterator[type[Server]]:
 
 
 def _greeting(sock: socket.socket) -> bytes:
-    sock.settimeout(10)
+    sock.settimeout(READY_DEADLINE)
     data = b""
     while b"\r\n" not in data:
         chunk = sock.recv(4096)
@@ -141,7 +147,7 @@ def test_sigterm_with_two_workers(instance: Path, server_factory: type[Server]) 
     server = server_factory(instance / "mss.yaml", "--workers", "2")
     assert wait_accepting(server.ports, server.started + START_DEADLINE) == []
     children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children")
-    deadline = time.monotonic() + START_DEADLINE
+    deadline = time.monotonic() + READY_DEADLINE
     while len(children.read_text().split()) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     workers = children.read_text().split()
@@ -247,9 +253,135 @@ def test_ctrl_c_in_a_terminal_stops_every_process(instance: Path) -> None:
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=STOP_DEADLINE)
         assert proc.returncode == 0, err
-        assert time.monotonic() - t0 < 5
+        assert time.monotonic() - t0 < STOP_DEADLINE
         assert "Traceback" not in out + err
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
+
+
+def _poll(predicate: Callable[[], bool], deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)  # polling with a deadline, not synchronising
+    return predicate()
+
+
+def test_sighup_reloads_and_old_audit_events_are_purged(instance: Path, tmp_path: Path) -> None:
+    settings = load_settings(instance / "mss.yaml")
+    store = open_store(settings.database.url, settings.key_file)
+    try:
+        old = datetime.now(UTC) - timedelta(days=settings.audit.retention_days + 1)
+        store.record_audit([AuditEvent(old, "tester", "login", "imap", "allow")])
+        assert [e.actor for e in store.audit_events(actor="tester")] == ["tester"]
+    finally:
+        store.close()
+
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            mssctl_cmd("serve", "--config", str(instance / "mss.yaml")),
+            stdout=subprocess.DEVNULL, stderr=log_file, env=env(),
+        )
+    try:
+        def log_text() -> str:
+            return log_path.read_text()
+
+        deadline = time.monotonic() + READY_DEADLINE
+        assert _poll(lambda: "imaps listening" in log_text(), deadline), log_text()
+
+        def purged() -> bool:
+            s = open_store(settings.database.url, settings.key_file)
+            try:
+                return s.audit_events(actor="tester") == []
+            finally:
+                s.close()
+
+        assert _poll(purged, time.monotonic() + READY_DEADLINE)
+
+        (instance / "whitelist.xml").write_text("<not-the-whitelist/>")
+        proc.send_signal(signal.SIGHUP)
+        assert _poll(lambda: "keeping the previous whitelist" in log_text(),
+                     time.monotonic() + READY_DEADLINE), log_text()
+        assert proc.poll() is None  # a bad file does not stop the server
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=STOP_DEADLINE) == 0
+        assert "Traceback" not in log_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_demo_instance_serves_mail_end_to_end(
+    instance: Path, server_factory: type[Server]
+) -> None:
+    """What a new user does after `make run`: submit as a secretary, read as the
+    practitioner (password, then smart card), over the implicit-TLS ports."""
+    import imaplib
+    import re
+    import smtplib
+    from email.message import EmailMessage
+
+    server = server_factory(instance / "mss.yaml")
+    assert wait_accepting(server.ports, server.started + START_DEADLINE) == []
+    by_name = {lst.name: lst.port for lst in server.settings.listeners}
+    logins = dict(re.findall(r"^  (\S+@\S+)\s.*\n\s+password: (\S+)$",
+                             (instance / "demo-logins.txt").read_text(), re.MULTILINE))
+    pki = instance / "pki"
+    ca = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+
+    msg = EmailMessage()
+    msg["From"] = "sec.durand@hopital.test"
+    msg["To"] = "dr.martin@hopital.test"
+    msg["Subject"] = "Compte rendu de consultation"
+    msg.set_content("Bonjour Docteur,\nle compte rendu est joint.\n")
+    with smtplib.SMTP_SSL("127.0.0.1", by_name["submissions"], context=ca,
+                          timeout=READY_DEADLINE) as smtp:
+        smtp.login("sec.durand@hopital.test", logins["sec.durand@hopital.test"])
+        smtp.send_message(msg)
+
+    def inbox_subjects(imap: imaplib.IMAP4) -> list[bytes]:
+        imap.select("INBOX")
+        typ, data = imap.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        return [part[1] for part in data if isinstance(part, tuple)]
+
+    with imaplib.IMAP4_SSL("127.0.0.1", by_name["imaps"], ssl_context=ca,
+                           timeout=READY_DEADLINE) as imap:
+        imap.login("dr.martin@hopital.test", logins["dr.martin@hopital.test"])
+        assert _poll(lambda: any(b"Compte rendu" in s for s in inbox_subjects(imap)),
+                     time.monotonic() + READY_DEADLINE)
+
+    card = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    card.load_cert_chain(str(pki / "practitioner.pem"), str(pki / "practitioner.key"))
+    with imaplib.IMAP4_SSL("127.0.0.1", by_name["imaps"], ssl_context=card,
+                           timeout=READY_DEADLINE) as imap:
+        typ, _ = imap.authenticate("EXTERNAL", lambda _: b"dr.martin@hopital.test")
+        assert typ == "OK"
+        assert any(b"Compte rendu" in s for s in inbox_subjects(imap))
+    code, _, err = server.stop(signal.SIGTERM)
+    assert code == 0, err
+
+
+def test_a_crashed_worker_is_replaced(instance: Path, server_factory: type[Server]) -> None:
+    server = server_factory(instance / "mss.yaml", "--workers", "2")
+    assert wait_accepting(server.ports, server.started + START_DEADLINE) == []
+    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children")
+
+    def workers() -> list[str]:
+        return children.read_text().split()
+
+    assert _poll(lambda: len(workers()) == 2, time.monotonic() + READY_DEADLINE)
+    victim = workers()[0]
+    os.kill(int(victim), signal.SIGKILL)
+    assert _poll(lambda: len(workers()) == 2 and victim not in workers(),
+                 time.monotonic() + READY_DEADLINE), workers()
+    imap = server.settings.listeners[3].port
+    for _ in range(6):  # whichever worker the kernel picks answers
+        with socket.create_connection(("127.0.0.1", imap), timeout=10) as s:
+            assert _greeting(s).startswith(b"* OK")
+    code, _, err = server.stop(signal.SIGTERM)
+    assert code == 0, err
+    assert "starting another" in err

@@ -140,7 +140,16 @@ def test_swaks_submission(server: Instance, tmp_path: Path, mode: str) -> None:
 
 
 def test_audit_names_the_actor(server: Instance) -> None:
+    with smtplib.SMTP_SSL("127.0.0.1", server.ports["submissions"], timeout=10,
+                          context=server.client_context()) as s:
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            s.login("bob@a.test", "wrong")
+        s.login("alice@a.test", PASSWORD)
+        s.sendmail("alice@a.test", ["bob@a.test"], MESSAGE.replace(b"e2e-1", b"audit-1"))
     events: list[dict[str, Any]] = server.audit_lines()
+    assert any(e["action"] == "login" and e["result"] == "deny" and e["actor"] == "bob@a.test"
+               for e in events)
     delivers = [e for e in events if e["action"] == "deliver"]
-    assert delivers and all(e["actor"] in ("alice@a.test", "labo@a.test") for e in delivers)
-    assert any(e["action"] == "login" and e["result"] == "deny" for e in events)
+    assert delivers and delivers[-1]["actor"] == "alice@a.test"
+    assert delivers[-1]["target"] == "bob@a.test" and delivers[-1]["result"] == "ok"
+    assert all("secret" not in str(e) and "Bonjour" not in str(e) for e in events)

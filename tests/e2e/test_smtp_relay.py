@@ -97,7 +97,7 @@ def test_peer_refuses_operator_missing_from_its_whitelist(tmp_path: Path,
     wait_for(lambda: a.queue_entries() == [])
 
 
-def test_peer_down_then_back_delivers_once(tmp_path: Path, stop_all: list[Instance]) -> None:
+def test_peer_down_then_back_delivers_once_across_a_restart(tmp_path: Path, stop_all: list[Instance]) -> None:
     a, b = _pair(tmp_path)
     stop_all += [b.start(), a]
     b.stop()  # B's port is known; it is down now
@@ -106,7 +106,9 @@ def test_peer_down_then_back_delivers_once(tmp_path: Path, stop_all: list[Instan
     _submit(a, "while-down", rcpt_options=("NOTIFY=FAILURE",))
     entry = wait_for(lambda: [e for e in a.queue_entries() if e.attempts >= 2])[0]
     assert entry.last_error and "4.4.1" in entry.last_error
+    a.stop()  # the queue is in the store: it survives a restart of A
     b.start()
+    a.start()
     (got,) = wait_for(lambda: _with_tag(b, "bob@b.test", "while-down"), timeout=20)
     wait_for(lambda: a.queue_entries() == [])
     assert len(_with_tag(b, "bob@b.test", "while-down")) == 1

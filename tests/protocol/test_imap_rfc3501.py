@@ -8,12 +8,9 @@ from typing import Any
 
 import pytest
 from imap_transcript import (
-    PASSWORD,
     SECRETARY,
     ImapEnv,
     deliver,
-    fetch_map,
-    lines,
     make_env,
     message,
     populate,
@@ -41,7 +38,7 @@ def test_commands_checked_against_state(env: ImapEnv) -> None:
     assert c.cmd("a1 SELECT INBOX") == b"a1 BAD SELECT not allowed now\r\n"
     c = env.login()
     assert c.cmd("a2 FETCH 1 FLAGS") == b"a2 BAD FETCH not allowed now\r\n"
-    assert c.cmd(f"a3 LOGIN x y") == b"a3 BAD LOGIN not allowed now\r\n"
+    assert c.cmd("a3 LOGIN x y") == b"a3 BAD LOGIN not allowed now\r\n"
 
 
 def test_unknown_command_and_garbage(env: ImapEnv) -> None:
@@ -177,7 +174,10 @@ def test_store_variants(env: ImapEnv) -> None:
     deliver(env.store, SECRETARY, message("a"))
     c = env.login()
     c.ok("SELECT INBOX")
-    assert c.ok("STORE 1 FLAGS (\\Seen $Label1)") == b"* 1 FETCH (FLAGS (\\Recent \\Seen $Label1))\r\n"
+    out = c.ok("STORE 1 FLAGS (\\Seen $Label1)")
+    # A new keyword is listed in FLAGS before it is used (RFC 3501 7.2.6).
+    assert out.startswith(b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1)\r\n")
+    assert out.endswith(b"* 1 FETCH (FLAGS (\\Recent \\Seen $Label1))\r\n")
     assert c.ok("STORE 1 -FLAGS ($Label1)") == b"* 1 FETCH (FLAGS (\\Recent \\Seen))\r\n"
     assert c.ok("STORE 1 +FLAGS.SILENT (\\Answered)") == b""
     assert c.ok("UID STORE 1 +FLAGS (\\Draft)") == b"* 1 FETCH (UID 1 FLAGS (\\Answered \\Draft \\Recent \\Seen))\r\n"

@@ -93,3 +93,45 @@ def test_fetch_of_message_expunged_elsewhere(env: ImapEnv) -> None:
     assert b"Subject: patient 2" in untagged
     assert b"* 1 FETCH" not in untagged
     assert done.startswith(b"t1 NO [EXPUNGEISSUED]") or b"NO [EXPUNGEISSUED]" in done
+
+
+def test_reading_a_shared_mailbox_is_audited_to_the_agent(env: ImapEnv) -> None:
+    b = env.login(SECRETARY2)
+    b.ok(f'SELECT "{BOX}"')
+    b.ok("FETCH 1:2 (BODY.PEEK[])")
+    events = [e for e in env.audit.events if e.action == "fetch"]
+    assert len(events) == 1
+    assert events[0].actor == SECRETARY2 and events[0].target == f"{CARDIO}/INBOX"
+    assert events[0].details == {"messages": 2}
+
+
+def test_one_query_for_many_idle_sessions(env: ImapEnv, monkeypatch: Any) -> None:
+    clients = [env.login(SECRETARY if i % 2 else SECRETARY2) for i in range(20)]
+    for c in clients:
+        c.ok(f'SELECT "{BOX}"')
+        assert c.cmd("i IDLE") == b"+ idling\r\n"
+    calls = []
+    real = env.store.changes_since
+
+    def counting(*args: Any) -> Any:
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(env.store, "changes_since", counting)
+    deliver(env.store, CARDIO, message("patient 5"))
+    env.clock.advance(0.3)
+    outs = [c.read() for c in clients]
+    assert all(b"* 5 EXISTS\r\n" in o for o in outs)
+    assert sum(b" RECENT\r\n" in o for o in outs) == 1  # one session claims \\Recent
+    assert len(calls) == 1
+
+
+def test_fetch_waits_for_a_slow_client(env: ImapEnv) -> None:
+    b = env.login(SECRETARY2)
+    b.ok(f'SELECT "{BOX}"')
+    b.proto.pauseProducing()  # the transport's buffer is full
+    out = b.cmd("f FETCH 1:4 (BODY.PEEK[])")
+    assert out.count(b" FETCH (") == 1 and b"f OK" not in out
+    b.proto.resumeProducing()
+    out = b.read()
+    assert out.count(b" FETCH (") == 3 and out.endswith(b"f OK FETCH completed\r\n")

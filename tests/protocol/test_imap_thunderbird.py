@@ -158,3 +158,19 @@ def test_idle_reports_new_mail_and_done(env: ImapEnv) -> None:
     assert lines(c.read()) == [b"* 1 EXISTS", b"* 1 RECENT"]
     assert c.cmd("DONE") == b"t9 OK IDLE terminated\r\n"
     assert c.ok("NOOP") == b""
+
+
+def test_failed_logins_disconnect(env: ImapEnv) -> None:
+    c = env.connect()
+    for i in range(env.settings.limits.failed_auth - 1):
+        assert b"NO [AUTHENTICATIONFAILED]" in c.cmd(f"a{i} LOGIN {SECRETARY} wrong")
+    out = c.cmd(f"z LOGIN {SECRETARY} wrong")
+    assert out.endswith(b"* BYE Too many failed authentications\r\n")
+    assert c.closed
+
+
+def test_login_with_literals(env: ImapEnv) -> None:
+    c = env.connect()
+    assert c.cmd(b"a1 LOGIN {%d}" % len(SECRETARY)) == b"+ Ready for literal data\r\n"
+    assert c.cmd(SECRETARY.encode() + b" {%d}" % len(PASSWORD)) == b"+ Ready for literal data\r\n"
+    assert c.cmd(PASSWORD).startswith(b"a1 OK [CAPABILITY")

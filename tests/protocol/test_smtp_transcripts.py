@@ -148,6 +148,9 @@ def test_bare_lf_in_data_rejects_the_whole_message(env: SmtpEnv) -> None:
     assert codes(conv.send(b"\r\n.\r\n")) == c(R.MESSAGE_BARE_LINE_ENDING)
     assert inbox(env.store, "secretariat@hopital.test") == []
     assert inbox(env.store, "dr.martin@hopital.test") == []
+    refused = [e for e in env.audit.events if e.action == "data"]
+    assert refused[-1].result == "deny" and refused[-1].details["reason"] == "554 5.6.0"
+    assert refused[-1].actor == "192.0.2.10"
 
 
 def test_normalise_mode_keeps_smuggled_text_inside_one_message(tmp_path: Path, store: Any) -> None:
@@ -207,6 +210,7 @@ def test_idle_timeout(env: SmtpEnv) -> None:
     conv.send(b"NO")
     env.clock.advance(2)
     assert codes(conv.take()) == c(R.IDLE_TIMEOUT) and conv.closed
+    assert env.audit.events[-1].details["reason"] == "idle-timeout"
 
 
 def test_connections_per_ip(tmp_path: Path, store: Any) -> None:
@@ -332,3 +336,36 @@ def test_store_busy_answers_temporary_failure(tmp_path: Path, store: Any) -> Non
     assert b"Traceback" not in out and b"locked" not in out
     assert inbox(store, "dr.martin@hopital.test") == []
     impatient.close()
+
+
+def test_bdat_chunks_make_one_message(env: SmtpEnv) -> None:
+    conv = env.connect("mx")
+    assert "CHUNKING" in conv.ehlo().decode()
+    out = conv.send(b"MAIL FROM:<a@remote.example>\r\nRCPT TO:<dr.martin@hopital.test>\r\n")
+    assert codes(out) == c(R.SENDER_OK, R.RCPT_OK)
+    part1 = b"Subject: chunked\r\n\r\nline one\r\n.\r\nMAIL FROM:<x@y.example>\r\n"
+    part2 = b"last line\r\n"
+    out = conv.send(b"BDAT %d\r\n" % len(part1) + part1 + b"BDAT %d LAST\r\n" % len(part2) + part2)
+    assert codes(out) == c(R.BDAT_OK, R.DELIVERED)
+    (stored,) = inbox(env.store, "dr.martin@hopital.test")
+    assert stored.endswith(part1 + part2)  # a "." line inside a chunk is just data
+    assert codes(conv.cmd("DATA")) == c(R.NEED_MAIL)
+
+
+def test_refused_bdat_still_swallows_its_octets(env: SmtpEnv) -> None:
+    conv = env.connect("mx")
+    conv.ehlo()
+    payload = b"RSET\r\nQUIT\r\n"
+    out = conv.send(b"BDAT %d LAST\r\n" % len(payload) + payload + b"NOOP\r\n")
+    assert codes(out) == c(R.NEED_MAIL, R.NOOP) and not conv.closed
+
+
+def test_bdat_with_bare_lf_is_refused_and_data_after_bdat_too(env: SmtpEnv) -> None:
+    conv = env.connect("mx")
+    conv.ehlo()
+    conv.send(b"MAIL FROM:<a@remote.example>\r\nRCPT TO:<dr.martin@hopital.test>\r\n")
+    chunk = b"Subject: x\r\n\r\na\n.\nb\r\n"
+    assert codes(conv.send(b"BDAT %d\r\n" % len(chunk) + chunk)) == c(R.BDAT_OK)
+    assert codes(conv.cmd("DATA")) == c(R.BDAT_MIXED)
+    assert codes(conv.send(b"BDAT 0 LAST\r\n")) == c(R.MESSAGE_BARE_LINE_ENDING)
+    assert inbox(env.store, "dr.martin@hopital.test") == []

@@ -5,8 +5,9 @@ PostgreSQL: one throwaway cluster per pytest session (so one per xdist worker),
 started with initdb + pg_ctl from /usr/lib/postgresql/*/bin in a temp dir, as
 the unprivileged `postgres` user when we are root (initdb refuses root),
 listening on 127.0.0.1 only, on a free port, with its unix socket in the temp
-dir, and stopped at session end. Each test gets a fresh database (CREATE
-DATABASE ... TEMPLATE a migrated one: cheap). When the binaries are missing the
+dir, and stopped at session end. Each test gets an empty migrated database
+(one per session, emptied between tests; tests that damage
+their database ask for a fresh one with `pg_cluster.new_database()`). When the binaries are missing the
 PostgreSQL tests are skipped, except under CI=true where they FAIL.
 """
 
@@ -51,6 +52,7 @@ class PgCluster:
     host: str
     port: int
     _counter: Iterator[int]
+    reusable: str | None = None
 
     def url(self, dbname: str) -> str:
         return f"postgresql+psycopg2://postgres@{self.host}:{self.port}/{dbname}"
@@ -66,10 +68,64 @@ class PgCluster:
         finally:
             conn.close()
 
+    def admin_db(self, dbname: str, sql: str) -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(host=self.host, port=self.port, user="postgres", dbname=dbname)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(sql)
+        finally:
+            conn.close()
+
+    def empty_database(self) -> str:
+        """A migrated database with no rows: made once per session, then
+        emptied for each test (much cheaper than CREATE DATABASE)."""
+        from storage.models import Base
+
+        if self.reusable is None:
+            self.reusable = self.new_database()
+        else:
+            # DELETE beats TRUNCATE on a handful of rows (no new files).
+            tables = reversed(Base.metadata.sorted_tables)
+            self.admin_db(self.reusable, "; ".join(f'DELETE FROM "{t.name}"' for t in tables))
+        return self.reusable
+
     def new_database(self, template: str | None = TEMPLATE_DB) -> str:
         name = f"t{os.getpid()}_{next(self._counter)}"
         self.admin(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
         return name
+
+
+def _initdb(bindir: Path, run: Callable[..., None], data: Path) -> None:
+    """A fresh data directory at `data`: a copy of a pristine initdb output
+    cached in the temp dir (initdb takes seconds; copying it, a fraction)."""
+    cache = Path(tempfile.gettempdir()) / f"mss-pg-initdb-{bindir.parent.name}-{os.geteuid()}"
+    if not (cache / "PG_VERSION").exists():
+        fresh = Path(tempfile.mkdtemp(prefix="mss-pg-initdb-"))
+        if os.geteuid() == 0:
+            shutil.chown(fresh, "postgres", "postgres")
+        try:
+            run(
+                str(bindir / "initdb"),
+                "-D",
+                str(fresh / "data"),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            )
+            try:
+                os.rename(fresh / "data", cache)  # atomic: never a half-made cache
+            except OSError:
+                pass  # another worker made it first
+        finally:
+            shutil.rmtree(fresh, ignore_errors=True)
+    subprocess.run(["cp", "-a", str(cache), str(data)], check=True)
 
 
 @pytest.fixture(scope="session")
@@ -93,18 +149,7 @@ def pg_cluster() -> Iterator[PgCluster]:
         )
 
     port = _free_port()
-    run(
-        str(bindir / "initdb"),
-        "-D",
-        str(data),
-        "-U",
-        "postgres",
-        "--auth=trust",
-        "-E",
-        "UTF8",
-        "--locale=C",
-        "--no-sync",
-    )
+    _initdb(bindir, run, data)
     # Durability settings off: these tests are about semantics, and speed
     # matters (the crash test runs on SQLite).
     opts = (
@@ -112,7 +157,17 @@ def pg_cluster() -> Iterator[PgCluster]:
         " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
     )
     try:
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(base / "log"), "-w", "start")
+        run(
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            opts,
+            "-l",
+            str(base / "log"),
+            "-w",
+            "start",
+        )
     except subprocess.CalledProcessError as exc:
         log = (base / "log").read_text(errors="replace") if (base / "log").exists() else ""
         shutil.rmtree(base, ignore_errors=True)
@@ -140,15 +195,24 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated, empty SQLite file, copied for each test (cheaper than
+    running the migrations every time)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "mss.db"
+    migrate(f"sqlite:///{path}")
+    return path
+
+
 @pytest.fixture
 def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     """A migrated, empty database on the backend under test."""
     if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'mss.db'}"
-        migrate(url)
-        return url
+        template: Path = request.getfixturevalue("sqlite_template")
+        shutil.copy(template, tmp_path / "mss.db")
+        return f"sqlite:///{tmp_path / 'mss.db'}"
     cluster: PgCluster = request.getfixturevalue("pg_cluster")
-    return cluster.url(cluster.new_database())
+    return cluster.url(cluster.empty_database())
 
 
 @pytest.fixture
@@ -179,3 +243,13 @@ def any_store(open_any: Callable[..., Any]) -> Any:
     s = open_any()
     s.add_domain("hopital.test")
     return s
+
+
+# Helpers of the root conftest, re-exported: `from conftest import make_settings`
+# may find this module instead of tests/conftest.py (same module name).
+from store_support import (  # noqa: E402, F401
+    TEST_DOMAIN,
+    copy_store_template,
+    make_settings,
+    store_paths,
+)

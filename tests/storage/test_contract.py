@@ -265,7 +265,9 @@ def test_subscribe(box: Any) -> None:
 def test_append_index_infos_body(box: Any) -> None:
     store, mb, inbox = box
     when = datetime(2026, 3, 1, 8, 30, 15, tzinfo=UTC)
-    r1 = store.append(inbox.id, msg("one"), flags=["\\seen", "$Label1", "\\Recent"], internal_date=when)
+    r1 = store.append(
+        inbox.id, msg("one"), flags=["\\seen", "$Label1", "\\Recent"], internal_date=when
+    )
     r2 = store.append(inbox.id, msg("two"))
     assert (r1.uid, r2.uid) == (1, 2) and r2.modseq > r1.modseq
     assert r1.uidvalidity == inbox.uidvalidity and r1.folder_id == inbox.id
@@ -486,7 +488,12 @@ def test_deliver_multi_recipient(box: Any) -> None:
 
 def test_queue_lifecycle(any_store: Any) -> None:
     s = any_store
-    dsn = DSNParams(ret="HDRS", envid="E1", notify={"x@ext.test": "FAILURE"}, orcpt={"x@ext.test": "rfc822;x@ext.test"})
+    dsn = DSNParams(
+        ret="HDRS",
+        envid="E1",
+        notify={"x@ext.test": "FAILURE"},
+        orcpt={"x@ext.test": "rfc822;x@ext.test"},
+    )
     e = s.enqueue("a@hopital.test", ["x@ext.test", "y@ext.test"], msg("out"), dsn)
     assert e.recipients == ("x@ext.test", "y@ext.test") and e.attempts == 0 and e.dsn == dsn
     assert e.size == len(msg("out"))
@@ -496,7 +503,9 @@ def test_queue_lifecycle(any_store: Any) -> None:
     assert [d.id for d in due] == [e.id]
     assert s.due_entries(now) == []  # leased to the first worker
     later = now + timedelta(minutes=5)
-    s.record_attempt(e.id, delivered=["x@ext.test"], failed=[], error="451 try later", next_attempt=later)
+    s.record_attempt(
+        e.id, delivered=["x@ext.test"], failed=[], error="451 try later", next_attempt=later
+    )
     [q] = s.list_queue()
     assert q.recipients == ("y@ext.test",) and q.attempts == 1 and q.last_error == "451 try later"
     assert q.next_attempt == later.replace(microsecond=q.next_attempt.microsecond)
@@ -534,7 +543,9 @@ def test_audit(any_store: Any) -> None:
     s = any_store
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     events = [
-        AuditEvent(t0 + timedelta(days=i), actor, "login", "imap", "allow", {"ip": "127.0.0.1", "n": i})
+        AuditEvent(
+            t0 + timedelta(days=i), actor, "login", "imap", "allow", {"ip": "127.0.0.1", "n": i}
+        )
         for i, actor in enumerate(["dr@hopital.test", "sec@hopital.test", "dr@hopital.test"])
     ]
     s.record_audit(events)

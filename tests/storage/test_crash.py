@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from storage import open_store
@@ -22,10 +23,11 @@ from storage.interface import AccountClass, MailboxType
 
 WORKER = Path(__file__).with_name("append_worker.py")
 TOTAL = 200  # appends the two children would make if left alone
-KILL_AFTER = 80  # reported appends (both children together) before SIGKILL
+KILL_AFTER = 40  # reported appends (both children together) before SIGKILL
 KILL_MIN_EACH = 5  # ... and at least this many from each child: both were writing
 
 
+@pytest.mark.slow
 def test_sigkill_during_concurrent_appends(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'mss.db'}"
     key = tmp_path / "keys"
@@ -112,5 +114,7 @@ def test_sigkill_during_concurrent_appends(tmp_path: Path) -> None:
 
 def _stderr(procs: dict[str, Any]) -> str:
     return "; ".join(
-        f"{n}: rc={p.returncode} {p.stderr.read()[-2000:]!r}" for n, p in procs.items() if p.poll() is not None
+        f"{n}: rc={p.returncode} {p.stderr.read()[-2000:]!r}"
+        for n, p in procs.items()
+        if p.poll() is not None
     )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from mssmtpd import parser as p
+from mssmtpd.client import dot_stuff
 from mssmtpd.framing import DataReader, Line, LineReader, LineTooLong
 from mssmtpd.queue import next_delay, parse_route
 from mssmtpd.replies import R, format_reply
@@ -218,3 +221,54 @@ def test_backoff_doubles_and_caps() -> None:
 ])
 def test_parse_route(route: str, expected: tuple[str, int]) -> None:
     assert parse_route(route) == expected
+
+
+# ---------------------------------------------------------------- property: chunking never matters
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_PIECES = [b"a", b"bc", b".", b"..", b"\r", b"\n", b"\r\n", b"\r\n.", b".\r\n", b"\r\n.\r\n",
+           b"MAIL FROM:<x@y>", b"x" * 40]
+
+
+def _run(chunks: list[bytes], normalise: bool) -> tuple[object, bytes | None]:
+    reader = DataReader(max_size=300, max_line=60, normalise=normalise)
+    rest: bytes | None = None
+    for i, chunk in enumerate(chunks):
+        rest = reader.feed(chunk)
+        if rest is not None:
+            rest += b"".join(chunks[i + 1:])
+            return reader.result(), rest
+    return None, None
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(st.sampled_from(_PIECES), max_size=40),
+       cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6),
+       normalise=st.booleans())
+def test_data_reader_result_does_not_depend_on_chunking(
+        pieces: list[bytes], cuts: list[int], normalise: bool) -> None:
+    stream = b"".join(pieces) + b"\r\n.\r\nTAIL"
+    whole = _run([stream], normalise)
+    bytewise = _run([stream[i:i + 1] for i in range(len(stream))], normalise)
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    bounds = [0, *points, len(stream)]
+    pieces_cut = [stream[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+    # Same message accepted (byte for byte) or refused, same bytes handed back
+    # to command mode. (Which refusal is reported first may differ: a line can
+    # be too long before its bare CR arrives.)
+    outcomes = [(r.content, r.error is None, rest)  # type: ignore[union-attr]
+                for r, rest in (whole, bytewise, _run(pieces_cut, normalise))]
+    assert outcomes[0] == outcomes[1] == outcomes[2]
+    result, rest = whole
+    assert rest is not None and rest.endswith(b"TAIL")
+    content = result.content  # type: ignore[union-attr]
+    if content is not None:
+        # Whatever was accepted is clean CRLF text, and relaying it (dot-stuffed)
+        # to a reader like ours gives back exactly the same message.
+        assert not re.search(rb"\r(?!\n)|(?<!\r)\n", content)
+        if content:
+            again = DataReader(max_size=10_000, max_line=100, normalise=False)
+            assert again.feed(dot_stuff(content)) == b""
+            assert again.result().content == content

@@ -1,0 +1,371 @@
+#!/usr/bin/env python3
+"""IMAP figures quoted in the README (issue 4).
+
+Runs real server processes (tests/e2e/imap_support.py: the production
+`imapd.server.build_factory` with a `StoreRunner`, SQLite store) on
+127.0.0.1 and measures with plain sockets:
+
+1. SELECT of a 100,000-message folder                 (target < 0.2 s)
+2. UID FETCH 1:* (UID FLAGS) on it                    (target < 2 s)
+3. FETCH 1:1000 (ENVELOPE BODYSTRUCTURE)              (target < 0.5 s)
+4. memory per idle authenticated connection (RSS)     (target < 200 KB)
+5. 1,000 concurrent IDLE connections held, and how fast a delivery made by
+   another process reaches all of them
+6. mixed load: 10 concurrent clients, each session = login, select, fetch,
+   store, expunge, append, logout; sessions/s with 2 worker processes
+   sharing the port (SO_REUSEPORT), i.e. both cores.
+
+The listeners are plaintext (tls: none) so the figures are the server's, not
+OpenSSL's. The 100k folder is built once (append 1,000 then copy in one
+transaction per doubling) and cached under --workdir.
+
+    .venv/bin/python bench/imap_bench.py [--messages 100000] [--idle 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import shutil
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "e2e"), str(ROOT / "tests")]
+
+from imap_support import PASSWORD, ServerProcess, make_world  # noqa: E402
+
+BIG_USER = "user0@hopital.test"
+LITERAL = re.compile(rb"\{(\d+)\+?\}\r\n$")
+
+
+class Client:
+    """A blocking IMAP client that understands literals, for measuring."""
+
+    def __init__(self, port: int, timeout: float = 60.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.n = 0
+        self.greeting = self.line()
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            data = self.sock.recv(1 << 20)
+            if not data:
+                raise ConnectionError("closed")
+            self.buf += data
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line + b"\r\n"
+
+    def exact(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            data = self.sock.recv(1 << 20)
+            if not data:
+                raise ConnectionError("closed")
+            self.buf += data
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def cmd(self, text: str | bytes, *, literal: bytes | None = None) -> tuple[list[bytes], bytes]:
+        self.n += 1
+        tag = b"b%d" % self.n
+        raw = text.encode() if isinstance(text, str) else text
+        if literal is not None:
+            self.sock.sendall(tag + b" " + raw + b" {%d+}\r\n" % len(literal) + literal + b"\r\n")
+        else:
+            self.sock.sendall(tag + b" " + raw + b"\r\n")
+        untagged: list[bytes] = []
+        while True:
+            line = self.line()
+            m = LITERAL.search(line)
+            while m:
+                line += self.exact(int(m.group(1)))
+                more = self.line()
+                line += more
+                m = LITERAL.search(more)
+            if line.startswith(tag + b" "):
+                if not line.startswith(tag + b" OK"):
+                    raise RuntimeError(f"{text!r}: {line!r}")
+                return untagged, line
+            untagged.append(line)
+
+    def login(self, user: str) -> None:
+        self.cmd(f'LOGIN {user} "{PASSWORD}"')
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def timed(client: Client, text: str) -> tuple[float, list[bytes]]:
+    t = time.perf_counter()
+    untagged, _ = client.cmd(text)
+    return time.perf_counter() - t, untagged
+
+
+def message(i: int) -> bytes:
+    return (
+        f"From: Laboratoire <labo@hopital.test>\r\nTo: <{BIG_USER}>\r\n"
+        f"Subject: resultat d'analyse {i}\r\nDate: Mon, 2 Nov 2026 10:00:00 +0100\r\n"
+        f"Message-ID: <bench-{i}@hopital.test>\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+        f"Resultat {i}: normal.\r\n--XX\r\nContent-Type: application/pdf\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--XX--\r\n"
+    ).encode()
+
+
+def build_world(workdir: Path, messages: int, users: int) -> dict[str, Any]:
+    marker = workdir / f"world-{messages}-{users}.json"
+    if marker.exists():
+        return dict(json.loads(marker.read_text()))
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    config = make_world(workdir, None, users=users)
+    from storage import open_store
+
+    store = open_store(config["url"], Path(config["key_file"]))
+    mb = store.get_mailbox(BIG_USER)
+    inbox = store.get_folder(mb.id, "INBOX")
+    seed = min(1000, messages)
+    t = time.perf_counter()
+    for i in range(seed):
+        store.append(inbox.id, message(i), flags=("\\Seen",) if i % 3 else ())
+    have = seed
+    while have < messages:
+        uids = [e.uid for e in store.index(inbox.id)][: messages - have]
+        store.copy(inbox.id, uids, inbox.id)
+        have += len(uids)
+    # A small mailbox per mixed-load user.
+    for u in range(1, users):
+        ubox = store.get_folder(store.get_mailbox(f"user{u}@hopital.test").id, "INBOX")
+        for i in range(20):
+            store.append(ubox.id, message(i))
+    store.close()
+    print(f"  built a {messages}-message folder in {time.perf_counter() - t:.1f} s",
+          file=sys.stderr)
+    marker.write_text(json.dumps(config))
+    return config
+
+
+def fsync_rate(directory: Path, seconds: float = 1.0) -> float:
+    """What bounds every write transaction with synchronous=FULL."""
+    import os
+
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    n, t = 0, time.perf_counter()
+    try:
+        while time.perf_counter() - t < seconds:
+            os.write(fd, b"x" * 128)
+            os.fsync(fd)
+            n += 1
+    finally:
+        os.close(fd)
+        path.unlink()
+    return n / (time.perf_counter() - t)
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def bench_big_folder(port: int) -> dict[str, float]:
+    c = Client(port, timeout=300)
+    c.login(BIG_USER)
+    select_s, untagged = timed(c, "SELECT INBOX")  # cold: first read of the index
+    exists = next(int(x.split()[1]) for x in untagged if x.endswith(b" EXISTS\r\n"))
+    c.cmd("SELECT Sent")
+    warm_s, _ = timed(c, "SELECT INBOX")
+    fetch_s, lines = timed(c, "UID FETCH 1:* (UID FLAGS)")
+    assert len(lines) == exists, (len(lines), exists)
+    env_s, lines = timed(c, "FETCH 1:1000 (ENVELOPE BODYSTRUCTURE)")
+    assert len(lines) == min(1000, exists)
+    c.cmd("LOGOUT")
+    c.close()
+    return {"exists": exists, "select": select_s, "select_warm": warm_s,
+            "uid_fetch_flags": fetch_s,
+            "fetch_envelope_bodystructure_1000": env_s}
+
+
+def bench_memory(port: int, pid: int, n: int) -> float:
+    # Warm up (imports, caches, first login) before the baseline.
+    warm = [Client(port) for _ in range(5)]
+    for c in warm:
+        c.login("user11@hopital.test")
+    time.sleep(0.5)
+    before = rss_kb(pid)
+    clients = []
+    for i in range(n):
+        c = Client(port)
+        c.login("user11@hopital.test")
+        clients.append(c)
+    time.sleep(0.5)
+    after = rss_kb(pid)
+    for c in clients + warm:
+        c.close()
+    return (after - before) / n
+
+
+def bench_idle(port: int, config: dict[str, Any], n: int) -> dict[str, float]:
+    import selectors
+
+    clients: list[Client] = []
+    t = time.perf_counter()
+    for i in range(n):
+        c = Client(port)
+        c.login("user11@hopital.test")
+        c.cmd("SELECT INBOX")
+        c.sock.sendall(b"i IDLE\r\n")
+        assert c.line().startswith(b"+ ")
+        clients.append(c)
+    setup = time.perf_counter() - t
+    from storage import open_store
+    from storage.interface import Delivery
+
+    store = open_store(config["url"], Path(config["key_file"]))
+    mb = store.get_mailbox("user11@hopital.test")
+    sel = selectors.DefaultSelector()
+    for c in clients:
+        c.sock.setblocking(False)
+        sel.register(c.sock, selectors.EVENT_READ, c)
+    t0 = time.perf_counter()
+    store.deliver(Delivery(raw=message(99999), mailbox_ids=(mb.id,)))
+    store.close()
+    seen: set[int] = set()
+    deadline = time.monotonic() + 30
+    while len(seen) < n and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=1):
+            c = key.data
+            try:
+                data = c.sock.recv(65536)
+            except BlockingIOError:
+                continue
+            c.buf += data
+            if b" EXISTS\r\n" in c.buf:
+                seen.add(id(c))
+                sel.unregister(c.sock)
+    all_s = time.perf_counter() - t0
+    for c in clients:
+        c.close()
+    return {"held": n, "setup_s": setup, "announced": len(seen), "all_announced_s": all_s}
+
+
+def mixed_session(port: int, user: str, counter: list[int], stop: threading.Event) -> None:
+    while not stop.is_set():
+        c = Client(port)
+        try:
+            c.login(user)
+            c.cmd("SELECT INBOX")
+            c.cmd("FETCH 1:10 (FLAGS ENVELOPE RFC822.SIZE)")
+            c.cmd("FETCH 1 (BODY[])")
+            c.cmd("STORE 1 +FLAGS (\\Deleted)")
+            c.cmd("EXPUNGE")
+            c.cmd("APPEND INBOX", literal=message(7))
+            c.cmd("LOGOUT")
+            counter[0] += 1
+        finally:
+            c.close()
+
+
+def bench_mixed(config: dict[str, Any], workdir: Path, seconds: float, clients: int,
+                workers: int) -> float:
+    servers = []
+    ports: dict[str, int] = {}
+    for w in range(workers):
+        cfg = dict(config, ports=ports)
+        srv = ServerProcess(cfg, workdir, f"mixed-{w}")
+        got = srv.start()
+        ports = ports or got
+        servers.append(srv)
+    port = ports["plain"]
+    try:
+        counter = [0]
+        stop = threading.Event()
+        threads = [threading.Thread(target=mixed_session,
+                                    args=(port, f"user{1 + i % 10}@hopital.test", counter, stop),
+                                    daemon=True) for i in range(clients)]
+        for th in threads:
+            th.start()
+        time.sleep(1.0)  # warm-up
+        start_count, t = counter[0], time.perf_counter()
+        time.sleep(seconds)
+        done, elapsed = counter[0] - start_count, time.perf_counter() - t
+        stop.set()
+        for th in threads:
+            th.join(30)
+        return done / elapsed
+    finally:
+        for srv in servers:
+            srv.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--messages", type=int, default=100_000)
+    ap.add_argument("--idle", type=int, default=1000)
+    ap.add_argument("--memory-connections", type=int, default=500)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--clients", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workdir", type=Path, default=ROOT / "run" / "bench-imap")
+    args = ap.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    config = build_world(args.workdir, args.messages, users=12)
+    results: dict[str, Any] = {}
+    srv = ServerProcess(config, args.workdir, "single")
+    ports = srv.start()
+    assert srv.proc is not None
+    try:
+        results["big"] = bench_big_folder(ports["plain"])
+    finally:
+        srv.stop()
+    # A fresh process, so freed memory of the big folder does not hide growth.
+    srv = ServerProcess(config, args.workdir, "connections")
+    ports = srv.start()
+    assert srv.proc is not None
+    try:
+        results["memory_kb_per_connection"] = bench_memory(
+            ports["plain"], srv.proc.pid, args.memory_connections)
+        results["idle"] = bench_idle(ports["plain"], config, args.idle)
+    finally:
+        srv.stop()
+    results["fsync_per_s"] = fsync_rate(args.workdir)
+    results["mixed_sessions_per_s"] = bench_mixed(
+        config, args.workdir, args.seconds, args.clients, args.workers)
+
+    big = results["big"]
+    idle = results["idle"]
+    print(f"IMAP benchmark (SQLite store, plaintext listener, {args.workers} workers for mixed load)")
+    print(f"  SELECT of a {big['exists']}-message folder        {big['select']:.3f} s cold, "
+          f"{big['select_warm']:.3f} s warm  (target < 0.2)")
+    print(f"  UID FETCH 1:* (UID FLAGS) on it                {big['uid_fetch_flags']:.3f} s  (target < 2)")
+    print(f"  FETCH 1:1000 (ENVELOPE BODYSTRUCTURE)          "
+          f"{big['fetch_envelope_bodystructure_1000']:.3f} s  (target < 0.5)")
+    print(f"  memory per idle authenticated connection       "
+          f"{results['memory_kb_per_connection']:.0f} KB  (target < 200)")
+    print(f"  concurrent IDLE connections held               {idle['held']} "
+          f"(set up in {idle['setup_s']:.1f} s; a delivery by another process reached "
+          f"{idle['announced']} of them in {idle['all_announced_s']:.2f} s)")
+    print(f"  mixed load, {args.clients} clients                        "
+          f"{results['mixed_sessions_per_s']:.0f} sessions/s  (target >= 130; 5 write "
+          f"transactions per session, disk does {results['fsync_per_s']:.0f} fsync/s)")
+    print(json.dumps(results), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

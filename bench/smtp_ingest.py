@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""SMTP ingest benchmark: N parallel connections deliver 4 KB messages to local
+mailboxes; every message is durably committed (SQLite, synchronous=FULL) before
+its 250. Prints messages/s and the peak RSS of the server workers.
+
+    .venv/bin/python bench/smtp_ingest.py [--messages 20000] [--connections 20]
+        [--workers 2] [--driver asyncio|smtp-source] [--mailboxes 20]
+
+The server is `python -m mssmtpd.devserve` (build_factory + adoptStreamPort,
+one SO_REUSEPORT socket per worker, like `mssctl serve`) on 127.0.0.1, port 0,
+with a plaintext MX listener (the figure is about the store path, as
+Postfix's Maildir figure is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DOMAIN = "bench.test"
+
+
+def setup(directory: Path, mailboxes: int, workers: int) -> Path:
+    from conf.settings import Settings
+    from storage import open_store
+    from storage.crypto import generate_key_file
+    from storage.interface import AccountClass, MailboxType
+
+    url = f"sqlite:///{directory / 'mss.db'}"
+    generate_key_file(directory / "keys")
+    store = open_store(url, directory / "keys", create=True)
+    store.add_domain(DOMAIN)
+    for i in range(mailboxes):
+        acc = store.add_account(f"user{i}@{DOMAIN}", f"User {i}", AccountClass.STAFF)
+        store.add_mailbox(f"user{i}@{DOMAIN}", MailboxType.PER, owner_account_id=acc.id)
+    store.close()
+    settings = Settings.model_validate({
+        "hostname": f"mx.{DOMAIN}",
+        "domains": [DOMAIN],
+        "listeners": [{"name": "mx", "port": 0, "role": "mx", "tls": "none"}],
+        "database": {"url": url, "threads": 8},
+        "tls": {"cert_file": directory / "none.pem", "key_file": directory / "none.key"},
+        "limits": {"connections_per_ip": 1000, "commands_before_mail": 1000},
+        "audit": {"path": directory / "audit.log"},
+        "key_file": directory / "keys",
+        "workers": workers,
+    })
+    path = directory / "settings.json"
+    path.write_text(settings.model_dump_json())
+    return path
+
+
+def body(i: int, size: int = 4096) -> bytes:
+    head = (f"From: <sender@remote.example>\r\nTo: <user@{DOMAIN}>\r\n"
+            f"Subject: bench {i}\r\nMessage-ID: <b{i}@remote.example>\r\n\r\n").encode()
+    line = b"x" * 74 + b"\r\n"
+    payload = line * (size // len(line) + 1)
+    return head + payload[: size - len(head) - 2] + b"\r\n"
+
+
+async def _reply(reader: asyncio.StreamReader) -> bytes:
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionError("server closed")
+        if line[3:4] != b"-":
+            return line
+
+
+async def session(port: int, count: int, offset: int, mailboxes: int, stats: list[int]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await _reply(reader)
+    writer.write(b"EHLO bench.client\r\n")
+    await _reply(reader)
+    for n in range(count):
+        i = offset + n
+        rcpt = f"user{i % mailboxes}@{DOMAIN}"
+        # PIPELINING: MAIL, RCPT and DATA in one write (RFC 2920).
+        writer.write(f"MAIL FROM:<sender@remote.example>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode())
+        for expect in (b"250", b"250", b"354"):
+            line = await _reply(reader)
+            if not line.startswith(expect):
+                raise RuntimeError(f"unexpected reply {line!r}")
+        writer.write(body(i) + b".\r\n")
+        line = await _reply(reader)
+        if not line.startswith(b"250"):
+            raise RuntimeError(f"message refused: {line!r}")
+        stats[0] += 1
+    writer.write(b"QUIT\r\n")
+    await writer.drain()
+    writer.close()
+
+
+async def drive_asyncio(port: int, messages: int, connections: int, mailboxes: int) -> None:
+    per = messages // connections
+    stats = [0]
+    await asyncio.gather(*(session(port, per, c * per, mailboxes, stats)
+                           for c in range(connections)))
+
+
+def drive_smtp_source(port: int, messages: int, connections: int) -> None:
+    subprocess.run(
+        ["smtp-source", "-s", str(connections), "-m", str(messages), "-l", "4096", "-d",
+         "-f", "sender@remote.example", "-t", f"user0@{DOMAIN}", "-M", "bench.client",
+         f"127.0.0.1:{port}"],
+        check=True, stdout=subprocess.DEVNULL,
+    )
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def count_messages(directory: Path, mailboxes: int) -> int:
+    from storage import open_store
+
+    store = open_store(f"sqlite:///{directory / 'mss.db'}", directory / "keys")
+    try:
+        total = 0
+        for i in range(mailboxes):
+            mb = store.get_mailbox(f"user{i}@{DOMAIN}")
+            total += store.mailbox_usage(mb.id)[1]
+        return total
+    finally:
+        store.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=20000)
+    ap.add_argument("--connections", type=int, default=20)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--mailboxes", type=int, default=20)
+    ap.add_argument("--driver", choices=["asyncio", "smtp-source"], default="asyncio")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--no-audit-mirror", action="store_true",
+                    help="diagnostic: audit to the file only (not into the store)")
+    args = ap.parse_args()
+    if args.driver == "smtp-source" and shutil.which("smtp-source") is None:
+        print("smtp-source not found (Debian package postfix)", file=sys.stderr)
+        return 2
+    messages = args.messages - args.messages % args.connections
+    directory = Path(tempfile.mkdtemp(prefix="mss-bench-"))
+    settings = setup(directory, args.mailboxes, args.workers)
+    ports_file = directory / "ports.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mssmtpd.devserve", "--settings", str(settings),
+         "--ports-file", str(ports_file), "--workers", str(args.workers),
+         "--log-level", "warning", *(["--no-audit-mirror"] if args.no_audit_mirror else [])],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+            x for x in (str(ROOT), os.environ.get("PYTHONPATH", "")) if x)},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not ports_file.exists():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit("server did not start")
+            time.sleep(0.05)
+        port = json.loads(ports_file.read_text())["mx"]
+        # Warm up (imports, connection pools) before timing.
+        asyncio.run(drive_asyncio(port, args.connections * 2, args.connections, args.mailboxes))
+        warm = count_messages(directory, args.mailboxes)
+        workers = children(proc.pid) or [proc.pid]
+        cpu_before = sum(cpu_seconds(pid) for pid in workers)
+        start = time.perf_counter()
+        if args.driver == "asyncio":
+            asyncio.run(drive_asyncio(port, messages, args.connections, args.mailboxes))
+        else:
+            drive_smtp_source(port, messages, args.connections)
+        elapsed = time.perf_counter() - start
+        cpu = sum(cpu_seconds(pid) for pid in workers) - cpu_before
+        rss = [peak_rss_kb(pid) for pid in workers]
+        stored = count_messages(directory, args.mailboxes) - warm
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        if not args.keep:
+            shutil.rmtree(directory, ignore_errors=True)
+    print(f"driver={args.driver} connections={args.connections} workers={args.workers} "
+          f"cpus={os.cpu_count()}")
+    print(f"messages sent: {messages}, committed in the store: {stored}")
+    print(f"elapsed: {elapsed:.2f} s")
+    print(f"throughput: {messages / elapsed:.0f} messages/s")
+    print(f"server CPU: {cpu * 1000 / messages:.2f} ms per message "
+          f"(load average now {os.getloadavg()[0]:.1f})")
+    print(f"peak RSS per worker: {', '.join(f'{r / 1024:.1f} MiB' for r in rss)}")
+    return 0 if stored == messages else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

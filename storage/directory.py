@@ -1,0 +1,289 @@
+"""Domains, accounts, mailboxes and grants (RFC 4314) of `SqlStore`."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    and_,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+
+from storage.interface import (
+    DEFAULT_FOLDERS,
+    Account,
+    AccountClass,
+    AlreadyExists,
+    Domain,
+    Grant,
+    Mailbox,
+    MailboxType,
+    NotFound,
+)
+from storage.sqlbase import (
+    A,
+    D,
+    F,
+    G,
+    M,
+    StoreBase,
+    account_record,
+    grant_record,
+    mailbox_record,
+)
+
+
+class DirectoryMixin(StoreBase):
+    """The directory part of `storage.interface.MessageStore`."""
+
+    # -- directory ---------------------------------------------------------
+
+    def add_domain(self, name: str) -> Domain:
+        name = name.lower().rstrip(".")
+        try:
+            with self._write() as c:
+                new_id = c.execute(insert(D).values(name=name)).inserted_primary_key[0]
+        except sa_exc.IntegrityError as exc:
+            raise AlreadyExists(name) from exc
+        return Domain(new_id, name)
+
+    def list_domains(self) -> list[Domain]:
+        with self._read() as c:
+            rows = c.execute(select(D.c.id, D.c.name).order_by(D.c.name)).all()
+        return [Domain(r.id, r.name) for r in rows]
+
+    def add_account(
+        self,
+        login: str,
+        display_name: str,
+        account_class: AccountClass,
+        *,
+        idnat: str | None = None,
+        cert_subject: str | None = None,
+        password_hash: str | None = None,
+    ) -> Account:
+        login = login.lower()
+        values = {
+            "login": login,
+            "display_name": display_name,
+            "account_class": account_class,
+            "active": True,
+            "idnat": idnat,
+            "cert_subject": cert_subject,
+            "password_hash": password_hash,
+        }
+        try:
+            with self._write() as c:
+                new_id = c.execute(insert(A).values(**values)).inserted_primary_key[0]
+        except sa_exc.IntegrityError as exc:
+            raise AlreadyExists(login) from exc
+        return Account(id=new_id, **values)  # type: ignore[arg-type]
+
+    def _one_account(self, where: Any) -> Account | None:
+        with self._read() as c:
+            r = c.execute(select(A).where(where).order_by(A.c.id).limit(1)).first()
+        return account_record(r) if r is not None else None
+
+    def get_account(self, login: str) -> Account:
+        acc = self._one_account(A.c.login == login.lower())
+        if acc is None:
+            raise NotFound(login)
+        return acc
+
+    def get_account_by_id(self, account_id: int) -> Account:
+        acc = self._one_account(A.c.id == account_id)
+        if acc is None:
+            raise NotFound(str(account_id))
+        return acc
+
+    def find_account_by_idnat(self, idnat: str) -> Account | None:
+        return self._one_account(A.c.idnat == idnat)
+
+    def find_account_by_cert_subject(self, subject: str) -> Account | None:
+        return self._one_account(A.c.cert_subject == subject)
+
+    def list_accounts(self) -> list[Account]:
+        with self._read() as c:
+            return [account_record(r) for r in c.execute(select(A).order_by(A.c.login))]
+
+    def _update_account(self, login: str, **values: Any) -> None:
+        with self._write() as c:
+            n = c.execute(update(A).where(A.c.login == login.lower()).values(**values)).rowcount
+        if n == 0:
+            raise NotFound(login)
+
+    def set_password_hash(self, login: str, password_hash: str | None) -> None:
+        self._update_account(login, password_hash=password_hash)
+
+    def set_account_active(self, login: str, active: bool) -> None:
+        self._update_account(login, active=active)
+
+    def add_mailbox(
+        self,
+        address: str,
+        mailbox_type: MailboxType,
+        *,
+        display_name: str = "",
+        owner_account_id: int | None = None,
+        responsible: str = "",
+        quota_bytes: int | None = None,
+    ) -> Mailbox:
+        address = address.lower()
+        local, at, domain = address.rpartition("@")
+        if not at or not local or not domain:
+            raise NotFound(f"no domain in {address!r}")
+        try:
+            with self._write() as c:
+                domain_id = c.execute(select(D.c.id).where(D.c.name == domain)).scalar()
+                if domain_id is None:
+                    raise NotFound(domain)
+                if owner_account_id is not None:
+                    if c.execute(select(A.c.id).where(A.c.id == owner_account_id)).first() is None:
+                        raise NotFound(str(owner_account_id))
+                if c.execute(select(M.c.id).where(M.c.address == address)).first() is not None:
+                    raise AlreadyExists(address)
+                base = int(time.time())
+                mailbox_id = c.execute(
+                    insert(M).values(
+                        address=address,
+                        domain_id=domain_id,
+                        mailbox_type=mailbox_type,
+                        display_name=display_name,
+                        owner_account_id=owner_account_id,
+                        responsible=responsible,
+                        quota_bytes=quota_bytes,
+                        active=True,
+                        used_bytes=0,
+                        used_messages=0,
+                        last_uidvalidity=base + len(DEFAULT_FOLDERS) - 1,
+                    )
+                ).inserted_primary_key[0]
+                c.execute(
+                    insert(F),
+                    [
+                        {
+                            "mailbox_id": mailbox_id,
+                            "name": name,
+                            "special_use": use,
+                            "uidvalidity": base + i,
+                            "uidnext": 1,
+                            "highestmodseq": 1,
+                            "subscribed": True,
+                        }
+                        for i, (name, use) in enumerate(DEFAULT_FOLDERS)
+                    ],
+                )
+        except sa_exc.IntegrityError as exc:
+            raise AlreadyExists(address) from exc
+        return Mailbox(
+            id=mailbox_id,
+            address=address,
+            mailbox_type=mailbox_type,
+            display_name=display_name,
+            owner_account_id=owner_account_id,
+            responsible=responsible,
+            quota_bytes=quota_bytes,
+            active=True,
+        )
+
+    def _mailboxes(self, where: Any) -> list[Mailbox]:
+        with self._read() as c:
+            return [
+                mailbox_record(r) for r in c.execute(select(M).where(where).order_by(M.c.address))
+            ]
+
+    def get_mailbox(self, address: str) -> Mailbox:
+        found = self._mailboxes(M.c.address == address.lower())
+        if not found:
+            raise NotFound(address)
+        return found[0]
+
+    def get_mailbox_by_id(self, mailbox_id: int) -> Mailbox:
+        found = self._mailboxes(M.c.id == mailbox_id)
+        if not found:
+            raise NotFound(str(mailbox_id))
+        return found[0]
+
+    def find_mailbox(self, address: str) -> Mailbox | None:
+        found = self._mailboxes(M.c.address == address.lower())
+        return found[0] if found else None
+
+    def list_mailboxes(self) -> list[Mailbox]:
+        return self._mailboxes(M.c.id.is_not(None))
+
+    def mailboxes_owned_by(self, account_id: int) -> list[Mailbox]:
+        return self._mailboxes(M.c.owner_account_id == account_id)
+
+    def set_mailbox_active(self, address: str, active: bool) -> None:
+        with self._write() as c:
+            n = c.execute(
+                update(M).where(M.c.address == address.lower()).values(active=active)
+            ).rowcount
+        if n == 0:
+            raise NotFound(address)
+
+    def set_quota(self, mailbox_id: int, quota_bytes: int | None) -> None:
+        with self._write() as c:
+            n = c.execute(
+                update(M).where(M.c.id == mailbox_id).values(quota_bytes=quota_bytes)
+            ).rowcount
+        if n == 0:
+            raise NotFound(str(mailbox_id))
+
+    def mailbox_usage(self, mailbox_id: int) -> tuple[int, int]:
+        with self._read() as c:
+            r = c.execute(
+                select(M.c.used_bytes, M.c.used_messages).where(M.c.id == mailbox_id)
+            ).first()
+        if r is None:
+            raise NotFound(str(mailbox_id))
+        return int(r.used_bytes), int(r.used_messages)
+
+    # -- grants ------------------------------------------------------------
+
+    def set_grant(
+        self,
+        account_id: int,
+        mailbox_id: int,
+        rights: str,
+        *,
+        valid_from: datetime | None = None,
+        valid_until: datetime | None = None,
+    ) -> Grant:
+        # Canonical form: each right once, in the RFC 4314 order of appearance.
+        rights = "".join(dict.fromkeys(rights))
+        with self._write() as c:
+            if c.execute(select(A.c.id).where(A.c.id == account_id)).first() is None:
+                raise NotFound(str(account_id))
+            if c.execute(select(M.c.id).where(M.c.id == mailbox_id)).first() is None:
+                raise NotFound(str(mailbox_id))
+            where = and_(G.c.account_id == account_id, G.c.mailbox_id == mailbox_id)
+            c.execute(delete(G).where(where))
+            if not rights:
+                return Grant(0, account_id, mailbox_id, "", valid_from, valid_until)
+            new_id = c.execute(
+                insert(G).values(
+                    account_id=account_id,
+                    mailbox_id=mailbox_id,
+                    rights=rights,
+                    valid_from=valid_from,
+                    valid_until=valid_until,
+                )
+            ).inserted_primary_key[0]
+        return Grant(new_id, account_id, mailbox_id, rights, valid_from, valid_until)
+
+    def grants_for_account(self, account_id: int) -> list[Grant]:
+        with self._read() as c:
+            rows = c.execute(select(G).where(G.c.account_id == account_id).order_by(G.c.id))
+            return [grant_record(r) for r in rows]
+
+    def grants_for_mailbox(self, mailbox_id: int) -> list[Grant]:
+        with self._read() as c:
+            rows = c.execute(select(G).where(G.c.mailbox_id == mailbox_id).order_by(G.c.id))
+            return [grant_record(r) for r in rows]

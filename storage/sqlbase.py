@@ -1,0 +1,346 @@
+"""Shared plumbing of `SqlStore`: table handles, row conversions, the key
+ring, and `StoreBase` (engine, transactions, write gate). The store's methods
+live in `storage.directory`, `storage.outbound` and `storage.store`."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import (
+    CursorResult,
+    Engine,
+    Row,
+    Table,
+)
+
+from storage import crypto
+from storage.engine import WriteGate, sqlite_path, transaction, translate
+from storage.interface import (
+    HIERARCHY_SEPARATOR,
+    Account,
+    DSNParams,
+    Folder,
+    Grant,
+    InvalidName,
+    Mailbox,
+    QueueEntry,
+)
+from storage.models import (
+    AccountRow,
+    AuditRow,
+    BodyRow,
+    DomainRow,
+    ExpungedRow,
+    FolderRow,
+    GrantRow,
+    MailboxRow,
+    MessageRow,
+    QueueRow,
+)
+
+A = cast(Table, AccountRow.__table__)
+AU = cast(Table, AuditRow.__table__)
+B = cast(Table, BodyRow.__table__)
+D = cast(Table, DomainRow.__table__)
+E = cast(Table, ExpungedRow.__table__)
+F = cast(Table, FolderRow.__table__)
+G = cast(Table, GrantRow.__table__)
+M = cast(Table, MailboxRow.__table__)
+MSG = cast(Table, MessageRow.__table__)
+Q = cast(Table, QueueRow.__table__)
+
+INBOX = "INBOX"
+SEP = HIERARCHY_SEPARATOR
+# Bound parameters per IN (...) list: well under SQLite's and PostgreSQL's limits.
+CHUNK = 500
+# How long a queue entry handed out by due_entries stays reserved to its worker.
+DEFAULT_LEASE = timedelta(minutes=10)
+MAX_NAME = 1024
+_FORBIDDEN_NAME_CHARS = frozenset("*%") | {chr(c) for c in range(0x20)} | {"\x7f"}
+
+_SYSTEM_FLAGS = {
+    f.lower(): f for f in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
+}
+SEEN = "\\Seen"
+DELETED = "\\Deleted"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def insert_id(result: CursorResult[Any]) -> int:
+    """The primary key of the row an INSERT just made."""
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_epoch(dt: datetime | None) -> int:
+    if dt is None:
+        return int(time.time())
+    if dt.tzinfo is None:
+        raise ValueError("naive datetime given to the store; use an aware datetime")
+    return int(dt.timestamp())
+
+
+_UTC_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def from_epoch(seconds: int) -> datetime:
+    return _UTC_EPOCH + timedelta(seconds=seconds)
+
+
+def normalise_flags(flags: Iterable[str]) -> frozenset[str]:
+    """System flags in their canonical spelling; \\Recent is session state,
+    never stored."""
+    out = set()
+    for f in flags:
+        if not f or any(ch.isspace() or ord(ch) < 0x20 for ch in f):
+            continue  # not an IMAP atom; would also break the space-joined column
+        canon = _SYSTEM_FLAGS.get(f.lower(), f)
+        if canon.lower() == "\\recent":
+            continue
+        out.add(canon)
+    return frozenset(out)
+
+
+def flags_text(flags: frozenset[str]) -> str:
+    return " ".join(sorted(flags))
+
+
+@lru_cache(maxsize=8192)
+def parse_flags(text: str) -> frozenset[str]:
+    # Most messages of a folder share a handful of flag combinations.
+    return frozenset(text.split()) if text else frozenset()
+
+
+def has_flag(flag: str) -> Any:
+    return MSG.c.flags.contains(flag, autoescape=True)
+
+
+def normalise_folder_name(name: str) -> str:
+    """INBOX (and the INBOX/ prefix) in upper case, whatever the client sent."""
+    if name.upper() == INBOX:
+        return INBOX
+    if name.upper().startswith(INBOX + SEP):
+        return INBOX + name[len(INBOX) :]
+    return name
+
+
+def check_folder_name(name: str) -> str:
+    if name.endswith(SEP):  # RFC 3501 6.3.3: "foo/" creates "foo"
+        name = name[:-1]
+    name = normalise_folder_name(name)
+    if not name or len(name) > MAX_NAME:
+        raise InvalidName("empty or too long folder name")
+    if any(part == "" for part in name.split(SEP)):
+        raise InvalidName("empty hierarchy level in folder name")
+    if any(ch in _FORBIDDEN_NAME_CHARS for ch in name):
+        raise InvalidName("forbidden character in folder name")
+    return name
+
+
+def parent_names(name: str) -> list[str]:
+    parts = name.split(SEP)
+    return [SEP.join(parts[:i]) for i in range(1, len(parts))]
+
+
+def chunks(seq: Sequence[int]) -> Iterator[list[int]]:
+    items = sorted(set(seq))
+    for i in range(0, len(items), CHUNK):
+        yield items[i : i + CHUNK]
+
+
+def account_record(r: Row[Any]) -> Account:
+    return Account(
+        id=r.id,
+        login=r.login,
+        display_name=r.display_name,
+        account_class=r.account_class,
+        active=r.active,
+        idnat=r.idnat,
+        cert_subject=r.cert_subject,
+        password_hash=r.password_hash,
+    )
+
+
+def mailbox_record(r: Row[Any]) -> Mailbox:
+    return Mailbox(
+        id=r.id,
+        address=r.address,
+        mailbox_type=r.mailbox_type,
+        display_name=r.display_name,
+        owner_account_id=r.owner_account_id,
+        responsible=r.responsible,
+        quota_bytes=r.quota_bytes,
+        active=r.active,
+    )
+
+
+def folder_record(r: Row[Any], message_count: int = 0) -> Folder:
+    return Folder(
+        id=r.id,
+        mailbox_id=r.mailbox_id,
+        name=r.name,
+        special_use=r.special_use,
+        uidvalidity=r.uidvalidity,
+        uidnext=r.uidnext,
+        highestmodseq=r.highestmodseq,
+        subscribed=r.subscribed,
+        message_count=message_count,
+    )
+
+
+def grant_record(r: Row[Any]) -> Grant:
+    return Grant(
+        id=r.id,
+        account_id=r.account_id,
+        mailbox_id=r.mailbox_id,
+        rights=r.rights,
+        valid_from=r.valid_from,
+        valid_until=r.valid_until,
+    )
+
+
+def dsn_to_json(dsn: DSNParams) -> str:
+    return json.dumps(
+        {"ret": dsn.ret, "envid": dsn.envid, "notify": dsn.notify, "orcpt": dsn.orcpt},
+        sort_keys=True,
+    )
+
+
+def dsn_from_json(text: str) -> DSNParams:
+    d = json.loads(text)
+    return DSNParams(
+        ret=d.get("ret"),
+        envid=d.get("envid"),
+        notify=dict(d.get("notify") or {}),
+        orcpt=dict(d.get("orcpt") or {}),
+    )
+
+
+def queue_entry_record(r: Row[Any]) -> QueueEntry:
+    return QueueEntry(
+        id=r.id,
+        sender=r.sender,
+        recipients=tuple(json.loads(r.recipients)),
+        created=r.created,
+        next_attempt=r.next_attempt,
+        attempts=r.attempts,
+        last_error=r.last_error,
+        size=r.size,
+        dsn=dsn_from_json(r.dsn),
+    )
+
+
+QUEUE_COLUMNS = (
+    Q.c.id,
+    Q.c.sender,
+    Q.c.recipients,
+    Q.c.created,
+    Q.c.next_attempt,
+    Q.c.attempts,
+    Q.c.last_error,
+    Q.c.size,
+    Q.c.dsn,
+)
+
+
+def default_parser(raw: bytes) -> dict[str, Any]:
+    from storage import mime  # the MIME engineer's module; imported late on purpose
+
+    return mime.parse_message(raw)
+
+
+class KeyFileRing:
+    """The key ring, reloaded when the key file changes (`mssctl keys rotate`
+    adds a key while the daemons run; blobs moved to it must stay readable)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        # Signature taken before reading, so a change in between is seen later.
+        self._signature = self._stat()
+        self._ring = crypto.KeyRing.load(path)
+
+    def _stat(self) -> tuple[int, int, int]:
+        try:
+            st = self._path.stat()
+        except OSError as exc:
+            raise crypto.KeyFileError(f"cannot read key file {self._path}") from exc
+        # Size too: two writes within one timestamp tick share an mtime.
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def ring(self, *, force: bool = False) -> crypto.KeyRing:
+        try:
+            signature = self._stat()
+        except crypto.KeyFileError:
+            return self._ring  # keep serving with the keys we have
+        if force or signature != self._signature:
+            with self._lock:
+                if force or signature != self._signature:
+                    self._ring = crypto.KeyRing.load(self._path)
+                    self._signature = signature
+        return self._ring
+
+    def decrypt(self, key_id: str, blob: bytes, aad: bytes) -> bytes:
+        ring = self.ring()
+        if key_id not in ring.keys:  # added by another process just now
+            ring = self.ring(force=True)
+        return ring.decrypt(key_id, blob, aad)
+
+
+# ---------------------------------------------------------------- base
+
+
+class StoreBase:
+    """Engine, transactions and keys; the methods come from the mixins."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        key_file: Path,
+        *,
+        parser: Callable[[bytes], dict[str, Any]] | None = None,
+        lease: timedelta = DEFAULT_LEASE,
+        busy_timeout: float = 30.0,
+    ) -> None:
+        self._engine = engine
+        db_path = sqlite_path(engine.url.render_as_string(hide_password=False))
+        self._gate = WriteGate(db_path, busy_timeout) if db_path is not None else None
+        self._keys = KeyFileRing(key_file)
+        self._parse = parser or default_parser
+        self._lease = lease
+        self._pg = engine.dialect.name == "postgresql"
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def _read(self) -> Any:
+        return transaction(self._engine, write=False)
+
+    def _write(self) -> Any:
+        return transaction(self._engine, write=True, gate=self._gate)
+
+    def _decrypt(self, key_id: str, blob: bytes, aad: bytes) -> bytes:
+        return self._keys.decrypt(key_id, blob, aad)
+
+    def close(self) -> None:
+        if self._gate is not None:
+            self._gate.close()
+        try:
+            self._engine.dispose()
+        except Exception as exc:  # noqa: BLE001 - closing must not mask the caller's error
+            raise translate(exc) from exc

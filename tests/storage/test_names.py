@@ -1,0 +1,46 @@
+"""Pure helpers of the store: flag and folder-name normalisation."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage.interface import InvalidName
+from storage.sqlbase import check_folder_name, normalise_flags, normalise_folder_name
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        (["\\seen", "\\ANSWERED"], {"\\Seen", "\\Answered"}),
+        (["\\Recent", "\\recent"], set()),  # session state, never stored
+        (["$Label1", "NonJunk"], {"$Label1", "NonJunk"}),
+        (["", "two words", "bad\x01", "\\Draft"], {"\\Draft"}),  # not atoms: dropped
+    ],
+)
+def test_normalise_flags(given: list[str], stored: set[str]) -> None:
+    assert normalise_flags(given) == frozenset(stored)
+
+
+@pytest.mark.parametrize(
+    ("given", "name"),
+    [
+        ("inbox", "INBOX"),
+        ("Inbox/Sub", "INBOX/Sub"),
+        ("INBOXES", "INBOXES"),
+        ("Archives/2026/", "Archives/2026"),
+        ("Dossiers patients", "Dossiers patients"),
+        ("Rés&AOk-ultats", "Rés&AOk-ultats"),
+    ],
+)
+def test_folder_names(given: str, name: str) -> None:
+    assert check_folder_name(given) == name
+
+
+@pytest.mark.parametrize("bad", ["", "/", "//", "a//b", "/a", "a/*", "50%", "nl\nx", "del\x7f"])
+def test_bad_folder_names(bad: str) -> None:
+    with pytest.raises(InvalidName):
+        check_folder_name(bad)
+
+
+def test_inbox_prefix_only() -> None:
+    assert normalise_folder_name("inboxes") == "inboxes"
