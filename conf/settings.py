@@ -20,7 +20,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ListenerRole(str, enum.Enum):
+class ListenerRole(enum.StrEnum):
     """What a listener is for."""
 
     MX = "mx"  # SMTP between operators (port 25)
@@ -28,19 +28,19 @@ class ListenerRole(str, enum.Enum):
     IMAP = "imap"  # IMAP (143 / 993)
 
 
-class TLSMode(str, enum.Enum):
+class TLSMode(enum.StrEnum):
     NONE = "none"  # plaintext only: tests and loopback tools
     STARTTLS = "starttls"  # plaintext greeting, STARTTLS upgrades
     IMPLICIT = "implicit"  # TLS from the first byte (465, 993)
 
 
-class ClientCertMode(str, enum.Enum):
+class ClientCertMode(enum.StrEnum):
     NONE = "none"  # never ask for a client certificate
     OPTIONAL = "optional"  # ask; a missing certificate is fine, a bad one is refused
     REQUIRED = "required"  # ask; the handshake fails without a valid one
 
 
-class BareLineEndings(str, enum.Enum):
+class BareLineEndings(enum.StrEnum):
     """What SMTP does with a bare CR or LF inside DATA (smuggling defence)."""
 
     REJECT = "reject"

@@ -265,6 +265,10 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             return
         if reply.status == "BAD":
             self._count_failure()
+        elif reply.status == "OK":
+            # Only consecutive errors end a session (a long-lived client may
+            # hit an occasional BAD over days).
+            session.failed_commands = 0
         await self._report_updates(command)
         if self._closing:
             return

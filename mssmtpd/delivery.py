@@ -10,6 +10,7 @@ what the client sent apart from Return-Path and Received).
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,9 +37,12 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------- pure helpers
 
 
+_UNSAFE_RE = re.compile(r"[^\x20-\x7e]|[()\\]")
+
+
 def _clean(text: str) -> str:
     """Nothing from the client may break a header: no CR/LF, no parentheses."""
-    return "".join(c for c in text if 0x20 <= ord(c) < 0x7F and c not in "()\\")
+    return _UNSAFE_RE.sub("", text)
 
 
 def with_protocol(*, esmtp: bool, tls: bool, auth: bool, utf8: bool) -> str:

@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[["SMTPServerProtocol", Any], "defer.Deferred[None] | None"]
 
+# Bytes of message data that count as activity for the idle timer.
+DATA_PROGRESS = 4096
+
 
 class _SaslExchange:
     """A SASL exchange in progress (AUTH PLAIN/LOGIN/EXTERNAL without
@@ -84,6 +87,7 @@ class SMTPServerProtocol(Protocol):
         self._draining = False
         self._closing = False
         self._sasl: _SaslExchange | None = None
+        self._progress = 0
         self._timer: Any = None
         self._tls_known = False
         self._ip = ""
@@ -194,8 +198,12 @@ class SMTPServerProtocol(Protocol):
         if self._closing:
             return
         if self._data is not None or self._chunk_reading:
-            # A slow DATA transfer is progress: keep the connection alive.
-            self._arm_timer()
+            # A slow DATA transfer is progress, a trickle is not: the idle
+            # timer restarts only after DATA_PROGRESS bytes.
+            self._progress += len(data)
+            if self._progress >= DATA_PROGRESS:
+                self._progress = 0
+                self._arm_timer()
         self._reader.feed(data)
         self._drain()
 

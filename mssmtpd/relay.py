@@ -93,7 +93,12 @@ class RelayService:
         now = datetime.now(UTC)
         entries = yield runner.run(self.services.store.due_entries, now, self.batch)
         if entries:
-            yield defer.DeferredList([self._process(e) for e in entries], consumeErrors=True)
+            results = yield defer.DeferredList([self._process(e) for e in entries],
+                                               consumeErrors=True)
+            for ok, value in results:
+                if not ok:
+                    # The entry stays leased, then due again: nothing is lost.
+                    log.error("queue entry not processed: %s", value.getErrorMessage())
         return len(entries)
 
     @defer.inlineCallbacks
@@ -118,7 +123,10 @@ class RelayService:
                 continue
             try:
                 outcome: Outcome = yield self._send_domain(domain, entry, rcpts, body)
-            except RelayFailure as exc:
+            except Exception as exc:  # noqa: BLE001 - any surprise is a temporary failure
+                if not isinstance(exc, RelayFailure):
+                    log.exception("relay to %s failed unexpectedly (entry %s)", domain, entry.id)
+                    exc = RelayFailure("451 4.3.0 local error while relaying")
                 if exc.permanent:
                     failed += [RecipientStatus(r, "failed", _status_of(exc.text, "5.0.0"),
                                                exc.text) for r in rcpts]
@@ -213,7 +221,10 @@ class RelayService:
         for host, port in routes:
             try:
                 outcome = yield self._send_to(host, port, entry, rcpts, body)
-            except RelayFailure as exc:
+            except Exception as exc:  # noqa: BLE001 - any surprise is a temporary failure
+                if not isinstance(exc, RelayFailure):
+                    log.exception("relay to %s failed unexpectedly (entry %s)", domain, entry.id)
+                    exc = RelayFailure("451 4.3.0 local error while relaying")
                 if exc.permanent:
                     raise
                 last = exc

@@ -43,6 +43,11 @@ def migrate(url: str, revision: str = "head") -> None:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                # Batch migrations rebuild tables (copy, DROP, rename): with
+                # foreign keys on, the DROP would cascade into the children.
+                # Set on the raw connection: inside a transaction it is a no-op.
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = OFF")  # type: ignore[union-attr]
             cfg = _alembic_config(url)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)

@@ -32,6 +32,7 @@ from storage.sqlbase import (
     F,
     G,
     M,
+    S,
     StoreBase,
     account_record,
     grant_record,
@@ -174,10 +175,12 @@ class DirectoryMixin(StoreBase):
                             "uidvalidity": base + i,
                             "uidnext": 1,
                             "highestmodseq": 1,
-                            "subscribed": True,
                         }
                         for i, (name, use) in enumerate(DEFAULT_FOLDERS)
                     ],
+                )
+                c.execute(
+                    insert(S), [{"mailbox_id": mailbox_id, "name": n} for n, _ in DEFAULT_FOLDERS]
                 )
         except sa_exc.IntegrityError as exc:
             raise AlreadyExists(address) from exc

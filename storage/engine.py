@@ -108,10 +108,20 @@ class WriteGate:
         self._timeout = timeout
         self._thread_lock = threading.Lock()
         self._fd: int | None = None
+        self._pid = os.getpid()
 
     def _file(self) -> int:
+        if self._fd is not None and self._pid != os.getpid():
+            # Forked: an inherited descriptor shares its lock with the parent.
+            self._fd = None
         if self._fd is None:
-            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                # Group-writable like a shared database file may be; flock
+                # itself only needs a descriptor, so read-only will do.
+                fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o660)
+            except PermissionError:
+                fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+            self._fd, self._pid = fd, os.getpid()
         return self._fd
 
     @contextmanager

@@ -408,7 +408,13 @@ class MessageStore(Protocol):
         Raises NotFound, AlreadyExists, InvalidName."""
 
     def set_subscribed(self, mailbox_id: int, name: str, subscribed: bool) -> None:
-        """Raises NotFound."""
+        """Subscribing needs the folder to exist; unsubscribing works on any
+        subscribed name, even of a deleted folder (RFC 3501 6.3.6: deleting a
+        folder does not remove its subscription). Raises NotFound."""
+
+    def list_subscriptions(self, mailbox_id: int) -> list[str]:
+        """Subscribed folder names (LSUB, LIST (SUBSCRIBED)), sorted, including
+        names whose folder no longer exists. Raises NotFound (mailbox)."""
 
     def folder_status(self, folder_id: int) -> FolderStatus:
         """Raises NotFound."""

@@ -130,7 +130,18 @@ class FolderRow(Base):
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     uidnext: Mapped[int] = mapped_column(BigInteger, default=1)
     highestmodseq: Mapped[int] = mapped_column(BigInteger, default=1)
-    subscribed: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class SubscriptionRow(Base):
+    """A subscribed folder NAME (RFC 3501 6.3.6): it outlives the folder, so
+    it is not a column of `folders`."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (UniqueConstraint("mailbox_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(1024))
 
 
 class BodyRow(Base):

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Engine,
     Row,
     Table,
+    exists,
 )
 
 from storage import crypto
@@ -43,6 +44,7 @@ from storage.models import (
     MailboxRow,
     MessageRow,
     QueueRow,
+    SubscriptionRow,
 )
 
 A = cast(Table, AccountRow.__table__)
@@ -55,6 +57,13 @@ G = cast(Table, GrantRow.__table__)
 M = cast(Table, MailboxRow.__table__)
 MSG = cast(Table, MessageRow.__table__)
 Q = cast(Table, QueueRow.__table__)
+S = cast(Table, SubscriptionRow.__table__)
+
+# A folder row with its subscription state (a name in `subscriptions`).
+FOLDER_COLUMNS = (
+    *F.c,
+    exists().where(S.c.mailbox_id == F.c.mailbox_id, S.c.name == F.c.name).label("subscribed"),
+)
 
 INBOX = "INBOX"
 SEP = HIERARCHY_SEPARATOR
@@ -197,7 +206,7 @@ def folder_record(r: Row[Any], message_count: int = 0) -> Folder:
         uidvalidity=r.uidvalidity,
         uidnext=r.uidnext,
         highestmodseq=r.highestmodseq,
-        subscribed=r.subscribed,
+        subscribed=bool(r.subscribed),
         message_count=message_count,
     )
 

@@ -64,6 +64,7 @@ from storage.outbound import OutboundMixin
 from storage.sqlbase import (
     CHUNK,
     DELETED,
+    FOLDER_COLUMNS,
     INBOX,
     MSG,
     SEEN,
@@ -73,6 +74,7 @@ from storage.sqlbase import (
     F,
     M,
     Q,
+    S,
     check_folder_name,
     chunks,
     flags_text,
@@ -107,7 +109,9 @@ class SqlStore(DirectoryMixin, OutboundMixin):
     def _folder_row(
         self, c: Connection, mailbox_id: int, name: str, *, lock: bool = False
     ) -> Row[Any]:
-        q = select(F).where(F.c.mailbox_id == mailbox_id, F.c.name == normalise_folder_name(name))
+        q = select(*FOLDER_COLUMNS).where(
+            F.c.mailbox_id == mailbox_id, F.c.name == normalise_folder_name(name)
+        )
         if lock:
             q = q.with_for_update()
         r = c.execute(q).first()
@@ -148,7 +152,7 @@ class SqlStore(DirectoryMixin, OutboundMixin):
         highestmodseq: int = 1,
     ) -> int:
         uidvalidity = self._next_uidvalidity(c, mailbox_id)
-        return insert_id(
+        folder_id = insert_id(
             c.execute(
                 insert(F).values(
                     mailbox_id=mailbox_id,
@@ -157,10 +161,12 @@ class SqlStore(DirectoryMixin, OutboundMixin):
                     uidvalidity=uidvalidity,
                     uidnext=uidnext,
                     highestmodseq=highestmodseq,
-                    subscribed=subscribed,
                 )
             )
         )
+        if subscribed:
+            self._subscribe(c, mailbox_id, name)
+        return folder_id
 
     def _create_parents(self, c: Connection, mailbox_id: int, name: str) -> None:
         existing = set(c.execute(select(F.c.name).where(F.c.mailbox_id == mailbox_id)).scalars())
@@ -171,7 +177,7 @@ class SqlStore(DirectoryMixin, OutboundMixin):
     def list_folders(self, mailbox_id: int) -> list[Folder]:
         with self._read() as c:
             self._mailbox_exists(c, mailbox_id)
-            rows = c.execute(select(F).where(F.c.mailbox_id == mailbox_id)).all()
+            rows = c.execute(select(*FOLDER_COLUMNS).where(F.c.mailbox_id == mailbox_id)).all()
         # Sorted here, not in SQL: collations differ between SQLite and PostgreSQL.
         return sorted((folder_record(r) for r in rows), key=lambda f: f.name)
 
@@ -181,7 +187,7 @@ class SqlStore(DirectoryMixin, OutboundMixin):
 
     def get_folder_by_id(self, folder_id: int) -> Folder:
         with self._read() as c:
-            r = c.execute(select(F).where(F.c.id == folder_id)).first()
+            r = c.execute(select(*FOLDER_COLUMNS).where(F.c.id == folder_id)).first()
         if r is None:
             raise NotFound(f"folder {folder_id}")
         return folder_record(r)
@@ -202,7 +208,7 @@ class SqlStore(DirectoryMixin, OutboundMixin):
                     raise AlreadyExists(name)
                 self._create_parents(c, mailbox_id, name)
                 fid = self._insert_folder(c, mailbox_id, name, special_use, subscribed=False)
-                row = c.execute(select(F).where(F.c.id == fid)).one()
+                row = c.execute(select(*FOLDER_COLUMNS).where(F.c.id == fid)).one()
         except sa_exc.IntegrityError as exc:
             raise AlreadyExists(name) from exc
         return folder_record(row)
@@ -240,8 +246,17 @@ class SqlStore(DirectoryMixin, OutboundMixin):
                 targets = {r.id: new + r.name[len(old) :] for r in moving}
                 if set(targets.values()) & (names - {r.name for r in moving}):
                     raise AlreadyExists(new)
-                for fid, target in targets.items():
-                    c.execute(update(F).where(F.c.id == fid).values(name=target))
+                for r in moving:
+                    target = targets[r.id]
+                    c.execute(update(F).where(F.c.id == r.id).values(name=target))
+                    # The subscription follows the folder, unless the new name
+                    # was subscribed already (a name left by a deleted folder).
+                    c.execute(delete(S).where(S.c.mailbox_id == mailbox_id, S.c.name == target))
+                    c.execute(
+                        update(S)
+                        .where(S.c.mailbox_id == mailbox_id, S.c.name == r.name)
+                        .values(name=target)
+                    )
                 self._create_parents(c, mailbox_id, new)
         except sa_exc.IntegrityError as exc:
             raise AlreadyExists(new) from exc
@@ -269,10 +284,31 @@ class SqlStore(DirectoryMixin, OutboundMixin):
             )
             c.execute(update(F).where(F.c.id == inbox.id).values(highestmodseq=modseq))
 
+    def _subscribe(self, c: Connection, mailbox_id: int, name: str) -> None:
+        known = c.execute(
+            select(S.c.id).where(S.c.mailbox_id == mailbox_id, S.c.name == name)
+        ).first()
+        if known is None:
+            c.execute(insert(S).values(mailbox_id=mailbox_id, name=name))
+
     def set_subscribed(self, mailbox_id: int, name: str, subscribed: bool) -> None:
+        name = normalise_folder_name(name)
         with self._write() as c:
-            folder = self._folder_row(c, mailbox_id, name)
-            c.execute(update(F).where(F.c.id == folder.id).values(subscribed=subscribed))
+            if subscribed:
+                self._folder_row(c, mailbox_id, name)  # NotFound
+                self._subscribe(c, mailbox_id, name)
+                return
+            gone = c.execute(
+                delete(S).where(S.c.mailbox_id == mailbox_id, S.c.name == name)
+            ).rowcount
+            if gone == 0:
+                self._folder_row(c, mailbox_id, name)  # NotFound unless it exists
+
+    def list_subscriptions(self, mailbox_id: int) -> list[str]:
+        with self._read() as c:
+            self._mailbox_exists(c, mailbox_id)
+            names = c.execute(select(S.c.name).where(S.c.mailbox_id == mailbox_id)).scalars()
+            return sorted(names)
 
     def folder_status(self, folder_id: int) -> FolderStatus:
         seen = has_flag(SEEN)

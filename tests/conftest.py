@@ -1,8 +1,10 @@
 """Shared fixtures for every test tier.
 
-`store`: a migrated SqlStore on SQLite in tmp_path, with a generated key file and
-the domain "hopital.test" added. `make_settings(tmp_path, **overrides)` returns a
-`conf.settings.Settings` pointing at that same database and key file.
+`store`: a migrated SqlStore on SQLite in tmp_path (mss.db, keys), with the
+domain "hopital.test" added (copied from a per-session template: fast).
+`make_settings(tmp_path, **overrides)` returns a `conf.settings.Settings`
+pointing at that same database and key file; import it (and `store_paths`,
+`TEST_DOMAIN`) from `store_support`, or use the `settings_factory` fixture.
 
 Other teams add fixtures in their own conftest files (tests/protocol/conftest.py,
 tests/e2e/conftest.py ...) or append below, carefully.

@@ -39,7 +39,7 @@ from imapd.parser.commands import (
     sets_seen,
 )
 from imapd.view import SelectedView, format_flags
-from imapd.wire import internal_date, literal
+from imapd.wire import internal_date, literal, uid_set
 from storage.interface import FlagChange, FlagMode, MessageInfo, MessageStore
 
 META_BATCH = 250
@@ -83,8 +83,9 @@ def _load(
 async def fetch(ctx: Context, cmd: Fetch) -> Reply:
     view = require_view(ctx)
     session = ctx.session
-    if cmd.vanished:
-        raise bad("VANISHED needs QRESYNC")
+    if cmd.vanished and not (cmd.uid and cmd.changed_since is not None
+                             and "QRESYNC" in session.enabled):
+        raise bad("VANISHED needs UID FETCH with CHANGEDSINCE and QRESYNC enabled")
     attrs = list(cmd.attributes)
     if cmd.changed_since is not None or any(isinstance(a, FetchModSeq) for a in attrs):
         session.enabled.add("CONDSTORE")  # a CONDSTORE enabling command (RFC 7162 3.1)
@@ -94,6 +95,14 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
     if cmd.uid and not any(isinstance(a, FetchUid) for a in attrs):
         attrs.insert(0, FetchUid())
     uids = resolve_set(view, cmd.sequence_set, cmd.uid)
+    if cmd.vanished and cmd.changed_since is not None:
+        changes = await ctx.run(ctx.services.store.changes_since, view.folder_id,
+                                cmd.changed_since)
+        largest = max(view.max_uid(), max(changes.expunged, default=0))
+        gone = sorted(u for u in changes.expunged
+                      if u not in view.entries and cmd.sequence_set.contains(u, largest))
+        if gone:
+            ctx.send(f"* VANISHED (EARLIER) {uid_set(gone)}\r\n".encode())
     if cmd.changed_since is not None:
         uids = [u for u in uids if view.modseq_of(u) > cmd.changed_since]
     need_info = any(needs_metadata(a) for a in attrs)

@@ -21,6 +21,7 @@ from imapd.parser.commands import (
     Delete,
     Examine,
     Namespace,
+    QResync,
     Rename,
     Select,
     Status,
@@ -28,8 +29,9 @@ from imapd.parser.commands import (
     Subscribe,
     Unsubscribe,
 )
-from imapd.view import SYSTEM_FLAGS, SelectedView
+from imapd.view import SYSTEM_FLAGS, SelectedView, format_flags
 from imapd.wire import mailbox as wire_mailbox
+from imapd.wire import uid_set
 from policy.decisions import Identity, Policy
 from storage.interface import (
     Folder,
@@ -93,7 +95,7 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
         if "CONDSTORE" in session.enabled:
             ctx.send(b"* OK [CLOSED] Previous mailbox closed\r\n")
     identity, namespaces = _identity(ctx)
-    if cmd.qresync is not None:
+    if cmd.qresync is not None and "QRESYNC" not in session.enabled:
         raise bad("QRESYNC is not enabled")
     if cmd.condstore:
         session.enabled.add("CONDSTORE")
@@ -109,6 +111,7 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
         st.highestmodseq, opened.entries, opened.recent,
     )
     view.condstore = "CONDSTORE" in session.enabled
+    view.qresync = "QRESYNC" in session.enabled
     view.rights = opened.rights
     session.select(opened.place, view)
     ctx.watch_token = ctx.watcher.watch(  # type: ignore[attr-defined]
@@ -127,8 +130,33 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
     out.append(f"* OK [UIDNEXT {view.uidnext}] Predicted next UID\r\n")
     out.append(f"* OK [HIGHESTMODSEQ {max(view.highestmodseq, 1)}] Highest\r\n")
     ctx.send("".join(out).encode())
+    if cmd.qresync is not None and cmd.qresync.uidvalidity == st.uidvalidity:
+        await _resync(ctx, view, cmd.qresync)
     mode = "READ-ONLY" if readonly else "READ-WRITE"
     return ok(f"{'EXAMINE' if isinstance(cmd, Examine) else 'SELECT'} completed", mode)
+
+
+async def _resync(ctx: Context, view: SelectedView, q: QResync) -> None:
+    """RFC 7162 3.2.5.1: what vanished and what changed since the client's
+    MODSEQ, limited to the UIDs it says it knows."""
+    changes = await ctx.run(ctx.services.store.changes_since, view.folder_id, q.modseq)
+    largest = max(view.max_uid(), max(changes.expunged, default=0))
+
+    def known(uid: int) -> bool:
+        return q.known_uids is None or q.known_uids.contains(uid, largest)
+
+    vanished = sorted(u for u in changes.expunged if known(u) and u not in view.entries)
+    out: list[bytes] = []
+    if vanished:
+        out.append(f"* VANISHED (EARLIER) {uid_set(vanished)}\r\n".encode())
+    changed = [u for u in view.uids if view.entries[u].modseq > q.modseq and known(u)]
+    out.extend(view.announce_keywords(changed))
+    for uid in changed:
+        seq = view.seq_of(uid)
+        flags = format_flags(view.display_flags(uid))
+        out.append(f"* {seq} FETCH (UID {uid} FLAGS {flags} MODSEQ ({view.modseq_of(uid)}))\r\n"
+                   .encode())
+    ctx.send(b"".join(out))
 
 
 # ---------------------------------------------------------------- CREATE etc.

@@ -7,7 +7,7 @@ never confused with its neighbour."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from imapd.commands.access import resolve_folder
 from imapd.commands.base import Context, Handler, ok

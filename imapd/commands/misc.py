@@ -20,7 +20,7 @@ from imapd.parser.commands import (
 from imapd.wire import quote
 
 SERVER_ID = (("name", "mss-imapd"), ("vendor", "MSSante open-source"), ("version", "0.1"))
-ENABLEABLE = ("CONDSTORE",)
+ENABLEABLE = ("CONDSTORE", "QRESYNC")
 
 
 async def capability(ctx: Context, cmd: Capability) -> Reply:
@@ -52,8 +52,12 @@ async def id_(ctx: Context, cmd: Id) -> Reply:
 async def enable(ctx: Context, cmd: Enable) -> Reply:
     newly = [c for c in cmd.capabilities if c in ENABLEABLE and c not in ctx.session.enabled]
     ctx.session.enabled.update(newly)
-    if "CONDSTORE" in ctx.session.enabled and ctx.session.view is not None:
-        ctx.session.view.condstore = True
+    if "QRESYNC" in ctx.session.enabled:
+        ctx.session.enabled.add("CONDSTORE")  # RFC 7162 3.2.3: QRESYNC implies it
+    view = ctx.session.view
+    if view is not None:
+        view.condstore = "CONDSTORE" in ctx.session.enabled
+        view.qresync = "QRESYNC" in ctx.session.enabled
     ctx.send(("* ENABLED" + "".join(" " + c for c in newly) + "\r\n").encode())
     return ok("ENABLE completed")
 

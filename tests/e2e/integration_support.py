@@ -40,7 +40,7 @@ DURAND = f"sec.durand@{DOMAIN}"
 PETIT = f"sec.petit@{DOMAIN}"
 CARDIO = f"cardiologie@{DOMAIN}"
 LABO = f"labo@{DOMAIN}"
-START_DEADLINE = 15.0  # seconds for every listener to accept
+START_DEADLINE = 30.0  # seconds for every listener to greet (a loaded CI box is slow)
 STOP_DEADLINE = 10.0
 IO_TIMEOUT = 10.0
 
@@ -64,6 +64,21 @@ def pick_offset(rng: random.Random) -> int:
         if all(port_is_free(port + offset) for _, port, _, _ in DEFAULT_PORTS):
             return offset
     raise RuntimeError("no free port offset found")
+
+
+def first_line(port: int, timeout: float) -> bytes:
+    """The first line a cleartext listener sends (b"" if none in time)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            data = b""
+            while b"\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            return data
+    except OSError:
+        return b""
 
 
 def accepts(port: int) -> bool:
@@ -171,6 +186,7 @@ class MssInstance:
 
     def _start_once(self) -> bool:
         assert self.proc is None or self.proc.poll() is not None
+        mark = self.log_file.stat().st_size if self.log_file.exists() else 0
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(
                 mssctl("serve", "--config", str(self.directory / "mss.yaml")),
@@ -180,7 +196,7 @@ class MssInstance:
         pending = list(self.ports)
         while pending:
             if self.proc.poll() is not None:
-                if "already in use" in self.log_tail():
+                if b"already in use" in self.log_file.read_bytes()[mark:]:
                     return False  # lost a race for a port: move and retry
                 raise RuntimeError(f"serve exited {self.proc.returncode}:\n{self.log_tail()}")
             if time.monotonic() > deadline:
@@ -190,6 +206,13 @@ class MssInstance:
             pending = [p for p in pending if not accepts(p)]
             if pending:
                 time.sleep(0.05)  # polling with a deadline
+        # TCP accepts as soon as serve has bound the sockets; the protocols
+        # answer once its worker runs: wait for a greeting from each daemon.
+        for name, expected in (("smtp-mx", b"220 "), ("imap", b"* OK ")):
+            greeting = first_line(self.port(name), max(0.1, deadline - time.monotonic()))
+            if not greeting.startswith(expected):
+                self.kill()
+                raise RuntimeError(f"{name} greeted {greeting!r}:\n{self.log_tail()}")
         return True
 
     def stop(self, sig: int = signal.SIGTERM) -> int:

@@ -191,6 +191,39 @@ def test_swaks_implicit_tls_then_curl_imaps(mss: MssInstance, tmp_path: Path) ->
     assert fetched.stdout.startswith(f"Return-Path: <{DURAND}>\r\n".encode())
 
 
+def test_awkward_content_survives_smtp_to_imap_byte_for_byte(mss: MssInstance) -> None:
+    """Dot-stuffing, 8-bit UTF-8, a 998-octet line, folded headers, empty
+    lines and trailing blanks: what the lab sends is what IMAP returns, and
+    the sections Thunderbird asks for are cut at the right octets."""
+    token = secrets.token_hex(4)
+    body = (
+        "Ligne normale\r\n.\r\n..deux points\r\n.point initial\r\nFrom le debut\r\n"
+        "Accents: é à ç œ € ñ 中文\r\n" + "x" * 998 + "\r\n\tTabulation et espaces   \r\n"
+        "\r\n\r\nDerniere ligne\r\n"
+    ).encode()
+    head = make_message(f"Fidelite {token}", "-", sender=LABO, to=[MARTIN],
+                        msgid=f"fid-{token}").split(b"\r\n\r\n")[0]
+    head += (b"\r\nContent-Transfer-Encoding: 8bit\r\nX-MSS-INS: O\r\nX-Long: "
+             + b"y" * 200 + b"\r\n\tfolded continuation")
+    message = head + b"\r\n\r\n" + body
+    submit(mss, LABO, [MARTIN], message, cert_of=LABO)
+
+    with ImapConn(mss.port("imaps"), mss.client_context()) as conn:
+        conn.login(MARTIN, mss.password(MARTIN))
+        conn.ok('SELECT "INBOX"')
+        uid = find_uid(conn, f"<fid-{token}@labo.hopital.test>")
+        fetched = untagged_of(conn.ok(
+            f"UID FETCH {uid} (RFC822.SIZE BODY.PEEK[] BODY.PEEK[TEXT] "
+            f"BODY.PEEK[HEADER.FIELDS (X-Long X-MSS-INS)])"), b"FETCH")
+        assert len(fetched) == 1
+        whole, text, fields = fetched[0].literals
+        assert strip_trace(whole) == message
+        assert f"RFC822.SIZE {len(whole)} ".encode() in fetched[0].text
+        assert text == body
+        assert fields == (b"X-MSS-INS: O\r\nX-Long: " + b"y" * 200
+                          + b"\r\n\tfolded continuation\r\n\r\n")
+
+
 def test_functional_box_teamwork_is_live_and_traced(mss: MssInstance) -> None:
     """Both secretaries keep the shared box open (IDLE); a lab result arrives
     by SMTP and both are told within a second; one files it into the box's

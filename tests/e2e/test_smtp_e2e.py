@@ -74,6 +74,7 @@ def test_smtplib_implicit_tls_auth_plain(server: Instance) -> None:
         s.sendmail("alice@a.test", ["bob@a.test"], MESSAGE)
     stored = server.inbox("bob@a.test")
     assert len(stored) == before + 1 and _payload_of(stored[-1]) == MESSAGE
+    assert b"(using TLSv1." in stored[-1] and b"with ESMTPSA" in stored[-1]
 
 
 @pytest.mark.parametrize("authzid", ["", "labo@a.test"])

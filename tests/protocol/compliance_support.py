@@ -32,7 +32,7 @@ from imap_transcript import (
 
 __all__ = [
     "SECRETARY", "ImapClient", "ImapEnv", "deliver", "lines", "message",
-    "env", "env3", "selected", "two_sessions", "untagged_of", "tagged_line",
+    "env", "env3", "small_env", "selected", "two_sessions", "untagged_of", "tagged_line",
     "status_of", "literal_append", "fetch_lines",
 ]
 
@@ -51,6 +51,13 @@ def env3(env: ImapEnv) -> ImapEnv:
     for s in ("a", "b", "c"):
         deliver(env.store, SECRETARY, message(s, f"body {s}\r\n"))
     return env
+
+
+@pytest.fixture
+def small_env(tmp_path: Path, store: Any) -> ImapEnv:
+    """`env` with a 2000-octet message limit (APPENDLIMIT) and 10 bad commands."""
+    populate(store)
+    return make_env(tmp_path, store, limits={"message_size": 2000, "bad_commands": 10})
 
 
 def selected(env: ImapEnv, mailbox: str = "INBOX", *, examine: bool = False) -> ImapClient:

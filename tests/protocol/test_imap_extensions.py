@@ -216,3 +216,33 @@ def test_id_and_pipelining(env: ImapEnv) -> None:
     assert ls[0].startswith(b"p1 OK")
     assert ls[1].startswith(b"* ID (") and ls[2] == b"p2 OK ID completed"
     assert ls[3] == b"p3 OK NOOP completed"
+
+
+def test_qresync(env: ImapEnv, store: Any) -> None:
+    """RFC 7162 3.2: ENABLE QRESYNC, SELECT (QRESYNC ...), VANISHED."""
+    for i in range(4):
+        deliver(store, SECRETARY, message(f"m{i}"))
+    c = env.login()
+    _, done = c.tagged("SELECT INBOX (QRESYNC (1 1))")
+    assert b"BAD" in done  # not enabled yet
+    assert c.ok("ENABLE QRESYNC") == b"* ENABLED QRESYNC\r\n"
+    untagged = c.ok("SELECT INBOX")
+    uidvalidity = int(re.search(rb"UIDVALIDITY (\d+)", untagged).group(1))
+    hms = int(re.search(rb"HIGHESTMODSEQ (\d+)", untagged).group(1))
+    c.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    out = c.ok("EXPUNGE")
+    assert out == b"* VANISHED 1\r\n"
+    c.ok("STORE 2 +FLAGS (\\Flagged)")
+    # Another client (or this one, later) resynchronises from hms.
+    d = env.login()
+    d.ok("ENABLE QRESYNC")
+    untagged = d.ok(f"SELECT INBOX (QRESYNC ({uidvalidity} {hms} 1:4))")
+    assert b"* VANISHED (EARLIER) 1\r\n" in untagged
+    assert re.search(rb"\* 2 FETCH \(UID 3 FLAGS \(\\Flagged\) MODSEQ \(\d+\)\)", untagged)
+    out = d.ok(f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {hms} VANISHED)")
+    assert out.startswith(b"* VANISHED (EARLIER) 1\r\n")
+    assert b"UID 3 FLAGS (\\Flagged)" in out
+    # Expunges made elsewhere arrive as VANISHED too.
+    c.ok("STORE 3 +FLAGS.SILENT (\\Deleted)")
+    c.ok("EXPUNGE")
+    assert d.ok("NOOP") == b"* VANISHED 4\r\n"

@@ -369,3 +369,47 @@ def test_bdat_with_bare_lf_is_refused_and_data_after_bdat_too(env: SmtpEnv) -> N
     assert codes(conv.cmd("DATA")) == c(R.BDAT_MIXED)
     assert codes(conv.send(b"BDAT 0 LAST\r\n")) == c(R.MESSAGE_BARE_LINE_ENDING)
     assert inbox(env.store, "dr.martin@hopital.test") == []
+
+
+def test_smtputf8_addresses_need_the_parameter(env: SmtpEnv) -> None:
+    conv = env.connect("mx")
+    conv.ehlo()
+    conv.cmd("MAIL FROM:<a@remote.example>")
+    assert codes(conv.cmd("RCPT TO:<élodie@hopital.test>")) == c(R.SMTPUTF8_REQUIRED)
+    conv.cmd("RSET")
+    assert codes(conv.cmd("MAIL FROM:<élodie@remote.example> SMTPUTF8")) == c(R.SENDER_OK)
+    assert codes(conv.cmd("RCPT TO:<élodie@hopital.test>")) == c(R.RCPT_UNKNOWN)
+
+
+def test_helo_client_gets_plain_smtp_trace(env: SmtpEnv) -> None:
+    conv = env.connect("mx")
+    assert codes(conv.cmd("HELO old.example")) == ["250"]
+    conv.send(b"MAIL FROM:<a@remote.example>\r\nRCPT TO:<dr.martin@hopital.test>\r\nDATA\r\n")
+    assert codes(conv.send(b"Subject: x\r\n\r\nhi\r\n.\r\n")) == c(R.DELIVERED)
+    (stored,) = inbox(env.store, "dr.martin@hopital.test")
+    assert b"with SMTP id" in stored and b"from old.example ([192.0.2.10])" in stored
+
+
+def test_trickling_data_does_not_keep_the_connection(env: SmtpEnv) -> None:
+    conv = env.connect("mx")
+    conv.ehlo()
+    conv.send(b"MAIL FROM:<a@remote.example>\r\nRCPT TO:<dr.martin@hopital.test>\r\nDATA\r\n")
+    idle = env.settings.limits.smtp_idle_timeout
+    conv.send(b"Subject: slow\r\n")
+    env.clock.advance(idle - 1)
+    conv.send(b"x\r\n")  # a few bytes are not progress
+    env.clock.advance(2)
+    assert codes(conv.take()) == c(R.IDLE_TIMEOUT) and conv.closed
+
+
+def test_steady_data_keeps_the_connection(env: SmtpEnv) -> None:
+    conv = env.connect("mx")
+    conv.ehlo()
+    conv.send(b"MAIL FROM:<a@remote.example>\r\nRCPT TO:<dr.martin@hopital.test>\r\nDATA\r\n")
+    idle = env.settings.limits.smtp_idle_timeout
+    conv.send(b"Subject: big\r\n\r\n")
+    for _ in range(3):
+        env.clock.advance(idle - 1)
+        conv.send((b"y" * 70 + b"\r\n") * 60)
+    assert not conv.closed
+    assert codes(conv.send(b".\r\n")) == c(R.DELIVERED)
