@@ -250,13 +250,51 @@ def test_rename_inbox_moves_messages(box: Any) -> None:
 
 def test_subscribe(box: Any) -> None:
     store, mb, _ = box
+    defaults = sorted(name for name, _ in DEFAULT_FOLDERS)
+    assert store.list_subscriptions(mb.id) == defaults
+    assert all(f.subscribed for f in store.list_folders(mb.id))
     f = store.create_folder(mb.id, "Sub")
+    assert not f.subscribed  # CREATE does not subscribe
     store.set_subscribed(mb.id, "Sub", True)
+    store.set_subscribed(mb.id, "Sub", True)  # idempotent
     assert store.get_folder_by_id(f.id).subscribed
+    assert store.get_folder(mb.id, "Sub").subscribed
+    assert "Sub" in store.list_subscriptions(mb.id)
     store.set_subscribed(mb.id, "Sub", False)
     assert not store.get_folder_by_id(f.id).subscribed
+    store.set_subscribed(mb.id, "inbox", False)
+    assert "INBOX" not in store.list_subscriptions(mb.id)
     with pytest.raises(NotFound):
         store.set_subscribed(mb.id, "Nope", True)
+    with pytest.raises(NotFound):
+        store.set_subscribed(mb.id, "Nope", False)
+    with pytest.raises(NotFound):
+        store.list_subscriptions(99999)
+
+
+def test_subscription_outlives_its_folder(box: Any) -> None:
+    """RFC 3501 6.3.6: DELETE does not unsubscribe; UNSUBSCRIBE still works."""
+    store, mb, _ = box
+    store.create_folder(mb.id, "Gone")
+    store.set_subscribed(mb.id, "Gone", True)
+    store.delete_folder(mb.id, "Gone")
+    assert "Gone" in store.list_subscriptions(mb.id)
+    again = store.create_folder(mb.id, "Gone")
+    assert again.subscribed  # subscriptions are by name
+    store.delete_folder(mb.id, "Gone")
+    store.set_subscribed(mb.id, "Gone", False)
+    assert "Gone" not in store.list_subscriptions(mb.id)
+
+
+def test_rename_carries_subscriptions(box: Any) -> None:
+    store, mb, _ = box
+    store.create_folder(mb.id, "P/Q")
+    store.set_subscribed(mb.id, "P/Q", True)
+    store.rename_folder(mb.id, "P", "R")
+    subs = store.list_subscriptions(mb.id)
+    assert "R/Q" in subs and "P/Q" not in subs
+    assert store.get_folder(mb.id, "R/Q").subscribed
+    assert not store.get_folder(mb.id, "R").subscribed
 
 
 # ---------------------------------------------------------------- messages

@@ -61,3 +61,57 @@ def test_sqlite_pragmas(store: Any) -> None:
         assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
         assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() > 0
+
+
+def test_0002_keeps_data_and_subscriptions(backend: str, tmp_path: Path, request: Any) -> None:
+    """0001 -> 0002 rebuilds `folders` on SQLite: no cascade into messages,
+    and the subscribed flags become subscription rows."""
+    from sqlalchemy import text
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        cluster = request.getfixturevalue("pg_cluster")
+        url = cluster.url(cluster.new_database(template=None))
+    migrate(url, "0001")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as c:
+            c.execute(text("INSERT INTO domains (id, name) VALUES (1, 'h.test')"))
+            c.execute(
+                text(
+                    "INSERT INTO mailboxes (id, address, domain_id, mailbox_type, display_name,"
+                    " responsible, active, used_bytes, used_messages, last_uidvalidity)"
+                    " VALUES (1, 'a@h.test', 1, 'ORG', '', '', true, 1, 1, 5)"
+                )
+            )
+            for fid, name, sub in [(1, "INBOX", True), (2, "Old", False), (3, "Kept", True)]:
+                c.execute(
+                    text(
+                        "INSERT INTO folders (id, mailbox_id, name, uidvalidity, uidnext,"
+                        " highestmodseq, subscribed) VALUES (:i, 1, :n, :i, 2, 2, :s)"
+                    ),
+                    {"i": fid, "n": name, "s": sub},
+                )
+            c.execute(
+                text(
+                    "INSERT INTO bodies (id, key_id, size, body, meta) VALUES (1, 'k1', 1, :b, :b)"
+                ),
+                {"b": b"x"},
+            )
+            c.execute(
+                text(
+                    "INSERT INTO messages (folder_id, uid, modseq, flags, internal_date, size,"
+                    " recent, body_id) VALUES (3, 1, 2, '', 0, 1, false, 1)"
+                )
+            )
+        migrate(url)
+        with engine.connect() as c:
+            subs = c.execute(text("SELECT name FROM subscriptions ORDER BY name")).scalars()
+            assert list(subs) == ["INBOX", "Kept"]
+            assert c.execute(text("SELECT count(*) FROM messages")).scalar() == 1
+            assert c.execute(text("SELECT count(*) FROM folders")).scalar() == 3
+            ctx = MigrationContext.configure(c, opts={"compare_type": True})
+            assert compare_metadata(ctx, Base.metadata) == []
+    finally:
+        engine.dispose()
