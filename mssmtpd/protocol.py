@@ -91,6 +91,7 @@ class SMTPServerProtocol(Protocol):
         self._timer: Any = None
         self._tls_known = False
         self._ip = ""
+        self._counted = False  # in the factory's per-address count
         self.session: Session
 
     # ------------------------------------------------------------ connection
@@ -118,7 +119,7 @@ class SMTPServerProtocol(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        if getattr(self, "_counted", False):
+        if self._counted:
             self._counted = False
             self.factory.connection_closed(self._ip)
 
@@ -247,12 +248,21 @@ class SMTPServerProtocol(Protocol):
     def _run(self, d: defer.Deferred[None] | None) -> None:
         if d is None:
             return
+        if d.called:
+            d.addErrback(self._unexpected)
+            return
+        # Waiting for the store is our delay, not the client's idleness: a
+        # timeout now would drop a message that may still commit.
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
         self._busy = True
         d.addErrback(self._unexpected)
         d.addBoth(self._resume)
 
     def _resume(self, _: object) -> None:
         self._busy = False
+        self._arm_timer()
         if not self._draining:
             self._drain()
 

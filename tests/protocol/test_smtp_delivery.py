@@ -118,3 +118,22 @@ def test_received_header_never_lists_several_recipients() -> None:
 def test_header_values_unfold() -> None:
     msg = b"From: A\r\n <a@x.example>\r\nSubject: s\r\n\r\nFrom: body@x.example\r\n"
     assert header_values(msg, "from") == ["A <a@x.example>"]
+
+
+def test_slow_store_does_not_time_the_client_out(tmp_path: Path, store: Any) -> None:
+    add_user(store, "u0@hopital.test")
+    env = make_env(tmp_path, store)
+    runner = StepRunner()
+    env.services.runner = runner
+    conv = env.connect("mx")
+    conv.cmd("EHLO c.example")
+    conv.send(b"MAIL FROM:<a@remote.example>\r\nRCPT TO:<u0@hopital.test>\r\nDATA\r\n")
+    runner.drain()
+    conv.take()
+    conv.send(b"Subject: s\r\n\r\nbody\r\n.\r\n")
+    env.clock.advance(env.settings.limits.smtp_idle_timeout * 3)  # the commit is slow
+    assert not conv.closed
+    runner.drain()
+    assert codes(conv.take()) == [f"{R.DELIVERED.code} {R.DELIVERED.status}"]
+    env.clock.advance(env.settings.limits.smtp_idle_timeout + 1)  # now the client is idle
+    assert conv.closed
