@@ -156,3 +156,18 @@ def test_flags_of_other_session_during_uid_fetch(env3: ImapEnv) -> None:
     out = b.ok("NOOP")
     assert out.startswith(b"* 1 EXPUNGE\r\n") or b"* 1 EXPUNGE" in out
     assert b.ok("FETCH 1 (UID FLAGS)") == b"* 1 FETCH (UID 2 FLAGS (\\Flagged))\r\n"
+
+
+def test_no_unsolicited_expunge_between_commands(env3: ImapEnv) -> None:
+    """RFC 3501 7.4.1: "An EXPUNGE response MUST NOT be sent when no command is in
+    progress" (IDLE aside). The folder watcher runs, yet nothing is pushed; the
+    next command that allows it reports the EXPUNGE."""
+    a, b = two_sessions(env3)
+    b.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    b.ok("EXPUNGE")
+    env3.clock.advance(1.0)
+    assert b"EXPUNGE" not in a.read()
+    out = a.ok("STORE 2 +FLAGS (\\Seen)")  # seq 2 is still UID 2 for a
+    assert b"EXPUNGE" not in out and b"* 2 FETCH (FLAGS (" in out
+    assert a.ok("NOOP") == b"* 1 EXPUNGE\r\n"
+    assert a.ok("FETCH 1 (UID FLAGS)").startswith(b"* 1 FETCH (UID 2 FLAGS (")

@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime
 
 import compliance_support
+import pytest
 from compliance_support import (
     SECRETARY,
     ImapEnv,
@@ -24,7 +25,8 @@ env3 = compliance_support.env3
 
 
 def _names(out: bytes, kind: bytes = b"LIST") -> list[bytes]:
-    return re.findall(rb"\* " + kind + rb' \([^)]*\) "/" "?([^"\r\n]*)"?\r\n', out)
+    # The name may be followed by extended data, e.g. ("CHILDINFO" ("SUBSCRIBED")).
+    return re.findall(rb"\* " + kind + rb' \([^)]*\) "/" "?([^"\r\n]*)"?(?: \(.*\))?\r\n', out)
 
 
 def _attrs(out: bytes, name: str, kind: bytes = b"LIST") -> set[bytes] | None:
@@ -254,3 +256,83 @@ def test_copy_with_no_matching_uid_is_ok(env3: ImapEnv) -> None:
     c = selected(env3)
     _, done = c.tagged("UID COPY 99 Trash")
     assert b" OK" in done
+
+
+def _listext_setup(c: object) -> None:
+    for name in ("lx/test1", "lx/test2/", "lx/test2/test1", "lx/test3", "lx/test4/test5",
+                 "lx/test4/test52", "lx/test6", "lx/test7/test7", "lx/test8/test8", "lx/test8/test9"):
+        c.ok(f"CREATE {name}")  # type: ignore[attr-defined]
+    for name in ("lx/test1", "lx/test2/test1", "lx/test6", "lx/test7/test7", "lx/test8/test8",
+                 "lx/test8/test9"):
+        c.ok(f"SUBSCRIBE {name}")  # type: ignore[attr-defined]
+    c.ok("DELETE lx/test6")  # type: ignore[attr-defined]
+
+
+def test_imaptest_listext_script(env: ImapEnv) -> None:
+    """imaptest `listext` (RFC 5258): multiple patterns, errors, SUBSCRIBED,
+    RECURSIVEMATCH with CHILDINFO, RETURN (CHILDREN SUBSCRIBED)."""
+    c = env.login()
+    _listext_setup(c)
+    out = c.ok('LIST "" (lx/*2 lx/test3)')
+    assert set(_names(out)) == {b"lx/test2", b"lx/test3", b"lx/test4/test52"}
+    for bad in ('LIST (imaptest) "" ""', 'LIST (recursivematch) "" ""',
+                'LIST "" "" RETURN (imaptest)'):
+        _, done = c.tagged(bad)
+        assert b" BAD " in done, bad
+    c.ok('LIST (remote) "" %')
+    out = c.ok('LIST (SUBSCRIBED) "" lx/*')
+    for name in ("lx/test1", "lx/test2/test1", "lx/test7/test7", "lx/test8/test9"):
+        attrs = _attrs(out, name)
+        assert attrs is not None and b"\\subscribed" in attrs, (name, out)
+    out = c.ok('LIST (SUBSCRIBED RECURSIVEMATCH) "" lx/test2% RETURN (CHILDREN)')
+    assert re.search(rb'\* LIST \([^)]*\\HasChildren[^)]*\) "/" "?lx/test2"? \("CHILDINFO" \("SUBSCRIBED"\)\)', out, re.I), out
+    assert b"lx/test2/test1" not in out
+    out = c.ok('LIST "" lx/% RETURN (CHILDREN SUBSCRIBED)')
+    assert _attrs(out, "lx/test1") == {b"\\subscribed", b"\\hasnochildren"}
+    for name, kids in (("lx/test2", b"\\haschildren"), ("lx/test3", b"\\hasnochildren"),
+                       ("lx/test4", b"\\haschildren"), ("lx/test7", b"\\haschildren"),
+                       ("lx/test8", b"\\haschildren")):
+        attrs = _attrs(out, name)
+        assert attrs is not None and kids in attrs and b"\\subscribed" not in attrs, (name, out)
+    out = c.ok('LIST (SUBSCRIBED RECURSIVEMATCH) "" *test7')
+    assert _names(out) == [b"lx/test7/test7"]
+    out = c.ok('LIST "" (lx/test7 lx/test7/test7)')
+    assert b"lx/test7/test7" in out
+    attrs = _attrs(out, "lx/test7")
+    assert attrs is None or b"\\nonexistent" not in attrs
+
+
+def test_listext_recursivematch_with_only_remote_is_bad(env: ImapEnv) -> None:
+    """RFC 5258 3: RECURSIVEMATCH "MUST NOT occur as the only selection option
+    (or only with REMOTE) ... The server MUST return BAD tagged response in such
+    case" (imaptest `listext`: "bad list (recursivematch remote)")."""
+    c = env.login()
+    _, done = c.tagged('LIST (RECURSIVEMATCH REMOTE) "" ""')
+    assert b" BAD " in done
+
+
+def test_listext_recursivematch_childinfo_for_unmatched_child(env: ImapEnv) -> None:
+    """imaptest `listext` / RFC 5258 3 (RECURSIVEMATCH): "*test8" must return
+    lx/test8 with CHILDINFO ("SUBSCRIBED") because its subscribed child
+    lx/test8/test9 does not match the pattern (lx/test8/test8, which does, is
+    returned on its own)."""
+    c = env.login()
+    _listext_setup(c)
+    out = c.ok('LIST (SUBSCRIBED RECURSIVEMATCH) "" *test8')
+    assert set(_names(out)) == {b"lx/test8", b"lx/test8/test8"}, out
+    assert re.search(rb'"?lx/test8"? \("CHILDINFO" \("SUBSCRIBED"\)\)', out, re.I)
+    # ... and the converse: no CHILDINFO parent when the subscribed child is itself returned
+    out = c.ok('LIST (SUBSCRIBED RECURSIVEMATCH) "" (lx/test2 lx/test2/test1)')
+    assert b"CHILDINFO" not in out.upper() and _names(out) == [b"lx/test2/test1"], out
+
+
+@pytest.mark.xfail(strict=True, reason="a subscribed name whose mailbox was deleted disappears "
+                   "from LIST (SUBSCRIBED) instead of being listed \\Subscribed \\NonExistent")
+def test_listext_subscribed_deleted_is_nonexistent(env: ImapEnv) -> None:
+    """imaptest `listext` / RFC 5258 3.1 + 3.4: LIST (SUBSCRIBED) returns
+    subscribed names that no longer exist, with \\NonExistent (and not \\Noselect
+    alone)."""
+    c = env.login()
+    _listext_setup(c)
+    attrs = _attrs(c.ok('LIST (SUBSCRIBED) "" lx/*'), "lx/test6")
+    assert attrs is not None and {b"\\subscribed", b"\\nonexistent"} <= attrs

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import compliance_support
 from compliance_support import (
     SECRETARY,
@@ -121,3 +123,55 @@ def test_nonexistent_section_is_empty(env: ImapEnv) -> None:
     out = c.ok("FETCH 1 BODY.PEEK[5]")
     assert out in (b"* 1 FETCH (BODY[5] NIL)\r\n", b'* 1 FETCH (BODY[5] "")\r\n',
                    b"* 1 FETCH (BODY[5] {0}\r\n)\r\n")
+
+
+def test_envelope_keeps_encoded_words_and_unfolds(env: ImapEnv) -> None:
+    """RFC 3501 7.4.2: ENVELOPE strings are the raw header values (RFC 2047
+    encoded-words are not decoded), unfolded; quoted display names are
+    unquoted; 8-bit values are sent as literals, not quoted strings (RFC 3501 4.3).
+    RFC 3501 6.4.4: SEARCH matches the decoded text (CHARSET UTF-8)."""
+    deliver(env.store, SECRETARY, b"From: =?utf-8?q?J=C3=A9r=C3=B4me?= <j@x.fr>\r\n"
+            b"Subject: =?utf-8?q?R=C3=A9union?=\r\nTo: \"Dr \\\"Quote\\\" X\" <q@x.fr>\r\n\r\nbody\r\n")
+    deliver(env.store, SECRETARY, b"From: j@x.fr\r\nSubject: R\xc3\xa9union 8bit\r\n\r\nbody\r\n")
+    deliver(env.store, SECRETARY, b"Subject: multi\r\n line\r\n\r\nbody\r\n")
+    c = selected(env)
+    out = c.ok("FETCH 1 ENVELOPE")
+    assert b'"=?utf-8?q?R=C3=A9union?=" (("=?utf-8?q?J=C3=A9r=C3=B4me?=" NIL "j" "x.fr"))' in out
+    assert b'(("Dr \\"Quote\\" X" NIL "q" "x.fr"))' in out
+    out = c.ok("FETCH 2 ENVELOPE")
+    assert b"{13}\r\nR\xc3\xa9union 8bit" in out
+    assert b'(NIL "multi line" NIL' in c.ok("FETCH 3 ENVELOPE")
+    assert c.send(b"s1 SEARCH CHARSET UTF-8 SUBJECT {8+}\r\nR\xc3\xa9union\r\n").startswith(b"* SEARCH 1 2\r\n")
+    assert c.send(b"s2 SEARCH CHARSET UTF-8 FROM {6+}\r\nJ\xc3\xa9r\xc3\xb4\r\n").startswith(b"* SEARCH 1\r\n")
+
+
+RFC822_TOP = (
+    b"From: user@domain.org\r\nDate: Sat, 24 Mar 2007 23:00:00 +0200\r\nMime-Version: 1.0\r\n"
+    b"Content-Type: message/rfc822\r\n\r\n"
+    b"From: sub@domain.org\r\nDate: Sun, 12 Aug 2012 12:34:56 +0300\r\nSubject: submsg\r\n\r\n"
+    b"Hello world\r\n"
+)
+INNER = b"From: sub@domain.org\r\nDate: Sun, 12 Aug 2012 12:34:56 +0300\r\nSubject: submsg\r\n\r\nHello world\r\n"
+
+
+def test_imaptest_fetch_body_message_rfc822(env: ImapEnv) -> None:
+    """imaptest `fetch-body-message-rfc822` / RFC 3501 6.4.5: a top-level
+    message/rfc822: TEXT and 1 are the embedded message; 1.HEADER, 1.TEXT and
+    1.HEADER.FIELDS(.NOT) address its parts."""
+    deliver(env.store, SECRETARY, RFC822_TOP)
+    c = selected(env)
+
+    def body(item: str) -> bytes:
+        out = c.ok(f"FETCH 1 (BODY.PEEK[{item}])")
+        m = re.match(rb"\* 1 FETCH \(BODY\[[^\]]*\] \{(\d+)\}\r\n", out, re.I)
+        assert m, out
+        n = int(m.group(1))
+        return out[m.end():m.end() + n]
+
+    assert body("") == RFC822_TOP
+    assert body("TEXT") == INNER
+    assert body("1") == INNER
+    assert body("1.HEADER") == INNER.split(b"\r\n\r\n")[0] + b"\r\n\r\n"
+    assert body("1.HEADER.FIELDS (from subject X-foo)") == b"From: sub@domain.org\r\nSubject: submsg\r\n\r\n"
+    assert body("1.HEADER.FIELDS.NOT (from subject X-foo)") == b"Date: Sun, 12 Aug 2012 12:34:56 +0300\r\n\r\n"
+    assert body("1.TEXT") == b"Hello world\r\n"

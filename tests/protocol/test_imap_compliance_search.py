@@ -190,3 +190,16 @@ def test_imaptest_search_size(env: ImapEnv) -> None:
     }
     for key, want in cases.items():
         assert c.ok(f"SEARCH {key}") == f"* SEARCH {want}\r\n".encode(), key
+
+
+def test_sent_dates_ignore_time_and_zone(env: ImapEnv) -> None:
+    """imaptest `search-date` / RFC 3501 6.4.4: SENTBEFORE/SENTON/SENTSINCE use
+    the Date: header "disregarding time and timezone"."""
+    deliver(env.store, SECRETARY, b"Date: Sat, 24 Mar 2007 23:30:00 -0500\r\nSubject: late\r\n\r\nx\r\n")
+    deliver(env.store, SECRETARY, b"Date: Sun, 25 Mar 2007 00:30:00 +0300\r\nSubject: early\r\n\r\nx\r\n")
+    c = selected(env)
+    assert c.ok("SEARCH SENTON 24-Mar-2007") == b"* SEARCH 1\r\n"
+    assert c.ok("SEARCH SENTON 25-Mar-2007") == b"* SEARCH 2\r\n"
+    assert c.ok("SEARCH SENTBEFORE 25-Mar-2007") == b"* SEARCH 1\r\n"
+    assert c.ok("SEARCH SENTSINCE 25-Mar-2007") == b"* SEARCH 2\r\n"
+    assert c.ok("SEARCH SENTSINCE 24-Mar-2007") == b"* SEARCH 1 2\r\n"
