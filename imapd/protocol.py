@@ -370,6 +370,16 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         self._after_reply.append(switch)
 
     async def idle(self) -> None:
+        limits = self.services.settings.limits
+        # An idling client renews IDLE within this (RFC 2177: at least 29 min).
+        self.setTimeout(limits.imap_idle_command_timeout)  # type: ignore[no-untyped-call]
+        try:
+            await self._idle()
+        finally:
+            if not self._closing:
+                self.setTimeout(limits.imap_idle_timeout)  # type: ignore[no-untyped-call]
+
+    async def _idle(self) -> None:
         self._write(b"+ idling\r\n")
         self._idle_done = defer.Deferred()
         done = self._idle_done

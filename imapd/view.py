@@ -14,6 +14,7 @@ Pure logic: no Twisted, no store calls.
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -22,9 +23,19 @@ from storage.interface import FolderChanges, IndexEntry
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _FLAG_RIGHT = {"\\Seen": "s", "\\Deleted": "t"}
+_RECENT = frozenset({"\\Recent"})
 
 
 def format_flags(flags: Iterable[str]) -> str:
+    if isinstance(flags, frozenset):
+        return _format_flag_set(flags)
+    return "(" + " ".join(sorted(flags, key=_flag_order)) + ")"
+
+
+@functools.lru_cache(maxsize=4096)
+def _format_flag_set(flags: frozenset[str]) -> str:
+    # Few distinct flag sets per mailbox: FLAGS for 100,000 messages formats
+    # a handful of them.
     return "(" + " ".join(sorted(flags, key=_flag_order)) + ")"
 
 
@@ -274,7 +285,7 @@ class SelectedView:
 
     def fetch_flags_line(self, seq: int, uid: int, with_uid: bool) -> bytes:
         items = []
-        if with_uid:
+        if with_uid or self.condstore:  # RFC 7162 3.1: UID and MODSEQ in all of them
             items.append(f"UID {uid}")
         items.append("FLAGS " + format_flags(self.display_flags(uid)))
         if self.condstore:
@@ -283,7 +294,9 @@ class SelectedView:
 
     def display_flags(self, uid: int) -> frozenset[str]:
         """Flags with \\Recent added for messages this session saw as new."""
-        flags = self.flags_of(uid) - {"\\Recent"}
+        flags = self.flags_of(uid)
         if uid in self.recent:
-            return flags | {"\\Recent"}
+            return flags | _RECENT
+        if "\\Recent" in flags:
+            return flags - _RECENT
         return flags

@@ -10,6 +10,7 @@ store call); ENVELOPE and BODYSTRUCTURE from the metadata stored at delivery.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -112,6 +113,13 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
     )
     batch = 1 if need_body else META_BATCH
     wants_flags = any(isinstance(a, FetchFlags) for a in attrs)
+    if view.condstore and wants_flags:
+        # RFC 7162 3.1: once CONDSTORE is on, FETCH responses carrying flags
+        # carry UID and MODSEQ too.
+        if not any(isinstance(a, FetchUid) for a in attrs):
+            attrs.insert(0, FetchUid())
+        if not any(isinstance(a, FetchModSeq) for a in attrs):
+            attrs.append(FetchModSeq())
     missing = False
     unknown_cte = False
     for start in range(0, len(uids), batch):
@@ -134,9 +142,17 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
         out: list[bytes] = []
         if wants_flags or changed:
             out.extend(view.announce_keywords(chunk))
+        positions = view.uids
+        pos = bisect.bisect_left(positions, chunk[0])
         for uid in chunk:
-            seq = view.seq_of(uid)
-            if seq is None:
+            # chunk is ascending: walk the view instead of a search per UID.
+            while pos < len(positions) and positions[pos] < uid:
+                pos += 1
+            if pos >= len(positions) or positions[pos] != uid:
+                continue
+            seq = pos + 1
+            if not (need_info or need_body or changed):
+                out.append(_render_light(view, seq, uid, attrs))
                 continue
             if (need_info and uid not in loaded.infos) or (need_body and uid not in loaded.bodies):
                 missing = True
@@ -156,6 +172,25 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
     if missing:
         raise no("Some of the requested messages no longer exist", "EXPUNGEISSUED")
     return ok("FETCH completed")
+
+
+def _render_light(view: SelectedView, seq: int, uid: int, attrs: list[FetchAttribute]) -> bytes:
+    """Items that come from the view alone (the sync of every client)."""
+    entry = view.entries[uid]
+    items: list[bytes] = []
+    for a in attrs:
+        kind = type(a)
+        if kind is FetchUid:
+            items.append(b"UID %d" % uid)
+        elif kind is FetchFlags:
+            items.append(b"FLAGS " + format_flags(view.display_flags(uid)).encode())
+        elif kind is FetchModSeq:
+            items.append(b"MODSEQ (%d)" % entry.modseq)
+        elif kind is FetchRfc822Size:
+            items.append(b"RFC822.SIZE %d" % entry.size)
+        elif kind is FetchInternalDate:
+            items.append(b"INTERNALDATE " + internal_date(entry.internal_date).encode())
+    return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
 
 
 def _render(
@@ -224,6 +259,11 @@ def _render(
     if seen_now and not has_flags:
         # RFC 3501 6.4.5: \Seen set as a side effect is reported.
         items.append(b"FLAGS " + format_flags(view.display_flags(uid)).encode())
+        # ... with UID and MODSEQ once CONDSTORE is on (RFC 7162 3.1).
+        if view.condstore and not any(isinstance(a, FetchUid) for a in attrs):
+            items.insert(0, b"UID %d" % uid)
+        if view.condstore and not any(isinstance(a, FetchModSeq) for a in attrs):
+            items.append(b"MODSEQ (%d)" % view.modseq_of(uid))
     return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n", unknown_cte
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from imapd.commands.auth import build_namespaces
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.mailbox import status_values
-from imapd.errors import Reply
+from imapd.errors import Reply, bad
 from imapd.namespace import SEP, Namespaces
 from imapd.parser.commands import Command, List, Lsub, StatusItem
 from imapd.wire import mailbox as wire_mailbox
@@ -107,6 +107,9 @@ async def list_(ctx: Context, cmd: List) -> Reply:
         _collect, ctx.services.policy, ctx.services.store, session.identity
     )
     session.namespaces = ns
+    if cmd.select_recursive_match and not (cmd.select_subscribed or cmd.select_special_use):
+        # RFC 5258 3: RECURSIVEMATCH alone (or with REMOTE only) is an error.
+        raise bad("RECURSIVEMATCH needs another selection option")
     patterns = cmd.patterns or ("",)
     if len(patterns) == 1 and patterns[0] == "":
         ctx.send(f'* LIST (\\Noselect) "{SEP}" ""\r\n'.encode())
@@ -122,8 +125,11 @@ async def list_(ctx: Context, cmd: List) -> Reply:
         if cmd.select_subscribed and not (e.folder is not None and e.folder.subscribed):
             if not cmd.select_recursive_match:
                 continue
+            # RFC 5258 3.5: a parent is returned for a subscribed descendant
+            # only when that descendant is not itself returned by the patterns.
             if not any(
                 x.folder is not None and x.folder.subscribed and x.name.startswith(e.name + SEP)
+                and not any(r.fullmatch(x.name) for r in regexes)
                 for x in entries
             ):
                 continue

@@ -243,22 +243,28 @@ def status_values(
     store: MessageStore, folder: Folder, items: tuple[StatusItem, ...], append_limit: int,
     recent_override: int | None = None,
 ) -> str:
+    names = [item.value for item in items]
     st = store.folder_status(folder.id)
-    deleted = 0
-    if StatusItem.DELETED in items:
-        deleted = sum(1 for e in store.index(folder.id) if "\\Deleted" in e.flags)
-    values: dict[StatusItem, int] = {
-        StatusItem.MESSAGES: st.messages,
-        StatusItem.RECENT: st.recent if recent_override is None else recent_override,
-        StatusItem.UIDNEXT: st.uidnext,
-        StatusItem.UIDVALIDITY: st.uidvalidity,
-        StatusItem.UNSEEN: st.unseen,
-        StatusItem.HIGHESTMODSEQ: max(st.highestmodseq, 1),
-        StatusItem.SIZE: st.size,
-        StatusItem.DELETED: deleted,
-        StatusItem.APPENDLIMIT: append_limit,
+    deleted = deleted_size = 0
+    if "DELETED" in names or "DELETED-STORAGE" in names:
+        for e in store.index(folder.id):
+            if "\\Deleted" in e.flags:
+                deleted += 1
+                deleted_size += e.size
+    values: dict[str, int] = {
+        "MESSAGES": st.messages,
+        "RECENT": st.recent if recent_override is None else recent_override,
+        "UIDNEXT": st.uidnext,
+        "UIDVALIDITY": st.uidvalidity,
+        "UNSEEN": st.unseen,
+        "HIGHESTMODSEQ": max(st.highestmodseq, 1),
+        "SIZE": st.size,
+        "DELETED": deleted,
+        # RFC 9208 5.1: in the STORAGE resource's unit (1024 octets).
+        "DELETED-STORAGE": (deleted_size + 1023) // 1024,
+        "APPENDLIMIT": append_limit,
     }
-    return " ".join(f"{item.value} {values[item]}" for item in items)
+    return " ".join(f"{name} {values[name]}" for name in names if name in values)
 
 
 def _status(
@@ -299,7 +305,7 @@ async def append(ctx: Context, cmd: Append) -> Reply:
     if len(cmd.message) > ctx.session.append_limit:
         raise no("Message too big", "TOOBIG")
     if not cmd.message:
-        raise bad("Empty message")
+        raise no("Cannot save a zero-byte message", "CANNOT")
     try:
         result = await ctx.run(
             _append, ctx.services.policy, ctx.services.store, identity, namespaces,

@@ -86,7 +86,7 @@ async def store(ctx: Context, cmd: Store) -> Reply:
         if cmd.silent and not (view.condstore and uid in changed):
             continue
         items = []
-        if cmd.uid:
+        if cmd.uid or view.condstore:  # RFC 7162 3.1
             items.append(f"UID {uid}")
         if not cmd.silent:
             items.append("FLAGS " + format_flags(view.display_flags(uid)))

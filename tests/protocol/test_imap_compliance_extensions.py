@@ -486,8 +486,6 @@ def test_qresync_vanished_replaces_expunge_and_closed(env3: ImapEnv) -> None:
     assert lines(out)[0].startswith(b"* OK [CLOSED]")
 
 
-@pytest.mark.xfail(strict=True, reason="after a CONDSTORE enabling command, untagged FETCH responses "
-                   "(STORE, implicit \\\\Seen, other sessions' changes) carry MODSEQ but no UID")
 def test_condstore_untagged_fetch_carries_uid_and_modseq(env3: ImapEnv) -> None:
     """RFC 7162 3.1: "Once a CONDSTORE enabling command is issued by the client,
     the server MUST automatically include both UID and mod-sequence data in all

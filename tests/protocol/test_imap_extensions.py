@@ -63,12 +63,13 @@ def test_enable_condstore_and_modseq(env: ImapEnv) -> None:
     modseqs = [int(x) for x in re.findall(rb"MODSEQ \((\d+)\)", out)]
     assert len(modseqs) == 2 and max(modseqs) <= hms
     out = c.ok("STORE 1 +FLAGS (\\Flagged)")
-    m = re.search(rb"\* 1 FETCH \(FLAGS \(\\Flagged \\Recent\) MODSEQ \((\d+)\)\)", out)
+    # RFC 7162 3.1: with CONDSTORE on, untagged FETCH carries UID and MODSEQ.
+    m = re.search(rb"\* 1 FETCH \(UID 1 FLAGS \(\\Flagged \\Recent\) MODSEQ \((\d+)\)\)", out)
     assert m, out
     new = int(m.group(1))
     assert new > hms
     out = c.ok(f"FETCH 1:* (FLAGS) (CHANGEDSINCE {hms})")
-    assert out == b"* 1 FETCH (FLAGS (\\Flagged \\Recent) MODSEQ (%d))\r\n" % new
+    assert out == b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent) MODSEQ (%d))\r\n" % new
     untagged, done = c.tagged(f"STORE 1,2 (UNCHANGEDSINCE {hms}) +FLAGS (\\Seen)")
     assert b"[MODIFIED 1]" in done, done
     assert b"* 2 FETCH" in untagged and b"* 1 FETCH" not in untagged
@@ -133,7 +134,7 @@ def test_quota(env: ImapEnv, store: Any) -> None:
     _, done = c.tagged('SETQUOTA "" (STORAGE 10)')
     assert b"NO" in done
     store.set_quota(mb.id, 1024)
-    _, done = c.tagged('APPEND INBOX {%d+}\r\n' % 2000 + "z" * 2000)
+    _, done = c.tagged("APPEND INBOX {2000+}\r\n" + "z" * 2000)
     assert b"NO [OVERQUOTA]" in done
 
 
@@ -246,3 +247,14 @@ def test_qresync(env: ImapEnv, store: Any) -> None:
     c.ok("STORE 3 +FLAGS.SILENT (\\Deleted)")
     c.ok("EXPUNGE")
     assert d.ok("NOOP") == b"* VANISHED 4\r\n"
+
+
+def test_idle_is_ended_after_the_idle_timeout(env: ImapEnv) -> None:
+    c = env.login()
+    c.ok("SELECT INBOX")
+    assert c.cmd("i1 IDLE") == b"+ idling\r\n"
+    env.clock.advance(env.settings.limits.imap_idle_command_timeout - 1)
+    assert not c.closed
+    env.clock.advance(2)
+    assert c.read() == b"* BYE Autologout; idle for too long\r\n"
+    assert c.closed
