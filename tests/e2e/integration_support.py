@@ -1,13 +1,16 @@
 """The product as a user runs it, for the integration tests.
 
 `MssInstance.create(directory)` runs ``mssctl init DIR --demo --port-offset N``
-(N chosen so that every default port is free right now), reads the demo
-logins, passwords, certificate files and CA file from what `init` *prints*
-(a user has nothing else), and `start()` runs ``mssctl serve --config
-DIR/mss.yaml`` as a subprocess until every listener accepts. `stop()` sends
-SIGTERM and returns the exit status; `kill()` is SIGKILL. When serve reports
-a port taken between the bind test and its own bind (another test grabbed
-it), the listeners are moved to a fresh offset and serve is started again.
+(through the CLI entry point, in-process; N chosen so that every default port
+binds right now) and reads the demo logins, passwords, certificate files and
+CA file from what `init` *prints* (a user has nothing else).
+`MssInstance.demo(tmp_path_factory, name)` gives each test module a copy of
+one such instance per session, moved to fresh ports. `start()` runs ``mssctl
+serve --config DIR/mss.yaml`` as a subprocess until every listener accepts
+and both daemons greet; `stop()` sends SIGTERM and returns the exit status;
+`kill()` is SIGKILL. When serve finds a port taken (another test grabbed it
+after the bind test), the listeners move to a fresh offset and serve starts
+again. `errors_since(mark)` returns the server log if it recorded a bug.
 
 `ImapConn` is a byte-exact IMAP client (literals understood, nothing
 normalised) for the exchanges imaplib cannot express (AUTHENTICATE without
@@ -20,6 +23,7 @@ import contextlib
 import io
 import random
 import re
+import shutil
 import signal
 import smtplib
 import socket
@@ -30,6 +34,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from mssctl.init import DEFAULT_PORTS
 
@@ -43,6 +49,7 @@ LABO = f"labo@{DOMAIN}"
 START_DEADLINE = 30.0  # seconds for every listener to greet (a loaded CI box is slow)
 STOP_DEADLINE = 10.0
 IO_TIMEOUT = 10.0
+INIT_RECORD = "init-output.txt"  # what `mssctl init` printed (+ its port offset)
 
 
 # ---------------------------------------------------------------- ports
@@ -108,6 +115,7 @@ class MssInstance:
     ca_file: Path
     logins: dict[str, Login]
     proc: subprocess.Popen[bytes] | None = None
+    serve_args: tuple[str, ...] = ()  # extra `mssctl serve` arguments, e.g. --workers 2
     starts: int = 0
     _rng: random.Random = field(default_factory=random.Random)
 
@@ -124,6 +132,29 @@ class MssInstance:
                 return cls.from_init_output(directory, offset, out, rng)
             last = out
         raise RuntimeError(f"mssctl init failed: {last}")
+
+    @classmethod
+    def demo(cls, factory: pytest.TempPathFactory, name: str) -> MssInstance:
+        """A fresh demo instance in its own tmp dir, on its own free ports.
+
+        `mssctl init --demo` runs once per test session (per xdist worker);
+        each caller gets a copy of that instance (the settings use relative
+        paths so that an instance directory can be moved) with its listeners
+        moved to a new free offset: copying takes milliseconds, init seconds."""
+        template = factory.getbasetemp() / "mss-demo-template"
+        record = template / INIT_RECORD
+        if not record.exists():  # tests of one worker run one at a time
+            shutil.rmtree(template, ignore_errors=True)
+            first = cls.create(template)
+            record.write_text(f"{first.offset}\n{first.init_output}", encoding="utf-8")
+        directory = factory.mktemp(name) / "inst"
+        shutil.copytree(template, directory)
+        offset, _, out = (directory / INIT_RECORD).read_text(encoding="utf-8").partition("\n")
+        inst = cls.from_init_output(directory, int(offset), out.replace(str(template),
+                                                                         str(directory)),
+                                    random.Random())  # noqa: S311 - port choice
+        inst.move_ports()
+        return inst
 
     @classmethod
     def from_init_output(
@@ -186,10 +217,10 @@ class MssInstance:
 
     def _start_once(self) -> bool:
         assert self.proc is None or self.proc.poll() is not None
-        mark = self.log_file.stat().st_size if self.log_file.exists() else 0
+        mark = self.log_mark()
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(
-                mssctl("serve", "--config", str(self.directory / "mss.yaml")),
+                mssctl("serve", "--config", str(self.directory / "mss.yaml"), *self.serve_args),
                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
             )
         deadline = time.monotonic() + START_DEADLINE
@@ -212,7 +243,8 @@ class MssInstance:
             greeting = first_line(self.port(name), max(0.1, deadline - time.monotonic()))
             if not greeting.startswith(expected):
                 self.kill()
-                raise RuntimeError(f"{name} greeted {greeting!r}:\n{self.log_tail()}")
+                raise RuntimeError(f"{name} greeted {greeting!r} (serve status "
+                                   f"{self.proc.returncode}):\n{self.log_tail()}")
         return True
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
@@ -241,6 +273,21 @@ class MssInstance:
             return self.log_file.read_text(errors="replace")[-n:]
         except FileNotFoundError:
             return ""
+
+    def log_mark(self) -> int:
+        """Where the server log ends now (octets), for `errors_since`."""
+        return self.log_file.stat().st_size if self.log_file.exists() else 0
+
+    def log_since(self, mark: int) -> str:
+        return self.log_file.read_bytes()[mark:].decode(errors="replace")
+
+    def errors_since(self, mark: int) -> str:
+        """Server log records since `mark` that mean a bug: a traceback, or
+        an error the daemons answered with a correlation id (SERVERBUG)."""
+        text = self.log_since(mark)
+        if "Traceback" in text or "[cid=" in text or " ERROR " in text:
+            return text[-6000:]
+        return ""
 
     # -- files
 

@@ -40,11 +40,20 @@ IDLE_DEADLINE = 1.0  # seconds, issue 4
 
 @pytest.fixture(scope="module")
 def mss(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MssInstance]:
-    inst = MssInstance.create(tmp_path_factory.mktemp("tbird") / "inst")
+    inst = MssInstance.demo(tmp_path_factory, "tbird")
     inst.start()
     yield inst
     status = inst.stop()
     assert status == 0, f"serve exited {status} on SIGTERM:\n{inst.log_tail()}"
+
+
+@pytest.fixture(autouse=True)
+def no_server_errors(mss: MssInstance) -> Iterator[None]:
+    """Whatever a test asserts, the server must not have logged a bug meanwhile."""
+    mark = mss.log_mark()
+    yield
+    errors = mss.errors_since(mark)
+    assert not errors, f"the server logged errors during the test:\n{errors}"
 
 
 def big_message(token: str) -> bytes:
