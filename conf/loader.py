@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import ipaddress
 import types
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from conf.settings import ListenerSettings, Settings
+from conf.settings import ListenerSettings, Settings, TLSMode
 
 SQLITE_PREFIX = "sqlite:///"
 
@@ -298,7 +299,25 @@ def _listener_problems(name: str, settings: Settings) -> list[str]:
                     f"{lst.address}:{lst.port} is also listeners.{seen_addr[key]}"
                 )
             seen_addr.setdefault(key, i)
+        if lst.tls is TLSMode.NONE and not is_loopback(lst.address):
+            # Passwords (LOGIN, AUTH PLAIN) are accepted in clear on such a
+            # listener: they must never cross a network.
+            problems.append(
+                f"{name}: listeners.{i}.address: expected a loopback address "
+                f"(127.0.0.0/8 or ::1) for a listener with tls none, got {lst.address!r}"
+            )
     return problems
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1 (or ::ffff:127.x.y.z); a host name never is."""
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
 
 
 def _named_listeners(settings: Settings) -> Settings:

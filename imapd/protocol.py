@@ -55,6 +55,9 @@ from policy.services import Services
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# The APPEND literal size the reader accepts before authentication.
+PREAUTH_MAX_LITERAL = 8 * 1024
+
 # Commands during which EXPUNGE must not be sent (RFC 3501 7.4.1), unless UID.
 _NO_EXPUNGE = (Fetch, Store, Search)
 # Commands after which the view is always refreshed from the store.
@@ -81,7 +84,7 @@ def _no_delay(transport: Any) -> None:
         transport = getattr(transport, "transport", None)
 
 
-@implementer(interfaces.IPushProducer)
+@implementer(interfaces.IPushProducer, interfaces.IHandshakeListener)
 class IMAPServerProtocol(Protocol, TimeoutMixin):
     def __init__(self, services: Services, listener: ListenerSettings,
                  watcher: FolderWatcher) -> None:
@@ -89,8 +92,11 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         self.listener = listener
         self.watcher = watcher
         limits = services.settings.limits
+        # Until login, no APPEND literal is wanted: an anonymous connection
+        # must not make us buffer a message-sized literal (LOGIN and
+        # AUTHENTICATE literals are bounded by the line budget anyway).
         self.reader = CommandReader(max_line=limits.command_line_length,
-                                    max_literal=limits.message_size)
+                                    max_literal=PREAUTH_MAX_LITERAL)
         self.session: Session = None  # type: ignore[assignment]  # set in connectionMade
         self.watch_token: int | None = None
         self.callLater = services.reactor.callLater  # type: ignore[method-assign]
@@ -106,6 +112,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         self._after_reply: list[Callable[[], None]] = []
         self._deflate: Any = None
         self._inflate: Any = None
+        self._greeting_pending = False
 
     # ------------------------------------------------------------ connection
 
@@ -123,8 +130,26 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         self._t.registerProducer(self, True)
         _no_delay(self._t)
         self.setTimeout(self.services.settings.limits.imap_idle_timeout)  # type: ignore[no-untyped-call]
+        if tls and isinstance(self._t, TLSMemoryBIOProtocol):
+            # The greeting's CAPABILITY offers AUTH=EXTERNAL only to a client
+            # that presented a certificate, known once the handshake is over
+            # (the greeting could not leave before it anyway).
+            self._greeting_pending = True
+        else:
+            self._greet()
+
+    def _greet(self) -> None:
         self._write(f"* OK [CAPABILITY {self.session.capability_line()}] "
                     f"{self.services.settings.hostname} IMAP4rev1 ready\r\n".encode())
+
+    def handshakeCompleted(self) -> None:
+        """IHandshakeListener: after the implicit-TLS or STARTTLS handshake."""
+        if self.session is None or self._closing:
+            return
+        self._refresh_peer()
+        if self._greeting_pending:
+            self._greeting_pending = False
+            self._greet()
 
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
         self._closing = True
@@ -135,9 +160,12 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             if waiter is not None and not waiter.called:
                 waiter.errback(ConnectionGone())
         self._raw_waiter = self._idle_done = None
-        if self._paused is not None and not self._paused.called:
-            self._paused.errback(ConnectionGone())
-        self._paused = None
+        # Release a FETCH waiting in drained(): it sees _closing and stops. Not
+        # an errback: the transport pauses us during every TLS handshake, when
+        # nobody waits, and an unobserved failure is logged as CRITICAL.
+        paused, self._paused = self._paused, None
+        if paused is not None and not paused.called:
+            paused.callback(None)
 
     def timeoutConnection(self) -> None:
         self._write(b"* BYE Autologout; idle for too long\r\n")
@@ -216,15 +244,35 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         elif isinstance(event, CommandReady):
             self._start(event.command)
         elif isinstance(event, NeedContinuation):
-            self._write(b"+ Ready for literal data\r\n")
+            if self._refuse_anonymous_append(event.tag, self.reader.command_name == "APPEND"):
+                # No "+": the client sends nothing more for this command.
+                self.reader.reject_literal()
+            else:
+                self._write(b"+ Ready for literal data\r\n")
         elif isinstance(event, LiteralTooLarge):
-            self._write(f"{event.tag} NO [TOOBIG] Message too big\r\n".encode())
+            if not self._refuse_anonymous_append(event.tag, True):  # only APPEND has these
+                self._write(f"{event.tag} NO [TOOBIG] Message too big\r\n".encode())
+        elif isinstance(event, ParseFailure) and event.tag is None and waiting_raw:
+            # The continuation line (AUTHENTICATE response, IDLE's DONE) was
+            # over max_line: the waiting command ends with a tagged BAD.
+            waiter = self._raw_waiter or self._idle_done
+            self._raw_waiter = self._idle_done = None
+            if waiter is not None:
+                waiter.errback(bad(event.message))
         elif isinstance(event, ParseFailure):
             tag = event.tag or "*"
             self._write(f"{tag} BAD {event.message}\r\n".encode())
             self._count_failure()
             if event.fatal:
                 self._close()
+        return True
+
+    def _refuse_anonymous_append(self, tag: str, append: bool) -> bool:
+        """APPEND before authentication is answered at once, its literal unread."""
+        if not append or self.session.state is not State.NOT_AUTHENTICATED:
+            return False
+        self._write(f"{tag} BAD APPEND not allowed now\r\n".encode())
+        self._count_failure()
         return True
 
     def _count_failure(self) -> None:
@@ -280,6 +328,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         if session.logged_out:
             self._close()
             return
+        if state is State.NOT_AUTHENTICATED and session.state is not State.NOT_AUTHENTICATED:
+            self.reader.max_literal = self.services.settings.limits.message_size
         actions, self._after_reply = self._after_reply, []
         for action in actions:
             action()
@@ -384,9 +434,21 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         self._idle_done = defer.Deferred()
         done = self._idle_done
         self.reader.next_line_raw()
-        await self._idle_report()
-        self._pump()
-        line: bytes = await done
+        try:
+            try:
+                await self._idle_report()
+            except Exception:
+                # The client idles on regardless (a store hiccup must not end
+                # IDLE under it); the next change or DONE syncs again.
+                log.warning("IDLE: could not report changes", exc_info=True)
+            self._pump()
+            line: bytes = await done
+        finally:
+            if self._idle_done is done:
+                # Never leave a waiter behind: the next command line would
+                # be swallowed as IDLE's continuation.
+                self._idle_done = None
+                self.reader.cancel_raw()
         if line.strip().upper() != b"DONE":
             raise bad("Expected DONE")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from conf.settings import ClientCertMode, ListenerSettings, TLSMode
+from conf.settings import ListenerSettings, TLSMode
 from imapd.namespace import Namespaces, Place
 from imapd.parser.commands import State
 from imapd.view import SelectedView
@@ -63,15 +63,15 @@ class Session:
             if self.starttls_available:
                 caps.append("STARTTLS")
             if self.plaintext_login_allowed:
-                caps.append("AUTH=PLAIN")
+                # LOGIN: what Thunderbird falls back to after a NO to PLAIN.
+                caps.extend(("AUTH=PLAIN", "AUTH=LOGIN"))
             else:
                 caps.append("LOGINDISABLED")
-            # The certificate is only known once the handshake is over (after
-            # the greeting on 993): offer EXTERNAL wherever one may be asked for.
-            if self.tls and (
-                self.peer.client_cert is not None
-                or self.listener.client_cert is not ClientCertMode.NONE
-            ):
+            # Only to a client that presented a verified certificate: SASL
+            # clients (mbsync's cyrus-sasl) pick EXTERNAL whenever it is
+            # offered, and then fail without trying their password. The
+            # protocol greets on 993 after the handshake, so this is known.
+            if self.tls and self.peer.client_cert is not None:
                 caps.append("AUTH=EXTERNAL")
         else:
             caps.extend(AUTHENTICATED_CAPABILITIES)

@@ -6,9 +6,10 @@ these are the few bits the handlers need to build data lines.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from imapd.parser import mutf7
+from imapd.responses import format_date_time
 
 _ATOM_SPECIALS = set(b'(){ %*"\\]') | set(range(0, 32)) | {127}
 
@@ -38,10 +39,9 @@ def mailbox(name: str) -> str:
 
 
 def internal_date(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    text = value.strftime("%d-%b-%Y %H:%M:%S %z")
-    return '"' + text + '"'
+    # Not strftime("%b"): month names follow LC_TIME, and a server started
+    # under fr_FR would send "27-nov.-2026" that no client can parse.
+    return '"' + format_date_time(value) + '"'
 
 
 def uid_set(uids: Iterable[int]) -> str:

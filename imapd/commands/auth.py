@@ -1,4 +1,4 @@
-"""STARTTLS, LOGIN, AUTHENTICATE (PLAIN with SASL-IR or ``+``, EXTERNAL).
+"""STARTTLS, LOGIN, AUTHENTICATE (PLAIN with SASL-IR or ``+``, LOGIN, EXTERNAL).
 
 Protocol code only builds credentials and receives an `Identity` from the
 `twisted.cred` portal (`services.authenticator`); policy decides.
@@ -18,6 +18,10 @@ from policy.auth import CertificateCredentials, LoginRefused, PasswordCredential
 from policy.decisions import Identity, Policy
 
 AUTH_FAILED = "AUTHENTICATIONFAILED"
+# SASL LOGIN (draft-murchison-sasl-login): the prompts every client expects,
+# base64 of "Username:" and "Password:".
+LOGIN_USERNAME_PROMPT = base64.b64encode(b"Username:")
+LOGIN_PASSWORD_PROMPT = base64.b64encode(b"Password:")
 
 
 async def starttls(ctx: Context, cmd: StartTls) -> Reply:
@@ -56,6 +60,8 @@ async def authenticate(ctx: Context, cmd: Authenticate) -> Reply:
             raise no("Authorization identity refused", "AUTHORIZATIONFAILED")
         creds: Any = PasswordCredentials(ctx.session.peer, authcid, password)
         return await _complete_login(ctx, creds)
+    if mech == "LOGIN":
+        return await _authenticate_login(ctx, cmd)
     if mech == "EXTERNAL":
         if not ctx.session.tls:
             raise no("EXTERNAL needs TLS with a client certificate", "PRIVACYREQUIRED")
@@ -71,8 +77,28 @@ async def authenticate(ctx: Context, cmd: Authenticate) -> Reply:
     raise no("Unsupported authentication mechanism", "CANNOT")
 
 
-async def _continuation(ctx: Context) -> bytes:
-    line = await ctx.read_line(b"")
+async def _authenticate_login(ctx: Context, cmd: Authenticate) -> Reply:
+    """SASL LOGIN: Thunderbird's fallback after a NO to PLAIN (it then tries
+    the other advertised mechanisms). A password mechanism: TLS only."""
+    if not ctx.session.plaintext_login_allowed:
+        raise no("LOGIN is disabled before STARTTLS", "PRIVACYREQUIRED")
+    # With SASL-IR the initial response is the user name (RFC 4959 allows
+    # one for any mechanism; Outlook sends it).
+    username = cmd.initial_response
+    if username is None:
+        username = await _continuation(ctx, LOGIN_USERNAME_PROMPT)
+    password = await _continuation(ctx, LOGIN_PASSWORD_PROMPT)
+    try:
+        authcid, secret = username.decode("utf-8"), password.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad("Malformed LOGIN response") from exc
+    if not authcid or "\x00" in authcid or "\x00" in secret:
+        raise bad("Malformed LOGIN response")
+    return await _complete_login(ctx, PasswordCredentials(ctx.session.peer, authcid, secret))
+
+
+async def _continuation(ctx: Context, prompt: bytes = b"") -> bytes:
+    line = await ctx.read_line(prompt)
     if line.strip() == b"*":
         raise bad("Authentication cancelled")
     if line.strip() == b"=":

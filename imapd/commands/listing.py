@@ -23,22 +23,40 @@ class Entry:
     folder: Folder | None  # None: a non-selectable container ("Shared", ...)
     rights: str
     personal: bool = False
+    # A subscribed name whose folder is gone (RFC 5258 \NonExistent).
+    nonexistent: bool = False
 
 
-def _collect(
-    policy: Policy, store: MessageStore, identity: Identity
-) -> tuple[Namespaces, list[Entry]]:
+@dataclass(frozen=True, slots=True)
+class Listing:
+    namespaces: Namespaces
+    entries: list[Entry]  # what exists (folders and hierarchy levels)
+    # Full IMAP names on the subscription lists of the visible mailboxes,
+    # including names whose folder was deleted (RFC 3501 6.3.6).
+    subscribed: frozenset[str]
+
+    def phantoms(self) -> list[Entry]:
+        """Subscribed names that exist no more."""
+        known = {e.name for e in self.entries}
+        return [Entry(n, None, "", nonexistent=True)
+                for n in sorted(self.subscribed - known)]
+
+
+def _collect(policy: Policy, store: MessageStore, identity: Identity) -> Listing:
     ns = build_namespaces(policy, identity)
     entries: list[Entry] = []
+    subscribed: set[str] = set()
     if ns.primary is not None:
         entries.extend(Entry(f.name, f, "lrswipkxtea", True)
                        for f in store.list_folders(ns.primary.id))
+        subscribed.update(store.list_subscriptions(ns.primary.id))
     for am in ns.others:
         if "l" not in am.rights:
             continue
         prefix = ns.prefix_of(am)
         entries.extend(Entry(prefix + f.name, f, am.rights)
                        for f in store.list_folders(am.mailbox.id))
+        subscribed.update(prefix + n for n in store.list_subscriptions(am.mailbox.id))
     names = {e.name for e in entries}
     entries.extend(Entry(n, None, "") for n, _ in ns.containers() if n not in names)
     names = {e.name for e in entries}
@@ -51,7 +69,7 @@ def _collect(
             if parent not in names:
                 names.add(parent)
                 entries.append(Entry(parent, None, "", e.personal))
-    return ns, entries
+    return Listing(ns, entries, frozenset(subscribed))
 
 
 def pattern_regex(reference: str, pattern: str) -> re.Pattern[str]:
@@ -76,8 +94,13 @@ def _has_children(name: str, names: list[str]) -> bool:
     return any(n.startswith(prefix) for n in names)
 
 
-def _attrs(e: Entry, names: list[str], subscribed: bool) -> list[str]:
+def _attrs(e: Entry, names: list[str], subscribed: frozenset[str] | None) -> list[str]:
+    """LIST attributes; `subscribed` is the subscription list when the
+    client asked for \\Subscribed, else None."""
     attrs: list[str] = []
+    if e.nonexistent:
+        # RFC 5258 3.4: \NonExistent implies \Noselect; nothing else is known.
+        return ["\\NonExistent"] + (["\\Subscribed"] if subscribed is not None else [])
     if e.folder is None:
         attrs.append("\\Noselect")
     attrs.append("\\HasChildren" if _has_children(e.name, names) else "\\HasNoChildren")
@@ -85,7 +108,7 @@ def _attrs(e: Entry, names: list[str], subscribed: bool) -> list[str]:
     # functional mailbox's Sent for its own.
     if e.personal and e.folder is not None and e.folder.special_use is not None:
         attrs.append(e.folder.special_use.value)
-    if subscribed and e.folder is not None and e.folder.subscribed:
+    if subscribed is not None and e.name in subscribed:
         attrs.append("\\Subscribed")
     return attrs
 
@@ -103,10 +126,12 @@ def _status_lines(
 async def list_(ctx: Context, cmd: List) -> Reply:
     session = ctx.session
     assert session.identity is not None
-    ns, entries = await ctx.run(
+    listing: Listing = await ctx.run(
         _collect, ctx.services.policy, ctx.services.store, session.identity
     )
-    session.namespaces = ns
+    session.namespaces = listing.namespaces
+    entries = listing.entries
+    subscribed = listing.subscribed
     if cmd.select_recursive_match and not (cmd.select_subscribed or cmd.select_special_use):
         # RFC 5258 3: RECURSIVEMATCH alone (or with REMOTE only) is an error.
         raise bad("RECURSIVEMATCH needs another selection option")
@@ -116,21 +141,24 @@ async def list_(ctx: Context, cmd: List) -> Reply:
         return ok("LIST completed")
     regexes = [pattern_regex(cmd.reference, p) for p in patterns if p]
     names = [e.name for e in entries]
-    want_sub = cmd.select_subscribed or cmd.return_subscribed
+    want_sub = subscribed if cmd.select_subscribed or cmd.return_subscribed else None
+    if cmd.select_subscribed:
+        # RFC 5258 3.1: the SUBSCRIBED selection also returns subscribed names
+        # that do not exist (any more), flagged \NonExistent.
+        entries = entries + listing.phantoms()
     chosen: list[tuple[Entry, str]] = []  # (entry, extended data)
     for e in sorted(entries, key=lambda x: (x.name.upper() != "INBOX", x.name)):
         if not any(r.fullmatch(e.name) for r in regexes):
             continue
         extra = ""
-        if cmd.select_subscribed and not (e.folder is not None and e.folder.subscribed):
+        if cmd.select_subscribed and e.name not in subscribed:
             if not cmd.select_recursive_match:
                 continue
             # RFC 5258 3.5: a parent is returned for a subscribed descendant
             # only when that descendant is not itself returned by the patterns.
             if not any(
-                x.folder is not None and x.folder.subscribed and x.name.startswith(e.name + SEP)
-                and not any(r.fullmatch(x.name) for r in regexes)
-                for x in entries
+                x.startswith(e.name + SEP) and not any(r.fullmatch(x) for r in regexes)
+                for x in subscribed
             ):
                 continue
             extra = ' ("CHILDINFO" ("SUBSCRIBED"))'
@@ -161,27 +189,33 @@ async def list_(ctx: Context, cmd: List) -> Reply:
 async def lsub(ctx: Context, cmd: Lsub) -> Reply:
     session = ctx.session
     assert session.identity is not None
-    ns, entries = await ctx.run(
+    listing: Listing = await ctx.run(
         _collect, ctx.services.policy, ctx.services.store, session.identity
     )
-    session.namespaces = ns
+    session.namespaces = listing.namespaces
     if not cmd.pattern:
         ctx.send(f'* LSUB (\\Noselect) "{SEP}" ""\r\n'.encode())
         return ok("LSUB completed")
     regex = pattern_regex(cmd.reference, cmd.pattern)
-    subscribed = [e for e in entries if e.folder is not None and e.folder.subscribed]
+    subscribed = listing.subscribed
+    # Subscribed names stay listed after their folder is deleted (RFC 3501
+    # 6.3.6): LSUB is the subscription list, not the folder list.
+    names = [e.name for e in listing.entries]
+    entries = listing.entries + listing.phantoms()
     out: list[str] = []
     for e in sorted(entries, key=lambda x: (x.name.upper() != "INBOX", x.name)):
         if not regex.fullmatch(e.name):
             continue
-        if e in subscribed:
-            attrs = [a for a in _attrs(e, [x.name for x in entries], False)
-                     if a in ("\\Noselect",) or a.startswith("\\Has") is False]
-            out.append(f'* LSUB ({" ".join(attrs)}) "{SEP}" {wire_mailbox(e.name)}\r\n')
+        if e.name in subscribed:
+            if e.nonexistent:
+                attrs = ""  # the name is subscribed; nothing more is known
+            else:
+                attrs = " ".join(a for a in _attrs(e, names, None) if not a.startswith("\\Has"))
+            out.append(f'* LSUB ({attrs}) "{SEP}" {wire_mailbox(e.name)}\r\n')
         elif cmd.pattern.endswith("%"):
             # RFC 3501 6.3.9: with "%" last, an unsubscribed superior of a
             # subscribed mailbox is returned, flagged \Noselect.
-            if any(s.name.startswith(e.name + SEP) for s in subscribed):
+            if any(s.startswith(e.name + SEP) for s in subscribed):
                 out.append(f'* LSUB (\\Noselect) "{SEP}" {wire_mailbox(e.name)}\r\n')
     ctx.send("".join(out).encode())
     return ok("LSUB completed")

@@ -431,6 +431,8 @@ class StatusItem(enum.Enum):
     HIGHESTMODSEQ = "HIGHESTMODSEQ"  # RFC 7162
     SIZE = "SIZE"  # RFC 8438
     DELETED = "DELETED"  # RFC 9051
+    # RFC 9208 5.1: required of a server advertising QUOTA=RES-STORAGE.
+    DELETED_STORAGE = "DELETED-STORAGE"
     APPENDLIMIT = "APPENDLIMIT"  # RFC 7889
 
 

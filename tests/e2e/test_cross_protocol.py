@@ -340,14 +340,6 @@ def test_two_workers_share_the_load_without_losing_or_doubling(
     assert not inst.errors_since(0), inst.errors_since(0)
 
 
-MBSYNC_EXTERNAL_BUG = (
-    "imapd/session.py:69-75 advertises AUTH=EXTERNAL to a client that presented no "
-    "certificate (993 greeting, CAPABILITY); mbsync (cyrus-sasl) then picks EXTERNAL, "
-    "gets NO and gives up"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=MBSYNC_EXTERNAL_BUG)
 def test_imap_offers_external_only_with_a_certificate(mss: MssInstance) -> None:
     """The root of the mbsync failure below, as the client sees it: SMTP
     already offers EXTERNAL only to a client that presented a certificate."""
@@ -369,8 +361,7 @@ def test_imap_offers_external_only_with_a_certificate(mss: MssInstance) -> None:
 @pytest.mark.skipif(shutil.which("mbsync") is None, reason="isync (mbsync) is needed")
 @pytest.mark.parametrize("auth_mechs", [
     "PLAIN",
-    pytest.param(None, id="default-config",
-                 marks=pytest.mark.xfail(strict=True, reason=MBSYNC_EXTERNAL_BUG)),
+    pytest.param(None, id="default-config"),
 ])
 def test_mbsync_pulls_the_shared_box(mss: MssInstance, tmp_path: Path,
                                      auth_mechs: str | None) -> None:

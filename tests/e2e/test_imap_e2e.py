@@ -182,3 +182,41 @@ def test_curl_lists_and_fetches_over_imaps(world: Any, dev_pki: Any) -> None:
     assert b"Archive" in out
     out = subprocess.run(common + [base + "/INBOX;UID=1"], capture_output=True, check=True).stdout
     assert out == RAW
+
+
+def _login_mechanism(user: str, password: str) -> Any:
+    """imaplib's authobject for SASL LOGIN: answers each decoded prompt."""
+    def answer(challenge: bytes) -> bytes:
+        replies = {b"Username:": user.encode(), b"Password:": password.encode()}
+        assert challenge in replies, challenge  # the prompts every client expects
+        return replies[challenge]
+    return answer
+
+
+def test_authenticate_login_with_imaplib(world: Any, dev_pki: Any) -> None:
+    """Thunderbird's fallback after a NO to PLAIN: SASL LOGIN, over TLS."""
+    _, ports, _ = world
+    with imaplib.IMAP4_SSL("127.0.0.1", ports["imaps"],
+                           ssl_context=client_ssl_context(dev_pki)) as m:
+        assert "AUTH=LOGIN" in m.capabilities and "AUTH=EXTERNAL" not in m.capabilities
+        with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+            m.authenticate("PLAIN", lambda _: f"\0{SECRETARY}\0wrong".encode())
+        typ, data = m.authenticate("LOGIN", _login_mechanism(SECRETARY, PASSWORD))
+        assert typ == "OK", data
+        typ, data = m.select("INBOX")
+        assert typ == "OK"
+
+
+def test_authenticate_login_needs_tls(world: Any, dev_pki: Any) -> None:
+    _, ports, _ = world
+    m = imaplib.IMAP4("127.0.0.1", ports["imap"])
+    try:
+        assert "AUTH=LOGIN" not in m.capabilities
+        with pytest.raises(imaplib.IMAP4.error, match="PRIVACYREQUIRED"):
+            m.authenticate("LOGIN", _login_mechanism(SECRETARY, PASSWORD))
+        m.starttls(ssl_context=client_ssl_context(dev_pki))
+        assert "AUTH=LOGIN" in m.capabilities
+        typ, _ = m.authenticate("LOGIN", _login_mechanism(SECRETARY, PASSWORD))
+        assert typ == "OK"
+    finally:
+        m.logout()

@@ -617,14 +617,6 @@ def test_port_scan_loop_leaves_the_daemons_healthy(mss: MssInstance) -> None:
     assert_all_listeners_healthy(mss)  # and no_server_errors checks the log
 
 
-UNHANDLED_DEFERRED_BUG = (
-    "imapd/protocol.py:138-140 errbacks the producer-pause Deferred (created by "
-    "pauseProducing while TLS is handshaking) with ConnectionGone when nobody awaits it: "
-    "every connect/close on 993 logs CRITICAL 'Unhandled error in Deferred'"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=UNHANDLED_DEFERRED_BUG)
 def test_connect_close_on_imaps_logs_no_unhandled_error(mss: MssInstance) -> None:
     """A scanner opening and closing 993 (no TLS handshake) is routine: it
     must not fill the log with CRITICAL errors that hide real ones."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 
 import compliance_support
-import pytest
 from compliance_support import (
     SECRETARY,
     ImapEnv,
@@ -399,8 +398,6 @@ def test_acl_invisible_mailbox_answers_like_nonexistent(env: ImapEnv) -> None:
 
 # ---------------------------------------------------------------- QUOTA STATUS items, LIST-EXTENDED, COMPRESS
 
-@pytest.mark.xfail(strict=True, reason="QUOTA=RES-STORAGE is advertised but STATUS (DELETED-STORAGE) "
-                   "is answered BAD 'Invalid STATUS item'")
 def test_quota_storage_requires_status_deleted_storage(env: ImapEnv) -> None:
     """RFC 9208 5.1 (STORAGE): "When the server supports this resource type, it
     MUST also support the DELETED-STORAGE status data item"."""

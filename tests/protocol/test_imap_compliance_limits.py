@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 
 import compliance_support
-import pytest
 from compliance_support import (
     ImapEnv,
     literal_append,
@@ -64,8 +63,6 @@ def test_empty_append_is_no_not_bad(env: ImapEnv) -> None:
     assert tagged_line(out, "a1").startswith((b"a1 NO", b"a1 OK")), out
 
 
-@pytest.mark.xfail(strict=True, reason="DELETE drops the name from the subscription list and "
-                   "UNSUBSCRIBE of that name then fails NO [NONEXISTENT]")
 def test_subscription_survives_delete(env: ImapEnv) -> None:
     """RFC 3501 6.3.6: the server "MUST NOT unilaterally remove an existing
     mailbox name from the subscription list even if a mailbox by that name no

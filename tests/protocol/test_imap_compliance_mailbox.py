@@ -8,7 +8,6 @@ import re
 from datetime import UTC, datetime
 
 import compliance_support
-import pytest
 from compliance_support import (
     SECRETARY,
     ImapEnv,
@@ -326,8 +325,6 @@ def test_listext_recursivematch_childinfo_for_unmatched_child(env: ImapEnv) -> N
     assert b"CHILDINFO" not in out.upper() and _names(out) == [b"lx/test2/test1"], out
 
 
-@pytest.mark.xfail(strict=True, reason="a subscribed name whose mailbox was deleted disappears "
-                   "from LIST (SUBSCRIBED) instead of being listed \\Subscribed \\NonExistent")
 def test_listext_subscribed_deleted_is_nonexistent(env: ImapEnv) -> None:
     """imaptest `listext` / RFC 5258 3.1 + 3.4: LIST (SUBSCRIBED) returns
     subscribed names that no longer exist, with \\NonExistent (and not \\Noselect

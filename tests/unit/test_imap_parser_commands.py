@@ -308,7 +308,7 @@ CASES: list[tuple[bytes, Command]] = [
         Status("A042", "blurdybloop", (StatusItem.UIDNEXT, StatusItem.MESSAGES)),
     ),
     (
-        b"a STATUS inbox (messages recent uidnext uidvalidity unseen highestmodseq size deleted appendlimit)",
+        b"a STATUS inbox (messages recent uidnext uidvalidity unseen highestmodseq size deleted deleted-storage appendlimit)",
         Status("a", "INBOX", tuple(StatusItem)),
     ),
     (b"a STATUS INBOX (UNSEEN UNSEEN)", Status("a", "INBOX", (StatusItem.UNSEEN,))),
