@@ -181,10 +181,16 @@ class SMTPClientProtocol(LineReceiver):
             self._abort_all(code, lines)
             return
         self._parse_ext(lines)
+        refusal = self._cannot_send()
+        if refusal is not None:
+            self._fail(RelayFailure(refusal, permanent=True))
+            self._quit()
+            return
         params = []
         if "SIZE" in self._ext:
             params.append(f"SIZE={len(self.job.body)}")
-        if any(b >= 0x80 for b in self.job.body[:65536]) and "8BITMIME" in self._ext:
+        # RFC 6152 3: 8-bit content is declared, wherever it is in the body.
+        if not self.job.body.isascii() and "8BITMIME" in self._ext:
             params.append("BODY=8BITMIME")
         dsn = self.job.dsn
         self.outcome.peer_dsn = "DSN" in self._ext
@@ -193,10 +199,26 @@ class SMTPClientProtocol(LineReceiver):
                 params.append(f"RET={dsn.ret}")
             if dsn.envid:
                 params.append(f"ENVID={encode_xtext(dsn.envid)}")
-        if not self.job.sender.isascii() and "SMTPUTF8" in self._ext:
+        if self._needs_utf8():
             params.append("SMTPUTF8")
         self._state = "mail"
         self._send(" ".join([f"MAIL FROM:<{self.job.sender}>", *params]))
+
+    def _needs_utf8(self) -> bool:
+        job = self.job
+        return not job.sender.isascii() or not all(r.isascii() for r in job.recipients)
+
+    def _cannot_send(self) -> str | None:
+        """A permanent refusal decided from the peer's EHLO, before MAIL."""
+        if self._needs_utf8() and "SMTPUTF8" not in self._ext:
+            # RFC 6531 3.2: a non-ASCII envelope is never sent without SMTPUTF8.
+            return "553 5.6.7 the peer does not support SMTPUTF8 addresses"
+        limit = next((e.split(" ", 1)[1] for e in self._ext
+                      if e.startswith("SIZE ") and e[5:].strip().isdigit()), "0")
+        if int(limit) and len(self.job.body) > int(limit):
+            # RFC 1870 5: do not send what the peer declared it will refuse.
+            return "552 5.3.4 message exceeds the peer's fixed size limit"
+        return None
 
     def _on_mail(self, code: int, lines: list[str]) -> None:
         if code != 250:

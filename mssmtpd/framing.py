@@ -9,7 +9,7 @@ swallowed until its real CRLF; nothing is buffered beyond the limits.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mssmtpd.replies import R, Reply
 
@@ -25,7 +25,9 @@ class Line:
 
 @dataclass(frozen=True, slots=True)
 class LineTooLong:
-    pass
+    # The line's first octets, so the reply can name the command (an AUTH
+    # line gets RFC 4954's 5.5.6); not part of equality.
+    head: bytes = field(default=b"", compare=False)
 
 
 class LineReader:
@@ -67,10 +69,11 @@ class LineReader:
                 if len(self._buf) > self._max:
                     # Keep a trailing CR: it may be half of the CRLF.
                     tail = b"\r" if self._buf.endswith(b"\r") else b""
+                    head = bytes(self._buf[:16])
                     self._buf[:] = tail
                     if not self._discarding:
                         self._discarding = True
-                        return LineTooLong()
+                        return LineTooLong(head)
                 return None
             raw = bytes(self._buf[:idx])
             del self._buf[: idx + 1]
@@ -80,7 +83,7 @@ class LineReader:
             bare = not raw.endswith(b"\r")
             text = raw if bare else raw[:-1]
             if len(text) + 2 > self._max:
-                return LineTooLong()
+                return LineTooLong(text[:16])
             return Line(text, bare)
 
 
@@ -277,3 +280,15 @@ class ChunkReader:
         if any(len(line) + 2 > self._max_line for line in content.split(b"\r\n")):
             return DataResult(None, R.MESSAGE_LINE_TOO_LONG)
         return DataResult(content, None)
+
+
+# RFC 5321 6.3: a message that went through this many MTAs is looping; the
+# threshold SHOULD be at least 100 Received fields.
+MAX_HOPS = 100
+
+
+def received_count(content: bytes) -> int:
+    """Received: fields in the header section (fast: no unfolding needed)."""
+    end = content.find(b"\r\n\r\n")
+    head = (content if end < 0 else content[: end + 2]).lower()
+    return head.count(b"\r\nreceived:") + head.startswith(b"received:")

@@ -131,10 +131,37 @@ COMMAND_TYPES: tuple[type, ...] = (
     Helo, Ehlo, MailFrom, RcptTo, Data, Bdat, Rset, Noop, Quit, Vrfy, Expn, Help, StartTls, Auth,
 )
 
+# Command line limits, CRLF included. RFC 5321 4.5.3.1.4: 512 octets; each
+# MAIL/RCPT extension raises it (RFC 1870 3: SIZE +26, RFC 3461 4: ENVID,
+# RET, NOTIFY, ORCPT up to +600, RFC 4954 5: AUTH= +500, RFC 6531): 2048 as
+# Postfix's line_length_limit. RFC 4954 4: AUTH and SASL responses 12288.
+COMMAND_LINE_MAX = 512
+MAIL_RCPT_LINE_MAX = 2048
+SASL_LINE_MAX = 12288 + 2
+
+
+def line_limit(line: bytes) -> int:
+    """The longest line (CRLF included) allowed for this command."""
+    verb = line[:5].upper()
+    if verb in (b"MAIL ", b"RCPT "):
+        return MAIL_RCPT_LINE_MAX
+    if verb == b"AUTH ":
+        return SASL_LINE_MAX
+    return COMMAND_LINE_MAX
+
+
+# RFC 5321 4.2.4: recognised (RFC 821/5321, RFC 1985, RFC 2645, RFC 1845
+# verbs) but not implemented answers 502; anything else 500.
+UNIMPLEMENTED_VERBS = frozenset({"TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML", "VERB"})
+
 # ---------------------------------------------------------------- lexical pieces
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
+# EHLO/HELO only: Windows machine names carry underscores. The name is only
+# recorded (Received), never trusted, so accept it as Postfix does.
+_HELO_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HELO_DOMAIN_RE = re.compile(rf"^{_HELO_LABEL}(?:\.{_HELO_LABEL})*\.?$")
 # Non-ASCII labels (SMTPUTF8 / U-labels): any non-ASCII letters are allowed.
 _UDOMAIN_RE = re.compile(r"^[^\x00-\x2c\x2f\x3a-\x40\x5b-\x60\x7b-\x7f.](?:[^\x00-\x2c\x2e\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]|-|\.)*$")
 _IPV4_RE = re.compile(r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$")
@@ -155,7 +182,9 @@ def is_domain(text: str, *, utf8: bool = False) -> bool:
         return False
     if _DOMAIN_RE.match(text):
         return True
-    return utf8 and bool(_UDOMAIN_RE.match(text)) and ".." not in text
+    # The U-label pattern is for non-ASCII names only: an ASCII name that
+    # failed the LDH rule above (say "-x") stays invalid.
+    return utf8 and not text.isascii() and bool(_UDOMAIN_RE.match(text)) and ".." not in text
 
 
 def is_address_literal(text: str) -> bool:
@@ -179,7 +208,15 @@ def parse_address(text: str, *, utf8: bool = False) -> str | None:
     if len(local.encode("utf-8")) > MAX_LOCAL_PART:
         return None
     dot_re, quoted_re = (_UDOT_STRING_RE, _UQUOTED_RE) if utf8 else (_DOT_STRING_RE, _QUOTED_RE)
-    if not (dot_re.match(local) or quoted_re.match(local)):
+    if dot_re.match(local):
+        pass
+    elif quoted_re.match(local):
+        # RFC 5321 4.1.2 / RFC 5322 3.4.1: "dr.martin" and dr.martin are the
+        # same mailbox; keep the quotes only where they are needed.
+        unquoted = re.sub(r"\\(.)", r"\1", local[1:-1])
+        if dot_re.match(unquoted):
+            local = unquoted
+    else:
         return None
     if not (is_domain(domain, utf8=utf8) or is_address_literal(domain)):
         return None
@@ -336,7 +373,8 @@ def _parse_helo(arg: str, ehlo: bool) -> Command | ParseError:
     arg = arg.strip(" ")
     if not arg or " " in arg:
         return ParseError(R.HELO_SYNTAX)
-    if not (is_domain(arg, utf8=True) or is_address_literal(arg)):
+    if not (is_domain(arg, utf8=True) or is_address_literal(arg)
+            or (len(arg) <= MAX_DOMAIN and _HELO_DOMAIN_RE.match(arg))):
         return ParseError(R.HELO_SYNTAX)
     return Ehlo(arg) if ehlo else Helo(arg)
 
@@ -472,4 +510,6 @@ def parse_command(line: bytes, *, utf8: bool = True) -> Command | ParseError:
         return StartTls() if not arg.strip(" ") else ParseError(R.PARAM_SYNTAX)
     if verb == "AUTH":
         return _parse_auth(arg)
+    if verb in UNIMPLEMENTED_VERBS:
+        return ParseError(R.NOT_IMPLEMENTED)
     return ParseError(R.SYNTAX_ERROR)

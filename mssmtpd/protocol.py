@@ -31,12 +31,14 @@ from mssmtpd.delivery import (
     success_dsn_recipients,
 )
 from mssmtpd.framing import (
+    MAX_HOPS,
     ChunkReader,
     DataReader,
     DataResult,
     Line,
     LineReader,
     LineTooLong,
+    received_count,
 )
 from mssmtpd.replies import R, Reply, format_reply, reply_for_reason
 from mssmtpd.session import Envelope, Recipient, Session, sequence_error
@@ -75,7 +77,9 @@ class SMTPServerProtocol(Protocol):
         self.listener = factory.listener
         limits = self.services.settings.limits
         self.limits = limits
-        self._reader = LineReader(max(limits.line_length, 512))
+        # Room for the longest command (a SASL response); each command's own
+        # limit is checked once its line is complete (`p.line_limit`).
+        self._reader = LineReader(p.SASL_LINE_MAX)
         self._data: DataReader | None = None
         # BDAT: the chunk being read, whether it is the last, and the reply
         # to give instead of accepting it (the octets must be read anyway).
@@ -284,8 +288,9 @@ class SMTPServerProtocol(Protocol):
 
     def _handle_line(self, item: Line | LineTooLong) -> defer.Deferred[None] | None:
         if isinstance(item, LineTooLong):
+            in_sasl = self._sasl is not None or item.head[:5].upper() == b"AUTH "
             self._sasl = None
-            self._bad_command(R.LINE_TOO_LONG)
+            self._bad_command(R.AUTH_LINE_TOO_LONG if in_sasl else R.LINE_TOO_LONG)
             return None
         if item.bare and self.limits.bare_line_endings is BareLineEndings.REJECT:
             self._sasl = None
@@ -295,6 +300,9 @@ class SMTPServerProtocol(Protocol):
             self._refresh_tls_peer()
         if self._sasl is not None:
             return self._sasl_response(item.text)
+        if len(item.text) + 2 > p.line_limit(item.text):
+            self._bad_command(R.LINE_TOO_LONG)
+            return None
         command = p.parse_command(item.text)
         if isinstance(command, p.ParseError):
             self._bad_command(command.reply)
@@ -616,6 +624,10 @@ class SMTPServerProtocol(Protocol):
             self._send(reply)
             return None
         content = result.content
+        if received_count(content) > MAX_HOPS:
+            self._audit("data", env.sender or "<>", "deny", reason="mail-loop", size=size)
+            self._send(R.TOO_MANY_HOPS)
+            return None
         session = self.session
         identity = session.identity
         # The envelope sender was decided at MAIL: only other From: addresses

@@ -91,6 +91,10 @@ def _safe(text: str) -> str:
     return "".join(c if 0x20 <= ord(c) < 0x7F else " " for c in text)
 
 
+def _safe_utf8(text: str) -> str:
+    return "".join(c if 0x20 <= ord(c) != 0x7F else " " for c in text)
+
+
 def build_dsn(
     *,
     reporting_mta: str,
@@ -107,6 +111,11 @@ def build_dsn(
     failures) returns the whole message.
     """
     now = now or datetime.now(UTC)
+    # RFC 6533: an SMTPUTF8 address cannot go in an ASCII DSN; then the
+    # report is message/global-delivery-status with "utf-8" address types.
+    addresses = [sender, *(s.recipient for s in statuses), *dsn.orcpt.values()]
+    intl = not all(a.isascii() for a in addresses) or not (dsn.envid or "").isascii()
+    safe = _safe_utf8 if intl else _safe
     failed = any(s.action == "failed" for s in statuses)
     kind = "Failure" if failed else "Success"
     boundary = "=_dsn_" + secrets.token_hex(12)
@@ -122,16 +131,19 @@ def build_dsn(
             human.append(f"  The remote server said: {_safe(s.diagnostic)}")
     fields = [f"Reporting-MTA: dns; {reporting_mta}"]
     if dsn.envid:
-        fields.append(f"Original-Envelope-Id: {_safe(dsn.envid)}")
+        fields.append(f"Original-Envelope-Id: {safe(dsn.envid)}")
     if arrival is not None:
         fields.append(f"Arrival-Date: {format_datetime(arrival)}")
     per_rcpt = []
     for s in statuses:
-        block = [f"Final-Recipient: rfc822; {s.recipient}"]
+        final_type = "rfc822" if s.recipient.isascii() else "utf-8"
+        block = [f"Final-Recipient: {final_type}; {safe(s.recipient)}"]
         orcpt = dsn.orcpt.get(s.recipient)
         if orcpt:
             addr_type, _, addr = orcpt.partition(";")
-            block.insert(0, f"Original-Recipient: {addr_type}; {_safe(addr)}")
+            if not addr.isascii():
+                addr_type = "utf-8"
+            block.insert(0, f"Original-Recipient: {addr_type}; {safe(addr)}")
         block.append(f"Action: {s.action}")
         block.append(f"Status: {s.status}")
         if s.remote_mta:
@@ -144,27 +156,31 @@ def build_dsn(
     headers_only = dsn.ret == "HDRS"
     returned = _header_section(original) if headers_only else original
     returned_type = "text/rfc822-headers" if headers_only else "message/rfc822"
+    status_type = "delivery-status"
+    if intl:
+        status_type = "global-delivery-status"
+        returned_type = "message/global-headers" if headers_only else "message/global"
     head = (
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>\r\n"
-        f"To: <{sender}>\r\n"
+        f"To: <{safe(sender)}>\r\n"
         f"Subject: Delivery Status Notification ({kind})\r\n"
         f"Date: {format_datetime(now)}\r\n"
         f"Message-ID: <dsn.{secrets.token_hex(10)}@{reporting_mta}>\r\n"
         "Auto-Submitted: auto-replied\r\n"
         "MIME-Version: 1.0\r\n"
-        f'Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary="{boundary}"\r\n'
+        f'Content-Type: multipart/report; report-type={status_type};\r\n\tboundary="{boundary}"\r\n'
         "\r\n"
         "This is a MIME-encapsulated delivery status notification.\r\n"
         f"--{boundary}\r\n"
-        "Content-Type: text/plain; charset=us-ascii\r\n"
+        f"Content-Type: text/plain; charset={'utf-8' if intl else 'us-ascii'}\r\n"
         "\r\n" + "\r\n".join(human) + "\r\n"
         f"--{boundary}\r\n"
-        "Content-Type: message/delivery-status\r\n"
+        f"Content-Type: message/{status_type}\r\n"
         "\r\n" + status_part +
         f"--{boundary}\r\n"
         f"Content-Type: {returned_type}\r\n"
         "\r\n"
-    ).encode("ascii")
+    ).encode("utf-8" if intl else "ascii")
     if returned and not returned.endswith(b"\r\n"):
         returned += b"\r\n"
     return head + returned + f"--{boundary}--\r\n".encode("ascii")

@@ -110,7 +110,9 @@ class R:
     AUTH_ENCRYPTION_REQUIRED = Reply(538, "5.7.11", "Encryption required for authentication")
     AUTH_MECH_UNKNOWN = Reply(504, "5.5.4", "Unrecognised authentication mechanism")
     AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
-    AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")
+    # RFC 4954 4 requires 501; the enhanced code is Postfix's.
+    AUTH_CANCELLED = Reply(501, "5.7.0", "Authentication cancelled")
+    AUTH_LINE_TOO_LONG = Reply(500, "5.5.6", "Authentication exchange line is too long")
     AUTH_BAD_BASE64 = Reply(501, "5.5.2", "Cannot decode base64 response")
     AUTH_TEMPFAIL = Reply(454, "4.7.0", "Temporary authentication failure")
     AUTH_NOT_ALLOWED = Reply(503, "5.5.1", "AUTH not available on this listener")
@@ -138,6 +140,7 @@ class R:
     MESSAGE_NOT_8BIT = Reply(554, "5.6.1", "8-bit content without BODY=8BITMIME")
     MESSAGE_BAD_HEADERS = Reply(554, "5.6.0", "Message header section is malformed")
     TRANSACTION_FAILED = Reply(554, "5.5.0", "Transaction failed")
+    TOO_MANY_HOPS = Reply(554, "5.4.6", "Too many hops, mail loop detected")
 
 
 # Decision reasons from policy.decisions.Decision.reason -> reply.
