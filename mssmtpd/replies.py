@@ -135,7 +135,7 @@ class R:
 
     # -- message content
     MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed limit")
-    MESSAGE_LINE_TOO_LONG = Reply(500, "5.5.6", "Message line too long")
+    MESSAGE_LINE_TOO_LONG = Reply(554, "5.6.0", "Message line too long (RFC 5321 limit: 998 octets)")
     MESSAGE_BARE_LINE_ENDING = Reply(554, "5.6.0", "Bare CR or LF in message, use CRLF")
     MESSAGE_NOT_8BIT = Reply(554, "5.6.1", "8-bit content without BODY=8BITMIME")
     MESSAGE_BAD_HEADERS = Reply(554, "5.6.0", "Message header section is malformed")
