@@ -163,6 +163,9 @@ class SMTPServerProtocol(Protocol):
 
     def _send(self, reply: Reply) -> None:
         if self.transport is not None and not self._closing:
+            if reply.code == 421:
+                # RFC 5321 4.2.3 / 3.8: a closing 421 names the server.
+                reply = reply.with_text(f"{self.services.settings.hostname} {reply.text}")
             self.transport.write(reply.to_bytes())
 
     def _send_lines(self, code: int, lines: list[str]) -> None:

@@ -141,7 +141,7 @@ def _listeners_healthy(mss: MssInstance) -> str | None:
                 assert conn.greeting.text.startswith(b"* OK "), (name, conn.greeting.text)
         else:
             greeting = smtp_greets(port, ctx if tls == "implicit" else None)
-            if greeting.startswith(b"421 4.7.0 Too many connections"):
+            if greeting.startswith(b"421 4.7.0 ") and b"Too many connections" in greeting:
                 return name
             assert greeting.startswith(b"220 "), (name, greeting)
     with ImapConn(mss.port("imaps"), ctx) as conn:

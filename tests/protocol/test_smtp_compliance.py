@@ -526,7 +526,10 @@ def test_idle_timeout_is_421_4_4_2(env: SmtpEnv) -> None:
     conv = mx(env)
     conv.cmd("MAIL FROM:<a@remote.example>")
     env.clock.advance(env.settings.limits.smtp_idle_timeout + 1)
-    assert codes(conv.take()) == ["421 4.4.2"] and conv.closed
+    out = conv.take()
+    assert codes(out) == ["421 4.4.2"] and conv.closed
+    # RFC 5321 4.2.3: the closing 421 names the server.
+    assert out.startswith(f"421 4.4.2 {env.settings.hostname} ".encode())
 
 
 _ENHANCED = re.compile(r"^([245])\d\d[ -]([245])\.(\d{1,3})\.(\d{1,3}) ")
