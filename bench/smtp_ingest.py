@@ -127,10 +127,16 @@ def children(pid: int) -> list[int]:
     return [int(x) for x in text.split()]
 
 
-def cpu_seconds(pid: int) -> float:
-    """user + system CPU time of a process (Linux /proc)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, all its threads (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def workers_cpu(pids: list[int]) -> tuple[float, float]:
+    times = [cpu_times(pid) for pid in pids]
+    return sum(t[0] for t in times), sum(t[1] for t in times)
 
 
 def peak_rss_kb(pid: int) -> int:
@@ -175,7 +181,8 @@ def main() -> int:
     proc = subprocess.Popen(
         [sys.executable, "-m", "mssmtpd.devserve", "--settings", str(settings),
          "--ports-file", str(ports_file), "--workers", str(args.workers),
-         "--log-level", "warning", *(["--no-audit-mirror"] if args.no_audit_mirror else [])],
+         "--log-level", "warning", "--stats-file", str(directory / "stats.jsonl"),
+         *(["--no-audit-mirror"] if args.no_audit_mirror else [])],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": os.pathsep.join(
             x for x in (str(ROOT), os.environ.get("PYTHONPATH", "")) if x)},
     )
@@ -190,19 +197,25 @@ def main() -> int:
         asyncio.run(drive_asyncio(port, args.connections * 2, args.connections, args.mailboxes))
         warm = count_messages(directory, args.mailboxes)
         workers = children(proc.pid) or [proc.pid]
-        cpu_before = sum(cpu_seconds(pid) for pid in workers)
+        user0, sys0 = workers_cpu(workers)
+        client0 = os.times()
         start = time.perf_counter()
         if args.driver == "asyncio":
             asyncio.run(drive_asyncio(port, messages, args.connections, args.mailboxes))
         else:
             drive_smtp_source(port, messages, args.connections)
         elapsed = time.perf_counter() - start
-        cpu = sum(cpu_seconds(pid) for pid in workers) - cpu_before
+        client1 = os.times()
+        user1, sys1 = workers_cpu(workers)
+        user, system = user1 - user0, sys1 - sys0
+        client = sum(client1[:4]) - sum(client0[:4])  # incl. smtp-source (a child)
         rss = [peak_rss_kb(pid) for pid in workers]
         stored = count_messages(directory, args.mailboxes) - warm
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+        stats = [json.loads(line) for line in (directory / "stats.jsonl").read_text().splitlines()
+                 ] if (directory / "stats.jsonl").exists() else []
         if not args.keep:
             shutil.rmtree(directory, ignore_errors=True)
     print(f"driver={args.driver} connections={args.connections} workers={args.workers} "
@@ -210,9 +223,18 @@ def main() -> int:
     print(f"messages sent: {messages}, committed in the store: {stored}")
     print(f"elapsed: {elapsed:.2f} s")
     print(f"throughput: {messages / elapsed:.0f} messages/s")
-    print(f"server CPU: {cpu * 1000 / messages:.2f} ms per message "
-          f"(load average now {os.getloadavg()[0]:.1f})")
+    per = 1000 / messages
+    print(f"server CPU: {(user + system) * per:.2f} ms per message "
+          f"(user {user * per:.2f}, system {system * per:.2f}; "
+          f"{len(workers)} workers: {(user + system) / elapsed:.2f} cores busy)")
+    print(f"client CPU: {client * per:.2f} ms per message "
+          f"(load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     print(f"peak RSS per worker: {', '.join(f'{r / 1024:.1f} MiB' for r in rss)}")
+    commits = sum(s["commits"] for s in stats)
+    if commits:
+        carried = sum(s["messages"] for s in stats)
+        print(f"group commit: {carried} messages in {commits} delivery transactions "
+              f"({carried / commits:.1f} per commit, warm-up included)")
     return 0 if stored == messages else 1
 
 

@@ -30,6 +30,7 @@ from storage.interface import (
     QuotaExceeded,
     StoreUnavailable,
 )
+from storage.threaded import StoreRunner
 
 log = logging.getLogger(__name__)
 
@@ -142,22 +143,42 @@ class Job:
     success_dsn_for: tuple[str, ...] = ()
 
 
+# How long a message accepted while no commit is running waits for others to
+# share its commit (group commit). Messages accepted while a commit runs wait
+# for it to end anyway and go together in the next one.
+GATHER_SECONDS = 0.005
+
+
 class LocalDelivery:
     """Commits accepted messages through `services.runner`.
 
     Group commit: when the store offers ``deliver_many(deliveries)`` (one
     transaction, each delivery all-or-nothing, results or a StoreError per
     delivery), messages accepted while a commit is running are committed
-    together by the next one, so one fsync serves many clients. Without it,
-    each message is its own transaction.
+    together by the next one, and a message arriving when none is running
+    waits `gather` seconds for company; one fsync then serves many clients.
+    Each client gets its reply only after the commit that holds its message.
+    Without ``deliver_many``, each message is its own transaction.
     """
 
-    def __init__(self, services: Any, *, max_batch: int = 64) -> None:
+    def __init__(
+        self, services: Any, *, max_batch: int = 64, gather: float | None = None
+    ) -> None:
         self.services = services
         self.max_batch = max_batch
         self._pending: list[tuple[Job, defer.Deferred[Reply]]] = []
         self._flushing = False
+        self._timer: Any = None  # IDelayedCall of the gathering wait
         self.batched = callable(getattr(services.store, "deliver_many", None))
+        if gather is None:
+            # Waiting for company pays only when commits run on the store's
+            # thread pool, concurrently with the reactor. Other runners (the
+            # inline one of protocol transcripts, test steppers) commit at once.
+            pooled = isinstance(services.runner, StoreRunner)
+            gather = GATHER_SECONDS if pooled and services.reactor is not None else 0.0
+        self.gather = gather
+        self.commits = 0  # transactions run (statistics, for the benchmark)
+        self.committed = 0  # messages they carried
 
     def commit(self, job: Job) -> defer.Deferred[Reply]:
         if not self.batched:
@@ -169,15 +190,30 @@ class LocalDelivery:
             return d.addErrback(failed)
         waiter: defer.Deferred[Reply] = defer.Deferred()
         self._pending.append((job, waiter))
-        self._flush()
+        if self._flushing:
+            return waiter  # goes with the next commit, when this one ends
+        if len(self._pending) >= self.max_batch or self.gather <= 0:
+            self._flush()
+        elif self._timer is None:
+            self._timer = self.services.reactor.callLater(self.gather, self._gathered)
         return waiter
 
+    def _gathered(self) -> None:
+        self._timer = None
+        self._flush()
+
     def _flush(self) -> None:
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
         if self._flushing or not self._pending:
             return
         batch = self._pending[: self.max_batch]
         del self._pending[: self.max_batch]
         self._flushing = True
+        self.commits += 1
+        self.committed += len(batch)
 
         def done(results: list[Reply | BaseException]) -> None:
             for (job, waiter), result in zip(batch, results, strict=True):
@@ -192,6 +228,7 @@ class LocalDelivery:
 
         def next_batch(_: object) -> None:
             self._flushing = False
+            # Those that arrived meanwhile have waited a whole commit: now.
             self._flush()
 
         d = self.services.runner.run(self.commit_batch_sync, [job for job, _ in batch])

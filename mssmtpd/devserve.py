@@ -56,7 +56,7 @@ def open_sockets(settings: Settings, workers: int) -> tuple[dict[str, int], list
 
 
 def run_worker(settings: Settings, socks: list[socket.socket], relay: bool,
-               audit_mirror: bool = True) -> int:
+               audit_mirror: bool = True, stats_file: Path | None = None) -> int:
     from twisted.internet import reactor
 
     from mssctl.runtime import build_services
@@ -72,8 +72,11 @@ def run_worker(settings: Settings, socks: list[socket.socket], relay: bool,
         services.audit = FileAuditSink(settings.audit.path, None)
         services.policy.audit = services.audit
     smtp = [x for x in settings.listeners if x.role in (ListenerRole.MX, ListenerRole.SUBMISSION)]
+    factories = []
     for lst, sock in zip(smtp, socks, strict=True):
-        r.adoptStreamPort(sock.fileno(), sock.family, build_factory(services, lst))
+        factory = build_factory(services, lst)
+        factories.append(factory)
+        r.adoptStreamPort(sock.fileno(), sock.family, factory)
         sock.close()
     if relay:
         service = RelayService(services)
@@ -86,8 +89,27 @@ def run_worker(settings: Settings, socks: list[socket.socket], relay: bool,
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     r.run(installSignalHandlers=False)
+    # The audit sink first: its store mirror flushes what is still queued.
+    close = getattr(services.audit, "close", None)
+    if close is not None:
+        close()
     services.store.close()
+    if stats_file is not None:
+        _write_stats(stats_file, factories)
     return 0
+
+
+def _write_stats(path: Path, factories: list[Any]) -> None:
+    """Group-commit figures of this worker, for the benchmark: one JSON line
+    appended per worker."""
+    commits = messages = 0
+    for factory in factories:
+        delivery = getattr(factory, "delivery", None)
+        commits += getattr(delivery, "commits", 0)
+        messages += getattr(delivery, "committed", 0)
+    line = json.dumps({"pid": os.getpid(), "commits": commits, "messages": messages})
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-level", default="info")
     ap.add_argument("--no-audit-mirror", action="store_true",
                     help="diagnostic: do not mirror audit events into the store")
+    ap.add_argument("--stats-file", type=Path,
+                    help="append each worker's group-commit counts (JSON) at exit")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
@@ -108,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_text(json.dumps(ports))
     tmp.rename(args.ports_file)
     if args.workers == 1:
-        return run_worker(settings, per_worker[0], args.relay, not args.no_audit_mirror)
+        return run_worker(settings, per_worker[0], args.relay, not args.no_audit_mirror,
+                          args.stats_file)
     children: list[int] = []
     for w in range(args.workers):
         pid = os.fork()
@@ -120,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             code = 1
             try:
                 code = run_worker(settings, per_worker[w], args.relay and w == 0,
-                                  not args.no_audit_mirror)
+                                  not args.no_audit_mirror, args.stats_file)
             finally:
                 os._exit(code)
         children.append(pid)

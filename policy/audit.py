@@ -1,17 +1,34 @@
 """The audit sink: one structured event per policy decision or action.
 
 Events name the actor, action, target and result, never message content. The
-sink writes one JSON object per line to the audit log file (flushed per event,
-so a crash loses nothing already decided) and, when a store is attached, keeps a
-copy in the store's audit table so that every node's events meet in one place.
+sink writes one JSON object per line to the audit log file (one write(2) per
+event, so a crash of the process loses nothing already decided;
+fsync'ed by a timer, so a crash of the machine loses at most a second) and,
+when a store is attached, keeps a copy in the store's audit table so that
+every node's events meet in one place.
+
+The store copy is a mirror of the authoritative file. Committing it per event
+would cost a durable database commit per SMTP command, so, when there is a
+file, the mirror is batched: `record` queues the event and a background thread
+writes what accumulated (up to `max_batch` events, or what came within
+`interval` seconds) in one transaction. The queue is bounded: past it, events
+reach only the file (counted and logged), the protocol is never held up. A
+store failure is logged, never raised to the caller. `flush()` waits until
+everything queued so far is in the store; `close()` flushes and stops.
+Without a file the store copy is the only record: it is then written
+synchronously, one transaction per event.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
 import threading
+import time
+import weakref
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +37,12 @@ from typing import Any, Protocol
 from storage.interface import AuditEvent, MessageStore, StoreError
 
 log = logging.getLogger(__name__)
+
+# Defaults of the batched store mirror.
+MIRROR_INTERVAL = 0.1  # seconds an event may wait for companions
+MIRROR_MAX_BATCH = 500  # events per transaction
+MIRROR_QUEUE = 20_000  # events waiting; beyond, the store copy is skipped
+FSYNC_INTERVAL = 1.0  # seconds between fsyncs of the file while it changes
 
 
 class AuditSink(Protocol):
@@ -38,26 +61,67 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+# Sinks whose mirror thread runs, flushed at interpreter exit (a daemon thread
+# would otherwise die with events still queued).
+_LIVE: weakref.WeakSet[FileAuditSink] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all_at_exit() -> None:
+    for sink in list(_LIVE):
+        sink.close()
+
+
 class FileAuditSink:
-    """JSON lines on disk, optionally mirrored into the store."""
+    """JSON lines on disk, optionally mirrored into the store (see the module
+    docstring). `batch`: None = batched when there is a file and a store."""
 
     def __init__(
         self,
         path: Path | None,
         store: MessageStore | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        batch: bool | None = None,
+        interval: float = MIRROR_INTERVAL,
+        max_batch: int = MIRROR_MAX_BATCH,
+        queue_size: int = MIRROR_QUEUE,
+        fsync_interval: float = FSYNC_INTERVAL,
     ) -> None:
         self._path = path
         self._store = store
         self._clock = clock
         self._lock = threading.Lock()
-        self._fh = None
+        # One os.write per event on an O_APPEND descriptor: the line reaches
+        # the file (the kernel) at once, whole, without a lock or a buffer
+        # shared between threads.
+        self._fd: int | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-            self._fh = os.fdopen(fd, "a", encoding="utf-8")
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         self.events: list[AuditEvent] = []  # last events, for tests and `mssctl`
         self._keep = 1000
+        self._batch = (path is not None and store is not None) if batch is None else batch
+        self._interval = interval
+        self._max_batch = max(1, max_batch)
+        self._queue: deque[AuditEvent] = deque()
+        self._queue_size = max(1, queue_size)
+        self._wake = threading.Event()
+        self._markers: list[threading.Event] = []
+        self._stopping = False
+        self._fsync_interval = fsync_interval
+        self._dirty = False  # file written since the last fsync
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.dropped = 0  # events that reached the file but not the store
+
+    @property
+    def nonblocking(self) -> bool:
+        """True when `record` never waits for the database (no store, or a
+        batched mirror): it may then be called on the reactor thread."""
+        return self._store is None or (self._batch and not self._closed)
+
+    # ------------------------------------------------------------ recording
 
     def record(
         self, actor: str, action: str, target: str, result: str, **details: Any
@@ -81,23 +145,148 @@ class FileAuditSink:
             # A detail never overwrites the five fields a reader relies on.
             record[f"detail_{key}" if key in record else key] = value
         line = json.dumps(record, ensure_ascii=False, sort_keys=False)
-        with self._lock:
-            self.events.append(event)
-            if len(self.events) > self._keep:
+        self.events.append(event)  # atomic; trimmed now and then, under the lock
+        if len(self.events) > 2 * self._keep:
+            with self._lock:
                 del self.events[: len(self.events) - self._keep]
-            if self._fh is not None:
-                self._fh.write(line + "\n")
-                self._fh.flush()
+        if self._fd is not None:
+            self._write_line((line + "\n").encode("utf-8"))
         if self._store is not None:
-            try:
-                self._store.record_audit([event])
-            except StoreError:
-                # The file copy is authoritative; the store copy is a convenience.
-                log.warning("audit event not mirrored to the store", exc_info=True)
+            if self._batch and not self._closed:
+                self._enqueue(event)
+            else:
+                self._mirror([event])
         return event
 
-    def close(self) -> None:
+    def _write_line(self, data: bytes) -> None:
+        fd = self._fd
+        if fd is None:
+            return
+        try:
+            while data:
+                written = os.write(fd, data)
+                data = data[written:]
+        except OSError:
+            # Disk full or closed under us: say so loudly, keep serving.
+            log.error("audit log write failed", exc_info=True)
+            return
+        self._dirty = True
+
+    def _enqueue(self, event: AuditEvent) -> None:
+        self._ensure_thread()
+        # deque.append is atomic: no lock and no wake-up per event (the writer
+        # wakes on its timer, or early when a batch is full).
+        if len(self._queue) >= self._queue_size:
+            # The store is far behind: the file keeps the event; the protocol
+            # must not wait for the database to catch up.
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("audit mirror queue full: %d events only in the file", self.dropped)
+            return
+        self._queue.append(event)
+        if len(self._queue) == self._max_batch:
+            self._wake.set()
+
+    def _mirror(self, events: list[AuditEvent]) -> None:
+        assert self._store is not None
+        try:
+            self._store.record_audit(events)
+        except StoreError:
+            # The file copy is authoritative; the store copy is a convenience.
+            log.warning("%d audit events not mirrored to the store", len(events), exc_info=True)
+        except Exception:  # noqa: BLE001 - an audit mirror never breaks a protocol
+            log.exception("%d audit events not mirrored to the store", len(events))
+
+    # ------------------------------------------------------------ the writer
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
         with self._lock:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._thread = threading.Thread(
+                target=self._run, name="audit-mirror", daemon=True
+            )
+            self._thread.start()
+            _LIVE.add(self)
+
+    def _run(self) -> None:
+        last_sync = time.monotonic()
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            stopping = self._stopping
+            # Markers taken before draining: everything recorded before a
+            # flush() call is in the queue by now and is written below.
+            with self._lock:
+                markers, self._markers = self._markers, []
+            while self._queue:
+                batch: list[AuditEvent] = []
+                while self._queue and len(batch) < self._max_batch:
+                    batch.append(self._queue.popleft())
+                self._write_batch(batch)
+            for marker in markers:
+                marker.set()
+            if stopping:
+                return
+            last_sync = self._maybe_fsync(last_sync)
+
+    def _write_batch(self, batch: list[AuditEvent]) -> None:
+        self._mirror(batch)
+
+    def _maybe_fsync(self, last_sync: float) -> float:
+        now = time.monotonic()
+        if now - last_sync < self._fsync_interval:
+            return last_sync
+        self._fsync()
+        return now
+
+    def _fsync(self) -> None:
+        fd = self._fd
+        if fd is None or not self._dirty:
+            return
+        self._dirty = False
+        try:
+            os.fsync(fd)
+        except OSError:
+            log.warning("audit log fsync failed", exc_info=True)
+
+    # ------------------------------------------------------------ flushing
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Waits until every event recorded so far is in the store (or was
+        given up on); True unless `timeout` passed first."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return True
+        marker = threading.Event()
+        with self._lock:
+            self._markers.append(marker)
+        self._wake.set()
+        return marker.wait(timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Writes what is queued to the store, stops the writer, fsyncs and
+        closes the file. Safe to call twice."""
+        self._closed = True
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._stopping = True
+            self._wake.set()
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("audit mirror did not drain before close")
+        self._thread = None
+        _LIVE.discard(self)
+        # Events queued by a record() racing with close: write them now.
+        leftover: list[AuditEvent] = []
+        while self._queue:
+            leftover.append(self._queue.popleft())
+        if leftover and self._store is not None:
+            self._mirror(leftover)
+        self._fsync()
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)

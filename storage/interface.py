@@ -419,6 +419,10 @@ class MessageStore(Protocol):
     def folder_status(self, folder_id: int) -> FolderStatus:
         """Raises NotFound."""
 
+    def folder_versions(self, folder_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """(uidnext, highestmodseq) of each of these folders that exists, in
+        one read: what the IMAP folder watcher polls."""
+
     # -- messages ----------------------------------------------------------
 
     def append(
@@ -438,6 +442,20 @@ class MessageStore(Protocol):
         """Puts one message into the INBOX of every listed mailbox in ONE
         transaction (all or nothing), durably. The body is parsed and encrypted
         once. Raises NotFound, QuotaExceeded (any mailbox over quota)."""
+
+    def deliver_many(self, deliveries: Sequence[Delivery]) -> list[list[AppendResult] | StoreError]:
+        """Group commit: several `deliver` calls in ONE transaction (one
+        durable commit, so one fsync serves many SMTP clients).
+
+        Each delivery is all-or-nothing on its own (a SAVEPOINT per delivery):
+        one that fails (a mailbox over quota or missing) does not fail the
+        others. Returns, in the order given, the delivery's results (as
+        `deliver` would return them) or the StoreError it would have raised
+        (NotFound, QuotaExceeded, or a plain StoreError for an unexpected
+        database refusal of that delivery alone). Everything returned as a
+        success is durably committed when this returns. Deliveries to the same
+        mailbox get increasing UIDs in list order. Raises StoreUnavailable
+        (then nothing was committed)."""
 
     def index(self, folder_id: int) -> list[IndexEntry]:
         """Every message of the folder in UID order: the SELECT view.

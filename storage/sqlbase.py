@@ -272,6 +272,13 @@ def default_parser(raw: bytes) -> dict[str, Any]:
     return mime.parse_message(raw)
 
 
+# How often the key file is looked at for a new key (a stat per message was a
+# measurable part of a delivery). Until then a process keeps encrypting under
+# the previous key, which stays valid; `reencrypt` and unknown key ids force a
+# look at once.
+KEY_FILE_CHECK_INTERVAL = 1.0
+
+
 class KeyFileRing:
     """The key ring, reloaded when the key file changes (`mssctl keys rotate`
     adds a key while the daemons run; blobs moved to it must stay readable)."""
@@ -282,6 +289,7 @@ class KeyFileRing:
         # Signature taken before reading, so a change in between is seen later.
         self._signature = self._stat()
         self._ring = crypto.KeyRing.load(path)
+        self._next_check = time.monotonic() + KEY_FILE_CHECK_INTERVAL
 
     def _stat(self) -> tuple[int, int, int]:
         try:
@@ -292,6 +300,10 @@ class KeyFileRing:
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def ring(self, *, force: bool = False) -> crypto.KeyRing:
+        now = time.monotonic()
+        if not force and now < self._next_check:
+            return self._ring
+        self._next_check = now + KEY_FILE_CHECK_INTERVAL
         try:
             signature = self._stat()
         except crypto.KeyFileError:
