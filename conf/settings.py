@@ -135,6 +135,10 @@ class PolicySettings(_Model):
     mx_require_client_cert: bool = False
     # Only relay to whitelisted domains.
     enforce_whitelist: bool = True
+    # Mailbox that receives mail for "postmaster" (RFC 5321 4.5.1: <postmaster>
+    # and postmaster@<each served domain> must be accepted) when no mailbox of
+    # that exact name exists. `mssctl init` creates postmaster@<domain>.
+    postmaster: str | None = None
 
 
 class Settings(_Model):

@@ -285,6 +285,10 @@ class Policy:
         _, domain = split_address(rcpt)
         if self.settings.is_local_domain(domain):
             mailbox = self._local_mailbox(rcpt.strip().lower())
+            postmaster = self.settings.policy.postmaster
+            if mailbox is None and postmaster and rcpt.partition("@")[0].lower() == "postmaster":
+                # RFC 5321 4.5.1: postmaster of every served domain is accepted.
+                mailbox = self._local_mailbox(postmaster.strip().lower())
             if mailbox is None:
                 return RcptDecision(self._deny(actor, "rcpt", rcpt, "unknown-recipient",
                                                sender=sender, peer=peer.address))

@@ -252,12 +252,25 @@ def test_postmaster_is_accepted(tmp_path: Path, store: Any, rcpt: str) -> None:
     assert len(inbox(store, f"postmaster@{DOMAIN}")) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="RFC 5321 4.5.1 needs a postmaster alias in the policy "
-                   "(policy/decisions.py check_rcpt), see the compliance report")
-def test_postmaster_is_accepted_without_a_provisioned_mailbox(env: SmtpEnv) -> None:
+def test_postmaster_of_every_domain_reaches_the_configured_box(tmp_path: Path, store: Any) -> None:
+    # RFC 5321 4.5.1: postmaster@<any served domain> must be accepted even
+    # where no mailbox of that exact name exists: policy.postmaster names one.
+    store.add_domain("clinique.test")
+    add_user(store, f"admin@{DOMAIN}")
+    env = make_env(tmp_path, store, domains=[DOMAIN, "clinique.test"],
+                   policy={"postmaster": f"admin@{DOMAIN}"})
     conv = mx(env)
-    conv.cmd("MAIL FROM:<a@remote.example>")
-    assert codes(conv.cmd("RCPT TO:<postmaster>")) == ["250 2.1.5"]
+    for rcpt in ("<postmaster>", "<Postmaster@clinique.test>", f"<postmaster@{DOMAIN}>"):
+        conv.cmd("MAIL FROM:<a@remote.example>")
+        assert codes(conv.cmd(f"RCPT TO:{rcpt}")) == ["250 2.1.5"], rcpt
+        conv.cmd("DATA")
+        assert codes(conv.send(MSG + b".\r\n")) == ["250 2.0.0"]
+    assert len(inbox(store, f"admin@{DOMAIN}")) == 3
+    # Without the setting, an unprovisioned postmaster is unknown, like any address.
+    env2 = make_env(tmp_path, store, domains=[DOMAIN, "clinique.test"])
+    conv2 = mx(env2)
+    conv2.cmd("MAIL FROM:<a@remote.example>")
+    assert codes(conv2.cmd("RCPT TO:<postmaster@clinique.test>")) == ["550 5.1.1"]
 
 
 def test_length_limits_of_local_part_domain_and_path(env: SmtpEnv) -> None:
