@@ -18,7 +18,7 @@ from typing import Any
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
-from storage.interface import FolderChanges, MessageStore, NotFound, StoreError
+from storage.interface import FolderChanges, MessageStore
 
 log = logging.getLogger(__name__)
 
@@ -181,17 +181,11 @@ def _pull(
 
 
 def _read_states(store: MessageStore, ids: Iterable[int]) -> dict[int, tuple[int, int] | None]:
-    out: dict[int, tuple[int, int] | None] = {}
-    for fid in ids:
-        try:
-            folder = store.get_folder_by_id(fid)
-        except NotFound:
-            out[fid] = None
-            continue
-        except StoreError:
-            raise
-        out[fid] = (folder.uidnext, folder.highestmodseq)
-    return out
+    """One read for every watched folder (a folder gone from the answer was
+    deleted): 1,000 sessions idling on 1,000 folders cost one query a tick."""
+    wanted = list(ids)
+    found = store.folder_versions(wanted)
+    return {fid: found.get(fid) for fid in wanted}
 
 
 def watcher_for(services: Any) -> FolderWatcher:

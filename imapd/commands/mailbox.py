@@ -222,9 +222,12 @@ async def rename(ctx: Context, cmd: Rename) -> Reply:
 async def subscribe(ctx: Context, cmd: Subscribe | Unsubscribe) -> Reply:
     identity, namespaces = _identity(ctx)
     on = isinstance(cmd, Subscribe)
+    # UNSUBSCRIBE must work on a name whose folder was deleted (RFC 3501
+    # 6.3.7); the store answers NotFound if the name is neither subscribed
+    # nor a folder.
     place, _ = await ctx.run(
-        resolve_folder, ctx.services.policy, ctx.services.store, identity, namespaces,
-        cmd.mailbox, "l", "subscribe" if on else "unsubscribe",
+        resolve, ctx.services.policy, ctx.services.store, identity, namespaces,
+        cmd.mailbox, "l", "subscribe" if on else "unsubscribe", must_exist=on,
     )
     await ctx.run(ctx.services.store.set_subscribed, place.mailbox.id, place.folder, on)
     return ok(f"{type(cmd).name} completed")

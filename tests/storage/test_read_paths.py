@@ -1,0 +1,65 @@
+"""Read paths the IMAP server leans on, against SQLite and PostgreSQL:
+`folder_versions` (the folder watcher's one query a tick) and
+`claim_recent` (read-first, and "the recent messages are the newest ones")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from storage.interface import AccountClass, Delivery, FlagMode, MailboxType, NotFound
+
+
+def msg(n: int) -> bytes:
+    return f"From: <a@b.test>\r\nSubject: {n}\r\nMessage-ID: <m{n}@b.test>\r\n\r\nbody {n}\r\n".encode()
+
+
+@pytest.fixture
+def box(any_store: Any) -> tuple[Any, Any]:
+    acc = any_store.add_account("dr@hopital.test", "Dr", AccountClass.PRACTITIONER)
+    mb = any_store.add_mailbox("dr@hopital.test", MailboxType.PER, owner_account_id=acc.id)
+    return any_store, mb
+
+
+def test_folder_versions_tracks_changes_and_deletions(box: Any) -> None:
+    store, mb = box
+    inbox = store.get_folder(mb.id, "INBOX")
+    extra = store.create_folder(mb.id, "Projets")
+    before = store.folder_versions([inbox.id, extra.id, 999_999])
+    assert before == {inbox.id: (inbox.uidnext, inbox.highestmodseq),
+                      extra.id: (extra.uidnext, extra.highestmodseq)}
+    store.deliver(Delivery(raw=msg(1), mailbox_ids=(mb.id,)))
+    after = store.folder_versions([inbox.id, extra.id])
+    assert after[inbox.id][0] == inbox.uidnext + 1 and after[inbox.id][1] > inbox.highestmodseq
+    assert after[extra.id] == before[extra.id]
+    store.store_flags(inbox.id, [1], FlagMode.ADD, ["\\Flagged"])
+    assert store.folder_versions([inbox.id])[inbox.id][1] > after[inbox.id][1]
+    store.delete_folder(mb.id, "Projets")
+    assert store.folder_versions([inbox.id, extra.id]).keys() == {inbox.id}
+    assert store.folder_versions([]) == {}
+
+
+def test_claim_recent_after_expunges_and_copies(box: Any) -> None:
+    store, mb = box
+    inbox = store.get_folder(mb.id, "INBOX")
+    other = store.create_folder(mb.id, "Archives")
+    assert store.claim_recent(inbox.id) == frozenset()  # empty folder
+    for i in range(4):
+        store.deliver(Delivery(raw=msg(i), mailbox_ids=(mb.id,)))
+    assert store.claim_recent(inbox.id) == frozenset({1, 2, 3, 4})
+    assert store.claim_recent(inbox.id) == frozenset()
+    store.deliver(Delivery(raw=msg(5), mailbox_ids=(mb.id,)))
+    store.deliver(Delivery(raw=msg(6), mailbox_ids=(mb.id,)))
+    store.store_flags(inbox.id, [6], FlagMode.ADD, ["\\Deleted"])
+    assert store.expunge(inbox.id, [6]) == [6]  # the newest recent one goes: 5 is still recent
+    assert store.claim_recent(inbox.id) == frozenset({5})
+    store.deliver(Delivery(raw=msg(7), mailbox_ids=(mb.id,)))
+    store.store_flags(inbox.id, [7], FlagMode.ADD, ["\\Deleted"])
+    assert store.expunge(inbox.id, [7]) == [7]  # every recent one gone
+    assert store.claim_recent(inbox.id) == frozenset()
+    store.copy(inbox.id, [1, 2], other.id)
+    assert store.claim_recent(other.id) == frozenset({1, 2})
+    store.delete_folder(mb.id, "Archives")
+    with pytest.raises(NotFound):
+        store.claim_recent(other.id)
