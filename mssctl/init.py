@@ -144,6 +144,8 @@ policy:
   password_login_classes: {classes}{classes_note}
   mx_require_client_cert: false
   enforce_whitelist: true
+  # Receives mail for postmaster@ of every served domain (RFC 5321 4.5.1).
+  postmaster: postmaster@{domain}
 
 key_file: keys
 workers: 1
@@ -344,6 +346,7 @@ def build(work: Path, final: Path, domain: str, hostname: str, port_offset: int,
     from conf.loader import load_settings
     from storage import open_store
     from storage.crypto import generate_key_file
+    from storage.interface import MailboxType
 
     hostnames = list(dict.fromkeys([hostname, "localhost", "127.0.0.1"]))
     pki = make_dev_pki(work / "pki", hostnames=hostnames, domain=domain, demo=demo)
@@ -373,6 +376,10 @@ def build(work: Path, final: Path, domain: str, hostname: str, port_offset: int,
     store = open_store(settings.database.url, settings.key_file, create=True)
     try:
         store.add_domain(domain)
+        # RFC 5321 4.5.1: postmaster must be accepted; a functional box that
+        # the operator grants to its staff (`mssctl mailbox grant`).
+        store.add_mailbox(f"postmaster@{domain}", MailboxType.ORG, display_name="Postmaster",
+                          responsible=domain)
         logins = add_demo(store, domain, pki) if demo else []
     finally:
         store.close()

@@ -96,6 +96,13 @@ def test_init_writes_a_complete_instance(demo_template: tuple[Path, str]) -> Non
     ]
     assert all(lst.address == "127.0.0.1" for lst in settings.listeners)
     assert "practitioner" in settings.policy.password_login_classes  # demo only
+    # RFC 5321 4.5.1: a postmaster box exists and the policy routes to it.
+    assert settings.policy.postmaster == f"postmaster@{DOMAIN}"
+    store = open_store(settings.database.url, settings.key_file)
+    try:
+        assert store.get_mailbox(f"postmaster@{DOMAIN}").mailbox_type is MailboxType.ORG
+    finally:
+        store.close()
     # No temporary build directory left behind.
     assert [p.name for p in target.parent.iterdir()] == ["inst"]
 
