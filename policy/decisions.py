@@ -346,7 +346,8 @@ class Policy:
     def check_peer_operator(self, peer: Peer, sender_domain: str) -> Decision:
         """Inbound MX: when mutual TLS is required, the peer must present a
         certificate, and (whitelist enforced and loaded) its DN must be listed
-        for the sender's domain."""
+        for the sender's domain, or for any domain when the sender is null
+        (`sender_domain` "")."""
         actor = peer.address
         if not self.settings.policy.mx_require_client_cert:
             self.audit.record(actor, "peer", sender_domain, "allow", reason="not-required")
@@ -359,7 +360,13 @@ class Policy:
         if (
             self.settings.policy.enforce_whitelist
             and self.whitelist is not None
-            and not self.whitelist.allows(sender_domain, dn)
+            and not (
+                self.whitelist.allows(sender_domain, dn)
+                if sender_domain
+                # Null sender (a DSN): no domain to match, the operator must
+                # still be one of the trust space's.
+                else self.whitelist.lists_operator(dn)
+            )
         ):
             return self._deny(dn, "peer", sender_domain, "not-whitelisted", peer=peer.address)
         self.audit.record(dn, "peer", sender_domain, "allow", peer=peer.address)

@@ -103,6 +103,12 @@ class Whitelist:
             return False
         return any(form in dns for form in _normalised_forms(operator_dn))
 
+    def lists_operator(self, operator_dn: str) -> bool:
+        """The DN is listed for at least one domain: the check for mail with a
+        null sender (bounces, MDN-less DSNs), which names no domain."""
+        forms = _normalised_forms(operator_dn)
+        return any(form in dns for dns in self.domains.values() for form in forms)
+
     @property
     def entry_count(self) -> int:
         """(domain, operator DN) pairs; a domain without DN counts once. Not

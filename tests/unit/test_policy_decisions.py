@@ -332,6 +332,11 @@ def test_check_peer_operator(tmp_path, dev_pki, settings_factory, store):
     # a card is not an operator
     assert pol.check_peer_operator(mx(load_cert(dev_pki.practitioner)),
                                    "operateur-pair.test").reason == "not-whitelisted"
+    # A null sender (a DSN) names no domain: the operator must be listed for one.
+    assert pol.check_peer_operator(mx(good), "").allowed
+    assert pol.check_peer_operator(mx(load_cert(dev_pki.practitioner)), "").reason == \
+        "not-whitelisted"
+    assert pol.check_peer_operator(mx(None), "").reason == "no-certificate"
 
 
 def test_check_peer_operator_not_required(world):
