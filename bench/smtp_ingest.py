@@ -6,6 +6,11 @@ its 250. Prints messages/s and the peak RSS of the server workers.
     .venv/bin/python bench/smtp_ingest.py [--messages 20000] [--connections 20]
         [--workers 2] [--driver asyncio|smtp-source] [--mailboxes 20]
 
+Drivers: `asyncio` (built in: MAIL, RCPT and DATA pipelined, recipients spread
+over --mailboxes) or `smtp-source` (Postfix's load generator from the Debian
+`postfix` package, one message after another on each of -s sessions, all to
+one mailbox; its CPU is counted as client CPU).
+
 The server is `python -m mssmtpd.devserve` (build_factory + adoptStreamPort,
 one SO_REUSEPORT socket per worker, like `mssctl serve`) on 127.0.0.1, port 0,
 with a plaintext MX listener (the figure is about the store path, as

@@ -121,9 +121,12 @@ class DataReader:
     def feed(self, data: bytes) -> bytes | None:
         """Consumes bytes; returns what follows the terminating "." line once
         the body is complete (maybe b""), else None."""
-        if not self._pending and not self._discarding and self.error is None:
-            rest = self._feed_whole(data)
+        if not self._discarding and self.error is None:
+            # `_pending` is the start of a line, so the fast path may begin
+            # there: a body split across reads still takes it at its end.
+            rest = self._feed_whole(self._pending + data if self._pending else data)
             if rest is not None:
+                self._pending = b""
                 return rest
         buf = self._pending + data if self._pending else data
         start = 0
@@ -181,9 +184,13 @@ class DataReader:
         if idx < 0:
             return None
         body = data[:idx]
-        if _BARE_CHECK_RE.search(body) or body.endswith(b"\r"):
+        # No bare CR or LF: every CR and every LF is part of a CRLF (three
+        # C-speed counts; the look-behind regex cost ~10% of a worker's CPU).
+        crlf = body.count(b"\r\n")
+        if body.count(b"\r") != crlf or body.count(b"\n") != crlf:
             return None
-        if max(map(len, body.split(b"\r\n"))) + 2 > self._max_line:
+        if len(body) + 2 > self._max_line and (
+                max(map(len, body.split(b"\r\n"))) + 2 > self._max_line):
             return None
         # RFC 5321 4.5.2: drop the first dot of every line starting with one.
         if body.startswith(b"."):

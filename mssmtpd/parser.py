@@ -365,8 +365,11 @@ def _rcpt_params(raw: dict[str, str | None]) -> RcptParams | ParseError:
 # ---------------------------------------------------------------- commands
 
 
+_CTL_RE = re.compile("[\x00-\x1f\x7f]")
+
+
 def _has_ctl(text: str) -> bool:
-    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+    return _CTL_RE.search(text) is not None
 
 
 def _parse_helo(arg: str, ehlo: bool) -> Command | ParseError:

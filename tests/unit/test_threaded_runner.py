@@ -1,0 +1,170 @@
+"""storage.threaded.StoreRunner: calls run on worker threads, results fire on
+the reactor thread (here: the test thread pumping `callFromThread`)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from storage.threaded import StoreRunner
+
+
+class PumpedReactor:
+    """The two reactor methods StoreRunner uses; `pump` runs what worker
+    threads handed over, on the calling thread, as the reactor would."""
+
+    def __init__(self) -> None:
+        self.calls: queue.SimpleQueue[Callable[[], Any]] = queue.SimpleQueue()
+        self.triggers: list[Callable[[], Any]] = []
+        self.thread = threading.get_ident()
+        self.wakeups = 0
+
+    def callFromThread(self, fn: Callable[..., Any], *args: Any) -> None:  # noqa: N802
+        self.wakeups += 1
+        self.calls.put(lambda: fn(*args))
+
+    def addSystemEventTrigger(self, phase: str, event: str, fn: Callable[[], Any]) -> None:  # noqa: N802
+        self.triggers.append(fn)
+
+    def pump_until(self, done: Callable[[], bool], timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("timed out")
+            try:
+                self.calls.get(timeout=left)()
+            except queue.Empty:
+                pass
+
+
+def results(ds: list[defer.Deferred[Any]]) -> list[Any]:
+    out: list[Any] = []
+    for d in ds:
+        d.addBoth(out.append)
+    return out
+
+
+def test_results_fire_on_the_reactor_thread_in_call_order_per_caller() -> None:
+    reactor = PumpedReactor()
+    runner = StoreRunner(reactor, threads_count=4)
+    fired_on: list[int] = []
+    ds = [runner.run(lambda x: x * 2, i) for i in range(50)]
+
+    def note_thread(value: int) -> int:
+        fired_on.append(threading.get_ident())
+        return value
+
+    for d in ds:
+        d.addCallback(note_thread)
+    got = results(ds)
+    reactor.pump_until(lambda: len(got) == 50)
+    assert sorted(got) == [i * 2 for i in range(50)]
+    assert set(fired_on) == {reactor.thread}
+    runner.stop()
+
+
+def test_work_runs_off_the_calling_thread_with_kwargs() -> None:
+    reactor = PumpedReactor()
+    runner = StoreRunner(reactor, threads_count=2)
+    got = results([runner.run(lambda *, k: (threading.get_ident(), k), k="v")])
+    reactor.pump_until(lambda: bool(got))
+    ident, value = got[0]
+    assert value == "v" and ident != reactor.thread
+    runner.stop()
+
+
+def test_exceptions_become_failures_with_the_original_exception() -> None:
+    reactor = PumpedReactor()
+    runner = StoreRunner(reactor, threads_count=2)
+
+    def boom() -> None:
+        raise KeyError("missing")
+
+    got = results([runner.run(boom), runner.run(lambda: "after")])
+    reactor.pump_until(lambda: len(got) == 2)
+    failures = [g for g in got if isinstance(g, Failure)]
+    assert len(failures) == 1 and failures[0].check(KeyError)  # type: ignore[no-untyped-call]
+    assert "after" in got  # a failing call does not kill its worker
+    runner.stop()
+
+
+def test_calls_run_concurrently_up_to_the_thread_limit() -> None:
+    reactor = PumpedReactor()
+    runner = StoreRunner(reactor, threads_count=3)
+    gate = threading.Event()
+    running = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def blocking() -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        gate.wait(5)
+        with lock:
+            running -= 1
+
+    got = results([runner.run(blocking) for _ in range(6)])
+    deadline = time.monotonic() + 5
+    while peak < 3 and time.monotonic() < deadline:
+        time.sleep(0.001)  # polling a condition with a deadline, not a delay
+    assert peak == 3
+    gate.set()
+    reactor.pump_until(lambda: len(got) == 6)
+    assert peak == 3  # never more than the limit
+    runner.stop()
+
+
+def test_a_burst_of_results_wakes_the_reactor_less_than_once_each() -> None:
+    reactor = PumpedReactor()
+    runner = StoreRunner(reactor, threads_count=4)
+    gate = threading.Event()
+    ds = [runner.run(gate.wait, 5) for _ in range(4)]
+    ds += [runner.run(lambda: True) for _ in range(200)]
+    gate.set()
+    got = results(ds)
+    # The "reactor" is busy elsewhere until every call has finished.
+    deadline = time.monotonic() + 5
+    while len(runner._results) < 204:
+        assert time.monotonic() < deadline, "workers did not finish"
+        time.sleep(0.001)  # polling a condition with a deadline, not a delay
+    reactor.pump_until(lambda: len(got) == 204)
+    assert reactor.wakeups == 1  # one hand-over for the whole burst
+    runner.stop()
+
+
+def test_stop_joins_workers_and_run_restarts_them() -> None:
+    reactor = PumpedReactor()
+    runner = StoreRunner(reactor, threads_count=2, name="restart")
+    got = results([runner.run(lambda: 1)])
+    reactor.pump_until(lambda: bool(got))
+    before = [t for t in threading.enumerate() if t.name.startswith("restart-")]
+    assert before
+    runner.stop()
+    assert not any(t.is_alive() for t in before)
+    got2 = results([runner.run(lambda: 2)])
+    reactor.pump_until(lambda: bool(got2))
+    assert got2 == [2]
+    runner.stop()
+
+
+@pytest.mark.parametrize("threads", [1, 8])
+def test_shutdown_trigger_is_registered_once(threads: int) -> None:
+    reactor = PumpedReactor()
+    runner = StoreRunner(reactor, threads_count=threads, name=f"trigger{threads}")
+    got = results([runner.run(lambda: 0), runner.run(lambda: 0)])
+    reactor.pump_until(lambda: len(got) == 2)
+    assert len(reactor.triggers) == 1
+    workers = [t for t in threading.enumerate() if t.name.startswith(f"trigger{threads}-")]
+    assert 1 <= len(workers) <= threads
+    reactor.triggers[0]()  # the reactor shutting down
+    assert not any(t.is_alive() for t in workers)
