@@ -39,8 +39,8 @@ from storage.interface import AuditEvent, MessageStore, StoreError
 log = logging.getLogger(__name__)
 
 # Defaults of the batched store mirror.
-MIRROR_INTERVAL = 0.1  # seconds an event may wait for companions
-MIRROR_MAX_BATCH = 500  # events per transaction
+MIRROR_INTERVAL = 0.5  # seconds an event may wait for companions (fewer write-lock turns)
+MIRROR_MAX_BATCH = 2000  # events per transaction
 MIRROR_QUEUE = 20_000  # events waiting; beyond, the store copy is skipped
 FSYNC_INTERVAL = 1.0  # seconds between fsyncs of the file while it changes
 
