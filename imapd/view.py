@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import bisect
 import functools
+from array import array
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from imapd.wire import uid_set
-from storage.interface import FolderChanges, IndexEntry
+from storage.interface import FolderChanges, IndexColumns, IndexEntry
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _FLAG_RIGHT = {"\\Seen": "s", "\\Deleted": "t"}
@@ -52,11 +53,14 @@ class SelectedView:
     uidvalidity: int
     uidnext: int
     highestmodseq: int  # the store's state this view has absorbed
-    uids: list[int] = field(default_factory=list)  # ascending; seq = index + 1
-    # The index entries as this session knows them (flags and MODSEQ as last
-    # announced to it): FLAGS, UID, RFC822.SIZE, INTERNALDATE and MODSEQ
-    # fetches (every client's sync) need no store call.
-    entries: dict[int, IndexEntry] = field(default_factory=dict)
+    # The index as this session knows it, as columns (position i = sequence
+    # i + 1; flags and MODSEQ as last announced to it): FLAGS, UID and MODSEQ
+    # fetches (every client's sync) need no store call, and a 100,000-message
+    # folder is three compact columns, not 100,000 objects. Sizes and dates
+    # are read from the store when a command asks for them.
+    uids: array[int] = field(default_factory=lambda: array("I"))  # ascending
+    modseqs: array[int] = field(default_factory=lambda: array("Q"))
+    flags: list[frozenset[str]] = field(default_factory=list)  # shared sets
     recent: set[int] = field(default_factory=set)
     rights: str = ""  # RFC 4314 rights on the mailbox when it was selected
     # Keywords the client has been told about in a FLAGS response: a keyword
@@ -72,6 +76,28 @@ class SelectedView:
     qresync: bool = False  # VANISHED instead of EXPUNGE (RFC 7162 3.2.10)
 
     @classmethod
+    def from_columns(
+        cls,
+        folder_id: int,
+        name: str,
+        readonly: bool,
+        uidvalidity: int,
+        uidnext: int,
+        highestmodseq: int,
+        columns: IndexColumns,
+        recent: Iterable[int],
+    ) -> SelectedView:
+        """Takes ownership of `columns`."""
+        view = cls(folder_id, name, readonly, uidvalidity, uidnext, highestmodseq)
+        view.uids, view.modseqs, view.flags = columns.uids, columns.modseqs, columns.flags
+        view.recent = {u for u in recent if view.seq_of(u) is not None}
+        if view.uids:
+            view.uidnext = max(uidnext, view.uids[-1] + 1)
+        view.announced_exists = len(view.uids)
+        view.announced_recent = len(view.recent)
+        return view
+
+    @classmethod
     def from_index(
         cls,
         folder_id: int,
@@ -83,15 +109,25 @@ class SelectedView:
         entries: Sequence[IndexEntry],
         recent: Iterable[int],
     ) -> SelectedView:
-        view = cls(folder_id, name, readonly, uidvalidity, uidnext, highestmodseq)
-        uids = view.uids = [e.uid for e in entries]
-        view.entries = dict(zip(uids, entries, strict=True))
-        view.recent = set(recent) & view.entries.keys()
-        if entries:
-            view.uidnext = max(uidnext, entries[-1].uid + 1)
-        view.announced_exists = len(view.uids)
-        view.announced_recent = len(view.recent)
-        return view
+        columns = IndexColumns(
+            array("I", (e.uid for e in entries)), array("Q", (e.modseq for e in entries)),
+            [e.flags for e in entries],
+        )
+        return cls.from_columns(folder_id, name, readonly, uidvalidity, uidnext,
+                                highestmodseq, columns, recent)
+
+    def first_unseen(self) -> int | None:
+        """Sequence number of the first message without \\Seen."""
+        flags = self.flags
+        # A handful of distinct (shared) flag sets: list.index runs in C.
+        firsts = [flags.index(fs) for fs in set(flags) if "\\Seen" not in fs]
+        return min(firsts) + 1 if firsts else None
+
+    def keyword_set(self) -> set[str]:
+        out: set[str] = set()
+        for fs in set(self.flags):
+            out.update(f for f in fs if not f.startswith("\\"))
+        return out
 
     # ------------------------------------------------------------ numbers
 
@@ -113,8 +149,13 @@ class SelectedView:
 
     def uids_for_seq_ranges(self, ranges: Iterable[tuple[int, int]]) -> list[int]:
         """Ranges already resolved (``*`` = exists), 1-based inclusive."""
-        out: set[int] = set()
+        ranges = list(ranges)
         n = len(self.uids)
+        if len(ranges) == 1:  # 1:* and friends: a slice, already in order
+            lo, hi = sorted(ranges[0])
+            lo, hi = max(lo, 1), min(hi, n)
+            return self.uids[lo - 1 : hi].tolist() if lo <= hi else []
+        out: set[int] = set()
         for lo, hi in ranges:
             if lo > hi:
                 lo, hi = hi, lo
@@ -125,6 +166,12 @@ class SelectedView:
 
     def uids_for_uid_ranges(self, ranges: Iterable[tuple[int, int]]) -> list[int]:
         """Existing UIDs in the ranges (``*`` already resolved to max_uid)."""
+        ranges = list(ranges)
+        if len(ranges) == 1:  # UID FETCH 1:*: a slice, already in order
+            lo, hi = sorted(ranges[0])
+            return self.uids[
+                bisect.bisect_left(self.uids, lo) : bisect.bisect_right(self.uids, hi)
+            ].tolist()
         out: set[int] = set()
         for lo, hi in ranges:
             if lo > hi:
@@ -136,15 +183,44 @@ class SelectedView:
 
     def live(self, uid: int) -> bool:
         """Still in the view and not known to be expunged."""
-        return uid in self.entries and uid not in self.pending_expunge
+        return self.has(uid) and uid not in self.pending_expunge
+
+    def has(self, uid: int) -> bool:
+        """In the view (an expunge may be pending)."""
+        return self.seq_of(uid) is not None
+
+    def present(self, uids: Iterable[int]) -> list[int]:
+        """The UIDs of `uids` that are in the view. Ascending input (every
+        FETCH batch) is one walk along the view, not a search per UID."""
+        known = self.uids
+        n = len(known)
+        wanted = uids if isinstance(uids, list) else list(uids)
+        if wanted:
+            # Fast path (FETCH 1:* batches): a contiguous run of the view.
+            i = bisect.bisect_left(known, wanted[0])
+            if known[i : i + len(wanted)].tolist() == wanted:
+                return list(wanted)
+        out = []
+        i = 0
+        prev = -1
+        for uid in wanted:
+            if uid < prev or prev < 0 or i >= n or known[i] > uid or uid - prev > 64:
+                i = bisect.bisect_left(known, uid)
+            else:
+                while i < n and known[i] < uid:
+                    i += 1
+            prev = uid
+            if i < n and known[i] == uid:
+                out.append(uid)
+        return out
 
     def flags_of(self, uid: int) -> frozenset[str]:
-        entry = self.entries.get(uid)
-        return entry.flags if entry is not None else frozenset()
+        seq = self.seq_of(uid)
+        return self.flags[seq - 1] if seq is not None else frozenset()
 
     def modseq_of(self, uid: int) -> int:
-        entry = self.entries.get(uid)
-        return entry.modseq if entry is not None else 0
+        seq = self.seq_of(uid)
+        return self.modseqs[seq - 1] if seq is not None else 0
 
     # ------------------------------------------------------------ changes
 
@@ -152,7 +228,7 @@ class SelectedView:
         """Takes in what changed in the store; returns the new UIDs."""
         gone = set(changes.expunged)
         for uid in gone:
-            if uid in self.entries:
+            if self.has(uid):
                 self.pending_expunge.add(uid)
                 self.pending_flags.pop(uid, None)
         last = self.max_uid()
@@ -160,20 +236,23 @@ class SelectedView:
         for entry in changes.changed:
             if entry.uid in gone:
                 continue
-            known = self.entries.get(entry.uid)
-            if known is not None:
+            seq = self.seq_of(entry.uid)
+            if seq is not None:
                 if entry.uid in self.pending_expunge:
                     continue
-                if entry.modseq > known.modseq:
-                    self.entries[entry.uid] = entry
-                    if entry.flags != known.flags:
+                i = seq - 1
+                if entry.modseq > self.modseqs[i]:
+                    self.modseqs[i] = entry.modseq
+                    if entry.flags != self.flags[i]:
+                        self.flags[i] = entry.flags
                         self.pending_flags[entry.uid] = None
             elif entry.uid > last:
                 new.append(entry)
         new.sort(key=lambda e: e.uid)
         for entry in new:
             self.uids.append(entry.uid)
-            self.entries[entry.uid] = entry
+            self.modseqs.append(entry.modseq)
+            self.flags.append(entry.flags)
         claimed = set(claimed_recent)
         self.recent.update(e.uid for e in new if e.uid in claimed)
         self.highestmodseq = max(self.highestmodseq, changes.highestmodseq)
@@ -183,20 +262,21 @@ class SelectedView:
 
     def set_flags(self, uid: int, flags: frozenset[str], modseq: int) -> None:
         """This session changed the flags itself (and tells its client)."""
-        known = self.entries.get(uid)
-        if known is not None:
-            self.entries[uid] = replace(known, flags=flags, modseq=max(modseq, known.modseq))
+        seq = self.seq_of(uid)
+        if seq is not None:
+            self.flags[seq - 1] = flags
+            self.modseqs[seq - 1] = max(modseq, self.modseqs[seq - 1])
             self.pending_flags.pop(uid, None)
 
     def remove_now(self, uids: Iterable[int]) -> list[int]:
         """This session expunged these UIDs itself: returns the EXPUNGE
         sequence numbers, in the order they must be sent."""
-        return self._drop(sorted(set(uids) & self.entries.keys(), reverse=True))
+        return self._drop(sorted(set(self.present(uids)), reverse=True))
 
     def expunge_now(self, uids: Iterable[int]) -> list[bytes]:
         """Removes the UIDs and returns the responses telling the client:
         EXPUNGE per message, or one VANISHED once QRESYNC is enabled."""
-        gone = sorted(set(uids) & self.entries.keys(), reverse=True)
+        gone = sorted(set(self.present(uids)), reverse=True)
         if self.qresync:
             self._drop(gone)
             return [f"* VANISHED {uid_set(reversed(gone))}\r\n".encode()] if gone else []
@@ -209,8 +289,7 @@ class SelectedView:
             if found is None:
                 continue
             seq = found
-            del self.uids[seq - 1]
-            self.entries.pop(uid, None)
+            del self.uids[seq - 1], self.modseqs[seq - 1], self.flags[seq - 1]
             self.recent.discard(uid)
             self.pending_expunge.discard(uid)
             self.pending_flags.pop(uid, None)
@@ -271,11 +350,16 @@ class SelectedView:
         """A FLAGS response first if these messages carry unannounced keywords."""
         new: set[str] = set()
         known = self.keywords
-        for uid in uids:
-            entry = self.entries.get(uid)
-            if entry is None:
-                continue
-            for flag in entry.flags:
+        wanted = list(uids)
+        if not wanted:
+            return []
+        # The distinct flag sets between the lowest and highest of these UIDs
+        # (a superset is harmless: a FLAGS response may list more keywords),
+        # in C, not a search per UID.
+        i = bisect.bisect_left(self.uids, min(wanted))
+        j = bisect.bisect_right(self.uids, max(wanted))
+        for fs in set(self.flags[i:j]):
+            for flag in fs:
                 if flag[:1] != "\\" and flag not in known:
                     new.add(flag)
         if not new:
@@ -292,9 +376,10 @@ class SelectedView:
             items.append(f"MODSEQ ({self.modseq_of(uid)})")
         return f"* {seq} FETCH ({' '.join(items)})\r\n".encode()
 
-    def display_flags(self, uid: int) -> frozenset[str]:
-        """Flags with \\Recent added for messages this session saw as new."""
-        flags = self.flags_of(uid)
+    def display_flags(self, uid: int, pos: int | None = None) -> frozenset[str]:
+        """Flags with \\Recent added for messages this session saw as new
+        (`pos`: the UID's index in the view, when the caller knows it)."""
+        flags = self.flags_of(uid) if pos is None else self.flags[pos]
         if uid in self.recent:
             return flags | _RECENT
         if "\\Recent" in flags:

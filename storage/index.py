@@ -4,14 +4,16 @@ bounded cache of large folder indexes kept valid by MODSEQ."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
+from array import array
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from storage.interface import IndexEntry
+from storage.interface import IndexColumns, IndexEntry
 from storage.sqlbase import parse_flags
 
 _ENTRY_FIELDS = ("uid", "modseq", "flags", "size", "internal_date")
@@ -122,3 +124,98 @@ class IndexCache:
             while self._total > self._max:
                 _, (_, dropped) = self._data.popitem(last=False)
                 self._total -= len(dropped)
+
+
+# ------------------------------------------------------------ columns
+
+
+def columns_from_text(uids: str | None, modseqs: str | None, flags: str | None) -> IndexColumns:
+    """IndexColumns from the database's concatenated columns (uids and
+    modseqs comma-separated, flags newline-separated, all in one order).
+
+    One string per column crosses the driver instead of 100,000 row tuples:
+    the rows were half the cost of a cold SELECT on a big folder."""
+    if not uids:
+        return IndexColumns(array("I"), array("Q"), [])
+    # json's C parser reads a list of integers twice as fast as map(int, ...).
+    ul: list[int] = json.loads("[" + uids + "]")
+    ml: list[int] = json.loads("[" + (modseqs or "") + "]")
+    texts = (flags or "").split("\n")
+    if len(texts) < len(ul):  # a trailing empty flags text is dropped by some drivers
+        texts.extend([""] * (len(ul) - len(texts)))
+    shared = {t: parse_flags(t) for t in set(texts)}
+    f = list(map(shared.__getitem__, texts))
+    ordered = sorted(ul)  # linear on sorted input
+    if ordered != ul:
+        # The aggregate's order is the scan's (the (folder_id, uid) index) in
+        # practice, but SQL does not promise it.
+        order = sorted(range(len(ul)), key=ul.__getitem__)
+        ml = [ml[i] for i in order]
+        f = [f[i] for i in order]
+    return IndexColumns(array("I", ordered), array("Q", ml), f)
+
+
+def copy_columns(cols: IndexColumns) -> IndexColumns:
+    return IndexColumns(array("I", cols.uids), array("Q", cols.modseqs), list(cols.flags))
+
+
+def apply_column_changes(
+    cols: IndexColumns, changed: Iterable[tuple[int, int, str]], gone: Iterable[int]
+) -> IndexColumns:
+    """A copy of `cols` with the expunged UIDs removed and the changed or new
+    (uid, modseq, flags text) rows put in place."""
+    out = copy_columns(cols)
+    uids, modseqs, flags = out.uids, out.modseqs, out.flags
+    shared = {f: f for f in set(flags)}  # keep flag sets shared
+    for uid in sorted(set(gone), reverse=True):
+        i = bisect_left(uids, uid)
+        if i < len(uids) and uids[i] == uid:
+            del uids[i], modseqs[i], flags[i]
+    for uid, modseq, text in changed:
+        fs = parse_flags(text)
+        fs = shared.setdefault(fs, fs)
+        i = bisect_left(uids, uid)
+        if i < len(uids) and uids[i] == uid:
+            modseqs[i] = modseq
+            flags[i] = fs
+        else:
+            uids.insert(i, uid)
+            modseqs.insert(i, modseq)
+            flags.insert(i, fs)
+    return out
+
+
+class ColumnsCache:
+    """IndexCache for IndexColumns: big folders' columns, validated by the
+    caller against (mailbox, UIDVALIDITY, HIGHESTMODSEQ, UIDNEXT)."""
+
+    def __init__(self, max_entries: int = 400_000, min_size: int = 2_000) -> None:
+        self._lock = threading.Lock()
+        self._data: OrderedDict[int, tuple[tuple[int, int, int, int], IndexColumns]] = (
+            OrderedDict()
+        )
+        self._total = 0
+        self._max = max_entries
+        self._min = min_size
+
+    def get(self, folder_id: int) -> tuple[tuple[int, int, int, int], IndexColumns] | None:
+        with self._lock:
+            item = self._data.get(folder_id)
+            if item is not None:
+                self._data.move_to_end(folder_id)
+            return item
+
+    def put(self, folder_id: int, version: tuple[int, int, int, int], cols: IndexColumns) -> None:
+        """Keeps `cols` itself: the caller hands out copies only."""
+        with self._lock:
+            old = self._data.pop(folder_id, None)
+            if old is not None:
+                self._total -= len(old[1].uids)
+            n = len(cols.uids)
+            if n < self._min or n > self._max:
+                return
+            self._data[folder_id] = (version, cols)
+            self._total += n
+            while self._total > self._max:
+                _, (_, dropped) = self._data.popitem(last=False)
+                self._total -= len(dropped.uids)

@@ -20,6 +20,7 @@ A write method returns only after its transaction is durably committed.
 from __future__ import annotations
 
 import enum
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -188,6 +189,19 @@ class IndexEntry:
     flags: frozenset[str]
     size: int
     internal_date: datetime
+
+
+@dataclass(slots=True)
+class IndexColumns:
+    """A folder's index as columns, in UID order (position i = sequence i+1):
+    what a 100,000-message SELECT reads, without one object per message.
+    `flags` holds a handful of shared frozensets (one per distinct flag
+    combination). Sizes and internal dates are not here: `sizes_and_dates`
+    reads them for the few messages that need them. The caller owns it."""
+
+    uids: array[int]  # array("I")
+    modseqs: array[int]  # array("Q")
+    flags: list[frozenset[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,8 +446,12 @@ class MessageStore(Protocol):
         *,
         flags: Iterable[str] = (),
         internal_date: datetime | None = None,
+        recent: bool = True,
     ) -> AppendResult:
-        """Stores one message, durably. The new message is \\Recent.
+        """Stores one message, durably. The new message is \\Recent, unless
+        `recent` is False: the appending session has the folder selected and
+        reports it as recent itself (RFC 3501 2.3.2), so no session needs to
+        claim it (a write transaction saved).
 
         Raises NotFound (folder), QuotaExceeded.
         """
@@ -461,6 +479,15 @@ class MessageStore(Protocol):
         """Every message of the folder in UID order: the SELECT view.
         Must stay fast for 100,000 messages (no body, no metadata).
         Raises NotFound."""
+
+    def index_columns(self, folder_id: int) -> IndexColumns:
+        """`index` as columns (UIDs, MODSEQs, flags), the cheap form SELECT
+        uses. Raises NotFound."""
+
+    def sizes_and_dates(
+        self, folder_id: int, uids: Sequence[int]
+    ) -> dict[int, tuple[int, datetime]]:
+        """RFC822.SIZE and INTERNALDATE of these UIDs (unknown ones skipped)."""
 
     def claim_recent(self, folder_id: int) -> frozenset[int]:
         """UIDs that were \\Recent, now no longer so for other sessions

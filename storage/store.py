@@ -25,7 +25,7 @@ import secrets
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,15 @@ from sqlalchemy import exc as sa_exc
 
 from storage import crypto
 from storage.directory import DirectoryMixin
-from storage.index import IndexCache, apply_changes, index_entries
+from storage.index import (
+    ColumnsCache,
+    IndexCache,
+    apply_changes,
+    apply_column_changes,
+    columns_from_text,
+    copy_columns,
+    index_entries,
+)
 from storage.interface import (
     AlreadyExists,
     AppendResult,
@@ -56,6 +64,7 @@ from storage.interface import (
     Folder,
     FolderChanges,
     FolderStatus,
+    IndexColumns,
     IndexEntry,
     InvalidName,
     MessageInfo,
@@ -178,6 +187,7 @@ class SqlStore(DirectoryMixin, OutboundMixin):
     def __init__(self, engine: Engine, key_file: Path, **kwargs: Any) -> None:
         super().__init__(engine, key_file, **kwargs)
         self._index_cache = IndexCache()
+        self._columns_cache = ColumnsCache()
 
     # -- folders -----------------------------------------------------------
 
@@ -468,6 +478,7 @@ class SqlStore(DirectoryMixin, OutboundMixin):
         c: Connection,
         folder: Row[Any],
         items: Sequence[tuple[int, frozenset[str], int, int]],
+        recent: bool = True,
     ) -> tuple[list[int], int]:
         """Inserts (body_id, flags, internal_date, size) items as \\Recent
         messages with consecutive new UIDs and one new MODSEQ, and bumps the
@@ -484,7 +495,7 @@ class SqlStore(DirectoryMixin, OutboundMixin):
                     "flags": flags_text(flags),
                     "internal_date": idate,
                     "size": size,
-                    "recent": True,
+                    "recent": recent,
                     "body_id": body_id,
                 }
                 for uid, (body_id, flags, idate, size) in zip(uids, items, strict=True)
@@ -504,6 +515,7 @@ class SqlStore(DirectoryMixin, OutboundMixin):
         *,
         flags: Iterable[str] = (),
         internal_date: datetime | None = None,
+        recent: bool = True,
     ) -> AppendResult:
         sealed = self._seal(raw)
         fl = normalise_flags(flags)
@@ -512,7 +524,9 @@ class SqlStore(DirectoryMixin, OutboundMixin):
             folder = self._lock_folders(c, [folder_id])[folder_id]
             self._charge(c, {folder.mailbox_id: (len(raw), 1)}, check=True)
             body_id = c.execute(insert(B).values(**sealed)).inserted_primary_key[0]
-            uids, modseq = self._add_messages(c, folder, [(body_id, fl, idate, len(raw))])
+            uids, modseq = self._add_messages(
+                c, folder, [(body_id, fl, idate, len(raw))], recent
+            )
         return AppendResult(folder.id, folder.uidvalidity, uids[0], modseq)
 
     def _prepare(self, delivery: Delivery) -> _Prepared:
@@ -833,15 +847,24 @@ class SqlStore(DirectoryMixin, OutboundMixin):
         # recent?" answers through the (folder_id, uid) index, where "is any
         # recent?" would scan a 100,000-message folder (~15 ms).
         with self._read() as c:
-            if c.execute(select(F.c.id).where(F.c.id == folder_id)).first() is None:
+            # One fixed statement at the driver (every SELECT and every sync
+            # of a writable view asks): does the folder exist, is its newest
+            # message recent?
+            mark = "?" if c.dialect.paramstyle == "qmark" else "%s"
+            cursor = c.connection.dbapi_connection.cursor()
+            try:
+                cursor.execute(
+                    "SELECT f.id, (SELECT m.recent FROM messages m"  # noqa: S608 - constant
+                    " WHERE m.folder_id = f.id ORDER BY m.uid DESC LIMIT 1)"
+                    f" FROM folders f WHERE f.id = {mark}",
+                    (folder_id,),
+                )
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+            if row is None:
                 raise NotFound(f"folder {folder_id}")
-            newest = c.execute(
-                select(MSG.c.recent)
-                .where(MSG.c.folder_id == folder_id)
-                .order_by(MSG.c.uid.desc())
-                .limit(1)
-            ).scalar()
-            if not newest:
+            if not row[1]:
                 return frozenset()
         # One statement, so the write lock is held briefly. Row locks make it
         # atomic on PostgreSQL too: a concurrent claimer re-checks `recent`
@@ -889,6 +912,81 @@ class SqlStore(DirectoryMixin, OutboundMixin):
                 entries = index_entries(self._raw_index(c, folder_id, None))
         self._index_cache.put(folder_id, version, entries)
         return list(entries)
+
+    def index_columns(self, folder_id: int) -> IndexColumns:
+        with self._read() as c:
+            f = c.execute(
+                select(F.c.mailbox_id, F.c.uidvalidity, F.c.highestmodseq, F.c.uidnext).where(
+                    F.c.id == folder_id
+                )
+            ).first()
+            if f is None:
+                raise NotFound(f"folder {folder_id}")
+            version = (f.mailbox_id, f.uidvalidity, f.highestmodseq, f.uidnext)
+            cached = self._columns_cache.get(folder_id)
+            if cached is not None and cached[0] == version:
+                return copy_columns(cached[1])
+            if cached is not None and cached[0][:2] == version[:2]:
+                since = cached[0][2]
+                changed = [(r[0], r[1], r[2]) for r in self._raw_index(c, folder_id, since)]
+                gone = set(
+                    c.execute(
+                        select(E.c.uid).where(E.c.folder_id == folder_id, E.c.modseq > since)
+                    ).scalars()
+                )
+                cols = apply_column_changes(cached[1], changed, gone)
+            else:
+                cols = self._raw_columns(c, folder_id)
+        self._columns_cache.put(folder_id, version, cols)
+        return copy_columns(cols)
+
+    def _raw_columns(self, c: Connection, folder_id: int) -> IndexColumns:
+        """Three concatenated strings from the database, not one row per message."""
+        if c.dialect.paramstyle == "qmark":
+            sql = (
+                "SELECT group_concat(uid), group_concat(modseq), group_concat(flags, char(10))"
+                " FROM (SELECT uid, modseq, flags FROM messages WHERE folder_id = ?"
+                " ORDER BY uid)"
+            )
+        else:
+            sql = (
+                "SELECT string_agg(uid::text, ',' ORDER BY uid),"
+                " string_agg(modseq::text, ',' ORDER BY uid),"
+                " string_agg(flags, chr(10) ORDER BY uid)"
+                " FROM messages WHERE folder_id = %s"
+            )
+        cursor = c.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, (folder_id,))
+            row: Any = cursor.fetchone()
+        finally:
+            cursor.close()
+        return columns_from_text(row[0], row[1], row[2])
+
+    def sizes_and_dates(
+        self, folder_id: int, uids: Sequence[int]
+    ) -> dict[int, tuple[int, datetime]]:
+        out: dict[int, tuple[int, datetime]] = {}
+        if not uids:
+            return out
+        fromts = datetime.fromtimestamp
+        q = select(MSG.c.uid, MSG.c.size, MSG.c.internal_date).where(MSG.c.folder_id == folder_id)
+        with self._read() as c:
+            lo, hi = min(uids), max(uids)
+            if len(uids) > 200 and hi - lo < 4 * len(uids):
+                # A dense range (FETCH 1:*): one range scan, not many IN lists.
+                wanted = set(uids)
+                rows: Iterable[Any] = c.execute(
+                    q.where(MSG.c.uid >= lo, MSG.c.uid <= hi)
+                )
+                for uid, size, idate in rows:
+                    if uid in wanted:
+                        out[uid] = (size, fromts(idate, UTC))
+                return out
+            for chunk in chunks(uids):
+                for uid, size, idate in c.execute(q.where(MSG.c.uid.in_(chunk))):
+                    out[uid] = (size, fromts(idate, UTC))
+        return out
 
     def _raw_index(self, c: Connection, folder_id: int, since: int | None) -> list[Any]:
         """(uid, modseq, flags, size, internal_date) tuples straight from the

@@ -128,7 +128,13 @@ async def _complete_login(ctx: Context, creds: Any) -> Reply:
 
 
 def build_namespaces(policy: Policy, identity: Identity) -> Namespaces:
-    return Namespaces.build(policy.primary_mailbox(identity), policy.accessible_mailboxes(identity))
+    accessible = policy.accessible_mailboxes(identity)
+    # Policy.primary_mailbox's rule on the owned mailboxes already read here
+    # (active ones, in the same order): one read of them per LOGIN, not two.
+    owned = [a.mailbox for a in accessible if a.owned]
+    primary = next((m for m in owned if m.address == identity.account.login),
+                   owned[0] if owned else None)
+    return Namespaces.build(primary, accessible)
 
 
 HANDLERS: dict[type[Command], Handler] = {StartTls: starttls, Login: login, Authenticate: authenticate}

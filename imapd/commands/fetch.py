@@ -13,10 +13,11 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from imapd import fetch as render
 from imapd.commands.base import Context, Handler, ok
-from imapd.commands.selected import require_view, resolve_set, trace
+from imapd.commands.selected import audit_content, require_view, resolve_set
 from imapd.errors import Reply, bad, no
 from imapd.parser.commands import (
     Command,
@@ -46,6 +47,8 @@ from storage.interface import FlagChange, FlagMode, MessageInfo, MessageStore
 META_BATCH = 250
 BODY_ITEMS = (FetchRfc822, FetchRfc822Header, FetchRfc822Text, FetchBodySection, FetchBinary,
               FetchBinarySize)
+# Items that return message content: a FETCH with one of them is audited.
+CONTENT_ITEMS = (FetchRfc822, FetchRfc822Header, FetchRfc822Text, FetchBodySection, FetchBinary)
 
 
 def needs_metadata(att: FetchAttribute) -> bool:
@@ -64,17 +67,22 @@ class Loaded:
     infos: dict[int, MessageInfo] = field(default_factory=dict)
     bodies: dict[int, bytes] = field(default_factory=dict)
     seen: list[FlagChange] = field(default_factory=list)
+    sizes: dict[int, tuple[int, datetime]] = field(default_factory=dict)
 
 
 def _load(
     store: MessageStore, folder_id: int, uids: Sequence[int], need_info: bool,
-    need_body: bool, mark_seen: Sequence[int],
+    need_body: bool, mark_seen: Sequence[int], need_sizes: bool = False,
 ) -> Loaded:
     out = Loaded()
+    if need_sizes and not need_info:
+        out.sizes = store.sizes_and_dates(folder_id, uids)
     if mark_seen:
         out.seen, _ = store.store_flags(folder_id, mark_seen, FlagMode.ADD, ["\\Seen"])
     if need_info:
         out.infos = {i.uid: i for i in store.message_infos(folder_id, uids)}
+        if need_sizes:  # the metadata read brought them: no second query
+            out.sizes = {u: (i.size, i.internal_date) for u, i in out.infos.items()}
     if need_body:
         for uid, raw in store.iter_bodies(folder_id, uids):
             out.bodies[uid] = raw
@@ -101,7 +109,7 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
                                 cmd.changed_since)
         largest = max(view.max_uid(), max(changes.expunged, default=0))
         gone = sorted(u for u in changes.expunged
-                      if u not in view.entries and cmd.sequence_set.contains(u, largest))
+                      if not view.has(u) and cmd.sequence_set.contains(u, largest))
         if gone:
             ctx.send(f"* VANISHED (EARLIER) {uid_set(gone)}\r\n".encode())
     if cmd.changed_since is not None:
@@ -113,6 +121,7 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
     )
     batch = 1 if need_body else META_BATCH
     wants_flags = any(isinstance(a, FetchFlags) for a in attrs)
+    need_sizes = any(isinstance(a, FetchRfc822Size | FetchInternalDate) for a in attrs)
     if view.condstore and wants_flags:
         # RFC 7162 3.1: once CONDSTORE is on, FETCH responses carrying flags
         # carry UID and MODSEQ too.
@@ -122,51 +131,62 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
             attrs.append(FetchModSeq())
     missing = False
     unknown_cte = False
-    for start in range(0, len(uids), batch):
-        chunk = [u for u in uids[start : start + batch] if u in view.entries]
-        if not chunk:
-            continue
-        to_mark = [u for u in chunk if marks_seen and "\\Seen" not in view.flags_of(u)]
-        loaded = Loaded()
-        if need_info or need_body or to_mark:
-            live = [u for u in chunk if view.live(u)]
-            loaded = await ctx.run(
-                _load, ctx.services.store, view.folder_id, live, need_info, need_body,
-                [u for u in to_mark if view.live(u)],
-            )
-            if ctx.session.view is not view:
-                return ok("FETCH completed")
-        changed = {c.uid for c in loaded.seen}
-        for c in loaded.seen:
-            view.set_flags(c.uid, c.flags, c.modseq)
-        out: list[bytes] = []
-        if wants_flags or changed:
-            out.extend(view.announce_keywords(chunk))
-        positions = view.uids
-        pos = bisect.bisect_left(positions, chunk[0])
-        for uid in chunk:
-            # chunk is ascending: walk the view instead of a search per UID.
-            while pos < len(positions) and positions[pos] < uid:
-                pos += 1
-            if pos >= len(positions) or positions[pos] != uid:
+    wants_content = any(isinstance(a, CONTENT_ITEMS) for a in attrs)
+    read: list[int] = []  # UIDs whose content was sent: audited once, at the end
+    try:
+        for start in range(0, len(uids), batch):
+            chunk = view.present(uids[start : start + batch])
+            if not chunk:
                 continue
-            seq = pos + 1
-            if not (need_info or need_body or changed):
-                out.append(_render_light(view, seq, uid, attrs))
-                continue
-            if (need_info and uid not in loaded.infos) or (need_body and uid not in loaded.bodies):
-                missing = True
-                continue
-            line, bad_cte = _render(view, seq, uid, attrs, loaded, uid in changed)
-            unknown_cte = unknown_cte or bad_cte
-            out.append(line)
-        if out:
-            ctx.send(b"".join(out))
-            await ctx.drained()
-        if changed:
-            ctx.watcher.notify_local(view.folder_id, exclude=getattr(ctx, "watch_token", None))
-    if need_body:
-        await trace(ctx, "fetch", len(uids))
+            to_mark = [u for u in chunk if marks_seen and "\\Seen" not in view.flags_of(u)]
+            loaded = Loaded()
+            if need_info or need_body or to_mark or need_sizes:
+                live = [u for u in chunk if view.live(u)]
+                loaded = await ctx.run(
+                    _load, ctx.services.store, view.folder_id, live, need_info, need_body,
+                    [u for u in to_mark if view.live(u)], need_sizes,
+                )
+                if ctx.session.view is not view:
+                    return ok("FETCH completed")
+            changed = {c.uid for c in loaded.seen}
+            for c in loaded.seen:
+                view.set_flags(c.uid, c.flags, c.modseq)
+            out: list[bytes] = []
+            chunk_read: list[int] = []
+            if wants_flags or changed:
+                out.extend(view.announce_keywords(chunk))
+            positions = view.uids
+            pos = bisect.bisect_left(positions, chunk[0])
+            for uid in chunk:
+                # chunk is ascending: walk the view instead of a search per UID.
+                while pos < len(positions) and positions[pos] < uid:
+                    pos += 1
+                if pos >= len(positions) or positions[pos] != uid:
+                    continue
+                seq = pos + 1
+                if need_sizes and uid not in loaded.sizes:
+                    missing = True
+                    continue
+                if not (need_info or need_body or changed):
+                    out.append(_render_light(view, pos, uid, attrs, loaded))
+                    continue
+                if (need_info and uid not in loaded.infos) or (need_body and uid not in loaded.bodies):
+                    missing = True
+                    continue
+                line, bad_cte = _render(view, seq, uid, attrs, loaded, uid in changed)
+                unknown_cte = unknown_cte or bad_cte
+                out.append(line)
+                if wants_content:
+                    chunk_read.append(uid)
+            if out:
+                ctx.send(b"".join(out))
+                read.extend(chunk_read)
+                await ctx.drained()
+            if changed:
+                ctx.watcher.notify_local(view.folder_id, exclude=getattr(ctx, "watch_token", None))
+    finally:
+        if read:
+            await audit_content(ctx, "fetch", read)
     if unknown_cte:
         raise no("Unknown content transfer encoding", "UNKNOWN-CTE")
     if missing:
@@ -174,23 +194,25 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
     return ok("FETCH completed")
 
 
-def _render_light(view: SelectedView, seq: int, uid: int, attrs: list[FetchAttribute]) -> bytes:
-    """Items that come from the view alone (the sync of every client)."""
-    entry = view.entries[uid]
+def _render_light(
+    view: SelectedView, pos: int, uid: int, attrs: list[FetchAttribute], loaded: Loaded
+) -> bytes:
+    """Items that come from the view (the sync of every client) and the
+    sizes and dates loaded for them."""
     items: list[bytes] = []
     for a in attrs:
         kind = type(a)
         if kind is FetchUid:
             items.append(b"UID %d" % uid)
         elif kind is FetchFlags:
-            items.append(b"FLAGS " + format_flags(view.display_flags(uid)).encode())
+            items.append(b"FLAGS " + format_flags(view.display_flags(uid, pos)).encode())
         elif kind is FetchModSeq:
-            items.append(b"MODSEQ (%d)" % entry.modseq)
+            items.append(b"MODSEQ (%d)" % view.modseqs[pos])
         elif kind is FetchRfc822Size:
-            items.append(b"RFC822.SIZE %d" % entry.size)
+            items.append(b"RFC822.SIZE %d" % loaded.sizes[uid][0])
         elif kind is FetchInternalDate:
-            items.append(b"INTERNALDATE " + internal_date(entry.internal_date).encode())
-    return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
+            items.append(b"INTERNALDATE " + internal_date(loaded.sizes[uid][1]).encode())
+    return b"* %d FETCH (" % (pos + 1) + b" ".join(items) + b")\r\n"
 
 
 def _render(
@@ -212,9 +234,9 @@ def _render(
         elif isinstance(a, FetchModSeq):
             items.append(b"MODSEQ (%d)" % view.modseq_of(uid))
         elif isinstance(a, FetchRfc822Size):
-            items.append(b"RFC822.SIZE %d" % view.entries[uid].size)
+            items.append(b"RFC822.SIZE %d" % loaded.sizes[uid][0])
         elif isinstance(a, FetchInternalDate):
-            items.append(b"INTERNALDATE " + internal_date(view.entries[uid].internal_date).encode())
+            items.append(b"INTERNALDATE " + internal_date(loaded.sizes[uid][1]).encode())
         elif isinstance(a, FetchEnvelope):
             items.append(b"ENVELOPE " + render.render_envelope(meta))
         elif isinstance(a, FetchBodyStructure):

@@ -35,7 +35,7 @@ from imapd.wire import uid_set
 from policy.decisions import Identity, Policy
 from storage.interface import (
     Folder,
-    IndexEntry,
+    IndexColumns,
     InvalidName,
     MessageStore,
     SpecialUse,
@@ -63,10 +63,9 @@ def _identity(ctx: Context) -> tuple[Identity, Namespaces]:
 class Opened:
     place: Place
     folder: Folder
-    entries: list[IndexEntry]
+    columns: IndexColumns
     recent: frozenset[int]
     rights: str
-    keywords: frozenset[str]
 
 
 def _open(
@@ -77,14 +76,11 @@ def _open(
         policy, store, identity, namespaces, name, "r", "examine" if readonly else "select"
     )
     rights = policy.mailbox_rights(identity, place.mailbox)
-    entries = store.index(folder.id)
+    columns = store.index_columns(folder.id)
     # `folder` (uidvalidity, uidnext, highestmodseq) was read before index():
     # anything that changed in between is pulled again at the next sync.
     recent = frozenset() if readonly else store.claim_recent(folder.id)
-    keywords: set[str] = set()
-    for flags in {e.flags for e in entries}:  # few distinct flag sets
-        keywords.update(f for f in flags if not f.startswith("\\"))
-    return Opened(place, folder, entries, recent, rights, frozenset(keywords))
+    return Opened(place, folder, columns, recent, rights)
 
 
 async def select(ctx: Context, cmd: Select | Examine) -> Reply:
@@ -106,9 +102,9 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
     can_write = any(r in opened.rights for r in "stwe")
     readonly = readonly or not can_write
     st = opened.folder
-    view = SelectedView.from_index(
+    view = SelectedView.from_columns(
         opened.folder.id, cmd.mailbox, readonly, st.uidvalidity, st.uidnext,
-        st.highestmodseq, opened.entries, opened.recent,
+        st.highestmodseq, opened.columns, opened.recent,
     )
     view.condstore = "CONDSTORE" in session.enabled
     view.qresync = "QRESYNC" in session.enabled
@@ -117,13 +113,11 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
     ctx.watch_token = ctx.watcher.watch(  # type: ignore[attr-defined]
         view.folder_id, ctx.on_folder_changed, (view.uidnext, view.highestmodseq)
     )
-    view.keywords = set(opened.keywords)
+    view.keywords = view.keyword_set()
     out = [view.flags_response().decode()]
     out.append(f"* {view.exists} EXISTS\r\n")
     out.append(f"* {len(view.recent)} RECENT\r\n")
-    first_unseen = next(
-        (i + 1 for i, uid in enumerate(view.uids) if "\\Seen" not in view.entries[uid].flags), None
-    )
+    first_unseen = view.first_unseen()
     if first_unseen is not None:
         out.append(f"* OK [UNSEEN {first_unseen}] First unseen\r\n")
     out.append(f"* OK [UIDVALIDITY {st.uidvalidity}] UIDs valid\r\n")
@@ -145,11 +139,12 @@ async def _resync(ctx: Context, view: SelectedView, q: QResync) -> None:
     def known(uid: int) -> bool:
         return q.known_uids is None or q.known_uids.contains(uid, largest)
 
-    vanished = sorted(u for u in changes.expunged if known(u) and u not in view.entries)
+    vanished = sorted(u for u in changes.expunged if known(u) and not view.has(u))
     out: list[bytes] = []
     if vanished:
         out.append(f"* VANISHED (EARLIER) {uid_set(vanished)}\r\n".encode())
-    changed = [u for u in view.uids if view.entries[u].modseq > q.modseq and known(u)]
+    changed = [u for u, m in zip(view.uids, view.modseqs, strict=True)
+               if m > q.modseq and known(u)]
     out.extend(view.announce_keywords(changed))
     for uid in changed:
         seq = view.seq_of(uid)
@@ -296,10 +291,14 @@ async def status(ctx: Context, cmd: Status) -> Reply:
 def _append(
     policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
     name: str, raw: bytes, flags: tuple[str, ...], when: datetime | None,
+    claiming_folder: int | None = None,
 ) -> Any:
     _, folder = resolve_folder(policy, store, identity, namespaces, name, "i", "append")
     clean = [f for f in flags if f != "\\Recent"]
-    return store.append(folder.id, raw, flags=clean, internal_date=when)
+    # Appending to the folder this session has selected read-write: the
+    # session takes the message as recent itself (no claim to write later).
+    recent = folder.id != claiming_folder
+    return store.append(folder.id, raw, flags=clean, internal_date=when, recent=recent)
 
 
 async def append(ctx: Context, cmd: Append) -> Reply:
@@ -309,10 +308,12 @@ async def append(ctx: Context, cmd: Append) -> Reply:
         raise no("Message too big", "TOOBIG")
     if not cmd.message:
         raise no("Cannot save a zero-byte message", "CANNOT")
+    selected = ctx.session.view
+    claiming = selected.folder_id if selected is not None and not selected.readonly else None
     try:
         result = await ctx.run(
             _append, ctx.services.policy, ctx.services.store, identity, namespaces,
-            cmd.mailbox, cmd.message, cmd.flags, cmd.internal_date,
+            cmd.mailbox, cmd.message, cmd.flags, cmd.internal_date, claiming,
         )
     except Exception as exc:
         from imapd.errors import to_reply
@@ -325,6 +326,8 @@ async def append(ctx: Context, cmd: Append) -> Reply:
     view = ctx.session.view
     if view is not None and view.folder_id == result.folder_id:
         await sync_view(ctx, force=True)
+        if view.folder_id == claiming and ctx.session.view is view and view.has(result.uid):
+            view.recent.add(result.uid)
     ctx.watcher.notify_local(result.folder_id, exclude=getattr(ctx, "watch_token", None))
     return ok("APPEND completed", f"APPENDUID {result.uidvalidity} {result.uid}")
 

@@ -8,7 +8,7 @@ batches (and bodies only for BODY/TEXT/other headers), all in the store thread.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from imapd import search as engine
 from imapd.commands.base import Context, Handler, ok
@@ -23,13 +23,18 @@ from imapd.parser.commands import (
     SearchDate,
     SearchHeader,
     SearchKey,
+    SearchLarger,
     SearchModSeq,
     SearchNot,
+    SearchOlder,
     SearchOr,
+    SearchSmaller,
+    SearchYounger,
 )
 from storage.interface import MessageInfo, MessageStore
 
 BATCH = 500
+_EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 def _needs_meta(key: SearchKey) -> bool:
@@ -43,6 +48,22 @@ def _needs_meta(key: SearchKey) -> bool:
         return _needs_meta(key.left) or _needs_meta(key.right)
     if isinstance(key, SearchAnd):
         return any(_needs_meta(k) for k in key.keys)
+    return False
+
+
+def _needs_sizes(key: SearchKey) -> bool:
+    """Whether RFC822.SIZE or the internal date is looked at (the view has
+    neither: they are read from the store for such searches only)."""
+    if isinstance(key, SearchLarger | SearchSmaller | SearchOlder | SearchYounger):
+        return True
+    if isinstance(key, SearchDate):
+        return key.field is DateField.INTERNAL
+    if isinstance(key, SearchNot):
+        return _needs_sizes(key.key)
+    if isinstance(key, SearchOr):
+        return _needs_sizes(key.left) or _needs_sizes(key.right)
+    if isinstance(key, SearchAnd):
+        return any(_needs_sizes(k) for k in key.keys)
     return False
 
 
@@ -78,8 +99,8 @@ def _run(
                 stored = infos.get(base.uid)
                 if stored is None:
                     continue  # expunged meanwhile: it cannot match anything
-                info = MessageInfo(base.uid, base.modseq, base.flags, base.size,
-                                   base.internal_date, stored.metadata)
+                info = MessageInfo(base.uid, base.modseq, base.flags, stored.size,
+                                   stored.internal_date, stored.metadata)
 
             def loader(uid: int = base.uid) -> bytes:
                 assert store is not None
@@ -99,12 +120,17 @@ async def search(ctx: Context, cmd: Search) -> Reply:
     if uses_modseq:
         ctx.session.enabled.add("CONDSTORE")
         view.condstore = True
-    entries = view.entries
-    messages = [
-        (i + 1, MessageInfo(uid, entries[uid].modseq, view.display_flags(uid),
-                            entries[uid].size, entries[uid].internal_date, {}))
-        for i, uid in enumerate(view.uids)
-    ]
+    sizes: dict[int, tuple[int, datetime]] = {}
+    if _needs_sizes(cmd.key):
+        sizes = await ctx.run(ctx.services.store.sizes_and_dates, view.folder_id,
+                              list(view.uids))
+    unknown = (0, _EPOCH)  # never looked at: the key does not use sizes or dates
+    messages = []
+    for i, (uid, modseq) in enumerate(zip(view.uids, view.modseqs, strict=True)):
+        size, when = sizes.get(uid, unknown)
+        messages.append(
+            (i + 1, MessageInfo(uid, modseq, view.display_flags(uid), size, when, {}))
+        )
     store = ctx.services.store if _needs_meta(cmd.key) else None
     now = datetime.now().astimezone()
     if store is None:

@@ -3,11 +3,18 @@ through the session's own view, and pulling changes made elsewhere."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from typing import Any
+
 from imapd.commands.base import Context
 from imapd.errors import bad
 from imapd.parser.commands import SequenceSet
 from imapd.view import SelectedView
+from imapd.wire import uid_set
 from storage.interface import NotFound
+
+log = logging.getLogger(__name__)
 
 
 def require_view(ctx: Context) -> SelectedView:
@@ -69,13 +76,24 @@ def is_shared(ctx: Context) -> bool:
         place.prefix != "" or place.mailbox.owner_account_id != identity.account.id
     )
 
+async def audit_content(ctx: Context, action: str, uids: Sequence[int]) -> None:
+    """ONE audit event per command that returned message content (health
+    data: every read is recorded), in any mailbox, naming the agent, the
+    mailbox/folder and the UIDs as a compact set; never the content itself.
 
-async def trace(ctx: Context, action: str, count: int) -> None:
-    """One audit event per command that reads messages of a shared mailbox:
-    every access to a functional mailbox is traced to the agent."""
-    if not is_shared(ctx) or count == 0:
-        return
+    A non-blocking sink is called right here; one that may wait for the
+    database is called off the reactor. A lost event is logged, never fatal
+    to the command."""
     place = ctx.session.selected_place
-    assert place is not None
-    await ctx.run(ctx.services.audit.record, ctx.session.actor, action,
-                  f"{place.mailbox.address}/{place.folder}", "ok", messages=count)
+    if place is None or not uids:
+        return
+    audit = ctx.services.audit
+    args = (ctx.session.actor, action, f"{place.mailbox.address}/{place.folder}", "ok")
+    details: dict[str, Any] = {"messages": len(uids), "uids": uid_set(sorted(uids))}
+    try:
+        if getattr(audit, "nonblocking", False):
+            audit.record(*args, **details)
+        else:
+            await ctx.run(audit.record, *args, **details)
+    except Exception:  # noqa: BLE001 - the reader already has the data
+        log.exception("audit event lost: %s %s", action, args[2])

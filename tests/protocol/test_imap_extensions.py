@@ -190,7 +190,7 @@ def test_store_unavailable_is_a_temporary_no(env: ImapEnv, monkeypatch: Any) -> 
     def down(*a: Any, **k: Any) -> Any:
         raise StoreUnavailable("database is locked")
 
-    monkeypatch.setattr(env.store, "index", down)
+    monkeypatch.setattr(env.store, "index_columns", down)
     _, done = c.tagged("SELECT INBOX")
     assert done.split(b" ", 1)[1] == b"NO [UNAVAILABLE] Service temporarily unavailable, try again\r\n"
     assert not c.closed

@@ -102,7 +102,7 @@ def test_reading_a_shared_mailbox_is_audited_to_the_agent(env: ImapEnv) -> None:
     events = [e for e in env.audit.events if e.action == "fetch"]
     assert len(events) == 1
     assert events[0].actor == SECRETARY2 and events[0].target == f"{CARDIO}/INBOX"
-    assert events[0].details == {"messages": 2}
+    assert events[0].details == {"messages": 2, "uids": "1:2"}
 
 
 def test_one_query_for_many_idle_sessions(env: ImapEnv, monkeypatch: Any) -> None:
