@@ -6,7 +6,11 @@ audit in `storage.outbound`, the shared plumbing in `storage.sqlbase`.
 
 Queries are SQLAlchemy Core over the tables of `storage.models` (no ORM
 session): the hot paths (`index`, `message_infos`) must turn 100,000 rows into
-records in a fraction of a second. Every public method runs in one transaction
+records in a fraction of a second. The hottest paths (SMTP delivery, and what
+every IMAP session does: store_flags, expunge, append, get_folder,
+changes_since, message_infos, bodies, claim_recent) talk to the DB-API cursor
+with the fixed SQL of `_Sql` instead: SQLAlchemy's per-statement building was
+most of their CPU, spent holding the write lock. Every public method runs in one transaction
 (`storage.engine.transaction`); writes take the locks their invariants need
 (`BEGIN IMMEDIATE` on SQLite, ``FOR UPDATE`` on PostgreSQL) before reading the
 counters they bump (``uidnext``, ``highestmodseq``, quota totals). Lock order,
@@ -24,6 +28,7 @@ import logging
 import secrets
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +38,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     Row,
-    bindparam,
     case,
     delete,
     func,
@@ -45,6 +49,7 @@ from sqlalchemy import exc as sa_exc
 
 from storage import crypto
 from storage.directory import DirectoryMixin
+from storage.engine import translate
 from storage.index import (
     ColumnsCache,
     IndexCache,
@@ -134,9 +139,30 @@ class _Sql:
     inbox_ids: str = ""
     lock_folders: str = ""
     lock_mailboxes: str = ""
+    # The IMAP write paths (store_flags, expunge, append): {} = an IN list.
+    lock_folder: str = ""  # id, mailbox_id, uidvalidity, uidnext, highestmodseq
+    select_flags: str = ""
+    update_flags: str = ""
+    update_modseq: str = ""
+    select_deleted: str = ""  # {} = " AND uid IN (...)" or ""
+    delete_messages: str = ""
+    insert_expunged: str = ""
+    lock_quota: str = ""
+    gc_bodies: str = ""
+    # Hot reads of every IMAP session.
+    folder_by_name: str = ""
+    folder_counters: str = ""
+    folder_version: str = ""
+    folder_versions: str = ""  # {} = the IN list
+    changed_since: str = ""
+    expunged_since: str = ""
+    infos: str = ""  # {} = the IN list
+    body_of: str = ""
+    claim_recent: str = ""
 
 
 _RETURNING_ID = {True: " RETURNING id", False: ""}
+_FOR_UPDATE = {True: " FOR UPDATE", False: ""}
 
 
 def _make_sql(mark: str, pg: bool) -> _Sql:
@@ -165,6 +191,57 @@ def _make_sql(mark: str, pg: bool) -> _Sql:
         inbox_ids="SELECT id FROM folders WHERE name = 'INBOX' AND mailbox_id IN ({})",
         lock_folders="SELECT id FROM folders WHERE id IN ({}) ORDER BY id FOR UPDATE",
         lock_mailboxes="SELECT id FROM mailboxes WHERE id IN ({}) ORDER BY id FOR UPDATE",
+        lock_folder=q(
+            "SELECT id, mailbox_id, uidvalidity, uidnext, highestmodseq FROM folders WHERE id = ?"
+        )
+        + _FOR_UPDATE[pg],
+        select_flags=q(
+            "SELECT id, uid, modseq, flags FROM messages WHERE folder_id = ? AND uid IN ({})"
+        ),
+        update_flags=q("UPDATE messages SET flags = ?, modseq = ? WHERE id = ?"),
+        update_modseq=q("UPDATE folders SET highestmodseq = ? WHERE id = ?"),
+        # '!' as the LIKE escape: PostgreSQL would read the flag's backslash
+        # as its default escape character.
+        select_deleted=q(
+            "SELECT id, uid, size, body_id, flags FROM messages WHERE folder_id = ?"
+            " AND flags LIKE ? ESCAPE '!'{}"
+        ),
+        delete_messages="DELETE FROM messages WHERE id IN ({})",
+        insert_expunged=q("INSERT INTO expunged (folder_id, uid, modseq) VALUES (?, ?, ?)"),
+        lock_quota=q("SELECT quota_bytes, used_bytes FROM mailboxes WHERE id = ?")
+        + _FOR_UPDATE[pg],
+        gc_bodies=(
+            "DELETE FROM bodies WHERE id IN ({}) AND NOT EXISTS"
+            " (SELECT 1 FROM messages WHERE messages.body_id = bodies.id)"
+        ),
+        folder_by_name=q(
+            "SELECT f.id, f.mailbox_id, f.name, f.special_use, f.uidvalidity, f.uidnext,"
+            " f.highestmodseq, EXISTS (SELECT 1 FROM subscriptions s"
+            " WHERE s.mailbox_id = f.mailbox_id AND s.name = f.name)"
+            " FROM folders f WHERE f.mailbox_id = ? AND f.name = ?"
+        ),
+        folder_counters=q("SELECT highestmodseq, uidnext FROM folders WHERE id = ?"),
+        folder_versions="SELECT id, uidnext, highestmodseq FROM folders WHERE id IN ({})",
+        folder_version=q(
+            "SELECT mailbox_id, uidvalidity, highestmodseq, uidnext FROM folders WHERE id = ?"
+        ),
+        changed_since=q(
+            "SELECT uid, modseq, flags, size, internal_date FROM messages"
+            " WHERE folder_id = ? AND modseq > ? ORDER BY uid"
+        ),
+        expunged_since=q("SELECT DISTINCT uid FROM expunged WHERE folder_id = ? AND modseq > ?"),
+        infos=q(
+            "SELECT m.uid, m.modseq, m.flags, m.size, m.internal_date, b.key_id, b.meta"
+            " FROM messages m JOIN bodies b ON b.id = m.body_id"
+            " WHERE m.folder_id = ? AND m.uid IN ({})"
+        ),
+        body_of=q(
+            "SELECT b.key_id, b.body FROM bodies b JOIN messages m ON m.body_id = b.id"
+            " WHERE m.folder_id = ? AND m.uid = ?"
+        ),
+        claim_recent=q(
+            "UPDATE messages SET recent = ? WHERE folder_id = ? AND recent = ? RETURNING uid"
+        ),
     )
 
 
@@ -179,6 +256,14 @@ def _dbapi_failure(exc: BaseException, dbapi: Any) -> BaseException:
     if isinstance(exc, dbapi.OperationalError | dbapi.InterfaceError):
         return StoreUnavailable("database unavailable")
     return exc
+
+
+def _marks(sql: _Sql, n: int) -> str:
+    return ",".join([sql.mark] * n)
+
+
+# LIKE pattern for "the flags text holds \\Deleted" ('!' is the escape).
+_DELETED_LIKE = "%" + DELETED + "%"
 
 
 class SqlStore(DirectoryMixin, OutboundMixin):
@@ -271,8 +356,23 @@ class SqlStore(DirectoryMixin, OutboundMixin):
         return sorted((folder_record(r) for r in rows), key=lambda f: f.name)
 
     def get_folder(self, mailbox_id: int, name: str) -> Folder:
-        with self._read() as c:
-            return folder_record(self._folder_row(c, mailbox_id, name))
+        # Every SELECT and APPEND asks: fixed SQL at the driver.
+        with self._raw_read() as (cur, sql):
+            cur.execute(sql.folder_by_name, (mailbox_id, normalise_folder_name(name)))
+            r = cur.fetchone()
+        if r is None:
+            raise NotFound(name)
+        return Folder(
+            id=r[0],
+            mailbox_id=r[1],
+            name=r[2],
+            special_use=None if r[3] is None else SpecialUse[r[3]],
+            uidvalidity=r[4],
+            uidnext=r[5],
+            highestmodseq=r[6],
+            subscribed=bool(r[7]),
+            message_count=0,
+        )
 
     def get_folder_by_id(self, folder_id: int) -> Folder:
         with self._read() as c:
@@ -401,12 +501,12 @@ class SqlStore(DirectoryMixin, OutboundMixin):
 
     def folder_versions(self, folder_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
         out: dict[int, tuple[int, int]] = {}
-        with self._read() as c:
-            for chunk in chunks(sorted(set(folder_ids))):
-                for r in c.execute(
-                    select(F.c.id, F.c.uidnext, F.c.highestmodseq).where(F.c.id.in_(chunk))
-                ):
-                    out[r.id] = (r.uidnext, r.highestmodseq)
+        # The watcher polls this for every selected folder: fixed SQL.
+        with self._raw_read() as (cur, sql):
+            for chunk in chunks(folder_ids):
+                cur.execute(sql.folder_versions.format(_marks(sql, len(chunk))), chunk)
+                for fid, uidnext, highest in cur.fetchall():
+                    out[fid] = (uidnext, highest)
         return out
 
     def folder_status(self, folder_id: int) -> FolderStatus:
@@ -518,16 +618,100 @@ class SqlStore(DirectoryMixin, OutboundMixin):
         recent: bool = True,
     ) -> AppendResult:
         sealed = self._seal(raw)
-        fl = normalise_flags(flags)
+        size = len(raw)
+        fl = flags_text(normalise_flags(flags))
         idate = to_epoch(internal_date)
-        with self._write() as c:
-            folder = self._lock_folders(c, [folder_id])[folder_id]
-            self._charge(c, {folder.mailbox_id: (len(raw), 1)}, check=True)
-            body_id = c.execute(insert(B).values(**sealed)).inserted_primary_key[0]
-            uids, modseq = self._add_messages(
-                c, folder, [(body_id, fl, idate, len(raw))], recent
+        with self._raw_write() as (cur, sql):
+            folder_id, mailbox_id, uidvalidity, uidnext, highest = self._lock_folder_raw(
+                cur, sql, folder_id
             )
-        return AppendResult(folder.id, folder.uidvalidity, uids[0], modseq)
+            # Lock order: the folder, then its mailbox (quota counters).
+            cur.execute(sql.lock_quota, (mailbox_id,))
+            mb = cur.fetchone()
+            if mb is None:
+                raise NotFound(str(mailbox_id))
+            if size > 0 and mb[0] is not None and mb[1] + size > mb[0]:
+                raise QuotaExceeded(str(mailbox_id))
+            cur.execute(sql.update_usage, (size, 1, mailbox_id))
+            cur.execute(
+                sql.insert_body, (sealed["key_id"], sealed["size"], sealed["body"], sealed["meta"])
+            )
+            body_id = cur.fetchone()[0] if sql.returning else cur.lastrowid
+            modseq = highest + 1
+            cur.execute(
+                sql.insert_message,
+                (folder_id, uidnext, modseq, fl, idate, size, recent, body_id),
+            )
+            cur.execute(sql.update_folder, (uidnext + 1, modseq, folder_id))
+        return AppendResult(folder_id, uidvalidity, uidnext, modseq)
+
+    @contextmanager
+    def _raw_write(self) -> Iterator[tuple[Any, _Sql]]:
+        """A write transaction worked at the DB-API cursor with the fixed SQL
+        of `_Sql` (the IMAP write paths: building SQLAlchemy statements was
+        most of their CPU, and it was spent holding the write lock)."""
+        with self._dbapi_transaction(write=True) as pair:
+            yield pair
+
+    @contextmanager
+    def _raw_read(self) -> Iterator[tuple[Any, _Sql]]:
+        """A read transaction at the DB-API cursor (see `_raw_write`)."""
+        with self._dbapi_transaction(write=False) as pair:
+            yield pair
+
+    @contextmanager
+    def _dbapi_transaction(self, *, write: bool) -> Iterator[tuple[Any, _Sql]]:
+        """What `storage.engine.transaction` does, on a pooled DB-API
+        connection without SQLAlchemy's Connection (its begin/commit machinery
+        was a fifth of a session's CPU): writers on SQLite queue at the
+        `WriteGate` and BEGIN IMMEDIATE; PostgreSQL reads run REPEATABLE READ,
+        READ ONLY (one snapshot), writes READ COMMITTED with FOR UPDATE in the
+        SQL. Committed when the block ends normally, rolled back otherwise; a
+        failure of the database itself becomes StoreUnavailable."""
+        sql = _SQL_PG if self._pg else _SQL_SQLITE
+        dbapi: Any = self._engine.dialect.dbapi
+        gate = self._gate if write else None
+        with gate.hold() if gate is not None else nullcontext():
+            try:
+                conn = self._engine.raw_connection()
+            except sa_exc.SQLAlchemyError as exc:
+                raise translate(exc) from exc
+            except dbapi.Error as exc:  # the pool hands out the driver's own errors
+                raise _dbapi_failure(exc, dbapi) from exc
+            try:
+                cur = conn.cursor()
+                try:
+                    if not self._pg:
+                        cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                    elif not write:
+                        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    yield cur, sql
+                    if self._pg:
+                        conn.commit()
+                    else:
+                        cur.execute("COMMIT")
+                except BaseException:
+                    try:
+                        conn.rollback()
+                    except dbapi.Error:
+                        log.warning("rollback failed", exc_info=True)
+                    raise
+                finally:
+                    cur.close()
+            except dbapi.Error as exc:
+                raise _dbapi_failure(exc, dbapi) from exc
+            finally:
+                conn.close()  # back to the pool
+
+    @staticmethod
+    def _lock_folder_raw(cur: Any, sql: _Sql, folder_id: int) -> tuple[int, int, int, int, int]:
+        """(id, mailbox_id, uidvalidity, uidnext, highestmodseq) of a folder,
+        read under the write lock (PostgreSQL: the row locked FOR UPDATE)."""
+        cur.execute(sql.lock_folder, (folder_id,))
+        r = cur.fetchone()
+        if r is None:
+            raise NotFound(f"folder {folder_id}")
+        return (int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]))
 
     def _prepare(self, delivery: Delivery) -> _Prepared:
         """Everything a delivery needs that does not touch the database."""
@@ -726,9 +910,39 @@ class SqlStore(DirectoryMixin, OutboundMixin):
         return removed
 
     def expunge(self, folder_id: int, uids: Sequence[int] | None = None) -> list[int]:
-        with self._write() as c:
-            folder = self._lock_folders(c, [folder_id])[folder_id]
-            return self._remove_messages(c, folder, uids, only_deleted=True)
+        # The same work as _remove_messages(only_deleted=True), in fixed SQL.
+        with self._raw_write() as (cur, sql):
+            _, mailbox_id, _, _, highest = self._lock_folder_raw(cur, sql, folder_id)
+            rows: list[Any] = []
+            if uids is None:
+                cur.execute(sql.select_deleted.format(""), (folder_id, _DELETED_LIKE))
+                rows.extend(cur.fetchall())
+            else:
+                for chunk in chunks(uids):
+                    cur.execute(
+                        sql.select_deleted.format(f" AND uid IN ({_marks(sql, len(chunk))})"),
+                        (folder_id, _DELETED_LIKE, *chunk),
+                    )
+                    rows.extend(cur.fetchall())
+            # LIKE found the candidates; the flag itself decides.
+            rows = [r for r in rows if DELETED in parse_flags(r[4])]
+            if not rows:
+                return []
+            rows.sort(key=lambda r: r[1])
+            for i in range(0, len(rows), CHUNK):
+                ids = [r[0] for r in rows[i : i + CHUNK]]
+                cur.execute(sql.delete_messages.format(_marks(sql, len(ids))), ids)
+            removed = [int(r[1]) for r in rows]
+            modseq = highest + 1
+            cur.executemany(sql.insert_expunged, [(folder_id, u, modseq) for u in removed])
+            cur.execute(sql.update_modseq, (modseq, folder_id))
+            cur.execute(sql.lock_quota, (mailbox_id,))
+            if cur.fetchone() is None:
+                raise NotFound(str(mailbox_id))
+            cur.execute(sql.update_usage, (-sum(int(r[2]) for r in rows), -len(rows), mailbox_id))
+            for chunk in chunks([int(r[3]) for r in rows]):
+                cur.execute(sql.gc_bodies.format(_marks(sql, len(chunk))), chunk)
+            return removed
 
     def _copy(
         self, c: Connection, folder_id: int, uids: Sequence[int], dest_folder_id: int, move: bool
@@ -802,22 +1016,20 @@ class SqlStore(DirectoryMixin, OutboundMixin):
         wanted = normalise_flags(flags)
         changes: list[FlagChange] = []
         failed: list[int] = []
-        with self._write() as c:
-            folder = self._lock_folders(c, [folder_id])[folder_id]
-            modseq = folder.highestmodseq + 1
-            q = select(MSG.c.id, MSG.c.uid, MSG.c.modseq, MSG.c.flags).where(
-                MSG.c.folder_id == folder_id
-            )
-            rows: list[Row[Any]] = []
+        with self._raw_write() as (cur, sql):
+            highest = self._lock_folder_raw(cur, sql, folder_id)[4]
+            modseq = highest + 1
+            rows: list[Any] = []
             for chunk in chunks(uids):
-                rows.extend(c.execute(q.where(MSG.c.uid.in_(chunk))))
-            rows.sort(key=lambda r: r.uid)
-            updates = []
-            for r in rows:
-                if unchanged_since is not None and r.modseq > unchanged_since:
-                    failed.append(r.uid)
+                cur.execute(sql.select_flags.format(_marks(sql, len(chunk))), (folder_id, *chunk))
+                rows.extend(cur.fetchall())
+            rows.sort(key=lambda r: r[1])
+            updates: list[tuple[str, int, int]] = []
+            for row_id, uid, row_modseq, text in rows:
+                if unchanged_since is not None and row_modseq > unchanged_since:
+                    failed.append(uid)
                     continue
-                old = parse_flags(r.flags)
+                old = parse_flags(text)
                 if mode is FlagMode.ADD:
                     new = old | wanted
                 elif mode is FlagMode.REMOVE:
@@ -825,16 +1037,14 @@ class SqlStore(DirectoryMixin, OutboundMixin):
                 else:
                     new = wanted
                 if new != old:
-                    updates.append({"b_id": r.id, "b_flags": flags_text(new)})
-                    changes.append(FlagChange(r.uid, new, modseq))
+                    updates.append((flags_text(new), modseq, row_id))
+                    changes.append(FlagChange(uid, new, modseq))
             if updates:
-                c.execute(
-                    update(MSG)
-                    .where(MSG.c.id == bindparam("b_id"))
-                    .values(flags=bindparam("b_flags"), modseq=modseq),
-                    updates,
-                )
-                c.execute(update(F).where(F.c.id == folder_id).values(highestmodseq=modseq))
+                if len(updates) == 1:
+                    cur.execute(sql.update_flags, updates[0])
+                else:
+                    cur.executemany(sql.update_flags, updates)
+                cur.execute(sql.update_modseq, (modseq, folder_id))
         return changes, failed
 
     def claim_recent(self, folder_id: int) -> frozenset[int]:
@@ -869,30 +1079,32 @@ class SqlStore(DirectoryMixin, OutboundMixin):
         # One statement, so the write lock is held briefly. Row locks make it
         # atomic on PostgreSQL too: a concurrent claimer re-checks `recent`
         # after our commit, so each UID is claimed by exactly one session.
-        with self._write() as c:
-            return frozenset(
-                c.execute(
-                    update(MSG)
-                    .where(MSG.c.folder_id == folder_id, MSG.c.recent)
-                    .values(recent=False)
-                    .returning(MSG.c.uid)
-                ).scalars()
-            )
+        with self._raw_write() as (cur, sql):
+            cur.execute(sql.claim_recent, (False, folder_id, True))
+            return frozenset(r[0] for r in cur.fetchall())
 
     # -- messages: reading -------------------------------------------------
 
+    @staticmethod
+    def _folder_version(cur: Any, sql: _Sql, folder_id: int) -> tuple[int, int, int, int]:
+        """(mailbox_id, uidvalidity, highestmodseq, uidnext): what the index
+        caches are keyed on. Fixed SQL at the driver (every SELECT asks)."""
+        cur.execute(sql.folder_version, (folder_id,))
+        r = cur.fetchone()
+        if r is None:
+            raise NotFound(f"folder {folder_id}")
+        return (int(r[0]), int(r[1]), int(r[2]), int(r[3]))
+
+    @staticmethod
+    def _expunged_since(cur: Any, sql: _Sql, folder_id: int, modseq: int) -> set[int]:
+        cur.execute(sql.expunged_since, (folder_id, modseq))
+        return {int(r[0]) for r in cur.fetchall()}
+
     def index(self, folder_id: int) -> list[IndexEntry]:
-        with self._read() as c:
-            f = c.execute(
-                select(F.c.mailbox_id, F.c.uidvalidity, F.c.highestmodseq, F.c.uidnext).where(
-                    F.c.id == folder_id
-                )
-            ).first()
-            if f is None:
-                raise NotFound(f"folder {folder_id}")
+        with self._raw_read() as (cur, sql):
+            version = self._folder_version(cur, sql, folder_id)
             # (mailbox, UIDVALIDITY) names this folder's UID space even if SQLite
             # reuses the id of a deleted folder.
-            version = (f.mailbox_id, f.uidvalidity, f.highestmodseq, f.uidnext)
             cached = self._index_cache.get(folder_id)
             if cached is not None and cached[0] == version:
                 return list(cached[1])
@@ -901,48 +1113,33 @@ class SqlStore(DirectoryMixin, OutboundMixin):
                 # transaction, so what changed since the cached copy is exactly
                 # what changes_since would report.
                 since = cached[0][2]
-                changed = index_entries(self._raw_index(c, folder_id, since))
-                gone = set(
-                    c.execute(
-                        select(E.c.uid).where(E.c.folder_id == folder_id, E.c.modseq > since)
-                    ).scalars()
-                )
+                changed = index_entries(self._raw_index(cur, folder_id, since))
+                gone = self._expunged_since(cur, sql, folder_id, since)
                 entries = apply_changes(cached[1], changed, gone)
             else:
-                entries = index_entries(self._raw_index(c, folder_id, None))
+                entries = index_entries(self._raw_index(cur, folder_id, None))
         self._index_cache.put(folder_id, version, entries)
         return list(entries)
 
     def index_columns(self, folder_id: int) -> IndexColumns:
-        with self._read() as c:
-            f = c.execute(
-                select(F.c.mailbox_id, F.c.uidvalidity, F.c.highestmodseq, F.c.uidnext).where(
-                    F.c.id == folder_id
-                )
-            ).first()
-            if f is None:
-                raise NotFound(f"folder {folder_id}")
-            version = (f.mailbox_id, f.uidvalidity, f.highestmodseq, f.uidnext)
+        with self._raw_read() as (cur, sql):
+            version = self._folder_version(cur, sql, folder_id)
             cached = self._columns_cache.get(folder_id)
             if cached is not None and cached[0] == version:
                 return copy_columns(cached[1])
             if cached is not None and cached[0][:2] == version[:2]:
                 since = cached[0][2]
-                changed = [(r[0], r[1], r[2]) for r in self._raw_index(c, folder_id, since)]
-                gone = set(
-                    c.execute(
-                        select(E.c.uid).where(E.c.folder_id == folder_id, E.c.modseq > since)
-                    ).scalars()
-                )
+                changed = [(r[0], r[1], r[2]) for r in self._raw_index(cur, folder_id, since)]
+                gone = self._expunged_since(cur, sql, folder_id, since)
                 cols = apply_column_changes(cached[1], changed, gone)
             else:
-                cols = self._raw_columns(c, folder_id)
+                cols = self._raw_columns(cur, folder_id)
         self._columns_cache.put(folder_id, version, cols)
         return copy_columns(cols)
 
-    def _raw_columns(self, c: Connection, folder_id: int) -> IndexColumns:
+    def _raw_columns(self, cursor: Any, folder_id: int) -> IndexColumns:
         """Three concatenated strings from the database, not one row per message."""
-        if c.dialect.paramstyle == "qmark":
+        if not self._pg:
             sql = (
                 "SELECT group_concat(uid), group_concat(modseq), group_concat(flags, char(10))"
                 " FROM (SELECT uid, modseq, flags FROM messages WHERE folder_id = ?"
@@ -955,12 +1152,8 @@ class SqlStore(DirectoryMixin, OutboundMixin):
                 " string_agg(flags, chr(10) ORDER BY uid)"
                 " FROM messages WHERE folder_id = %s"
             )
-        cursor = c.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(sql, (folder_id,))
-            row: Any = cursor.fetchone()
-        finally:
-            cursor.close()
+        cursor.execute(sql, (folder_id,))
+        row: Any = cursor.fetchone()
         return columns_from_text(row[0], row[1], row[2])
 
     def sizes_and_dates(
@@ -988,10 +1181,10 @@ class SqlStore(DirectoryMixin, OutboundMixin):
                     out[uid] = (size, fromts(idate, UTC))
         return out
 
-    def _raw_index(self, c: Connection, folder_id: int, since: int | None) -> list[Any]:
+    def _raw_index(self, cursor: Any, folder_id: int, since: int | None) -> list[Any]:
         """(uid, modseq, flags, size, internal_date) tuples straight from the
         driver: SQLAlchemy's row objects would double the cost for 100,000 rows."""
-        mark = "?" if c.dialect.paramstyle == "qmark" else "%s"
+        mark = "%s" if self._pg else "?"
         sql = (
             "SELECT uid, modseq, flags, size, internal_date FROM messages"  # noqa: S608 - constant
             f" WHERE folder_id = {mark}"
@@ -1001,78 +1194,56 @@ class SqlStore(DirectoryMixin, OutboundMixin):
             sql += f" AND modseq > {mark}"
             params = (folder_id, since)
         sql += " ORDER BY uid"
-        cursor = c.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(sql, params)
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
 
     def changes_since(self, folder_id: int, modseq: int) -> FolderChanges:
-        with self._read() as c:
-            f = c.execute(select(F).where(F.c.id == folder_id)).first()
+        # Every sync of every session asks: fixed SQL at the driver.
+        with self._raw_read() as (cur, sql):
+            cur.execute(sql.folder_counters, (folder_id,))
+            f = cur.fetchone()
             if f is None:
                 raise NotFound(f"folder {folder_id}")
-            rows = self._raw_index(c, folder_id, modseq)
-            expunged = sorted(
-                set(
-                    c.execute(
-                        select(E.c.uid).where(E.c.folder_id == folder_id, E.c.modseq > modseq)
-                    ).scalars()
-                )
-            )
+            cur.execute(sql.changed_since, (folder_id, modseq))
+            rows = cur.fetchall()
+            cur.execute(sql.expunged_since, (folder_id, modseq))
+            expunged = sorted({r[0] for r in cur.fetchall()})
         return FolderChanges(
-            highestmodseq=f.highestmodseq,
-            uidnext=f.uidnext,
+            highestmodseq=f[0],
+            uidnext=f[1],
             changed=tuple(index_entries(rows)),
             expunged=tuple(expunged),
         )
 
     def message_infos(self, folder_id: int, uids: Sequence[int]) -> list[MessageInfo]:
-        q = (
-            select(
-                MSG.c.uid,
-                MSG.c.modseq,
-                MSG.c.flags,
-                MSG.c.size,
-                MSG.c.internal_date,
-                B.c.key_id,
-                B.c.meta,
-            )
-            .join(B, B.c.id == MSG.c.body_id)
-            .where(MSG.c.folder_id == folder_id)
-        )
-        rows: list[Row[Any]] = []
-        with self._read() as c:
+        rows: list[Any] = []
+        with self._raw_read() as (cur, sql):
             for chunk in chunks(uids):
-                rows.extend(c.execute(q.where(MSG.c.uid.in_(chunk))))
-        rows.sort(key=lambda r: r.uid)
+                cur.execute(sql.infos.format(_marks(sql, len(chunk))), (folder_id, *chunk))
+                rows.extend(cur.fetchall())
+        rows.sort(key=lambda r: r[0])
         out = []
-        for r in rows:
-            meta = json.loads(self._decrypt(r.key_id, r.meta, crypto.AAD_META))
+        for uid, modseq, flags, size, idate, key_id, meta in rows:
             out.append(
                 MessageInfo(
-                    r.uid,
-                    r.modseq,
-                    parse_flags(r.flags),
-                    r.size,
-                    from_epoch(r.internal_date),
-                    meta,
+                    uid,
+                    modseq,
+                    parse_flags(flags),
+                    size,
+                    from_epoch(idate),
+                    json.loads(self._decrypt(key_id, bytes(meta), crypto.AAD_META)),
                 )
             )
         return out
 
-    def _body_of(self, c: Connection, folder_id: int, uid: int) -> bytes | None:
-        r = c.execute(
-            select(B.c.key_id, B.c.body)
-            .join(MSG, MSG.c.body_id == B.c.id)
-            .where(MSG.c.folder_id == folder_id, MSG.c.uid == uid)
-        ).first()
-        return None if r is None else self._decrypt(r.key_id, r.body, crypto.AAD_BODY)
+    def _body_of(self, cur: Any, sql: _Sql, folder_id: int, uid: int) -> bytes | None:
+        cur.execute(sql.body_of, (folder_id, uid))
+        r = cur.fetchone()
+        return None if r is None else self._decrypt(r[0], bytes(r[1]), crypto.AAD_BODY)
 
     def message_body(self, folder_id: int, uid: int) -> bytes:
-        with self._read() as c:
-            raw = self._body_of(c, folder_id, uid)
+        with self._raw_read() as (cur, sql):
+            raw = self._body_of(cur, sql, folder_id, uid)
         if raw is None:
             raise NotFound(f"uid {uid}")
         return raw
@@ -1081,8 +1252,8 @@ class SqlStore(DirectoryMixin, OutboundMixin):
         # One short read transaction per body: a transaction must not stay open
         # across the caller's work between items (it would pin the WAL).
         for uid in sorted(set(uids)):
-            with self._read() as c:
-                raw = self._body_of(c, folder_id, uid)
+            with self._raw_read() as (cur, sql):
+                raw = self._body_of(cur, sql, folder_id, uid)
             if raw is not None:
                 yield uid, raw
 
