@@ -28,31 +28,14 @@ from conf.settings import ListenerRole, Settings
 log = logging.getLogger("mssmtpd.devserve")
 
 
-def _socket(address: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((address, port))
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
-
-
 def open_sockets(settings: Settings, workers: int) -> tuple[dict[str, int], list[list[socket.socket]]]:
-    """Per worker, one socket per SMTP listener (all on the same port)."""
-    ports: dict[str, int] = {}
-    per_worker: list[list[socket.socket]] = [[] for _ in range(workers)]
-    for lst in settings.listeners:
-        if lst.role not in (ListenerRole.MX, ListenerRole.SUBMISSION):
-            continue
-        first = _socket(lst.address, lst.port)
-        port = first.getsockname()[1]
-        ports[lst.name] = port
-        per_worker[0].append(first)
-        for w in range(1, workers):
-            per_worker[w].append(_socket(lst.address, port))
-    return ports, per_worker
+    """Per worker, one socket per SMTP listener (all on the same port): the
+    sockets of `mssctl serve`, for the SMTP listeners only."""
+    from mssctl.serve import open_listeners
+
+    smtp = [x for x in settings.listeners if x.role in (ListenerRole.MX, ListenerRole.SUBMISSION)]
+    bound, per_worker = open_listeners(smtp, workers, probe=False)
+    return {b.settings.name: b.port for b in bound}, per_worker
 
 
 def run_worker(settings: Settings, socks: list[socket.socket], relay: bool,
