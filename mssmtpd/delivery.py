@@ -22,7 +22,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from mssmtpd.queue import RecipientStatus, build_dsn, wants_success_dsn
-from mssmtpd.replies import R, Reply
+from mssmtpd.replies import R, Reply, local_error
 from storage.interface import (
     Delivery,
     DSNParams,
@@ -245,7 +245,7 @@ class LocalDelivery:
             return R.LOCAL_ERROR
         ref = secrets.token_hex(6)
         log.error("delivery failed ref=%s id=%s", ref, job.trace.transaction_id, exc_info=exc)
-        return R.LOCAL_ERROR.with_text(f"Local error in processing (ref {ref})")
+        return local_error(ref)
 
     def _local_raw(self, job: Job) -> bytes:
         received = received_header(job.trace, list(job.local_addresses) + list(job.remote))

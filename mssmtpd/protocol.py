@@ -42,7 +42,7 @@ from mssmtpd.framing import (
     LineTooLong,
     received_count,
 )
-from mssmtpd.replies import R, Reply, format_reply, reply_for_reason
+from mssmtpd.replies import R, Reply, format_reply, local_error, reply_for_reason
 from mssmtpd.session import Envelope, Recipient, Session, sequence_error
 from mssmtpd.tlsinfo import is_tls, peer_certificate, tls_info
 from policy.auth import CertificateCredentials, LoginRefused, PasswordCredentials
@@ -316,7 +316,7 @@ class SMTPServerProtocol(Protocol):
         if isinstance(failure.value, StoreUnavailable):
             self._send(R.STORE_UNAVAILABLE)
         else:
-            self._send(R.LOCAL_ERROR.with_text(f"Local error in processing (ref {ref})"))
+            self._send(local_error(ref))
 
     def _bad_command(self, reply: Reply) -> None:
         self.session.bad_commands += 1

@@ -166,3 +166,9 @@ def reply_for_reason(reason: str, *, temporary: bool = False, default: Reply | N
     if temporary:
         return R.STORE_UNAVAILABLE
     return POLICY_REPLIES.get(reason, default or R.TRANSACTION_FAILED)
+
+
+def local_error(ref: str) -> Reply:
+    """The generic reply to an unexpected error: only the correlation id of
+    the logged traceback, never the error itself."""
+    return R.LOCAL_ERROR.with_text(f"Local error in processing (ref {ref})")
