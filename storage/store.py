@@ -28,7 +28,7 @@ import logging
 import secrets
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -407,7 +407,7 @@ class SqlStore(DirectoryMixin, OutboundMixin):
             raise InvalidName("INBOX cannot be deleted")
         with self._write() as c:
             folder = self._folder_row(c, mailbox_id, name, lock=True)
-            self._remove_messages(c, folder, None, log_expunge=False)
+            self._remove_all_messages(c, folder)
             c.execute(delete(E).where(E.c.folder_id == folder.id))
             c.execute(delete(F).where(F.c.id == folder.id))
 
@@ -645,19 +645,15 @@ class SqlStore(DirectoryMixin, OutboundMixin):
             cur.execute(sql.update_folder, (uidnext + 1, modseq, folder_id))
         return AppendResult(folder_id, uidvalidity, uidnext, modseq)
 
-    @contextmanager
-    def _raw_write(self) -> Iterator[tuple[Any, _Sql]]:
+    def _raw_write(self) -> AbstractContextManager[tuple[Any, _Sql]]:
         """A write transaction worked at the DB-API cursor with the fixed SQL
         of `_Sql` (the IMAP write paths: building SQLAlchemy statements was
         most of their CPU, and it was spent holding the write lock)."""
-        with self._dbapi_transaction(write=True) as pair:
-            yield pair
+        return self._dbapi_transaction(write=True)
 
-    @contextmanager
-    def _raw_read(self) -> Iterator[tuple[Any, _Sql]]:
+    def _raw_read(self) -> AbstractContextManager[tuple[Any, _Sql]]:
         """A read transaction at the DB-API cursor (see `_raw_write`)."""
-        with self._dbapi_transaction(write=False) as pair:
-            yield pair
+        return self._dbapi_transaction(write=False)
 
     @contextmanager
     def _dbapi_transaction(self, *, write: bool) -> Iterator[tuple[Any, _Sql]]:
@@ -871,46 +867,22 @@ class SqlStore(DirectoryMixin, OutboundMixin):
             orphan = ~select(MSG.c.id).where(MSG.c.body_id == B.c.id).exists()
             c.execute(delete(B).where(B.c.id.in_(chunk), orphan))
 
-    def _remove_messages(
-        self,
-        c: Connection,
-        folder: Row[Any],
-        uids: Sequence[int] | None,
-        *,
-        only_deleted: bool = False,
-        log_expunge: bool = True,
-    ) -> list[int]:
-        """Deletes messages of a locked folder (all, or those among `uids`),
-        records the expunges with one new MODSEQ, releases quota and bodies."""
-        base = select(MSG.c.id, MSG.c.uid, MSG.c.size, MSG.c.body_id).where(
-            MSG.c.folder_id == folder.id
+    def _remove_all_messages(self, c: Connection, folder: Row[Any]) -> None:
+        """Deletes every message of a locked folder that is being deleted (no
+        expunge records: the folder goes), releases quota and bodies."""
+        rows = list(
+            c.execute(
+                select(MSG.c.id, MSG.c.size, MSG.c.body_id).where(MSG.c.folder_id == folder.id)
+            )
         )
-        if only_deleted:
-            base = base.where(has_flag(DELETED))
-        rows: list[Row[Any]] = []
-        if uids is None:
-            rows = list(c.execute(base))
-        else:
-            for chunk in chunks(uids):
-                rows.extend(c.execute(base.where(MSG.c.uid.in_(chunk))))
         if not rows:
-            return []
-        rows.sort(key=lambda r: r.uid)
+            return
         for i in range(0, len(rows), CHUNK):
             c.execute(delete(MSG).where(MSG.c.id.in_([r.id for r in rows[i : i + CHUNK]])))
-        removed = [r.uid for r in rows]
-        if log_expunge:
-            modseq = folder.highestmodseq + 1
-            c.execute(
-                insert(E), [{"folder_id": folder.id, "uid": u, "modseq": modseq} for u in removed]
-            )
-            c.execute(update(F).where(F.c.id == folder.id).values(highestmodseq=modseq))
         self._charge(c, {folder.mailbox_id: (-sum(r.size for r in rows), -len(rows))}, False)
         self._gc_bodies(c, {r.body_id for r in rows})
-        return removed
 
     def expunge(self, folder_id: int, uids: Sequence[int] | None = None) -> list[int]:
-        # The same work as _remove_messages(only_deleted=True), in fixed SQL.
         with self._raw_write() as (cur, sql):
             _, mailbox_id, _, _, highest = self._lock_folder_raw(cur, sql, folder_id)
             rows: list[Any] = []
@@ -1056,22 +1028,17 @@ class SqlStore(DirectoryMixin, OutboundMixin):
         # the recent messages are always the newest ones. So "is the newest
         # recent?" answers through the (folder_id, uid) index, where "is any
         # recent?" would scan a 100,000-message folder (~15 ms).
-        with self._read() as c:
+        with self._raw_read() as (cur, sql):
             # One fixed statement at the driver (every SELECT and every sync
             # of a writable view asks): does the folder exist, is its newest
             # message recent?
-            mark = "?" if c.dialect.paramstyle == "qmark" else "%s"
-            cursor = c.connection.dbapi_connection.cursor()
-            try:
-                cursor.execute(
-                    "SELECT f.id, (SELECT m.recent FROM messages m"  # noqa: S608 - constant
-                    " WHERE m.folder_id = f.id ORDER BY m.uid DESC LIMIT 1)"
-                    f" FROM folders f WHERE f.id = {mark}",
-                    (folder_id,),
-                )
-                row = cursor.fetchone()
-            finally:
-                cursor.close()
+            cur.execute(
+                "SELECT f.id, (SELECT m.recent FROM messages m"  # noqa: S608 - constant
+                " WHERE m.folder_id = f.id ORDER BY m.uid DESC LIMIT 1)"
+                f" FROM folders f WHERE f.id = {sql.mark}",
+                (folder_id,),
+            )
+            row = cur.fetchone()
             if row is None:
                 raise NotFound(f"folder {folder_id}")
             if not row[1]:

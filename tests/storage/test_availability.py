@@ -158,3 +158,22 @@ def test_queue_workers_never_share_an_entry(pg_cluster: Any, key_file: Path) -> 
     finally:
         for s in stores:
             s.close()
+
+
+def test_claim_recent_driver_error_is_unavailable(tmp_path: Path, key_file: Path) -> None:
+    # claim_recent reads at the DB-API cursor: a failure of the driver there
+    # must come out as StoreUnavailable, not as sqlite3.OperationalError.
+    url = f"sqlite:///{tmp_path / 'mss.db'}"
+    migrate(url)
+    store = open_store(url, key_file)
+    try:
+        store.add_domain("hopital.test")
+        _, inbox = _inbox(store)
+        other = sqlite3.connect(tmp_path / "mss.db", isolation_level=None)
+        other.execute("PRAGMA foreign_keys = OFF")
+        other.execute("ALTER TABLE messages RENAME TO messages_gone")
+        other.close()
+        with pytest.raises(StoreUnavailable):
+            store.claim_recent(inbox.id)
+    finally:
+        store.close()
