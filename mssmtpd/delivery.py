@@ -216,6 +216,11 @@ class LocalDelivery:
         self.committed += len(batch)
 
         def done(results: list[Reply | BaseException]) -> None:
+            if len(results) != len(batch):
+                # A store breaking its contract must not leave clients waiting.
+                failed(Failure(RuntimeError(
+                    f"{len(results)} delivery results for {len(batch)} messages")))
+                return
             for (job, waiter), result in zip(batch, results, strict=True):
                 if isinstance(result, BaseException):
                     waiter.callback(self._error_reply(result, job))
@@ -224,7 +229,8 @@ class LocalDelivery:
 
         def failed(failure: Failure) -> None:
             for job, waiter in batch:
-                waiter.callback(self._error_reply(failure.value or Exception("unknown"), job))
+                if not waiter.called:
+                    waiter.callback(self._error_reply(failure.value or Exception("unknown"), job))
 
         def next_batch(_: object) -> None:
             self._flushing = False
@@ -232,7 +238,7 @@ class LocalDelivery:
             self._flush()
 
         d = self.services.runner.run(self.commit_batch_sync, [job for job, _ in batch])
-        d.addCallbacks(done, failed).addBoth(next_batch)
+        d.addCallback(done).addErrback(failed).addBoth(next_batch)
 
     def _error_reply(self, exc: BaseException, job: Job) -> Reply:
         if isinstance(exc, StoreUnavailable):

@@ -107,3 +107,30 @@ def test_one_refused_message_in_a_batch(tmp_path: Path, store: Any) -> None:
     assert replies == [[DELIVERED], [quota], [DELIVERED]]
     assert len(inbox(store, "u0@hopital.test")) == 1 and inbox(store, "u1@hopital.test") == []
     assert len(inbox(store, "u2@hopital.test")) == 1
+
+
+class ShortStore(CountingStore):
+    """Breaks the deliver_many contract: one result fewer than deliveries."""
+
+    def deliver_many(self, deliveries: Sequence[Delivery]) -> list[Any]:
+        return super().deliver_many(deliveries)[:-1]
+
+
+def test_a_store_breaking_its_contract_leaves_no_client_waiting(
+    tmp_path: Path, store: Any
+) -> None:
+    for i in range(2):
+        add_user(store, f"u{i}@hopital.test")
+    env = make_env(tmp_path, ShortStore(store))
+    factory = env.factories["mx"] = SMTPFactory(env.services, env.listener("mx"))
+    factory.delivery = LocalDelivery(env.services, gather=0.005)
+    convs = [env.connect("mx", ip=f"192.0.2.{i + 1}") for i in range(2)]
+    for i, conv in enumerate(convs):
+        conv.cmd("EHLO c.example")
+        conv.send(f"MAIL FROM:<a@remote.example>\r\nRCPT TO:<u{i}@hopital.test>\r\nDATA\r\n")
+        conv.take()
+        assert conv.send(f"Subject: {i}\r\n\r\nbody\r\n.\r\n".encode()) == b""
+    env.clock.advance(0.005)
+    for conv in convs:
+        [code] = codes(conv.take())
+        assert code.startswith("451 ")  # a temporary local error, never silence
