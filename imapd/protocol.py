@@ -293,6 +293,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             reply = to_reply(failure.value or Exception(), context=f"{type(command).name} (protocol)")
             self._write(reply.line(command.tag))
         self._busy = False
+        self._pump()  # a pipelined command must not wait for more input
 
     async def _execute(self, command: Command) -> None:
         session = self.session
@@ -415,7 +416,11 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             self.session.compressed = True
             pending = self.reader.take_buffered()
             if pending:
-                self.reader.feed(self._inflate.decompress(pending))
+                try:
+                    self.reader.feed(self._inflate.decompress(pending))
+                except zlib.error:
+                    self._write(b"* BYE Invalid compressed data\r\n")
+                    self._close()
 
         self._after_reply.append(switch)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import functools
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from imapd.wire import uid_set
@@ -96,25 +96,6 @@ class SelectedView:
         view.announced_exists = len(view.uids)
         view.announced_recent = len(view.recent)
         return view
-
-    @classmethod
-    def from_index(
-        cls,
-        folder_id: int,
-        name: str,
-        readonly: bool,
-        uidvalidity: int,
-        uidnext: int,
-        highestmodseq: int,
-        entries: Sequence[IndexEntry],
-        recent: Iterable[int],
-    ) -> SelectedView:
-        columns = IndexColumns(
-            array("I", (e.uid for e in entries)), array("Q", (e.modseq for e in entries)),
-            [e.flags for e in entries],
-        )
-        return cls.from_columns(folder_id, name, readonly, uidvalidity, uidnext,
-                                highestmodseq, columns, recent)
 
     def first_unseen(self) -> int | None:
         """Sequence number of the first message without \\Seen."""
@@ -267,11 +248,6 @@ class SelectedView:
             self.flags[seq - 1] = flags
             self.modseqs[seq - 1] = max(modseq, self.modseqs[seq - 1])
             self.pending_flags.pop(uid, None)
-
-    def remove_now(self, uids: Iterable[int]) -> list[int]:
-        """This session expunged these UIDs itself: returns the EXPUNGE
-        sequence numbers, in the order they must be sent."""
-        return self._drop(sorted(set(self.present(uids)), reverse=True))
 
     def expunge_now(self, uids: Iterable[int]) -> list[bytes]:
         """Removes the UIDs and returns the responses telling the client:

@@ -15,21 +15,10 @@ _ATOM_SPECIALS = set(b'(){ %*"\\]') | set(range(0, 32)) | {127}
 
 
 def quote(value: str | None) -> str:
-    """A quoted string (or NIL); callers use `astring_bytes` for 8-bit data."""
+    """A quoted string (or NIL) of 7-bit text; 8-bit data goes through `imapd.responses.string`."""
     if value is None:
         return "NIL"
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def string_bytes(value: bytes) -> bytes:
-    """Quoted when safe, else a literal."""
-    if any(c > 126 or c in (0, 10, 13) for c in value):
-        return b"{%d}\r\n" % len(value) + value
-    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-
-
-def literal(value: bytes) -> bytes:
-    return b"{%d}\r\n" % len(value) + value
 
 
 def mailbox(name: str) -> str:

@@ -13,6 +13,7 @@ from imapd.commands.base import Context, Handler, ok
 from imapd.errors import Reply, bad, no
 from imapd.namespace import Namespaces, Place
 from imapd.parser.commands import Command, DeleteAcl, GetAcl, ListRights, MyRights, SetAcl
+from imapd.responses import string
 from imapd.wire import mailbox as wire_mailbox
 from imapd.wire import quote
 from policy.decisions import ALL_RIGHTS, Identity, Policy
@@ -121,8 +122,10 @@ async def listrights(ctx: Context, cmd: ListRights) -> Reply:
     await ctx.run(_place, ctx.services.policy, ctx.services.store, identity, ns,
                   cmd.mailbox, "a", "listrights")
     rights = " ".join(ALL_RIGHTS)
-    ctx.send(f'* LISTRIGHTS {wire_mailbox(cmd.mailbox)} {quote(cmd.identifier)} "" '
-             f"{rights}\r\n".encode())
+    # The identifier is the client's, possibly a literal with CR LF in it:
+    # `string` answers with a literal then, never a broken quoted string.
+    ctx.send(f"* LISTRIGHTS {wire_mailbox(cmd.mailbox)} ".encode() + string(cmd.identifier)
+             + f' "" {rights}\r\n'.encode())
     return ok("LISTRIGHTS completed")
 
 

@@ -40,8 +40,9 @@ from imapd.parser.commands import (
     SectionText,
     sets_seen,
 )
+from imapd.responses import literal
 from imapd.view import SelectedView, format_flags
-from imapd.wire import internal_date, literal, uid_set
+from imapd.wire import internal_date, uid_set
 from storage.interface import FlagChange, FlagMode, MessageInfo, MessageStore
 
 META_BATCH = 250

@@ -184,6 +184,24 @@ def test_compress_deflate(env: ImapEnv) -> None:
     assert b"COMPRESSIONACTIVE" in inflate.decompress(c.send(data))
 
 
+def test_listrights_identifier_with_crlf_comes_back_as_a_literal(env: ImapEnv) -> None:
+    c = env.login()
+    out = c.send(b"l1 LISTRIGHTS INBOX {8+}\r\nx\r\n* BYE\r\n")
+    assert out.startswith(b'* LISTRIGHTS "INBOX" {8}\r\nx\r\n* BYE "" l r s')
+    assert out.endswith(b"l1 OK LISTRIGHTS completed\r\n")
+
+
+def test_compress_with_pipelined_garbage_says_bye(env: ImapEnv) -> None:
+    # Bytes pipelined after COMPRESS are inflated when the switch happens:
+    # invalid ones end the session like invalid data arriving later, never a
+    # second tagged reply to COMPRESS.
+    c = env.login()
+    out = c.send(b"z1 COMPRESS DEFLATE\r\n" + b"\xff" * 16)
+    assert out.count(b"z1 ") == 1
+    assert out.startswith(b"z1 OK DEFLATE active\r\n")
+    assert c.closed
+
+
 def test_store_unavailable_is_a_temporary_no(env: ImapEnv, monkeypatch: Any) -> None:
     c = env.login()
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from array import array
 from datetime import UTC, datetime
 
 from imapd.view import SelectedView
-from storage.interface import FolderChanges, IndexEntry
+from storage.interface import FolderChanges, IndexColumns, IndexEntry
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -15,9 +16,8 @@ def entry(uid: int, flags: tuple[str, ...] = (), modseq: int = 1) -> IndexEntry:
 
 
 def make_view(uids: list[int]) -> SelectedView:
-    return SelectedView.from_index(
-        1, "INBOX", False, 7, max(uids, default=0) + 1, 10, [entry(u) for u in uids], []
-    )
+    columns = IndexColumns(array("I", uids), array("Q", [1] * len(uids)), [frozenset()] * len(uids))
+    return SelectedView.from_columns(1, "INBOX", False, 7, max(uids, default=0) + 1, 10, columns, [])
 
 
 def test_sequence_numbers_follow_uid_order() -> None:
