@@ -7,16 +7,15 @@ from typing import Any
 
 from mssctl.common import (
     EXIT_OK,
-    CliError,
     add_config_option,
-    describe_store_error,
     load,
     opened_store,
     print_table,
     read_password,
+    store_errors,
 )
 from policy.passwords import hash_password
-from storage.interface import AccountClass, StoreError
+from storage.interface import AccountClass
 
 CLASSES = [c.value for c in AccountClass]
 
@@ -63,18 +62,15 @@ def cmd_add(args: argparse.Namespace) -> int:
     password_hash = None
     if not args.no_password:
         password_hash = hash_password(read_password(args.password, prompt="Password"))
-    with opened_store(settings) as store:
-        try:
-            account = store.add_account(
-                args.login.strip().lower(),
-                args.name,
-                AccountClass(args.account_class),
-                idnat=args.idnat,
-                cert_subject=args.cert_subject,
-                password_hash=password_hash,
-            )
-        except StoreError as exc:
-            raise CliError(f"account {args.login}: {describe_store_error(exc)}") from None
+    with opened_store(settings) as store, store_errors(f"account {args.login}"):
+        account = store.add_account(
+            args.login.strip().lower(),
+            args.name,
+            AccountClass(args.account_class),
+            idnat=args.idnat,
+            cert_subject=args.cert_subject,
+            password_hash=password_hash,
+        )
     print(f"account {account.login} added ({account.account_class.value})")
     return EXIT_OK
 
@@ -84,33 +80,24 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     new_hash = None if args.clear else hash_password(
         read_password(args.password, prompt="New password")
     )
-    with opened_store(settings) as store:
-        try:
-            store.set_password_hash(args.login.strip().lower(), new_hash)
-        except StoreError as exc:
-            raise CliError(f"account {args.login}: {describe_store_error(exc)}") from None
+    with opened_store(settings) as store, store_errors(f"account {args.login}"):
+        store.set_password_hash(args.login.strip().lower(), new_hash)
     print(f"password of {args.login} {'removed' if args.clear else 'changed'}")
     return EXIT_OK
 
 
 def cmd_set_active(args: argparse.Namespace) -> int:
     settings = load(args)
-    with opened_store(settings) as store:
-        try:
-            store.set_account_active(args.login.strip().lower(), args.active)
-        except StoreError as exc:
-            raise CliError(f"account {args.login}: {describe_store_error(exc)}") from None
+    with opened_store(settings) as store, store_errors(f"account {args.login}"):
+        store.set_account_active(args.login.strip().lower(), args.active)
     print(f"account {args.login} {'enabled' if args.active else 'disabled'}")
     return EXIT_OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     settings = load(args)
-    with opened_store(settings) as store:
-        try:
-            accounts = store.list_accounts()
-        except StoreError as exc:
-            raise CliError(describe_store_error(exc)) from None
+    with opened_store(settings) as store, store_errors():
+        accounts = store.list_accounts()
     rows = [
         [
             a.login,

@@ -85,6 +85,18 @@ def opened_store(settings: Settings) -> Iterator[MessageStore]:
         store.close()
 
 
+@contextmanager
+def store_errors(subject: str = "") -> Iterator[None]:
+    """Store errors raised in the block become ``CliError("<subject>: <what>")``."""
+    from storage.interface import StoreError
+
+    try:
+        yield
+    except StoreError as exc:
+        text = describe_store_error(exc)
+        raise CliError(f"{subject}: {text}" if subject else text) from None
+
+
 def describe_store_error(exc: BaseException) -> str:
     from storage.interface import AlreadyExists, NotFound, QuotaExceeded, StoreUnavailable
 

@@ -12,13 +12,13 @@ from mssctl.common import (
     EXIT_USAGE,
     CliError,
     add_config_option,
-    describe_store_error,
     load,
     opened_store,
     print_table,
+    store_errors,
 )
 from policy.decisions import ALL_RIGHTS
-from storage.interface import MailboxType, StoreError
+from storage.interface import MailboxType
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -108,31 +108,25 @@ def cmd_add(args: argparse.Namespace) -> int:
     mtype = MailboxType(args.mailbox_type)
     if mtype is not MailboxType.ORG and not args.owner:
         raise CliError(f"a {mtype.value} mailbox needs --owner LOGIN", EXIT_USAGE)
-    with opened_store(settings) as store:
-        try:
-            owner_id = store.get_account(args.owner).id if args.owner else None
-            mailbox = store.add_mailbox(
-                address,
-                mtype,
-                display_name=args.name,
-                owner_account_id=owner_id,
-                responsible=args.responsible,
-                quota_bytes=args.quota,
-            )
-        except StoreError as exc:
-            raise CliError(f"mailbox {address}: {describe_store_error(exc)}") from None
+    with opened_store(settings) as store, store_errors(f"mailbox {address}"):
+        owner_id = store.get_account(args.owner).id if args.owner else None
+        mailbox = store.add_mailbox(
+            address,
+            mtype,
+            display_name=args.name,
+            owner_account_id=owner_id,
+            responsible=args.responsible,
+            quota_bytes=args.quota,
+        )
     print(f"mailbox {mailbox.address} added ({mailbox.mailbox_type.value})")
     return EXIT_OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     settings = load(args)
-    with opened_store(settings) as store:
-        try:
-            mailboxes = store.list_mailboxes()
-            owners = {a.id: a.login for a in store.list_accounts()}
-        except StoreError as exc:
-            raise CliError(describe_store_error(exc)) from None
+    with opened_store(settings) as store, store_errors():
+        mailboxes = store.list_mailboxes()
+        owners = {a.id: a.login for a in store.list_accounts()}
     rows = [
         [
             m.address,
@@ -150,11 +144,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_set_active(args: argparse.Namespace) -> int:
     settings = load(args)
-    with opened_store(settings) as store:
-        try:
-            store.set_mailbox_active(args.address.strip().lower(), args.active)
-        except StoreError as exc:
-            raise CliError(f"mailbox {args.address}: {describe_store_error(exc)}") from None
+    with opened_store(settings) as store, store_errors(f"mailbox {args.address}"):
+        store.set_mailbox_active(args.address.strip().lower(), args.active)
     print(f"mailbox {args.address} {'enabled' if args.active else 'disabled'}")
     return EXIT_OK
 
@@ -168,14 +159,11 @@ def cmd_grant(args: argparse.Namespace) -> int:
             f"expected letters among {ALL_RIGHTS}",
             EXIT_USAGE,
         )
-    with opened_store(settings) as store:
-        try:
-            mailbox = store.get_mailbox(args.address)
-            account = store.get_account(args.login)
-            store.set_grant(account.id, mailbox.id, args.rights,
-                            valid_from=args.valid_from, valid_until=args.valid_until)
-        except StoreError as exc:
-            raise CliError(f"{args.address} / {args.login}: {describe_store_error(exc)}") from None
+    with opened_store(settings) as store, store_errors(f"{args.address} / {args.login}"):
+        mailbox = store.get_mailbox(args.address)
+        account = store.get_account(args.login)
+        store.set_grant(account.id, mailbox.id, args.rights,
+                        valid_from=args.valid_from, valid_until=args.valid_until)
     if args.rights:
         print(f"{account.login} may use {mailbox.address} with rights {args.rights}")
     else:
@@ -185,13 +173,10 @@ def cmd_grant(args: argparse.Namespace) -> int:
 
 def cmd_grants(args: argparse.Namespace) -> int:
     settings = load(args)
-    with opened_store(settings) as store:
-        try:
-            mailbox = store.get_mailbox(args.address)
-            grants = store.grants_for_mailbox(mailbox.id)
-            logins = {a.id: a.login for a in store.list_accounts()}
-        except StoreError as exc:
-            raise CliError(f"mailbox {args.address}: {describe_store_error(exc)}") from None
+    with opened_store(settings) as store, store_errors(f"mailbox {args.address}"):
+        mailbox = store.get_mailbox(args.address)
+        grants = store.grants_for_mailbox(mailbox.id)
+        logins = {a.id: a.login for a in store.list_accounts()}
     rows = [
         [
             logins.get(g.account_id, str(g.account_id)),

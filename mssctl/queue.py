@@ -7,14 +7,12 @@ from typing import Any
 
 from mssctl.common import (
     EXIT_OK,
-    CliError,
     add_config_option,
-    describe_store_error,
     load,
     opened_store,
     print_table,
+    store_errors,
 )
-from storage.interface import StoreError
 
 
 def register(sub: Any) -> None:
@@ -35,11 +33,8 @@ def register(sub: Any) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     settings = load(args)
-    with opened_store(settings) as store:
-        try:
-            entries = store.list_queue()
-        except StoreError as exc:
-            raise CliError(describe_store_error(exc)) from None
+    with opened_store(settings) as store, store_errors():
+        entries = store.list_queue()
     rows = [
         [
             str(e.id),
@@ -58,21 +53,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     settings = load(args)
-    with opened_store(settings) as store:
-        try:
-            store.retry_entry(args.entry_id)
-        except StoreError as exc:
-            raise CliError(f"queue entry {args.entry_id}: {describe_store_error(exc)}") from None
+    with opened_store(settings) as store, store_errors(f"queue entry {args.entry_id}"):
+        store.retry_entry(args.entry_id)
     print(f"queue entry {args.entry_id} is due now")
     return EXIT_OK
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
     settings = load(args)
-    with opened_store(settings) as store:
-        try:
-            store.remove_entry(args.entry_id)
-        except StoreError as exc:
-            raise CliError(f"queue entry {args.entry_id}: {describe_store_error(exc)}") from None
+    with opened_store(settings) as store, store_errors(f"queue entry {args.entry_id}"):
+        store.remove_entry(args.entry_id)
     print(f"queue entry {args.entry_id} deleted")
     return EXIT_OK
