@@ -29,13 +29,13 @@ import smtplib
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from mssctl_support import free_port_offset, mssctl_cmd
 
 from mssctl.init import DEFAULT_PORTS
 
@@ -53,24 +53,6 @@ INIT_RECORD = "init-output.txt"  # what `mssctl init` printed (+ its port offset
 
 
 # ---------------------------------------------------------------- ports
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def pick_offset(rng: random.Random) -> int:
-    """An offset for which every default port binds right now."""
-    for _ in range(500):
-        offset = rng.randrange(10000, 60000)
-        if all(port_is_free(port + offset) for _, port, _, _ in DEFAULT_PORTS):
-            return offset
-    raise RuntimeError("no free port offset found")
 
 
 def first_line(port: int, timeout: float) -> bytes:
@@ -126,7 +108,7 @@ class MssInstance:
         rng = random.Random()  # noqa: S311 - port choice, not security
         last = ""
         for _ in range(attempts):
-            offset = pick_offset(rng)
+            offset = free_port_offset(rng)
             code, out = run_cli("init", str(directory), "--demo", "--port-offset", str(offset))
             if code == 0:
                 return cls.from_init_output(directory, offset, out, rng)
@@ -193,7 +175,7 @@ class MssInstance:
 
     def move_ports(self) -> None:
         """Rewrites mss.yaml's listener ports for a new free offset."""
-        new = pick_offset(self._rng)
+        new = free_port_offset(self._rng)
         config = self.directory / "mss.yaml"
         text = config.read_text()
         for _, port, _, _ in DEFAULT_PORTS:
@@ -220,7 +202,7 @@ class MssInstance:
         mark = self.log_mark()
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(
-                mssctl("serve", "--config", str(self.directory / "mss.yaml"), *self.serve_args),
+                mssctl_cmd("serve", "--config", str(self.directory / "mss.yaml"), *self.serve_args),
                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
             )
         deadline = time.monotonic() + START_DEADLINE
@@ -312,10 +294,6 @@ class MssInstance:
         if cert is not None:
             ctx.load_cert_chain(str(cert[0]), str(cert[1]))
         return ctx
-
-
-def mssctl(*args: str) -> list[str]:
-    return [sys.executable, "-m", "mssctl.main", *args]
 
 
 def run_cli(*args: str) -> tuple[int, str]:
