@@ -217,10 +217,9 @@ class LocalDelivery:
 
         def done(results: list[Reply | BaseException]) -> None:
             if len(results) != len(batch):
-                # A store breaking its contract must not leave clients waiting.
-                failed(Failure(RuntimeError(
-                    f"{len(results)} delivery results for {len(batch)} messages")))
-                return
+                # A store breaking its contract must not leave clients waiting:
+                # the errback below answers them all.
+                raise RuntimeError(f"{len(results)} delivery results for {len(batch)} messages")
             for (job, waiter), result in zip(batch, results, strict=True):
                 if isinstance(result, BaseException):
                     waiter.callback(self._error_reply(result, job))
