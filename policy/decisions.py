@@ -252,13 +252,12 @@ class Policy:
         """Addresses an account may use as sender: its login, the mailboxes
         it owns, and shared mailboxes where it holds the RFC 4314 "p" right
         (agents answer from a functional box)."""
-        own = {m.address for m in self.store.mailboxes_owned_by(identity.account.id) if m.active}
+        access = self.store.mailbox_access(identity.account.id)
+        own = {m.address for m in access.owned if m.active}
         own.add(identity.account.login)
-        for grant in self._current_grants(identity.account.id):
-            if SEND_AS_RIGHT in grant.rights:
-                mb = self._mailbox_by_id(grant.mailbox_id)
-                if mb is not None and mb.active:
-                    own.add(mb.address)
+        for grant, mb in access.shared:
+            if SEND_AS_RIGHT in grant.rights and mb.active and self._grant_current(grant):
+                own.add(mb.address)
         return own
 
     def check_sender(self, peer: Peer, identity: Identity | None, sender: str) -> Decision:
@@ -426,25 +425,17 @@ class Policy:
     def _current_grants(self, account_id: int) -> list[Grant]:
         return [g for g in self.store.grants_for_account(account_id) if self._grant_current(g)]
 
-    def _mailbox_by_id(self, mailbox_id: int) -> Mailbox | None:
-        try:
-            return self.store.get_mailbox_by_id(mailbox_id)
-        except NotFound:
-            return None  # deleted meanwhile
-
     def accessible_mailboxes(self, identity: Identity) -> list[AccessibleMailbox]:
         """The account's own mailboxes, then those shared with it."""
         out: list[AccessibleMailbox] = []
         seen: set[int] = set()
-        for mb in self.store.mailboxes_owned_by(identity.account.id):
+        access = self.store.mailbox_access(identity.account.id)
+        for mb in access.owned:
             if mb.active:
                 out.append(AccessibleMailbox(mb, ALL_RIGHTS, owned=True))
                 seen.add(mb.id)
-        for grant in self._current_grants(identity.account.id):
-            if grant.mailbox_id in seen:
-                continue
-            shared = self._mailbox_by_id(grant.mailbox_id)
-            if shared is not None and shared.active:
+        for grant, shared in access.shared:
+            if shared.id not in seen and shared.active and self._grant_current(grant):
                 out.append(AccessibleMailbox(shared, grant.rights, owned=False))
                 seen.add(shared.id)
         return out

@@ -23,6 +23,7 @@ from storage.interface import (
     Domain,
     Grant,
     Mailbox,
+    MailboxAccess,
     MailboxType,
     NotFound,
 )
@@ -86,28 +87,30 @@ class DirectoryMixin(StoreBase):
             raise AlreadyExists(login) from exc
         return Account(id=new_id, **values)  # type: ignore[arg-type]
 
-    def _one_account(self, where: Any) -> Account | None:
-        with self._read() as c:
-            r = c.execute(select(A).where(where).order_by(A.c.id).limit(1)).first()
-        return account_record(r) if r is not None else None
+    def _one_account(self, column: str, value: object) -> Account | None:
+        # Every LOGIN comes here: fixed SQL (see `FixedSelect`).
+        q = self._fixed(f"account.{column}", A, f"t.{column} = ?", " ORDER BY t.id LIMIT 1")
+        with self._dbapi(write=False) as cur:
+            found = q.rows(cur, (value,))
+        return account_record(found[0]) if found else None
 
     def get_account(self, login: str) -> Account:
-        acc = self._one_account(A.c.login == login.lower())
+        acc = self._one_account("login", login.lower())
         if acc is None:
             raise NotFound(login)
         return acc
 
     def get_account_by_id(self, account_id: int) -> Account:
-        acc = self._one_account(A.c.id == account_id)
+        acc = self._one_account("id", account_id)
         if acc is None:
             raise NotFound(str(account_id))
         return acc
 
     def find_account_by_idnat(self, idnat: str) -> Account | None:
-        return self._one_account(A.c.idnat == idnat)
+        return self._one_account("idnat", idnat)
 
     def find_account_by_cert_subject(self, subject: str) -> Account | None:
-        return self._one_account(A.c.cert_subject == subject)
+        return self._one_account("cert_subject", subject)
 
     def list_accounts(self) -> list[Account]:
         with self._read() as c:
@@ -195,33 +198,51 @@ class DirectoryMixin(StoreBase):
             active=True,
         )
 
-    def _mailboxes(self, where: Any) -> list[Mailbox]:
-        with self._read() as c:
-            return [
-                mailbox_record(r) for r in c.execute(select(M).where(where).order_by(M.c.address))
-            ]
+    def _mailboxes(self, column: str, value: object) -> list[Mailbox]:
+        # RCPT TO, LOGIN and SELECT come here: fixed SQL (see `FixedSelect`).
+        q = self._fixed(f"mailbox.{column}", M, f"t.{column} = ?", " ORDER BY t.address")
+        with self._dbapi(write=False) as cur:
+            return [mailbox_record(r) for r in q.rows(cur, (value,))]
 
     def get_mailbox(self, address: str) -> Mailbox:
-        found = self._mailboxes(M.c.address == address.lower())
+        found = self._mailboxes("address", address.lower())
         if not found:
             raise NotFound(address)
         return found[0]
 
     def get_mailbox_by_id(self, mailbox_id: int) -> Mailbox:
-        found = self._mailboxes(M.c.id == mailbox_id)
+        found = self._mailboxes("id", mailbox_id)
         if not found:
             raise NotFound(str(mailbox_id))
         return found[0]
 
     def find_mailbox(self, address: str) -> Mailbox | None:
-        found = self._mailboxes(M.c.address == address.lower())
+        found = self._mailboxes("address", address.lower())
         return found[0] if found else None
 
     def list_mailboxes(self) -> list[Mailbox]:
-        return self._mailboxes(M.c.id.is_not(None))
+        with self._read() as c:
+            return [mailbox_record(r) for r in c.execute(select(M).order_by(M.c.address))]
 
     def mailboxes_owned_by(self, account_id: int) -> list[Mailbox]:
-        return self._mailboxes(M.c.owner_account_id == account_id)
+        return self._mailboxes("owner_account_id", account_id)
+
+    def mailbox_access(self, account_id: int) -> MailboxAccess:
+        # Every LOGIN: the namespaces in one read transaction of fixed SQL.
+        owned = self._fixed("mailbox.owner_account_id", M, "t.owner_account_id = ?",
+                            " ORDER BY t.address")
+        grants = self._fixed("grant.account_id", G, "t.account_id = ?", " ORDER BY t.id")
+        shared = self._fixed(
+            "mailbox.granted_to", M,
+            "t.id IN (SELECT g.mailbox_id FROM grants g WHERE g.account_id = ?)")
+        with self._dbapi(write=False) as cur:
+            mine = [mailbox_record(r) for r in owned.rows(cur, (account_id,))]
+            given = [grant_record(r) for r in grants.rows(cur, (account_id,))]
+            boxes = {mb.id: mb for mb in map(mailbox_record, shared.rows(cur, (account_id,)))}
+        return MailboxAccess(
+            owned=mine,
+            shared=[(g, boxes[g.mailbox_id]) for g in given if g.mailbox_id in boxes],
+        )
 
     def set_mailbox_active(self, address: str, active: bool) -> None:
         with self._write() as c:
@@ -282,9 +303,9 @@ class DirectoryMixin(StoreBase):
         return Grant(new_id, account_id, mailbox_id, rights, valid_from, valid_until)
 
     def grants_for_account(self, account_id: int) -> list[Grant]:
-        with self._read() as c:
-            rows = c.execute(select(G).where(G.c.account_id == account_id).order_by(G.c.id))
-            return [grant_record(r) for r in rows]
+        q = self._fixed("grant.account_id", G, "t.account_id = ?", " ORDER BY t.id")
+        with self._dbapi(write=False) as cur:
+            return [grant_record(r) for r in q.rows(cur, (account_id,))]
 
     def grants_for_mailbox(self, mailbox_id: int) -> list[Grant]:
         with self._read() as c:

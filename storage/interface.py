@@ -154,6 +154,17 @@ class Grant:
 
 
 @dataclass(frozen=True, slots=True)
+class MailboxAccess:
+    """The mailboxes an account owns, and those granted to it (with the
+    grant), read in one transaction: what a LOGIN builds its namespaces from.
+    Inactive mailboxes and grants outside their validity are included; the
+    policy decides what they mean."""
+
+    owned: list[Mailbox]
+    shared: list[tuple[Grant, Mailbox]]
+
+
+@dataclass(frozen=True, slots=True)
 class Folder:
     id: int
     mailbox_id: int
@@ -390,6 +401,10 @@ class MessageStore(Protocol):
         removes it (then returns a Grant with rights ""). Raises NotFound."""
 
     def grants_for_account(self, account_id: int) -> list[Grant]: ...
+
+    def mailbox_access(self, account_id: int) -> MailboxAccess:
+        """Owned mailboxes (by address) and granted ones (by grant id), in
+        one read transaction."""
 
     def grants_for_mailbox(self, mailbox_id: int) -> list[Grant]: ...
 

@@ -28,7 +28,7 @@ import logging
 import secrets
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +49,6 @@ from sqlalchemy import exc as sa_exc
 
 from storage import crypto
 from storage.directory import DirectoryMixin
-from storage.engine import translate
 from storage.index import (
     ColumnsCache,
     IndexCache,
@@ -77,7 +76,6 @@ from storage.interface import (
     QuotaExceeded,
     SpecialUse,
     StoreError,
-    StoreUnavailable,
 )
 from storage.outbound import OutboundMixin
 from storage.sqlbase import (
@@ -96,6 +94,7 @@ from storage.sqlbase import (
     S,
     check_folder_name,
     chunks,
+    dbapi_failure,
     flags_text,
     folder_record,
     from_epoch,
@@ -247,15 +246,6 @@ def _make_sql(mark: str, pg: bool) -> _Sql:
 
 _SQL_SQLITE = _make_sql("?", pg=False)
 _SQL_PG = _make_sql("%s", pg=True)
-
-
-def _dbapi_failure(exc: BaseException, dbapi: Any) -> BaseException:
-    """What a raw DB-API error on the delivery path becomes: the database
-    being unreachable, locked or full is StoreUnavailable; anything else
-    (a bug, a constraint in all-or-nothing mode) goes up unchanged."""
-    if isinstance(exc, dbapi.OperationalError | dbapi.InterfaceError):
-        return StoreUnavailable("database unavailable")
-    return exc
 
 
 def _marks(sql: _Sql, n: int) -> str:
@@ -657,47 +647,9 @@ class SqlStore(DirectoryMixin, OutboundMixin):
 
     @contextmanager
     def _dbapi_transaction(self, *, write: bool) -> Iterator[tuple[Any, _Sql]]:
-        """What `storage.engine.transaction` does, on a pooled DB-API
-        connection without SQLAlchemy's Connection (its begin/commit machinery
-        was a fifth of a session's CPU): writers on SQLite queue at the
-        `WriteGate` and BEGIN IMMEDIATE; PostgreSQL reads run REPEATABLE READ,
-        READ ONLY (one snapshot), writes READ COMMITTED with FOR UPDATE in the
-        SQL. Committed when the block ends normally, rolled back otherwise; a
-        failure of the database itself becomes StoreUnavailable."""
-        sql = _SQL_PG if self._pg else _SQL_SQLITE
-        dbapi: Any = self._engine.dialect.dbapi
-        gate = self._gate if write else None
-        with gate.hold() if gate is not None else nullcontext():
-            try:
-                conn = self._engine.raw_connection()
-            except sa_exc.SQLAlchemyError as exc:
-                raise translate(exc) from exc
-            except dbapi.Error as exc:  # the pool hands out the driver's own errors
-                raise _dbapi_failure(exc, dbapi) from exc
-            try:
-                cur = conn.cursor()
-                try:
-                    if not self._pg:
-                        cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                    elif not write:
-                        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    yield cur, sql
-                    if self._pg:
-                        conn.commit()
-                    else:
-                        cur.execute("COMMIT")
-                except BaseException:
-                    try:
-                        conn.rollback()
-                    except dbapi.Error:
-                        log.warning("rollback failed", exc_info=True)
-                    raise
-                finally:
-                    cur.close()
-            except dbapi.Error as exc:
-                raise _dbapi_failure(exc, dbapi) from exc
-            finally:
-                conn.close()  # back to the pool
+        """`StoreBase._dbapi` with this dialect's fixed statements."""
+        with self._dbapi(write=write) as cur:
+            yield cur, _SQL_PG if self._pg else _SQL_SQLITE
 
     @staticmethod
     def _lock_folder_raw(cur: Any, sql: _Sql, folder_id: int) -> tuple[int, int, int, int, int]:
@@ -758,7 +710,7 @@ class SqlStore(DirectoryMixin, OutboundMixin):
             try:
                 return self._deliver_rows(cur, sql, dbapi, prepared, isolate)
             except dbapi.Error as exc:  # type: ignore[union-attr]
-                raise _dbapi_failure(exc, dbapi) from exc
+                raise dbapi_failure(exc, dbapi) from exc
         finally:
             cur.close()
 

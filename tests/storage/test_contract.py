@@ -20,6 +20,7 @@ from storage.interface import (
     DSNParams,
     FlagMode,
     InvalidName,
+    MailboxAccess,
     MailboxType,
     NotFound,
     QuotaExceeded,
@@ -129,6 +130,28 @@ def test_mailboxes(any_store: Any) -> None:
     ]:
         with pytest.raises(NotFound):
             fn(*args)
+
+
+def test_mailbox_access_is_owned_then_granted(box: Any) -> None:
+    store, mb, _ = box
+    agent = store.add_account("agent@hopital.test", "Agent", AccountClass.STAFF)
+    assert store.mailbox_access(agent.id) == MailboxAccess(owned=[], shared=[])
+    own = store.add_mailbox("agent@hopital.test", MailboxType.PER, owner_account_id=agent.id)
+    other = store.add_mailbox("accueil@hopital.test", MailboxType.ORG)
+    until = datetime(2030, 1, 1, tzinfo=UTC)
+    g1 = store.set_grant(agent.id, other.id, "lr", valid_until=until)
+    g2 = store.set_grant(agent.id, mb.id, "lrswi")
+    store.set_mailbox_active("accueil@hopital.test", False)
+    access = store.mailbox_access(agent.id)
+    assert access.owned == [own]
+    # Grants in grant order, each with its mailbox as stored (inactive too:
+    # what that means is the policy's call).
+    assert access.shared == [(g1, store.get_mailbox_by_id(other.id)), (g2, mb)]
+    assert not access.shared[0][1].active and access.shared[0][0].valid_until == until
+    store.set_grant(agent.id, other.id, "")
+    assert store.mailbox_access(agent.id).shared == [(g2, mb)]
+    # Someone else's grants are not mine.
+    assert store.mailbox_access(9999) == MailboxAccess(owned=[], shared=[])
 
 
 def test_grants(box: Any) -> None:
