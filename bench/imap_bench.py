@@ -315,19 +315,31 @@ def bench_idle(port: int, config: dict[str, Any], n: int) -> dict[str, float]:
     return {"held": n, "setup_s": setup, "announced": len(seen), "all_announced_s": all_s}
 
 
-def mixed_session(port: int, user: str, counter: list[int], stop: threading.Event) -> None:
+MIXED_STEPS = ("connect", "login", "select", "fetch", "fetch_body", "store", "expunge",
+               "append", "logout")
+
+
+def mixed_session(port: int, user: str, counter: list[int], stop: threading.Event,
+                  steps: dict[str, list[float]]) -> None:
+    clock = time.perf_counter
     while not stop.is_set():
+        t0 = clock()
         c = Client(port)
         try:
+            times = [t0, clock()]
             c.login(user)
-            c.cmd("SELECT INBOX")
-            c.cmd("FETCH 1:10 (FLAGS ENVELOPE RFC822.SIZE)")
-            c.cmd("FETCH 1 (BODY[])")
-            c.cmd("STORE 1 +FLAGS (\\Deleted)")
-            c.cmd("EXPUNGE")
+            times.append(clock())
+            for command in ("SELECT INBOX", "FETCH 1:10 (FLAGS ENVELOPE RFC822.SIZE)",
+                            "FETCH 1 (BODY[])", "STORE 1 +FLAGS (\\Deleted)", "EXPUNGE"):
+                c.cmd(command)
+                times.append(clock())
             c.cmd("APPEND INBOX", literal=message(7))
+            times.append(clock())
             c.cmd("LOGOUT")
+            times.append(clock())
             counter[0] += 1
+            for name, a, b in zip(MIXED_STEPS, times, times[1:]):
+                steps[name].append(b - a)
         finally:
             c.close()
 
@@ -346,12 +358,16 @@ def bench_mixed(config: dict[str, Any], workdir: Path, seconds: float, clients: 
     try:
         counter = [0]
         stop = threading.Event()
+        steps: dict[str, list[float]] = {name: [] for name in MIXED_STEPS}
         threads = [threading.Thread(target=mixed_session,
-                                    args=(port, f"user{1 + i % 10}@hopital.test", counter, stop),
+                                    args=(port, f"user{1 + i % 10}@hopital.test", counter,
+                                          stop, steps),
                                     daemon=True) for i in range(clients)]
         for th in threads:
             th.start()
         time.sleep(1.0)  # warm-up
+        for samples in steps.values():
+            samples.clear()
         pids = [srv.proc.pid for srv in servers if srv.proc is not None]
         cpu0 = sum(cpu_s(p) for p in pids)
         own0 = time.process_time()
@@ -368,7 +384,10 @@ def bench_mixed(config: dict[str, Any], workdir: Path, seconds: float, clients: 
                 "server_cpu_share": cpu / elapsed / workers,
                 # The load generator runs on the same cores: its CPU is not
                 # available to the server.
-                "client_cpu_ms_per_session": 1000 * own / max(done, 1)}
+                "client_cpu_ms_per_session": 1000 * own / max(done, 1),
+                # Where a session's wall time goes, as the client sees it.
+                "step_ms": {name: round(1000 * sum(v) / max(len(v), 1), 2)
+                            for name, v in steps.items()}}
     finally:
         for srv in servers:
             srv.stop()
