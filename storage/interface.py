@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import enum
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 # ---------------------------------------------------------------- errors
 
@@ -310,6 +313,24 @@ class Delivery:
 # ---------------------------------------------------------------- contract
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedMessage:
+    """A message parsed and encrypted by `MessageStore.prepare`, ready to be
+    appended without that work inside the write transaction."""
+
+    size: int
+    sealed: dict[str, Any] = field(repr=False)
+
+
+class WriteBatch(Protocol):
+    """What `MessageStore.write_batch` yields."""
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Runs ``fn(*args, **kwargs)`` (store calls) as part of the batch's
+        transaction; if it raises, its writes are undone and it raises."""
+        ...
+
+
 class MessageStore(Protocol):
     # -- directory ---------------------------------------------------------
 
@@ -454,10 +475,13 @@ class MessageStore(Protocol):
 
     # -- messages ----------------------------------------------------------
 
+    def prepare(self, raw: bytes) -> PreparedMessage:
+        """Parses and encrypts a message for `append` (no database access)."""
+
     def append(
         self,
         folder_id: int,
-        raw: bytes,
+        raw: bytes | PreparedMessage,
         *,
         flags: Iterable[str] = (),
         internal_date: datetime | None = None,
@@ -466,7 +490,9 @@ class MessageStore(Protocol):
         """Stores one message, durably. The new message is \\Recent, unless
         `recent` is False: the appending session has the folder selected and
         reports it as recent itself (RFC 3501 2.3.2), so no session needs to
-        claim it (a write transaction saved).
+        claim it (a write transaction saved). Given a `PreparedMessage`, the
+        parsing and encryption are already done (a writer lane's transaction
+        need not wait for them).
 
         Raises NotFound (folder), QuotaExceeded.
         """
@@ -597,5 +623,16 @@ class MessageStore(Protocol):
     def reencrypt(self, batch: int = 500) -> int:
         """Re-encrypts up to `batch` bodies not under the current key; returns
         how many (0 when done)."""
+
+    @property
+    def batches_writes(self) -> bool:
+        """Whether `write_batch` pays on this backend (group commit)."""
+        ...
+
+    def write_batch(self) -> AbstractContextManager[WriteBatch]:
+        """Group commit for this thread's write calls made through the
+        yielded batch: one transaction, each call in its own savepoint,
+        durable when the block returns (see `storage.sqlbase`)."""
+        ...
 
     def close(self) -> None: ...

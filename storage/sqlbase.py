@@ -10,11 +10,11 @@ import threading
 import time
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     CursorResult,
@@ -66,6 +66,7 @@ Q = cast(Table, QueueRow.__table__)
 S = cast(Table, SubscriptionRow.__table__)
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # A folder row with its subscription state (a name in `subscriptions`).
 FOLDER_COLUMNS = (
@@ -374,6 +375,92 @@ class KeyFileRing:
 # ---------------------------------------------------------------- base
 
 
+class _Batch:
+    """The transaction of a `StoreBase.write_batch`: begun at its first
+    write (BEGIN IMMEDIATE under the `WriteGate`), so what the first call
+    does before writing (parsing, encrypting a message) is not done holding
+    the database write lock."""
+
+    def __init__(self, store: StoreBase) -> None:
+        self._store = store
+        self._stack = ExitStack()
+        self.conn: Any = None
+        self.cur: Any = None
+        self.broken = False  # a savepoint could not be rolled back: commit nothing
+        self.calls = 0
+
+    def begin(self) -> Any:
+        store = self._store
+        dbapi: Any = store._engine.dialect.dbapi
+        if store._gate is not None:
+            self._stack.enter_context(store._gate.hold())
+        try:
+            self.conn = store._engine.raw_connection()
+            self.cur = self.conn.cursor()
+            self.cur.execute("BEGIN IMMEDIATE")
+        except sa_exc.SQLAlchemyError as exc:
+            self.end(commit=False)
+            raise translate(exc) from exc
+        except dbapi.Error as exc:
+            self.end(commit=False)
+            raise dbapi_failure(exc, dbapi) from exc
+        return self.cur
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Runs one store call as part of the batch: in a SAVEPOINT once the
+        transaction is open, so that its failure undoes it alone. Raises what
+        the call raised."""
+        if self.broken:
+            raise StoreUnavailable("database unavailable")
+        self.calls += 1
+        dbapi: Any = self._store._engine.dialect.dbapi
+        savepoint = self.cur is not None
+        if savepoint:
+            self.cur.execute("SAVEPOINT mss_call")
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException:
+            if savepoint:
+                try:
+                    self.cur.execute("ROLLBACK TO SAVEPOINT mss_call")
+                    self.cur.execute("RELEASE SAVEPOINT mss_call")
+                except dbapi.Error:
+                    log.warning("rollback to savepoint failed", exc_info=True)
+                    self.broken = True
+            elif self.cur is not None:
+                # This call began the transaction: undoing it is undoing all.
+                self.end(commit=False)
+            raise
+        if savepoint:
+            self.cur.execute("RELEASE SAVEPOINT mss_call")
+        return result
+
+    def end(self, *, commit: bool) -> None:
+        dbapi: Any = self._store._engine.dialect.dbapi
+        try:
+            if self.cur is not None:
+                try:
+                    if commit:
+                        self.cur.execute("COMMIT")
+                    else:
+                        self.conn.rollback()
+                except dbapi.Error as exc:
+                    if commit:
+                        try:
+                            self.conn.rollback()
+                        except dbapi.Error:
+                            log.warning("rollback failed", exc_info=True)
+                        raise dbapi_failure(exc, dbapi) from exc
+                    log.warning("rollback failed", exc_info=True)
+                finally:
+                    self.cur.close()
+            if self.conn is not None:
+                self.conn.close()
+        finally:
+            self.cur = self.conn = None
+            self._stack.close()  # the write gate
+
+
 class StoreBase:
     """Engine, transactions and keys; the methods come from the mixins."""
 
@@ -394,6 +481,7 @@ class StoreBase:
         self._lease = lease
         self._pg = engine.dialect.name == "postgresql"
         self._fixed_selects: dict[str, FixedSelect] = {}
+        self._ambient = threading.local()  # .batch: this thread's open _Batch
 
     @property
     def engine(self) -> Engine:
@@ -413,6 +501,15 @@ class StoreBase:
         the block ends normally, rolled back otherwise; a failure of the
         database itself becomes StoreUnavailable."""
         dbapi: Any = self._engine.dialect.dbapi
+        batch: _Batch | None = getattr(self._ambient, "batch", None)
+        if batch is not None and (write or batch.cur is not None):
+            # Inside a write batch: its transaction (begun by the first write);
+            # `_Batch.call` undoes this call's part if it fails.
+            try:
+                yield batch.cur if batch.cur is not None else batch.begin()
+            except dbapi.Error as exc:
+                raise dbapi_failure(exc, dbapi) from exc
+            return
         gate = self._gate if write else None
         with gate.hold() if gate is not None else nullcontext():
             try:
@@ -455,7 +552,44 @@ class StoreBase:
         return found
 
     def _write(self) -> Any:
+        if getattr(self._ambient, "batch", None) is not None:
+            # Its own connection would wait for the batch's write lock forever.
+            raise RuntimeError("a SQLAlchemy write transaction inside a write batch")
         return transaction(self._engine, write=True, gate=self._gate)
+
+    @property
+    def batches_writes(self) -> bool:
+        """True where `write_batch` pays: SQLite, whose one database write
+        lock and fsync per commit the calls then share. PostgreSQL commits
+        concurrent transactions side by side, and batching calls there could
+        order their row locks into deadlocks."""
+        return not self._pg
+
+    @contextmanager
+    def write_batch(self) -> Iterator[_Batch]:
+        """Group commit: the store calls made through ``batch.call(fn, ...)``
+        in this thread share one write transaction, each in its own SAVEPOINT
+        (a failing call is undone alone and raises), committed once when the
+        block ends. Nothing is durable before that: a caller acknowledges a
+        call only after the block has returned. If the commit fails, every
+        call of the batch failed (StoreUnavailable). Only calls on the fixed-
+        SQL paths belong in a batch: a SQLAlchemy write inside one raises."""
+        if getattr(self._ambient, "batch", None) is not None:
+            raise RuntimeError("write batches do not nest")
+        batch = _Batch(self)
+        self._ambient.batch = batch
+        try:
+            try:
+                yield batch
+            except BaseException:
+                batch.end(commit=False)
+                raise
+            if batch.broken:
+                batch.end(commit=False)
+                raise StoreUnavailable("database unavailable")
+            batch.end(commit=True)
+        finally:
+            self._ambient.batch = None
 
     def _decrypt(self, key_id: str, blob: bytes, aad: bytes) -> bytes:
         return self._keys.decrypt(key_id, blob, aad)

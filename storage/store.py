@@ -73,6 +73,7 @@ from storage.interface import (
     InvalidName,
     MessageInfo,
     NotFound,
+    PreparedMessage,
     QuotaExceeded,
     SpecialUse,
     StoreError,
@@ -598,17 +599,20 @@ class SqlStore(DirectoryMixin, OutboundMixin):
         )
         return uids, modseq
 
+    def prepare(self, raw: bytes) -> PreparedMessage:
+        return PreparedMessage(len(raw), self._seal(raw))
+
     def append(
         self,
         folder_id: int,
-        raw: bytes,
+        raw: bytes | PreparedMessage,
         *,
         flags: Iterable[str] = (),
         internal_date: datetime | None = None,
         recent: bool = True,
     ) -> AppendResult:
-        sealed = self._seal(raw)
-        size = len(raw)
+        prepared = raw if isinstance(raw, PreparedMessage) else self.prepare(raw)
+        sealed, size = prepared.sealed, prepared.size
         fl = flags_text(normalise_flags(flags))
         idate = to_epoch(internal_date)
         with self._raw_write() as (cur, sql):

@@ -1,0 +1,173 @@
+"""`write_batch` (group commit) and `prepare` + `append` of a prepared message.
+
+The batch is what the daemons' writer lane runs IMAP writes in (see
+storage/threaded.py): several sessions' calls, one transaction, one fsync;
+each call undone alone if it fails; nothing visible, so nothing acknowledged,
+before the batch commits."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storage import open_store
+from storage.interface import (
+    AccountClass,
+    FlagMode,
+    MailboxType,
+    NotFound,
+    PreparedMessage,
+    StoreUnavailable,
+)
+
+
+def msg(subject: str) -> bytes:
+    return (f"From: a@hopital.test\r\nTo: b@hopital.test\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject}@hopital.test>\r\n\r\nbody {subject}\r\n").encode()
+
+
+@pytest.fixture
+def box(any_store: Any) -> Any:
+    acc = any_store.add_account("sec@hopital.test", "Sec", AccountClass.STAFF)
+    mb = any_store.add_mailbox("sec@hopital.test", MailboxType.PER, owner_account_id=acc.id)
+    return any_store, any_store.get_folder(mb.id, "INBOX"), any_store.get_folder(mb.id, "Sent")
+
+
+def uids(store: Any, folder_id: int) -> list[int]:
+    return [e.uid for e in store.index(folder_id)]
+
+
+def elsewhere(fn: Any, *args: Any) -> Any:
+    """What another thread (its own connection) sees."""
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(fn(*args)))
+    t.start()
+    t.join(10)
+    return out[0]
+
+
+def test_prepared_message_appends_like_raw(box: Any) -> None:
+    store, inbox, _ = box
+    prepared = store.prepare(msg("prepared"))
+    assert isinstance(prepared, PreparedMessage) and prepared.size == len(msg("prepared"))
+    assert b"body prepared" not in repr(prepared).encode()  # no content in reprs (logs)
+    r = store.append(inbox.id, prepared, flags=["\\Seen"])
+    [(uid, raw)] = list(store.iter_bodies(inbox.id, [r.uid]))
+    assert raw == msg("prepared")
+    assert store.message_infos(inbox.id, [r.uid])[0].metadata["envelope"]["subject"] == "prepared"
+
+
+def test_batching_is_offered_on_sqlite_only(any_store: Any, backend: str) -> None:
+    assert any_store.batches_writes is (backend == "sqlite")
+
+
+@pytest.fixture
+def sqlite_box(sqlite_template: Path, key_file: Path, tmp_path: Path) -> Iterator[Any]:
+    """`box` on SQLite whatever the backend parameter: batches are SQLite's
+    (`batches_writes` is False on PostgreSQL, tested above)."""
+    shutil.copy(sqlite_template, tmp_path / "batch.db")
+    store = open_store(f"sqlite:///{tmp_path / 'batch.db'}", key_file)
+    store.add_domain("hopital.test")
+    acc = store.add_account("sec@hopital.test", "Sec", AccountClass.STAFF)
+    mb = store.add_mailbox("sec@hopital.test", MailboxType.PER, owner_account_id=acc.id)
+    yield store, store.get_folder(mb.id, "INBOX"), store.get_folder(mb.id, "Sent")
+    store.close()
+
+
+def test_calls_share_one_transaction_seen_by_others_only_after_commit(sqlite_box: Any) -> None:
+    store, inbox, sent = sqlite_box
+    with store.write_batch() as batch:
+        a = batch.call(store.append, inbox.id, msg("one"))
+        b = batch.call(store.append, sent.id, store.prepare(msg("two")))
+        changes, _ = batch.call(store.store_flags, inbox.id, [a.uid], FlagMode.ADD, ["\\Flagged"])
+        assert [c.uid for c in changes] == [a.uid]
+        # Inside the batch its own reads see its writes...
+        assert uids(store, inbox.id) == [a.uid]
+        # ...another connection sees nothing yet: nothing is durable, so
+        # nothing may be acknowledged, before the commit.
+        assert elsewhere(uids, store, inbox.id) == []
+    assert elsewhere(uids, store, inbox.id) == [a.uid]
+    assert elsewhere(uids, store, sent.id) == [b.uid]
+    assert "\\Flagged" in store.index(inbox.id)[0].flags
+
+
+def test_a_failing_call_is_undone_alone(sqlite_box: Any) -> None:
+    store, inbox, _ = sqlite_box
+
+    def append_then_fail() -> None:
+        store.append(inbox.id, msg("undone"))
+        raise ValueError("after writing")
+
+    with store.write_batch() as batch:
+        kept = batch.call(store.append, inbox.id, msg("kept"))
+        with pytest.raises(ValueError):
+            batch.call(append_then_fail)
+        with pytest.raises(NotFound):
+            batch.call(store.append, 999_999, msg("nowhere"))
+        later = batch.call(store.append, inbox.id, msg("later"))
+    assert uids(store, inbox.id) == [kept.uid, later.uid]
+    subjects = [i.metadata["envelope"]["subject"] for i in store.message_infos(inbox.id, uids(store, inbox.id))]
+    assert subjects == ["kept", "later"]
+
+
+def test_a_failing_first_call_undoes_its_begun_transaction(sqlite_box: Any) -> None:
+    store, inbox, _ = sqlite_box
+
+    def append_then_fail() -> None:
+        store.append(inbox.id, msg("first"))
+        raise ValueError("after writing")
+
+    with store.write_batch() as batch:
+        with pytest.raises(ValueError):
+            batch.call(append_then_fail)  # began the transaction, then failed
+        # The write lock was let go: another writer is not blocked meanwhile.
+        assert elsewhere(lambda: store.append(inbox.id, msg("other")).uid) == 1
+        second = batch.call(store.append, inbox.id, msg("second"))
+    assert uids(store, inbox.id) == [1, second.uid]
+
+
+def test_an_exception_in_the_block_commits_nothing(sqlite_box: Any) -> None:
+    store, inbox, _ = sqlite_box
+    with pytest.raises(RuntimeError), store.write_batch() as batch:
+        batch.call(store.append, inbox.id, msg("lost"))
+        raise RuntimeError("caller gave up")
+    assert uids(store, inbox.id) == []
+    store.append(inbox.id, msg("after"))  # the write lock is free again
+    assert len(uids(store, inbox.id)) == 1
+
+
+def test_sqlalchemy_writes_and_nesting_refuse_instead_of_deadlocking(sqlite_box: Any) -> None:
+    store, inbox, _ = sqlite_box
+    with store.write_batch() as batch:
+        batch.call(store.append, inbox.id, msg("one"))
+        with pytest.raises(RuntimeError, match="inside a write batch"):
+            batch.call(store.create_folder, inbox.mailbox_id, "Projets")
+        with pytest.raises(RuntimeError, match="do not nest"), store.write_batch():
+            pass
+    assert len(uids(store, inbox.id)) == 1
+    store.create_folder(inbox.mailbox_id, "Projets")  # fine outside a batch
+
+
+def test_a_commit_that_fails_is_store_unavailable(sqlite_box: Any, monkeypatch: Any) -> None:
+    store, inbox, _ = sqlite_box
+    import storage.sqlbase as sqlbase
+
+    real_end = sqlbase._Batch.end
+
+    def failing_end(self: Any, *, commit: bool) -> None:
+        if commit and self.cur is not None:
+            self.cur.execute("ROLLBACK")  # COMMIT then finds no transaction
+        real_end(self, commit=commit)
+
+    monkeypatch.setattr(sqlbase._Batch, "end", failing_end)
+    with pytest.raises(StoreUnavailable), store.write_batch() as batch:
+        batch.call(store.append, inbox.id, msg("never"))
+    monkeypatch.undo()
+    assert uids(store, inbox.id) == []
+    store.append(inbox.id, msg("after"))
+    assert len(uids(store, inbox.id)) == 1
