@@ -16,7 +16,7 @@ from policy.auth import Authenticator
 from policy.decisions import Policy
 from policy.services import Services
 from policy.whitelist import Whitelist, WhitelistError
-from storage.threaded import StoreRunner
+from storage.threaded import runner_for
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def build_services(settings: Settings, reactor: Any) -> Services:
     try:
         audit = FileAuditSink(settings.audit.path, store)
         policy = Policy(settings, store, audit, load_whitelist(settings))
-        runner = StoreRunner(reactor, settings.database.threads)
+        runner = runner_for(reactor, store, settings.database.threads)
         services = Services(
             settings=settings,
             store=store,

@@ -9,6 +9,14 @@ coordination objects per call, and results that finish close together reach
 the reactor through one `callFromThread` (one wake-up of the reactor for a
 burst of results instead of one each). Measured with 20 callers in flight
 on the reactor: ~17 us of CPU per round trip instead of ~49 us.
+
+Writes may take a lane of their own (`run_write`), given a `batch` factory
+(the store's `write_batch`, on SQLite): one writer thread takes every write
+call queued meanwhile and runs them in one transaction, each in its own
+savepoint, committed once (group commit). Concurrent sessions then share the
+database write lock and its fsync instead of queueing for them one by one,
+and reads never wait behind a write for a thread. A result is handed back
+only after the commit: an acknowledged write is on disk.
 """
 
 from __future__ import annotations
@@ -17,20 +25,32 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
+
+from storage.interface import MessageStore, WriteBatch
 
 T = TypeVar("T")
 
 # (deferred, function, args, kwargs); None tells a worker to exit.
 _Task = tuple["defer.Deferred[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
+# Write calls one batch takes at most (one transaction, one fsync).
+MAX_BATCH = 32
+
+BatchFactory = Callable[[], AbstractContextManager[WriteBatch]]
+
 
 class StoreRunner:
-    def __init__(self, reactor: Any, threads_count: int = 8, name: str = "store") -> None:
+    def __init__(self, reactor: Any, threads_count: int = 8, name: str = "store",
+                 batch: BatchFactory | None = None) -> None:
         self._reactor = reactor
+        self._batch = batch
+        self._writes: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
         self._max = max(1, threads_count)
         self._name = name
         self._tasks: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
@@ -53,8 +73,12 @@ class StoreRunner:
         self._started = False
         with self._lock:
             workers, self._threads = self._threads, []
+            writer, self._writer = self._writer, None
         for _ in workers:
             self._tasks.put(None)
+        if writer is not None:
+            self._writes.put(None)
+            workers.append(writer)
         for worker in workers:
             worker.join()
         with self._lock:
@@ -76,7 +100,71 @@ class StoreRunner:
             worker.start()
         return d
 
+    def run_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> defer.Deferred[T]:
+        """`run` for a call that writes: on the writer lane when there is one
+        (see the module docstring). The call must write through the store's
+        fixed-SQL paths and do its reading before its first write: from that
+        write until the batch commits, the database write lock is held."""
+        if self._batch is None:
+            return self.run(fn, *args, **kwargs)
+        if not self._started:
+            self.start()
+        d: defer.Deferred[T] = defer.Deferred()
+        with self._lock:
+            writer = None
+            if self._writer is None:
+                writer = self._writer = threading.Thread(
+                    target=self._write_work, name=f"{self._name}-writer", daemon=True)
+        self._writes.put((d, fn, args, kwargs))
+        if writer is not None:
+            writer.start()
+        return d
+
     # ------------------------------------------------------------ workers
+
+    def _write_work(self) -> None:
+        writes = self._writes
+        assert self._batch is not None
+        open_batch = self._batch
+        while True:
+            task = writes.get()
+            if task is None:
+                return
+            tasks = [task]
+            stop = False
+            while len(tasks) < MAX_BATCH:
+                try:
+                    more = writes.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                tasks.append(more)
+            outcomes: list[tuple[defer.Deferred[Any], bool, Any]] = []
+            try:
+                with open_batch() as batch:
+                    for d, fn, args, kwargs in tasks:
+                        try:
+                            outcomes.append((d, True, batch.call(fn, *args, **kwargs)))
+                        except BaseException:  # noqa: BLE001 - handed to its Deferred
+                            outcomes.append((d, False, Failure()))  # type: ignore[no-untyped-call]
+            except BaseException:  # noqa: BLE001 - begin or commit failed: nothing committed
+                failure = Failure()  # type: ignore[no-untyped-call]
+                outcomes = [(d, False, failure) for d, _, _, _ in tasks]
+            del tasks, task
+            self._hand_back(outcomes)
+            del outcomes
+            if stop:
+                return
+
+    def _hand_back(self, outcomes: list[tuple[defer.Deferred[Any], bool, Any]]) -> None:
+        with self._lock:
+            self._results.extend(outcomes)
+            schedule = not self._delivery_scheduled
+            self._delivery_scheduled = True
+        if schedule:
+            self._reactor.callFromThread(self._deliver)
 
     def _work(self) -> None:
         tasks = self._tasks
@@ -97,13 +185,8 @@ class StoreRunner:
             except BaseException:  # noqa: BLE001 - handed to the Deferred, as deferToThread does
                 result, ok = Failure(), False  # type: ignore[no-untyped-call]
             del task, fn, args, kwargs
-            with self._lock:
-                self._results.append((d, ok, result))
-                schedule = not self._delivery_scheduled
-                self._delivery_scheduled = True
+            self._hand_back([(d, ok, result)])
             del d, result
-            if schedule:
-                self._reactor.callFromThread(self._deliver)
 
     def _deliver(self) -> None:
         """On the reactor thread: fires every result finished so far."""
@@ -118,11 +201,21 @@ class StoreRunner:
                 d.errback(result)
 
 
+def runner_for(reactor: Any, store: MessageStore, threads_count: int) -> StoreRunner:
+    """The daemons' runner: `threads_count` threads for calls, and a writer
+    lane with group commit where the store batches writes."""
+    return StoreRunner(reactor, threads_count,
+                       batch=store.write_batch if store.batches_writes else None)
+
+
 class InlineRunner:
     """Runs calls synchronously: for protocol tests on StringTransport, where
     the result must be there before the next line of the transcript."""
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> defer.Deferred[T]:
+        return defer.maybeDeferred(fn, *args, **kwargs)
+
+    def run_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> defer.Deferred[T]:
         return defer.maybeDeferred(fn, *args, **kwargs)
 
     def start(self) -> None:

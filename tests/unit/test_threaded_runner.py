@@ -168,3 +168,132 @@ def test_shutdown_trigger_is_registered_once(threads: int) -> None:
     assert 1 <= len(workers) <= threads
     reactor.triggers[0]()  # the reactor shutting down
     assert not any(t.is_alive() for t in workers)
+
+
+# ---------------------------------------------------------------- writer lane
+
+
+class RecordingBatches:
+    """A `batch` factory standing in for the store's `write_batch`: records
+    which calls each batch ran, and whether the batch was committed."""
+
+    def __init__(self, *, fail_commit: bool = False) -> None:
+        self.batches: list[list[Any]] = []
+        self.committed: list[bool] = []
+        self.fail_commit = fail_commit
+        self.thread: set[int] = set()
+
+    def __call__(self) -> Any:
+        from contextlib import contextmanager
+
+        outer = self
+
+        class Batch:
+            def __init__(self) -> None:
+                self.calls: list[Any] = []
+
+            def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+                outer.thread.add(threading.get_ident())
+                self.calls.append(args)
+                return fn(*args, **kwargs)
+
+        @contextmanager
+        def batch() -> Any:
+            b = Batch()
+            outer.batches.append(b.calls)
+            yield b
+            if outer.fail_commit:
+                outer.committed.append(False)
+                raise RuntimeError("commit failed")
+            outer.committed.append(True)
+
+        return batch()
+
+
+def test_run_write_without_a_batch_factory_is_run() -> None:
+    reactor = PumpedReactor()
+    runner = StoreRunner(reactor, threads_count=2)
+    got = results([runner.run_write(lambda x: x + 1, 41)])
+    reactor.pump_until(lambda: len(got) == 1)
+    assert got == [42]
+    runner.stop()
+
+
+def test_writes_queued_meanwhile_share_one_batch_and_fire_after_its_commit() -> None:
+    reactor = PumpedReactor()
+    batches = RecordingBatches()
+    runner = StoreRunner(reactor, threads_count=2, batch=batches)
+    gate = threading.Event()
+    first = runner.run_write(gate.wait, 5)  # holds the writer until the others are queued
+    rest = [runner.run_write(lambda i: ("done", i, batches.committed[:]), i) for i in range(5)]
+    time.sleep(0.05)
+    gate.set()
+    got = results([first, *rest])
+    reactor.pump_until(lambda: len(got) == 6)
+    assert got[0] is True
+    # The five waiting calls went in one batch, in call order...
+    assert [len(b) for b in batches.batches] == [1, 5]
+    assert [r[1] for r in got[1:]] == [0, 1, 2, 3, 4]
+    # ...and ran before that batch committed; they fired after it did.
+    assert all(r[2] == [True] for r in got[1:])
+    assert batches.committed == [True, True]
+    assert threading.get_ident() not in batches.thread and len(batches.thread) == 1
+    runner.stop()
+
+
+def test_a_failing_write_fails_alone_in_its_batch() -> None:
+    reactor = PumpedReactor()
+    batches = RecordingBatches()
+    runner = StoreRunner(reactor, threads_count=1, batch=batches)
+    gate = threading.Event()
+
+    def boom(_: int) -> None:
+        raise KeyError("nope")
+
+    ds = [runner.run_write(gate.wait, 5), runner.run_write(lambda i: i, 1),
+          runner.run_write(boom, 2), runner.run_write(lambda i: i, 3)]
+    time.sleep(0.05)
+    gate.set()
+    got = results(ds)
+    reactor.pump_until(lambda: len(got) == 4)
+    assert got[0] is True and got[1] == 1 and got[3] == 3
+    assert isinstance(got[2], Failure) and got[2].check(KeyError)
+    assert batches.committed == [True, True]
+    runner.stop()
+
+
+def test_when_the_commit_fails_every_write_of_the_batch_fails() -> None:
+    reactor = PumpedReactor()
+    batches = RecordingBatches(fail_commit=True)
+    runner = StoreRunner(reactor, threads_count=1, batch=batches)
+    got = results([runner.run_write(lambda i: i, i) for i in range(3)])
+    reactor.pump_until(lambda: len(got) == 3)
+    assert all(isinstance(f, Failure) and f.check(RuntimeError) for f in got)
+    # Nothing was acknowledged: later writes still run.
+    batches.fail_commit = False
+    more = results([runner.run_write(lambda: "ok")])
+    reactor.pump_until(lambda: len(more) == 1)
+    assert more == ["ok"]
+    runner.stop()
+
+
+def test_reads_do_not_wait_behind_a_stuck_write() -> None:
+    reactor = PumpedReactor()
+    runner = StoreRunner(reactor, threads_count=1, batch=RecordingBatches())
+    gate = threading.Event()
+    write = results([runner.run_write(gate.wait, 5)])
+    read = results([runner.run(lambda: "read")])
+    reactor.pump_until(lambda: len(read) == 1)
+    assert read == ["read"] and write == []
+    gate.set()
+    reactor.pump_until(lambda: len(write) == 1)
+    runner.stop()
+
+
+def test_stop_joins_the_writer() -> None:
+    reactor = PumpedReactor()
+    runner = StoreRunner(reactor, threads_count=1, batch=RecordingBatches(), name="lane")
+    got = results([runner.run_write(lambda: 1)])
+    reactor.pump_until(lambda: len(got) == 1)
+    runner.stop()
+    assert not any(t.name == "lane-writer" for t in threading.enumerate())
