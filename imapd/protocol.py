@@ -379,6 +379,10 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         result: T = await self.services.runner.run(fn, *args, **kwargs)
         return result
 
+    async def run_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        result: T = await self.services.runner.run_write(fn, *args, **kwargs)
+        return result
+
     async def read_line(self, prompt: bytes) -> bytes:
         self._write(b"+ " + prompt + b"\r\n")
         self._raw_waiter = defer.Deferred()

@@ -31,6 +31,11 @@ class Context(Protocol):
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A blocking store/policy call, off the reactor thread."""
 
+    async def run_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`run` for a call that writes through the store's fixed-SQL paths,
+        reading first (the writer lane with group commit: see
+        `storage.threaded`)."""
+
     async def read_line(self, prompt: bytes) -> bytes:
         """Send ``+ prompt`` and return the client's next raw line (no CRLF)."""
 

@@ -71,15 +71,19 @@ class Loaded:
     sizes: dict[int, tuple[int, datetime]] = field(default_factory=dict)
 
 
+def _mark_seen(store: MessageStore, folder_id: int, uids: Sequence[int]) -> list[FlagChange]:
+    """The implicit \\Seen of BODY[] and RFC822 (RFC 3501 6.4.5)."""
+    changes, _ = store.store_flags(folder_id, uids, FlagMode.ADD, ["\\Seen"])
+    return changes
+
+
 def _load(
     store: MessageStore, folder_id: int, uids: Sequence[int], need_info: bool,
-    need_body: bool, mark_seen: Sequence[int], need_sizes: bool = False,
+    need_body: bool, need_sizes: bool = False,
 ) -> Loaded:
     out = Loaded()
     if need_sizes and not need_info:
         out.sizes = store.sizes_and_dates(folder_id, uids)
-    if mark_seen:
-        out.seen, _ = store.store_flags(folder_id, mark_seen, FlagMode.ADD, ["\\Seen"])
     if need_info:
         out.infos = {i.uid: i for i in store.message_infos(folder_id, uids)}
         if need_sizes:  # the metadata read brought them: no second query
@@ -141,14 +145,22 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
                 continue
             to_mark = [u for u in chunk if marks_seen and "\\Seen" not in view.flags_of(u)]
             loaded = Loaded()
-            if need_info or need_body or to_mark or need_sizes:
+            marking = [u for u in to_mark if view.live(u)]
+            seen: list[FlagChange] = []
+            if marking:
+                # A write: on the writer lane, before the content is read.
+                seen = await ctx.run_write(_mark_seen, ctx.services.store, view.folder_id, marking)
+                if ctx.session.view is not view:
+                    return ok("FETCH completed")
+            if need_info or need_body or need_sizes:
                 live = [u for u in chunk if view.live(u)]
                 loaded = await ctx.run(
                     _load, ctx.services.store, view.folder_id, live, need_info, need_body,
-                    [u for u in to_mark if view.live(u)], need_sizes,
+                    need_sizes,
                 )
                 if ctx.session.view is not view:
                     return ok("FETCH completed")
+            loaded.seen = seen
             changed = {c.uid for c in loaded.seen}
             for c in loaded.seen:
                 view.set_flags(c.uid, c.flags, c.modseq)

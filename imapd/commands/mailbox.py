@@ -6,8 +6,6 @@ LIST and LSUB live in `imapd.commands.listing`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 from imapd.commands.access import resolve, resolve_folder
 from imapd.commands.base import Context, Handler, ok
@@ -38,6 +36,7 @@ from storage.interface import (
     IndexColumns,
     InvalidName,
     MessageStore,
+    PreparedMessage,
     SpecialUse,
 )
 
@@ -79,8 +78,8 @@ def _open(
     columns = store.index_columns(folder.id)
     # `folder` (uidvalidity, uidnext, highestmodseq) was read before index():
     # anything that changed in between is pulled again at the next sync.
-    recent = frozenset() if readonly else store.claim_recent(folder.id)
-    return Opened(place, folder, columns, recent, rights)
+    # \Recent is claimed by the caller, on the writer lane.
+    return Opened(place, folder, columns, frozenset(), rights)
 
 
 async def select(ctx: Context, cmd: Select | Examine) -> Reply:
@@ -99,6 +98,10 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
         _open, ctx.services.policy, ctx.services.store, identity, namespaces, cmd.mailbox,
         readonly,
     )
+    if not readonly:
+        # After the index was read: a message arriving in between is claimed
+        # here and listed at the next sync, still recent to this session.
+        opened.recent = await ctx.run_write(ctx.services.store.claim_recent, opened.folder.id)
     can_write = any(r in opened.rights for r in "stwe")
     readonly = readonly or not can_write
     st = opened.folder
@@ -288,17 +291,13 @@ async def status(ctx: Context, cmd: Status) -> Reply:
 # ---------------------------------------------------------------- APPEND
 
 
-def _append(
+def _append_target(
     policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
-    name: str, raw: bytes, flags: tuple[str, ...], when: datetime | None,
-    claiming_folder: int | None = None,
-) -> Any:
+    name: str, raw: bytes,
+) -> tuple[Folder, PreparedMessage]:
+    """The decision and the CPU work of an APPEND, before its write."""
     _, folder = resolve_folder(policy, store, identity, namespaces, name, "i", "append")
-    clean = [f for f in flags if f != "\\Recent"]
-    # Appending to the folder this session has selected read-write: the
-    # session takes the message as recent itself (no claim to write later).
-    recent = folder.id != claiming_folder
-    return store.append(folder.id, raw, flags=clean, internal_date=when, recent=recent)
+    return folder, store.prepare(raw)
 
 
 async def append(ctx: Context, cmd: Append) -> Reply:
@@ -311,9 +310,16 @@ async def append(ctx: Context, cmd: Append) -> Reply:
     selected = ctx.session.view
     claiming = selected.folder_id if selected is not None and not selected.readonly else None
     try:
-        result = await ctx.run(
-            _append, ctx.services.policy, ctx.services.store, identity, namespaces,
-            cmd.mailbox, cmd.message, cmd.flags, cmd.internal_date, claiming,
+        folder, prepared = await ctx.run(
+            _append_target, ctx.services.policy, ctx.services.store, identity, namespaces,
+            cmd.mailbox, cmd.message,
+        )
+        # Appending to the folder this session has selected read-write: the
+        # session takes the message as recent itself (no claim to write later).
+        result = await ctx.run_write(
+            ctx.services.store.append, folder.id, prepared,
+            flags=[f for f in cmd.flags if f != "\\Recent"], internal_date=cmd.internal_date,
+            recent=folder.id != claiming,
         )
     except Exception as exc:
         from imapd.errors import to_reply

@@ -68,7 +68,7 @@ async def store(ctx: Context, cmd: Store) -> Reply:
     changes: list[FlagChange] = []
     failed: list[int] = []
     if live and (flags or cmd.mode is StoreMode.REPLACE):
-        changes, failed = await ctx.run(
+        changes, failed = await ctx.run_write(
             _store_flags, ctx.services.policy, ctx.services.store, identity, place,
             view.folder_id, live, FlagMode(cmd.mode.value), flags, rights, cmd.unchanged_since,
         )
@@ -176,7 +176,7 @@ async def expunge(ctx: Context, cmd: Expunge) -> Reply:
         uids = resolve_set(view, cmd.uids, True)
         if not uids:
             return ok("EXPUNGE completed")
-    removed = await ctx.run(
+    removed = await ctx.run_write(
         _expunge, ctx.services.policy, ctx.services.store, identity, place, view.folder_id, uids
     )
     ctx.send(b"".join(view.expunge_now(removed)))

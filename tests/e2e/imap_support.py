@@ -105,7 +105,7 @@ def run_server(config: dict[str, Any]) -> None:
     from policy.decisions import Policy
     from policy.services import Services
     from storage import open_store
-    from storage.threaded import StoreRunner
+    from storage.threaded import runner_for
 
     tls_values = config["tls"] or {
         "cert_file": "/nonexistent", "key_file": "/nonexistent", "ca_files": []}
@@ -120,9 +120,9 @@ def run_server(config: dict[str, Any]) -> None:
         **({"limits": config["limits"]} if "limits" in config else {}),
     })
     store = open_store(settings.database.url, settings.key_file)
-    audit = FileAuditSink(settings.audit.path)
+    audit = FileAuditSink(settings.audit.path, store)  # mirrored into the store, as in service
     policy = Policy(settings, store, audit)
-    runner = StoreRunner(reactor, settings.database.threads)
+    runner = runner_for(reactor, store, settings.database.threads)
     tls = None
     if config["tls"]:
         from certs.tls import ServerTLS
