@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -91,16 +92,33 @@ def sqlite_path(url: str) -> Path | None:
     return Path(u.database)
 
 
+class _Waiter:
+    """One blocked flock request handed to the gate's locker thread."""
+
+    __slots__ = ("abandoned", "done", "error", "fd")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.done = threading.Event()
+        self.abandoned = False
+        self.error: OSError | None = None
+
+
 class WriteGate:
     """Queues the writers of one SQLite file before they ask SQLite for its lock.
 
     SQLite makes a blocked writer sleep and retry (up to 100 ms per nap), so a
     process that writes in a loop can starve the others for seconds. Writers
     first take a thread lock (writers of this process) and then an flock on
-    ``<db>-writelock`` (writers of other processes): the kernel wakes a waiter
-    as soon as the lock is released, and BEGIN IMMEDIATE then succeeds at once.
-    The flock goes away with its process, so a crashed writer never blocks the
-    others. Past `timeout` the write fails with StoreUnavailable.
+    ``<db>-writelock`` (writers of other processes). A writer that finds the
+    flock taken waits for it in the kernel, which wakes it the moment the
+    holder lets go (BEGIN IMMEDIATE then succeeds at once): polling with naps
+    left the lock idle for most of a nap at every hand-over between
+    processes. The blocking flock runs on a locker thread so that the writer
+    can stop waiting after `timeout` (then StoreUnavailable); a lock the
+    locker obtains for a writer that gave up is released at once. The flock
+    goes away with its process, so a crashed writer never blocks the others.
+    The gate is about order and wake-ups; exclusion itself is SQLite's.
     """
 
     def __init__(self, db_path: Path, timeout: float) -> None:
@@ -109,6 +127,9 @@ class WriteGate:
         self._thread_lock = threading.Lock()
         self._fd: int | None = None
         self._pid = os.getpid()
+        self._state = threading.Lock()  # guards _Waiter.abandoned / done
+        self._requests: queue.SimpleQueue[_Waiter] = queue.SimpleQueue()
+        self._locker: threading.Thread | None = None
 
     def _file(self) -> int:
         if self._fd is not None and self._pid != os.getpid():
@@ -134,22 +155,52 @@ class WriteGate:
                 fd = self._file()
             except OSError as exc:
                 raise StoreUnavailable("database lock file unavailable") from exc
-            nap = 0.0005
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise StoreUnavailable("database busy") from None
-                    time.sleep(nap)  # short naps: the holder commits in milliseconds
-                    nap = min(nap * 2, 0.002)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._wait_for_flock(fd, deadline)
+            except OSError as exc:
+                raise StoreUnavailable("database lock file unavailable") from exc
             try:
                 yield
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             self._thread_lock.release()
+
+    def _wait_for_flock(self, fd: int, deadline: float) -> None:
+        waiter = _Waiter(fd)
+        self._start_locker()
+        self._requests.put(waiter)
+        got = waiter.done.wait(max(0.0, deadline - time.monotonic()))
+        with self._state:
+            if not got and not waiter.done.is_set():
+                waiter.abandoned = True  # the locker lets go if it ever gets it
+                raise StoreUnavailable("database busy")
+        if waiter.error is not None:
+            raise StoreUnavailable("database lock file unavailable") from waiter.error
+
+    def _start_locker(self) -> None:
+        if self._locker is not None and self._locker.is_alive() and self._pid == os.getpid():
+            return
+        self._requests = queue.SimpleQueue()
+        self._locker = threading.Thread(target=self._lock_for_waiters, args=(self._requests,),
+                                        name="sqlite-writelock", daemon=True)
+        self._locker.start()
+
+    def _lock_for_waiters(self, requests: queue.SimpleQueue[_Waiter]) -> None:
+        while True:
+            waiter = requests.get()
+            try:
+                fcntl.flock(waiter.fd, fcntl.LOCK_EX)  # the GIL is released meanwhile
+            except OSError as exc:
+                waiter.error = exc
+            with self._state:
+                if waiter.abandoned:
+                    if waiter.error is None:
+                        fcntl.flock(waiter.fd, fcntl.LOCK_UN)
+                    continue
+                waiter.done.set()
 
     def close(self) -> None:
         with self._thread_lock:

@@ -55,6 +55,56 @@ def test_sqlite_locked_past_timeout(store: Any, tmp_path: Path) -> None:
         quick.close()
 
 
+def test_sqlite_writer_waits_for_another_process_and_goes_on_at_its_release(
+    store: Any, tmp_path: Path
+) -> None:
+    mb, inbox = _inbox(store)
+    # Another process's writer holding the gate (another open file: flock
+    # treats it as another owner, as it would another process).
+    fd = os.open(tmp_path / "mss.db-writelock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    done: list[Any] = []
+    writer = threading.Thread(
+        target=lambda: done.append(store.append(inbox.id, b"Subject: x\r\n\r\ny\r\n")))
+    writer.start()
+    time.sleep(0.3)
+    assert done == [] and writer.is_alive()  # waiting, not failed
+    released = time.monotonic()
+    os.close(fd)
+    writer.join(10)
+    assert done and done[0].uid == 1
+    assert time.monotonic() - released < 1.0  # woken by the release, not a timeout
+
+
+def test_sqlite_writer_that_gave_up_leaves_the_gate_free(store: Any, tmp_path: Path) -> None:
+    mb, inbox = _inbox(store)
+    quick = open_store(f"sqlite:///{tmp_path / 'mss.db'}", tmp_path / "keys", busy_timeout=0.2)
+    try:
+        fd = os.open(tmp_path / "mss.db-writelock", os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(StoreUnavailable):
+            quick.append(inbox.id, b"Subject: x\r\n\r\ny\r\n")
+        os.close(fd)
+        # The gate's locker obtained the flock for the writer that gave up,
+        # and let it go: other processes are not locked out.
+        probe = os.open(tmp_path / "mss.db-writelock", os.O_RDWR)
+        try:
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    assert time.monotonic() < deadline, "abandoned flock never released"
+                    time.sleep(0.01)
+            fcntl.flock(probe, fcntl.LOCK_UN)
+        finally:
+            os.close(probe)
+        assert quick.append(inbox.id, b"Subject: x\r\n\r\ny\r\n").uid == 1
+    finally:
+        quick.close()
+
+
 def test_unreachable_database(tmp_path: Path, key_file: Path) -> None:
     import socket
 
