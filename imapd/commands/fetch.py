@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from twisted.internet import defer
+
 from imapd import fetch as render
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.selected import audit_content, require_view, resolve_set
@@ -146,21 +148,25 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
             to_mark = [u for u in chunk if marks_seen and "\\Seen" not in view.flags_of(u)]
             loaded = Loaded()
             marking = [u for u in to_mark if view.live(u)]
-            seen: list[FlagChange] = []
-            if marking:
-                # A write: on the writer lane, before the content is read.
-                seen = await ctx.run_write(_mark_seen, ctx.services.store, view.folder_id, marking)
-                if ctx.session.view is not view:
-                    return ok("FETCH completed")
-            if need_info or need_body or need_sizes:
-                live = [u for u in chunk if view.live(u)]
-                loaded = await ctx.run(
-                    _load, ctx.services.store, view.folder_id, live, need_info, need_body,
-                    need_sizes,
-                )
-                if ctx.session.view is not view:
-                    return ok("FETCH completed")
-            loaded.seen = seen
+            # The \\Seen write (writer lane) and the reads go at once: the
+            # content does not depend on the flag.
+            seen_d = (defer.ensureDeferred(
+                ctx.run_write(_mark_seen, ctx.services.store, view.folder_id, marking))
+                if marking else None)
+            try:
+                if need_info or need_body or need_sizes:
+                    live = [u for u in chunk if view.live(u)]
+                    loaded = await ctx.run(
+                        _load, ctx.services.store, view.folder_id, live, need_info, need_body,
+                        need_sizes,
+                    )
+            finally:
+                # Waited for even if the read failed: never a write in flight
+                # that the session does not know the outcome of.
+                if seen_d is not None:
+                    loaded.seen = await seen_d
+            if ctx.session.view is not view:
+                return ok("FETCH completed")
             changed = {c.uid for c in loaded.seen}
             for c in loaded.seen:
                 view.set_flags(c.uid, c.flags, c.modseq)

@@ -78,8 +78,10 @@ def _open(
     columns = store.index_columns(folder.id)
     # `folder` (uidvalidity, uidnext, highestmodseq) was read before index():
     # anything that changed in between is pulled again at the next sync.
-    # \Recent is claimed by the caller, on the writer lane.
-    return Opened(place, folder, columns, frozenset(), rights)
+    # Not on the writer lane: most SELECTs find nothing to claim, which
+    # `claim_recent` learns from a read, without queueing behind writes.
+    recent = frozenset() if readonly else store.claim_recent(folder.id)
+    return Opened(place, folder, columns, recent, rights)
 
 
 async def select(ctx: Context, cmd: Select | Examine) -> Reply:
@@ -98,10 +100,6 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
         _open, ctx.services.policy, ctx.services.store, identity, namespaces, cmd.mailbox,
         readonly,
     )
-    if not readonly:
-        # After the index was read: a message arriving in between is claimed
-        # here and listed at the next sync, still recent to this session.
-        opened.recent = await ctx.run_write(ctx.services.store.claim_recent, opened.folder.id)
     can_write = any(r in opened.rights for r in "stwe")
     readonly = readonly or not can_write
     st = opened.folder
