@@ -55,7 +55,7 @@ def setup(directory: Path, mailboxes: int, workers: int) -> Path:
         "hostname": f"mx.{DOMAIN}",
         "domains": [DOMAIN],
         "listeners": [{"name": "mx", "port": 0, "role": "mx", "tls": "none"}],
-        "database": {"url": url, "threads": 8},
+        "database": {"url": url},
         "tls": {"cert_file": directory / "none.pem", "key_file": directory / "none.key"},
         "limits": {"connections_per_ip": 1000, "commands_before_mail": 1000},
         "audit": {"path": directory / "audit.log"},

@@ -92,8 +92,11 @@ class DatabaseSettings(_Model):
     url: str
     # Connections kept per process (PostgreSQL); SQLite uses one per thread.
     pool_size: int = Field(default=8, ge=1, le=256)
-    # Threads running store calls off the reactor.
-    threads: int = Field(default=8, ge=1, le=256)
+    # Threads running store calls off the reactor (reads; the writes of IMAP
+    # sessions have a writer lane of their own on SQLite). More threads cost
+    # more CPU in GIL hand-overs than they save: 4 measured best with 2 to 8
+    # on the mixed IMAP load (bench/imap_bench.py).
+    threads: int = Field(default=4, ge=1, le=256)
 
 
 class LimitSettings(_Model):

@@ -100,7 +100,7 @@ database:
   # sqlite:///<file> (relative to this file) or postgresql+psycopg2://user@host/db
   url: sqlite:///mss.db
   pool_size: 8
-  threads: 8
+  threads: 4
 
 tls:
   cert_file: {pki["cert_file"]}

@@ -81,7 +81,6 @@ def make_world(directory: Path, pki: Any, *, users: int = 0) -> dict[str, Any]:
             {"name": "plain", "port": 0, "role": "imap", "tls": "none"},
         ] if tls else [{"name": "plain", "port": 0, "role": "imap", "tls": "none"}],
         "ports": {},
-        "threads": 8,
     }
 
 
@@ -113,7 +112,7 @@ def run_server(config: dict[str, Any]) -> None:
         "hostname": "localhost",
         "domains": ["hopital.test"],
         "listeners": config["listeners"],
-        "database": {"url": config["url"], "threads": config.get("threads", 8)},
+        "database": {"url": config["url"], **({"threads": config["threads"]} if "threads" in config else {})},
         "tls": tls_values,
         "audit": {"path": config["audit"]},
         "key_file": config["key_file"],
