@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 NONCE_SIZE = 12
+TAG_SIZE = 16  # AES-GCM tag at the end of every blob
 KEY_SIZE = 32
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 

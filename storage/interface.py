@@ -229,6 +229,7 @@ class MessageInfo:
     internal_date: datetime
     # JSON-able structure produced by `storage.mime.parse_message` at delivery:
     # envelope fields, body structure with byte offsets of every part.
+    # Read-only: the store may hand the same dict to several callers.
     metadata: dict[str, Any]
 
 

@@ -110,6 +110,10 @@ from storage.sqlbase import (
 
 log = logging.getLogger(__name__)
 
+# Decoded message metadata kept per process (see `SqlStore._metadata`): a few
+# KB each, so some tens of MB at most.
+META_CACHE = 8192
+
 # Blobs re-encrypted per write transaction by reencrypt().
 REENCRYPT_STEP = 50
 
@@ -264,6 +268,7 @@ class SqlStore(DirectoryMixin, OutboundMixin):
         super().__init__(engine, key_file, **kwargs)
         self._index_cache = IndexCache()
         self._columns_cache = ColumnsCache()
+        self._meta_cache: dict[bytes, dict[str, Any]] = {}
 
     # -- folders -----------------------------------------------------------
 
@@ -1154,10 +1159,31 @@ class SqlStore(DirectoryMixin, OutboundMixin):
                     parse_flags(flags),
                     size,
                     from_epoch(idate),
-                    json.loads(self._decrypt(key_id, bytes(meta), crypto.AAD_META)),
+                    self._metadata(key_id, bytes(meta)),
                 )
             )
         return out
+
+    def _metadata(self, key_id: str, blob: bytes) -> dict[str, Any]:
+        """The decoded metadata of an encrypted blob, from a per-process cache
+        (clients fetch the same envelopes over and over: decrypting and
+        decoding them was a tenth of a session's CPU). The key is the blob's
+        random nonce and its tag: unique to that one encryption, so a row
+        rewritten (key rotation) or an id reused after an expunge can never
+        be served another message's metadata. Shared between callers: the
+        dict is read-only."""
+        key = blob[: crypto.NONCE_SIZE] + blob[-crypto.TAG_SIZE :]
+        found = self._meta_cache.get(key)
+        if found is None:
+            found = json.loads(self._decrypt(key_id, blob, crypto.AAD_META))
+            cache = self._meta_cache
+            if len(cache) >= META_CACHE:
+                try:
+                    del cache[next(iter(cache))]  # the oldest entry
+                except (StopIteration, KeyError, RuntimeError):
+                    pass  # another thread changed it meanwhile: evict next time
+            cache[key] = found
+        return found
 
     def _body_of(self, cur: Any, sql: _Sql, folder_id: int, uid: int) -> bytes | None:
         cur.execute(sql.body_of, (folder_id, uid))

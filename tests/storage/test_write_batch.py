@@ -171,3 +171,18 @@ def test_a_commit_that_fails_is_store_unavailable(sqlite_box: Any, monkeypatch: 
     assert uids(store, inbox.id) == []
     store.append(inbox.id, msg("after"))
     assert len(uids(store, inbox.id)) == 1
+
+
+def test_metadata_is_never_served_for_another_message(box: Any) -> None:
+    """message_infos caches decoded metadata per process; a body row id
+    reused after an expunge (SQLite reuses the highest rowid) must not bring
+    back the old message's envelope."""
+    store, inbox, _ = box
+    first = store.append(inbox.id, msg("first"), flags=["\\Deleted"])
+    assert store.message_infos(inbox.id, [first.uid])[0].metadata["envelope"]["subject"] == "first"
+    assert store.expunge(inbox.id, None) == [first.uid]
+    second = store.append(inbox.id, msg("second"))
+    [info] = store.message_infos(inbox.id, [second.uid])
+    assert info.metadata["envelope"]["subject"] == "second"
+    # Again, from the cache this time: still the right one.
+    assert store.message_infos(inbox.id, [second.uid])[0].metadata == info.metadata
