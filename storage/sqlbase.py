@@ -416,7 +416,7 @@ class _Batch:
         dbapi: Any = self._store._engine.dialect.dbapi
         savepoint = self.cur is not None
         if savepoint:
-            self.cur.execute("SAVEPOINT mss_call")
+            self._statement("SAVEPOINT mss_call")
         try:
             result = fn(*args, **kwargs)
         except BaseException:
@@ -432,8 +432,18 @@ class _Batch:
                 self.end(commit=False)
             raise
         if savepoint:
-            self.cur.execute("RELEASE SAVEPOINT mss_call")
+            self._statement("RELEASE SAVEPOINT mss_call")
         return result
+
+    def _statement(self, text: str) -> None:
+        """A savepoint statement; if it fails the batch can no longer tell
+        its calls apart, so none of them is committed."""
+        dbapi: Any = self._store._engine.dialect.dbapi
+        try:
+            self.cur.execute(text)
+        except dbapi.Error as exc:
+            self.broken = True
+            raise StoreUnavailable("database unavailable") from exc
 
     def end(self, *, commit: bool) -> None:
         dbapi: Any = self._store._engine.dialect.dbapi
@@ -454,11 +464,13 @@ class _Batch:
                     log.warning("rollback failed", exc_info=True)
                 finally:
                     self.cur.close()
-            if self.conn is not None:
-                self.conn.close()
         finally:
-            self.cur = self.conn = None
-            self._stack.close()  # the write gate
+            try:
+                if self.conn is not None:
+                    self.conn.close()  # back to the pool
+            finally:
+                self.cur = self.conn = None
+                self._stack.close()  # the write gate
 
 
 class StoreBase:
@@ -551,6 +563,12 @@ class StoreBase:
             self._fixed_selects[key] = found
         return found
 
+    def _in_write_batch(self) -> bool:
+        """True while this thread works inside an open write batch: what it
+        reads may be rolled back, so it must not fill shared caches."""
+        batch: _Batch | None = getattr(self._ambient, "batch", None)
+        return batch is not None and batch.cur is not None
+
     def _write(self) -> Any:
         if getattr(self._ambient, "batch", None) is not None:
             # Its own connection would wait for the batch's write lock forever.
@@ -576,6 +594,8 @@ class StoreBase:
         SQL paths belong in a batch: a SQLAlchemy write inside one raises."""
         if getattr(self._ambient, "batch", None) is not None:
             raise RuntimeError("write batches do not nest")
+        if not self.batches_writes:
+            raise RuntimeError("write batches are for SQLite (see batches_writes)")
         batch = _Batch(self)
         self._ambient.batch = batch
         try:

@@ -1046,7 +1046,8 @@ class SqlStore(DirectoryMixin, OutboundMixin):
                 entries = apply_changes(cached[1], changed, gone)
             else:
                 entries = index_entries(self._raw_index(cur, folder_id, None))
-        self._index_cache.put(folder_id, version, entries)
+        if not self._in_write_batch():  # uncommitted: may never be what the folder holds
+            self._index_cache.put(folder_id, version, entries)
         return list(entries)
 
     def index_columns(self, folder_id: int) -> IndexColumns:
@@ -1062,7 +1063,8 @@ class SqlStore(DirectoryMixin, OutboundMixin):
                 cols = apply_column_changes(cached[1], changed, gone)
             else:
                 cols = self._raw_columns(cur, folder_id)
-        self._columns_cache.put(folder_id, version, cols)
+        if not self._in_write_batch():  # uncommitted: may never be what the folder holds
+            self._columns_cache.put(folder_id, version, cols)
         return copy_columns(cols)
 
     def _raw_columns(self, cursor: Any, folder_id: int) -> IndexColumns:
@@ -1177,11 +1179,11 @@ class SqlStore(DirectoryMixin, OutboundMixin):
         if found is None:
             found = json.loads(self._decrypt(key_id, blob, crypto.AAD_META))
             cache = self._meta_cache
-            if len(cache) >= META_CACHE:
+            while len(cache) >= META_CACHE:
                 try:
                     del cache[next(iter(cache))]  # the oldest entry
                 except (StopIteration, KeyError, RuntimeError):
-                    pass  # another thread changed it meanwhile: evict next time
+                    pass  # another thread changed it meanwhile: look again
             cache[key] = found
         return found
 

@@ -186,3 +186,40 @@ def test_metadata_is_never_served_for_another_message(box: Any) -> None:
     assert info.metadata["envelope"]["subject"] == "second"
     # Again, from the cache this time: still the right one.
     assert store.message_infos(inbox.id, [second.uid])[0].metadata == info.metadata
+
+
+def test_reads_inside_a_batch_never_fill_the_shared_index_caches(sqlite_box: Any) -> None:
+    """A batch reads its own uncommitted writes; if it is rolled back, a
+    later commit can reach the same folder version, and a cached copy of
+    the rolled-back index would then be served as the folder's."""
+    store, inbox, _ = sqlite_box
+    with store.write_batch() as batch:  # big enough for the caches (2,000+)
+        for _ in range(2000):
+            batch.call(store.append, inbox.id, b"Subject: f\r\n\r\nf")
+    store.index(inbox.id)
+    store.index_columns(inbox.id)
+    with pytest.raises(RuntimeError), store.write_batch() as batch:
+        batch.call(store.append, inbox.id, b"Subject: a\r\n\r\naaaa", flags=["\\Flagged"])
+        assert "\\Flagged" in batch.call(store.index, inbox.id)[-1].flags
+        assert "\\Flagged" in batch.call(store.index_columns, inbox.id).flags[-1]
+        raise RuntimeError("abandoned")
+    store.append(inbox.id, b"Subject: b\r\n\r\nbbbbbbbbbbbbbbbb")  # same version as the lost one
+    last = store.index(inbox.id)[-1]
+    assert (last.uid, last.flags, last.size) == (2001, frozenset(), 30)
+    assert store.index_columns(inbox.id).flags[-1] == frozenset()
+
+
+def test_a_savepoint_that_fails_fails_the_whole_batch(sqlite_box: Any) -> None:
+    store, inbox, _ = sqlite_box
+    with pytest.raises(StoreUnavailable), store.write_batch() as batch:
+        batch.call(store.append, inbox.id, msg("kept?"))
+        live = batch.cur
+        batch.cur = live.connection.cursor()
+        batch.cur.close()  # the next SAVEPOINT statement fails
+        with pytest.raises(StoreUnavailable):
+            batch.call(store.append, inbox.id, msg("refused"))
+        with pytest.raises(StoreUnavailable):  # and so does any later call
+            batch.call(store.append, inbox.id, msg("later"))
+        batch.cur = live
+    assert uids(store, inbox.id) == []  # nothing of a broken batch is committed
+    store.append(inbox.id, msg("after"))  # the lock was let go
