@@ -127,14 +127,18 @@ class WriteGate:
         self._thread_lock = threading.Lock()
         self._fd: int | None = None
         self._pid = os.getpid()
-        self._state = threading.Lock()  # guards _Waiter.abandoned / done
+        self._state = threading.Lock()  # guards _Waiter.abandoned / done, _inflight
+        self._inflight = 0  # requests handed to the locker and not finished
         self._requests: queue.SimpleQueue[_Waiter] = queue.SimpleQueue()
         self._locker: threading.Thread | None = None
 
     def _file(self) -> int:
         if self._fd is not None and self._pid != os.getpid():
-            # Forked: an inherited descriptor shares its lock with the parent.
+            # Forked: an inherited descriptor shares its lock with the parent,
+            # and the parent's locker thread and its requests stayed there.
             self._fd = None
+            self._locker = None
+            self._inflight = 0
         if self._fd is None:
             try:
                 # Group-writable like a shared database file may be; flock
@@ -155,8 +159,16 @@ class WriteGate:
                 fd = self._file()
             except OSError as exc:
                 raise StoreUnavailable("database lock file unavailable") from exc
+            with self._state:
+                # While the locker still works for a writer that gave up, it
+                # may hold (and will drop) the lock on this same descriptor:
+                # trying it directly would "succeed" on a lock about to go.
+                direct = self._inflight == 0
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if direct:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                else:
+                    self._wait_for_flock(fd, deadline)
             except BlockingIOError:
                 self._wait_for_flock(fd, deadline)
             except OSError as exc:
@@ -171,6 +183,8 @@ class WriteGate:
     def _wait_for_flock(self, fd: int, deadline: float) -> None:
         waiter = _Waiter(fd)
         self._start_locker()
+        with self._state:
+            self._inflight += 1
         self._requests.put(waiter)
         got = waiter.done.wait(max(0.0, deadline - time.monotonic()))
         with self._state:
@@ -181,7 +195,7 @@ class WriteGate:
             raise StoreUnavailable("database lock file unavailable") from waiter.error
 
     def _start_locker(self) -> None:
-        if self._locker is not None and self._locker.is_alive() and self._pid == os.getpid():
+        if self._locker is not None and self._locker.is_alive():
             return
         self._requests = queue.SimpleQueue()
         self._locker = threading.Thread(target=self._lock_for_waiters, args=(self._requests,),
@@ -191,11 +205,16 @@ class WriteGate:
     def _lock_for_waiters(self, requests: queue.SimpleQueue[_Waiter]) -> None:
         while True:
             waiter = requests.get()
+            with self._state:
+                if waiter.abandoned:  # gave up before its turn came
+                    self._inflight -= 1
+                    continue
             try:
                 fcntl.flock(waiter.fd, fcntl.LOCK_EX)  # the GIL is released meanwhile
             except OSError as exc:
                 waiter.error = exc
             with self._state:
+                self._inflight -= 1
                 if waiter.abandoned:
                     if waiter.error is None:
                         fcntl.flock(waiter.fd, fcntl.LOCK_UN)

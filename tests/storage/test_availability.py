@@ -105,6 +105,28 @@ def test_sqlite_writer_that_gave_up_leaves_the_gate_free(store: Any, tmp_path: P
         quick.close()
 
 
+def test_sqlite_gate_after_a_give_up_still_excludes_other_processes(tmp_path: Path) -> None:
+    from storage.engine import WriteGate
+
+    db = tmp_path / "g.db"
+    other = os.open(f"{db}-writelock", os.O_RDWR | os.O_CREAT)  # another owner
+    fcntl.flock(other, fcntl.LOCK_EX)
+    gate = WriteGate(db, timeout=0.3)
+    with pytest.raises(StoreUnavailable), gate.hold():
+        pass
+    # The locker still waits for the writer that gave up; a new writer comes
+    # at once. The lock the locker drops must not be the new writer's.
+    gate._timeout = 5
+    fcntl.flock(other, fcntl.LOCK_UN)
+    with gate.hold():
+        time.sleep(0.1)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free once the writer is done
+    os.close(other)
+    gate.close()
+
+
 def test_unreachable_database(tmp_path: Path, key_file: Path) -> None:
     import socket
 
