@@ -12,7 +12,8 @@ on the reactor: ~17 us of CPU per round trip instead of ~49 us.
 
 Writes may take a lane of their own (`run_write`), given a `batch` factory
 (the store's `write_batch`, on SQLite): one writer thread takes every write
-call queued meanwhile and runs them in one transaction, each in its own
+call queued meanwhile, and those that come while it waits for the lock or
+runs, and runs them in one transaction (up to MAX_BATCH), each in its own
 savepoint, committed once (group commit). Concurrent sessions then share the
 database write lock and its fsync instead of queueing for them one by one,
 and reads never wait behind a write for a thread. A result is handed back
@@ -130,33 +131,46 @@ class StoreRunner:
             task = writes.get()
             if task is None:
                 return
-            tasks = [task]
-            stop = False
-            while len(tasks) < MAX_BATCH:
-                try:
-                    more = writes.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                tasks.append(more)
+            taken = [task]
+            stop = self._take_queued(taken, MAX_BATCH)
             outcomes: list[tuple[defer.Deferred[Any], bool, Any]] = []
             try:
                 with open_batch() as batch:
-                    for d, fn, args, kwargs in tasks:
-                        try:
-                            outcomes.append((d, True, batch.call(fn, *args, **kwargs)))
-                        except BaseException:  # noqa: BLE001 - handed to its Deferred
-                            outcomes.append((d, False, Failure()))  # type: ignore[no-untyped-call]
+                    pending = list(taken)
+                    while pending:
+                        for d, fn, args, kwargs in pending:
+                            try:
+                                outcomes.append((d, True, batch.call(fn, *args, **kwargs)))
+                            except BaseException:  # noqa: BLE001 - handed to its Deferred
+                                outcomes.append((d, False, Failure()))  # type: ignore[no-untyped-call]
+                        # Writes that came while this batch waited for the
+                        # lock or ran join it before the commit, rather than
+                        # wait for a lock hand-over and a commit of their own.
+                        pending = []
+                        if not stop:
+                            stop = self._take_queued(pending, MAX_BATCH - len(taken))
+                            taken.extend(pending)
             except BaseException:  # noqa: BLE001 - begin or commit failed: nothing committed
                 failure = Failure()  # type: ignore[no-untyped-call]
-                outcomes = [(d, False, failure) for d, _, _, _ in tasks]
-            del tasks, task
+                outcomes = [(d, False, failure) for d, _, _, _ in taken]
+            del taken, task
             self._hand_back(outcomes)
             del outcomes
             if stop:
                 return
+
+    def _take_queued(self, into: list[_Task], limit: int) -> bool:
+        """Moves queued write calls into `into` (up to `limit` in all), without
+        waiting. True when the stop signal was met."""
+        while len(into) < limit:
+            try:
+                more = self._writes.get_nowait()
+            except queue.Empty:
+                return False
+            if more is None:
+                return True
+            into.append(more)
+        return False
 
     def _hand_back(self, outcomes: list[tuple[defer.Deferred[Any], bool, Any]]) -> None:
         with self._lock:

@@ -231,12 +231,13 @@ def test_writes_queued_meanwhile_share_one_batch_and_fire_after_its_commit() -> 
     got = results([first, *rest])
     reactor.pump_until(lambda: len(got) == 6)
     assert got[0] is True
-    # The five waiting calls went in one batch, in call order...
-    assert [len(b) for b in batches.batches] == [1, 5]
+    # The five calls that came while the first ran joined its batch, in call
+    # order (no lock hand-over and commit of their own)...
+    assert [len(b) for b in batches.batches] == [6]
     assert [r[1] for r in got[1:]] == [0, 1, 2, 3, 4]
     # ...and ran before that batch committed; they fired after it did.
-    assert all(r[2] == [True] for r in got[1:])
-    assert batches.committed == [True, True]
+    assert all(r[2] == [] for r in got[1:])
+    assert batches.committed == [True]
     assert threading.get_ident() not in batches.thread and len(batches.thread) == 1
     runner.stop()
 
@@ -258,7 +259,7 @@ def test_a_failing_write_fails_alone_in_its_batch() -> None:
     reactor.pump_until(lambda: len(got) == 4)
     assert got[0] is True and got[1] == 1 and got[3] == 3
     assert isinstance(got[2], Failure) and got[2].check(KeyError)
-    assert batches.committed == [True, True]
+    assert batches.committed == [True]
     runner.stop()
 
 
@@ -297,3 +298,23 @@ def test_stop_joins_the_writer() -> None:
     reactor.pump_until(lambda: len(got) == 1)
     runner.stop()
     assert not any(t.name == "lane-writer" for t in threading.enumerate())
+
+
+def test_a_batch_takes_at_most_max_batch_calls() -> None:
+    from storage.threaded import MAX_BATCH
+
+    reactor = PumpedReactor()
+    batches = RecordingBatches()
+    runner = StoreRunner(reactor, threads_count=1, batch=batches)
+    gate = threading.Event()
+    ds = [runner.run_write(gate.wait, 5)]
+    ds += [runner.run_write(lambda i: i, i) for i in range(MAX_BATCH + 3)]
+    time.sleep(0.05)
+    gate.set()
+    got = results(ds)
+    reactor.pump_until(lambda: len(got) == len(ds))
+    # The others' turn (another process's writers) comes at least every
+    # MAX_BATCH calls.
+    assert [len(b) for b in batches.batches] == [MAX_BATCH, 4]
+    assert got[1:] == list(range(MAX_BATCH + 3))
+    runner.stop()
