@@ -113,7 +113,10 @@ class StoreRunner:
         d: defer.Deferred[T] = defer.Deferred()
         with self._lock:
             writer = None
-            if self._writer is None:
+            dead = self._writer is not None and self._writer.ident is not None \
+                and not self._writer.is_alive()
+            if self._writer is None or dead:
+                # (A writer that died would leave every later write waiting.)
                 writer = self._writer = threading.Thread(
                     target=self._write_work, name=f"{self._name}-writer", daemon=True)
         self._writes.put((d, fn, args, kwargs))

@@ -318,3 +318,18 @@ def test_a_batch_takes_at_most_max_batch_calls() -> None:
     assert [len(b) for b in batches.batches] == [MAX_BATCH, 4]
     assert got[1:] == list(range(MAX_BATCH + 3))
     runner.stop()
+
+
+def test_a_writer_that_died_is_replaced() -> None:
+    reactor = PumpedReactor()
+    runner = StoreRunner(reactor, threads_count=1, batch=RecordingBatches(), name="phoenix")
+    got = results([runner.run_write(lambda: 1)])
+    reactor.pump_until(lambda: len(got) == 1)
+    first = runner._writer
+    assert first is not None
+    runner._writes.put(None)  # the writer thread ends, as if it had died
+    first.join(5)
+    more = results([runner.run_write(lambda: 2)])
+    reactor.pump_until(lambda: len(more) == 1)  # not left waiting forever
+    assert more == [2] and runner._writer is not first
+    runner.stop()
