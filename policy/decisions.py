@@ -6,8 +6,10 @@ recorded in the audit sink, naming the actor. Methods are synchronous and may
 touch the store: Twisted code calls them from the store thread pool.
 
 The national whitelist (`check_rcpt`, `may_relay_to`, `check_peer_operator`)
-and RFC 4314 shared access with validity windows (`mailbox_rights`) are here;
-the flow matrix is the next step, its seam is `check_rcpt`.
+and RFC 4314 shared access with validity windows (`mailbox_rights`,
+`check_mailbox_access`) and access control lists (`my_rights`, `acl`,
+`list_rights`, `set_rights`) are here; the flow matrix is the next step, its
+seam is `check_rcpt`.
 """
 
 from __future__ import annotations
@@ -103,8 +105,12 @@ class Decision:
     #   "ok", "unknown-recipient", "relay-denied", "not-whitelisted",
     #   "sender-not-owned", "mailbox-disabled", "auth-required", "store-unavailable",
     #   "bad-credentials", "account-disabled", "method-not-allowed",
-    #   "no-certificate", "unknown-certificate", "authzid-mismatch", "no-access",
-    #   "not-required" (audit only: peer check skipped by configuration)
+    #   "no-certificate", "unknown-certificate", "authzid-mismatch",
+    #   "not-required" (audit only: peer check skipped by configuration),
+    #   mailboxes (RFC 4314):
+    #   "no-access" (the mailbox is visible, "l", but the right is missing),
+    #   "not-visible" (no "l": must be answered exactly like a missing mailbox),
+    #   "unknown-identifier", "owner-rights-fixed", "unknown-right" (SETACL)
     reason: str = "ok"
 
     @property
@@ -132,6 +138,33 @@ class AccessibleMailbox:
 
 
 @dataclass(frozen=True, slots=True)
+class RightsDecision:
+    """MYRIGHTS: the decision and, when allowed, the identity's rights."""
+
+    decision: Decision
+    rights: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AclDecision:
+    """GETACL: the decision and, when allowed, (identifier, rights) pairs,
+    the owner first."""
+
+    decision: Decision
+    entries: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ListRightsDecision:
+    """LISTRIGHTS (RFC 4314 3.7): the rights always granted to the identifier
+    and the rights that may be granted, each one independently."""
+
+    decision: Decision
+    required: str = ""
+    optional: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class AuthResult:
     identity: Identity | None
     decision: Decision = field(default=ALLOW)
@@ -142,12 +175,29 @@ def split_address(address: str) -> tuple[str, str]:
     return local, domain.lower()
 
 
+# RFC 4314 2.1.1: the obsolete rights c and d stand for the new ones.
+_OBSOLETE_RIGHTS = {"c": "k", "d": "xte"}
+
+
+def normalise_rights(rights: str) -> str | None:
+    """RFC 4314 rights in canonical order, obsolete "c"/"d" mapped; None when
+    a letter is not a right."""
+    letters: set[str] = set()
+    for ch in rights:
+        letters.update(_OBSOLETE_RIGHTS.get(ch, ch))
+    if letters - set(ALL_RIGHTS):
+        return None
+    return "".join(r for r in ALL_RIGHTS if r in letters)
+
+
 class Policy:
     """The decisions, backed by the store, the settings and the audit sink.
 
     Every public decision method records exactly one audit event (actor,
-    action, target, result, reason); queries (`mailbox_rights`,
-    `accessible_mailboxes`, `primary_mailbox`, `addresses_of`) record none.
+    action, target, result, reason), except `set_rights`: its access check,
+    then the change or the reason there was none. Queries (`mailbox_rights`,
+    `accessible_mailboxes`, `primary_mailbox`, `addresses_of`,
+    `recipient_address`) record none.
     """
 
     def __init__(
@@ -276,6 +326,15 @@ class Policy:
                 return self._deny(actor, "mail", target, "sender-not-owned", peer=peer.address)
         self.audit.record(actor, "mail", target, "allow", peer=peer.address)
         return ALLOW
+
+    def recipient_address(self, rcpt: str) -> str:
+        """The address a RCPT TO path stands for: the bare ``<postmaster>``
+        (RFC 5321 4.5.1, no domain) is postmaster of the first served domain,
+        which `check_rcpt` then accepts like any postmaster@<served domain>
+        (falling back on `policy.postmaster`). Every other path is itself."""
+        if rcpt.lower() == "postmaster":
+            return f"postmaster@{self.settings.domains[0]}"
+        return rcpt
 
     def check_rcpt(
         self, peer: Peer, identity: Identity | None, sender: str, rcpt: str
@@ -466,7 +525,12 @@ class Policy:
     ) -> Decision:
         """May the identity use `right` on a folder of the mailbox? Every
         access is recorded (health-data hosting: record every access), naming
-        the agent even on a shared box."""
+        the agent even on a shared box.
+
+        A denial says which answer is due (RFC 4314 6): "no-access" when the
+        identity may see the mailbox (holds "l") but lacks another right,
+        "not-visible" otherwise: the protocol must then answer exactly as for
+        a mailbox that does not exist."""
         rights = self.mailbox_rights(identity, mailbox)
         target = f"{mailbox.address}/{folder}"
         shared = mailbox.owner_account_id != identity.account.id
@@ -474,7 +538,93 @@ class Policy:
             self.audit.record(identity.name, action, target, "allow", right=right,
                               shared=shared, mailbox_type=mailbox.mailbox_type.value)
             return ALLOW
-        return self._deny(identity.name, action, target, "no-access", right=right)
+        reason = "no-access" if "l" in rights and right != "l" else "not-visible"
+        return self._deny(identity.name, action, target, reason, right=right)
+
+    # RFC 4314 ACL commands. Rights are granted per store mailbox (an
+    # address), so an ACL applies to every folder of it; identifiers are
+    # account logins; the owner's rights are fixed (all rights). Each method
+    # decides first, then (when allowed) checks that the folder exists:
+    # `NotFound` is raised after the decision, as the store raises it.
+
+    def my_rights(self, identity: Identity, mailbox: Mailbox, folder: str) -> RightsDecision:
+        """MYRIGHTS: the identity's own rights; refused ("not-visible") unless
+        it holds "l" or "r". Raises NotFound (after the decision) for a
+        missing folder."""
+        rights = self.mailbox_rights(identity, mailbox)
+        target = f"{mailbox.address}/{folder}"
+        if "l" not in rights and "r" not in rights:
+            return RightsDecision(self._deny(identity.name, "myrights", target, "not-visible"))
+        self.audit.record(identity.name, "myrights", target, "allow", rights=rights,
+                          shared=mailbox.owner_account_id != identity.account.id)
+        self.store.get_folder(mailbox.id, folder)
+        return RightsDecision(ALLOW, rights)
+
+    def acl(self, identity: Identity, mailbox: Mailbox, folder: str) -> AclDecision:
+        """GETACL: needs "a". The owner (all rights), then every account
+        holding a non-empty grant. Raises NotFound (after the decision) for
+        a missing folder."""
+        decision = self.check_mailbox_access(identity, mailbox, folder, "a", "getacl")
+        if not decision.allowed:
+            return AclDecision(decision)
+        self.store.get_folder(mailbox.id, folder)
+        entries: list[tuple[str, str]] = []
+        owner = mailbox.owner_account_id
+        if owner is not None:
+            entries.append((self.store.get_account_by_id(owner).login, ALL_RIGHTS))
+        for grant in self.store.grants_for_mailbox(mailbox.id):
+            if grant.rights and grant.account_id != owner:
+                entries.append((self.store.get_account_by_id(grant.account_id).login,
+                                grant.rights))
+        return AclDecision(ALLOW, tuple(entries))
+
+    def list_rights(self, identity: Identity, mailbox: Mailbox, folder: str) -> ListRightsDecision:
+        """LISTRIGHTS: needs "a". Nothing is always granted; every right may
+        be granted on its own. Raises NotFound (after the decision) for a
+        missing folder."""
+        decision = self.check_mailbox_access(identity, mailbox, folder, "a", "listrights")
+        if not decision.allowed:
+            return ListRightsDecision(decision)
+        self.store.get_folder(mailbox.id, folder)
+        return ListRightsDecision(ALLOW, "", tuple(ALL_RIGHTS))
+
+    def set_rights(
+        self, identity: Identity, mailbox: Mailbox, folder: str, identifier: str, rights: str
+    ) -> Decision:
+        """SETACL ("+r" adds, "-r" removes, "r" replaces) and DELETEACL
+        (`rights` ""): needs "a". Refused with "unknown-identifier" (no such
+        account), "owner-rights-fixed" or "unknown-right". Records the access
+        check, then the change (or why there was none). Raises NotFound
+        (after the access check, before any change) for a missing folder."""
+        decision = self.check_mailbox_access(identity, mailbox, folder, "a", "setacl")
+        if not decision.allowed:
+            return decision
+        self.store.get_folder(mailbox.id, folder)
+        try:
+            account = self.store.get_account(identifier)
+        except NotFound:
+            return self._deny(identity.name, "setacl", mailbox.address, "unknown-identifier",
+                              identifier=identifier)
+        if account.id == mailbox.owner_account_id:
+            return self._deny(identity.name, "setacl", mailbox.address, "owner-rights-fixed",
+                              identifier=identifier)
+        current = next((g.rights for g in self.store.grants_for_mailbox(mailbox.id)
+                        if g.account_id == account.id), "")
+        new: str | None
+        if rights.startswith("+"):
+            new = normalise_rights(current + rights[1:])
+        elif rights.startswith("-"):
+            remove = normalise_rights(rights[1:])
+            new = None if remove is None else "".join(r for r in current if r not in remove)
+        else:
+            new = normalise_rights(rights)
+        if new is None:
+            return self._deny(identity.name, "setacl", mailbox.address, "unknown-right",
+                              identifier=identifier)
+        self.store.set_grant(account.id, mailbox.id, new)
+        self.audit.record(identity.name, "setacl", mailbox.address, "ok",
+                          identifier=identifier, rights=new)
+        return ALLOW
 
     # ------------------------------------------------------------ helpers
 
@@ -497,11 +647,15 @@ __all__ = [
     "SEND_AS_RIGHT",
     "AccessibleMailbox",
     "AccountClass",
+    "AclDecision",
     "AuthResult",
     "Decision",
     "Identity",
+    "ListRightsDecision",
     "Peer",
     "Policy",
     "RcptDecision",
+    "RightsDecision",
     "Verdict",
+    "normalise_rights",
 ]

@@ -1,17 +1,27 @@
 """Resolve a client mailbox name and ask policy for the right, in one
 blocking call (run through the store runner).
 
-RFC 4314: without the lookup right ``l`` a mailbox answers exactly like a
-missing one (`NotPermitted` -> ``NO [NONEXISTENT]``); with ``l`` but without
-the needed right it is ``NO [NOPERM]``.
+The policy's denial says which answer is due (RFC 4314 6); this module only
+maps it: "no-access" (visible, the identity holds ``l``, but the needed right
+is missing) is ``NO [NOPERM]``; any other denial ("not-visible": no ``l``)
+answers exactly like a missing mailbox (`NotPermitted` -> ``NO [NONEXISTENT]``).
 """
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from imapd.errors import NoPermission, NotPermitted
 from imapd.namespace import Namespaces, Place
-from policy.decisions import Identity, Policy
+from policy.decisions import Decision, Identity, Policy
 from storage.interface import Folder, MessageStore
+
+
+def raise_denied(decision: Decision, name: str) -> NoReturn:
+    """Maps a policy denial on a mailbox to its IMAP error (see above)."""
+    if decision.reason == "no-access":
+        raise NoPermission(name)
+    raise NotPermitted(name)
 
 
 def resolve(
@@ -28,9 +38,7 @@ def resolve(
     place = namespaces.resolve(name)
     decision = policy.check_mailbox_access(identity, place.mailbox, place.folder, right, action)
     if not decision.allowed:
-        if "l" in policy.mailbox_rights(identity, place.mailbox) and right != "l":
-            raise NoPermission(name)
-        raise NotPermitted(name)
+        raise_denied(decision, name)
     if not must_exist:
         return place, None
     return place, store.get_folder(place.mailbox.id, place.folder)

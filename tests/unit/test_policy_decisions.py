@@ -472,3 +472,196 @@ def test_queries_record_nothing(world):
     pol.primary_mailbox(world.identity("durand"))
     pol.addresses_of(world.identity("durand"))
     assert len(world.audit.events) == before
+
+
+# ---------------------------------------------------------------- RFC 4314 decisions
+
+
+def test_denied_access_says_whether_the_mailbox_may_be_seen(world):
+    """The Decision carries NOPERM vs NONEXISTENT: the protocol only maps it."""
+    pol, mb = world.policy, world.mailboxes
+    with OneEvent(world) as ev:  # holds "l": visible, the right is missing
+        d = pol.check_mailbox_access(world.identity("reader"), mb["cardio"], "INBOX", "i",
+                                     "append")
+    assert (d.verdict, d.reason) == (Verdict.DENY, "no-access")
+    assert (ev.event.actor, ev.event.action, ev.event.result, ev.event.details["reason"]) == (
+        f"sec.reader@{D}", "append", "deny", "no-access")
+    with OneEvent(world) as ev:  # no right at all: like a missing mailbox
+        d = pol.check_mailbox_access(world.identity("stranger"), mb["cardio"], "INBOX", "r",
+                                     "select")
+    assert d.reason == "not-visible" and ev.event.details["reason"] == "not-visible"
+    assert ev.event.actor == f"stranger@{D}"
+    # Asking for "l" itself and lacking it is never a permission error.
+    assert pol.check_mailbox_access(world.identity("stranger"), mb["martin"], "INBOX", "l",
+                                    "list").reason == "not-visible"
+    # "" is no right: visible mailbox, so NOPERM (as imapd answered before).
+    assert pol.check_mailbox_access(world.identity("reader"), mb["cardio"], "INBOX", "",
+                                    "x").reason == "no-access"
+    # A closed mailbox is invisible even to its grantees.
+    assert pol.check_mailbox_access(world.identity("durand"), mb["closed"], "INBOX", "r",
+                                    "select").reason == "not-visible"
+
+
+def test_my_rights_is_decided_and_audited_by_policy(world):
+    pol, mb = world.policy, world.mailboxes
+    with OneEvent(world) as ev:
+        r = pol.my_rights(world.identity("reader"), mb["cardio"], "INBOX")
+    assert r.decision.allowed and r.rights == "lr"
+    assert (ev.event.actor, ev.event.action, ev.event.target, ev.event.result) == (
+        f"sec.reader@{D}", "myrights", f"cardiologie@{D}/INBOX", "allow")
+    assert ev.event.details["rights"] == "lr" and ev.event.details["shared"] is True
+    assert pol.my_rights(world.identity("martin"), mb["martin"], "INBOX").rights == ALL_RIGHTS
+    with OneEvent(world) as ev:
+        r = pol.my_rights(world.identity("stranger"), mb["cardio"], "INBOX")
+    assert (r.decision.verdict, r.decision.reason, r.rights) == (Verdict.DENY, "not-visible", "")
+    assert (ev.event.actor, ev.event.result) == (f"stranger@{D}", "deny")
+
+
+def test_my_rights_needs_l_or_r(world):
+    """RFC 4314 as served: a grant without "l" and "r" does not show the box."""
+    pol, store = world.policy, world.store
+    store.set_grant(world.accounts["stranger"].id, world.mailboxes["cardio"].id, "i")
+    r = pol.my_rights(world.identity("stranger"), world.mailboxes["cardio"], "INBOX")
+    assert r.decision.reason == "not-visible"
+    store.set_grant(world.accounts["stranger"].id, world.mailboxes["cardio"].id, "r")
+    assert pol.my_rights(world.identity("stranger"), world.mailboxes["cardio"],
+                         "INBOX").rights == "r"
+
+
+def test_acl_rights_on_a_missing_folder_raise_not_found_after_the_decision(world):
+    from storage.interface import NotFound
+
+    pol, mb = world.policy, world.mailboxes
+    for call in (lambda: pol.my_rights(world.identity("martin"), mb["martin"], "Nope"),
+                 lambda: pol.acl(world.identity("martin"), mb["martin"], "Nope"),
+                 lambda: pol.list_rights(world.identity("martin"), mb["martin"], "Nope"),
+                 lambda: pol.set_rights(world.identity("martin"), mb["martin"], "Nope",
+                                        f"stranger@{D}", "lr")):
+        with OneEvent(world) as ev, pytest.raises(NotFound):
+            call()
+        assert ev.event.result == "allow"
+    # Nothing was granted.
+    assert pol.mailbox_rights(world.identity("stranger"), mb["martin"]) == ""
+    # Denied first: no folder lookup reveals anything.
+    d = pol.acl(world.identity("reader"), mb["cardio"], "Nope").decision
+    assert d.reason == "no-access"
+
+
+def test_acl_lists_the_owner_then_the_grants(world):
+    pol, mb = world.policy, world.mailboxes
+    with OneEvent(world) as ev:
+        a = pol.acl(world.identity("martin"), mb["martin"], "INBOX")
+    assert a.decision.allowed and a.entries == ((f"dr.martin@{D}", ALL_RIGHTS),)
+    assert (ev.event.actor, ev.event.action, ev.event.target, ev.event.result) == (
+        f"dr.martin@{D}", "getacl", f"dr.martin@{D}/INBOX", "allow")
+    # An owner-less functional box: the grants only.
+    a = pol.acl(world.identity("durand"), mb["cardio"], "INBOX")
+    assert a.entries == ((f"sec.durand@{D}", ALL_RIGHTS), (f"sec.reader@{D}", "lr"))
+    # Needs "a": the reader may see the box (NOPERM), the stranger may not.
+    with OneEvent(world) as ev:
+        a = pol.acl(world.identity("reader"), mb["cardio"], "INBOX")
+    assert (a.decision.reason, a.entries) == ("no-access", ())
+    assert (ev.event.actor, ev.event.action, ev.event.result) == (
+        f"sec.reader@{D}", "getacl", "deny")
+    assert pol.acl(world.identity("stranger"), mb["cardio"], "INBOX").decision.reason == (
+        "not-visible")
+
+
+def test_list_rights_is_decided_by_policy(world):
+    pol, mb = world.policy, world.mailboxes
+    with OneEvent(world) as ev:
+        r = pol.list_rights(world.identity("martin"), mb["martin"], "INBOX")
+    assert r.decision.allowed
+    assert (r.required, r.optional) == ("", tuple(ALL_RIGHTS))
+    assert (ev.event.actor, ev.event.action, ev.event.result) == (
+        f"dr.martin@{D}", "listrights", "allow")
+    r = pol.list_rights(world.identity("reader"), mb["cardio"], "INBOX")
+    assert (r.decision.reason, r.optional) == ("no-access", ())
+
+
+def test_set_rights_changes_the_grant_and_audits_the_actor(world):
+    pol, mb = world.policy, world.mailboxes
+    martin, stranger = world.identity("martin"), world.identity("stranger")
+    before = len(world.audit.events)
+    assert pol.set_rights(martin, mb["martin"], "INBOX", f"stranger@{D}", "lr").allowed
+    check, change = world.audit.events[before:]
+    assert (check.actor, check.action, check.target, check.result) == (
+        f"dr.martin@{D}", "setacl", f"dr.martin@{D}/INBOX", "allow")
+    assert (change.actor, change.action, change.target, change.result) == (
+        f"dr.martin@{D}", "setacl", f"dr.martin@{D}", "ok")
+    assert change.details == {"identifier": f"stranger@{D}", "rights": "lr"}
+    assert pol.mailbox_rights(stranger, mb["martin"]) == "lr"
+    # RFC 4314 3.1: "+" adds, "-" removes, obsolete "c"/"d" map to "k"/"xte",
+    # the identifier is case-insensitive; rights are stored in canonical order.
+    for mod, expected in (("+sw", "lrsw"), ("-w", "lrs"), ("+d", "lrsxte"), ("-dr", "ls"),
+                          ("c", "k")):
+        assert pol.set_rights(martin, mb["martin"], "INBOX", f"STRANGER@{D}", mod).allowed
+        assert pol.mailbox_rights(stranger, mb["martin"]) == expected, mod
+    # DELETEACL: rights "".
+    assert pol.set_rights(martin, mb["martin"], "INBOX", f"stranger@{D}", "").allowed
+    assert pol.mailbox_rights(stranger, mb["martin"]) == ""
+    assert world.audit.events[-1].details == {"identifier": f"stranger@{D}", "rights": ""}
+
+
+@pytest.mark.parametrize(("who", "rights", "reason"), [
+    (f"nobody@{D}", "lr", "unknown-identifier"),
+    (f"nobody@{D}", "lrz", "unknown-identifier"),  # the identifier is checked first
+    (f"dr.martin@{D}", "lr", "owner-rights-fixed"),
+    (f"stranger@{D}", "lrz", "unknown-right"),
+    (f"stranger@{D}", "+z", "unknown-right"),
+    (f"stranger@{D}", "-z", "unknown-right"),
+])
+def test_set_rights_refusals_are_audited_and_change_nothing(world, who, rights, reason):
+    pol, mb = world.policy, world.mailboxes
+    before = len(world.audit.events)
+    d = pol.set_rights(world.identity("martin"), mb["martin"], "INBOX", who, rights)
+    assert (d.verdict, d.reason) == (Verdict.DENY, reason)
+    check, refusal = world.audit.events[before:]
+    assert check.result == "allow"
+    assert (refusal.actor, refusal.action, refusal.target, refusal.result) == (
+        f"dr.martin@{D}", "setacl", f"dr.martin@{D}", "deny")
+    assert refusal.details == {"reason": reason, "identifier": who}
+    assert pol.mailbox_rights(world.identity("stranger"), mb["martin"]) == ""
+
+
+def test_set_rights_needs_a(world):
+    pol, mb = world.policy, world.mailboxes
+    with OneEvent(world) as ev:
+        d = pol.set_rights(world.identity("reader"), mb["cardio"], "INBOX", f"stranger@{D}",
+                           "lr")
+    assert d.reason == "no-access"
+    assert (ev.event.actor, ev.event.action, ev.event.result) == (
+        f"sec.reader@{D}", "setacl", "deny")
+    d = pol.set_rights(world.identity("stranger"), mb["cardio"], "INBOX", f"stranger@{D}",
+                       ALL_RIGHTS)
+    assert d.reason == "not-visible"
+    assert pol.mailbox_rights(world.identity("stranger"), mb["cardio"]) == ""
+
+
+# ---------------------------------------------------------------- postmaster alias
+
+
+def test_bare_postmaster_is_postmaster_of_the_first_domain(world):
+    pol = world.policy
+    first = world.policy.settings.domains[0]
+    before = len(world.audit.events)
+    assert pol.recipient_address("postmaster") == f"postmaster@{first}"
+    assert pol.recipient_address("Postmaster") == f"postmaster@{first}"
+    assert pol.recipient_address(f"postmaster@{D}") == f"postmaster@{D}"
+    assert pol.recipient_address("postmaster@autre.test") == "postmaster@autre.test"
+    assert pol.recipient_address(f"dr.martin@{D}") == f"dr.martin@{D}"
+    assert len(world.audit.events) == before  # a query: the RCPT decision is audited
+
+
+def test_bare_postmaster_reaches_the_configured_postmaster(tmp_path, dev_pki, settings_factory,
+                                                           store):
+    w = make_world(tmp_path, dev_pki, settings_factory, store, postmaster=f"dr.martin@{D}")
+    try:
+        address = w.policy.recipient_address("postmaster")
+        with OneEvent(w) as ev:
+            r = w.policy.check_rcpt(smtp(ListenerRole.MX), None, "a@autre.test", address)
+        assert r.decision.allowed and r.mailbox is not None
+        assert r.mailbox.address == f"dr.martin@{D}"
+        assert (ev.event.action, ev.event.target, ev.event.result) == ("rcpt", address, "allow")
+    finally:
+        w.audit.close()
