@@ -585,27 +585,25 @@ class SMTPServerProtocol(Protocol):
         session = self.session
         policy = self.services.policy
 
-        def decide() -> Decision:
+        def decide() -> tuple[Decision, bool]:
+            """The decision, and whether it is the peer operator's check."""
             decision: Decision = policy.check_sender(session.peer, session.identity, cmd.sender)
             if decision.allowed and session.role is ListenerRole.MX:
                 # A null sender (DSN) is checked against every listed domain.
-                decision = policy.check_peer_operator(
-                    session.peer, cmd.sender.rpartition("@")[2].lower())
-            return decision
+                return policy.check_peer_operator(
+                    session.peer, cmd.sender.rpartition("@")[2].lower()), True
+            return decision, False
 
-        def done(decision: Decision) -> None:
+        def done(answer: tuple[Decision, bool]) -> None:
+            decision, peer_check = answer
             if decision.allowed:
                 session.envelope = Envelope(cmd.sender, cmd.params)
                 session.commands_without_mail = 0
                 self._send(R.SENDER_OK)
             else:
-                reply = reply_for_reason(decision.reason,
-                                         temporary=decision.verdict is Verdict.TEMPFAIL,
-                                         default=R.SENDER_DENIED)
-                if session.role is ListenerRole.MX and decision.reason in (
-                        "not-whitelisted", "no-certificate"):
-                    reply = R.PEER_NOT_TRUSTED
-                self._send(reply)
+                self._send(reply_for_reason(decision.reason,
+                                            temporary=decision.verdict is Verdict.TEMPFAIL,
+                                            default=R.SENDER_DENIED, peer=peer_check))
 
         return self._decision(decide, inline=True).addCallbacks(done, self._store_failure)
 
@@ -622,12 +620,10 @@ class SMTPServerProtocol(Protocol):
             self._audit("rcpt", cmd.recipient, "deny", reason="too-many-recipients")
             self._send(R.TOO_MANY_RECIPIENTS)
             return None
-        address = cmd.recipient
-        if not address.isascii() and not env.params.smtputf8:
+        if not cmd.recipient.isascii() and not env.params.smtputf8:
             self._send(R.SMTPUTF8_REQUIRED)
             return None
-        if address == "postmaster":
-            address = f"postmaster@{self.services.settings.domains[0]}"
+        address = self.services.policy.recipient_address(cmd.recipient)
         if any(r.address.lower() == address.lower() for r in env.recipients):
             self._send(R.RCPT_OK)  # the same recipient twice gets one copy
             return None

@@ -161,10 +161,22 @@ POLICY_REPLIES: dict[str, Reply] = {
 }
 
 
-def reply_for_reason(reason: str, *, temporary: bool = False, default: Reply | None = None) -> Reply:
-    """Maps a policy reason once; a temporary verdict always answers 4xx."""
+# Reasons of the MX peer operator check (Policy.check_peer_operator, at MAIL):
+# the sending operator is refused, not an address.
+PEER_REPLIES: dict[str, Reply] = {
+    "not-whitelisted": R.PEER_NOT_TRUSTED,
+    "no-certificate": R.PEER_NOT_TRUSTED,
+}
+
+
+def reply_for_reason(reason: str, *, temporary: bool = False, default: Reply | None = None,
+                     peer: bool = False) -> Reply:
+    """Maps a policy reason once; a temporary verdict always answers 4xx.
+    `peer`: the decision is the peer operator check (`PEER_REPLIES` first)."""
     if temporary:
         return R.STORE_UNAVAILABLE
+    if peer and reason in PEER_REPLIES:
+        return PEER_REPLIES[reason]
     return POLICY_REPLIES.get(reason, default or R.TRANSACTION_FAILED)
 
 
