@@ -53,10 +53,15 @@ def _getquota(policy: Policy, store: MessageStore, identity: Identity, ns: Names
               root: str) -> str:
     candidates = ([ns.primary] if ns.primary is not None else []) + [a.mailbox for a in ns.others]
     for mb in candidates:
-        if _root_name(ns, mb) == root and "r" in policy.mailbox_rights(identity, mb):
+        if _root_name(ns, mb) != root:
+            continue
+        # The policy decides (and records) whether the root may be read; a
+        # refused one answers like a root that does not exist.
+        if policy.check_mailbox_access(identity, mb, "", "r", "getquota").allowed:
             line = _quota_line(store, root, store.get_mailbox_by_id(mb.id))
             if line is not None:
                 return line
+        break
     raise NotPermitted(root)
 
 

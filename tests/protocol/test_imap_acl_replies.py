@@ -77,3 +77,19 @@ def test_acl_decisions_are_audited_under_the_actor(env: ImapEnv) -> None:
         (SECRETARY, "setacl", f"{SECRETARY}/INBOX", "allow"),
         (SECRETARY, "setacl", SECRETARY, "ok"),
     ]
+
+
+def test_getquota_is_decided_and_audited_by_the_policy(env: ImapEnv, store: Any) -> None:
+    """GETQUOTA on a shared root: allowed with "r" (recorded under the agent),
+    and a root the agent may not read answers like one that does not exist."""
+    cardio = store.get_mailbox(CARDIO)
+    store.set_quota(cardio.id, 100 * 1024)
+    c = env.login()
+    assert c.ok(f'GETQUOTA "{CARDIO}"') == f'* QUOTA "{CARDIO}" (STORAGE 0 100)\r\n'.encode()
+    store.set_grant(store.get_account(SECRETARY).id, cardio.id, "l")
+    _, done = c.tagged(f'GETQUOTA "{CARDIO}"')
+    assert done.split(b" ", 1)[1] == b"NO [NONEXISTENT] No such quota root\r\n"
+    events = [(e.actor, e.action, e.target, e.result) for e in env.audit.events
+              if e.action == "getquota"]
+    assert events == [(SECRETARY, "getquota", f"{CARDIO}/", "allow"),
+                      (SECRETARY, "getquota", f"{CARDIO}/", "deny")]
