@@ -79,20 +79,32 @@ class FolderWatcher:
     # ------------------------------------------------------------ pulling
 
     def pull(
-        self, folder_id: int, modseq: int, claim: bool, known_max_uid: int
+        self, folder_id: int, modseq: int, claim: bool, known_max_uid: int,
+        *, fresh: bool = False,
     ) -> defer.Deferred[tuple[FolderChanges, frozenset[int]]]:
         """`changes_since` (and `claim_recent` when new messages appeared),
         shared by every session asking the same question at the same time:
         1,000 sessions idling on one folder cost one query, not 1,000. The
-        claimed \\Recent UIDs go to the first asker only (RFC 3501 2.3.2)."""
+        claimed \\Recent UIDs go to the first asker only (RFC 3501 2.3.2).
+
+        `fresh`: the asker has just committed a change of its own (APPEND,
+        COPY into the selected folder) and must see it, so it never joins a
+        query that may have read the store before that commit; later askers
+        may join the fresh one."""
         key = (folder_id, modseq, claim, known_max_uid)
-        if self._round is not None and key in self._round:
+        if not fresh and self._round is not None and key in self._round:
             changes, _claimed = self._round[key]
             return defer.succeed((changes, frozenset()))
         waiter: defer.Deferred[Any] = defer.Deferred()
         waiters = self._inflight.get(key)
-        if waiters is not None:
+        if waiters is not None and not fresh:
             waiters.append(waiter)
+            return waiter
+        if waiters is not None:
+            # An older query for the same key is still running: this one
+            # goes alone (the older one keeps its own waiters).
+            d0 = self._runner.run(_pull, self._store, folder_id, modseq, claim, known_max_uid)
+            d0.chainDeferred(waiter)
             return waiter
         self._inflight[key] = [waiter]
 

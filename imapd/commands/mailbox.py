@@ -329,7 +329,7 @@ async def append(ctx: Context, cmd: Append) -> Reply:
         raise
     view = ctx.session.view
     if view is not None and view.folder_id == result.folder_id:
-        await sync_view(ctx, force=True)
+        await sync_view(ctx, own_write=True)
         if view.folder_id == claiming and ctx.session.view is view and view.has(result.uid):
             view.recent.add(result.uid)
     ctx.watcher.notify_local(result.folder_id, exclude=getattr(ctx, "watch_token", None))

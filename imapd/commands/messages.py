@@ -151,7 +151,7 @@ async def copy(ctx: Context, cmd: Copy | Move) -> Reply:
         ctx.watcher.notify_local(view.folder_id, exclude=token)
         code = None
     if dest_id == view.folder_id:
-        await sync_view(ctx, force=True)
+        await sync_view(ctx, own_write=True)
     return ok(f"{name} completed", code)
 
 

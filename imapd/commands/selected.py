@@ -49,19 +49,22 @@ def resolve_set(view: SelectedView, sequence_set: SequenceSet, uid: bool) -> lis
     return view.uids_for_seq_ranges(spans)
 
 
-async def sync_view(ctx: Context, *, force: bool = False) -> None:
+async def sync_view(ctx: Context, *, force: bool = False, own_write: bool = False) -> None:
     """Absorb what changed in the store since this view last looked.
 
     Done when forced (NOOP, CHECK, IDLE, after this session's own writes) or
     when the folder watcher marked the view dirty; otherwise skipped, so a
-    busy session does not pay a query per command.
+    busy session does not pay a query per command. `own_write`: the session
+    has just committed a change it must see (its APPEND, its COPY into this
+    folder): the query is one started after that commit.
     """
     view = ctx.session.view
-    if view is None or not (force or view.dirty):
+    if view is None or not (force or own_write or view.dirty):
         return
     try:
         changes, claimed = await ctx.watcher.pull(
-            view.folder_id, view.highestmodseq, not view.readonly, view.max_uid()
+            view.folder_id, view.highestmodseq, not view.readonly, view.max_uid(),
+            fresh=own_write,
         )
     except NotFound:
         return  # the folder was deleted elsewhere: nothing more to learn
