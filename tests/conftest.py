@@ -6,6 +6,10 @@ domain "hopital.test" added (copied from a per-session template: fast).
 pointing at that same database and key file; import it (and `store_paths`,
 `TEST_DOMAIN`) from `store_support`, or use the `settings_factory` fixture.
 
+`pg_cluster` (session): a throwaway PostgreSQL cluster on 127.0.0.1, a
+`pg_support.PgCluster` (`url(pg_cluster.new_database())` is a migrated, empty
+database of its own); see tests/pg_support.py.
+
 Other teams add fixtures in their own conftest files (tests/protocol/conftest.py,
 tests/e2e/conftest.py ...) or append below, carefully.
 """
@@ -60,6 +64,26 @@ def store(tmp_path: Path, store_template: Path) -> Iterator[Any]:
 def settings_factory() -> Any:
     """The `make_settings` helper as a fixture, for tests that prefer injection."""
     return make_settings
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """One throwaway PostgreSQL cluster per session (per xdist worker), for
+    tests/storage and tests/e2e alike: a `pg_support.PgCluster`. Without the
+    PostgreSQL binaries the tests using it are skipped, except under CI=true
+    where they FAIL."""
+    from pg_support import pg_binaries, running_cluster
+
+    bindir = pg_binaries()
+    if bindir is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL binaries not found (initdb) and CI=true")
+        pytest.skip("PostgreSQL binaries not found (initdb)")
+    with running_cluster(bindir) as cluster:
+        yield cluster
 
 
 # ---------------------------------------------------------------- PKI (CERTS team)

@@ -1,7 +1,8 @@
 """A real IMAP server in a subprocess, for end-to-end tests and the benchmark.
 
-`make_world(directory, pki)` creates a SQLite store (accounts, mailboxes,
-grants) and returns a JSON-able config; `ServerProcess(config)` runs
+`make_world(directory, pki)` creates a SQLite store (or, given `url=`, fills
+a PostgreSQL database) with accounts, mailboxes and grants, and returns a
+JSON-able config; `ServerProcess(config)` runs
 ``python imap_support.py config.json`` which listens on 127.0.0.1 (port 0, or
 the given ports with SO_REUSEPORT so several workers share them) and prints
 ``{"listener": port}`` once ready. The parent never shares a reactor with it.
@@ -33,7 +34,13 @@ CARDIO = "cardiologie@hopital.test"
 DOCTOR = "dr.martin@hopital.test"
 
 
-def make_world(directory: Path, pki: Any, *, users: int = 0) -> dict[str, Any]:
+def make_world(directory: Path, pki: Any, *, users: int = 0,
+               url: str | None = None) -> dict[str, Any]:
+    """The accounts, mailboxes and grants of the tests in a new store, and the
+    server config naming it. The store is a SQLite file in `directory`, or
+    the database at `url` (e.g. a PostgreSQL one of the `pg_cluster`
+    fixture: ``pg_cluster.url(pg_cluster.new_database())``), migrated here;
+    the key file, audit log and server files are in `directory` either way."""
     from cryptography import x509
 
     from certs.identity import identity_from_certificate
@@ -43,7 +50,8 @@ def make_world(directory: Path, pki: Any, *, users: int = 0) -> dict[str, Any]:
     from storage.interface import AccountClass, MailboxType
 
     directory.mkdir(parents=True, exist_ok=True)
-    url = f"sqlite:///{directory / 'mss.db'}"
+    if url is None:
+        url = f"sqlite:///{directory / 'mss.db'}"
     key_file = directory / "keys"
     generate_key_file(key_file)
     store = open_store(url, key_file, create=True)
