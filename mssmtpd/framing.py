@@ -168,6 +168,8 @@ class DataReader:
         if len(rest) > self._max_size:
             return R.MESSAGE_TOO_BIG
         window = rest[-(new + self._max_line + 1):]
+        if len(window) == len(rest) and window.startswith(b"."):
+            window = window[1:]  # the stuffing dot, which `_add` does not count
         if max(map(len, _BARE_RE.split(window))) + 2 > self._max_line:
             return R.MESSAGE_LINE_TOO_LONG
         return None

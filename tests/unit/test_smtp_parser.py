@@ -202,6 +202,16 @@ def test_data_reader_size_limit() -> None:
     assert result.error == R.MESSAGE_TOO_BIG  # type: ignore[attr-defined]
 
 
+def test_data_reader_stuffed_line_of_max_length_with_bare_cr_byte_by_byte() -> None:
+    """The stuffing dot is not part of the line: a line of max_line - 2
+    bytes after it, ended by a bare CR (normalised), is accepted whether the
+    bytes come at once or one by one (found by the property below)."""
+    stream = b"." + b"y" * 58 + b"\r\r\n.\r\n"
+    for chunks in ([stream], [stream[i:i + 1] for i in range(len(stream))]):
+        result, rest = _data(chunks, normalise=True, max_line=60)
+        assert rest == b"" and result.content == b"y" * 58 + b"\r\n\r\n"  # type: ignore[attr-defined]
+
+
 def test_empty_message() -> None:
     result, rest = _data([b".\r\n"])
     assert rest == b"" and result.content == b""  # type: ignore[attr-defined]
