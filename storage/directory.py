@@ -31,6 +31,7 @@ from storage.sqlbase import (
     A,
     D,
     F,
+    FixedSelect,
     G,
     M,
     S,
@@ -198,11 +199,16 @@ class DirectoryMixin(StoreBase):
             active=True,
         )
 
+    def _mailboxes_by(self, column: str) -> FixedSelect:
+        return self._fixed(f"mailbox.{column}", M, f"t.{column} = ?", " ORDER BY t.address")
+
+    def _grants_of_account(self) -> FixedSelect:
+        return self._fixed("grant.account_id", G, "t.account_id = ?", " ORDER BY t.id")
+
     def _mailboxes(self, column: str, value: object) -> list[Mailbox]:
         # RCPT TO, LOGIN and SELECT come here: fixed SQL (see `FixedSelect`).
-        q = self._fixed(f"mailbox.{column}", M, f"t.{column} = ?", " ORDER BY t.address")
         with self._dbapi(write=False) as cur:
-            return [mailbox_record(r) for r in q.rows(cur, (value,))]
+            return [mailbox_record(r) for r in self._mailboxes_by(column).rows(cur, (value,))]
 
     def get_mailbox(self, address: str) -> Mailbox:
         found = self._mailboxes("address", address.lower())
@@ -229,9 +235,8 @@ class DirectoryMixin(StoreBase):
 
     def mailbox_access(self, account_id: int) -> MailboxAccess:
         # Every LOGIN: the namespaces in one read transaction of fixed SQL.
-        owned = self._fixed("mailbox.owner_account_id", M, "t.owner_account_id = ?",
-                            " ORDER BY t.address")
-        grants = self._fixed("grant.account_id", G, "t.account_id = ?", " ORDER BY t.id")
+        owned = self._mailboxes_by("owner_account_id")
+        grants = self._grants_of_account()
         shared = self._fixed(
             "mailbox.granted_to", M,
             "t.id IN (SELECT g.mailbox_id FROM grants g WHERE g.account_id = ?)")
@@ -303,9 +308,8 @@ class DirectoryMixin(StoreBase):
         return Grant(new_id, account_id, mailbox_id, rights, valid_from, valid_until)
 
     def grants_for_account(self, account_id: int) -> list[Grant]:
-        q = self._fixed("grant.account_id", G, "t.account_id = ?", " ORDER BY t.id")
         with self._dbapi(write=False) as cur:
-            return [grant_record(r) for r in q.rows(cur, (account_id,))]
+            return [grant_record(r) for r in self._grants_of_account().rows(cur, (account_id,))]
 
     def grants_for_mailbox(self, mailbox_id: int) -> list[Grant]:
         with self._read() as c:

@@ -387,7 +387,6 @@ class _Batch:
         self.conn: Any = None
         self.cur: Any = None
         self.broken = False  # a savepoint could not be rolled back: commit nothing
-        self.calls = 0
 
     def begin(self) -> Any:
         store = self._store
@@ -412,7 +411,6 @@ class _Batch:
         the call raised."""
         if self.broken:
             raise StoreUnavailable("database unavailable")
-        self.calls += 1
         dbapi: Any = self._store._engine.dialect.dbapi
         savepoint = self.cur is not None
         if savepoint:
