@@ -18,6 +18,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +202,24 @@ class ServerProcess:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+@contextmanager
+def workers(config: dict[str, Any], directory: Path, count: int = 2) -> Iterator[dict[str, int]]:
+    """`count` server processes sharing the same ports (SO_REUSEPORT), as
+    `mssctl serve --workers N` runs them; yields the ports."""
+    servers: list[ServerProcess] = []
+    ports: dict[str, int] = {}
+    try:
+        for i in range(count):
+            server = ServerProcess(dict(config, ports=ports), directory, f"worker-{i}")
+            got = server.start()
+            ports = ports or got
+            servers.append(server)
+        yield ports
+    finally:
+        for server in servers:
+            server.stop()
 
 
 def client_ssl_context(pki: Any, cert: Any = None) -> Any:

@@ -1,9 +1,10 @@
-"""Group commit under real load: two server processes on one SQLite file (the
+"""Concurrent writers under real load: two server processes on one store (the
 `serve --workers 2` shape, SO_REUSEPORT), several imaplib clients of two
-secretaries writing to the shared cardiology box at once. Every APPEND
-answered OK (with its APPENDUID) and every STORE answered OK is in the
-store afterwards, and UIDs are never given twice: batching writes of
-several sessions into one commit loses nothing that was acknowledged."""
+secretaries writing to the shared cardiology box at once, on SQLite (where
+IMAP writes are group-committed) and on PostgreSQL. Every APPEND answered
+OK (with its APPENDUID) and every STORE answered OK is in the store
+afterwards, nothing else is, and UIDs are never given twice: batching the
+writes of several sessions into one commit loses nothing acknowledged."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imap_support import CARDIO, PASSWORD, SECRETARY, SECRETARY2, ServerProcess, make_world
+from imap_support import CARDIO, PASSWORD, SECRETARY, SECRETARY2, make_world, workers
 
 pytestmark = pytest.mark.e2e
 
@@ -24,22 +25,16 @@ CLIENTS = 6
 ROUNDS = 15
 
 
-@pytest.fixture(scope="module")
-def two_workers(tmp_path_factory: Any) -> Iterator[tuple[dict[str, Any], int]]:
-    directory: Path = tmp_path_factory.mktemp("group-commit")
-    config = make_world(directory, None)  # plaintext listener on 127.0.0.1 only
-    servers: list[ServerProcess] = []
-    ports: dict[str, int] = {}
-    try:
-        for name in ("worker-0", "worker-1"):
-            server = ServerProcess(dict(config, ports=ports), directory, name)
-            got = server.start()
-            ports = ports or got
-            servers.append(server)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def two_workers(request: pytest.FixtureRequest,
+                tmp_path: Path) -> Iterator[tuple[dict[str, Any], int]]:
+    url = None
+    if request.param == "postgres":
+        cluster = request.getfixturevalue("pg_cluster")
+        url = cluster.url(cluster.new_database())
+    config = make_world(tmp_path, None, url=url)  # plaintext listener on 127.0.0.1 only
+    with workers(config, tmp_path) as ports:
         yield config, ports["plain"]
-    finally:
-        for server in servers:
-            server.stop()
 
 
 def _client(port: int, login: str, n: int, acked: list[tuple[str, int]],
@@ -94,6 +89,7 @@ def test_acknowledged_writes_of_concurrent_sessions_are_all_committed(
     store = open_store(config["url"], Path(config["key_file"]))
     try:
         folder = store.get_folder(store.get_mailbox(CARDIO).id, "INBOX")
+        assert {e.uid for e in store.index(folder.id)} == set(uids)  # nothing more either
         infos = {i.uid: i for i in store.message_infos(folder.id, uids)}
     finally:
         store.close()

@@ -9,16 +9,14 @@ secretary on the same box learns the expunges at its next NOOP. Then the
 PostgreSQL store holds exactly what the server acknowledged: the messages
 left, their flags and bodies, and the copies under the UIDs COPYUID named.
 
-And two server processes sharing the port (`serve --workers 2`, SO_REUSEPORT)
-with concurrent clients appending to the shared box: every APPENDUID
-acknowledged is in the store, and no UID was given twice.
+(Concurrent writers of two server processes, on PostgreSQL too:
+test_imap_group_commit.py.)
 """
 
 from __future__ import annotations
 
 import imaplib
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,8 +29,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 BOX = f'"Shared/{CARDIO}/INBOX"'
 ARCHIVE = f'"Shared/{CARDIO}/Archive"'
 COUNT = 20
-CLIENTS = 4
-ROUNDS = 10
 
 
 def _raw(subject: str) -> bytes:
@@ -215,62 +211,3 @@ def test_one_session_on_postgres_and_a_second_one_learning_the_expunges(
             assert store.message_body(archive.id, dest) == _raw(f"pg-{u.index(source):02d}")
     finally:
         store.close()
-
-
-def _client(port: int, login: str, n: int, acked: list[tuple[str, int]],
-            errors: list[str]) -> None:
-    try:
-        imap = _session(port, login)
-        imap.select(BOX)
-        for i in range(ROUNDS):
-            subject = f"pgw-{n}-{i}"
-            typ, data = imap.append(BOX, "", imaplib.Time2Internaldate(0), _raw(subject))
-            assert typ == "OK", data
-            acked.append((subject, int(_code(rb"APPENDUID \d+ (\d+)", data).group(1))))
-            if i % 4 == 0:
-                imap.noop()  # learn the others' messages meanwhile
-        imap.logout()
-    except Exception as exc:  # noqa: BLE001 - reported by the test below
-        errors.append(f"client {n}: {exc!r}")
-
-
-def test_two_workers_on_postgres_commit_every_acknowledged_append(
-    tmp_path: Path, pg_cluster: Any,
-) -> None:
-    config = _pg_world(pg_cluster, tmp_path)
-    servers: list[ServerProcess] = []
-    ports: dict[str, int] = {}
-    acked: list[tuple[str, int]] = []
-    errors: list[str] = []
-    try:
-        for name in ("worker-0", "worker-1"):
-            server = ServerProcess(dict(config, ports=ports), tmp_path, name)
-            got = server.start()
-            ports = ports or got
-            servers.append(server)
-        threads = [threading.Thread(target=_client,
-                                    args=(ports["plain"], (SECRETARY, SECRETARY2)[n % 2], n,
-                                          acked, errors))
-                   for n in range(CLIENTS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-    finally:
-        for server in servers:
-            server.stop()
-    assert errors == []
-    assert len(acked) == CLIENTS * ROUNDS
-    uids = [uid for _, uid in acked]
-    assert len(set(uids)) == len(uids)  # never the same UID twice
-
-    store = _open_store(config)
-    try:
-        folder = store.get_folder(store.get_mailbox(CARDIO).id, "INBOX")
-        assert {e.uid for e in store.index(folder.id)} == set(uids)  # nothing more either
-        infos = {i.uid: i for i in store.message_infos(folder.id, uids)}
-    finally:
-        store.close()
-    for subject, uid in acked:
-        assert uid in infos, f"{subject} acknowledged as UID {uid} but not in the store"
-        assert infos[uid].metadata["envelope"]["subject"] == subject
