@@ -226,7 +226,6 @@ def test_writes_queued_meanwhile_share_one_batch_and_fire_after_its_commit() -> 
     gate = threading.Event()
     first = runner.run_write(gate.wait, 5)  # holds the writer until the others are queued
     rest = [runner.run_write(lambda i: ("done", i, batches.committed[:]), i) for i in range(5)]
-    time.sleep(0.05)
     gate.set()
     got = results([first, *rest])
     reactor.pump_until(lambda: len(got) == 6)
@@ -253,7 +252,6 @@ def test_a_failing_write_fails_alone_in_its_batch() -> None:
 
     ds = [runner.run_write(gate.wait, 5), runner.run_write(lambda i: i, 1),
           runner.run_write(boom, 2), runner.run_write(lambda i: i, 3)]
-    time.sleep(0.05)
     gate.set()
     got = results(ds)
     reactor.pump_until(lambda: len(got) == 4)
@@ -309,7 +307,6 @@ def test_a_batch_takes_at_most_max_batch_calls() -> None:
     gate = threading.Event()
     ds = [runner.run_write(gate.wait, 5)]
     ds += [runner.run_write(lambda i: i, i) for i in range(MAX_BATCH + 3)]
-    time.sleep(0.05)
     gate.set()
     got = results(ds)
     reactor.pump_until(lambda: len(got) == len(ds))
