@@ -3,7 +3,6 @@ RFC 5819, CHILDREN RFC 3348) and LSUB."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from imapd.commands.auth import build_namespaces
@@ -12,9 +11,14 @@ from imapd.commands.mailbox import status_values
 from imapd.errors import Reply, bad
 from imapd.namespace import SEP, Namespaces
 from imapd.parser.commands import Command, List, Lsub, StatusItem
+from imapd.wildcards import ListPattern
 from imapd.wire import mailbox as wire_mailbox
 from policy.decisions import Identity, Policy
 from storage.interface import Folder, MessageStore
+
+# LIST-EXTENDED takes a list of patterns (RFC 5258); clients send one to three.
+# The bound keeps one command's matching work small whatever the line holds.
+MAX_PATTERNS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,23 +76,6 @@ def _collect(policy: Policy, store: MessageStore, identity: Identity) -> Listing
     return Listing(ns, entries, frozenset(subscribed))
 
 
-def pattern_regex(reference: str, pattern: str) -> re.Pattern[str]:
-    full = reference + pattern if not pattern.startswith(SEP) or not reference else pattern
-    out = []
-    for ch in full:
-        if ch == "*":
-            out.append(".*")
-        elif ch == "%":
-            out.append(f"[^{re.escape(SEP)}]*")
-        else:
-            out.append(re.escape(ch))
-    text = "".join(out)
-    # INBOX is case-insensitive (RFC 3501 5.1): match a leading "inbox" any way.
-    if full[:5].upper() == "INBOX" and (len(full) == 5 or full[5] in (SEP, "*", "%")):
-        text = "(?i:INBOX)" + "".join(out[5:])
-    return re.compile(text, re.DOTALL)
-
-
 def _has_children(name: str, names: list[str]) -> bool:
     prefix = name + SEP
     return any(n.startswith(prefix) for n in names)
@@ -139,7 +126,10 @@ async def list_(ctx: Context, cmd: List) -> Reply:
     if len(patterns) == 1 and patterns[0] == "":
         ctx.send(f'* LIST (\\Noselect) "{SEP}" ""\r\n'.encode())
         return ok("LIST completed")
-    regexes = [pattern_regex(cmd.reference, p) for p in patterns if p]
+    wanted = list(dict.fromkeys(p for p in patterns if p))
+    if len(wanted) > MAX_PATTERNS:
+        raise bad(f"At most {MAX_PATTERNS} patterns in one LIST")
+    compiled = [ListPattern.compile(cmd.reference, p) for p in wanted]
     names = [e.name for e in entries]
     want_sub = subscribed if cmd.select_subscribed or cmd.return_subscribed else None
     if cmd.select_subscribed:
@@ -148,7 +138,7 @@ async def list_(ctx: Context, cmd: List) -> Reply:
         entries = entries + listing.phantoms()
     chosen: list[tuple[Entry, str]] = []  # (entry, extended data)
     for e in sorted(entries, key=lambda x: (x.name.upper() != "INBOX", x.name)):
-        if not any(r.fullmatch(e.name) for r in regexes):
+        if not any(m.matches(e.name) for m in compiled):
             continue
         extra = ""
         if cmd.select_subscribed and e.name not in subscribed:
@@ -157,7 +147,7 @@ async def list_(ctx: Context, cmd: List) -> Reply:
             # RFC 5258 3.5: a parent is returned for a subscribed descendant
             # only when that descendant is not itself returned by the patterns.
             if not any(
-                x.startswith(e.name + SEP) and not any(r.fullmatch(x) for r in regexes)
+                x.startswith(e.name + SEP) and not any(m.matches(x) for m in compiled)
                 for x in subscribed
             ):
                 continue
@@ -196,7 +186,7 @@ async def lsub(ctx: Context, cmd: Lsub) -> Reply:
     if not cmd.pattern:
         ctx.send(f'* LSUB (\\Noselect) "{SEP}" ""\r\n'.encode())
         return ok("LSUB completed")
-    regex = pattern_regex(cmd.reference, cmd.pattern)
+    pattern = ListPattern.compile(cmd.reference, cmd.pattern)
     subscribed = listing.subscribed
     # Subscribed names stay listed after their folder is deleted (RFC 3501
     # 6.3.6): LSUB is the subscription list, not the folder list.
@@ -204,7 +194,7 @@ async def lsub(ctx: Context, cmd: Lsub) -> Reply:
     entries = listing.entries + listing.phantoms()
     out: list[str] = []
     for e in sorted(entries, key=lambda x: (x.name.upper() != "INBOX", x.name)):
-        if not regex.fullmatch(e.name):
+        if not pattern.matches(e.name):
             continue
         if e.name in subscribed:
             if e.nonexistent:
