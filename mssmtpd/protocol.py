@@ -356,7 +356,9 @@ class SMTPServerProtocol(Protocol):
                 return None
             self._bad_command(refusal)
             return None
-        if not isinstance(command, p.MailFrom | p.RcptTo | p.Data | p.Quit):
+        # Only commands outside a transaction count: a message sent in many
+        # BDAT chunks (or after many RCPTs) is not a client wasting our time.
+        if self.session.envelope is None and not isinstance(command, p.MailFrom | p.Quit):
             self.session.commands_without_mail += 1
             if self.session.commands_without_mail > self.limits.commands_before_mail:
                 self._refuse_connection(R.TOO_MANY_COMMANDS, "too-many-commands")
