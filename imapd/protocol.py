@@ -8,6 +8,14 @@ this session may announce at that moment (`SelectedView.flush`), then the
 tagged reply. The protocol also provides the connection operations handlers
 need (`imapd.commands.base.Context`): reading continuation lines, STARTTLS,
 COMPRESS=DEFLATE, IDLE, and FETCH backpressure as a streaming producer.
+
+Flow control, so that one client can neither grow a worker's memory nor hold
+its reactor: while the connection cannot process input (a command runs, the
+client does not read our replies, or its turn is over) and more than
+`INPUT_HIGH_WATER` octets wait, reading from the socket stops until it can
+again; compressed input is inflated only as the reader needs it, in bounded
+pieces, through the same line and literal limits as plain input; and one
+connection's pipelined commands yield the reactor after `TURN_SECONDS`.
 """
 
 from __future__ import annotations
@@ -57,6 +65,14 @@ T = TypeVar("T")
 
 # The APPEND literal size the reader accepts before authentication.
 PREAUTH_MAX_LITERAL = 8 * 1024
+# Unprocessed input held while the connection cannot process it; past this,
+# the socket is not read until it can (the client's sends then block).
+INPUT_HIGH_WATER = 256 * 1024
+# Compressed input inflated at a time: 15 KB of DEFLATE can inflate to 10 MiB.
+INFLATE_CHUNK = 64 * 1024
+# How long one connection's pipelined commands may hold the reactor before
+# the others get their turn.
+TURN_SECONDS = 0.02
 
 # Commands during which EXPUNGE must not be sent (RFC 3501 7.4.1), unless UID.
 _NO_EXPUNGE = (Fetch, Store, Search)
@@ -112,6 +128,9 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         self._after_reply: list[Callable[[], None]] = []
         self._deflate: Any = None
         self._inflate: Any = None
+        self._zin = b""  # compressed input not inflated yet
+        self._reading_paused = False
+        self._next_turn: Any = None  # the DelayedCall of a yielded pump
         self._greeting_pending = False
 
     # ------------------------------------------------------------ connection
@@ -154,6 +173,10 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
         self._closing = True
         self.setTimeout(None)  # type: ignore[no-untyped-call]
+        if self._next_turn is not None and self._next_turn.active():
+            self._next_turn.cancel()
+        self._next_turn = None
+        self._zin = b""
         if self.session is not None and self.session.view is not None:
             leave_selected(self)
         for waiter in (self._raw_waiter, self._idle_done):
@@ -169,12 +192,17 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         self._write(b"* BYE Autologout; idle for too long\r\n")
-        self._close()
+        # A client that reads nothing would keep a graceful close (which
+        # flushes our output first) open forever.
+        self._close(abort=self._paused is not None)
 
-    def _close(self) -> None:
+    def _close(self, *, abort: bool = False) -> None:
         self._closing = True
         transport = self._t
         if transport is None:
+            return
+        if abort:
+            transport.abortConnection()
             return
         transport.loseConnection()
         # A TLS transport waits for the client's close_notify before closing
@@ -196,6 +224,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         paused, self._paused = self._paused, None
         if paused is not None and not paused.called:
             paused.callback(None)
+        # Commands held while the client was not reading may start now.
+        self._pump()
 
     def stopProducing(self) -> None:
         self._closing = True
@@ -205,34 +235,80 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
     def dataReceived(self, data: bytes) -> None:
         self.resetTimeout()  # type: ignore[no-untyped-call]
         if self._inflate is not None:
-            try:
-                data = self._inflate.decompress(data)
-            except zlib.error:
-                self._write(b"* BYE Invalid compressed data\r\n")
-                self._close()
-                return
-        self.reader.feed(data)
+            self._zin += data  # inflated as the reader needs it (`_inflate_more`)
+        else:
+            self.reader.feed(data)
         self._pump()
+
+    def _stalled(self) -> bool:
+        """True while input cannot be processed: a command runs (and waits for
+        no line of the client's), the client does not read our replies, or
+        this connection's turn on the reactor is over."""
+        waiting_raw = self._raw_waiter is not None or self._idle_done is not None
+        return ((self._busy and not waiting_raw) or self._paused is not None
+                or self._next_turn is not None)
 
     def _pump(self) -> None:
         if self._pumping:
             self._repump = True
             return
         self._pumping = True
+        clock = self.services.reactor
+        started = clock.seconds()
         try:
             while True:
                 self._repump = False
-                if not self._pump_once() and not self._repump:
+                if self._pump_once():
+                    if (clock.seconds() - started > TURN_SECONDS and not self._stalled()
+                            and (self.reader.buffered or self._zin)):
+                        self._next_turn = self.callLater(0, self._take_turn)  # type: ignore[no-untyped-call]
+                        break
+                    continue
+                if not self._repump and not self._inflate_more():
                     break
         finally:
             self._pumping = False
+        self._flow()
+
+    def _take_turn(self) -> None:
+        self._next_turn = None
+        self._pump()
+
+    def _inflate_more(self) -> bool:
+        """Inflates the next piece of compressed input for the reader; False
+        when there is none or it cannot be processed now."""
+        if not self._zin or self._inflate is None or self._closing or self._stalled():
+            return False
+        try:
+            data = self._inflate.decompress(self._zin, INFLATE_CHUNK)
+        except zlib.error:
+            self._zin = b""
+            self._write(b"* BYE Invalid compressed data\r\n")
+            self._close()
+            return False
+        self._zin = self._inflate.unconsumed_tail
+        self.reader.feed(data)
+        return True
+
+    def _flow(self) -> None:
+        """Stops reading from the socket while input piles up that cannot be
+        processed now; reads again as soon as it can be."""
+        transport = self.transport
+        if transport is None or self._closing:
+            return
+        stalled = self._stalled()
+        if stalled and not self._reading_paused:
+            if len(self._zin) + self.reader.buffered > INPUT_HIGH_WATER:
+                self._reading_paused = True
+                transport.pauseProducing()
+        elif not stalled and self._reading_paused:
+            self._reading_paused = False
+            transport.resumeProducing()
 
     def _pump_once(self) -> bool:
-        if self._closing or self.transport is None:
+        if self._closing or self.transport is None or self._stalled():
             return False
         waiting_raw = self._raw_waiter is not None or self._idle_done is not None
-        if self._busy and not waiting_raw:
-            return False
         event = self.reader.next_event()
         if event is None:
             return False
@@ -418,13 +494,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             self._deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
             self._inflate = zlib.decompressobj(-15)
             self.session.compressed = True
-            pending = self.reader.take_buffered()
-            if pending:
-                try:
-                    self.reader.feed(self._inflate.decompress(pending))
-                except zlib.error:
-                    self._write(b"* BYE Invalid compressed data\r\n")
-                    self._close()
+            # What the client pipelined after COMPRESS is already compressed.
+            self._zin = self.reader.take_buffered()
 
         self._after_reply.append(switch)
 

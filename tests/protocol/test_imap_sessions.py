@@ -130,7 +130,20 @@ def test_fetch_waits_for_a_slow_client(env: ImapEnv) -> None:
     b = env.login(SECRETARY2)
     b.ok(f'SELECT "{BOX}"')
     b.proto.pauseProducing()  # the transport's buffer is full
-    out = b.cmd("f FETCH 1:4 (BODY.PEEK[])")
+    # No command starts while the client reads nothing of what we send.
+    assert b.cmd("f FETCH 1:4 (BODY.PEEK[])") == b""
+    # Once it reads again, the FETCH starts; its first message fills the buffer again.
+    write = b.transport.write
+
+    def write_then_full(data: bytes) -> None:
+        write(data)
+        if b" FETCH (" in data and b.proto._paused is None:
+            b.transport.write = write  # type: ignore[method-assign]
+            b.proto.pauseProducing()
+
+    b.transport.write = write_then_full  # type: ignore[method-assign]
+    b.proto.resumeProducing()
+    out = b.read()
     assert out.count(b" FETCH (") == 1 and b"f OK" not in out
     b.proto.resumeProducing()
     out = b.read()
