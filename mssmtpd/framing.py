@@ -62,6 +62,11 @@ class LineReader:
     def pending(self) -> bool:
         return bool(self._buf)
 
+    @property
+    def buffered(self) -> int:
+        """Unread octets held in memory."""
+        return len(self._buf)
+
     def next_line(self) -> Line | LineTooLong | None:
         while True:
             idx = self._buf.find(b"\n")

@@ -6,6 +6,13 @@ check through `session.sequence_error`, then one handler per command type
 `services.runner`), every login of `services.authenticator`. One command is
 processed at a time: while a handler waits for the store, later pipelined
 input stays buffered, so replies keep their order (RFC 2920).
+
+Flow control, so that one client can neither grow a worker's memory nor hold
+its reactor: the protocol is the transport's streaming producer, and no command
+is processed while the client does not read our replies; while input cannot be
+processed and more than `INPUT_HIGH_WATER` octets of it wait, the socket is not
+read; and one connection's pipelined commands yield the reactor after
+`TURN_SECONDS`.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -58,6 +65,12 @@ Handler = Callable[["SMTPServerProtocol", Any], "defer.Deferred[None] | None"]
 
 # Bytes of message data that count as activity for the idle timer.
 DATA_PROGRESS = 4096
+# Unprocessed input held while the connection cannot process it; past this,
+# the socket is not read until it can (the client's sends then block).
+INPUT_HIGH_WATER = 256 * 1024
+# How long one connection's pipelined commands may hold the reactor before
+# the others get their turn.
+TURN_SECONDS = 0.02
 
 
 class _SaslExchange:
@@ -69,7 +82,7 @@ class _SaslExchange:
         self.username: str | None = None
 
 
-@implementer(IHandshakeListener)
+@implementer(IHandshakeListener, IPushProducer)
 class SMTPServerProtocol(Protocol):
     transport: Any  # ITransport, ITLSTransport once STARTTLS is possible
 
@@ -100,6 +113,9 @@ class SMTPServerProtocol(Protocol):
         self._tls_known = False
         self._ip = ""
         self._counted = False  # in the factory's per-address count
+        self._out_full = False  # the transport asked us to stop producing
+        self._reading_paused = False
+        self._next_turn: Any = None  # the DelayedCall of a yielded drain
         self.session: Session
 
     # ------------------------------------------------------------ connection
@@ -115,6 +131,7 @@ class SMTPServerProtocol(Protocol):
             tls=implicit,
         )
         self._counted = True  # counted even when refused, until it closes
+        self.transport.registerProducer(self, True)
         if not self.factory.connection_opened(self._ip):
             self._refuse_connection(R.TOO_MANY_CONNECTIONS, "too-many-connections")
             return
@@ -124,9 +141,10 @@ class SMTPServerProtocol(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._closing = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        for call in (self._timer, self._next_turn):
+            if call is not None and call.active():
+                call.cancel()
+        self._timer = self._next_turn = None
         if self._counted:
             self._counted = False
             self.factory.connection_closed(self._ip)
@@ -236,7 +254,54 @@ class SMTPServerProtocol(Protocol):
         self._closing = True
         if self.transport is not None:
             self._flush()
+            # A registered producer would keep the connection open.
+            self.transport.unregisterProducer()
             self.transport.loseConnection()
+            reactor = self.services.reactor
+            if reactor is not None and self._out_full:
+                # A client that reads nothing would hold a graceful close
+                # (which flushes our replies first) open for ever.
+                self._timer = reactor.callLater(self.limits.smtp_idle_timeout, self._abort)
+
+    def _abort(self) -> None:
+        self._timer = None
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    # ------------------------------------------------------------ producer
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: the client is not reading."""
+        self._out_full = True
+
+    def resumeProducing(self) -> None:
+        self._out_full = False
+        if not self._draining and not self._closing:
+            self._drain()
+
+    def stopProducing(self) -> None:
+        self._closing = True
+
+    def _stalled(self) -> bool:
+        return self._busy or self._out_full or self._next_turn is not None
+
+    def _take_turn(self) -> None:
+        self._next_turn = None
+        self._drain()
+
+    def _flow(self) -> None:
+        """Stops reading from the socket while input piles up that cannot be
+        processed now; reads again as soon as it can be."""
+        if self.transport is None or self._closing:
+            return
+        stalled = self._stalled()
+        if stalled and not self._reading_paused:
+            if self._reader.buffered > INPUT_HIGH_WATER:
+                self._reading_paused = True
+                self.transport.pauseProducing()
+        elif not stalled and self._reading_paused:
+            self._reading_paused = False
+            self.transport.resumeProducing()
 
     # ------------------------------------------------------------ input
 
@@ -259,39 +324,49 @@ class SMTPServerProtocol(Protocol):
         self._draining = True
         self._out = []
         try:
-            while not self._busy and not self._closing:
-                if self._chunk_reading:
-                    assert self._chunks is not None
-                    if self._chunks.remaining:
-                        chunk = self._reader.take()
-                        if not chunk:
-                            return
-                        rest = self._chunks.feed(chunk)
-                        if rest is None:
-                            return
-                        self._reader.unread(rest)
-                    self._chunk_reading = False
-                    self._run(self._end_chunk())
-                    continue
-                if self._data is not None:
-                    chunk = self._reader.take()
-                    if not chunk:
-                        return
-                    rest = self._data.feed(chunk)
-                    if rest is None:
-                        return
-                    self._reader.unread(rest)
-                    self._run(self._end_data())
-                    continue
-                item = self._reader.next_line()
-                if item is None:
-                    return
-                self._arm_timer()  # only complete lines count as activity
-                self._run(self._handle_line(item))
+            self._drain_input()
         finally:
             self._draining = False
             self._flush()
             self._out = None
+        self._flow()
+
+    def _drain_input(self) -> None:
+        reactor = self.services.reactor
+        started = reactor.seconds() if reactor is not None else 0.0
+        while not self._stalled() and not self._closing:
+            if (reactor is not None and reactor.seconds() - started > TURN_SECONDS
+                    and self._reader.pending()):
+                self._next_turn = reactor.callLater(0, self._take_turn)
+                return
+            if self._chunk_reading:
+                assert self._chunks is not None
+                if self._chunks.remaining:
+                    chunk = self._reader.take()
+                    if not chunk:
+                        return
+                    rest = self._chunks.feed(chunk)
+                    if rest is None:
+                        return
+                    self._reader.unread(rest)
+                self._chunk_reading = False
+                self._run(self._end_chunk())
+                continue
+            if self._data is not None:
+                chunk = self._reader.take()
+                if not chunk:
+                    return
+                rest = self._data.feed(chunk)
+                if rest is None:
+                    return
+                self._reader.unread(rest)
+                self._run(self._end_data())
+                continue
+            item = self._reader.next_line()
+            if item is None:
+                return
+            self._arm_timer()  # only complete lines count as activity
+            self._run(self._handle_line(item))
 
     def _run(self, d: defer.Deferred[None] | None) -> None:
         if d is None:
@@ -619,7 +694,9 @@ class SMTPServerProtocol(Protocol):
         env = self.session.envelope
         assert env is not None
         if len(env.recipients) >= self.limits.recipients:
-            self._audit("rcpt", cmd.recipient, "deny", reason="too-many-recipients")
+            env.excess_recipients += 1
+            if env.excess_recipients == 1:
+                self._audit("rcpt", cmd.recipient, "deny", reason="too-many-recipients")
             self._send(R.TOO_MANY_RECIPIENTS)
             return None
         if not cmd.recipient.isascii() and not env.params.smtputf8:

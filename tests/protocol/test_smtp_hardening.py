@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 from smtp_transcript import SmtpEnv, add_user, codes, inbox, make_env
+from ticking_clock import TickingClock
 
+from mssmtpd.protocol import INPUT_HIGH_WATER
 from mssmtpd.replies import R
 
 DOMAIN = "hopital.test"
@@ -48,3 +50,77 @@ def test_commands_outside_a_transaction_still_count(env: SmtpEnv) -> None:
     out = conv.send(b"NOOP\r\n" * (env.settings.limits.commands_before_mail + 1))
     assert codes(out)[-1] == f"{R.TOO_MANY_COMMANDS.code} {R.TOO_MANY_COMMANDS.status}"
     assert conv.closed
+
+
+def _ticking_env(tmp_path: Path, store: Any) -> SmtpEnv:
+    from conftest import make_settings
+    from smtp_transcript import LISTENERS
+
+    add_user(store, f"dr.martin@{DOMAIN}")
+    return SmtpEnv(make_settings(tmp_path, listeners=LISTENERS), store, clock=TickingClock())
+
+
+def test_a_pipelined_rcpt_flood_from_a_client_that_does_not_read(tmp_path: Path, store: Any) -> None:
+    """Replies to a pipelined RCPT flood used to pile up with no back-pressure
+    (+154 MiB in 64 s). Now no command runs while the client reads none of
+    our replies, and its input stops being read past INPUT_HIGH_WATER."""
+    env = _ticking_env(tmp_path, store)
+    conv = env.connect("mx")
+    conv.ehlo()
+    conv.cmd("MAIL FROM:<a@remote.example>")
+    flood = b"RCPT TO:<dr.martin@hopital.test>\r\n" * 2000  # 68 KB
+    conv.protocol.dataReceived(flood)
+    env.clock.run_due()  # its turns on the reactor
+    assert len(codes(conv.take())) == 2000
+    assert conv.transport.producerState == "producing"
+    conv.protocol.pauseProducing()  # what the transport does once its buffer is full
+    sent = 0
+    while conv.transport.producerState != "paused" and sent < 50 * 1024 * 1024:
+        conv.protocol.dataReceived(flood)
+        sent += len(flood)
+    assert conv.transport.producerState == "paused", "the socket is still read"
+    assert sent <= INPUT_HIGH_WATER + 2 * len(flood)
+    assert conv.take() == b""  # nothing was processed for a client that reads nothing
+    conv.protocol.resumeProducing()
+    for _ in range(10_000):
+        if conv.transport.producerState != "paused":
+            break
+        env.clock.advance(0)
+    assert conv.transport.producerState == "producing"
+    assert len(codes(conv.take())) == sent // len(b"RCPT TO:<dr.martin@hopital.test>\r\n")
+
+
+def test_one_flood_yields_the_reactor(tmp_path: Path, store: Any) -> None:
+    env = _ticking_env(tmp_path, store)
+    conv = env.connect("mx")
+    conv.ehlo()
+    conv.cmd("MAIL FROM:<a@remote.example>")
+    flood = b"RCPT TO:<dr.martin@hopital.test>\r\n" * 20_000
+    conv.protocol.dataReceived(flood)
+    first = len(codes(conv.take()))
+    assert 0 < first < 1000, first  # the rest waits for the next turns
+    other = env.connect("mx", ip="192.0.2.11")
+    assert codes(other.ehlo())[-1] == "250"
+    assert env.clock.run_due() > 10
+    assert first + len(codes(conv.take())) == 20_000
+
+
+def test_a_recipient_flood_over_the_limit_is_audited_once_per_transaction(
+        tmp_path: Path, store: Any) -> None:
+    from conf.settings import LimitSettings
+
+    for i in range(3):
+        add_user(store, f"u{i}@{DOMAIN}")
+    env = make_env(tmp_path, store, limits=LimitSettings(recipients=2))
+    conv = env.connect("mx")
+    conv.ehlo()
+    conv.cmd("MAIL FROM:<a@remote.example>")
+    out = conv.send(b"".join(b"RCPT TO:<u%d@hopital.test>\r\n" % min(i, 2) for i in range(50)))
+    assert codes(out).count(f"{R.TOO_MANY_RECIPIENTS.code} {R.TOO_MANY_RECIPIENTS.status}") >= 48
+    excess = [e for e in env.audit.events if e.details.get("reason") == "too-many-recipients"]
+    assert len(excess) == 1
+    conv.cmd("RSET")
+    conv.cmd("MAIL FROM:<a@remote.example>")
+    conv.send(b"".join(b"RCPT TO:<u%d@hopital.test>\r\n" % min(i, 2) for i in range(5)))
+    excess = [e for e in env.audit.events if e.details.get("reason") == "too-many-recipients"]
+    assert len(excess) == 2
