@@ -31,6 +31,9 @@ class Envelope:
     params: p.MailParams
     recipients: list[Recipient] = field(default_factory=list)
     chunked: bool = False  # BDAT started: DATA is no longer allowed
+    # RCPTs refused for being over the limit (audited once per transaction: a
+    # flood must not turn each of its lines into an audit write).
+    excess_recipients: int = 0
 
     @property
     def local(self) -> list[Recipient]:
