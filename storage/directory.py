@@ -28,6 +28,7 @@ from storage.interface import (
     NotFound,
 )
 from storage.sqlbase import (
+    AE,
     A,
     D,
     F,
@@ -117,9 +118,11 @@ class DirectoryMixin(StoreBase):
         with self._read() as c:
             return [account_record(r) for r in c.execute(select(A).order_by(A.c.login))]
 
-    def _update_account(self, login: str, **values: Any) -> None:
+    def _update_account(self, login: str, *, withdraws: bool = False, **values: Any) -> None:
         with self._write() as c:
             n = c.execute(update(A).where(A.c.login == login.lower()).values(**values)).rowcount
+            if n and withdraws:
+                _bump_access_epoch(c)
         if n == 0:
             raise NotFound(login)
 
@@ -127,7 +130,14 @@ class DirectoryMixin(StoreBase):
         self._update_account(login, password_hash=password_hash)
 
     def set_account_active(self, login: str, active: bool) -> None:
-        self._update_account(login, active=active)
+        self._update_account(login, withdraws=not active, active=active)
+
+    def access_epoch(self) -> int:
+        # Read by every guarded command of every session: fixed SQL.
+        with self._dbapi(write=False) as cur:
+            cur.execute("SELECT value FROM access_epoch WHERE id = 1")
+            row = cur.fetchone()
+        return int(row[0]) if row is not None else 0
 
     def add_mailbox(
         self,
@@ -254,6 +264,8 @@ class DirectoryMixin(StoreBase):
             n = c.execute(
                 update(M).where(M.c.address == address.lower()).values(active=active)
             ).rowcount
+            if n and not active:
+                _bump_access_epoch(c)
         if n == 0:
             raise NotFound(address)
 
@@ -293,7 +305,8 @@ class DirectoryMixin(StoreBase):
             if c.execute(select(M.c.id).where(M.c.id == mailbox_id)).first() is None:
                 raise NotFound(str(mailbox_id))
             where = and_(G.c.account_id == account_id, G.c.mailbox_id == mailbox_id)
-            c.execute(delete(G).where(where))
+            if c.execute(delete(G).where(where)).rowcount:
+                _bump_access_epoch(c)  # a grant replaced may have lost rights
             if not rights:
                 return Grant(0, account_id, mailbox_id, "", valid_from, valid_until)
             new_id = c.execute(
@@ -315,3 +328,8 @@ class DirectoryMixin(StoreBase):
         with self._read() as c:
             rows = c.execute(select(G).where(G.c.mailbox_id == mailbox_id).order_by(G.c.id))
             return [grant_record(r) for r in rows]
+
+
+def _bump_access_epoch(c: Any) -> None:
+    """In the transaction that withdraws access (see `AccessEpochRow`)."""
+    c.execute(update(AE).where(AE.c.id == 1).values(value=AE.c.value + 1))

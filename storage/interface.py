@@ -368,7 +368,13 @@ class MessageStore(Protocol):
         """Raises NotFound."""
 
     def set_account_active(self, login: str, active: bool) -> None:
-        """Raises NotFound."""
+        """Raises NotFound. Disabling bumps the access epoch."""
+
+    def access_epoch(self) -> int:
+        """A counter that grows, in the same transaction, with every change
+        that can withdraw access: an account or a mailbox disabled, a grant
+        changed or removed (`set_grant`). Sessions compare it with the value
+        their access was last checked at."""
 
     def add_mailbox(
         self,
@@ -400,7 +406,7 @@ class MessageStore(Protocol):
     def mailboxes_owned_by(self, account_id: int) -> list[Mailbox]: ...
 
     def set_mailbox_active(self, address: str, active: bool) -> None:
-        """Raises NotFound."""
+        """Raises NotFound. Disabling bumps the access epoch."""
 
     def set_quota(self, mailbox_id: int, quota_bytes: int | None) -> None:
         """Raises NotFound."""
@@ -420,7 +426,8 @@ class MessageStore(Protocol):
         valid_until: datetime | None = None,
     ) -> Grant:
         """Replaces any grant of that account on that mailbox; empty rights
-        removes it (then returns a Grant with rights ""). Raises NotFound."""
+        removes it (then returns a Grant with rights ""). Replacing or
+        removing a grant bumps the access epoch. Raises NotFound."""
 
     def grants_for_account(self, account_id: int) -> list[Grant]: ...
 

@@ -205,6 +205,19 @@ class GrantRow(Base):
     valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class AccessEpochRow(Base):
+    """One row whose value grows with every change that can withdraw access
+    (an account disabled, a mailbox disabled, a grant changed or revoked):
+    open sessions compare it with the value they last checked against, so a
+    revocation made by any process or node reaches them without each command
+    re-reading the grants."""
+
+    __tablename__ = "access_epoch"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class QueueRow(Base):
     """Outbound message awaiting remote delivery. The envelope (sender,
     recipients, DSN parameters) stays clear for routing and `mssctl queue`;

@@ -40,6 +40,7 @@ from storage.interface import (
     StoreUnavailable,
 )
 from storage.models import (
+    AccessEpochRow,
     AccountRow,
     AuditRow,
     BodyRow,
@@ -54,6 +55,7 @@ from storage.models import (
 )
 
 A = cast(Table, AccountRow.__table__)
+AE = cast(Table, AccessEpochRow.__table__)
 AU = cast(Table, AuditRow.__table__)
 B = cast(Table, BodyRow.__table__)
 D = cast(Table, DomainRow.__table__)

@@ -175,6 +175,39 @@ def test_grants(box: Any) -> None:
         store.set_grant(agent.id, 9999, "lr")
 
 
+def test_access_epoch_grows_with_every_withdrawal(box: Any) -> None:
+    store, mb, _ = box
+    agent = store.add_account("agent@hopital.test", "Agent", AccountClass.STAFF)
+    epoch = store.access_epoch()
+
+    def moved() -> bool:
+        nonlocal epoch
+        now = store.access_epoch()
+        grew, epoch = now > epoch, now
+        return grew
+
+    store.set_grant(agent.id, mb.id, "lrs")
+    assert not moved()  # a new grant withdraws nothing
+    store.set_grant(agent.id, mb.id, "lr")
+    assert moved()  # replaced: rights may be fewer
+    store.set_grant(agent.id, mb.id, "")
+    assert moved()
+    store.set_grant(agent.id, mb.id, "")
+    assert not moved()  # nothing was there to remove
+    store.set_password_hash("agent@hopital.test", None)
+    store.set_account_active("agent@hopital.test", True)
+    assert not moved()
+    store.set_account_active("agent@hopital.test", False)
+    assert moved()
+    store.set_mailbox_active(mb.address, True)
+    assert not moved()
+    store.set_mailbox_active(mb.address, False)
+    assert moved()
+    with pytest.raises(NotFound):
+        store.set_account_active("none@hopital.test", False)
+    assert not moved()
+
+
 # ---------------------------------------------------------------- folders
 
 
