@@ -73,6 +73,24 @@ class NoPermission(Exception):
     to APPEND into a mailbox one may read)."""
 
 
+class AccessWithdrawn(Exception):
+    """An open session lost its access (`Policy.session_access`): the
+    protocol ends it with this untagged BYE, as Dovecot ends a session whose
+    selected mailbox was deleted. Nothing of the command is answered."""
+
+    _BYE = {
+        "account-disabled": "Account disabled",
+        "mailbox-withdrawn": "Access to the selected mailbox was withdrawn",
+    }
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def bye(self) -> bytes:
+        return f"* BYE {self._BYE.get(self.reason, 'Access withdrawn')}\r\n".encode()
+
+
 _FIXED: tuple[tuple[type[BaseException], Reply], ...] = (
     (StoreUnavailable, Reply("NO", "UNAVAILABLE", "Service temporarily unavailable, try again")),
     (NotFound, NONEXISTENT),

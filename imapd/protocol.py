@@ -36,7 +36,7 @@ from conf.settings import ListenerSettings, TLSMode
 from imapd.commands import DISPATCH
 from imapd.commands.mailbox import leave_selected
 from imapd.commands.selected import sync_view
-from imapd.errors import Reply, bad, to_reply
+from imapd.errors import AccessWithdrawn, Reply, bad, to_reply
 from imapd.parser.commands import (
     Check,
     Command,
@@ -57,7 +57,7 @@ from imapd.parser.reader import (
 )
 from imapd.session import Session
 from imapd.watcher import FolderWatcher
-from policy.decisions import Peer
+from policy.decisions import Peer, SessionAccess
 from policy.services import Services
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,9 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         self._zin = b""  # compressed input not inflated yet
         self._reading_paused = False
         self._next_turn: Any = None  # the DelayedCall of a yielded pump
+        self._access_token: int | None = None  # registered with the watcher
+        self._access_expiry: Any = None  # DelayedCall at a grant's end
+        self._rechecking = False
         self._greeting_pending = False
 
     # ------------------------------------------------------------ connection
@@ -173,10 +176,14 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
         self._closing = True
         self.setTimeout(None)  # type: ignore[no-untyped-call]
-        if self._next_turn is not None and self._next_turn.active():
-            self._next_turn.cancel()
-        self._next_turn = None
+        for call in (self._next_turn, self._access_expiry):
+            if call is not None and call.active():
+                call.cancel()
+        self._next_turn = self._access_expiry = None
         self._zin = b""
+        if self._access_token is not None:
+            self.watcher.unwatch_access(self._access_token)
+            self._access_token = None
         if self.session is not None and self.session.view is not None:
             leave_selected(self)
         for waiter in (self._raw_waiter, self._idle_done):
@@ -381,8 +388,13 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             if state is State.NOT_AUTHENTICATED and session.tls:
                 self._refresh_peer()
             try:
+                if state is not State.NOT_AUTHENTICATED and self._access_stale():
+                    await self._recheck_access()
                 reply = await DISPATCH[type(command)](self, command)
             except ConnectionGone:
+                return
+            except AccessWithdrawn as exc:
+                self._end_withdrawn(exc)
                 return
             except Exception as exc:  # every error becomes a reply, never a drop
                 reply = to_reply(exc, context=type(command).name)
@@ -407,6 +419,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             return
         if state is State.NOT_AUTHENTICATED and session.state is not State.NOT_AUTHENTICATED:
             self.reader.max_literal = self.services.settings.limits.message_size
+            if self._access_token is None:
+                self._access_token = self.watcher.watch_access(self.on_access_changed)
         actions, self._after_reply = self._after_reply, []
         for action in actions:
             action()
@@ -428,6 +442,112 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         lines = view.flush(allow_expunge)
         if lines:
             self._write(b"".join(lines))
+
+    # ------------------------------------------------------------ access
+
+    def _selected_mailbox(self) -> Any:
+        place = self.session.selected_place
+        return place.mailbox if place is not None else None
+
+    def _access_stale(self) -> bool:
+        """Must the session's access be checked again before it goes on? When
+        it was never checked, when the selected mailbox is not the one it was
+        checked for, when the store's access epoch (as the watcher last read
+        it) moved, or when a grant reached its end. Costs no I/O."""
+        session = self.session
+        access = session.access
+        if session.identity is None:
+            return False
+        if access is None:
+            return True
+        mailbox = self._selected_mailbox()
+        if mailbox is not None and access.mailbox_id != mailbox.id:
+            return True
+        epoch = self.watcher.access_epoch
+        if epoch is not None and epoch != access.epoch:
+            return True
+        until = access.valid_until
+        return until is not None and self.services.policy.now() >= until
+
+    def set_access(self, access: SessionAccess) -> None:
+        """Records a check of the session's access (login, SELECT, recheck)
+        and wakes the session when a grant it relies on ends by itself."""
+        self.session.access = access
+        if self._access_expiry is not None and self._access_expiry.active():
+            self._access_expiry.cancel()
+        self._access_expiry = None
+        until = access.valid_until
+        if until is not None and access.decision.allowed and not self._closing:
+            delay = max(0.0, (until - self.services.policy.now()).total_seconds())
+            self._access_expiry = self.callLater(delay, self.on_access_changed)  # type: ignore[no-untyped-call]
+
+    async def _recheck_access(self) -> None:
+        """Raises AccessWithdrawn when the session lost its access."""
+        session = self.session
+        access: SessionAccess = await self.run(
+            self.services.policy.session_access, session.identity, self._selected_mailbox())
+        self.set_access(access)
+        if not access.decision.allowed:
+            raise AccessWithdrawn(access.decision.reason)
+
+    def on_access_changed(self) -> None:
+        """The watcher saw the access epoch move (or a grant ended): a session
+        between commands or in IDLE checks now, so that an idling session of
+        a disabled account ends within the watcher's interval; a session in
+        the middle of a command checks at its next store call or command."""
+        if self._closing or self.session is None or not self._access_stale():
+            return
+        if (self._busy and self._idle_done is None) or self._rechecking:
+            return
+        self._rechecking = True
+
+        def done(result: object) -> None:
+            self._rechecking = False
+            if isinstance(result, Failure):
+                if result.check(AccessWithdrawn):  # type: ignore[no-untyped-call]
+                    self._end_withdrawn(result.value)  # type: ignore[arg-type]
+                else:
+                    log.warning("access recheck failed: %s", result.getErrorMessage())
+
+        defer.ensureDeferred(self._recheck_access()).addBoth(done)
+
+    def _end_withdrawn(self, exc: AccessWithdrawn) -> None:
+        if self._closing:
+            return
+        self._write(exc.bye())
+        self._close()
+
+    async def _guarded(self, call: Callable[..., Any], fn: Callable[..., T],
+                       args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        session = self.session
+        known, identity = session.access, session.identity
+        mailbox = self._selected_mailbox()
+        policy, store = self.services.policy, self.services.store
+
+        def checked() -> tuple[SessionAccess | None, Any]:
+            assert identity is not None  # selected state: logged in
+            fresh = None
+            if (known is None or (mailbox is not None and known.mailbox_id != mailbox.id)
+                    or store.access_epoch() != known.epoch
+                    or (known.valid_until is not None
+                        and policy.now() >= known.valid_until)):
+                fresh = policy.session_access(identity, mailbox)
+                if not fresh.decision.allowed:
+                    return fresh, None
+            return fresh, fn(*args, **kwargs)
+
+        access, result = await call(checked)
+        if access is not None:
+            self.set_access(access)
+            if not access.decision.allowed:
+                raise AccessWithdrawn(access.decision.reason)
+        return result  # type: ignore[no-any-return]
+
+    async def run_selected(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await self._guarded(self.services.runner.run, fn, args, kwargs)
+
+    async def run_write_selected(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await self._guarded(self.services.runner.run_write, fn, args, kwargs)
 
     def _refresh_peer(self) -> None:
         tls = self.services.tls

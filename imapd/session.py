@@ -14,7 +14,7 @@ from conf.settings import ListenerSettings, TLSMode
 from imapd.namespace import Namespaces, Place
 from imapd.parser.commands import State
 from imapd.view import SelectedView
-from policy.decisions import Identity, Peer
+from policy.decisions import Identity, Peer, SessionAccess
 
 BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE")
 AUTHENTICATED_CAPABILITIES = (
@@ -40,6 +40,8 @@ class Session:
     failed_commands: int = 0
     failed_auth: int = 0
     append_limit: int = 10 * 1024 * 1024
+    # The last check of this session's access (login, SELECT, recheck).
+    access: SessionAccess | None = None
 
     # ------------------------------------------------------------ TLS / auth
 

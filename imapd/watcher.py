@@ -7,6 +7,11 @@ process keeps a single `FolderWatcher`: every `interval` seconds it reads the
 selected, in one store call, and wakes the sessions of the folders that moved.
 Sessions then pull their own `changes_since` (they may be at different points).
 Changes made by this process are signalled at once with `notify_local`.
+
+The same poll reads the store's access epoch (see `MessageStore.access_epoch`)
+while any session of the process is logged in, and wakes them all when it
+moves: a grant revoked or an account disabled by any process reaches idling
+sessions within one interval.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ class FolderWatcher:
         self._reactor = reactor
         self.interval = interval
         self._listeners: dict[int, dict[int, Listener]] = {}  # folder -> token -> cb
+        self._access_listeners: dict[int, Callable[[], None]] = {}  # token -> cb
+        # The store's access epoch as last polled (None: not polled yet).
+        self.access_epoch: int | None = None
         self._state: dict[int, tuple[int, int]] = {}  # folder -> (uidnext, modseq)
         self._next_token = 0
         self._loop: task.LoopingCall | None = None
@@ -65,8 +73,23 @@ class FolderWatcher:
         if not listeners:
             del self._listeners[folder_id]
             self._state.pop(folder_id, None)
-        if not self._listeners:
+        self._stop_when_unused()
+
+    def watch_access(self, listener: Callable[[], None]) -> int:
+        """A logged-in session: called whenever the access epoch moves."""
+        self._next_token += 1
+        self._access_listeners[self._next_token] = listener
+        self._ensure_running()
+        return self._next_token
+
+    def unwatch_access(self, token: int) -> None:
+        self._access_listeners.pop(token, None)
+        self._stop_when_unused()
+
+    def _stop_when_unused(self) -> None:
+        if not self._listeners and not self._access_listeners:
             self.stop()
+            self.access_epoch = None  # unknown again until the next poll
 
     @property
     def folders(self) -> list[int]:
@@ -138,14 +161,22 @@ class FolderWatcher:
 
     def poll(self) -> Any:
         """One round: a single store call for all watched folders."""
-        if self._polling or not self._listeners:
+        if self._polling or not (self._listeners or self._access_listeners):
             return None
         self._polling = True
         ids = list(self._listeners)
         d = self._runner.run(_read_states, self._store, ids)
 
-        def done(states: dict[int, tuple[int, int] | None]) -> None:
+        def done(answer: tuple[dict[int, tuple[int, int] | None], int]) -> None:
             self._polling = False
+            states, epoch = answer
+            if epoch != self.access_epoch:
+                self.access_epoch = epoch
+                for listener in list(self._access_listeners.values()):
+                    try:
+                        listener()
+                    except Exception:  # a broken session must not stop the others
+                        log.exception("access listener failed")
             for fid, state in states.items():
                 if fid not in self._listeners:
                     continue
@@ -192,12 +223,16 @@ def _pull(
     return changes, claimed
 
 
-def _read_states(store: MessageStore, ids: Iterable[int]) -> dict[int, tuple[int, int] | None]:
+def _read_states(
+    store: MessageStore, ids: Iterable[int]
+) -> tuple[dict[int, tuple[int, int] | None], int]:
     """One read for every watched folder (a folder gone from the answer was
-    deleted): 1,000 sessions idling on 1,000 folders cost one query a tick."""
+    deleted): 1,000 sessions idling on 1,000 folders cost one query a tick;
+    and the access epoch."""
+    epoch = store.access_epoch()
     wanted = list(ids)
-    found = store.folder_versions(wanted)
-    return {fid: found.get(fid) for fid in wanted}
+    found = store.folder_versions(wanted) if wanted else {}
+    return {fid: found.get(fid) for fid in wanted}, epoch
 
 
 def watcher_for(services: Any) -> FolderWatcher:

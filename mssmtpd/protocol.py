@@ -673,6 +673,9 @@ class SMTPServerProtocol(Protocol):
 
         def done(answer: tuple[Decision, bool]) -> None:
             decision, peer_check = answer
+            if decision.reason == "account-disabled":
+                self._close(R.ACCOUNT_DISABLED)
+                return
             if decision.allowed:
                 session.envelope = Envelope(cmd.sender, cmd.params)
                 session.commands_without_mail = 0

@@ -122,6 +122,8 @@ class R:
     SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address not allowed for this account")
     SENDER_DENIED = Reply(550, "5.7.1", "Sender refused")
     FROM_NOT_OWNED = Reply(550, "5.7.1", "From: header not allowed for this account")
+    # An open session whose account was disabled since its AUTH: refused and closed.
+    ACCOUNT_DISABLED = Reply(550, "5.7.1", "Account disabled")
     PEER_NOT_TRUSTED = Reply(550, "5.7.1", "Operator not in the trust space for this domain")
     RCPT_UNKNOWN = Reply(550, "5.1.1", "No such recipient")
     RCPT_DISABLED = Reply(550, "5.2.1", "Mailbox disabled")

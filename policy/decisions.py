@@ -111,6 +111,9 @@ class Decision:
     #   "no-access" (the mailbox is visible, "l", but the right is missing),
     #   "not-visible" (no "l": must be answered exactly like a missing mailbox),
     #   "unknown-identifier", "owner-rights-fixed", "unknown-right" (SETACL)
+    #   open sessions (`session_access`): "account-disabled",
+    #   "mailbox-withdrawn" (the selected mailbox: grant revoked, expired or
+    #   without "r" any more, or the mailbox disabled)
     reason: str = "ok"
 
     @property
@@ -162,6 +165,19 @@ class ListRightsDecision:
     decision: Decision
     required: str = ""
     optional: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionAccess:
+    """An open session's access as of `epoch` (the store's access epoch read
+    before the facts): the account is still active and, when `mailbox_id` is
+    set, the session may still read that mailbox. To be checked again when
+    the epoch moves or at `valid_until` (a grant that ends by itself)."""
+
+    decision: Decision
+    epoch: int
+    mailbox_id: int | None = None
+    valid_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +333,9 @@ class Policy:
         if peer.role is ListenerRole.SUBMISSION:
             if identity is None:
                 return self._deny(actor, "mail", target, "auth-required", peer=peer.address)
+            if not self._still_active(identity):
+                # Disabled since its AUTH: an open session submits no more.
+                return self._deny(actor, "mail", target, "account-disabled", peer=peer.address)
             if sender.strip().lower() not in self.addresses_of(identity):
                 return self._deny(actor, "mail", target, "sender-not-owned", peer=peer.address)
         elif peer.role is ListenerRole.MX and sender:
@@ -326,6 +345,12 @@ class Policy:
                 return self._deny(actor, "mail", target, "sender-not-owned", peer=peer.address)
         self.audit.record(actor, "mail", target, "allow", peer=peer.address)
         return ALLOW
+
+    def _still_active(self, identity: Identity) -> bool:
+        try:
+            return self.store.get_account_by_id(identity.account.id).active
+        except NotFound:
+            return False
 
     def recipient_address(self, rcpt: str) -> str:
         """The address a RCPT TO path stands for: the bare ``<postmaster>``
@@ -467,15 +492,17 @@ class Policy:
 
     # ------------------------------------------------------------ IMAP
 
-    def _now(self) -> datetime:
+    def now(self) -> datetime:
+        """The policy's clock (aware UTC): grant windows are judged by it."""
         return self._clock()
+
 
     def _grant_current(self, grant: Grant) -> bool:
         """A grant counts only inside its validity window (delegations during
         a mission end by themselves)."""
         if not grant.rights:
             return False
-        now = self._now()
+        now = self.now()
         start, until = _aware(grant.valid_from), _aware(grant.valid_until)
         if start is not None and now < start:
             return False
@@ -519,6 +546,41 @@ class Policy:
             if grant.mailbox_id == mailbox.id:
                 return grant.rights
         return ""
+
+    def session_access(self, identity: Identity, mailbox: Mailbox | None) -> SessionAccess:
+        """Rechecks an open session against the store as it is now: the
+        account must still be active, and the mailbox it has selected (if
+        any) still readable ("r", the right SELECT needed). A withdrawal is
+        a decision and is audited (action "session", result "deny"); a
+        session that keeps its access records nothing (its access was
+        recorded when it was granted)."""
+        epoch = self.store.access_epoch()  # first: a later change moves it again
+        try:
+            account = self.store.get_account_by_id(identity.account.id)
+        except NotFound:
+            account = None
+        mailbox_id = mailbox.id if mailbox is not None else None
+        if account is None or not account.active:
+            decision = self._deny(identity.name, "session", identity.name, "account-disabled")
+            return SessionAccess(decision, epoch, mailbox_id)
+        if mailbox is None:
+            return SessionAccess(ALLOW, epoch)
+        try:
+            current = self.store.get_mailbox_by_id(mailbox.id)
+        except NotFound:
+            current = None
+        rights, until = "", None
+        if current is not None and current.active:
+            if current.owner_account_id == account.id:
+                rights = ALL_RIGHTS
+            else:
+                for grant in self._current_grants(account.id):
+                    if grant.mailbox_id == mailbox.id:
+                        rights, until = grant.rights, _aware(grant.valid_until)
+        if "r" not in rights:
+            decision = self._deny(identity.name, "session", mailbox.address, "mailbox-withdrawn")
+            return SessionAccess(decision, epoch, mailbox_id)
+        return SessionAccess(ALLOW, epoch, mailbox_id, until)
 
     def check_mailbox_access(
         self, identity: Identity, mailbox: Mailbox, folder: str, right: str, action: str
@@ -656,6 +718,7 @@ __all__ = [
     "Policy",
     "RcptDecision",
     "RightsDecision",
+    "SessionAccess",
     "Verdict",
     "normalise_rights",
 ]

@@ -15,7 +15,7 @@ from imapd.errors import Reply, bad, no
 from imapd.namespace import Namespaces
 from imapd.parser.commands import Authenticate, Command, Login, StartTls
 from policy.auth import CertificateCredentials, LoginRefused, PasswordCredentials
-from policy.decisions import Identity, Policy
+from policy.decisions import Identity, Policy, SessionAccess
 
 AUTH_FAILED = "AUTHENTICATIONFAILED"
 # SASL LOGIN (draft-murchison-sasl-login): the prompts every client expects,
@@ -122,9 +122,17 @@ async def _complete_login(ctx: Context, creds: Any) -> Reply:
         if reason == "authzid-mismatch":
             raise no("Authorization identity refused", "AUTHORIZATIONFAILED") from None
         raise no("Authentication failed", AUTH_FAILED) from None
-    namespaces = await ctx.run(build_namespaces, ctx.services.policy, identity)
+    namespaces, access = await ctx.run(_session_start, ctx.services.policy, identity)
     ctx.session.login(identity, namespaces)
+    ctx.set_access(access)
     return ok("Logged in", "CAPABILITY " + ctx.session.capability_line())
+
+
+def _session_start(policy: Policy, identity: Identity) -> tuple[Namespaces, SessionAccess]:
+    """What a new session needs, in one store call: its namespaces, and the
+    access epoch its later commands are checked against."""
+    access = policy.session_access(identity, None)
+    return build_namespaces(policy, identity), access
 
 
 def build_namespaces(policy: Policy, identity: Identity) -> Namespaces:

@@ -15,6 +15,7 @@ from imapd.errors import Reply
 from imapd.parser.commands import Command
 from imapd.session import Session
 from imapd.watcher import FolderWatcher
+from policy.decisions import SessionAccess
 from policy.services import Services
 
 T = TypeVar("T")
@@ -35,6 +36,21 @@ class Context(Protocol):
         """`run` for a call that writes through the store's fixed-SQL paths,
         reading first (the writer lane with group commit: see
         `storage.threaded`)."""
+
+    async def run_selected(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`run` for a call on the selected mailbox that reads or changes
+        messages: in the same store call, the session's access is checked
+        first when the store's access epoch moved since it was last checked
+        (or a grant reached its end), so no content leaves once access is
+        withdrawn. Raises `imapd.errors.AccessWithdrawn`."""
+
+    async def run_write_selected(
+        self, fn: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T:
+        """`run_write` with the check of `run_selected`."""
+
+    def set_access(self, access: SessionAccess) -> None:
+        """Records a check of the session's access (at login, at SELECT)."""
 
     async def read_line(self, prompt: bytes) -> bytes:
         """Send ``+ prompt`` and return the client's next raw line (no CRLF)."""

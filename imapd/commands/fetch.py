@@ -112,8 +112,8 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
         attrs.insert(0, FetchUid())
     uids = resolve_set(view, cmd.sequence_set, cmd.uid)
     if cmd.vanished and cmd.changed_since is not None:
-        changes = await ctx.run(ctx.services.store.changes_since, view.folder_id,
-                                cmd.changed_since)
+        changes = await ctx.run_selected(ctx.services.store.changes_since, view.folder_id,
+                                         cmd.changed_since)
         largest = max(view.max_uid(), max(changes.expunged, default=0))
         gone = sorted(u for u in changes.expunged
                       if not view.has(u) and cmd.sequence_set.contains(u, largest))
@@ -151,12 +151,12 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
             # The \\Seen write (writer lane) and the reads go at once: the
             # content does not depend on the flag.
             seen_d = (defer.ensureDeferred(
-                ctx.run_write(_mark_seen, ctx.services.store, view.folder_id, marking))
+                ctx.run_write_selected(_mark_seen, ctx.services.store, view.folder_id, marking))
                 if marking else None)
             try:
                 if need_info or need_body or need_sizes:
                     live = [u for u in chunk if view.live(u)]
-                    loaded = await ctx.run(
+                    loaded = await ctx.run_selected(
                         _load, ctx.services.store, view.folder_id, live, need_info, need_body,
                         need_sizes,
                     )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from imapd.commands.access import resolve, resolve_folder
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.selected import sync_view
-from imapd.errors import Reply, bad, no
+from imapd.errors import AccessWithdrawn, Reply, bad, no
 from imapd.namespace import Namespaces, Place
 from imapd.parser.commands import (
     Append,
@@ -30,7 +30,7 @@ from imapd.parser.commands import (
 from imapd.view import SYSTEM_FLAGS, SelectedView, format_flags
 from imapd.wire import mailbox as wire_mailbox
 from imapd.wire import uid_set
-from policy.decisions import Identity, Policy
+from policy.decisions import Identity, Policy, SessionAccess
 from storage.interface import (
     Folder,
     IndexColumns,
@@ -65,6 +65,7 @@ class Opened:
     columns: IndexColumns
     recent: frozenset[int]
     rights: str
+    access: SessionAccess  # what later commands are checked against
 
 
 def _open(
@@ -81,7 +82,8 @@ def _open(
     # Not on the writer lane: most SELECTs find nothing to claim, which
     # `claim_recent` learns from a read, without queueing behind writes.
     recent = frozenset() if readonly else store.claim_recent(folder.id)
-    return Opened(place, folder, columns, recent, rights)
+    return Opened(place, folder, columns, recent, rights,
+                  policy.session_access(identity, place.mailbox))
 
 
 async def select(ctx: Context, cmd: Select | Examine) -> Reply:
@@ -100,6 +102,9 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
         _open, ctx.services.policy, ctx.services.store, identity, namespaces, cmd.mailbox,
         readonly,
     )
+    if not opened.access.decision.allowed:  # e.g. the account was disabled meanwhile
+        ctx.set_access(opened.access)
+        raise AccessWithdrawn(opened.access.decision.reason)
     can_write = any(r in opened.rights for r in "stwe")
     readonly = readonly or not can_write
     st = opened.folder
@@ -111,6 +116,7 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
     view.qresync = "QRESYNC" in session.enabled
     view.rights = opened.rights
     session.select(opened.place, view)
+    ctx.set_access(opened.access)
     ctx.watch_token = ctx.watcher.watch(  # type: ignore[attr-defined]
         view.folder_id, ctx.on_folder_changed, (view.uidnext, view.highestmodseq)
     )

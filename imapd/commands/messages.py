@@ -68,7 +68,7 @@ async def store(ctx: Context, cmd: Store) -> Reply:
     changes: list[FlagChange] = []
     failed: list[int] = []
     if live and (flags or cmd.mode is StoreMode.REPLACE):
-        changes, failed = await ctx.run_write(
+        changes, failed = await ctx.run_write_selected(
             _store_flags, ctx.services.policy, ctx.services.store, identity, place,
             view.folder_id, live, FlagMode(cmd.mode.value), flags, rights, cmd.unchanged_since,
         )
@@ -134,7 +134,7 @@ async def copy(ctx: Context, cmd: Copy | Move) -> Reply:
     if not uids:
         # Still check the destination, so a bad name is reported as such.
         return ok(f"{name} completed (no messages)")
-    result, dest_id = await ctx.run(
+    result, dest_id = await ctx.run_selected(
         _copy, ctx.services.policy, ctx.services.store, identity, namespaces, place,
         view.folder_id, uids, cmd.mailbox, is_move,
     )
@@ -176,7 +176,7 @@ async def expunge(ctx: Context, cmd: Expunge) -> Reply:
         uids = resolve_set(view, cmd.uids, True)
         if not uids:
             return ok("EXPUNGE completed")
-    removed = await ctx.run_write(
+    removed = await ctx.run_write_selected(
         _expunge, ctx.services.policy, ctx.services.store, identity, place, view.folder_id, uids
     )
     ctx.send(b"".join(view.expunge_now(removed)))

@@ -78,7 +78,8 @@ async def close(ctx: Context, cmd: Close) -> Reply:
             session.identity, place.mailbox, place.folder, "e", "expunge",
         )
         if decision.allowed:
-            removed = await ctx.run_write(ctx.services.store.expunge, view.folder_id, None)
+            removed = await ctx.run_write_selected(
+                ctx.services.store.expunge, view.folder_id, None)
             if removed:
                 ctx.watcher.notify_local(view.folder_id)
     _leave(ctx)

@@ -122,8 +122,8 @@ async def search(ctx: Context, cmd: Search) -> Reply:
         view.condstore = True
     sizes: dict[int, tuple[int, datetime]] = {}
     if _needs_sizes(cmd.key):
-        sizes = await ctx.run(ctx.services.store.sizes_and_dates, view.folder_id,
-                              list(view.uids))
+        sizes = await ctx.run_selected(ctx.services.store.sizes_and_dates, view.folder_id,
+                                       list(view.uids))
     unknown = (0, _EPOCH)  # never looked at: the key does not use sizes or dates
     messages = []
     for i, (uid, modseq) in enumerate(zip(view.uids, view.modseqs, strict=True)):
@@ -137,8 +137,8 @@ async def search(ctx: Context, cmd: Search) -> Reply:
         found = _run(None, view.folder_id, cmd.key, messages, frozenset(view.recent),
                      view.max_uid(), now)
     else:
-        found = await ctx.run(_run, store, view.folder_id, cmd.key, messages,
-                              frozenset(view.recent), view.max_uid(), now)
+        found = await ctx.run_selected(_run, store, view.folder_id, cmd.key, messages,
+                                       frozenset(view.recent), view.max_uid(), now)
     numbers = [uid if cmd.uid else seq for seq, uid, _ in found]
     line = "* SEARCH" + "".join(f" {n}" for n in numbers)
     if uses_modseq and found:

@@ -124,3 +124,26 @@ def test_a_recipient_flood_over_the_limit_is_audited_once_per_transaction(
     conv.send(b"".join(b"RCPT TO:<u%d@hopital.test>\r\n" % min(i, 2) for i in range(5)))
     excess = [e for e in env.audit.events if e.details.get("reason") == "too-many-recipients"]
     assert len(excess) == 2
+
+
+def test_a_disabled_account_submits_no_more_in_its_open_session(env: SmtpEnv) -> None:
+    import base64
+
+    from smtp_transcript import PASSWORD
+
+    conv = env.connect("submission")
+    conv.ehlo()
+    plain = base64.b64encode(f"\0dr.martin@{DOMAIN}\0{PASSWORD}".encode()).decode()
+    assert codes(conv.cmd("AUTH PLAIN " + plain)) == [f"{R.AUTH_OK.code} {R.AUTH_OK.status}"]
+    out = conv.send(b"MAIL FROM:<dr.martin@hopital.test>\r\nRCPT TO:<dr.martin@hopital.test>\r\n"
+                    b"DATA\r\n")
+    assert codes(conv.send(b"Subject: one\r\n\r\nfirst\r\n.\r\n")) == [
+        f"{R.DELIVERED.code} {R.DELIVERED.status}"], out
+    env.store.set_account_active(f"dr.martin@{DOMAIN}", False)
+    out = conv.send(b"MAIL FROM:<dr.martin@hopital.test>\r\nRCPT TO:<dr.martin@hopital.test>\r\n"
+                    b"DATA\r\nSubject: two\r\n\r\nsecond\r\n.\r\n")
+    assert codes(out)[0] == f"{R.ACCOUNT_DISABLED.code} {R.ACCOUNT_DISABLED.status}"
+    assert conv.closed
+    assert len(inbox(env.store, f"dr.martin@{DOMAIN}")) == 1
+    denied = [e for e in env.audit.events if e.action == "mail" and e.result == "deny"]
+    assert denied[-1].details["reason"] == "account-disabled"
