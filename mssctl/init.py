@@ -275,7 +275,7 @@ def add_demo(store: MessageStore, domain: str, pki: DevPKI) -> list[DemoLogin]:
         responsible="Service de cardiologie, Hopital de demonstration",
     )
     for acc in secretaries:
-        store.set_grant(acc.id, cardio.id, ORG_RIGHTS)
+        store.set_grant(acc.id, cardio.id, ORG_RIGHTS, send_as=True)
 
     org = _cert_identity(pki.organisation.cert)
     labo = store.add_account(

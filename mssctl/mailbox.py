@@ -85,6 +85,12 @@ def register(sub: Any) -> None:
                        help=f"RFC 4314 letters (default {ALL_RIGHTS}); '' revokes")
     grant.add_argument("--from", dest="valid_from", type=parse_date, default=None)
     grant.add_argument("--until", dest="valid_until", type=parse_date, default=None)
+    send_as = grant.add_mutually_exclusive_group()
+    send_as.add_argument("--send-as", dest="send_as", action="store_true", default=None,
+                         help="may also submit mail From: this mailbox (a Sender: header "
+                              "then names the agent)")
+    send_as.add_argument("--no-send-as", dest="send_as", action="store_false",
+                         help="may no longer send as it (default: keep what the grant had)")
     add_config_option(grant)
     grant.set_defaults(func=cmd_grant)
 
@@ -92,7 +98,8 @@ def register(sub: Any) -> None:
     revoke.add_argument("address")
     revoke.add_argument("login")
     add_config_option(revoke)
-    revoke.set_defaults(func=cmd_grant, rights="", valid_from=None, valid_until=None)
+    revoke.set_defaults(func=cmd_grant, rights="", valid_from=None, valid_until=None,
+                        send_as=False)
 
     grants = verbs.add_parser("grants", help="who may use a mailbox")
     grants.add_argument("address")
@@ -162,10 +169,13 @@ def cmd_grant(args: argparse.Namespace) -> int:
     with opened_store(settings) as store, store_errors(f"{args.address} / {args.login}"):
         mailbox = store.get_mailbox(args.address)
         account = store.get_account(args.login)
-        store.set_grant(account.id, mailbox.id, args.rights,
-                        valid_from=args.valid_from, valid_until=args.valid_until)
-    if args.rights:
-        print(f"{account.login} may use {mailbox.address} with rights {args.rights}")
+        grant = store.set_grant(account.id, mailbox.id, args.rights,
+                                valid_from=args.valid_from, valid_until=args.valid_until,
+                                send_as=args.send_as)
+    if grant.rights or grant.send_as:
+        rights = f"rights {grant.rights}" if grant.rights else "no IMAP rights"
+        also = ", and may send as it" if grant.send_as else ""
+        print(f"{account.login} may use {mailbox.address} with {rights}{also}")
     else:
         print(f"{account.login} no longer has access to {mailbox.address}")
     return EXIT_OK
@@ -180,12 +190,13 @@ def cmd_grants(args: argparse.Namespace) -> int:
     rows = [
         [
             logins.get(g.account_id, str(g.account_id)),
-            g.rights,
+            g.rights or "-",
+            "yes" if g.send_as else "no",
             g.valid_from.isoformat() if g.valid_from else "-",
             g.valid_until.isoformat() if g.valid_until else "-",
         ]
         for g in grants
-        if g.rights
+        if g.rights or g.send_as
     ]
-    print_table(rows, ["LOGIN", "RIGHTS", "FROM", "UNTIL"])
+    print_table(rows, ["LOGIN", "RIGHTS", "SEND-AS", "FROM", "UNTIL"])
     return EXIT_OK

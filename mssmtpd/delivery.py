@@ -30,6 +30,7 @@ from storage.interface import (
     QuotaExceeded,
     StoreUnavailable,
 )
+from storage.mime import parse_addresses
 from storage.threaded import StoreRunner
 
 log = logging.getLogger(__name__)
@@ -122,9 +123,52 @@ def header_values(content: bytes, name: str) -> list[str]:
     return [v.decode("utf-8", "replace") for v in out]
 
 
-def from_addresses(content: bytes) -> list[str]:
+def from_mailboxes(content: bytes) -> list[str] | None:
+    """The From: mailboxes (lower-cased addr-specs), read with the parser that
+    builds IMAP's ENVELOPE (`storage.mime.parse_addresses`), so the address
+    the policy checks is the one readers are shown; [] without a From:
+    field. None when nobody can say who the message claims to be from:
+    several From: fields, group syntax, an address without a domain, or a
+    header the standard library's parser (what many other programs use)
+    reads differently."""
     values = header_values(content, "From")
-    return [addr.lower() for _, addr in getaddresses(values) if addr]
+    if not values:
+        return []
+    if len(values) != 1:
+        return None
+    parsed = parse_addresses(values[0]) or []
+    ours: list[str] = []
+    for _name, _adl, local, host in parsed:
+        if not local or not host:  # a group marker, or no domain
+            return None
+        ours.append(f"{local}@{host}".lower())
+    theirs = [addr.lower() for _, addr in getaddresses(values)]
+    if not ours or ours != theirs:
+        return None
+    return ours
+
+
+def message_id(content: bytes) -> str | None:
+    values = header_values(content, "Message-ID")
+    return values[0].strip()[:998] if len(values) == 1 and values[0].strip() else None
+
+
+def with_sender(content: bytes, address: str) -> bytes:
+    """The message with one `Sender:` naming `address` at the top of its
+    header section; any Sender: field the client wrote (with its folded
+    lines) is dropped (RFC 5322 3.6.2: the agent who actually sent it)."""
+    head = header_section(content)
+    lines = head.split(b"\r\n")
+    kept: list[bytes] = []
+    dropping = False
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and dropping:
+            continue
+        dropping = line[:7].lower() == b"sender:"
+        if not dropping:
+            kept.append(line)
+    return (b"Sender: <" + address.encode("utf-8") + b">\r\n"
+            + b"\r\n".join(kept) + content[len(head):])
 
 
 # ---------------------------------------------------------------- committing

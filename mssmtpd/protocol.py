@@ -36,8 +36,10 @@ from mssmtpd import parser as p
 from mssmtpd.delivery import (
     Job,
     TraceInfo,
-    from_addresses,
+    from_mailboxes,
+    message_id,
     success_dsn_recipients,
+    with_sender,
 )
 from mssmtpd.framing import (
     MAX_HOPS,
@@ -53,7 +55,7 @@ from mssmtpd.replies import R, Reply, format_reply, local_error, reply_for_reaso
 from mssmtpd.session import Envelope, Recipient, Session, sequence_error
 from mssmtpd.tlsinfo import is_tls, peer_certificate, tls_info
 from policy.auth import CertificateCredentials, LoginRefused, PasswordCredentials
-from policy.decisions import ALLOW, Decision, Identity, Peer, RcptDecision, Verdict
+from policy.decisions import Decision, FromDecision, Identity, Peer, RcptDecision, Verdict
 from storage.interface import DSNParams, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -758,31 +760,31 @@ class SMTPServerProtocol(Protocol):
             return None
         session = self.session
         identity = session.identity
-        # The envelope sender was decided at MAIL: only other From: addresses
-        # need a decision of their own (submission only).
-        senders: list[str] = []
-        if session.role is ListenerRole.SUBMISSION and identity is not None:
-            senders = [a for a in dict.fromkeys(from_addresses(content))
-                       if a != env.sender.lower()]
-        if senders:
-            policy = self.services.policy
+        if session.role is not ListenerRole.SUBMISSION or identity is None:
+            return self._commit(env, content)
+        mailboxes = from_mailboxes(content)
+        if mailboxes == [] or mailboxes == [identity.account.login]:
+            # No From: (the envelope sender, decided at MAIL, stands), or the
+            # agent's own address: no decision to make.
+            return self._commit(env, content)
+        policy = self.services.policy
 
-            def check_from() -> Decision:
-                for addr in senders:
-                    decision: Decision = policy.check_sender(session.peer, identity, addr)
-                    if not decision.allowed:
-                        return decision
-                return ALLOW
+        def check_from() -> FromDecision:
+            return policy.check_from_header(session.peer, identity, mailboxes,
+                                            message_id(content))
 
-            def after(decision: Decision) -> defer.Deferred[None] | None:
-                if not decision.allowed:
-                    self._send(R.FROM_NOT_OWNED if decision.verdict is Verdict.DENY
-                               else R.STORE_UNAVAILABLE)
-                    return None
-                return self._commit(env, content)
+        def after(result: FromDecision) -> defer.Deferred[None] | None:
+            decision = result.decision
+            if not decision.allowed:
+                self._send(reply_for_reason(decision.reason,
+                                            temporary=decision.verdict is Verdict.TEMPFAIL,
+                                            default=R.FROM_NOT_OWNED))
+                return None
+            if result.sender is not None:
+                return self._commit(env, with_sender(content, result.sender))
+            return self._commit(env, content)
 
-            return self._decision(check_from).addCallbacks(after, self._store_failure)
-        return self._commit(env, content)
+        return self._decision(check_from).addCallbacks(after, self._store_failure)
 
     def _commit(self, env: Envelope, content: bytes) -> defer.Deferred[None]:
         session = self.session

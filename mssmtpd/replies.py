@@ -122,6 +122,7 @@ class R:
     SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address not allowed for this account")
     SENDER_DENIED = Reply(550, "5.7.1", "Sender refused")
     FROM_NOT_OWNED = Reply(550, "5.7.1", "From: header not allowed for this account")
+    FROM_UNREADABLE = Reply(550, "5.7.1", "One From: field with plain addresses is required")
     # An open session whose account was disabled since its AUTH: refused and closed.
     ACCOUNT_DISABLED = Reply(550, "5.7.1", "Account disabled")
     PEER_NOT_TRUSTED = Reply(550, "5.7.1", "Operator not in the trust space for this domain")
@@ -160,6 +161,8 @@ POLICY_REPLIES: dict[str, Reply] = {
     "account-disabled": R.AUTH_FAILED,
     "method-not-allowed": R.AUTH_FAILED,
     "authzid-mismatch": R.AUTH_FAILED,
+    "from-unreadable": R.FROM_UNREADABLE,
+    "from-not-owned": R.FROM_NOT_OWNED,
 }
 
 

@@ -39,11 +39,9 @@ if TYPE_CHECKING:
 
     from policy.whitelist import Whitelist
 
-# RFC 4314 rights.
+# RFC 4314 rights. Sending as a shared mailbox is a separate right of the
+# grant (`Grant.send_as`), not RFC 4314's "p" (posting to a folder).
 ALL_RIGHTS = "lrswipkxtea"
-# Holding "p" (post) on a shared mailbox also lets an agent send as it
-# (answer from the functional box); RFC 4314 has no "send as" right.
-SEND_AS_RIGHT = "p"
 
 
 # RCPT lookups of active local mailboxes are cached per process for this many
@@ -111,6 +109,7 @@ class Decision:
     #   "no-access" (the mailbox is visible, "l", but the right is missing),
     #   "not-visible" (no "l": must be answered exactly like a missing mailbox),
     #   "unknown-identifier", "owner-rights-fixed", "unknown-right" (SETACL)
+    #   submission's From: (`check_from_header`): "from-unreadable", "from-not-owned",
     #   open sessions (`session_access`): "account-disabled",
     #   "mailbox-withdrawn" (the selected mailbox: grant revoked, expired or
     #   without "r" any more, or the mailbox disabled)
@@ -165,6 +164,16 @@ class ListRightsDecision:
     decision: Decision
     required: str = ""
     optional: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FromDecision:
+    """Submission's From: check. When a From: mailbox is a box the agent
+    sends as (not its own address), `sender` is the agent's address, for the
+    Sender: header that must name it (RFC 5322 3.6.2)."""
+
+    decision: Decision
+    sender: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,16 +324,52 @@ class Policy:
     # ------------------------------------------------------------ SMTP
 
     def addresses_of(self, identity: Identity) -> set[str]:
-        """Addresses an account may use as sender: its login, the mailboxes
-        it owns, and shared mailboxes where it holds the RFC 4314 "p" right
-        (agents answer from a functional box)."""
+        """Addresses an account may use as sender: its own (`own_addresses`)
+        and the shared mailboxes it holds a current send-as grant on (agents
+        answer from a functional box)."""
         access = self.store.mailbox_access(identity.account.id)
-        own = {m.address for m in access.owned if m.active}
-        own.add(identity.account.login)
+        sendable = self._own(identity, access.owned)
         for grant, mb in access.shared:
-            if SEND_AS_RIGHT in grant.rights and mb.active and self._grant_current(grant):
-                own.add(mb.address)
-        return own
+            if grant.send_as and mb.active and self._grant_in_window(grant):
+                sendable.add(mb.address)
+        return sendable
+
+    def own_addresses(self, identity: Identity) -> set[str]:
+        """The account's login and the active mailboxes it owns: sending from
+        them is no send-as."""
+        return self._own(identity, self.store.mailboxes_owned_by(identity.account.id))
+
+    @staticmethod
+    def _own(identity: Identity, owned: list[Mailbox]) -> set[str]:
+        return {m.address for m in owned if m.active} | {identity.account.login}
+
+    def check_from_header(
+        self, peer: Peer, identity: Identity, mailboxes: list[str] | None,
+        message_id: str | None,
+    ) -> FromDecision:
+        """Submission: the From: mailboxes of a message (None: the header is
+        missing, repeated, or read differently by two address parsers, so
+        nobody can say who it claims to be from). Each must be one of the
+        account's own addresses or a box it may send as; with a box, the
+        message must name the agent in Sender: and a `send-as` event records
+        it. Denials: "from-unreadable", "from-not-owned"."""
+        actor = identity.name
+        if not mailboxes:
+            return FromDecision(self._deny(actor, "from", "-", "from-unreadable",
+                                           peer=peer.address, message_id=message_id))
+        sendable = self.addresses_of(identity)
+        refused = [a for a in mailboxes if a not in sendable]
+        if refused:
+            return FromDecision(self._deny(actor, "from", refused[0], "from-not-owned",
+                                           peer=peer.address, message_id=message_id))
+        own = self.own_addresses(identity)
+        boxes = [a for a in mailboxes if a not in own]
+        if not boxes:
+            self.audit.record(actor, "from", mailboxes[0], "allow", peer=peer.address)
+            return FromDecision(ALLOW)
+        self.audit.record(actor, "send-as", ",".join(boxes), "allow", peer=peer.address,
+                          message_id=message_id, sender=identity.account.login)
+        return FromDecision(ALLOW, sender=identity.account.login)
 
     def check_sender(self, peer: Peer, identity: Identity | None, sender: str) -> Decision:
         """MAIL FROM (and the From: header on submission)."""
@@ -498,10 +543,11 @@ class Policy:
 
 
     def _grant_current(self, grant: Grant) -> bool:
-        """A grant counts only inside its validity window (delegations during
-        a mission end by themselves)."""
-        if not grant.rights:
-            return False
+        """A grant of RFC 4314 rights counts only inside its validity window
+        (delegations during a mission end by themselves)."""
+        return bool(grant.rights) and self._grant_in_window(grant)
+
+    def _grant_in_window(self, grant: Grant) -> bool:
         now = self.now()
         start, until = _aware(grant.valid_from), _aware(grant.valid_until)
         if start is not None and now < start:
@@ -706,12 +752,12 @@ def _aware(value: datetime | None) -> datetime | None:
 
 __all__ = [
     "ALL_RIGHTS",
-    "SEND_AS_RIGHT",
     "AccessibleMailbox",
     "AccountClass",
     "AclDecision",
     "AuthResult",
     "Decision",
+    "FromDecision",
     "Identity",
     "ListRightsDecision",
     "Peer",

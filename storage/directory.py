@@ -296,6 +296,7 @@ class DirectoryMixin(StoreBase):
         *,
         valid_from: datetime | None = None,
         valid_until: datetime | None = None,
+        send_as: bool | None = None,
     ) -> Grant:
         # Canonical form: each right once, in the RFC 4314 order of appearance.
         rights = "".join(dict.fromkeys(rights))
@@ -305,9 +306,12 @@ class DirectoryMixin(StoreBase):
             if c.execute(select(M.c.id).where(M.c.id == mailbox_id)).first() is None:
                 raise NotFound(str(mailbox_id))
             where = and_(G.c.account_id == account_id, G.c.mailbox_id == mailbox_id)
+            if send_as is None:
+                had = c.execute(select(G.c.send_as).where(where)).first()
+                send_as = bool(had.send_as) if had is not None else False
             if c.execute(delete(G).where(where)).rowcount:
                 _bump_access_epoch(c)  # a grant replaced may have lost rights
-            if not rights:
+            if not rights and not send_as:
                 return Grant(0, account_id, mailbox_id, "", valid_from, valid_until)
             new_id = c.execute(
                 insert(G).values(
@@ -316,9 +320,10 @@ class DirectoryMixin(StoreBase):
                     rights=rights,
                     valid_from=valid_from,
                     valid_until=valid_until,
+                    send_as=send_as,
                 )
             ).inserted_primary_key[0]
-        return Grant(new_id, account_id, mailbox_id, rights, valid_from, valid_until)
+        return Grant(new_id, account_id, mailbox_id, rights, valid_from, valid_until, send_as)
 
     def grants_for_account(self, account_id: int) -> list[Grant]:
         with self._dbapi(write=False) as cur:

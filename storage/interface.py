@@ -154,6 +154,9 @@ class Grant:
     rights: str  # RFC 4314 letters, e.g. "lrswipkxtea"
     valid_from: datetime | None = None
     valid_until: datetime | None = None
+    # May submit mail with this mailbox in From: (a Sender: header then names
+    # the agent). Separate from RFC 4314's "p" (posting to a folder).
+    send_as: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,10 +427,13 @@ class MessageStore(Protocol):
         *,
         valid_from: datetime | None = None,
         valid_until: datetime | None = None,
+        send_as: bool | None = None,
     ) -> Grant:
         """Replaces any grant of that account on that mailbox; empty rights
-        removes it (then returns a Grant with rights ""). Replacing or
-        removing a grant bumps the access epoch. Raises NotFound."""
+        and no send-as right removes it (then returns a Grant with rights ""
+        and send_as False). `send_as` None keeps the send-as right the grant
+        had (an ACL change does not touch it). Replacing or removing a grant
+        bumps the access epoch. Raises NotFound."""
 
     def grants_for_account(self, account_id: int) -> list[Grant]: ...
 

@@ -29,6 +29,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -203,6 +204,7 @@ class GrantRow(Base):
     rights: Mapped[str] = mapped_column(String(64))
     valid_from: Mapped[datetime | None] = mapped_column(UTCDateTime())
     valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    send_as: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class AccessEpochRow(Base):

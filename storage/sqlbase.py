@@ -271,6 +271,7 @@ def grant_record(r: Row[Any]) -> Grant:
         rights=r.rights,
         valid_from=r.valid_from,
         valid_until=r.valid_until,
+        send_as=bool(r.send_as),
     )
 
 

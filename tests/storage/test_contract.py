@@ -175,6 +175,22 @@ def test_grants(box: Any) -> None:
         store.set_grant(agent.id, 9999, "lr")
 
 
+def test_send_as_is_a_right_of_its_own(box: Any) -> None:
+    store, mb, _ = box
+    agent = store.add_account("agent@hopital.test", "Agent", AccountClass.STAFF)
+    g = store.set_grant(agent.id, mb.id, "lr", send_as=True)
+    assert g.send_as and store.grants_for_account(agent.id) == [g]
+    kept = store.set_grant(agent.id, mb.id, "lrs")  # an ACL change keeps send-as
+    assert kept.send_as and store.grants_for_mailbox(mb.id) == [kept]
+    only = store.set_grant(agent.id, mb.id, "", send_as=True)  # send-as alone
+    assert (only.rights, only.send_as) == ("", True)
+    assert store.grants_for_account(agent.id) == [only]
+    assert store.set_grant(agent.id, mb.id, "lr", send_as=False).send_as is False
+    gone = store.set_grant(agent.id, mb.id, "", send_as=False)
+    assert (gone.rights, gone.send_as) == ("", False)
+    assert store.grants_for_account(agent.id) == []
+
+
 def test_access_epoch_grows_with_every_withdrawal(box: Any) -> None:
     store, mb, _ = box
     agent = store.add_account("agent@hopital.test", "Agent", AccountClass.STAFF)

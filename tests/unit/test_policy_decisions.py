@@ -77,7 +77,7 @@ def make_world(tmp_path, dev_pki, settings_factory, store, **policy_kw) -> World
     mb["cardio"] = store.add_mailbox(f"cardiologie@{D}", MailboxType.ORG, responsible="Cardio")
     mb["closed"] = store.add_mailbox(f"closed@{D}", MailboxType.ORG)
     store.set_mailbox_active(f"closed@{D}", False)
-    store.set_grant(acc["durand"].id, mb["cardio"].id, ALL_RIGHTS)
+    store.set_grant(acc["durand"].id, mb["cardio"].id, ALL_RIGHTS, send_as=True)
     store.set_grant(acc["reader"].id, mb["cardio"].id, "lr")
     wl = Whitelist.parse(
         b'<ListeBlancheMSSante xmlns="https://listeblanche.mssante.fr/schema">'
@@ -259,15 +259,42 @@ def test_check_sender_submission(world):
     with OneEvent(world) as ev:
         assert world.policy.check_sender(p, durand, f"sec.durand@{D}").allowed
     assert ev.event.actor == f"sec.durand@{D}" and ev.event.action == "mail"
-    # agents answer from the functional box they hold "p" on
+    # agents answer from the functional box they may send as
     assert world.policy.check_sender(p, durand, f"Cardiologie@{D}").allowed
-    # read-only agent may not
+    # a read-only agent may not, nor one holding RFC 4314 "p" without send-as
+    assert world.policy.check_sender(p, world.identity("reader"), f"cardiologie@{D}").reason \
+        == "sender-not-owned"
+    world.store.set_grant(world.accounts["reader"].id, world.mailboxes["cardio"].id, "lrp")
     assert world.policy.check_sender(p, world.identity("reader"), f"cardiologie@{D}").reason \
         == "sender-not-owned"
     assert world.policy.check_sender(p, durand, f"dr.martin@{D}").reason == "sender-not-owned"
     with OneEvent(world) as ev:
         assert world.policy.check_sender(p, None, f"sec.durand@{D}").reason == "auth-required"
     assert ev.event.actor == "127.0.0.1"
+
+
+def test_from_header_and_send_as(world):
+    p = smtp(ListenerRole.SUBMISSION)
+    durand = world.identity("durand")
+    pol = world.policy
+    with OneEvent(world) as ev:
+        own = pol.check_from_header(p, durand, [f"sec.durand@{D}"], "<m1@x>")
+    assert own.decision.allowed and own.sender is None and ev.event.action == "from"
+    with OneEvent(world) as ev:
+        box = pol.check_from_header(p, durand, [f"cardiologie@{D}"], "<m2@x>")
+    assert box.decision.allowed and box.sender == f"sec.durand@{D}"
+    assert (ev.event.action, ev.event.target, ev.event.details["message_id"]) == (
+        "send-as", f"cardiologie@{D}", "<m2@x>")
+    with OneEvent(world) as ev:
+        other = pol.check_from_header(p, durand, [f"dr.martin@{D}"], "<m3@x>")
+    assert other.decision.reason == "from-not-owned" and ev.event.result == "deny"
+    assert pol.check_from_header(p, durand, None, None).decision.reason == "from-unreadable"
+    # a send-as grant out of its window does not count
+    now = pol.now()
+    world.store.set_grant(durand.account.id, world.mailboxes["cardio"].id, ALL_RIGHTS,
+                          valid_until=now - dt.timedelta(seconds=1), send_as=True)
+    assert pol.check_from_header(p, durand, [f"cardiologie@{D}"], None).decision.reason \
+        == "from-not-owned"
 
 
 def test_check_sender_mx(world):
