@@ -313,10 +313,12 @@ class AuditEvent:
 def audit_mailbox(target: str) -> str | None:
     """The mailbox an audit target names: "box@domain" for the targets
     "box@domain" and "box@domain/Folder/Sub", None for targets that are not
-    addresses (a listener, a file). Stored beside each event, so that
-    `audit_events(mailbox=...)` finds a box's events through an index."""
+    addresses (a listener, a file) or name several ("a@x,b@y": a delivery
+    to several boxes, whose "rcpt" events name each). Stored beside each
+    event, so that `audit_events(mailbox=...)` finds a box's events
+    through an index."""
     head = target.split("/", 1)[0].strip().lower()
-    if "@" not in head or len(head) > 320:
+    if "@" not in head or "," in head or len(head) > 320:
         return None
     return head
 

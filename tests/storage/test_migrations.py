@@ -130,7 +130,8 @@ def test_0005_fills_the_mailbox_of_existing_audit_events(
     migrate(url, "0002")
     engine = create_engine(url)
     try:
-        targets = ["Cardio@h.test/INBOX", "cardio@h.test", "imaps", "<>", "/var/x@y"]
+        targets = ["Cardio@h.test/INBOX", "cardio@h.test", "imaps", "<>", "/var/x@y",
+                   "a@h.test,b@h.test"]
         with engine.begin() as c:
             for i, target in enumerate(targets):
                 c.execute(
@@ -143,6 +144,6 @@ def test_0005_fills_the_mailbox_of_existing_audit_events(
             got = c.execute(text("SELECT mailbox FROM audit ORDER BY id")).scalars().all()
             ctx = MigrationContext.configure(c, opts={"compare_type": True})
             assert compare_metadata(ctx, Base.metadata) == []
-        assert got == ["cardio@h.test", "cardio@h.test", None, None, None]
+        assert got == ["cardio@h.test", "cardio@h.test", None, None, None, None]
     finally:
         engine.dispose()

@@ -26,7 +26,7 @@ def _mailbox_of(target: str) -> str | None:
     # A frozen copy of storage.interface.audit_mailbox: a migration must not
     # change meaning when the code it was written with changes.
     head = target.split("/", 1)[0].strip().lower()
-    if "@" not in head or len(head) > 320:
+    if "@" not in head or "," in head or len(head) > 320:
         return None
     return head
 
