@@ -121,9 +121,10 @@ def _name(*rdns: Sequence[tuple[x509.ObjectIdentifier, str]]) -> x509.Name:
 
 
 def _builder(
-    subject: x509.Name, issuer: _CA | None, key: PrivateKey, days: int
+    subject: x509.Name, issuer: _CA | None, key: PrivateKey, days: int,
+    not_before: dt.datetime | None = None,
 ) -> x509.CertificateBuilder:
-    now = _now()
+    now = not_before or _now()
     issuer_name = issuer.cert.subject if issuer is not None else subject
     signing_pub = issuer.key.public_key() if issuer is not None else key.public_key()
     return (
@@ -174,10 +175,12 @@ def _leaf(
     eku: Iterable[x509.ObjectIdentifier],
     san: list[x509.GeneralName] | None = None,
     email: str | None = None,
+    not_before: dt.datetime | None = None,
+    days: int = 825,
 ) -> x509.Certificate:
     key_encipherment = isinstance(key, rsa.RSAPrivateKey)
     b = (
-        _builder(subject, ca, key, days=825)
+        _builder(subject, ca, key, days=days, not_before=not_before)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -239,13 +242,59 @@ def make_crl(
     next_update: dt.datetime | None = None,
 ) -> Path:
     """(Re)issue a CRL for a CA on disk; tests use it for expired or updated CRLs."""
+    crl = _crl(_load_ca(ca_cert, ca_key), revoked_serials, last_update=last_update,
+               next_update=next_update)
+    out.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    return out
+
+
+def _load_ca(ca_cert: Path, ca_key: Path) -> _CA:
     cert = x509.load_pem_x509_certificate(ca_cert.read_bytes())
     key = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise TypeError("unsupported CA key type")
-    crl = _crl(_CA(cert, key), revoked_serials, last_update=last_update, next_update=next_update)
-    out.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
-    return out
+    return _CA(cert, key)
+
+
+def make_root_ca(directory: Path, stem: str, cn: str) -> tuple[Path, Path]:
+    """A self-signed CA written as `<stem>.pem` / `<stem>.key`: for tests, a
+    PKI the server does not trust."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = _make_ca(cn, None)
+    cert, key = directory / f"{stem}.pem", directory / f"{stem}.key"
+    cert.write_bytes(_pem(ca.cert))
+    _write_key(key, ca.key)
+    return cert, key
+
+
+def issue_card(
+    directory: Path,
+    stem: str,
+    *,
+    ca_cert: Path,
+    ca_key: Path,
+    idnat: str,
+    surname: str,
+    given_name: str,
+    not_before: dt.datetime | None = None,
+    days: int = 825,
+) -> IssuedCert:
+    """A practitioner card (CPS subject shape) issued by the CA on disk, as
+    `<stem>.pem` (card, then the CA) / `<stem>.key`. `not_before` and
+    `days` make expired or not-yet-valid cards for tests."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = _load_ca(ca_cert, ca_key)
+    key = _ec_key()
+    name = _name(
+        [(NameOID.COUNTRY_NAME, "FR")],
+        [(NameOID.TITLE, "Médecin")],
+        [(NameOID.COMMON_NAME, idnat), (NameOID.SURNAME, surname),
+         (NameOID.GIVEN_NAME, given_name)],
+    )
+    cert = _leaf(ca, name, key, eku=[ExtendedKeyUsageOID.CLIENT_AUTH], not_before=not_before,
+                 days=days)
+    return _write_issued(directory, stem, cert, key, ca, p12_password=None,
+                         friendly_name=f"{surname} {given_name}")
 
 
 def _pem(cert: x509.Certificate) -> bytes:
@@ -500,7 +549,9 @@ __all__ = [
     "DEMO_REVOKED_IDNAT",
     "DevPKI",
     "IssuedCert",
+    "issue_card",
     "make_crl",
     "make_dev_pki",
+    "make_root_ca",
     "operator_name",
 ]

@@ -10,6 +10,12 @@ ones) and the certificate/key, and new connections use the new contexts.
 The objects returned by `server_context_factory` and `client_creator` are what
 Twisted wants: `transport.startTLS(...)`, `TLSMemoryBIOFactory(...)`,
 `endpoints.wrapClientTLS(...)`.
+
+Every certificate refused in a handshake (ours as a server: a client's card,
+a peer MTA's certificate; ours as a relay client: the remote MTA's) is
+logged at WARNING and handed, as a `CertificateRefusal` naming the
+listener, the peer and the direction, to `ServerTLS.on_refusal` (the audit
+trail). That runs inside the handshake, on the reactor thread.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import hashlib
 import ipaddress
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +45,8 @@ from twisted.internet.interfaces import (
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
-from certs.trust import TrustStore
-from conf.settings import ClientCertMode, ListenerSettings, TLSSettings
+from certs.trust import NotedConnection, Refusal, TrustStore, VerifyNotes
+from conf.settings import ClientCertMode, ListenerRole, ListenerSettings, TLSSettings
 
 log = logging.getLogger(__name__)
 
@@ -99,21 +106,64 @@ class _KeyPair:
             raise TLSConfigError("certificate and key do not match") from exc
 
 
+# Directions of a TLS connection, as audit events name them.
+INBOUND_CLIENT = "inbound-client"  # a mail client or an application (submission, IMAP)
+INBOUND_MTA = "inbound-mta"  # another operator's MTA on an mx listener
+OUTBOUND_RELAY = "outbound-relay"  # our relay connecting to another operator's MTA
+
+
+@dataclass(frozen=True)
+class CertificateRefusal:
+    """A certificate refused during a handshake, with where it happened."""
+
+    refusal: Refusal
+    direction: str  # INBOUND_CLIENT | INBOUND_MTA | OUTBOUND_RELAY
+    listener: str | None  # our listener (inbound)
+    peer: str | None  # the other end's address
+    peer_port: int | None
+    server_name: str | None  # the host we relay to (outbound)
+
+
+class _ConnectionNotes(VerifyNotes):
+    """Where each of our SSL connections is, for the refusal report (the
+    peer address is read when needed: the transport is connected only after
+    the SSL object is made)."""
+
+    def __init__(self, direction: str, listener: str | None, tls_protocol: Any,
+                 server_name: str | None = None) -> None:
+        super().__init__()
+        self.direction = direction
+        self.listener = listener
+        self.tls_protocol = tls_protocol
+        self.server_name = server_name
+
+    def peer(self) -> tuple[str | None, int | None]:
+        try:
+            addr = self.tls_protocol.transport.getPeer()
+        except Exception:  # noqa: BLE001 - a report without the address still counts
+            return None, None
+        return getattr(addr, "host", None), getattr(addr, "port", None)
+
+
 @implementer(IOpenSSLServerConnectionCreator, IOpenSSLContextFactory)
 class ServerContextFactory:
     """One listener's TLS: asks the owning `ServerTLS` for the current context
     at each connection, so reloads apply without restarting listeners."""
 
-    def __init__(self, owner: ServerTLS, mode: ClientCertMode, session_id: bytes) -> None:
+    def __init__(self, owner: ServerTLS, mode: ClientCertMode, session_id: bytes,
+                 listener: str | None = None, direction: str = INBOUND_CLIENT) -> None:
         self._owner = owner
         self.mode = mode
         self._session_id = session_id
+        self.listener = listener
+        self.direction = direction
 
     def getContext(self) -> SSL.Context:
         return self._owner._server_context(self.mode, self._session_id)
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        return SSL.Connection(self.getContext(), None)
+        return NotedConnection(
+            self.getContext(), _ConnectionNotes(self.direction, self.listener, tlsProtocol))
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -122,17 +172,19 @@ class ClientCreator:
     its certificate names `hostname`; present our own certificate."""
 
     def __init__(self, context: SSL.Context, trust: TrustStore, hostname: str,
-                 verify_hostname: bool = True) -> None:
+                 verify_hostname: bool = True,
+                 refused: Callable[[SSL.Connection, Refusal], None] | None = None) -> None:
         self._ctx = context
         self._trust = trust
         self.hostname = hostname
         self._verify_hostname = verify_hostname
+        self._refused = refused
         try:
             self._ip: str | None = str(ipaddress.ip_address(hostname))
         except ValueError:
             self._ip = None
 
-    def _check_name(self, cert: crypto.X509, depth: int) -> bool:
+    def _check_name(self, conn: SSL.Connection, cert: crypto.X509, depth: int) -> bool:
         if depth != 0 or not self._verify_hostname:
             return True
         leaf = cert.to_cryptography()
@@ -142,17 +194,27 @@ class ClientCreator:
             else:
                 verify_certificate_hostname(leaf, self.hostname)
         except (VerificationError, CertificateError):
-            log.info("tls: peer certificate does not name %s", self.hostname)
+            refusal = Refusal.of(leaf, "name-mismatch",
+                                 f"the certificate does not name {self.hostname}", 0)
+            if self._refused is None:
+                log.warning("tls: peer certificate does not name %s", self.hostname)
+            else:
+                try:
+                    self._refused(conn, refusal)
+                except Exception:  # noqa: BLE001 - reporting never decides
+                    log.exception("tls: reporting a refused certificate failed")
             return False
         return True
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        conn = SSL.Connection(self._ctx, None)
+        conn = NotedConnection(
+            self._ctx, _ConnectionNotes(OUTBOUND_RELAY, None, tlsProtocol, self.hostname))
         if self._ip is None:
             conn.set_tlsext_host_name(self.hostname.encode("idna"))
         conn.set_verify(
             SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
-            self._trust.verify_callback(self._check_name),
+            self._trust.verify_callback(lambda cert, depth: self._check_name(conn, cert, depth),
+                                        self._refused),
         )
         return conn
 
@@ -163,6 +225,9 @@ class ServerTLS:
     def __init__(self, settings: TLSSettings, *, trust: TrustStore | None = None) -> None:
         self.settings = settings
         self.trust = trust or TrustStore(settings.ca_files, settings.crl_files)
+        # Hears of every refused certificate (see the module docstring); set
+        # by whoever keeps the audit trail. Must not block.
+        self.on_refusal: Callable[[CertificateRefusal], None] | None = None
         self._lock = threading.Lock()
         self._server_contexts: dict[tuple[ClientCertMode, bytes], SSL.Context] = {}
         self._client_context: SSL.Context | None = None
@@ -185,7 +250,28 @@ class ServerTLS:
         sid = hashlib.sha256(
             f"mss:{listener.name}:{listener.port}:{listener.client_cert.value}".encode()
         ).digest()[:32]
-        return ServerContextFactory(self, listener.client_cert, sid)
+        direction = INBOUND_MTA if listener.role is ListenerRole.MX else INBOUND_CLIENT
+        return ServerContextFactory(self, listener.client_cert, sid, listener.name, direction)
+
+    def _refused(self, conn: SSL.Connection, refusal: Refusal) -> None:
+        """Every refusal of every connection: logged, then `on_refusal`."""
+        notes = conn.verify_notes if isinstance(conn, NotedConnection) else None
+        if isinstance(notes, _ConnectionNotes):
+            peer, port = notes.peer()
+            event = CertificateRefusal(refusal, notes.direction, notes.listener, peer, port,
+                                       notes.server_name)
+        else:
+            event = CertificateRefusal(refusal, INBOUND_CLIENT, None, None, None, None)
+        log.warning(
+            "tls: refused %s certificate (%s) from %s%s: %s; subject %s, issuer %s, serial %s",
+            event.direction, refusal.reason, event.peer or "?",
+            f" on {event.listener}" if event.listener else
+            f" ({event.server_name})" if event.server_name else "",
+            refusal.error, refusal.subject, refusal.issuer, refusal.serial,
+        )
+        hook = self.on_refusal
+        if hook is not None:
+            hook(event)
 
     def _server_context(self, mode: ClientCertMode, session_id: bytes) -> SSL.Context:
         key = (mode, session_id)
@@ -211,7 +297,7 @@ class ServerTLS:
         flags = SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE
         if mode is ClientCertMode.REQUIRED:
             flags |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
-        ctx.set_verify(flags, self.trust.verify_callback())
+        ctx.set_verify(flags, self.trust.verify_callback(refused=self._refused))
         ctx.set_verify_depth(_VERIFY_DEPTH)
         return ctx
 
@@ -222,7 +308,7 @@ class ServerTLS:
             if self._client_context is None:
                 self._client_context = self._build_client_context()
             ctx = self._client_context
-        return ClientCreator(ctx, self.trust, hostname, verify_hostname)
+        return ClientCreator(ctx, self.trust, hostname, verify_hostname, self._refused)
 
     def _build_client_context(self) -> SSL.Context:
         s = self.settings
@@ -313,6 +399,10 @@ def tls_info(transport: Any) -> tuple[str, str] | None:
 
 
 __all__ = [
+    "INBOUND_CLIENT",
+    "INBOUND_MTA",
+    "OUTBOUND_RELAY",
+    "CertificateRefusal",
     "ClientCreator",
     "ServerContextFactory",
     "ServerTLS",

@@ -28,10 +28,79 @@ log = logging.getLogger(__name__)
 
 # OpenSSL verification error numbers used below (x509_vfy.h).
 X509_V_OK = 0
+X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT = 2
 X509_V_ERR_UNABLE_TO_GET_CRL = 3
+X509_V_ERR_CERT_NOT_YET_VALID = 9
+X509_V_ERR_CERT_HAS_EXPIRED = 10
 X509_V_ERR_CRL_NOT_YET_VALID = 11
 X509_V_ERR_CRL_HAS_EXPIRED = 12
+X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT = 18
+X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN = 19
+X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY = 20
+X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE = 21
 X509_V_ERR_CERT_REVOKED = 23
+X509_V_ERR_CERT_UNTRUSTED = 27
+
+# "The chain does not lead to one of our anchors": the certificate comes from
+# a CA we do not trust.
+_UNKNOWN_ISSUER = frozenset({
+    X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT,
+    X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT,
+    X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN,
+    X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
+    X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE,
+    X509_V_ERR_CERT_UNTRUSTED,
+})
+_REASONS = {
+    X509_V_ERR_CERT_REVOKED: "revoked",
+    X509_V_ERR_CERT_HAS_EXPIRED: "expired",
+    X509_V_ERR_CERT_NOT_YET_VALID: "not-yet-valid",
+    X509_V_ERR_UNABLE_TO_GET_CRL: "crl-missing",
+    **{errno: "unknown-ca" for errno in _UNKNOWN_ISSUER},
+}
+
+
+def refusal_reason(errno: int) -> str:
+    """The audit reason for an OpenSSL verification error: revoked, expired,
+    not-yet-valid, unknown-ca, crl-missing, or verify-error (any other)."""
+    return _REASONS.get(errno, "verify-error")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why the verify callback refused a certificate, and which one (the
+    card, not a CA of its chain, whenever the card was presented)."""
+
+    reason: str  # refusal_reason(), or "name-mismatch" (outbound host name check)
+    error: str  # OpenSSL's words
+    depth: int  # where in the chain the problem is (0: the certificate itself)
+    subject: str
+    issuer: str
+    serial: str  # hexadecimal, as CRLs and CA interfaces print it
+
+    @classmethod
+    def of(cls, cert: x509.Certificate, reason: str, error: str, depth: int) -> Refusal:
+        return cls(reason, error, depth, cert.subject.rfc4514_string(),
+                   cert.issuer.rfc4514_string(), f"{cert.serial_number:X}")
+
+
+class VerifyNotes:
+    """What the verify callback remembers during one handshake (a subclass
+    may carry more), on a `NotedConnection`. Without it the callback still
+    decides alike, only the refusal of an untrusted chain names the CA
+    instead of the card."""
+
+    def __init__(self) -> None:
+        self.unknown_issuer: tuple[int, int] | None = None  # (errno, depth) held back
+
+
+class NotedConnection(SSL.Connection):
+    """An SSL connection with its `VerifyNotes` (the app data slot belongs
+    to Twisted, which puts its protocol there)."""
+
+    def __init__(self, context: SSL.Context, notes: VerifyNotes) -> None:
+        super().__init__(context, None)
+        self.verify_notes = notes
 
 Clock = Callable[[], dt.datetime]
 
@@ -237,27 +306,57 @@ class TrustStore:
             store.set_flags(crypto.X509StoreFlags.CRL_CHECK | crypto.X509StoreFlags.CRL_CHECK_ALL)
 
     def verify_callback(
-        self, extra: Callable[[crypto.X509, int], bool] | None = None
+        self,
+        extra: Callable[[crypto.X509, int], bool] | None = None,
+        refused: Callable[[SSL.Connection, Refusal], None] | None = None,
     ) -> Callable[[SSL.Connection, crypto.X509, int, int, int], bool]:
         """The callback for `SSL.Context.set_verify`: OpenSSL's verdict, except
         that an expired CRL is reported, not fatal (its revoked serials are
-        still refused). `extra(cert, depth)` adds a check (e.g. host name)."""
+        still refused). `extra(cert, depth)` adds a check (e.g. host name).
+        `refused(conn, refusal)` hears of every refusal (else it is logged
+        here); it runs inside the handshake, so it must not block, and
+        whatever it raises is logged, never changes the verdict.
+
+        A chain that does not lead to our anchors is first reported at the
+        depth of its topmost certificate (a foreign CA). On a
+        `NotedConnection`, that error is held back and the refusal made at
+        depth 0 (OpenSSL signals each depth down to 0 before it accepts a
+        chain, whatever was overridden above), so that the refusal names
+        the card itself."""
+
+        def refuse(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int) -> bool:
+            refusal = Refusal.of(cert.to_cryptography(), refusal_reason(errno),
+                                 _verify_error_text(errno), depth)
+            if refused is None:
+                log.warning("trust: refused certificate at depth %d (%s): %s", depth,
+                            refusal.subject, refusal.error)
+                return False
+            try:
+                refused(conn, refusal)
+            except Exception:  # noqa: BLE001 - reporting never decides
+                log.exception("trust: reporting a refused certificate failed")
+            return False
 
         def callback(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int,
                      ok: int) -> bool:
+            if not ok and errno == X509_V_ERR_CRL_HAS_EXPIRED:
+                log.warning("trust: using an expired CRL for %s",
+                            cert.to_cryptography().issuer.rfc4514_string())
+                ok = 1
+            notes = conn.verify_notes if isinstance(conn, NotedConnection) else None
             if not ok:
-                if errno == X509_V_ERR_CRL_HAS_EXPIRED:
-                    log.warning("trust: using an expired CRL for %s",
-                                cert.to_cryptography().issuer.rfc4514_string())
-                    ok = 1
-                else:
-                    log.info("trust: refused certificate at depth %d (%s): %s", depth,
-                             cert.to_cryptography().subject.rfc4514_string(),
-                             _verify_error_text(errno))
-                    return False
+                if depth > 0 and errno in _UNKNOWN_ISSUER and notes is not None:
+                    if notes.unknown_issuer is None:
+                        notes.unknown_issuer = (errno, depth)
+                    return True  # refused at depth 0, naming the card
+                if depth == 0 and notes is not None and notes.unknown_issuer is not None:
+                    errno = notes.unknown_issuer[0]  # the cause, not its consequence
+                return refuse(conn, cert, errno, depth)
+            if depth == 0 and notes is not None and notes.unknown_issuer is not None:
+                return refuse(conn, cert, notes.unknown_issuer[0], 0)
             if extra is not None:
                 return extra(cert, depth)
-            return bool(ok)
+            return True
 
         return callback
 
@@ -320,9 +419,13 @@ def _verify_error_text(errno: int) -> str:
 
 __all__ = [
     "CertificateRejected",
+    "NotedConnection",
+    "Refusal",
     "TrustError",
     "TrustStatus",
     "TrustStore",
+    "VerifyNotes",
     "load_crls",
     "load_pem_certificates",
+    "refusal_reason",
 ]

@@ -8,6 +8,7 @@ from typing import Any
 from mssctl.common import (
     EXIT_OK,
     add_config_option,
+    admin_change,
     load,
     opened_store,
     print_table,
@@ -62,9 +63,16 @@ def cmd_add(args: argparse.Namespace) -> int:
     password_hash = None
     if not args.no_password:
         password_hash = hash_password(read_password(args.password, prompt="Password"))
-    with opened_store(settings) as store, store_errors(f"account {args.login}"):
+    login = args.login.strip().lower()
+    with (
+        opened_store(settings) as store,
+        admin_change(settings, "account-add", login, store=store, name=args.name,
+                     account_class=args.account_class, idnat=args.idnat,
+                     cert_subject=args.cert_subject, password=bool(password_hash)),
+        store_errors(f"account {args.login}"),
+    ):
         account = store.add_account(
-            args.login.strip().lower(),
+            login,
             args.name,
             AccountClass(args.account_class),
             idnat=args.idnat,
@@ -80,16 +88,28 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     new_hash = None if args.clear else hash_password(
         read_password(args.password, prompt="New password")
     )
-    with opened_store(settings) as store, store_errors(f"account {args.login}"):
-        store.set_password_hash(args.login.strip().lower(), new_hash)
+    login = args.login.strip().lower()
+    with (
+        opened_store(settings) as store,
+        admin_change(settings, "account-passwd", login, store=store,
+                     password="removed" if args.clear else "changed"),
+        store_errors(f"account {args.login}"),
+    ):
+        store.set_password_hash(login, new_hash)
     print(f"password of {args.login} {'removed' if args.clear else 'changed'}")
     return EXIT_OK
 
 
 def cmd_set_active(args: argparse.Namespace) -> int:
     settings = load(args)
-    with opened_store(settings) as store, store_errors(f"account {args.login}"):
-        store.set_account_active(args.login.strip().lower(), args.active)
+    login = args.login.strip().lower()
+    action = "account-enable" if args.active else "account-disable"
+    with (
+        opened_store(settings) as store,
+        admin_change(settings, action, login, store=store, active=args.active),
+        store_errors(f"account {args.login}"),
+    ):
+        store.set_account_active(login, args.active)
     print(f"account {args.login} {'enabled' if args.active else 'disabled'}")
     return EXIT_OK
 

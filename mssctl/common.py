@@ -1,4 +1,5 @@
-"""What every `mssctl` subcommand shares: exit codes, errors, config, store."""
+"""What every `mssctl` subcommand shares: exit codes, errors, config, store,
+and the audit of admin changes (`admin_change`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from conf.loader import ConfigError, load_settings
 from conf.settings import Settings
@@ -95,6 +97,91 @@ def store_errors(subject: str = "") -> Iterator[None]:
     except StoreError as exc:
         text = describe_store_error(exc)
         raise CliError(f"{subject}: {text}" if subject else text) from None
+
+
+# ---------------------------------------------------------------- admin audit
+
+
+def admin_actor() -> str:
+    """Who runs this command, as audit events name them: ``admin:<user>``,
+    or ``admin:<user>(sudo:<who>)`` when run through sudo (SUDO_USER)."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry
+        user = f"uid{os.getuid()}"
+    sudo = os.environ.get("SUDO_USER", "").strip()
+    if sudo and sudo != user:
+        return f"admin:{user}(sudo:{sudo})"
+    return f"admin:{user}"
+
+
+@dataclass
+class AdminChange:
+    """What `admin_change` yields: the details of the event (the changed
+    fields; never a password), completed by the command as it learns more,
+    and the store that keeps a copy (None: the file only)."""
+
+    details: dict[str, Any] = field(default_factory=dict)
+    store: MessageStore | None = None
+
+
+def record_admin(settings: Settings, store: MessageStore | None, action: str, target: str,
+                 result: str, **details: Any) -> None:
+    """One admin event: written to the audit file (authoritative), then to
+    the store's audit table (what `mssctl audit query` reads). Raises
+    CliError when the audit file cannot be written."""
+    from policy.audit import FileAuditSink
+
+    try:
+        sink = FileAuditSink(settings.audit.path, None)
+    except OSError as exc:
+        raise CliError(f"cannot write the audit log {settings.audit.path}: "
+                       f"{exc.strerror or exc}") from None
+    try:
+        event = sink.record(admin_actor(), action, target, result,
+                            **{k: v for k, v in details.items() if v is not None})
+    finally:
+        sink.close()
+    if store is not None:
+        from storage.interface import StoreError
+
+        try:
+            store.record_audit([event])
+        except StoreError as exc:
+            print(f"mssctl: warning: audit event only in {settings.audit.path} "
+                  f"(store: {describe_store_error(exc)})", file=sys.stderr)
+
+
+@contextmanager
+def admin_change(settings: Settings, action: str, target: str, *,
+                 store: MessageStore | None = None, **details: Any) -> Iterator[AdminChange]:
+    """ONE audit event for the change made in the block: result "ok", or
+    "fail" with the reason when it raises (the error still propagates).
+    The audit file is checked before the block runs, so a change that
+    could not be audited is not made. Every `mssctl` command that changes
+    something goes through here."""
+    from policy.audit import FileAuditSink
+    from storage.interface import StoreError
+
+    try:
+        FileAuditSink(settings.audit.path, None).close()
+    except OSError as exc:
+        raise CliError(f"cannot write the audit log {settings.audit.path}: "
+                       f"{exc.strerror or exc}; nothing was changed") from None
+    change = AdminChange(dict(details), store)
+    try:
+        yield change
+    except BaseException as exc:
+        if isinstance(exc, CliError):
+            reason = exc.message
+        elif isinstance(exc, StoreError):
+            reason = describe_store_error(exc)
+        else:
+            reason = type(exc).__name__
+        record_admin(settings, change.store, action, target, "fail", reason=reason,
+                     **change.details)
+        raise
+    record_admin(settings, change.store, action, target, "ok", **change.details)
 
 
 def describe_store_error(exc: BaseException) -> str:

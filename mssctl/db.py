@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mssctl.common import EXIT_OK, CliError, add_config_option, describe_store_error, load
+from mssctl.common import (
+    EXIT_OK,
+    CliError,
+    add_config_option,
+    admin_change,
+    describe_store_error,
+    load,
+)
 
 
 def register(sub: Any) -> None:
@@ -18,12 +25,27 @@ def register(sub: Any) -> None:
 
 def upgrade(args: argparse.Namespace) -> int:
     settings = load(args)
-    from storage import migrate
+    from sqlalchemy.engine import make_url
+
+    from storage import head_revision, migrate, open_store, schema_revision
     from storage.interface import StoreError
 
-    try:
-        migrate(settings.database.url)
-    except StoreError as exc:
-        raise CliError(f"migration failed: {describe_store_error(exc)}") from None
+    url = make_url(settings.database.url).render_as_string(hide_password=True)
+    with admin_change(settings, "db-upgrade", url) as change:
+        try:
+            change.details["revision_before"] = schema_revision(settings.database.url)
+        except Exception:  # noqa: BLE001 - migrate below says what is wrong
+            change.details["revision_before"] = None
+        try:
+            migrate(settings.database.url)
+        except StoreError as exc:
+            raise CliError(f"migration failed: {describe_store_error(exc)}") from None
+        change.details["revision"] = head_revision()
+        try:  # the schema is current now: the store can keep a copy of the event
+            change.store = open_store(settings.database.url, settings.key_file)
+        except Exception:  # noqa: BLE001 - the audit file has it anyway
+            change.store = None
+    if change.store is not None:
+        change.store.close()
     print("database is at the latest schema revision")
     return EXIT_OK

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
-from mssctl.common import EXIT_OK, EXIT_USAGE, CliError
+from mssctl.common import EXIT_OK, EXIT_USAGE, CliError, record_admin
 from mssctl.serve import DEMO_LOGINS_FILE
 
 if TYPE_CHECKING:
@@ -381,6 +381,9 @@ def build(work: Path, final: Path, domain: str, hostname: str, port_offset: int,
         store.add_mailbox(f"postmaster@{domain}", MailboxType.ORG, display_name="Postmaster",
                           responsible=domain)
         logins = add_demo(store, domain, pki) if demo else []
+        record_admin(settings, store, "init", str(final), "ok", domain=domain,
+                     hostname=hostname, demo=demo, accounts=len(store.list_accounts()),
+                     mailboxes=len(store.list_mailboxes()))
     finally:
         store.close()
     for db_file in work.glob("mss.db*"):  # addresses and dates are in clear

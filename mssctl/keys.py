@@ -13,13 +13,15 @@ from typing import Any
 
 from mssctl.common import (
     EXIT_OK,
+    AdminChange,
     CliError,
     add_config_option,
+    admin_change,
     describe_store_error,
     load,
     opened_store,
 )
-from storage.interface import StoreError
+from storage.interface import MessageStore, StoreError
 
 
 def register(sub: Any) -> None:
@@ -37,37 +39,52 @@ def register(sub: Any) -> None:
     reenc.set_defaults(func=cmd_reencrypt)
 
 
-def _reencrypt_all(args: argparse.Namespace) -> int:
-    settings = load(args)
+def _reencrypt(store: MessageStore, batch: int, change: AdminChange) -> int:
     total = 0
-    with opened_store(settings) as store:
-        try:
-            while True:
-                done = store.reencrypt(batch=max(1, args.batch))
-                if done == 0:
-                    break
-                total += done
-                print(f"re-encrypted {total} so far", flush=True)
-        except StoreError as exc:
-            raise CliError(f"re-encryption stopped after {total}: {describe_store_error(exc)}") from None
+    try:
+        while True:
+            done = store.reencrypt(batch=max(1, batch))
+            if done == 0:
+                break
+            total += done
+            change.details["reencrypted"] = total
+            print(f"re-encrypted {total} so far", flush=True)
+    except StoreError as exc:
+        raise CliError(f"re-encryption stopped after {total}: {describe_store_error(exc)}") \
+            from None
     print(f"re-encrypted {total} blob(s); every blob is under the current key")
-    return EXIT_OK
+    return total
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
     settings = load(args)
     from storage.crypto import KeyFileError, add_key
 
-    try:
-        key_id = add_key(settings.key_file)
-    except KeyFileError as exc:
-        raise CliError(str(exc)) from None
-    print(f"new current key {key_id} added to {settings.key_file}")
-    if args.no_reencrypt:
-        print("old messages stay under their key until `mssctl keys reencrypt`")
-        return EXIT_OK
-    return _reencrypt_all(args)
+    with (
+        opened_store(settings) as store,
+        admin_change(settings, "keys-rotate", str(settings.key_file), store=store,
+                     reencrypt=not args.no_reencrypt) as change,
+    ):
+        try:
+            key_id = add_key(settings.key_file)
+        except KeyFileError as exc:
+            raise CliError(str(exc)) from None
+        change.details["key_id"] = key_id
+        print(f"new current key {key_id} added to {settings.key_file}")
+        if args.no_reencrypt:
+            print("old messages stay under their key until `mssctl keys reencrypt`")
+            return EXIT_OK
+        change.details["reencrypted"] = 0
+        _reencrypt(store, args.batch, change)
+    return EXIT_OK
 
 
 def cmd_reencrypt(args: argparse.Namespace) -> int:
-    return _reencrypt_all(args)
+    settings = load(args)
+    with (
+        opened_store(settings) as store,
+        admin_change(settings, "keys-reencrypt", str(settings.key_file), store=store,
+                     reencrypted=0) as change,
+    ):
+        _reencrypt(store, args.batch, change)
+    return EXIT_OK

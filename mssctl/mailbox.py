@@ -12,6 +12,7 @@ from mssctl.common import (
     EXIT_USAGE,
     CliError,
     add_config_option,
+    admin_change,
     load,
     opened_store,
     print_table,
@@ -115,7 +116,13 @@ def cmd_add(args: argparse.Namespace) -> int:
     mtype = MailboxType(args.mailbox_type)
     if mtype is not MailboxType.ORG and not args.owner:
         raise CliError(f"a {mtype.value} mailbox needs --owner LOGIN", EXIT_USAGE)
-    with opened_store(settings) as store, store_errors(f"mailbox {address}"):
+    with (
+        opened_store(settings) as store,
+        admin_change(settings, "mailbox-add", address, store=store,
+                     mailbox_type=mtype.value, owner=args.owner, name=args.name,
+                     responsible=args.responsible, quota=_size_text(args.quota)),
+        store_errors(f"mailbox {address}"),
+    ):
         owner_id = store.get_account(args.owner).id if args.owner else None
         mailbox = store.add_mailbox(
             address,
@@ -151,8 +158,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_set_active(args: argparse.Namespace) -> int:
     settings = load(args)
-    with opened_store(settings) as store, store_errors(f"mailbox {args.address}"):
-        store.set_mailbox_active(args.address.strip().lower(), args.active)
+    address = args.address.strip().lower()
+    action = "mailbox-enable" if args.active else "mailbox-disable"
+    with (
+        opened_store(settings) as store,
+        admin_change(settings, action, address, store=store, active=args.active),
+        store_errors(f"mailbox {args.address}"),
+    ):
+        store.set_mailbox_active(address, args.active)
     print(f"mailbox {args.address} {'enabled' if args.active else 'disabled'}")
     return EXIT_OK
 
@@ -166,12 +179,23 @@ def cmd_grant(args: argparse.Namespace) -> int:
             f"expected letters among {ALL_RIGHTS}",
             EXIT_USAGE,
         )
-    with opened_store(settings) as store, store_errors(f"{args.address} / {args.login}"):
+    action = "mailbox-grant" if args.rights or args.send_as else "mailbox-revoke"
+    with (
+        opened_store(settings) as store,
+        admin_change(settings, action, args.address.strip().lower(), store=store,
+                     login=args.login.strip().lower(), rights=args.rights,
+                     valid_from=args.valid_from, valid_until=args.valid_until) as change,
+        store_errors(f"{args.address} / {args.login}"),
+    ):
         mailbox = store.get_mailbox(args.address)
         account = store.get_account(args.login)
+        change.details["rights_before"] = next(
+            (g.rights for g in store.grants_for_mailbox(mailbox.id)
+             if g.account_id == account.id), "")
         grant = store.set_grant(account.id, mailbox.id, args.rights,
                                 valid_from=args.valid_from, valid_until=args.valid_until,
                                 send_as=args.send_as)
+        change.details["send_as"] = grant.send_as
     if grant.rights or grant.send_as:
         rights = f"rights {grant.rights}" if grant.rights else "no IMAP rights"
         also = ", and may send as it" if grant.send_as else ""

@@ -8,6 +8,7 @@ from typing import Any
 from mssctl.common import (
     EXIT_OK,
     add_config_option,
+    admin_change,
     load,
     opened_store,
     print_table,
@@ -53,7 +54,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     settings = load(args)
-    with opened_store(settings) as store, store_errors(f"queue entry {args.entry_id}"):
+    with (
+        opened_store(settings) as store,
+        admin_change(settings, "queue-retry", f"queue:{args.entry_id}", store=store),
+        store_errors(f"queue entry {args.entry_id}"),
+    ):
         store.retry_entry(args.entry_id)
     print(f"queue entry {args.entry_id} is due now")
     return EXIT_OK
@@ -61,7 +66,15 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     settings = load(args)
-    with opened_store(settings) as store, store_errors(f"queue entry {args.entry_id}"):
+    with (
+        opened_store(settings) as store,
+        admin_change(settings, "queue-delete", f"queue:{args.entry_id}", store=store) as change,
+        store_errors(f"queue entry {args.entry_id}"),
+    ):
+        entry = next((e for e in store.list_queue() if e.id == args.entry_id), None)
+        if entry is not None:  # what was dropped, never its content
+            change.details.update(sender=entry.sender or "<>", recipients=list(entry.recipients),
+                                  size=entry.size, attempts=entry.attempts)
         store.remove_entry(args.entry_id)
     print(f"queue entry {args.entry_id} deleted")
     return EXIT_OK

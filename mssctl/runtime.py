@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from conf.settings import ListenerRole, ListenerSettings, Settings, TLSMode
-from policy.audit import FileAuditSink
+from policy.audit import FileAuditSink, record_certificate_refusal, record_nonblocking
 from policy.auth import Authenticator
 from policy.decisions import Policy
 from policy.services import Services
@@ -82,6 +82,9 @@ def build_services(settings: Settings, reactor: Any) -> Services:
             reactor=reactor,
             tls=build_tls(settings),
         )
+        if services.tls is not None:
+            services.tls.on_refusal = lambda event: record_certificate_refusal(
+                audit, runner.run, event)
     except BaseException:
         store.close()
         raise
@@ -170,18 +173,37 @@ def start_housekeeping(services: Services) -> Any:
 
 
 def reload_files(services: Services) -> list[str]:
-    """SIGHUP: re-read CRLs, certificates and the whitelist, keeping the running
-    copies of whatever is broken; returns the problems (also logged)."""
+    """SIGHUP: reopen the audit log (log rotation), re-read CRLs,
+    certificates and the whitelist, keeping the running copies of whatever
+    is broken; returns the problems (also logged). One "reload" audit
+    event, in the new audit file, says what was reloaded and how."""
+    import os
+
     problems: list[str] = []
+    details: dict[str, Any] = {"signal": "SIGHUP", "pid": os.getpid()}
+    reopen = getattr(services.audit, "reopen", None)
+    if reopen is not None:
+        details["audit_log_reopened"] = bool(reopen())
+        if not details["audit_log_reopened"]:
+            problems.append(f"audit log {services.settings.audit.path} not reopened")
     if services.tls is not None:
         problems += list(services.tls.reload())
+        status = services.tls.trust.status()
+        details.update(ca_certificates=status.anchors, crls=status.crls)
     path = services.settings.policy.whitelist_file
     if path is not None and path.is_file():
         try:
             services.policy.whitelist = Whitelist.load(path)
         except WhitelistError as exc:
             problems.append(f"{exc}; keeping the previous whitelist")
+    whitelist = services.policy.whitelist
+    if whitelist is not None:
+        details.update(whitelist_domains=len(whitelist.domains),
+                       whitelist_generated=whitelist.generated)
     for problem in problems:
         log.warning("reload: %s", problem)
     log.info("reload: done%s", f" with {len(problems)} problem(s)" if problems else "")
+    record_nonblocking(services.audit, services.runner.run, "system", "reload",
+                       services.settings.hostname, "partial" if problems else "ok",
+                       problems=problems, **details)
     return problems

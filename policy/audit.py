@@ -17,6 +17,10 @@ store failure is logged, never raised to the caller. `flush()` waits until
 everything queued so far is in the store; `close()` flushes and stops.
 Without a file the store copy is the only record: it is then written
 synchronously, one transaction per event.
+
+Log rotation: `reopen()` (on SIGHUP) opens the path again, so after
+``mv audit.log audit.log.1`` new events go to a new ``audit.log``.
+The event schema (actions, targets, details, results) is in README.md.
 """
 
 from __future__ import annotations
@@ -32,9 +36,12 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from storage.interface import AuditEvent, MessageStore, StoreError
+
+if TYPE_CHECKING:
+    from certs.tls import CertificateRefusal
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,56 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     return str(value)
+
+
+def event_record(event: AuditEvent) -> dict[str, Any]:
+    """The JSON object of one event, as the audit file holds it: the five
+    fields, then the details (a detail named like a field is prefixed
+    ``detail_``)."""
+    record: dict[str, Any] = {
+        "time": event.time.isoformat(),
+        "actor": event.actor,
+        "action": event.action,
+        "target": event.target,
+        "result": event.result,
+    }
+    for key, value in event.details.items():
+        # A detail never overwrites the five fields a reader relies on.
+        record[f"detail_{key}" if key in record else key] = value
+    return record
+
+
+def record_nonblocking(
+    sink: AuditSink, run: Callable[..., Any], actor: str, action: str, target: str,
+    result: str, **details: Any,
+) -> None:
+    """Records from the reactor thread: right here when the sink never waits
+    for the database, else through `run` (a `StoreRunner.run`: a thread).
+    Never raises: a lost event is logged."""
+    try:
+        if getattr(sink, "nonblocking", False):
+            sink.record(actor, action, target, result, **details)
+            return
+        d = run(sink.record, actor, action, target, result, **details)
+        d.addErrback(lambda f: log.warning("audit event lost: %s %s: %s", action, target,
+                                           f.getErrorMessage()))
+    except Exception:  # noqa: BLE001 - the audit trail never breaks the caller
+        log.exception("audit event lost: %s %s", action, target)
+
+
+def record_certificate_refusal(
+    sink: AuditSink, run: Callable[..., Any], event: CertificateRefusal
+) -> None:
+    """One "certificate" deny event per certificate refused in a handshake
+    (called inside it, on the reactor thread). The actor is the subject the
+    certificate claims; the target is our listener, or the host we relay to."""
+    r = event.refusal
+    record_nonblocking(
+        sink, run, r.subject or "-", "certificate", event.listener or event.server_name or "-",
+        "deny", reason=r.reason, direction=event.direction, listener=event.listener,
+        peer=event.peer, peer_port=event.peer_port, server_name=event.server_name,
+        subject=r.subject, issuer=r.issuer, serial=r.serial, depth=r.depth, error=r.error,
+    )
 
 
 # Sinks whose mirror thread runs, flushed at interpreter exit (a daemon thread
@@ -134,17 +191,7 @@ class FileAuditSink:
             result=result,
             details={k: _jsonable(v) for k, v in details.items()},
         )
-        record: dict[str, Any] = {
-            "time": event.time.isoformat(),
-            "actor": event.actor,
-            "action": event.action,
-            "target": event.target,
-            "result": event.result,
-        }
-        for key, value in event.details.items():
-            # A detail never overwrites the five fields a reader relies on.
-            record[f"detail_{key}" if key in record else key] = value
-        line = json.dumps(record, ensure_ascii=False, sort_keys=False)
+        line = json.dumps(event_record(event), ensure_ascii=False, sort_keys=False)
         self.events.append(event)  # atomic; trimmed now and then, under the lock
         if len(self.events) > 2 * self._keep:
             with self._lock:
@@ -157,6 +204,39 @@ class FileAuditSink:
             else:
                 self._mirror([event])
         return event
+
+    def reopen(self) -> bool:
+        """Log rotation: opens the path again (creating it when it was renamed
+        away) and writes there from now on; the old file is fsynced first.
+        The new file takes over the old descriptor's number (dup2), so a
+        thread writing meanwhile writes whole lines to one file or the
+        other, never to a closed or reused descriptor. Returns False (and
+        logs why) when there is no file or the path cannot be opened: events
+        then keep going to the old file."""
+        if self._path is None:
+            return False
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                            0o640)
+        except OSError as exc:
+            log.error("audit log %s cannot be reopened (%s): writing to the old file",
+                      self._path, exc.strerror or exc)
+            return False
+        try:
+            with self._lock:
+                fd = self._fd
+                if fd is None:  # closed
+                    return False
+                try:
+                    os.fsync(fd)
+                except OSError:
+                    log.warning("audit log fsync failed", exc_info=True)
+                os.dup2(fresh, fd, inheritable=False)
+                self._dirty = True
+        finally:
+            os.close(fresh)
+        return True
 
     def _write_line(self, data: bytes) -> None:
         fd = self._fd

@@ -293,6 +293,15 @@ class QueueEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class Expunged:
+    """What `MessageStore.expunge_traced` removed."""
+
+    uids: tuple[int, ...]  # ascending
+    # uid -> Message-ID of the first `max_ids` removed messages that have one.
+    message_ids: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEvent:
     """One decision or action, as stored. Never message content."""
 
@@ -302,6 +311,19 @@ class AuditEvent:
     target: str  # mailbox, address, folder ...
     result: str  # "allow" | "deny" | "ok" | "fail" | ...
     details: dict[str, Any] = field(default_factory=dict)
+
+
+def audit_mailbox(target: str) -> str | None:
+    """The mailbox an audit target names: "box@domain" for the targets
+    "box@domain" and "box@domain/Folder/Sub", None for targets that are not
+    addresses (a listener, a file) or name several ("a@x,b@y": a delivery
+    to several boxes, whose "rcpt" events name each). Stored beside each
+    event, so that `audit_events(mailbox=...)` finds a box's events
+    through an index."""
+    head = target.split("/", 1)[0].strip().lower()
+    if "@" not in head or "," in head or len(head) > 320:
+        return None
+    return head
 
 
 @dataclass(frozen=True, slots=True)
@@ -552,6 +574,11 @@ class MessageStore(Protocol):
         """Metadata (decrypted) for these UIDs, in UID order; unknown UIDs are
         skipped."""
 
+    def message_ids(self, folder_id: int, uids: Sequence[int]) -> dict[int, str]:
+        """uid -> Message-ID (as stored in the metadata parsed at delivery;
+        nothing is re-parsed) of those UIDs that exist and have one. For the
+        audit trail: callers pass a bounded number of UIDs."""
+
     def message_body(self, folder_id: int, uid: int) -> bytes:
         """The full raw message (decrypted). Raises NotFound."""
 
@@ -575,6 +602,12 @@ class MessageStore(Protocol):
         """Removes messages flagged \\Deleted (only those among `uids` when
         given: UID EXPUNGE). Returns the UIDs removed, ascending. Each removal
         is recorded with a MODSEQ so other sessions learn of it."""
+
+    def expunge_traced(
+        self, folder_id: int, uids: Sequence[int] | None = None, *, max_ids: int = 100
+    ) -> Expunged:
+        """`expunge`, also returning the Message-IDs of (at most `max_ids` of)
+        the removed messages, read in the same transaction before they go."""
 
     def copy(self, folder_id: int, uids: Sequence[int], dest_folder_id: int) -> CopyResult:
         """Copies with flags (\\Recent set in the destination), new UIDs in
@@ -626,8 +659,22 @@ class MessageStore(Protocol):
     def record_audit(self, events: Sequence[AuditEvent]) -> None: ...
 
     def audit_events(
-        self, *, actor: str | None = None, since: datetime | None = None, limit: int = 1000
-    ) -> list[AuditEvent]: ...
+        self,
+        *,
+        actor: str | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+        until: datetime | None = None,
+        actions: Sequence[str] = (),
+        mailbox: str | None = None,
+        actor_prefix: bool = False,
+        newest: bool = False,
+    ) -> list[AuditEvent]:
+        """Stored events, oldest first, at most `limit`: the oldest matching
+        ones, or with `newest` the most recent ones (still returned oldest
+        first). Filters: `actor` (exact, or a prefix with `actor_prefix`),
+        `since` <= time < `until`, `actions` (any of), `mailbox` (events whose
+        target is that mailbox or one of its folders: `audit_mailbox`)."""
 
     def purge_audit(self, before: datetime) -> int:
         """Deletes older events; returns how many."""

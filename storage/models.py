@@ -246,7 +246,10 @@ class AuditRow(Base):
     """Who did what to what, and the outcome. Never message content."""
 
     __tablename__ = "audit"
-    __table_args__ = (Index("ix_audit_actor_time", "actor", "time"),)
+    __table_args__ = (
+        Index("ix_audit_actor_time", "actor", "time"),
+        Index("ix_audit_mailbox_time", "mailbox", "time"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     time: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
@@ -255,3 +258,6 @@ class AuditRow(Base):
     target: Mapped[str] = mapped_column(String(1024))
     result: Mapped[str] = mapped_column(String(64))
     details: Mapped[str] = mapped_column(Text, default="{}")  # JSON object
+    # The mailbox the target names (`storage.interface.audit_mailbox`), kept
+    # apart so that "everything done in this box" is an index lookup.
+    mailbox: Mapped[str | None] = mapped_column(String(320))

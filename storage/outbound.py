@@ -25,6 +25,7 @@ from storage.interface import (
     NotFound,
     QueueEntry,
     StoreUnavailable,
+    audit_mailbox,
 )
 from storage.sqlbase import (
     AU,
@@ -37,7 +38,8 @@ from storage.sqlbase import (
 )
 
 _INSERT_AUDIT = (
-    "INSERT INTO audit (time, actor, action, target, result, details) VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO audit (time, actor, action, target, result, details, mailbox)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -177,6 +179,7 @@ class OutboundMixin(StoreBase):
                     e.target,
                     e.result,
                     json.dumps(e.details, ensure_ascii=False, default=str),
+                    audit_mailbox(e.target),
                 )
                 for e in events
             ]
@@ -191,16 +194,39 @@ class OutboundMixin(StoreBase):
                 cursor.close()
 
     def audit_events(
-        self, *, actor: str | None = None, since: datetime | None = None, limit: int = 1000
+        self,
+        *,
+        actor: str | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+        until: datetime | None = None,
+        actions: Sequence[str] = (),
+        mailbox: str | None = None,
+        actor_prefix: bool = False,
+        newest: bool = False,
     ) -> list[AuditEvent]:
-        """Oldest first (from `since` when given), at most `limit`."""
-        q = select(AU).order_by(AU.c.time, AU.c.id).limit(limit)
+        q = select(AU)
         if actor is not None:
-            q = q.where(AU.c.actor == actor)
+            if actor_prefix:
+                q = q.where(AU.c.actor.startswith(actor, autoescape=True))
+            else:
+                q = q.where(AU.c.actor == actor)
         if since is not None:
             q = q.where(AU.c.time >= since)
+        if until is not None:
+            q = q.where(AU.c.time < until)
+        if actions:
+            q = q.where(AU.c.action.in_(list(actions)))
+        if mailbox is not None:
+            q = q.where(AU.c.mailbox == (audit_mailbox(mailbox) or mailbox))
+        if newest:
+            q = q.order_by(AU.c.time.desc(), AU.c.id.desc())
+        else:
+            q = q.order_by(AU.c.time, AU.c.id)
         with self._read() as c:
-            rows = c.execute(q).all()
+            rows = c.execute(q.limit(max(0, limit))).all()
+        if newest:
+            rows.reverse()
         return [
             AuditEvent(r.time, r.actor, r.action, r.target, r.result, json.loads(r.details))
             for r in rows

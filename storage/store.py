@@ -63,6 +63,7 @@ from storage.interface import (
     AppendResult,
     CopyResult,
     Delivery,
+    Expunged,
     FlagChange,
     FlagMode,
     Folder,
@@ -161,6 +162,7 @@ class _Sql:
     changed_since: str = ""
     expunged_since: str = ""
     infos: str = ""  # {} = the IN list
+    metas: str = ""  # {} = the IN list
     body_of: str = ""
     claim_recent: str = ""
 
@@ -237,6 +239,10 @@ def _make_sql(mark: str, pg: bool) -> _Sql:
         infos=q(
             "SELECT m.uid, m.modseq, m.flags, m.size, m.internal_date, b.key_id, b.meta"
             " FROM messages m JOIN bodies b ON b.id = m.body_id"
+            " WHERE m.folder_id = ? AND m.uid IN ({})"
+        ),
+        metas=q(
+            "SELECT m.uid, b.key_id, b.meta FROM messages m JOIN bodies b ON b.id = m.body_id"
             " WHERE m.folder_id = ? AND m.uid IN ({})"
         ),
         body_of=q(
@@ -844,6 +850,11 @@ class SqlStore(DirectoryMixin, OutboundMixin):
         self._gc_bodies(c, {r.body_id for r in rows})
 
     def expunge(self, folder_id: int, uids: Sequence[int] | None = None) -> list[int]:
+        return list(self.expunge_traced(folder_id, uids, max_ids=0).uids)
+
+    def expunge_traced(
+        self, folder_id: int, uids: Sequence[int] | None = None, *, max_ids: int = 100
+    ) -> Expunged:
         with self._raw_write() as (cur, sql):
             _, mailbox_id, _, _, highest = self._lock_folder_raw(cur, sql, folder_id)
             rows: list[Any] = []
@@ -860,12 +871,14 @@ class SqlStore(DirectoryMixin, OutboundMixin):
             # LIKE found the candidates; the flag itself decides.
             rows = [r for r in rows if DELETED in parse_flags(r[4])]
             if not rows:
-                return []
+                return Expunged(())
             rows.sort(key=lambda r: r[1])
+            removed = [int(r[1]) for r in rows]
+            # Read before the rows (and maybe their bodies) go.
+            traced = self._message_ids_raw(cur, sql, folder_id, removed[: max(0, max_ids)])
             for i in range(0, len(rows), CHUNK):
                 ids = [r[0] for r in rows[i : i + CHUNK]]
                 cur.execute(sql.delete_messages.format(_marks(sql, len(ids))), ids)
-            removed = [int(r[1]) for r in rows]
             modseq = highest + 1
             cur.executemany(sql.insert_expunged, [(folder_id, u, modseq) for u in removed])
             cur.execute(sql.update_modseq, (modseq, folder_id))
@@ -875,7 +888,7 @@ class SqlStore(DirectoryMixin, OutboundMixin):
             cur.execute(sql.update_usage, (-sum(int(r[2]) for r in rows), -len(rows), mailbox_id))
             for chunk in chunks([int(r[3]) for r in rows]):
                 cur.execute(sql.gc_bodies.format(_marks(sql, len(chunk))), chunk)
-            return removed
+            return Expunged(tuple(removed), traced)
 
     def _copy(
         self, c: Connection, folder_id: int, uids: Sequence[int], dest_folder_id: int, move: bool
@@ -1164,6 +1177,33 @@ class SqlStore(DirectoryMixin, OutboundMixin):
                     self._metadata(key_id, bytes(meta)),
                 )
             )
+        return out
+
+    def message_ids(self, folder_id: int, uids: Sequence[int]) -> dict[int, str]:
+        if not uids:
+            return {}
+        with self._raw_read() as (cur, sql):
+            return self._message_ids_raw(cur, sql, folder_id, uids)
+
+    def _message_ids_raw(
+        self, cur: Any, sql: _Sql, folder_id: int, uids: Sequence[int]
+    ) -> dict[int, str]:
+        """uid -> Message-ID from the stored metadata (the decoded-metadata
+        cache serves the envelopes clients fetched; not filled from inside a
+        write batch, whose reads may be rolled back)."""
+        rows: list[Any] = []
+        for chunk in chunks(list(uids)):
+            cur.execute(sql.metas.format(_marks(sql, len(chunk))), (folder_id, *chunk))
+            rows.extend(cur.fetchall())
+        cache = not self._in_write_batch()
+        out: dict[int, str] = {}
+        for uid, key_id, meta in sorted(rows, key=lambda r: r[0]):
+            blob = bytes(meta)
+            decoded = (self._metadata(key_id, blob) if cache
+                       else json.loads(self._decrypt(key_id, blob, crypto.AAD_META)))
+            value = (decoded.get("envelope") or {}).get("message_id")
+            if isinstance(value, str) and value.strip():
+                out[int(uid)] = " ".join(value.split())
         return out
 
     def _metadata(self, key_id: str, blob: bytes) -> dict[str, Any]:

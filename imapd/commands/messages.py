@@ -3,7 +3,11 @@ MOVE RFC 6851, CONDSTORE RFC 7162 UNCHANGEDSINCE).
 
 Sequence numbers are turned into UIDs through the session's own view before
 anything is changed, so a message expunged elsewhere but not yet announced is
-never confused with its neighbour."""
+never confused with its neighbour.
+
+Each change is ONE audit event after the access decisions: the agent, the
+folder, the UIDs changed as a compact set and the Message-IDs of the first
+`AUDIT_MESSAGE_IDS` of them (from the metadata stored at delivery)."""
 
 from __future__ import annotations
 
@@ -12,14 +16,25 @@ from collections.abc import Sequence
 from imapd.commands.access import resolve_folder
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.mailbox import check_flags
-from imapd.commands.selected import require_view, resolve_set, sync_view
+from imapd.commands.selected import audit_content, require_view, resolve_set, sync_view
 from imapd.errors import NoPermission, NotPermitted, Reply, no
 from imapd.namespace import Namespaces, Place
 from imapd.parser.commands import Command, Copy, Expunge, Move, Store, StoreMode
 from imapd.view import format_flags
 from imapd.wire import uid_set
 from policy.decisions import Identity, Policy
-from storage.interface import CopyResult, FlagChange, FlagMode, MessageStore, NotFound
+from storage.interface import (
+    CopyResult,
+    Expunged,
+    FlagChange,
+    FlagMode,
+    MessageStore,
+    NotFound,
+)
+
+# Message-IDs named per audit event (the UID set is always complete): a
+# STORE on 1:* of a large folder must not read and log every envelope.
+AUDIT_MESSAGE_IDS = 100
 
 
 def _check(policy: Policy, identity: Identity, place: Place, rights: str, action: str) -> None:
@@ -42,9 +57,13 @@ def _store_flags(
     policy: Policy, store: MessageStore, identity: Identity, place: Place, folder_id: int,
     uids: Sequence[int], mode: FlagMode, flags: Sequence[str], rights: str,
     unchanged_since: int | None,
-) -> tuple[list[FlagChange], list[int]]:
+) -> tuple[list[FlagChange], list[int], dict[int, str]]:
     _check(policy, identity, place, rights, "store")
-    return store.store_flags(folder_id, uids, mode, flags, unchanged_since=unchanged_since)
+    # Read before the write (the writer lane holds the lock from the first write).
+    ids = store.message_ids(folder_id, uids[:AUDIT_MESSAGE_IDS])
+    changes, failed = store.store_flags(
+        folder_id, uids, mode, flags, unchanged_since=unchanged_since)
+    return changes, failed, ids
 
 
 async def store(ctx: Context, cmd: Store) -> Reply:
@@ -68,10 +87,17 @@ async def store(ctx: Context, cmd: Store) -> Reply:
     changes: list[FlagChange] = []
     failed: list[int] = []
     if live and (flags or cmd.mode is StoreMode.REPLACE):
-        changes, failed = await ctx.run_write_selected(
+        changes, failed, ids = await ctx.run_write_selected(
             _store_flags, ctx.services.policy, ctx.services.store, identity, place,
             view.folder_id, live, FlagMode(cmd.mode.value), flags, rights, cmd.unchanged_since,
         )
+        if changes or failed:
+            changed_uids = [c.uid for c in changes]
+            await audit_content(
+                ctx, "store", changed_uids, mode=cmd.mode.value, flags=flags,
+                message_ids=_named(changed_uids, ids),
+                **({"failed": uid_set(sorted(failed))} if failed else {}),
+            )
     for c in changes:
         view.set_flags(c.uid, c.flags, c.modseq)
     if changes:
@@ -110,17 +136,19 @@ async def store(ctx: Context, cmd: Store) -> Reply:
 def _copy(
     policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
     source: Place, folder_id: int, uids: Sequence[int], dest_name: str, move: bool,
-) -> tuple[CopyResult, int]:
+) -> tuple[CopyResult, int, str, dict[int, str]]:
     if move:
         _check(policy, identity, source, "te", "move")
     try:
-        _, dest = resolve_folder(policy, store, identity, namespaces, dest_name, "i",
-                                 "move" if move else "copy")
+        dest_place, dest = resolve_folder(policy, store, identity, namespaces, dest_name, "i",
+                                          "move" if move else "copy")
     except (NotFound, NotPermitted):
         raise no("Destination mailbox does not exist", "TRYCREATE") from None
+    ids = store.message_ids(folder_id, uids[:AUDIT_MESSAGE_IDS])  # before a move takes them
+    where = f"{dest_place.mailbox.address}/{dest.name}"
     if move:
-        return store.move(folder_id, uids, dest.id), dest.id
-    return store.copy(folder_id, uids, dest.id), dest.id
+        return store.move(folder_id, uids, dest.id), dest.id, where, ids
+    return store.copy(folder_id, uids, dest.id), dest.id, where, ids
 
 
 async def copy(ctx: Context, cmd: Copy | Move) -> Reply:
@@ -134,10 +162,15 @@ async def copy(ctx: Context, cmd: Copy | Move) -> Reply:
     if not uids:
         # Still check the destination, so a bad name is reported as such.
         return ok(f"{name} completed (no messages)")
-    result, dest_id = await ctx.run_selected(
+    result, dest_id, where, ids = await ctx.run_selected(
         _copy, ctx.services.policy, ctx.services.store, identity, namespaces, place,
         view.folder_id, uids, cmd.mailbox, is_move,
     )
+    if result.source_uids:
+        await audit_content(
+            ctx, "move" if is_move else "copy", result.source_uids, to=where,
+            dest_uids=uid_set(result.dest_uids), message_ids=_named(result.source_uids, ids),
+        )
     token = getattr(ctx, "watch_token", None)
     ctx.watcher.notify_local(dest_id, exclude=token)
     code = None
@@ -161,9 +194,20 @@ async def copy(ctx: Context, cmd: Copy | Move) -> Reply:
 def _expunge(
     policy: Policy, store: MessageStore, identity: Identity, place: Place, folder_id: int,
     uids: Sequence[int] | None,
-) -> list[int]:
+) -> Expunged:
     _check(policy, identity, place, "e", "expunge")
-    return store.expunge(folder_id, uids)
+    return store.expunge_traced(folder_id, uids, max_ids=AUDIT_MESSAGE_IDS)
+
+
+def _named(uids: Sequence[int], ids: dict[int, str]) -> dict[str, str]:
+    """uid -> Message-ID for the audit details (JSON keys are strings)."""
+    return {str(u): ids[u] for u in sorted(uids) if u in ids}
+
+
+async def audit_expunge(ctx: Context, done: Expunged, command: str) -> None:
+    if done.uids:
+        await audit_content(ctx, "expunge", done.uids, command=command,
+                            message_ids=_named(done.uids, done.message_ids))
 
 
 async def expunge(ctx: Context, cmd: Expunge) -> Reply:
@@ -176,11 +220,12 @@ async def expunge(ctx: Context, cmd: Expunge) -> Reply:
         uids = resolve_set(view, cmd.uids, True)
         if not uids:
             return ok("EXPUNGE completed")
-    removed = await ctx.run_write_selected(
+    done = await ctx.run_write_selected(
         _expunge, ctx.services.policy, ctx.services.store, identity, place, view.folder_id, uids
     )
-    ctx.send(b"".join(view.expunge_now(removed)))
-    if removed:
+    await audit_expunge(ctx, done, "UID EXPUNGE" if cmd.uid else "EXPUNGE")
+    ctx.send(b"".join(view.expunge_now(done.uids)))
+    if done.uids:
         ctx.watcher.notify_local(view.folder_id, exclude=getattr(ctx, "watch_token", None))
     return ok("EXPUNGE completed")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from imapd.commands.base import Context, Handler, ok
+from imapd.commands.messages import AUDIT_MESSAGE_IDS, audit_expunge
 from imapd.commands.selected import sync_view
 from imapd.errors import Reply, bad, no
 from imapd.parser.commands import (
@@ -78,9 +79,11 @@ async def close(ctx: Context, cmd: Close) -> Reply:
             session.identity, place.mailbox, place.folder, "e", "expunge",
         )
         if decision.allowed:
-            removed = await ctx.run_write_selected(
-                ctx.services.store.expunge, view.folder_id, None)
-            if removed:
+            done = await ctx.run_write_selected(
+                ctx.services.store.expunge_traced, view.folder_id, None,
+                max_ids=AUDIT_MESSAGE_IDS)
+            await audit_expunge(ctx, done, "CLOSE")
+            if done.uids:
                 ctx.watcher.notify_local(view.folder_id)
     _leave(ctx)
     return ok("CLOSE completed")

@@ -79,10 +79,11 @@ def is_shared(ctx: Context) -> bool:
         place.prefix != "" or place.mailbox.owner_account_id != identity.account.id
     )
 
-async def audit_content(ctx: Context, action: str, uids: Sequence[int]) -> None:
-    """ONE audit event per command that returned message content (health
-    data: every read is recorded), in any mailbox, naming the agent, the
-    mailbox/folder and the UIDs as a compact set; never the content itself.
+async def audit_content(ctx: Context, action: str, uids: Sequence[int], **extra: Any) -> None:
+    """ONE audit event per command that returned or changed message content
+    (health data: every read is recorded; so are flag changes, copies, moves
+    and expunges, with `extra` details), in any mailbox, naming the agent,
+    the mailbox/folder and the UIDs as a compact set; never the content.
 
     A non-blocking sink is called right here; one that may wait for the
     database is called off the reactor. A lost event is logged, never fatal
@@ -92,7 +93,7 @@ async def audit_content(ctx: Context, action: str, uids: Sequence[int]) -> None:
         return
     audit = ctx.services.audit
     args = (ctx.session.actor, action, f"{place.mailbox.address}/{place.folder}", "ok")
-    details: dict[str, Any] = {"messages": len(uids), "uids": uid_set(sorted(uids))}
+    details: dict[str, Any] = {"messages": len(uids), "uids": uid_set(sorted(uids)), **extra}
     try:
         if getattr(audit, "nonblocking", False):
             audit.record(*args, **details)

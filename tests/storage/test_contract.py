@@ -484,6 +484,27 @@ def test_expunge_and_changes_since(box: Any) -> None:
         store.changes_since(99999, 0)
 
 
+def test_message_ids_and_traced_expunge(box: Any) -> None:
+    """The audit trail's Message-IDs come from the metadata stored at
+    delivery; an expunge reports those of what it removed, read before the
+    rows go (a body shared with a copy elsewhere is not needed for that)."""
+    store, mb, inbox = box
+    for i in range(4):
+        store.append(inbox.id, msg(f"m{i}"))
+    store.append(inbox.id, b"Subject: no id\r\n\r\nx\r\n")
+    assert store.message_ids(inbox.id, [2, 1, 5, 99]) == {
+        1: "<m0@hopital.test>", 2: "<m1@hopital.test>"}
+    assert store.message_ids(inbox.id, []) == {}
+    store.store_flags(inbox.id, [1, 2, 3, 5], FlagMode.ADD, ["\\Deleted"])
+    done = store.expunge_traced(inbox.id, [2, 3, 4, 5])  # UID EXPUNGE
+    assert done.uids == (2, 3, 5)
+    assert done.message_ids == {2: "<m1@hopital.test>", 3: "<m2@hopital.test>"}
+    capped = store.expunge_traced(inbox.id, max_ids=0)
+    assert capped.uids == (1,) and capped.message_ids == {}
+    assert store.expunge_traced(inbox.id).uids == ()
+    assert [e.uid for e in store.index(inbox.id)] == [4]
+
+
 def test_index_sees_changes_made_through_another_store(box: Any, open_any: Any) -> None:
     """The index must never serve a stale copy (other processes write too)."""
     store, mb, inbox = box
@@ -666,6 +687,36 @@ def test_audit(any_store: Any) -> None:
     assert s.audit_events(limit=1) == events[:1]
     assert s.purge_audit(t0 + timedelta(days=2)) == 2
     assert s.audit_events() == [events[2]]
+
+
+def test_audit_queries(any_store: Any) -> None:
+    """What `mssctl audit query` asks: by mailbox (the box and its folders,
+    not a box whose name merely starts alike), action, actor (exact or
+    prefix), a time window, and the newest N."""
+    s = any_store
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    rows = [
+        ("sec@hopital.test", "select", "Cardio@hopital.test/INBOX", "allow"),
+        ("sec@hopital.test", "store", "cardio@hopital.test/Dossiers/2026", "ok"),
+        ("admin:root", "mailbox-revoke", "cardio@hopital.test", "ok"),
+        ("sec@hopital.test", "select", "cardio@hopital.test.evil/INBOX", "allow"),
+        ("sec@hopital.test", "select", "cardiologue@hopital.test/INBOX", "allow"),
+        ("admin:alice", "account-add", "x@hopital.test", "ok"),
+        ("-", "login", "imaps", "deny"),
+        ("a_b", "login", "imaps", "deny"),
+    ]
+    events = [AuditEvent(t0 + timedelta(minutes=i), a, act, t, r, {"i": i})
+              for i, (a, act, t, r) in enumerate(rows)]
+    s.record_audit(events)
+    assert s.audit_events(mailbox="cardio@hopital.test") == events[:3]
+    assert s.audit_events(mailbox="CARDIO@hopital.test", actions=["store", "mailbox-revoke"]) \
+        == events[1:3]
+    assert s.audit_events(actor="admin:", actor_prefix=True) == [events[2], events[5]]
+    assert s.audit_events(actor="a_", actor_prefix=True) == [events[7]]  # "_" is literal
+    assert s.audit_events(since=t0 + timedelta(minutes=1), until=t0 + timedelta(minutes=3)) \
+        == events[1:3]
+    assert s.audit_events(limit=2, newest=True) == events[-2:]
+    assert s.audit_events(mailbox="imaps") == []
 
 
 # ---------------------------------------------------------------- keys

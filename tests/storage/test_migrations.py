@@ -115,3 +115,35 @@ def test_0002_keeps_data_and_subscriptions(backend: str, tmp_path: Path, request
             assert compare_metadata(ctx, Base.metadata) == []
     finally:
         engine.dispose()
+
+
+def test_0005_fills_the_mailbox_of_existing_audit_events(
+    backend: str, tmp_path: Path, request: Any
+) -> None:
+    from sqlalchemy import text
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        cluster = request.getfixturevalue("pg_cluster")
+        url = cluster.url(cluster.new_database(template=None))
+    migrate(url, "0002")
+    engine = create_engine(url)
+    try:
+        targets = ["Cardio@h.test/INBOX", "cardio@h.test", "imaps", "<>", "/var/x@y",
+                   "a@h.test,b@h.test"]
+        with engine.begin() as c:
+            for i, target in enumerate(targets):
+                c.execute(
+                    text("INSERT INTO audit (id, time, actor, action, target, result, details)"
+                         " VALUES (:i, '2026-01-01 00:00:00', 'a', 'x', :t, 'ok', '{}')"),
+                    {"i": i + 1, "t": target},
+                )
+        migrate(url)
+        with engine.connect() as c:
+            got = c.execute(text("SELECT mailbox FROM audit ORDER BY id")).scalars().all()
+            ctx = MigrationContext.configure(c, opts={"compare_type": True})
+            assert compare_metadata(ctx, Base.metadata) == []
+        assert got == ["cardio@h.test", "cardio@h.test", None, None, None, None]
+    finally:
+        engine.dispose()
