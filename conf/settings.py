@@ -104,6 +104,8 @@ class LimitSettings(_Model):
     recipients: int = Field(default=100, ge=1)
     line_length: int = Field(default=1000, ge=80)  # SMTP: RFC 5321 4.5.3.1.6
     command_line_length: int = Field(default=64 * 1024, ge=1024)  # IMAP, excluding literals
+    # Simultaneous connections from one address to one SMTP listener, counted
+    # across all the worker processes (`policy.connections`).
     connections_per_ip: int = Field(default=50, ge=1)
     commands_before_mail: int = Field(default=20, ge=1)  # SMTP
     bad_commands: int = Field(default=10, ge=1)  # then disconnect

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from conf.settings import Settings
 from policy.audit import AuditSink
 from policy.auth import Authenticator
+from policy.connections import ConnectionCounts
 from policy.decisions import Policy
 from storage.interface import MessageStore
 from storage.threaded import InlineRunner, StoreRunner
@@ -25,3 +26,6 @@ class Services:
     # certs.tls.ServerTLS: OpenSSL context factories for the listeners (None
     # when no listener uses TLS, e.g. in some protocol tests).
     tls: Any = None
+    # Open connections per address, shared by the workers of `mssctl serve`
+    # (created before the fork); a process of its own gets a private table.
+    connections: ConnectionCounts = field(default_factory=ConnectionCounts)
