@@ -107,12 +107,18 @@ class LimitSettings(_Model):
     # Simultaneous connections from one address to one SMTP listener, counted
     # across all the worker processes (`policy.connections`).
     connections_per_ip: int = Field(default=50, ge=1)
+    # The same for one IMAP listener, before and after login. Generous: a
+    # hospital's clients often reach us from one NAT address.
+    imap_connections_per_ip: int = Field(default=50, ge=1)
     commands_before_mail: int = Field(default=20, ge=1)  # SMTP
     bad_commands: int = Field(default=10, ge=1)  # then disconnect
     failed_auth: int = Field(default=3, ge=1)  # then disconnect
     smtp_idle_timeout: float = Field(default=300.0, gt=0)
     imap_idle_timeout: float = Field(default=1800.0, gt=0)  # RFC 3501: at least 30 min
     imap_idle_command_timeout: float = Field(default=1800.0, gt=0)
+    # An IMAP connection must be authenticated this long after it opened (not
+    # reset by activity), as Dovecot's login processes do.
+    imap_login_timeout: float = Field(default=60.0, gt=0)
     bare_line_endings: BareLineEndings = BareLineEndings.REJECT
 
 

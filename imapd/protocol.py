@@ -113,6 +113,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         self._deflate: Any = None
         self._inflate: Any = None
         self._greeting_pending = False
+        self._counted: str | None = None  # the address counted by the factory
+        self._login_deadline: Any = None
 
     # ------------------------------------------------------------ connection
 
@@ -127,9 +129,17 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                     listener=self.listener.name or "imap", role=self.listener.role, tls=tls)
         self.session = Session(listener=self.listener, peer=peer, tls=tls,
                                append_limit=self.services.settings.limits.message_size)
+        self._counted = peer.address  # refused or not, until connectionLost
+        if not self.factory.connection_opened(peer.address):
+            self._write(b"* BYE Too many connections from your address\r\n")
+            self._close()
+            return
         self._t.registerProducer(self, True)
         _no_delay(self._t)
         self.setTimeout(self.services.settings.limits.imap_idle_timeout)  # type: ignore[no-untyped-call]
+        # Not reset by activity, unlike the idle timeout.
+        self._login_deadline = self.services.reactor.callLater(
+            self.services.settings.limits.imap_login_timeout, self._login_expired)
         if tls and isinstance(self._t, TLSMemoryBIOProtocol):
             # The greeting's CAPABILITY offers AUTH=EXTERNAL only to a client
             # that presented a certificate, known once the handshake is over
@@ -154,6 +164,11 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
         self._closing = True
         self.setTimeout(None)  # type: ignore[no-untyped-call]
+        if self._login_deadline is not None and self._login_deadline.active():
+            self._login_deadline.cancel()
+        if self._counted is not None:
+            self.factory.connection_closed(self._counted)
+            self._counted = None
         if self.session is not None and self.session.view is not None:
             leave_selected(self)
         for waiter in (self._raw_waiter, self._idle_done):
@@ -169,6 +184,16 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         self._write(b"* BYE Autologout; idle for too long\r\n")
+        self._close()
+
+    def _login_expired(self) -> None:
+        self._login_deadline = None
+        if self._closing or self.session.state is not State.NOT_AUTHENTICATED:
+            return
+        log.info("no login within %.0f s from %s on %s",
+                 self.services.settings.limits.imap_login_timeout, self.session.peer.address,
+                 self.listener.name)
+        self._write(b"* BYE Autologout; no login in time\r\n")
         self._close()
 
     def _close(self) -> None:
