@@ -119,6 +119,9 @@ class LimitSettings(_Model):
     # An IMAP connection must be authenticated this long after it opened (not
     # reset by activity), as Dovecot's login processes do.
     imap_login_timeout: float = Field(default=60.0, gt=0)
+    # Implicit-TLS listeners (465, 993): a connection whose TLS handshake is not
+    # complete this long after it opened is closed.
+    tls_handshake_timeout: float = Field(default=10.0, gt=0)
     bare_line_endings: BareLineEndings = BareLineEndings.REJECT
 
 

@@ -24,6 +24,7 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from certs.tlsconn import close_connection
 from conf.settings import ListenerSettings, TLSMode
 from imapd.commands import DISPATCH
 from imapd.commands.mailbox import leave_selected
@@ -201,15 +202,10 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         transport = self._t
         if transport is None:
             return
-        transport.loseConnection()
         # A TLS transport waits for the client's close_notify before closing
-        # TCP; clients such as mbsync wait for us to close first. Having sent
-        # our close_notify, close the layer below (its buffer is flushed first).
-        tls_layer = transport if isinstance(transport, TLSMemoryBIOProtocol) else getattr(
-            transport, "protocol", None)
-        lower: Any = getattr(tls_layer, "transport", None)
-        if isinstance(tls_layer, TLSMemoryBIOProtocol) and lower is not None:
-            lower.loseConnection()
+        # TCP; clients such as mbsync wait for us to close first.
+        close_connection(transport, self.services.reactor,
+                         self.services.settings.limits.tls_handshake_timeout)
 
     # ------------------------------------------------------------ producer
 

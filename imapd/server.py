@@ -1,11 +1,11 @@
 """`build_factory(services, listener)`: the IMAP listener's protocol factory.
 
-For an implicit-TLS listener (993) the factory is wrapped in
-`TLSMemoryBIOFactory` with the context of `services.tls`; for STARTTLS the
-protocol switches itself. All connections of the process share one
-`FolderWatcher` (per `Services`), the single periodic task that notices mail
-delivered by other processes. The factory counts each address's connections,
-all worker processes together (`services.connections`), against
+For an implicit-TLS listener (993) the factory is wrapped in TLS with the
+context of `services.tls` and a deadline on the handshake (`certs.tlsconn`);
+for STARTTLS the protocol switches itself. All connections of the process
+share one `FolderWatcher` (per `Services`), the single periodic task that
+notices mail delivered by other processes. The factory counts each address's
+connections, all worker processes together (`services.connections`), against
 `limits.imap_connections_per_ip`.
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.protocol import ServerFactory
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from certs.tlsconn import implicit_tls_factory
 from conf.settings import ListenerSettings, TLSMode
 from imapd.protocol import IMAPServerProtocol
 from imapd.watcher import watcher_for
@@ -56,9 +56,5 @@ class IMAPServerFactory(ServerFactory):
 def build_factory(services: Services, listener: ListenerSettings) -> Any:
     factory = IMAPServerFactory(services, listener)
     if listener.tls is TLSMode.IMPLICIT:
-        if services.tls is None:
-            raise ValueError(f"listener {listener.name!r} needs TLS but no TLS is configured")
-        return TLSMemoryBIOFactory(
-            services.tls.server_context_factory(listener), False, factory  # type: ignore[arg-type]
-        )
+        return implicit_tls_factory(services, listener, factory)
     return factory

@@ -125,6 +125,7 @@ limits:
   imap_idle_timeout: 1800
   imap_idle_command_timeout: 1800
   imap_login_timeout: 60
+  tls_handshake_timeout: 10
   bare_line_endings: reject
 
 queue:

@@ -24,6 +24,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from certs.tlsconn import close_connection
 from conf.settings import BareLineEndings, ListenerRole, TLSMode
 from mssmtpd import parser as p
 from mssmtpd.delivery import (
@@ -236,7 +237,9 @@ class SMTPServerProtocol(Protocol):
         self._closing = True
         if self.transport is not None:
             self._flush()
-            self.transport.loseConnection()
+            # Closes TCP even when TLS waits for a handshake or a close_notify.
+            close_connection(self.transport, self.services.reactor,
+                             self.limits.tls_handshake_timeout)
 
     # ------------------------------------------------------------ input
 

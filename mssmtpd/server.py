@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, cast
 
 from twisted.internet.protocol import Factory, ServerFactory
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from certs.tlsconn import implicit_tls_factory
 from conf.settings import ListenerRole, ListenerSettings, TLSMode
 from mssmtpd.delivery import LocalDelivery
 from mssmtpd.protocol import SMTPServerProtocol
@@ -43,15 +43,13 @@ class SMTPFactory(ServerFactory):
 def build_factory(services: Services, listener: ListenerSettings) -> Factory:
     """The factory for one SMTP listener (role mx or submission).
 
-    For an implicit-TLS listener (465) the factory is already wrapped in TLS;
-    STARTTLS listeners upgrade in the protocol.
+    For an implicit-TLS listener (465) the factory is already wrapped in TLS,
+    with a deadline on the handshake; STARTTLS listeners upgrade in the
+    protocol.
     """
     if listener.role not in (ListenerRole.MX, ListenerRole.SUBMISSION):
         raise ValueError(f"listener {listener.name!r} is not an SMTP listener")
     factory = SMTPFactory(services, listener)
     if listener.tls is TLSMode.IMPLICIT:
-        if services.tls is None:
-            raise ValueError(f"listener {listener.name!r} needs TLS settings")
-        context = services.tls.server_context_factory(listener)
-        return cast(Factory, TLSMemoryBIOFactory(context, False, factory))  # type: ignore[arg-type]
+        return cast(Factory, implicit_tls_factory(services, listener, factory))
     return factory
