@@ -104,13 +104,24 @@ class LimitSettings(_Model):
     recipients: int = Field(default=100, ge=1)
     line_length: int = Field(default=1000, ge=80)  # SMTP: RFC 5321 4.5.3.1.6
     command_line_length: int = Field(default=64 * 1024, ge=1024)  # IMAP, excluding literals
+    # Simultaneous connections from one address to one SMTP listener, counted
+    # across all the worker processes (`policy.connections`).
     connections_per_ip: int = Field(default=50, ge=1)
+    # The same for one IMAP listener, before and after login. Generous: a
+    # hospital's clients often reach us from one NAT address.
+    imap_connections_per_ip: int = Field(default=50, ge=1)
     commands_before_mail: int = Field(default=20, ge=1)  # SMTP
     bad_commands: int = Field(default=10, ge=1)  # then disconnect
     failed_auth: int = Field(default=3, ge=1)  # then disconnect
     smtp_idle_timeout: float = Field(default=300.0, gt=0)
     imap_idle_timeout: float = Field(default=1800.0, gt=0)  # RFC 3501: at least 30 min
     imap_idle_command_timeout: float = Field(default=1800.0, gt=0)
+    # An IMAP connection must be authenticated this long after it opened (not
+    # reset by activity), as Dovecot's login processes do.
+    imap_login_timeout: float = Field(default=60.0, gt=0)
+    # Implicit-TLS listeners (465, 993): a connection whose TLS handshake is not
+    # complete this long after it opened is closed.
+    tls_handshake_timeout: float = Field(default=10.0, gt=0)
     bare_line_endings: BareLineEndings = BareLineEndings.REJECT
 
 

@@ -32,6 +32,7 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from certs.tlsconn import close_connection
 from conf.settings import ListenerSettings, TLSMode
 from imapd.commands import DISPATCH
 from imapd.commands.mailbox import leave_selected
@@ -135,6 +136,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         self._access_expiry: Any = None  # DelayedCall at a grant's end
         self._rechecking = False
         self._greeting_pending = False
+        self._counted: str | None = None  # the address counted by the factory
+        self._login_deadline: Any = None
 
     # ------------------------------------------------------------ connection
 
@@ -149,9 +152,17 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                     listener=self.listener.name or "imap", role=self.listener.role, tls=tls)
         self.session = Session(listener=self.listener, peer=peer, tls=tls,
                                append_limit=self.services.settings.limits.message_size)
+        self._counted = peer.address  # refused or not, until connectionLost
+        if not self.factory.connection_opened(peer.address):
+            self._write(b"* BYE Too many connections from your address\r\n")
+            self._close()
+            return
         self._t.registerProducer(self, True)
         _no_delay(self._t)
         self.setTimeout(self.services.settings.limits.imap_idle_timeout)  # type: ignore[no-untyped-call]
+        # Not reset by activity, unlike the idle timeout.
+        self._login_deadline = self.services.reactor.callLater(
+            self.services.settings.limits.imap_login_timeout, self._login_expired)
         if tls and isinstance(self._t, TLSMemoryBIOProtocol):
             # The greeting's CAPABILITY offers AUTH=EXTERNAL only to a client
             # that presented a certificate, known once the handshake is over
@@ -176,14 +187,17 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
         self._closing = True
         self.setTimeout(None)  # type: ignore[no-untyped-call]
-        for call in (self._next_turn, self._access_expiry):
+        for call in (self._next_turn, self._access_expiry, self._login_deadline):
             if call is not None and call.active():
                 call.cancel()
-        self._next_turn = self._access_expiry = None
+        self._next_turn = self._access_expiry = self._login_deadline = None
         self._zin = b""
         if self._access_token is not None:
             self.watcher.unwatch_access(self._access_token)
             self._access_token = None
+        if self._counted is not None:
+            self.factory.connection_closed(self._counted)
+            self._counted = None
         if self.session is not None and self.session.view is not None:
             leave_selected(self)
         for waiter in (self._raw_waiter, self._idle_done):
@@ -203,6 +217,16 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         # flushes our output first) open forever.
         self._close(abort=self._paused is not None)
 
+    def _login_expired(self) -> None:
+        self._login_deadline = None
+        if self._closing or self.session.state is not State.NOT_AUTHENTICATED:
+            return
+        log.info("no login within %.0f s from %s on %s",
+                 self.services.settings.limits.imap_login_timeout, self.session.peer.address,
+                 self.listener.name)
+        self._write(b"* BYE Autologout; no login in time\r\n")
+        self._close()
+
     def _close(self, *, abort: bool = False) -> None:
         self._closing = True
         transport = self._t
@@ -211,15 +235,10 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         if abort:
             transport.abortConnection()
             return
-        transport.loseConnection()
         # A TLS transport waits for the client's close_notify before closing
-        # TCP; clients such as mbsync wait for us to close first. Having sent
-        # our close_notify, close the layer below (its buffer is flushed first).
-        tls_layer = transport if isinstance(transport, TLSMemoryBIOProtocol) else getattr(
-            transport, "protocol", None)
-        lower: Any = getattr(tls_layer, "transport", None)
-        if isinstance(tls_layer, TLSMemoryBIOProtocol) and lower is not None:
-            lower.loseConnection()
+        # TCP; clients such as mbsync wait for us to close first.
+        close_connection(transport, self.services.reactor,
+                         self.services.settings.limits.tls_handshake_timeout)
 
     # ------------------------------------------------------------ producer
 

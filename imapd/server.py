@@ -1,10 +1,12 @@
 """`build_factory(services, listener)`: the IMAP listener's protocol factory.
 
-For an implicit-TLS listener (993) the factory is wrapped in
-`TLSMemoryBIOFactory` with the context of `services.tls`; for STARTTLS the
-protocol switches itself. All connections of the process share one
-`FolderWatcher` (per `Services`), the single periodic task that notices mail
-delivered by other processes.
+For an implicit-TLS listener (993) the factory is wrapped in TLS with the
+context of `services.tls` and a deadline on the handshake (`certs.tlsconn`);
+for STARTTLS the protocol switches itself. All connections of the process
+share one `FolderWatcher` (per `Services`), the single periodic task that
+notices mail delivered by other processes. The factory counts each address's
+connections, all worker processes together (`services.connections`), against
+`limits.imap_connections_per_ip`.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.protocol import ServerFactory
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from certs.tlsconn import implicit_tls_factory
 from conf.settings import ListenerSettings, TLSMode
 from imapd.protocol import IMAPServerProtocol
 from imapd.watcher import watcher_for
+from policy.connections import ListenerConnections
 from policy.services import Services
 
 
@@ -25,19 +28,33 @@ class IMAPServerFactory(ServerFactory):
         self.services = services
         self.listener = listener
         self.watcher = watcher_for(services)
+        self._per_ip = ListenerConnections(services.connections, listener.name,
+                                           services.settings.limits.imap_connections_per_ip)
 
     def buildProtocol(self, addr: Any) -> IMAPServerProtocol:
         proto = IMAPServerProtocol(self.services, self.listener, self.watcher)
         proto.factory = self
         return proto
 
+    def connection_opened(self, ip: str) -> bool:
+        """Counts the connection; False (and audited) when the address is
+        over its limit. Counted until `connection_closed`, refused or not."""
+        if self._per_ip.opened(ip):
+            return True
+        self.services.record_audit(ip, "connection", self.listener.name, "deny",
+                                   reason="too-many-connections",
+                                   listener=self.listener.name, peer=ip)
+        return False
+
+    def connection_closed(self, ip: str) -> None:
+        self._per_ip.closed(ip)
+
+    def connections(self, ip: str) -> int:
+        return self._per_ip.count(ip)
+
 
 def build_factory(services: Services, listener: ListenerSettings) -> Any:
     factory = IMAPServerFactory(services, listener)
     if listener.tls is TLSMode.IMPLICIT:
-        if services.tls is None:
-            raise ValueError(f"listener {listener.name!r} needs TLS but no TLS is configured")
-        return TLSMemoryBIOFactory(
-            services.tls.server_context_factory(listener), False, factory  # type: ignore[arg-type]
-        )
+        return implicit_tls_factory(services, listener, factory)
     return factory

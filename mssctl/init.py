@@ -117,12 +117,15 @@ limits:
   line_length: 1000
   command_line_length: 65536
   connections_per_ip: 50
+  imap_connections_per_ip: 50
   commands_before_mail: 20
   bad_commands: 10
   failed_auth: 3
   smtp_idle_timeout: 300
   imap_idle_timeout: 1800
   imap_idle_command_timeout: 1800
+  imap_login_timeout: 60
+  tls_handshake_timeout: 10
   bare_line_endings: reject
 
 queue:

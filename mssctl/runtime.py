@@ -13,6 +13,7 @@ from typing import Any
 from conf.settings import ListenerRole, ListenerSettings, Settings, TLSMode
 from policy.audit import FileAuditSink, record_certificate_refusal, record_nonblocking
 from policy.auth import Authenticator
+from policy.connections import ConnectionCounts
 from policy.decisions import Policy
 from policy.services import Services
 from policy.whitelist import Whitelist, WhitelistError
@@ -61,8 +62,11 @@ def build_tls(settings: Settings) -> Any:
         raise RuntimeProblem(f"tls: cannot load certificates: {exc}") from None
 
 
-def build_services(settings: Settings, reactor: Any) -> Services:
-    """Opens the store and wires policy, audit, authentication and TLS."""
+def build_services(settings: Settings, reactor: Any,
+                   connections: ConnectionCounts | None = None) -> Services:
+    """Opens the store and wires policy, audit, authentication and TLS.
+    `connections`: the per-address counts shared with the other workers
+    (made by the parent before the fork); None = this process's own."""
     from storage import open_store
 
     store = open_store(
@@ -81,6 +85,7 @@ def build_services(settings: Settings, reactor: Any) -> Services:
             authenticator=Authenticator(policy, runner),
             reactor=reactor,
             tls=build_tls(settings),
+            connections=connections if connections is not None else ConnectionCounts(),
         )
         if services.tls is not None:
             services.tls.on_refusal = lambda event: record_certificate_refusal(

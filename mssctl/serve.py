@@ -4,7 +4,9 @@ The parent opens the listening sockets itself (so a taken port is reported
 once, clearly, before anything forks), then either runs the reactor itself
 (one worker) or forks workers that each adopt their own SO_REUSEPORT copy of
 every socket with `reactor.adoptStreamPort`, so the kernel spreads connections
-across them. The parent never imports the Twisted reactor: a reactor (epoll
+across them. The per-address connection counts (`policy.connections`) are
+shared memory mapped by the parent before the fork, one column per worker
+slot, so the limits hold for the server as a whole. The parent never imports the Twisted reactor: a reactor (epoll
 descriptor, threads) must not cross a fork. Shutdown: SIGTERM or SIGINT stops
 the reactor of each worker (the parent forwards the signal and waits).
 """
@@ -34,6 +36,7 @@ from mssctl.common import (
     config_path,
     load,
 )
+from policy.connections import ConnectionCounts
 
 log = logging.getLogger("mssctl.serve")
 
@@ -230,7 +233,8 @@ def install_early_stop() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
-def run_worker(settings: Settings, bound: list[BoundListener], socks: list[socket.socket]) -> int:
+def run_worker(settings: Settings, bound: list[BoundListener], socks: list[socket.socket],
+               connections: ConnectionCounts | None = None) -> int:
     """Runs one reactor with every listener; returns the exit status."""
     from twisted.internet import reactor
 
@@ -248,7 +252,7 @@ def run_worker(settings: Settings, bound: list[BoundListener], socks: list[socke
     _route_twisted_logs()
     r: Any = reactor
     try:
-        services = build_services(settings, r)
+        services = build_services(settings, r, connections)
     except (RuntimeProblem, KeyFileError) as exc:
         print(f"mssctl: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -307,11 +311,13 @@ class Supervisor:
     """Forks the workers, forwards stop signals, respawns a crashed worker."""
 
     def __init__(
-        self, settings: Settings, bound: list[BoundListener], socks: list[list[socket.socket]]
+        self, settings: Settings, bound: list[BoundListener], socks: list[list[socket.socket]],
+        connections: ConnectionCounts | None = None,
     ) -> None:
         self.settings = settings
         self.bound = bound
         self.socks: list[list[socket.socket] | None] = list(socks)
+        self.connections = connections or ConnectionCounts(slots=len(socks))
         self.children: dict[int, int] = {}  # pid -> slot
         self.stopping = False
         self.status = EXIT_OK
@@ -324,6 +330,9 @@ class Supervisor:
             fixed = [b.settings.model_copy(update={"port": b.port}) for b in self.bound]
             _, fresh = open_listeners(fixed, 1, probe=False)
             socks = fresh[0]
+        # The previous worker of this slot (if any) is gone, and with it
+        # every connection it counted.
+        self.connections.reset_slot(slot)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -331,11 +340,12 @@ class Supervisor:
             code = EXIT_FAILURE
             try:
                 install_early_stop()
+                self.connections.use_slot(slot)
                 for other in self.socks:
                     if other is not None and other is not socks:
                         for s in other:
                             s.close()
-                code = run_worker(self.settings, self.bound, socks)
+                code = run_worker(self.settings, self.bound, socks, self.connections)
             except BaseException:
                 log.exception("worker failed")
             finally:
@@ -449,11 +459,12 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--workers: expected an integer from 1 to 64", EXIT_USAGE)
     setup_logging(args.log_level)
     bound, socks = open_listeners(list(settings.listeners), workers)
+    connections = ConnectionCounts(slots=workers)  # before any fork: shared
     install_early_stop()
     if workers > 1:
         _prepare_fork(settings)
     if args.banner:
         print(banner(settings, bound, config_path(args), workers), flush=True)
     if workers == 1:
-        return run_worker(settings, bound, socks[0])
-    return Supervisor(settings, bound, socks).run(workers)
+        return run_worker(settings, bound, socks[0], connections)
+    return Supervisor(settings, bound, socks, connections).run(workers)

@@ -24,6 +24,7 @@ from types import FrameType
 from typing import Any
 
 from conf.settings import ListenerRole, Settings
+from policy.connections import ConnectionCounts
 
 log = logging.getLogger("mssmtpd.devserve")
 
@@ -39,7 +40,8 @@ def open_sockets(settings: Settings, workers: int) -> tuple[dict[str, int], list
 
 
 def run_worker(settings: Settings, socks: list[socket.socket], relay: bool,
-               audit_mirror: bool = True, stats_file: Path | None = None) -> int:
+               audit_mirror: bool = True, stats_file: Path | None = None,
+               connections: ConnectionCounts | None = None) -> int:
     from twisted.internet import reactor
 
     from mssctl.runtime import build_services
@@ -47,7 +49,7 @@ def run_worker(settings: Settings, socks: list[socket.socket], relay: bool,
     from mssmtpd.server import build_factory
 
     r: Any = reactor
-    services = build_services(settings, r)
+    services = build_services(settings, r, connections)
     if not audit_mirror:
         # Diagnostic only (bench): audit events to the file, not to the store.
         from policy.audit import FileAuditSink
@@ -111,12 +113,13 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     settings = Settings.model_validate_json(args.settings.read_text())
     ports, per_worker = open_sockets(settings, args.workers)
+    connections = ConnectionCounts(slots=args.workers)  # shared by the workers
     tmp = args.ports_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(ports))
     tmp.rename(args.ports_file)
     if args.workers == 1:
         return run_worker(settings, per_worker[0], args.relay, not args.no_audit_mirror,
-                          args.stats_file)
+                          args.stats_file, connections)
     children: list[int] = []
     for w in range(args.workers):
         pid = os.fork()
@@ -127,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
                         s.close()
             code = 1
             try:
+                connections.use_slot(w)
                 code = run_worker(settings, per_worker[w], args.relay and w == 0,
-                                  not args.no_audit_mirror, args.stats_file)
+                                  not args.no_audit_mirror, args.stats_file, connections)
             finally:
                 os._exit(code)
         children.append(pid)

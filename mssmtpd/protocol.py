@@ -31,6 +31,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from certs.tlsconn import close_connection
 from conf.settings import BareLineEndings, ListenerRole, TLSMode
 from mssmtpd import parser as p
 from mssmtpd.delivery import (
@@ -258,7 +259,9 @@ class SMTPServerProtocol(Protocol):
             self._flush()
             # A registered producer would keep the connection open.
             self.transport.unregisterProducer()
-            self.transport.loseConnection()
+            # Closes TCP even when TLS waits for a handshake or a close_notify.
+            close_connection(self.transport, self.services.reactor,
+                             self.limits.tls_handshake_timeout)
             reactor = self.services.reactor
             if reactor is not None and self._out_full:
                 # A client that reads nothing would hold a graceful close

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any, cast
 
 from twisted.internet.protocol import Factory, ServerFactory
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from certs.tlsconn import implicit_tls_factory
 from conf.settings import ListenerRole, ListenerSettings, TLSMode
 from mssmtpd.delivery import LocalDelivery
 from mssmtpd.protocol import SMTPServerProtocol
+from policy.connections import ListenerConnections
 from policy.services import Services
 
 
 class SMTPFactory(ServerFactory):
-    """One per listener; counts connections per client address."""
+    """One per listener; counts connections per client address, all worker
+    processes together (`services.connections`)."""
 
     def __init__(self, services: Services, listener: ListenerSettings) -> None:
         self.services = services
         self.listener = listener
         self.delivery = LocalDelivery(services)
-        self._per_ip: Counter[str] = Counter()
+        self._per_ip = ListenerConnections(services.connections, listener.name,
+                                           services.settings.limits.connections_per_ip)
 
     def buildProtocol(self, addr: Any) -> SMTPServerProtocol:
         return SMTPServerProtocol(self)
@@ -29,30 +31,25 @@ class SMTPFactory(ServerFactory):
     def connection_opened(self, ip: str) -> bool:
         """Counts the connection; False when the address is over its limit
         (the connection is still counted until it closes)."""
-        self._per_ip[ip] += 1
-        return self._per_ip[ip] <= self.services.settings.limits.connections_per_ip
+        return self._per_ip.opened(ip)
 
     def connection_closed(self, ip: str) -> None:
-        self._per_ip[ip] -= 1
-        if self._per_ip[ip] <= 0:
-            del self._per_ip[ip]
+        self._per_ip.closed(ip)
 
     def connections(self, ip: str) -> int:
-        return self._per_ip.get(ip, 0)
+        return self._per_ip.count(ip)
 
 
 def build_factory(services: Services, listener: ListenerSettings) -> Factory:
     """The factory for one SMTP listener (role mx or submission).
 
-    For an implicit-TLS listener (465) the factory is already wrapped in TLS;
-    STARTTLS listeners upgrade in the protocol.
+    For an implicit-TLS listener (465) the factory is already wrapped in TLS,
+    with a deadline on the handshake; STARTTLS listeners upgrade in the
+    protocol.
     """
     if listener.role not in (ListenerRole.MX, ListenerRole.SUBMISSION):
         raise ValueError(f"listener {listener.name!r} is not an SMTP listener")
     factory = SMTPFactory(services, listener)
     if listener.tls is TLSMode.IMPLICIT:
-        if services.tls is None:
-            raise ValueError(f"listener {listener.name!r} needs TLS settings")
-        context = services.tls.server_context_factory(listener)
-        return cast(Factory, TLSMemoryBIOFactory(context, False, factory))  # type: ignore[arg-type]
+        return cast(Factory, implicit_tls_factory(services, listener, factory))
     return factory
