@@ -146,6 +146,16 @@ policy:
   enforce_whitelist: true
   # Receives mail for postmaster@ of every served domain (RFC 5321 4.5.1).
   postmaster: postmaster@{domain}
+  # Login throttling, shared by every worker through the database: N failures
+  # within `window` seconds lock the account (or the client address) for
+  # base_delay, doubled by each further failure up to the max.
+  lockout:
+    account_failures: 10
+    address_failures: 30
+    window: 900
+    base_delay: 60
+    max_delay: 3600
+    address_max_delay: 300
 
 key_file: keys
 workers: 1

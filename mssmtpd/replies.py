@@ -158,6 +158,9 @@ POLICY_REPLIES: dict[str, Reply] = {
     "account-disabled": R.AUTH_FAILED,
     "method-not-allowed": R.AUTH_FAILED,
     "authzid-mismatch": R.AUTH_FAILED,
+    # A lock is never told apart from a wrong password (policy.throttle).
+    "account-locked": R.AUTH_FAILED,
+    "address-locked": R.AUTH_FAILED,
 }
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from conf.settings import ListenerRole, Settings
 from policy.audit import AuditSink
 from policy.passwords import hash_password, verify_password
+from policy.throttle import LoginThrottle, counted_certificate_login, throttled_login
 from storage.interface import (
     Account,
     AccountClass,
@@ -106,6 +107,8 @@ class Decision:
     #   "sender-not-owned", "mailbox-disabled", "auth-required", "store-unavailable",
     #   "bad-credentials", "account-disabled", "method-not-allowed",
     #   "no-certificate", "unknown-certificate", "authzid-mismatch",
+    #   "account-locked", "address-locked" (policy.throttle: answered exactly
+    #   like "bad-credentials"),
     #   "not-required" (audit only: peer check skipped by configuration),
     #   mailboxes (RFC 4314):
     #   "no-access" (the mailbox is visible, "l", but the right is missing),
@@ -218,9 +221,12 @@ class Policy:
         self._mailbox_ttl = mailbox_cache_ttl
         # address -> (monotonic expiry, active Mailbox); see MAILBOX_CACHE_TTL.
         self._mailboxes: dict[str, tuple[float, Mailbox]] = {}
+        # Failed logins and locks, shared through the store (policy.throttle).
+        self.throttle = LoginThrottle(settings.policy.lockout, store, audit, clock)
 
     # ------------------------------------------------------------ identity
 
+    @throttled_login("password")
     def authenticate_password(self, peer: Peer, login: str, password: str) -> AuthResult:
         """Password login (AUTH PLAIN/LOGIN, IMAP LOGIN/PLAIN)."""
         login = login.strip().lower()
@@ -240,6 +246,7 @@ class Policy:
                                      account_class=account.account_class.value)
         return self._auth_ok(peer, Identity(account=account, method="password"))
 
+    @counted_certificate_login
     def authenticate_certificate(self, peer: Peer, authzid: str | None) -> AuthResult:
         """SASL EXTERNAL: the TLS client certificate names the account.
 
