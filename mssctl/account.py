@@ -1,10 +1,12 @@
-"""`mssctl account add|passwd|disable|enable|list`: who logs in."""
+"""`mssctl account add|passwd|disable|enable|list|show`: who logs in (and
+`unlock`/`locks`, from `mssctl.lockout`)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from mssctl import lockout
 from mssctl.common import (
     EXIT_OK,
     add_config_option,
@@ -56,6 +58,13 @@ def register(sub: Any) -> None:
     add_config_option(lst)
     lst.set_defaults(func=cmd_list)
 
+    show = verbs.add_parser("show", help="one account, with its login lock state")
+    show.add_argument("login")
+    add_config_option(show)
+    show.set_defaults(func=cmd_show)
+
+    lockout.register_verbs(verbs)
+
 
 def cmd_add(args: argparse.Namespace) -> int:
     settings = load(args)
@@ -98,17 +107,44 @@ def cmd_list(args: argparse.Namespace) -> int:
     settings = load(args)
     with opened_store(settings) as store, store_errors():
         accounts = store.list_accounts()
-    rows = [
-        [
+        locks = lockout.account_locks(settings, store)
+    rows = []
+    for a in sorted(accounts, key=lambda a: a.login):
+        state, locked = locks.get(a.login, (None, False))
+        rows.append([
             a.login,
             a.account_class.value,
             "active" if a.active else "disabled",
             "yes" if a.password_hash else "no",
+            lockout.stamp(state.locked_until) if locked and state and state.locked_until
+            else "-",
             a.idnat or "-",
             a.cert_subject or "-",
             a.display_name or "-",
-        ]
-        for a in sorted(accounts, key=lambda a: a.login)
+        ])
+    print_table(rows, ["LOGIN", "CLASS", "STATE", "PASSWORD", "LOCKED-UNTIL", "IDNAT",
+                       "CERTIFICATE", "NAME"])
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    login = args.login.strip().lower()
+    settings = load(args)
+    with opened_store(settings) as store, store_errors(f"account {login}"):
+        a = store.get_account(login)
+        pins = store.cert_pins(a.id)
+        lock = lockout.account_lock_line(settings, store, a.login)
+    lines = [
+        ("login", a.login),
+        ("name", a.display_name or "-"),
+        ("class", a.account_class.value),
+        ("state", "active" if a.active else "disabled"),
+        ("password", "yes" if a.password_hash else "no"),
+        ("idnat", a.idnat or "-"),
+        ("certificate", a.cert_subject or "-"),
+        ("pinned", ", ".join(pins) if pins else "-"),
+        ("login lock", lock),
     ]
-    print_table(rows, ["LOGIN", "CLASS", "STATE", "PASSWORD", "IDNAT", "CERTIFICATE", "NAME"])
+    for key, value in lines:
+        print(f"{key + ':':<12} {value}")
     return EXIT_OK
