@@ -162,6 +162,11 @@ class PolicySettings(_Model):
     postmaster: str | None = None
     # Login throttling across connections, processes and nodes.
     lockout: LockoutSettings = Field(default_factory=LockoutSettings)
+    # A certificate that is not a person card (organisation, APP systems)
+    # logs in only through a pinned fingerprint (`mssctl account pin`). Off
+    # by default so that an upgrade does not lock existing APP systems out;
+    # `mssctl init` writes it on for new instances.
+    require_org_cert_pinning: bool = False
 
 
 class Settings(_Model):

@@ -1,12 +1,12 @@
 """`mssctl account add|passwd|disable|enable|list|show`: who logs in (and
-`unlock`/`locks`, from `mssctl.lockout`)."""
+`unlock`/`locks` from `mssctl.lockout`, `pin` from `mssctl.pins`)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from mssctl import lockout
+from mssctl import lockout, pins
 from mssctl.common import (
     EXIT_OK,
     add_config_option,
@@ -33,6 +33,9 @@ def register(sub: Any) -> None:
     add.add_argument("--idnat", help="national health id (IdNat_PS) of the card holder")
     add.add_argument("--cert-subject",
                      help="certificate subject DN or organisation id allowed to log in")
+    add.add_argument("--cert-fingerprint", action="append", default=[], metavar="SHA256",
+                     help="pin a certificate by its SHA-256 fingerprint (repeatable); "
+                     "then only pinned certificates log in")
     pw = add.add_mutually_exclusive_group()
     pw.add_argument("--password", help="password (else prompted, or one line of stdin)")
     pw.add_argument("--no-password", action="store_true",
@@ -64,9 +67,11 @@ def register(sub: Any) -> None:
     show.set_defaults(func=cmd_show)
 
     lockout.register_verbs(verbs)
+    pins.register_verbs(verbs)
 
 
 def cmd_add(args: argparse.Namespace) -> int:
+    cert_pins = [pins.fingerprint_argument(f) for f in args.cert_fingerprint]
     settings = load(args)
     password_hash = None
     if not args.no_password:
@@ -79,6 +84,7 @@ def cmd_add(args: argparse.Namespace) -> int:
             idnat=args.idnat,
             cert_subject=args.cert_subject,
             password_hash=password_hash,
+            cert_pins=cert_pins,
         )
     print(f"account {account.login} added ({account.account_class.value})")
     return EXIT_OK
@@ -132,7 +138,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     settings = load(args)
     with opened_store(settings) as store, store_errors(f"account {login}"):
         a = store.get_account(login)
-        pins = store.cert_pins(a.id)
+        pinned = store.cert_pins(a.id)
         lock = lockout.account_lock_line(settings, store, a.login)
     lines = [
         ("login", a.login),
@@ -142,7 +148,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("password", "yes" if a.password_hash else "no"),
         ("idnat", a.idnat or "-"),
         ("certificate", a.cert_subject or "-"),
-        ("pinned", ", ".join(pins) if pins else "-"),
+        ("pinned", ", ".join(pinned) if pinned else "-"),
         ("login lock", lock),
     ]
     for key, value in lines:

@@ -161,6 +161,7 @@ POLICY_REPLIES: dict[str, Reply] = {
     # A lock is never told apart from a wrong password (policy.throttle).
     "account-locked": R.AUTH_FAILED,
     "address-locked": R.AUTH_FAILED,
+    "certificate-not-pinned": R.AUTH_FAILED,
 }
 
 

@@ -112,7 +112,7 @@ class Decision:
     #   "bad-credentials", "account-disabled", "method-not-allowed",
     #   "no-certificate", "unknown-certificate", "authzid-mismatch",
     #   "account-locked", "address-locked" (policy.throttle: answered exactly
-    #   like "bad-credentials"),
+    #   like "bad-credentials"), "certificate-not-pinned" (policy.certmap),
     #   "not-required" (audit only: peer check skipped by configuration),
     #   mailboxes (RFC 4314):
     #   "no-access" (the mailbox is visible, "l", but the right is missing),
@@ -257,29 +257,30 @@ class Policy:
         `authzid` is the requested login (Thunderbird sends it) or None/"" for
         "whatever the certificate maps to". A mismatch is refused.
 
-        Mapping, in order: a card's IdNat_PS (`Account.idnat`); the exact
-        subject (`Account.cert_subject`, as `certs.identity.rfc4514_subject`
-        prints it); for organisation certificates only, the organisation id
-        (OU) in `Account.cert_subject`. A card never maps through its OU: an
-        employee of the structure must not become the structure's APP box.
+        The mapping (a pinned fingerprint; a card's IdNat_PS; the exact
+        subject; an organisation certificate's OU) and certificate pinning
+        are `policy.certmap`'s. A certificate refused for want of a pin is
+        audited as `certificate-not-pinned`, naming its subject, issuer and
+        fingerprint and the account it named.
         """
-        from certs.identity import identity_from_certificate
+        from policy.certmap import NOT_PINNED, match_certificate
 
         cert = peer.client_cert
         requested = (authzid or "").strip().lower()
         if cert is None:
             return self._auth_denied(peer, requested or "-", "external", "no-certificate")
-        cid = identity_from_certificate(cert)
-        account: Account | None = None
-        if cid.idnat and cid.kind in ("practitioner-card", "employee-card"):
-            account = self.store.find_account_by_idnat(cid.idnat)
-        if account is None:
-            account = self.store.find_account_by_cert_subject(cid.subject)
-        if account is None and cid.kind == "organisation" and cid.organisation_id:
-            account = self.store.find_account_by_cert_subject(cid.organisation_id)
+        match = match_certificate(
+            self.store, cert, require_org_pinning=self.settings.policy.require_org_cert_pinning)
+        cid, account = match.identity, match.account
+        if account is not None and match.refusal == NOT_PINNED:
+            return self._auth_denied(peer, cid.subject, "external", NOT_PINNED,
+                                     account=account.login, issuer=cid.issuer,
+                                     fingerprint=match.fingerprint, cert_kind=cid.kind,
+                                     requested=requested or None)
         if account is None:
             return self._auth_denied(peer, cid.subject, "external", "unknown-certificate",
-                                     cert_kind=cid.kind, requested=requested or None)
+                                     cert_kind=cid.kind, requested=requested or None,
+                                     issuer=cid.issuer, fingerprint=match.fingerprint)
         if requested and requested != account.login:
             return self._auth_denied(peer, cid.subject, "external", "authzid-mismatch",
                                      requested=requested)
