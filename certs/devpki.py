@@ -297,6 +297,38 @@ def issue_card(
                          friendly_name=f"{surname} {given_name}")
 
 
+def issue_organisation_certificate(
+    ca_cert: Path,
+    ca_key: Path,
+    directory: Path,
+    stem: str,
+    *,
+    common_name: str,
+    structure_id: str,
+    organisation: str = "Hopital de demonstration",
+) -> IssuedCert:
+    """One more organisation (APP) client certificate from a CA on disk,
+    e.g. a second certificate of the same structure (same OU) to test that
+    certificate pinning tells them apart. Writes DIR/STEM.pem (leaf, then
+    the CA) and DIR/STEM.key."""
+    cert = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+    key = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise TypeError("unsupported CA key type")
+    ca = _CA(cert, key)
+    leaf_key = _ec_key()
+    name = _name(
+        [(NameOID.COUNTRY_NAME, "FR")],
+        [(NameOID.ORGANIZATION_NAME, organisation)],
+        [(NameOID.ORGANIZATIONAL_UNIT_NAME, structure_id)],
+        [(NameOID.COMMON_NAME, common_name)],
+    )
+    leaf = _leaf(ca, name, leaf_key, eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    directory.mkdir(parents=True, exist_ok=True)
+    return _write_issued(directory, stem, leaf, leaf_key, ca, p12_password=None,
+                         friendly_name=common_name)
+
+
 def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
@@ -550,6 +582,7 @@ __all__ = [
     "DevPKI",
     "IssuedCert",
     "issue_card",
+    "issue_organisation_certificate",
     "make_crl",
     "make_dev_pki",
     "make_root_ca",

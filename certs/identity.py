@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CardKind = Literal["practitioner-card", "employee-card", "organisation", "server", "unknown"]
@@ -95,6 +96,28 @@ def canonical_subject(dn: str) -> str:
     """A typed DN (e.g. ``mssctl account add --cert-subject``) in the form
     `rfc4514_subject` prints, so that it matches at login. Raises ValueError."""
     return name_to_rfc4514(x509.Name.from_rfc4514_string(dn.strip(), _PARSE_NAMES))
+
+
+def certificate_fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the DER certificate, 64 lower-case hex digits: the form
+    pinned to accounts (`mssctl account pin`)."""
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+_HEX_GROUPS = re.compile(r"[0-9a-f]{2}(?:[: ]?[0-9a-f]{2}){31}")
+
+
+def parse_fingerprint(text: str) -> str:
+    """A SHA-256 fingerprint as people copy it (``openssl x509 -fingerprint
+    -sha256`` prints ``sha256 Fingerprint=AB:CD:…``; bare hex, with or
+    without colons) in the stored form. Raises ValueError."""
+    value = text.strip().lower()
+    for prefix in ("sha256 fingerprint=", "sha256:", "sha256="):
+        if value.startswith(prefix):
+            value = value[len(prefix):].strip()
+    if not _HEX_GROUPS.fullmatch(value):
+        raise ValueError("not a SHA-256 fingerprint (64 hex digits, colons allowed)")
+    return value.replace(":", "").replace(" ", "")
 
 
 def _values(name: x509.Name, oid: x509.ObjectIdentifier) -> list[str]:
@@ -183,8 +206,10 @@ __all__ = [
     "CardKind",
     "CertIdentity",
     "canonical_subject",
+    "certificate_fingerprint",
     "classify_idnat",
     "identity_from_certificate",
     "name_to_rfc4514",
+    "parse_fingerprint",
     "rfc4514_subject",
 ]

@@ -140,6 +140,24 @@ class AuditSettings(_Model):
     retention_days: int = Field(default=183, ge=1)  # >= 6 months
 
 
+class LockoutSettings(_Model):
+    """Login throttling (`policy.throttle`; README "Login throttling").
+
+    Each refused login is a failure of its account and of its client
+    address; `<scope>_failures` failures within `window` seconds lock for
+    `base_delay`, doubled by every further failure, up to `max_delay`
+    (accounts) or `address_max_delay` (addresses: shorter, so that one
+    attacker behind a hospital's NAT cannot keep every agent out for long).
+    A threshold of 0 turns that scope off."""
+
+    account_failures: int = Field(default=10, ge=0)
+    address_failures: int = Field(default=30, ge=0)
+    window: float = Field(default=900.0, gt=0)  # seconds
+    base_delay: float = Field(default=60.0, gt=0)
+    max_delay: float = Field(default=3600.0, gt=0)
+    address_max_delay: float = Field(default=300.0, gt=0)
+
+
 class PolicySettings(_Model):
     flows_file: Path | None = None
     whitelist_file: Path | None = None
@@ -153,6 +171,13 @@ class PolicySettings(_Model):
     # and postmaster@<each served domain> must be accepted) when no mailbox of
     # that exact name exists. `mssctl init` creates postmaster@<domain>.
     postmaster: str | None = None
+    # Login throttling across connections, processes and nodes.
+    lockout: LockoutSettings = Field(default_factory=LockoutSettings)
+    # A certificate that is not a person card (organisation, APP systems)
+    # logs in only through a pinned fingerprint (`mssctl account pin`). Off
+    # by default so that an upgrade does not lock existing APP systems out;
+    # `mssctl init` writes it on for new instances.
+    require_org_cert_pinning: bool = False
 
 
 class Settings(_Model):

@@ -1,10 +1,12 @@
-"""`mssctl account add|passwd|disable|enable|list`: who logs in."""
+"""`mssctl account add|passwd|disable|enable|list|show`: who logs in (and
+`unlock`/`locks` from `mssctl.lockout`, `pin` from `mssctl.pins`)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from mssctl import lockout, pins
 from mssctl.common import (
     EXIT_OK,
     add_config_option,
@@ -32,6 +34,9 @@ def register(sub: Any) -> None:
     add.add_argument("--idnat", help="national health id (IdNat_PS) of the card holder")
     add.add_argument("--cert-subject",
                      help="certificate subject DN or organisation id allowed to log in")
+    add.add_argument("--cert-fingerprint", action="append", default=[], metavar="SHA256",
+                     help="pin a certificate by its SHA-256 fingerprint (repeatable); "
+                     "then only pinned certificates log in")
     pw = add.add_mutually_exclusive_group()
     pw.add_argument("--password", help="password (else prompted, or one line of stdin)")
     pw.add_argument("--no-password", action="store_true",
@@ -57,8 +62,17 @@ def register(sub: Any) -> None:
     add_config_option(lst)
     lst.set_defaults(func=cmd_list)
 
+    show = verbs.add_parser("show", help="one account, with its login lock state")
+    show.add_argument("login")
+    add_config_option(show)
+    show.set_defaults(func=cmd_show)
+
+    lockout.register_verbs(verbs)
+    pins.register_verbs(verbs)
+
 
 def cmd_add(args: argparse.Namespace) -> int:
+    cert_pins = [pins.fingerprint_argument(f) for f in args.cert_fingerprint]
     settings = load(args)
     password_hash = None
     if not args.no_password:
@@ -78,6 +92,7 @@ def cmd_add(args: argparse.Namespace) -> int:
             idnat=args.idnat,
             cert_subject=args.cert_subject,
             password_hash=password_hash,
+            cert_pins=cert_pins,
         )
     print(f"account {account.login} added ({account.account_class.value})")
     return EXIT_OK
@@ -118,17 +133,44 @@ def cmd_list(args: argparse.Namespace) -> int:
     settings = load(args)
     with opened_store(settings) as store, store_errors():
         accounts = store.list_accounts()
-    rows = [
-        [
+        locks = lockout.account_locks(settings, store)
+    rows = []
+    for a in sorted(accounts, key=lambda a: a.login):
+        state, locked = locks.get(a.login, (None, False))
+        rows.append([
             a.login,
             a.account_class.value,
             "active" if a.active else "disabled",
             "yes" if a.password_hash else "no",
+            lockout.stamp(state.locked_until) if locked and state and state.locked_until
+            else "-",
             a.idnat or "-",
             a.cert_subject or "-",
             a.display_name or "-",
-        ]
-        for a in sorted(accounts, key=lambda a: a.login)
+        ])
+    print_table(rows, ["LOGIN", "CLASS", "STATE", "PASSWORD", "LOCKED-UNTIL", "IDNAT",
+                       "CERTIFICATE", "NAME"])
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    login = args.login.strip().lower()
+    settings = load(args)
+    with opened_store(settings) as store, store_errors(f"account {login}"):
+        a = store.get_account(login)
+        pinned = store.cert_pins(a.id)
+        lock = lockout.account_lock_line(settings, store, a.login)
+    lines = [
+        ("login", a.login),
+        ("name", a.display_name or "-"),
+        ("class", a.account_class.value),
+        ("state", "active" if a.active else "disabled"),
+        ("password", "yes" if a.password_hash else "no"),
+        ("idnat", a.idnat or "-"),
+        ("certificate", a.cert_subject or "-"),
+        ("pinned", ", ".join(pinned) if pinned else "-"),
+        ("login lock", lock),
     ]
-    print_table(rows, ["LOGIN", "CLASS", "STATE", "PASSWORD", "IDNAT", "CERTIFICATE", "NAME"])
+    for key, value in lines:
+        print(f"{key + ':':<12} {value}")
     return EXIT_OK

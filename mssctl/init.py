@@ -149,6 +149,20 @@ policy:
   enforce_whitelist: true
   # Receives mail for postmaster@ of every served domain (RFC 5321 4.5.1).
   postmaster: postmaster@{domain}
+  # Organisation (APP) certificates log in only when pinned to their account
+  # (`mssctl account pin LOGIN --cert FILE.pem`): a structure's OU alone would
+  # let any of its certificates in.
+  require_org_cert_pinning: true
+  # Login throttling, shared by every worker through the database: N failures
+  # within `window` seconds lock the account (or the client address) for
+  # base_delay, doubled by each further failure up to the max.
+  lockout:
+    account_failures: 10
+    address_failures: 30
+    window: 900
+    base_delay: 60
+    max_delay: 3600
+    address_max_delay: 300
 
 key_file: keys
 workers: 1
@@ -244,6 +258,14 @@ def _cert_identity(path: Path) -> Any:
     return identity_from_certificate(x509.load_pem_x509_certificates(path.read_bytes())[0])
 
 
+def _cert_fingerprint(path: Path) -> str:
+    from cryptography import x509
+
+    from certs.identity import certificate_fingerprint
+
+    return certificate_fingerprint(x509.load_pem_x509_certificates(path.read_bytes())[0])
+
+
 def add_demo(store: MessageStore, domain: str, pki: DevPKI) -> list[DemoLogin]:
     from policy.passwords import hash_password
     from storage.interface import AccountClass, MailboxType
@@ -283,14 +305,14 @@ def add_demo(store: MessageStore, domain: str, pki: DevPKI) -> list[DemoLogin]:
     org = _cert_identity(pki.organisation.cert)
     labo = store.add_account(
         f"labo@{domain}", "Laboratoire (application)", AccountClass.SYSTEM,
-        cert_subject=org.subject,
+        cert_subject=org.subject, cert_pins=[_cert_fingerprint(pki.organisation.cert)],
     )
     store.add_mailbox(labo.login, MailboxType.APP, display_name="Laboratoire",
                       owner_account_id=labo.id, responsible="Laboratoire de biologie")
     files = [p for p in (pki.organisation.cert, pki.organisation.key, pki.organisation.p12)
              if p is not None]
-    logins.append(DemoLogin(labo.login, "application (APP box), organisation certificate, "
-                            "SASL EXTERNAL", None, files))
+    logins.append(DemoLogin(labo.login, "application (APP box), organisation certificate "
+                            "(pinned), SASL EXTERNAL", None, files))
     return logins
 
 

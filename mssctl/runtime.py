@@ -167,11 +167,30 @@ def purge_old_audit(services: Services) -> Any:
     return d
 
 
+def purge_login_failures(services: Services) -> Any:
+    """Deletes the login-throttle states the lockout rule has forgotten (off
+    the reactor); returns the Deferred."""
+
+    def failed(failure: Any) -> None:
+        log.warning("login throttle: purge failed: %s", failure.getErrorMessage())
+
+    d = services.runner.run(services.policy.throttle.purge)
+    d.addErrback(failed)
+    return d
+
+
+def housekeeping(services: Services) -> Any:
+    """One round of the periodic tasks; returns a Deferred fired when done."""
+    from twisted.internet import defer
+
+    return defer.DeferredList([purge_old_audit(services), purge_login_failures(services)])
+
+
 def start_housekeeping(services: Services) -> Any:
     """Periodic tasks of a worker; returns the LoopingCall (stop it at shutdown)."""
     from twisted.internet.task import LoopingCall
 
-    loop = LoopingCall(purge_old_audit, services)
+    loop = LoopingCall(housekeeping, services)
     loop.clock = services.reactor
     loop.start(AUDIT_PURGE_INTERVAL, now=True)
     return loop

@@ -163,6 +163,10 @@ POLICY_REPLIES: dict[str, Reply] = {
     "authzid-mismatch": R.AUTH_FAILED,
     "from-unreadable": R.FROM_UNREADABLE,
     "from-not-owned": R.FROM_NOT_OWNED,
+    # A lock is never told apart from a wrong password (policy.throttle).
+    "account-locked": R.AUTH_FAILED,
+    "address-locked": R.AUTH_FAILED,
+    "certificate-not-pinned": R.AUTH_FAILED,
 }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 from conf.settings import ListenerRole, Settings
 from policy.audit import AuditSink
 from policy.passwords import hash_password, verify_password
+from policy.throttle import LoginThrottle, counted_certificate_login, throttled_login
 from storage.interface import (
     Account,
     AccountClass,
@@ -58,8 +60,11 @@ MAILBOX_CACHE_SIZE = 10_000
 
 @functools.cache
 def _dummy_hash() -> str:
-    """Verified against when the login is unknown, so both cases cost one scrypt."""
-    return hash_password("not a password")
+    """Verified against when the login is unknown, so both cases cost one
+    scrypt. Of a random secret: a known one would verify once, then be
+    answered from the verified-password cache, and an unknown login tried
+    with it would answer faster than a known one."""
+    return hash_password(secrets.token_urlsafe(32))
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +109,8 @@ class Decision:
     #   "sender-not-owned", "mailbox-disabled", "auth-required", "store-unavailable",
     #   "bad-credentials", "account-disabled", "method-not-allowed",
     #   "no-certificate", "unknown-certificate", "authzid-mismatch",
+    #   "account-locked", "address-locked" (policy.throttle: answered exactly
+    #   like "bad-credentials"), "certificate-not-pinned" (policy.certmap),
     #   "not-required" (audit only: peer check skipped by configuration),
     #   mailboxes (RFC 4314):
     #   "no-access" (the mailbox is visible, "l", but the right is missing),
@@ -243,9 +250,12 @@ class Policy:
         self._mailbox_ttl = mailbox_cache_ttl
         # address -> (monotonic expiry, active Mailbox); see MAILBOX_CACHE_TTL.
         self._mailboxes: dict[str, tuple[float, Mailbox]] = {}
+        # Failed logins and locks, shared through the store (policy.throttle).
+        self.throttle = LoginThrottle(settings.policy.lockout, store, audit, clock)
 
     # ------------------------------------------------------------ identity
 
+    @throttled_login("password")
     def authenticate_password(self, peer: Peer, login: str, password: str) -> AuthResult:
         """Password login (AUTH PLAIN/LOGIN, IMAP LOGIN/PLAIN)."""
         login = login.strip().lower()
@@ -265,35 +275,37 @@ class Policy:
                                      account_class=account.account_class.value)
         return self._auth_ok(peer, Identity(account=account, method="password"))
 
+    @counted_certificate_login
     def authenticate_certificate(self, peer: Peer, authzid: str | None) -> AuthResult:
         """SASL EXTERNAL: the TLS client certificate names the account.
 
         `authzid` is the requested login (Thunderbird sends it) or None/"" for
         "whatever the certificate maps to". A mismatch is refused.
 
-        Mapping, in order: a card's IdNat_PS (`Account.idnat`); the exact
-        subject (`Account.cert_subject`, as `certs.identity.rfc4514_subject`
-        prints it); for organisation certificates only, the organisation id
-        (OU) in `Account.cert_subject`. A card never maps through its OU: an
-        employee of the structure must not become the structure's APP box.
+        The mapping (a pinned fingerprint; a card's IdNat_PS; the exact
+        subject; an organisation certificate's OU) and certificate pinning
+        are `policy.certmap`'s. A certificate refused for want of a pin is
+        audited as `certificate-not-pinned`, naming its subject, issuer and
+        fingerprint and the account it named.
         """
-        from certs.identity import identity_from_certificate
+        from policy.certmap import NOT_PINNED, match_certificate
 
         cert = peer.client_cert
         requested = (authzid or "").strip().lower()
         if cert is None:
             return self._auth_denied(peer, requested or "-", "external", "no-certificate")
-        cid = identity_from_certificate(cert)
-        account: Account | None = None
-        if cid.idnat and cid.kind in ("practitioner-card", "employee-card"):
-            account = self.store.find_account_by_idnat(cid.idnat)
-        if account is None:
-            account = self.store.find_account_by_cert_subject(cid.subject)
-        if account is None and cid.kind == "organisation" and cid.organisation_id:
-            account = self.store.find_account_by_cert_subject(cid.organisation_id)
+        match = match_certificate(
+            self.store, cert, require_org_pinning=self.settings.policy.require_org_cert_pinning)
+        cid, account = match.identity, match.account
+        if account is not None and match.refusal == NOT_PINNED:
+            return self._auth_denied(peer, cid.subject, "external", NOT_PINNED,
+                                     account=account.login, issuer=cid.issuer,
+                                     fingerprint=match.fingerprint, cert_kind=cid.kind,
+                                     requested=requested or None)
         if account is None:
             return self._auth_denied(peer, cid.subject, "external", "unknown-certificate",
-                                     cert_kind=cid.kind, requested=requested or None)
+                                     cert_kind=cid.kind, requested=requested or None,
+                                     issuer=cid.issuer, fingerprint=match.fingerprint)
         if requested and requested != account.login:
             return self._auth_denied(peer, cid.subject, "external", "authzid-mismatch",
                                      requested=requested)

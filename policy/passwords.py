@@ -18,6 +18,7 @@ costs a full scrypt.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -114,3 +115,19 @@ def verify_password(password: str, encoded: str, *, cache: VerifiedCache | None 
     if ok:
         c.remember(password, encoded)
     return ok
+
+
+@functools.cache
+def _decoy_hash() -> str:
+    # Of a random secret nobody knows, so that no password ever matches it
+    # (and no success of it lands in the cache).
+    return hash_password(secrets.token_urlsafe(32))
+
+
+def spend_verification(password: str, encoded: str | None) -> None:
+    """Does the work of verifying `password` against `encoded` (a decoy hash
+    of the default cost when None) and forgets the answer: what a login that
+    is refused before its password counts (a locked account) spends, so that
+    its timing cannot tell it from a wrong password. Never through the
+    verified-credentials cache: a cached right password would answer faster."""
+    _scrypt_verify(password, encoded or _decoy_hash())

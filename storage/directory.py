@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +31,7 @@ from storage.interface import (
 )
 from storage.sqlbase import (
     AE,
+    CP,
     A,
     D,
     F,
@@ -41,6 +44,15 @@ from storage.sqlbase import (
     grant_record,
     mailbox_record,
 )
+
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_fingerprint(fingerprint: str) -> str:
+    """A SHA-256 fingerprint as stored: 64 lower-case hex digits."""
+    if not _FINGERPRINT.fullmatch(fingerprint):
+        raise ValueError("a certificate fingerprint is 64 lower-case hex digits (SHA-256)")
+    return fingerprint
 
 
 class DirectoryMixin(StoreBase):
@@ -71,6 +83,7 @@ class DirectoryMixin(StoreBase):
         idnat: str | None = None,
         cert_subject: str | None = None,
         password_hash: str | None = None,
+        cert_pins: Sequence[str] = (),
     ) -> Account:
         login = login.lower()
         values = {
@@ -82,9 +95,14 @@ class DirectoryMixin(StoreBase):
             "cert_subject": cert_subject,
             "password_hash": password_hash,
         }
+        pins = sorted({_check_fingerprint(p) for p in cert_pins})
         try:
             with self._write() as c:
+                if pins:
+                    self._refuse_pinned(c, pins)
                 new_id = c.execute(insert(A).values(**values)).inserted_primary_key[0]
+                if pins:
+                    c.execute(insert(CP), [{"account_id": new_id, "fingerprint": p} for p in pins])
         except sa_exc.IntegrityError as exc:
             raise AlreadyExists(login) from exc
         return Account(id=new_id, **values)  # type: ignore[arg-type]
@@ -117,6 +135,51 @@ class DirectoryMixin(StoreBase):
     def list_accounts(self) -> list[Account]:
         with self._read() as c:
             return [account_record(r) for r in c.execute(select(A).order_by(A.c.login))]
+
+    # -- certificate pins --------------------------------------------------
+
+    @staticmethod
+    def _refuse_pinned(c: Any, fingerprints: Sequence[str]) -> None:
+        taken = c.execute(select(CP.c.fingerprint).where(CP.c.fingerprint.in_(fingerprints)))
+        for (fingerprint,) in taken:
+            raise AlreadyExists(f"certificate {fingerprint} is pinned already")
+
+    @staticmethod
+    def _account_id(c: Any, login: str) -> int:
+        account_id = c.execute(select(A.c.id).where(A.c.login == login.lower())).scalar()
+        if account_id is None:
+            raise NotFound(login)
+        return int(account_id)
+
+    def add_cert_pin(self, login: str, fingerprint: str) -> None:
+        fingerprint = _check_fingerprint(fingerprint)
+        try:
+            with self._write() as c:
+                account_id = self._account_id(c, login)
+                self._refuse_pinned(c, [fingerprint])
+                c.execute(insert(CP).values(account_id=account_id, fingerprint=fingerprint))
+        except sa_exc.IntegrityError as exc:  # pinned by someone else meanwhile
+            raise AlreadyExists(f"certificate {fingerprint} is pinned already") from exc
+
+    def remove_cert_pins(self, login: str, fingerprint: str | None = None) -> int:
+        with self._write() as c:
+            where = CP.c.account_id == self._account_id(c, login)
+            if fingerprint is not None:
+                where = and_(where, CP.c.fingerprint == fingerprint.lower())
+            return int(c.execute(delete(CP).where(where)).rowcount)
+
+    def cert_pins(self, account_id: int) -> list[str]:
+        with self._dbapi(write=False) as cur:
+            rows = self._fixed("cert_pins.account_id", CP, "t.account_id = ?",
+                               " ORDER BY t.fingerprint").rows(cur, (account_id,))
+        return [r.fingerprint for r in rows]
+
+    def find_account_by_cert_pin(self, fingerprint: str) -> Account | None:
+        q = self._fixed("account.pin", A, "t.id = (SELECT p.account_id FROM cert_pins p "
+                        "WHERE p.fingerprint = ?)")
+        with self._dbapi(write=False) as cur:
+            found = q.rows(cur, (fingerprint.lower(),))
+        return account_record(found[0]) if found else None
 
     def _update_account(self, login: str, *, withdraws: bool = False, **values: Any) -> None:
         with self._write() as c:

@@ -77,6 +77,13 @@ class AccountClass(enum.Enum):
     ADMIN = "admin"
 
 
+class ThrottleScope(enum.Enum):
+    """What a count of failed logins is about (`LoginFailures`)."""
+
+    ACCOUNT = "account"  # a login name as typed, lower-cased (existing or not)
+    ADDRESS = "address"  # a client IP address
+
+
 class FlagMode(enum.Enum):
     ADD = "add"
     REMOVE = "remove"
@@ -326,6 +333,32 @@ def audit_mailbox(target: str) -> str | None:
     return head
 
 
+# Longest `LoginFailures.subject` (a login column's length): the policy cuts
+# longer names (which name no account) to it.
+MAX_THROTTLE_SUBJECT = 320
+
+
+@dataclass(frozen=True, slots=True)
+class LoginFailures:
+    """Failed logins of one account or one client address: the state of the
+    login throttle (`policy.throttle`), kept in the store so that every worker
+    process and node shares it. The store keeps it; the policy decides what
+    the numbers mean."""
+
+    scope: ThrottleScope
+    subject: str  # lower-cased login, or the client IP address
+    last_failure: datetime
+    # Times of the failures the policy still counts (its sliding window),
+    # oldest first; the policy keeps only as many as it needs.
+    recent: tuple[datetime, ...] = ()
+    level: int = 0  # locks in a row (0: none since the state was last forgotten)
+    locked_until: datetime | None = None
+    refused: int = 0  # logins refused while locked
+
+
+ThrottleKey = tuple[ThrottleScope, str]
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One message to put into the INBOX of several local mailboxes at once."""
@@ -374,8 +407,11 @@ class MessageStore(Protocol):
         idnat: str | None = None,
         cert_subject: str | None = None,
         password_hash: str | None = None,
+        cert_pins: Sequence[str] = (),
     ) -> Account:
-        """Raises AlreadyExists (login taken)."""
+        """With `cert_pins` pinned to it (see `add_cert_pin`), in the same
+        transaction. Raises AlreadyExists (login taken, or a pin already
+        given), ValueError (a malformed pin)."""
 
     def get_account(self, login: str) -> Account:
         """Case-insensitive. Raises NotFound."""
@@ -388,6 +424,23 @@ class MessageStore(Protocol):
     def find_account_by_cert_subject(self, subject: str) -> Account | None: ...
 
     def list_accounts(self) -> list[Account]: ...
+
+    def add_cert_pin(self, login: str, fingerprint: str) -> None:
+        """Pins a certificate (its SHA-256 fingerprint, 64 lower-case hex
+        digits) to the account: once an account has pins, only those
+        certificates log in as it. Raises NotFound (login), AlreadyExists
+        (the fingerprint is pinned already, to this or another account),
+        ValueError (not 64 lower-case hex digits)."""
+
+    def remove_cert_pins(self, login: str, fingerprint: str | None = None) -> int:
+        """Removes that pin (all the account's pins when None); returns how
+        many were removed. Raises NotFound (login)."""
+
+    def cert_pins(self, account_id: int) -> list[str]:
+        """The account's pinned fingerprints, sorted."""
+
+    def find_account_by_cert_pin(self, fingerprint: str) -> Account | None:
+        """The account this certificate fingerprint is pinned to."""
 
     def set_password_hash(self, login: str, password_hash: str | None) -> None:
         """Raises NotFound."""
@@ -678,6 +731,37 @@ class MessageStore(Protocol):
 
     def purge_audit(self, before: datetime) -> int:
         """Deletes older events; returns how many."""
+
+    # -- login throttling --------------------------------------------------
+
+    def login_failures(self, keys: Sequence[ThrottleKey]) -> list[LoginFailures]:
+        """The states of these (scope, subject) keys that exist, in one read
+        (every password login asks)."""
+
+    def update_login_failures(
+        self,
+        keys: Sequence[ThrottleKey],
+        update: Callable[[ThrottleKey, LoginFailures | None], LoginFailures | None],
+    ) -> list[LoginFailures | None]:
+        """In ONE write transaction: for each key (in the order given), reads
+        its state (None when absent) with the row locked against every other
+        writer, of any process or node, and stores what ``update(key,
+        state)`` returns (None deletes); returns the new states in the order
+        given. `update` is called once per key, inside the transaction: it
+        must be quick and touch no store. The subjects of what it returns
+        must be its key's; subjects are at most MAX_THROTTLE_SUBJECT long
+        (ValueError otherwise). Rows are locked in one fixed order, whatever
+        the order given, so concurrent callers cannot deadlock."""
+
+    def clear_login_failures(self, key: ThrottleKey) -> LoginFailures | None:
+        """Deletes the state; returns what it was (None when there was none)."""
+
+    def list_login_failures(self, scope: ThrottleScope | None = None) -> list[LoginFailures]:
+        """Every state (of one scope), by scope then subject."""
+
+    def purge_login_failures(self, before: datetime) -> int:
+        """Deletes the states whose last failure and lock both ended before
+        `before`; returns how many."""
 
     # -- keys --------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from storage.interface import AccountClass, MailboxType, SpecialUse
+from storage.interface import AccountClass, MailboxType, SpecialUse, ThrottleScope
 
 # Deterministic constraint names, so migrations can refer to them on every backend.
 NAMING = {
@@ -95,6 +95,38 @@ class AccountRow(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     cert_subject: Mapped[str | None] = mapped_column(String(1024), index=True)
     password_hash: Mapped[str | None] = mapped_column(String(512))
+
+
+class CertPinRow(Base):
+    """A certificate (SHA-256 of its DER, lower-case hex) pinned to an
+    account: an account with pins accepts only those certificates. One
+    certificate is pinned to one account at most."""
+
+    __tablename__ = "cert_pins"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class LoginFailuresRow(Base):
+    """Failed logins of an account or a client address (`policy.throttle`),
+    shared by every process and node through the database."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (UniqueConstraint("scope", "subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[ThrottleScope] = mapped_column(_enum(ThrottleScope, "throttle_scope"))
+    subject: Mapped[str] = mapped_column(String(320))
+    last_failure: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The recent failure times, space-separated microseconds since the epoch.
+    recent: Mapped[str] = mapped_column(Text, default="")
+    level: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    refused: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class MailboxRow(Base):

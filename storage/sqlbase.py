@@ -35,6 +35,7 @@ from storage.interface import (
     Folder,
     Grant,
     InvalidName,
+    LoginFailures,
     Mailbox,
     QueueEntry,
     StoreUnavailable,
@@ -44,10 +45,12 @@ from storage.models import (
     AccountRow,
     AuditRow,
     BodyRow,
+    CertPinRow,
     DomainRow,
     ExpungedRow,
     FolderRow,
     GrantRow,
+    LoginFailuresRow,
     MailboxRow,
     MessageRow,
     QueueRow,
@@ -58,10 +61,12 @@ A = cast(Table, AccountRow.__table__)
 AE = cast(Table, AccessEpochRow.__table__)
 AU = cast(Table, AuditRow.__table__)
 B = cast(Table, BodyRow.__table__)
+CP = cast(Table, CertPinRow.__table__)
 D = cast(Table, DomainRow.__table__)
 E = cast(Table, ExpungedRow.__table__)
 F = cast(Table, FolderRow.__table__)
 G = cast(Table, GrantRow.__table__)
+LF = cast(Table, LoginFailuresRow.__table__)
 M = cast(Table, MailboxRow.__table__)
 MSG = cast(Table, MessageRow.__table__)
 Q = cast(Table, QueueRow.__table__)
@@ -272,6 +277,30 @@ def grant_record(r: Row[Any]) -> Grant:
         valid_from=r.valid_from,
         valid_until=r.valid_until,
         send_as=bool(r.send_as),
+    )
+
+
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def times_text(times: Iterable[datetime]) -> str:
+    """Aware datetimes as space-separated microseconds since the epoch (exact)."""
+    return " ".join(str((t - _UTC_EPOCH) // _MICROSECOND) for t in times)
+
+
+def times_from_text(text: str) -> tuple[datetime, ...]:
+    return tuple(_UTC_EPOCH + timedelta(microseconds=int(n)) for n in text.split())
+
+
+def login_failures_record(r: Row[Any]) -> LoginFailures:
+    return LoginFailures(
+        scope=r.scope,
+        subject=r.subject,
+        last_failure=r.last_failure,
+        recent=times_from_text(r.recent),
+        level=int(r.level),
+        locked_until=r.locked_until,
+        refused=int(r.refused),
     )
 
 

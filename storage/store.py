@@ -108,6 +108,7 @@ from storage.sqlbase import (
     parse_flags,
     to_epoch,
 )
+from storage.throttle import ThrottleMixin
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +268,7 @@ def _marks(sql: _Sql, n: int) -> str:
 _DELETED_LIKE = "%" + DELETED + "%"
 
 
-class SqlStore(DirectoryMixin, OutboundMixin):
+class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
     """See `storage.interface.MessageStore` for the contract of every method."""
 
     def __init__(self, engine: Engine, key_file: Path, **kwargs: Any) -> None:

@@ -6,6 +6,7 @@ errors its docstring names.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,11 +21,13 @@ from storage.interface import (
     DSNParams,
     FlagMode,
     InvalidName,
+    LoginFailures,
     MailboxAccess,
     MailboxType,
     NotFound,
     QuotaExceeded,
     SpecialUse,
+    ThrottleScope,
 )
 
 
@@ -717,6 +720,150 @@ def test_audit_queries(any_store: Any) -> None:
         == events[1:3]
     assert s.audit_events(limit=2, newest=True) == events[-2:]
     assert s.audit_events(mailbox="imaps") == []
+
+
+# ---------------------------------------------------------------- certificate pins
+
+FP1, FP2, FP3 = "a1" * 32, "b2" * 32, "c3" * 32
+
+
+def test_cert_pins(any_store: Any) -> None:
+    s = any_store
+    app = s.add_account("labo@hopital.test", "Labo", AccountClass.SYSTEM,
+                        cert_subject="1750000001", cert_pins=[FP2, FP1, FP1])
+    other = s.add_account("dr@hopital.test", "Dr", AccountClass.PRACTITIONER)
+    assert s.cert_pins(app.id) == [FP1, FP2]
+    assert s.cert_pins(other.id) == []
+    assert s.find_account_by_cert_pin(FP1) == app
+    assert s.find_account_by_cert_pin(FP1.upper()) == app
+    assert s.find_account_by_cert_pin(FP3) is None
+    # One certificate, one account: the same pin again is refused, also when
+    # it comes with a new account (which is then not created).
+    with pytest.raises(AlreadyExists):
+        s.add_cert_pin("dr@hopital.test", FP1)
+    with pytest.raises(AlreadyExists):
+        s.add_account("app2@hopital.test", "App 2", AccountClass.SYSTEM, cert_pins=[FP3, FP2])
+    with pytest.raises(NotFound):
+        s.get_account("app2@hopital.test")
+    assert s.find_account_by_cert_pin(FP3) is None
+    s.add_cert_pin("DR@hopital.test", FP3)
+    assert s.find_account_by_cert_pin(FP3) == other
+    for bad in ["", "g" * 64, FP1[:-1], FP1.upper(), "ab:" * 31 + "ab"]:
+        with pytest.raises(ValueError):
+            s.add_cert_pin("dr@hopital.test", bad)
+    with pytest.raises(NotFound):
+        s.add_cert_pin("nobody@hopital.test", "d4" * 32)
+    with pytest.raises(NotFound):
+        s.remove_cert_pins("nobody@hopital.test")
+    assert s.remove_cert_pins("labo@hopital.test", FP3) == 0  # someone else's
+    assert s.remove_cert_pins("labo@hopital.test", FP2) == 1
+    assert s.cert_pins(app.id) == [FP1]
+    s.add_cert_pin("labo@hopital.test", FP2)
+    assert s.remove_cert_pins("labo@hopital.test") == 2
+    assert s.cert_pins(app.id) == [] and s.find_account_by_cert_pin(FP1) is None
+    assert s.cert_pins(other.id) == [FP3]
+
+
+# ---------------------------------------------------------------- login throttling
+
+ACC = (ThrottleScope.ACCOUNT, "sec@hopital.test")
+ADDR = (ThrottleScope.ADDRESS, "192.0.2.7")
+
+
+def _bump(when: datetime) -> Any:
+    def update(key: Any, state: LoginFailures | None) -> LoginFailures:
+        if state is None:
+            return LoginFailures(key[0], key[1], when, (when,))
+        return replace(state, last_failure=when, recent=(*state.recent, when))
+    return update
+
+
+def test_login_failures_lifecycle(any_store: Any) -> None:
+    s = any_store
+    t0 = datetime(2026, 3, 1, 8, 0, 0, 123456, tzinfo=UTC)
+    assert s.login_failures([ACC, ADDR]) == []
+    assert s.login_failures([]) == []
+    first = s.update_login_failures([ACC, ADDR], _bump(t0))
+    assert first == [LoginFailures(*ACC, t0, (t0,)), LoginFailures(*ADDR, t0, (t0,))]
+    times = (t0 - timedelta(days=400), t0, t0 + timedelta(microseconds=1))
+    locked = LoginFailures(*ADDR, times[-1], times, level=3,
+                           locked_until=t0 + timedelta(minutes=4), refused=7)
+    got = s.update_login_failures([ADDR], lambda key, state: locked)
+    assert got == [locked]
+    # Read back exactly (times to the microsecond, in order, time zone aware).
+    assert sorted(s.login_failures([ACC, ADDR]), key=lambda f: f.scope.name) == [
+        first[0], locked]
+    assert s.login_failures([ADDR]) == [locked]
+    # Another subject, and the same subject in the other scope, are other keys.
+    assert s.login_failures([(ThrottleScope.ACCOUNT, "192.0.2.7"),
+                             (ThrottleScope.ADDRESS, "other")]) == []
+    seen: list[Any] = []
+
+    def look(key: Any, state: LoginFailures | None) -> LoginFailures | None:
+        seen.append((key, state))
+        return state  # None stays absent: nothing is created
+
+    missing = (ThrottleScope.ACCOUNT, "nobody@hopital.test")
+    assert s.update_login_failures([ADDR, missing], look) == [locked, None]
+    assert seen == [(missing, None), (ADDR, locked)]  # one fixed lock order
+    assert s.login_failures([missing]) == []
+    assert [f.subject for f in s.list_login_failures()] == [ACC[1], ADDR[1]]
+    assert s.list_login_failures(ThrottleScope.ADDRESS) == [locked]
+    # None deletes; clear returns what was there.
+    assert s.update_login_failures([ACC], lambda key, state: None) == [None]
+    assert s.login_failures([ACC]) == []
+    assert s.clear_login_failures(ADDR) == locked
+    assert s.clear_login_failures(ADDR) is None
+    with pytest.raises(ValueError):
+        s.update_login_failures([(ThrottleScope.ACCOUNT, "x" * 321)], _bump(t0))
+    with pytest.raises(ValueError):  # a state for another key: nothing is written
+        s.update_login_failures([ACC], lambda key, state: LoginFailures(*ADDR, t0))
+    assert s.list_login_failures() == []
+
+
+def test_purge_login_failures(any_store: Any) -> None:
+    s = any_store
+    t0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+    old = (ThrottleScope.ADDRESS, "192.0.2.1")
+    still_locked = (ThrottleScope.ACCOUNT, "locked@hopital.test")
+    recent = (ThrottleScope.ACCOUNT, "recent@hopital.test")
+    s.update_login_failures([old], _bump(t0))
+    s.update_login_failures([still_locked], lambda k, st: LoginFailures(
+        *k, t0, (t0,), level=1, locked_until=t0 + timedelta(hours=2)))
+    s.update_login_failures([recent], _bump(t0 + timedelta(hours=2)))
+    assert s.purge_login_failures(t0 + timedelta(minutes=90)) == 1
+    assert [f.subject for f in s.list_login_failures()] == [still_locked[1], recent[1]]
+    assert s.purge_login_failures(t0 + timedelta(hours=3)) == 2
+    assert s.list_login_failures() == []
+
+
+def test_update_login_failures_is_atomic_across_stores(any_store: Any, open_any: Any) -> None:
+    """Two stores (as two worker processes) counting failures of the same
+    keys at once lose none: each update reads the other's last write."""
+    import threading
+
+    stores = [any_store, open_any()]
+    t0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+    rounds = 25
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(stores))
+
+    def work(store: Any) -> None:
+        try:
+            start.wait()
+            for _ in range(rounds):
+                store.update_login_failures([ADDR, ACC], _bump(t0))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(st,)) for st in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert {f.subject: len(f.recent) for f in any_store.list_login_failures()} == {
+        ACC[1]: len(stores) * rounds, ADDR[1]: len(stores) * rounds}
 
 
 # ---------------------------------------------------------------- keys

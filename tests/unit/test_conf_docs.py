@@ -13,6 +13,7 @@ from conf.settings import (
     DatabaseSettings,
     LimitSettings,
     ListenerSettings,
+    LockoutSettings,
     PolicySettings,
     QueueSettings,
     Settings,
@@ -30,6 +31,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("queue.", QueueSettings),
     ("audit.", AuditSettings),
     ("policy.", PolicySettings),
+    ("policy.lockout.", LockoutSettings),
 ]
 
 
@@ -58,6 +60,7 @@ def test_example_settings_load_and_state_the_model_defaults() -> None:
     assert settings.queue == QueueSettings()
     assert settings.policy.password_login_classes == PolicySettings().password_login_classes
     assert settings.policy.enforce_whitelist == PolicySettings().enforce_whitelist
+    assert settings.policy.lockout == LockoutSettings()
     assert settings.audit.retention_days == AuditSettings.model_fields["retention_days"].default
     assert settings.database.threads == DatabaseSettings.model_fields["threads"].default
     assert settings.workers == Settings.model_fields["workers"].default

@@ -143,3 +143,18 @@ def test_policy_cache_hit_still_checks_password_state_and_account(
     # Password cleared (certificate-only account): refused.
     store.set_password_hash("sec@hopital.test", None)
     assert not _login(policy, "new")
+
+
+def test_unknown_login_costs_a_full_scrypt_whatever_the_password(
+    policy_env, counting: list[int]  # type: ignore[no-untyped-def]
+) -> None:
+    """No password makes the decoy hash of unknown logins verify (and so be
+    cached): every try of an unknown login costs a full scrypt."""
+    from conf.settings import ListenerRole
+    from policy.decisions import Peer
+
+    policy, _ = policy_env
+    peer = Peer("127.0.0.1", 1234, "imap", ListenerRole.IMAP, tls=True)
+    for password in ("not a password", "not a password", "x"):
+        assert policy.authenticate_password(peer, "nobody@hopital.test", password).identity is None
+    assert counting[0] == 3
