@@ -42,6 +42,7 @@ from storage.interface import (
 from storage.models import (
     AccountRow,
     AuditRow,
+    AuthFactorRow,
     BodyRow,
     DomainRow,
     ExpungedRow,
@@ -54,6 +55,7 @@ from storage.models import (
 )
 
 A = cast(Table, AccountRow.__table__)
+AF = cast(Table, AuthFactorRow.__table__)
 AU = cast(Table, AuditRow.__table__)
 B = cast(Table, BodyRow.__table__)
 D = cast(Table, DomainRow.__table__)
