@@ -145,7 +145,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         peer = Peer(address=getattr(addr, "host", "?"), port=getattr(addr, "port", 0),
                     listener=self.listener.name or "imap", role=self.listener.role, tls=tls)
         self.session = Session(listener=self.listener, peer=peer, tls=tls,
-                               append_limit=self.services.settings.limits.message_size)
+                               append_limit=self.services.settings.limits.message_size,
+                               token_login=self.services.authenticator.tokens_enabled)
         self._t.registerProducer(self, True)
         _no_delay(self._t)
         self.setTimeout(self.services.settings.limits.imap_idle_timeout)  # type: ignore[no-untyped-call]

@@ -115,6 +115,7 @@ def run_server(config: dict[str, Any]) -> None:
     from policy.services import Services
     from storage import open_store
     from storage.threaded import runner_for
+    from store_support import TEST_LOGIN_METHODS
 
     tls_values = config["tls"] or {
         "cert_file": "/nonexistent", "key_file": "/nonexistent", "ca_files": []}
@@ -126,6 +127,7 @@ def run_server(config: dict[str, Any]) -> None:
         "tls": tls_values,
         "audit": {"path": config["audit"]},
         "key_file": config["key_file"],
+        "policy": {"login_methods": TEST_LOGIN_METHODS},
         **({"limits": config["limits"]} if "limits" in config else {}),
     })
     store = open_store(settings.database.url, settings.key_file)

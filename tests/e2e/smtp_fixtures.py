@@ -25,6 +25,7 @@ from certs.devpki import DevPKI, IssuedCert, make_dev_pki
 from conf.settings import Settings
 from policy.passwords import hash_password
 from storage.interface import AccountClass, MailboxType
+from store_support import TEST_LOGIN_METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "Securite-2026!"
@@ -131,7 +132,8 @@ class Instance:
             "queue": {"poll_interval": 0.2, "retry_initial": 0.3, "retry_max": 1.0,
                       "connect_timeout": 5.0, **self.queue},
             "audit": {"path": self.dir / "audit.log"},
-            "policy": {"whitelist_file": self.dir / "whitelist.xml", **self.policy},
+            "policy": {"whitelist_file": self.dir / "whitelist.xml",
+                       "login_methods": TEST_LOGIN_METHODS, **self.policy},
             "key_file": self.dir / "keys",
         })
 
