@@ -12,7 +12,8 @@ Keys: the provider's metadata (``/.well-known/openid-configuration`` of the
 configured issuer) names its ``jwks_uri``; the keys are kept for
 `identity_provider.jwks_cache` seconds, fetched again at once (at most every
 `refresh_interval` seconds, so random key ids cannot make us hammer the
-provider) when a token names an unknown key, and kept when a refresh fails.
+provider) when a token names an unknown key, and kept when a refresh fails
+(a token naming a key that could not be fetched is then a temporary failure).
 Introspection (RFC 7662): a POST with the client's credentials (HTTP Basic)
 to the provider's ``introspection_endpoint`` (or the configured one).
 """
@@ -156,7 +157,8 @@ class IdentityProvider:
                 try:
                     self._fetch_keys()
                 except TokenError:
-                    if not self._keys:
+                    # A token naming a key we could not fetch: try again later.
+                    if unknown_kid or not self._keys:
                         raise
                     log.warning("identity provider: key refresh failed, keeping the known keys")
             return self._keys
