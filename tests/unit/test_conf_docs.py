@@ -11,8 +11,10 @@ from conf.loader import load_settings
 from conf.settings import (
     AuditSettings,
     DatabaseSettings,
+    IdentityProviderSettings,
     LimitSettings,
     ListenerSettings,
+    LoginMethodSettings,
     PolicySettings,
     QueueSettings,
     Settings,
@@ -30,6 +32,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("queue.", QueueSettings),
     ("audit.", AuditSettings),
     ("policy.", PolicySettings),
+    ("policy.login_methods.", LoginMethodSettings),
+    ("identity_provider.", IdentityProviderSettings),
 ]
 
 
@@ -56,7 +60,8 @@ def test_example_settings_load_and_state_the_model_defaults() -> None:
     # The example spells the defaults out: it must not drift from the models.
     assert settings.limits == LimitSettings()
     assert settings.queue == QueueSettings()
-    assert settings.policy.password_login_classes == PolicySettings().password_login_classes
+    assert settings.policy.login_methods == PolicySettings().login_methods
+    assert settings.policy.deprecations() == []
     assert settings.policy.enforce_whitelist == PolicySettings().enforce_whitelist
     assert settings.audit.retention_days == AuditSettings.model_fields["retention_days"].default
     assert settings.database.threads == DatabaseSettings.model_fields["threads"].default
