@@ -105,6 +105,7 @@ def _listen(port: int) -> socket.socket:
 
 
 def run_server(config: dict[str, Any]) -> None:
+    from store_support import TEST_LOGIN_METHODS
     from twisted.internet import reactor
 
     from conf.settings import Settings
@@ -115,7 +116,6 @@ def run_server(config: dict[str, Any]) -> None:
     from policy.services import Services
     from storage import open_store
     from storage.threaded import runner_for
-    from store_support import TEST_LOGIN_METHODS
 
     tls_values = config["tls"] or {
         "cert_file": "/nonexistent", "key_file": "/nonexistent", "ca_files": []}

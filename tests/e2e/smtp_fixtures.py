@@ -21,11 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from store_support import TEST_LOGIN_METHODS
+
 from certs.devpki import DevPKI, IssuedCert, make_dev_pki
 from conf.settings import Settings
 from policy.passwords import hash_password
 from storage.interface import AccountClass, MailboxType
-from store_support import TEST_LOGIN_METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "Securite-2026!"

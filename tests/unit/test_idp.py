@@ -15,7 +15,12 @@ from typing import Any
 import pytest
 from oidc_provider import OidcProvider, b64url
 
-from conf.settings import IdentityProviderSettings, ListenerRole, LoginMethodSettings, PolicySettings
+from conf.settings import (
+    IdentityProviderSettings,
+    ListenerRole,
+    LoginMethodSettings,
+    PolicySettings,
+)
 from policy.audit import FileAuditSink
 from policy.decisions import Peer, Policy, Verdict
 from policy.idp import IdentityProvider
@@ -64,9 +69,16 @@ def test_valid_tokens(idp, tmp_path, alg) -> None:
     assert check.claims.validated_by == "jwks" and check.claims.issuer == idp.issuer
 
 
+def relative(claims: dict[str, Any]) -> dict[str, Any]:
+    """Times given as offsets from now (parameters are made at collection,
+    which may be minutes before the test runs)."""
+    now = int(time.time())
+    return {k: now + v[1] if isinstance(v, tuple) else v for k, v in claims.items()}
+
+
 @pytest.mark.parametrize(("claims", "reason"), [
-    ({"exp": int(time.time()) - 120}, "expired"),  # beyond the 60 s leeway
-    ({"nbf": int(time.time()) + 120}, "not-yet-valid"),
+    ({"exp": ("now", -120)}, "expired"),  # beyond the 60 s leeway
+    ({"nbf": ("now", 120)}, "not-yet-valid"),
     ({"aud": "another-client"}, "wrong-audience"),
     ({"aud": ["a", "b"]}, "wrong-audience"),
     ({"aud": None}, "wrong-audience"),
@@ -75,19 +87,19 @@ def test_valid_tokens(idp, tmp_path, alg) -> None:
     ({"exp": "tomorrow"}, "malformed"),
 ])
 def test_refused_claims(idp, tmp_path, claims, reason) -> None:
-    check = make(idp, tmp_path).verify(idp.mint(USER, **claims))
+    check = make(idp, tmp_path).verify(idp.mint(USER, **relative(claims)))
     assert check.claims is None and check.error == reason and not check.temporary
     if reason not in ("malformed",):
         assert check.login == USER  # the signature held: the audit may name who
 
 
 @pytest.mark.parametrize("claims", [
-    {"exp": int(time.time()) - 30},  # within the leeway
-    {"nbf": int(time.time()) + 30},
+    {"exp": ("now", -30)},  # within the leeway
+    {"nbf": ("now", 30)},
     {"aud": ["other", "mss-mail"]},
 ])
 def test_leeway_and_audience_lists(idp, tmp_path, claims) -> None:
-    assert make(idp, tmp_path).verify(idp.mint(USER, **claims)).claims is not None
+    assert make(idp, tmp_path).verify(idp.mint(USER, **relative(claims))).claims is not None
 
 
 def test_login_claim_is_configurable(idp, tmp_path) -> None:
