@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import enum
 import ipaddress
+import logging
 import types
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from pydantic.fields import FieldInfo
 from conf.settings import ListenerSettings, Settings, TLSMode
 
 SQLITE_PREFIX = "sqlite:///"
+log = logging.getLogger(__name__)
 
 
 class ConfigError(Exception):
@@ -232,7 +234,12 @@ def _problem(error: Any) -> str:
     if kind == "too_short" and get_origin(tp) in (list, tuple, set, frozenset):
         return f"expected {expected}, got {len(value) if hasattr(value, '__len__') else 0}"
     if kind == "enum":
-        return f"expected {expected}, got {_got(value)}"
+        hint = ""
+        if isinstance(tp, type) and issubclass(tp, enum.Enum) and isinstance(value, str):
+            close = difflib.get_close_matches(value, [str(m.value) for m in tp], n=1, cutoff=0.6)
+            if close:
+                hint = f" (did you mean {close[0]}?)"
+        return f"expected {expected}, got {_got(value)}{hint}"
     if expected == "a valid value":
         return f"{str(error.get('msg', 'invalid value')).lower()}, got {_got(value)}"
     return f"expected {expected}, got {_got(value)}"
@@ -349,7 +356,19 @@ def input_files(settings: Settings) -> list[tuple[str, Path]]:
         p = getattr(settings.policy, key)
         if p is not None:
             files.append((f"policy.{key}", p))
+    idp = settings.identity_provider
+    if idp is not None:
+        for key in ("ca_file", "client_secret_file"):
+            p = getattr(idp, key)
+            if p is not None:
+                files.append((f"identity_provider.{key}", p))
     return files
+
+
+def deprecations(name: str, settings: Settings) -> list[str]:
+    """Settings still read but to be replaced, one line each (the server and
+    `mssctl` log them as warnings)."""
+    return [f"{name}: {line}" for line in settings.policy.deprecations()]
 
 
 def missing_files(name: str, settings: Settings) -> list[str]:
@@ -406,4 +425,7 @@ def load_settings(path: str | Path, *, check_files: bool = False) -> Settings:
     except OSError as exc:
         raise ConfigError([f"{name}: cannot read: {exc.strerror}"]) from None
     data = parse_yaml(text, name)
-    return settings_from_data(data, name, path.resolve().parent, check_files=check_files)
+    settings = settings_from_data(data, name, path.resolve().parent, check_files=check_files)
+    for line in deprecations(name, settings):
+        log.warning("%s", line)
+    return settings

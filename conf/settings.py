@@ -9,11 +9,12 @@ silently ignored on a mail server.
 
 from __future__ import annotations
 
+import difflib
 import enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Model(BaseModel):
@@ -156,13 +157,48 @@ class LockoutSettings(_Model):
     base_delay: float = Field(default=60.0, gt=0)
     max_delay: float = Field(default=3600.0, gt=0)
     address_max_delay: float = Field(default=300.0, gt=0)
+class AuthMethod(enum.StrEnum):
+    """How an account may prove who it is (`policy.login_methods`)."""
+
+    CARD = "card"  # client certificate of a person (CPS, CPE card): SASL EXTERNAL
+    ORG_CERTIFICATE = "org-certificate"  # organisation certificate (APP boxes): EXTERNAL
+    PASSWORD = "password"  # noqa: S105 - a method name: a password alone (discouraged)
+    PASSWORD_TOTP = "password+totp"  # noqa: S105 - the password, then a one-time code
+    TOKEN = "token"  # noqa: S105 - an identity provider token: OAUTHBEARER, XOAUTH2
+    # (room for "ldap": a password checked by a directory)
+
+
+def _methods(*methods: AuthMethod) -> Any:
+    return Field(default_factory=lambda: list(methods))
+
+
+class LoginMethodSettings(_Model):
+    """The methods allowed per account class. A login by another method is
+    refused like a wrong password (audited as "method-not-allowed")."""
+
+    practitioner: list[AuthMethod] = _methods(AuthMethod.CARD)
+    staff: list[AuthMethod] = _methods(AuthMethod.PASSWORD_TOTP, AuthMethod.TOKEN)
+    system: list[AuthMethod] = _methods(AuthMethod.ORG_CERTIFICATE)
+    admin: list[AuthMethod] = _methods(AuthMethod.CARD, AuthMethod.PASSWORD_TOTP)
+
+    def allowed(self, account_class: str) -> frozenset[AuthMethod]:
+        methods: list[AuthMethod] = getattr(self, account_class, [])
+        return frozenset(methods)
+
+
+# `policy.password_login_classes` (deprecated): the classes given a password
+# alone on top of the default methods.
+ACCOUNT_CLASSES = ("practitioner", "staff", "system", "admin")
 
 
 class PolicySettings(_Model):
     flows_file: Path | None = None
     whitelist_file: Path | None = None
-    # Account classes allowed to log in with a password alone (discouraged).
-    password_login_classes: list[str] = Field(default_factory=lambda: ["staff", "system"])
+    # Allowed authentication methods per account class.
+    login_methods: LoginMethodSettings = Field(default_factory=LoginMethodSettings)
+    # Deprecated (use login_methods): classes that may also log in with a
+    # password alone. Still read, with a warning (`deprecations`).
+    password_login_classes: list[str] | None = None
     # Require a client certificate on MX connections (mutual TLS between operators).
     mx_require_client_cert: bool = False
     # Only relay to whitelisted domains.
@@ -178,6 +214,85 @@ class PolicySettings(_Model):
     # by default so that an upgrade does not lock existing APP systems out;
     # `mssctl init` writes it on for new instances.
     require_org_cert_pinning: bool = False
+    # Issuer shown by authenticator apps for one-time codes (otpauth:// URI);
+    # default: the first served domain.
+    totp_issuer: str | None = None
+
+    @field_validator("password_login_classes")
+    @classmethod
+    def _known_classes(cls, v: list[str] | None) -> list[str] | None:
+        for name in v or ():
+            if name not in ACCOUNT_CLASSES:
+                close = difflib.get_close_matches(name, ACCOUNT_CLASSES, n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise ValueError(f"unknown account class {name!r}{hint}; "
+                                 f"expected {', '.join(ACCOUNT_CLASSES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _migrate_password_classes(self) -> PolicySettings:
+        classes = self.password_login_classes
+        if classes is None:
+            return self
+        if "login_methods" in self.model_fields_set:
+            raise ValueError("password_login_classes is replaced by login_methods: "
+                             "remove it (login_methods is also set)")
+        methods = self.login_methods
+        updates = {name: [*getattr(methods, name), AuthMethod.PASSWORD]
+                   for name in classes if AuthMethod.PASSWORD not in getattr(methods, name)}
+        object.__setattr__(self, "login_methods", methods.model_copy(update=updates))
+        return self
+
+    def deprecations(self) -> list[str]:
+        if self.password_login_classes is None:
+            return []
+        return ["policy.password_login_classes is deprecated: it now adds `password` to "
+                "the default policy.login_methods of "
+                f"{', '.join(self.password_login_classes) or 'no class'}; "
+                "write policy.login_methods instead"]
+
+
+class TokenValidation(enum.StrEnum):
+    JWKS = "jwks"  # signature with the provider's published keys, then the claims
+    INTROSPECTION = "introspection"  # RFC 7662: ask the provider (revocation seen at once)
+
+
+class IdentityProviderSettings(_Model):
+    """An OpenID Connect provider whose access tokens log in (SASL
+    OAUTHBEARER and XOAUTH2, method "token")."""
+
+    # https URL; its /.well-known/openid-configuration names the keys.
+    issuer: str
+    # The "aud" a token must carry (the client id the provider gives this server).
+    audience: str
+    # The claim naming the account login: email, preferred_username, upn ...
+    login_claim: str = "email"
+    validation: list[TokenValidation] = Field(
+        default_factory=lambda: [TokenValidation.JWKS], min_length=1)
+    # CA certificates to trust for the provider's HTTPS (default: the system's).
+    ca_file: Path | None = None
+    # Introspection client credentials (HTTP Basic); the secret in a file.
+    client_id: str | None = None
+    client_secret_file: Path | None = None
+    # Default: the provider's introspection_endpoint metadata.
+    introspection_endpoint: str | None = None
+    leeway: float = Field(default=60.0, ge=0, le=600)  # seconds of clock skew on exp/nbf
+    jwks_cache: float = Field(default=3600.0, ge=10)  # seconds keys are kept
+    timeout: float = Field(default=10.0, gt=0, le=120)  # per HTTPS request
+
+    @field_validator("issuer", "introspection_endpoint")
+    @classmethod
+    def _https(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("https://"):
+            raise ValueError("must be an https:// URL")
+        return v
+
+    @model_validator(mode="after")
+    def _introspection_credentials(self) -> IdentityProviderSettings:
+        if TokenValidation.INTROSPECTION in self.validation and (
+                not self.client_id or self.client_secret_file is None):
+            raise ValueError("introspection needs client_id and client_secret_file")
+        return self
 
 
 class Settings(_Model):
@@ -190,6 +305,8 @@ class Settings(_Model):
     queue: QueueSettings = Field(default_factory=QueueSettings)
     audit: AuditSettings
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    # An OpenID Connect provider for token logins; none: no token login.
+    identity_provider: IdentityProviderSettings | None = None
     # File of base64 AES-256 keys, one "id:base64key" per line; the last is current.
     key_file: Path
     # Worker processes sharing the listening ports (SO_REUSEPORT); 1 = no fork.

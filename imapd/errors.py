@@ -64,6 +64,24 @@ def nonexistent() -> ImapError:
     return ImapError(NONEXISTENT.status, NONEXISTENT.code, NONEXISTENT.text)
 
 
+# Authentication (LOGIN, AUTHENTICATE). A refusal for any reason (unknown
+# login, wrong password or code, method not allowed for the account's class,
+# bad token) is the same AUTH_FAILED: nobody learns which part was wrong.
+AUTH_FAILED = Reply("NO", "AUTHENTICATIONFAILED", "Authentication failed")
+AUTHZ_FAILED = Reply("NO", "AUTHORIZATIONFAILED", "Authorization identity refused")
+# The identity provider (or the store) cannot answer now: never "wrong password".
+AUTH_UNAVAILABLE = Reply("NO", "UNAVAILABLE", "Authentication temporarily unavailable, try again")
+AUTH_MECH_UNKNOWN = Reply("NO", "CANNOT", "Unsupported authentication mechanism")
+AUTH_CANCELLED = Reply("BAD", None, "Authentication cancelled")
+AUTH_BAD_BASE64 = Reply("BAD", None, "Invalid base64")
+AUTH_MALFORMED = Reply("BAD", None, "Malformed authentication response")
+
+
+def fail(reply: Reply) -> ImapError:
+    """The exception that finishes a command with a catalogue reply."""
+    return ImapError(reply.status, reply.code, reply.text)
+
+
 class NotPermitted(Exception):
     """A policy denial on a mailbox: answered exactly like NotFound."""
 

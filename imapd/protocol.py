@@ -151,7 +151,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         peer = Peer(address=getattr(addr, "host", "?"), port=getattr(addr, "port", 0),
                     listener=self.listener.name or "imap", role=self.listener.role, tls=tls)
         self.session = Session(listener=self.listener, peer=peer, tls=tls,
-                               append_limit=self.services.settings.limits.message_size)
+                               append_limit=self.services.settings.limits.message_size,
+                               token_login=self.services.authenticator.tokens_enabled)
         self._counted = peer.address  # refused or not, until connectionLost
         if not self.factory.connection_opened(peer.address):
             self._write(b"* BYE Too many connections from your address\r\n")

@@ -15,6 +15,7 @@ from imapd.namespace import Namespaces, Place
 from imapd.parser.commands import State
 from imapd.view import SelectedView
 from policy.decisions import Identity, Peer, SessionAccess
+from policy.sasl import advertised
 
 BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE")
 AUTHENTICATED_CAPABILITIES = (
@@ -42,6 +43,8 @@ class Session:
     append_limit: int = 10 * 1024 * 1024
     # The last check of this session's access (login, SELECT, recheck).
     access: SessionAccess | None = None
+    # An identity provider is configured: OAUTHBEARER and XOAUTH2 are offered.
+    token_login: bool = False
 
     # ------------------------------------------------------------ TLS / auth
 
@@ -64,17 +67,18 @@ class Session:
         if self.state is State.NOT_AUTHENTICATED:
             if self.starttls_available:
                 caps.append("STARTTLS")
-            if self.plaintext_login_allowed:
-                # LOGIN: what Thunderbird falls back to after a NO to PLAIN.
-                caps.extend(("AUTH=PLAIN", "AUTH=LOGIN"))
-            else:
+            # LOGIN: what Thunderbird falls back to after a NO to PLAIN.
+            # EXTERNAL only to a client that presented a verified
+            # certificate: SASL clients (mbsync's cyrus-sasl) pick EXTERNAL
+            # whenever it is offered, and then fail without trying their
+            # password. The protocol greets on 993 after the handshake, so
+            # this is known.
+            plaintext = self.plaintext_login_allowed
+            caps.extend("AUTH=" + m for m in advertised(
+                passwords=plaintext, tokens=plaintext and self.token_login,
+                external=self.tls and self.peer.client_cert is not None))
+            if not plaintext:
                 caps.append("LOGINDISABLED")
-            # Only to a client that presented a verified certificate: SASL
-            # clients (mbsync's cyrus-sasl) pick EXTERNAL whenever it is
-            # offered, and then fail without trying their password. The
-            # protocol greets on 993 after the handshake, so this is known.
-            if self.tls and self.peer.client_cert is not None:
-                caps.append("AUTH=EXTERNAL")
         else:
             caps.extend(AUTHENTICATED_CAPABILITIES)
             caps.append(f"APPENDLIMIT={self.append_limit}")

@@ -1,4 +1,4 @@
-"""`mssctl account add|passwd|disable|enable|list|show`: who logs in (and
+"""`mssctl account add|passwd|disable|enable|list|show|totp`: who logs in (and
 `unlock`/`locks` from `mssctl.lockout`, `pin` from `mssctl.pins`)."""
 
 from __future__ import annotations
@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from conf.settings import Settings
 from mssctl import lockout, pins
 from mssctl.common import (
     EXIT_OK,
+    CliError,
     add_config_option,
     admin_change,
     load,
@@ -18,7 +20,7 @@ from mssctl.common import (
     store_errors,
 )
 from policy.passwords import hash_password
-from storage.interface import AccountClass
+from storage.interface import AccountClass, MessageStore
 
 CLASSES = [c.value for c in AccountClass]
 
@@ -69,6 +71,21 @@ def register(sub: Any) -> None:
 
     lockout.register_verbs(verbs)
     pins.register_verbs(verbs)
+    totp = verbs.add_parser("totp", help="one-time codes (second factor of password logins)")
+    totp_verbs = totp.add_subparsers(dest="totp_action", metavar="ACTION", required=True)
+    enable = totp_verbs.add_parser(
+        "enable", help="give the account a new code secret; prints its otpauth:// URI "
+        "and a QR code for an authenticator app")
+    enable.add_argument("login")
+    enable.add_argument("--replace", action="store_true",
+                        help="replace an existing secret (the old app entry stops working)")
+    enable.add_argument("--no-qr", action="store_true", help="print the URI only")
+    add_config_option(enable)
+    enable.set_defaults(func=cmd_totp_enable)
+    disable = totp_verbs.add_parser("disable", help="remove the account's code secret")
+    disable.add_argument("login")
+    add_config_option(disable)
+    disable.set_defaults(func=cmd_totp_disable)
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -173,4 +190,75 @@ def cmd_show(args: argparse.Namespace) -> int:
     ]
     for key, value in lines:
         print(f"{key + ':':<12} {value}")
+    return EXIT_OK
+
+
+def _admin_actor() -> str:
+    """Who the admin CLI's audit events name: it has no login, so the system
+    user running it."""
+    import getpass
+
+    try:
+        return f"mssctl:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "mssctl"
+
+
+def _audit(settings: Settings, store: MessageStore, login: str, action: str,
+           **details: Any) -> None:
+    """One event in the audit log (file and store), as the daemons record."""
+    from policy.audit import FileAuditSink
+
+    sink = FileAuditSink(settings.audit.path, store)
+    try:
+        sink.record(_admin_actor(), action, login, "ok", **details)
+    finally:
+        sink.close()
+
+
+def cmd_totp_enable(args: argparse.Namespace) -> int:
+    from conf.settings import AuthMethod
+    from policy import totp
+
+    settings = load(args)
+    login = args.login.strip().lower()
+    issuer = settings.policy.totp_issuer or settings.domains[0]
+    secret = totp.new_secret()
+    with opened_store(settings) as store, store_errors(f"account {login}"):
+        account = store.get_account(login)
+        if store.totp_factor(account.id) is not None and not args.replace:
+            raise CliError(f"account {login} already has a one-time code secret "
+                           "(--replace to give it a new one)")
+        store.set_totp_secret(account.id, secret)
+        _audit(settings, store, login, "totp-enable", replaced=bool(args.replace))
+    uri = totp.provisioning_uri(secret, login, issuer)
+    allowed = settings.policy.login_methods.allowed(account.account_class.value)
+    print(f"one-time codes enabled for {login}: log in with the password immediately "
+          f"followed by the current {totp.DIGITS}-digit code (no separator)")
+    if AuthMethod.PASSWORD_TOTP not in allowed:
+        print(f"note: policy.login_methods.{account.account_class.value} does not include "
+              "password+totp: this class does not log in with codes")
+    print(f"add it to an authenticator app (issuer {issuer}, account {login}):")
+    print(uri)
+    if not args.no_qr:
+        import io
+
+        import segno
+
+        out = io.StringIO()
+        segno.make(uri, error="m").terminal(out=out, compact=True)
+        print(out.getvalue(), end="")
+    return EXIT_OK
+
+
+def cmd_totp_disable(args: argparse.Namespace) -> int:
+    settings = load(args)
+    login = args.login.strip().lower()
+    with opened_store(settings) as store, store_errors(f"account {login}"):
+        account = store.get_account(login)
+        had = store.totp_factor(account.id) is not None
+        store.set_totp_secret(account.id, None)
+        _audit(settings, store, login, "totp-disable", had_secret=had)
+    print(f"one-time codes disabled for {login}" if had
+          else f"account {login} had no one-time code secret")
     return EXIT_OK

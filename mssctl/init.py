@@ -77,11 +77,17 @@ def render_config(
         f"role: {role}, tls: {tls}, client_cert: optional}}"
         for name, port, role, tls in DEFAULT_PORTS
     )
-    classes = "[staff, system, practitioner]" if demo else "[staff, system]"
-    classes_note = (
-        "\n    # demo: practitioners may also use a password, for testing without a card"
-        if demo else ""
-    )
+    if demo:
+        methods = (
+            "    # demo: a password alone too, for testing without a card, a code or a token\n"
+            "    practitioner: [card, password]\n"
+            "    staff: [password, password+totp, token]\n"
+        )
+    else:
+        methods = (
+            "    practitioner: [card]\n"
+            "    staff: [password+totp, token]\n"
+        )
     return f"""\
 # mss.yaml: settings of one MSS secure health mail server instance.
 # Written by `mssctl init`; every setting is described in README.md
@@ -144,7 +150,11 @@ audit:
 policy:
   flows_file: flows.yaml
   whitelist_file: whitelist.xml
-  password_login_classes: {classes}{classes_note}
+  # Login methods allowed per account class: card, org-certificate, password,
+  # password+totp (the password followed by a one-time code), token.
+  login_methods:
+{methods}    system: [org-certificate]
+    admin: [card, password+totp]
   mx_require_client_cert: false
   enforce_whitelist: true
   # Receives mail for postmaster@ of every served domain (RFC 5321 4.5.1).

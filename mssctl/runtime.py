@@ -62,6 +62,28 @@ def build_tls(settings: Settings) -> Any:
         raise RuntimeProblem(f"tls: cannot load certificates: {exc}") from None
 
 
+# Threads asking the identity provider (HTTPS): its own pool, so that a slow
+# provider never holds the store's threads.
+PROVIDER_THREADS = 2
+
+
+def build_authenticator(policy: Policy, runner: Any, reactor: Any) -> Authenticator:
+    """The portal; token logins when `identity_provider` is configured."""
+    settings = policy.settings.identity_provider
+    if settings is None:
+        return Authenticator(policy, runner)
+    from policy.idp import IdentityProvider
+    from storage.threaded import StoreRunner
+
+    try:
+        provider = IdentityProvider(settings)
+    except OSError as exc:
+        raise RuntimeProblem(f"identity_provider: cannot read {exc.filename}: "
+                             f"{exc.strerror}") from None
+    return Authenticator(policy, runner, provider=provider,
+                         provider_runner=StoreRunner(reactor, PROVIDER_THREADS, name="idp"))
+
+
 def build_services(settings: Settings, reactor: Any,
                    connections: ConnectionCounts | None = None) -> Services:
     """Opens the store and wires policy, audit, authentication and TLS.
@@ -82,7 +104,7 @@ def build_services(settings: Settings, reactor: Any,
             policy=policy,
             audit=audit,
             runner=runner,
-            authenticator=Authenticator(policy, runner),
+            authenticator=build_authenticator(policy, runner, reactor),
             reactor=reactor,
             tls=build_tls(settings),
             connections=connections if connections is not None else ConnectionCounts(),

@@ -8,12 +8,11 @@ allowed *now* is `mssmtpd.session`'s business.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from dataclasses import dataclass, field
 
 from mssmtpd.replies import R, Reply
+from policy.sasl import decode_base64
 
 # RFC 5321 4.5.3.1: local part 64, domain 255, path 256 octets.
 MAX_LOCAL_PART = 64
@@ -449,14 +448,13 @@ def _parse_auth(arg: str) -> Command | ParseError:
 
 
 def decode_sasl(text: str) -> bytes | None:
-    """A SASL response line: base64, or "=" for an empty response (RFC 4954)."""
-    text = text.strip()
-    if text == "=":
-        return b""
+    """An initial response: base64, or "=" for an empty one (RFC 4954);
+    `policy.sasl.decode_base64`, shared with IMAP."""
     try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raw = text.encode("ascii")
+    except UnicodeEncodeError:
         return None
+    return decode_base64(raw)
 
 
 def _parse_bdat(arg: str) -> Command | ParseError:

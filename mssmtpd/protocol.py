@@ -17,7 +17,6 @@ read; and one connection's pipelined commands yield the reactor after
 
 from __future__ import annotations
 
-import base64
 import itertools
 import logging
 import os
@@ -55,7 +54,13 @@ from mssmtpd.framing import (
 from mssmtpd.replies import R, Reply, format_reply, local_error, reply_for_reason
 from mssmtpd.session import Envelope, Recipient, Session, sequence_error
 from mssmtpd.tlsinfo import is_tls, peer_certificate, tls_info
-from policy.auth import CertificateCredentials, LoginRefused, PasswordCredentials
+from policy import sasl
+from policy.auth import (
+    CertificateCredentials,
+    LoginRefused,
+    PasswordCredentials,
+    TokenCredentials,
+)
 from policy.decisions import Decision, FromDecision, Identity, Peer, RcptDecision, Verdict
 from storage.interface import DSNParams, StoreUnavailable
 
@@ -74,15 +79,6 @@ INPUT_HIGH_WATER = 256 * 1024
 # How long one connection's pipelined commands may hold the reactor before
 # the others get their turn.
 TURN_SECONDS = 0.02
-
-
-class _SaslExchange:
-    """A SASL exchange in progress (AUTH PLAIN/LOGIN/EXTERNAL without
-    everything in the initial response)."""
-
-    def __init__(self, mechanism: str) -> None:
-        self.mechanism = mechanism
-        self.username: str | None = None
 
 
 @implementer(IHandshakeListener, IPushProducer)
@@ -108,7 +104,7 @@ class SMTPServerProtocol(Protocol):
         self._busy = False
         self._draining = False
         self._closing = False
-        self._sasl: _SaslExchange | None = None
+        self._sasl: sasl.Mechanism | None = None  # an exchange waiting for a response
         self._progress = 0
         self._timer: Any = None
         self._last_activity = 0.0
@@ -457,9 +453,9 @@ class SMTPServerProtocol(Protocol):
         if self.listener.tls is TLSMode.STARTTLS and not s.tls:
             lines.append("STARTTLS")
         if s.auth_offered and s.identity is None:
-            mechs = ["PLAIN", "LOGIN"]
-            if s.peer.client_cert is not None:
-                mechs.append("EXTERNAL")
+            mechs = sasl.advertised(passwords=True,
+                                    tokens=self.services.authenticator.tokens_enabled,
+                                    external=s.peer.client_cert is not None)
             lines.append("AUTH " + " ".join(mechs))
         return lines
 
@@ -557,71 +553,59 @@ class SMTPServerProtocol(Protocol):
     # ------------------------------------------------------------ AUTH
 
     def on_auth(self, cmd: p.Auth) -> defer.Deferred[None] | None:
-        mech = cmd.mechanism
-        if mech == "EXTERNAL":
-            if cmd.initial is None:
-                self._sasl = _SaslExchange(mech)
-                self._send(R.AUTH_CHALLENGE.with_text(""))
-                return None
-            return self._login_external(cmd.initial)
-        if mech == "PLAIN":
-            if cmd.initial is None:
-                self._sasl = _SaslExchange(mech)
-                self._send(R.AUTH_CHALLENGE.with_text(""))
-                return None
-            return self._login_plain(cmd.initial)
-        if mech == "LOGIN":
-            self._sasl = _SaslExchange(mech)
-            if cmd.initial is not None:
-                self._sasl.username = cmd.initial.decode("utf-8", "replace")
-                self._send(R.AUTH_CHALLENGE.with_text(base64.b64encode(b"Password:").decode()))
-            else:
-                self._send(R.AUTH_CHALLENGE.with_text(base64.b64encode(b"Username:").decode()))
+        mech = sasl.mechanism(cmd.mechanism)
+        if mech is None or (mech.kind is sasl.Kind.TOKEN
+                            and not self.services.authenticator.tokens_enabled):
+            self._bad_command(R.AUTH_MECH_UNKNOWN)
             return None
-        self._bad_command(R.AUTH_MECH_UNKNOWN)
-        return None
+        return self._sasl_step(mech, mech.start(cmd.initial))
 
     def _sasl_response(self, line: bytes) -> defer.Deferred[None] | None:
-        sasl = self._sasl
-        assert sasl is not None
-        if line.strip() == b"*":
-            self._sasl = None
-            self._send(R.AUTH_CANCELLED)
-            return None
-        data = p.decode_sasl(line.decode("ascii", "replace"))
-        if data is None:
-            self._sasl = None
-            self._bad_command(R.AUTH_BAD_BASE64)
-            return None
-        if sasl.mechanism == "LOGIN" and sasl.username is None:
-            sasl.username = data.decode("utf-8", "replace")
-            self._send(R.AUTH_CHALLENGE.with_text(base64.b64encode(b"Password:").decode()))
+        mech = self._sasl
+        assert mech is not None
+        response = sasl.decode_response(line)
+        if isinstance(response, sasl.Failed):
+            return self._sasl_step(mech, response)
+        return self._sasl_step(mech, mech.respond(response))
+
+    def _sasl_step(self, mech: sasl.Mechanism,
+                   outcome: sasl.Outcome) -> defer.Deferred[None] | None:
+        """Acts on what the mechanism made of the client's input."""
+        if isinstance(outcome, sasl.Challenge):
+            self._sasl = mech
+            self._send(R.AUTH_CHALLENGE.with_text(sasl.encode_challenge(outcome).decode()))
             return None
         self._sasl = None
-        if sasl.mechanism == "LOGIN":
-            return self._login(PasswordCredentials(
-                self.session.peer, sasl.username or "", data.decode("utf-8", "replace")))
-        if sasl.mechanism == "PLAIN":
-            return self._login_plain(data)
-        return self._login_external(data)
+        peer = self.session.peer
+        if isinstance(outcome, sasl.Failed):
+            return self._sasl_failed(mech, outcome)
+        if isinstance(outcome, sasl.PasswordLogin):
+            return self._login(PasswordCredentials(peer, outcome.authcid, outcome.password))
+        if isinstance(outcome, sasl.ExternalLogin):
+            return self._login(CertificateCredentials(peer, outcome.authzid))
+        return self._login(TokenCredentials(peer, outcome.token, outcome.user, mech.name), mech)
 
-    def _login_plain(self, data: bytes) -> defer.Deferred[None] | None:
-        parts = data.split(b"\0")
-        if len(parts) != 3:
-            self._auth_failed(R.AUTH_FAILED)
+    def _sasl_failed(self, mech: sasl.Mechanism,
+                     failure: sasl.Failed) -> defer.Deferred[None] | None:
+        kind = failure.kind
+        if kind is sasl.FailureKind.CANCELLED:
+            self._end_auth(R.AUTH_CANCELLED)
             return None
-        authzid, authcid, password = (x.decode("utf-8", "replace") for x in parts)
-        if authzid and authzid.lower() != authcid.lower():
-            # No proxy authorisation: one identity acts, and is the one traced.
-            self._auth_failed(R.AUTH_FAILED)
+        if kind is sasl.FailureKind.BAD_BASE64:
+            self._bad_command(R.AUTH_BAD_BASE64)
             return None
-        return self._login(PasswordCredentials(self.session.peer, authcid, password))
+        if kind is sasl.FailureKind.TOKEN_REFUSED:
+            self._end_auth(R.AUTH_FAILED)  # counted when the token was refused
+            return None
+        # Malformed input or another authzid: a refusal the policy records.
+        self.session.failed_auth += 1
+        d = self.services.runner.run(self.services.policy.refuse_sasl,
+                                     self.session.peer, mech.name, failure)
+        d.addErrback(lambda f: log.warning("audit event lost: %s", f.getErrorMessage()))
+        return d.addCallback(lambda _: self._end_auth(R.AUTH_FAILED))
 
-    def _login_external(self, data: bytes) -> defer.Deferred[None]:
-        authzid = data.decode("utf-8", "replace") or None
-        return self._login(CertificateCredentials(self.session.peer, authzid))
-
-    def _login(self, credentials: Any) -> defer.Deferred[None]:
+    def _login(self, credentials: Any,
+               mech: sasl.Mechanism | None = None) -> defer.Deferred[None]:
         d: defer.Deferred[Identity] = self.services.authenticator.login(credentials)
 
         def ok(identity: Identity) -> None:
@@ -629,9 +613,20 @@ class SMTPServerProtocol(Protocol):
             self._send(R.AUTH_OK)
 
         def failed(failure: Failure) -> None:
-            if isinstance(failure.value, LoginRefused):
-                self._auth_failed(R.AUTH_FAILED)
-            elif isinstance(failure.value, StoreUnavailable):
+            refusal = failure.value
+            if isinstance(refusal, LoginRefused):
+                if refusal.decision.verdict is Verdict.TEMPFAIL:
+                    # The identity provider cannot answer: never "wrong password".
+                    self._send(R.AUTH_TEMPFAIL)
+                    return
+                self.session.failed_auth += 1
+                if mech is not None and mech.kind is sasl.Kind.TOKEN:
+                    # RFC 7628 3.2.2: the error status, then the client's %x01.
+                    self._sasl_step(mech, mech.refuse(
+                        self.services.authenticator.openid_configuration))
+                    return
+                self._end_auth(R.AUTH_FAILED)
+            elif isinstance(refusal, StoreUnavailable):
                 self._send(R.AUTH_TEMPFAIL)
             else:
                 ref = secrets.token_hex(6)
@@ -640,8 +635,8 @@ class SMTPServerProtocol(Protocol):
 
         return d.addCallbacks(ok, failed)
 
-    def _auth_failed(self, reply: Reply) -> None:
-        self.session.failed_auth += 1
+    def _end_auth(self, reply: Reply) -> None:
+        """The final reply of an exchange; too many failures close the connection."""
         self._send(reply)
         if self.session.failed_auth >= self.limits.failed_auth:
             self._refuse_connection(R.TOO_MANY_ERRORS, "too-many-failed-logins")

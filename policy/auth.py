@@ -1,15 +1,16 @@
 """Authentication as `twisted.cred`: one portal for both daemons.
 
-Protocols build credentials (a password, or "the TLS client certificate, with
-this requested authorisation identity") and call `Authenticator.login`; they
+Protocols build credentials (a password, "the TLS client certificate, with
+this requested authorisation identity", or an identity provider's token) and
+call `Authenticator.login`; they
 only ever see the resulting `Identity`. The checkers ask `Policy`, which
 records every attempt in the audit log.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from twisted.cred import portal
 from twisted.cred.checkers import ICredentialsChecker
@@ -19,7 +20,11 @@ from twisted.internet import defer
 from zope.interface import Interface, implementer
 
 from policy.decisions import AuthResult, Decision, Identity, Peer, Policy
+from policy.tokens import TokenCheck
 from storage.threaded import InlineRunner, StoreRunner
+
+if TYPE_CHECKING:
+    from policy.idp import IdentityProvider
 
 
 class IIdentity(Interface):  # type: ignore[misc]
@@ -32,6 +37,10 @@ class IPasswordCredentials(ICredentials):
 
 class ICertificateCredentials(ICredentials):
     """The TLS client certificate of the connection, and the requested login."""
+
+
+class ITokenCredentials(ICredentials):
+    """An identity provider's access token (SASL OAUTHBEARER, XOAUTH2)."""
 
 
 @implementer(IPasswordCredentials)
@@ -47,6 +56,15 @@ class PasswordCredentials:
 class CertificateCredentials:
     peer: Peer
     authzid: str | None
+
+
+@implementer(ITokenCredentials)
+@dataclass(frozen=True)
+class TokenCredentials:
+    peer: Peer
+    token: str = field(repr=False)
+    user: str | None  # the authzid / user= the client sent with it
+    mechanism: str
 
 
 class LoginRefused(UnauthorizedLogin):
@@ -94,6 +112,31 @@ class CertificateChecker:
         return d.addCallback(_unwrap)
 
 
+@implementer(ICredentialsChecker)
+class TokenChecker:
+    """The provider is asked on its own runner (network: never on the
+    reactor, and never holding a store thread while the provider is slow);
+    the policy then maps the token to an account, on the store runner."""
+
+    credentialInterfaces = (ITokenCredentials,)
+
+    def __init__(self, policy: Policy, runner: StoreRunner | InlineRunner,
+                 provider: IdentityProvider, provider_runner: StoreRunner | InlineRunner) -> None:
+        self._policy = policy
+        self._runner = runner
+        self._provider = provider
+        self._provider_runner = provider_runner
+
+    def requestAvatarId(self, credentials: TokenCredentials) -> defer.Deferred[Identity]:
+        def decide(check: TokenCheck) -> defer.Deferred[AuthResult]:
+            return self._runner.run(self._policy.authenticate_token, credentials.peer, check,
+                                    credentials.user, credentials.mechanism)
+
+        d: defer.Deferred[Any] = self._provider_runner.run(self._provider.verify,
+                                                            credentials.token)
+        return d.addCallback(decide).addCallback(_unwrap)
+
+
 def _avatar(result: tuple[Any, Identity, Any]) -> Identity:
     return result[1]
 
@@ -109,12 +152,35 @@ class IdentityRealm:
 
 
 class Authenticator:
-    """The portal, wrapped so protocols get an `Identity` or a `LoginRefused`."""
+    """The portal, wrapped so protocols get an `Identity` or a `LoginRefused`.
 
-    def __init__(self, policy: Policy, runner: StoreRunner | InlineRunner) -> None:
+    Token logins are on when the settings name an identity provider (or one
+    is given); `provider_runner` runs its network calls (default: `runner`;
+    `mssctl serve` gives it threads of its own)."""
+
+    def __init__(self, policy: Policy, runner: StoreRunner | InlineRunner, *,
+                 provider: IdentityProvider | None = None,
+                 provider_runner: StoreRunner | InlineRunner | None = None) -> None:
         checkers: list[Any] = [PasswordChecker(policy, runner), CertificateChecker(policy, runner)]
+        if provider is None and policy.settings.identity_provider is not None:
+            from policy.idp import IdentityProvider
+
+            provider = IdentityProvider(policy.settings.identity_provider)
+        self.provider = provider
+        if provider is not None:
+            checkers.append(TokenChecker(policy, runner, provider, provider_runner or runner))
         realm: Any = IdentityRealm()
         self.portal = portal.Portal(realm, checkers)
+
+    @property
+    def tokens_enabled(self) -> bool:
+        """OAUTHBEARER and XOAUTH2 are offered only then."""
+        return self.provider is not None
+
+    @property
+    def openid_configuration(self) -> str | None:
+        """The provider's discovery URL, for the SASL error status (RFC 7628 3.2.2)."""
+        return self.provider.discovery_url if self.provider is not None else None
 
     def login(self, credentials: ICredentials) -> defer.Deferred[Identity]:
         """Fires with the Identity; fails with LoginRefused (reason in

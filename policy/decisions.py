@@ -23,10 +23,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from conf.settings import ListenerRole, Settings
+from conf.settings import AuthMethod, ListenerRole, Settings
+from policy import totp
 from policy.audit import AuditSink
 from policy.passwords import hash_password, verify_password
-from policy.throttle import LoginThrottle, counted_certificate_login, throttled_login
+from policy.sasl import Failed, FailureKind
+from policy.throttle import (
+    LoginThrottle,
+    counted_address_login,
+    counted_certificate_login,
+    throttled_login,
+)
+from policy.tokens import TokenCheck
 from storage.interface import (
     Account,
     AccountClass,
@@ -34,6 +42,7 @@ from storage.interface import (
     Mailbox,
     MessageStore,
     NotFound,
+    TotpFactor,
 )
 
 if TYPE_CHECKING:
@@ -87,7 +96,7 @@ class Identity:
     """Who is acting, after authentication."""
 
     account: Account
-    method: str  # "password" | "external" | ...
+    method: str  # "password" | "password+totp" | "external" | "token"
     cert_subject: str | None = None
 
     @property
@@ -111,6 +120,9 @@ class Decision:
     #   "no-certificate", "unknown-certificate", "authzid-mismatch",
     #   "account-locked", "address-locked" (policy.throttle: answered exactly
     #   like "bad-credentials"), "certificate-not-pinned" (policy.certmap),
+    #   "totp-missing", "totp-invalid", "totp-replayed" (password + code),
+    #   "token-<why>", "unknown-user", "idp-unavailable" (TEMPFAIL) (tokens),
+    #   "malformed-sasl",
     #   "not-required" (audit only: peer check skipped by configuration),
     #   mailboxes (RFC 4314):
     #   "no-access" (the mailbox is visible, "l", but the right is missing),
@@ -255,25 +267,56 @@ class Policy:
 
     # ------------------------------------------------------------ identity
 
+    def allowed_methods(self, account: Account) -> frozenset[AuthMethod]:
+        """`policy.login_methods` of the account's class."""
+        return self.settings.policy.login_methods.allowed(account.account_class.value)
+
     @throttled_login("password")
     def authenticate_password(self, peer: Peer, login: str, password: str) -> AuthResult:
-        """Password login (AUTH PLAIN/LOGIN, IMAP LOGIN/PLAIN)."""
+        """Password login (AUTH PLAIN/LOGIN, IMAP LOGIN/PLAIN), with the
+        one-time code appended to the password (`policy.totp`) when the
+        account has a code secret and its class allows "password+totp".
+
+        Methods: "password" (the password alone) or "password+totp". An
+        account with a secret, in a class that allows "password+totp", must
+        always give its code, even where "password" is allowed too."""
         login = login.strip().lower()
         try:
             account: Account | None = self.store.get_account(login)
         except NotFound:
             account = None
-        # Same work whether or not the login exists: no enumeration by timing.
+        factor: TotpFactor | None = None
+        if account is not None and AuthMethod.PASSWORD_TOTP in self.allowed_methods(account):
+            factor = self.store.totp_factor(account.id)
+        split = totp.split_code(password) if factor is not None else None
+        secret, code = split if split is not None else (password, None)
+        # Same work whether or not the login exists: no enumeration by
+        # timing. One scrypt, whichever form the password came in.
         encoded = account.password_hash if account is not None else None
-        ok = verify_password(password, encoded or _dummy_hash()) and encoded is not None
+        ok = verify_password(secret, encoded or _dummy_hash()) and encoded is not None
         if account is None or not ok:
             return self._auth_denied(peer, login, "password", "bad-credentials")
         if not account.active:
             return self._auth_denied(peer, login, "password", "account-disabled")
-        if account.account_class.value not in self.settings.policy.password_login_classes:
-            return self._auth_denied(peer, login, "password", "method-not-allowed",
-                                     account_class=account.account_class.value)
-        return self._auth_ok(peer, Identity(account=account, method="password"))
+        allowed = self.allowed_methods(account)
+        if factor is None:
+            if AuthMethod.PASSWORD not in allowed:
+                return self._auth_denied(peer, login, "password", "method-not-allowed",
+                                         account_class=account.account_class.value,
+                                         auth_method=AuthMethod.PASSWORD.value)
+            return self._auth_ok(peer, Identity(account=account, method="password"),
+                                 auth_method=AuthMethod.PASSWORD.value)
+        method = AuthMethod.PASSWORD_TOTP.value
+        if code is None:
+            # The right password without a code: recorded as such.
+            return self._auth_denied(peer, login, method, "totp-missing")
+        step = totp.matching_step(factor.secret, code, self._clock().timestamp())
+        if step is None:
+            return self._auth_denied(peer, login, method, "totp-invalid")
+        if not self.store.claim_totp_step(account.id, step):
+            return self._auth_denied(peer, login, method, "totp-replayed", step=step)
+        return self._auth_ok(peer, Identity(account=account, method=method),
+                             auth_method=method, step=step)
 
     @counted_certificate_login
     def authenticate_certificate(self, peer: Peer, authzid: str | None) -> AuthResult:
@@ -312,15 +355,76 @@ class Policy:
         if not account.active:
             return self._auth_denied(peer, account.login, "external", "account-disabled",
                                      cert=cid.subject)
+        # A person's card, or anything else (an organisation's certificate).
+        method = (AuthMethod.CARD if cid.kind in ("practitioner-card", "employee-card")
+                  else AuthMethod.ORG_CERTIFICATE)
+        if method not in self.allowed_methods(account):
+            return self._auth_denied(peer, account.login, "external", "method-not-allowed",
+                                     cert=cid.subject, cert_kind=cid.kind,
+                                     account_class=account.account_class.value,
+                                     auth_method=method.value)
         return self._auth_ok(
-            peer, Identity(account=account, method="external", cert_subject=cid.subject)
+            peer, Identity(account=account, method="external", cert_subject=cid.subject),
+            auth_method=method.value,
         )
 
-    def _auth_ok(self, peer: Peer, identity: Identity) -> AuthResult:
+    @counted_address_login("token")
+    def authenticate_token(
+        self, peer: Peer, check: TokenCheck, user: str | None, mechanism: str
+    ) -> AuthResult:
+        """SASL OAUTHBEARER / XOAUTH2: an identity provider's token, already
+        checked by `policy.idp` (off the reactor: it may fetch keys). `user`
+        is the name the client sent with it (authzid, XOAUTH2 user=); when
+        given it must be the account the token names.
+
+        Refusal reasons: "token-<why>" (token-expired, token-wrong-audience,
+        token-bad-signature ... see `policy.tokens.TokenError`),
+        "unknown-user", "authzid-mismatch", "account-disabled",
+        "method-not-allowed"; a provider that could not be asked is a
+        TEMPFAIL ("idp-unavailable"), never a wrong password."""
+        requested = (user or "").strip().lower() or None
+        details: dict[str, object] = {"mechanism": mechanism, "requested": requested}
+        if check.claims is None:
+            actor = check.login or requested or "-"
+            reason = check.error or "malformed"
+            if check.temporary:
+                self.audit.record(actor, "login", peer.listener, "tempfail", method="token",
+                                  reason=reason, peer=peer.address, tls=peer.tls, **details)
+                return AuthResult(None, Decision(Verdict.TEMPFAIL, reason))
+            return self._auth_denied(peer, actor, "token", f"token-{reason}", **details)
+        claims = check.claims
+        login = claims.login
+        details.update(subject=claims.subject, validated_by=claims.validated_by)
+        if requested is not None and requested != login:
+            return self._auth_denied(peer, login, "token", "authzid-mismatch", **details)
+        try:
+            account = self.store.get_account(login)
+        except NotFound:
+            return self._auth_denied(peer, login, "token", "unknown-user", **details)
+        if not account.active:
+            return self._auth_denied(peer, login, "token", "account-disabled", **details)
+        if AuthMethod.TOKEN not in self.allowed_methods(account):
+            return self._auth_denied(peer, login, "token", "method-not-allowed",
+                                     account_class=account.account_class.value,
+                                     auth_method=AuthMethod.TOKEN.value, **details)
+        return self._auth_ok(peer, Identity(account=account, method="token"),
+                             auth_method=AuthMethod.TOKEN.value, **details)
+
+    def refuse_sasl(self, peer: Peer, mechanism: str, failure: Failed) -> Decision:
+        """A SASL exchange the protocol ended before any credentials could be
+        checked: malformed input ("malformed-sasl"), or a request to act as
+        another identity ("authzid-mismatch"). One audit event; never the
+        client's input."""
+        reason = ("authzid-mismatch" if failure.kind is FailureKind.AUTHZID_REFUSED
+                  else "malformed-sasl")
+        self._auth_denied(peer, "-", mechanism.lower(), reason, detail=failure.detail)
+        return Decision(Verdict.DENY, reason)
+
+    def _auth_ok(self, peer: Peer, identity: Identity, **details: object) -> AuthResult:
         self.audit.record(
             identity.name, "login", peer.listener, "allow",
             method=identity.method, peer=peer.address, tls=peer.tls,
-            cert=identity.cert_subject,
+            cert=identity.cert_subject, **details,
         )
         return AuthResult(identity)
 

@@ -316,18 +316,28 @@ def throttled_login(
     return decorate
 
 
-def counted_certificate_login(fn: F) -> F:
-    """Wraps `Policy.authenticate_certificate`: never refused by a lock; a
-    refusal counts against the client address only."""
+def counted_address_login(method: str) -> Callable[[F], F]:
+    """Wraps a `Policy` login whose secret cannot be guessed online (a
+    certificate's private key, a provider's signed token): never refused by
+    a lock; a refusal counts against the client address only, a temporary
+    failure (the provider could not be asked) not at all."""
 
-    @functools.wraps(fn)
-    def guarded(policy: Any, peer: Peer, *args: Any, **kw: Any) -> Any:
-        result = fn(policy, peer, *args, **kw)
-        if result.identity is None:
-            policy.throttle.failed(None, peer, "external")
-        return result
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def guarded(policy: Any, peer: Peer, *args: Any, **kw: Any) -> Any:
+            from policy.decisions import Verdict
 
-    return cast(F, guarded)
+            result = fn(policy, peer, *args, **kw)
+            if result.identity is None and result.decision.verdict is not Verdict.TEMPFAIL:
+                policy.throttle.failed(None, peer, method)
+            return result
+
+        return cast(F, guarded)
+
+    return decorate
+
+
+counted_certificate_login = counted_address_login("external")
 
 
 __all__ = [
@@ -336,6 +346,7 @@ __all__ = [
     "Lock",
     "LoginThrottle",
     "Rule",
+    "counted_address_login",
     "counted_certificate_login",
     "login_key",
     "password_work",

@@ -34,6 +34,7 @@ _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 AAD_BODY = b"mss:body:1"
 AAD_META = b"mss:meta:1"
 AAD_QUEUE = b"mss:queue:1"
+AAD_TOTP = b"mss:totp:1"
 
 
 class KeyFileError(Exception):

@@ -12,11 +12,13 @@ from sqlalchemy import (
     and_,
     delete,
     insert,
+    or_,
     select,
     update,
 )
 from sqlalchemy import exc as sa_exc
 
+from storage import crypto
 from storage.interface import (
     DEFAULT_FOLDERS,
     Account,
@@ -28,9 +30,11 @@ from storage.interface import (
     MailboxAccess,
     MailboxType,
     NotFound,
+    TotpFactor,
 )
 from storage.sqlbase import (
     AE,
+    AF,
     CP,
     A,
     D,
@@ -43,6 +47,7 @@ from storage.sqlbase import (
     account_record,
     grant_record,
     mailbox_record,
+    utcnow,
 )
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
@@ -201,6 +206,47 @@ class DirectoryMixin(StoreBase):
             cur.execute("SELECT value FROM access_epoch WHERE id = 1")
             row = cur.fetchone()
         return int(row[0]) if row is not None else 0
+
+    # -- second factor (one-time codes) -------------------------------------
+
+    def set_totp_secret(self, account_id: int, secret: bytes | None) -> None:
+        with self._write() as c:
+            if c.execute(select(A.c.id).where(A.c.id == account_id)).first() is None:
+                raise NotFound(str(account_id))
+            c.execute(delete(AF).where(AF.c.account_id == account_id))
+            if secret is None:
+                return
+            key_id, blob = self._keys.ring().encrypt(
+                account_id.to_bytes(8, "big") + secret, crypto.AAD_TOTP)
+            c.execute(insert(AF).values(account_id=account_id, key_id=key_id,
+                                        totp_secret=blob, totp_last_step=None,
+                                        created=utcnow()))
+
+    def totp_factor(self, account_id: int) -> TotpFactor | None:
+        # Read at every password login of a class using codes: fixed SQL.
+        q = self._fixed("auth_factor.account_id", AF, "t.account_id = ?", " LIMIT 1")
+        with self._dbapi(write=False) as cur:
+            found = q.rows(cur, (account_id,))
+        if not found:
+            return None
+        row = found[0]
+        plain = self._decrypt(row.key_id, bytes(row.totp_secret), crypto.AAD_TOTP)
+        if plain[:8] != account_id.to_bytes(8, "big"):
+            raise crypto.DecryptionError("one-time code secret of another account")
+        return TotpFactor(account_id=account_id, secret=plain[8:],
+                          last_step=row.totp_last_step, created=row.created)
+
+    def claim_totp_step(self, account_id: int, step: int) -> bool:
+        # One conditional UPDATE: atomic on SQLite and PostgreSQL alike, so
+        # two workers accepting the same code at once cannot both win.
+        with self._write() as c:
+            n = c.execute(
+                update(AF)
+                .where(AF.c.account_id == account_id,
+                       or_(AF.c.totp_last_step.is_(None), AF.c.totp_last_step < step))
+                .values(totp_last_step=step)
+            ).rowcount
+        return bool(n == 1)
 
     def add_mailbox(
         self,

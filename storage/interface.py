@@ -138,6 +138,17 @@ class Account:
 
 
 @dataclass(frozen=True, slots=True)
+class TotpFactor:
+    """An account's one-time code secret (decrypted) and the last time step
+    a code was accepted for (None: never)."""
+
+    account_id: int
+    secret: bytes = field(repr=False)
+    last_step: int | None
+    created: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Mailbox:
     """An address that receives mail: PER, ORG or APP."""
 
@@ -453,6 +464,19 @@ class MessageStore(Protocol):
         that can withdraw access: an account or a mailbox disabled, a grant
         changed or removed (`set_grant`). Sessions compare it with the value
         their access was last checked at."""
+
+    def set_totp_secret(self, account_id: int, secret: bytes | None) -> None:
+        """Stores the account's one-time code secret, encrypted (replacing
+        any, and forgetting the last step used), or removes it (None).
+        Raises NotFound (account)."""
+
+    def totp_factor(self, account_id: int) -> TotpFactor | None:
+        """The account's one-time code secret (decrypted), or None."""
+
+    def claim_totp_step(self, account_id: int, step: int) -> bool:
+        """Records `step` as the last time step used by the account if it is
+        later than the recorded one, atomically (every worker process shares
+        it); False when it is not (a replayed code) or there is no secret."""
 
     def add_mailbox(
         self,

@@ -127,6 +127,21 @@ class LoginFailuresRow(Base):
     level: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     refused: Mapped[int] = mapped_column(Integer, default=0)
+class AuthFactorRow(Base):
+    """An account's second factor: the one-time code (TOTP) secret, encrypted
+    (plaintext: the account id, 8 bytes, then the secret, so a row's secret
+    cannot be moved to another account), and the last time step accepted,
+    shared by every worker process so that a code is never used twice."""
+
+    __tablename__ = "auth_factors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), unique=True)
+    key_id: Mapped[str] = mapped_column(String(32), index=True)
+    totp_secret: Mapped[bytes] = mapped_column(LargeBinary)  # AES-GCM(id || secret)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class MailboxRow(Base):

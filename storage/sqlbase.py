@@ -44,6 +44,7 @@ from storage.models import (
     AccessEpochRow,
     AccountRow,
     AuditRow,
+    AuthFactorRow,
     BodyRow,
     CertPinRow,
     DomainRow,
@@ -59,6 +60,7 @@ from storage.models import (
 
 A = cast(Table, AccountRow.__table__)
 AE = cast(Table, AccessEpochRow.__table__)
+AF = cast(Table, AuthFactorRow.__table__)
 AU = cast(Table, AuditRow.__table__)
 B = cast(Table, BodyRow.__table__)
 CP = cast(Table, CertPinRow.__table__)

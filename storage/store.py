@@ -81,6 +81,7 @@ from storage.interface import (
 )
 from storage.outbound import OutboundMixin
 from storage.sqlbase import (
+    AF,
     CHUNK,
     DELETED,
     FOLDER_COLUMNS,
@@ -1253,13 +1254,14 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
 
     def reencrypt(self, batch: int = 500) -> int:
         """Moves up to `batch` blobs (bodies with their metadata, then queued
-        messages) to the current key, a few per transaction so that writers
+        messages, then one-time code secrets) to the current key, a few per transaction so that writers
         are never held up for long."""
         ring = self._keys.ring(force=True)  # the key just added by `mssctl keys rotate`
         done = 0
         kinds = (
             (B, {"body": crypto.AAD_BODY, "meta": crypto.AAD_META}),
             (Q, {"body": crypto.AAD_QUEUE}),
+            (AF, {"totp_secret": crypto.AAD_TOTP}),
         )
         for table, blobs in kinds:
             while done < batch:

@@ -16,6 +16,16 @@ from conf.settings import Settings
 
 TEST_DOMAIN = "hopital.test"
 
+# The production default (`conf.settings.LoginMethodSettings`) allows no
+# password alone; the tests log staff and practitioners in with passwords, as
+# the demo (`mssctl init --demo`) lets its people do.
+TEST_LOGIN_METHODS: dict[str, list[str]] = {
+    "practitioner": ["card", "password"],
+    "staff": ["password", "password+totp", "token", "card"],
+    "system": ["org-certificate", "password"],
+    "admin": ["card", "password+totp"],
+}
+
 
 def store_paths(tmp_path: Path) -> tuple[str, Path]:
     """(database URL, key file) used by the `store` fixture for this tmp_path."""
@@ -28,6 +38,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     Overrides replace top-level fields (e.g. ``listeners=[...]``, ``tls=...``,
     ``limits=LimitSettings(...)``). The TLS paths are placeholders under
     tmp_path/tls: tests that need real certificates pass their own ``tls``.
+    ``policy`` given as a mapping gets `TEST_LOGIN_METHODS` unless it names
+    its own ``login_methods``; a `PolicySettings` is taken as it is.
     """
     url, key_file = store_paths(tmp_path)
     values: dict[str, Any] = {
@@ -42,7 +54,11 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         },
         "audit": {"path": tmp_path / "audit.log"},
         "key_file": key_file,
+        "policy": {"login_methods": TEST_LOGIN_METHODS},
     }
+    policy = overrides.get("policy")
+    if isinstance(policy, dict):
+        overrides["policy"] = {"login_methods": TEST_LOGIN_METHODS, **policy}
     values.update(overrides)
     return Settings.model_validate(values)
 

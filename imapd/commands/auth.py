@@ -1,27 +1,48 @@
-"""STARTTLS, LOGIN, AUTHENTICATE (PLAIN with SASL-IR or ``+``, LOGIN, EXTERNAL).
+"""STARTTLS, LOGIN, AUTHENTICATE (the mechanisms of `policy.sasl`, with
+SASL-IR or ``+`` continuations).
 
-Protocol code only builds credentials and receives an `Identity` from the
-`twisted.cred` portal (`services.authenticator`); policy decides.
+Protocol code only runs the SASL exchange, builds credentials and receives an
+`Identity` from the `twisted.cred` portal (`services.authenticator`); policy
+decides. Replies come from the catalogue in `imapd.errors`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from imapd.commands.base import Context, Handler, ok
-from imapd.errors import Reply, bad, no
+from imapd.errors import (
+    AUTH_BAD_BASE64,
+    AUTH_CANCELLED,
+    AUTH_FAILED,
+    AUTH_MALFORMED,
+    AUTH_MECH_UNKNOWN,
+    AUTH_UNAVAILABLE,
+    AUTHZ_FAILED,
+    ImapError,
+    Reply,
+    bad,
+    fail,
+    no,
+)
 from imapd.namespace import Namespaces
 from imapd.parser.commands import Authenticate, Command, Login, StartTls
-from policy.auth import CertificateCredentials, LoginRefused, PasswordCredentials
-from policy.decisions import Identity, Policy, SessionAccess
+from policy import sasl
+from policy.auth import (
+    CertificateCredentials,
+    LoginRefused,
+    PasswordCredentials,
+    TokenCredentials,
+)
+from policy.decisions import Identity, Policy, SessionAccess, Verdict
 
-AUTH_FAILED = "AUTHENTICATIONFAILED"
-# SASL LOGIN (draft-murchison-sasl-login): the prompts every client expects,
-# base64 of "Username:" and "Password:".
-LOGIN_USERNAME_PROMPT = base64.b64encode(b"Username:")
-LOGIN_PASSWORD_PROMPT = base64.b64encode(b"Password:")
+_FAILURE_REPLIES: dict[sasl.FailureKind, Reply] = {
+    sasl.FailureKind.CANCELLED: AUTH_CANCELLED,
+    sasl.FailureKind.BAD_BASE64: AUTH_BAD_BASE64,
+    sasl.FailureKind.MALFORMED: AUTH_MALFORMED,
+    sasl.FailureKind.AUTHZID_REFUSED: AUTHZ_FAILED,
+    sasl.FailureKind.TOKEN_REFUSED: AUTH_FAILED,
+}
 
 
 async def starttls(ctx: Context, cmd: StartTls) -> Reply:
@@ -41,87 +62,70 @@ async def login(ctx: Context, cmd: Login) -> Reply:
 
 
 async def authenticate(ctx: Context, cmd: Authenticate) -> Reply:
-    mech = cmd.mechanism.upper()
-    if mech == "PLAIN":
-        if not ctx.session.plaintext_login_allowed:
-            raise no("PLAIN is disabled before STARTTLS", "PRIVACYREQUIRED")
-        response = cmd.initial_response
-        if response is None:
-            response = await _continuation(ctx)
-        parts = response.split(b"\x00")
-        if len(parts) != 3:
-            raise bad("Malformed PLAIN response")
-        try:
-            authzid, authcid, password = (p.decode("utf-8") for p in parts)
-        except UnicodeDecodeError as exc:
-            raise bad("Malformed PLAIN response") from exc
-        if authzid and authzid.lower() != authcid.lower():
-            _count_failure(ctx)
-            raise no("Authorization identity refused", "AUTHORIZATIONFAILED")
-        creds: Any = PasswordCredentials(ctx.session.peer, authcid, password)
-        return await _complete_login(ctx, creds)
-    if mech == "LOGIN":
-        return await _authenticate_login(ctx, cmd)
-    if mech == "EXTERNAL":
+    mech = sasl.mechanism(cmd.mechanism)
+    tokens = ctx.services.authenticator.tokens_enabled
+    if mech is None or (mech.kind is sasl.Kind.TOKEN and not tokens):
+        raise fail(AUTH_MECH_UNKNOWN)
+    if mech.kind is sasl.Kind.EXTERNAL:
         if not ctx.session.tls:
             raise no("EXTERNAL needs TLS with a client certificate", "PRIVACYREQUIRED")
-        response = cmd.initial_response
-        if response is None:
-            response = await _continuation(ctx)
-        try:
-            authzid = response.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise bad("Malformed EXTERNAL response") from exc
-        creds = CertificateCredentials(ctx.session.peer, authzid or None)
-        return await _complete_login(ctx, creds)
-    raise no("Unsupported authentication mechanism", "CANNOT")
+    elif not ctx.session.plaintext_login_allowed:
+        # Passwords and bearer tokens only over TLS.
+        raise no(f"{mech.name} is disabled before STARTTLS", "PRIVACYREQUIRED")
+    outcome = await _exchange(ctx, mech, mech.start(cmd.initial_response))
+    if isinstance(outcome, sasl.Failed):
+        raise await _sasl_failure(ctx, mech, outcome)
+    creds: Any
+    if isinstance(outcome, sasl.PasswordLogin):
+        creds = PasswordCredentials(ctx.session.peer, outcome.authcid, outcome.password)
+    elif isinstance(outcome, sasl.ExternalLogin):
+        creds = CertificateCredentials(ctx.session.peer, outcome.authzid)
+    else:
+        assert isinstance(outcome, sasl.TokenLogin)
+        creds = TokenCredentials(ctx.session.peer, outcome.token, outcome.user, mech.name)
+    return await _complete_login(ctx, creds, mech)
 
 
-async def _authenticate_login(ctx: Context, cmd: Authenticate) -> Reply:
-    """SASL LOGIN: Thunderbird's fallback after a NO to PLAIN (it then tries
-    the other advertised mechanisms). A password mechanism: TLS only."""
-    if not ctx.session.plaintext_login_allowed:
-        raise no("LOGIN is disabled before STARTTLS", "PRIVACYREQUIRED")
-    # With SASL-IR the initial response is the user name (RFC 4959 allows
-    # one for any mechanism; Outlook sends it).
-    username = cmd.initial_response
-    if username is None:
-        username = await _continuation(ctx, LOGIN_USERNAME_PROMPT)
-    password = await _continuation(ctx, LOGIN_PASSWORD_PROMPT)
-    try:
-        authcid, secret = username.decode("utf-8"), password.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise bad("Malformed LOGIN response") from exc
-    if not authcid or "\x00" in authcid or "\x00" in secret:
-        raise bad("Malformed LOGIN response")
-    return await _complete_login(ctx, PasswordCredentials(ctx.session.peer, authcid, secret))
+async def _exchange(ctx: Context, mech: sasl.Mechanism, outcome: sasl.Outcome) -> sasl.Outcome:
+    """Challenges and responses until the mechanism has credentials or fails."""
+    while isinstance(outcome, sasl.Challenge):
+        line = await ctx.read_line(sasl.encode_challenge(outcome))
+        response = sasl.decode_response(line)
+        outcome = response if isinstance(response, sasl.Failed) else mech.respond(response)
+    return outcome
 
 
-async def _continuation(ctx: Context, prompt: bytes = b"") -> bytes:
-    line = await ctx.read_line(prompt)
-    if line.strip() == b"*":
-        raise bad("Authentication cancelled")
-    if line.strip() == b"=":
-        return b""
-    try:
-        return base64.b64decode(line.strip(), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise bad("Invalid base64") from exc
+async def _sasl_failure(ctx: Context, mech: sasl.Mechanism, failure: sasl.Failed) -> ImapError:
+    """The error ending the command; the refusals that are decisions (a
+    malformed response, another authzid) are recorded by the policy."""
+    if failure.kind in (sasl.FailureKind.MALFORMED, sasl.FailureKind.AUTHZID_REFUSED):
+        if failure.kind is sasl.FailureKind.AUTHZID_REFUSED:
+            _count_failure(ctx)
+        await ctx.run(ctx.services.policy.refuse_sasl, ctx.session.peer, mech.name, failure)
+    return fail(_FAILURE_REPLIES[failure.kind])
 
 
 def _count_failure(ctx: Context) -> None:
     ctx.session.failed_auth += 1
 
 
-async def _complete_login(ctx: Context, creds: Any) -> Reply:
+async def _complete_login(ctx: Context, creds: Any, mech: sasl.Mechanism | None = None) -> Reply:
+    authenticator = ctx.services.authenticator
     try:
-        identity: Identity = await ctx.services.authenticator.login(creds)
+        identity: Identity = await authenticator.login(creds)
     except LoginRefused as exc:
+        decision = exc.decision
+        if decision.verdict is Verdict.TEMPFAIL:
+            raise fail(AUTH_UNAVAILABLE) from None
         _count_failure(ctx)
-        reason = exc.decision.reason
-        if reason == "authzid-mismatch":
-            raise no("Authorization identity refused", "AUTHORIZATIONFAILED") from None
-        raise no("Authentication failed", AUTH_FAILED) from None
+        if mech is not None and mech.kind is sasl.Kind.TOKEN:
+            # RFC 7628 3.2.2: the error status, then the client's %x01.
+            outcome = await _exchange(ctx, mech, mech.refuse(authenticator.openid_configuration))
+            if isinstance(outcome, sasl.Failed) and outcome.kind is not sasl.FailureKind.TOKEN_REFUSED:
+                raise fail(_FAILURE_REPLIES[outcome.kind]) from None
+        if decision.reason == "authzid-mismatch":
+            raise fail(AUTHZ_FAILED) from None
+        raise fail(AUTH_FAILED) from None
     namespaces, access = await ctx.run(_session_start, ctx.services.policy, identity)
     ctx.session.login(identity, namespaces)
     ctx.set_access(access)

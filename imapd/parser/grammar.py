@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 
 from imapd.parser import commands as c
@@ -19,6 +17,7 @@ from imapd.parser.items import (
 )
 from imapd.parser.mutf7 import decode, decode_mailbox
 from imapd.parser.tokens import TAG_CHARS, Cursor, Literal, ParseError, to_text
+from policy.sasl import decode_base64
 
 MAX_ID_PAIRS = 30  # RFC 2971
 MAX_ENABLE = 100
@@ -126,13 +125,12 @@ _BASE64_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 
 
 def decode_sasl(raw: bytes) -> bytes:
-    """A SASL response line: ``=`` is empty (RFC 4959), else strict base64."""
-    if raw == b"=":
-        return b""
-    try:
-        return base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError):
-        raise ParseError("Invalid base64") from None
+    """A SASL initial response: ``=`` is empty (RFC 4959), else strict
+    base64 (`policy.sasl.decode_base64`, shared with SMTP)."""
+    data = decode_base64(raw)
+    if data is None:
+        raise ParseError("Invalid base64")
+    return data
 
 
 def _authenticate(cur: Cursor, tag: str) -> c.Command:

@@ -105,6 +105,7 @@ def _listen(port: int) -> socket.socket:
 
 
 def run_server(config: dict[str, Any]) -> None:
+    from store_support import TEST_LOGIN_METHODS
     from twisted.internet import reactor
 
     from conf.settings import Settings
@@ -126,6 +127,7 @@ def run_server(config: dict[str, Any]) -> None:
         "tls": tls_values,
         "audit": {"path": config["audit"]},
         "key_file": config["key_file"],
+        "policy": {"login_methods": TEST_LOGIN_METHODS},
         **({"limits": config["limits"]} if "limits" in config else {}),
     })
     store = open_store(settings.database.url, settings.key_file)

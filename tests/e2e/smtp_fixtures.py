@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from store_support import TEST_LOGIN_METHODS
+
 from certs.devpki import DevPKI, IssuedCert, make_dev_pki
 from conf.settings import Settings
 from policy.passwords import hash_password
@@ -131,7 +133,8 @@ class Instance:
             "queue": {"poll_interval": 0.2, "retry_initial": 0.3, "retry_max": 1.0,
                       "connect_timeout": 5.0, **self.queue},
             "audit": {"path": self.dir / "audit.log"},
-            "policy": {"whitelist_file": self.dir / "whitelist.xml", **self.policy},
+            "policy": {"whitelist_file": self.dir / "whitelist.xml",
+                       "login_methods": TEST_LOGIN_METHODS, **self.policy},
             "key_file": self.dir / "keys",
         })
 

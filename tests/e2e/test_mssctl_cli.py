@@ -14,7 +14,7 @@ from cryptography import x509
 
 from certs.identity import identity_from_certificate
 from conf.loader import load_settings
-from conf.settings import ListenerRole, Settings
+from conf.settings import ListenerRole, LoginMethodSettings, Settings
 from mssctl.main import main
 from policy.audit import FileAuditSink
 from policy.decisions import Peer, Policy
@@ -95,7 +95,9 @@ def test_init_writes_a_complete_instance(demo_template: tuple[Path, str]) -> Non
         ("imap", 1243), ("imaps", 2093),
     ]
     assert all(lst.address == "127.0.0.1" for lst in settings.listeners)
-    assert "practitioner" in settings.policy.password_login_classes  # demo only
+    # demo only: a password alone, for testing without a card or a code
+    assert "password" in settings.policy.login_methods.practitioner
+    assert "password" in settings.policy.login_methods.staff
     # RFC 5321 4.5.1: a postmaster box exists and the policy routes to it.
     assert settings.policy.postmaster == f"postmaster@{DOMAIN}"
     store = open_store(settings.database.url, settings.key_file)
@@ -200,7 +202,7 @@ def test_init_without_demo_and_with_options(tmp_path: Path) -> None:
     assert settings.domains == ["clinique.test"]
     assert settings.hostname == "mail.clinique.test"
     assert settings.listeners[0].port == 2532
-    assert "practitioner" not in settings.policy.password_login_classes
+    assert settings.policy.login_methods == LoginMethodSettings()  # production defaults
     assert not (target / "demo-logins.txt").exists()
     assert "Demo logins" not in out
     server = x509.load_pem_x509_certificates((target / "pki/server.pem").read_bytes())[0]

@@ -11,9 +11,11 @@ from conf.loader import load_settings
 from conf.settings import (
     AuditSettings,
     DatabaseSettings,
+    IdentityProviderSettings,
     LimitSettings,
     ListenerSettings,
     LockoutSettings,
+    LoginMethodSettings,
     PolicySettings,
     QueueSettings,
     Settings,
@@ -32,6 +34,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("audit.", AuditSettings),
     ("policy.", PolicySettings),
     ("policy.lockout.", LockoutSettings),
+    ("policy.login_methods.", LoginMethodSettings),
+    ("identity_provider.", IdentityProviderSettings),
 ]
 
 
@@ -58,7 +62,8 @@ def test_example_settings_load_and_state_the_model_defaults() -> None:
     # The example spells the defaults out: it must not drift from the models.
     assert settings.limits == LimitSettings()
     assert settings.queue == QueueSettings()
-    assert settings.policy.password_login_classes == PolicySettings().password_login_classes
+    assert settings.policy.login_methods == PolicySettings().login_methods
+    assert settings.policy.deprecations() == []
     assert settings.policy.enforce_whitelist == PolicySettings().enforce_whitelist
     assert settings.policy.lockout == LockoutSettings()
     assert settings.audit.retention_days == AuditSettings.model_fields["retention_days"].default

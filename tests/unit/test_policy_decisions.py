@@ -44,7 +44,14 @@ class World:
         return list(self.audit.events)
 
 
+# Production defaults, except that staff may also use a password alone and
+# an employee card (sec.dupont).
+STAFF_METHODS = {"staff": ["password", "password+totp", "token", "card"]}
+
+
 def make_world(tmp_path, dev_pki, settings_factory, store, **policy_kw) -> World:
+    if "password_login_classes" not in policy_kw:
+        policy_kw.setdefault("login_methods", STAFF_METHODS)
     settings = settings_factory(tmp_path, policy=PolicySettings(**policy_kw))
     audit = FileAuditSink(tmp_path / "audit.log")
     h_prac, h_staff = hash_password(PRACTITIONER_PW, n=2**10), hash_password(STAFF_PW, n=2**10)
