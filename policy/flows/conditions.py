@@ -137,7 +137,7 @@ class Condition:
     line: int
     wanted: str
     # Accepted request keys; None for a condition the index cannot hold
-    # (account globs, max_size): then `test` runs on every candidate request.
+    # (max_size): then `test` runs on every candidate rule.
     accepted: frozenset[Hashable] | None
 
     def test(self, request: FlowRequest) -> bool:
@@ -183,6 +183,9 @@ class NetworkCondition(Condition):
 
 @dataclass(frozen=True, slots=True)
 class AccountCondition(Condition):
+    """Exact logins are index keys; the engine matches globs once per login
+    and caches the result (an account sends many messages)."""
+
     logins: frozenset[str] = frozenset()
     globs: tuple[re.Pattern[str], ...] = ()
 
@@ -346,7 +349,7 @@ def _account(key: str, items: Items) -> AccountCondition:
             logins.add(v)
     return AccountCondition(
         key, "account", items[0][1], _wanted(t for t, _ in texts),
-        None if globs else frozenset(logins), logins=frozenset(logins), globs=tuple(globs),
+        frozenset(logins), logins=frozenset(logins), globs=tuple(globs),
     )
 
 

@@ -16,10 +16,18 @@ the reference meaning, and tests check that both agree.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
-from policy.flows.conditions import ATTRIBUTES, Condition, NetworkCondition, network_key, parse_ip
+from policy.flows.conditions import (
+    ATTRIBUTES,
+    AccountCondition,
+    Condition,
+    NetworkCondition,
+    network_key,
+    parse_ip,
+)
 from policy.flows.model import (
     DEFAULT_RULE,
     FlowDecision,
@@ -70,13 +78,29 @@ class _Index:
     keys_of: KeysOf
     free: int  # rules without an indexed condition on this attribute
     by_key: dict[Hashable, int]
+    # Rules a key matches by pattern (account globs): key -> mask, cached.
+    by_pattern: Callable[[Hashable], int] | None = None
 
     def mask(self, request: FlowRequest) -> int:
         m = self.free
         get = self.by_key.get
         for k in self.keys_of(request):
             m |= get(k, 0)
+            if self.by_pattern is not None:
+                m |= self.by_pattern(k)
         return m
+
+
+def _glob_masks(globs: list[tuple[int, AccountCondition]]) -> Callable[[Hashable], int]:
+    @functools.lru_cache(maxsize=4096)
+    def mask(login: Hashable) -> int:
+        m = 0
+        for bit, condition in globs:
+            if any(g.match(str(login)) for g in condition.globs):
+                m |= bit
+        return m
+
+    return mask
 
 
 class FlowMatrix:
@@ -125,6 +149,7 @@ class FlowMatrix:
         by_attr: dict[str, dict[Hashable, int]] = {}
         constrained: dict[str, int] = {}
         lengths: set[tuple[int, int]] = set()
+        globs: list[tuple[int, AccountCondition]] = []
         for i, rule in enumerate(self.rules):
             bit = 1 << i
             for c in rule.conditions:
@@ -136,11 +161,15 @@ class FlowMatrix:
                     keys[k] = keys.get(k, 0) | bit
                 if isinstance(c, NetworkCondition):
                     lengths.update((n.version, n.prefixlen) for n in c.networks)
+                if isinstance(c, AccountCondition) and c.globs:
+                    globs.append((bit, c))
         indexes = []
         for attribute, keys in by_attr.items():
             keys_of = (_network_keys(sorted(lengths)) if attribute == "network"
                        else ATTRIBUTES[attribute])
-            indexes.append(_Index(attribute, keys_of, self._all & ~constrained[attribute], keys))
+            indexes.append(_Index(attribute, keys_of, self._all & ~constrained[attribute], keys,
+                                  _glob_masks(globs) if attribute == "account" and globs
+                                  else None))
         # Most selective first: an empty candidate set stops the loop early.
         indexes.sort(key=lambda ix: ix.free.bit_count())
         return tuple(indexes)

@@ -298,3 +298,10 @@ def test_holder_first_load_raises(tmp_path: Path) -> None:
     path.write_text("default: deny\n")
     with pytest.raises(FlowMatrixError):
         FlowMatrixHolder.load(path)
+
+
+def test_the_readme_example_loads() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    example = readme.split("## Flow matrix", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    m = parse_matrix(example, "README.md", listeners=LISTENERS)
+    assert [r.id for r in m.rules] == ["lab-results-stay-inside", "vpn-clients-to-trust-space"]
