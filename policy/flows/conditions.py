@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from conf.loader import did_you_mean
 from conf.settings import ListenerRole
 from policy.flows.model import AuthMethod, BoxState, FlowRequest
-from policy.whitelist import normalise_dn
+from policy.whitelist import _normalised_forms as normalised_forms
 from storage.interface import AccountClass, MailboxType
 
 NULL_SENDER = "<>"
@@ -67,9 +67,9 @@ def address_keys(address: str) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=1024)
 def dn_keys(dn: str) -> tuple[str, ...]:
-    """The normalised DN and its reverse (some publications print C= first)."""
-    forms = normalise_dn(dn)
-    reverse = ",".join(reversed(forms.split(","))) if forms else forms
+    """The normalised DN and its reverse (some publications print C= first),
+    as the whitelist compares them: peer_dn agrees with peer_whitelisted."""
+    forms, reverse = normalised_forms(dn)
     return (forms,) if reverse == forms else (forms, reverse)
 
 
@@ -164,8 +164,9 @@ class AddressCondition(Condition):
         a = value.strip().lower()
         if not a:
             return self.null
-        domain = a.rpartition("@")[2].rstrip(".")
-        return (a in self.addresses or domain in self.domains
+        local, at, domain = a.rpartition("@")
+        domain = domain.rstrip(".")
+        return (f"{local}{at}{domain}" in self.addresses or domain in self.domains
                 or any(domain.endswith(s) for s in self.suffixes))
 
 

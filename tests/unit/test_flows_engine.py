@@ -69,6 +69,7 @@ CONDITIONS: list[tuple[str, dict[str, Any], bool]] = [
     ("from: {sender: sec.petit@hopital.test}", {}, False),
     ("from: {sender: hopital.test}", {}, True),
     ("from: {sender: hopital.test.}", {"sender": "a@hopital.test."}, True),
+    ("from: {sender: a@hopital.test}", {"sender": "A@hopital.test."}, True),
     ("from: {sender: hopital.test}", {"sender": "a@urgences.hopital.test"}, False),
     ("from: {sender: '*.hopital.test'}", {"sender": "a@urgences.hopital.test"}, True),
     ("from: {sender: '*.hopital.test'}", {"sender": "a@x.urgences.hopital.test"}, True),
@@ -285,7 +286,8 @@ def random_matrix(rng: random.Random, n: int) -> str:
 _REQUEST_POOLS: dict[str, list[Any]] = {
     "listener": ["submission", "submissions", "smtp-mx"],
     "role": [ListenerRole.MX, ListenerRole.SUBMISSION],
-    "sender": ["", "dr.martin@hopital.test", "a@x.hopital.test", "b@chu.fr"],
+    "sender": ["", "dr.martin@hopital.test", "a@x.hopital.test", "b@chu.fr",
+               "Dr.Martin@hopital.test."],
     "recipient": ["secretariat@chu-lyon.fr", "x@hopital.test", "y@a.b.fr"],
     "client_ip": [None, "10.1.2.3", "10.2.0.1", "192.168.0.9", "2001:db8::1",
                   "::ffff:10.1.2.3", "8.8.8.8"],
