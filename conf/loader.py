@@ -207,6 +207,13 @@ def _expected_for_type(tp: Any, info: FieldInfo | None) -> str:
     return "a valid value"
 
 
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """" (did you mean X?)" naming the closest of `choices`, or "" when none
+    is close: the hint of every unknown key or value in a file people edit."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def _key_path(loc: Iterable[int | str]) -> str:
     return ".".join(str(p) for p in loc) or "(top level)"
 
@@ -217,11 +224,7 @@ def _problem(error: Any) -> str:
     value = error.get("input")
     tp, info, parent = _walk(loc)
     if kind == "extra_forbidden":
-        hint = ""
-        if parent is not None:
-            close = difflib.get_close_matches(str(loc[-1]), list(parent.model_fields), n=1, cutoff=0.6)
-            if close:
-                hint = f" (did you mean {close[0]}?)"
+        hint = did_you_mean(str(loc[-1]), parent.model_fields) if parent is not None else ""
         return f"unknown key{hint}"
     expected = _expected_for_type(tp, info)
     if kind == "missing":

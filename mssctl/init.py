@@ -1,6 +1,6 @@
 """`mssctl init DIR`: a complete, runnable instance in one directory.
 
-Writes the settings (every path relative, so DIR can be moved), an example flow
+Writes the settings (every path relative, so DIR can be moved), the default flow
 matrix, a whitelist naming our own domain, a development PKI, the key file and
 a migrated SQLite database with the served domain; ``--demo`` adds the demo
 people and boxes of README.md. Everything is built in a temporary sibling
@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
@@ -179,42 +180,10 @@ workers: 1
 """
 
 
-FLOWS_EXAMPLE = """\
-# flows.yaml: the flow matrix (which sources may send to which destinations).
-#
-# NOT ENFORCED YET. The flow-matrix engine comes in a later release; today the
-# server applies the fixed rules of README.md ("What is enforced today"):
-# authenticated submission only, senders limited to their own addresses,
-# relaying only to whitelisted domains. This file shows the intended shape so
-# that operations staff can start writing theirs; the engine will validate
-# it, explain its decisions and reload it without downtime.
-#
-# Rules are read top to bottom; the first that matches decides.
-version: 1
-default: deny
-
-flows:
-  - name: practitioners-to-trust-space
-    from: {listener: submission, account_class: practitioner}
-    to: {whitelisted_domains: true}
-    action: allow
-
-  - name: secretaries-from-functional-boxes
-    # agents of an ORG box send as that box; the agent is traced in the audit log
-    from: {listener: submission, mailbox_type: ORG}
-    to: {whitelisted_domains: true}
-    action: allow
-
-  - name: lab-results-to-local-boxes
-    from: {listener: submission, mailbox_type: APP, networks: [127.0.0.0/8]}
-    to: {local_domains: true}
-    action: allow
-
-  - name: inbound-from-operators
-    from: {listener: mx, whitelisted_peer: true}
-    to: {local_domains: true}
-    action: allow
-"""
+def default_flows() -> str:
+    """The flow matrix `init` writes: the shipped conf/defaults/flows.yaml,
+    which states today's fixed rules (valid for any domain and listeners)."""
+    return (resources.files("conf") / "defaults" / "flows.yaml").read_text(encoding="utf-8")
 
 
 def render_whitelist(entries: list[tuple[str, str, str]], now: datetime) -> str:
@@ -379,6 +348,7 @@ def build(work: Path, final: Path, domain: str, hostname: str, port_offset: int,
     summary to print."""
     from certs.devpki import make_dev_pki
     from conf.loader import load_settings
+    from policy.flows import listener_roles, load_matrix
     from storage import open_store
     from storage.crypto import generate_key_file
     from storage.interface import MailboxType
@@ -397,7 +367,7 @@ def build(work: Path, final: Path, domain: str, hostname: str, port_offset: int,
         ),
         encoding="utf-8",
     )
-    (work / "flows.yaml").write_text(FLOWS_EXAMPLE, encoding="utf-8")
+    (work / "flows.yaml").write_text(default_flows(), encoding="utf-8")
     entries = [(domain, pki.server.subject, "Domaine de cette instance (dev)")]
     if demo and pki.peer_operator is not None:
         entries.append(("operateur-pair.test", pki.peer_operator.subject,
@@ -408,6 +378,7 @@ def build(work: Path, final: Path, domain: str, hostname: str, port_offset: int,
     os.chmod(work / "keys", 0o600)
 
     settings = load_settings(work / "mss.yaml", check_files=True)  # what serve will read
+    load_matrix(work / "flows.yaml", listeners=listener_roles(settings))  # and its matrix
     store = open_store(settings.database.url, settings.key_file, create=True)
     try:
         store.add_domain(domain)
@@ -427,7 +398,7 @@ def build(work: Path, final: Path, domain: str, hostname: str, port_offset: int,
     lines = [
         f"Created {final}/ for domain {domain} (host name {hostname}):",
         "  mss.yaml       settings (paths relative to it)",
-        "  flows.yaml     example flow matrix (not enforced yet)",
+        "  flows.yaml     flow matrix: today's rules (`mssctl policy check`, `explain`)",
         "  whitelist.xml  trust-space whitelist naming this server",
         "  pki/           development PKI (not for production)",
         "  keys           encryption key of stored messages (keep it private, back it up)",

@@ -21,7 +21,7 @@ from conf.settings import (
     Settings,
     TLSSettings,
 )
-from mssctl.init import FLOWS_EXAMPLE, render_config
+from mssctl.init import default_flows, render_config
 
 REPO = Path(__file__).resolve().parents[2]
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
@@ -54,7 +54,7 @@ def test_defaults_files_are_what_init_writes() -> None:
              "ca_file": "pki/ca.pem", "crl_file": "pki/crl.pem"},
     )
     assert (REPO / "conf" / "defaults" / "mss.yaml").read_text(encoding="utf-8") == expected
-    assert (REPO / "conf" / "defaults" / "flows.yaml").read_text(encoding="utf-8") == FLOWS_EXAMPLE
+    assert (REPO / "conf" / "defaults" / "flows.yaml").read_text(encoding="utf-8") == default_flows()
 
 
 def test_example_settings_load_and_state_the_model_defaults() -> None:
