@@ -12,6 +12,7 @@ import pytest
 from imap_transcript import ImapEnv
 from imap_transcript import add_user as add_imap_user
 from smtp_transcript import PASSWORD, SmtpEnv, codes
+from store_support import TEST_LOGIN_METHODS
 
 from conf.settings import LockoutSettings, PolicySettings
 from storage.interface import ThrottleScope
@@ -33,7 +34,8 @@ class Envs:
         from conftest import make_settings
 
         settings = make_settings(tmp_path, listeners=LISTENERS,
-                                 policy=PolicySettings(lockout=LOCKOUT))
+                                 policy=PolicySettings(lockout=LOCKOUT,
+                                                       login_methods=TEST_LOGIN_METHODS))
         self.imap = ImapEnv(settings, store)
         self.smtp = SmtpEnv(settings, store)
         self.smtp.policy = self.imap.policy  # one policy, one audit sink

@@ -69,7 +69,7 @@ def world(store: Any, tmp_path: Path) -> World:
     store.add_mailbox(f"sec.durand@{D}", MailboxType.PER, owner_account_id=acc["durand"].id)
     store.add_mailbox(f"labo@{D}", MailboxType.APP, owner_account_id=acc["labo"].id)
     cardio = store.add_mailbox(f"cardiologie@{D}", MailboxType.ORG)
-    store.set_grant(acc["durand"].id, cardio.id, ALL_RIGHTS)
+    store.set_grant(acc["durand"].id, cardio.id, ALL_RIGHTS, send_as=True)
     store.add_mailbox(f"closed@{D}", MailboxType.ORG)
     store.set_mailbox_active(f"closed@{D}", False)
     return World(store, tmp_path, Whitelist.parse(WHITELIST), acc)

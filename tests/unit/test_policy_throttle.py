@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from store_support import TEST_LOGIN_METHODS
 
 from conf.settings import ListenerRole, LockoutSettings, PolicySettings
 from policy import passwords
@@ -133,7 +134,8 @@ class World:
         self.clock = Clock()
         self.store = store
         self.settings = settings_factory(
-            tmp_path, policy=PolicySettings(lockout=LockoutSettings(**(FAST | lockout))))
+            tmp_path, policy=PolicySettings(lockout=LockoutSettings(**(FAST | lockout)),
+                                         login_methods=TEST_LOGIN_METHODS))
         self.audit = FileAuditSink(None)
         self.policy = Policy(self.settings, store, self.audit, clock=self.clock)
         self.hash = hash_password(PW, n=2**4)
