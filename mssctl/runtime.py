@@ -47,6 +47,24 @@ def load_whitelist(settings: Settings) -> Whitelist | None:
         raise RuntimeProblem(f"policy.whitelist_file: {exc}") from None
 
 
+def load_flows(settings: Settings) -> Any:
+    """The flow matrix (`policy.flows_file`) in a `FlowMatrixHolder`, or None
+    when none is configured. A matrix with problems stops the start: the
+    message lists each one as file:line: rule ID: problem."""
+    path = settings.policy.flows_file
+    if path is None:
+        return None
+    from policy.flows import FlowMatrixError, FlowMatrixHolder, listener_roles
+
+    try:
+        holder = FlowMatrixHolder.load(path, listener_roles(settings))
+    except FlowMatrixError as exc:
+        raise RuntimeProblem("policy.flows_file: the flow matrix is invalid:\n  "
+                             + "\n  ".join(str(p) for p in exc.problems)) from None
+    log.info("flow matrix %s: %s", path, holder.matrix.summary())
+    return holder
+
+
 def build_tls(settings: Settings) -> Any:
     """certs.tls.ServerTLS, or None when no listener uses TLS."""
     if all(lst.tls is TLSMode.NONE for lst in settings.listeners):
@@ -96,7 +114,8 @@ def build_services(settings: Settings, reactor: Any,
     )
     try:
         audit = FileAuditSink(settings.audit.path, store)
-        policy = Policy(settings, store, audit, load_whitelist(settings))
+        policy = Policy(settings, store, audit, load_whitelist(settings),
+                        flows=load_flows(settings))
         runner = runner_for(reactor, store, settings.database.threads)
         services = Services(
             settings=settings,
@@ -242,6 +261,16 @@ def reload_files(services: Services) -> list[str]:
             services.policy.whitelist = Whitelist.load(path)
         except WhitelistError as exc:
             problems.append(f"{exc}; keeping the previous whitelist")
+    flows = services.policy.flows
+    if flows is not None:
+        result = flows.reload()
+        details.update(flow_rules=result.rules, flow_checksum=result.checksum,
+                       flow_matrix_changed=result.changed)
+        if result.ok:
+            log.info("reload: %s", result.summary())
+        else:
+            problems.append(result.summary())
+            problems += [f"  {p}" for p in result.problems]
     whitelist = services.policy.whitelist
     if whitelist is not None:
         details.update(whitelist_domains=len(whitelist.domains),

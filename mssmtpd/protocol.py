@@ -713,6 +713,13 @@ class SMTPServerProtocol(Protocol):
 
         def done(result: RcptDecision) -> None:
             decision = result.decision
+            flow = result.flow
+            if not decision.allowed and flow is not None and flow.reply is not None:
+                # The flow matrix refused: the operator's rule gives the reply.
+                log.info("rcpt %s from %s refused by flow rule %s (%s)", address,
+                         env.sender or "<>", flow.rule, flow.reply)
+                self._send(Reply(flow.reply.code, flow.reply.status, flow.reply.text))
+                return
             if not decision.allowed:
                 self._send(reply_for_reason(decision.reason,
                                             temporary=decision.verdict is Verdict.TEMPFAIL,

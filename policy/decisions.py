@@ -48,6 +48,7 @@ from storage.interface import (
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
 
+    from policy.flows import FlowDecision, FlowMatrixHolder
     from policy.whitelist import Whitelist
 
 # RFC 4314 rights. Sending as a shared mailbox is a separate right of the
@@ -128,6 +129,8 @@ class Decision:
     #   "no-access" (the mailbox is visible, "l", but the right is missing),
     #   "not-visible" (no "l": must be answered exactly like a missing mailbox),
     #   "unknown-identifier", "owner-rights-fixed", "unknown-right" (SETACL)
+    #   the flow matrix (`check_rcpt`): "flow-denied", "flow-tempfail" (the
+    #   rule's own reply is in `RcptDecision.flow`),
     #   submission's From: (`check_from_header`): "from-unreadable", "from-not-owned",
     #   open sessions (`session_access`): "account-disabled",
     #   "mailbox-withdrawn" (the selected mailbox: grant revoked, expired or
@@ -149,6 +152,9 @@ class RcptDecision:
     mailbox: Mailbox | None = None
     # True when the message must be relayed to another operator.
     remote: bool = False
+    # The flow matrix's decision (its rule, and the reply of a refusal),
+    # when a matrix is configured.
+    flow: FlowDecision | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +259,7 @@ class Policy:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         mailbox_cache_ttl: float = MAILBOX_CACHE_TTL,
+        flows: FlowMatrixHolder | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -260,6 +267,8 @@ class Policy:
         self.whitelist = whitelist
         self._clock = clock
         self._mailbox_ttl = mailbox_cache_ttl
+        # The flow matrix (`policy.flows_file`), replaced whole on reload.
+        self.flows = flows
         # address -> (monotonic expiry, active Mailbox); see MAILBOX_CACHE_TTL.
         self._mailboxes: dict[str, tuple[float, Mailbox]] = {}
         # Failed logins and locks, shared through the store (policy.throttle).
@@ -522,10 +531,56 @@ class Policy:
             return f"postmaster@{self.settings.domains[0]}"
         return rcpt
 
+    def flow(self, peer: Peer, identity: Identity | None, sender: str,
+             rcpt: str) -> FlowDecision | None:
+        """The flow matrix's decision on one (sender, recipient) pair, None
+        when no matrix is configured. Pure but for the mailbox lookups (the
+        same per-process cache as RCPT's)."""
+        holder = self.flows
+        if holder is None:
+            return None
+        from policy.flows import auth_method_of, facts_for
+
+        method = None
+        if identity is not None:
+            kind = None
+            if identity.method == "external" and peer.client_cert is not None:
+                from certs.identity import identity_from_certificate
+
+                kind = identity_from_certificate(peer.client_cert).kind
+            method = auth_method_of(identity.method, kind)
+        peer_dn = None
+        if peer.role is ListenerRole.MX and peer.client_cert is not None:
+            from certs.identity import rfc4514_subject
+
+            peer_dn = rfc4514_subject(peer.client_cert)
+        request = facts_for(
+            _CachedFacts(self), self.settings, self.whitelist, listener=peer.listener,
+            sender=sender, recipient=rcpt, client_ip=peer.address,
+            account=identity.account if identity is not None else None,
+            auth_method=method, peer_dn=peer_dn,
+        )
+        return holder.decide(request)
+
     def check_rcpt(
         self, peer: Peer, identity: Identity | None, sender: str, rcpt: str
     ) -> RcptDecision:
+        """RCPT TO: the flow matrix first (when configured: its rule decides,
+        and is named in the audit event), then the checks it cannot lift:
+        the recipient box must exist and be active, relaying needs an
+        authenticated submission and a whitelisted domain."""
         actor = identity.name if identity else peer.address
+        flow = self.flow(peer, identity, sender, rcpt)
+        rule: dict[str, object] = dict(flow.audit_details()) if flow is not None else {}
+        if flow is not None and not flow.allowed:
+            from policy.flows import FlowVerdict
+
+            temporary = flow.verdict is FlowVerdict.TEMPFAIL
+            reason = "flow-tempfail" if temporary else "flow-denied"
+            self.audit.record(actor, "rcpt", rcpt, "deny", reason=reason, sender=sender,
+                              peer=peer.address, **rule)
+            verdict = Verdict.TEMPFAIL if temporary else Verdict.DENY
+            return RcptDecision(Decision(verdict, reason), flow=flow)
         _, domain = split_address(rcpt)
         if self.settings.is_local_domain(domain):
             mailbox = self._local_mailbox(rcpt.strip().lower())
@@ -535,22 +590,22 @@ class Policy:
                 mailbox = self._local_mailbox(postmaster.strip().lower())
             if mailbox is None:
                 return RcptDecision(self._deny(actor, "rcpt", rcpt, "unknown-recipient",
-                                               sender=sender, peer=peer.address))
+                                               sender=sender, peer=peer.address, **rule))
             if not mailbox.active:
                 return RcptDecision(self._deny(actor, "rcpt", rcpt, "mailbox-disabled",
-                                               sender=sender, peer=peer.address))
+                                               sender=sender, peer=peer.address, **rule))
             self.audit.record(actor, "rcpt", rcpt, "allow", sender=sender, local=True,
-                              peer=peer.address)
-            return RcptDecision(ALLOW, mailbox=mailbox)
+                              peer=peer.address, **rule)
+            return RcptDecision(ALLOW, mailbox=mailbox, flow=flow)
         if identity is None or peer.role is not ListenerRole.SUBMISSION or not domain:
             return RcptDecision(self._deny(actor, "rcpt", rcpt, "relay-denied",
-                                           sender=sender, peer=peer.address))
+                                           sender=sender, peer=peer.address, **rule))
         if self._whitelist_refuses(domain):
             return RcptDecision(self._deny(actor, "rcpt", rcpt, "not-whitelisted",
-                                           sender=sender, peer=peer.address))
+                                           sender=sender, peer=peer.address, **rule))
         self.audit.record(actor, "rcpt", rcpt, "allow", sender=sender, local=False,
-                          peer=peer.address)
-        return RcptDecision(ALLOW, remote=True)
+                          peer=peer.address, **rule)
+        return RcptDecision(ALLOW, remote=True, flow=flow)
 
     def decides_without_store(self, peer: Peer, rcpt: str | None = None) -> bool:
         """True when the MAIL decision (`rcpt` None: check_sender, then
@@ -564,6 +619,8 @@ class Policy:
         if rcpt is None:
             # Submission senders are checked against the account's mailboxes.
             return peer.role is ListenerRole.MX
+        if self.flows is not None and peer.role is not ListenerRole.MX:
+            return False  # the matrix looks the sender's box up
         _, domain = split_address(rcpt)
         if not self.settings.is_local_domain(domain):
             return True  # relay decisions use the settings and the whitelist
@@ -857,6 +914,19 @@ class Policy:
     ) -> Decision:
         self.audit.record(actor or "-", action, target, "deny", reason=reason, **details)
         return Decision(Verdict.DENY, reason)
+
+
+class _CachedFacts:
+    """The store as `facts_for` reads it, through the policy's mailbox cache."""
+
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+
+    def find_mailbox(self, address: str) -> Mailbox | None:
+        return self._policy._local_mailbox(address)
+
+    def get_account(self, login: str) -> Account:
+        return self._policy.store.get_account(login)
 
 
 def _aware(value: datetime | None) -> datetime | None:
