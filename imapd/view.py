@@ -74,6 +74,9 @@ class SelectedView:
     dirty: bool = False  # the folder watcher saw a change not absorbed yet
     condstore: bool = False  # report MODSEQ in unsolicited FETCH (RFC 7162 3.2)
     qresync: bool = False  # VANISHED instead of EXPUNGE (RFC 7162 3.2.10)
+    # The account whose private \\Seen this view shows (a mailbox with
+    # private \\Seen), or None: the message's shared \\Seen.
+    seen_account: int | None = None
 
     @classmethod
     def from_columns(

@@ -28,6 +28,8 @@ from storage.interface import FolderChanges, MessageStore
 log = logging.getLogger(__name__)
 
 Listener = Callable[[int], None]
+# (folder, MODSEQ since, claim \Recent, known max UID, seen account)
+_PullKey = tuple[int, int, bool, int, int | None]
 
 
 class FolderWatcher:
@@ -46,9 +48,9 @@ class FolderWatcher:
         self._next_token = 0
         self._loop: task.LoopingCall | None = None
         self._polling = False
-        self._inflight: dict[tuple[int, int, bool, int], list[defer.Deferred[Any]]] = {}
+        self._inflight: dict[_PullKey, list[defer.Deferred[Any]]] = {}
         # Results already obtained while waking the sessions of one folder.
-        self._round: dict[tuple[int, int, bool, int], Any] | None = None
+        self._round: dict[_PullKey, Any] | None = None
 
     # ------------------------------------------------------------ registry
 
@@ -103,7 +105,7 @@ class FolderWatcher:
 
     def pull(
         self, folder_id: int, modseq: int, claim: bool, known_max_uid: int,
-        *, fresh: bool = False,
+        *, fresh: bool = False, seen_account: int | None = None,
     ) -> defer.Deferred[tuple[FolderChanges, frozenset[int]]]:
         """`changes_since` (and `claim_recent` when new messages appeared),
         shared by every session asking the same question at the same time:
@@ -113,8 +115,9 @@ class FolderWatcher:
         `fresh`: the asker has just committed a change of its own (APPEND,
         COPY into the selected folder) and must see it, so it never joins a
         query that may have read the store before that commit; later askers
-        may join the fresh one."""
-        key = (folder_id, modseq, claim, known_max_uid)
+        may join the fresh one. `seen_account`: the changes as that account
+        sees them (private \\Seen); only its sessions share the query."""
+        key = (folder_id, modseq, claim, known_max_uid, seen_account)
         if not fresh and self._round is not None and key in self._round:
             changes, _claimed = self._round[key]
             return defer.succeed((changes, frozenset()))
@@ -126,7 +129,8 @@ class FolderWatcher:
         if waiters is not None:
             # An older query for the same key is still running: this one
             # goes alone (the older one keeps its own waiters).
-            d0 = self._runner.run(_pull, self._store, folder_id, modseq, claim, known_max_uid)
+            d0 = self._runner.run(_pull, self._store, folder_id, modseq, claim, known_max_uid,
+                                  seen_account)
             d0.chainDeferred(waiter)
             return waiter
         self._inflight[key] = [waiter]
@@ -141,7 +145,8 @@ class FolderWatcher:
                     changes, claimed = result
                     w.callback((changes, claimed if i == 0 else frozenset()))
 
-        d = self._runner.run(_pull, self._store, folder_id, modseq, claim, known_max_uid)
+        d = self._runner.run(_pull, self._store, folder_id, modseq, claim, known_max_uid,
+                             seen_account)
         d.addBoth(fire)
         return waiter
 
@@ -214,9 +219,13 @@ class FolderWatcher:
 
 
 def _pull(
-    store: MessageStore, folder_id: int, modseq: int, claim: bool, known_max_uid: int
+    store: MessageStore, folder_id: int, modseq: int, claim: bool, known_max_uid: int,
+    seen_account: int | None = None,
 ) -> tuple[FolderChanges, frozenset[int]]:
-    changes = store.changes_since(folder_id, modseq)
+    if seen_account is None:  # a shared-seen folder: the call as it always was
+        changes = store.changes_since(folder_id, modseq)
+    else:
+        changes = store.changes_since(folder_id, modseq, seen_account=seen_account)
     claimed: frozenset[int] = frozenset()
     if claim and any(e.uid > known_max_uid for e in changes.changed):
         claimed = store.claim_recent(folder_id)

@@ -1,4 +1,5 @@
-"""`mssctl mailbox add|list|disable|enable|grant|grants`: addresses that receive mail."""
+"""`mssctl mailbox add|list|set|disable|enable|grant|revoke|grants`: addresses
+that receive mail."""
 
 from __future__ import annotations
 
@@ -66,12 +67,26 @@ def register(sub: Any) -> None:
     add.add_argument("--responsible", default="",
                      help="legal entity or person responsible (ORG)")
     add.add_argument("--quota", type=parse_size, default=None, help="e.g. 500M, 2G")
+    add.add_argument("--private-seen", action="store_true",
+                     help="keep \\Seen per agent: each one has her own read/unread state "
+                          "(default: shared, as every other flag)")
     add_config_option(add)
     add.set_defaults(func=cmd_add)
 
     lst = verbs.add_parser("list", help="list mailboxes")
     add_config_option(lst)
     lst.set_defaults(func=cmd_list)
+
+    set_ = verbs.add_parser("set", help="change a mailbox's options")
+    set_.add_argument("address")
+    seen = set_.add_mutually_exclusive_group(required=True)
+    seen.add_argument("--private-seen", dest="private_seen", action="store_true", default=None,
+                      help="keep \\Seen per agent (for each agent from her next login; "
+                           "every agent starts with every message unread)")
+    seen.add_argument("--shared-seen", dest="private_seen", action="store_false",
+                      help="\\Seen on the message, shared by every agent (the default)")
+    add_config_option(set_)
+    set_.set_defaults(func=cmd_set)
 
     for verb, active in (("disable", False), ("enable", True)):
         sp = verbs.add_parser(verb, help=f"{verb} a mailbox (a disabled one refuses mail)")
@@ -120,7 +135,8 @@ def cmd_add(args: argparse.Namespace) -> int:
         opened_store(settings) as store,
         admin_change(settings, "mailbox-add", address, store=store,
                      mailbox_type=mtype.value, owner=args.owner, name=args.name,
-                     responsible=args.responsible, quota=_size_text(args.quota)),
+                     responsible=args.responsible, quota=_size_text(args.quota),
+                     private_seen=args.private_seen),
         store_errors(f"mailbox {address}"),
     ):
         owner_id = store.get_account(args.owner).id if args.owner else None
@@ -131,8 +147,10 @@ def cmd_add(args: argparse.Namespace) -> int:
             owner_account_id=owner_id,
             responsible=args.responsible,
             quota_bytes=args.quota,
+            private_seen=args.private_seen,
         )
-    print(f"mailbox {mailbox.address} added ({mailbox.mailbox_type.value})")
+    seen = ", private \\Seen" if mailbox.private_seen else ""
+    print(f"mailbox {mailbox.address} added ({mailbox.mailbox_type.value}{seen})")
     return EXIT_OK
 
 
@@ -148,11 +166,27 @@ def cmd_list(args: argparse.Namespace) -> int:
             "active" if m.active else "disabled",
             owners.get(m.owner_account_id, "-") if m.owner_account_id else "-",
             _size_text(m.quota_bytes),
+            "private" if m.private_seen else "shared",
             m.display_name or "-",
         ]
         for m in sorted(mailboxes, key=lambda m: m.address)
     ]
-    print_table(rows, ["ADDRESS", "TYPE", "STATE", "OWNER", "QUOTA", "NAME"])
+    print_table(rows, ["ADDRESS", "TYPE", "STATE", "OWNER", "QUOTA", "SEEN", "NAME"])
+    return EXIT_OK
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    settings = load(args)
+    address = args.address.strip().lower()
+    with (
+        opened_store(settings) as store,
+        admin_change(settings, "mailbox-set", address, store=store,
+                     private_seen=args.private_seen) as change,
+        store_errors(f"mailbox {args.address}"),
+    ):
+        change.details["private_seen_before"] = store.get_mailbox(address).private_seen
+        store.set_private_seen(address, args.private_seen)
+    print(f"mailbox {address}: \\Seen {'private per agent' if args.private_seen else 'shared'}")
     return EXIT_OK
 
 

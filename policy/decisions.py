@@ -105,6 +105,14 @@ class Identity:
         return self.account.login
 
 
+def seen_account(identity: Identity, mailbox: Mailbox) -> int | None:
+    """Whose \\Seen an action on this mailbox reads and changes: the acting
+    account's own on a mailbox that keeps \\Seen per agent
+    (`Mailbox.private_seen`), else None: the message's flag, shared by
+    everyone (the owner of a PER box, and every shared-seen box)."""
+    return identity.account.id if mailbox.private_seen else None
+
+
 class Verdict(enum.Enum):
     ALLOW = "allow"
     DENY = "deny"  # permanent

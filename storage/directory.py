@@ -257,6 +257,7 @@ class DirectoryMixin(StoreBase):
         owner_account_id: int | None = None,
         responsible: str = "",
         quota_bytes: int | None = None,
+        private_seen: bool = False,
     ) -> Mailbox:
         address = address.lower()
         local, at, domain = address.rpartition("@")
@@ -283,6 +284,7 @@ class DirectoryMixin(StoreBase):
                         responsible=responsible,
                         quota_bytes=quota_bytes,
                         active=True,
+                        private_seen=private_seen,
                         used_bytes=0,
                         used_messages=0,
                         last_uidvalidity=base + len(DEFAULT_FOLDERS) - 1,
@@ -316,6 +318,7 @@ class DirectoryMixin(StoreBase):
             responsible=responsible,
             quota_bytes=quota_bytes,
             active=True,
+            private_seen=private_seen,
         )
 
     def _mailboxes_by(self, column: str) -> FixedSelect:
@@ -385,6 +388,14 @@ class DirectoryMixin(StoreBase):
             ).rowcount
         if n == 0:
             raise NotFound(str(mailbox_id))
+
+    def set_private_seen(self, address: str, private: bool) -> None:
+        with self._write() as c:
+            n = c.execute(
+                update(M).where(M.c.address == address.lower()).values(private_seen=private)
+            ).rowcount
+        if n == 0:
+            raise NotFound(address)
 
     def mailbox_usage(self, mailbox_id: int) -> tuple[int, int]:
         with self._read() as c:

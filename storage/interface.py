@@ -160,6 +160,9 @@ class Mailbox:
     responsible: str  # legal entity / person responsible (ORG), free text
     quota_bytes: int | None  # None: unlimited
     active: bool
+    # \Seen kept per reading account, not on the message (see "Private
+    # \Seen" in `MessageStore`); False: shared by everyone, as other flags.
+    private_seen: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,8 +490,10 @@ class MessageStore(Protocol):
         owner_account_id: int | None = None,
         responsible: str = "",
         quota_bytes: int | None = None,
+        private_seen: bool = False,
     ) -> Mailbox:
-        """Creates the mailbox and its DEFAULT_FOLDERS.
+        """Creates the mailbox and its DEFAULT_FOLDERS (\\Seen private per
+        reading account with `private_seen`).
 
         Raises AlreadyExists, NotFound (owner account or the address's domain
         is not a served domain).
@@ -512,6 +517,12 @@ class MessageStore(Protocol):
 
     def set_quota(self, mailbox_id: int, quota_bytes: int | None) -> None:
         """Raises NotFound."""
+
+    def set_private_seen(self, address: str, private: bool) -> None:
+        """Keeps \\Seen per reading account in this mailbox (True) or on the
+        message, shared (False). Nothing is migrated: the private states
+        start empty (every message unread for every agent) and the shared
+        \\Seen left on messages is what a switch back shows. Raises NotFound."""
 
     def mailbox_usage(self, mailbox_id: int) -> tuple[int, int]:
         """(bytes used, message count) over all folders. Raises NotFound."""
@@ -579,14 +590,27 @@ class MessageStore(Protocol):
         """Subscribed folder names (LSUB, LIST (SUBSCRIBED)), sorted, including
         names whose folder no longer exists. Raises NotFound (mailbox)."""
 
-    def folder_status(self, folder_id: int) -> FolderStatus:
-        """Raises NotFound."""
+    def folder_status(self, folder_id: int, *, seen_account: int | None = None) -> FolderStatus:
+        """`unseen` counts the messages `seen_account` has not read when
+        given. Raises NotFound."""
 
     def folder_versions(self, folder_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
         """(uidnext, highestmodseq) of each of these folders that exists, in
         one read: what the IMAP folder watcher polls."""
 
     # -- messages ----------------------------------------------------------
+    #
+    # Private \Seen: for a mailbox with `Mailbox.private_seen`, callers pass
+    # `seen_account` (the account acting or reading) to the methods below
+    # that take it. Then \Seen is that account's own state: read from and
+    # written to the per-account rows, never to the message's flags (whose
+    # \Seen, if any was left there, is ignored); every other flag stays
+    # shared. A private \Seen change gives the message a new MODSEQ, seen by
+    # everyone (as Dovecot does): other accounts' sessions find the same
+    # flags at a higher MODSEQ. The per-account rows go with the message
+    # (expunge, MOVE away, folder deletion). `seen_account` None (the
+    # default, and what a shared-seen mailbox uses): \Seen is a flag like
+    # the others, at no extra cost.
 
     def prepare(self, raw: bytes) -> PreparedMessage:
         """Parses and encrypts a message for `append` (no database access)."""
@@ -599,9 +623,11 @@ class MessageStore(Protocol):
         flags: Iterable[str] = (),
         internal_date: datetime | None = None,
         recent: bool = True,
+        seen_account: int | None = None,
     ) -> AppendResult:
-        """Stores one message, durably. The new message is \\Recent, unless
-        `recent` is False: the appending session has the folder selected and
+        """Stores one message, durably. With `seen_account`, a \\Seen among
+        `flags` is that account's private \\Seen. The new message is
+        \\Recent, unless `recent` is False: the appending session has the folder selected and
         reports it as recent itself (RFC 3501 2.3.2), so no session needs to
         claim it (a write transaction saved). Given a `PreparedMessage`, the
         parsing and encryption are already done (a writer lane's transaction
@@ -629,12 +655,12 @@ class MessageStore(Protocol):
         mailbox get increasing UIDs in list order. Raises StoreUnavailable
         (then nothing was committed)."""
 
-    def index(self, folder_id: int) -> list[IndexEntry]:
+    def index(self, folder_id: int, *, seen_account: int | None = None) -> list[IndexEntry]:
         """Every message of the folder in UID order: the SELECT view.
         Must stay fast for 100,000 messages (no body, no metadata).
         Raises NotFound."""
 
-    def index_columns(self, folder_id: int) -> IndexColumns:
+    def index_columns(self, folder_id: int, *, seen_account: int | None = None) -> IndexColumns:
         """`index` as columns (UIDs, MODSEQs, flags), the cheap form SELECT
         uses. Raises NotFound."""
 
@@ -647,7 +673,9 @@ class MessageStore(Protocol):
         """UIDs that were \\Recent, now no longer so for other sessions
         (RFC 3501: one session sees a message as recent). Raises NotFound."""
 
-    def message_infos(self, folder_id: int, uids: Sequence[int]) -> list[MessageInfo]:
+    def message_infos(
+        self, folder_id: int, uids: Sequence[int], *, seen_account: int | None = None
+    ) -> list[MessageInfo]:
         """Metadata (decrypted) for these UIDs, in UID order; unknown UIDs are
         skipped."""
 
@@ -670,9 +698,11 @@ class MessageStore(Protocol):
         flags: Iterable[str],
         *,
         unchanged_since: int | None = None,
+        seen_account: int | None = None,
     ) -> tuple[list[FlagChange], list[int]]:
         """Changes flags of existing UIDs (others skipped), each changed
-        message gets a new MODSEQ. Returns (changes actually made, UIDs that
+        message gets a new MODSEQ (a private \\Seen change too; the returned
+        flags are as `seen_account` sees them). Returns (changes actually made, UIDs that
         failed the UNCHANGEDSINCE test, RFC 7162)."""
 
     def expunge(self, folder_id: int, uids: Sequence[int] | None = None) -> list[int]:
@@ -686,14 +716,27 @@ class MessageStore(Protocol):
         """`expunge`, also returning the Message-IDs of (at most `max_ids` of)
         the removed messages, read in the same transaction before they go."""
 
-    def copy(self, folder_id: int, uids: Sequence[int], dest_folder_id: int) -> CopyResult:
+    def copy(
+        self, folder_id: int, uids: Sequence[int], dest_folder_id: int, *,
+        seen_account: int | None = None, dest_seen_account: int | None = None,
+    ) -> CopyResult:
         """Copies with flags (\\Recent set in the destination), new UIDs in
-        order. Raises NotFound (destination), QuotaExceeded."""
+        order. \\Seen is copied as the copier sees it in the source (her
+        private \\Seen with `seen_account`) and becomes, in the destination,
+        her private \\Seen with `dest_seen_account` (nobody else's: other
+        agents find the copy unread), else the shared flag.
+        Raises NotFound (destination), QuotaExceeded."""
 
-    def move(self, folder_id: int, uids: Sequence[int], dest_folder_id: int) -> CopyResult:
-        """Copy then expunge of the source messages, in one transaction."""
+    def move(
+        self, folder_id: int, uids: Sequence[int], dest_folder_id: int, *,
+        seen_account: int | None = None, dest_seen_account: int | None = None,
+    ) -> CopyResult:
+        """Copy then expunge of the source messages, in one transaction
+        (\\Seen as `copy` carries it; the source's private states go)."""
 
-    def changes_since(self, folder_id: int, modseq: int) -> FolderChanges:
+    def changes_since(
+        self, folder_id: int, modseq: int, *, seen_account: int | None = None
+    ) -> FolderChanges:
         """Messages added or changed, and UIDs expunged, with MODSEQ > modseq."""
 
     # -- outbound queue ----------------------------------------------------

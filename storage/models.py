@@ -165,6 +165,9 @@ class MailboxRow(Base):
     # Last UIDVALIDITY handed out to a folder of this mailbox: a deleted then
     # re-created folder must get a different one (RFC 3501 2.3.1.1).
     last_uidvalidity: Mapped[int] = mapped_column(BigInteger, default=0)
+    # \\Seen kept per reading account (`PrivateSeenRow`), not on the message:
+    # each agent of a functional box has her own unread state.
+    private_seen: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class FolderRow(Base):
@@ -224,6 +227,24 @@ class MessageRow(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     recent: Mapped[bool] = mapped_column(Boolean, default=True)
     body_id: Mapped[int] = mapped_column(ForeignKey("bodies.id"), index=True)
+
+
+class PrivateSeenRow(Base):
+    """\\Seen of one message for one account, in a mailbox whose \\Seen is
+    private (`mailboxes.private_seen`): a row means "this account has read
+    it". Keyed by the message row, so an expunge, a MOVE away or a folder
+    deletion removes it with the message (ON DELETE CASCADE), and renaming
+    INBOX (which moves the message rows) carries it along."""
+
+    __tablename__ = "private_seen"
+    __table_args__ = (Index("ix_private_seen_account_message", "account_id", "message_id"),)
+
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
 
 
 class ExpungedRow(Base):

@@ -54,6 +54,7 @@ from storage.models import (
     LoginFailuresRow,
     MailboxRow,
     MessageRow,
+    PrivateSeenRow,
     QueueRow,
     SubscriptionRow,
 )
@@ -71,6 +72,7 @@ G = cast(Table, GrantRow.__table__)
 LF = cast(Table, LoginFailuresRow.__table__)
 M = cast(Table, MailboxRow.__table__)
 MSG = cast(Table, MessageRow.__table__)
+PS = cast(Table, PrivateSeenRow.__table__)
 Q = cast(Table, QueueRow.__table__)
 S = cast(Table, SubscriptionRow.__table__)
 
@@ -253,6 +255,7 @@ def mailbox_record(r: Row[Any]) -> Mailbox:
         responsible=r.responsible,
         quota_bytes=r.quota_bytes,
         active=r.active,
+        private_seen=r.private_seen,
     )
 
 

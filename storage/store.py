@@ -87,6 +87,7 @@ from storage.sqlbase import (
     FOLDER_COLUMNS,
     INBOX,
     MSG,
+    PS,
     SEEN,
     SEP,
     B,
@@ -167,6 +168,12 @@ class _Sql:
     metas: str = ""  # {} = the IN list
     body_of: str = ""
     claim_recent: str = ""
+    # Private \\Seen (see `storage.interface`): an account's read messages.
+    seen_in_folder: str = ""  # account, folder (+ " AND m.modseq > ?" / an IN list)
+    seen_of_ids: str = ""  # account, {} = the IN list of message row ids
+    insert_seen: str = ""
+    delete_seen: str = ""
+    message_row_id: str = ""
 
 
 _RETURNING_ID = {True: " RETURNING id", False: ""}
@@ -254,6 +261,14 @@ def _make_sql(mark: str, pg: bool) -> _Sql:
         claim_recent=q(
             "UPDATE messages SET recent = ? WHERE folder_id = ? AND recent = ? RETURNING uid"
         ),
+        seen_in_folder=q(
+            "SELECT m.uid FROM private_seen p JOIN messages m ON m.id = p.message_id"
+            " WHERE p.account_id = ? AND m.folder_id = ?{}"
+        ),
+        seen_of_ids=q("SELECT message_id FROM private_seen WHERE account_id = ? AND message_id IN ({})"),
+        insert_seen=q("INSERT INTO private_seen (message_id, account_id) VALUES (?, ?)"),
+        delete_seen=q("DELETE FROM private_seen WHERE message_id = ? AND account_id = ?"),
+        message_row_id=q("SELECT id FROM messages WHERE folder_id = ? AND uid = ?"),
     )
 
 
@@ -267,6 +282,39 @@ def _marks(sql: _Sql, n: int) -> str:
 
 # LIKE pattern for "the flags text holds \\Deleted" ('!' is the escape).
 _DELETED_LIKE = "%" + DELETED + "%"
+
+_SEEN_SET = frozenset({SEEN})
+
+
+class _SeenOverlay:
+    """Flag sets with their \\Seen replaced by one account's private state,
+    equal results shared (a folder holds a handful of distinct sets)."""
+
+    def __init__(self, seen_uids: set[int]) -> None:
+        self.seen_uids = seen_uids
+        self._memo: dict[tuple[frozenset[str], bool], frozenset[str]] = {}
+
+    def __call__(self, uid: int, flags: frozenset[str]) -> frozenset[str]:
+        seen = uid in self.seen_uids
+        key = (flags, seen)
+        out = self._memo.get(key)
+        if out is None:
+            out = self._memo[key] = (flags | _SEEN_SET) if seen else (flags - _SEEN_SET)
+        return out
+
+    def columns(self, cols: IndexColumns) -> IndexColumns:
+        flags = cols.flags
+        for i, uid in enumerate(cols.uids):
+            flags[i] = self(uid, flags[i])
+        return cols
+
+    def entries(self, entries: Iterable[IndexEntry]) -> list[IndexEntry]:
+        out = []
+        for e in entries:
+            fl = self(e.uid, e.flags)
+            out.append(e if fl == e.flags else
+                       IndexEntry(e.uid, e.modseq, fl, e.size, e.internal_date))
+        return out
 
 
 class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
@@ -513,7 +561,7 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
                     out[fid] = (uidnext, highest)
         return out
 
-    def folder_status(self, folder_id: int) -> FolderStatus:
+    def folder_status(self, folder_id: int, *, seen_account: int | None = None) -> FolderStatus:
         seen = has_flag(SEEN)
         with self._read() as c:
             f = c.execute(select(F).where(F.c.id == folder_id)).first()
@@ -527,13 +575,23 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
                     func.coalesce(func.sum(MSG.c.size), 0),
                 ).where(MSG.c.folder_id == folder_id)
             ).one()
+            unseen = int(agg[1])
+            if seen_account is not None:
+                # The account's rows are removed with their messages: they
+                # count exactly the messages of the folder it has read.
+                read = c.execute(
+                    select(func.count())
+                    .select_from(PS.join(MSG, MSG.c.id == PS.c.message_id))
+                    .where(PS.c.account_id == seen_account, MSG.c.folder_id == folder_id)
+                ).scalar_one()
+                unseen = int(agg[0]) - int(read)
         return FolderStatus(
             folder_id=f.id,
             uidvalidity=f.uidvalidity,
             uidnext=f.uidnext,
             highestmodseq=f.highestmodseq,
             messages=int(agg[0]),
-            unseen=int(agg[1]),
+            unseen=unseen,
             recent=int(agg[2]),
             size=int(agg[3]),
         )
@@ -623,10 +681,13 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
         flags: Iterable[str] = (),
         internal_date: datetime | None = None,
         recent: bool = True,
+        seen_account: int | None = None,
     ) -> AppendResult:
         prepared = raw if isinstance(raw, PreparedMessage) else self.prepare(raw)
         sealed, size = prepared.sealed, prepared.size
-        fl = flags_text(normalise_flags(flags))
+        wanted = normalise_flags(flags)
+        private_seen = seen_account is not None and SEEN in wanted
+        fl = flags_text(wanted if seen_account is None else wanted - _SEEN_SET)
         idate = to_epoch(internal_date)
         with self._raw_write() as (cur, sql):
             folder_id, mailbox_id, uidvalidity, uidnext, highest = self._lock_folder_raw(
@@ -649,6 +710,9 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
                 sql.insert_message,
                 (folder_id, uidnext, modseq, fl, idate, size, recent, body_id),
             )
+            if private_seen:
+                cur.execute(sql.message_row_id, (folder_id, uidnext))
+                cur.execute(sql.insert_seen, (cur.fetchone()[0], seen_account))
             cur.execute(sql.update_folder, (uidnext + 1, modseq, folder_id))
         return AppendResult(folder_id, uidvalidity, uidnext, modseq)
 
@@ -893,19 +957,32 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
             return Expunged(tuple(removed), traced)
 
     def _copy(
-        self, c: Connection, folder_id: int, uids: Sequence[int], dest_folder_id: int, move: bool
+        self, c: Connection, folder_id: int, uids: Sequence[int], dest_folder_id: int, move: bool,
+        seen_account: int | None = None, dest_seen_account: int | None = None,
     ) -> CopyResult:
         folders = self._lock_folders(c, [folder_id, dest_folder_id])
         src, dest = folders[folder_id], folders[dest_folder_id]
         rows: list[Row[Any]] = []
-        q = select(MSG.c.uid, MSG.c.flags, MSG.c.internal_date, MSG.c.size, MSG.c.body_id).where(
-            MSG.c.folder_id == folder_id
-        )
+        q = select(
+            MSG.c.id, MSG.c.uid, MSG.c.flags, MSG.c.internal_date, MSG.c.size, MSG.c.body_id
+        ).where(MSG.c.folder_id == folder_id)
         for chunk in chunks(uids):
             rows.extend(c.execute(q.where(MSG.c.uid.in_(chunk))))
         if not rows:
             return CopyResult(dest.uidvalidity, (), ())
         rows.sort(key=lambda r: r.uid)
+        # The flags as the copier sees them in the source.
+        flag_sets = [parse_flags(r.flags) for r in rows]
+        if seen_account is not None:
+            read: set[int] = set()
+            for chunk in chunks([r.id for r in rows]):
+                read.update(c.execute(select(PS.c.message_id).where(
+                    PS.c.account_id == seen_account, PS.c.message_id.in_(chunk))).scalars())
+            flag_sets = [(fs | _SEEN_SET) if r.id in read else (fs - _SEEN_SET)
+                         for r, fs in zip(rows, flag_sets, strict=True)]
+        dest_seen = [SEEN in fs for fs in flag_sets]
+        if dest_seen_account is not None:
+            flag_sets = [fs - _SEEN_SET for fs in flag_sets]
         total = sum(r.size for r in rows)
         same_mailbox = src.mailbox_id == dest.mailbox_id
         # One _charge call: it locks the mailboxes in id order (no deadlock).
@@ -917,8 +994,18 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
         new_uids, _ = self._add_messages(
             c,
             dest,
-            [(r.body_id, parse_flags(r.flags), r.internal_date, r.size) for r in rows],
+            [(r.body_id, fs, r.internal_date, r.size)
+             for r, fs in zip(rows, flag_sets, strict=True)],
         )
+        if dest_seen_account is not None and any(dest_seen):
+            # The copier's \\Seen becomes her private \\Seen on the copy.
+            read_uids = [u for u, s in zip(new_uids, dest_seen, strict=True) if s]
+            new_ids: list[int] = []
+            for chunk in chunks(read_uids):
+                new_ids.extend(c.execute(select(MSG.c.id).where(
+                    MSG.c.folder_id == dest_folder_id, MSG.c.uid.in_(chunk))).scalars())
+            c.execute(insert(PS), [{"message_id": i, "account_id": dest_seen_account}
+                                   for i in new_ids])
         if move:
             src_now = c.execute(select(F).where(F.c.id == folder_id)).one()
             source_ids = [r.uid for r in rows]
@@ -944,13 +1031,21 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
             )
         return out
 
-    def copy(self, folder_id: int, uids: Sequence[int], dest_folder_id: int) -> CopyResult:
+    def copy(
+        self, folder_id: int, uids: Sequence[int], dest_folder_id: int, *,
+        seen_account: int | None = None, dest_seen_account: int | None = None,
+    ) -> CopyResult:
         with self._write() as c:
-            return self._copy(c, folder_id, uids, dest_folder_id, move=False)
+            return self._copy(c, folder_id, uids, dest_folder_id, False,
+                              seen_account, dest_seen_account)
 
-    def move(self, folder_id: int, uids: Sequence[int], dest_folder_id: int) -> CopyResult:
+    def move(
+        self, folder_id: int, uids: Sequence[int], dest_folder_id: int, *,
+        seen_account: int | None = None, dest_seen_account: int | None = None,
+    ) -> CopyResult:
         with self._write() as c:
-            return self._copy(c, folder_id, uids, dest_folder_id, move=True)
+            return self._copy(c, folder_id, uids, dest_folder_id, True,
+                              seen_account, dest_seen_account)
 
     def store_flags(
         self,
@@ -960,6 +1055,7 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
         flags: Iterable[str],
         *,
         unchanged_since: int | None = None,
+        seen_account: int | None = None,
     ) -> tuple[list[FlagChange], list[int]]:
         wanted = normalise_flags(flags)
         changes: list[FlagChange] = []
@@ -972,26 +1068,48 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
                 cur.execute(sql.select_flags.format(_marks(sql, len(chunk))), (folder_id, *chunk))
                 rows.extend(cur.fetchall())
             rows.sort(key=lambda r: r[1])
+            seen_rows: set[int] = set()
+            if seen_account is not None and rows:
+                seen_rows = self._seen_row_ids(cur, sql, seen_account, [r[0] for r in rows])
             updates: list[tuple[str, int, int]] = []
+            seen_added: list[tuple[int, int]] = []
+            seen_removed: list[tuple[int, int]] = []
             for row_id, uid, row_modseq, text in rows:
                 if unchanged_since is not None and row_modseq > unchanged_since:
                     failed.append(uid)
                     continue
                 old = parse_flags(text)
+                if seen_account is not None:  # \\Seen is the account's, not the message's
+                    old = (old | _SEEN_SET) if row_id in seen_rows else (old - _SEEN_SET)
                 if mode is FlagMode.ADD:
                     new = old | wanted
                 elif mode is FlagMode.REMOVE:
                     new = old - wanted
                 else:
                     new = wanted
-                if new != old:
+                if new == old:
+                    continue
+                changes.append(FlagChange(uid, new, modseq))
+                if seen_account is None:
                     updates.append((flags_text(new), modseq, row_id))
-                    changes.append(FlagChange(uid, new, modseq))
+                    continue
+                # The shared flags (without \\Seen) and a new MODSEQ, even when
+                # only the private \\Seen changed: other sessions of the account
+                # learn of it through the MODSEQ, like any change.
+                updates.append((flags_text(new - _SEEN_SET), modseq, row_id))
+                if SEEN in new and SEEN not in old:
+                    seen_added.append((row_id, seen_account))
+                elif SEEN in old and SEEN not in new:
+                    seen_removed.append((row_id, seen_account))
             if updates:
                 if len(updates) == 1:
                     cur.execute(sql.update_flags, updates[0])
                 else:
                     cur.executemany(sql.update_flags, updates)
+                if seen_added:
+                    cur.executemany(sql.insert_seen, seen_added)
+                if seen_removed:
+                    cur.executemany(sql.delete_seen, seen_removed)
                 cur.execute(sql.update_modseq, (modseq, folder_id))
         return changes, failed
 
@@ -1043,14 +1161,50 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
         cur.execute(sql.expunged_since, (folder_id, modseq))
         return {int(r[0]) for r in cur.fetchall()}
 
-    def index(self, folder_id: int) -> list[IndexEntry]:
+    @staticmethod
+    def _seen_uids(
+        cur: Any, sql: _Sql, folder_id: int, account_id: int, *,
+        since: int | None = None, uids: Sequence[int] | None = None,
+    ) -> set[int]:
+        """UIDs of the folder that the account has read (private \\Seen):
+        all, those changed after MODSEQ `since`, or those among `uids`. One
+        indexed read (per chunk of `uids`)."""
+        if uids is not None:
+            out: set[int] = set()
+            for chunk in chunks(uids):
+                cur.execute(
+                    sql.seen_in_folder.format(f" AND m.uid IN ({_marks(sql, len(chunk))})"),
+                    (account_id, folder_id, *chunk),
+                )
+                out.update(int(r[0]) for r in cur.fetchall())
+            return out
+        if since is not None:
+            cur.execute(sql.seen_in_folder.format(f" AND m.modseq > {sql.mark}"),
+                        (account_id, folder_id, since))
+        else:
+            cur.execute(sql.seen_in_folder.format(""), (account_id, folder_id))
+        return {int(r[0]) for r in cur.fetchall()}
+
+    @staticmethod
+    def _seen_row_ids(cur: Any, sql: _Sql, account_id: int, row_ids: Sequence[int]) -> set[int]:
+        """The message rows among `row_ids` the account has read."""
+        out: set[int] = set()
+        for chunk in chunks(list(row_ids)):
+            cur.execute(sql.seen_of_ids.format(_marks(sql, len(chunk))), (account_id, *chunk))
+            out.update(int(r[0]) for r in cur.fetchall())
+        return out
+
+    def index(self, folder_id: int, *, seen_account: int | None = None) -> list[IndexEntry]:
         with self._raw_read() as (cur, sql):
             version = self._folder_version(cur, sql, folder_id)
+            overlay = None
+            if seen_account is not None:
+                overlay = _SeenOverlay(self._seen_uids(cur, sql, folder_id, seen_account))
             # (mailbox, UIDVALIDITY) names this folder's UID space even if SQLite
             # reuses the id of a deleted folder.
             cached = self._index_cache.get(folder_id)
             if cached is not None and cached[0] == version:
-                return list(cached[1])
+                return list(cached[1]) if overlay is None else overlay.entries(cached[1])
             if cached is not None and cached[0][:2] == version[:2]:
                 # Every change to a folder bumps its HIGHESTMODSEQ in the same
                 # transaction, so what changed since the cached copy is exactly
@@ -1063,14 +1217,18 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
                 entries = index_entries(self._raw_index(cur, folder_id, None))
         if not self._in_write_batch():  # uncommitted: may never be what the folder holds
             self._index_cache.put(folder_id, version, entries)
-        return list(entries)
+        return list(entries) if overlay is None else overlay.entries(entries)
 
-    def index_columns(self, folder_id: int) -> IndexColumns:
+    def index_columns(self, folder_id: int, *, seen_account: int | None = None) -> IndexColumns:
         with self._raw_read() as (cur, sql):
             version = self._folder_version(cur, sql, folder_id)
+            overlay = None
+            if seen_account is not None:
+                overlay = _SeenOverlay(self._seen_uids(cur, sql, folder_id, seen_account))
             cached = self._columns_cache.get(folder_id)
             if cached is not None and cached[0] == version:
-                return copy_columns(cached[1])
+                out = copy_columns(cached[1])
+                return out if overlay is None else overlay.columns(out)
             if cached is not None and cached[0][:2] == version[:2]:
                 since = cached[0][2]
                 changed = [(r[0], r[1], r[2]) for r in self._raw_index(cur, folder_id, since)]
@@ -1080,7 +1238,8 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
                 cols = self._raw_columns(cur, folder_id)
         if not self._in_write_batch():  # uncommitted: may never be what the folder holds
             self._columns_cache.put(folder_id, version, cols)
-        return copy_columns(cols)
+        out = copy_columns(cols)
+        return out if overlay is None else overlay.columns(out)
 
     def _raw_columns(self, cursor: Any, folder_id: int) -> IndexColumns:
         """Three concatenated strings from the database, not one row per message."""
@@ -1142,7 +1301,9 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
         cursor.execute(sql, params)
         return list(cursor.fetchall())
 
-    def changes_since(self, folder_id: int, modseq: int) -> FolderChanges:
+    def changes_since(
+        self, folder_id: int, modseq: int, *, seen_account: int | None = None
+    ) -> FolderChanges:
         # Every sync of every session asks: fixed SQL at the driver.
         with self._raw_read() as (cur, sql):
             cur.execute(sql.folder_counters, (folder_id,))
@@ -1153,27 +1314,38 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
             rows = cur.fetchall()
             cur.execute(sql.expunged_since, (folder_id, modseq))
             expunged = sorted({r[0] for r in cur.fetchall()})
+            changed = index_entries(rows)
+            if seen_account is not None and changed:
+                seen = self._seen_uids(cur, sql, folder_id, seen_account, since=modseq)
+                changed = _SeenOverlay(seen).entries(changed)
         return FolderChanges(
             highestmodseq=f[0],
             uidnext=f[1],
-            changed=tuple(index_entries(rows)),
+            changed=tuple(changed),
             expunged=tuple(expunged),
         )
 
-    def message_infos(self, folder_id: int, uids: Sequence[int]) -> list[MessageInfo]:
+    def message_infos(
+        self, folder_id: int, uids: Sequence[int], *, seen_account: int | None = None
+    ) -> list[MessageInfo]:
         rows: list[Any] = []
+        overlay = None
         with self._raw_read() as (cur, sql):
             for chunk in chunks(uids):
                 cur.execute(sql.infos.format(_marks(sql, len(chunk))), (folder_id, *chunk))
                 rows.extend(cur.fetchall())
+            if seen_account is not None and rows:
+                overlay = _SeenOverlay(
+                    self._seen_uids(cur, sql, folder_id, seen_account, uids=uids))
         rows.sort(key=lambda r: r[0])
         out = []
         for uid, modseq, flags, size, idate, key_id, meta in rows:
+            fl = parse_flags(flags)
             out.append(
                 MessageInfo(
                     uid,
                     modseq,
-                    parse_flags(flags),
+                    fl if overlay is None else overlay(uid, fl),
                     size,
                     from_epoch(idate),
                     self._metadata(key_id, bytes(meta)),

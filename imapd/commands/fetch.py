@@ -73,9 +73,13 @@ class Loaded:
     sizes: dict[int, tuple[int, datetime]] = field(default_factory=dict)
 
 
-def _mark_seen(store: MessageStore, folder_id: int, uids: Sequence[int]) -> list[FlagChange]:
-    """The implicit \\Seen of BODY[] and RFC822 (RFC 3501 6.4.5)."""
-    changes, _ = store.store_flags(folder_id, uids, FlagMode.ADD, ["\\Seen"])
+def _mark_seen(
+    store: MessageStore, folder_id: int, uids: Sequence[int], seen_account: int | None
+) -> list[FlagChange]:
+    """The implicit \\Seen of BODY[] and RFC822 (RFC 3501 6.4.5): the
+    reader's own on a mailbox with private \\Seen."""
+    changes, _ = store.store_flags(folder_id, uids, FlagMode.ADD, ["\\Seen"],
+                                   seen_account=seen_account)
     return changes
 
 
@@ -113,7 +117,7 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
     uids = resolve_set(view, cmd.sequence_set, cmd.uid)
     if cmd.vanished and cmd.changed_since is not None:
         changes = await ctx.run_selected(ctx.services.store.changes_since, view.folder_id,
-                                         cmd.changed_since)
+                                         cmd.changed_since, seen_account=view.seen_account)
         largest = max(view.max_uid(), max(changes.expunged, default=0))
         gone = sorted(u for u in changes.expunged
                       if not view.has(u) and cmd.sequence_set.contains(u, largest))
@@ -151,7 +155,8 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
             # The \\Seen write (writer lane) and the reads go at once: the
             # content does not depend on the flag.
             seen_d = (defer.ensureDeferred(
-                ctx.run_write_selected(_mark_seen, ctx.services.store, view.folder_id, marking))
+                ctx.run_write_selected(_mark_seen, ctx.services.store, view.folder_id, marking,
+                                       view.seen_account))
                 if marking else None)
             try:
                 if need_info or need_body or need_sizes:

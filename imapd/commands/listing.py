@@ -13,7 +13,7 @@ from imapd.namespace import SEP, Namespaces
 from imapd.parser.commands import Command, List, Lsub, StatusItem
 from imapd.wildcards import ListPattern
 from imapd.wire import mailbox as wire_mailbox
-from policy.decisions import Identity, Policy
+from policy.decisions import Identity, Policy, seen_account
 from storage.interface import Folder, MessageStore
 
 # LIST-EXTENDED takes a list of patterns (RFC 5258); clients send one to three.
@@ -29,6 +29,7 @@ class Entry:
     personal: bool = False
     # A subscribed name whose folder is gone (RFC 5258 \NonExistent).
     nonexistent: bool = False
+    seen_account: int | None = None  # whose \Seen STATUS UNSEEN counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +52,16 @@ def _collect(policy: Policy, store: MessageStore, identity: Identity) -> Listing
     entries: list[Entry] = []
     subscribed: set[str] = set()
     if ns.primary is not None:
-        entries.extend(Entry(f.name, f, "lrswipkxtea", True)
+        own = seen_account(identity, ns.primary)
+        entries.extend(Entry(f.name, f, "lrswipkxtea", True, seen_account=own)
                        for f in store.list_folders(ns.primary.id))
         subscribed.update(store.list_subscriptions(ns.primary.id))
     for am in ns.others:
         if "l" not in am.rights:
             continue
         prefix = ns.prefix_of(am)
-        entries.extend(Entry(prefix + f.name, f, am.rights)
+        seen = seen_account(identity, am.mailbox)
+        entries.extend(Entry(prefix + f.name, f, am.rights, seen_account=seen)
                        for f in store.list_folders(am.mailbox.id))
         subscribed.update(prefix + n for n in store.list_subscriptions(am.mailbox.id))
     names = {e.name for e in entries}
@@ -106,7 +109,8 @@ def _status_lines(
     out: dict[str, str] = {}
     for e in entries:
         if e.folder is not None and "r" in e.rights:
-            out[e.name] = status_values(store, e.folder, items, limit)
+            out[e.name] = status_values(store, e.folder, items, limit,
+                                        seen_account=e.seen_account)
     return out
 
 

@@ -30,7 +30,7 @@ from imapd.parser.commands import (
 from imapd.view import SYSTEM_FLAGS, SelectedView, format_flags
 from imapd.wire import mailbox as wire_mailbox
 from imapd.wire import uid_set
-from policy.decisions import Identity, Policy, SessionAccess
+from policy.decisions import Identity, Policy, SessionAccess, seen_account
 from storage.interface import (
     Folder,
     IndexColumns,
@@ -76,7 +76,7 @@ def _open(
         policy, store, identity, namespaces, name, "r", "examine" if readonly else "select"
     )
     rights = policy.mailbox_rights(identity, place.mailbox)
-    columns = store.index_columns(folder.id)
+    columns = store.index_columns(folder.id, seen_account=seen_account(identity, place.mailbox))
     # `folder` (uidvalidity, uidnext, highestmodseq) was read before index():
     # anything that changed in between is pulled again at the next sync.
     # Not on the writer lane: most SELECTs find nothing to claim, which
@@ -115,6 +115,7 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
     view.condstore = "CONDSTORE" in session.enabled
     view.qresync = "QRESYNC" in session.enabled
     view.rights = opened.rights
+    view.seen_account = seen_account(identity, opened.place.mailbox)
     session.select(opened.place, view)
     ctx.set_access(opened.access)
     ctx.watch_token = ctx.watcher.watch(  # type: ignore[attr-defined]
@@ -140,7 +141,8 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
 async def _resync(ctx: Context, view: SelectedView, q: QResync) -> None:
     """RFC 7162 3.2.5.1: what vanished and what changed since the client's
     MODSEQ, limited to the UIDs it says it knows."""
-    changes = await ctx.run(ctx.services.store.changes_since, view.folder_id, q.modseq)
+    changes = await ctx.run(ctx.services.store.changes_since, view.folder_id, q.modseq,
+                            seen_account=view.seen_account)
     largest = max(view.max_uid(), max(changes.expunged, default=0))
 
     def known(uid: int) -> bool:
@@ -246,10 +248,12 @@ async def namespace(ctx: Context, cmd: Namespace) -> Reply:
 
 def status_values(
     store: MessageStore, folder: Folder, items: tuple[StatusItem, ...], append_limit: int,
-    recent_override: int | None = None,
+    recent_override: int | None = None, seen_account: int | None = None,
 ) -> str:
+    """`seen_account`: UNSEEN counts what that account has not read (a
+    mailbox with private \\Seen)."""
     names = [item.value for item in items]
-    st = store.folder_status(folder.id)
+    st = store.folder_status(folder.id, seen_account=seen_account)
     deleted = deleted_size = 0
     if "DELETED" in names or "DELETED-STORAGE" in names:
         for e in store.index(folder.id):
@@ -276,8 +280,9 @@ def _status(
     policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
     name: str, items: tuple[StatusItem, ...], append_limit: int,
 ) -> str:
-    _, folder = resolve_folder(policy, store, identity, namespaces, name, "r", "status")
-    return status_values(store, folder, items, append_limit)
+    place, folder = resolve_folder(policy, store, identity, namespaces, name, "r", "status")
+    return status_values(store, folder, items, append_limit,
+                         seen_account=seen_account(identity, place.mailbox))
 
 
 async def status(ctx: Context, cmd: Status) -> Reply:
@@ -298,10 +303,11 @@ async def status(ctx: Context, cmd: Status) -> Reply:
 def _append_target(
     policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
     name: str, raw: bytes,
-) -> tuple[Folder, PreparedMessage]:
-    """The decision and the CPU work of an APPEND, before its write."""
-    _, folder = resolve_folder(policy, store, identity, namespaces, name, "i", "append")
-    return folder, store.prepare(raw)
+) -> tuple[Folder, PreparedMessage, int | None]:
+    """The decision and the CPU work of an APPEND, before its write (and
+    whose \\Seen the appended flags set)."""
+    place, folder = resolve_folder(policy, store, identity, namespaces, name, "i", "append")
+    return folder, store.prepare(raw), seen_account(identity, place.mailbox)
 
 
 async def append(ctx: Context, cmd: Append) -> Reply:
@@ -314,7 +320,7 @@ async def append(ctx: Context, cmd: Append) -> Reply:
     selected = ctx.session.view
     claiming = selected.folder_id if selected is not None and not selected.readonly else None
     try:
-        folder, prepared = await ctx.run(
+        folder, prepared, seen = await ctx.run(
             _append_target, ctx.services.policy, ctx.services.store, identity, namespaces,
             cmd.mailbox, cmd.message,
         )
@@ -323,7 +329,7 @@ async def append(ctx: Context, cmd: Append) -> Reply:
         result = await ctx.run_write(
             ctx.services.store.append, folder.id, prepared,
             flags=[f for f in cmd.flags if f != "\\Recent"], internal_date=cmd.internal_date,
-            recent=folder.id != claiming,
+            recent=folder.id != claiming, seen_account=seen,
         )
     except Exception as exc:
         from imapd.errors import to_reply

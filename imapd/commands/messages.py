@@ -22,7 +22,7 @@ from imapd.namespace import Namespaces, Place
 from imapd.parser.commands import Command, Copy, Expunge, Move, Store, StoreMode
 from imapd.view import format_flags
 from imapd.wire import uid_set
-from policy.decisions import Identity, Policy
+from policy.decisions import Identity, Policy, seen_account
 from storage.interface import (
     CopyResult,
     Expunged,
@@ -62,7 +62,8 @@ def _store_flags(
     # Read before the write (the writer lane holds the lock from the first write).
     ids = store.message_ids(folder_id, uids[:AUDIT_MESSAGE_IDS])
     changes, failed = store.store_flags(
-        folder_id, uids, mode, flags, unchanged_since=unchanged_since)
+        folder_id, uids, mode, flags, unchanged_since=unchanged_since,
+        seen_account=seen_account(identity, place.mailbox))
     return changes, failed, ids
 
 
@@ -146,9 +147,12 @@ def _copy(
         raise no("Destination mailbox does not exist", "TRYCREATE") from None
     ids = store.message_ids(folder_id, uids[:AUDIT_MESSAGE_IDS])  # before a move takes them
     where = f"{dest_place.mailbox.address}/{dest.name}"
+    # \\Seen as the copier sees it; into a mailbox with private \\Seen, hers.
+    seen = {"seen_account": seen_account(identity, source.mailbox),
+            "dest_seen_account": seen_account(identity, dest_place.mailbox)}
     if move:
-        return store.move(folder_id, uids, dest.id), dest.id, where, ids
-    return store.copy(folder_id, uids, dest.id), dest.id, where, ids
+        return store.move(folder_id, uids, dest.id, **seen), dest.id, where, ids
+    return store.copy(folder_id, uids, dest.id, **seen), dest.id, where, ids
 
 
 async def copy(ctx: Context, cmd: Copy | Move) -> Reply:

@@ -64,7 +64,7 @@ async def sync_view(ctx: Context, *, force: bool = False, own_write: bool = Fals
     try:
         changes, claimed = await ctx.watcher.pull(
             view.folder_id, view.highestmodseq, not view.readonly, view.max_uid(),
-            fresh=own_write,
+            fresh=own_write, seen_account=view.seen_account,
         )
     except NotFound:
         return  # the folder was deleted elsewhere: nothing more to learn

@@ -358,6 +358,40 @@ def test_mailbox_round_trip(inst: Path) -> None:
     assert "inf.roux" not in out
 
 
+def test_mailbox_private_seen(inst: Path) -> None:
+    c = cfg(inst)
+    code, out, err = mssctl("mailbox", "add", f"neuro@{DOMAIN}", "--type", "ORG",
+                            "--private-seen", "-c", c)
+    assert code == 0 and "private \\Seen" in out, err
+
+    def seen_column() -> dict[str, str]:
+        _, out, _ = mssctl("mailbox", "list", "-c", c)
+        header = out.splitlines()[0].split()
+        assert header[5] == "SEEN"
+        return {ln.split()[0]: ln.split()[5] for ln in out.splitlines()[1:]}
+
+    cols = seen_column()
+    assert cols[f"neuro@{DOMAIN}"] == "private" and cols[f"cardiologie@{DOMAIN}"] == "shared"
+    code, out, err = mssctl("mailbox", "set", f"Cardiologie@{DOMAIN}", "--private-seen", "-c", c)
+    assert code == 0 and "private per agent" in out, err
+    assert mssctl("mailbox", "set", f"neuro@{DOMAIN}", "--shared-seen", "-c", c)[0] == 0
+    cols = seen_column()
+    assert cols[f"neuro@{DOMAIN}"] == "shared" and cols[f"cardiologie@{DOMAIN}"] == "private"
+    _, store = open_inst_store(inst)
+    try:
+        assert store.get_mailbox(f"cardiologie@{DOMAIN}").private_seen
+        changes = [e for e in store.audit_events(actions=["mailbox-set"])]
+    finally:
+        store.close()
+    assert [(e.target, e.result, e.details["private_seen"], e.details["private_seen_before"])
+            for e in changes] == [(f"cardiologie@{DOMAIN}", "ok", True, False),
+                                  (f"neuro@{DOMAIN}", "ok", False, True)]
+    code, _, err = mssctl("mailbox", "set", f"ghost@{DOMAIN}", "--private-seen", "-c", c)
+    assert code == 1 and "not found" in err
+    code, _, err = mssctl("mailbox", "set", f"neuro@{DOMAIN}", "-c", c)
+    assert code == 2 and "one of the arguments" in err
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [

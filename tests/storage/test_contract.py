@@ -894,3 +894,117 @@ def test_reencrypt_after_adding_a_key(box: Any, key_file: Any, open_any: Any) ->
         assert [b for _, b in s.iter_bodies(inbox.id, [1, 2, 3])] == [msg("0"), msg("1"), msg("2")]
         assert s.message_infos(inbox.id, [1])[0].metadata["envelope"]["subject"] == "0"
         assert s.queue_body(e.id) == msg("q")
+
+
+# ---------------------------------------------------------------- private \Seen
+
+SEEN = frozenset({"\\Seen"})
+
+
+@pytest.fixture
+def cardio(any_store: Any) -> Any:
+    """(store, secretary A, secretary B, ORG mailbox with private \\Seen, its INBOX)."""
+    a = any_store.add_account("sec.a@hopital.test", "A", AccountClass.STAFF)
+    b = any_store.add_account("sec.b@hopital.test", "B", AccountClass.STAFF)
+    mb = any_store.add_mailbox("cardio@hopital.test", MailboxType.ORG, private_seen=True)
+    return any_store, a, b, mb, any_store.get_folder(mb.id, "INBOX")
+
+
+def _flags(store: Any, folder_id: int, account: Any) -> dict[int, frozenset[str]]:
+    cols = store.index_columns(folder_id, seen_account=account.id if account else None)
+    return dict(zip(cols.uids, cols.flags, strict=True))
+
+
+def test_private_seen_setting(any_store: Any) -> None:
+    mb = any_store.add_mailbox("cardio@hopital.test", MailboxType.ORG)
+    assert not mb.private_seen and not any_store.get_mailbox(mb.address).private_seen
+    any_store.set_private_seen("CARDIO@hopital.test", True)
+    assert any_store.get_mailbox(mb.address).private_seen
+    assert any_store.get_mailbox_by_id(mb.id).private_seen
+    assert [m.private_seen for m in any_store.list_mailboxes()] == [True]
+    any_store.set_private_seen(mb.address, False)
+    assert not any_store.get_mailbox(mb.address).private_seen
+    other = any_store.add_mailbox("urgences@hopital.test", MailboxType.ORG, private_seen=True)
+    assert other.private_seen and any_store.get_mailbox(other.address) == other
+    with pytest.raises(NotFound):
+        any_store.set_private_seen("nobody@hopital.test", True)
+
+
+def test_private_seen_is_per_account(cardio: Any) -> None:
+    store, a, b, _, inbox = cardio
+    r1 = store.append(inbox.id, msg("one"))
+    r2 = store.append(inbox.id, msg("two"), flags=["\\Seen", "\\Flagged"], seen_account=a.id)
+    # On the message: the shared flags only.
+    assert _flags(store, inbox.id, None) == {1: frozenset(), 2: frozenset({"\\Flagged"})}
+    changes, _ = store.store_flags(inbox.id, [r1.uid], FlagMode.ADD, ["\\Seen"],
+                                   seen_account=b.id)
+    assert [(c.uid, c.flags) for c in changes] == [(1, SEEN)] and changes[0].modseq > r2.modseq
+    # A private change bumps the message's and the folder's MODSEQ for everyone.
+    assert store.get_folder_by_id(inbox.id).highestmodseq == changes[0].modseq
+    assert _flags(store, inbox.id, a) == {1: frozenset(), 2: frozenset({"\\Seen", "\\Flagged"})}
+    assert _flags(store, inbox.id, b) == {1: SEEN, 2: frozenset({"\\Flagged"})}
+    assert {e.uid: e.flags for e in store.index(inbox.id, seen_account=b.id)} == \
+        _flags(store, inbox.id, b)
+    assert [i.flags for i in store.message_infos(inbox.id, [1, 2], seen_account=a.id)] == \
+        [frozenset(), frozenset({"\\Seen", "\\Flagged"})]
+    assert store.folder_status(inbox.id, seen_account=a.id).unseen == 1
+    assert store.folder_status(inbox.id, seen_account=b.id).unseen == 1
+    assert store.folder_status(inbox.id).unseen == 2
+    # Another session of each learns what changed, as its account sees it.
+    since = store.changes_since(inbox.id, r2.modseq, seen_account=b.id)
+    assert [(e.uid, e.flags) for e in since.changed] == [(1, SEEN)]
+    since = store.changes_since(inbox.id, r2.modseq, seen_account=a.id)
+    assert [(e.uid, e.flags) for e in since.changed] == [(1, frozenset())]
+    # Adding \Seen again is no change: no new MODSEQ.
+    again, _ = store.store_flags(inbox.id, [1], FlagMode.ADD, ["\\Seen"], seen_account=b.id)
+    assert again == []
+    # Other flags stay shared; a replace sets B's own \Seen, not A's.
+    changes, _ = store.store_flags(inbox.id, [2], FlagMode.REPLACE, ["\\Answered", "\\Seen"],
+                                   seen_account=b.id)
+    assert changes[0].flags == frozenset({"\\Answered", "\\Seen"})
+    assert _flags(store, inbox.id, a)[2] == frozenset({"\\Answered", "\\Seen"})
+    changes, _ = store.store_flags(inbox.id, [2], FlagMode.REMOVE, ["\\Seen"], seen_account=a.id)
+    assert changes[0].flags == frozenset({"\\Answered"})
+    assert _flags(store, inbox.id, b)[2] == frozenset({"\\Answered", "\\Seen"})
+    assert _flags(store, inbox.id, a)[2] == frozenset({"\\Answered"})
+    # UNCHANGEDSINCE still applies (to the message's MODSEQ).
+    changes, failed = store.store_flags(inbox.id, [1, 2], FlagMode.ADD, ["\\Seen"],
+                                        unchanged_since=r2.modseq, seen_account=a.id)
+    assert failed == [1, 2] and changes == []
+
+
+def test_private_seen_goes_and_moves_with_the_message(cardio: Any) -> None:
+    store, a, b, mb, inbox = cardio
+    for i in range(3):
+        store.append(inbox.id, msg(f"m{i}"), flags=["\\Seen"], seen_account=a.id)
+    store.store_flags(inbox.id, [1], FlagMode.ADD, ["\\Deleted"], seen_account=b.id)
+    assert store.expunge(inbox.id) == [1]
+    # Had A's row for UID 1 stayed, she would count one read message too many.
+    st = store.folder_status(inbox.id, seen_account=a.id)
+    assert (st.messages, st.unseen) == (2, 0)
+    assert store.folder_status(inbox.id, seen_account=b.id).unseen == 2
+    # MOVE within the box: A's \Seen goes with the message; B's state stays hers.
+    archive = store.get_folder(mb.id, "Archive")
+    moved = store.move(inbox.id, [2], archive.id, seen_account=a.id, dest_seen_account=a.id)
+    assert _flags(store, archive.id, a) == {moved.dest_uids[0]: SEEN}
+    assert _flags(store, archive.id, b) == {moved.dest_uids[0]: frozenset()}
+    assert store.folder_status(inbox.id, seen_account=a.id).unseen == 0
+    # COPY out to a shared-seen mailbox: the copier's \Seen becomes the shared flag.
+    per = store.add_mailbox("sec.a.box@hopital.test", MailboxType.PER, owner_account_id=a.id)
+    per_inbox = store.get_folder(per.id, "INBOX")
+    copied = store.copy(inbox.id, [3], per_inbox.id, seen_account=b.id)
+    assert _flags(store, per_inbox.id, None) == {copied.dest_uids[0]: frozenset()}
+    copied = store.copy(inbox.id, [3], per_inbox.id, seen_account=a.id)
+    assert _flags(store, per_inbox.id, None)[copied.dest_uids[0]] == SEEN
+    # COPY in from a shared-seen mailbox: the copier's private \Seen, nobody else's.
+    back = store.copy(per_inbox.id, list(copied.dest_uids), inbox.id, dest_seen_account=b.id)
+    assert _flags(store, inbox.id, b)[back.dest_uids[0]] == SEEN
+    assert _flags(store, inbox.id, a)[back.dest_uids[0]] == frozenset()
+    assert _flags(store, inbox.id, None)[back.dest_uids[0]] == frozenset()
+    # Renaming INBOX moves the messages, and the agents' states with them.
+    store.rename_folder(mb.id, "INBOX", "Old")
+    old = store.get_folder(mb.id, "Old")
+    assert _flags(store, old.id, a) == {3: SEEN, back.dest_uids[0]: frozenset()}
+    assert _flags(store, old.id, b) == {3: frozenset(), back.dest_uids[0]: SEEN}
+    store.delete_folder(mb.id, "Old")
+    assert store.folder_status(archive.id, seen_account=a.id).unseen == 0

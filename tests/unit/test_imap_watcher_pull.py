@@ -57,10 +57,22 @@ def test_a_pull_after_an_own_write_never_joins_an_older_query() -> None:
 def test_a_fresh_pull_ignores_answers_cached_for_the_current_round() -> None:
     runner = ManualRunner()
     w = FolderWatcher(store=None, runner=runner, reactor=None)  # type: ignore[arg-type]
-    w._round = {(7, 10, True, 5): ("cached", frozenset())}
+    w._round = {(7, 10, True, 5, None): ("cached", frozenset())}
     assert _got(w.pull(7, 10, True, 5)) == [("cached", frozenset())]
     assert len(runner.calls) == 0
     fresh = _got(w.pull(7, 10, True, 5, fresh=True))
     assert len(runner.calls) == 1 and fresh == []
     runner.deferreds[0].callback(("new", frozenset()))
     assert fresh == [("new", frozenset())]
+
+
+def test_sessions_of_other_accounts_on_a_private_seen_folder_do_not_share_a_pull() -> None:
+    runner = ManualRunner()
+    w = FolderWatcher(store=None, runner=runner, reactor=None)  # type: ignore[arg-type]
+    a = _got(w.pull(7, 10, False, 5, seen_account=1))
+    a2 = _got(w.pull(7, 10, False, 5, seen_account=1))
+    b = _got(w.pull(7, 10, False, 5, seen_account=2))
+    assert len(runner.calls) == 2  # one per account: their \Seen differ
+    runner.deferreds[0].callback(("as 1 sees it", frozenset()))
+    runner.deferreds[1].callback(("as 2 sees it", frozenset()))
+    assert a == a2 == [("as 1 sees it", frozenset())] and b == [("as 2 sees it", frozenset())]
