@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import codecs
 import re
 from collections.abc import Callable, Set
 from datetime import UTC, date, datetime, timedelta
@@ -162,13 +161,15 @@ def _decode_header_block(raw: bytes, start: int, end: int) -> str:
 
 
 def _decode_text(data: bytes, charset: str | None) -> str:
-    if charset:
-        try:
-            codecs.lookup(charset)
-        except LookupError:
-            charset = None
+    """A part's text in the charset it declares. A charset that is not a
+    text encoding Python knows (unknown, or zlib/base64/rot13, or one whose
+    decoder refuses "replace", such as idna) is read as UTF-8 or cp1252, as a
+    part without one: anyone can declare anything in a message."""
     if charset and charset.lower().replace("_", "-") not in ("us-ascii", "ascii"):
-        return data.decode(charset, "replace")
+        try:
+            return data.decode(charset, "replace")
+        except (LookupError, ValueError, TypeError):  # UnicodeError is a ValueError
+            pass
     return _utf8_or_cp1252(data)
 
 
@@ -203,7 +204,7 @@ def decode_header_value(value: str) -> str:
             else:
                 data = binascii.a2b_qp(text.replace("_", " ").encode("latin-1", "replace"))
             return data.decode(charset, "replace")
-        except (LookupError, ValueError, binascii.Error):
+        except (LookupError, ValueError, TypeError, binascii.Error):
             return m.group(0)
 
     return _ENCODED_WORD.sub(one, value)

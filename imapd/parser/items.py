@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
 import re
 from collections.abc import Callable
 
@@ -418,14 +417,17 @@ def search_decoder(charset: str | None) -> Callable[[bytes], str]:
         # Without CHARSET, RFC 3501 means US-ASCII; clients routinely send UTF-8.
         return to_text
     try:
-        codec = codecs.lookup(charset)
-    except LookupError:
-        return lambda raw: raw.decode("latin-1")
+        # bytes.decode accepts only text encodings: codecs.lookup also finds
+        # bytes-to-bytes ones (zlib, base64) and str-to-str ones (rot13),
+        # whose decoders raise anything (zlib.error, TypeError).
+        b"".decode(charset)
+    except (LookupError, ValueError, TypeError):
+        return lambda raw: raw.decode("latin-1")  # unknown: SEARCH answers BADCHARSET
 
     def decode(raw: bytes) -> str:
         try:
-            return codec.decode(raw)[0]
-        except (UnicodeDecodeError, ValueError):
+            return raw.decode(charset)
+        except (LookupError, ValueError, TypeError):  # UnicodeError is a ValueError
             raise ParseError("String does not match CHARSET") from None
 
     return decode
