@@ -417,10 +417,10 @@ def search_decoder(charset: str | None) -> Callable[[bytes], str]:
         # Without CHARSET, RFC 3501 means US-ASCII; clients routinely send UTF-8.
         return to_text
     try:
-        # bytes.decode accepts only text encodings: codecs.lookup also finds
-        # bytes-to-bytes ones (zlib, base64) and str-to-str ones (rot13),
-        # whose decoders raise anything (zlib.error, TypeError).
-        b"".decode(charset)
+        # str.encode accepts only text encodings (codecs.lookup also finds
+        # bytes-to-bytes ones, zlib, base64, and str-to-str ones, rot13, whose
+        # decoders raise anything); not b"".decode: empty input skips the lookup.
+        "a".encode(charset)
     except (LookupError, ValueError, TypeError):
         return lambda raw: raw.decode("latin-1")  # unknown: SEARCH answers BADCHARSET
 
