@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import socket
@@ -9,7 +10,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import Any
 
 from mssctl.init import DEFAULT_PORTS
 
@@ -81,3 +84,21 @@ def wait_accepting(ports: Sequence[int], deadline: float) -> list[int]:
         if pending:
             time.sleep(0.05)  # polling with a deadline, not synchronising
     return pending
+
+
+def mssctl_inprocess(*argv: str, stdin: str | None = None,
+                     monkeypatch: Any = None) -> tuple[int, str, str]:
+    """`mssctl ARGV` through its entry point in this process: (status,
+    stdout, stderr). `stdin` needs pytest's `monkeypatch`."""
+    from mssctl.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    if stdin is not None:
+        assert monkeypatch is not None
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:  # argparse usage errors
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()

@@ -5,20 +5,18 @@ audit query` reads the trail back from the store."""
 from __future__ import annotations
 
 import getpass
-import io
 import json
 import re
 import shutil
-from contextlib import redirect_stderr, redirect_stdout
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from mssctl_support import mssctl_inprocess as mssctl
 
 from conf.loader import load_settings
 from mssctl.audit import detail_text, parse_time
-from mssctl.main import main
 from storage import open_store
 from storage.interface import AuditEvent
 
@@ -28,18 +26,6 @@ DURAND = f"sec.durand@{DOMAIN}"
 SECRET = "Tr0p-secret-password"
 
 
-def mssctl(*argv: str, stdin: str | None = None,
-           monkeypatch: pytest.MonkeyPatch | None = None) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    if stdin is not None:
-        assert monkeypatch is not None
-        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:  # argparse usage errors
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import re
 import shutil
 import stat
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from mssctl_support import mssctl_inprocess as mssctl
 
 from certs.identity import identity_from_certificate
 from conf.loader import load_settings
 from conf.settings import ListenerRole, LoginMethodSettings, Settings
-from mssctl.main import main
 from policy.audit import FileAuditSink
 from policy.decisions import Peer, Policy
 from policy.passwords import verify_password
@@ -27,18 +25,6 @@ from storage.interface import AccountClass, MailboxType, MessageStore
 DOMAIN = "hopital.test"
 
 
-def mssctl(*argv: str, stdin: str | None = None,
-           monkeypatch: pytest.MonkeyPatch | None = None) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    if stdin is not None:
-        assert monkeypatch is not None
-        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:  # argparse usage errors
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

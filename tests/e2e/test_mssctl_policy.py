@@ -4,14 +4,11 @@ user would (exit codes, output)."""
 from __future__ import annotations
 
 import hashlib
-import io
 import shutil
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
-
-from mssctl.main import main
+from mssctl_support import mssctl_inprocess as mssctl
 
 REPO = Path(__file__).resolve().parents[2]
 D = "hopital.test"
@@ -19,14 +16,6 @@ PEER_DN = ("CN=mx.operateur-pair.test,OU=1690000002,O=Operateur pair de demonstr
            "ST=Rhone (69),C=FR")
 
 
-def mssctl(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:  # argparse usage errors
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
