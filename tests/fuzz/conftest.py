@@ -55,6 +55,13 @@ def imap_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def smtp_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from smtp_fuzz import build_template
+
+    return build_template(tmp_path_factory.mktemp("fuzz-smtp") / "template")
+
+
+@pytest.fixture(scope="session")
 def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A directory for the store copy of the running example: in memory
     (/dev/shm) where there is one, since every example commits (fsync) a

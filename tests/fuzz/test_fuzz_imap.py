@@ -27,7 +27,7 @@ def test_every_command_is_generated() -> None:
     assert set(COMMAND_NAMES) == set(VALID.arguments) == set(NOISY.arguments) == expected
 
 
-@fuzz_settings(150)
+@fuzz_settings(100)
 @fuzz_seed
 @given(case=imap_cases())
 def test_each_command_gets_one_tagged_reply(case: ImapCase, imap_template: Path,
@@ -35,7 +35,7 @@ def test_each_command_gets_one_tagged_reply(case: ImapCase, imap_template: Path,
     check_exact(case, run_case(case, imap_template, scratch / "example"))
 
 
-@fuzz_settings(100)
+@fuzz_settings(60)
 @fuzz_seed
 @given(case=raw_imap_cases())
 def test_mutated_streams_never_break_the_server(case: ImapCase, imap_template: Path,
