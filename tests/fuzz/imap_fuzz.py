@@ -97,10 +97,12 @@ class ImapCase:
     units: list[Unit]
     chunking: Chunking
     limits: dict[str, Any] = field(default_factory=dict)
-    timeout: bool = False  # let the idle timer fire at the end
+    timeout: bool = False  # let the idle timer fire at the end...
+    tail: bytes = b""  # ...after this unfinished command
 
     def describe(self) -> str:
-        return f"{self.prelude} {self.chunking} {self.limits} timeout={self.timeout}"
+        return (f"{self.prelude} {self.chunking} {self.limits} timeout={self.timeout} "
+                f"tail={self.tail!r}")
 
 
 PRELUDES = ["selected", "selected", "selected", "auth", "examine", "shared", "none"]
@@ -119,8 +121,15 @@ def imap_cases(draw: Any, chunking: S[Chunking] | None = None) -> ImapCase:
         units=draw(imap_units()),
         chunking=draw(chunking if chunking is not None else chunkings()),
         limits=draw(_limit_variants),
-        timeout=draw(st.integers(0, 7)) == 0,
+        timeout=draw(st.integers(0, 5)) == 0,
+        tail=draw(st.sampled_from(TAILS)),
     )
+
+
+# Where a client may stop (and the idle timer end the connection): nowhere,
+# mid-line, mid-literal, in IDLE, after an unanswered "+".
+TAILS = [b"", b"", b"z1 NOO", b"z2 APPEND INBOX {50+}\r\nabc", b"z3 IDLE\r\n",
+         b"z4 LOGIN {5}\r\n", b"z5 AUTHENTICATE PLAIN\r\n", b"z6 SEARCH TEXT {3}\r\nab"]
 
 
 @st.composite
@@ -130,7 +139,7 @@ def raw_imap_cases(draw: Any) -> ImapCase:
     stream = b"".join(u.wire for u in case.units)
     stream = cap_stream_wildcards(draw(mutated(stream, framing=True)))
     units = [Unit((stream,), label="raw", complete=False)] if stream else []
-    return ImapCase(case.prelude, units, case.chunking, case.limits, case.timeout)
+    return ImapCase(case.prelude, units, case.chunking, case.limits, case.timeout, case.tail)
 
 
 # ------------------------------------------------------------------ driving
@@ -188,9 +197,10 @@ def run_case(case: ImapCase, template: Path, workdir: Path) -> Outcome:
             played = Player(target, case.chunking).play(case.units)
             after = b""
             if case.timeout and not client.closed:
+                after = client.send(case.tail) if case.tail else b""
                 env.clock.advance(settings.limits.imap_idle_command_timeout
                                   + settings.limits.imap_idle_timeout + 1)
-                after = client.read()
+                after += client.read()
                 assert client.closed and b"* BYE" in after, after
             client.proto.connectionLost(Failure(ConnectionDone()))
         return Outcome(played, bytes(target.output), after, trap.errors,
@@ -245,8 +255,8 @@ def check_common(outcome: Outcome) -> list[bytes]:
     assert not outcome.errors, "\n".join(outcome.errors)
     # A FETCH may return the whole folder (<= its 256 KiB quota) per item named.
     check_calls(outcome.played, out_per_step=300 * 1024, out_per_octet=300 * 1024)
-    found = responses(outcome.output) + (responses(outcome.after) if outcome.after else [])
-    for response in found:
+    found = responses(outcome.output)
+    for response in found + (responses(outcome.after) if outcome.after else []):
         assert_clean_text(response, "an IMAP response")
         if not response.startswith((b"* ", b"+ ")):
             tag, _, rest = response.partition(b" ")

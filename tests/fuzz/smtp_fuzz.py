@@ -77,11 +77,12 @@ class SmtpCase:
     units: list[Unit]
     chunking: Chunking
     limits: dict[str, Any] = field(default_factory=dict)
-    timeout: bool = False  # let the idle timer fire at the end
+    timeout: bool = False  # let the idle timer fire at the end...
+    tail: bytes = b""  # ...after this unfinished command
 
     def describe(self) -> str:
         return (f"{self.listener} {self.prelude} {self.chunking} {self.limits} "
-                f"timeout={self.timeout}")
+                f"timeout={self.timeout} tail={self.tail!r}")
 
 
 _SETUPS = [("mx", "ehlo"), ("mx", "ehlo"), ("mx", "helo"), ("mx", "none"),
@@ -103,7 +104,15 @@ def smtp_cases(draw: Any, chunking: S[Chunking] | None = None) -> SmtpCase:
     role = "submission" if listener == "submission" else "mx"
     return SmtpCase(listener, prelude, draw(smtp_units(role)),
                     draw(chunking if chunking is not None else chunkings()),
-                    draw(_limit_variants), draw(st.integers(0, 7)) == 0)
+                    draw(_limit_variants), draw(st.integers(0, 5)) == 0,
+                    draw(st.sampled_from(TAILS)))
+
+
+# Where a client may stop (and the idle timer end the connection): nowhere,
+# mid-line, in a DATA body, in a BDAT chunk, in an AUTH exchange.
+TAILS = [b"", b"", b"MAIL FRO", b"DATA\r\nSubject: x\r\n\r\nhal", b"BDAT 100\r\nabc",
+         b"AUTH LOGIN\r\n", b"MAIL FROM:<a@remote.example>\r\nRCPT TO:<dr.martin@hopital.test>\r\n"
+         b"DATA\r\nSubject: x\r\n\r\n" + b"x" * 5000]
 
 
 @st.composite
@@ -112,7 +121,8 @@ def raw_smtp_cases(draw: Any) -> SmtpCase:
     case = draw(smtp_cases())
     stream = draw(mutated(b"".join(u.wire for u in case.units), framing=True))
     units = [Unit((stream,), label="raw", complete=False)] if stream else []
-    return SmtpCase(case.listener, case.prelude, units, case.chunking, case.limits, case.timeout)
+    return SmtpCase(case.listener, case.prelude, units, case.chunking, case.limits, case.timeout,
+                    case.tail)
 
 
 # ------------------------------------------------------------------ driving
@@ -182,9 +192,10 @@ def run_case(case: SmtpCase, template: Path, workdir: Path) -> Outcome:
             played = Player(target, case.chunking).play(case.units)
             after = b""
             if case.timeout and not conversation.closed:
+                after = conversation.send(case.tail) if case.tail else b""
                 env.clock.advance(settings.limits.smtp_idle_timeout + 1)
-                after = conversation.take()
-                assert conversation.closed and after.startswith(b"421 "), after
+                after += conversation.take()
+                assert conversation.closed and after.endswith(b"\r\n") and replies(after)[-1] == 421, after
             conversation.protocol.connectionLost(Failure(ConnectionDone()))
         return Outcome(played, bytes(target.output), after, trap.errors)
     finally:
