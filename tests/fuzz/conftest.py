@@ -75,3 +75,14 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             shutil.rmtree(directory, ignore_errors=True)
     else:
         yield tmp_path_factory.mktemp("fuzz-run")
+
+
+# Helpers of the root conftest, re-exported: `from conftest import make_settings`
+# (tests/protocol/imap_transcript.py) may find this module instead of
+# tests/conftest.py (same module name).
+from store_support import (  # noqa: E402, F401
+    TEST_DOMAIN,
+    copy_store_template,
+    make_settings,
+    store_paths,
+)

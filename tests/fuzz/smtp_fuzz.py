@@ -171,7 +171,8 @@ class SmtpTarget:
 class Outcome:
     played: Played
     output: bytes
-    after: bytes
+    probe: bytes  # the answer to a NOOP sent after the session
+    after: bytes  # written by the idle timeout, if fired
     errors: list[str]
 
 
@@ -190,6 +191,8 @@ def run_case(case: SmtpCase, template: Path, workdir: Path) -> Outcome:
             _prelude(conversation, case.prelude)
             target = SmtpTarget(conversation, settings.limits.message_size)
             played = Player(target, case.chunking).play(case.units)
+            # Still in step with the client: a NOOP is answered at once.
+            probe = b"" if conversation.closed else conversation.send(b"NOOP\r\n")
             after = b""
             if case.timeout and not conversation.closed:
                 after = conversation.send(case.tail) if case.tail else b""
@@ -197,7 +200,7 @@ def run_case(case: SmtpCase, template: Path, workdir: Path) -> Outcome:
                 after += conversation.take()
                 assert conversation.closed and after.endswith(b"\r\n") and replies(after)[-1] == 421, after
             conversation.protocol.connectionLost(Failure(ConnectionDone()))
-        return Outcome(played, bytes(target.output), after, trap.errors)
+        return Outcome(played, bytes(target.output), probe, after, trap.errors)
     finally:
         store.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -238,8 +241,7 @@ def check_common(outcome: Outcome) -> list[int]:
     assert not outcome.errors, "\n".join(outcome.errors)
     # Replies are short: the longest, EHLO's or HELO's, echoes a 255-octet name.
     check_calls(outcome.played, out_per_step=1024, out_per_octet=64)
-    if outcome.after:
-        replies(outcome.after)
+    replies(outcome.after)
     return replies(outcome.output)
 
 
@@ -251,6 +253,8 @@ def check_exact(case: SmtpCase, outcome: Outcome) -> None:
     expected = sum(s.replies for s in played.steps)
     if played.closed_at is None:
         assert len(codes) == expected, f"{len(codes)} replies for {expected} commands: {codes}"
+        probe = replies(outcome.probe)
+        assert probe in ([250], [421]), f"NOOP answered {outcome.probe!r}"
         return
     lower = sum(s.replies for s in played.completed_before_close())
     assert lower <= len(codes) <= expected + 1, (lower, len(codes), expected, codes)
