@@ -18,6 +18,7 @@ upper bound of what one command may block the reactor.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 import tempfile
@@ -38,6 +39,16 @@ from hypothesis import strategies as st  # noqa: E402
 ONE_COMMAND_PER_CALL = st.just(Chunking("unit"))
 
 
+# A password check: an unknown login costs a full scrypt (N=2^14) on purpose,
+# like a known one, so that timing does not tell which logins exist.
+AUTHENTICATION = re.compile(rb"(?i)\b(LOGIN|AUTHENTICATE|AUTH)\b")
+
+
+def _shown(cpu: float, command: bytes) -> str:
+    text = repr(command[:100]) + ("..." if len(command) > 100 else "")
+    return f"{cpu * 1000:.1f} ms ({len(command):,} octets: {text})"
+
+
 class Worst:
     def __init__(self) -> None:
         self.commands = 0
@@ -45,25 +56,27 @@ class Worst:
         self.failures: list[str] = []
         self.times: list[float] = []
         self.worst = (0.0, b"")
+        self.worst_other = (0.0, b"")  # not a password check
 
     def add(self, case: Any, outcome: Any) -> None:
         self.sessions += 1
         for index, cpu in outcome.played.unit_cpu.items():
+            wire = case.units[index].wire
             self.commands += 1
             self.times.append(cpu)
-            if cpu > self.worst[0]:
-                self.worst = (cpu, case.units[index].wire)
+            self.worst = max(self.worst, (cpu, wire))
+            if not AUTHENTICATION.search(wire):
+                self.worst_other = max(self.worst_other, (cpu, wire))
 
     def line(self, name: str) -> str:
-        cpu, command = self.worst
         self.times.sort()
         median = self.times[len(self.times) // 2] if self.times else 0.0
         p99 = self.times[int(len(self.times) * 0.99)] if self.times else 0.0
-        shown = repr(command[:100]) + ("..." if len(command) > 100 else "")
         return (f"{name}: {self.commands:,} fuzzed commands in {self.sessions:,} sessions; "
-                f"worst CPU time of a single command {cpu * 1000:.1f} ms "
-                f"({len(command):,} octets: {shown}); median {median * 1000:.2f} ms, "
-                f"p99 {p99 * 1000:.1f} ms; {len(self.failures)} property failures")
+                f"worst CPU time of a single command {_shown(*self.worst)}; "
+                f"without password checks {_shown(*self.worst_other)}; "
+                f"median {median * 1000:.2f} ms, p99 {p99 * 1000:.1f} ms; "
+                f"{len(self.failures)} property failures")
 
 
 def measure(module: Any, cases: Any, examples: int, seed_value: int, workdir: Path) -> Worst:

@@ -253,8 +253,10 @@ def check_exact(case: SmtpCase, outcome: Outcome) -> None:
     expected = sum(s.replies for s in played.steps)
     if played.closed_at is None:
         assert len(codes) == expected, f"{len(codes)} replies for {expected} commands: {codes}"
-        probe = replies(outcome.probe)
-        assert probe in ([250], [421]), f"NOOP answered {outcome.probe!r}"
+        if all(case.units[i].complete for i in played.fed_units()):
+            # (After an announced chunk never sent, the NOOP is chunk data.)
+            probe = replies(outcome.probe)
+            assert probe in ([250], [421]), f"NOOP answered {outcome.probe!r}"
         return
     lower = sum(s.replies for s in played.completed_before_close())
     assert lower <= len(codes) <= expected + 1, (lower, len(codes), expected, codes)

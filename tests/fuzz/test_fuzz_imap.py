@@ -19,7 +19,9 @@ from imap_grammar import COMMAND_NAMES, EXCLUDED_COMMANDS, NOISY, VALID
 
 from imapd.parser.grammar import KNOWN_COMMANDS
 
-pytestmark = pytest.mark.fuzz
+# A failure is shrunk to a minimal session before it is reported, which may
+# take minutes (Hypothesis stops shrinking after five).
+pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(600)]
 
 
 def test_every_command_is_generated() -> None:

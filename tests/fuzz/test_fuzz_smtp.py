@@ -12,7 +12,9 @@ from smtp_grammar import UNIMPLEMENTED, VERBS
 
 from mssmtpd import parser as p
 
-pytestmark = pytest.mark.fuzz
+# A failure is shrunk to a minimal session before it is reported, which may
+# take minutes (Hypothesis stops shrinking after five).
+pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(600)]
 
 
 def test_every_verb_is_generated() -> None:
