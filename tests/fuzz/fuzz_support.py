@@ -76,9 +76,9 @@ class Unit:
     segments[0] is always sent; segments[i > 0] only once the server asked
     for a continuation after segments[i - 1] (otherwise the client gives up
     the command, as a real one does when its literal is refused). `finish`
-    is sent when the server still waits after the last segment (IDLE's DONE,
-    a SASL cancel "*"). `replies` (SMTP): replies each segment earns; the
-    finish earns one.
+    is sent when the server still waits after the last segment: "*" ends an
+    IMAP IDLE or AUTHENTICATE, or an SMTP AUTH; ".\r\n" an SMTP DATA.
+    `replies` (SMTP): replies each segment earns; the finish earns one.
     """
 
     segments: tuple[bytes, ...]
