@@ -41,6 +41,7 @@ bench: venv
 	$(BIN)/python bench/smtp_ingest.py
 	$(BIN)/python bench/imap_bench.py
 	$(BIN)/python bench/flow_matrix.py
+	$(BIN)/python bench/fuzz_worst.py
 
 clean:
 	rm -rf $(VENV) run build *.egg-info
