@@ -440,9 +440,11 @@ def make_dev_pki(
     domain = domain.lower()
     password = p12_password or secrets.token_urlsafe(12)
 
-    root = _make_ca(ROOT_CN, None)
-    persons = _make_ca(PERSONS_CA_CN, root)
-    orgs = _make_ca(ORGANISATIONS_CA_CN, root)
+    # The domain in every CA name: two instances' CAs differ by name, so a
+    # peer's CA can sit next to ours in `tls.ca_files` and a refusal says whose.
+    root = _make_ca(f"{ROOT_CN} {domain}", None)
+    persons = _make_ca(f"{PERSONS_CA_CN} {domain}", root)
+    orgs = _make_ca(f"{ORGANISATIONS_CA_CN} {domain}", root)
 
     ca_bundle = directory / "ca.pem"
     ca_bundle.write_bytes(_pem(root.cert) + _pem(persons.cert) + _pem(orgs.cert))

@@ -191,6 +191,11 @@ class LoginMethodSettings(_Model):
 ACCOUNT_CLASSES = ("practitioner", "staff", "system", "admin")
 
 
+class RelayDNCheck(enum.StrEnum):
+    STRICT = "strict"  # the receiving MTA's DN must be one the whitelist lists for the domain
+    OFF = "off"  # chain and host name only
+
+
 class PolicySettings(_Model):
     flows_file: Path | None = None
     whitelist_file: Path | None = None
@@ -203,6 +208,9 @@ class PolicySettings(_Model):
     mx_require_client_cert: bool = False
     # Only relay to whitelisted domains.
     enforce_whitelist: bool = True
+    # Outbound: the receiving MTA's certificate DN must be listed for the
+    # destination domain (when a whitelist is loaded and lists the domain).
+    relay_dn_check: RelayDNCheck = RelayDNCheck.STRICT
     # Mailbox that receives mail for "postmaster" (RFC 5321 4.5.1: <postmaster>
     # and postmaster@<each served domain> must be accepted) when no mailbox of
     # that exact name exists. `mssctl init` creates postmaster@<domain>.

@@ -44,7 +44,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             str(e.size),
             str(e.attempts),
             e.next_attempt.strftime("%Y-%m-%d %H:%M:%S"),
-            (e.last_error or "-")[:60],
+            # Whole: it says what to fix (which certificate, which answer).
+            e.last_error or "-",
         ]
         for e in entries
     ]

@@ -8,6 +8,7 @@ The outcome says, per recipient, what the peer answered.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,8 @@ from twisted.internet import defer
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
+from certs.tls import tls_connection
+from mssmtpd import relayerrors
 from mssmtpd.parser import encode_xtext
 from storage.interface import DSNParams
 
@@ -52,14 +55,31 @@ def dot_stuff(body: bytes) -> bytes:
     return stuffed + b".\r\n"
 
 
+# What each state waits for, to say which command the peer refused.
+_COMMAND = {"greeting": "the connection (greeting)", "ehlo1": "EHLO", "starttls": "STARTTLS",
+            "ehlo2": "EHLO after STARTTLS", "mail": "MAIL FROM", "rcpt": "RCPT TO",
+            "data": "DATA", "body": "the message (end of DATA)", "quit": "QUIT"}
+
+# `explain_tls(reason, ssl_connection)`: the words for a failed handshake.
+TLSExplainer = Callable[[Failure | None, Any], str]
+# `check_peer(transport)`: after the handshake, a refusal text or None.
+PeerCheck = Callable[[Any], str | None]
+
+
 class SMTPClientProtocol(LineReceiver):
     transport: Any
 
     delimiter = b"\r\n"
     MAX_LENGTH = 64 * 1024
 
-    def __init__(self, job: ClientJob, tls_creator: Any, reactor: Any, timeout: float) -> None:
+    def __init__(self, job: ClientJob, tls_creator: Any, reactor: Any, timeout: float, *,
+                 host: str = "peer", explain_tls: TLSExplainer | None = None,
+                 check_peer: PeerCheck | None = None) -> None:
         self.job = job
+        self.host = host
+        self.explain_tls = explain_tls
+        self.check_peer = check_peer
+        self._ssl: Any = None
         self.tls_creator = tls_creator
         self.reactor = reactor
         self.timeout = timeout
@@ -85,7 +105,9 @@ class SMTPClientProtocol(LineReceiver):
             self._timer = self.reactor.callLater(self.timeout, self._timed_out)
 
     def _timed_out(self) -> None:
-        self._fail(RelayFailure("timeout waiting for the peer"))
+        self._fail(RelayFailure(
+            f"451 4.4.2 {self.host} did not answer {_COMMAND[self._state]} "
+            f"within {self.timeout:g}s"))
         self.transport.abortConnection()
 
     def _fail(self, exc: Exception) -> None:
@@ -104,12 +126,19 @@ class SMTPClientProtocol(LineReceiver):
         if self._state == "quit":
             self._finish()
             return
-        detail = "TLS handshake or connection failed" if self._state in (
-            "starttls", "ehlo2") else "connection lost"
-        self._fail(RelayFailure(detail))
+        if self._tls and (self._state == "ehlo2" or relayerrors.ssl_reasons(reason)):
+            # The handshake failed, or the peer refused us right after it
+            # (TLS 1.3 servers judge our certificate after the client's Finished).
+            explain = self.explain_tls or (
+                lambda r, c: relayerrors.tls_failure(self.host, r, c, None))
+            self._fail(RelayFailure(explain(reason, self._ssl)))
+            return
+        self._fail(RelayFailure(
+            f"451 4.4.2 {self.host} closed the connection, waiting for the answer to "
+            f"{_COMMAND[self._state]}"))
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self._fail(RelayFailure("reply line too long"))
+        self._fail(RelayFailure(f"451 4.5.0 {self.host} sent a reply line too long"))
         self.transport.loseConnection()
 
     def _send(self, line: str) -> None:
@@ -119,13 +148,13 @@ class SMTPClientProtocol(LineReceiver):
         self._arm()
         text = line.decode("utf-8", "replace")
         if len(text) < 3 or not text[:3].isdigit():
-            self._fail(RelayFailure("malformed reply"))
+            self._fail(RelayFailure(f"451 4.5.0 {self.host} sent a malformed reply"))
             self.transport.loseConnection()
             return
         self._lines.append(text)
         if len(text) > 3 and text[3] == "-":
             if len(self._lines) > 200:  # a peer may not make us buffer forever
-                self._fail(RelayFailure("reply too long"))
+                self._fail(RelayFailure(f"451 4.5.0 {self.host} sent a reply too long"))
                 self.transport.loseConnection()
             return
         lines, self._lines = self._lines, []
@@ -138,7 +167,8 @@ class SMTPClientProtocol(LineReceiver):
         self.transport.loseConnection()
 
     def _abort_all(self, code: int, lines: list[str]) -> None:
-        self._fail(RelayFailure(lines[-1], permanent=code >= 500))
+        text = relayerrors.smtp_refusal(self.host, _COMMAND[self._state], lines)
+        self._fail(RelayFailure(text, permanent=code >= 500))
         self._quit()
 
     # ------------------------------------------------------------ states
@@ -161,7 +191,7 @@ class SMTPClientProtocol(LineReceiver):
         self._parse_ext(lines)
         if "STARTTLS" not in self._ext:
             # TLS on every transaction: never fall back to plaintext.
-            self._fail(RelayFailure("peer does not offer STARTTLS"))
+            self._fail(RelayFailure(f"451 4.7.5 {self.host} does not offer STARTTLS"))
             self._quit()
             return
         self._state = "starttls"
@@ -172,6 +202,7 @@ class SMTPClientProtocol(LineReceiver):
             self._abort_all(code if code < 500 else 454, lines)
             return
         self.transport.startTLS(self.tls_creator)
+        self._ssl = tls_connection(self.transport)  # kept to explain a failed handshake
         self._tls = True
         self._state = "ehlo2"
         self._send(f"EHLO {self.job.helo}")
@@ -180,6 +211,12 @@ class SMTPClientProtocol(LineReceiver):
         if code != 250:
             self._abort_all(code, lines)
             return
+        if self.check_peer is not None:
+            refused = self.check_peer(self.transport)
+            if refused is not None:
+                self._fail(RelayFailure(refused))
+                self._quit()
+                return
         self._parse_ext(lines)
         refusal = self._cannot_send()
         if refusal is not None:

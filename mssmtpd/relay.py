@@ -20,6 +20,8 @@ from typing import Any, cast
 from twisted.internet import defer, endpoints, task
 from twisted.python.failure import Failure
 
+from certs.tls import peer_certificate
+from mssmtpd import relayerrors
 from mssmtpd.client import ClientJob, Outcome, RelayFailure, SMTPClientProtocol
 from mssmtpd.delivery import send_dsn_sync
 from mssmtpd.queue import (
@@ -145,7 +147,7 @@ class RelayService:
                     failed.append(RecipientStatus(r, "failed", _status_of(text, "5.0.0"), text,
                                                   outcome.remote_mta))
                 else:
-                    deferred[r] = text
+                    deferred[r] = f"{text} (answer of {outcome.remote_mta})"
         now = datetime.now(UTC)
         if deferred and is_expired(entry, now, self.settings.queue.lifetime):
             failed += [RecipientStatus(r, "failed", "4.4.7", why) for r, why in deferred.items()]
@@ -166,9 +168,10 @@ class RelayService:
             self.services.audit.record("relay", "relay", r, "ok", queue_id=entry.id)
         for s in failed:
             self.services.audit.record("relay", "relay", s.recipient, "fail", queue_id=entry.id,
-                                       status=s.status)
-        for r in deferred:
-            self.services.audit.record("relay", "relay", r, "deferred", queue_id=entry.id)
+                                       status=s.status, error=s.diagnostic)
+        for r, why in deferred.items():
+            self.services.audit.record("relay", "relay", r, "deferred", queue_id=entry.id,
+                                       error=why)
 
     def _notify(self, entry: QueueEntry, body: bytes, failed: Sequence[RecipientStatus],
                 success: Sequence[RecipientStatus]) -> defer.Deferred[Any]:
@@ -220,7 +223,7 @@ class RelayService:
         last: RelayFailure = RelayFailure(f"451 4.4.1 no route to {domain}")
         for host, port in routes:
             try:
-                outcome = yield self._send_to(host, port, entry, rcpts, body)
+                outcome = yield self._send_to(domain, host, port, entry, rcpts, body)
             except Exception as exc:  # noqa: BLE001 - any surprise is a temporary failure
                 if not isinstance(exc, RelayFailure):
                     log.exception("relay to %s failed unexpectedly (entry %s)", domain, entry.id)
@@ -233,7 +236,7 @@ class RelayService:
             return outcome
         raise last
 
-    def _send_to(self, host: str, port: int, entry: QueueEntry, rcpts: list[str],
+    def _send_to(self, domain: str, host: str, port: int, entry: QueueEntry, rcpts: list[str],
                  body: bytes) -> defer.Deferred[Outcome]:
         tls = self.services.tls
         if tls is None:
@@ -242,7 +245,11 @@ class RelayService:
         job = ClientJob(sender=entry.sender, recipients=tuple(rcpts), body=body,
                         dsn=entry.dsn, helo=self.settings.hostname)
         timeout = self.settings.queue.connect_timeout
-        proto = SMTPClientProtocol(job, creator, self.reactor, timeout=max(timeout, 30.0))
+        proto = SMTPClientProtocol(
+            job, creator, self.reactor, timeout=max(timeout, 30.0), host=host,
+            explain_tls=lambda reason, conn: relayerrors.tls_failure(
+                host, reason, conn, tls.trust),
+            check_peer=lambda transport: self._check_peer(domain, host, transport))
         endpoint = endpoints.HostnameEndpoint(self.reactor, host, port, timeout=timeout)
         connecting: defer.Deferred[Any] = endpoints.connectProtocol(  # type: ignore[no-untyped-call]
             endpoint, proto)
@@ -250,8 +257,18 @@ class RelayService:
         def connect_failed(failure: Failure) -> None:
             if isinstance(failure.value, RelayFailure):
                 raise failure.value
-            raise RelayFailure(f"451 4.4.1 cannot connect to {host}:{port}")
+            raise RelayFailure(relayerrors.connect_failure(host, port, failure))
 
         connecting.addErrback(connect_failed)
         connecting.addCallback(lambda _: proto.done)
         return cast("defer.Deferred[Outcome]", connecting)
+
+    def _check_peer(self, domain: str, host: str, transport: Any) -> str | None:
+        """After the handshake (chain and host name verified): the receiving
+        MTA must be the operator the whitelist lists for `domain`."""
+        cert = peer_certificate(transport)
+        if cert is None:
+            return f"451 4.7.5 {host} presented no certificate"
+        dn = cert.subject.rfc4514_string()
+        decision = self.services.policy.check_relay_peer(domain, dn)
+        return None if decision.allowed else relayerrors.dn_mismatch(host, domain, dn)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from conf.settings import AuthMethod, ListenerRole, Settings
+from conf.settings import AuthMethod, ListenerRole, RelayDNCheck, Settings
 from policy import totp
 from policy.audit import AuditSink
 from policy.passwords import hash_password, verify_password
@@ -133,6 +133,7 @@ class Decision:
     #   "token-<why>", "unknown-user", "idp-unavailable" (TEMPFAIL) (tokens),
     #   "malformed-sasl",
     #   "not-required" (audit only: peer check skipped by configuration),
+    #   "dn-mismatch" (outbound: the receiving MTA is not the whitelisted operator),
     #   mailboxes (RFC 4314):
     #   "no-access" (the mailbox is visible, "l", but the right is missing),
     #   "not-visible" (no "l": must be answered exactly like a missing mailbox),
@@ -687,6 +688,20 @@ class Policy:
         if self._whitelist_refuses(domain):
             return self._deny("relay", "relay", domain, "not-whitelisted")
         self.audit.record("relay", "relay", domain, "allow")
+        return ALLOW
+
+    def check_relay_peer(self, domain: str, dn: str) -> Decision:
+        """Outbound: the receiving MTA's certificate DN against the whitelist
+        entries of `domain` (`policy.relay_dn_check`). Without a loaded
+        whitelist, or for a domain it does not list (relaying there was
+        allowed by `enforce_whitelist: false`), there is nothing to compare."""
+        domain = domain.strip().lower().rstrip(".")
+        wl = self.whitelist
+        if (self.settings.policy.relay_dn_check is RelayDNCheck.OFF or wl is None
+                or not wl.has_domain(domain)):
+            return ALLOW
+        if not wl.allows(domain, dn):
+            return self._deny("relay", "relay-peer", domain, "dn-mismatch", dn=dn)
         return ALLOW
 
     def _whitelist_refuses(self, domain: str) -> bool:

@@ -294,7 +294,13 @@ class QueueRow(Base):
     the message itself is encrypted."""
 
     __tablename__ = "queue"
-    __table_args__ = (Index("ix_queue_next_attempt", "next_attempt"),)
+    # AUTOINCREMENT: SQLite would otherwise give a deleted entry's id to the
+    # next one, and audit events of two messages would share a queue id
+    # (PostgreSQL's sequence never goes back).
+    __table_args__ = (
+        Index("ix_queue_next_attempt", "next_attempt"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sender: Mapped[str] = mapped_column(String(320))

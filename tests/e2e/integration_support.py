@@ -104,12 +104,15 @@ class MssInstance:
     # -- creation
 
     @classmethod
-    def create(cls, directory: Path, *, attempts: int = 5) -> MssInstance:
+    def create(cls, directory: Path, *, attempts: int = 5,
+               domain: str | None = None) -> MssInstance:
         rng = random.Random()  # noqa: S311 - port choice, not security
         last = ""
+        extra = ("--domain", domain) if domain else ()
         for _ in range(attempts):
             offset = free_port_offset(rng)
-            code, out = run_cli("init", str(directory), "--demo", "--port-offset", str(offset))
+            code, out = run_cli("init", str(directory), "--demo", "--port-offset", str(offset),
+                                *extra)
             if code == 0:
                 return cls.from_init_output(directory, offset, out, rng)
             last = out

@@ -409,11 +409,15 @@ def test_queue_list_retry_delete(inst: Path) -> None:
     try:
         entry = store.enqueue(f"dr.martin@{DOMAIN}", ["dr.x@ailleurs.test"],
                               b"Subject: hi\r\n\r\nbody\r\n")
+        why = ("451 4.7.5 certificate of mx.ailleurs.test not trusted: unknown CA: issued by "
+               "CN=AC AILLEURS,O=Ailleurs,C=FR, not one of our CAs")
+        store.record_attempt(entry.id, delivered=[], failed=[], error=why, next_attempt=None)
     finally:
         store.close()
     code, out, _ = mssctl("queue", "list", "-c", cfg(inst))
     assert code == 0
     assert re.search(rf"^{entry.id}\s+dr\.martin@\S+\s+dr\.x@ailleurs\.test\s", out, re.MULTILINE)
+    assert why in out  # the whole reason, not cut
     assert mssctl("queue", "retry", str(entry.id), "-c", cfg(inst))[0] == 0
     assert mssctl("queue", "delete", str(entry.id), "-c", cfg(inst))[0] == 0
     _, out, _ = mssctl("queue", "list", "-c", cfg(inst))

@@ -133,3 +133,111 @@ def test_peer_down_past_lifetime_bounces_a_dsn(tmp_path: Path, stop_all: list[In
     assert b"Content-Type: text/rfc822-headers" in dsn  # RET=HDRS
     assert b"relayed body too-late" not in dsn
     wait_for(lambda: a.queue_entries() == [])
+
+
+# ------------------------------------------------ why a relay failed (issue 9)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _last_error(a: Instance) -> str:
+    entry = wait_for(lambda: [e for e in a.queue_entries() if e.attempts >= 1])[0]
+    assert entry.last_error
+    return str(entry.last_error)
+
+
+def test_closed_port_is_connection_refused(tmp_path: Path, stop_all: list[Instance]) -> None:
+    a, b = _pair(tmp_path)
+    stop_all += [a]
+    port = _closed_port()
+    a.queue = {"routes": {"b.test": f"127.0.0.1:{port}"}}
+    a.start()
+    _submit(a, "refused")
+    assert _last_error(a) == f"451 4.4.1 connection refused by 127.0.0.1:{port}"
+    deferred = wait_for(lambda: [e for e in a.audit_lines()
+                                 if e["action"] == "relay" and e["result"] == "deferred"])
+    assert "connection refused" in deferred[0]["error"]
+
+
+def test_peer_certificate_from_an_unknown_ca(tmp_path: Path, stop_all: list[Instance]) -> None:
+    a = Instance(tmp_path / "a", "a.test")
+    b = Instance(tmp_path / "b", "b.test")  # its own PKI: A does not trust it
+    a.write_whitelist([("b.test", b.server_cert.subject)])
+    b.write_whitelist([("a.test", a.pki.server.subject)])
+    stop_all += [b.start(), a]
+    _route(a, b)
+    a.start()
+    _submit(a, "unknown-ca")
+    error = _last_error(a)
+    assert error.startswith("451 4.7.5 certificate of 127.0.0.1 not trusted: unknown CA: "
+                            "issued by ")
+    assert "AC IGC-SANTE DEV ORGANISATIONS b.test" in error  # whose CA it is
+    assert _with_tag(b, "bob@b.test", "unknown-ca") == []
+
+
+def test_peer_refuses_our_certificate_with_its_alert(tmp_path: Path,
+                                                     stop_all: list[Instance]) -> None:
+    a = Instance(tmp_path / "a", "a.test")
+    b = Instance(tmp_path / "b", "b.test", policy={"mx_require_client_cert": True})
+    a.extra_ca = [b.pki.ca_bundle]  # A trusts B, B does not trust A's CA
+    a.extra_crl = list(b.pki.crl_files)
+    a.write_whitelist([("b.test", b.server_cert.subject)])
+    b.write_whitelist([("a.test", a.pki.server.subject)])
+    stop_all += [b.start(), a]
+    _route(a, b)
+    a.start()
+    _submit(a, "our-cert")
+    error = _last_error(a)
+    assert error.startswith("451 4.7.5 127.0.0.1 refused our certificate (TLS alert: "), error
+    assert _with_tag(b, "bob@b.test", "our-cert") == []
+
+
+def test_receiving_mta_dn_not_the_whitelisted_one(tmp_path: Path,
+                                                  stop_all: list[Instance]) -> None:
+    a, b = _pair(tmp_path)
+    listed = "CN=mx.other.test,OU=123,O=Other,ST=75,C=FR"
+    a.write_whitelist([("b.test", listed)])
+    stop_all += [b.start(), a]
+    _route(a, b)
+    a.start()
+    _submit(a, "wrong-dn")
+    error = _last_error(a)
+    assert error == (f"451 4.7.5 certificate DN of 127.0.0.1 ({b.server_cert.subject}) "
+                     "is not one the whitelist lists for b.test")
+    assert _with_tag(b, "bob@b.test", "wrong-dn") == []
+    denied = [e for e in a.audit_lines() if e["action"] == "relay-peer"]
+    assert denied and denied[0]["result"] == "deny" and denied[0]["reason"] == "dn-mismatch"
+
+
+def test_dn_check_off_relays_on_chain_and_name(tmp_path: Path,
+                                               stop_all: list[Instance]) -> None:
+    a, b = _pair(tmp_path)
+    a.policy = {"relay_dn_check": "off"}
+    a.write_whitelist([("b.test", "CN=mx.other.test,OU=123,O=Other,ST=75,C=FR")])
+    stop_all += [b.start(), a]
+    _route(a, b)
+    a.start()
+    _submit(a, "dn-off")
+    wait_for(lambda: _with_tag(b, "bob@b.test", "dn-off"))
+
+
+def test_peer_550_is_recorded_with_code_and_text(tmp_path: Path,
+                                                 stop_all: list[Instance]) -> None:
+    a, b = _pair(tmp_path, a_in_b_whitelist=False)
+    stop_all += [b.start(), a]
+    _route(a, b)
+    a.start()
+    _submit(a, "answered-550")
+    # A permanent answer ends the entry: its words go to the audit and the DSN.
+    failed = wait_for(lambda: [e for e in a.audit_lines()
+                               if e["action"] == "relay" and e["result"] == "fail"])
+    assert failed[0]["error"].startswith("550 5.7.1 ")
+    assert failed[0]["error"].endswith("(answer of 127.0.0.1 to MAIL FROM)")
+    (dsn,) = wait_for(lambda: [m for m in a.inbox("alice@a.test") if b"Action: failed" in m])
+    assert b"Diagnostic-Code: smtp; 550 5.7.1 " in dsn

@@ -670,6 +670,22 @@ def test_queue_lease_expires_and_order(any_store: Any) -> None:
     assert s.list_queue()[0].sender == "s@hopital.test"
 
 
+def test_queue_ids_are_never_reused(any_store: Any) -> None:
+    """Audit events name a message by its queue id: a new entry must not take
+    the id of one that was delivered or deleted (SQLite reuses the highest
+    freed rowid unless the table is AUTOINCREMENT)."""
+    s = any_store
+    first = s.enqueue("a@hopital.test", ["x@ext.test"], msg("1"))
+    newest = s.enqueue("a@hopital.test", ["x@ext.test"], msg("2"))
+    s.remove_entry(newest.id)
+    again = s.enqueue("a@hopital.test", ["x@ext.test"], msg("3"))
+    assert again.id not in (first.id, newest.id)
+    s.record_attempt(again.id, delivered=["x@ext.test"], failed=[], error=None,
+                     next_attempt=None)
+    last = s.enqueue("a@hopital.test", ["x@ext.test"], msg("4"))
+    assert last.id not in (first.id, newest.id, again.id)
+
+
 # ---------------------------------------------------------------- audit
 
 

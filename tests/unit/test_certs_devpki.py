@@ -41,9 +41,9 @@ def test_without_demo_no_client_certs(tmp_path):
 def test_ca_shapes(dev_pki):
     root, persons, orgs = load(dev_pki.ca_bundle)
     cn = lambda c: c.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value  # noqa: E731
-    assert cn(root) == "AC RACINE IGC-SANTE DEV"
-    assert cn(persons) == "AC IGC-SANTE DEV PERSONNES"
-    assert cn(orgs) == "AC IGC-SANTE DEV ORGANISATIONS"
+    assert cn(root) == "AC RACINE IGC-SANTE DEV hopital.test"  # unique to the instance
+    assert cn(persons) == "AC IGC-SANTE DEV PERSONNES hopital.test"
+    assert cn(orgs) == "AC IGC-SANTE DEV ORGANISATIONS hopital.test"
     for ca in (persons, orgs):
         ca.verify_directly_issued_by(root)
         assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
