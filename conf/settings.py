@@ -199,7 +199,11 @@ class PolicySettings(_Model):
     # Deprecated (use login_methods): classes that may also log in with a
     # password alone. Still read, with a warning (`deprecations`).
     password_login_classes: list[str] | None = None
-    # Require a client certificate on MX connections (mutual TLS between operators).
+    # Require a client certificate on MX connections (mutual TLS between
+    # operators), its DN listed in the whitelist for the sender's domain.
+    # `mssctl init` writes it on; the default stays off so that an upgrade
+    # does not start refusing the peers of an existing instance whose file
+    # never set it.
     mx_require_client_cert: bool = False
     # Only relay to whitelisted domains.
     enforce_whitelist: bool = True
