@@ -4,8 +4,9 @@
 context: TLS 1.2 minimum (1.3 allowed), the four trust-space suites for 1.2,
 our certificate chain, and — when the listener asks for client certificates —
 verification against ``ca_files`` with CRLs on the whole chain
-(`certs.trust.TrustStore`). `reload()` re-reads CRLs (keeping the last valid
-ones) and the certificate/key, and new connections use the new contexts.
+(`certs.trust.TrustStore`). `reload()` (SIGHUP) re-reads the CA files, the
+CRLs (keeping the last valid ones) and the certificates/keys (keeping the
+running ones when a file is broken), and new connections use new contexts.
 
 The objects returned by `server_context_factory` and `client_creator` are what
 Twisted wants: `transport.startTLS(...)`, `TLSMemoryBIOFactory(...)`,
@@ -45,8 +46,14 @@ from twisted.internet.interfaces import (
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
-from certs.trust import NotedConnection, Refusal, TrustStore, VerifyNotes
-from conf.settings import ClientCertMode, ListenerRole, ListenerSettings, TLSSettings
+from certs.trust import NotedConnection, Refusal, TrustError, TrustStore, VerifyNotes
+from conf.settings import (
+    ClientCertMode,
+    ListenerRole,
+    ListenerSettings,
+    MissingCRL,
+    TLSSettings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -224,13 +231,17 @@ class ServerTLS:
 
     def __init__(self, settings: TLSSettings, *, trust: TrustStore | None = None) -> None:
         self.settings = settings
-        self.trust = trust or TrustStore(settings.ca_files, settings.crl_files)
+        self.trust = trust or TrustStore(
+            settings.ca_files, settings.crl_files,
+            accept_missing_crl=settings.missing_crl is MissingCRL.ACCEPT)
         # Hears of every refused certificate (see the module docstring); set
         # by whoever keeps the audit trail. Must not block.
         self.on_refusal: Callable[[CertificateRefusal], None] | None = None
         self._lock = threading.Lock()
         self._server_contexts: dict[tuple[ClientCertMode, bytes], SSL.Context] = {}
         self._client_context: SSL.Context | None = None
+        # What the last `reload` re-read and kept (empty before the first).
+        self.reloaded: dict[str, Any] = {}
         # Fail at start-up, not at the first connection, on a bad cert/key.
         self._server_pair = _KeyPair.load(settings.cert_file, settings.key_file)
         self._client_pair = self._load_client_pair()
@@ -269,6 +280,9 @@ class ServerTLS:
             f" ({event.server_name})" if event.server_name else "",
             refusal.error, refusal.subject, refusal.issuer, refusal.serial,
         )
+        if refusal.reason == "crl-missing":
+            log.warning("tls: no CRL is held for %s (tls.missing_crl: refuse): add its CRL to "
+                        "tls.crl_files", refusal.issuer)
         hook = self.on_refusal
         if hook is not None:
             hook(event)
@@ -321,21 +335,44 @@ class ServerTLS:
     # ------------------------------------------------------------ reload
 
     def reload(self) -> list[str]:
-        """Re-read CRLs (keeping the last valid ones), the certificate and key
-        (keeping the running ones if the files are broken); returns the
-        problems found. New connections use the new contexts; open ones keep
-        theirs."""
-        problems = self.trust.reload_crls()
+        """SIGHUP: re-read the CA files (``tls.ca_files``), the CRLs (keeping
+        the last valid ones), the server certificate and key and the relay's
+        (keeping the running ones if a file is broken or the key does not
+        match); returns the problems found (logged). New connections use new
+        contexts; open ones keep theirs. `reloaded` then says what was
+        re-read and what is in use, for the reload audit event."""
+        problems: list[str] = []
+        reloaded: dict[str, Any] = {}
+        try:
+            self.trust.load_anchors()
+            reloaded["ca_files"] = "reloaded"
+        except TrustError as exc:
+            problems.append(f"{exc}; keeping the running CA certificates")
+            log.warning("tls: %s", problems[-1])
+            reloaded["ca_files"] = "kept"
+        crl_problems = self.trust.reload_crls()
+        problems += crl_problems
+        reloaded["crl_files"] = "partial" if crl_problems else "reloaded"
+        reloaded["cas_without_crl"] = self.trust.warn_missing_crls()
         try:
             server_pair = _KeyPair.load(self.settings.cert_file, self.settings.key_file)
+            client_pair = (server_pair if self.settings.client_cert_file is None
+                           else self._load_client_pair())
             self._server_pair = server_pair
-            self._client_pair = self._load_client_pair()
+            self._client_pair = client_pair
+            reloaded["certificate"] = "reloaded"
         except TLSConfigError as exc:
             problems.append(f"{exc}; keeping the running certificate")
             log.warning("tls: %s", problems[-1])
+            reloaded["certificate"] = "kept"
+        leaf = self._server_pair.chain[0]
+        reloaded["certificate_subject"] = leaf.subject.rfc4514_string()
+        reloaded["certificate_serial"] = f"{leaf.serial_number:X}"
+        reloaded["certificate_not_after"] = leaf.not_valid_after_utc.isoformat()
         with self._lock:
             self._server_contexts.clear()
             self._client_context = None
+        self.reloaded = reloaded
         return problems + self.trust.expiry_problems()
 
     # ------------------------------------------------------------ per connection

@@ -9,6 +9,17 @@ valid CRL when a reload fails (unreadable, badly signed, or older than the one
 held); an *expired* CRL is still used (its revoked serials stay refused) but is
 reported in `problems()` and in the log, because refusing every card in the
 trust space when a CRL download lags would stop clinical mail.
+
+A trusted CA with *no* CRL at all (while CRL checking is on): every
+certificate it issued is refused (``tls.missing_crl: refuse``, the default:
+revocation cannot be checked) or accepted without a revocation check
+(``accept``). Either way, the CA is named in a WARNING at start-up and at each
+reload (`cas_without_crl`), and the first acceptance of each such CA after a
+load is logged too.
+
+On reload (`certs.tls.ServerTLS.reload`), `load_anchors` re-reads the CA
+files (raising `TrustError`, the running anchors untouched, when one cannot be
+read), then `reload_crls` the CRLs.
 """
 
 from __future__ import annotations
@@ -179,17 +190,23 @@ class TrustStore:
         crl_files: Sequence[Path] = (),
         *,
         clock: Clock = lambda: dt.datetime.now(dt.UTC),
+        accept_missing_crl: bool = False,
     ) -> None:
         self._ca_files = list(ca_files)
         self._crl_files = list(crl_files)
         self._clock = clock
+        self.accept_missing_crl = accept_missing_crl
         self._lock = threading.Lock()
         self._anchors: list[x509.Certificate] = []
         # Issuer subject (DER) -> the CRL held for it.
         self._crls: dict[bytes, _HeldCRL] = {}
         self._load_problems: list[str] = []
+        # CAs without a CRL whose certificates were accepted since the last
+        # load (accept mode logs the first of each).
+        self._accepted_without_crl: set[bytes] = set()
         self.load_anchors()
         self.reload_crls()
+        self.warn_missing_crls()
 
     # ------------------------------------------------------------ loading
 
@@ -248,7 +265,8 @@ class TrustStore:
             # CAs whose file failed this time keep their previous CRL.
             merged = dict(self._crls)
             merged.update(fresh)
-            self._crls = merged
+            # A CA no longer trusted (tls.ca_files changed) takes its CRL along.
+            self._crls = {k: h for k, h in merged.items() if self._issuer_of(h.crl) is not None}
             self._load_problems = problems
         for p in problems:
             log.warning("trust: %s", p)
@@ -257,6 +275,38 @@ class TrustStore:
         return problems
 
     # ------------------------------------------------------------ state
+
+    def cas_without_crl(self) -> list[x509.Certificate]:
+        """The trusted CAs no CRL is held for, while CRL checking is on."""
+        if not self.crl_checking:
+            return []
+        return [ca for ca in self.anchors if self._crl_for(ca) is None]
+
+    def warn_missing_crls(self) -> list[str]:
+        """One WARNING per CA without a CRL, saying what happens to the
+        certificates it issued; returns the CAs' subjects."""
+        subjects = [ca.subject.rfc4514_string() for ca in self.cas_without_crl()]
+        for subject in subjects:
+            if self.accept_missing_crl:
+                log.warning("trust: no CRL for CA %s: the certificates it issued are ACCEPTED "
+                            "without a revocation check (tls.missing_crl: accept)", subject)
+            else:
+                log.warning("trust: no CRL for CA %s: every certificate it issued is refused "
+                            "(tls.missing_crl: refuse); add its CRL to tls.crl_files", subject)
+        with self._lock:
+            self._accepted_without_crl = set()
+        return subjects
+
+    def _accepting_without_crl(self, cert: crypto.X509) -> None:
+        issuer = cert.to_cryptography().issuer
+        key = issuer.public_bytes()
+        with self._lock:
+            first = key not in self._accepted_without_crl
+            self._accepted_without_crl.add(key)
+        if first:
+            log.warning("trust: accepting certificates of CA %s without a revocation check: "
+                        "no CRL held (tls.missing_crl: accept); first: %s",
+                        issuer.rfc4514_string(), cert.to_cryptography().subject.rfc4514_string())
 
     def crls(self) -> list[x509.CertificateRevocationList]:
         with self._lock:
@@ -343,6 +393,9 @@ class TrustStore:
                 log.warning("trust: using an expired CRL for %s",
                             cert.to_cryptography().issuer.rfc4514_string())
                 ok = 1
+            if not ok and errno == X509_V_ERR_UNABLE_TO_GET_CRL and self.accept_missing_crl:
+                self._accepting_without_crl(cert)
+                ok = 1
             notes = conn.verify_notes if isinstance(conn, NotedConnection) else None
             if not ok:
                 if depth > 0 and errno in _UNKNOWN_ISSUER and notes is not None:
@@ -388,6 +441,8 @@ class TrustStore:
             for child, issuer in zip(chain, chain[1:], strict=False):
                 crl = self._crl_for(issuer)
                 if crl is None:
+                    if self.accept_missing_crl:
+                        continue
                     raise CertificateRejected(f"no CRL for {issuer.subject.rfc4514_string()}")
                 if crl.get_revoked_certificate_by_serial_number(child.serial_number) is not None:
                     raise CertificateRejected("revoked")

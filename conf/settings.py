@@ -41,6 +41,14 @@ class ClientCertMode(enum.StrEnum):
     REQUIRED = "required"  # ask; the handshake fails without a valid one
 
 
+class MissingCRL(enum.StrEnum):
+    """What TLS does with a certificate issued by a trusted CA for which no
+    CRL is held (while `tls.crl_files` is set)."""
+
+    REFUSE = "refuse"  # revocation cannot be checked: refuse (default)
+    ACCEPT = "accept"  # accept without a revocation check (logged)
+
+
 class BareLineEndings(enum.StrEnum):
     """What SMTP does with a bare CR or LF inside DATA (smuggling defence)."""
 
@@ -69,6 +77,10 @@ class TLSSettings(_Model):
     # for peer operators' MTAs.
     ca_files: list[Path] = Field(default_factory=list)
     crl_files: list[Path] = Field(default_factory=list)
+    # A trusted CA without a CRL in crl_files: refuse the certificates it
+    # issued, or accept them unchecked. Either way a WARNING names the CA at
+    # start-up and at each reload.
+    missing_crl: MissingCRL = MissingCRL.REFUSE
     # Certificate presented by our MTA when relaying (mutual TLS between operators).
     # Defaults to the server certificate.
     client_cert_file: Path | None = None
@@ -204,7 +216,11 @@ class PolicySettings(_Model):
     # Deprecated (use login_methods): classes that may also log in with a
     # password alone. Still read, with a warning (`deprecations`).
     password_login_classes: list[str] | None = None
-    # Require a client certificate on MX connections (mutual TLS between operators).
+    # Require a client certificate on MX connections (mutual TLS between
+    # operators), its DN listed in the whitelist for the sender's domain.
+    # `mssctl init` writes it on; the default stays off so that an upgrade
+    # does not start refusing the peers of an existing instance whose file
+    # never set it.
     mx_require_client_cert: bool = False
     # Only relay to whitelisted domains.
     enforce_whitelist: bool = True

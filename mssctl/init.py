@@ -156,7 +156,10 @@ policy:
   login_methods:
 {methods}    system: [org-certificate]
     admin: [card, password+totp]
-  mx_require_client_cert: false
+  # Operators of the trust space present their certificate on the mx
+  # listeners; its DN must be listed in the whitelist for the sender's domain.
+  # For a lab without peer certificates: false (README, "Configuration reference").
+  mx_require_client_cert: true
   enforce_whitelist: true
   # Receives mail for postmaster@ of every served domain (RFC 5321 4.5.1).
   postmaster: postmaster@{domain}

@@ -238,8 +238,8 @@ def start_housekeeping(services: Services) -> Any:
 
 
 def reload_files(services: Services) -> list[str]:
-    """SIGHUP: reopen the audit log (log rotation), re-read CRLs,
-    certificates and the whitelist, keeping the running copies of whatever
+    """SIGHUP: reopen the audit log (log rotation), re-read the CA files,
+    CRLs, certificates and keys (`ServerTLS.reload`) and the whitelist, keeping the running copies of whatever
     is broken; returns the problems (also logged). One "reload" audit
     event, in the new audit file, says what was reloaded and how."""
     import os
@@ -254,7 +254,8 @@ def reload_files(services: Services) -> list[str]:
     if services.tls is not None:
         problems += list(services.tls.reload())
         status = services.tls.trust.status()
-        details.update(ca_certificates=status.anchors, crls=status.crls)
+        details.update(ca_certificates=status.anchors, crls=status.crls,
+                       **{f"tls_{k}": v for k, v in services.tls.reloaded.items()})
     path = services.settings.policy.whitelist_file
     if path is not None and path.is_file():
         try:

@@ -126,6 +126,10 @@ class R:
     # An open session whose account was disabled since its AUTH: refused and closed.
     ACCOUNT_DISABLED = Reply(550, "5.7.1", "Account disabled")
     PEER_NOT_TRUSTED = Reply(550, "5.7.1", "Operator not in the trust space for this domain")
+    # The MX peer presented no certificate (mutual TLS between operators): a
+    # configuration to fix on its side, told apart from a DN not listed.
+    PEER_CERT_REQUIRED = Reply(
+        530, "5.7.0", "A client certificate is required from operators of the trust space")
     RCPT_UNKNOWN = Reply(550, "5.1.1", "No such recipient")
     RCPT_DISABLED = Reply(550, "5.2.1", "Mailbox disabled")
     RELAY_DENIED = Reply(550, "5.7.1", "Relaying denied")
@@ -171,10 +175,12 @@ POLICY_REPLIES: dict[str, Reply] = {
 
 
 # Reasons of the MX peer operator check (Policy.check_peer_operator, at MAIL):
-# the sending operator is refused, not an address.
+# the sending operator is refused, not an address. A missing certificate and
+# a certificate whose DN is not listed get different replies, so that the
+# peer's postmaster knows which to fix.
 PEER_REPLIES: dict[str, Reply] = {
     "not-whitelisted": R.PEER_NOT_TRUSTED,
-    "no-certificate": R.PEER_NOT_TRUSTED,
+    "no-certificate": R.PEER_CERT_REQUIRED,
 }
 
 

@@ -289,6 +289,14 @@ class MssInstance:
         assert entry.cert and entry.key, f"init printed no certificate for {login}"
         return entry.cert, entry.key
 
+    @property
+    def peer_operator_pair(self) -> tuple[Path, Path]:
+        """Another operator's MTA certificate and key (the demo PKI's
+        `peer_operator`, listed on the demo whitelist for operateur-pair.test):
+        what a peer presents on the mx listener."""
+        pki = self.directory / "pki"
+        return pki / "peer-operator.pem", pki / "peer-operator.key"
+
     def client_context(self, cert: tuple[Path, Path] | None = None) -> ssl.SSLContext:
         """What a mail client does: trust the CA file init names, check the
         host name (127.0.0.1 is in the server certificate), optionally

@@ -42,6 +42,8 @@ def connect(mss: MssInstance, listener: str) -> socket.socket:
     port = mss.port(listener)
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     context = ssl.create_default_context(cafile=str(mss.ca_file))
+    if listener == "smtp-mx":  # another operator: mutual TLS (policy.mx_require_client_cert)
+        context.load_cert_chain(*(str(p) for p in mss.peer_operator_pair))
     if listener == "imaps":
         sock = context.wrap_socket(sock, server_hostname="localhost")
     sock.recv(4096)  # the greeting
@@ -87,7 +89,7 @@ def answers(mss: MssInstance, listener: str, line: bytes, expect: bytes) -> floa
     [
         ("imap", b"", b"n NOOP\r\n", b"p NOOP\r\n", b"p OK"),
         ("imaps", b"", b"n NOOP\r\n", b"p NOOP\r\n", b"p OK"),
-        ("smtp-mx", b"EHLO flood.example\r\nMAIL FROM:<a@remote.example>\r\n",
+        ("smtp-mx", b"EHLO flood.example\r\nMAIL FROM:<a@operateur-pair.test>\r\n",
          b"RCPT TO:<dr.martin@hopital.test>\r\n", b"EHLO probe.example\r\n", b"250 "),
     ],
 )

@@ -7,6 +7,7 @@ message and no traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mssctl_support import env, free_port_offset, mssctl_cmd, run_mssctl, wait_accepting
@@ -483,3 +485,88 @@ def test_connection_limits_hold_across_two_workers(
         # would leave the workers holding its output pipes.
         code, _, err = server.stop(signal.SIGTERM)
     assert code == 0, err
+
+
+def _served_certificate(port: int) -> bytes:
+    """The DER certificate a new TLS connection to `port` is shown."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # only looking at which certificate is served
+    with socket.create_connection(("127.0.0.1", port), timeout=READY_DEADLINE) as raw, \
+            ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def _reload_events(settings: Any) -> list[dict[str, Any]]:
+    path = settings.audit.path
+    if not path.exists():
+        return []
+    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [e for e in events if e.get("action") == "reload"]
+
+
+def test_sighup_serves_a_replaced_server_certificate(instance: Path, tmp_path: Path) -> None:
+    """Replace the certificate and key, SIGHUP: a new TLS connection sees the
+    new certificate, and the reload event says so; a broken key afterwards
+    keeps the running certificate and is reported."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from certs.devpki import make_dev_pki
+
+    settings = load_settings(instance / "mss.yaml")
+    port = next(lst.port for lst in settings.listeners if lst.tls is TLSMode.IMPLICIT)
+    fresh = make_dev_pki(tmp_path / "fresh", hostnames=["mx.hopital.test", "localhost",
+                                                        "127.0.0.1"],
+                         domain="hopital.test", demo=False)
+    new_leaf = x509.load_pem_x509_certificates(fresh.server.cert.read_bytes())[0]
+    new_der = new_leaf.public_bytes(Encoding.DER)
+
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            mssctl_cmd("serve", "--config", str(instance / "mss.yaml")),
+            stdout=subprocess.DEVNULL, stderr=log_file, env=env(),
+        )
+    try:
+        def log_text() -> str:
+            return log_path.read_text()
+
+        assert _poll(lambda: "imaps listening" in log_text(),
+                     time.monotonic() + READY_DEADLINE), log_text()
+        old_der = _served_certificate(port)
+        assert old_der != new_der
+
+        # Key first, then certificate, as an operator's copy would: a reload
+        # in between would only keep the running pair.
+        shutil.copyfile(fresh.server.key, settings.tls.key_file)
+        shutil.copyfile(fresh.server.cert, settings.tls.cert_file)
+        proc.send_signal(signal.SIGHUP)
+        assert _poll(lambda: len(_reload_events(settings)) == 1,
+                     time.monotonic() + READY_DEADLINE), log_text()
+        event = _reload_events(settings)[0]
+        assert (event["result"], event["tls_certificate"], event["tls_ca_files"]) == (
+            "ok", "reloaded", "reloaded"), event
+        assert event["tls_certificate_serial"] == f"{new_leaf.serial_number:X}"
+        assert _served_certificate(port) == new_der
+
+        # A broken key: the running certificate stays and the problem is told.
+        settings.tls.key_file.write_text("broken")
+        proc.send_signal(signal.SIGHUP)
+        assert _poll(lambda: len(_reload_events(settings)) == 2,
+                     time.monotonic() + READY_DEADLINE), log_text()
+        event = _reload_events(settings)[1]
+        assert (event["result"], event["tls_certificate"]) == ("partial", "kept"), event
+        assert any("keeping the running certificate" in p for p in event["problems"]), event
+        assert "keeping the running certificate" in log_text()
+        assert _served_certificate(port) == new_der
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=STOP_DEADLINE) == 0
+        assert "Traceback" not in log_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

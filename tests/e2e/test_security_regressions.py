@@ -283,6 +283,40 @@ def test_a_certificate_cannot_log_in_as_someone_else(mss: MssInstance) -> None:
         assert any(wanted in line for line in denied), wanted
 
 
+def test_mx_peer_must_present_its_operator_certificate(mss: MssInstance) -> None:
+    """`mssctl init` requires mutual TLS on the mx listener: a peer without a
+    certificate is told one is required (530), a certificate whose DN is not
+    listed for the sender's domain is not trusted (550), the listed operator
+    delivers; the audit trail tells the refusals apart."""
+    token = secrets.token_hex(4)
+    sender = f"dr.dupont@{PEER_DOMAIN}"
+    message = make_message(f"Entre operateurs {token}", "Compte rendu.", sender=sender,
+                           to=[MARTIN])
+    for cert, mail_from, expected in (
+        (None, sender, (530, b"5.7.0 A client certificate is required")),
+        (mss.cert_pair(LABO), f"labo@{PEER_DOMAIN}", (550, b"5.7.1 Operator not in")),
+        (mss.peer_operator_pair, "someone@autre.test", (550, b"5.7.1 Operator not in")),
+    ):
+        with smtplib.SMTP("127.0.0.1", mss.port("smtp-mx"), timeout=IO_TIMEOUT) as s:
+            s.starttls(context=mss.client_context(cert))
+            s.ehlo("mx.operateur-pair.test")
+            code, text = s.docmd("MAIL", f"FROM:<{mail_from}>")
+            assert (code, text[:len(expected[1])]) == expected, (cert, code, text)
+    with smtplib.SMTP("127.0.0.1", mss.port("smtp-mx"), timeout=IO_TIMEOUT) as s:
+        s.starttls(context=mss.client_context(mss.peer_operator_pair))
+        s.ehlo("mx.operateur-pair.test")
+        assert s.sendmail(sender, [MARTIN], message) == {}
+    with ImapConn(mss.port("imaps"), mss.client_context()) as conn:
+        conn.login(MARTIN, mss.password(MARTIN))
+        conn.ok('SELECT "INBOX"')
+        found = untagged_of(conn.ok(f'UID SEARCH SUBJECT "Entre operateurs {token}"'), b"SEARCH")
+        assert len(found[0].text.split()) == 3, found
+    peer_events = [line for line in mss.audit_text().splitlines() if '"action": "peer"' in line]
+    assert any('"no-certificate"' in line for line in peer_events), peer_events
+    assert any('"not-whitelisted"' in line for line in peer_events), peer_events
+    assert any('"allow"' in line and PEER_DOMAIN in line for line in peer_events), peer_events
+
+
 def test_password_guessing_is_cut_off_and_traced(mss: MssInstance) -> None:
     with ImapConn(mss.port("imaps"), mss.client_context()) as conn:
         for i in range(3):  # limits.failed_auth

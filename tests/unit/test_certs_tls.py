@@ -387,3 +387,36 @@ def test_missing_crl_for_a_ca_fails_closed(dev_pki):
     assert res.error is not None
     err, res, _ = handshake(ctx, client_context(dev_pki, dev_pki.organisation))
     assert err is None and res.error is None
+
+
+def test_reload_rereads_the_ca_files(dev_pki, tmp_path):
+    """A CA added to tls.ca_files (with its CRL) is trusted by new contexts
+    after reload; a CA file broken later keeps the running anchors."""
+    from certs.devpki import issue_card, make_root_ca
+
+    pki = copy_pki(dev_pki, tmp_path)
+    extra_ca, extra_key = make_root_ca(tmp_path / "extra", "extra-ca", "AC AJOUTEE")
+    card = issue_card(tmp_path / "extra", "card", ca_cert=extra_ca, ca_key=extra_key,
+                      idnat="810000000555", surname="AJOUT", given_name="E")
+    extra_crl = make_crl(extra_ca, extra_key, tmp_path / "extra" / "extra-crl.pem")
+    ca_file = tmp_path / "cas.pem"
+    ca_file.write_bytes(pki.ca_bundle.read_bytes())
+    tls = ServerTLS(tls_settings(pki, ca_files=[ca_file],
+                                 crl_files=[*pki.crl_files, extra_crl]))
+    factory = tls.server_context_factory(listener(ClientCertMode.REQUIRED))
+    _, res, _ = handshake(factory.getContext(), client_context(pki, card))
+    assert res.error is not None  # not trusted yet
+
+    ca_file.write_bytes(pki.ca_bundle.read_bytes() + extra_ca.read_bytes())
+    assert tls.reload() == []
+    assert (tls.reloaded["ca_files"], tls.reloaded["certificate"]) == ("reloaded", "reloaded")
+    assert tls.reloaded["cas_without_crl"] == []
+    _, res, _ = handshake(factory.getContext(), client_context(pki, card))
+    assert res.error is None
+
+    ca_file.write_text("not a certificate")
+    problems = tls.reload()
+    assert any("keeping the running CA certificates" in p for p in problems), problems
+    assert tls.reloaded["ca_files"] == "kept"
+    _, res, _ = handshake(factory.getContext(), client_context(pki, card))
+    assert res.error is None

@@ -82,3 +82,17 @@ def test_readme_states_exactly_two_setup_commands() -> None:
     block = setup.split("```sh", 1)[1].split("```", 1)[0]
     commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
     assert commands == ["make run", "make test"]
+
+
+@pytest.mark.parametrize("demo", [False, True])
+def test_init_requires_operator_certificates_on_mx(tmp_path: Path, demo: bool) -> None:
+    """New instances (the demo too) refuse an MX peer without a certificate
+    or with a DN not listed; the model's default stays off for old files."""
+    (tmp_path / "mss.yaml").write_text(render_config(
+        domain="hopital.test", hostname="mx.hopital.test", port_offset=0, demo=demo,
+        pki={"cert_file": "pki/server.pem", "key_file": "pki/server.key",
+             "ca_file": "pki/ca.pem", "crl_file": "pki/crl.pem"}), encoding="utf-8")
+    settings = load_settings(tmp_path / "mss.yaml")
+    assert settings.policy.mx_require_client_cert is True
+    assert settings.policy.enforce_whitelist is True
+    assert PolicySettings().mx_require_client_cert is False

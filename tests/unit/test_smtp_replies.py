@@ -3,14 +3,20 @@ replies, including the peer operator check's."""
 
 from __future__ import annotations
 
-import pytest
-
 from mssmtpd.replies import PEER_REPLIES, POLICY_REPLIES, R, reply_for_reason
 
 
-@pytest.mark.parametrize("reason", ["not-whitelisted", "no-certificate"])
-def test_peer_operator_refusals_say_the_operator_is_not_trusted(reason: str) -> None:
-    assert reply_for_reason(reason, default=R.SENDER_DENIED, peer=True) is R.PEER_NOT_TRUSTED
+def test_a_peer_operator_not_listed_is_not_trusted() -> None:
+    assert reply_for_reason("not-whitelisted", default=R.SENDER_DENIED, peer=True) is (
+        R.PEER_NOT_TRUSTED)
+
+
+def test_a_peer_operator_without_certificate_is_told_one_is_required() -> None:
+    reply = reply_for_reason("no-certificate", default=R.SENDER_DENIED, peer=True)
+    assert reply is R.PEER_CERT_REQUIRED
+    assert reply != R.PEER_NOT_TRUSTED
+    assert (reply.code, reply.status) == (530, "5.7.0")
+    assert "certificate is required" in reply.text
 
 
 def test_the_same_reasons_elsewhere_keep_their_own_reply() -> None:
