@@ -63,6 +63,15 @@ def register(sub: Any) -> None:
     add_config_option(check)
     check.set_defaults(func=cmd_check)
 
+    reload = verbs.add_parser(
+        "reload", help="make the running server re-read the matrix",
+        description="Validate policy.flows_file, then ask the running `mssctl serve` of "
+        "these settings to re-read it (SIGHUP, which also re-reads certificates, CRLs and "
+        "the whitelist). A file with problems is not sent: they are printed (exit 2) and "
+        "the running matrix stays. The server records a `reload` audit event.")
+    add_config_option(reload)
+    reload.set_defaults(func=cmd_reload)
+
     ex = verbs.add_parser(
         "explain", help="which rule decides a flow, and why",
         description="Decide one flow (sender, recipient) with the matrix and print the "
@@ -135,6 +144,31 @@ def cmd_check(args: argparse.Namespace) -> int:
         args.file)
     matrix = _load_matrix(path, settings)
     print(f"{path}: {matrix.summary()}{note}")
+    return EXIT_OK
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    import signal
+
+    from mssctl.common import EXIT_FAILURE, admin_change
+    from mssctl.serve import pid_file
+
+    settings = load(args)
+    path = _matrix_path(settings, None, str(config_path(args)))
+    matrix = _load_matrix(path, settings)  # problems: printed, exit 2, nothing sent
+    pid_path = pid_file(config_path(args))
+    try:
+        pid = int(pid_path.read_text(encoding="ascii").strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        raise CliError(f"no running server for {config_path(args)} (no live pid in "
+                       f"{pid_path}); the matrix is valid: {matrix.summary()}",
+                       EXIT_FAILURE) from None
+    with admin_change(settings, "policy-reload", str(path), pid=pid, rules=len(matrix.rules),
+                      checksum=matrix.checksum):
+        os.kill(pid, signal.SIGHUP)
+    print(f"{path}: {matrix.summary()}; reload sent to pid {pid} (its `reload` audit event "
+          "says what it re-read)")
     return EXIT_OK
 
 

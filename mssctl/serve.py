@@ -452,7 +452,39 @@ def _prepare_fork(settings: Settings) -> None:
         raise CliError("internal error: the Twisted reactor was imported before forking")
 
 
+PID_FILE = "mss.pid"  # beside the settings file: `mssctl policy reload` signals it
+
+
+def pid_file(config: Path) -> Path:
+    """Where `serve` records the pid that takes SIGHUP (the parent, which
+    forwards it to every worker)."""
+    return config.resolve().parent / PID_FILE
+
+
+def _write_pid(path: Path) -> None:
+    try:
+        path.write_text(f"{os.getpid()}\n", encoding="ascii")
+    except OSError as exc:  # a read-only directory: reload by SIGHUP still works
+        log.warning("cannot write %s: %s", path, exc.strerror or exc)
+
+
+def _remove_pid(path: Path) -> None:
+    try:
+        if path.read_text(encoding="ascii").strip() == str(os.getpid()):
+            path.unlink()
+    except OSError:
+        pass
+
+
 def run(args: argparse.Namespace) -> int:
+    pid_path = pid_file(config_path(args))
+    try:
+        return _run(args, pid_path)
+    finally:
+        _remove_pid(pid_path)  # only ours: a second serve refused at bind leaves it
+
+
+def _run(args: argparse.Namespace, pid_path: Path) -> int:
     settings = load(args, check_files=True)
     workers = args.workers if args.workers is not None else settings.workers
     if not 1 <= workers <= 64:
@@ -461,6 +493,7 @@ def run(args: argparse.Namespace) -> int:
     bound, socks = open_listeners(list(settings.listeners), workers)
     connections = ConnectionCounts(slots=workers)  # before any fork: shared
     install_early_stop()
+    _write_pid(pid_path)
     if workers > 1:
         _prepare_fork(settings)
     if args.banner:

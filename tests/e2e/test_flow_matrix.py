@@ -113,3 +113,42 @@ def test_serve_refuses_to_start_on_a_broken_matrix(tmp_path_factory: pytest.Temp
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "flows.yaml:" in proc.stderr and "labo-stays-inside" in proc.stderr
     assert "lokal" in proc.stderr
+
+
+def wait_reloads(mss: MssInstance, count: int) -> list[dict[str, object]]:
+    deadline = time.monotonic() + 10
+    while len(reloads := [e for e in events(mss) if e["action"] == "reload"]) < count:
+        assert time.monotonic() < deadline, "no reload event"
+        time.sleep(0.05)  # polling the file the server appends to, bounded
+    return reloads
+
+
+def test_mssctl_policy_reload(mss: MssInstance) -> None:
+    from integration_support import run_cli
+
+    flows = mss.directory / "flows.yaml"
+    good = flows.read_text(encoding="utf-8")
+    assert (mss.directory / "mss.pid").is_file()
+    config = str(mss.directory / "mss.yaml")
+    before = len([e for e in events(mss) if e["action"] == "reload"])
+    try:
+        flows.write_text(good.replace("    from: {account: labo@hopital.test}",
+                                      "    frm: {account: labo@hopital.test}"), encoding="utf-8")
+        code, out = run_cli("policy", "reload", "--config", config)
+        assert code == 2 and "flows.yaml:" in out and "labo-stays-inside" in out
+        flows.write_text(good, encoding="utf-8")
+        with_rule(flows, RULE.replace("labo-stays-inside", "labo-not-cardio").replace(
+            "{local: false}", "{recipient: cardiologie@hopital.test}"))
+        code, out = run_cli("policy", "reload", "--config", config)
+        assert code == 0 and "reload sent to pid" in out, out
+        # Only the valid file was sent: one reload event, after the second call.
+        event = wait_reloads(mss, before + 1)[-1]
+        assert event["result"] == "ok" and event["flow_matrix_changed"] is True
+        assert labo_sends(mss, CARDIO)[0] == 550
+    finally:
+        flows.write_text(good, encoding="utf-8")
+        assert run_cli("policy", "reload", "--config", config)[0] == 0
+        wait_reloads(mss, before + 2)
+    assert labo_sends(mss, CARDIO)[0] == 250
+    admin = [e for e in events(mss) if e["action"] == "policy-reload"]
+    assert admin and str(admin[-1]["actor"]).startswith("admin:")
