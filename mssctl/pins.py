@@ -12,6 +12,7 @@ from mssctl.common import (
     EXIT_USAGE,
     CliError,
     add_config_option,
+    admin_change,
     load,
     opened_store,
     store_errors,
@@ -68,9 +69,15 @@ def cmd_pin(args: argparse.Namespace) -> int:
     elif not args.unpin:
         raise CliError("give --cert FILE.pem or --fingerprint SHA256", EXIT_USAGE)
     settings = load(args)
-    with opened_store(settings) as store, store_errors(f"account {login}"):
+    action = "account-unpin" if args.unpin else "account-pin"
+    with (
+        opened_store(settings) as store,
+        admin_change(settings, action, login, store=store, fingerprint=fingerprint) as change,
+        store_errors(f"account {login}"),
+    ):
         if args.unpin:
             removed = store.remove_cert_pins(login, fingerprint)
+            change.details["removed"] = removed
         else:
             assert fingerprint is not None
             store.add_cert_pin(login, fingerprint)

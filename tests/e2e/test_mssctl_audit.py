@@ -118,6 +118,17 @@ def test_every_admin_change_is_one_event_in_the_file_and_the_store(
         (e["actor"], e["action"], e["target"], e["result"]) for e in events]
 
 
+def test_certificate_pins_are_audited(inst: Path) -> None:
+    c = cfg(inst)
+    fp = "ab" * 32
+    labo = f"labo@{DOMAIN}"
+    assert mssctl("account", "pin", labo, "--fingerprint", fp, "-c", c)[0] == 0
+    assert mssctl("account", "pin", labo, "--unpin", "--fingerprint", fp, "-c", c)[0] == 0
+    pin, unpin = [e for e in file_events(inst) if e["action"] in ("account-pin", "account-unpin")]
+    assert (pin["actor"], pin["target"], pin["result"], pin["fingerprint"]) == (ME, labo, "ok", fp)
+    assert (unpin["action"], unpin["removed"]) == ("account-unpin", 1)
+
+
 def test_failures_are_audited_with_the_reason(inst: Path) -> None:
     code, _, err = mssctl("mailbox", "grant", CARDIO, f"nobody@{DOMAIN}", "-c", cfg(inst))
     assert code == 1 and "not found" in err
