@@ -355,7 +355,11 @@ def input_files(settings: Settings) -> list[tuple[str, Path]]:
         p = getattr(settings.tls, key)
         if p is not None:
             files.append((f"tls.{key}", p))
-    for key in ("flows_file", "whitelist_file"):
+    # With a URL, the whitelist file is only the last good copy: fetched if missing.
+    keys = ["flows_file", "whitelist_ca_file"]
+    if settings.policy.whitelist_url is None:
+        keys.append("whitelist_file")
+    for key in keys:
         p = getattr(settings.policy, key)
         if p is not None:
             files.append((f"policy.{key}", p))

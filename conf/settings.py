@@ -211,6 +211,13 @@ class RelayDNCheck(enum.StrEnum):
 class PolicySettings(_Model):
     flows_file: Path | None = None
     whitelist_file: Path | None = None
+    # Where the agency publishes the whitelist (https): fetched every
+    # `whitelist_refresh` seconds; a valid document replaces `whitelist_file`
+    # (the last good copy, needed with a URL), a broken or unreachable one
+    # keeps it. `whitelist_ca_file`: CAs for that HTTPS (default: the system's).
+    whitelist_url: str | None = None
+    whitelist_refresh: float = Field(default=21600.0, ge=60)
+    whitelist_ca_file: Path | None = None
     # Allowed authentication methods per account class.
     login_methods: LoginMethodSettings = Field(default_factory=LoginMethodSettings)
     # Deprecated (use login_methods): classes that may also log in with a
@@ -241,6 +248,20 @@ class PolicySettings(_Model):
     # Issuer shown by authenticator apps for one-time codes (otpauth:// URI);
     # default: the first served domain.
     totp_issuer: str | None = None
+
+    @field_validator("whitelist_url")
+    @classmethod
+    def _whitelist_https(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("https://"):
+            raise ValueError("must be an https:// URL")
+        return v
+
+    @model_validator(mode="after")
+    def _whitelist_copy(self) -> PolicySettings:
+        if self.whitelist_url is not None and self.whitelist_file is None:
+            raise ValueError("whitelist_url needs whitelist_file: where the last good copy "
+                             "is kept (and read at start)")
+        return self
 
     @field_validator("password_login_classes")
     @classmethod

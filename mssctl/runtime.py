@@ -237,6 +237,42 @@ def start_housekeeping(services: Services) -> Any:
     return loop
 
 
+def start_whitelist_refresh(services: Services) -> Any:
+    """When `policy.whitelist_url` is set: fetch the whitelist now and every
+    `policy.whitelist_refresh` seconds, on a thread of its own (never the
+    store's, never the reactor); returns the LoopingCall, or None."""
+    policy_settings = services.settings.policy
+    url, copy = policy_settings.whitelist_url, policy_settings.whitelist_file
+    if url is None or copy is None:
+        return None
+    from twisted.internet import threads
+    from twisted.internet.task import LoopingCall
+
+    from policy.whitelist_fetch import refresh_whitelist
+
+    def once() -> Any:
+        d = threads.deferToThreadPool(
+            services.reactor, services.reactor.getThreadPool(), refresh_whitelist,
+            services.policy, url, copy, policy_settings.whitelist_ca_file)
+
+        def done(result: Any) -> None:
+            if result.ok:
+                log.info("whitelist: %d domains from %s (generated %s)", result.domains, url,
+                         result.generated)
+            else:
+                log.warning("whitelist: cannot refresh from %s: %s; keeping the running list",
+                            url, result.reason)
+
+        d.addCallbacks(done, lambda f: log.error("whitelist refresh failed: %s",
+                                                 f.getTraceback()))
+        return d
+
+    loop = LoopingCall(once)
+    loop.clock = services.reactor
+    loop.start(policy_settings.whitelist_refresh, now=True)
+    return loop
+
+
 def reload_files(services: Services) -> list[str]:
     """SIGHUP: reopen the audit log (log rotation), re-read the CA files,
     CRLs, certificates and keys (`ServerTLS.reload`) and the whitelist, keeping the running copies of whatever

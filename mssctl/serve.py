@@ -245,6 +245,7 @@ def run_worker(settings: Settings, bound: list[BoundListener], socks: list[socke
         relay_service,
         reload_files,
         start_housekeeping,
+        start_whitelist_refresh,
     )
     from storage.crypto import KeyFileError
     from storage.interface import StoreError
@@ -275,6 +276,9 @@ def run_worker(settings: Settings, bound: list[BoundListener], socks: list[socke
         r.addSystemEventTrigger("before", "shutdown", relay.stop)
     housekeeping = start_housekeeping(services)
     r.addSystemEventTrigger("before", "shutdown", housekeeping.stop)
+    refresh = start_whitelist_refresh(services)
+    if refresh is not None:
+        r.addSystemEventTrigger("before", "shutdown", refresh.stop)
 
     stopping = False
 
