@@ -134,8 +134,19 @@ def from_mailboxes(content: bytes) -> list[str] | None:
     values = header_values(content, "From")
     if not values:
         return []
-    if len(values) != 1:
+    if len(values) != 1 or len(values[0]) > MAX_FROM:
         return None
+    try:
+        return _read_from(values)
+    except (RecursionError, ValueError):  # the standard library recurses per "("
+        return None
+
+
+# Longer than any real From: field (a few mailboxes); a longer one is not read.
+MAX_FROM = 8192
+
+
+def _read_from(values: list[str]) -> list[str] | None:
     parsed = parse_addresses(values[0]) or []
     ours: list[str] = []
     for _name, _adl, local, host in parsed:

@@ -103,3 +103,17 @@ def test_a_from_that_cannot_be_read_one_way_is_refused(env: SmtpEnv, header: byt
     assert inbox(env.store, DOCTOR) == []
     assert [e.details.get("reason") for e in env.audit.events if e.result == "deny"] == [
         "from-unreadable"]
+
+
+def _folded(value: bytes) -> bytes:
+    return b"\r\n ".join(value[i:i + 900] for i in range(0, len(value), 900))
+
+
+@pytest.mark.parametrize("value", [b"(" * 5000 + b"a@b.test", b"(" * 200_000, b"x" * 20_000])
+def test_a_pathological_from_is_refused_not_a_crash(env: SmtpEnv, value: bytes) -> None:
+    """The standard library's address parser recurses once per "(": a From:
+    folded over lines of thousands of them raised RecursionError out of the
+    protocol (the client got no reply)."""
+    conv = _session(env)
+    assert _send(conv, AGENT, b"From: " + _folded(value) + b"\r\n") == [c(R.FROM_UNREADABLE)]
+    assert codes(conv.cmd("NOOP")) == ["250 2.0.0"]
