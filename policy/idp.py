@@ -21,6 +21,7 @@ to the provider's ``introspection_endpoint`` (or the configured one).
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import logging
 import ssl
@@ -108,13 +109,14 @@ class IdentityProvider:
                 body = answer.read(MAX_DOCUMENT + 1)
         except urllib.error.HTTPError as exc:
             raise _unavailable(f"HTTP {exc.code} from {_where(url)}") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+            # HTTPException: a cut chunked answer, too many headers ...
             raise _unavailable(f"{_where(url)}: {type(exc).__name__}") from None
         if len(body) > MAX_DOCUMENT:
             raise _unavailable(f"answer of {_where(url)} too large")
         try:
             value = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise _unavailable(f"answer of {_where(url)} is not JSON") from None
         if not isinstance(value, dict):
             raise _unavailable(f"answer of {_where(url)} is not a JSON object")

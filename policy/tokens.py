@@ -35,7 +35,8 @@ _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 class TokenError(Exception):
     """A token that does not log anyone in. `reason` is one of: malformed,
     algorithm, unknown-key, bad-signature, wrong-issuer, wrong-audience,
-    expired, not-yet-valid, no-login-claim, inactive (introspection), and
+    expired, not-yet-valid, no-login-claim, unverified-email (the login claim
+    is "email" and the token says `email_verified` false), inactive (introspection), and
     `temporary` is set when the provider could not be asked (unavailable)."""
 
     def __init__(self, reason: str, *, login: str | None = None, temporary: bool = False,
@@ -97,7 +98,7 @@ def b64url_decode(text: str) -> bytes:
 def _json_object(data: bytes) -> dict[str, Any]:
     try:
         value = json.loads(data)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # "[[[[…": the parser recurses
         raise TokenError("malformed", detail="not JSON") from None
     if not isinstance(value, dict):
         raise TokenError("malformed", detail="not a JSON object")
@@ -243,6 +244,10 @@ def check_claims(payload: Mapping[str, Any], expect: Expectations, *,
         raise TokenError("not-yet-valid", login=login)
     if login is None:
         raise TokenError("no-login-claim", detail=expect.login_claim)
+    if expect.login_claim == "email" and payload.get("email_verified", True) is not True:
+        # A provider that lets users set their email unproved says so here;
+        # such an address names no account ("nOAuth").
+        raise TokenError("unverified-email", login=login)
     sub = payload.get("sub")
     return TokenClaims(login=login, subject=sub if isinstance(sub, str) else None,
                        issuer=issuer if isinstance(issuer, str) else None,

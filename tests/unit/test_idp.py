@@ -85,6 +85,8 @@ def relative(claims: dict[str, Any]) -> dict[str, Any]:
     ({"iss": "https://evil.example/realms/mss"}, "wrong-issuer"),
     ({"exp": None}, "malformed"),
     ({"exp": "tomorrow"}, "malformed"),
+    ({"email_verified": False}, "unverified-email"),  # "nOAuth": an address nobody proved
+    ({"email_verified": "true"}, "unverified-email"),
 ])
 def test_refused_claims(idp, tmp_path, claims, reason) -> None:
     check = make(idp, tmp_path).verify(idp.mint(USER, **relative(claims)))
@@ -137,6 +139,7 @@ def with_header(token: str, **header: Any) -> str:
     (lambda idp: b64url(b"[1]") + ".e30.AA", "malformed"),
     (lambda idp: "e30." + b64url(b"\xff") + ".AA", "malformed"),
     (lambda idp: "x" * 20000 + ".a.b", "malformed"),
+    (lambda idp: b64url(b"[" * 6000) + ".e30.AA", "malformed"),  # json recursed: RecursionError
 ])
 def test_refused_tokens(idp, tmp_path, make_token, reason) -> None:
     check = make(idp, tmp_path).verify(make_token(idp))
