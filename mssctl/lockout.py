@@ -4,7 +4,6 @@ the login throttle's locks (`policy.throttle`), as every worker sees them."""
 from __future__ import annotations
 
 import argparse
-import getpass
 import ipaddress
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -14,6 +13,7 @@ from mssctl.common import (
     EXIT_USAGE,
     CliError,
     add_config_option,
+    admin_actor,
     load,
     opened_store,
     print_table,
@@ -107,7 +107,7 @@ def cmd_unlock(args: argparse.Namespace) -> int:
             store.get_account(subject)  # NotFound for a typo
         audit = FileAuditSink(settings.audit.path, store, batch=False)
         try:
-            old = throttle(settings, store, audit).unlock(scope, subject, getpass.getuser())
+            old = throttle(settings, store, audit).unlock(scope, subject, admin_actor())
         finally:
             audit.close()
     now = datetime.now(UTC)

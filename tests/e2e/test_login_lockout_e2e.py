@@ -9,7 +9,6 @@ through the first holds on the second."""
 
 from __future__ import annotations
 
-import getpass
 import imaplib
 import json
 import shutil
@@ -34,6 +33,7 @@ from certs.devpki import issue_organisation_certificate
 from certs.identity import certificate_fingerprint, name_to_rfc4514
 from conf.loader import load_settings
 from conf.settings import ListenerRole
+from mssctl.common import admin_actor
 from policy.audit import FileAuditSink
 from policy.decisions import Peer
 from policy.throttle import LoginThrottle
@@ -172,7 +172,7 @@ def test_wrong_passwords_lock_across_connections_protocols_and_servers(
     assert {e["until"] for e in refused} == {lock["until"]}
     (unlock,) = [e for e in events if e["action"] == "unlock"]
     assert (unlock["actor"], unlock["target"], unlock["was_locked"]) == (
-        getpass.getuser(), DURAND, True)
+        admin_actor(), DURAND, True)
     assert [e["result"] for e in events if e["action"] == "login"][-4:] == ["allow"] * 4
     # Event order: the failures, the lock, the refusals, the unlock, the logins.
     kinds = [e["action"] if e["action"] != "login" else e["result"] for e in events]
@@ -277,4 +277,4 @@ def test_admin_command_errors_and_address_unlock(
     assert "198.51.100.23" not in run_mssctl(inst, "account", "locks")
     (event,) = [e for e in audit_events(inst) if e["action"] == "unlock"]
     assert (event["actor"], event["target"], event["scope"]) == (
-        getpass.getuser(), "198.51.100.23", ThrottleScope.ADDRESS.value)
+        admin_actor(), "198.51.100.23", ThrottleScope.ADDRESS.value)
