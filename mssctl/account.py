@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from conf.settings import Settings
 from mssctl import lockout, pins
 from mssctl.common import (
     EXIT_OK,
@@ -20,7 +19,7 @@ from mssctl.common import (
     store_errors,
 )
 from policy.passwords import hash_password
-from storage.interface import AccountClass, MessageStore
+from storage.interface import AccountClass
 
 CLASSES = [c.value for c in AccountClass]
 
@@ -193,29 +192,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _admin_actor() -> str:
-    """Who the admin CLI's audit events name: it has no login, so the system
-    user running it."""
-    import getpass
-
-    try:
-        return f"mssctl:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "mssctl"
-
-
-def _audit(settings: Settings, store: MessageStore, login: str, action: str,
-           **details: Any) -> None:
-    """One event in the audit log (file and store), as the daemons record."""
-    from policy.audit import FileAuditSink
-
-    sink = FileAuditSink(settings.audit.path, store)
-    try:
-        sink.record(_admin_actor(), action, login, "ok", **details)
-    finally:
-        sink.close()
-
-
 def cmd_totp_enable(args: argparse.Namespace) -> int:
     from conf.settings import AuthMethod
     from policy import totp
@@ -224,13 +200,17 @@ def cmd_totp_enable(args: argparse.Namespace) -> int:
     login = args.login.strip().lower()
     issuer = settings.policy.totp_issuer or settings.domains[0]
     secret = totp.new_secret()
-    with opened_store(settings) as store, store_errors(f"account {login}"):
+    with (
+        opened_store(settings) as store,
+        admin_change(settings, "totp-enable", login, store=store,
+                     replaced=bool(args.replace)),
+        store_errors(f"account {login}"),
+    ):
         account = store.get_account(login)
         if store.totp_factor(account.id) is not None and not args.replace:
             raise CliError(f"account {login} already has a one-time code secret "
                            "(--replace to give it a new one)")
         store.set_totp_secret(account.id, secret)
-        _audit(settings, store, login, "totp-enable", replaced=bool(args.replace))
     uri = totp.provisioning_uri(secret, login, issuer)
     allowed = settings.policy.login_methods.allowed(account.account_class.value)
     print(f"one-time codes enabled for {login}: log in with the password immediately "
@@ -254,11 +234,15 @@ def cmd_totp_enable(args: argparse.Namespace) -> int:
 def cmd_totp_disable(args: argparse.Namespace) -> int:
     settings = load(args)
     login = args.login.strip().lower()
-    with opened_store(settings) as store, store_errors(f"account {login}"):
+    with (
+        opened_store(settings) as store,
+        admin_change(settings, "totp-disable", login, store=store) as change,
+        store_errors(f"account {login}"),
+    ):
         account = store.get_account(login)
         had = store.totp_factor(account.id) is not None
         store.set_totp_secret(account.id, None)
-        _audit(settings, store, login, "totp-disable", had_secret=had)
+        change.details["had_secret"] = had
     print(f"one-time codes disabled for {login}" if had
           else f"account {login} had no one-time code secret")
     return EXIT_OK
