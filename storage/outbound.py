@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     delete,
+    func,
     insert,
     or_,
     select,
@@ -208,7 +209,8 @@ class OutboundMixin(StoreBase):
         q = select(AU)
         if actor is not None:
             if actor_prefix:
-                q = q.where(AU.c.actor.startswith(actor, autoescape=True))
+                # Not LIKE: SQLite's ignores ASCII case, PostgreSQL's does not.
+                q = q.where(func.substr(AU.c.actor, 1, len(actor)) == actor)
             else:
                 q = q.where(AU.c.actor == actor)
         if since is not None:

@@ -732,6 +732,8 @@ def test_audit_queries(any_store: Any) -> None:
         == events[1:3]
     assert s.audit_events(actor="admin:", actor_prefix=True) == [events[2], events[5]]
     assert s.audit_events(actor="a_", actor_prefix=True) == [events[7]]  # "_" is literal
+    # Case-sensitive on every backend (SQLite's LIKE ignores ASCII case).
+    assert s.audit_events(actor="ADMIN:", actor_prefix=True) == []
     assert s.audit_events(since=t0 + timedelta(minutes=1), until=t0 + timedelta(minutes=3)) \
         == events[1:3]
     assert s.audit_events(limit=2, newest=True) == events[-2:]
