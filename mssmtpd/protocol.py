@@ -643,13 +643,14 @@ class SMTPServerProtocol(Protocol):
 
     # ------------------------------------------------------------ MAIL / RCPT
 
-    def _decision(self, fn: Callable[..., Any], *args: Any,
-                  rcpt: str | None = None, inline: bool = False) -> defer.Deferred[Any]:
+    def _decision(self, fn: Callable[..., Any], *args: Any, rcpt: str | None = None,
+                  sender: str | None = None, inline: bool = False) -> defer.Deferred[Any]:
         """Ask the policy off the reactor, unless it says it can decide from
         its per-process cache without store I/O (`inline`): a thread hop per
         MAIL and RCPT was the largest cost of SMTP ingest (~1 ms CPU per
         message)."""
-        if inline and self.services.policy.decides_without_store(self.session.peer, rcpt):
+        if inline and self.services.policy.decides_without_store(self.session.peer, rcpt,
+                                                                 sender):
             return defer.maybeDeferred(fn, *args)
         return self.services.runner.run(fn, *args)
 
@@ -732,7 +733,7 @@ class SMTPServerProtocol(Protocol):
 
         d = self._decision(self.services.policy.check_rcpt,
                            session.peer, session.identity, env.sender, address,
-                           rcpt=address, inline=True)
+                           rcpt=address, sender=env.sender, inline=True)
         return d.addCallbacks(done, self._store_failure)
 
     # ------------------------------------------------------------ DATA

@@ -616,7 +616,8 @@ class Policy:
                           peer=peer.address, **rule)
         return RcptDecision(ALLOW, remote=True, flow=flow)
 
-    def decides_without_store(self, peer: Peer, rcpt: str | None = None) -> bool:
+    def decides_without_store(self, peer: Peer, rcpt: str | None = None,
+                              sender: str | None = None) -> bool:
         """True when the MAIL decision (`rcpt` None: check_sender, then
         check_peer_operator) or the RCPT decision for `rcpt` will not touch
         the database, nor will its audit event: the protocol may then decide
@@ -628,8 +629,16 @@ class Policy:
         if rcpt is None:
             # Submission senders are checked against the account's mailboxes.
             return peer.role is ListenerRole.MX
-        if self.flows is not None and peer.role is not ListenerRole.MX:
-            return False  # the matrix looks the sender's box up
+        if self.flows is not None:
+            if peer.role is not ListenerRole.MX:
+                return False  # the matrix looks the sender's box up
+            # On MX too when the sender claims a local domain (any client may):
+            # only a cached box spares the lookup.
+            _, sender_domain = split_address(sender or "")
+            if sender_domain and self.settings.is_local_domain(sender_domain):
+                hit = self._mailboxes.get((sender or "").strip().lower())
+                if hit is None or hit[0] <= time.monotonic():
+                    return False
         _, domain = split_address(rcpt)
         if not self.settings.is_local_domain(domain):
             return True  # relay decisions use the settings and the whitelist

@@ -89,3 +89,22 @@ def test_which_decisions_need_the_store(tmp_path, store, settings_factory):
     policy, _, audit = make(tmp_path, store, settings_factory, file=False)
     assert not policy.decides_without_store(MX)
     assert not policy.decides_without_store(MX, "x@remote.test")
+
+
+def test_with_a_flow_matrix_a_local_sender_on_mx_is_decided_off_the_reactor(
+        tmp_path, store, settings_factory):
+    """The matrix looks a local sender's box up: an MX client claiming any
+    address of our domains must not make the reactor thread wait on the
+    database (only a cached box spares the lookup)."""
+    from pathlib import Path as P
+
+    from policy.flows import FlowMatrixHolder
+
+    store.add_mailbox(f"cardio@{D}", MailboxType.ORG)
+    policy, counting, _ = make(tmp_path, store, settings_factory)
+    policy.flows = FlowMatrixHolder.load(
+        P(__file__).resolve().parents[2] / "conf" / "defaults" / "flows.yaml")
+    policy._local_mailbox(f"cardio@{D}")  # what RCPT does: caches the recipient
+    assert policy.decides_without_store(MX, f"cardio@{D}", "a@remote.example")
+    assert not policy.decides_without_store(MX, f"cardio@{D}", f"nobody@{D}")
+    assert not policy.decides_without_store(SUB, f"cardio@{D}", "a@remote.example")
