@@ -269,6 +269,10 @@ class RelayService:
         cert = peer_certificate(transport)
         if cert is None:
             return f"451 4.7.5 {host} presented no certificate"
-        dn = cert.subject.rfc4514_string()
+        from certs.identity import rfc4514_subject
+
+        # The form the whitelist and the inbound check use (serialNumber=,
+        # not 2.5.4.5=).
+        dn = rfc4514_subject(cert)
         decision = self.services.policy.check_relay_peer(domain, dn)
         return None if decision.allowed else relayerrors.dn_mismatch(host, domain, dn)
