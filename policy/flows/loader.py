@@ -103,6 +103,11 @@ def _mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Map:
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
         value = loader.construct_object(value_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:  # a list, a mapping, a set (`? !!set {a}`)
+            loader.bad_keys.append(line)
+            continue
         if isinstance(key, list | dict):
             loader.bad_keys.append(line)
             continue
@@ -125,10 +130,47 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _map
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _sequence)
 
 
+# PyYAML's parser takes time quadratic in the nesting of flow collections
+# ("[[[[…": 5,000 levels, 12 s); a matrix needs a handful.
+MAX_FLOW_NESTING = 32
+
+
+def _flow_nesting(text: str) -> tuple[int, int]:
+    """(deepest [ / { nesting, its line), counting brackets in strings too:
+    a bound, not a parse."""
+    depth = deepest = line = at = 0
+    for i, ch in enumerate(text):
+        if ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, at = depth, i
+        elif ch in "]}" and depth:
+            depth -= 1
+    if deepest:
+        line = text.count("\n", 0, at) + 1
+    return deepest, line
+
+
 def _parse_yaml(text: str, name: str) -> Any:
+    deepest, line = _flow_nesting(text)
+    if deepest > MAX_FLOW_NESTING:
+        raise FlowMatrixError([FlowProblem(
+            name, line, None, f"nesting deeper than {MAX_FLOW_NESTING} levels of [ ] or {{ }}")])
     loader = _LineLoader(text)
     try:
         data = loader.get_single_data()
+        # Aliases share one structure under many names (cheap to load), but
+        # printed in an error message six levels of ten are a million
+        # elements: refused whole.
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                line = event.start_mark.line + 1 if event.start_mark is not None else 1
+                raise FlowMatrixError([FlowProblem(
+                    name, line, None, "aliases (*name) are not allowed in a flow matrix")])
+    except (ValueError, TypeError, RecursionError) as exc:
+        # e.g. an integer of thousands of digits (Python's int limit)
+        raise FlowMatrixError([FlowProblem(
+            name, 1, None, f"invalid YAML value: {str(exc)[:200]}")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)

@@ -184,6 +184,26 @@ def test_file_problem(text: str, expected: list[str]) -> None:
     assert problems(text, name="f.yaml") == expected
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    # an unhashable key (a set) used to raise TypeError out of the loader
+    ("version: 1\ndefault: deny\nrules:\n  - id: a\n    ? !!set {x}\n    : 1\n"
+     "    action: allow\n", "f.yaml:5: a key must be plain text"),
+    # an integer past Python's 4,300-digit limit used to raise ValueError
+    ("version: " + "9" * 5000 + "\ndefault: deny\nrules: []\n", "f.yaml:1: invalid YAML value"),
+    ("version: 1\ndefault: deny\nrules:\n  - id: a\n    max_size: '" + "9" * 5000 + "M'\n"
+     "    action: allow\n", "f.yaml:5: rule a: max_size: expected a size"),
+    # aliases: stringified in an error message, six levels of ten are a million elements
+    ("a: &a [x, x]\nb: &b [*a, *a]\nversion: 1\ndefault: deny\nrules:\n  - id: r\n"
+     "    action: *b\n", "f.yaml:2: aliases (*name) are not allowed in a flow matrix"),
+    # PyYAML's parser is quadratic in flow nesting (5,000 levels took 12 s)
+    ("version: 1\ndefault: deny\nrules: " + "[" * 5000 + "]" * 5000 + "\n",
+     "f.yaml:3: nesting deeper than 32 levels"),
+])
+def test_hostile_yaml_is_a_problem_not_a_crash(text: str, expected: str) -> None:
+    found = problems(text, name="f.yaml")
+    assert len(found) == 1 and found[0].startswith(expected), found
+
+
 def test_every_problem_is_reported_in_line_order() -> None:
     text = HEAD + ("  - id: a\n    from: {role: submision}\n    action: allow\n"
                    "  - id: b\n    action: reject\n"
