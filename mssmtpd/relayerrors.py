@@ -139,7 +139,17 @@ def dn_mismatch(host: str, domain: str, dn: str) -> str:
             f"for {domain}")
 
 
+# The peer's text kept in the queue, the audit and the DSN: a reply may have
+# 200 lines of 64 KiB, and whatever control characters the peer chose.
+MAX_PEER_TEXT = 512
+
+
 def smtp_refusal(host: str, command: str, lines: list[str]) -> str:
-    """The peer's reply to a command, code and text, and who said it."""
+    """The peer's reply to a command, code and text (printable, at most
+    MAX_PEER_TEXT characters), and who said it."""
     text = " / ".join(line[4:].strip() for line in lines if len(line) > 4) or ""
-    return f"{lines[-1][:3]} {text} (answer of {host} to {command})".replace("  ", " ")
+    text = "".join(ch if ch.isprintable() else " " for ch in text[:MAX_PEER_TEXT * 2])
+    if len(text) > MAX_PEER_TEXT:
+        text = text[:MAX_PEER_TEXT] + "…"
+    code = "".join(ch for ch in lines[-1][:3] if ch.isdigit())
+    return f"{code} {text} (answer of {host} to {command})".replace("  ", " ")
