@@ -239,7 +239,7 @@ def start_housekeeping(services: Services) -> Any:
 
 def start_whitelist_refresh(services: Services) -> Any:
     """When `policy.whitelist_url` is set: fetch the whitelist now and every
-    `policy.whitelist_refresh` seconds, on a thread of its own (never the
+    `policy.whitelist_refresh` seconds, on the reactor's thread pool (never the
     store's, never the reactor); returns the LoopingCall, or None."""
     policy_settings = services.settings.policy
     url, copy = policy_settings.whitelist_url, policy_settings.whitelist_file

@@ -10,6 +10,7 @@ file as they were. One audit event per attempt (`whitelist-refresh`).
 
 from __future__ import annotations
 
+import http.client
 import os
 import ssl
 import tempfile
@@ -77,7 +78,8 @@ def refresh_whitelist(policy: Any, url: str, copy: Path, ca_file: Path | None,
         data = fetch(url, ca_file, timeout)
         whitelist = Whitelist.parse(data)
         _write_atomically(copy, data)
-    except (OSError, WhitelistError, urllib.error.URLError, ssl.SSLError) as exc:
+    except (OSError, WhitelistError, urllib.error.URLError, ssl.SSLError,
+            http.client.HTTPException) as exc:  # a cut answer, a bad status line
         reason = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
         policy.audit.record("system", "whitelist-refresh", url, "fail", reason=reason[:500],
                             kept=policy.whitelist is not None)
