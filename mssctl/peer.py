@@ -60,9 +60,12 @@ def _set_route(text: str, domain: str, route: str) -> str:
 
 
 def _add_whitelist_entry(path: Path, domain: str, dn: str) -> bool:
-    from policy.whitelist import Whitelist
+    from policy.whitelist import Whitelist, WhitelistError
 
-    current = Whitelist.load(path)
+    try:
+        current = Whitelist.load(path)
+    except WhitelistError as exc:
+        raise CliError(f"{path}: {exc}; fix the whitelist first") from None
     if current.allows(domain, dn):
         return False
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
@@ -86,8 +89,11 @@ def _add_whitelist_entry(path: Path, domain: str, dn: str) -> bool:
 
 
 def _replace(path: Path, text: str) -> None:
+    """Atomically, keeping the file's mode (mss.yaml may be 0600: it can hold
+    a database password)."""
     tmp = path.with_name(f".{path.name}.new")
     tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, path.stat().st_mode & 0o7777)
     os.replace(tmp, path)
 
 
@@ -112,7 +118,13 @@ def cmd_add(args: argparse.Namespace) -> int:
         raise CliError(f"{other_file} has no mx listener to route to")
     host = "127.0.0.1" if mx.address in ("", "0.0.0.0", "::") else mx.address  # noqa: S104
     route = f"[{host}]:{mx.port}" if ":" in host else f"{host}:{mx.port}"
-    dn = rfc4514_subject(load_pem_certificates(other.tls.cert_file)[0])
+    if not other.tls.ca_files:
+        raise CliError(f"{other_file} names no tls.ca_files: nothing to trust it by")
+    try:
+        dn = rfc4514_subject(load_pem_certificates(other.tls.cert_file)[0])
+    except (OSError, ValueError, IndexError) as exc:
+        raise CliError(f"{other.tls.cert_file}: cannot read the peer's server certificate "
+                       f"({exc})") from None
     ca = str(other.tls.ca_files[0].resolve())
     crl = str(other.tls.crl_files[0].resolve()) if other.tls.crl_files else None
     whitelist = settings.policy.whitelist_file

@@ -95,3 +95,24 @@ def test_peer_add_is_idempotent_and_refuses_a_non_instance(
     code, out = run_cli("peer", "add", str(tmp_path / "nowhere"),
                         "--config", str(a.directory / "mss.yaml"))
     assert code != 0 and "not a usable instance" in out
+
+
+def test_peer_add_keeps_the_settings_mode_and_refuses_a_broken_peer(
+        pair: tuple[MssInstance, MssInstance], tmp_path: Path) -> None:
+    import shutil
+    import stat
+
+    a, b = pair
+    config = a.directory / "mss.yaml"
+    config.chmod(0o600)  # it may hold a database password
+    run_mssctl(a, "peer", "add", str(b.directory))
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    broken = tmp_path / "broken"
+    shutil.copytree(b.directory, broken)
+    settings = (broken / "mss.yaml").read_text()
+    cert = next(line.split(":", 1)[1].strip() for line in settings.splitlines()
+                if line.strip().startswith("cert_file:"))
+    (broken / cert).write_text("not a certificate\n")
+    code, out = run_cli("peer", "add", str(broken), "--config", str(config))
+    assert code == 1 and "cannot read the peer's server certificate" in out, out
+    assert "Traceback" not in out
