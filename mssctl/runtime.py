@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from conf.settings import ListenerRole, ListenerSettings, Settings, TLSMode
-from policy.audit import FileAuditSink, record_certificate_refusal, record_nonblocking
+from policy.audit import FileAuditSink, record_certificate_refusal
 from policy.auth import Authenticator
 from policy.connections import ConnectionCounts
 from policy.decisions import Policy
@@ -315,7 +315,6 @@ def reload_files(services: Services) -> list[str]:
     for problem in problems:
         log.warning("reload: %s", problem)
     log.info("reload: done%s", f" with {len(problems)} problem(s)" if problems else "")
-    record_nonblocking(services.audit, services.runner.run, "system", "reload",
-                       services.settings.hostname, "partial" if problems else "ok",
-                       problems=problems, **details)
+    services.record_audit("system", "reload", services.settings.hostname,
+                          "partial" if problems else "ok", problems=problems, **details)
     return problems

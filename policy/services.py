@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet import defer
-
 from conf.settings import Settings
-from policy.audit import AuditSink
+from policy.audit import AuditSink, record_nonblocking
 from policy.auth import Authenticator
 from policy.connections import ConnectionCounts
 from policy.decisions import Policy
 from storage.interface import MessageStore
 from storage.threaded import InlineRunner, StoreRunner
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,17 +31,9 @@ class Services:
     connections: ConnectionCounts = field(default_factory=ConnectionCounts)
 
     def record_audit(self, actor: str, action: str, target: str, result: str,
-                     **details: Any) -> defer.Deferred[None]:
+                     **details: Any) -> None:
         """Records an event from the reactor thread without waiting for the
-        database (through the runner unless the sink never blocks). A lost
-        event is logged, never raised: the decision it records stands."""
-
-        def record() -> None:
-            self.audit.record(actor, action, target, result, **details)
-
-        if getattr(self.audit, "nonblocking", False):
-            d: defer.Deferred[None] = defer.maybeDeferred(record)
-        else:
-            d = self.runner.run(record)
-        d.addErrback(lambda f: log.warning("audit event lost: %s", f.getErrorMessage()))
-        return d
+        database (`policy.audit.record_nonblocking`). A lost event is logged,
+        never raised: the decision it records stands."""
+        record_nonblocking(self.audit, self.runner.run, actor, action, target, result,
+                           **details)
