@@ -49,6 +49,7 @@ from sqlalchemy import exc as sa_exc
 
 from storage import crypto
 from storage.directory import DirectoryMixin
+from storage.dirsync import DirectorySyncMixin
 from storage.index import (
     ColumnsCache,
     IndexCache,
@@ -317,7 +318,7 @@ class _SeenOverlay:
         return out
 
 
-class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
+class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin):
     """See `storage.interface.MessageStore` for the contract of every method."""
 
     def __init__(self, engine: Engine, key_file: Path, **kwargs: Any) -> None:
