@@ -668,14 +668,26 @@ class SMTPServerProtocol(Protocol):
             decision: Decision = policy.check_sender(session.peer, session.identity, cmd.sender)
             if decision.allowed and session.role is ListenerRole.MX:
                 # A null sender (DSN) is checked against every listed domain.
-                return policy.check_peer_operator(
-                    session.peer, cmd.sender.rpartition("@")[2].lower()), True
+                decision = policy.check_peer_operator(
+                    session.peer, cmd.sender.rpartition("@")[2].lower())
+                if not decision.allowed:
+                    return decision, True
+            if decision.allowed:
+                # The flow matrix, when a rule on the source alone decides.
+                decision = policy.check_sender_flow(session.peer, session.identity,
+                                                    cmd.sender, cmd.params.size)
             return decision, False
 
         def done(answer: tuple[Decision, bool]) -> None:
             decision, peer_check = answer
             if decision.reason == "account-disabled":
                 self._close(R.ACCOUNT_DISABLED)
+                return
+            flow = decision.flow
+            if not decision.allowed and flow is not None and flow.reply is not None:
+                log.info("mail from %s refused by flow rule %s (%s)", cmd.sender or "<>",
+                         flow.rule, flow.reply)
+                self._send(Reply(flow.reply.code, flow.reply.status, flow.reply.text))
                 return
             if decision.allowed:
                 session.envelope = Envelope(cmd.sender, cmd.params)
@@ -733,7 +745,7 @@ class SMTPServerProtocol(Protocol):
 
         d = self._decision(self.services.policy.check_rcpt,
                            session.peer, session.identity, env.sender, address,
-                           rcpt=address, sender=env.sender, inline=True)
+                           env.params.size, rcpt=address, sender=env.sender, inline=True)
         return d.addCallbacks(done, self._store_failure)
 
     # ------------------------------------------------------------ DATA
@@ -764,6 +776,37 @@ class SMTPServerProtocol(Protocol):
             self._audit("data", env.sender or "<>", "deny", reason="mail-loop", size=size)
             self._send(R.TOO_MANY_HOPS)
             return None
+        flows = self.services.policy.flows
+        if flows is not None and flows.matrix.uses_size:
+            return self._check_size(env, content)
+        return self._check_from(env, content)
+
+    def _check_size(self, env: Envelope, content: bytes) -> defer.Deferred[None]:
+        """The flow matrix's max_size rules, decided again on the real size."""
+        session = self.session
+        recipients = [r.address for r in env.recipients]
+
+        def after(decision: Decision) -> defer.Deferred[None] | None:
+            flow = decision.flow
+            if decision.allowed:
+                return self._check_from(env, content)
+            if flow is not None and flow.reply is not None:
+                log.info("message from %s (%d bytes) refused by flow rule %s (%s)",
+                         env.sender or "<>", len(content), flow.rule, flow.reply)
+                self._send(Reply(flow.reply.code, flow.reply.status, flow.reply.text))
+            else:
+                self._send(reply_for_reason(decision.reason,
+                                            temporary=decision.verdict is Verdict.TEMPFAIL,
+                                            default=R.TRANSACTION_FAILED))
+            return None
+
+        d: defer.Deferred[Decision] = self._decision(
+            self.services.policy.check_message_size, session.peer, session.identity,
+            env.sender, recipients, len(content))
+        return d.addCallbacks(after, self._store_failure)
+
+    def _check_from(self, env: Envelope, content: bytes) -> defer.Deferred[None] | None:
+        """Submission: the From: header against what the agent may send as."""
         session = self.session
         identity = session.identity
         if session.role is not ListenerRole.SUBMISSION or identity is None:

@@ -48,7 +48,7 @@ from storage.interface import (
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
 
-    from policy.flows import FlowDecision, FlowMatrixHolder
+    from policy.flows import FlowDecision, FlowMatrixHolder, FlowRequest
     from policy.whitelist import Whitelist
 
 # RFC 4314 rights. Sending as a shared mailbox is a separate right of the
@@ -145,6 +145,9 @@ class Decision:
     #   "mailbox-withdrawn" (the selected mailbox: grant revoked, expired or
     #   without "r" any more, or the mailbox disabled)
     reason: str = "ok"
+    # A refusal by the flow matrix at MAIL FROM (`check_sender_flow`): the
+    # rule, and the reply it names.
+    flow: FlowDecision | None = None
 
     @property
     def allowed(self) -> bool:
@@ -540,14 +543,8 @@ class Policy:
             return f"postmaster@{self.settings.domains[0]}"
         return rcpt
 
-    def flow(self, peer: Peer, identity: Identity | None, sender: str,
-             rcpt: str) -> FlowDecision | None:
-        """The flow matrix's decision on one (sender, recipient) pair, None
-        when no matrix is configured. Pure but for the mailbox lookups (the
-        same per-process cache as RCPT's)."""
-        holder = self.flows
-        if holder is None:
-            return None
+    def _flow_request(self, peer: Peer, identity: Identity | None, sender: str, rcpt: str,
+                      size: int | None) -> FlowRequest:
         from policy.flows import auth_method_of, facts_for
 
         method = None
@@ -563,23 +560,85 @@ class Policy:
             from certs.identity import rfc4514_subject
 
             peer_dn = rfc4514_subject(peer.client_cert)
-        request = facts_for(
+        return facts_for(
             _CachedFacts(self), self.settings, self.whitelist, listener=peer.listener,
             sender=sender, recipient=rcpt, client_ip=peer.address,
             account=identity.account if identity is not None else None,
-            auth_method=method, peer_dn=peer_dn,
+            auth_method=method, peer_dn=peer_dn, size=size,
         )
-        return holder.decide(request)
+
+    def flow(self, peer: Peer, identity: Identity | None, sender: str,
+             rcpt: str, size: int | None = None) -> FlowDecision | None:
+        """The flow matrix's decision on one (sender, recipient) pair, None
+        when no matrix is configured. `size`: declared at RCPT (SIZE=), the
+        actual size after DATA. Pure but for the mailbox lookups (the same
+        per-process cache as RCPT's)."""
+        holder = self.flows
+        if holder is None:
+            return None
+        return holder.decide(self._flow_request(peer, identity, sender, rcpt, size))
+
+    def check_sender_flow(self, peer: Peer, identity: Identity | None, sender: str,
+                          size: int | None = None) -> Decision:
+        """MAIL FROM, after `check_sender` (and, on MX, `check_peer_operator`):
+        the flow matrix refuses here when its decision is the same for every
+        recipient (`FlowMatrix.decide_sender`: a rule on the source alone).
+        A refusal is audited (action "mail", the rule named) and carries the
+        rule's reply in `Decision.flow`; anything else is decided per
+        recipient at RCPT, and records nothing here."""
+        holder = self.flows
+        if holder is None:
+            return ALLOW
+        flow = holder.matrix.decide_sender(self._flow_request(peer, identity, sender, "", size))
+        if flow is None or flow.allowed:
+            return ALLOW
+        from policy.flows import FlowVerdict
+
+        temporary = flow.verdict is FlowVerdict.TEMPFAIL
+        reason = "flow-tempfail" if temporary else "flow-denied"
+        self.audit.record(identity.name if identity else peer.address, "mail", sender or "<>",
+                          "deny", reason=reason, peer=peer.address, **flow.audit_details())
+        return Decision(Verdict.TEMPFAIL if temporary else Verdict.DENY, reason, flow=flow)
+
+    def check_message_size(self, peer: Peer, identity: Identity | None, sender: str,
+                           recipients: list[str], size: int) -> Decision:
+        """After DATA, when the matrix has a `max_size` rule: every accepted
+        recipient decided again with the message's real size (at RCPT it
+        was the SIZE= declared, or unknown). The first recipient now refused
+        refuses the message (SMTP has no per-recipient answer to DATA), with
+        its rule's reply in `Decision.flow`; each refused recipient is
+        audited (action "data", the rule named). Records nothing when all
+        still pass."""
+        holder = self.flows
+        if holder is None or not holder.matrix.uses_size:
+            return ALLOW
+        from policy.flows import FlowVerdict
+
+        actor = identity.name if identity else peer.address
+        refusal: Decision | None = None
+        for rcpt in recipients:
+            flow = holder.decide(self._flow_request(peer, identity, sender, rcpt, size))
+            if flow.allowed:
+                continue
+            temporary = flow.verdict is FlowVerdict.TEMPFAIL
+            reason = "flow-tempfail" if temporary else "flow-denied"
+            self.audit.record(actor, "data", rcpt, "deny", reason=reason, sender=sender or "<>",
+                              size=size, peer=peer.address, **flow.audit_details())
+            if refusal is None:
+                refusal = Decision(Verdict.TEMPFAIL if temporary else Verdict.DENY, reason,
+                                   flow=flow)
+        return refusal or ALLOW
 
     def check_rcpt(
-        self, peer: Peer, identity: Identity | None, sender: str, rcpt: str
+        self, peer: Peer, identity: Identity | None, sender: str, rcpt: str,
+        size: int | None = None,
     ) -> RcptDecision:
         """RCPT TO: the flow matrix first (when configured: its rule decides,
         and is named in the audit event), then the checks it cannot lift:
         the recipient box must exist and be active, relaying needs an
         authenticated submission and a whitelisted domain."""
         actor = identity.name if identity else peer.address
-        flow = self.flow(peer, identity, sender, rcpt)
+        flow = self.flow(peer, identity, sender, rcpt, size)
         rule: dict[str, object] = dict(flow.audit_details()) if flow is not None else {}
         if flow is not None and not flow.allowed:
             from policy.flows import FlowVerdict
@@ -619,7 +678,7 @@ class Policy:
     def decides_without_store(self, peer: Peer, rcpt: str | None = None,
                               sender: str | None = None) -> bool:
         """True when the MAIL decision (`rcpt` None: check_sender, then
-        check_peer_operator) or the RCPT decision for `rcpt` will not touch
+        check_peer_operator and check_sender_flow) or the RCPT decision for `rcpt` will not touch
         the database, nor will its audit event: the protocol may then decide
         on the reactor thread instead of paying a thread-pool round trip (a
         measured ~1 ms of CPU per message at SMTP ingest). Conservative: any

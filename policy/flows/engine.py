@@ -8,6 +8,11 @@ attribute leaves the candidate rules, lowest bit first; only conditions the
 index cannot hold (account globs, max_size) are then tested one by one. The
 cost hardly depends on the number of rules (bench/flow_matrix.py).
 
+`FlowMatrix.decide_sender` is the same walk at MAIL FROM, before any
+recipient is known: it answers only when the first rule the source can match
+does not look at the destination (it then decides for every recipient), and
+None otherwise (decide per recipient).
+
 `FlowMatrix.explain` walks the rules one by one with each condition's plain
 `test` and says why every rule before the deciding one did not match: it is
 the reference meaning, and tests check that both agree.
@@ -36,6 +41,12 @@ from policy.flows.model import (
     FlowVerdict,
     RuleMiss,
 )
+
+# The attributes of a flow known at MAIL FROM (everything in `from:`).
+SOURCE_ATTRIBUTES = frozenset({
+    "listener", "role", "network", "account", "account_class", "method", "sender",
+    "sender_local", "sender_box_type", "peer_dn", "peer_whitelisted",
+})
 
 DEFAULT_DENY_REPLY = FlowReply(550, "5.7.1", "Flow not allowed")
 DEFAULT_TEMPFAIL_REPLY = FlowReply(451, "4.7.1", "Flow refused for now, try again later")
@@ -67,6 +78,12 @@ class Rule:
     @property
     def has_max_size(self) -> bool:
         return any(c.attribute == "max_size" for c in self.conditions)
+
+    @property
+    def needs_recipient(self) -> bool:
+        """Some condition looks at the destination (`to:`)."""
+        return any(c.attribute not in SOURCE_ATTRIBUTES and c.attribute != "max_size"
+                   for c in self.conditions)
 
 
 KeysOf = Callable[[FlowRequest], tuple[Hashable, ...]]
@@ -134,6 +151,12 @@ class FlowMatrix:
         self._residual = [tuple(c for c in r.conditions if c.accepted is None) for r in self.rules]
         self._all = (1 << len(self.rules)) - 1
         self._indexes = self._build_indexes()
+        self._source_indexes = tuple(ix for ix in self._indexes
+                                     if ix.attribute in SOURCE_ATTRIBUTES)
+        self._needs_recipient = [r.needs_recipient for r in self.rules]
+        # Some rule looks at the size: decisions made before DATA (with the
+        # size declared by SIZE=, or none) must be made again with the real one.
+        self.uses_size = any(r.has_max_size for r in self.rules)
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -190,6 +213,32 @@ class FlowMatrix:
             if not residual or all(c.test(request) for c in residual):
                 plain, assumed = self._decisions[i]
                 return assumed if request.size is None and self.rules[i].has_max_size else plain
+            m ^= low
+        return self._default
+
+    def decide_sender(self, request: FlowRequest) -> FlowDecision | None:
+        """MAIL FROM: the decision for every recipient of this source, when
+        the source alone settles it, else None. Only the `from:` facts of
+        `request` (and `size`, when declared) are read.
+
+        First match, as in `decide`: rules whose source conditions fail are
+        skipped; the first rule left decides if it has no `to:` condition
+        (and, with a max_size, the size is known); if it has one, the answer
+        depends on the recipient (None). No rule left: the default."""
+        m = self._all
+        for index in self._source_indexes:
+            m &= index.mask(request)
+            if not m:
+                return self._default
+        while m:
+            low = m & -m
+            i = low.bit_length() - 1
+            rule = self.rules[i]
+            residual = self._residual[i]
+            if not residual or all(c.test(request) for c in residual):
+                if self._needs_recipient[i] or (rule.has_max_size and request.size is None):
+                    return None
+                return self._decisions[i][0]
             m ^= low
         return self._default
 

@@ -323,3 +323,63 @@ def test_indexed_decide_agrees_with_rule_by_rule_explain(seed: int) -> None:
         assert fast.rule == first
         decided_by.add(fast.rule)
     assert len(decided_by) > 1 or len(m) == 0  # the requests do reach rules
+
+
+_DESTINATION_FIELDS = ("recipient", "recipient_local", "recipient_whitelisted",
+                       "recipient_box_type", "recipient_box_state")
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_decide_sender_answers_only_what_every_recipient_would_get(seed: int) -> None:
+    """MAIL FROM: when `decide_sender` answers, every destination gets that
+    decision from `decide`; when it says None, some pair of destinations is
+    decided differently or by a rule that looks at the destination."""
+    rng = random.Random(1000 + seed)
+    m = matrix(random_matrix(rng, rng.randint(0, 25)))
+    answered = undecided = 0
+    for _ in range(150):
+        source = {k: rng.choice(v) for k, v in _REQUEST_POOLS.items()
+                  if k not in _DESTINATION_FIELDS}
+        at_mail = m.decide_sender(FlowRequest(**source, recipient=""))
+        destinations = [
+            {k: rng.choice(_REQUEST_POOLS[k]) for k in _DESTINATION_FIELDS} for _ in range(40)]
+        per_rcpt = [m.decide(FlowRequest(**source, **d)) for d in destinations]
+        if at_mail is None:
+            undecided += 1
+            continue
+        answered += 1
+        for d in per_rcpt:
+            assert (d.rule, d.verdict, d.reply) == (at_mail.rule, at_mail.verdict, at_mail.reply)
+    assert answered + undecided == 150
+
+
+def test_decide_sender_on_the_rules_of_the_shipped_kind() -> None:
+    m = matrix("""
+        - id: labo-internal-only
+          from: {sender: labo@hopital.test}
+          to: {local: false}
+          action: deny
+          reply: "550 5.7.1 The lab writes only inside the hospital"
+        - id: no-mx-relay
+          from: {role: mx}
+          action: deny
+        - id: big
+          from: {role: submission}
+          max_size: 1M
+          action: allow
+        - id: too-big
+          action: deny
+          reply: "552 5.3.4 Too big for this flow"
+        """)
+    # The lab's rule needs the recipient: undecided at MAIL.
+    assert m.decide_sender(req(sender="labo@hopital.test", recipient="")) is None
+    # A source-only rule decides for every recipient.
+    mx = m.decide_sender(req(role=ListenerRole.MX, listener="smtp-mx", recipient=""))
+    assert mx is not None and (mx.rule, mx.verdict) == ("no-mx-relay", FlowVerdict.DENY)
+    # max_size with no SIZE= declared: undecided; declared: decided.
+    assert m.decide_sender(req(recipient="")) is None
+    small = m.decide_sender(req(recipient="", size=1000))
+    assert small is not None and small.rule == "big" and small.allowed
+    large = m.decide_sender(req(recipient="", size=5 * 1024 * 1024))
+    assert large is not None and large.rule == "too-big"
+    assert large.reply == FlowReply(552, "5.3.4", "Too big for this flow")
