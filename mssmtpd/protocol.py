@@ -876,6 +876,7 @@ class SMTPServerProtocol(Protocol):
             dsn=dsn,
             actor=identity.name if identity else peer.address,
             success_dsn_for=success_dsn_recipients(dsn, local_addrs),
+            origin=self.services.policy.flow_origin(peer, identity) if remote else None,
         )
         self.session.messages += 1
         committed: defer.Deferred[Reply] = self.factory.delivery.commit(job)

@@ -42,12 +42,15 @@ from storage.interface import (
     Mailbox,
     MessageStore,
     NotFound,
+    QueueEntry,
+    QueueOrigin,
     TotpFactor,
 )
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
 
+    from policy.flows import AuthMethod as FlowAuthMethod
     from policy.flows import FlowDecision, FlowMatrixHolder, FlowRequest
     from policy.whitelist import Whitelist
 
@@ -543,29 +546,101 @@ class Policy:
             return f"postmaster@{self.settings.domains[0]}"
         return rcpt
 
-    def _flow_request(self, peer: Peer, identity: Identity | None, sender: str, rcpt: str,
-                      size: int | None) -> FlowRequest:
-        from policy.flows import auth_method_of, facts_for
+    @staticmethod
+    def _flow_method(peer: Peer, identity: Identity | None) -> FlowAuthMethod | None:
+        if identity is None:
+            return None
+        from policy.flows import auth_method_of
 
-        method = None
-        if identity is not None:
-            kind = None
-            if identity.method == "external" and peer.client_cert is not None:
-                from certs.identity import identity_from_certificate
+        kind = None
+        if identity.method == "external" and peer.client_cert is not None:
+            from certs.identity import identity_from_certificate
 
-                kind = identity_from_certificate(peer.client_cert).kind
-            method = auth_method_of(identity.method, kind)
-        peer_dn = None
+            kind = identity_from_certificate(peer.client_cert).kind
+        return auth_method_of(identity.method, kind)
+
+    @staticmethod
+    def _peer_dn(peer: Peer) -> str | None:
         if peer.role is ListenerRole.MX and peer.client_cert is not None:
             from certs.identity import rfc4514_subject
 
-            peer_dn = rfc4514_subject(peer.client_cert)
+            return rfc4514_subject(peer.client_cert)
+        return None
+
+    def _flow_request(self, peer: Peer, identity: Identity | None, sender: str, rcpt: str,
+                      size: int | None) -> FlowRequest:
+        from policy.flows import facts_for
+
         return facts_for(
             _CachedFacts(self), self.settings, self.whitelist, listener=peer.listener,
             sender=sender, recipient=rcpt, client_ip=peer.address,
             account=identity.account if identity is not None else None,
-            auth_method=method, peer_dn=peer_dn, size=size,
+            auth_method=self._flow_method(peer, identity), peer_dn=self._peer_dn(peer),
+            size=size,
         )
+
+    def flow_origin(self, peer: Peer, identity: Identity | None) -> QueueOrigin:
+        """The source facts of a message, kept with its queue entry so that
+        `recheck_relay` decides on the same source later."""
+        method = self._flow_method(peer, identity)
+        return QueueOrigin(
+            listener=peer.listener, client_ip=peer.address,
+            account=identity.account.login if identity is not None else None,
+            auth_method=method.value if method is not None else None,
+            peer_dn=self._peer_dn(peer),
+        )
+
+    def recheck_relay(self, entry: QueueEntry) -> dict[str, Decision]:
+        """The queue is about to relay `entry`: the flow matrix decides each
+        recipient again (it may have changed since the message was accepted,
+        and so may the account: class, disabled), with the source kept at
+        submission and the message's size. Returns the refused recipients
+        (deny: fail with the rule's reply; tempfail: try again later), with
+        the rule in `Decision.flow`. Each recipient decided is audited
+        (action "relay-flow", actor "relay", the rule named). Nothing is
+        decided (an empty answer) without a matrix or for an entry queued
+        before origins were kept; a listener that no longer exists leaves
+        the entry to the decision taken when it was accepted (audited)."""
+        holder = self.flows
+        origin = entry.origin
+        if holder is None or origin is None:
+            return {}
+        from policy.flows import AuthMethod as FlowMethod
+        from policy.flows import FlowVerdict, UnknownListener, facts_for
+
+        account: Account | None = None
+        if origin.account is not None:
+            try:
+                account = self.store.get_account(origin.account)
+            except NotFound:
+                account = None  # gone: decided as not logged in
+        method = (FlowMethod(origin.auth_method)
+                  if account is not None and origin.auth_method else None)
+        refused: dict[str, Decision] = {}
+        for rcpt in entry.recipients:
+            try:
+                request = facts_for(
+                    _CachedFacts(self), self.settings, self.whitelist, listener=origin.listener,
+                    sender=entry.sender, recipient=rcpt, client_ip=origin.client_ip,
+                    account=account, auth_method=method, peer_dn=origin.peer_dn,
+                    size=entry.size,
+                )
+            except UnknownListener:
+                self.audit.record("relay", "relay-flow", rcpt, "skip", queue_id=entry.id,
+                                  reason="listener-gone", listener=origin.listener)
+                continue
+            flow = holder.decide(request)
+            if flow.allowed:
+                self.audit.record("relay", "relay-flow", rcpt, "allow", queue_id=entry.id,
+                                  **flow.audit_details())
+                continue
+            temporary = flow.verdict is FlowVerdict.TEMPFAIL
+            reason = "flow-tempfail" if temporary else "flow-denied"
+            self.audit.record("relay", "relay-flow", rcpt, "deny", queue_id=entry.id,
+                              reason=reason, **flow.audit_details())
+            refused[rcpt] = Decision(Verdict.TEMPFAIL if temporary else Verdict.DENY, reason,
+                                     flow=flow)
+        return refused
 
     def flow(self, peer: Peer, identity: Identity | None, sender: str,
              rcpt: str, size: int | None = None) -> FlowDecision | None:
