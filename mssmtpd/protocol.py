@@ -51,7 +51,7 @@ from mssmtpd.framing import (
     LineTooLong,
     received_count,
 )
-from mssmtpd.replies import R, Reply, format_reply, local_error, reply_for_reason
+from mssmtpd.replies import R, Reply, flow_reply, format_reply, local_error, reply_for_reason
 from mssmtpd.session import Envelope, Recipient, Session, sequence_error
 from mssmtpd.tlsinfo import is_tls, peer_certificate, tls_info
 from policy import sasl
@@ -62,6 +62,7 @@ from policy.auth import (
     TokenCredentials,
 )
 from policy.decisions import Decision, FromDecision, Identity, Peer, RcptDecision, Verdict
+from policy.flows.model import FlowDecision
 from storage.interface import DSNParams, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -683,11 +684,8 @@ class SMTPServerProtocol(Protocol):
             if decision.reason == "account-disabled":
                 self._close(R.ACCOUNT_DISABLED)
                 return
-            flow = decision.flow
-            if not decision.allowed and flow is not None and flow.reply is not None:
-                log.info("mail from %s refused by flow rule %s (%s)", cmd.sender or "<>",
-                         flow.rule, flow.reply)
-                self._send(Reply(flow.reply.code, flow.reply.status, flow.reply.text))
+            if not decision.allowed and decision.flow is not None:
+                self._flow_refused(decision.flow, f"mail from {cmd.sender or '<>'}")
                 return
             if decision.allowed:
                 session.envelope = Envelope(cmd.sender, cmd.params)
@@ -699,6 +697,14 @@ class SMTPServerProtocol(Protocol):
                                             default=R.SENDER_DENIED, peer=peer_check))
 
         return self._decision(decide, inline=True).addCallbacks(done, self._store_failure)
+
+    def _flow_refused(self, flow: FlowDecision, what: str) -> None:
+        """The flow matrix refused: the operator's rule gives the reply, and
+        the log line names the rule."""
+        reply = flow_reply(flow)
+        log.info("%s refused by flow rule %s (%s %s %s)", what, flow.rule, reply.code,
+                 reply.status, reply.text)
+        self._send(reply)
 
     def _store_failure(self, failure: Failure) -> None:
         if isinstance(failure.value, StoreUnavailable):
@@ -726,12 +732,8 @@ class SMTPServerProtocol(Protocol):
 
         def done(result: RcptDecision) -> None:
             decision = result.decision
-            flow = result.flow
-            if not decision.allowed and flow is not None and flow.reply is not None:
-                # The flow matrix refused: the operator's rule gives the reply.
-                log.info("rcpt %s from %s refused by flow rule %s (%s)", address,
-                         env.sender or "<>", flow.rule, flow.reply)
-                self._send(Reply(flow.reply.code, flow.reply.status, flow.reply.text))
+            if not decision.allowed and result.flow is not None:
+                self._flow_refused(result.flow, f"rcpt {address} from {env.sender or '<>'}")
                 return
             if not decision.allowed:
                 self._send(reply_for_reason(decision.reason,
@@ -787,13 +789,11 @@ class SMTPServerProtocol(Protocol):
         recipients = [r.address for r in env.recipients]
 
         def after(decision: Decision) -> defer.Deferred[None] | None:
-            flow = decision.flow
             if decision.allowed:
                 return self._check_from(env, content)
-            if flow is not None and flow.reply is not None:
-                log.info("message from %s (%d bytes) refused by flow rule %s (%s)",
-                         env.sender or "<>", len(content), flow.rule, flow.reply)
-                self._send(Reply(flow.reply.code, flow.reply.status, flow.reply.text))
+            if decision.flow is not None:
+                self._flow_refused(decision.flow, f"message from {env.sender or '<>'} "
+                                                  f"({len(content)} bytes)")
             else:
                 self._send(reply_for_reason(decision.reason,
                                             temporary=decision.verdict is Verdict.TEMPFAIL,

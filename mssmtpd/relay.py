@@ -34,6 +34,7 @@ from mssmtpd.queue import (
     wants_failure_dsn,
     wants_success_dsn,
 )
+from mssmtpd.replies import flow_reply
 from policy.decisions import Verdict
 from storage.interface import QueueEntry
 
@@ -121,12 +122,13 @@ class RelayService:
         refused = yield runner.run(self.services.policy.recheck_relay, entry)
         for rcpt, decision in refused.items():
             flow = decision.flow
-            assert flow is not None and flow.reply is not None
-            text = f"{flow.reply} (flow rule {flow.rule})"
+            assert flow is not None
+            reply = flow_reply(flow)
+            text = f"{reply.code} {reply.status} {reply.text} (flow rule {flow.rule})"
             if decision.verdict is Verdict.TEMPFAIL:
                 deferred[rcpt] = text
             else:
-                failed.append(RecipientStatus(rcpt, "failed", flow.reply.status, text))
+                failed.append(RecipientStatus(rcpt, "failed", reply.status or "5.7.1", text))
         pending = [r for r in entry.recipients if r not in refused]
         for domain, rcpts in group_by_domain(pending).items():
             decision = yield runner.run(self.services.policy.may_relay_to, domain)

@@ -48,26 +48,16 @@ SOURCE_ATTRIBUTES = frozenset({
     "sender_local", "sender_box_type", "peer_dn", "peer_whitelisted",
 })
 
-DEFAULT_DENY_REPLY = FlowReply(550, "5.7.1", "Flow not allowed")
-DEFAULT_TEMPFAIL_REPLY = FlowReply(451, "4.7.1", "Flow refused for now, try again later")
-
-
-def default_reply(verdict: FlowVerdict) -> FlowReply | None:
-    """The reply of a deny or tempfail rule that names none."""
-    if verdict is FlowVerdict.DENY:
-        return DEFAULT_DENY_REPLY
-    if verdict is FlowVerdict.TEMPFAIL:
-        return DEFAULT_TEMPFAIL_REPLY
-    return None
-
-
 @dataclass(frozen=True, slots=True)
 class Rule:
     id: str
     line: int
     conditions: tuple[Condition, ...]  # all must hold
     verdict: FlowVerdict
-    reply: FlowReply | None  # None for allow
+    # The rule's own `reply:`; None for allow, and for a deny/tempfail that
+    # names none (SMTP then answers its catalogue's default for the verdict,
+    # `mssmtpd.replies.flow_reply`).
+    reply: FlowReply | None
     description: str = ""
 
     @property
@@ -136,8 +126,7 @@ class FlowMatrix:
     ) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self.default = default
-        self.default_reply = (None if default is FlowVerdict.ALLOW
-                              else reply or default_reply(default))
+        self.default_reply = None if default is FlowVerdict.ALLOW else reply
         self.source = source
         self.checksum = checksum
         self.default_line = default_line
@@ -271,4 +260,4 @@ def _network_keys(lengths: list[tuple[int, int]]) -> KeysOf:
     return keys_of
 
 
-__all__ = ["DEFAULT_DENY_REPLY", "DEFAULT_TEMPFAIL_REPLY", "FlowMatrix", "Rule", "network_key"]
+__all__ = ["FlowMatrix", "Rule", "network_key"]

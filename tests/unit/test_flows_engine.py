@@ -186,8 +186,9 @@ FIRST_MATCH = """
      "practitioners-out", FlowVerdict.ALLOW, None),
     ({"account_class": AccountClass.STAFF, "recipient_whitelisted": True, "size": 100},
      "big-ones", FlowVerdict.ALLOW, None),
+    # the default names no reply: SMTP answers its own (mssmtpd.replies.flow_reply)
     ({"account_class": AccountClass.STAFF, "size": 2 * 1024 * 1024}, "default",
-     FlowVerdict.DENY, FlowReply(550, "5.7.1", "Flow not allowed")),
+     FlowVerdict.DENY, None),
 ])
 def test_first_match_wins(fields: dict[str, Any], rule: str, verdict: FlowVerdict,
                           reply: FlowReply | None) -> None:
@@ -219,7 +220,26 @@ def test_default_allow_and_default_reply() -> None:
     assert (d.verdict, d.rule, d.line) == (FlowVerdict.DENY, "default", 2)
     assert str(d.reply) == "554 5.7.1 Not a declared flow"
     t = matrix("[]", default="tempfail")
-    assert str(t.decide(req()).reply) == "451 4.7.1 Flow refused for now, try again later"
+    assert t.decide(req()).reply is None  # SMTP's default for the verdict answers
+
+
+def test_smtp_answers_a_rule_without_reply_with_its_default_for_the_verdict() -> None:
+    from mssmtpd.replies import R, Reply, flow_reply
+
+    m = matrix("""
+        - id: hold
+          from: {account_class: staff}
+          action: tempfail
+        - id: own-words
+          from: {account_class: system}
+          action: deny
+          reply: "554 5.7.1 Systems do not send here"
+        """)
+    assert flow_reply(m.decide(req(account_class=AccountClass.STAFF))) == R.FLOW_TEMPFAIL
+    assert flow_reply(m.decide(req())) == R.FLOW_DENIED  # the default, no default_reply
+    assert flow_reply(m.decide(req(account_class=AccountClass.SYSTEM))) == Reply(
+        554, "5.7.1", "Systems do not send here")
+    assert str(R.FLOW_DENIED.to_bytes(), "ascii") == "550 5.7.1 Flow not allowed\r\n"
 
 
 def test_audit_details_name_the_rule_and_the_matrix() -> None:
