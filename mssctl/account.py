@@ -186,6 +186,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("certificate", a.cert_subject or "-"),
         ("pinned", ", ".join(pinned) if pinned else "-"),
         ("login lock", lock),
+        ("directory", (a.directory_dn or "-")
+         + (" (disabled by the directory sync)" if a.directory_disabled else "")),
     ]
     for key, value in lines:
         print(f"{key + ':':<12} {value}")

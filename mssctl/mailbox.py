@@ -252,9 +252,10 @@ def cmd_grants(args: argparse.Namespace) -> int:
             "yes" if g.send_as else "no",
             g.valid_from.isoformat() if g.valid_from else "-",
             g.valid_until.isoformat() if g.valid_until else "-",
+            "ldap-sync" if g.managed_by == "ldap" else "admin",
         ]
         for g in grants
         if g.rights or g.send_as
     ]
-    print_table(rows, ["LOGIN", "RIGHTS", "SEND-AS", "FROM", "UNTIL"])
+    print_table(rows, ["LOGIN", "RIGHTS", "SEND-AS", "FROM", "UNTIL", "BY"])
     return EXIT_OK

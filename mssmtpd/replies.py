@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from policy.flows.model import FlowDecision, FlowVerdict
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:
@@ -147,6 +149,10 @@ class R:
     MESSAGE_NOT_8BIT = Reply(554, "5.6.1", "8-bit content without BODY=8BITMIME")
     MESSAGE_BAD_HEADERS = Reply(554, "5.6.0", "Message header section is malformed")
     TRANSACTION_FAILED = Reply(554, "5.5.0", "Transaction failed")
+
+    # -- the flow matrix: a deny / tempfail rule (or default) without `reply:`
+    FLOW_DENIED = Reply(550, "5.7.1", "Flow not allowed")
+    FLOW_TEMPFAIL = Reply(451, "4.7.1", "Flow refused for now, try again later")
     TOO_MANY_HOPS = Reply(554, "5.4.6", "Too many hops, mail loop detected")
 
 
@@ -193,6 +199,14 @@ def reply_for_reason(reason: str, *, temporary: bool = False, default: Reply | N
     if peer and reason in PEER_REPLIES:
         return PEER_REPLIES[reason]
     return POLICY_REPLIES.get(reason, default or R.TRANSACTION_FAILED)
+
+
+def flow_reply(flow: FlowDecision) -> Reply:
+    """The reply of a refusing flow-matrix decision: its rule's own `reply:`,
+    else the default for the verdict."""
+    if flow.reply is not None:
+        return Reply(flow.reply.code, flow.reply.status, flow.reply.text)
+    return R.FLOW_TEMPFAIL if flow.verdict is FlowVerdict.TEMPFAIL else R.FLOW_DENIED
 
 
 def local_error(ref: str) -> Reply:

@@ -42,13 +42,16 @@ from storage.interface import (
     Mailbox,
     MessageStore,
     NotFound,
+    QueueEntry,
+    QueueOrigin,
     TotpFactor,
 )
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
 
-    from policy.flows import FlowDecision, FlowMatrixHolder
+    from policy.flows import AuthMethod as FlowAuthMethod
+    from policy.flows import FlowDecision, FlowMatrixHolder, FlowRequest
     from policy.ldapdir import BindOutcome
     from policy.whitelist import Whitelist
 
@@ -147,6 +150,9 @@ class Decision:
     #   "mailbox-withdrawn" (the selected mailbox: grant revoked, expired or
     #   without "r" any more, or the mailbox disabled)
     reason: str = "ok"
+    # A refusal by the flow matrix at MAIL FROM (`check_sender_flow`): the
+    # rule, and the reply it names.
+    flow: FlowDecision | None = None
 
     @property
     def allowed(self) -> bool:
@@ -589,46 +595,174 @@ class Policy:
             return f"postmaster@{self.settings.domains[0]}"
         return rcpt
 
-    def flow(self, peer: Peer, identity: Identity | None, sender: str,
-             rcpt: str) -> FlowDecision | None:
-        """The flow matrix's decision on one (sender, recipient) pair, None
-        when no matrix is configured. Pure but for the mailbox lookups (the
-        same per-process cache as RCPT's)."""
-        holder = self.flows
-        if holder is None:
+    @staticmethod
+    def _flow_method(peer: Peer, identity: Identity | None) -> FlowAuthMethod | None:
+        if identity is None:
             return None
-        from policy.flows import auth_method_of, facts_for
+        from policy.flows import auth_method_of
 
-        method = None
-        if identity is not None:
-            kind = None
-            if identity.method == "external" and peer.client_cert is not None:
-                from certs.identity import identity_from_certificate
+        kind = None
+        if identity.method == "external" and peer.client_cert is not None:
+            from certs.identity import identity_from_certificate
 
-                kind = identity_from_certificate(peer.client_cert).kind
-            method = auth_method_of(identity.method, kind)
-        peer_dn = None
+            kind = identity_from_certificate(peer.client_cert).kind
+        return auth_method_of(identity.method, kind)
+
+    @staticmethod
+    def _peer_dn(peer: Peer) -> str | None:
         if peer.role is ListenerRole.MX and peer.client_cert is not None:
             from certs.identity import rfc4514_subject
 
-            peer_dn = rfc4514_subject(peer.client_cert)
-        request = facts_for(
+            return rfc4514_subject(peer.client_cert)
+        return None
+
+    def _flow_request(self, peer: Peer, identity: Identity | None, sender: str, rcpt: str,
+                      size: int | None) -> FlowRequest:
+        from policy.flows import facts_for
+
+        return facts_for(
             _CachedFacts(self), self.settings, self.whitelist, listener=peer.listener,
             sender=sender, recipient=rcpt, client_ip=peer.address,
             account=identity.account if identity is not None else None,
-            auth_method=method, peer_dn=peer_dn,
+            auth_method=self._flow_method(peer, identity), peer_dn=self._peer_dn(peer),
+            size=size,
         )
-        return holder.decide(request)
+
+    def flow_origin(self, peer: Peer, identity: Identity | None) -> QueueOrigin:
+        """The source facts of a message, kept with its queue entry so that
+        `recheck_relay` decides on the same source later."""
+        method = self._flow_method(peer, identity)
+        return QueueOrigin(
+            listener=peer.listener, client_ip=peer.address,
+            account=identity.account.login if identity is not None else None,
+            auth_method=method.value if method is not None else None,
+            peer_dn=self._peer_dn(peer),
+        )
+
+    def recheck_relay(self, entry: QueueEntry) -> dict[str, Decision]:
+        """The queue is about to relay `entry`: the flow matrix decides each
+        recipient again (it may have changed since the message was accepted,
+        and so may the account: class, disabled), with the source kept at
+        submission and the message's size. Returns the refused recipients
+        (deny: fail with the rule's reply; tempfail: try again later), with
+        the rule in `Decision.flow`. Each recipient decided is audited
+        (action "relay-flow", actor "relay", the rule named). Nothing is
+        decided (an empty answer) without a matrix or for an entry queued
+        before origins were kept; a listener that no longer exists leaves
+        the entry to the decision taken when it was accepted (audited)."""
+        holder = self.flows
+        origin = entry.origin
+        if holder is None or origin is None:
+            return {}
+        from policy.flows import AuthMethod as FlowMethod
+        from policy.flows import FlowVerdict, UnknownListener, facts_for
+
+        account: Account | None = None
+        if origin.account is not None:
+            try:
+                account = self.store.get_account(origin.account)
+            except NotFound:
+                account = None  # gone: decided as not logged in
+        method = (FlowMethod(origin.auth_method)
+                  if account is not None and origin.auth_method else None)
+        refused: dict[str, Decision] = {}
+        for rcpt in entry.recipients:
+            try:
+                request = facts_for(
+                    _CachedFacts(self), self.settings, self.whitelist, listener=origin.listener,
+                    sender=entry.sender, recipient=rcpt, client_ip=origin.client_ip,
+                    account=account, auth_method=method, peer_dn=origin.peer_dn,
+                    size=entry.size,
+                )
+            except UnknownListener:
+                self.audit.record("relay", "relay-flow", rcpt, "skip", queue_id=entry.id,
+                                  reason="listener-gone", listener=origin.listener)
+                continue
+            flow = holder.decide(request)
+            if flow.allowed:
+                self.audit.record("relay", "relay-flow", rcpt, "allow", queue_id=entry.id,
+                                  **flow.audit_details())
+                continue
+            temporary = flow.verdict is FlowVerdict.TEMPFAIL
+            reason = "flow-tempfail" if temporary else "flow-denied"
+            self.audit.record("relay", "relay-flow", rcpt, "deny", queue_id=entry.id,
+                              reason=reason, **flow.audit_details())
+            refused[rcpt] = Decision(Verdict.TEMPFAIL if temporary else Verdict.DENY, reason,
+                                     flow=flow)
+        return refused
+
+    def flow(self, peer: Peer, identity: Identity | None, sender: str,
+             rcpt: str, size: int | None = None) -> FlowDecision | None:
+        """The flow matrix's decision on one (sender, recipient) pair, None
+        when no matrix is configured. `size`: declared at RCPT (SIZE=), the
+        actual size after DATA. Pure but for the mailbox lookups (the same
+        per-process cache as RCPT's)."""
+        holder = self.flows
+        if holder is None:
+            return None
+        return holder.decide(self._flow_request(peer, identity, sender, rcpt, size))
+
+    def check_sender_flow(self, peer: Peer, identity: Identity | None, sender: str,
+                          size: int | None = None) -> Decision:
+        """MAIL FROM, after `check_sender` (and, on MX, `check_peer_operator`):
+        the flow matrix refuses here when its decision is the same for every
+        recipient (`FlowMatrix.decide_sender`: a rule on the source alone).
+        A refusal is audited (action "mail", the rule named) and carries the
+        rule's reply in `Decision.flow`; anything else is decided per
+        recipient at RCPT, and records nothing here."""
+        holder = self.flows
+        if holder is None:
+            return ALLOW
+        flow = holder.matrix.decide_sender(self._flow_request(peer, identity, sender, "", size))
+        if flow is None or flow.allowed:
+            return ALLOW
+        from policy.flows import FlowVerdict
+
+        temporary = flow.verdict is FlowVerdict.TEMPFAIL
+        reason = "flow-tempfail" if temporary else "flow-denied"
+        self.audit.record(identity.name if identity else peer.address, "mail", sender or "<>",
+                          "deny", reason=reason, peer=peer.address, **flow.audit_details())
+        return Decision(Verdict.TEMPFAIL if temporary else Verdict.DENY, reason, flow=flow)
+
+    def check_message_size(self, peer: Peer, identity: Identity | None, sender: str,
+                           recipients: list[str], size: int) -> Decision:
+        """After DATA, when the matrix has a `max_size` rule: every accepted
+        recipient decided again with the message's real size (at RCPT it
+        was the SIZE= declared, or unknown). The first recipient now refused
+        refuses the message (SMTP has no per-recipient answer to DATA), with
+        its rule's reply in `Decision.flow`; each refused recipient is
+        audited (action "data", the rule named). Records nothing when all
+        still pass."""
+        holder = self.flows
+        if holder is None or not holder.matrix.uses_size:
+            return ALLOW
+        from policy.flows import FlowVerdict
+
+        actor = identity.name if identity else peer.address
+        refusal: Decision | None = None
+        for rcpt in recipients:
+            flow = holder.decide(self._flow_request(peer, identity, sender, rcpt, size))
+            if flow.allowed:
+                continue
+            temporary = flow.verdict is FlowVerdict.TEMPFAIL
+            reason = "flow-tempfail" if temporary else "flow-denied"
+            self.audit.record(actor, "data", rcpt, "deny", reason=reason, sender=sender or "<>",
+                              size=size, peer=peer.address, **flow.audit_details())
+            if refusal is None:
+                refusal = Decision(Verdict.TEMPFAIL if temporary else Verdict.DENY, reason,
+                                   flow=flow)
+        return refusal or ALLOW
 
     def check_rcpt(
-        self, peer: Peer, identity: Identity | None, sender: str, rcpt: str
+        self, peer: Peer, identity: Identity | None, sender: str, rcpt: str,
+        size: int | None = None,
     ) -> RcptDecision:
         """RCPT TO: the flow matrix first (when configured: its rule decides,
         and is named in the audit event), then the checks it cannot lift:
         the recipient box must exist and be active, relaying needs an
         authenticated submission and a whitelisted domain."""
         actor = identity.name if identity else peer.address
-        flow = self.flow(peer, identity, sender, rcpt)
+        flow = self.flow(peer, identity, sender, rcpt, size)
         rule: dict[str, object] = dict(flow.audit_details()) if flow is not None else {}
         if flow is not None and not flow.allowed:
             from policy.flows import FlowVerdict
@@ -668,7 +802,7 @@ class Policy:
     def decides_without_store(self, peer: Peer, rcpt: str | None = None,
                               sender: str | None = None) -> bool:
         """True when the MAIL decision (`rcpt` None: check_sender, then
-        check_peer_operator) or the RCPT decision for `rcpt` will not touch
+        check_peer_operator and check_sender_flow) or the RCPT decision for `rcpt` will not touch
         the database, nor will its audit event: the protocol may then decide
         on the reactor thread instead of paying a thread-pool round trip (a
         measured ~1 ms of CPU per message at SMTP ingest). Conservative: any

@@ -34,6 +34,7 @@ class AuthMethod(enum.Enum):
     PASSWORD = "password"  # noqa: S105
     PASSWORD_TOTP = "password+totp"  # noqa: S105
     TOKEN = "token"  # noqa: S105 - an identity provider's token (OAUTHBEARER, XOAUTH2)
+    LDAP = "ldap"  # a password checked by a bind to the hospital's directory
 
 
 class BoxState(enum.Enum):
@@ -97,7 +98,7 @@ class FlowDecision:
     verdict: FlowVerdict
     rule: str  # the id of the rule that decided, or "default"
     line: int  # that rule's line in the matrix file (of `default:` for the default)
-    reply: FlowReply | None  # None when allowed
+    reply: FlowReply | None  # the rule's own reply; None when allowed or when it names none
     checksum: str  # "sha256:<hex>" of the matrix file that decided
     # The deciding rule has a max_size and the request's size was not known:
     # decide again once it is (after DATA).

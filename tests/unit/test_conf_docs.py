@@ -12,6 +12,11 @@ from conf.settings import (
     AuditSettings,
     DatabaseSettings,
     IdentityProviderSettings,
+    LdapAttributes,
+    LdapGrant,
+    LdapGroupSearch,
+    LdapSearch,
+    LdapSettings,
     LimitSettings,
     ListenerSettings,
     LockoutSettings,
@@ -36,6 +41,11 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("policy.lockout.", LockoutSettings),
     ("policy.login_methods.", LoginMethodSettings),
     ("identity_provider.", IdentityProviderSettings),
+    ("ldap.", LdapSettings),
+    ("ldap.people.", LdapSearch),
+    ("ldap.groups.", LdapGroupSearch),
+    ("ldap.attributes.", LdapAttributes),
+    ("ldap.grants[].", LdapGrant),
 ]
 
 
