@@ -15,6 +15,7 @@ from mssctl.common import (
     EXIT_USAGE,
     CliError,
     add_config_option,
+    admin_actor,
     load,
     opened_store,
     store_errors,
@@ -77,7 +78,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
                            f"{exc.strerror or exc}; nothing was changed") from None
         try:
             run = sync_with_lease(settings.ldap, store, audit, holder_name("mssctl"),
-                                  dry_run=args.dry_run, progress=progress)
+                                  dry_run=args.dry_run, progress=progress,
+                                  started_by=admin_actor())
         finally:
             if progress is not None:
                 progress.end()

@@ -300,7 +300,8 @@ def start_ldap_sync(services: Services) -> Any:
     def once() -> Any:
         d = threads.deferToThreadPool(
             services.reactor, services.reactor.getThreadPool(), sync_with_lease,
-            ldap, services.store, services.audit, holder, min_interval=ldap.sync_interval * 0.9)
+            ldap, services.store, services.audit, holder, min_interval=ldap.sync_interval * 0.9,
+            started_by="system")
 
         def done(run: Any) -> None:
             if run.skipped is not None:

@@ -30,6 +30,8 @@ transaction, so open sessions lose the access at their next command.
 
 from __future__ import annotations
 
+import logging
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +50,8 @@ from storage.interface import (
     NotFound,
     StoreError,
 )
+
+log = logging.getLogger(__name__)
 
 ACTOR = "ldap-sync"
 MANAGED_BY = "ldap"
@@ -594,13 +598,15 @@ def sync_with_lease(settings: LdapSettings, store: MessageStore, audit: AuditSin
                     holder: str, *, dry_run: bool = False, progress: Progress | None = None,
                     min_interval: float | None = None,
                     clock: Callable[[], Any] | None = None,
-                    read: Callable[..., Snapshot] = read_directory) -> LeasedRun:
+                    read: Callable[..., Snapshot] = read_directory,
+                    started_by: str | None = None) -> LeasedRun:
     """One run under the database lease (one process of one node at a
     time; `min_interval`: and not if a run started less than that many
     seconds ago, for the periodic sync of several workers and nodes). The
     result (time, duration, counts, error) is kept in the store and one
     `ldap-sync` audit event records it. A dry run takes no lease and
-    records nothing."""
+    records nothing. `started_by`: who asked (`admin:<user>` for mssctl),
+    in that event."""
     from datetime import UTC, datetime, timedelta
 
     from policy.ldapdir import DirectoryError
@@ -626,6 +632,10 @@ def sync_with_lease(settings: LdapSettings, store: MessageStore, audit: AuditSin
         error = str(exc)
     except StoreError as exc:
         error = f"store: {exc or type(exc).__name__}"
+    except Exception as exc:  # noqa: BLE001 - recorded, and the lease released
+        ref = secrets.token_hex(6)
+        log.exception("ldap sync: unexpected error (ref %s)", ref)
+        error = f"unexpected error {type(exc).__name__} (ref {ref}, in the log)"
     finished = now_of()
     counts = report.summary_counts if report is not None else {}
     if report is not None and report.failed:
@@ -638,6 +648,6 @@ def sync_with_lease(settings: LdapSettings, store: MessageStore, audit: AuditSin
     finally:
         store.release_directory_lease(SYNC_NAME, holder)
     audit.record(ACTOR, "ldap-sync", ",".join(settings.urls), result, holder=holder,
-                 duration=round((finished - started).total_seconds(), 3),
+                 started_by=started_by, duration=round((finished - started).total_seconds(), 3),
                  **({"reason": error} if error else {}), **counts)
     return LeasedRun(report=report, error=error)

@@ -119,6 +119,7 @@ def test_thousand_people_sync_fast_and_a_second_run_changes_nothing(
     summary = [e for e in events if e["action"] == "ldap-sync"]
     assert len(summary) == 1 and summary[0]["result"] == "ok"
     assert summary[0]["people"] == 1000 and summary[0]["changes"] == 3050
+    assert summary[0]["started_by"].startswith("admin:")
 
     started = time.monotonic()
     code, out, err = cli(config, "ldap", "sync")
@@ -333,3 +334,36 @@ def test_the_lease_lets_one_holder_run_and_lapses(ldap_small: Slapd, store: Any,
     assert (status.last_result, status.last_holder, status.lease_holder) == (
         "ok", "node-b:2:serve", None)
     assert status.last_counts["people"] == 12 and status.last_counts["account_add"] == 12
+
+
+def test_progress_on_a_terminal_only(ldap_1000: Slapd, store: Any, tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+
+    from mssctl_support import REPO, env, mssctl_cmd
+
+    config = write_config(tmp_path, ldap_1000, n_groups=50)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(mssctl_cmd("ldap", "sync", "--dry-run", "-c", str(config)),  # noqa: S603
+                            stdout=slave, stderr=slave, stdin=subprocess.DEVNULL,
+                            env=env(), cwd=REPO)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the other side closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=120) == 0
+    text = b"".join(chunks).decode()
+    assert "\rreading people: 100\x1b[K" in text and "\rreading people: 1000\x1b[K" in text
+    assert "\rreading groups: 50\x1b[K" in text
+    assert "dry run: 3050 change(s) would be made (1000 people, 50 groups)" in text
+    # Not on a terminal (the other tests): nothing but the changes and the summary.
+    code, out, err = cli(config, "ldap", "sync", "--dry-run")
+    assert (code, err) == (0, "") and "reading" not in out
