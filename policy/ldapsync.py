@@ -126,6 +126,10 @@ class Group:
     dn: str
     name: str | None
     members: frozenset[str]  # normalised member DNs
+    # False when the server sent only part of the members (Active Directory
+    # ranges, `member;range=0-1499`, that ldap3 could not complete): the
+    # grants of its boxes are then left as they are.
+    complete: bool = True
 
 
 @dataclass
@@ -182,10 +186,12 @@ def read_directory(settings: LdapSettings, *, progress: Progress | None = None) 
         if groups is not None:
             attrs = [groups.member_attribute, groups.name_attribute]
             for entry in directory.search(conn, groups, attrs):
+                ranged = f"{groups.member_attribute.lower()};range="
                 snapshot.groups.append(Group(
                     dn=entry.dn, name=entry.first(groups.name_attribute),
                     members=frozenset(normalise_dn(m) for m in
-                                      entry.values(groups.member_attribute))))
+                                      entry.values(groups.member_attribute)),
+                    complete=not any(k.lower().startswith(ranged) for k in entry.attributes)))
                 if progress is not None and len(snapshot.groups) % 10 == 0:
                     progress("groups", len(snapshot.groups))
     finally:
@@ -362,8 +368,9 @@ def _plan_grants(snapshot: Snapshot, existing: Existing, settings: LdapSettings,
         key = mapping.group
         group = (groups_by_dn.get(normalise_dn(key)) if "=" in key
                  else groups_by_name.get(key.lower()))
-        if group is None:
-            problems.append(f"group {key} (for {mapping.mailbox}) not found in the directory: "
+        if group is None or not group.complete:
+            why = "not found in the directory" if group is None else "members read only in part"
+            problems.append(f"group {key} (for {mapping.mailbox}) {why}: "
                             f"grants on {mapping.mailbox} left as they are")
             frozen.add(mapping.mailbox)
             continue

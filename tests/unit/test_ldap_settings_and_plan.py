@@ -181,3 +181,17 @@ def test_grants_the_sync_does_not_own_are_left_alone() -> None:
     assert [c.text for c in changes] == [
         "revoke svc@hopital.test from b@hopital.test (no longer in its groups)"]
     assert found == []
+
+
+def test_a_group_read_in_part_leaves_its_box_alone() -> None:
+    s = settings(groups={"base_dn": "ou=g"},
+                 grants=[{"group": "svc", "mailbox": "svc@hopital.test", "rights": "lr"}])
+    a = account(1, "a@hopital.test", dn="uid=a,ou=p")
+    existing = Existing([a], [mailbox(9, "svc@hopital.test")],
+                        [Grant(1, 1, 9, "lr", managed_by="ldap")], frozenset({"hopital.test"}))
+    snapshot = Snapshot([person("a@hopital.test", "uid=a,ou=p")],
+                        [Group("cn=svc,ou=g", "svc", frozenset(), complete=False)])
+    changes, found = plan_changes(snapshot, existing, s)
+    assert changes == []
+    assert found == ["group svc (for svc@hopital.test) members read only in part: grants on "
+                     "svc@hopital.test left as they are"]
