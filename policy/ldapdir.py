@@ -92,7 +92,7 @@ class Directory:
         return ldap3.Server(url, use_ssl=url.lower().startswith("ldaps://"), tls=tls,
                             connect_timeout=self.settings.timeout, get_info=ldap3.NONE)
 
-    def _open(self, url: str, *, client_cert: bool, **identity: Any) -> ldap3.Connection:
+    def open(self, url: str, *, client_cert: bool, **identity: Any) -> ldap3.Connection:
         """An open (not yet bound) connection to `url`, TLS started when
         configured; `identity`: ldap3's user/password/authentication/sasl_*
         for its next `bind()`."""
@@ -133,7 +133,7 @@ class Directory:
         problems: list[str] = []
         for url in s.urls:
             try:
-                conn = self._open(url, client_cert=s.bind is LdapBind.SASL_EXTERNAL, **identity)
+                conn = self.open(url, client_cert=s.bind is LdapBind.SASL_EXTERNAL, **identity)
                 ok = conn.bind()
                 if not ok:
                     result = conn.result or {}
@@ -221,7 +221,7 @@ class BindChecker:
         problems: list[str] = []
         for url in self.settings.urls:
             try:
-                conn = self.directory._open(url, client_cert=False)
+                conn = self.directory.open(url, client_cert=False)
             except (DirectoryError, ldap_exc.LDAPException, OSError, ssl.SSLError) as exc:
                 problems.append(f"{url}: {_describe(exc)}")
                 continue
