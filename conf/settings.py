@@ -487,7 +487,24 @@ class LdapSettings(_Model):
                 raise ValueError("bind: sasl-external needs TLS: ldaps:// URLs or start_tls")
         if self.grants and self.groups is None:
             raise ValueError("grants need groups (where the service groups are)")
+        if self.bind is LdapBind.SIMPLE and self.cleartext_urls():
+            raise ValueError("bind: simple would send the password in clear to "
+                             f"{', '.join(self.cleartext_urls())}: use ldaps:// or start_tls")
         return self
+
+    def cleartext_urls(self) -> list[str]:
+        """The URLs a password would cross the network in clear to: ldap://
+        without StartTLS, to a host that is not the loopback."""
+        if self.start_tls:
+            return []
+        out = []
+        for url in self.urls:
+            if not url.lower().startswith("ldap://"):
+                continue
+            host = url[len("ldap://"):].split("/", 1)[0].rsplit(":", 1)[0].strip("[]").lower()
+            if host not in ("127.0.0.1", "::1", "localhost"):
+                out.append(url)
+        return out
 
 
 def _account_class(name: str) -> str:
@@ -520,11 +537,17 @@ class Settings(_Model):
 
     @model_validator(mode="after")
     def _ldap_method_needs_ldap(self) -> Settings:
-        if self.ldap is None:
-            for name in ACCOUNT_CLASSES:
-                if AuthMethod.LDAP in getattr(self.policy.login_methods, name):
-                    raise ValueError(f"policy.login_methods.{name} allows ldap, "
-                                     "but no ldap section is configured")
+        for name in ACCOUNT_CLASSES:
+            if AuthMethod.LDAP not in getattr(self.policy.login_methods, name):
+                continue
+            if self.ldap is None:
+                raise ValueError(f"policy.login_methods.{name} allows ldap, "
+                                 "but no ldap section is configured")
+            if self.ldap.cleartext_urls():
+                raise ValueError(f"policy.login_methods.{name} allows ldap, which would send "
+                                 "passwords in clear to "
+                                 f"{', '.join(self.ldap.cleartext_urls())}: use ldaps:// or "
+                                 "ldap.start_tls")
         return self
 
     def listeners_for(self, role: ListenerRole) -> list[ListenerSettings]:

@@ -78,6 +78,9 @@ def test_a_good_section_loads_with_paths_resolved() -> None:
       "grants": [{"group": "g", "mailbox": "svc@hopital.test", "rights": "lrz"}]},
      "mss.yaml: ldap.grants.0.rights: expected RFC 4314 rights among lrswipkxtea, got 'z'"),
     ({**LDAP, "timeout": 0}, "mss.yaml: ldap.timeout: "),
+    ({**LDAP, "urls": ["ldap://ldap.hopital.test"]},
+     "bind: simple would send the password in clear to ldap://ldap.hopital.test: use "
+     "ldaps:// or start_tls"),
     ({**LDAP, "bind_pasword_file": "x"}, "mss.yaml: ldap.bind_pasword_file: "),
 ])
 def test_bad_sections_name_the_key(ldap: dict[str, Any], expected: str) -> None:
@@ -90,6 +93,14 @@ def test_the_ldap_method_needs_the_section() -> None:
     assert any("policy.login_methods.staff allows ldap, but no ldap section" in x
                for x in found), found
     assert problems(ldap=LDAP, policy={"login_methods": {"staff": ["ldap"]}}) == []
+    anonymous = {**LDAP, "bind": "anonymous", "urls": ["ldap://ldap.hopital.test:389"]}
+    assert problems(ldap=anonymous) == []
+    found = problems(ldap=anonymous, policy={"login_methods": {"staff": ["ldap"]}})
+    assert any("policy.login_methods.staff allows ldap, which would send passwords in clear "
+               "to ldap://ldap.hopital.test:389: use ldaps:// or ldap.start_tls" in x
+               for x in found), found
+    for safe in ({**anonymous, "start_tls": True}, {**anonymous, "urls": ["ldap://[::1]:389"]}):
+        assert problems(ldap=safe, policy={"login_methods": {"staff": ["ldap"]}}) == []
 
 
 @pytest.mark.parametrize(("attribute", "value", "disabled"), [
