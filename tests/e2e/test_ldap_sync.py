@@ -367,3 +367,56 @@ def test_progress_on_a_terminal_only(ldap_1000: Slapd, store: Any, tmp_path: Pat
     # Not on a terminal (the other tests): nothing but the changes and the summary.
     code, out, err = cli(config, "ldap", "sync", "--dry-run")
     assert (code, err) == (0, "") and "reading" not in out
+
+
+def listening_addresses(pid: int) -> set[tuple[str, int]]:
+    """(address, port) of every listening TCP socket of process `pid`."""
+    import ipaddress
+    import os
+
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = set()
+    for table, width in (("tcp", 4), ("tcp6", 16)):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A" or inode not in inodes:  # 0A: LISTEN
+                continue
+            hex_addr, hex_port = local.split(":")
+            raw = bytes.fromhex(hex_addr)
+            # /proc prints each 32-bit word in host (little-endian) order.
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, width, 4))
+            found.add((str(ipaddress.ip_address(raw)), int(hex_port, 16)))
+    return found
+
+
+def test_slapd_listens_on_loopback_only_and_stops_fast(ldap_small: Slapd) -> None:
+    assert ldap_small.process is not None
+    pid = ldap_small.process.pid
+    assert listening_addresses(pid) == {("127.0.0.1", ldap_small.ldap_port),
+                                        ("127.0.0.1", ldap_small.ldaps_port)}
+    started = time.monotonic()
+    ldap_small.stop()
+    assert time.monotonic() - started < 5
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
+        f"/proc/{pid}/status").read_text().lower()
+    started = time.monotonic()
+    ldap_small.start()
+    assert time.monotonic() - started < 5
+
+
+def test_a_refused_sync_bind_is_a_clear_error(ldap_small: Slapd, store: Any,
+                                              tmp_path: Path) -> None:
+    config = write_config(tmp_path, ldap_small, n_groups=0)
+    (tmp_path / "ldap-password").write_text("not-the-password\n")
+    code, out, err = cli(config, "ldap", "sync")
+    assert (code, out) == (1, "")
+    assert err == (f"mssctl: ldap sync failed: {ldap_small.ldaps_url}: bind refused (simple): "
+                   "invalidCredentials; nothing was changed\n")
