@@ -27,6 +27,7 @@ from conf.settings import AuthMethod, ListenerRole, RelayDNCheck, Settings
 from policy import totp
 from policy.audit import AuditSink
 from policy.passwords import hash_password, verify_password
+from policy.reasons import Reason
 from policy.sasl import Failed, FailureKind
 from policy.throttle import (
     LoginThrottle,
@@ -125,29 +126,9 @@ class Verdict(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class Decision:
     verdict: Verdict
-    # Machine-readable reason, mapped by each protocol to its reply:
-    #   "ok", "unknown-recipient", "relay-denied", "not-whitelisted",
-    #   "sender-not-owned", "mailbox-disabled", "auth-required", "store-unavailable",
-    #   "bad-credentials", "account-disabled", "method-not-allowed",
-    #   "no-certificate", "unknown-certificate", "authzid-mismatch",
-    #   "account-locked", "address-locked" (policy.throttle: answered exactly
-    #   like "bad-credentials"), "certificate-not-pinned" (policy.certmap),
-    #   "totp-missing", "totp-invalid", "totp-replayed" (password + code),
-    #   "token-<why>", "unknown-user", "idp-unavailable" (TEMPFAIL) (tokens),
-    #   "malformed-sasl",
-    #   "not-required" (audit only: peer check skipped by configuration),
-    #   "dn-mismatch" (outbound: the receiving MTA is not the whitelisted operator),
-    #   mailboxes (RFC 4314):
-    #   "no-access" (the mailbox is visible, "l", but the right is missing),
-    #   "not-visible" (no "l": must be answered exactly like a missing mailbox),
-    #   "unknown-identifier", "owner-rights-fixed", "unknown-right" (SETACL)
-    #   the flow matrix (`check_rcpt`): "flow-denied", "flow-tempfail" (the
-    #   rule's own reply is in `RcptDecision.flow`),
-    #   submission's From: (`check_from_header`): "from-unreadable", "from-not-owned",
-    #   open sessions (`session_access`): "account-disabled",
-    #   "mailbox-withdrawn" (the selected mailbox: grant revoked, expired or
-    #   without "r" any more, or the mailbox disabled)
-    reason: str = "ok"
+    # Why (`policy.reasons.Reason`, the audit's `reason` word), mapped by
+    # each protocol to its reply once.
+    reason: Reason = Reason.OK
     # A refusal by the flow matrix at MAIL FROM (`check_sender_flow`): the
     # rule, and the reply it names.
     flow: FlowDecision | None = None
@@ -319,13 +300,13 @@ class Policy:
         encoded = account.password_hash if account is not None else None
         ok = verify_password(secret, encoded or _dummy_hash()) and encoded is not None
         if account is None or not ok:
-            return self._auth_denied(peer, login, "password", "bad-credentials")
+            return self._auth_denied(peer, login, "password", Reason.BAD_CREDENTIALS)
         if not account.active:
-            return self._auth_denied(peer, login, "password", "account-disabled")
+            return self._auth_denied(peer, login, "password", Reason.ACCOUNT_DISABLED)
         allowed = self.allowed_methods(account)
         if factor is None:
             if AuthMethod.PASSWORD not in allowed:
-                return self._auth_denied(peer, login, "password", "method-not-allowed",
+                return self._auth_denied(peer, login, "password", Reason.METHOD_NOT_ALLOWED,
                                          account_class=account.account_class.value,
                                          auth_method=AuthMethod.PASSWORD.value)
             return self._auth_ok(peer, Identity(account=account, method="password"),
@@ -333,12 +314,12 @@ class Policy:
         method = AuthMethod.PASSWORD_TOTP.value
         if code is None:
             # The right password without a code: recorded as such.
-            return self._auth_denied(peer, login, method, "totp-missing")
+            return self._auth_denied(peer, login, method, Reason.TOTP_MISSING)
         step = totp.matching_step(factor.secret, code, self._clock().timestamp())
         if step is None:
-            return self._auth_denied(peer, login, method, "totp-invalid")
+            return self._auth_denied(peer, login, method, Reason.TOTP_INVALID)
         if not self.store.claim_totp_step(account.id, step):
-            return self._auth_denied(peer, login, method, "totp-replayed", step=step)
+            return self._auth_denied(peer, login, method, Reason.TOTP_REPLAYED, step=step)
         return self._auth_ok(peer, Identity(account=account, method=method),
                              auth_method=method, step=step)
 
@@ -360,7 +341,7 @@ class Policy:
         cert = peer.client_cert
         requested = (authzid or "").strip().lower()
         if cert is None:
-            return self._auth_denied(peer, requested or "-", "external", "no-certificate")
+            return self._auth_denied(peer, requested or "-", "external", Reason.NO_CERTIFICATE)
         match = match_certificate(
             self.store, cert, require_org_pinning=self.settings.policy.require_org_cert_pinning)
         cid, account = match.identity, match.account
@@ -370,20 +351,20 @@ class Policy:
                                      fingerprint=match.fingerprint, cert_kind=cid.kind,
                                      requested=requested or None)
         if account is None:
-            return self._auth_denied(peer, cid.subject, "external", "unknown-certificate",
+            return self._auth_denied(peer, cid.subject, "external", Reason.UNKNOWN_CERTIFICATE,
                                      cert_kind=cid.kind, requested=requested or None,
                                      issuer=cid.issuer, fingerprint=match.fingerprint)
         if requested and requested != account.login:
-            return self._auth_denied(peer, cid.subject, "external", "authzid-mismatch",
+            return self._auth_denied(peer, cid.subject, "external", Reason.AUTHZID_MISMATCH,
                                      requested=requested)
         if not account.active:
-            return self._auth_denied(peer, account.login, "external", "account-disabled",
+            return self._auth_denied(peer, account.login, "external", Reason.ACCOUNT_DISABLED,
                                      cert=cid.subject)
         # A person's card, or anything else (an organisation's certificate).
         method = (AuthMethod.CARD if cid.kind in ("practitioner-card", "employee-card")
                   else AuthMethod.ORG_CERTIFICATE)
         if method not in self.allowed_methods(account):
-            return self._auth_denied(peer, account.login, "external", "method-not-allowed",
+            return self._auth_denied(peer, account.login, "external", Reason.METHOD_NOT_ALLOWED,
                                      cert=cid.subject, cert_kind=cid.kind,
                                      account_class=account.account_class.value,
                                      auth_method=method.value)
@@ -403,32 +384,32 @@ class Policy:
 
         Refusal reasons: "token-<why>" (token-expired, token-wrong-audience,
         token-bad-signature ... see `policy.tokens.TokenError`),
-        "unknown-user", "authzid-mismatch", "account-disabled",
-        "method-not-allowed"; a provider that could not be asked is a
-        TEMPFAIL ("idp-unavailable"), never a wrong password."""
+        Reason.UNKNOWN_USER, Reason.AUTHZID_MISMATCH, Reason.ACCOUNT_DISABLED,
+        Reason.METHOD_NOT_ALLOWED; a provider that could not be asked is a
+        TEMPFAIL (Reason.IDP_UNAVAILABLE), never a wrong password."""
         requested = (user or "").strip().lower() or None
         details: dict[str, object] = {"mechanism": mechanism, "requested": requested}
         if check.claims is None:
             actor = check.login or requested or "-"
-            reason = check.error or "malformed"
+            why = check.error or "malformed"
             if check.temporary:
                 self.audit.record(actor, "login", peer.listener, "tempfail", method="token",
-                                  reason=reason, peer=peer.address, tls=peer.tls, **details)
-                return AuthResult(None, Decision(Verdict.TEMPFAIL, reason))
-            return self._auth_denied(peer, actor, "token", f"token-{reason}", **details)
+                                  reason=why, peer=peer.address, tls=peer.tls, **details)
+                return AuthResult(None, Decision(Verdict.TEMPFAIL, Reason.IDP_UNAVAILABLE))
+            return self._auth_denied(peer, actor, "token", Reason.of_token(why), **details)
         claims = check.claims
         login = claims.login
         details.update(subject=claims.subject, validated_by=claims.validated_by)
         if requested is not None and requested != login:
-            return self._auth_denied(peer, login, "token", "authzid-mismatch", **details)
+            return self._auth_denied(peer, login, "token", Reason.AUTHZID_MISMATCH, **details)
         try:
             account = self.store.get_account(login)
         except NotFound:
-            return self._auth_denied(peer, login, "token", "unknown-user", **details)
+            return self._auth_denied(peer, login, "token", Reason.UNKNOWN_USER, **details)
         if not account.active:
-            return self._auth_denied(peer, login, "token", "account-disabled", **details)
+            return self._auth_denied(peer, login, "token", Reason.ACCOUNT_DISABLED, **details)
         if AuthMethod.TOKEN not in self.allowed_methods(account):
-            return self._auth_denied(peer, login, "token", "method-not-allowed",
+            return self._auth_denied(peer, login, "token", Reason.METHOD_NOT_ALLOWED,
                                      account_class=account.account_class.value,
                                      auth_method=AuthMethod.TOKEN.value, **details)
         return self._auth_ok(peer, Identity(account=account, method="token"),
@@ -436,11 +417,11 @@ class Policy:
 
     def refuse_sasl(self, peer: Peer, mechanism: str, failure: Failed) -> Decision:
         """A SASL exchange the protocol ended before any credentials could be
-        checked: malformed input ("malformed-sasl"), or a request to act as
-        another identity ("authzid-mismatch"). One audit event; never the
+        checked: malformed input (Reason.MALFORMED_SASL), or a request to act as
+        another identity (Reason.AUTHZID_MISMATCH). One audit event; never the
         client's input."""
-        reason = ("authzid-mismatch" if failure.kind is FailureKind.AUTHZID_REFUSED
-                  else "malformed-sasl")
+        reason = (Reason.AUTHZID_MISMATCH if failure.kind is FailureKind.AUTHZID_REFUSED
+                  else Reason.MALFORMED_SASL)
         self._auth_denied(peer, "-", mechanism.lower(), reason, detail=failure.detail)
         return Decision(Verdict.DENY, reason)
 
@@ -453,7 +434,7 @@ class Policy:
         return AuthResult(identity)
 
     def _auth_denied(
-        self, peer: Peer, actor: str, method: str, reason: str, **details: object
+        self, peer: Peer, actor: str, method: str, reason: Reason, **details: object
     ) -> AuthResult:
         self.audit.record(
             actor or "-", "login", peer.listener, "deny",
@@ -492,15 +473,15 @@ class Policy:
         nobody can say who it claims to be from). Each must be one of the
         account's own addresses or a box it may send as; with a box, the
         message must name the agent in Sender: and a `send-as` event records
-        it. Denials: "from-unreadable", "from-not-owned"."""
+        it. Denials: Reason.FROM_UNREADABLE, Reason.FROM_NOT_OWNED."""
         actor = identity.name
         if not mailboxes:
-            return FromDecision(self._deny(actor, "from", "-", "from-unreadable",
+            return FromDecision(self._deny(actor, "from", "-", Reason.FROM_UNREADABLE,
                                            peer=peer.address, message_id=message_id))
         sendable = self.addresses_of(identity)
         refused = [a for a in mailboxes if a not in sendable]
         if refused:
-            return FromDecision(self._deny(actor, "from", refused[0], "from-not-owned",
+            return FromDecision(self._deny(actor, "from", refused[0], Reason.FROM_NOT_OWNED,
                                            peer=peer.address, message_id=message_id))
         own = self.own_addresses(identity)
         boxes = [a for a in mailboxes if a not in own]
@@ -517,17 +498,17 @@ class Policy:
         target = sender or "<>"
         if peer.role is ListenerRole.SUBMISSION:
             if identity is None:
-                return self._deny(actor, "mail", target, "auth-required", peer=peer.address)
+                return self._deny(actor, "mail", target, Reason.AUTH_REQUIRED, peer=peer.address)
             if not self._still_active(identity):
                 # Disabled since its AUTH: an open session submits no more.
-                return self._deny(actor, "mail", target, "account-disabled", peer=peer.address)
+                return self._deny(actor, "mail", target, Reason.ACCOUNT_DISABLED, peer=peer.address)
             if sender.strip().lower() not in self.addresses_of(identity):
-                return self._deny(actor, "mail", target, "sender-not-owned", peer=peer.address)
+                return self._deny(actor, "mail", target, Reason.SENDER_NOT_OWNED, peer=peer.address)
         elif peer.role is ListenerRole.MX and sender:
             _, domain = split_address(sender)
             if self.settings.is_local_domain(domain) and identity is None:
                 # Our own domains do not arrive from other operators.
-                return self._deny(actor, "mail", target, "sender-not-owned", peer=peer.address)
+                return self._deny(actor, "mail", target, Reason.SENDER_NOT_OWNED, peer=peer.address)
         self.audit.record(actor, "mail", target, "allow", peer=peer.address)
         return ALLOW
 
@@ -627,7 +608,7 @@ class Policy:
                 )
             except UnknownListener:
                 self.audit.record("relay", "relay-flow", rcpt, "skip", queue_id=entry.id,
-                                  reason="listener-gone", listener=origin.listener)
+                                  reason=Reason.LISTENER_GONE, listener=origin.listener)
                 continue
             flow = holder.decide(request)
             if flow.allowed:
@@ -635,7 +616,7 @@ class Policy:
                                   **flow.audit_details())
                 continue
             temporary = flow.verdict is FlowVerdict.TEMPFAIL
-            reason = "flow-tempfail" if temporary else "flow-denied"
+            reason = Reason.FLOW_TEMPFAIL if temporary else Reason.FLOW_DENIED
             self.audit.record("relay", "relay-flow", rcpt, "deny", queue_id=entry.id,
                               reason=reason, **flow.audit_details())
             refused[rcpt] = Decision(Verdict.TEMPFAIL if temporary else Verdict.DENY, reason,
@@ -670,7 +651,7 @@ class Policy:
         from policy.flows import FlowVerdict
 
         temporary = flow.verdict is FlowVerdict.TEMPFAIL
-        reason = "flow-tempfail" if temporary else "flow-denied"
+        reason = Reason.FLOW_TEMPFAIL if temporary else Reason.FLOW_DENIED
         self.audit.record(identity.name if identity else peer.address, "mail", sender or "<>",
                           "deny", reason=reason, peer=peer.address, **flow.audit_details())
         return Decision(Verdict.TEMPFAIL if temporary else Verdict.DENY, reason, flow=flow)
@@ -696,7 +677,7 @@ class Policy:
             if flow.allowed:
                 continue
             temporary = flow.verdict is FlowVerdict.TEMPFAIL
-            reason = "flow-tempfail" if temporary else "flow-denied"
+            reason = Reason.FLOW_TEMPFAIL if temporary else Reason.FLOW_DENIED
             self.audit.record(actor, "data", rcpt, "deny", reason=reason, sender=sender or "<>",
                               size=size, peer=peer.address, **flow.audit_details())
             if refusal is None:
@@ -719,7 +700,7 @@ class Policy:
             from policy.flows import FlowVerdict
 
             temporary = flow.verdict is FlowVerdict.TEMPFAIL
-            reason = "flow-tempfail" if temporary else "flow-denied"
+            reason = Reason.FLOW_TEMPFAIL if temporary else Reason.FLOW_DENIED
             self.audit.record(actor, "rcpt", rcpt, "deny", reason=reason, sender=sender,
                               peer=peer.address, **rule)
             verdict = Verdict.TEMPFAIL if temporary else Verdict.DENY
@@ -732,19 +713,19 @@ class Policy:
                 # RFC 5321 4.5.1: postmaster of every served domain is accepted.
                 mailbox = self._local_mailbox(postmaster.strip().lower())
             if mailbox is None:
-                return RcptDecision(self._deny(actor, "rcpt", rcpt, "unknown-recipient",
+                return RcptDecision(self._deny(actor, "rcpt", rcpt, Reason.UNKNOWN_RECIPIENT,
                                                sender=sender, peer=peer.address, **rule))
             if not mailbox.active:
-                return RcptDecision(self._deny(actor, "rcpt", rcpt, "mailbox-disabled",
+                return RcptDecision(self._deny(actor, "rcpt", rcpt, Reason.MAILBOX_DISABLED,
                                                sender=sender, peer=peer.address, **rule))
             self.audit.record(actor, "rcpt", rcpt, "allow", sender=sender, local=True,
                               peer=peer.address, **rule)
             return RcptDecision(ALLOW, mailbox=mailbox, flow=flow)
         if identity is None or peer.role is not ListenerRole.SUBMISSION or not domain:
-            return RcptDecision(self._deny(actor, "rcpt", rcpt, "relay-denied",
+            return RcptDecision(self._deny(actor, "rcpt", rcpt, Reason.RELAY_DENIED,
                                            sender=sender, peer=peer.address, **rule))
         if self._whitelist_refuses(domain):
-            return RcptDecision(self._deny(actor, "rcpt", rcpt, "not-whitelisted",
+            return RcptDecision(self._deny(actor, "rcpt", rcpt, Reason.NOT_WHITELISTED,
                                            sender=sender, peer=peer.address, **rule))
         self.audit.record(actor, "rcpt", rcpt, "allow", sender=sender, local=False,
                           peer=peer.address, **rule)
@@ -803,10 +784,10 @@ class Policy:
         (`sender_domain` "")."""
         actor = peer.address
         if not self.settings.policy.mx_require_client_cert:
-            self.audit.record(actor, "peer", sender_domain, "allow", reason="not-required")
+            self.audit.record(actor, "peer", sender_domain, "allow", reason=Reason.NOT_REQUIRED)
             return ALLOW
         if peer.client_cert is None:
-            return self._deny(actor, "peer", sender_domain, "no-certificate")
+            return self._deny(actor, "peer", sender_domain, Reason.NO_CERTIFICATE)
         from certs.identity import rfc4514_subject
 
         dn = rfc4514_subject(peer.client_cert)
@@ -821,7 +802,7 @@ class Policy:
                 else self.whitelist.lists_operator(dn)
             )
         ):
-            return self._deny(dn, "peer", sender_domain, "not-whitelisted", peer=peer.address)
+            return self._deny(dn, "peer", sender_domain, Reason.NOT_WHITELISTED, peer=peer.address)
         self.audit.record(dn, "peer", sender_domain, "allow", peer=peer.address)
         return ALLOW
 
@@ -829,7 +810,7 @@ class Policy:
         """Outbound: only whitelisted domains (when a whitelist is loaded)."""
         domain = domain.strip().lower().rstrip(".")
         if self._whitelist_refuses(domain):
-            return self._deny("relay", "relay", domain, "not-whitelisted")
+            return self._deny("relay", "relay", domain, Reason.NOT_WHITELISTED)
         self.audit.record("relay", "relay", domain, "allow")
         return ALLOW
 
@@ -844,7 +825,7 @@ class Policy:
                 or not wl.has_domain(domain)):
             return ALLOW
         if not wl.allows(domain, dn):
-            return self._deny("relay", "relay-peer", domain, "dn-mismatch", dn=dn)
+            return self._deny("relay", "relay-peer", domain, Reason.DN_MISMATCH, dn=dn)
         return ALLOW
 
     def _whitelist_refuses(self, domain: str) -> bool:
@@ -946,7 +927,7 @@ class Policy:
             account = None
         mailbox_id = mailbox.id if mailbox is not None else None
         if account is None or not account.active:
-            decision = self._deny(identity.name, "session", identity.name, "account-disabled")
+            decision = self._deny(identity.name, "session", identity.name, Reason.ACCOUNT_DISABLED)
             return SessionAccess(decision, epoch, mailbox_id)
         if mailbox is None:
             return SessionAccess(ALLOW, epoch)
@@ -963,7 +944,7 @@ class Policy:
                     if grant.mailbox_id == mailbox.id:
                         rights, until = grant.rights, _aware(grant.valid_until)
         if "r" not in rights:
-            decision = self._deny(identity.name, "session", mailbox.address, "mailbox-withdrawn")
+            decision = self._deny(identity.name, "session", mailbox.address, Reason.MAILBOX_WITHDRAWN)
             return SessionAccess(decision, epoch, mailbox_id)
         return SessionAccess(ALLOW, epoch, mailbox_id, until)
 
@@ -974,9 +955,9 @@ class Policy:
         access is recorded (health-data hosting: record every access), naming
         the agent even on a shared box.
 
-        A denial says which answer is due (RFC 4314 6): "no-access" when the
+        A denial says which answer is due (RFC 4314 6): Reason.NO_ACCESS when the
         identity may see the mailbox (holds "l") but lacks another right,
-        "not-visible" otherwise: the protocol must then answer exactly as for
+        Reason.NOT_VISIBLE otherwise: the protocol must then answer exactly as for
         a mailbox that does not exist."""
         rights = self.mailbox_rights(identity, mailbox)
         target = f"{mailbox.address}/{folder}"
@@ -985,7 +966,7 @@ class Policy:
             self.audit.record(identity.name, action, target, "allow", right=right,
                               shared=shared, mailbox_type=mailbox.mailbox_type.value)
             return ALLOW
-        reason = "no-access" if "l" in rights and right != "l" else "not-visible"
+        reason = Reason.NO_ACCESS if "l" in rights and right != "l" else Reason.NOT_VISIBLE
         return self._deny(identity.name, action, target, reason, right=right)
 
     # RFC 4314 ACL commands. Rights are granted per store mailbox (an
@@ -995,13 +976,13 @@ class Policy:
     # `NotFound` is raised after the decision, as the store raises it.
 
     def my_rights(self, identity: Identity, mailbox: Mailbox, folder: str) -> RightsDecision:
-        """MYRIGHTS: the identity's own rights; refused ("not-visible") unless
+        """MYRIGHTS: the identity's own rights; refused (Reason.NOT_VISIBLE) unless
         it holds "l" or "r". Raises NotFound (after the decision) for a
         missing folder."""
         rights = self.mailbox_rights(identity, mailbox)
         target = f"{mailbox.address}/{folder}"
         if "l" not in rights and "r" not in rights:
-            return RightsDecision(self._deny(identity.name, "myrights", target, "not-visible"))
+            return RightsDecision(self._deny(identity.name, "myrights", target, Reason.NOT_VISIBLE))
         self.audit.record(identity.name, "myrights", target, "allow", rights=rights,
                           shared=mailbox.owner_account_id != identity.account.id)
         self.store.get_folder(mailbox.id, folder)
@@ -1039,8 +1020,8 @@ class Policy:
         self, identity: Identity, mailbox: Mailbox, folder: str, identifier: str, rights: str
     ) -> Decision:
         """SETACL ("+r" adds, "-r" removes, "r" replaces) and DELETEACL
-        (`rights` ""): needs "a". Refused with "unknown-identifier" (no such
-        account), "owner-rights-fixed" or "unknown-right". Records the access
+        (`rights` ""): needs "a". Refused with Reason.UNKNOWN_IDENTIFIER (no such
+        account), Reason.OWNER_RIGHTS_FIXED or Reason.UNKNOWN_RIGHT. Records the access
         check, then the change (or why there was none). Raises NotFound
         (after the access check, before any change) for a missing folder."""
         decision = self.check_mailbox_access(identity, mailbox, folder, "a", "setacl")
@@ -1050,10 +1031,10 @@ class Policy:
         try:
             account = self.store.get_account(identifier)
         except NotFound:
-            return self._deny(identity.name, "setacl", mailbox.address, "unknown-identifier",
+            return self._deny(identity.name, "setacl", mailbox.address, Reason.UNKNOWN_IDENTIFIER,
                               identifier=identifier)
         if account.id == mailbox.owner_account_id:
-            return self._deny(identity.name, "setacl", mailbox.address, "owner-rights-fixed",
+            return self._deny(identity.name, "setacl", mailbox.address, Reason.OWNER_RIGHTS_FIXED,
                               identifier=identifier)
         current = next((g.rights for g in self.store.grants_for_mailbox(mailbox.id)
                         if g.account_id == account.id), "")
@@ -1066,7 +1047,7 @@ class Policy:
         else:
             new = normalise_rights(rights)
         if new is None:
-            return self._deny(identity.name, "setacl", mailbox.address, "unknown-right",
+            return self._deny(identity.name, "setacl", mailbox.address, Reason.UNKNOWN_RIGHT,
                               identifier=identifier)
         self.store.set_grant(account.id, mailbox.id, new)
         self.audit.record(identity.name, "setacl", mailbox.address, "ok",
@@ -1076,7 +1057,7 @@ class Policy:
     # ------------------------------------------------------------ helpers
 
     def _deny(
-        self, actor: str, action: str, target: str, reason: str, **details: object
+        self, actor: str, action: str, target: str, reason: Reason, **details: object
     ) -> Decision:
         self.audit.record(actor or "-", action, target, "deny", reason=reason, **details)
         return Decision(Verdict.DENY, reason)
