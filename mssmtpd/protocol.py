@@ -63,6 +63,7 @@ from policy.auth import (
 )
 from policy.decisions import Decision, FromDecision, Identity, Peer, RcptDecision, Verdict
 from policy.flows.model import FlowDecision
+from policy.reasons import Reason
 from storage.interface import DSNParams, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -681,7 +682,7 @@ class SMTPServerProtocol(Protocol):
 
         def done(answer: tuple[Decision, bool]) -> None:
             decision, peer_check = answer
-            if decision.reason == "account-disabled":
+            if decision.reason is Reason.ACCOUNT_DISABLED:
                 self._close(R.ACCOUNT_DISABLED)
                 return
             if not decision.allowed and decision.flow is not None:
