@@ -441,7 +441,7 @@ def _plan_grants(snapshot: Snapshot, existing: Existing, settings: LdapSettings,
 # Changes made per transaction (`MessageStore.bulk_writes`): one commit per
 # chunk instead of one per change, and the database's write lock held a
 # fraction of a second at a time, so live sessions barely wait.
-CHUNK = 200
+CHUNK = 100
 
 
 def apply_changes(store: MessageStore, audit: AuditSink, changes: Sequence[Change], *,
