@@ -149,6 +149,22 @@ def factory_builder(listener: ListenerSettings) -> Any:
     return module.build_factory
 
 
+def proxied(services: Services, listener: ListenerSettings, factory: Any) -> Any:
+    """The listener's factory behind the PROXY protocol when it is enabled
+    (`listeners[].proxy_protocol`): refusals are audited as connections
+    denied (reason proxy-untrusted, proxy-header, proxy-timeout)."""
+    if not listener.proxy_protocol:
+        return factory
+    from policy.proxy import ProxyProtocolFactory
+
+    def refused(host: str, reason: str, detail: str) -> None:
+        services.record_audit(host, "connection", listener.name, "deny", reason=reason,
+                              listener=listener.name, peer=host, detail=detail)
+
+    return ProxyProtocolFactory(factory, listener=listener.name, networks=listener.proxy_from,
+                                clock=services.reactor, refused=refused)
+
+
 def preload(settings: Settings) -> None:
     """Imports, in the parent, everything the workers will need, so that each
     forked worker starts in milliseconds instead of re-importing SQLAlchemy,
