@@ -18,6 +18,7 @@ from storage.interface import (
     AlreadyExists,
     AuditEvent,
     Delivery,
+    DirectoryFields,
     DSNParams,
     FlagMode,
     InvalidName,
@@ -133,6 +134,44 @@ def test_mailboxes(any_store: Any) -> None:
     ]:
         with pytest.raises(NotFound):
             fn(*args)
+
+
+def test_directory_fields(any_store: Any) -> None:
+    """What the national directory publishes: set at creation, changed
+    field by field (the box as it was is returned), read with the owner's
+    IdNat_PS in one call; over-long or multi-line text is refused."""
+    doc = any_store.add_account("dr.b@hopital.test", "Dr B", AccountClass.PRACTITIONER,
+                                idnat="810002813839")
+    per = any_store.add_mailbox("dr.b@hopital.test", MailboxType.PER, owner_account_id=doc.id,
+                                display_name="Dr B", description="Cardiologue",
+                                service="Cardiologie", unlisted=True)
+    assert (per.description, per.service, per.unlisted) == ("Cardiologue", "Cardiologie", True)
+    assert any_store.get_mailbox(per.address) == per
+    org = any_store.add_mailbox("cardio@hopital.test", MailboxType.ORG)
+    assert (org.description, org.service, org.unlisted) == ("", "", False)
+    before = any_store.set_directory_fields(
+        org.address, DirectoryFields(description="Secrétariat, cardiologie", service="Cardio",
+                                     responsible="Dr Chef", unlisted=True))
+    assert before == org
+    after = any_store.get_mailbox(org.address)
+    assert (after.description, after.service, after.responsible, after.unlisted) == (
+        "Secrétariat, cardiologie", "Cardio", "Dr Chef", True)
+    assert any_store.set_directory_fields(org.address, DirectoryFields(unlisted=False)) == after
+    again = any_store.get_mailbox(org.address)
+    assert again == replace(after, unlisted=False)  # the other fields kept
+    assert [(e.mailbox.address, e.owner_login, e.owner_idnat)
+            for e in any_store.directory_entries()] == [
+        ("cardio@hopital.test", None, None),
+        ("dr.b@hopital.test", "dr.b@hopital.test", "810002813839"),
+    ]
+    with pytest.raises(NotFound):
+        any_store.set_directory_fields("none@hopital.test", DirectoryFields(service="x"))
+    with pytest.raises(ValueError, match="service: at most 255"):
+        any_store.set_directory_fields(org.address, DirectoryFields(service="x" * 256))
+    with pytest.raises(ValueError, match="description: control characters"):
+        any_store.add_mailbox("z@hopital.test", MailboxType.ORG, description="a\nb")
+    assert any_store.find_mailbox("z@hopital.test") is None
+    assert any_store.get_mailbox(org.address) == again  # nothing changed by the refusals
 
 
 def test_mailbox_access_is_owned_then_granted(box: Any) -> None:
