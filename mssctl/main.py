@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from mssctl import (
     account,
     audit,
+    backup,
     db,
     directory,
     init,
@@ -32,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Administer an MSS secure health mail server (IMAP + SMTP).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (init, serve, db, account, mailbox, directory, queue, peer, keys, audit,
-                   policy):
+    for module in (init, serve, db, backup, account, mailbox, directory, queue, peer, keys,
+                   audit, policy):
         module.register(sub)
     return parser
 

@@ -903,6 +903,14 @@ class MessageStore(Protocol):
 
     # -- keys --------------------------------------------------------------
 
+    def check_keys(self) -> list[str]:
+        """Whether the key file reads the stored data: for each key id in use
+        (bodies, queued messages, one-time code secrets), one blob of each
+        kind is decrypted. Returns one line per key id it cannot read (absent
+        from the key file, or another key under the same id: a database
+        restored without its own key file); [] when all read. Cheap (an
+        index scan per table): `serve` asks before it starts."""
+
     def reencrypt(self, batch: int = 500) -> int:
         """Re-encrypts up to `batch` bodies not under the current key; returns
         how many (0 when done)."""

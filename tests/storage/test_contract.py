@@ -1065,3 +1065,48 @@ def test_private_seen_goes_and_moves_with_the_message(cardio: Any) -> None:
     assert _flags(store, old.id, b) == {3: frozenset(), back.dest_uids[0]: SEEN}
     store.delete_folder(mb.id, "Old")
     assert store.folder_status(archive.id, seen_account=a.id).unseen == 0
+
+
+def test_check_keys_names_key_ids_the_key_file_cannot_read(
+        any_store: Any, store_url: str, tmp_path: Any) -> None:
+    """A database opened with another key file (restored without its own):
+    `check_keys` names each key id and kind it cannot read; with the right
+    key file, nothing."""
+    from storage import open_store
+    from storage.crypto import add_key, generate_key_file
+
+    assert any_store.check_keys() == []  # nothing stored yet
+    acc = any_store.add_account("a@hopital.test", "A", AccountClass.STAFF)
+    mb = any_store.add_mailbox("a@hopital.test", MailboxType.PER, owner_account_id=acc.id)
+    any_store.deliver(Delivery(msg(), (mb.id,)))
+    any_store.enqueue("a@hopital.test", ["b@ailleurs.test"], msg())
+    any_store.set_totp_secret(acc.id, b"0123456789abcdef0123")
+    assert any_store.check_keys() == []
+
+    other = tmp_path / "other-keys"
+    generate_key_file(other)  # also "k1", another key
+    stranger = open_store(store_url, other)
+    try:
+        assert stranger.check_keys() == [
+            "key k1 of the key file does not decrypt the stored messages "
+            "(another key under the same id)",
+            "key k1 of the key file does not decrypt the stored queued messages "
+            "(another key under the same id)",
+            "key k1 of the key file does not decrypt the stored one-time code secrets "
+            "(another key under the same id)",
+        ]
+    finally:
+        stranger.close()
+    other.unlink()
+    generate_key_file(other)
+    add_key(other)  # k1 (wrong) and k2 (current)
+    stranger = open_store(store_url, other)
+    try:
+        stranger.deliver(Delivery(msg("second"), (mb.id,)))  # under k2: readable
+        problems = stranger.check_keys()
+    finally:
+        stranger.close()
+    assert problems[0].startswith("key k1 of the key file does not decrypt the stored messages")
+    assert len(problems) == 3
+    assert any("key k2 of the stored messages is not in the key file" == p
+               for p in any_store.check_keys())
