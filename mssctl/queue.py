@@ -51,6 +51,14 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "created": json_time(e.created),
                 "next_attempt": json_time(e.next_attempt),
                 "last_error": e.last_error,
+                # where it came from (what the flow matrix decides on at relay)
+                "origin": None if e.origin is None else {
+                    "listener": e.origin.listener,
+                    "client_ip": e.origin.client_ip,
+                    "account": e.origin.account,
+                    "auth_method": e.origin.auth_method,
+                    "peer_dn": e.origin.peer_dn,
+                },
             }
             for e in entries]})
         return EXIT_OK

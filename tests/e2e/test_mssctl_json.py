@@ -15,7 +15,7 @@ from mssctl_support import mssctl_inprocess as mssctl
 
 from conf.loader import load_settings
 from storage import open_store
-from storage.interface import LoginFailures, MessageStore, ThrottleScope
+from storage.interface import LoginFailures, MessageStore, QueueOrigin, ThrottleScope
 
 DOMAIN = "hopital.test"
 MARTIN = f"dr.martin@{DOMAIN}"
@@ -164,14 +164,15 @@ def test_queue_list(inst: Path) -> None:
                               b"Subject: hi\r\n\r\nbody\r\n")
         store.record_attempt(entry.id, delivered=[], failed=[],
                              error="421 4.4.2 timed out", next_attempt=None)
-        bounce = store.enqueue("", [MARTIN.replace(DOMAIN, "ailleurs.test")], b"\r\nbounce\r\n")
+        bounce = store.enqueue("", [MARTIN.replace(DOMAIN, "ailleurs.test")], b"\r\nbounce\r\n",
+                               origin=QueueOrigin("submission", "192.0.2.7", MARTIN, "card"))
     finally:
         store.close()
     doc = as_json(inst, "queue", "list")
     assert list(doc) == ["queue"]
     first, second = doc["queue"]
     assert list(first) == ["id", "sender", "recipients", "size", "attempts", "created",
-                           "next_attempt", "last_error"]
+                           "next_attempt", "last_error", "origin"]
     assert (first["id"], first["sender"], first["recipients"], first["attempts"],
             first["last_error"]) == (entry.id, MARTIN, ["dr.x@ailleurs.test",
                                                         "dr.y@ailleurs.test"], 1,
@@ -179,6 +180,9 @@ def test_queue_list(inst: Path) -> None:
     assert first["size"] == entry.size
     assert utc(first["created"]) <= utc(first["next_attempt"]) + timedelta(seconds=1)
     assert (second["id"], second["sender"], second["last_error"]) == (bounce.id, "", None)
+    assert first["origin"] is None
+    assert second["origin"] == {"listener": "submission", "client_ip": "192.0.2.7",
+                                "account": MARTIN, "auth_method": "card", "peer_dn": None}
 
 
 @pytest.mark.parametrize("command", [

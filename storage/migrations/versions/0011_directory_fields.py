@@ -3,7 +3,7 @@
 (off: existing boxes stay listed).
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0016
 Create Date: 2026-12-07
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011"
-down_revision: str | None = "0009"
+down_revision: str | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
