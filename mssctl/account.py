@@ -161,6 +161,8 @@ def account_json(a: Account) -> dict[str, Any]:
         "password": a.password_hash is not None,
         "idnat": a.idnat,
         "cert_subject": a.cert_subject,
+        # The directory entry the sync made it from (None: made by hand).
+        "directory_dn": a.directory_dn,
     }
 
 

@@ -194,6 +194,8 @@ def grant_json(g: Grant, login: str) -> dict[str, Any]:
         "send_as": g.send_as,
         "valid_from": json_time(g.valid_from),
         "valid_until": json_time(g.valid_until),
+        # "ldap": the directory sync manages it; None: an admin's.
+        "managed_by": g.managed_by,
     }
 
 

@@ -241,6 +241,9 @@ def test_what_the_sync_never_touches(ldap_small: Slapd, store: Any, tmp_path: Pa
     assert f"account {person_mail(4)} exists and was made by hand: left alone" in err
     assert f"account {person_mail(7)} was disabled by an admin: left disabled" in err
     assert grants_of(store, person_mail(6))["service03@hopital.test"] == ("lr", False, None)
+    code, out, _ = cli(config, "mailbox", "grants", "service03@hopital.test", "--json")
+    managed = {g["login"]: g["managed_by"] for g in json.loads(out)["grants"]}
+    assert managed == {person_mail(i): "ldap" for i in (2, 5, 8, 11)} | {person_mail(6): None}
     assert not store.get_account(person_mail(7)).active
     # A group missing from the directory leaves its box's grants alone.
     ldap_small.delete(group_dn(2))
