@@ -184,6 +184,7 @@ _ROLE_TEXT = {
     ListenerRole.MX: "SMTP (mx, between operators)",
     ListenerRole.SUBMISSION: "SMTP submission",
     ListenerRole.IMAP: "IMAP",
+    ListenerRole.AUTOCONFIG: "HTTPS client autoconfiguration (Thunderbird, Outlook)",
 }
 _TLS_TEXT = {
     TLSMode.NONE: "no TLS",

@@ -777,6 +777,22 @@ class Policy:
                 seen.add(shared.id)
         return out
 
+    def client_setup_methods(self, address: str) -> list[AuthMethod]:
+        """The login methods to set a mail client up with for `address`
+        (autoconfiguration): those `policy.login_methods` allows the class
+        of the account of that login, in their order. An address that is no
+        active account's login gets the staff class's, so that the answer
+        does not tell which addresses exist. Reads the store (blocking)."""
+        account_class = "staff"
+        try:
+            account = self.store.get_account(address.strip().lower())
+        except NotFound:
+            pass
+        else:
+            if account.active:
+                account_class = account.account_class.value
+        return list(self.settings.policy.login_methods.allowed_in_order(account_class))
+
     def primary_mailbox(self, identity: Identity) -> Mailbox | None:
         """The personal namespace of the session: the mailbox named like the
         login, else the first owned one."""
