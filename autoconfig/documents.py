@@ -205,7 +205,7 @@ def parse_autodiscover_request(body: bytes) -> AutodiscoverRequest:
 
     def end(name: str) -> None:
         stack.pop()
-        if name in (_EMAIL, _SCHEMA) and stack[-1:] == [_REQUEST]:
+        if name in (_EMAIL, _SCHEMA) and stack == [_ROOT, _REQUEST]:
             fields[name] = "".join(text).strip()
         text.clear()
 

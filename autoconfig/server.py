@@ -27,7 +27,7 @@ from autoconfig.documents import (
     parse_autodiscover_request,
     thunderbird_config,
 )
-from certs.tlsconn import implicit_tls_factory
+from certs.tlsconn import close_connection, implicit_tls_factory
 from conf.settings import AuthMethod, ClientCertMode, ListenerSettings, TLSMode
 from policy.services import Services
 
@@ -70,7 +70,8 @@ class _BoundedRequest(server.Request):
         transport: Any = self.channel.transport
         transport.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n"
                         b"Connection: close\r\n\r\n")
-        transport.loseConnection()
+        # Not waiting for the client's close_notify: it may still be sending.
+        close_connection(transport, None, 0.0)
 
 
 class AutoconfigResource(resource.Resource):

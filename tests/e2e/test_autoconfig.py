@@ -220,6 +220,24 @@ def test_an_oversized_request_is_refused(served: tuple[MssInstance, int]) -> Non
     status, _, _ = request(inst, port, "POST", "/autodiscover/autodiscover.xml",
                            body=b"<" * (64 * 1024))
     assert status == 413
+    # Chunked (no length announced): refused once past the limit.
+    ctx = inst.client_context()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        s.sendall(b"POST /autodiscover/autodiscover.xml HTTP/1.1\r\nHost: x\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        answer = b""
+        try:
+            for _ in range(8):
+                s.sendall(b"2000\r\n" + b"<" * 0x2000 + b"\r\n")
+        except OSError:
+            pass  # the server closed while we were still sending
+        try:
+            while chunk := s.recv(4096):
+                answer += chunk
+        except OSError:
+            pass
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:100]
     # Still serving, and nothing in the log looks like a bug.
     assert request(inst, port, "GET", "/mail/config-v1.1.xml")[0] == 200
     assert "Traceback" not in inst.log_tail(50000)
