@@ -205,7 +205,10 @@ class HealthBoard:
         self.slot = slot
 
     def mark_started(self) -> None:
+        """The reactor runs with every file read: that answers any reload
+        asked for while it started (it ignores SIGHUP until then)."""
         now = time.monotonic()
+        self._cells[self._at(self.slot, _RELOADED)] = self._cells[0]
         self._cells[self._at(self.slot, _BEAT)] = now
         self._cells[self._at(self.slot, _STARTED)] = now
 
@@ -294,8 +297,9 @@ class SupervisorHealth:
 
     def request_reload(self) -> None:
         self.board.request_reload()
-        self.reloading = True
-        self.notifier.reloading()
+        if self.ready_sent:  # before READY=1, the workers are reading the files anyway
+            self.reloading = True
+            self.notifier.reloading()
 
     def tick(self, slots: list[int]) -> None:
         now = time.monotonic()

@@ -214,3 +214,33 @@ def test_supervisor_withholds_the_watchdog_for_a_stalled_worker(
     board.beat()
     health.tick([0, 1])
     assert receive(sock) == {"WATCHDOG": "1"}
+
+
+def test_a_worker_starting_during_a_reload_does_not_hold_it(
+        path_socket: tuple[socket.socket, str]) -> None:
+    """SIGHUP is ignored while a worker starts (it is reading the files):
+    its start answers the reload, and READY=1 follows."""
+    sock, address = path_socket
+    board = HealthBoard(2)
+    for slot in (0, 1):
+        board.reset_slot(slot)
+    board.use_slot(0)
+    board.mark_started()
+    health = SupervisorHealth(Notifier(address), board, "2 workers")
+    health.request_reload()  # before READY=1: nothing to tell systemd
+    assert nothing_waiting(sock) and not health.reloading
+    board.use_slot(1)
+    board.mark_started()
+    health.tick([0, 1])
+    assert receive(sock)["READY"] == "1"
+    board.reset_slot(1)  # worker 1 died and is being replaced
+    health.request_reload()
+    assert receive(sock)["RELOADING"] == "1"
+    board.use_slot(0)
+    board.mark_reloaded(board.reload_wanted(), 0)
+    health.tick([0, 1])
+    assert nothing_waiting(sock)  # worker 1 is still starting
+    board.use_slot(1)
+    board.mark_started()  # the new worker is up: it read the files
+    health.tick([0, 1])
+    assert receive(sock)["READY"] == "1"
