@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     for family in (check_certificates, check_key_modes, check_crls, check_whitelist,
                    check_database, check_queue):
         checks += list(family(settings, args))
+    checks.append(check_server(path))
     checks += list(check_listeners(settings, args))
     report(checks)
     return int(max(c.level for c in checks))
@@ -350,6 +351,33 @@ def check_queue(settings: Settings, args: argparse.Namespace) -> Iterator[Check]
             f"{oldest.attempts} attempt(s){', last error: ' + oldest.last_error[:120] if oldest.last_error else ''})")
     level = Level.WARN if age.total_seconds() > args.queue_warn_age else Level.OK
     yield Check(level, "queue", text)
+
+
+# ---------------------------------------------------------------- the server
+
+
+def check_server(config: Path) -> Check:
+    """`serve` records its pid beside the settings file while it runs."""
+    import os
+
+    from mssctl.serve import pid_file
+
+    path = pid_file(config)
+    try:
+        pid = int(path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        return Check(Level.WARN, "server", f"no {path.name} beside the settings: serve is not "
+                                           "running (or cannot write there)")
+    except (OSError, ValueError) as exc:
+        return Check(Level.WARN, "server", f"{path}: unreadable ({_why(exc)})")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return Check(Level.WARN, "server", f"{path} names pid {pid}, which is not running "
+                                           "(left by a crash?)")
+    except PermissionError:
+        pass  # running as another user: it exists
+    return Check(Level.OK, "server", f"serve is running, pid {pid}")
 
 
 # ---------------------------------------------------------------- listeners

@@ -68,7 +68,8 @@ def test_healthy_instance(running: MssInstance) -> None:
     assert code == 0 and not failures(rows), out
     names = {name for _, name, _ in rows}
     assert names == {"settings", "certificate", "key-file", "crl", "whitelist", "database",
-                     "queue", "listener"}
+                     "queue", "server", "listener"}
+    assert ("OK", "server", f"serve is running, pid {running.proc.pid}") in rows  # type: ignore[union-attr]
     reasons = "\n".join(r for _, _, r in rows)
     assert re.search(r"server CN=mx\.hopital\.test,.*: expires on \d{4}-\d\d-\d\d \(in 82\d days\)",
                      reasons)
@@ -183,3 +184,29 @@ def test_a_broken_settings_file(tmp_path: Path) -> None:
     code, rows, out = doctor(config)
     assert code == 2
     assert rows and all(lvl == "FAIL" and n == "settings" for lvl, n, _ in rows), out
+
+
+def test_database_unreachable(running: MssInstance) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    config = variant(running, "nodb", ("url: sqlite:///mss.db",
+                                       f"url: postgresql+psycopg2://mss@127.0.0.1:{closed}/mss"))
+    code, rows, out = doctor(config)
+    assert code == 2, out
+    db = [r for r in rows if r[1] == "database"]
+    assert len(db) == 1 and db[0][0] == "FAIL", out
+    assert db[0][2].startswith(f"postgresql+psycopg2://mss@127.0.0.1:{closed}/mss: unreachable ("), out
+    assert "Connection refused" in db[0][2]
+    assert any(lvl == "WARN" and n == "queue" and "not checked" in r for lvl, n, r in rows)
+
+
+def test_stopped_server(tmp_path_factory: pytest.TempPathFactory) -> None:
+    inst = MssInstance.demo(tmp_path_factory, "doctor-stopped")
+    code, rows, out = doctor(inst.directory / "mss.yaml", "--timeout", "2")
+    assert code == 2, out
+    assert ("WARN", "server", "no mss.pid beside the settings: serve is not running (or "
+                              "cannot write there)") in rows
+    listeners = [r for r in rows if r[1] == "listener"]
+    assert len(listeners) == 5 and all(lvl == "FAIL" and r.endswith(": connection refused")
+                                       for lvl, _, r in listeners), out
