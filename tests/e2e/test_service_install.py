@@ -163,10 +163,12 @@ def service_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
         shutil.rmtree(base, ignore_errors=True)
 
 
-def serve_as_service(inst: MssInstance, *extra: str, capability: bool = True
-                     ) -> subprocess.Popen[bytes]:
+def serve_as_service(inst: MssInstance, *extra: str, capability: bool = True,
+                     notify: str | None = None) -> subprocess.Popen[bytes]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
            "HOME": "/nonexistent", "LANG": "C.UTF-8"}
+    if notify is not None:  # as systemd sets it: an abstract socket needs no file access
+        env.update(NOTIFY_SOCKET=notify, WATCHDOG_USEC="2000000")
     with open(inst.log_file, "ab") as log:
         return subprocess.Popen(
             as_service_user(sys.executable, "-m", "mssctl.main", "serve", "--config",
@@ -217,8 +219,21 @@ def deliver_and_read(inst: MssInstance, ports: dict[str, int], subject: str) -> 
 def test_serve_as_unprivileged_user_with_the_capability(
         service_instance: tuple[MssInstance, dict[str, int]]) -> None:
     inst, ports = service_instance
-    proc = serve_as_service(inst, "--workers", "2")
-    inst.proc = proc
+    name = f"mss-test-{os.getpid()}-{time.monotonic_ns()}"
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    manager.bind("\0" + name)
+    manager.settimeout(START_DEADLINE)
+    try:
+        proc = serve_as_service(inst, "--workers", "2", notify="@" + name)
+        inst.proc = proc
+        ready: dict[str, str] = {}
+        while "READY" not in ready:  # WATCHDOG=1 pings may come first
+            ready = dict(line.split("=", 1) for line in
+                         manager.recv(4096).decode().splitlines())
+    finally:
+        manager.close()
+    assert ready["READY"] == "1" and ready["MAINPID"] == str(proc.pid), ready
+    assert f"submission 127.0.0.1:{ports['submission']}" in ready["STATUS"]
     ctx = inst.client_context()
     wait_greeting(ports["submission"], b"220 ", proc, inst)
     wait_greeting(ports["imaps"], b"* OK ", proc, inst, ctx)
