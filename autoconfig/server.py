@@ -86,6 +86,7 @@ class AutoconfigResource(resource.Resource):
         self.setup = ClientSetup.from_settings(services.settings)
 
     def render(self, request: Any) -> bytes | int:
+        request.setHeader(b"server", b"MSS autoconfig")  # not Twisted's name and version
         path = (request.path or b"").rstrip(b"/") or b"/"
         method = request.method or b""
         if path in THUNDERBIRD_PATHS:

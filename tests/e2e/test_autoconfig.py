@@ -93,6 +93,7 @@ def thunderbird(inst: MssInstance, port: int, path: str) -> ET.Element:
     status, headers, body = request(inst, port, "GET", path)
     assert status == 200, (status, body)
     assert headers["content-type"].startswith("application/xml")
+    assert headers["server"] == "MSS autoconfig"
     doc = ET.fromstring(body)  # noqa: S314 - our own server's answer
     # What Thunderbird's readFromXML requires (config-v1.1).
     assert doc.tag == "clientConfig" and doc.get("version") == "1.1"
