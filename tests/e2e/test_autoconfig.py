@@ -104,6 +104,54 @@ def thunderbird(inst: MssInstance, port: int, path: str) -> ET.Element:
     return doc
 
 
+class Unreadable(Exception):
+    pass
+
+
+# What Thunderbird's readFromXML maps (accountcreation, comm-central); in the
+# versions read while writing this, TLS-client-cert is not among them, and
+# OAuth2 only for the providers Thunderbird knows.
+TB_AUTH = {"password-cleartext", "plain", "password-encrypted", "secure", "GSSAPI", "NTLM"}
+
+
+def thunderbird_reads(doc: ET.Element, *, knows_client_cert: bool) -> tuple[str, str]:
+    """The incoming and outgoing methods Thunderbird would configure, by its
+    rules: the first server it can read of each kind, and in it the first
+    <authentication> it knows; raises Unreadable like readFromXML throws."""
+    known = TB_AUTH | ({"TLS-client-cert"} if knows_client_cert else set())
+    chosen = []
+    for tag, types in (("incomingServer", {"imap", "pop3"}), ("outgoingServer", {"smtp"})):
+        for server in servers(doc, tag):
+            if server["type"] not in types or not 1 <= int(server["port"]) <= 65535:  # type: ignore[call-overload]
+                continue
+            if server["socketType"] not in ("plain", "SSL", "STARTTLS") or not server["username"]:
+                continue
+            usable = [a for a in server["authentication"] if a in known]  # type: ignore[attr-defined]
+            if usable:
+                chosen.append(usable[0])
+                break
+        else:
+            raise Unreadable(f"need proper <{tag}> in XML file")
+    return chosen[0], chosen[1]
+
+
+def test_what_thunderbird_configures(served: tuple[MssInstance, int]) -> None:
+    inst, port = served
+    path = "/.well-known/autoconfig/mail/config-v1.1.xml?emailaddress="
+    martin = thunderbird(inst, port, path + MARTIN)
+    assert thunderbird_reads(martin, knows_client_cert=True) == ("TLS-client-cert",) * 2
+    # A Thunderbird without certificate autoconfiguration takes the demo's password.
+    assert thunderbird_reads(martin, knows_client_cert=False) == ("password-cleartext",) * 2
+    durand = thunderbird(inst, port, path + DURAND)  # OAuth2 is not ours to offer it
+    assert thunderbird_reads(durand, knows_client_cert=False) == ("password-cleartext",) * 2
+    # Certificate only (an APP system): such a Thunderbird finds nothing it can
+    # use and the account is set up by hand ("TLS Certificate"), as the README says.
+    labo = thunderbird(inst, port, path + LABO)
+    assert thunderbird_reads(labo, knows_client_cert=True) == ("TLS-client-cert",) * 2
+    with pytest.raises(Unreadable):
+        thunderbird_reads(labo, knows_client_cert=False)
+
+
 @pytest.mark.parametrize("path", ["/.well-known/autoconfig/mail/config-v1.1.xml",
                                   "/mail/config-v1.1.xml"])
 def test_thunderbird_card_holder(served: tuple[MssInstance, int], path: str) -> None:
