@@ -554,13 +554,20 @@ def _remove_pid(path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     pid_path = pid_file(config_path(args))
+    # Read (and removed from the environment) first, before any fork: only
+    # this process speaks to systemd (NotifyAccess=main).
+    notifier = Notifier.from_environ()
     try:
-        return _run(args, pid_path)
+        return _run(args, pid_path, notifier)
+    except CliError as exc:
+        if notifier is not None:  # `systemctl status` then says why it did not start
+            notifier.send({"STATUS": f"cannot start: {exc.message}"})
+        raise
     finally:
         _remove_pid(pid_path)  # only ours: a second serve refused at bind leaves it
 
 
-def _run(args: argparse.Namespace, pid_path: Path) -> int:
+def _run(args: argparse.Namespace, pid_path: Path, notifier: Notifier | None) -> int:
     settings = load(args, check_files=True)
     workers = args.workers if args.workers is not None else settings.workers
     if not 1 <= workers <= 64:
@@ -570,9 +577,6 @@ def _run(args: argparse.Namespace, pid_path: Path) -> int:
     connections = ConnectionCounts(slots=workers)  # before any fork: shared
     install_early_stop()
     _write_pid(pid_path)
-    # Read (and removed from the environment) before any fork: only this
-    # process speaks to systemd (NotifyAccess=main).
-    notifier = Notifier.from_environ()
     if workers > 1:
         _prepare_fork(settings)
     if args.banner:

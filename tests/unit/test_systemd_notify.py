@@ -244,3 +244,18 @@ def test_a_worker_starting_during_a_reload_does_not_hold_it(
     board.mark_started()  # the new worker is up: it read the files
     health.tick([0, 1])
     assert receive(sock)["READY"] == "1"
+
+
+def test_serve_says_why_it_cannot_start(path_socket: tuple[socket.socket, str], tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A settings file with problems: the first line is systemd's STATUS=."""
+    from mssctl.main import main
+
+    config = tmp_path / "mss.yaml"
+    config.write_text("domains: [a.test]\nlistners: []\n", encoding="utf-8")
+    sock, address = path_socket
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    assert main(["serve", "--config", str(config)]) == 2
+    msg = receive(sock)
+    assert msg["STATUS"].startswith("cannot start: ") and "listners" in msg["STATUS"], msg
+    assert "NOTIFY_SOCKET" not in os.environ
