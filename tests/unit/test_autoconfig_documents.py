@@ -151,3 +151,12 @@ def test_an_autoconfig_listener_speaks_https(tmp_path: Path, tls: str, error: bo
     assert info.value.lines == [
         f"{path}: listeners.0.tls: expected implicit (HTTPS) for an autoconfig listener "
         "(or none on loopback), got starttls"]
+
+
+def test_the_banner_names_an_autoconfig_listener(tmp_path: Path) -> None:
+    from mssctl.serve import BoundListener, banner
+
+    settings = make_settings(tmp_path, listeners=listeners(("autoconfig", 443, "implicit")))
+    text = banner(settings, [BoundListener(settings.listeners[0], 443)], tmp_path / "mss.yaml", 1)
+    assert "autoconfig-443  127.0.0.1:443    HTTPS client autoconfiguration (Thunderbird, " \
+           "Outlook), TLS from the first byte" in text
