@@ -13,6 +13,7 @@ import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -210,3 +211,23 @@ def test_stopped_server(tmp_path_factory: pytest.TempPathFactory) -> None:
     listeners = [r for r in rows if r[1] == "listener"]
     assert len(listeners) == 5 and all(lvl == "FAIL" and r.endswith(": connection refused")
                                        for lvl, _, r in listeners), out
+
+
+@pytest.mark.postgres
+def test_database_on_postgresql(running: MssInstance, pg_cluster: Any) -> None:
+    url = pg_cluster.url(pg_cluster.new_database())
+    config = variant(running, "pg", ("url: sqlite:///mss.db", f"url: {url}"))
+    code, rows, out = doctor(config)
+    assert code == 0, out
+    db = [r for r in rows if r[1] == "database"]
+    assert db == [("OK", "database", f"{url}: reachable, schema at the latest revision "
+                                     f"({head_revision()})")], out
+    assert ("OK", "queue", "empty") in rows
+
+    # A blank database: never migrated.
+    bare = pg_cluster.url(pg_cluster.new_database(template=None))
+    config = variant(running, "pg-bare", ("url: sqlite:///mss.db", f"url: {bare}"))
+    code, rows, out = doctor(config)
+    assert code == 2
+    assert ("FAIL", "database", f"{bare}: schema at nothing, not {head_revision()}: run "
+                                "`mssctl db upgrade`") in rows, out
