@@ -10,7 +10,21 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mssctl import account, audit, db, doctor, init, keys, mailbox, peer, policy, queue, serve
+from mssctl import (
+    account,
+    audit,
+    backup,
+    db,
+    directory,
+    doctor,
+    init,
+    keys,
+    mailbox,
+    peer,
+    policy,
+    queue,
+    serve,
+)
 from mssctl.common import EXIT_FAILURE, EXIT_USAGE, CliError, ConfigProblems
 
 
@@ -20,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Administer an MSS secure health mail server (IMAP + SMTP).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (init, serve, doctor, db, account, mailbox, queue, peer, keys, audit, policy):
+    for module in (init, serve, doctor, db, backup, account, mailbox, directory, queue, peer,
+                   keys, audit, policy):
         module.register(sub)
     return parser
 
