@@ -401,6 +401,9 @@ def _probe(listener: ListenerSettings, timeout: float) -> tuple[bool, str]:
     deadline = time.monotonic() + timeout
     sock = socket.create_connection((host, listener.port), timeout=timeout)
     try:
+        if listener.proxy_protocol:
+            # What a balancer's health check sends: "this connection is mine".
+            sock.sendall(b"PROXY UNKNOWN\r\n")
         stream: socket.socket = sock
         if listener.tls is TLSMode.IMPLICIT:
             ctx = ssl.create_default_context()
@@ -439,12 +442,16 @@ def check_listeners(settings: Settings, args: argparse.Namespace,
         try:
             ok, answer = probe(lst, args.timeout)
         except (OSError, ssl.SSLError) as exc:
-            yield Check(Level.FAIL, "listener", f"{where}: {_why(exc)}")
+            yield Check(Level.FAIL, "listener", f"{where}: {_why(exc)}"
+                        + (" (a PROXY protocol listener: is this host in its proxy_from?)"
+                           if lst.proxy_protocol else ""))
             continue
+        hint = (" (a PROXY protocol listener: is this host in its proxy_from?)"
+                if lst.proxy_protocol else "")
         if ok:
             yield Check(Level.OK, "listener", f"{where}: {answer}")
         else:
-            yield Check(Level.FAIL, "listener", f"{where}: unexpected answer {answer!r}")
+            yield Check(Level.FAIL, "listener", f"{where}: unexpected answer {answer!r}{hint}")
 
 
 def _why(exc: BaseException) -> str:

@@ -30,6 +30,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MssInstance]:
     inst = MssInstance.demo(tmp_path_factory, "doctor")
+    # One listener behind a load balancer: doctor speaks the PROXY protocol to it.
+    config = inst.directory / "mss.yaml"
+    text = config.read_text(encoding="utf-8")
+    line = f"port: {inst.port('submissions')}, role: submission, tls: implicit"
+    assert line in text
+    config.write_text(text.replace(line, line + ", proxy_protocol: true"), encoding="utf-8")
     inst.start()
     try:
         yield inst
@@ -81,7 +87,7 @@ def test_healthy_instance(running: MssInstance) -> None:
     listeners = [r for _, n, r in rows if n == "listener"]
     assert len(listeners) == 5
     assert any(r.startswith("imaps ") and ": * OK" in r for r in listeners)  # through TLS
-    assert any(r.startswith("submissions ") and ": 220 " in r for r in listeners)
+    assert any(r.startswith("submissions ") and ": 220 " in r for r in listeners)  # PROXY, TLS
 
 
 def test_a_warning_is_exit_status_1(running: MssInstance) -> None:
@@ -231,3 +237,34 @@ def test_database_on_postgresql(running: MssInstance, pg_cluster: Any) -> None:
     assert code == 2
     assert ("FAIL", "database", f"{bare}: schema at nothing, not {head_revision()}: run "
                                 "`mssctl db upgrade`") in rows, out
+
+
+def test_proxy_listener_that_does_not_trust_us(running: MssInstance) -> None:
+    """A PROXY listener whose proxy_from leaves this host out closes without a
+    word: here a socket that does just that, named by the settings as the
+    submissions listener. The failure says where to look."""
+    import threading
+
+    closer = socket.socket()
+    closer.bind(("127.0.0.1", 0))
+    closer.listen(1)
+    port = closer.getsockname()[1]
+
+    def close_one() -> None:
+        conn, _ = closer.accept()
+        conn.close()
+
+    thread = threading.Thread(target=close_one, daemon=True)
+    thread.start()
+    try:
+        config = variant(running, "proxyhint", (f"port: {running.port('submissions')},",
+                                                f"port: {port},"))
+        code, rows, out = doctor(config, "--timeout", "3")
+    finally:
+        thread.join(5)
+        closer.close()
+    assert code == 2, out
+    bad = [r for r in rows if r[0] != "OK"]
+    assert len(bad) == 1 and bad[0][:2] == ("FAIL", "listener"), out
+    assert bad[0][2].startswith(f"submissions 127.0.0.1:{port}: ")
+    assert bad[0][2].endswith(" (a PROXY protocol listener: is this host in its proxy_from?)")
