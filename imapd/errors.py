@@ -77,6 +77,28 @@ AUTH_BAD_BASE64 = Reply("BAD", None, "Invalid base64")
 AUTH_MALFORMED = Reply("BAD", None, "Malformed authentication response")
 
 
+# APPEND (RFC 7889 APPENDLIMIT, RFC 3502 MULTIAPPEND, RFC 4469 CATENATE,
+# RFC 3516 BINARY, RFC 6855 UTF8=ACCEPT). Any of these ends the whole command:
+# none of its messages is stored.
+APPEND_TOO_BIG = Reply("NO", "TOOBIG", "Message too big")
+APPEND_OVER_LIMIT = Reply("NO", "LIMIT", "Too much data in one APPEND")
+APPEND_TOO_MANY = Reply("NO", "LIMIT", "Too many messages in one APPEND")
+APPEND_EMPTY = Reply("NO", "CANNOT", "Cannot save a zero-byte message")
+APPEND_UTF8_NOT_ENABLED = Reply("BAD", None, "UTF8 data needs ENABLE UTF8=ACCEPT")
+APPEND_BINARY_PART_LATE = Reply(
+    "NO", "UNKNOWN-CTE", "Binary input allowed only when the first part is binary")
+
+
+def badurl(url: str, text: str = "Bad URL") -> ImapError:
+    """RFC 4469 ``NO [BADURL url]``: a CATENATE URL that is invalid, or names a
+    message or part this user cannot read or that does not exist (one answer
+    for both, as for mailboxes). The URL is echoed only if it is a plain
+    printable ASCII atom-like string (never raw client bytes otherwise)."""
+    safe = url if url and all(33 <= ord(ch) < 127 and ch != "]" for ch in url) else ""
+    code = f"BADURL {safe}" if safe else "BADURL"
+    return ImapError("NO", code, text)
+
+
 def fail(reply: Reply) -> ImapError:
     """The exception that finishes a command with a catalogue reply."""
     return ImapError(reply.status, reply.code, reply.text)

@@ -21,6 +21,11 @@ from policy.sasl import decode_base64
 
 MAX_ID_PAIRS = 30  # RFC 2971
 MAX_ENABLE = 100
+# Bounds on what one APPEND may describe (its octets are bounded by the reader):
+# the server's own limit on messages per command is lower (a setting).
+MAX_APPEND_MESSAGES = 10_000
+MAX_CATENATE_PARTS = 1_000
+MAX_URL_LENGTH = 8 * 1024
 
 
 def parse_tag(cur: Cursor) -> str:
@@ -307,9 +312,22 @@ def _status(cur: Cursor, tag: str) -> c.Command:
 
 
 def _append(cur: Cursor, tag: str) -> c.Command:
+    """RFC 3501 APPEND, RFC 3502 MULTIAPPEND (``1*append-message``), RFC 4469
+    CATENATE, RFC 6855 ``UTF8 (literal8)`` and RFC 3516 literal8."""
     cur.sp()
     mailbox = _mailbox(cur)
-    cur.sp()
+    messages: list[c.AppendMessage] = []
+    while cur.accept(b" "):
+        messages.append(_append_message(cur))
+        if len(messages) > MAX_APPEND_MESSAGES:
+            raise ParseError("Too many messages in one APPEND")
+    if not messages:
+        raise ParseError("Expected the message as a literal")
+    return c.Append(tag, mailbox, tuple(messages))
+
+
+def _append_message(cur: Cursor) -> c.AppendMessage:
+    """``append-opts SP append-data``."""
     flags: tuple[str, ...] = ()
     internal_date = None
     if cur.peek() == ord("("):
@@ -318,10 +336,66 @@ def _append(cur: Cursor, tag: str) -> c.Command:
     if cur.peek() == 0x22:
         internal_date = parse_date_time(cur)
         cur.sp()
-    if not cur.at_literal():
-        raise ParseError("Expected the message as a literal")
+    if cur.at_literal():
+        literal = _message_literal(cur)
+        return c.AppendMessage(flags, internal_date, literal.data, literal.binary)
+    if cur.accept_word(b"UTF8"):
+        literal = _utf8_literal(cur)
+        return c.AppendMessage(flags, internal_date, literal.data, literal.binary, utf8=True)
+    if cur.accept_word(b"CATENATE"):
+        cur.sp()
+        parts: list[c.CatenatePart] = []
+
+        def part() -> None:
+            parts.append(_cat_part(cur))
+            if len(parts) > MAX_CATENATE_PARTS:
+                raise ParseError("Too many CATENATE parts")
+
+        _paren_list(cur, part)
+        if not parts:
+            raise ParseError("Empty CATENATE list")
+        return c.AppendMessage(flags, internal_date, catenate=tuple(parts))
+    raise ParseError("Expected the message as a literal")
+
+
+def _message_literal(cur: Cursor) -> Literal:
+    """Message data: a literal, or a literal8 (RFC 3516), the only place NUL
+    may appear (RFC 3501 CHAR8 excludes it)."""
     literal = cur.take_literal(binary_ok=True)
-    return c.Append(tag, mailbox, flags, internal_date, literal.data, literal.binary)
+    if not literal.binary and b"\x00" in literal.data:
+        raise ParseError("NUL in a literal (binary data goes in a literal8 ~{n})")
+    return literal
+
+
+def _utf8_literal(cur: Cursor) -> Literal:
+    """RFC 6855 ``"UTF8" SP "(" literal8 ")"`` (a plain literal is taken too)."""
+    cur.sp()
+    cur.expect(b"(")
+    if not cur.at_literal():
+        raise ParseError("Expected a literal8")
+    literal = _message_literal(cur)
+    cur.expect(b")")
+    return literal
+
+
+def _cat_part(cur: Cursor) -> c.CatenatePart:
+    """RFC 4469 ``cat-part = text-literal / url``, RFC 6855 ``=/ utf8-literal``."""
+    if cur.accept_word(b"TEXT"):
+        cur.sp()
+        if not cur.at_literal():
+            raise ParseError("Expected a literal after TEXT")
+        literal = _message_literal(cur)
+        return c.CatenateText(literal.data, literal.binary)
+    if cur.accept_word(b"URL"):
+        cur.sp()
+        raw = cur.astring()
+        if len(raw) > MAX_URL_LENGTH:
+            raise ParseError("URL too long")
+        return c.CatenateUrl(raw.decode("latin-1"))
+    if cur.accept_word(b"UTF8"):
+        literal = _utf8_literal(cur)
+        return c.CatenateText(literal.data, literal.binary, utf8=True)
+    raise ParseError("Expected TEXT, URL or UTF8 in CATENATE")
 
 
 def _enable(cur: Cursor, tag: str) -> c.Command:

@@ -1,0 +1,223 @@
+"""APPEND (RFC 3501 6.3.11) with MULTIAPPEND (RFC 3502), CATENATE (RFC 4469),
+literal8 (RFC 3516 BINARY), the UTF8 data item (RFC 6855) and APPENDUID
+(RFC 4315).
+
+One APPEND is one store transaction (`MessageStore.append_many`): all its
+messages are stored or none, and the tagged OK (with the APPENDUID of every
+message) is sent only after that commit, so nothing acknowledged is ever lost.
+Every check comes before the write: the limits (messages per command, each
+message within APPENDLIMIT), the destination (``i`` right; a missing or
+invisible one is ``NO [TRYCREATE]``), each CATENATE URL, the quota on the
+command's total. Any failure ends the whole command.
+
+A CATENATE URL (RFC 5092) is read with the user's own rights, exactly as a
+FETCH: the ``r`` right on its mailbox, decided and audited by the policy; a
+message or part that does not exist, or that the user may not read, is the
+same ``NO [BADURL]``. A URL read into a stored message is audited as a
+``fetch`` of that message, as a FETCH of it would be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from imapd import fetch as render
+from imapd.commands.access import resolve_folder
+from imapd.commands.base import Context, Handler, ok
+from imapd.commands.mailbox import check_flags
+from imapd.commands.selected import record_content, sync_view
+from imapd.errors import (
+    APPEND_EMPTY,
+    APPEND_TOO_BIG,
+    APPEND_TOO_MANY,
+    APPEND_UTF8_NOT_ENABLED,
+    ImapError,
+    NoPermission,
+    NotPermitted,
+    Reply,
+    badurl,
+    fail,
+    no,
+    to_reply,
+)
+from imapd.namespace import Namespaces
+from imapd.parser.commands import (
+    Append,
+    AppendMessage,
+    CatenatePart,
+    CatenateText,
+    Command,
+)
+from imapd.parser.imapurl import parse_imap_url
+from imapd.parser.tokens import ParseError
+from imapd.wire import uid_set
+from policy.decisions import Identity, Policy, seen_account
+from storage.interface import (
+    AppendItem,
+    Folder,
+    InvalidName,
+    MessageStore,
+    NotFound,
+)
+from storage.mime import find_part, parse_message
+
+CATENATE_TOO_BIG = "Composed message too big"
+
+
+@dataclass
+class _Read:
+    """A message a CATENATE URL read (audited once the APPEND is stored)."""
+
+    target: str  # mailbox address/folder, as audit events name it
+    uid: int
+
+
+@dataclass
+class _Prepared:
+    folder: Folder
+    target: str  # the destination, as audit events name it
+    items: list[AppendItem]
+    seen: int | None
+    reads: list[_Read] = field(default_factory=list)
+
+
+def _uses_utf8(message: AppendMessage) -> bool:
+    return message.utf8 or any(
+        isinstance(p, CatenateText) and p.utf8 for p in message.catenate or ())
+
+
+def _check(ctx: Context, cmd: Append) -> None:
+    """What is decided without the store: limits, flags, the UTF8 item."""
+    limits = ctx.services.settings.limits
+    if len(cmd.messages) > limits.imap_append_messages:
+        raise fail(APPEND_TOO_MANY)
+    utf8 = "UTF8=ACCEPT" in ctx.session.enabled
+    limit = ctx.session.append_limit
+    for message in cmd.messages:
+        check_flags(message.flags)
+        if _uses_utf8(message) and not utf8:
+            # RFC 6855 4: only once the client has enabled UTF8=ACCEPT.
+            raise fail(APPEND_UTF8_NOT_ENABLED)
+        if message.catenate is None:
+            if len(message.message) > limit:
+                raise fail(APPEND_TOO_BIG)
+            if not message.message:
+                raise fail(APPEND_EMPTY)
+
+
+def _url_data(
+    policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
+    hostname: str, url_text: str, reads: list[_Read],
+) -> bytes:
+    """The octets a CATENATE URL names (BODY.PEEK[section]<partial> of it)."""
+    try:
+        url = parse_imap_url(url_text)
+    except ParseError as exc:
+        raise badurl(url_text, exc.message) from None
+    if url.host is not None and url.host != hostname.lower():
+        raise badurl(url_text, "URL names another server")
+    if url.user is not None and url.user.lower() != identity.name.lower():
+        raise badurl(url_text, "URL names another user")
+    missing = badurl(url_text, "No such message")
+    try:
+        place, folder = resolve_folder(policy, store, identity, namespaces, url.mailbox, "r",
+                                       "fetch")
+        if url.uidvalidity is not None and url.uidvalidity != folder.uidvalidity:
+            raise missing
+        raw = store.message_body(folder.id, url.uid)
+    except (NotFound, NotPermitted, NoPermission, InvalidName):
+        # Permission first, and "not permitted" looks like "not found".
+        raise missing from None
+    section = url.section
+    meta = parse_message(raw)
+    if section.part and find_part(meta, section.part) is None:
+        raise missing
+    data = render.section_bytes(raw, meta, section)
+    if section.partial is not None:
+        data = render.partial(data, section.partial.start, section.partial.length)
+    reads.append(_Read(f"{place.mailbox.address}/{place.folder}", url.uid))
+    return data
+
+
+def _compose(
+    policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
+    hostname: str, parts: Sequence[CatenatePart], limit: int, reads: list[_Read],
+) -> bytes:
+    """A CATENATE message, its parts in order; past `limit`, ``NO [TOOBIG]``."""
+    out = bytearray()
+    for part in parts:
+        if isinstance(part, CatenateText):
+            data = part.data
+        else:
+            data = _url_data(policy, store, identity, namespaces, hostname, part.url, reads)
+        if len(out) + len(data) > limit:
+            raise no(CATENATE_TOO_BIG, "TOOBIG")
+        out += data
+    return bytes(out)
+
+
+def _prepare(
+    policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
+    hostname: str, name: str, messages: Sequence[AppendMessage], limit: int,
+) -> _Prepared:
+    """The decisions and the CPU work of an APPEND, before its one write: the
+    destination, each CATENATE message, the parsing and encryption."""
+    place, folder = resolve_folder(policy, store, identity, namespaces, name, "i", "append")
+    reads: list[_Read] = []
+    items: list[AppendItem] = []
+    for message in messages:
+        raw = message.message
+        if message.catenate is not None:
+            raw = _compose(policy, store, identity, namespaces, hostname, message.catenate,
+                           limit, reads)
+            if not raw:
+                raise fail(APPEND_EMPTY)
+        items.append(AppendItem(store.prepare(raw),
+                                tuple(f for f in message.flags if f != "\\Recent"),
+                                message.internal_date))
+    return _Prepared(folder, f"{place.mailbox.address}/{place.folder}", items,
+                     seen_account(identity, place.mailbox), reads)
+
+
+async def append(ctx: Context, cmd: Append) -> Reply:
+    session = ctx.session
+    assert session.identity is not None and session.namespaces is not None
+    _check(ctx, cmd)
+    selected = session.view
+    claiming = selected.folder_id if selected is not None and not selected.readonly else None
+    store = ctx.services.store
+    try:
+        prepared: _Prepared = await ctx.run(
+            _prepare, ctx.services.policy, store, session.identity, session.namespaces,
+            ctx.services.settings.hostname, cmd.mailbox, cmd.messages, session.append_limit,
+        )
+        # Appending to the folder this session has selected read-write: the
+        # session takes the messages as recent itself (no claim to write later).
+        folder = prepared.folder
+        results = await ctx.run_write(
+            store.append_many, folder.id, prepared.items, recent=folder.id != claiming,
+            seen_account=prepared.seen,
+        )
+    except ImapError:
+        raise
+    except Exception as exc:
+        reply = to_reply(exc, context="APPEND")
+        if reply.code == "NONEXISTENT":
+            # RFC 3501 6.3.11: tell the client it may CREATE the mailbox.
+            raise no("Mailbox does not exist", "TRYCREATE") from None
+        raise
+    uids = [r.uid for r in results]
+    for read in prepared.reads:
+        await record_content(ctx, "fetch", read.target, [read.uid], via="catenate",
+                             to=prepared.target, appended=uid_set(uids))
+    view = session.view
+    if view is not None and view.folder_id == folder.id:
+        await sync_view(ctx, own_write=True)
+        if view.folder_id == claiming and session.view is view:
+            view.recent.update(u for u in uids if view.has(u))
+    ctx.watcher.notify_local(folder.id, exclude=getattr(ctx, "watch_token", None))
+    return ok("APPEND completed", f"APPENDUID {results[0].uidvalidity} {uid_set(uids)}")
+
+
+HANDLERS: dict[type[Command], Handler] = {Append: append}
