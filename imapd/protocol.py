@@ -450,6 +450,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             self.reader.max_append_total = self.services.settings.limits.imap_append_octets
             if self._access_token is None:
                 self._access_token = self.watcher.watch_access(self.on_access_changed)
+        self.reader.utf8 = session.utf8  # for the next command's mailbox names
         actions, self._after_reply = self._after_reply, []
         for action in actions:
             action()

@@ -290,7 +290,7 @@ async def status(ctx: Context, cmd: Status) -> Reply:
         _status, ctx.services.policy, ctx.services.store, identity, namespaces, cmd.mailbox,
         cmd.items, ctx.session.append_limit,
     )
-    ctx.send(f"* STATUS {wire_mailbox(cmd.mailbox)} ({values})\r\n".encode())
+    ctx.send(f"* STATUS {wire_mailbox(cmd.mailbox, ctx.session.utf8)} ({values})\r\n".encode())
     return ok("STATUS completed")
 
 

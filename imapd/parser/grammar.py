@@ -15,7 +15,7 @@ from imapd.parser.items import (
     parse_status_items,
     search_decoder,
 )
-from imapd.parser.mutf7 import decode, decode_mailbox
+from imapd.parser.mutf7 import decode, decode_mailbox, decode_utf8
 from imapd.parser.tokens import TAG_CHARS, Cursor, Literal, ParseError, to_text
 from policy.sasl import decode_base64
 
@@ -35,9 +35,12 @@ def parse_tag(cur: Cursor) -> str:
     return raw.decode("ascii")
 
 
-def parse_command(lines: list[bytes], literals: list[Literal]) -> c.Command:
-    """Parses a whole command; raises ParseError (the tag is known to the reader)."""
-    cur = Cursor(lines, literals)
+def parse_command(
+    lines: list[bytes], literals: list[Literal], *, utf8: bool = False
+) -> c.Command:
+    """Parses a whole command; raises ParseError (the tag is known to the reader).
+    `utf8`: the session enabled UTF8=ACCEPT (RFC 6855)."""
+    cur = Cursor(lines, literals, utf8=utf8)
     tag = parse_tag(cur)
     cur.sp()
     name = cur.keyword()
@@ -61,7 +64,12 @@ def parse_command(lines: list[bytes], literals: list[Literal]) -> c.Command:
 
 
 def _mailbox(cur: Cursor) -> str:
-    return decode_mailbox(cur.astring())
+    return decode_mailbox(cur.astring(), utf8=cur.utf8)
+
+
+def _name(cur: Cursor, raw: bytes) -> str:
+    """A LIST reference or pattern, a quota root: decoded, not normalised."""
+    return decode_utf8(raw) if cur.utf8 else decode(raw)
 
 
 def _text(cur: Cursor) -> str:
@@ -234,7 +242,7 @@ def _rename(cur: Cursor, tag: str) -> c.Command:
 
 
 def _pattern(cur: Cursor) -> str:
-    return decode(cur.list_mailbox())
+    return _name(cur, cur.list_mailbox())
 
 
 def _list(cur: Cursor, tag: str) -> c.Command:
@@ -261,7 +269,7 @@ def _list(cur: Cursor, tag: str) -> c.Command:
         # RFC 5258: RECURSIVEMATCH alone is an error.
         if opts.get("select_recursive_match") and len(opts) == 1:
             raise ParseError("RECURSIVEMATCH needs another selection option")
-    reference = decode(cur.astring())
+    reference = _name(cur, cur.astring())
     cur.sp()
     patterns: list[str] = []
     if cur.peek() == ord("("):
@@ -299,7 +307,7 @@ def _list(cur: Cursor, tag: str) -> c.Command:
 
 def _lsub(cur: Cursor, tag: str) -> c.Command:
     cur.sp()
-    reference = decode(cur.astring())
+    reference = _name(cur, cur.astring())
     cur.sp()
     return c.Lsub(tag, reference, _pattern(cur))
 
@@ -426,12 +434,12 @@ def _setacl(cur: Cursor, tag: str) -> c.Command:
 
 def _getquota(cur: Cursor, tag: str) -> c.Command:
     cur.sp()
-    return c.GetQuota(tag, decode(cur.astring()))
+    return c.GetQuota(tag, _name(cur, cur.astring()))
 
 
 def _setquota(cur: Cursor, tag: str) -> c.Command:
     cur.sp()
-    root = decode(cur.astring())
+    root = _name(cur, cur.astring())
     cur.sp()
     limits: list[tuple[str, int]] = []
 

@@ -108,6 +108,8 @@ class CommandReader:
         self.max_literal = max_literal
         # The octets of all the literals of one APPEND (None: max_literal).
         self.max_append_total = max_append_total
+        # RFC 6855: the session enabled UTF8=ACCEPT (set between commands).
+        self.utf8 = False
         self._buf = bytearray()
         self._mode = _Mode.LINE
         self._raw = False
@@ -330,7 +332,7 @@ class CommandReader:
         lines, literals, tag = self._lines, self._literals, self._tag
         self._reset_command()
         try:
-            return CommandReady(parse_command(lines, literals))
+            return CommandReady(parse_command(lines, literals, utf8=self.utf8))
         except ParseError as exc:
             return ParseFailure(tag, exc.message)
         except RecursionError:
