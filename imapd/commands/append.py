@@ -1,6 +1,6 @@
 """APPEND (RFC 3501 6.3.11) with MULTIAPPEND (RFC 3502), CATENATE (RFC 4469),
-literal8 (RFC 3516 BINARY), the UTF8 data item (RFC 6855) and APPENDUID
-(RFC 4315).
+literal8 (RFC 3516 BINARY: binary parts stored in base64, `imapd.binary`),
+the UTF8 data item (RFC 6855) and APPENDUID (RFC 4315).
 
 One APPEND is one store transaction (`MessageStore.append_many`): all its
 messages are stored or none, and the tagged OK (with the APPENDUID of every
@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from imapd import fetch as render
+from imapd.binary import encode_binary_parts
 from imapd.commands.access import resolve_folder
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.mailbox import check_flags
@@ -168,11 +169,17 @@ def _prepare(
     items: list[AppendItem] = []
     for message in messages:
         raw = message.message
+        binary = message.binary
         if message.catenate is not None:
             raw = _compose(policy, store, identity, namespaces, hostname, message.catenate,
                            limit, reads)
             if not raw:
                 raise fail(APPEND_EMPTY)
+            binary = any(isinstance(p, CatenateText) and p.binary for p in message.catenate)
+        if binary:
+            # RFC 3516: what came as literal8 may hold binary parts; they are
+            # stored in base64 (BINARY[] decodes them back).
+            raw = encode_binary_parts(raw)
         items.append(AppendItem(store.prepare(raw),
                                 tuple(f for f in message.flags if f != "\\Recent"),
                                 message.internal_date))
