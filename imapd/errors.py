@@ -92,11 +92,16 @@ APPEND_BINARY_PART_LATE = Reply(
 def badurl(url: str, text: str = "Bad URL") -> ImapError:
     """RFC 4469 ``NO [BADURL url]``: a CATENATE URL that is invalid, or names a
     message or part this user cannot read or that does not exist (one answer
-    for both, as for mailboxes). The URL is echoed only if it is a plain
-    printable ASCII atom-like string (never raw client bytes otherwise)."""
-    safe = url if url and all(33 <= ord(ch) < 127 and ch != "]" for ch in url) else ""
-    code = f"BADURL {safe}" if safe else "BADURL"
-    return ImapError("NO", code, text)
+    for both, as for mailboxes). The URL is echoed with every octet outside
+    printable ASCII, and "]", %-escaped: url-resp-text may hold neither CR,
+    LF, NUL nor "]", and `text` never holds client data."""
+    safe = "".join(
+        ch if 33 <= ord(ch) < 127 and ch != "]"
+        # The parser keeps the URL's octets as latin-1 characters.
+        else "".join(f"%{b:02X}" for b in ch.encode("latin-1" if ord(ch) < 256 else "utf-8"))
+        for ch in url
+    )
+    return ImapError("NO", f"BADURL {safe}" if safe else "BADURL", text)
 
 
 def fail(reply: Reply) -> ImapError:

@@ -226,3 +226,11 @@ def test_empty_composition_and_partial(env: ImapEnv) -> None:
     m = re.search(rb"APPENDUID \d+ (\d+)", out)
     assert m, out
     assert stored(env, int(m.group(1)), folder="INBOX") == DRAFT[6:14]
+
+
+def test_badurl_echo_never_breaks_the_response(env: ImapEnv) -> None:
+    c = env.login()
+    out = c.cmd(b'a1 APPEND INBOX CATENATE (URL {12+}\r\n/a]b\r\n;UID=1)')
+    assert out == b"a1 NO [BADURL /a%5Db%0D%0A;UID=1] Invalid characters in URL\r\n"
+    out = c.cmd('a2 APPEND INBOX CATENATE (URL "/\u00e9t\u00e9 x/;UID=1")')
+    assert out == b"a2 NO [BADURL /%C3%A9t%C3%A9%20x/;UID=1] Invalid characters in URL\r\n"
