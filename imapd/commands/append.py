@@ -14,7 +14,8 @@ A CATENATE URL (RFC 5092) is read with the user's own rights, exactly as a
 FETCH: the ``r`` right on its mailbox, decided and audited by the policy; a
 message or part that does not exist, or that the user may not read, is the
 same ``NO [BADURL]``. A URL read into a stored message is audited as a
-``fetch`` of that message, as a FETCH of it would be.
+``fetch`` of that message, as a FETCH of it would be. The stored messages
+are one ``append`` event (after the decision's own), like a COPY's.
 """
 
 from __future__ import annotations
@@ -215,6 +216,9 @@ async def append(ctx: Context, cmd: Append) -> Reply:
             raise no("Mailbox does not exist", "TRYCREATE") from None
         raise
     uids = [r.uid for r in results]
+    # ONE event per APPEND that stored messages, as for COPY and STORE.
+    await record_content(ctx, "append", prepared.target, uids,
+                         **({"catenate": True} if prepared.reads else {}))
     for read in prepared.reads:
         await record_content(ctx, "fetch", read.target, [read.uid], via="catenate",
                              to=prepared.target, appended=uid_set(uids))

@@ -204,13 +204,18 @@ def test_missing_or_forbidden_destination(env: ImapEnv, store: Any) -> None:
     assert out == b"a2 NO [NOPERM] Permission denied\r\n"
 
 
-def test_append_is_one_write_and_one_audit_decision(env: ImapEnv) -> None:
+def test_append_is_one_decision_and_one_event(env: ImapEnv) -> None:
     c = env.login()
     c.cmd(b"a1 APPEND INBOX {%d+}\r\n%s {%d+}\r\n%s" % (len(HELLO), HELLO, len(WORLD), WORLD))
-    decisions = [e for e in env.audit.events if e.action == "append"]
-    assert len(decisions) == 1
-    assert decisions[0].actor == SECRETARY and decisions[0].result == "allow"
+    decision, done = [e for e in env.audit.events if e.action == "append"]
+    assert (decision.actor, decision.result, decision.target) == (
+        SECRETARY, "allow", f"{SECRETARY}/INBOX")
+    assert (done.actor, done.result, done.target) == (SECRETARY, "ok", f"{SECRETARY}/INBOX")
+    assert done.details["messages"] == 2 and done.details["uids"] == "1:2"
     assert all(b"Hello" not in repr(e).encode() for e in env.audit.events)
+    # Refused: the decision only, nothing stored to record.
+    c.cmd(b"a2 APPEND INBOX {%d+}\r\n%s {0+}\r\n" % (len(HELLO), HELLO))
+    assert [e.result for e in env.audit.events if e.action == "append"] == ["allow", "ok"]
 
 
 def test_pipelined_after_multiappend(env: ImapEnv) -> None:
