@@ -128,3 +128,11 @@ def test_shared_box_names_stay_ascii(env: ImapEnv) -> None:
     c.ok(f'CREATE "Shared/{CARDIO}/Proc\u00e9dures"')
     listed = c.ok(f'LIST "Shared/{CARDIO}/" "*"')
     assert f'"Shared/{CARDIO}/Proc\u00e9dures"'.encode() in listed
+
+
+def test_commands_pipelined_after_enable_are_read_in_utf8(env: ImapEnv) -> None:
+    c = env.login()
+    out = c.send(b'a1 ENABLE UTF8=ACCEPT\r\na2 CREATE "A&B"\r\na3 LIST "" "A*"\r\n')
+    assert b"a2 OK" in out and b'* LIST (\\HasNoChildren) "/" "A&B"\r\n' in out, out
+    # The store has the name itself; a session without UTF8=ACCEPT sees it encoded.
+    assert b'"A&-B"' in env.login().ok('LIST "" "A*"')
