@@ -85,8 +85,15 @@ APPEND_OVER_LIMIT = Reply("NO", "LIMIT", "Too much data in one APPEND")
 APPEND_TOO_MANY = Reply("NO", "LIMIT", "Too many messages in one APPEND")
 APPEND_EMPTY = Reply("NO", "CANNOT", "Cannot save a zero-byte message")
 APPEND_UTF8_NOT_ENABLED = Reply("BAD", None, "UTF8 data needs ENABLE UTF8=ACCEPT")
-APPEND_BINARY_PART_LATE = Reply(
-    "NO", "UNKNOWN-CTE", "Binary input allowed only when the first part is binary")
+APPEND_TRYCREATE = Reply("NO", "TRYCREATE", "Mailbox does not exist")
+CATENATE_TOO_BIG = Reply("NO", "TOOBIG", "Composed message too big")
+# RFC 6855 3: after ENABLE UTF8=ACCEPT a SEARCH CHARSET conflicts with UTF-8.
+SEARCH_CHARSET_UTF8 = Reply("BAD", None, "No CHARSET once UTF8=ACCEPT is enabled")
+# The texts of NO [BADURL ...] (`badurl`); the first is for both a message
+# that does not exist and one that may not be read.
+BADURL_MISSING = "No such message"
+BADURL_OTHER_SERVER = "URL names another server"
+BADURL_OTHER_USER = "URL names another user"
 
 
 def badurl(url: str, text: str = "Bad URL") -> ImapError:

@@ -33,14 +33,18 @@ from imapd.errors import (
     APPEND_EMPTY,
     APPEND_TOO_BIG,
     APPEND_TOO_MANY,
+    APPEND_TRYCREATE,
     APPEND_UTF8_NOT_ENABLED,
+    BADURL_MISSING,
+    BADURL_OTHER_SERVER,
+    BADURL_OTHER_USER,
+    CATENATE_TOO_BIG,
     ImapError,
     NoPermission,
     NotPermitted,
     Reply,
     badurl,
     fail,
-    no,
     to_reply,
 )
 from imapd.namespace import Namespaces
@@ -63,8 +67,6 @@ from storage.interface import (
     NotFound,
 )
 from storage.mime import find_part, parse_message
-
-CATENATE_TOO_BIG = "Composed message too big"
 
 
 @dataclass
@@ -118,10 +120,10 @@ def _url_data(
     except ParseError as exc:
         raise badurl(url_text, exc.message) from None
     if url.host is not None and url.host != hostname.lower():
-        raise badurl(url_text, "URL names another server")
+        raise badurl(url_text, BADURL_OTHER_SERVER)
     if url.user is not None and url.user.lower() != identity.name.lower():
-        raise badurl(url_text, "URL names another user")
-    missing = badurl(url_text, "No such message")
+        raise badurl(url_text, BADURL_OTHER_USER)
+    missing = badurl(url_text, BADURL_MISSING)
     try:
         place, folder = resolve_folder(policy, store, identity, namespaces, url.mailbox, "r",
                                        "fetch")
@@ -154,7 +156,7 @@ def _compose(
         else:
             data = _url_data(policy, store, identity, namespaces, hostname, part.url, reads)
         if len(out) + len(data) > limit:
-            raise no(CATENATE_TOO_BIG, "TOOBIG")
+            raise fail(CATENATE_TOO_BIG)
         out += data
     return bytes(out)
 
@@ -213,7 +215,7 @@ async def append(ctx: Context, cmd: Append) -> Reply:
         reply = to_reply(exc, context="APPEND")
         if reply.code == "NONEXISTENT":
             # RFC 3501 6.3.11: tell the client it may CREATE the mailbox.
-            raise no("Mailbox does not exist", "TRYCREATE") from None
+            raise fail(APPEND_TRYCREATE) from None
         raise
     uids = [r.uid for r in results]
     # ONE event per APPEND that stored messages, as for COPY and STORE.
