@@ -85,6 +85,8 @@ APPEND_OVER_LIMIT = Reply("NO", "LIMIT", "Too much data in one APPEND")
 APPEND_TOO_MANY = Reply("NO", "LIMIT", "Too many messages in one APPEND")
 APPEND_EMPTY = Reply("NO", "CANNOT", "Cannot save a zero-byte message")
 APPEND_UTF8_NOT_ENABLED = Reply("BAD", None, "UTF8 data needs ENABLE UTF8=ACCEPT")
+# RFC 6855 4: before ENABLE UTF8=ACCEPT, 8-bit header fields are refused.
+APPEND_8BIT_HEADERS = Reply("NO", None, "8-bit header fields need ENABLE UTF8=ACCEPT")
 APPEND_TRYCREATE = Reply("NO", "TRYCREATE", "Mailbox does not exist")
 CATENATE_TOO_BIG = Reply("NO", "TOOBIG", "Composed message too big")
 # RFC 6855 3: after ENABLE UTF8=ACCEPT a SEARCH CHARSET conflicts with UTF-8.

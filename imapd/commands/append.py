@@ -6,7 +6,8 @@ One APPEND is one store transaction (`MessageStore.append_many`): all its
 messages are stored or none, and the tagged OK (with the APPENDUID of every
 message) is sent only after that commit, so nothing acknowledged is ever lost.
 Every check comes before the write: the limits (messages per command, each
-message within APPENDLIMIT), the destination (``i`` right; a missing or
+message within APPENDLIMIT), 8-bit header fields only once UTF8=ACCEPT is
+enabled (RFC 6855 4), the destination (``i`` right; a missing or
 invisible one is ``NO [TRYCREATE]``), each CATENATE URL, the quota on the
 command's total. Any failure ends the whole command.
 
@@ -30,6 +31,7 @@ from imapd.commands.base import Context, Handler, ok
 from imapd.commands.mailbox import check_flags
 from imapd.commands.selected import record_content, sync_view
 from imapd.errors import (
+    APPEND_8BIT_HEADERS,
     APPEND_EMPTY,
     APPEND_TOO_BIG,
     APPEND_TOO_MANY,
@@ -66,7 +68,7 @@ from storage.interface import (
     MessageStore,
     NotFound,
 )
-from storage.mime import find_part, parse_message
+from storage.mime import find_part, header_bounds, parse_message
 
 
 @dataclass
@@ -161,9 +163,14 @@ def _compose(
     return bytes(out)
 
 
+def _has_8bit_header(raw: bytes) -> bool:
+    fields_end, _ = header_bounds(raw, 0, len(raw))
+    return not raw[:fields_end].isascii()
+
+
 def _prepare(
     policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
-    hostname: str, name: str, messages: Sequence[AppendMessage], limit: int,
+    hostname: str, name: str, messages: Sequence[AppendMessage], limit: int, utf8: bool,
 ) -> _Prepared:
     """The decisions and the CPU work of an APPEND, before its one write: the
     destination, each CATENATE message, the parsing and encryption."""
@@ -179,6 +186,10 @@ def _prepare(
             if not raw:
                 raise fail(APPEND_EMPTY)
             binary = any(isinstance(p, CatenateText) and p.binary for p in message.catenate)
+        if not utf8 and _has_8bit_header(raw):
+            # RFC 6855 4: a client that did not enable UTF8=ACCEPT may not
+            # store a message whose header fields hold 8-bit octets.
+            raise fail(APPEND_8BIT_HEADERS)
         if binary:
             # RFC 3516: what came as literal8 may hold binary parts; they are
             # stored in base64 (BINARY[] decodes them back).
@@ -201,6 +212,7 @@ async def append(ctx: Context, cmd: Append) -> Reply:
         prepared: _Prepared = await ctx.run(
             _prepare, ctx.services.policy, store, session.identity, session.namespaces,
             ctx.services.settings.hostname, cmd.mailbox, cmd.messages, session.append_limit,
+            session.utf8,
         )
         # Appending to the folder this session has selected read-write: the
         # session takes the messages as recent itself (no claim to write later).

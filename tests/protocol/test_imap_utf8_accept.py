@@ -136,3 +136,22 @@ def test_commands_pipelined_after_enable_are_read_in_utf8(env: ImapEnv) -> None:
     assert b"a2 OK" in out and b'* LIST (\\HasNoChildren) "/" "A&B"\r\n' in out, out
     # The store has the name itself; a session without UTF8=ACCEPT sees it encoded.
     assert b'"A&-B"' in env.login().ok('LIST "" "A*"')
+
+
+def test_8bit_header_fields_need_enable(env: ImapEnv) -> None:
+    """RFC 6855 4: before ENABLE UTF8=ACCEPT, an APPEND whose header fields
+    hold 8-bit octets is refused (NO); 8-bit in the body is not concerned."""
+    c = env.login()
+    out = c.cmd(b"a1 APPEND INBOX {%d+}\r\n%s" % (len(EAI), EAI))
+    assert out == b"a1 NO 8-bit header fields need ENABLE UTF8=ACCEPT\r\n"
+    # All or nothing: the ASCII message before it is not stored either.
+    ascii_one = message("ascii")
+    out = c.cmd(b"a2 APPEND INBOX {%d+}\r\n%s {%d+}\r\n%s" % (
+        len(ascii_one), ascii_one, len(EAI), EAI))
+    assert out == b"a2 NO 8-bit header fields need ENABLE UTF8=ACCEPT\r\n"
+    body_8bit = b"Subject: ascii\r\n\r\nR\xc3\xa9sultats\r\n"
+    out = c.cmd(b"a3 APPEND INBOX {%d+}\r\n%s" % (len(body_8bit), body_8bit))
+    assert re.fullmatch(rb"a3 OK \[APPENDUID \d+ 1\] APPEND completed\r\n", out), out
+    c.ok("ENABLE UTF8=ACCEPT")
+    out = c.cmd(b"a4 APPEND INBOX {%d+}\r\n%s" % (len(EAI), EAI))
+    assert re.fullmatch(rb"a4 OK \[APPENDUID \d+ 2\] APPEND completed\r\n", out), out
