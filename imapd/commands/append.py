@@ -33,6 +33,7 @@ from imapd.commands.selected import record_content, sync_view
 from imapd.errors import (
     APPEND_8BIT_HEADERS,
     APPEND_EMPTY,
+    APPEND_OVER_LIMIT,
     APPEND_TOO_BIG,
     APPEND_TOO_MANY,
     APPEND_TRYCREATE,
@@ -80,6 +81,16 @@ class _Read:
 
 
 @dataclass
+class _UrlReads:
+    """The messages CATENATE URLs read in one APPEND, and the octets they may
+    still read: each URL decrypts its whole message, so one command may not
+    make the server read more than it may hold (`limits.imap_append_octets`)."""
+
+    left: int
+    done: list[_Read] = field(default_factory=list)
+
+
+@dataclass
 class _Prepared:
     folder: Folder
     target: str  # the destination, as audit events name it
@@ -114,7 +125,7 @@ def _check(ctx: Context, cmd: Append) -> None:
 
 def _url_data(
     policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
-    hostname: str, url_text: str, reads: list[_Read],
+    hostname: str, url_text: str, reads: _UrlReads,
 ) -> bytes:
     """The octets a CATENATE URL names (BODY.PEEK[section]<partial> of it)."""
     try:
@@ -135,6 +146,9 @@ def _url_data(
     except (NotFound, NotPermitted, NoPermission, InvalidName):
         # Permission first, and "not permitted" looks like "not found".
         raise missing from None
+    reads.left -= len(raw)
+    if reads.left < 0:
+        raise fail(APPEND_OVER_LIMIT)
     section = url.section
     meta = parse_message(raw)
     if section.part and find_part(meta, section.part) is None:
@@ -142,13 +156,13 @@ def _url_data(
     data = render.section_bytes(raw, meta, section)
     if section.partial is not None:
         data = render.partial(data, section.partial.start, section.partial.length)
-    reads.append(_Read(f"{place.mailbox.address}/{place.folder}", url.uid))
+    reads.done.append(_Read(f"{place.mailbox.address}/{place.folder}", url.uid))
     return data
 
 
 def _compose(
     policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
-    hostname: str, parts: Sequence[CatenatePart], limit: int, reads: list[_Read],
+    hostname: str, parts: Sequence[CatenatePart], limit: int, reads: _UrlReads,
 ) -> bytes:
     """A CATENATE message, its parts in order; past `limit`, ``NO [TOOBIG]``."""
     out = bytearray()
@@ -171,11 +185,12 @@ def _has_8bit_header(raw: bytes) -> bool:
 def _prepare(
     policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
     hostname: str, name: str, messages: Sequence[AppendMessage], limit: int, utf8: bool,
+    url_octets: int,
 ) -> _Prepared:
     """The decisions and the CPU work of an APPEND, before its one write: the
     destination, each CATENATE message, the parsing and encryption."""
     place, folder = resolve_folder(policy, store, identity, namespaces, name, "i", "append")
-    reads: list[_Read] = []
+    reads = _UrlReads(url_octets)
     items: list[AppendItem] = []
     for message in messages:
         raw = message.message
@@ -198,7 +213,7 @@ def _prepare(
                                 tuple(f for f in message.flags if f != "\\Recent"),
                                 message.internal_date))
     return _Prepared(folder, f"{place.mailbox.address}/{place.folder}", items,
-                     seen_account(identity, place.mailbox), reads)
+                     seen_account(identity, place.mailbox), reads.done)
 
 
 async def append(ctx: Context, cmd: Append) -> Reply:
@@ -212,7 +227,7 @@ async def append(ctx: Context, cmd: Append) -> Reply:
         prepared: _Prepared = await ctx.run(
             _prepare, ctx.services.policy, store, session.identity, session.namespaces,
             ctx.services.settings.hostname, cmd.mailbox, cmd.messages, session.append_limit,
-            session.utf8,
+            session.utf8, ctx.services.settings.limits.imap_append_octets,
         )
         # Appending to the folder this session has selected read-write: the
         # session takes the messages as recent itself (no claim to write later).

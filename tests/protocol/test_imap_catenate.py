@@ -234,3 +234,19 @@ def test_badurl_echo_never_breaks_the_response(env: ImapEnv) -> None:
     assert out == b"a1 NO [BADURL /a%5Db%0D%0A;UID=1] Invalid characters in URL\r\n"
     out = c.cmd('a2 APPEND INBOX CATENATE (URL "/\u00e9t\u00e9 x/;UID=1")')
     assert out == b"a2 NO [BADURL /%C3%A9t%C3%A9%20x/;UID=1] Invalid characters in URL\r\n"
+
+
+def test_url_reads_are_bounded_per_command(tmp_path: Path, store: Any) -> None:
+    """Each URL decrypts its whole message: one APPEND may not make the
+    server read more than imap_append_octets through URLs, PARTIAL or not."""
+    populate(store)
+    env = make_env(tmp_path, store, limits=LimitSettings(imap_append_octets=4096))
+    c = env.login()
+    _, a, _ = drafts(env, c)
+    urls = b" ".join(b'URL "/Drafts/;UID=%d/;PARTIAL=0.1"' % a for _ in range(4096 // len(DRAFT)))
+    out = c.cmd(b"a1 APPEND INBOX CATENATE (%s)" % urls)
+    assert out.startswith(b"a1 OK [APPENDUID"), out
+    urls += b' URL "/Drafts/;UID=%d/;PARTIAL=0.1"' % a
+    out = c.cmd(b"a2 APPEND INBOX CATENATE (%s)" % urls)
+    assert out == b"a2 NO [LIMIT] Too much data in one APPEND\r\n"
+    assert count(env, folder="INBOX") == 1
