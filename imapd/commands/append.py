@@ -42,13 +42,11 @@ from imapd.errors import (
     BADURL_OTHER_SERVER,
     BADURL_OTHER_USER,
     CATENATE_TOO_BIG,
-    ImapError,
     NoPermission,
     NotPermitted,
     Reply,
     badurl,
     fail,
-    to_reply,
 )
 from imapd.namespace import Namespaces
 from imapd.parser.commands import (
@@ -109,7 +107,7 @@ def _check(ctx: Context, cmd: Append) -> None:
     limits = ctx.services.settings.limits
     if len(cmd.messages) > limits.imap_append_messages:
         raise fail(APPEND_TOO_MANY)
-    utf8 = "UTF8=ACCEPT" in ctx.session.enabled
+    utf8 = ctx.session.utf8
     limit = ctx.session.append_limit
     for message in cmd.messages:
         check_flags(message.flags)
@@ -236,20 +234,20 @@ async def append(ctx: Context, cmd: Append) -> Reply:
             store.append_many, folder.id, prepared.items, recent=folder.id != claiming,
             seen_account=prepared.seen,
         )
-    except ImapError:
-        raise
-    except Exception as exc:
-        reply = to_reply(exc, context="APPEND")
-        if reply.code == "NONEXISTENT":
-            # RFC 3501 6.3.11: tell the client it may CREATE the mailbox.
-            raise fail(APPEND_TRYCREATE) from None
-        raise
+    except (NotFound, NotPermitted):
+        # The destination is missing or invisible (or was deleted meanwhile):
+        # RFC 3501 6.3.11, tell the client it may CREATE the mailbox.
+        raise fail(APPEND_TRYCREATE) from None
     uids = [r.uid for r in results]
-    # ONE event per APPEND that stored messages, as for COPY and STORE.
+    # ONE event per APPEND that stored messages, as for COPY and STORE; and
+    # one fetch event per folder CATENATE URLs read, as for a FETCH.
     await record_content(ctx, "append", prepared.target, uids,
                          **({"catenate": True} if prepared.reads else {}))
-    for read in prepared.reads:
-        await record_content(ctx, "fetch", read.target, [read.uid], via="catenate",
+    read: dict[str, set[int]] = {}
+    for r in prepared.reads:
+        read.setdefault(r.target, set()).add(r.uid)
+    for target, read_uids in read.items():
+        await record_content(ctx, "fetch", target, sorted(read_uids), via="catenate",
                              to=prepared.target, appended=uid_set(uids))
     view = session.view
     if view is not None and view.folder_id == folder.id:

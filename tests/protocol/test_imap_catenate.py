@@ -250,3 +250,18 @@ def test_url_reads_are_bounded_per_command(tmp_path: Path, store: Any) -> None:
     out = c.cmd(b"a2 APPEND INBOX CATENATE (%s)" % urls)
     assert out == b"a2 NO [LIMIT] Too much data in one APPEND\r\n"
     assert count(env, folder="INBOX") == 1
+
+
+def test_urls_to_one_folder_are_one_fetch_event(env: ImapEnv) -> None:
+    c = env.login()
+    _, a, b = drafts(env, c)
+    urls = b'URL "/Drafts/;UID=%d/;SECTION=HEADER" URL "/Drafts/;UID=%d/;SECTION=1" ' \
+           b'URL "/Drafts/;UID=%d"' % (a, a, b)
+    out = c.cmd(b"a1 APPEND INBOX CATENATE (%s) CATENATE (%s)" % (urls, urls))
+    assert out.startswith(b"a1 OK [APPENDUID"), out
+    (event,) = [e for e in env.audit.events if e.action == "fetch" and e.result == "ok"]
+    assert event.target == f"{SECRETARY}/Drafts" and event.details["uids"] == f"{a}:{b}"
+    # drafts() stored two, then this APPEND two more.
+    _, stored_event = [e for e in env.audit.events if e.action == "append" and e.result == "ok"]
+    assert stored_event.target == f"{SECRETARY}/INBOX"
+    assert stored_event.details["messages"] == 2 and stored_event.details["catenate"] is True
