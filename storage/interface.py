@@ -506,8 +506,9 @@ class MessageStore(Protocol):
         cert_pins: Sequence[str] = (),
     ) -> Account:
         """With `cert_pins` pinned to it (see `add_cert_pin`), in the same
-        transaction. Raises AlreadyExists (login taken, or a pin already
-        given), ValueError (a malformed pin)."""
+        transaction. Raises AlreadyExists (login taken, a pin already given,
+        or the IdNat_PS or certificate subject already another account's),
+        ValueError (a malformed pin)."""
 
     def get_account(self, login: str) -> Account:
         """Case-insensitive. Raises NotFound."""
@@ -515,9 +516,13 @@ class MessageStore(Protocol):
     def get_account_by_id(self, account_id: int) -> Account:
         """Raises NotFound."""
 
-    def find_account_by_idnat(self, idnat: str) -> Account | None: ...
+    def find_account_by_idnat(self, idnat: str) -> Account | None:
+        """The one account with that IdNat_PS; None when none or several
+        (a card must not log in as either of two)."""
 
-    def find_account_by_cert_subject(self, subject: str) -> Account | None: ...
+    def find_account_by_cert_subject(self, subject: str) -> Account | None:
+        """The one account with that certificate subject; None when none or
+        several."""
 
     def list_accounts(self) -> list[Account]: ...
 
