@@ -32,7 +32,7 @@ test: venv
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check mssmtpd imapd policy storage certs conf mssctl autoconfig
+	$(BIN)/ruff check mssmtpd imapd policy storage certs conf mssctl
 
 typecheck: venv
 	$(BIN)/mypy

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 from integration_support import CARDIO, DURAND, LABO, MARTIN, MssInstance
 
-from autoconfig.documents import (
+from mssctl.autoconfig.documents import (
     AUTODISCOVER_NS,
     AUTODISCOVER_REQUEST_NS,
     OUTLOOK_RESPONSE_NS,

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from store_support import make_settings
 
-from autoconfig.documents import (
+from conf.settings import AuthMethod, ListenerSettings
+from mssctl.autoconfig.documents import (
     AUTODISCOVER_REQUEST_NS,
     MAX_REQUEST,
     OUTLOOK_RESPONSE_NS,
@@ -19,7 +20,6 @@ from autoconfig.documents import (
     parse_autodiscover_request,
     thunderbird_config,
 )
-from conf.settings import AuthMethod, ListenerSettings
 
 
 def listeners(*specs: tuple[str, int, str]) -> list[ListenerSettings]:

@@ -18,7 +18,9 @@ from urllib.parse import parse_qs
 
 from twisted.web import resource, server
 
-from autoconfig.documents import (
+from certs.tlsconn import close_connection, implicit_tls_factory
+from conf.settings import AuthMethod, ClientCertMode, ListenerSettings, TLSMode
+from mssctl.autoconfig.documents import (
     MAX_REQUEST,
     AutodiscoverRequestError,
     ClientSetup,
@@ -27,8 +29,6 @@ from autoconfig.documents import (
     parse_autodiscover_request,
     thunderbird_config,
 )
-from certs.tlsconn import close_connection, implicit_tls_factory
-from conf.settings import AuthMethod, ClientCertMode, ListenerSettings, TLSMode
 from policy.services import Services
 
 log = logging.getLogger(__name__)
