@@ -476,6 +476,15 @@ class PreparedMessage:
     sealed: dict[str, Any] = field(repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class AppendItem:
+    """One message of `MessageStore.append_many`."""
+
+    message: bytes | PreparedMessage = field(repr=False)
+    flags: tuple[str, ...] = ()
+    internal_date: datetime | None = None  # default: now
+
+
 class WriteBatch(Protocol):
     """What `MessageStore.write_batch` yields."""
 
@@ -793,6 +802,23 @@ class MessageStore(Protocol):
         need not wait for them).
 
         Raises NotFound (folder), QuotaExceeded.
+        """
+
+    def append_many(
+        self,
+        folder_id: int,
+        items: Sequence[AppendItem],
+        *,
+        recent: bool = True,
+        seen_account: int | None = None,
+    ) -> list[AppendResult]:
+        """Stores several messages in ONE transaction, durably: all of them or
+        none (RFC 3502 MULTIAPPEND). They get consecutive UIDs in the order
+        given and one new MODSEQ; the quota is checked on their total size.
+        `recent` and `seen_account` as in `append`. An empty list stores
+        nothing and returns [].
+
+        Raises NotFound (folder), QuotaExceeded (then nothing was stored).
         """
 
     def deliver(self, delivery: Delivery) -> list[AppendResult]:

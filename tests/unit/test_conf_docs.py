@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from conf.loader import load_settings
 from conf.settings import (
     AuditSettings,
+    AutoconfigSettings,
     DatabaseSettings,
     IdentityProviderSettings,
     LdapAttributes,
@@ -46,6 +47,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("ldap.groups.", LdapGroupSearch),
     ("ldap.attributes.", LdapAttributes),
     ("ldap.grants[].", LdapGrant),
+    ("autoconfig.", AutoconfigSettings),
 ]
 
 
