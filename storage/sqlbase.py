@@ -31,6 +31,7 @@ from storage.engine import WriteGate, sqlite_path, transaction, translate
 from storage.interface import (
     HIERARCHY_SEPARATOR,
     Account,
+    ChangeFeed,
     DSNParams,
     Folder,
     Grant,
@@ -51,6 +52,7 @@ from storage.models import (
     ExpungedRow,
     FolderRow,
     GrantRow,
+    JobLeaseRow,
     LoginFailuresRow,
     MailboxRow,
     MessageRow,
@@ -69,6 +71,7 @@ D = cast(Table, DomainRow.__table__)
 E = cast(Table, ExpungedRow.__table__)
 F = cast(Table, FolderRow.__table__)
 G = cast(Table, GrantRow.__table__)
+JL = cast(Table, JobLeaseRow.__table__)
 LF = cast(Table, LoginFailuresRow.__table__)
 M = cast(Table, MailboxRow.__table__)
 MSG = cast(Table, MessageRow.__table__)
@@ -645,6 +648,13 @@ class StoreBase:
             batch.end(commit=True)
         finally:
             self._ambient.batch = None
+
+    def change_feed(self) -> ChangeFeed | None:
+        if not self._pg:
+            return None
+        from storage.notify import PgChangeFeed, pg_connector
+
+        return PgChangeFeed(pg_connector(self._engine))
 
     def _decrypt(self, key_id: str, blob: bytes, aad: bytes) -> bytes:
         return self._keys.decrypt(key_id, blob, aad)
