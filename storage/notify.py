@@ -36,6 +36,7 @@ ACCESS_CHANNEL = "mss_access"
 # libpq's TCP settings for the listening connection: a peer that vanished
 # without a word is noticed within about 15 s even with no traffic.
 KEEPALIVE_PARAMS: dict[str, Any] = {
+    "connect_timeout": 10,
     "keepalives": 1,
     "keepalives_idle": 5,
     "keepalives_interval": 2,
