@@ -27,6 +27,7 @@ from conf.settings import AuthMethod, ListenerRole, RelayDNCheck, Settings
 from policy import totp
 from policy.audit import AuditSink
 from policy.passwords import hash_password, verify_password
+from policy.reasons import Reason
 from policy.sasl import Failed, FailureKind
 from policy.throttle import (
     LoginThrottle,
@@ -42,13 +43,16 @@ from storage.interface import (
     Mailbox,
     MessageStore,
     NotFound,
+    QueueEntry,
+    QueueOrigin,
     TotpFactor,
 )
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
 
-    from policy.flows import FlowDecision, FlowMatrixHolder
+    from policy.flows import AuthMethod as FlowAuthMethod
+    from policy.flows import FlowDecision, FlowMatrixHolder, FlowRequest
     from policy.whitelist import Whitelist
 
 # RFC 4314 rights. Sending as a shared mailbox is a separate right of the
@@ -122,29 +126,12 @@ class Verdict(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class Decision:
     verdict: Verdict
-    # Machine-readable reason, mapped by each protocol to its reply:
-    #   "ok", "unknown-recipient", "relay-denied", "not-whitelisted",
-    #   "sender-not-owned", "mailbox-disabled", "auth-required", "store-unavailable",
-    #   "bad-credentials", "account-disabled", "method-not-allowed",
-    #   "no-certificate", "unknown-certificate", "authzid-mismatch",
-    #   "account-locked", "address-locked" (policy.throttle: answered exactly
-    #   like "bad-credentials"), "certificate-not-pinned" (policy.certmap),
-    #   "totp-missing", "totp-invalid", "totp-replayed" (password + code),
-    #   "token-<why>", "unknown-user", "idp-unavailable" (TEMPFAIL) (tokens),
-    #   "malformed-sasl",
-    #   "not-required" (audit only: peer check skipped by configuration),
-    #   "dn-mismatch" (outbound: the receiving MTA is not the whitelisted operator),
-    #   mailboxes (RFC 4314):
-    #   "no-access" (the mailbox is visible, "l", but the right is missing),
-    #   "not-visible" (no "l": must be answered exactly like a missing mailbox),
-    #   "unknown-identifier", "owner-rights-fixed", "unknown-right" (SETACL)
-    #   the flow matrix (`check_rcpt`): "flow-denied", "flow-tempfail" (the
-    #   rule's own reply is in `RcptDecision.flow`),
-    #   submission's From: (`check_from_header`): "from-unreadable", "from-not-owned",
-    #   open sessions (`session_access`): "account-disabled",
-    #   "mailbox-withdrawn" (the selected mailbox: grant revoked, expired or
-    #   without "r" any more, or the mailbox disabled)
-    reason: str = "ok"
+    # Why (`policy.reasons.Reason`, the audit's `reason` word), mapped by
+    # each protocol to its reply once.
+    reason: Reason = Reason.OK
+    # A refusal by the flow matrix at MAIL FROM (`check_sender_flow`): the
+    # rule, and the reply it names.
+    flow: FlowDecision | None = None
 
     @property
     def allowed(self) -> bool:
@@ -313,13 +300,13 @@ class Policy:
         encoded = account.password_hash if account is not None else None
         ok = verify_password(secret, encoded or _dummy_hash()) and encoded is not None
         if account is None or not ok:
-            return self._auth_denied(peer, login, "password", "bad-credentials")
+            return self._auth_denied(peer, login, "password", Reason.BAD_CREDENTIALS)
         if not account.active:
-            return self._auth_denied(peer, login, "password", "account-disabled")
+            return self._auth_denied(peer, login, "password", Reason.ACCOUNT_DISABLED)
         allowed = self.allowed_methods(account)
         if factor is None:
             if AuthMethod.PASSWORD not in allowed:
-                return self._auth_denied(peer, login, "password", "method-not-allowed",
+                return self._auth_denied(peer, login, "password", Reason.METHOD_NOT_ALLOWED,
                                          account_class=account.account_class.value,
                                          auth_method=AuthMethod.PASSWORD.value)
             return self._auth_ok(peer, Identity(account=account, method="password"),
@@ -327,12 +314,12 @@ class Policy:
         method = AuthMethod.PASSWORD_TOTP.value
         if code is None:
             # The right password without a code: recorded as such.
-            return self._auth_denied(peer, login, method, "totp-missing")
+            return self._auth_denied(peer, login, method, Reason.TOTP_MISSING)
         step = totp.matching_step(factor.secret, code, self._clock().timestamp())
         if step is None:
-            return self._auth_denied(peer, login, method, "totp-invalid")
+            return self._auth_denied(peer, login, method, Reason.TOTP_INVALID)
         if not self.store.claim_totp_step(account.id, step):
-            return self._auth_denied(peer, login, method, "totp-replayed", step=step)
+            return self._auth_denied(peer, login, method, Reason.TOTP_REPLAYED, step=step)
         return self._auth_ok(peer, Identity(account=account, method=method),
                              auth_method=method, step=step)
 
@@ -354,7 +341,7 @@ class Policy:
         cert = peer.client_cert
         requested = (authzid or "").strip().lower()
         if cert is None:
-            return self._auth_denied(peer, requested or "-", "external", "no-certificate")
+            return self._auth_denied(peer, requested or "-", "external", Reason.NO_CERTIFICATE)
         match = match_certificate(
             self.store, cert, require_org_pinning=self.settings.policy.require_org_cert_pinning)
         cid, account = match.identity, match.account
@@ -364,20 +351,20 @@ class Policy:
                                      fingerprint=match.fingerprint, cert_kind=cid.kind,
                                      requested=requested or None)
         if account is None:
-            return self._auth_denied(peer, cid.subject, "external", "unknown-certificate",
+            return self._auth_denied(peer, cid.subject, "external", Reason.UNKNOWN_CERTIFICATE,
                                      cert_kind=cid.kind, requested=requested or None,
                                      issuer=cid.issuer, fingerprint=match.fingerprint)
         if requested and requested != account.login:
-            return self._auth_denied(peer, cid.subject, "external", "authzid-mismatch",
+            return self._auth_denied(peer, cid.subject, "external", Reason.AUTHZID_MISMATCH,
                                      requested=requested)
         if not account.active:
-            return self._auth_denied(peer, account.login, "external", "account-disabled",
+            return self._auth_denied(peer, account.login, "external", Reason.ACCOUNT_DISABLED,
                                      cert=cid.subject)
         # A person's card, or anything else (an organisation's certificate).
         method = (AuthMethod.CARD if cid.kind in ("practitioner-card", "employee-card")
                   else AuthMethod.ORG_CERTIFICATE)
         if method not in self.allowed_methods(account):
-            return self._auth_denied(peer, account.login, "external", "method-not-allowed",
+            return self._auth_denied(peer, account.login, "external", Reason.METHOD_NOT_ALLOWED,
                                      cert=cid.subject, cert_kind=cid.kind,
                                      account_class=account.account_class.value,
                                      auth_method=method.value)
@@ -397,32 +384,32 @@ class Policy:
 
         Refusal reasons: "token-<why>" (token-expired, token-wrong-audience,
         token-bad-signature ... see `policy.tokens.TokenError`),
-        "unknown-user", "authzid-mismatch", "account-disabled",
-        "method-not-allowed"; a provider that could not be asked is a
-        TEMPFAIL ("idp-unavailable"), never a wrong password."""
+        Reason.UNKNOWN_USER, Reason.AUTHZID_MISMATCH, Reason.ACCOUNT_DISABLED,
+        Reason.METHOD_NOT_ALLOWED; a provider that could not be asked is a
+        TEMPFAIL (Reason.IDP_UNAVAILABLE), never a wrong password."""
         requested = (user or "").strip().lower() or None
         details: dict[str, object] = {"mechanism": mechanism, "requested": requested}
         if check.claims is None:
             actor = check.login or requested or "-"
-            reason = check.error or "malformed"
+            why = check.error or "malformed"
             if check.temporary:
                 self.audit.record(actor, "login", peer.listener, "tempfail", method="token",
-                                  reason=reason, peer=peer.address, tls=peer.tls, **details)
-                return AuthResult(None, Decision(Verdict.TEMPFAIL, reason))
-            return self._auth_denied(peer, actor, "token", f"token-{reason}", **details)
+                                  reason=why, peer=peer.address, tls=peer.tls, **details)
+                return AuthResult(None, Decision(Verdict.TEMPFAIL, Reason.IDP_UNAVAILABLE))
+            return self._auth_denied(peer, actor, "token", Reason.of_token(why), **details)
         claims = check.claims
         login = claims.login
         details.update(subject=claims.subject, validated_by=claims.validated_by)
         if requested is not None and requested != login:
-            return self._auth_denied(peer, login, "token", "authzid-mismatch", **details)
+            return self._auth_denied(peer, login, "token", Reason.AUTHZID_MISMATCH, **details)
         try:
             account = self.store.get_account(login)
         except NotFound:
-            return self._auth_denied(peer, login, "token", "unknown-user", **details)
+            return self._auth_denied(peer, login, "token", Reason.UNKNOWN_USER, **details)
         if not account.active:
-            return self._auth_denied(peer, login, "token", "account-disabled", **details)
+            return self._auth_denied(peer, login, "token", Reason.ACCOUNT_DISABLED, **details)
         if AuthMethod.TOKEN not in self.allowed_methods(account):
-            return self._auth_denied(peer, login, "token", "method-not-allowed",
+            return self._auth_denied(peer, login, "token", Reason.METHOD_NOT_ALLOWED,
                                      account_class=account.account_class.value,
                                      auth_method=AuthMethod.TOKEN.value, **details)
         return self._auth_ok(peer, Identity(account=account, method="token"),
@@ -430,11 +417,11 @@ class Policy:
 
     def refuse_sasl(self, peer: Peer, mechanism: str, failure: Failed) -> Decision:
         """A SASL exchange the protocol ended before any credentials could be
-        checked: malformed input ("malformed-sasl"), or a request to act as
-        another identity ("authzid-mismatch"). One audit event; never the
+        checked: malformed input (Reason.MALFORMED_SASL), or a request to act as
+        another identity (Reason.AUTHZID_MISMATCH). One audit event; never the
         client's input."""
-        reason = ("authzid-mismatch" if failure.kind is FailureKind.AUTHZID_REFUSED
-                  else "malformed-sasl")
+        reason = (Reason.AUTHZID_MISMATCH if failure.kind is FailureKind.AUTHZID_REFUSED
+                  else Reason.MALFORMED_SASL)
         self._auth_denied(peer, "-", mechanism.lower(), reason, detail=failure.detail)
         return Decision(Verdict.DENY, reason)
 
@@ -447,7 +434,7 @@ class Policy:
         return AuthResult(identity)
 
     def _auth_denied(
-        self, peer: Peer, actor: str, method: str, reason: str, **details: object
+        self, peer: Peer, actor: str, method: str, reason: Reason, **details: object
     ) -> AuthResult:
         self.audit.record(
             actor or "-", "login", peer.listener, "deny",
@@ -486,15 +473,15 @@ class Policy:
         nobody can say who it claims to be from). Each must be one of the
         account's own addresses or a box it may send as; with a box, the
         message must name the agent in Sender: and a `send-as` event records
-        it. Denials: "from-unreadable", "from-not-owned"."""
+        it. Denials: Reason.FROM_UNREADABLE, Reason.FROM_NOT_OWNED."""
         actor = identity.name
         if not mailboxes:
-            return FromDecision(self._deny(actor, "from", "-", "from-unreadable",
+            return FromDecision(self._deny(actor, "from", "-", Reason.FROM_UNREADABLE,
                                            peer=peer.address, message_id=message_id))
         sendable = self.addresses_of(identity)
         refused = [a for a in mailboxes if a not in sendable]
         if refused:
-            return FromDecision(self._deny(actor, "from", refused[0], "from-not-owned",
+            return FromDecision(self._deny(actor, "from", refused[0], Reason.FROM_NOT_OWNED,
                                            peer=peer.address, message_id=message_id))
         own = self.own_addresses(identity)
         boxes = [a for a in mailboxes if a not in own]
@@ -511,17 +498,17 @@ class Policy:
         target = sender or "<>"
         if peer.role is ListenerRole.SUBMISSION:
             if identity is None:
-                return self._deny(actor, "mail", target, "auth-required", peer=peer.address)
+                return self._deny(actor, "mail", target, Reason.AUTH_REQUIRED, peer=peer.address)
             if not self._still_active(identity):
                 # Disabled since its AUTH: an open session submits no more.
-                return self._deny(actor, "mail", target, "account-disabled", peer=peer.address)
+                return self._deny(actor, "mail", target, Reason.ACCOUNT_DISABLED, peer=peer.address)
             if sender.strip().lower() not in self.addresses_of(identity):
-                return self._deny(actor, "mail", target, "sender-not-owned", peer=peer.address)
+                return self._deny(actor, "mail", target, Reason.SENDER_NOT_OWNED, peer=peer.address)
         elif peer.role is ListenerRole.MX and sender:
             _, domain = split_address(sender)
             if self.settings.is_local_domain(domain) and identity is None:
                 # Our own domains do not arrive from other operators.
-                return self._deny(actor, "mail", target, "sender-not-owned", peer=peer.address)
+                return self._deny(actor, "mail", target, Reason.SENDER_NOT_OWNED, peer=peer.address)
         self.audit.record(actor, "mail", target, "allow", peer=peer.address)
         return ALLOW
 
@@ -540,52 +527,180 @@ class Policy:
             return f"postmaster@{self.settings.domains[0]}"
         return rcpt
 
-    def flow(self, peer: Peer, identity: Identity | None, sender: str,
-             rcpt: str) -> FlowDecision | None:
-        """The flow matrix's decision on one (sender, recipient) pair, None
-        when no matrix is configured. Pure but for the mailbox lookups (the
-        same per-process cache as RCPT's)."""
-        holder = self.flows
-        if holder is None:
+    @staticmethod
+    def _flow_method(peer: Peer, identity: Identity | None) -> FlowAuthMethod | None:
+        if identity is None:
             return None
-        from policy.flows import auth_method_of, facts_for
+        from policy.flows import auth_method_of
 
-        method = None
-        if identity is not None:
-            kind = None
-            if identity.method == "external" and peer.client_cert is not None:
-                from certs.identity import identity_from_certificate
+        kind = None
+        if identity.method == "external" and peer.client_cert is not None:
+            from certs.identity import identity_from_certificate
 
-                kind = identity_from_certificate(peer.client_cert).kind
-            method = auth_method_of(identity.method, kind)
-        peer_dn = None
+            kind = identity_from_certificate(peer.client_cert).kind
+        return auth_method_of(identity.method, kind)
+
+    @staticmethod
+    def _peer_dn(peer: Peer) -> str | None:
         if peer.role is ListenerRole.MX and peer.client_cert is not None:
             from certs.identity import rfc4514_subject
 
-            peer_dn = rfc4514_subject(peer.client_cert)
-        request = facts_for(
+            return rfc4514_subject(peer.client_cert)
+        return None
+
+    def _flow_request(self, peer: Peer, identity: Identity | None, sender: str, rcpt: str,
+                      size: int | None) -> FlowRequest:
+        from policy.flows import facts_for
+
+        return facts_for(
             _CachedFacts(self), self.settings, self.whitelist, listener=peer.listener,
             sender=sender, recipient=rcpt, client_ip=peer.address,
             account=identity.account if identity is not None else None,
-            auth_method=method, peer_dn=peer_dn,
+            auth_method=self._flow_method(peer, identity), peer_dn=self._peer_dn(peer),
+            size=size,
         )
-        return holder.decide(request)
+
+    def flow_origin(self, peer: Peer, identity: Identity | None) -> QueueOrigin:
+        """The source facts of a message, kept with its queue entry so that
+        `recheck_relay` decides on the same source later."""
+        method = self._flow_method(peer, identity)
+        return QueueOrigin(
+            listener=peer.listener, client_ip=peer.address,
+            account=identity.account.login if identity is not None else None,
+            auth_method=method.value if method is not None else None,
+            peer_dn=self._peer_dn(peer),
+        )
+
+    def recheck_relay(self, entry: QueueEntry) -> dict[str, Decision]:
+        """The queue is about to relay `entry`: the flow matrix decides each
+        recipient again (it may have changed since the message was accepted,
+        and so may the account: class, disabled), with the source kept at
+        submission and the message's size. Returns the refused recipients
+        (deny: fail with the rule's reply; tempfail: try again later), with
+        the rule in `Decision.flow`. Each recipient decided is audited
+        (action "relay-flow", actor "relay", the rule named). Nothing is
+        decided (an empty answer) without a matrix or for an entry queued
+        before origins were kept; a listener that no longer exists leaves
+        the entry to the decision taken when it was accepted (audited)."""
+        holder = self.flows
+        origin = entry.origin
+        if holder is None or origin is None:
+            return {}
+        from policy.flows import AuthMethod as FlowMethod
+        from policy.flows import FlowVerdict, UnknownListener, facts_for
+
+        account: Account | None = None
+        if origin.account is not None:
+            try:
+                account = self.store.get_account(origin.account)
+            except NotFound:
+                account = None  # gone: decided as not logged in
+        method = (FlowMethod(origin.auth_method)
+                  if account is not None and origin.auth_method else None)
+        refused: dict[str, Decision] = {}
+        for rcpt in entry.recipients:
+            try:
+                request = facts_for(
+                    _CachedFacts(self), self.settings, self.whitelist, listener=origin.listener,
+                    sender=entry.sender, recipient=rcpt, client_ip=origin.client_ip,
+                    account=account, auth_method=method, peer_dn=origin.peer_dn,
+                    size=entry.size,
+                )
+            except UnknownListener:
+                self.audit.record("relay", "relay-flow", rcpt, "skip", queue_id=entry.id,
+                                  reason=Reason.LISTENER_GONE, listener=origin.listener)
+                continue
+            flow = holder.decide(request)
+            if flow.allowed:
+                self.audit.record("relay", "relay-flow", rcpt, "allow", queue_id=entry.id,
+                                  **flow.audit_details())
+                continue
+            temporary = flow.verdict is FlowVerdict.TEMPFAIL
+            reason = Reason.FLOW_TEMPFAIL if temporary else Reason.FLOW_DENIED
+            self.audit.record("relay", "relay-flow", rcpt, "deny", queue_id=entry.id,
+                              reason=reason, **flow.audit_details())
+            refused[rcpt] = Decision(Verdict.TEMPFAIL if temporary else Verdict.DENY, reason,
+                                     flow=flow)
+        return refused
+
+    def flow(self, peer: Peer, identity: Identity | None, sender: str,
+             rcpt: str, size: int | None = None) -> FlowDecision | None:
+        """The flow matrix's decision on one (sender, recipient) pair, None
+        when no matrix is configured. `size`: declared at RCPT (SIZE=), the
+        actual size after DATA. Pure but for the mailbox lookups (the same
+        per-process cache as RCPT's)."""
+        holder = self.flows
+        if holder is None:
+            return None
+        return holder.decide(self._flow_request(peer, identity, sender, rcpt, size))
+
+    def check_sender_flow(self, peer: Peer, identity: Identity | None, sender: str,
+                          size: int | None = None) -> Decision:
+        """MAIL FROM, after `check_sender` (and, on MX, `check_peer_operator`):
+        the flow matrix refuses here when its decision is the same for every
+        recipient (`FlowMatrix.decide_sender`: a rule on the source alone).
+        A refusal is audited (action "mail", the rule named) and carries the
+        rule's reply in `Decision.flow`; anything else is decided per
+        recipient at RCPT, and records nothing here."""
+        holder = self.flows
+        if holder is None:
+            return ALLOW
+        flow = holder.matrix.decide_sender(self._flow_request(peer, identity, sender, "", size))
+        if flow is None or flow.allowed:
+            return ALLOW
+        from policy.flows import FlowVerdict
+
+        temporary = flow.verdict is FlowVerdict.TEMPFAIL
+        reason = Reason.FLOW_TEMPFAIL if temporary else Reason.FLOW_DENIED
+        self.audit.record(identity.name if identity else peer.address, "mail", sender or "<>",
+                          "deny", reason=reason, peer=peer.address, **flow.audit_details())
+        return Decision(Verdict.TEMPFAIL if temporary else Verdict.DENY, reason, flow=flow)
+
+    def check_message_size(self, peer: Peer, identity: Identity | None, sender: str,
+                           recipients: list[str], size: int) -> Decision:
+        """After DATA, when the matrix has a `max_size` rule: every accepted
+        recipient decided again with the message's real size (at RCPT it
+        was the SIZE= declared, or unknown). The first recipient now refused
+        refuses the message (SMTP has no per-recipient answer to DATA), with
+        its rule's reply in `Decision.flow`; each refused recipient is
+        audited (action "data", the rule named). Records nothing when all
+        still pass."""
+        holder = self.flows
+        if holder is None or not holder.matrix.uses_size:
+            return ALLOW
+        from policy.flows import FlowVerdict
+
+        actor = identity.name if identity else peer.address
+        refusal: Decision | None = None
+        for rcpt in recipients:
+            flow = holder.decide(self._flow_request(peer, identity, sender, rcpt, size))
+            if flow.allowed:
+                continue
+            temporary = flow.verdict is FlowVerdict.TEMPFAIL
+            reason = Reason.FLOW_TEMPFAIL if temporary else Reason.FLOW_DENIED
+            self.audit.record(actor, "data", rcpt, "deny", reason=reason, sender=sender or "<>",
+                              size=size, peer=peer.address, **flow.audit_details())
+            if refusal is None:
+                refusal = Decision(Verdict.TEMPFAIL if temporary else Verdict.DENY, reason,
+                                   flow=flow)
+        return refusal or ALLOW
 
     def check_rcpt(
-        self, peer: Peer, identity: Identity | None, sender: str, rcpt: str
+        self, peer: Peer, identity: Identity | None, sender: str, rcpt: str,
+        size: int | None = None,
     ) -> RcptDecision:
         """RCPT TO: the flow matrix first (when configured: its rule decides,
         and is named in the audit event), then the checks it cannot lift:
         the recipient box must exist and be active, relaying needs an
         authenticated submission and a whitelisted domain."""
         actor = identity.name if identity else peer.address
-        flow = self.flow(peer, identity, sender, rcpt)
+        flow = self.flow(peer, identity, sender, rcpt, size)
         rule: dict[str, object] = dict(flow.audit_details()) if flow is not None else {}
         if flow is not None and not flow.allowed:
             from policy.flows import FlowVerdict
 
             temporary = flow.verdict is FlowVerdict.TEMPFAIL
-            reason = "flow-tempfail" if temporary else "flow-denied"
+            reason = Reason.FLOW_TEMPFAIL if temporary else Reason.FLOW_DENIED
             self.audit.record(actor, "rcpt", rcpt, "deny", reason=reason, sender=sender,
                               peer=peer.address, **rule)
             verdict = Verdict.TEMPFAIL if temporary else Verdict.DENY
@@ -598,19 +713,19 @@ class Policy:
                 # RFC 5321 4.5.1: postmaster of every served domain is accepted.
                 mailbox = self._local_mailbox(postmaster.strip().lower())
             if mailbox is None:
-                return RcptDecision(self._deny(actor, "rcpt", rcpt, "unknown-recipient",
+                return RcptDecision(self._deny(actor, "rcpt", rcpt, Reason.UNKNOWN_RECIPIENT,
                                                sender=sender, peer=peer.address, **rule))
             if not mailbox.active:
-                return RcptDecision(self._deny(actor, "rcpt", rcpt, "mailbox-disabled",
+                return RcptDecision(self._deny(actor, "rcpt", rcpt, Reason.MAILBOX_DISABLED,
                                                sender=sender, peer=peer.address, **rule))
             self.audit.record(actor, "rcpt", rcpt, "allow", sender=sender, local=True,
                               peer=peer.address, **rule)
             return RcptDecision(ALLOW, mailbox=mailbox, flow=flow)
         if identity is None or peer.role is not ListenerRole.SUBMISSION or not domain:
-            return RcptDecision(self._deny(actor, "rcpt", rcpt, "relay-denied",
+            return RcptDecision(self._deny(actor, "rcpt", rcpt, Reason.RELAY_DENIED,
                                            sender=sender, peer=peer.address, **rule))
         if self._whitelist_refuses(domain):
-            return RcptDecision(self._deny(actor, "rcpt", rcpt, "not-whitelisted",
+            return RcptDecision(self._deny(actor, "rcpt", rcpt, Reason.NOT_WHITELISTED,
                                            sender=sender, peer=peer.address, **rule))
         self.audit.record(actor, "rcpt", rcpt, "allow", sender=sender, local=False,
                           peer=peer.address, **rule)
@@ -619,7 +734,7 @@ class Policy:
     def decides_without_store(self, peer: Peer, rcpt: str | None = None,
                               sender: str | None = None) -> bool:
         """True when the MAIL decision (`rcpt` None: check_sender, then
-        check_peer_operator) or the RCPT decision for `rcpt` will not touch
+        check_peer_operator and check_sender_flow) or the RCPT decision for `rcpt` will not touch
         the database, nor will its audit event: the protocol may then decide
         on the reactor thread instead of paying a thread-pool round trip (a
         measured ~1 ms of CPU per message at SMTP ingest). Conservative: any
@@ -669,10 +784,10 @@ class Policy:
         (`sender_domain` "")."""
         actor = peer.address
         if not self.settings.policy.mx_require_client_cert:
-            self.audit.record(actor, "peer", sender_domain, "allow", reason="not-required")
+            self.audit.record(actor, "peer", sender_domain, "allow", reason=Reason.NOT_REQUIRED)
             return ALLOW
         if peer.client_cert is None:
-            return self._deny(actor, "peer", sender_domain, "no-certificate")
+            return self._deny(actor, "peer", sender_domain, Reason.NO_CERTIFICATE)
         from certs.identity import rfc4514_subject
 
         dn = rfc4514_subject(peer.client_cert)
@@ -687,7 +802,7 @@ class Policy:
                 else self.whitelist.lists_operator(dn)
             )
         ):
-            return self._deny(dn, "peer", sender_domain, "not-whitelisted", peer=peer.address)
+            return self._deny(dn, "peer", sender_domain, Reason.NOT_WHITELISTED, peer=peer.address)
         self.audit.record(dn, "peer", sender_domain, "allow", peer=peer.address)
         return ALLOW
 
@@ -695,7 +810,7 @@ class Policy:
         """Outbound: only whitelisted domains (when a whitelist is loaded)."""
         domain = domain.strip().lower().rstrip(".")
         if self._whitelist_refuses(domain):
-            return self._deny("relay", "relay", domain, "not-whitelisted")
+            return self._deny("relay", "relay", domain, Reason.NOT_WHITELISTED)
         self.audit.record("relay", "relay", domain, "allow")
         return ALLOW
 
@@ -710,7 +825,7 @@ class Policy:
                 or not wl.has_domain(domain)):
             return ALLOW
         if not wl.allows(domain, dn):
-            return self._deny("relay", "relay-peer", domain, "dn-mismatch", dn=dn)
+            return self._deny("relay", "relay-peer", domain, Reason.DN_MISMATCH, dn=dn)
         return ALLOW
 
     def _whitelist_refuses(self, domain: str) -> bool:
@@ -812,7 +927,7 @@ class Policy:
             account = None
         mailbox_id = mailbox.id if mailbox is not None else None
         if account is None or not account.active:
-            decision = self._deny(identity.name, "session", identity.name, "account-disabled")
+            decision = self._deny(identity.name, "session", identity.name, Reason.ACCOUNT_DISABLED)
             return SessionAccess(decision, epoch, mailbox_id)
         if mailbox is None:
             return SessionAccess(ALLOW, epoch)
@@ -829,7 +944,7 @@ class Policy:
                     if grant.mailbox_id == mailbox.id:
                         rights, until = grant.rights, _aware(grant.valid_until)
         if "r" not in rights:
-            decision = self._deny(identity.name, "session", mailbox.address, "mailbox-withdrawn")
+            decision = self._deny(identity.name, "session", mailbox.address, Reason.MAILBOX_WITHDRAWN)
             return SessionAccess(decision, epoch, mailbox_id)
         return SessionAccess(ALLOW, epoch, mailbox_id, until)
 
@@ -840,9 +955,9 @@ class Policy:
         access is recorded (health-data hosting: record every access), naming
         the agent even on a shared box.
 
-        A denial says which answer is due (RFC 4314 6): "no-access" when the
+        A denial says which answer is due (RFC 4314 6): Reason.NO_ACCESS when the
         identity may see the mailbox (holds "l") but lacks another right,
-        "not-visible" otherwise: the protocol must then answer exactly as for
+        Reason.NOT_VISIBLE otherwise: the protocol must then answer exactly as for
         a mailbox that does not exist."""
         rights = self.mailbox_rights(identity, mailbox)
         target = f"{mailbox.address}/{folder}"
@@ -851,7 +966,7 @@ class Policy:
             self.audit.record(identity.name, action, target, "allow", right=right,
                               shared=shared, mailbox_type=mailbox.mailbox_type.value)
             return ALLOW
-        reason = "no-access" if "l" in rights and right != "l" else "not-visible"
+        reason = Reason.NO_ACCESS if "l" in rights and right != "l" else Reason.NOT_VISIBLE
         return self._deny(identity.name, action, target, reason, right=right)
 
     # RFC 4314 ACL commands. Rights are granted per store mailbox (an
@@ -861,13 +976,13 @@ class Policy:
     # `NotFound` is raised after the decision, as the store raises it.
 
     def my_rights(self, identity: Identity, mailbox: Mailbox, folder: str) -> RightsDecision:
-        """MYRIGHTS: the identity's own rights; refused ("not-visible") unless
+        """MYRIGHTS: the identity's own rights; refused (Reason.NOT_VISIBLE) unless
         it holds "l" or "r". Raises NotFound (after the decision) for a
         missing folder."""
         rights = self.mailbox_rights(identity, mailbox)
         target = f"{mailbox.address}/{folder}"
         if "l" not in rights and "r" not in rights:
-            return RightsDecision(self._deny(identity.name, "myrights", target, "not-visible"))
+            return RightsDecision(self._deny(identity.name, "myrights", target, Reason.NOT_VISIBLE))
         self.audit.record(identity.name, "myrights", target, "allow", rights=rights,
                           shared=mailbox.owner_account_id != identity.account.id)
         self.store.get_folder(mailbox.id, folder)
@@ -905,8 +1020,8 @@ class Policy:
         self, identity: Identity, mailbox: Mailbox, folder: str, identifier: str, rights: str
     ) -> Decision:
         """SETACL ("+r" adds, "-r" removes, "r" replaces) and DELETEACL
-        (`rights` ""): needs "a". Refused with "unknown-identifier" (no such
-        account), "owner-rights-fixed" or "unknown-right". Records the access
+        (`rights` ""): needs "a". Refused with Reason.UNKNOWN_IDENTIFIER (no such
+        account), Reason.OWNER_RIGHTS_FIXED or Reason.UNKNOWN_RIGHT. Records the access
         check, then the change (or why there was none). Raises NotFound
         (after the access check, before any change) for a missing folder."""
         decision = self.check_mailbox_access(identity, mailbox, folder, "a", "setacl")
@@ -916,10 +1031,10 @@ class Policy:
         try:
             account = self.store.get_account(identifier)
         except NotFound:
-            return self._deny(identity.name, "setacl", mailbox.address, "unknown-identifier",
+            return self._deny(identity.name, "setacl", mailbox.address, Reason.UNKNOWN_IDENTIFIER,
                               identifier=identifier)
         if account.id == mailbox.owner_account_id:
-            return self._deny(identity.name, "setacl", mailbox.address, "owner-rights-fixed",
+            return self._deny(identity.name, "setacl", mailbox.address, Reason.OWNER_RIGHTS_FIXED,
                               identifier=identifier)
         current = next((g.rights for g in self.store.grants_for_mailbox(mailbox.id)
                         if g.account_id == account.id), "")
@@ -932,7 +1047,7 @@ class Policy:
         else:
             new = normalise_rights(rights)
         if new is None:
-            return self._deny(identity.name, "setacl", mailbox.address, "unknown-right",
+            return self._deny(identity.name, "setacl", mailbox.address, Reason.UNKNOWN_RIGHT,
                               identifier=identifier)
         self.store.set_grant(account.id, mailbox.id, new)
         self.audit.record(identity.name, "setacl", mailbox.address, "ok",
@@ -942,7 +1057,7 @@ class Policy:
     # ------------------------------------------------------------ helpers
 
     def _deny(
-        self, actor: str, action: str, target: str, reason: str, **details: object
+        self, actor: str, action: str, target: str, reason: Reason, **details: object
     ) -> Decision:
         self.audit.record(actor or "-", action, target, "deny", reason=reason, **details)
         return Decision(Verdict.DENY, reason)
