@@ -109,6 +109,7 @@ class PgChangeFeed:
 
     def _run(self, listener: ChangeListener) -> None:
         delay = self.backoff_initial
+        failures = 0  # in a row: a long outage is logged once a minute, not per attempt
         while not self._stopping.is_set():
             try:
                 self._conn = self._connect()
@@ -119,9 +120,10 @@ class PgChangeFeed:
                 delay = self.backoff_initial
                 self._listen(self._conn, listener)
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect
-                if not self._stopping.is_set():
+                if not self._stopping.is_set() and (self._live or failures % 12 == 0):
                     log.warning("change feed: connection lost (%s: %s); polling until it "
                                 "is back", type(exc).__name__, str(exc).strip()[:200])
+                failures = 0 if self._live else failures + 1
             finally:
                 conn, self._conn = self._conn, None
                 if conn is not None:

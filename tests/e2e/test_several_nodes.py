@@ -129,14 +129,22 @@ def test_idle_on_node_b_sees_a_delivery_through_node_a_at_once(
             delay = _exists_after(conn, _deliver_via(a, n, token), exists)
             assert delay < PUSH_DEADLINE, f"EXISTS {delay:.2f}s after the 250 on A"
 
-        # The listening connection is cut (a restart, the network): B says
-        # so, polls meanwhile (no delivery missed), and listens again.
+        # The listening connection is cut (a restart, the network) and cannot
+        # be made again for a while (new connections refused; the nodes'
+        # pooled ones go on): B says so, polls meanwhile (no delivery missed),
+        # and listens again once it can.
         mark = b.log_mark()
-        pg_cluster.admin(f"SELECT pg_terminate_backend({first[0]})")
-        assert _wait(lambda: "change feed: connection lost" in b.log_since(mark))
-        exists += 1
-        delay = _exists_after(conn, _deliver_via(a, 3, token), exists)
-        assert delay < PUSH_DEADLINE, f"EXISTS {delay:.2f}s after the 250 (feed cut)"
+        dbname = url.rsplit("/", 1)[1]
+        pg_cluster.admin(f'ALTER DATABASE "{dbname}" WITH ALLOW_CONNECTIONS false')
+        try:
+            pg_cluster.admin(f"SELECT pg_terminate_backend({first[0]})")
+            assert _wait(lambda: "change feed: connection lost" in b.log_since(mark))
+            exists += 1
+            delay = _exists_after(conn, _deliver_via(a, 3, token), exists)
+            assert delay < PUSH_DEADLINE, f"EXISTS {delay:.2f}s after the 250 (feed cut)"
+            assert feed_backends(pg_cluster, url) == []  # told by polling, not by a feed
+        finally:
+            pg_cluster.admin(f'ALTER DATABASE "{dbname}" WITH ALLOW_CONNECTIONS true')
         again = _wait(lambda: [p for p in feed_backends(pg_cluster, url) if p != first[0]])
         assert len(again) == 1, again
         assert _wait(lambda: "listening for folder and access changes" in b.log_since(mark))
