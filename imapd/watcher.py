@@ -265,6 +265,8 @@ class FolderWatcher:
             if periodic:
                 self._polling = False
             states, epoch = answer
+            if self.feed_live and self.access_epoch is not None and epoch < self.access_epoch:
+                epoch = self.access_epoch  # a notification came after this read: newer
             if epoch != self.access_epoch:
                 self.access_epoch = epoch
                 self._fire_access()

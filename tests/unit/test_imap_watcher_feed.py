@@ -125,6 +125,12 @@ def test_access_changes_are_pushed_with_their_epoch() -> None:
     feed.listener.access_changed(5)  # nothing new
     feed.listener.access_changed(3)  # older than what is known
     assert w.access_epoch == 5 and told == ["x", "x"]
+    # A read that started before the last notification does not go back.
+    w.watch(7, lambda f: None, (1, 1))
+    reactor.advance(0)
+    feed.listener.access_changed(6)
+    runner.deferreds[-1].callback(({7: (1, 1)}, 5))
+    assert w.access_epoch == 6 and told == ["x", "x", "x"]
 
 
 def test_a_lost_feed_means_polling_again_and_an_unknown_epoch() -> None:
