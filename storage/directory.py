@@ -24,6 +24,8 @@ from storage.interface import (
     Account,
     AccountClass,
     AlreadyExists,
+    DirectoryEntry,
+    DirectoryFields,
     Domain,
     Grant,
     Mailbox,
@@ -31,6 +33,7 @@ from storage.interface import (
     MailboxType,
     NotFound,
     TotpFactor,
+    check_directory_text,
 )
 from storage.sqlbase import (
     AE,
@@ -258,7 +261,13 @@ class DirectoryMixin(StoreBase):
         responsible: str = "",
         quota_bytes: int | None = None,
         private_seen: bool = False,
+        description: str = "",
+        service: str = "",
+        unlisted: bool = False,
     ) -> Mailbox:
+        for name, value in (("display_name", display_name), ("description", description),
+                            ("service", service), ("responsible", responsible)):
+            check_directory_text(name, value)
         address = address.lower()
         local, at, domain = address.rpartition("@")
         if not at or not local or not domain:
@@ -285,6 +294,9 @@ class DirectoryMixin(StoreBase):
                         quota_bytes=quota_bytes,
                         active=True,
                         private_seen=private_seen,
+                        description=description,
+                        service=service,
+                        unlisted=unlisted,
                         used_bytes=0,
                         used_messages=0,
                         last_uidvalidity=base + len(DEFAULT_FOLDERS) - 1,
@@ -319,6 +331,9 @@ class DirectoryMixin(StoreBase):
             quota_bytes=quota_bytes,
             active=True,
             private_seen=private_seen,
+            description=description,
+            service=service,
+            unlisted=unlisted,
         )
 
     def _mailboxes_by(self, column: str) -> FixedSelect:
@@ -396,6 +411,30 @@ class DirectoryMixin(StoreBase):
             ).rowcount
         if n == 0:
             raise NotFound(address)
+
+    def set_directory_fields(self, address: str, fields: DirectoryFields) -> Mailbox:
+        values = fields.changed()
+        for name, value in values.items():
+            if isinstance(value, str):
+                check_directory_text(name, value)
+        address = address.lower()
+        with self._write() as c:
+            row = c.execute(select(M).where(M.c.address == address)).first()
+            if row is None:
+                raise NotFound(address)
+            if values:
+                c.execute(update(M).where(M.c.id == row.id).values(**values))
+        return mailbox_record(row)
+
+    def directory_entries(self) -> list[DirectoryEntry]:
+        query = (
+            select(M, A.c.login.label("owner_login"), A.c.idnat.label("owner_idnat"))
+            .select_from(M.outerjoin(A, A.c.id == M.c.owner_account_id))
+            .order_by(M.c.address)
+        )
+        with self._read() as c:
+            return [DirectoryEntry(mailbox_record(r), r.owner_login, r.owner_idnat)
+                    for r in c.execute(query)]
 
     def mailbox_usage(self, mailbox_id: int) -> tuple[int, int]:
         with self._read() as c:

@@ -6,7 +6,7 @@ makes it, so that IMAP sessions on other nodes learn of it at its commit
 (`storage.notify`). SQLite has no NOTIFY: its processes keep polling.
 
 Revision ID: 0014
-Revises: 0016
+Revises: 0011
 Create Date: 2026-12-07
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0014"
-down_revision: str | None = "0016"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
