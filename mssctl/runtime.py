@@ -28,6 +28,7 @@ FACTORY_MODULES: dict[ListenerRole, str] = {
     ListenerRole.MX: "mssmtpd.server",
     ListenerRole.SUBMISSION: "mssmtpd.server",
     ListenerRole.IMAP: "imapd.server",
+    ListenerRole.AUTOCONFIG: "mssctl.autoconfig.server",
 }
 
 
