@@ -19,6 +19,7 @@ from mssctl import (
     init,
     keys,
     mailbox,
+    migrate,
     peer,
     policy,
     queue,
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (init, serve, db, backup, account, mailbox, directory, queue, peer, keys,
-                   audit, policy):
+                   audit, policy, migrate):
         module.register(sub)
     return parser
 
