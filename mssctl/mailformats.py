@@ -7,7 +7,7 @@ a `SourceProblem` saying what and where, and reading goes on.
 
 Conventions (Dovecot's where the formats leave room):
 - Maildir++: the root is INBOX, ``.Sent`` is Sent, ``.Archives.2024`` is
-  Archives/2024; names are modified UTF-7; a ``.`` or ``%`` inside one name is
+  Archives/2024; names are modified UTF-7 (or UTF-8); a ``.`` or ``%`` inside one name is
   written ``%2E`` / ``%25``. Flags from the ``:2,`` suffix (S R F T D); keywords
   as lowercase letters named by ``dovecot-keywords``. INTERNALDATE: the file's
   mtime, else the delivery time at the start of the name.
@@ -102,9 +102,11 @@ def maildir_folder(dirname: str) -> tuple[str, ...]:
     parts = dirname[1:].split(".")
     if not all(parts):
         raise ValueError(f"empty name component in {dirname!r}")
+    if not dirname.isascii():  # Dovecot's UTF-8 layout: names as they are
+        return tuple(_unescape(p) for p in parts)
     try:
         return tuple(_unescape(decode(p.encode("ascii"))) for p in parts)
-    except (UnicodeEncodeError, MUTF7Error):
+    except MUTF7Error:
         raise ValueError(f"{dirname!r} is not modified UTF-7") from None
 
 
@@ -212,13 +214,18 @@ class MaildirWriter:
         self._seq = 0
         self._host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
         self._keywords: dict[Path, list[str]] = {}
+        self._dirs: dict[tuple[str, ...], Path] = {}
 
     def _dir(self, folder: tuple[str, ...]) -> Path:
+        known = self._dirs.get(folder)
+        if known is not None:
+            return known
         directory = self.root if not folder else self.root / maildir_dirname(folder)
         for sub in ("tmp", "new", "cur"):
             (directory / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
         if folder:
             (directory / "maildirfolder").touch()
+        self._dirs[folder] = directory
         return directory
 
     def write_folder(self, folder: tuple[str, ...]) -> Path:

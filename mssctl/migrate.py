@@ -506,6 +506,10 @@ def cmd_import(args: argparse.Namespace) -> int:
                     importer.flush()
                 except Stopped as exc:
                     stopped = str(exc)
+                    try:  # the source went away: what was read is still committed
+                        importer.flush()
+                    except Stopped:
+                        pass
                 finally:
                     if source.close is not None:
                         source.close()

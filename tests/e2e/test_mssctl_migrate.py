@@ -10,6 +10,9 @@ import json
 import os
 import random
 import re
+import socket
+import ssl
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -429,3 +432,84 @@ def test_export_then_import_gives_the_same_box(tmp_path_factory: pytest.TempPath
                          "--folder", "Sent copy")
     assert code == 0, err
     assert sorted(contents(inst, PETIT)["Sent copy"]) == sorted(before["Sent"])
+
+
+# ---------------------------------------------------------------- a remote that drops us
+
+
+def _scripted_imaps(inst: MssInstance, drop_in: str) -> tuple[int, threading.Thread]:
+    """A TLS IMAP server on 127.0.0.1 (the instance's server certificate) that
+    serves two folders, INBOX (two messages) and `Later`, and closes the
+    connection when asked to FETCH from `drop_in`: a server that goes away."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(inst.directory / "pki" / "server.pem"),
+                        str(inst.directory / "pki" / "server.key"))
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        listener.close()
+        with ctx.wrap_socket(conn, server_side=True) as tls:
+            tls.settimeout(IO_TIMEOUT)
+            f = tls.makefile("rwb")
+            f.write(b"* OK [CAPABILITY IMAP4rev1] scripted\r\n")
+            f.flush()
+            selected = ""
+            while line := f.readline():
+                tag, _, rest = line.rstrip(b"\r\n").partition(b" ")
+                cmd = rest.upper()
+                if cmd.startswith(b"CAPABILITY"):
+                    f.write(b"* CAPABILITY IMAP4rev1\r\n")
+                elif cmd.startswith(b"LIST"):
+                    f.write(b'* LIST () "/" INBOX\r\n* LIST () "/" "Later"\r\n')
+                elif cmd.startswith(b"EXAMINE"):
+                    selected = rest.split(b" ", 1)[1].strip(b'"').decode()
+                    f.write(b"* 2 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n")
+                    f.write(tag + b" OK [READ-ONLY] done\r\n")
+                    f.flush()
+                    continue
+                elif cmd.startswith(b"UID SEARCH"):
+                    f.write(b"* SEARCH 1 2\r\n")
+                elif cmd.startswith(b"UID FETCH"):
+                    if selected == drop_in:
+                        f.write(b"* 1 FETCH (UID 1 FLAGS () INTERNALDATE")
+                        f.flush()
+                        return  # the connection drops mid-response
+                    for uid in (1, 2):
+                        raw = message(uid, selected)
+                        f.write(b'* %d FETCH (UID %d FLAGS (\\Seen) INTERNALDATE '
+                                b'"05-Mar-2024 09:15:02 +0000" BODY[] {%d}\r\n%s)\r\n'
+                                % (uid, uid, len(raw), raw))
+                elif cmd.startswith(b"LOGOUT"):
+                    f.write(b"* BYE bye\r\n" + tag + b" OK done\r\n")
+                    f.flush()
+                    return
+                f.write(tag + b" OK done\r\n")
+                f.flush()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return port, thread
+
+
+def test_remote_that_drops_the_connection_stops_cleanly(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    inst = MssInstance.demo(tmp_path_factory, "migrate-drop")
+    port, thread = _scripted_imaps(inst, "Later")
+    pw = tmp_path / "pw"
+    pw.write_text("secret\n")
+    code, out, err = cli(inst, "import", "--mailbox", DURAND, "--imap", f"127.0.0.1:{port}",
+                         "--user", "someone", "--password-file", str(pw),
+                         "--ca-file", str(inst.ca_file), "--folder", "Remote")
+    thread.join(IO_TIMEOUT)
+    assert code == 1
+    assert summary(out) == (2, 0, 0)
+    assert "import stopped:" in err and "connection lost in Later" in err
+    assert "the 2 message(s) counted as imported are committed" in err
+    assert "Traceback" not in err
+    got = contents(inst, DURAND)["Remote"]
+    assert [(raw, flags) for raw, flags, _ in got] == [
+        (message(1, "INBOX"), frozenset({"\\Seen"})), (message(2, "INBOX"), frozenset({"\\Seen"}))]
+    event = audit_events(inst, "import")[0]
+    assert (event["result"], event["imported"]) == ("fail", 2)
