@@ -18,9 +18,11 @@ from imapd.parser.mutf7 import MUTF7Error, decode
 from mssctl.mailformats import SourceMessage, SourceProblem
 
 FETCH_CHUNK = 100
+FETCH_OCTETS = 16 * 1024 * 1024  # what one FETCH response may hold in memory, about
 _LIST = re.compile(rb'^\((?P<attrs>[^)]*)\) (?P<sep>"(?:\\.|[^"])*"|NIL) (?P<name>.*)$')
 _UID = re.compile(rb"\bUID (\d+)")
 _FLAGS = re.compile(rb"\bFLAGS \(([^)]*)\)")
+_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 _DATE = re.compile(rb'\bINTERNALDATE "([^"]+)"')
 
 
@@ -134,27 +136,43 @@ class RemoteAccount:
             out.append(RemoteFolder(name, wire, folder, why))
         return out
 
-    def uids(self, folder: RemoteFolder) -> list[int]:
+    def uids(self, folder: RemoteFolder) -> list[tuple[int, int]]:
+        """EXAMINEs the folder: (UID, RFC822.SIZE) of each message, by UID."""
         quoted = b'"' + folder.wire.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
         try:
             typ, data = self.conn.select(quoted.decode("utf-8", "replace"), readonly=True)
             if typ != "OK":
                 raise RemoteRefused(f"EXAMINE {folder.name} refused: {data!r}")
             typ, data = self.conn.uid("SEARCH", "ALL")
+            if typ != "OK":
+                raise RemoteRefused(f"UID SEARCH in {folder.name} refused: {data!r}")
+            if not b"".join(d for d in data if d).strip():
+                return []
+            typ, data = self.conn.uid("FETCH", "1:*", "(UID RFC822.SIZE)")
         except (OSError, imaplib.IMAP4.abort) as exc:
             raise RemoteError(f"{self.label}: connection lost opening {folder.name}: "
                               f"{exc}") from None
         if typ != "OK":
-            raise RemoteRefused(f"UID SEARCH in {folder.name} refused: {data!r}")
-        return sorted(int(u) for u in b" ".join(d for d in data if d).split())
+            raise RemoteRefused(f"UID FETCH (RFC822.SIZE) in {folder.name} refused: {data!r}")
+        sizes: dict[int, int] = {}
+        for item in data:
+            line = item[0] if isinstance(item, tuple) else item
+            if isinstance(line, bytes) and (m_uid := _UID.search(line)) and (
+                    m_size := _SIZE.search(line)):
+                sizes[int(m_uid.group(1))] = int(m_size.group(1))
+        return sorted(sizes.items())
 
-    def messages(self, folder: RemoteFolder, uids: list[int]) -> Iterator[
-            SourceMessage | SourceProblem]:
-        """The messages of the EXAMINEd folder (call `uids` first). Raises
-        RemoteError when the connection drops."""
+    def messages(self, folder: RemoteFolder, sized: list[tuple[int, int]], max_size: int
+                 ) -> Iterator[SourceMessage | SourceProblem]:
+        """The messages of the EXAMINEd folder (call `uids` first), fetched
+        FETCH_CHUNK messages or FETCH_OCTETS at a time; one larger than
+        `max_size` is refused without being downloaded. Raises RemoteError
+        when the connection drops."""
         assert folder.folder is not None
-        for i in range(0, len(uids), FETCH_CHUNK):
-            chunk = uids[i:i + FETCH_CHUNK]
+        for chunk in self._chunks(folder, sized, max_size):
+            if isinstance(chunk, SourceProblem):
+                yield chunk
+                continue
             try:
                 typ, data = self.conn.uid("FETCH", ",".join(map(str, chunk)),
                                           "(UID FLAGS INTERNALDATE BODY.PEEK[])")
@@ -190,6 +208,24 @@ class RemoteAccount:
                     yield SourceProblem(f"{self.label}/{folder.name} UID {uid}",
                                         "the server sent no body (expunged meanwhile?)",
                                         folder.folder)
+
+    def _chunks(self, folder: RemoteFolder, sized: list[tuple[int, int]], max_size: int
+                ) -> Iterator[list[int] | SourceProblem]:
+        chunk: list[int] = []
+        octets = 0
+        for uid, size in sized:
+            if size > max_size:
+                yield SourceProblem(f"{self.label}/{folder.name} UID {uid}",
+                                    f"{size} bytes, larger than limits.message_size "
+                                    f"({max_size}); not downloaded", folder.folder)
+                continue
+            if chunk and (len(chunk) >= FETCH_CHUNK or octets + size > FETCH_OCTETS):
+                yield chunk
+                chunk, octets = [], 0
+            chunk.append(uid)
+            octets += size
+        if chunk:
+            yield chunk
 
     def logout(self) -> None:
         try:

@@ -377,7 +377,7 @@ def _password(args: argparse.Namespace) -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
-def _imap_source(args: argparse.Namespace, progress_stream: TextIO) -> Source:
+def _imap_source(args: argparse.Namespace, max_size: int) -> Source:
     import ssl
 
     from mssctl.imapsource import RemoteAccount, RemoteError, RemoteRefused
@@ -406,14 +406,14 @@ def _imap_source(args: argparse.Namespace, progress_stream: TextIO) -> Source:
                 yield SourceProblem(f"{account.label}/{folder.name}", folder.why)
                 continue
             try:
-                uids = account.uids(folder)
+                sized = account.uids(folder)
             except RemoteRefused as exc:
                 yield SourceProblem(f"{account.label}/{folder.name}", str(exc), folder.folder)
                 continue
             except RemoteError as exc:
                 raise Stopped(str(exc)) from None
             try:
-                yield from account.messages(folder, uids)
+                yield from account.messages(folder, sized, max_size)
             except RemoteError as exc:
                 raise Stopped(str(exc)) from None
 
@@ -491,7 +491,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         elif args.mbox is not None:
             source = _mbox_source(args.mbox)
         else:
-            source = _imap_source(args, sys.stdout)
+            source = _imap_source(args, settings.limits.message_size)
         progress = Progress(sys.stdout, f"importing into {mailbox.address}", source.total)
         importer = Importer(store, mailbox, prefix, progress, sys.stderr,
                             max_size=settings.limits.message_size, batch_messages=args.batch)

@@ -276,6 +276,21 @@ def test_imap_account_imported_from_another_instance(
         code, out, err = cli(dest, *args)
         assert code == 0, err
         assert summary(out) == (0, 5, 0)
+        with imaplib.IMAP4_SSL("127.0.0.1", source.port("imaps"),
+                               ssl_context=source.client_context(), timeout=IO_TIMEOUT) as c:
+            c.login(DURAND, source.password(DURAND))
+            big = message(99, "INBOX") + b"x" * 2000 + b"\r\n"
+            assert c.append("INBOX", "()", None, big)[0] == "OK"
+        settings = dest.directory / "mss.yaml"
+        text = settings.read_text()
+        assert "message_size: 10485760" in text
+        settings.write_text(text.replace("message_size: 10485760", "message_size: 1024"))
+        code, out, err = cli(dest, *args)
+        assert code == 1
+        assert summary(out) == (0, 5, 1)
+        assert re.search(r"/INBOX UID \d+: \d+ bytes, larger than limits.message_size \(1024\); "
+                         r"not downloaded", err), err
+        settings.write_text(text)
         wrong = tmp_path / "wrong"
         wrong.write_text("not the password\n")
         code, _, err = cli(dest, *args[:-4], "--password-file", str(wrong),
@@ -471,6 +486,10 @@ def _scripted_imaps(inst: MssInstance, drop_in: str) -> tuple[int, threading.Thr
                     continue
                 elif cmd.startswith(b"UID SEARCH"):
                     f.write(b"* SEARCH 1 2\r\n")
+                elif cmd.startswith(b"UID FETCH") and b"RFC822.SIZE" in cmd:
+                    for uid in (1, 2):
+                        f.write(b"* %d FETCH (UID %d RFC822.SIZE %d)\r\n"
+                                % (uid, uid, len(message(uid, selected))))
                 elif cmd.startswith(b"UID FETCH"):
                     if selected == drop_in:
                         f.write(b"* 1 FETCH (UID 1 FLAGS () INTERNALDATE")
