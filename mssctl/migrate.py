@@ -194,7 +194,13 @@ class Importer:
         return target
 
     def _open(self, folder: tuple[str, ...]) -> _Target:
-        from storage.interface import AlreadyExists, InvalidName, NotFound, StoreUnavailable
+        from storage.interface import (
+            AlreadyExists,
+            InvalidName,
+            NotFound,
+            StoreError,
+            StoreUnavailable,
+        )
 
         name = self.target_name(folder)
         bad = [p for p in folder if SEPARATOR in p or not p.strip() or any(
@@ -220,6 +226,8 @@ class Importer:
             return _Target(None, name, f"the folder name {name!r} is not valid here ({exc})")
         except StoreUnavailable as exc:
             raise Stopped(describe_store_error(exc)) from None
+        except StoreError as exc:  # e.g. the box was deleted meanwhile
+            return _Target(None, name, f"{name}: {describe_store_error(exc)}")
 
     # -- messages
 
