@@ -23,6 +23,7 @@ _LIST = re.compile(rb'^\((?P<attrs>[^)]*)\) (?P<sep>"(?:\\.|[^"])*"|NIL) (?P<nam
 _UID = re.compile(rb"\bUID (\d+)")
 _FLAGS = re.compile(rb"\bFLAGS \(([^)]*)\)")
 _SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
+_MESSAGES = re.compile(rb"\bMESSAGES (\d+)")
 _DATE = re.compile(rb'\bINTERNALDATE "([^"]+)"')
 
 
@@ -91,6 +92,10 @@ def map_folder(name: str, sep: bytes | None) -> tuple[tuple[str, ...] | None, st
     return parts, ""
 
 
+def _quoted(wire: bytes) -> str:
+    return '"' + wire.decode("utf-8", "replace").replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _date(text: bytes) -> datetime | None:
     try:
         return datetime.strptime(text.decode("ascii").strip(), "%d-%b-%Y %H:%M:%S %z")
@@ -136,11 +141,26 @@ class RemoteAccount:
             out.append(RemoteFolder(name, wire, folder, why))
         return out
 
+    def count(self, folders: list[RemoteFolder]) -> int | None:
+        """How many messages these folders hold (STATUS MESSAGES), for the
+        progress line; None when the server does not say."""
+        total = 0
+        for folder in folders:
+            try:
+                typ, data = self.conn.status(_quoted(folder.wire), "(MESSAGES)")
+            except (OSError, imaplib.IMAP4.error):
+                return None
+            m = _MESSAGES.search(data[0]) if typ == "OK" and data and isinstance(
+                data[0], bytes) else None
+            if m is None:
+                return None
+            total += int(m.group(1))
+        return total
+
     def uids(self, folder: RemoteFolder) -> list[tuple[int, int]]:
         """EXAMINEs the folder: (UID, RFC822.SIZE) of each message, by UID."""
-        quoted = b'"' + folder.wire.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
         try:
-            typ, data = self.conn.select(quoted.decode("utf-8", "replace"), readonly=True)
+            typ, data = self.conn.select(_quoted(folder.wire), readonly=True)
             if typ != "OK":
                 raise RemoteRefused(f"EXAMINE {folder.name} refused: {data!r}")
             typ, data = self.conn.uid("SEARCH", "ALL")

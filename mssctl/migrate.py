@@ -425,7 +425,8 @@ def _imap_source(args: argparse.Namespace, max_size: int) -> Source:
             except RemoteError as exc:
                 raise Stopped(str(exc)) from None
 
-    return Source(account.label, "imap", None, items(), account.logout)
+    total = account.count([f for f in folders if f.folder is not None])
+    return Source(account.label, "imap", total, items(), account.logout)
 
 
 # ---------------------------------------------------------------- commands

@@ -25,6 +25,7 @@ from mssctl_support import mssctl_inprocess
 
 from conf.loader import load_settings
 from imapd.parser.mutf7 import encode
+from mssctl.imapsource import RemoteAccount
 from storage import open_store
 from storage.interface import MessageStore, StoreUnavailable
 from storage.store import SqlStore
@@ -270,6 +271,12 @@ def test_imap_account_imported_from_another_instance(
         pw.write_text(source.password(DURAND) + "\n")
         args = ("import", "--mailbox", PETIT, "--imap", f"127.0.0.1:{source.port('imaps')}",
                 "--user", DURAND, "--password-file", str(pw), "--ca-file", str(source.ca_file))
+        remote = RemoteAccount("127.0.0.1", source.port("imaps"), DURAND,
+                               source.password(DURAND), source.client_context())
+        try:  # what the progress line counts down from
+            assert remote.count([f for f in remote.folders() if f.folder is not None]) == 5
+        finally:
+            remote.logout()
         code, out, err = cli(dest, *args)
         assert code == 0, err
         assert summary(out) == (5, 0, 0)
