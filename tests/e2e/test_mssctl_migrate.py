@@ -539,3 +539,26 @@ def test_remote_that_drops_the_connection_stops_cleanly(
         (message(1, "INBOX"), frozenset({"\\Seen"})), (message(2, "INBOX"), frozenset({"\\Seen"}))]
     event = audit_events(inst, "import")[0]
     assert (event["result"], event["imported"]) == ("fail", 2)
+
+
+def test_private_seen_box_gets_the_holders_own_seen(tmp_path_factory: pytest.TempPathFactory,
+                                                    tmp_path: Path) -> None:
+    inst = MssInstance.demo(tmp_path_factory, "migrate-private-seen")
+    code, _, err = cli(inst, "mailbox", "set", DURAND, "--private-seen")
+    assert code == 0, err
+    root = tmp_path / "md"
+    for sub in ("cur", "new", "tmp"):
+        (root / sub).mkdir(parents=True)
+    (root / "cur" / "1.a:2,SF").write_bytes(b"From: a@b\n\nread\n")
+    (root / "cur" / "2.b:2,F").write_bytes(b"From: a@b\n\nunread\n")
+    code, out, err = cli(inst, "import", "--mailbox", DURAND, "--maildir", str(root))
+    assert code == 0, err
+    with store_of(inst) as store:
+        box = store.get_mailbox(DURAND)
+        assert box.private_seen and box.owner_account_id is not None
+        inbox = store.get_folder(box.id, "INBOX")
+        own = [e.flags for e in store.index(inbox.id, seen_account=box.owner_account_id)]
+        other = store.get_account(PETIT).id
+        theirs = [e.flags for e in store.index(inbox.id, seen_account=other)]
+    assert own == [frozenset({"\\Seen", "\\Flagged"}), frozenset({"\\Flagged"})]
+    assert theirs == [frozenset({"\\Flagged"}), frozenset({"\\Flagged"})]
