@@ -562,3 +562,41 @@ def test_private_seen_box_gets_the_holders_own_seen(tmp_path_factory: pytest.Tem
         theirs = [e.flags for e in store.index(inbox.id, seen_account=other)]
     assert own == [frozenset({"\\Seen", "\\Flagged"}), frozenset({"\\Flagged"})]
     assert theirs == [frozenset({"\\Flagged"}), frozenset({"\\Flagged"})]
+
+
+@pytest.mark.postgres
+def test_import_on_postgresql_resumes_and_skips(pg_cluster: Any, tmp_path: Path) -> None:
+    """The importer on the production store: a second run finds everything there."""
+    import io
+
+    from mssctl.mailformats import read_maildir
+    from mssctl.migrate import Importer, Progress
+    from storage.crypto import generate_key_file
+    from storage.interface import AccountClass, MailboxType
+
+    key = tmp_path / "keys"
+    generate_key_file(key)
+    store = open_store(pg_cluster.url(pg_cluster.new_database()), key)
+    try:
+        store.add_domain("hopital.test")
+        acc = store.add_account(DURAND, "S D", AccountClass.STAFF)
+        box = store.add_mailbox(DURAND, MailboxType.PER, owner_account_id=acc.id)
+        expected = make_maildir(tmp_path / "md", 120, {"INBOX": ".", "Archives/2024":
+                                                       ".Archives.2024"})
+        counts = []
+        for _ in range(2):
+            importer = Importer(store, box, (), Progress(io.StringIO(), "importing"),
+                                io.StringIO(), max_size=10 * 1024 * 1024, batch_messages=50)
+            for item in read_maildir(tmp_path / "md"):
+                importer.take(item)
+            importer.flush()
+            counts.append((importer.imported, importer.skipped, importer.refused))
+        assert counts == [(120, 0, 0), (0, 120, 0)]
+        for name, want in expected.items():
+            folder = store.get_folder(box.id, name)
+            index = store.index(folder.id)
+            bodies = dict(store.iter_bodies(folder.id, [e.uid for e in index]))
+            assert {bodies[e.uid]: (e.flags, e.internal_date.astimezone(UTC))
+                    for e in index} == want
+    finally:
+        store.close()
