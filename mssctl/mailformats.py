@@ -277,7 +277,8 @@ def from_line_date(line: bytes) -> datetime | None:
 
 def _split_headers(raw: bytes) -> tuple[list[bytes], bytes]:
     """Header lines (each with its continuation lines) and the rest."""
-    end = raw.find(b"\n\n")
+    ends = [i for i in (raw.find(b"\n\n"), raw.find(b"\n\r\n")) if i >= 0]
+    end = min(ends) if ends else -1
     head, rest = (raw, b"") if end < 0 else (raw[:end + 1], raw[end + 1:])
     fields: list[bytes] = []
     for line in head.splitlines(keepends=True):
@@ -325,7 +326,9 @@ def _read_mbox(fh: BinaryIO, path: Path, folder: tuple[str, ...]) -> Iterator[
 
     def finish() -> SourceMessage | SourceProblem:
         body = b"".join(lines)
-        if body.endswith(b"\n\n"):
+        if body.endswith(b"\r\n\r\n"):
+            body = body[:-2]  # the blank line before the next From line (CRLF file)
+        elif body.endswith(b"\n\n"):
             body = body[:-1]  # the blank line before the next From line
         where = f"{path} offset {start}"
         cleaned, flags = mbox_flags(body)

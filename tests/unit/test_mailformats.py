@@ -155,3 +155,13 @@ def test_progress_line_on_a_terminal_only() -> None:
     quiet.step(10)
     quiet.clear()
     assert pipe.getvalue() == ""
+
+
+def test_mbox_with_crlf_line_ends(tmp_path: Path) -> None:
+    path = tmp_path / "f.mbox"
+    path.write_bytes(b"From a@b Tue Mar  5 09:15:02 2024\r\nFrom: a@b\r\nStatus: RO\r\n\r\n"
+                     b"one\r\nStatus: body line\r\n\r\n"
+                     b"From a@b Tue Mar  5 09:15:03 2024\r\nFrom: c@d\r\n\r\ntwo\r\n")
+    got = [(m.raw, m.flags) for m in read_mbox(path) if isinstance(m, SourceMessage)]
+    assert got == [(b"From: a@b\r\n\r\none\r\nStatus: body line\r\n", frozenset({"\\Seen"})),
+                   (b"From: c@d\r\n\r\ntwo\r\n", frozenset())]
