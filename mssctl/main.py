@@ -21,6 +21,7 @@ from mssctl import (
     keys,
     ldap,
     mailbox,
+    migrate,
     peer,
     policy,
     queue,
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (init, serve, doctor, db, backup, account, mailbox, directory, queue, peer,
-                   keys, audit, policy, ldap):
+                   keys, audit, policy, migrate, ldap):
         module.register(sub)
     return parser
 
