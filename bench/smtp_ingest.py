@@ -4,7 +4,7 @@ mailboxes; every message is durably committed (SQLite, synchronous=FULL) before
 its 250. Prints messages/s and the peak RSS of the server workers.
 
     .venv/bin/python bench/smtp_ingest.py [--messages 20000] [--connections 20]
-        [--workers 2] [--driver asyncio|smtp-source] [--mailboxes 20]
+        [--workers 2] [--driver asyncio|smtp-source] [--mailboxes 20] [--metrics]
 
 Drivers: `asyncio` (built in: MAIL, RCPT and DATA pipelined, recipients spread
 over --mailboxes) or `smtp-source` (Postfix's load generator from the Debian
@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 DOMAIN = "bench.test"
 
 
-def setup(directory: Path, mailboxes: int, workers: int) -> Path:
+def setup(directory: Path, mailboxes: int, workers: int, metrics: bool = False) -> Path:
     from conf.settings import Settings
     from storage import open_store
     from storage.crypto import generate_key_file
@@ -61,6 +61,7 @@ def setup(directory: Path, mailboxes: int, workers: int) -> Path:
         "audit": {"path": directory / "audit.log"},
         "key_file": directory / "keys",
         "workers": workers,
+        **({"metrics": {"port": 0, "directory": directory / "metrics"}} if metrics else {}),
     })
     path = directory / "settings.json"
     path.write_text(settings.model_dump_json())
@@ -175,13 +176,15 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--no-audit-mirror", action="store_true",
                     help="diagnostic: audit to the file only (not into the store)")
+    ap.add_argument("--metrics", action="store_true",
+                    help="count as `mssctl serve` does with `metrics:` set (multiprocess mode)")
     args = ap.parse_args()
     if args.driver == "smtp-source" and shutil.which("smtp-source") is None:
         print("smtp-source not found (Debian package postfix)", file=sys.stderr)
         return 2
     messages = args.messages - args.messages % args.connections
     directory = Path(tempfile.mkdtemp(prefix="mss-bench-"))
-    settings = setup(directory, args.mailboxes, args.workers)
+    settings = setup(directory, args.mailboxes, args.workers, args.metrics)
     ports_file = directory / "ports.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "mssmtpd.devserve", "--settings", str(settings),
@@ -224,7 +227,7 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(directory, ignore_errors=True)
     print(f"driver={args.driver} connections={args.connections} workers={args.workers} "
-          f"cpus={os.cpu_count()}")
+          f"cpus={os.cpu_count()} metrics={'on' if args.metrics else 'off'}")
     print(f"messages sent: {messages}, committed in the store: {stored}")
     print(f"elapsed: {elapsed:.2f} s")
     print(f"throughput: {messages / elapsed:.0f} messages/s")

@@ -443,6 +443,7 @@ class _Batch:
         self.conn: Any = None
         self.cur: Any = None
         self.broken = False  # a savepoint could not be rolled back: commit nothing
+        self.calls = 0  # store calls made in it (the group commit's size)
 
     def begin(self) -> Any:
         store = self._store
@@ -467,6 +468,7 @@ class _Batch:
         the call raised."""
         if self.broken:
             raise StoreUnavailable("database unavailable")
+        self.calls += 1
         dbapi: Any = self._store._engine.dialect.dbapi
         savepoint = self.cur is not None
         if savepoint:
@@ -548,6 +550,18 @@ class StoreBase:
         self._pg = engine.dialect.name == "postgresql"
         self._fixed_selects: dict[str, FixedSelect] = {}
         self._ambient = threading.local()  # .batch: this thread's open _Batch
+        # Told of every committed write transaction: (seconds from asking
+        # for the write lock to the commit, store calls it carried); the
+        # server's metrics (`policy.metrics.Metrics.store_write`).
+        self.write_observer: Callable[[float, int], None] | None = None
+
+    def _observe_write(self, started: float, calls: int) -> None:
+        observer = self.write_observer
+        if observer is not None:
+            try:
+                observer(time.perf_counter() - started, calls)
+            except Exception:  # noqa: BLE001 - a metric never fails a committed write
+                log.exception("store write not measured")
 
     @property
     def engine(self) -> Engine:
@@ -577,6 +591,7 @@ class StoreBase:
                 raise dbapi_failure(exc, dbapi) from exc
             return
         gate = self._gate if write else None
+        started = time.perf_counter()
         with gate.hold() if gate is not None else nullcontext():
             try:
                 conn = self._engine.raw_connection()
@@ -596,6 +611,8 @@ class StoreBase:
                         conn.commit()
                     else:
                         cur.execute("COMMIT")
+                    if write:
+                        self._observe_write(started, 1)
                 except BaseException:
                     try:
                         conn.rollback()
@@ -623,11 +640,22 @@ class StoreBase:
         batch: _Batch | None = getattr(self._ambient, "batch", None)
         return batch is not None and batch.cur is not None
 
-    def _write(self) -> Any:
+    def _write(self, calls: int = 1) -> Any:
+        """A SQLAlchemy write transaction; `calls`: the writes it carries
+        (deliver_many's deliveries), for the write metrics."""
         if getattr(self._ambient, "batch", None) is not None:
             # Its own connection would wait for the batch's write lock forever.
             raise RuntimeError("a SQLAlchemy write transaction inside a write batch")
-        return transaction(self._engine, write=True, gate=self._gate)
+        if self.write_observer is None:
+            return transaction(self._engine, write=True, gate=self._gate)
+        return self._measured_write(calls)
+
+    @contextmanager
+    def _measured_write(self, calls: int) -> Iterator[Any]:
+        started = time.perf_counter()
+        with transaction(self._engine, write=True, gate=self._gate) as conn:
+            yield conn
+        self._observe_write(started, calls)
 
     @property
     def batches_writes(self) -> bool:
@@ -652,6 +680,7 @@ class StoreBase:
             raise RuntimeError("write batches are for SQLite (see batches_writes)")
         batch = _Batch(self)
         self._ambient.batch = batch
+        started = time.perf_counter()
         try:
             try:
                 yield batch
@@ -661,7 +690,10 @@ class StoreBase:
             if batch.broken:
                 batch.end(commit=False)
                 raise StoreUnavailable("database unavailable")
+            began = batch.cur is not None
             batch.end(commit=True)
+            if began:
+                self._observe_write(started, batch.calls)
         finally:
             self._ambient.batch = None
 
