@@ -152,6 +152,9 @@ def attach_metrics(services: Services) -> Any:
         services.audit.observer = metrics.audit_event  # type: ignore[attr-defined]
     if hasattr(services.store, "write_observer"):
         services.store.write_observer = metrics.store_write
+    publisher = metrics.start_publishing()
+    if publisher is not None:
+        services.reactor.addSystemEventTrigger("after", "shutdown", publisher.stop)
     return metrics
 
 

@@ -14,9 +14,10 @@ happens:
 - store writes: the store's write paths (`StoreBase.write_observer`).
 
 Across worker processes, `mssctl serve` uses prometheus_client's
-multiprocess mode (`enable_multiprocess`): each process writes its values to
-memory-mapped files of one directory and the endpoint sums them at scrape
-time (`exposition`). Gauges read from the database (queue depth, age of the
+multiprocess mode (`enable_multiprocess`): each process counts in memory and
+its `Publisher` copies the values every second to its memory-mapped files of
+one directory; the endpoint sums every process's files at scrape time
+(`exposition`). Gauges read from the database (queue depth, age of the
 oldest entry) are not kept there: the process answering a scrape reads them
 (`QueueGauges`, off the reactor, cached briefly).
 
@@ -53,13 +54,14 @@ LOGIN_METHODS = frozenset({"card", "org-certificate", "password", "password+totp
 WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                  5.0, 10.0)
 GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+PUBLISH_INTERVAL = 1.0  # seconds: how stale another worker's values may be
 
 
 def enable_multiprocess(directory: Path) -> None:
-    """Before any worker is forked and before any instrument exists: every
-    process of this server (and its children) keeps its values in files of
-    `directory`, which is emptied first (the counts of a previous run, and
-    the files of its dead processes, must not be summed again)."""
+    """Before any worker is forked: every process of this server (and its
+    children) publishes its values to files of `directory`, which is
+    emptied first (the counts of a previous run, and the files of its dead
+    processes, must not be summed again)."""
     from prometheus_client import values
 
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -68,9 +70,11 @@ def enable_multiprocess(directory: Path) -> None:
             entry.unlink()
         elif entry.is_dir():
             shutil.rmtree(entry)
-    os.environ[MULTIPROC_ENV] = str(directory)
-    # prometheus_client picks its value class when it is imported.
-    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    os.environ[MULTIPROC_ENV] = str(directory)  # where MultiProcessValue writes
+    # The instruments themselves stay in-process (a lock and an add, ~10
+    # times cheaper than a write to the file per event): `Publisher` copies
+    # them to the files.
+    values.ValueClass = values.MutexValue
 
 
 def multiprocess_directory() -> Path | None:
@@ -111,7 +115,7 @@ class _Children:
 
 class Metrics:
     """Every instrument of the server. `registry`: where they are registered
-    (None: a private one; in multiprocess mode the files are what counts)."""
+    (None: a private one, which the `Publisher` copies in multiprocess mode)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -160,6 +164,17 @@ class Metrics:
         self._relayed = _Children(self.messages_relayed)
         self._write_single = self.store_write_seconds.labels("single")
         self._write_group = self.store_write_seconds.labels("group")
+        # Copies the values to the multiprocess files (`start_publishing`).
+        self.publisher: Publisher | None = None
+
+    def start_publishing(self, interval: float = PUBLISH_INTERVAL) -> Publisher | None:
+        """In multiprocess mode: starts this process's `Publisher` (stop it
+        at shutdown, which publishes a last time); else None."""
+        if multiprocess_directory() is None:
+            return None
+        self.publisher = Publisher(self, interval)
+        self.publisher.start()
+        return self.publisher
 
     # ------------------------------------------------------------ connections
 
@@ -208,6 +223,69 @@ class Metrics:
             self.group_commit_size.observe(calls)
         else:
             self._write_single.observe(seconds)
+
+
+# ---------------------------------------------------------------- publishing
+
+class Publisher:
+    """Copies this process's values (`Metrics.registry`) into its own files
+    of the multiprocess directory, in prometheus_client's format, every
+    `interval` seconds on a thread of its own, before this process answers
+    a scrape, and when it stops. Counting stays an in-process add; a scrape
+    sees another worker's counts at most `interval` old, and a worker
+    killed outright loses at most its last `interval` of counts."""
+
+    def __init__(self, metrics: Metrics, interval: float = PUBLISH_INTERVAL) -> None:
+        from prometheus_client import values
+
+        self._metrics = metrics
+        self._interval = interval
+        self._value_class = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+        self._shadows: dict[tuple[Any, ...], Any] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="metrics-publisher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        self.publish()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.publish()
+
+    def publish(self) -> None:
+        with self._lock:
+            for family in self._metrics.registry.collect():
+                typ = family.type
+                below = 0.0  # the cumulative count of the bucket before
+                for sample in family.samples:
+                    name = sample.name
+                    if name.endswith("_created") or (typ == "histogram"
+                                                     and name.endswith("_count")):
+                        continue
+                    value = sample.value
+                    if name.endswith("_bucket"):
+                        # The files hold each bucket's own count (the reader
+                        # accumulates them), the registry the running total.
+                        value, below = value - below, value
+                        if sample.labels.get("le") == "+Inf":
+                            below = 0.0
+                    key = (typ, family.name, name, tuple(sample.labels.items()))
+                    shadow = self._shadows.get(key)
+                    if shadow is None:
+                        shadow = self._value_class(
+                            typ, family.name, name, list(sample.labels),
+                            list(sample.labels.values()), family.documentation,
+                            multiprocess_mode="livesum" if typ == "gauge" else "")
+                        self._shadows[key] = shadow
+                    shadow.set(value)
 
 
 # ---------------------------------------------------------------- scraping
@@ -266,6 +344,9 @@ def exposition(metrics: Metrics, extra: Iterable[Collector] = ()) -> bytes:
     directory = multiprocess_directory()
     if directory is not None:
         from prometheus_client import multiprocess
+
+        if metrics.publisher is not None:
+            metrics.publisher.publish()  # this worker's counts up to now
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]

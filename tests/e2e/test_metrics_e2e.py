@@ -29,6 +29,8 @@ from integration_support import (
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
+from policy.metrics import PUBLISH_INTERVAL
+
 pytestmark = pytest.mark.e2e
 
 PEER = "dr.dupont@operateur-pair.test"
@@ -102,6 +104,31 @@ def per_process_connections(directory: Path, listener: str) -> dict[str, float]:
     return out
 
 
+def expected_counts(now: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+                    base: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> None:
+    # (start() knocked on every port once, before `base`.)
+    for listener, made in (("smtp-mx", 20), ("submission", 4), ("imaps", 2)):
+        assert value(now, "mss_connections_total", listener=listener) == \
+            value(base, "mss_connections_total", listener=listener) + made
+    assert value(now, "mss_connections_open", listener="imaps") == 1
+    assert value(now, "mss_connections_open", listener="smtp-mx") == 0
+    assert value(now, "mss_messages_received_total") == 4
+    assert value(now, "mss_logins_total", method="password", result="allow") == 5
+    assert value(now, "mss_logins_total", method="password", result="deny") == 1
+    assert value(now, "mss_policy_decisions_total", action="login", result="deny") == 1
+    assert value(now, "mss_policy_decisions_total", action="deliver", result="ok") == 4
+    assert value(now, "mss_messages_relayed_total", result="deferred") >= 1
+    assert value(now, "mss_messages_relayed_total", result="failed") == 1
+    assert value(now, "mss_messages_bounced_total") == 1
+    assert value(now, "mss_flow_decisions_total", rule="peer-suspended",
+                 result="deny") == 1
+    assert value(now, "mss_flow_decisions_total", rule="relay-to-trust-space",
+                 result="allow") >= 1
+    assert value(now, "mss_store_write_seconds_count", kind="single") > 0
+    assert value(now, "mss_queue_up") == 1
+    assert value(now, "mss_queue_entries") == 0  # the entry is gone
+
+
 @pytest.fixture
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MssInstance]:
     inst = MssInstance.demo(tmp_path_factory, "metrics")
@@ -127,6 +154,9 @@ def test_metrics_sum_both_workers_and_json_logs(served: MssInstance) -> None:
     inst = served
     port = metrics_port(inst)
     assert not (inst.directory / "metrics" / "counter_1.db").exists()
+    # What start() did (it knocks on every port) is published by each worker
+    # within PUBLISH_INTERVAL: the base must hold all of it.
+    time.sleep(2 * PUBLISH_INTERVAL)
     ctype, before = scrape(port)
     assert ctype.startswith("text/plain; version=0.0.4")
     base = samples(before)
@@ -168,29 +198,19 @@ def test_metrics_sum_both_workers_and_json_logs(served: MssInstance) -> None:
             assert time.monotonic() < deadline, "the refused recipient was not given up"
             time.sleep(0.1)  # polling the file the server appends to, bounded
 
+        # Each worker publishes its counts within PUBLISH_INTERVAL (1 s).
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                expected_counts(samples(scrape(port)[1]), base)
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)  # polling the endpoint, bounded
         scrapes = [samples(scrape(port)[1]) for _ in range(6)]  # either worker answers
         for now in scrapes:
-            # (start() knocked on every port once, before `base`.)
-            for listener, made in (("smtp-mx", 20), ("submission", 4), ("imaps", 2)):
-                assert value(now, "mss_connections_total", listener=listener) == \
-                    value(base, "mss_connections_total", listener=listener) + made
-            assert value(now, "mss_connections_open", listener="imaps") == 1
-            assert value(now, "mss_connections_open", listener="smtp-mx") == 0
-            assert value(now, "mss_messages_received_total") == 4
-            assert value(now, "mss_logins_total", method="password", result="allow") == 5
-            assert value(now, "mss_logins_total", method="password", result="deny") == 1
-            assert value(now, "mss_policy_decisions_total", action="login", result="deny") == 1
-            assert value(now, "mss_policy_decisions_total", action="deliver", result="ok") == 4
-            assert value(now, "mss_messages_relayed_total", result="deferred") >= 1
-            assert value(now, "mss_messages_relayed_total", result="failed") == 1
-            assert value(now, "mss_messages_bounced_total") == 1
-            assert value(now, "mss_flow_decisions_total", rule="peer-suspended",
-                         result="deny") == 1
-            assert value(now, "mss_flow_decisions_total", rule="relay-to-trust-space",
-                         result="allow") >= 1
-            assert value(now, "mss_store_write_seconds_count", kind="single") > 0
-            assert value(now, "mss_queue_up") == 1
-            assert value(now, "mss_queue_entries") == 0  # the entry is gone
+            expected_counts(now, base)
         per_pid = per_process_connections(inst.directory / "metrics", "smtp-mx")
         assert len([pid for pid, n in per_pid.items() if n > 0]) == 2, per_pid
         assert sum(per_pid.values()) == value(scrapes[0], "mss_connections_total",
@@ -229,7 +249,7 @@ def test_queue_gauges_count_what_waits(tmp_path_factory: pytest.TempPathFactory)
         for i in range(2):
             submit(inst, MARTIN, [PEER], make_message(f"CR {i}", "texte", sender=MARTIN,
                                                       to=[PEER]), password_of=MARTIN)
-        now = samples(scrape(port)[1])
+        now = samples(scrape(port)[1])  # read from the database at the scrape
         assert value(now, "mss_queue_entries") == 2
         assert 0 <= value(now, "mss_queue_oldest_age_seconds") < 120
     finally:

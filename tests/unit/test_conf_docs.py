@@ -15,7 +15,9 @@ from conf.settings import (
     LimitSettings,
     ListenerSettings,
     LockoutSettings,
+    LoggingSettings,
     LoginMethodSettings,
+    MetricsSettings,
     PolicySettings,
     QueueSettings,
     Settings,
@@ -36,6 +38,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("policy.lockout.", LockoutSettings),
     ("policy.login_methods.", LoginMethodSettings),
     ("identity_provider.", IdentityProviderSettings),
+    ("metrics.", MetricsSettings),
+    ("logging.", LoggingSettings),
 ]
 
 

@@ -300,3 +300,63 @@ def test_json_logs_one_object_per_line_with_the_traceback_in_one_field() -> None
     assert records[4]["level"] == "CRITICAL"
     assert records[4]["message"] == "Unhandled error in Deferred"
     assert "ZeroDivisionError: division by zero" in records[4]["exception"]
+
+
+PUBLISH_SCRIPT = r"""
+import json, os, sys
+from pathlib import Path
+from policy.metrics import Metrics, enable_multiprocess, exposition, process_exited
+
+directory = Path(sys.argv[1])
+enable_multiprocess(directory)
+children = []
+for worker in range(2):  # two processes count, as serve's workers do
+    pid = os.fork()
+    if pid == 0:
+        m = Metrics()
+        m.start_publishing(interval=3600)  # only the final publication counts
+        for _ in range(worker + 1):
+            m.connection_opened("imaps")
+        m.store_write(0.003, 1)
+        m.store_write(0.2, 5)
+        m.audit_event("login", "deny", {"method": "password"})
+        m.publisher.stop()
+        os._exit(0)
+    children.append(pid)
+for pid in children:
+    os.waitpid(pid, 0)
+print(exposition(Metrics()).decode())
+process_exited(children[0])
+print("----")
+print(exposition(Metrics()).decode())
+"""
+
+
+def test_the_publisher_sums_processes_and_forgets_dead_ones_gauges(tmp_path: Path) -> None:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    (directory / "counter_99999.db").write_bytes(b"")  # a previous run's, emptied at start
+    done = subprocess.run([sys.executable, "-c", PUBLISH_SCRIPT, str(directory)],
+                          capture_output=True, text=True, cwd=root,
+                          env={"PYTHONPATH": str(root)}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    alive, after = (values(part) for part in done.stdout.split("----"))
+    assert alive[("mss_connections_total", (("listener", "imaps"),))] == 3
+    assert alive[("mss_connections_open", (("listener", "imaps"),))] == 3
+    assert alive[("mss_logins_total", (("method", "password"), ("result", "deny")))] == 2
+    single = (("kind", "single"),)
+    assert alive[("mss_store_write_seconds_count", single)] == 2
+    assert alive[("mss_store_write_seconds_bucket", (("kind", "single"), ("le", "0.001")))] == 0
+    assert alive[("mss_store_write_seconds_bucket", (("kind", "single"), ("le", "0.005")))] == 2
+    assert alive[("mss_store_write_seconds_bucket", (("kind", "group"), ("le", "0.25")))] == 2
+    assert alive[("mss_store_write_seconds_bucket", (("kind", "group"), ("le", "0.1")))] == 0
+    assert alive[("mss_store_group_commit_size_bucket", (("le", "8.0"),))] == 2
+    assert alive[("mss_store_group_commit_size_count", ())] == 2
+    # The first worker is gone: its open connections no longer count, its
+    # counters still do.
+    assert after[("mss_connections_open", (("listener", "imaps"),))] == 2
+    assert after[("mss_connections_total", (("listener", "imaps"),))] == 3
+    assert not (directory / "counter_99999.db").exists()
