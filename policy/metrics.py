@@ -29,7 +29,7 @@ reason, action, flow rule id. A value outside the known set of a label
 from __future__ import annotations
 
 import os
-import shutil
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -54,6 +54,8 @@ LOGIN_METHODS = frozenset({"card", "org-certificate", "password", "password+totp
 WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                  5.0, 10.0)
 GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+# The files of prometheus_client's multiprocess mode: kind, pid.
+VALUE_FILE = re.compile(r"^(?:counter|histogram|summary|gauge_[a-z]+)_\d+\.db$")
 PUBLISH_INTERVAL = 1.0  # seconds: how stale another worker's values may be
 
 
@@ -61,15 +63,21 @@ def enable_multiprocess(directory: Path) -> None:
     """Before any worker is forked: every process of this server (and its
     children) publishes its values to files of `directory`, which is
     emptied first (the counts of a previous run, and the files of its dead
-    processes, must not be summed again)."""
+    processes, must not be summed again). Raises OSError naming the problem
+    when the directory cannot be made or holds other databases."""
     from prometheus_client import values
 
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # The scrape reads every *.db file there: another one (the instance's
+    # mss.db, when pointed at the settings directory) is refused, never
+    # deleted; only prometheus_client's own files are.
+    foreign = sorted(e.name for e in directory.glob("*.db") if not VALUE_FILE.match(e.name))
+    if foreign:
+        raise OSError(f"it holds {', '.join(foreign)}, not metrics files: give metrics a "
+                      "directory of its own")
     for entry in directory.iterdir():
-        if entry.suffix == ".db" and entry.is_file():
+        if VALUE_FILE.match(entry.name) and entry.is_file():
             entry.unlink()
-        elif entry.is_dir():
-            shutil.rmtree(entry)
     os.environ[MULTIPROC_ENV] = str(directory)  # where MultiProcessValue writes
     # The instruments themselves stay in-process (a lock and an add, ~10
     # times cheaper than a write to the file per event): `Publisher` copies

@@ -339,6 +339,7 @@ def test_the_publisher_sums_processes_and_forgets_dead_ones_gauges(tmp_path: Pat
     directory = tmp_path / "metrics"
     directory.mkdir()
     (directory / "counter_99999.db").write_bytes(b"")  # a previous run's, emptied at start
+    (directory / "notes.txt").write_bytes(b"keep")  # not prometheus_client's: left alone
     done = subprocess.run([sys.executable, "-c", PUBLISH_SCRIPT, str(directory)],
                           capture_output=True, text=True, cwd=root,
                           env={"PYTHONPATH": str(root)}, timeout=60)
@@ -360,3 +361,14 @@ def test_the_publisher_sums_processes_and_forgets_dead_ones_gauges(tmp_path: Pat
     assert after[("mss_connections_open", (("listener", "imaps"),))] == 2
     assert after[("mss_connections_total", (("listener", "imaps"),))] == 3
     assert not (directory / "counter_99999.db").exists()
+    assert (directory / "notes.txt").read_bytes() == b"keep"
+
+
+def test_a_metrics_directory_holding_a_database_is_refused_not_emptied(tmp_path: Path) -> None:
+    from policy.metrics import enable_multiprocess
+
+    (tmp_path / "mss.db").write_bytes(b"the store")
+    with pytest.raises(OSError, match="it holds mss.db, not metrics files: give metrics a "
+                                      "directory of its own"):
+        enable_multiprocess(tmp_path)
+    assert (tmp_path / "mss.db").read_bytes() == b"the store"
