@@ -153,6 +153,12 @@ class LimitSettings(_Model):
     # An IMAP connection must be authenticated this long after it opened (not
     # reset by activity), as Dovecot's login processes do.
     imap_login_timeout: float = Field(default=60.0, gt=0)
+    # One IMAP APPEND (RFC 3502 MULTIAPPEND, RFC 4469 CATENATE) is held whole
+    # in memory until it is complete, then stored in one transaction: at most
+    # this many messages, and this many octets of literals all together (each
+    # message is also within message_size, as Dovecot limits each literal).
+    imap_append_messages: int = Field(default=100, ge=1)
+    imap_append_octets: int = Field(default=50 * 1024 * 1024, ge=1024)
     # Implicit-TLS listeners (465, 993): a connection whose TLS handshake is not
     # complete this long after it opened is closed.
     tls_handshake_timeout: float = Field(default=10.0, gt=0)

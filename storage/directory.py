@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Sequence
@@ -52,6 +53,8 @@ from storage.sqlbase import (
     mailbox_record,
     utcnow,
 )
+
+log = logging.getLogger(__name__)
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 
@@ -108,12 +111,35 @@ class DirectoryMixin(StoreBase):
             with self._write() as c:
                 if pins:
                     self._refuse_pinned(c, pins)
+                self._refuse_shared_identity(c, idnat, cert_subject, pinned=bool(pins))
                 new_id = c.execute(insert(A).values(**values)).inserted_primary_key[0]
                 if pins:
                     c.execute(insert(CP), [{"account_id": new_id, "fingerprint": p} for p in pins])
         except sa_exc.IntegrityError as exc:
             raise AlreadyExists(login) from exc
         return Account(id=new_id, **values)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _refuse_shared_identity(c: Any, idnat: str | None, cert_subject: str | None, *,
+                                pinned: bool) -> None:
+        """A card (IdNat_PS) names one account, never two. A certificate
+        subject too, except that several boxes of one structure may share
+        its organisation id when each has its own certificate pinned (pins
+        are matched first: `policy.certmap`)."""
+        if idnat is not None:
+            owner = c.execute(select(A.c.login).where(A.c.idnat == idnat).limit(1)).first()
+            if owner is not None:
+                raise AlreadyExists(f"IdNat_PS {idnat} is already account {owner.login}'s")
+        if cert_subject is None:
+            return
+        owners = c.execute(
+            select(A.c.login, select(CP.c.id).where(CP.c.account_id == A.c.id).exists()
+                   .label("pinned"))
+            .where(A.c.cert_subject == cert_subject).order_by(A.c.id)).all()
+        if owners and not (pinned and all(o.pinned for o in owners)):
+            raise AlreadyExists(
+                f"certificate subject {cert_subject} is already account {owners[0].login}'s "
+                "(accounts may share one only when each has its own certificate pinned)")
 
     def _one_account(self, column: str, value: object) -> Account | None:
         # Every LOGIN comes here: fixed SQL (see `FixedSelect`).
@@ -134,11 +160,26 @@ class DirectoryMixin(StoreBase):
             raise NotFound(str(account_id))
         return acc
 
+    def _only_account(self, column: str, value: str) -> Account | None:
+        """The one account whose `column` is `value`. Two accounts named by
+        one card or one certificate subject (made before that was refused,
+        or by hand in the database) answer None: a certificate must never
+        log in as whichever account happens to come first."""
+        q = self._fixed(f"account.{column}.only", A, f"t.{column} = ?", " ORDER BY t.id LIMIT 2")
+        with self._dbapi(write=False) as cur:
+            found = q.rows(cur, (value,))
+        if len(found) > 1:
+            log.error("accounts %s and %s share the %s %r: certificate logins by it are "
+                      "refused until one of them is changed", found[0].login, found[1].login,
+                      column, value)
+            return None
+        return account_record(found[0]) if found else None
+
     def find_account_by_idnat(self, idnat: str) -> Account | None:
-        return self._one_account("idnat", idnat)
+        return self._only_account("idnat", idnat)
 
     def find_account_by_cert_subject(self, subject: str) -> Account | None:
-        return self._one_account("cert_subject", subject)
+        return self._only_account("cert_subject", subject)
 
     def list_accounts(self) -> list[Account]:
         with self._read() as c:

@@ -468,6 +468,15 @@ class PreparedMessage:
     sealed: dict[str, Any] = field(repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class AppendItem:
+    """One message of `MessageStore.append_many`."""
+
+    message: bytes | PreparedMessage = field(repr=False)
+    flags: tuple[str, ...] = ()
+    internal_date: datetime | None = None  # default: now
+
+
 class WriteBatch(Protocol):
     """What `MessageStore.write_batch` yields."""
 
@@ -497,8 +506,9 @@ class MessageStore(Protocol):
         cert_pins: Sequence[str] = (),
     ) -> Account:
         """With `cert_pins` pinned to it (see `add_cert_pin`), in the same
-        transaction. Raises AlreadyExists (login taken, or a pin already
-        given), ValueError (a malformed pin)."""
+        transaction. Raises AlreadyExists (login taken, a pin already given,
+        or the IdNat_PS or certificate subject already another account's),
+        ValueError (a malformed pin)."""
 
     def get_account(self, login: str) -> Account:
         """Case-insensitive. Raises NotFound."""
@@ -506,9 +516,13 @@ class MessageStore(Protocol):
     def get_account_by_id(self, account_id: int) -> Account:
         """Raises NotFound."""
 
-    def find_account_by_idnat(self, idnat: str) -> Account | None: ...
+    def find_account_by_idnat(self, idnat: str) -> Account | None:
+        """The one account with that IdNat_PS; None when none or several
+        (a card must not log in as either of two)."""
 
-    def find_account_by_cert_subject(self, subject: str) -> Account | None: ...
+    def find_account_by_cert_subject(self, subject: str) -> Account | None:
+        """The one account with that certificate subject; None when none or
+        several."""
 
     def list_accounts(self) -> list[Account]: ...
 
@@ -721,6 +735,23 @@ class MessageStore(Protocol):
         need not wait for them).
 
         Raises NotFound (folder), QuotaExceeded.
+        """
+
+    def append_many(
+        self,
+        folder_id: int,
+        items: Sequence[AppendItem],
+        *,
+        recent: bool = True,
+        seen_account: int | None = None,
+    ) -> list[AppendResult]:
+        """Stores several messages in ONE transaction, durably: all of them or
+        none (RFC 3502 MULTIAPPEND). They get consecutive UIDs in the order
+        given and one new MODSEQ; the quota is checked on their total size.
+        `recent` and `seen_account` as in `append`. An empty list stores
+        nothing and returns [].
+
+        Raises NotFound (folder), QuotaExceeded (then nothing was stored).
         """
 
     def deliver(self, delivery: Delivery) -> list[AppendResult]:
