@@ -254,3 +254,25 @@ def test_queue_gauges_count_what_waits(tmp_path_factory: pytest.TempPathFactory)
         assert 0 <= value(now, "mss_queue_oldest_age_seconds") < 120
     finally:
         assert inst.stop() == 0, inst.log_tail()
+
+
+def test_a_taken_metrics_port_is_refused_by_name(tmp_path_factory: pytest.TempPathFactory
+                                                 ) -> None:
+    import subprocess
+
+    from mssctl_support import mssctl_cmd
+
+    inst = MssInstance.demo(tmp_path_factory, "metrics-taken")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        settings = inst.directory / "mss.yaml"
+        settings.write_text(settings.read_text(encoding="utf-8")
+                            + f"metrics: {{port: {port}}}\n", encoding="utf-8")
+        done = subprocess.run(mssctl_cmd("serve", "--config", str(settings)),
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert (f"metrics cannot listen on 127.0.0.1:{port}: the port is already in use "
+            "(is another server running?)") in done.stderr
+    assert "Traceback" not in done.stderr
