@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from conf.loader import load_settings
 from conf.settings import (
     AuditSettings,
+    AutoconfigSettings,
     DatabaseSettings,
     IdentityProviderSettings,
     LimitSettings,
@@ -40,6 +41,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("identity_provider.", IdentityProviderSettings),
     ("metrics.", MetricsSettings),
     ("logging.", LoggingSettings),
+    ("autoconfig.", AutoconfigSettings),
 ]
 
 
