@@ -20,6 +20,7 @@ from mssctl import (
     init,
     keys,
     mailbox,
+    migrate,
     peer,
     policy,
     queue,
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (init, serve, doctor, db, backup, account, mailbox, directory, queue, peer,
-                   keys, audit, policy):
+                   keys, audit, policy, migrate):
         module.register(sub)
     return parser
 
