@@ -5,9 +5,11 @@ its 250. Prints messages/s and the peak RSS of the server workers.
 
     .venv/bin/python bench/smtp_ingest.py [--messages 20000] [--connections 20]
         [--workers 2] [--driver asyncio|smtp-source] [--mailboxes 20] [--postgres]
+        [--metrics]
 
 `--postgres`: the store in a throwaway PostgreSQL cluster (tests/pg_support.py)
 with its durability settings on (fsync, synchronous_commit), instead of SQLite.
+`--metrics`: the workers count as `mssctl serve` does with `metrics:` set.
 
 Drivers: `asyncio` (built in: MAIL, RCPT and DATA pipelined, recipients spread
 over --mailboxes) or `smtp-source` (Postfix's load generator from the Debian
@@ -40,7 +42,8 @@ sys.path.insert(0, str(ROOT))
 DOMAIN = "bench.test"
 
 
-def setup(directory: Path, mailboxes: int, workers: int, url: str | None = None) -> Path:
+def setup(directory: Path, mailboxes: int, workers: int, url: str | None = None,
+          metrics: bool = False) -> Path:
     from conf.settings import Settings
     from storage import open_store
     from storage.crypto import generate_key_file
@@ -64,6 +67,7 @@ def setup(directory: Path, mailboxes: int, workers: int, url: str | None = None)
         "audit": {"path": directory / "audit.log"},
         "key_file": directory / "keys",
         "workers": workers,
+        **({"metrics": {"port": 0, "directory": directory / "metrics"}} if metrics else {}),
     })
     path = directory / "settings.json"
     path.write_text(settings.model_dump_json())
@@ -180,6 +184,8 @@ def main() -> int:
                     help="store in a throwaway PostgreSQL cluster (durable settings)")
     ap.add_argument("--no-audit-mirror", action="store_true",
                     help="diagnostic: audit to the file only (not into the store)")
+    ap.add_argument("--metrics", action="store_true",
+                    help="count as `mssctl serve` does with `metrics:` set (multiprocess mode)")
     args = ap.parse_args()
     if args.postgres:
         sys.path.insert(0, str(ROOT / "tests"))
@@ -202,7 +208,7 @@ def run(args: argparse.Namespace, url: str | None) -> int:
         return 2
     messages = args.messages - args.messages % args.connections
     directory = Path(tempfile.mkdtemp(prefix="mss-bench-"))
-    settings = setup(directory, args.mailboxes, args.workers, url)
+    settings = setup(directory, args.mailboxes, args.workers, url, args.metrics)
     ports_file = directory / "ports.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "mssmtpd.devserve", "--settings", str(settings),
@@ -245,7 +251,7 @@ def run(args: argparse.Namespace, url: str | None) -> int:
         if not args.keep:
             shutil.rmtree(directory, ignore_errors=True)
     print(f"driver={args.driver} connections={args.connections} workers={args.workers} "
-          f"cpus={os.cpu_count()}")
+          f"cpus={os.cpu_count()} metrics={'on' if args.metrics else 'off'}")
     print(f"messages sent: {messages}, committed in the store: {stored}")
     print(f"elapsed: {elapsed:.2f} s")
     print(f"throughput: {messages / elapsed:.0f} messages/s")

@@ -324,6 +324,30 @@ def _listener_problems(name: str, settings: Settings) -> list[str]:
     return problems
 
 
+METRICS_DIRECTORY = "metrics"  # default `metrics.directory`, beside the settings file
+
+
+def _metrics_problems(name: str, settings: Settings) -> list[str]:
+    metrics = settings.metrics
+    if metrics is None:
+        return []
+    problems: list[str] = []
+    if not metrics.allow_remote and not is_loopback(metrics.address):
+        # Plain HTTP without authentication: it tells anyone who can reach it
+        # how busy the server is and which rules refuse what.
+        problems.append(
+            f"{name}: metrics.address: expected a loopback address (127.0.0.0/8 or ::1), "
+            f"got {metrics.address!r}; the endpoint has no TLS and no authentication: "
+            "set metrics.allow_remote: true only behind a firewall that lets the "
+            "Prometheus server alone reach it")
+    if metrics.port != 0:
+        for i, lst in enumerate(settings.listeners):
+            if lst.port == metrics.port and lst.address == metrics.address:
+                problems.append(f"{name}: metrics.port: expected a free address, "
+                                f"{metrics.address}:{metrics.port} is also listeners.{i}")
+    return problems
+
+
 def is_loopback(address: str) -> bool:
     """127.0.0.0/8, ::1 (or ::ffff:127.x.y.z); a host name never is."""
     try:
@@ -418,7 +442,10 @@ def settings_from_data(data: Any, name: str, base: Path, *, check_files: bool = 
             update={"database": resolved.database.model_copy(update={"url": db_url})}
         )
     resolved = _named_listeners(resolved)
-    problems = _listener_problems(name, resolved)
+    if resolved.metrics is not None and resolved.metrics.directory is None:
+        resolved = resolved.model_copy(update={"metrics": resolved.metrics.model_copy(
+            update={"directory": (base / METRICS_DIRECTORY).resolve()})})
+    problems = _listener_problems(name, resolved) + _metrics_problems(name, resolved)
     if check_files:
         problems += missing_files(name, resolved)
     if problems:

@@ -547,6 +547,42 @@ def _account_class(name: str) -> str:
     return name
 
 
+class MetricsSettings(_Model):
+    """The Prometheus endpoint (`mssctl serve`): plain HTTP, no
+    authentication, so loopback by default; a non-loopback address is
+    refused by the loader unless `allow_remote` says the network in front
+    of it is trusted (README, "Metrics and logs")."""
+
+    address: str = "127.0.0.1"
+    port: Port = 9154
+    # Where the worker processes keep their counters (prometheus_client's
+    # multiprocess mode); default: `metrics/` beside the settings file.
+    # Emptied at every start.
+    directory: Path | None = None
+    # Seconds the gauges read from the database (queue depth, oldest entry)
+    # are reused between scrapes.
+    cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    allow_remote: bool = False
+
+    @field_validator("address")
+    @classmethod
+    def _ip_address(cls, v: str) -> str:
+        try:
+            ipaddress.ip_address(v.strip("[]"))
+        except ValueError:
+            raise ValueError("must be an IPv4 or IPv6 address (e.g. 127.0.0.1)") from None
+        return v.strip("[]")
+
+
+class LogFormat(enum.StrEnum):
+    TEXT = "text"  # one human-readable line per record (default)
+    JSON = "json"  # one JSON object per line, for log shippers
+
+
+class LoggingSettings(_Model):
+    format: LogFormat = LogFormat.TEXT
+
+
 class AutoconfigSettings(_Model):
     """What the `autoconfig` listeners tell mail clients (Thunderbird's
     config-v1.1, Outlook's Autodiscover)."""
@@ -575,6 +611,9 @@ class Settings(_Model):
     key_file: Path
     # Worker processes sharing the listening ports (SO_REUSEPORT); 1 = no fork.
     workers: int = Field(default=1, ge=1, le=64)
+    # The Prometheus endpoint; none (the default): no metrics are kept.
+    metrics: MetricsSettings | None = None
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
     # What `autoconfig` listeners announce.
     autoconfig: AutoconfigSettings = Field(default_factory=AutoconfigSettings)
 

@@ -30,6 +30,7 @@ class IMAPServerFactory(ServerFactory):
         self.watcher = watcher_for(services)
         self._per_ip = ListenerConnections(services.connections, listener.name,
                                            services.settings.limits.imap_connections_per_ip)
+        self.metrics = services.metrics
 
     def buildProtocol(self, addr: Any) -> IMAPServerProtocol:
         proto = IMAPServerProtocol(self.services, self.listener, self.watcher)
@@ -39,6 +40,8 @@ class IMAPServerFactory(ServerFactory):
     def connection_opened(self, ip: str) -> bool:
         """Counts the connection; False (and audited) when the address is
         over its limit. Counted until `connection_closed`, refused or not."""
+        if self.metrics is not None:
+            self.metrics.connection_opened(self.listener.name)
         if self._per_ip.opened(ip):
             return True
         self.services.record_audit(ip, "connection", self.listener.name, "deny",
@@ -47,6 +50,8 @@ class IMAPServerFactory(ServerFactory):
         return False
 
     def connection_closed(self, ip: str) -> None:
+        if self.metrics is not None:
+            self.metrics.connection_closed(self.listener.name)
         self._per_ip.closed(ip)
 
     def connections(self, ip: str) -> int:

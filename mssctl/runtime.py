@@ -138,6 +138,8 @@ def build_services(settings: Settings, reactor: Any,
             tls=build_tls(settings),
             connections=connections if connections is not None else ConnectionCounts(),
         )
+        if settings.metrics is not None:
+            services.metrics = attach_metrics(services)
         if services.tls is not None:
             services.tls.on_refusal = lambda event: record_certificate_refusal(
                 audit, runner.run, event)
@@ -145,6 +147,23 @@ def build_services(settings: Settings, reactor: Any,
         store.close()
         raise
     return services
+
+
+def attach_metrics(services: Services) -> Any:
+    """This process's `policy.metrics.Metrics`, told of every audit event
+    and every store write transaction."""
+    from policy.metrics import Metrics
+
+    metrics = Metrics()
+    observer = getattr(services.audit, "observer", False)
+    if observer is None:
+        services.audit.observer = metrics.audit_event  # type: ignore[attr-defined]
+    if hasattr(services.store, "write_observer"):
+        services.store.write_observer = metrics.store_write
+    publisher = metrics.start_publishing()
+    if publisher is not None:
+        services.reactor.addSystemEventTrigger("after", "shutdown", publisher.stop)
+    return metrics
 
 
 def factory_builder(listener: ListenerSettings) -> Any:

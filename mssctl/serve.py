@@ -27,7 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from conf.settings import ListenerRole, ListenerSettings, Settings, TLSMode
+from conf.settings import ListenerRole, ListenerSettings, LogFormat, Settings, TLSMode
 from mssctl.common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -77,13 +77,20 @@ class _QuietTwisted(logging.Filter):
                     and record.getMessage().startswith(self._NOISE))
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, log_format: LogFormat = LogFormat.TEXT) -> None:
+    """Every log line of the daemon on stderr, as text or (`logging.format:
+    json`) one JSON object per line (`mssctl.logformat`)."""
     logging.basicConfig(
         stream=sys.stderr,
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s",
         force=True,
     )
+    if log_format is LogFormat.JSON:
+        from mssctl.logformat import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     # Alembic announces its plugins at INFO each time the schema revision is read.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:
@@ -177,6 +184,51 @@ def open_listeners(
     return bound, per_copy
 
 
+def open_metrics(settings: Settings, copies: int, port: int | None = None
+                 ) -> list[socket.socket]:
+    """`copies` SO_REUSEPORT sockets of the metrics endpoint (none when
+    `metrics` is not set); `port`: the one already bound (a respawn)."""
+    metrics = settings.metrics
+    if metrics is None:
+        return []
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(copies):
+            sock = socket.socket(_family(metrics.address), socket.SOCK_STREAM)
+            socks.append(sock)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if port is None and metrics.port != 0:
+                    _probe_address(metrics.address, metrics.port)
+                sock.bind((metrics.address, metrics.port if port is None else port))
+                sock.listen(BACKLOG)
+                sock.setblocking(False)
+            except OSError as exc:
+                raise _metrics_bind_error(metrics.address, metrics.port, exc) from None
+            port = int(sock.getsockname()[1])
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def _probe_address(address: str, port: int) -> None:
+    probe = socket.socket(_family(address), socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((address, port))
+    finally:
+        probe.close()
+
+
+def _metrics_bind_error(address: str, port: int, exc: OSError) -> CliError:
+    why = ("the port is already in use (is another server running?)"
+           if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc))
+    return CliError(f"metrics cannot listen on {address}:{port}: {why}", EXIT_USAGE)
+
+
 # ---------------------------------------------------------------- banner
 
 
@@ -193,7 +245,12 @@ _TLS_TEXT = {
 }
 
 
-def banner(settings: Settings, bound: list[BoundListener], config: Path, workers: int) -> str:
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def banner(settings: Settings, bound: list[BoundListener], config: Path, workers: int,
+           metrics_port: int | None = None) -> str:
     lines = [
         f"MSS mail server for {', '.join(settings.domains)} "
         f"(settings {config}, {workers} worker{'s' if workers != 1 else ''})",
@@ -207,6 +264,9 @@ def banner(settings: Settings, bound: list[BoundListener], config: Path, workers
             f"  {lst.name:<{width}}  {lst.address}:{b.port:<5}  {_ROLE_TEXT[lst.role]}, "
             f"{_TLS_TEXT[lst.tls]}, client certificate {lst.client_cert.value}"
         )
+    if settings.metrics is not None and metrics_port is not None:
+        lines += ["", f"Metrics (Prometheus): http://{_host(settings.metrics.address)}:"
+                      f"{metrics_port}/metrics"]
     lines += ["", "CA file to trust (import it as an authority in the mail client):"]
     lines += [f"  {p}" for p in settings.tls.ca_files] or ["  (none configured)"]
     demo = config.resolve().parent / DEMO_LOGINS_FILE
@@ -244,10 +304,12 @@ def listening_status(bound: list[BoundListener]) -> str:
 
 def run_worker(settings: Settings, bound: list[BoundListener], socks: list[socket.socket],
                connections: ConnectionCounts | None = None,
-               health: WorkerHealth | None = None) -> int:
+               health: WorkerHealth | None = None,
+               metrics_sock: socket.socket | None = None) -> int:
     """Runs one reactor with every listener; returns the exit status.
     `health` hears when the reactor runs with every listener and the store
-    open, beats from the reactor, and hears of reloads (see mssctl.systemd)."""
+    open, beats from the reactor, and hears of reloads (see mssctl.systemd).
+    `metrics_sock`: this worker's copy of the metrics endpoint's socket."""
     from twisted.internet import reactor
     from twisted.internet.task import LoopingCall
 
@@ -286,6 +348,13 @@ def run_worker(settings: Settings, bound: list[BoundListener], socks: list[socke
         print(f"mssctl: {exc}", file=sys.stderr)
         services.store.close()
         return EXIT_FAILURE
+    if metrics_sock is not None and services.metrics is not None:
+        from mssctl.metrics_http import metrics_site
+
+        r.adoptStreamPort(metrics_sock.fileno(), metrics_sock.family, metrics_site(services))
+        address, port = metrics_sock.getsockname()[:2]
+        metrics_sock.close()
+        log.info("metrics listening on %s:%d", address, port)
     relay = relay_service(services)
     if relay is not None:
         r.callWhenRunning(relay.start)
@@ -350,10 +419,17 @@ class Supervisor:
     def __init__(
         self, settings: Settings, bound: list[BoundListener], socks: list[list[socket.socket]],
         connections: ConnectionCounts | None = None, notifier: Notifier | None = None,
+        metrics_socks: list[socket.socket] | None = None,
     ) -> None:
         self.settings = settings
         self.bound = bound
         self.socks: list[list[socket.socket] | None] = list(socks)
+        # One copy of the metrics socket per slot (None: metrics off, or
+        # handed to the slot's worker).
+        self.metrics_socks: list[socket.socket | None] = (
+            list(metrics_socks) if metrics_socks else [None] * len(socks))
+        self.metrics_port = (int(metrics_socks[0].getsockname()[1]) if metrics_socks
+                             else None)
         self.connections = connections or ConnectionCounts(slots=len(socks))
         self.children: dict[int, int] = {}  # pid -> slot
         self.pidfds: dict[int, int] = {}  # pid -> pidfd (readable once it exited)
@@ -374,6 +450,10 @@ class Supervisor:
             fixed = [b.settings.model_copy(update={"port": b.port}) for b in self.bound]
             _, fresh = open_listeners(fixed, 1, probe=False)
             socks = fresh[0]
+            if self.metrics_port is not None:
+                self.metrics_socks[slot] = open_metrics(self.settings, 1,
+                                                        self.metrics_port)[0]
+        metrics_sock = self.metrics_socks[slot]
         # The previous worker of this slot (if any) is gone, and with it
         # every connection it counted.
         self.connections.reset_slot(slot)
@@ -391,11 +471,15 @@ class Supervisor:
                     if other is not None and other is not socks:
                         for s in other:
                             s.close()
+                for other_metrics in self.metrics_socks:
+                    if other_metrics is not None and other_metrics is not metrics_sock:
+                        other_metrics.close()
                 for fd in self.pidfds.values():
                     os.close(fd)
                 health = WorkerHealth(board=self.board, beat_interval=(
                     self.health.worker_beat_interval if self.health is not None else None))
-                code = run_worker(self.settings, self.bound, socks, self.connections, health)
+                code = run_worker(self.settings, self.bound, socks, self.connections, health,
+                                  metrics_sock)
             except BaseException:
                 log.exception("worker failed")
             finally:
@@ -405,6 +489,9 @@ class Supervisor:
         for s in socks:  # the worker owns them now
             s.close()
         self.socks[slot] = None
+        if metrics_sock is not None:
+            metrics_sock.close()
+            self.metrics_socks[slot] = None
         self.children[pid] = slot
         try:
             self.pidfds[pid] = os.pidfd_open(pid)
@@ -465,6 +552,10 @@ class Supervisor:
                 os.close(fd)
             slot = self.children.pop(pid)
             code = os.waitstatus_to_exitcode(wait_status)
+            if self.metrics_port is not None:
+                from policy.metrics import process_exited
+
+                process_exited(pid)  # its open connections no longer count
             if self.stopping:
                 if code not in (EXIT_OK, -signal.SIGTERM, -signal.SIGINT):
                     self.status = max(self.status, EXIT_FAILURE)
@@ -578,15 +669,27 @@ def _run(args: argparse.Namespace, pid_path: Path, notifier: Notifier | None) ->
     workers = args.workers if args.workers is not None else settings.workers
     if not 1 <= workers <= 64:
         raise CliError("--workers: expected an integer from 1 to 64", EXIT_USAGE)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, settings.logging.format)
     bound, socks = open_listeners(list(settings.listeners), workers)
+    metrics_socks = open_metrics(settings, workers)
+    if settings.metrics is not None:
+        assert settings.metrics.directory is not None  # the loader's default
+        from policy.metrics import enable_multiprocess
+
+        try:
+            enable_multiprocess(settings.metrics.directory)  # before any fork
+        except OSError as exc:
+            raise CliError(f"metrics.directory: cannot use {settings.metrics.directory}: "
+                           f"{exc.strerror or exc}", EXIT_USAGE) from None
+    metrics_port = int(metrics_socks[0].getsockname()[1]) if metrics_socks else None
     connections = ConnectionCounts(slots=workers)  # before any fork: shared
     install_early_stop()
     _write_pid(pid_path)
     if workers > 1:
         _prepare_fork(settings)
     if args.banner:
-        print(banner(settings, bound, config_path(args), workers), flush=True)
+        print(banner(settings, bound, config_path(args), workers, metrics_port), flush=True)
     if workers == 1:
-        return run_worker(settings, bound, socks[0], connections, WorkerHealth(notifier))
-    return Supervisor(settings, bound, socks, connections, notifier).run(workers)
+        return run_worker(settings, bound, socks[0], connections, WorkerHealth(notifier),
+                          metrics_socks[0] if metrics_socks else None)
+    return Supervisor(settings, bound, socks, connections, notifier, metrics_socks).run(workers)

@@ -351,6 +351,9 @@ class LocalDelivery:
             entry = store.enqueue(job.sender, list(job.remote), received + job.content, job.dsn,
                                   job.origin)
             queued_id = entry.id
+        metrics = getattr(self.services, "metrics", None)
+        if metrics is not None:
+            metrics.message_received()
         self.services.audit.record(
             job.actor, "deliver", ",".join(all_rcpts), "ok",
             id=job.trace.transaction_id, sender=job.sender or "<>",

@@ -112,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     settings = Settings.model_validate_json(args.settings.read_text())
+    if settings.metrics is not None and settings.metrics.directory is not None:
+        # Counted as `mssctl serve` counts (no endpoint here): the bench's
+        # figure with metrics on.
+        from policy.metrics import enable_multiprocess
+
+        enable_multiprocess(settings.metrics.directory)
     ports, per_worker = open_sockets(settings, args.workers)
     connections = ConnectionCounts(slots=args.workers)  # shared by the workers
     tmp = args.ports_file.with_suffix(".tmp")

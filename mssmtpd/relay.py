@@ -178,6 +178,9 @@ class RelayService:
             delivered=delivered, failed=[s.recipient for s in failed],
             error=error, next_attempt=next_attempt,
         )
+        metrics = self.services.metrics
+        if metrics is not None:
+            metrics.relay_attempt(len(delivered), len(failed), len(deferred))
         for r in delivered:
             self.services.audit.record("relay", "relay", r, "ok", queue_id=entry.id)
         for s in failed:

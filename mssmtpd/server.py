@@ -24,6 +24,7 @@ class SMTPFactory(ServerFactory):
         self.delivery = LocalDelivery(services)
         self._per_ip = ListenerConnections(services.connections, listener.name,
                                            services.settings.limits.connections_per_ip)
+        self.metrics = services.metrics
 
     def buildProtocol(self, addr: Any) -> SMTPServerProtocol:
         return SMTPServerProtocol(self)
@@ -31,9 +32,13 @@ class SMTPFactory(ServerFactory):
     def connection_opened(self, ip: str) -> bool:
         """Counts the connection; False when the address is over its limit
         (the connection is still counted until it closes)."""
+        if self.metrics is not None:
+            self.metrics.connection_opened(self.listener.name)
         return self._per_ip.opened(ip)
 
     def connection_closed(self, ip: str) -> None:
+        if self.metrics is not None:
+            self.metrics.connection_closed(self.listener.name)
         self._per_ip.closed(ip)
 
     def connections(self, ip: str) -> int:

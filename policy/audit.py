@@ -33,7 +33,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -171,6 +171,9 @@ class FileAuditSink:
         self._thread: threading.Thread | None = None
         self._closed = False
         self.dropped = 0  # events that reached the file but not the store
+        # Told of every event (`policy.metrics.Metrics.audit_event`): the one
+        # place where decisions, logins and refusals are counted.
+        self.observer: Callable[[str, str, Mapping[str, Any]], None] | None = None
 
     @property
     def nonblocking(self) -> bool:
@@ -192,6 +195,12 @@ class FileAuditSink:
             details={k: _jsonable(v) for k, v in details.items()},
         )
         line = json.dumps(event_record(event), ensure_ascii=False, sort_keys=False)
+        observer = self.observer
+        if observer is not None:
+            try:
+                observer(action, result, event.details)
+            except Exception:  # noqa: BLE001 - counting never breaks the audit trail
+                log.exception("metrics: audit event not counted")
         self.events.append(event)  # atomic; trimmed now and then, under the lock
         if len(self.events) > 2 * self._keep:
             with self._lock:

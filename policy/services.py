@@ -10,6 +10,7 @@ from policy.audit import AuditSink, record_nonblocking
 from policy.auth import Authenticator
 from policy.connections import ConnectionCounts
 from policy.decisions import Policy
+from policy.metrics import Metrics
 from storage.interface import MessageStore
 from storage.threaded import InlineRunner, StoreRunner
 
@@ -29,6 +30,8 @@ class Services:
     # Open connections per address, shared by the workers of `mssctl serve`
     # (created before the fork); a process of its own gets a private table.
     connections: ConnectionCounts = field(default_factory=ConnectionCounts)
+    # The Prometheus instruments of this process; None: metrics are off.
+    metrics: Metrics | None = None
 
     def record_audit(self, actor: str, action: str, target: str, result: str,
                      **details: Any) -> None:

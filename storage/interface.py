@@ -995,6 +995,10 @@ class MessageStore(Protocol):
 
     def list_queue(self) -> list[QueueEntry]: ...
 
+    def queue_stats(self) -> tuple[int, datetime | None]:
+        """(entries in the queue, when the oldest was queued, None when
+        empty): one aggregate read, for the metrics."""
+
     # -- audit -------------------------------------------------------------
 
     def record_audit(self, events: Sequence[AuditEvent]) -> None: ...

@@ -158,6 +158,11 @@ class OutboundMixin(StoreBase):
         if n == 0:
             raise NotFound(f"queue entry {entry_id}")
 
+    def queue_stats(self) -> tuple[int, datetime | None]:
+        with self._read() as c:
+            count, oldest = c.execute(select(func.count(Q.c.id), func.min(Q.c.created))).one()
+        return int(count), oldest
+
     def list_queue(self) -> list[QueueEntry]:
         with self._read() as c:
             return [

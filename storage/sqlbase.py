@@ -472,6 +472,7 @@ class _Batch:
         self.conn: Any = None
         self.cur: Any = None
         self.broken = False  # a savepoint could not be rolled back: commit nothing
+        self.calls = 0  # store calls made in it (the group commit's size)
         self._untimed = False  # the next transaction runs without a lock timeout
 
     def begin(self) -> Any:
@@ -535,6 +536,7 @@ class _Batch:
               **kwargs: Any) -> T:
         if self.broken:
             raise StoreUnavailable("database unavailable")
+        self.calls += 1
         dbapi: Any = self._store._engine.dialect.dbapi
         savepoint = self.cur is not None and not _retry
         if savepoint:
@@ -632,6 +634,18 @@ class StoreBase:
         self._pg = engine.dialect.name == "postgresql"
         self._fixed_selects: dict[str, FixedSelect] = {}
         self._ambient = threading.local()  # .batch: this thread's open _Batch
+        # Told of every committed write transaction: (seconds from asking
+        # for the write lock to the commit, store calls it carried); the
+        # server's metrics (`policy.metrics.Metrics.store_write`).
+        self.write_observer: Callable[[float, int], None] | None = None
+
+    def _observe_write(self, started: float, calls: int) -> None:
+        observer = self.write_observer
+        if observer is not None:
+            try:
+                observer(time.perf_counter() - started, calls)
+            except Exception:  # noqa: BLE001 - a metric never fails a committed write
+                log.exception("store write not measured")
 
     @property
     def engine(self) -> Engine:
@@ -706,6 +720,7 @@ class StoreBase:
                 raise dbapi_failure(exc, dbapi) from exc
             return
         gate = self._gate if write else None
+        started = time.perf_counter()
         with gate.hold() if gate is not None else nullcontext():
             try:
                 conn = self._engine.raw_connection()
@@ -725,6 +740,8 @@ class StoreBase:
                         conn.commit()
                     else:
                         cur.execute("COMMIT")
+                    if write:
+                        self._observe_write(started, 1)
                 except BaseException:
                     try:
                         conn.rollback()
@@ -752,14 +769,26 @@ class StoreBase:
         batch: _Batch | None = getattr(self._ambient, "batch", None)
         return batch is not None and batch.cur is not None
 
-    def _write(self) -> Any:
+    def _write(self, calls: int = 1) -> Any:
+        """A SQLAlchemy write transaction (inside `bulk_writes`, a savepoint
+        of its transaction); `calls`: the writes it carries (deliver_many's
+        deliveries), for the write metrics."""
         bulk = getattr(self._ambient, "bulk", None)
         if bulk is not None:
             return self._in_bulk(bulk)
         if getattr(self._ambient, "batch", None) is not None:
             # Its own connection would wait for the batch's write lock forever.
             raise RuntimeError("a SQLAlchemy write transaction inside a write batch")
-        return transaction(self._engine, write=True, gate=self._gate)
+        if self.write_observer is None:
+            return transaction(self._engine, write=True, gate=self._gate)
+        return self._measured_write(calls)
+
+    @contextmanager
+    def _measured_write(self, calls: int) -> Iterator[Any]:
+        started = time.perf_counter()
+        with transaction(self._engine, write=True, gate=self._gate) as conn:
+            yield conn
+        self._observe_write(started, calls)
 
     @property
     def batches_writes(self) -> bool:
@@ -783,6 +812,7 @@ class StoreBase:
             raise RuntimeError("write batches do not nest")
         batch = _Batch(self)
         self._ambient.batch = batch
+        started = time.perf_counter()
         try:
             try:
                 yield batch
@@ -792,7 +822,10 @@ class StoreBase:
             if batch.broken:
                 batch.end(commit=False)
                 raise StoreUnavailable("database unavailable")
+            began = batch.cur is not None
             batch.end(commit=True)
+            if began:
+                self._observe_write(started, batch.calls)
         finally:
             self._ambient.batch = None
 

@@ -802,7 +802,7 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
         prepared = [self._prepare(d) for d in deliveries]
         if not any(p.mailbox_ids for p in prepared):
             return [[] for _ in prepared]
-        with self._write() as c:
+        with self._write(len(prepared)) as c:
             return self._deliver_locked(c, prepared, isolate=True)
 
     def _deliver_locked(

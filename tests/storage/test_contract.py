@@ -709,6 +709,20 @@ def test_queue_lease_expires_and_order(any_store: Any) -> None:
     assert s.list_queue()[0].sender == "s@hopital.test"
 
 
+def test_queue_stats_count_entries_and_name_the_oldest(any_store: Any) -> None:
+    s = any_store
+    assert s.queue_stats() == (0, None)
+    a = s.enqueue("", ["x@ext.test", "z@ext.test"], msg("a"))
+    s.enqueue("s@hopital.test", ["y@ext.test"], msg("b"))
+    count, oldest = s.queue_stats()
+    assert count == 2
+    assert oldest is not None and oldest.tzinfo is not None
+    assert oldest == min(q.created for q in s.list_queue())
+    assert datetime.now(UTC) - oldest < timedelta(minutes=1)
+    s.remove_entry(a.id)
+    assert s.queue_stats()[0] == 1
+
+
 def test_queue_ids_are_never_reused(any_store: Any) -> None:
     """Audit events name a message by its queue id: a new entry must not take
     the id of one that was delivered or deleted (SQLite reuses the highest

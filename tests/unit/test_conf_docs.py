@@ -21,7 +21,9 @@ from conf.settings import (
     LimitSettings,
     ListenerSettings,
     LockoutSettings,
+    LoggingSettings,
     LoginMethodSettings,
+    MetricsSettings,
     PolicySettings,
     QueueSettings,
     Settings,
@@ -47,6 +49,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("ldap.groups.", LdapGroupSearch),
     ("ldap.attributes.", LdapAttributes),
     ("ldap.grants[].", LdapGrant),
+    ("metrics.", MetricsSettings),
+    ("logging.", LoggingSettings),
     ("autoconfig.", AutoconfigSettings),
 ]
 
