@@ -249,6 +249,14 @@ class DirectoryMixin(StoreBase):
         unknown = set(fields) - ACCOUNT_FIELDS
         if unknown:
             raise ValueError(f"not an account field: {', '.join(sorted(unknown))}")
+        idnat = fields.get("idnat")
+        if idnat is not None:
+            with self._read() as c:
+                owner = c.execute(select(A.c.login).where(
+                    A.c.idnat == idnat, A.c.login != login.lower()).limit(1)).first()
+            if owner is not None:
+                # A card names one account, never two (see add_account).
+                raise AlreadyExists(f"IdNat_PS {idnat} is already account {owner.login}'s")
         if fields:
             self._update_account(login, withdraws=fields.get("active") is False, **fields)
         return self.get_account(login)

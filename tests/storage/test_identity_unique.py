@@ -65,3 +65,14 @@ def test_boxes_of_one_structure_share_its_id_when_each_has_its_pin(any_store: An
     # Unpinned certificates of that structure match nobody (two candidates).
     assert any_store.find_account_by_cert_subject(ou) is None
     assert any_store.find_account_by_cert_pin("b" * 64).login == "app-b@hopital.test"
+
+
+def test_an_update_cannot_give_an_account_another_s_card(any_store: Any) -> None:
+    any_store.add_account("dr.martin@hopital.test", "Martin", AccountClass.PRACTITIONER,
+                          idnat=IDNAT)
+    any_store.add_account("dr.durand@hopital.test", "Durand", AccountClass.PRACTITIONER)
+    with pytest.raises(AlreadyExists, match="dr.martin@hopital.test's"):
+        any_store.update_account("dr.durand@hopital.test", idnat=IDNAT)
+    assert any_store.get_account("dr.durand@hopital.test").idnat is None
+    # Its own value again is no conflict.
+    assert any_store.update_account("dr.martin@hopital.test", idnat=IDNAT).idnat == IDNAT
