@@ -2,8 +2,10 @@
 RFC 3516 BINARY).
 
 Messages are processed in small batches: metadata for many at once, bodies
-one at a time, and after each batch the handler waits for the transport to
-drain, so a FETCH of a big mailbox never holds more than one body in memory.
+up to BODY_BATCH_BYTES (or one body) per store call, and after each batch the
+handler waits for the transport to drain, so a FETCH of a big mailbox never
+holds more than that in memory. A FETCH that sets \\Seen takes one body at a
+time (its \\Seen write covers exactly the messages of the batch).
 FLAGS, UID, RFC822.SIZE and INTERNALDATE come from the session's view (no
 store call); ENVELOPE and BODYSTRUCTURE from the metadata stored at delivery.
 """
@@ -48,6 +50,10 @@ from imapd.wire import internal_date, uid_set
 from storage.interface import FlagChange, FlagMode, MessageInfo, MessageStore
 
 META_BATCH = 250
+# Bodies read in one store call at most, unless a single one is larger: ten
+# header fetches of small messages cost one round trip to a store thread, not
+# ten (each with its own access check and wake-up of the reactor).
+BODY_BATCH_BYTES = 1 << 20
 BODY_ITEMS = (FetchRfc822, FetchRfc822Header, FetchRfc822Text, FetchBodySection, FetchBinary,
               FetchBinarySize)
 # Items that return message content: a FETCH with one of them is audited.
@@ -71,6 +77,9 @@ class Loaded:
     bodies: dict[int, bytes] = field(default_factory=dict)
     seen: list[FlagChange] = field(default_factory=list)
     sizes: dict[int, tuple[int, datetime]] = field(default_factory=dict)
+    # Bodies stopped before this UID (the byte budget): the rest of the batch
+    # is loaded by the next call.
+    stopped_at: int | None = None
 
 
 def _mark_seen(
@@ -85,8 +94,11 @@ def _mark_seen(
 
 def _load(
     store: MessageStore, folder_id: int, uids: Sequence[int], need_info: bool,
-    need_body: bool, need_sizes: bool = False,
+    need_body: bool, need_sizes: bool = False, body_budget: int = 0,
 ) -> Loaded:
+    """The metadata, sizes and bodies of `uids` (ascending); bodies up to
+    `body_budget` bytes, at least one (`Loaded.stopped_at` says where they
+    stopped)."""
     out = Loaded()
     if need_sizes and not need_info:
         out.sizes = store.sizes_and_dates(folder_id, uids)
@@ -95,8 +107,13 @@ def _load(
         if need_sizes:  # the metadata read brought them: no second query
             out.sizes = {u: (i.size, i.internal_date) for u, i in out.infos.items()}
     if need_body:
+        total = 0
         for uid, raw in store.iter_bodies(folder_id, uids):
+            if out.bodies and total + len(raw) > body_budget:
+                out.stopped_at = uid
+                break
             out.bodies[uid] = raw
+            total += len(raw)
     return out
 
 
@@ -130,7 +147,7 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
     marks_seen = (
         any(sets_seen(a) for a in attrs) and not view.readonly and "s" in view.rights
     )
-    batch = 1 if need_body else META_BATCH
+    batch = 1 if need_body and marks_seen else META_BATCH
     wants_flags = any(isinstance(a, FetchFlags) for a in attrs)
     need_sizes = any(isinstance(a, FetchRfc822Size | FetchInternalDate) for a in attrs)
     if view.condstore and wants_flags:
@@ -145,8 +162,11 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
     wants_content = any(isinstance(a, CONTENT_ITEMS) for a in attrs)
     read: list[int] = []  # UIDs whose content was sent: audited once, at the end
     try:
-        for start in range(0, len(uids), batch):
-            chunk = view.present(uids[start : start + batch])
+        start = 0
+        while start < len(uids):
+            window = uids[start : start + batch]
+            start += len(window)
+            chunk = view.present(window)
             if not chunk:
                 continue
             to_mark = [u for u in chunk if marks_seen and "\\Seen" not in view.flags_of(u)]
@@ -163,7 +183,7 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
                     live = [u for u in chunk if view.live(u)]
                     loaded = await ctx.run_selected(
                         _load, ctx.services.store, view.folder_id, live, need_info, need_body,
-                        need_sizes,
+                        need_sizes, BODY_BATCH_BYTES,
                     )
             finally:
                 # Waited for even if the read failed: never a write in flight
@@ -172,6 +192,10 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
                     loaded.seen = await seen_d
             if ctx.session.view is not view:
                 return ok("FETCH completed")
+            stop = loaded.stopped_at
+            if stop is not None:  # (never with a \\Seen write: one body a batch)
+                start -= sum(1 for u in window if u >= stop)
+                chunk = [u for u in chunk if u < stop]
             changed = {c.uid for c in loaded.seen}
             for c in loaded.seen:
                 view.set_flags(c.uid, c.flags, c.modseq)
