@@ -22,7 +22,7 @@ serve` and its workers; Dovecot's master, auth and imap processes), and the
 ratio. `--rounds N` alternates the two servers N times (the machine may be
 shared: alternate runs see the same drift). `--py-spy FILE` records one mss
 worker with py-spy (speedscope JSON; `--py-spy-format raw` for collapsed
-stacks) during its measured window.
+stacks; `--py-spy-gil` for the GIL holder only) during its measured window.
 
     .venv/bin/python bench/imap_sessions.py [--seconds 30] [--clients 10]
         [--users 100] [--only mss,dovecot] [--rounds 1] [--py-spy FILE]
@@ -421,11 +421,14 @@ def run_load(port: int, server_root: Callable[[], int], *, clients: int, users: 
                 pr.terminate()
 
 
-def py_spy(pid: int, out: Path, fmt: str) -> Callable[[float], Any]:
+def py_spy(pid: int, out: Path, fmt: str, gil: bool) -> Callable[[float], Any]:
     def record(seconds: float) -> str:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        # --gil: only the thread holding the GIL, i.e. Python's CPU; without
+        # it, threads blocked in C (fsync, a lock) count as busy too.
         subprocess.run([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)),
-                        "--rate", "200", "--format", fmt, "--output", str(out), "--nonblocking"],
+                        "--rate", "200", "--format", fmt, "--output", str(out), "--nonblocking",
+                        *(["--gil"] if gil else [])],
                        check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return str(out)
 
@@ -460,6 +463,8 @@ def main() -> None:
     ap.add_argument("--py-spy", type=Path, default=None, dest="py_spy",
                     help="record one mss worker with py-spy during its window")
     ap.add_argument("--py-spy-format", default="speedscope", choices=["speedscope", "raw"])
+    ap.add_argument("--py-spy-gil", action="store_true",
+                    help="sample only the thread holding the GIL (py-spy --gil)")
     args = ap.parse_args()
     only = set(args.only.split(","))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mss-imap-sessions-"))
@@ -482,7 +487,8 @@ def main() -> None:
                 try:
                     during = None
                     if args.py_spy is not None and isinstance(s, Mss):
-                        during = py_spy(s.worker_pids()[0], args.py_spy, args.py_spy_format)
+                        during = py_spy(s.worker_pids()[0], args.py_spy, args.py_spy_format,
+                                       args.py_spy_gil)
                     assert s.proc is not None
                     pid = s.proc.pid
                     results[s.name].append(run_load(
