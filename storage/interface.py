@@ -690,6 +690,14 @@ class MessageStore(Protocol):
     def iter_bodies(self, folder_id: int, uids: Sequence[int]) -> Iterator[tuple[int, bytes]]:
         """(uid, raw) one at a time, never holding more than one body."""
 
+    def read_bodies(
+        self, folder_id: int, uids: Sequence[int], max_bytes: int
+    ) -> tuple[dict[int, bytes], int | None]:
+        """The raw messages of `uids` in UID order, in one read, up to
+        `max_bytes` in all (at least one message, whatever its size): uid ->
+        raw, and the first UID left out for the budget (None: all were
+        read). UIDs that do not exist are skipped."""
+
     def store_flags(
         self,
         folder_id: int,

@@ -178,6 +178,7 @@ class _Sql:
     insert_seen: str = ""
     delete_seen: str = ""
     message_row_id: str = ""
+    sizes_of: str = ""  # {} = the IN list of UIDs
 
 
 _RETURNING_ID = {True: " RETURNING id", False: ""}
@@ -291,6 +292,7 @@ def _make_sql(mark: str, pg: bool) -> _Sql:
         insert_seen=q("INSERT INTO private_seen (message_id, account_id) VALUES (?, ?)"),
         delete_seen=q("DELETE FROM private_seen WHERE message_id = ? AND account_id = ?"),
         message_row_id=q("SELECT id FROM messages WHERE folder_id = ? AND uid = ?"),
+        sizes_of=q("SELECT uid, size FROM messages WHERE folder_id = ? AND uid IN ({})"),
     )
 
 
@@ -1452,6 +1454,30 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
                 raw = self._body_of(cur, sql, folder_id, uid)
             if raw is not None:
                 yield uid, raw
+
+    def read_bodies(
+        self, folder_id: int, uids: Sequence[int], max_bytes: int
+    ) -> tuple[dict[int, bytes], int | None]:
+        # A FETCH of headers or bodies of small messages asks: one transaction
+        # for them all, and the sizes first, so no blob past the budget is read.
+        wanted = sorted(set(uids))
+        out: dict[int, bytes] = {}
+        if not wanted:
+            return out, None
+        with self._raw_read() as (cur, sql):
+            sizes: dict[int, int] = {}
+            for chunk in chunks(wanted):
+                cur.execute(sql.sizes_of.format(_marks(sql, len(chunk))), (folder_id, *chunk))
+                sizes.update((int(u), int(n)) for u, n in cur.fetchall())
+            total = 0
+            for uid in sorted(sizes):
+                if out and total + sizes[uid] > max_bytes:
+                    return out, uid
+                raw = self._body_of(cur, sql, folder_id, uid)
+                if raw is not None:
+                    out[uid] = raw
+                    total += len(raw)
+        return out, None
 
     # -- keys --------------------------------------------------------------
 

@@ -107,13 +107,7 @@ def _load(
         if need_sizes:  # the metadata read brought them: no second query
             out.sizes = {u: (i.size, i.internal_date) for u, i in out.infos.items()}
     if need_body:
-        total = 0
-        for uid, raw in store.iter_bodies(folder_id, uids):
-            if out.bodies and total + len(raw) > body_budget:
-                out.stopped_at = uid
-                break
-            out.bodies[uid] = raw
-            total += len(raw)
+        out.bodies, out.stopped_at = store.read_bodies(folder_id, uids, body_budget)
     return out
 
 

@@ -63,3 +63,20 @@ def test_claim_recent_after_expunges_and_copies(box: Any) -> None:
     store.delete_folder(mb.id, "Archives")
     with pytest.raises(NotFound):
         store.claim_recent(other.id)
+
+
+def test_read_bodies_in_uid_order_within_a_budget(box: Any) -> None:
+    store, mb = box
+    inbox = store.get_folder(mb.id, "INBOX")
+    for i in range(1, 6):
+        store.deliver(Delivery(raw=msg(i), mailbox_ids=(mb.id,)))
+    size = len(msg(1))
+    assert store.read_bodies(inbox.id, [3, 1, 2, 99, 1], 10 * size) == (
+        {1: msg(1), 2: msg(2), 3: msg(3)}, None)  # unknown UIDs skipped, no repeats
+    # The budget: as many whole messages as fit, then where it stopped.
+    assert store.read_bodies(inbox.id, [1, 2, 3, 4, 5], 2 * size + 1) == (
+        {1: msg(1), 2: msg(2)}, 3)
+    # One message larger than the budget still comes, alone.
+    assert store.read_bodies(inbox.id, [4, 5], 1) == ({4: msg(4)}, 5)
+    assert store.read_bodies(inbox.id, [], 100) == ({}, None)
+    assert store.read_bodies(inbox.id, [77], 100) == ({}, None)
