@@ -154,6 +154,11 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
     missing = False
     unknown_cte = False
     wants_content = any(isinstance(a, CONTENT_ITEMS) for a in attrs)
+    # Section labels, e.g. BODY[HEADER.FIELDS (From To ...)]: once per command,
+    # not once per message.
+    labels = [a.label().encode() if isinstance(a, FetchBodySection | FetchBinary
+                                               | FetchBinarySize) else b""
+              for a in attrs]
     read: list[int] = []  # UIDs whose content was sent: audited once, at the end
     try:
         start = 0
@@ -215,7 +220,7 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
                 if (need_info and uid not in loaded.infos) or (need_body and uid not in loaded.bodies):
                     missing = True
                     continue
-                line, bad_cte = _render(view, seq, uid, attrs, loaded, uid in changed)
+                line, bad_cte = _render(view, seq, uid, attrs, labels, loaded, uid in changed)
                 unknown_cte = unknown_cte or bad_cte
                 out.append(line)
                 if wants_content:
@@ -258,16 +263,18 @@ def _render_light(
 
 
 def _render(
-    view: SelectedView, seq: int, uid: int, attrs: list[FetchAttribute], loaded: Loaded,
-    seen_now: bool,
+    view: SelectedView, seq: int, uid: int, attrs: list[FetchAttribute], labels: list[bytes],
+    loaded: Loaded, seen_now: bool,
 ) -> tuple[bytes, bool]:
+    """One FETCH response; `labels[i]` is the label of `attrs[i]` when it has
+    a section."""
     items: list[bytes] = []
     info = loaded.infos.get(uid)
     raw = loaded.bodies.get(uid)
     meta = info.metadata if info is not None else {}
     has_flags = False
     unknown_cte = False
-    for a in attrs:
+    for i, a in enumerate(attrs):
         if isinstance(a, FetchUid):
             items.append(b"UID %d" % uid)
         elif isinstance(a, FetchFlags):
@@ -301,7 +308,7 @@ def _render(
             p = a.section.partial
             if p is not None:
                 data = render.partial(data, p.start, p.length)
-            items.append(a.label().encode() + b" " + literal(data))
+            items.append(labels[i] + b" " + literal(data))
         elif isinstance(a, FetchBinary):
             assert raw is not None
             bin_data = render.binary_bytes(raw, meta, a.section.part)
@@ -312,14 +319,14 @@ def _render(
             if p is not None:
                 bin_data = render.partial(bin_data, p.start, p.length)
             marker = b"~" if b"\x00" in bin_data else b""
-            items.append(a.label().encode() + b" " + marker + literal(bin_data))
+            items.append(labels[i] + b" " + marker + literal(bin_data))
         elif isinstance(a, FetchBinarySize):
             assert raw is not None
             size = render.binary_size(raw, meta, a.part)
             if size is None:
                 unknown_cte = True
                 continue
-            items.append(a.label().encode() + b" %d" % size)
+            items.append(labels[i] + b" %d" % size)
     if seen_now and not has_flags:
         # RFC 3501 6.4.5: \Seen set as a side effect is reported.
         items.append(b"FLAGS " + format_flags(view.display_flags(uid)).encode())
