@@ -844,6 +844,16 @@ class MessageStore(Protocol):
         """Re-encrypts up to `batch` bodies not under the current key; returns
         how many (0 when done)."""
 
+    def read_scope(self) -> AbstractContextManager[None]:
+        """Within the block, the reads this thread makes through the store's
+        fixed-SQL paths share one read transaction (one snapshot, one
+        BEGIN/COMMIT), opened by the first of them: a command's access
+        check and its reads cost one transaction, not one each. Writes go
+        on as without it (on SQLite, WAL lets them commit beside the open
+        snapshot; reads of the block after them still see the snapshot).
+        Inside another scope or a write batch it adds nothing. Keep it
+        short: the snapshot pins the WAL while it is open."""
+
     @property
     def batches_writes(self) -> bool:
         """Whether `write_batch` pays on this backend (group commit)."""

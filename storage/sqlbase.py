@@ -412,6 +412,39 @@ class KeyFileRing:
 # ---------------------------------------------------------------- base
 
 
+class _ReadScope:
+    """The transaction of a `StoreBase.read_scope`, opened by its first read."""
+
+    __slots__ = ("conn", "cur", "failed")
+
+    def __init__(self) -> None:
+        self.conn: Any = None
+        self.cur: Any = None
+        self.failed = False  # a statement failed: roll back rather than commit
+
+    def end(self, pg: bool, dbapi: Any) -> None:
+        conn, cur = self.conn, self.cur
+        self.conn = self.cur = None
+        if conn is None:
+            return
+        try:
+            if self.failed:
+                conn.rollback()
+            elif pg:
+                conn.commit()
+            else:
+                cur.execute("COMMIT")
+        except dbapi.Error:
+            # A read transaction: nothing is lost; the connection is reset
+            # by the pool (rollback) on its way back.
+            log.warning("closing a read scope failed", exc_info=True)
+        finally:
+            try:
+                cur.close()
+            finally:
+                conn.close()  # back to the pool
+
+
 class _Batch:
     """The transaction of a `StoreBase.write_batch`: begun at its first
     write (BEGIN IMMEDIATE under the `WriteGate`), so what the first call
@@ -528,7 +561,8 @@ class StoreBase:
         self._lease = lease
         self._pg = engine.dialect.name == "postgresql"
         self._fixed_selects: dict[str, FixedSelect] = {}
-        self._ambient = threading.local()  # .batch: this thread's open _Batch
+        # .batch: this thread's open _Batch; .read: its open _ReadScope
+        self._ambient = threading.local()
 
     @property
     def engine(self) -> Engine:
@@ -536,6 +570,35 @@ class StoreBase:
 
     def _read(self) -> Any:
         return transaction(self._engine, write=False)
+
+    @contextmanager
+    def read_scope(self) -> Iterator[None]:
+        """See `storage.interface.MessageStore.read_scope`."""
+        ambient = self._ambient
+        if getattr(ambient, "read", None) is not None or getattr(ambient, "batch", None) is not None:
+            yield  # an outer scope, or a write batch: its transaction already serves
+            return
+        scope = _ReadScope()
+        ambient.read = scope
+        try:
+            yield
+        finally:
+            ambient.read = None
+            scope.end(self._pg, self._engine.dialect.dbapi)
+
+    def _scope_cursor(self, scope: _ReadScope) -> Any:
+        """The read scope's cursor, its transaction begun by the first read."""
+        if scope.cur is None:
+            try:
+                scope.conn = self._engine.raw_connection()
+            except sa_exc.SQLAlchemyError as exc:
+                raise translate(exc) from exc
+            scope.cur = scope.conn.cursor()
+            if self._pg:
+                scope.cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            else:
+                scope.cur.execute("BEGIN")
+        return scope.cur
 
     @contextmanager
     def _dbapi(self, *, write: bool) -> Iterator[Any]:
@@ -555,6 +618,15 @@ class StoreBase:
             try:
                 yield batch.cur if batch.cur is not None else batch.begin()
             except dbapi.Error as exc:
+                raise dbapi_failure(exc, dbapi) from exc
+            return
+        scope: _ReadScope | None = None if write else getattr(self._ambient, "read", None)
+        if scope is not None:
+            # Inside a read scope: its transaction (begun by its first read).
+            try:
+                yield self._scope_cursor(scope)
+            except dbapi.Error as exc:
+                scope.failed = True
                 raise dbapi_failure(exc, dbapi) from exc
             return
         gate = self._gate if write else None
