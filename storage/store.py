@@ -179,6 +179,8 @@ class _Sql:
     delete_seen: str = ""
     message_row_id: str = ""
     sizes_of: str = ""  # {} = the IN list of UIDs
+    sizes_dates_in: str = ""  # {} = the IN list of UIDs
+    sizes_dates_range: str = ""
 
 
 _RETURNING_ID = {True: " RETURNING id", False: ""}
@@ -293,6 +295,13 @@ def _make_sql(mark: str, pg: bool) -> _Sql:
         delete_seen=q("DELETE FROM private_seen WHERE message_id = ? AND account_id = ?"),
         message_row_id=q("SELECT id FROM messages WHERE folder_id = ? AND uid = ?"),
         sizes_of=q("SELECT uid, size FROM messages WHERE folder_id = ? AND uid IN ({})"),
+        sizes_dates_in=q(
+            "SELECT uid, size, internal_date FROM messages WHERE folder_id = ? AND uid IN ({})"
+        ),
+        sizes_dates_range=q(
+            "SELECT uid, size, internal_date FROM messages WHERE folder_id = ?"
+            " AND uid >= ? AND uid <= ?"
+        ),
     )
 
 
@@ -1296,25 +1305,25 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
     def sizes_and_dates(
         self, folder_id: int, uids: Sequence[int]
     ) -> dict[int, tuple[int, datetime]]:
+        # Thunderbird's opening of a message (UID RFC822.SIZE BODY[]) asks:
+        # fixed SQL at the driver.
         out: dict[int, tuple[int, datetime]] = {}
         if not uids:
             return out
         fromts = datetime.fromtimestamp
-        q = select(MSG.c.uid, MSG.c.size, MSG.c.internal_date).where(MSG.c.folder_id == folder_id)
-        with self._read() as c:
+        with self._raw_read() as (cur, sql):
             lo, hi = min(uids), max(uids)
             if len(uids) > 200 and hi - lo < 4 * len(uids):
                 # A dense range (FETCH 1:*): one range scan, not many IN lists.
                 wanted = set(uids)
-                rows: Iterable[Any] = c.execute(
-                    q.where(MSG.c.uid >= lo, MSG.c.uid <= hi)
-                )
-                for uid, size, idate in rows:
+                cur.execute(sql.sizes_dates_range, (folder_id, lo, hi))
+                for uid, size, idate in cur.fetchall():
                     if uid in wanted:
                         out[uid] = (size, fromts(idate, UTC))
                 return out
             for chunk in chunks(uids):
-                for uid, size, idate in c.execute(q.where(MSG.c.uid.in_(chunk))):
+                cur.execute(sql.sizes_dates_in.format(_marks(sql, len(chunk))), (folder_id, *chunk))
+                for uid, size, idate in cur.fetchall():
                     out[uid] = (size, fromts(idate, UTC))
         return out
 
