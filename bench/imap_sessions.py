@@ -19,13 +19,16 @@ Both get the same client (bench/imap_bench.py's `Client`), the same users and
 messages. Prints commands/s overall and per command, the mean latency of each
 command, the server's CPU per command (every process of the server: `mssctl
 serve` and its workers; Dovecot's master, auth and imap processes), and the
-ratio. `--rounds N` alternates the two servers N times (the machine may be
-shared: alternate runs see the same drift). `--py-spy FILE` records one mss
+ratio; `--command-cpu S` then measures the server's CPU for each kind of
+command alone (one session, S seconds each). `--rounds N` alternates the two
+servers N times (the machine may be shared: alternate runs see the same
+drift). `--py-spy FILE` records one mss
 worker with py-spy (speedscope JSON; `--py-spy-format raw` for collapsed
 stacks; `--py-spy-gil` for the GIL holder only) during its measured window.
 
     .venv/bin/python bench/imap_sessions.py [--seconds 30] [--clients 10]
-        [--users 100] [--only mss,dovecot] [--rounds 1] [--py-spy FILE]
+        [--users 100] [--only mss,dovecot] [--rounds 1] [--command-cpu 3]
+        [--py-spy FILE]
 """
 
 from __future__ import annotations
@@ -421,6 +424,34 @@ def run_load(port: int, server_root: Callable[[], int], *, clients: int, users: 
                 pr.terminate()
 
 
+def command_cpu(port: int, root: int, seconds: float) -> dict[str, float]:
+    """Server CPU per command of each kind alone (ms): one session runs each
+    command of the round over and over for `seconds` (its own round's
+    APPENDs make the INBOX grow a little; EXPUNGE then finds nothing to
+    remove, as most EXPUNGEs of a real client after the first do not)."""
+    c = Client(port)
+    c.cmd(f'LOGIN {user(1)} "{PASSWORD}"')
+    c.cmd("SELECT INBOX")
+    body = message(7)
+    out: dict[str, float] = {}
+    try:
+        for label, text in ROUND:
+            n = 0
+            cpu0 = sum(tree_cpu(root).values())
+            t = time.perf_counter()
+            while time.perf_counter() - t < seconds:
+                if text:
+                    c.cmd(text.format(n=5, flag="+" if n % 2 else "-"))
+                else:
+                    c.cmd("APPEND INBOX", literal=body)
+                n += 1
+            out[label] = 1000 * (sum(tree_cpu(root).values()) - cpu0) / max(n, 1)
+            c.cmd("SELECT INBOX")
+    finally:
+        c.close()
+    return out
+
+
 def py_spy(pid: int, out: Path, fmt: str, gil: bool) -> Callable[[float], Any]:
     def record(seconds: float) -> str:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -447,6 +478,9 @@ def report(name: str, r: dict[str, Any]) -> None:
     cells = ", ".join(f"{label} {v['per_s']:.0f}/s {v['ms']:.2f} ms"
                       for label, v in r["per_command"].items())
     print(f"           per command (rate, mean latency): {cells}")
+    if "command_cpu_ms" in r:
+        cells = ", ".join(f"{label} {v:.2f}" for label, v in r["command_cpu_ms"].items())
+        print(f"           server CPU per command alone (ms, one session): {cells}")
 
 
 def main() -> None:
@@ -460,6 +494,8 @@ def main() -> None:
     ap.add_argument("--only", default="mss,dovecot")
     ap.add_argument("--workdir", type=Path, default=None,
                     help="where the instances live (default: a temporary directory)")
+    ap.add_argument("--command-cpu", type=float, default=0.0, metavar="SECONDS",
+                    help="then server CPU per command of each kind alone, SECONDS each")
     ap.add_argument("--py-spy", type=Path, default=None, dest="py_spy",
                     help="record one mss worker with py-spy during its window")
     ap.add_argument("--py-spy-format", default="speedscope", choices=["speedscope", "raw"])
@@ -494,6 +530,9 @@ def main() -> None:
                     results[s.name].append(run_load(
                         s.port, lambda pid=pid: pid, clients=args.clients, users=args.users,
                         seconds=args.seconds, during=during))
+                    if args.command_cpu:
+                        results[s.name][-1]["command_cpu_ms"] = command_cpu(
+                            s.port, pid, args.command_cpu)
                 finally:
                     s.stop()
     finally:
