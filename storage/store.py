@@ -81,6 +81,7 @@ from storage.interface import (
     SpecialUse,
     StoreError,
 )
+from storage.jobs import JobLeaseMixin
 from storage.outbound import OutboundMixin
 from storage.sqlbase import (
     AF,
@@ -370,7 +371,7 @@ class _SeenOverlay:
         return out
 
 
-class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
+class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin, JobLeaseMixin):
     """See `storage.interface.MessageStore` for the contract of every method."""
 
     def __init__(self, engine: Engine, key_file: Path, **kwargs: Any) -> None:
