@@ -40,6 +40,7 @@ typecheck: venv
 bench: venv
 	$(BIN)/python bench/smtp_ingest.py
 	$(BIN)/python bench/imap_bench.py
+	$(BIN)/python bench/imap_sessions.py
 	$(BIN)/python bench/flow_matrix.py
 	$(BIN)/python bench/fuzz_worst.py
 	$(BIN)/python bench/import_bench.py

@@ -216,11 +216,11 @@ def section_bytes(raw: bytes, meta: Meta, section: Section) -> bytes:
     A part that does not exist, or HEADER/TEXT asked of a part that is not
     message/rfc822, gives b"" (the client sees an empty string).
     """
-    meta = _usable(raw, meta)
     text = section.text
+    if text is None and not section.part:
+        return raw  # BODY[]: the message as stored, no metadata needed
+    meta = _usable(raw, meta)
     if text is None:
-        if not section.part:
-            return raw
         part = find_part(meta, section.part)
         if part is None:
             return b""

@@ -556,15 +556,18 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
 
         def checked() -> tuple[SessionAccess | None, Any]:
             assert identity is not None  # selected state: logged in
-            fresh = None
-            if (known is None or (mailbox is not None and known.mailbox_id != mailbox.id)
-                    or store.access_epoch() != known.epoch
-                    or (known.valid_until is not None
-                        and policy.now() >= known.valid_until)):
-                fresh = policy.session_access(identity, mailbox)
-                if not fresh.decision.allowed:
-                    return fresh, None
-            return fresh, fn(*args, **kwargs)
+            # The epoch and the call's reads in one transaction (one snapshot:
+            # what is read is what the access was checked against).
+            with store.read_scope():
+                fresh = None
+                if (known is None or (mailbox is not None and known.mailbox_id != mailbox.id)
+                        or store.access_epoch() != known.epoch
+                        or (known.valid_until is not None
+                            and policy.now() >= known.valid_until)):
+                    fresh = policy.session_access(identity, mailbox)
+                    if not fresh.decision.allowed:
+                        return fresh, None
+                return fresh, fn(*args, **kwargs)
 
         access, result = await call(checked)
         if access is not None:

@@ -341,9 +341,10 @@ def _read_states(
     """One read for every watched folder (a folder gone from the answer was
     deleted): 1,000 sessions idling on 1,000 folders cost one query a tick;
     and the access epoch."""
-    epoch = store.access_epoch()
     wanted = list(ids)
-    found = store.folder_versions(wanted) if wanted else {}
+    with store.read_scope():
+        epoch = store.access_epoch()
+        found = store.folder_versions(wanted) if wanted else {}
     return {fid: found.get(fid) for fid in wanted}, epoch
 
 

@@ -909,6 +909,14 @@ class MessageStore(Protocol):
     def iter_bodies(self, folder_id: int, uids: Sequence[int]) -> Iterator[tuple[int, bytes]]:
         """(uid, raw) one at a time, never holding more than one body."""
 
+    def read_bodies(
+        self, folder_id: int, uids: Sequence[int], max_bytes: int
+    ) -> tuple[dict[int, bytes], int | None]:
+        """The raw messages of `uids` in UID order, in one read, up to
+        `max_bytes` in all (at least one message, whatever its size): uid ->
+        raw, and the first UID left out for the budget (None: all were
+        read). UIDs that do not exist are skipped."""
+
     def store_flags(
         self,
         folder_id: int,
@@ -1088,6 +1096,16 @@ class MessageStore(Protocol):
     def reencrypt(self, batch: int = 500) -> int:
         """Re-encrypts up to `batch` bodies not under the current key; returns
         how many (0 when done)."""
+
+    def read_scope(self) -> AbstractContextManager[None]:
+        """Within the block, the reads this thread makes through the store's
+        fixed-SQL paths share one read transaction (one snapshot, one
+        BEGIN/COMMIT), opened by the first of them: a command's access
+        check and its reads cost one transaction, not one each. Writes go
+        on as without it (on SQLite, WAL lets them commit beside the open
+        snapshot; reads of the block after them still see the snapshot).
+        Inside another scope or a write batch it adds nothing. Keep it
+        short: the snapshot pins the WAL while it is open."""
 
     @property
     def batches_writes(self) -> bool:

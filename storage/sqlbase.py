@@ -439,6 +439,39 @@ class KeyFileRing:
 # ---------------------------------------------------------------- base
 
 
+class _ReadScope:
+    """The transaction of a `StoreBase.read_scope`, opened by its first read."""
+
+    __slots__ = ("conn", "cur", "failed")
+
+    def __init__(self) -> None:
+        self.conn: Any = None
+        self.cur: Any = None
+        self.failed = False  # a statement failed: roll back rather than commit
+
+    def end(self, pg: bool, dbapi: Any) -> None:
+        conn, cur = self.conn, self.cur
+        self.conn = self.cur = None
+        if conn is None:
+            return
+        try:
+            if self.failed:
+                conn.rollback()
+            elif pg:
+                conn.commit()
+            else:
+                cur.execute("COMMIT")
+        except dbapi.Error:
+            # A read transaction: nothing is lost; the connection is reset
+            # by the pool (rollback) on its way back.
+            log.warning("closing a read scope failed", exc_info=True)
+        finally:
+            try:
+                cur.close()
+            finally:
+                conn.close()  # back to the pool
+
+
 # PostgreSQL: how long a call of a write batch waits for a row lock before
 # the batch lets its own locks go (see `_Batch.call`).
 BATCH_LOCK_TIMEOUT_MS = 200
@@ -633,7 +666,9 @@ class StoreBase:
         self._lease = lease
         self._pg = engine.dialect.name == "postgresql"
         self._fixed_selects: dict[str, FixedSelect] = {}
-        self._ambient = threading.local()  # .batch: this thread's open _Batch
+        # .batch: this thread's open _Batch; .read: its open _ReadScope;
+        # .bulk: its open bulk_writes transaction
+        self._ambient = threading.local()
         # Told of every committed write transaction: (seconds from asking
         # for the write lock to the commit, store calls it carried); the
         # server's metrics (`policy.metrics.Metrics.store_write`).
@@ -689,6 +724,35 @@ class StoreBase:
                 self._ambient.bulk = None
 
     @contextmanager
+    def read_scope(self) -> Iterator[None]:
+        """See `storage.interface.MessageStore.read_scope`."""
+        ambient = self._ambient
+        if getattr(ambient, "read", None) is not None or getattr(ambient, "batch", None) is not None:
+            yield  # an outer scope, or a write batch: its transaction already serves
+            return
+        scope = _ReadScope()
+        ambient.read = scope
+        try:
+            yield
+        finally:
+            ambient.read = None
+            scope.end(self._pg, self._engine.dialect.dbapi)
+
+    def _scope_cursor(self, scope: _ReadScope) -> Any:
+        """The read scope's cursor, its transaction begun by the first read."""
+        if scope.cur is None:
+            try:
+                scope.conn = self._engine.raw_connection()
+            except sa_exc.SQLAlchemyError as exc:
+                raise translate(exc) from exc
+            scope.cur = scope.conn.cursor()
+            if self._pg:
+                scope.cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            else:
+                scope.cur.execute("BEGIN")
+        return scope.cur
+
+    @contextmanager
     def _dbapi(self, *, write: bool) -> Iterator[Any]:
         """What `storage.engine.transaction` does, on a pooled DB-API
         connection without SQLAlchemy's Connection (its begin/commit machinery
@@ -717,6 +781,15 @@ class StoreBase:
             try:
                 yield batch.cur if batch.cur is not None else batch.begin()
             except dbapi.Error as exc:
+                raise dbapi_failure(exc, dbapi) from exc
+            return
+        scope: _ReadScope | None = None if write else getattr(self._ambient, "read", None)
+        if scope is not None:
+            # Inside a read scope: its transaction (begun by its first read).
+            try:
+                yield self._scope_cursor(scope)
+            except dbapi.Error as exc:
+                scope.failed = True
                 raise dbapi_failure(exc, dbapi) from exc
             return
         gate = self._gate if write else None

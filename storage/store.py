@@ -40,9 +40,7 @@ from sqlalchemy import (
     Engine,
     Row,
     and_,
-    case,
     delete,
-    func,
     insert,
     or_,
     select,
@@ -108,7 +106,6 @@ from storage.sqlbase import (
     flags_text,
     folder_record,
     from_epoch,
-    has_flag,
     insert_id,
     normalise_flags,
     normalise_folder_name,
@@ -168,6 +165,13 @@ class _Sql:
     folder_counters: str = ""
     folder_version: str = ""
     folder_versions: str = ""  # {} = the IN list
+    folders_of: str = ""  # folder_by_name's columns, every folder of a mailbox
+    folder_by_id: str = ""
+    subscriptions_of: str = ""
+    mailbox_exists: str = ""
+    folder_status_row: str = ""
+    folder_totals: str = ""  # count, unseen, recent, size; first ? = the \\Seen LIKE
+    seen_count: str = ""  # account, folder: how many messages it has read
     changed_since: str = ""
     expunged_since: str = ""
     infos: str = ""  # {} = the IN list
@@ -180,9 +184,19 @@ class _Sql:
     insert_seen: str = ""
     delete_seen: str = ""
     message_row_id: str = ""
+    sizes_of: str = ""  # {} = the IN list of UIDs
+    sizes_dates_in: str = ""  # {} = the IN list of UIDs
+    sizes_dates_range: str = ""
 
 
 _RETURNING_ID = {True: " RETURNING id", False: ""}
+# A folder as `_folder_from_row` reads it.
+_FOLDER_SELECT = (
+    "SELECT f.id, f.mailbox_id, f.name, f.special_use, f.uidvalidity, f.uidnext,"
+    " f.highestmodseq, EXISTS (SELECT 1 FROM subscriptions s"
+    " WHERE s.mailbox_id = f.mailbox_id AND s.name = f.name)"
+    " FROM folders f"
+)
 _FOR_UPDATE = {True: " FOR UPDATE", False: ""}
 
 
@@ -235,11 +249,22 @@ def _make_sql(mark: str, pg: bool) -> _Sql:
             "DELETE FROM bodies WHERE id IN ({}) AND NOT EXISTS"
             " (SELECT 1 FROM messages WHERE messages.body_id = bodies.id)"
         ),
-        folder_by_name=q(
-            "SELECT f.id, f.mailbox_id, f.name, f.special_use, f.uidvalidity, f.uidnext,"
-            " f.highestmodseq, EXISTS (SELECT 1 FROM subscriptions s"
-            " WHERE s.mailbox_id = f.mailbox_id AND s.name = f.name)"
-            " FROM folders f WHERE f.mailbox_id = ? AND f.name = ?"
+        folder_by_name=q(_FOLDER_SELECT + " WHERE f.mailbox_id = ? AND f.name = ?"),
+        folders_of=q(_FOLDER_SELECT + " WHERE f.mailbox_id = ?"),
+        folder_by_id=q(_FOLDER_SELECT + " WHERE f.id = ?"),
+        subscriptions_of=q("SELECT name FROM subscriptions WHERE mailbox_id = ?"),
+        mailbox_exists=q("SELECT id FROM mailboxes WHERE id = ?"),
+        folder_status_row=q(
+            "SELECT id, uidvalidity, uidnext, highestmodseq FROM folders WHERE id = ?"
+        ),
+        folder_totals=q(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN flags LIKE ? ESCAPE '!' THEN 0 ELSE 1 END), 0),"
+            " COALESCE(SUM(CASE WHEN recent THEN 1 ELSE 0 END), 0), COALESCE(SUM(size), 0)"
+            " FROM messages WHERE folder_id = ?"
+        ),
+        seen_count=q(
+            "SELECT COUNT(*) FROM private_seen p JOIN messages m ON m.id = p.message_id"
+            " WHERE p.account_id = ? AND m.folder_id = ?"
         ),
         folder_counters=q("SELECT highestmodseq, uidnext FROM folders WHERE id = ?"),
         folder_versions="SELECT id, uidnext, highestmodseq FROM folders WHERE id IN ({})",
@@ -275,6 +300,14 @@ def _make_sql(mark: str, pg: bool) -> _Sql:
         insert_seen=q("INSERT INTO private_seen (message_id, account_id) VALUES (?, ?)"),
         delete_seen=q("DELETE FROM private_seen WHERE message_id = ? AND account_id = ?"),
         message_row_id=q("SELECT id FROM messages WHERE folder_id = ? AND uid = ?"),
+        sizes_of=q("SELECT uid, size FROM messages WHERE folder_id = ? AND uid IN ({})"),
+        sizes_dates_in=q(
+            "SELECT uid, size, internal_date FROM messages WHERE folder_id = ? AND uid IN ({})"
+        ),
+        sizes_dates_range=q(
+            "SELECT uid, size, internal_date FROM messages WHERE folder_id = ?"
+            " AND uid >= ? AND uid <= ?"
+        ),
     )
 
 
@@ -288,6 +321,22 @@ def _marks(sql: _Sql, n: int) -> str:
 
 # LIKE pattern for "the flags text holds \\Deleted" ('!' is the escape).
 _DELETED_LIKE = "%" + DELETED + "%"
+_SEEN_LIKE = "%" + SEEN + "%"
+
+
+def _folder_from_row(r: Sequence[Any]) -> Folder:
+    """A `Folder` from a row of `_FOLDER_SELECT`."""
+    return Folder(
+        id=r[0],
+        mailbox_id=r[1],
+        name=r[2],
+        special_use=None if r[3] is None else SpecialUse[r[3]],
+        uidvalidity=r[4],
+        uidnext=r[5],
+        highestmodseq=r[6],
+        subscribed=bool(r[7]),
+        message_count=0,
+    )
 
 _SEEN_SET = frozenset({SEEN})
 
@@ -407,11 +456,20 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
                 self._insert_folder(c, mailbox_id, parent, None, subscribed=False)
 
     def list_folders(self, mailbox_id: int) -> list[Folder]:
-        with self._read() as c:
-            self._mailbox_exists(c, mailbox_id)
-            rows = c.execute(select(*FOLDER_COLUMNS).where(F.c.mailbox_id == mailbox_id)).all()
+        # Every LIST asks: fixed SQL at the driver.
+        with self._raw_read() as (cur, sql):
+            cur.execute(sql.folders_of, (mailbox_id,))
+            rows = cur.fetchall()
+            if not rows:  # every mailbox has an INBOX: none, or no such mailbox?
+                self._mailbox_exists_raw(cur, sql, mailbox_id)
         # Sorted here, not in SQL: collations differ between SQLite and PostgreSQL.
-        return sorted((folder_record(r) for r in rows), key=lambda f: f.name)
+        return sorted((_folder_from_row(r) for r in rows), key=lambda f: f.name)
+
+    @staticmethod
+    def _mailbox_exists_raw(cur: Any, sql: _Sql, mailbox_id: int) -> None:
+        cur.execute(sql.mailbox_exists, (mailbox_id,))
+        if cur.fetchone() is None:
+            raise NotFound(str(mailbox_id))
 
     def get_folder(self, mailbox_id: int, name: str) -> Folder:
         # Every SELECT and APPEND asks: fixed SQL at the driver.
@@ -420,24 +478,15 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
             r = cur.fetchone()
         if r is None:
             raise NotFound(name)
-        return Folder(
-            id=r[0],
-            mailbox_id=r[1],
-            name=r[2],
-            special_use=None if r[3] is None else SpecialUse[r[3]],
-            uidvalidity=r[4],
-            uidnext=r[5],
-            highestmodseq=r[6],
-            subscribed=bool(r[7]),
-            message_count=0,
-        )
+        return _folder_from_row(r)
 
     def get_folder_by_id(self, folder_id: int) -> Folder:
-        with self._read() as c:
-            r = c.execute(select(*FOLDER_COLUMNS).where(F.c.id == folder_id)).first()
+        with self._raw_read() as (cur, sql):
+            cur.execute(sql.folder_by_id, (folder_id,))
+            r = cur.fetchone()
         if r is None:
             raise NotFound(f"folder {folder_id}")
-        return folder_record(r)
+        return _folder_from_row(r)
 
     def create_folder(
         self, mailbox_id: int, name: str, special_use: SpecialUse | None = None
@@ -552,10 +601,13 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
                 self._folder_row(c, mailbox_id, name)  # NotFound unless it exists
 
     def list_subscriptions(self, mailbox_id: int) -> list[str]:
-        with self._read() as c:
-            self._mailbox_exists(c, mailbox_id)
-            names = c.execute(select(S.c.name).where(S.c.mailbox_id == mailbox_id)).scalars()
-            return sorted(names)
+        # Every LIST asks: fixed SQL at the driver.
+        with self._raw_read() as (cur, sql):
+            cur.execute(sql.subscriptions_of, (mailbox_id,))
+            names = [r[0] for r in cur.fetchall()]
+            if not names:
+                self._mailbox_exists_raw(cur, sql, mailbox_id)
+        return sorted(names)
 
     def folder_versions(self, folder_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
         out: dict[int, tuple[int, int]] = {}
@@ -568,38 +620,28 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
         return out
 
     def folder_status(self, folder_id: int, *, seen_account: int | None = None) -> FolderStatus:
-        seen = has_flag(SEEN)
-        with self._read() as c:
-            f = c.execute(select(F).where(F.c.id == folder_id)).first()
+        # Every STATUS (and LIST-STATUS entry) asks: fixed SQL at the driver.
+        with self._raw_read() as (cur, sql):
+            cur.execute(sql.folder_status_row, (folder_id,))
+            f = cur.fetchone()
             if f is None:
                 raise NotFound(f"folder {folder_id}")
-            agg = c.execute(
-                select(
-                    func.count(),
-                    func.coalesce(func.sum(case((seen, 0), else_=1)), 0),
-                    func.coalesce(func.sum(case((MSG.c.recent, 1), else_=0)), 0),
-                    func.coalesce(func.sum(MSG.c.size), 0),
-                ).where(MSG.c.folder_id == folder_id)
-            ).one()
-            unseen = int(agg[1])
+            cur.execute(sql.folder_totals, (_SEEN_LIKE, folder_id))
+            messages, unseen, recent, size = (int(v) for v in cur.fetchone())
             if seen_account is not None:
                 # The account's rows are removed with their messages: they
                 # count exactly the messages of the folder it has read.
-                read = c.execute(
-                    select(func.count())
-                    .select_from(PS.join(MSG, MSG.c.id == PS.c.message_id))
-                    .where(PS.c.account_id == seen_account, MSG.c.folder_id == folder_id)
-                ).scalar_one()
-                unseen = int(agg[0]) - int(read)
+                cur.execute(sql.seen_count, (seen_account, folder_id))
+                unseen = messages - int(cur.fetchone()[0])
         return FolderStatus(
-            folder_id=f.id,
-            uidvalidity=f.uidvalidity,
-            uidnext=f.uidnext,
-            highestmodseq=f.highestmodseq,
-            messages=int(agg[0]),
+            folder_id=f[0],
+            uidvalidity=f[1],
+            uidnext=f[2],
+            highestmodseq=f[3],
+            messages=messages,
             unseen=unseen,
-            recent=int(agg[2]),
-            size=int(agg[3]),
+            recent=recent,
+            size=size,
         )
 
     # -- messages: writing -------------------------------------------------
@@ -1296,25 +1338,25 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
     def sizes_and_dates(
         self, folder_id: int, uids: Sequence[int]
     ) -> dict[int, tuple[int, datetime]]:
+        # Thunderbird's opening of a message (UID RFC822.SIZE BODY[]) asks:
+        # fixed SQL at the driver.
         out: dict[int, tuple[int, datetime]] = {}
         if not uids:
             return out
         fromts = datetime.fromtimestamp
-        q = select(MSG.c.uid, MSG.c.size, MSG.c.internal_date).where(MSG.c.folder_id == folder_id)
-        with self._read() as c:
+        with self._raw_read() as (cur, sql):
             lo, hi = min(uids), max(uids)
             if len(uids) > 200 and hi - lo < 4 * len(uids):
                 # A dense range (FETCH 1:*): one range scan, not many IN lists.
                 wanted = set(uids)
-                rows: Iterable[Any] = c.execute(
-                    q.where(MSG.c.uid >= lo, MSG.c.uid <= hi)
-                )
-                for uid, size, idate in rows:
+                cur.execute(sql.sizes_dates_range, (folder_id, lo, hi))
+                for uid, size, idate in cur.fetchall():
                     if uid in wanted:
                         out[uid] = (size, fromts(idate, UTC))
                 return out
             for chunk in chunks(uids):
-                for uid, size, idate in c.execute(q.where(MSG.c.uid.in_(chunk))):
+                cur.execute(sql.sizes_dates_in.format(_marks(sql, len(chunk))), (folder_id, *chunk))
+                for uid, size, idate in cur.fetchall():
                     out[uid] = (size, fromts(idate, UTC))
         return out
 
@@ -1454,6 +1496,30 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
                 raw = self._body_of(cur, sql, folder_id, uid)
             if raw is not None:
                 yield uid, raw
+
+    def read_bodies(
+        self, folder_id: int, uids: Sequence[int], max_bytes: int
+    ) -> tuple[dict[int, bytes], int | None]:
+        # A FETCH of headers or bodies of small messages asks: one transaction
+        # for them all, and the sizes first, so no blob past the budget is read.
+        wanted = sorted(set(uids))
+        out: dict[int, bytes] = {}
+        if not wanted:
+            return out, None
+        with self._raw_read() as (cur, sql):
+            sizes: dict[int, int] = {}
+            for chunk in chunks(wanted):
+                cur.execute(sql.sizes_of.format(_marks(sql, len(chunk))), (folder_id, *chunk))
+                sizes.update((int(u), int(n)) for u, n in cur.fetchall())
+            total = 0
+            for uid in sorted(sizes):
+                if out and total + sizes[uid] > max_bytes:
+                    return out, uid
+                raw = self._body_of(cur, sql, folder_id, uid)
+                if raw is not None:
+                    out[uid] = raw
+                    total += len(raw)
+        return out, None
 
     # -- keys --------------------------------------------------------------
 

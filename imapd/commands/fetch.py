@@ -2,8 +2,10 @@
 RFC 3516 BINARY).
 
 Messages are processed in small batches: metadata for many at once, bodies
-one at a time, and after each batch the handler waits for the transport to
-drain, so a FETCH of a big mailbox never holds more than one body in memory.
+up to BODY_BATCH_BYTES (or one body) per store call, and after each batch the
+handler waits for the transport to drain, so a FETCH of a big mailbox never
+holds more than that in memory. A FETCH that sets \\Seen takes one body at a
+time (its \\Seen write covers exactly the messages of the batch).
 FLAGS, UID, RFC822.SIZE and INTERNALDATE come from the session's view (no
 store call); ENVELOPE and BODYSTRUCTURE from the metadata stored at delivery.
 """
@@ -48,6 +50,10 @@ from imapd.wire import internal_date, uid_set
 from storage.interface import FlagChange, FlagMode, MessageInfo, MessageStore
 
 META_BATCH = 250
+# Bodies read in one store call at most, unless a single one is larger: ten
+# header fetches of small messages cost one round trip to a store thread, not
+# ten (each with its own access check and wake-up of the reactor).
+BODY_BATCH_BYTES = 1 << 20
 BODY_ITEMS = (FetchRfc822, FetchRfc822Header, FetchRfc822Text, FetchBodySection, FetchBinary,
               FetchBinarySize)
 # Items that return message content: a FETCH with one of them is audited.
@@ -71,6 +77,9 @@ class Loaded:
     bodies: dict[int, bytes] = field(default_factory=dict)
     seen: list[FlagChange] = field(default_factory=list)
     sizes: dict[int, tuple[int, datetime]] = field(default_factory=dict)
+    # Bodies stopped before this UID (the byte budget): the rest of the batch
+    # is loaded by the next call.
+    stopped_at: int | None = None
 
 
 def _mark_seen(
@@ -85,8 +94,11 @@ def _mark_seen(
 
 def _load(
     store: MessageStore, folder_id: int, uids: Sequence[int], need_info: bool,
-    need_body: bool, need_sizes: bool = False,
+    need_body: bool, need_sizes: bool = False, body_budget: int = 0,
 ) -> Loaded:
+    """The metadata, sizes and bodies of `uids` (ascending); bodies up to
+    `body_budget` bytes, at least one (`Loaded.stopped_at` says where they
+    stopped)."""
     out = Loaded()
     if need_sizes and not need_info:
         out.sizes = store.sizes_and_dates(folder_id, uids)
@@ -95,8 +107,7 @@ def _load(
         if need_sizes:  # the metadata read brought them: no second query
             out.sizes = {u: (i.size, i.internal_date) for u, i in out.infos.items()}
     if need_body:
-        for uid, raw in store.iter_bodies(folder_id, uids):
-            out.bodies[uid] = raw
+        out.bodies, out.stopped_at = store.read_bodies(folder_id, uids, body_budget)
     return out
 
 
@@ -130,7 +141,7 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
     marks_seen = (
         any(sets_seen(a) for a in attrs) and not view.readonly and "s" in view.rights
     )
-    batch = 1 if need_body else META_BATCH
+    batch = 1 if need_body and marks_seen else META_BATCH
     wants_flags = any(isinstance(a, FetchFlags) for a in attrs)
     need_sizes = any(isinstance(a, FetchRfc822Size | FetchInternalDate) for a in attrs)
     if view.condstore and wants_flags:
@@ -143,10 +154,18 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
     missing = False
     unknown_cte = False
     wants_content = any(isinstance(a, CONTENT_ITEMS) for a in attrs)
+    # Section labels, e.g. BODY[HEADER.FIELDS (From To ...)]: once per command,
+    # not once per message.
+    labels = [a.label().encode() if isinstance(a, FetchBodySection | FetchBinary
+                                               | FetchBinarySize) else b""
+              for a in attrs]
     read: list[int] = []  # UIDs whose content was sent: audited once, at the end
     try:
-        for start in range(0, len(uids), batch):
-            chunk = view.present(uids[start : start + batch])
+        start = 0
+        while start < len(uids):
+            window = uids[start : start + batch]
+            start += len(window)
+            chunk = view.present(window)
             if not chunk:
                 continue
             to_mark = [u for u in chunk if marks_seen and "\\Seen" not in view.flags_of(u)]
@@ -163,7 +182,7 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
                     live = [u for u in chunk if view.live(u)]
                     loaded = await ctx.run_selected(
                         _load, ctx.services.store, view.folder_id, live, need_info, need_body,
-                        need_sizes,
+                        need_sizes, BODY_BATCH_BYTES,
                     )
             finally:
                 # Waited for even if the read failed: never a write in flight
@@ -172,6 +191,10 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
                     loaded.seen = await seen_d
             if ctx.session.view is not view:
                 return ok("FETCH completed")
+            stop = loaded.stopped_at
+            if stop is not None:  # (never with a \\Seen write: one body a batch)
+                start -= sum(1 for u in window if u >= stop)
+                chunk = [u for u in chunk if u < stop]
             changed = {c.uid for c in loaded.seen}
             for c in loaded.seen:
                 view.set_flags(c.uid, c.flags, c.modseq)
@@ -197,7 +220,7 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
                 if (need_info and uid not in loaded.infos) or (need_body and uid not in loaded.bodies):
                     missing = True
                     continue
-                line, bad_cte = _render(view, seq, uid, attrs, loaded, uid in changed)
+                line, bad_cte = _render(view, seq, uid, attrs, labels, loaded, uid in changed)
                 unknown_cte = unknown_cte or bad_cte
                 out.append(line)
                 if wants_content:
@@ -240,16 +263,18 @@ def _render_light(
 
 
 def _render(
-    view: SelectedView, seq: int, uid: int, attrs: list[FetchAttribute], loaded: Loaded,
-    seen_now: bool,
+    view: SelectedView, seq: int, uid: int, attrs: list[FetchAttribute], labels: list[bytes],
+    loaded: Loaded, seen_now: bool,
 ) -> tuple[bytes, bool]:
+    """One FETCH response; `labels[i]` is the label of `attrs[i]` when it has
+    a section."""
     items: list[bytes] = []
     info = loaded.infos.get(uid)
     raw = loaded.bodies.get(uid)
     meta = info.metadata if info is not None else {}
     has_flags = False
     unknown_cte = False
-    for a in attrs:
+    for i, a in enumerate(attrs):
         if isinstance(a, FetchUid):
             items.append(b"UID %d" % uid)
         elif isinstance(a, FetchFlags):
@@ -283,7 +308,7 @@ def _render(
             p = a.section.partial
             if p is not None:
                 data = render.partial(data, p.start, p.length)
-            items.append(a.label().encode() + b" " + literal(data))
+            items.append(labels[i] + b" " + literal(data))
         elif isinstance(a, FetchBinary):
             assert raw is not None
             bin_data = render.binary_bytes(raw, meta, a.section.part)
@@ -294,14 +319,14 @@ def _render(
             if p is not None:
                 bin_data = render.partial(bin_data, p.start, p.length)
             marker = b"~" if b"\x00" in bin_data else b""
-            items.append(a.label().encode() + b" " + marker + literal(bin_data))
+            items.append(labels[i] + b" " + marker + literal(bin_data))
         elif isinstance(a, FetchBinarySize):
             assert raw is not None
             size = render.binary_size(raw, meta, a.part)
             if size is None:
                 unknown_cte = True
                 continue
-            items.append(a.label().encode() + b" %d" % size)
+            items.append(labels[i] + b" %d" % size)
     if seen_now and not has_flags:
         # RFC 3501 6.4.5: \Seen set as a side effect is reported.
         items.append(b"FLAGS " + format_flags(view.display_flags(uid)).encode())

@@ -48,6 +48,11 @@ class Listing:
 
 
 def _collect(policy: Policy, store: MessageStore, identity: Identity) -> Listing:
+    with store.read_scope():  # one read transaction for every mailbox listed
+        return _collect_in(policy, store, identity)
+
+
+def _collect_in(policy: Policy, store: MessageStore, identity: Identity) -> Listing:
     ns = build_namespaces(policy, identity)
     entries: list[Entry] = []
     subscribed: set[str] = set()

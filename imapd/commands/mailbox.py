@@ -69,18 +69,20 @@ def _open(
     policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
     name: str, readonly: bool,
 ) -> Opened:
-    place, folder = resolve_folder(
-        policy, store, identity, namespaces, name, "r", "examine" if readonly else "select"
-    )
-    rights = policy.mailbox_rights(identity, place.mailbox)
-    columns = store.index_columns(folder.id, seen_account=seen_account(identity, place.mailbox))
-    # `folder` (uidvalidity, uidnext, highestmodseq) was read before index():
-    # anything that changed in between is pulled again at the next sync.
-    # Not on the writer lane: most SELECTs find nothing to claim, which
-    # `claim_recent` learns from a read, without queueing behind writes.
-    recent = frozenset() if readonly else store.claim_recent(folder.id)
-    return Opened(place, folder, columns, recent, rights,
-                  policy.session_access(identity, place.mailbox))
+    with store.read_scope():  # one read transaction for the whole SELECT
+        place, folder = resolve_folder(
+            policy, store, identity, namespaces, name, "r", "examine" if readonly else "select"
+        )
+        rights = policy.mailbox_rights(identity, place.mailbox)
+        columns = store.index_columns(folder.id,
+                                      seen_account=seen_account(identity, place.mailbox))
+        # `folder` (uidvalidity, uidnext, highestmodseq) and the index are of
+        # one snapshot; what changes after it is pulled at the next sync.
+        # Not on the writer lane: most SELECTs find nothing to claim, which
+        # `claim_recent` learns from a read, without queueing behind writes.
+        recent = frozenset() if readonly else store.claim_recent(folder.id)
+        return Opened(place, folder, columns, recent, rights,
+                      policy.session_access(identity, place.mailbox))
 
 
 async def select(ctx: Context, cmd: Select | Examine) -> Reply:
@@ -277,9 +279,10 @@ def _status(
     policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
     name: str, items: tuple[StatusItem, ...], append_limit: int,
 ) -> str:
-    place, folder = resolve_folder(policy, store, identity, namespaces, name, "r", "status")
-    return status_values(store, folder, items, append_limit,
-                         seen_account=seen_account(identity, place.mailbox))
+    with store.read_scope():
+        place, folder = resolve_folder(policy, store, identity, namespaces, name, "r", "status")
+        return status_values(store, folder, items, append_limit,
+                             seen_account=seen_account(identity, place.mailbox))
 
 
 async def status(ctx: Context, cmd: Status) -> Reply:

@@ -126,7 +126,12 @@ def test_one_query_for_many_idle_sessions(env: ImapEnv, monkeypatch: Any) -> Non
     assert len(calls) == 1
 
 
-def test_fetch_waits_for_a_slow_client(env: ImapEnv) -> None:
+def test_fetch_waits_for_a_slow_client(env: ImapEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    from imapd.commands import fetch
+
+    # A batch of bodies is at most BODY_BATCH_BYTES: at 1, one body a batch,
+    # so the wait between batches shows after the first message.
+    monkeypatch.setattr(fetch, "BODY_BATCH_BYTES", 1)
     b = env.login(SECRETARY2)
     b.ok(f'SELECT "{BOX}"')
     b.proto.pauseProducing()  # the transport's buffer is full

@@ -63,3 +63,50 @@ def test_claim_recent_after_expunges_and_copies(box: Any) -> None:
     store.delete_folder(mb.id, "Archives")
     with pytest.raises(NotFound):
         store.claim_recent(other.id)
+
+
+def test_read_bodies_in_uid_order_within_a_budget(box: Any) -> None:
+    store, mb = box
+    inbox = store.get_folder(mb.id, "INBOX")
+    for i in range(1, 6):
+        store.deliver(Delivery(raw=msg(i), mailbox_ids=(mb.id,)))
+    size = len(msg(1))
+    assert store.read_bodies(inbox.id, [3, 1, 2, 99, 1], 10 * size) == (
+        {1: msg(1), 2: msg(2), 3: msg(3)}, None)  # unknown UIDs skipped, no repeats
+    # The budget: as many whole messages as fit, then where it stopped.
+    assert store.read_bodies(inbox.id, [1, 2, 3, 4, 5], 2 * size + 1) == (
+        {1: msg(1), 2: msg(2)}, 3)
+    # One message larger than the budget still comes, alone.
+    assert store.read_bodies(inbox.id, [4, 5], 1) == ({4: msg(4)}, 5)
+    assert store.read_bodies(inbox.id, [], 100) == ({}, None)
+    assert store.read_bodies(inbox.id, [77], 100) == ({}, None)
+
+
+def test_a_read_scope_is_one_snapshot_and_ends_clean(box: Any) -> None:
+    """Reads within `read_scope` share one transaction: a message delivered
+    by another connection after the scope's first read is not seen by its
+    later reads (one snapshot), and is seen once the scope is over; a scope
+    left by an exception gives its connection back (nothing leaks, the next
+    reads go on)."""
+    store, mb = box
+    inbox = store.get_folder(mb.id, "INBOX")
+    store.deliver(Delivery(raw=msg(1), mailbox_ids=(mb.id,)))
+    with store.read_scope():
+        assert store.folder_status(inbox.id).messages == 1
+        store.deliver(Delivery(raw=msg(2), mailbox_ids=(mb.id,)))  # its own transaction
+        assert store.folder_status(inbox.id).messages == 1
+        assert [e.uid for e in store.index(inbox.id)] == [1]
+        with store.read_scope():  # nested: the same snapshot
+            assert store.folder_status(inbox.id).messages == 1
+    assert store.folder_status(inbox.id).messages == 2
+    for _ in range(40):  # more than the pool holds
+        with pytest.raises(NotFound), store.read_scope():
+            store.access_epoch()
+            store.get_folder(mb.id, "Nowhere")
+    assert store.folder_status(inbox.id).messages == 2
+    # Inside a write batch the batch's transaction serves (SQLite batches).
+    if store.batches_writes:
+        with store.write_batch() as batch, store.read_scope():
+            batch.call(store.append, inbox.id, msg(3))
+            assert store.folder_status(inbox.id).messages == 3
+        assert store.folder_status(inbox.id).messages == 3

@@ -305,6 +305,22 @@ def test_section_bytes_multipart(section: Section, expected: bytes) -> None:
     assert section_bytes(MIME_MSG, parse_message(MIME_MSG), section) == expected
 
 
+def test_the_whole_message_needs_no_metadata_and_no_parse(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """BODY[] (Thunderbird opening a message, offline sync) is the stored
+    message itself: FETCH loads no metadata for it, and it is not parsed
+    again to find what it does not need."""
+    import imapd.fetch
+
+    def no_parse(raw: bytes) -> None:
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(imapd.fetch, "parse_message", no_parse)
+    assert section_bytes(MIME_MSG, {}, S()) == MIME_MSG
+    with pytest.raises(AssertionError, match="parsed again"):  # a part needs the structure
+        section_bytes(MIME_MSG, {}, S((1,)))
+
+
 def test_section_header_is_the_header_with_blank_line() -> None:
     meta = parse_message(MIME_MSG)
     header = section_bytes(MIME_MSG, meta, S((), H))
