@@ -191,9 +191,7 @@ class ProxyProtocolWrapper(ProtocolWrapper):
     def makeConnection(self, transport: Any) -> None:
         # ProtocolWrapper.makeConnection, without starting the wrapped
         # protocol: that waits for the header.
-        from zope.interface import directlyProvides, providedBy
-
-        directlyProvides(self, providedBy(transport))
+        self._provide_as(transport)
         self.connected = 1
         self.transport = transport
         self.factory.registerProtocol(self)
@@ -203,6 +201,29 @@ class ProxyProtocolWrapper(ProtocolWrapper):
             self._refuse("proxy-untrusted", f"{host} is not in proxy_from")
             return
         self._deadline = self.factory.clock.callLater(self.factory.timeout, self._expired)
+
+    def _provide_as(self, transport: Any) -> None:
+        """This wrapper is the wrapped protocol's transport: it provides what
+        the real one does (ITLSTransport, and ISSLTransport once TLS is on),
+        and hears of the TLS handshake (IHandshakeListener)."""
+        from twisted.internet.interfaces import IHandshakeListener
+        from zope.interface import directlyProvides, providedBy
+
+        directlyProvides(self, providedBy(transport), IHandshakeListener)
+
+    def startTLS(self, ctx: Any, normal: bool = True) -> None:
+        """STARTTLS, on the real transport: then this wrapper provides
+        ISSLTransport as it does, so the protocol sees TLS (version, cipher,
+        client certificate) exactly as without a balancer."""
+        self.transport.startTLS(ctx, normal)
+        self._provide_as(self.transport)
+
+    def handshakeCompleted(self) -> None:
+        """The TLS layer under this wrapper finished its handshake: the
+        wrapped protocol learns it as it would without the wrapper."""
+        listener = getattr(self.wrappedProtocol, "handshakeCompleted", None)
+        if self._header is not None and listener is not None:
+            listener()
 
     def dataReceived(self, data: bytes) -> None:
         if self._header is not None:

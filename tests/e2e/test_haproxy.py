@@ -150,3 +150,19 @@ def test_a_client_that_skips_the_balancer_is_closed_and_audited(
     # 127.0.0.4 is in the default proxy_from (127.0.0.0/8): its header is what is wrong.
     assert event["reason"] == "proxy-header" and event["actor"] == "127.0.0.4"
     assert event["result"] == "deny" and event["target"] == "submission"
+
+
+def test_card_login_after_starttls_through_haproxy(
+        balanced: tuple[MssInstance, dict[str, int]]) -> None:
+    """STARTTLS behind the balancer: the protocol sees TLS and the client's
+    card exactly as without it (SASL EXTERNAL offered and accepted)."""
+    inst, front = balanced
+    with smtplib.SMTP("127.0.0.1", front["submission"], timeout=10,
+                      source_address=("127.0.0.5", 0)) as s:
+        s.starttls(context=inst.client_context(inst.cert_pair(MARTIN)))
+        code, features = s.ehlo("client.test")
+        assert code == 250 and b"EXTERNAL" in features, features
+        code, resp = s.docmd("AUTH", "EXTERNAL =")
+        assert code == 235, resp
+    login = _wait_event(inst, "login", lambda e: e.get("peer") == "127.0.0.5")
+    assert login["result"] == "allow" and login["actor"] == MARTIN
