@@ -153,7 +153,12 @@ class _ConnectionNotes(VerifyNotes):
 
     def peer(self) -> tuple[str | None, int | None]:
         try:
-            addr = self.tls_protocol.transport.getPeer()
+            # After STARTTLS the TLS layer's transport is the raw socket's; a
+            # protocol wrapper above it (policy.proxy, behind a balancer)
+            # knows the client's address: ask it first.
+            wrapped = getattr(self.tls_protocol, "wrappedProtocol", None)
+            get_peer = getattr(wrapped, "getPeer", None)
+            addr = get_peer() if get_peer is not None else self.tls_protocol.transport.getPeer()
         except Exception:  # noqa: BLE001 - a report without the address still counts
             return None, None
         return getattr(addr, "host", None), getattr(addr, "port", None)

@@ -100,6 +100,14 @@ def _v1_ip(text: str, version: int) -> str:
         raise ProxyHeaderError(f"PROXY v1 line: bad address {text[:45]!r}") from None
     if ip.version != version:
         raise ProxyHeaderError(f"PROXY v1 line: {text} is not an IPv{version} address")
+    return _plain(ip)
+
+
+def _plain(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """The address as the audit, the limits and the lockout key it: an
+    IPv4-mapped IPv6 address (a dual-stack balancer) is the IPv4 one."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
     return str(ip)
 
 
@@ -146,7 +154,7 @@ def _parse_v2(data: bytes) -> ProxyHeader | None:
             raise ProxyHeaderError("PROXY v2 header: IPv6 addresses cut short")
         src6, dst6 = ipaddress.IPv6Address(payload[0:16]), ipaddress.IPv6Address(payload[16:32])
         sport, dport = struct.unpack("!HH", payload[32:36])
-        return ProxyHeader(2, length, (str(src6), sport), (str(dst6), dport))
+        return ProxyHeader(2, length, (_plain(src6), sport), (_plain(dst6), dport))
     elif family == 3:  # AF_UNIX: no address to report
         return ProxyHeader(2, length)
     else:

@@ -21,6 +21,11 @@ GOOD: list[tuple[bytes, ProxyHeader]] = [
     (b"PROXY TCP6 2001:db8::7 2001:db8::1 40000 25\r\n",
      ProxyHeader(1, 45, ("2001:db8::7", 40000), ("2001:db8::1", 25))),
     (b"PROXY UNKNOWN\r\n", ProxyHeader(1, 15)),
+    # a dual-stack balancer: IPv4-mapped addresses are the IPv4 ones
+    (b"PROXY TCP6 ::ffff:192.0.2.7 ::ffff:10.0.0.1 1 2\r\n",
+     ProxyHeader(1, 49, ("192.0.2.7", 1), ("10.0.0.1", 2))),
+    (v2(family=2, payload=v6_payload("::ffff:192.0.2.7", "2001:db8::1", 5, 6)),
+     ProxyHeader(2, 52, ("192.0.2.7", 5), ("2001:db8::1", 6))),
     (b"PROXY UNKNOWN ffff:f::1 ffff:f::2 1 2\r\n", ProxyHeader(1, 39)),
     (v2(payload=v4_payload("192.0.2.7", "198.51.100.1", 56324, 587)),
      ProxyHeader(2, 28, ("192.0.2.7", 56324), ("198.51.100.1", 587))),
