@@ -775,6 +775,7 @@ class SMTPServerProtocol(Protocol):
             self._send(reply)
             return None
         content = result.content
+        env.accepted_size = len(content)
         if received_count(content) > MAX_HOPS:
             self._audit("data", env.sender or "<>", "deny", reason="mail-loop", size=size)
             self._send(R.TOO_MANY_HOPS)
@@ -877,7 +878,8 @@ class SMTPServerProtocol(Protocol):
             dsn=dsn,
             actor=identity.name if identity else peer.address,
             success_dsn_for=success_dsn_recipients(dsn, local_addrs),
-            origin=self.services.policy.flow_origin(peer, identity) if remote else None,
+            origin=(self.services.policy.flow_origin(peer, identity, env.accepted_size)
+                    if remote else None),
         )
         self.session.messages += 1
         committed: defer.Deferred[Reply] = self.factory.delivery.commit(job)

@@ -34,7 +34,7 @@ from mssmtpd.queue import (
     wants_failure_dsn,
     wants_success_dsn,
 )
-from mssmtpd.replies import flow_reply
+from mssmtpd.replies import R, flow_reply
 from policy.decisions import Verdict
 from storage.interface import QueueEntry
 
@@ -122,9 +122,12 @@ class RelayService:
         refused = yield runner.run(self.services.policy.recheck_relay, entry)
         for rcpt, decision in refused.items():
             flow = decision.flow
-            assert flow is not None
-            reply = flow_reply(flow)
-            text = f"{reply.code} {reply.status} {reply.text} (flow rule {flow.rule})"
+            if flow is not None:
+                reply = flow_reply(flow)
+                text = f"{reply.code} {reply.status} {reply.text} (flow rule {flow.rule})"
+            else:  # the sender's account was disabled meanwhile
+                reply = R.ACCOUNT_DISABLED
+                text = f"{reply.code} {reply.status} {reply.text} (the sender's account)"
             if decision.verdict is Verdict.TEMPFAIL:
                 deferred[rcpt] = text
             else:

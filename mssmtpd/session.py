@@ -34,6 +34,8 @@ class Envelope:
     # RCPTs refused for being over the limit (audited once per transaction: a
     # flood must not turn each of its lines into an audit write).
     excess_recipients: int = 0
+    # The message's size as received (after DATA, before our headers).
+    accepted_size: int | None = None
 
     @property
     def local(self) -> list[Recipient]:

@@ -153,7 +153,8 @@ class MailFlowDecisions(PolicyCore):
             size=size,
         )
 
-    def flow_origin(self, peer: Peer, identity: Identity | None) -> QueueOrigin:
+    def flow_origin(self, peer: Peer, identity: Identity | None,
+                    size: int | None = None) -> QueueOrigin:
         """The source facts of a message, kept with its queue entry so that
         `recheck_relay` decides on the same source later."""
         method = self._flow_method(peer, identity)
@@ -161,35 +162,47 @@ class MailFlowDecisions(PolicyCore):
             listener=peer.listener, client_ip=peer.address,
             account=identity.account.login if identity is not None else None,
             auth_method=method.value if method is not None else None,
-            peer_dn=self._peer_dn(peer),
+            peer_dn=self._peer_dn(peer), size=size,
         )
 
     def recheck_relay(self, entry: QueueEntry) -> dict[str, Decision]:
-        """The queue is about to relay `entry`: the flow matrix decides each
-        recipient again (it may have changed since the message was accepted,
-        and so may the account: class, disabled), with the source kept at
-        submission and the message's size. Returns the refused recipients
-        (deny: fail with the rule's reply; tempfail: try again later), with
-        the rule in `Decision.flow`. Each recipient decided is audited
-        (action "relay-flow", actor "relay", the rule named). Nothing is
-        decided (an empty answer) without a matrix or for an entry queued
-        before origins were kept; a listener that no longer exists leaves
-        the entry to the decision taken when it was accepted (audited)."""
-        holder = self.flows
+        """The queue is about to relay `entry`: its sender's account must
+        still be active (a disabled or removed account's queued mail is not
+        sent: every recipient refused, reason account-disabled), and the
+        flow matrix decides each recipient again (it may have changed since
+        the message was accepted, and so may the account's class), with the
+        source kept at submission and the size the message was accepted
+        with. Returns the refused recipients (deny: fail with the rule's
+        reply; tempfail: try again later), with the rule in `Decision.flow`.
+        Each recipient decided is audited (action "relay-flow", actor
+        "relay", the rule named). Nothing is decided (an empty answer) for
+        an entry queued before origins were kept, nor by a matrix when none
+        is configured; a listener that no longer exists leaves the entry to
+        the decision taken when it was accepted (audited)."""
         origin = entry.origin
-        if holder is None or origin is None:
+        if origin is None:
             return {}
-        from policy.flows import AuthMethod as FlowMethod
-        from policy.flows import FlowVerdict, UnknownListener, facts_for
-
         account: Account | None = None
         if origin.account is not None:
             try:
                 account = self.store.get_account(origin.account)
             except NotFound:
-                account = None  # gone: decided as not logged in
+                account = None
+            if account is None or not account.active:
+                refusal = Decision(Verdict.DENY, Reason.ACCOUNT_DISABLED)
+                for rcpt in entry.recipients:
+                    self.audit.record("relay", "relay-flow", rcpt, "deny", queue_id=entry.id,
+                                      reason=Reason.ACCOUNT_DISABLED, account=origin.account)
+                return dict.fromkeys(entry.recipients, refusal)
+        holder = self.flows
+        if holder is None:
+            return {}
+        from policy.flows import AuthMethod as FlowMethod
+        from policy.flows import FlowVerdict, UnknownListener, facts_for
+
         method = (FlowMethod(origin.auth_method)
                   if account is not None and origin.auth_method else None)
+        size = origin.size if origin.size is not None else entry.size
         refused: dict[str, Decision] = {}
         for rcpt in entry.recipients:
             try:
@@ -197,7 +210,7 @@ class MailFlowDecisions(PolicyCore):
                     _CachedFacts(self), self.settings, self.whitelist, listener=origin.listener,
                     sender=entry.sender, recipient=rcpt, client_ip=origin.client_ip,
                     account=account, auth_method=method, peer_dn=origin.peer_dn,
-                    size=entry.size,
+                    size=size,
                 )
             except UnknownListener:
                 self.audit.record("relay", "relay-flow", rcpt, "skip", queue_id=entry.id,

@@ -378,6 +378,9 @@ class QueueOrigin:
     account: str | None = None
     auth_method: str | None = None
     peer_dn: str | None = None
+    # The message's size as the client sent it (what the matrix's max_size
+    # was decided on after DATA), without the trace headers we add.
+    size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

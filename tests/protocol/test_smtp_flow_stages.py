@@ -7,6 +7,7 @@ reply and names the rule in the audit."""
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,76 @@ def test_the_real_size_is_decided_again_after_data(env: SmtpEnv, store: Any) -> 
     assert codes(out) == ["250 2.1.0", "250 2.1.5", "354"]
     assert codes(conv.send(_message(500))) == ["250 2.0.0"]
     assert len(inbox(store, DOCTOR)) == 1
+
+
+# ---------------------------------------------------------------- at relay
+
+RELAY_MATRIX = """\
+version: 1
+default: deny
+rules:
+  - id: small-remote
+    from: {role: submission}
+    to: {local: false}
+    max_size: 2000
+    action: allow
+  - id: local
+    to: {local: true}
+    action: allow
+"""
+REMOTE = "x@remote.example"
+
+
+@pytest.fixture
+def relay_env(tmp_path: Path, store: Any) -> SmtpEnv:
+    add_user(store, DOCTOR)
+    env = make_env(tmp_path, store)
+    path = tmp_path / "relay-flows.yaml"
+    path.write_text(RELAY_MATRIX, encoding="utf-8")
+    env.policy.flows = FlowMatrixHolder.load(path, listener_roles(env.settings))
+    return env
+
+
+def _submit_remote(env: SmtpEnv, size: int) -> list[str]:
+    conv = env.connect("submission")
+    conv.ehlo()
+    plain = base64.b64encode(f"\0{DOCTOR}\0{PASSWORD}".encode()).decode()
+    assert codes(conv.cmd("AUTH PLAIN " + plain)) == ["235 2.7.0"]
+    out = conv.send(f"MAIL FROM:<{DOCTOR}>\r\nRCPT TO:<{REMOTE}>\r\nDATA\r\n".encode())
+    assert codes(out) == ["250 2.1.0", "250 2.1.5", "354"]
+    head = f"From: <{DOCTOR}>\r\nTo: <{REMOTE}>\r\nSubject: x\r\n\r\n".encode()
+    n = size - len(head)
+    body = b"y" * 70 + b"\r\n"
+    body = body * (n // len(body) - 1)
+    body += b"z" * (n - len(body) - 2) + b"\r\n"
+    assert len(head + body) == size
+    return codes(conv.send(head + body + b".\r\n"))
+
+
+def _queued(store: Any) -> Any:
+    (entry,) = store.due_entries(datetime.now(UTC) + timedelta(days=1), 10)
+    return entry
+
+
+def test_the_relay_decides_on_the_size_the_message_was_accepted_with(
+        relay_env: SmtpEnv, store: Any) -> None:
+    """Accepted just under a max_size: the trace headers we add before
+    queueing must not make the relay refuse (and bounce) it."""
+    assert _submit_remote(relay_env, 1990) == ["250 2.0.0"]
+    entry = _queued(store)
+    assert entry.size > 2000  # with our Received: header
+    assert entry.origin is not None and entry.origin.size == 1990
+    assert relay_env.policy.recheck_relay(entry) == {}
+    allowed = [e for e in relay_env.audit.events if e.action == "relay-flow"]
+    assert [(e.result, e.details.get("flow_rule")) for e in allowed] == [("allow",
+                                                                           "small-remote")]
+
+
+def test_a_disabled_sender_s_queued_mail_is_not_relayed(relay_env: SmtpEnv, store: Any) -> None:
+    assert _submit_remote(relay_env, 500) == ["250 2.0.0"]
+    store.set_account_active(DOCTOR, False)
+    refused = relay_env.policy.recheck_relay(_queued(store))
+    assert list(refused) == [REMOTE]
+    assert refused[REMOTE].reason == "account-disabled" and not refused[REMOTE].allowed
+    event = [e for e in relay_env.audit.events if e.action == "relay-flow"][-1]
+    assert (event.result, event.details.get("reason")) == ("deny", "account-disabled")
