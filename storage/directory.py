@@ -172,6 +172,15 @@ class DirectoryMixin(StoreBase):
         q = self._fixed(f"account.{column}.only", A, f"t.{column} = ?", " ORDER BY t.id LIMIT 2")
         with self._dbapi(write=False) as cur:
             found = q.rows(cur, (value,))
+        if len(found) > 1 and column == "cert_subject":
+            with self._read() as c:
+                pinned = {r.account_id for r in c.execute(
+                    select(CP.c.account_id).where(CP.c.account_id.in_([f.id for f in found])))}
+            if all(f.id in pinned for f in found):
+                # Boxes of one structure, each with its own certificate pinned
+                # (pins are matched first): an unpinned certificate of that
+                # structure is one that is not pinned, said so by certmap.
+                return account_record(found[0])
         if len(found) > 1:
             log.error("accounts %s and %s share the %s %r: certificate logins by it are "
                       "refused until one of them is changed", found[0].login, found[1].login,
