@@ -9,6 +9,7 @@ from typing import Any
 from mssctl import lockout, pins
 from mssctl.common import (
     EXIT_OK,
+    EXIT_USAGE,
     CliError,
     add_config_option,
     add_json_option,
@@ -55,6 +56,17 @@ def register(sub: Any) -> None:
     pw.add_argument("--clear", action="store_true", help="remove the password")
     add_config_option(passwd)
     passwd.set_defaults(func=cmd_passwd)
+
+    setp = verbs.add_parser("set", help="change an account's name, class or IdNat_PS")
+    setp.add_argument("login")
+    setp.add_argument("--name", help="display name")
+    setp.add_argument("--class", dest="account_class", choices=CLASSES)
+    idnat = setp.add_mutually_exclusive_group()
+    idnat.add_argument("--idnat", help="national health id (IdNat_PS) of the card holder; "
+                       "refused when another account has it")
+    idnat.add_argument("--no-idnat", action="store_true", help="remove the IdNat_PS")
+    add_config_option(setp)
+    setp.set_defaults(func=cmd_set)
 
     for verb, active in (("disable", False), ("enable", True)):
         sp = verbs.add_parser(verb, help=f"{verb} an account")
@@ -116,6 +128,31 @@ def cmd_add(args: argparse.Namespace) -> int:
             cert_pins=cert_pins,
         )
     print(f"account {account.login} added ({account.account_class.value})")
+    return EXIT_OK
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    fields: dict[str, Any] = {}
+    if args.name is not None:
+        fields["display_name"] = args.name
+    if args.account_class is not None:
+        fields["account_class"] = AccountClass(args.account_class)
+    if args.idnat is not None or args.no_idnat:
+        fields["idnat"] = None if args.no_idnat else args.idnat.strip()
+    if not fields:
+        raise CliError("nothing to change: give --name, --class, --idnat or --no-idnat",
+                       EXIT_USAGE)
+    settings = load(args)
+    login = args.login.strip().lower()
+    shown = {k: (v.value if isinstance(v, AccountClass) else v) for k, v in fields.items()}
+    with (
+        opened_store(settings) as store,
+        admin_change(settings, "account-set", login, store=store, **shown),
+        store_errors(f"account {args.login}"),
+    ):
+        store.update_account(login, **fields)
+    print(f"account {login}: " + ", ".join(f"{k} {v if v is not None else '(none)'}"
+                                          for k, v in shown.items()))
     return EXIT_OK
 
 

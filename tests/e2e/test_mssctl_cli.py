@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import stat
@@ -289,6 +290,35 @@ def test_account_add_card_holder_without_password(inst: Path) -> None:
         assert account.account_class is AccountClass.PRACTITIONER
     finally:
         store.close()
+
+
+def test_account_set_name_class_and_card(inst: Path) -> None:
+    login = f"dr.leroy@{DOMAIN}"
+    assert mssctl("account", "add", login, "--no-password", "-c", cfg(inst))[0] == 0
+    code, out, err = mssctl("account", "set", login, "--name", "Paul Leroy", "--class",
+                            "practitioner", "--idnat", "810000000999", "-c", cfg(inst))
+    assert code == 0, err
+    assert out.strip() == (f"account {login}: display_name Paul Leroy, account_class "
+                           "practitioner, idnat 810000000999")
+    other = f"dr.faux@{DOMAIN}"
+    assert mssctl("account", "add", other, "--no-password", "-c", cfg(inst))[0] == 0
+    code, _, err = mssctl("account", "set", other, "--idnat", "810000000999", "-c", cfg(inst))
+    assert code == 1 and f"IdNat_PS 810000000999 is already account {login}'s" in err
+    code, _, err = mssctl("account", "set", other, "-c", cfg(inst))
+    assert code == 2 and "nothing to change" in err
+    assert mssctl("account", "set", login, "--no-idnat", "-c", cfg(inst))[0] == 0
+    _, store = open_inst_store(inst)
+    try:
+        account = store.get_account(login)
+        assert (account.display_name, account.account_class, account.idnat) == (
+            "Paul Leroy", AccountClass.PRACTITIONER, None)
+        assert store.get_account(other).idnat is None
+    finally:
+        store.close()
+    events = [json.loads(line) for line in (inst / "audit.log").read_text().splitlines()
+              if '"account-set"' in line]
+    assert [(e["result"], e.get("idnat")) for e in events] == [
+        ("ok", "810000000999"), ("fail", "810000000999"), ("ok", None)]
 
 
 def test_account_errors(inst: Path, monkeypatch: pytest.MonkeyPatch) -> None:
