@@ -60,6 +60,11 @@ def bad(text: str, code: str | None = None) -> ImapError:
 NONEXISTENT = Reply("NO", "NONEXISTENT", "No such mailbox")
 
 
+# CREATE or RENAME to a name that is an astring but not modified UTF-7
+# (RFC 3501 5.1.3): well-formed, so NO, not BAD (Dovecot's answer too).
+NOT_MUTF7 = Reply("NO", "CANNOT", "Mailbox name is not valid modified UTF-7")
+
+
 def nonexistent() -> ImapError:
     return ImapError(NONEXISTENT.status, NONEXISTENT.code, NONEXISTENT.text)
 

@@ -673,6 +673,11 @@ class MessageStore(Protocol):
         """UIDs that were \\Recent, now no longer so for other sessions
         (RFC 3501: one session sees a message as recent). Raises NotFound."""
 
+    def recent_uids(self, folder_id: int) -> frozenset[int]:
+        """UIDs that are \\Recent (not claimed by any session yet), left so:
+        what EXAMINE reports (RFC 3501 6.3.2: it must not make messages lose
+        \\Recent). Raises NotFound."""
+
     def message_infos(
         self, folder_id: int, uids: Sequence[int], *, seen_account: int | None = None
     ) -> list[MessageInfo]:

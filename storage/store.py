@@ -1144,6 +1144,15 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
             cur.execute(sql.claim_recent, (False, folder_id, True))
             return frozenset(r[0] for r in cur.fetchall())
 
+    def recent_uids(self, folder_id: int) -> frozenset[int]:
+        with self._read() as c:
+            if c.execute(select(F.c.id).where(F.c.id == folder_id)).first() is None:
+                raise NotFound(f"folder {folder_id}")
+            rows = c.execute(
+                select(MSG.c.uid).where(MSG.c.folder_id == folder_id, MSG.c.recent)
+            ).all()
+        return frozenset(int(r[0]) for r in rows)
+
     # -- messages: reading -------------------------------------------------
 
     @staticmethod

@@ -11,6 +11,7 @@ from imapd.commands.mailbox import status_values
 from imapd.errors import Reply, bad
 from imapd.namespace import SEP, Namespaces
 from imapd.parser.commands import Command, List, Lsub, StatusItem
+from imapd.parser.mutf7 import UndecodableName
 from imapd.wildcards import ListPattern
 from imapd.wire import mailbox as wire_mailbox
 from policy.decisions import Identity, Policy, seen_account
@@ -133,6 +134,11 @@ async def list_(ctx: Context, cmd: List) -> Reply:
     wanted = list(dict.fromkeys(p for p in patterns if p))
     if len(wanted) > MAX_PATTERNS:
         raise bad(f"At most {MAX_PATTERNS} patterns in one LIST")
+    # A pattern or reference that is not modified UTF-7 matches no name
+    # (the command is well-formed: OK, nothing listed, as Dovecot answers).
+    if isinstance(cmd.reference, UndecodableName):
+        wanted = []
+    wanted = [p for p in wanted if not isinstance(p, UndecodableName)]
     compiled = [ListPattern.compile(cmd.reference, p) for p in wanted]
     names = [e.name for e in entries]
     want_sub = subscribed if cmd.select_subscribed or cmd.return_subscribed else None
@@ -190,6 +196,8 @@ async def lsub(ctx: Context, cmd: Lsub) -> Reply:
     if not cmd.pattern:
         ctx.send(f'* LSUB (\\Noselect) "{SEP}" ""\r\n'.encode())
         return ok("LSUB completed")
+    if isinstance(cmd.reference, UndecodableName) or isinstance(cmd.pattern, UndecodableName):
+        return ok("LSUB completed")  # matches nothing, as in LIST
     pattern = ListPattern.compile(cmd.reference, cmd.pattern)
     subscribed = listing.subscribed
     # Subscribed names stay listed after their folder is deleted (RFC 3501

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from imapd.commands.access import resolve, resolve_folder
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.selected import sync_view
-from imapd.errors import AccessWithdrawn, Reply, bad, no
+from imapd.errors import NOT_MUTF7, AccessWithdrawn, Reply, bad, fail, no
 from imapd.namespace import Namespaces, Place
 from imapd.parser.commands import (
     Append,
@@ -27,6 +27,7 @@ from imapd.parser.commands import (
     Subscribe,
     Unsubscribe,
 )
+from imapd.parser.mutf7 import UndecodableName
 from imapd.view import SYSTEM_FLAGS, SelectedView, format_flags
 from imapd.wire import mailbox as wire_mailbox
 from imapd.wire import uid_set
@@ -81,7 +82,9 @@ def _open(
     # anything that changed in between is pulled again at the next sync.
     # Not on the writer lane: most SELECTs find nothing to claim, which
     # `claim_recent` learns from a read, without queueing behind writes.
-    recent = frozenset() if readonly else store.claim_recent(folder.id)
+    # EXAMINE reports the same \\Recent as SELECT but leaves them for the
+    # session that selects the folder (RFC 3501 6.3.2).
+    recent = store.recent_uids(folder.id) if readonly else store.claim_recent(folder.id)
     return Opened(place, folder, columns, recent, rights,
                   policy.session_access(identity, place.mailbox))
 
@@ -170,6 +173,8 @@ _USE = {u.value.lower(): u for u in SpecialUse}
 
 async def create(ctx: Context, cmd: Create) -> Reply:
     identity, namespaces = _identity(ctx)
+    if isinstance(cmd.mailbox, UndecodableName):
+        raise fail(NOT_MUTF7)
     name = cmd.mailbox.rstrip("/")
     if not name:
         raise bad("Empty mailbox name")
@@ -205,6 +210,8 @@ async def delete(ctx: Context, cmd: Delete) -> Reply:
 async def rename(ctx: Context, cmd: Rename) -> Reply:
     identity, namespaces = _identity(ctx)
     policy, store = ctx.services.policy, ctx.services.store
+    if isinstance(cmd.new, UndecodableName) and not isinstance(cmd.old, UndecodableName):
+        raise fail(NOT_MUTF7)
     old, _ = await ctx.run(
         resolve_folder, policy, store, identity, namespaces, cmd.old, "x", "rename"
     )

@@ -12,6 +12,7 @@ from imapd.commands.base import Context, Handler, ok
 from imapd.errors import NotPermitted, Reply, no
 from imapd.namespace import Namespaces
 from imapd.parser.commands import Command, GetQuota, GetQuotaRoot, SetQuota
+from imapd.parser.mutf7 import UndecodableName
 from imapd.wire import mailbox as wire_mailbox
 from imapd.wire import quote
 from policy.decisions import Identity, Policy
@@ -51,6 +52,8 @@ async def getquotaroot(ctx: Context, cmd: GetQuotaRoot) -> Reply:
 
 def _getquota(policy: Policy, store: MessageStore, identity: Identity, ns: Namespaces,
               root: str) -> str:
+    if isinstance(root, UndecodableName):
+        raise NotPermitted(root)
     candidates = ([ns.primary] if ns.primary is not None else []) + [a.mailbox for a in ns.others]
     for mb in candidates:
         if _root_name(ns, mb) != root:

@@ -15,7 +15,7 @@ from imapd.parser.items import (
     parse_status_items,
     search_decoder,
 )
-from imapd.parser.mutf7 import decode, decode_mailbox
+from imapd.parser.mutf7 import mailbox_or_undecodable
 from imapd.parser.tokens import TAG_CHARS, Cursor, Literal, ParseError, to_text
 from policy.sasl import decode_base64
 
@@ -56,7 +56,9 @@ def parse_command(lines: list[bytes], literals: list[Literal]) -> c.Command:
 
 
 def _mailbox(cur: Cursor) -> str:
-    return decode_mailbox(cur.astring())
+    """A mailbox argument; not modified UTF-7 -> an `UndecodableName` that
+    the handlers answer NO (see there), not a parse error."""
+    return mailbox_or_undecodable(cur.astring())
 
 
 def _text(cur: Cursor) -> str:
@@ -229,7 +231,7 @@ def _rename(cur: Cursor, tag: str) -> c.Command:
 
 
 def _pattern(cur: Cursor) -> str:
-    return decode(cur.list_mailbox())
+    return mailbox_or_undecodable(cur.list_mailbox(), inbox=False)
 
 
 def _list(cur: Cursor, tag: str) -> c.Command:
@@ -256,7 +258,7 @@ def _list(cur: Cursor, tag: str) -> c.Command:
         # RFC 5258: RECURSIVEMATCH alone is an error.
         if opts.get("select_recursive_match") and len(opts) == 1:
             raise ParseError("RECURSIVEMATCH needs another selection option")
-    reference = decode(cur.astring())
+    reference = mailbox_or_undecodable(cur.astring(), inbox=False)
     cur.sp()
     patterns: list[str] = []
     if cur.peek() == ord("("):
@@ -294,7 +296,7 @@ def _list(cur: Cursor, tag: str) -> c.Command:
 
 def _lsub(cur: Cursor, tag: str) -> c.Command:
     cur.sp()
-    reference = decode(cur.astring())
+    reference = mailbox_or_undecodable(cur.astring(), inbox=False)
     cur.sp()
     return c.Lsub(tag, reference, _pattern(cur))
 
@@ -352,12 +354,12 @@ def _setacl(cur: Cursor, tag: str) -> c.Command:
 
 def _getquota(cur: Cursor, tag: str) -> c.Command:
     cur.sp()
-    return c.GetQuota(tag, decode(cur.astring()))
+    return c.GetQuota(tag, mailbox_or_undecodable(cur.astring(), inbox=False))
 
 
 def _setquota(cur: Cursor, tag: str) -> c.Command:
     cur.sp()
-    root = decode(cur.astring())
+    root = mailbox_or_undecodable(cur.astring(), inbox=False)
     cur.sp()
     limits: list[tuple[str, int]] = []
 

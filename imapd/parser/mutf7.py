@@ -116,3 +116,26 @@ def decode_mailbox(raw: bytes) -> str:
     if b"\x00" in raw:
         raise MUTF7Error("Invalid character in mailbox name")
     return normalise_inbox(decode(raw))
+
+
+class UndecodableName(str):
+    """A mailbox name (or LIST pattern or reference) that is a well-formed
+    astring but not valid modified UTF-7. The command is well-formed, so it
+    is not answered BAD: the name names no mailbox (SELECT, STATUS ... answer
+    NO as for a missing one, CREATE and RENAME refuse to make it) and a LIST
+    pattern of it matches nothing, as Dovecot answers. The text is the raw
+    octets as Latin-1, never shown to the client."""
+
+    __slots__ = ()
+
+
+def mailbox_or_undecodable(raw: bytes, *, inbox: bool = True) -> str:
+    """`decode_mailbox` (`decode` when not `inbox`), or an `UndecodableName`
+    when 7-bit octets are not modified UTF-7. A NUL (not a CHAR8 of a
+    literal) and 8-bit octets that are not UTF-8 stay syntax errors."""
+    if b"\x00" in raw or any(c >= 0x80 for c in raw):
+        return decode_mailbox(raw) if inbox else decode(raw)
+    try:
+        return decode_mailbox(raw) if inbox else decode(raw)
+    except MUTF7Error:
+        return UndecodableName(raw.decode("latin-1"))
