@@ -65,6 +65,13 @@ NONEXISTENT = Reply("NO", "NONEXISTENT", "No such mailbox")
 NOT_MUTF7 = Reply("NO", "CANNOT", "Mailbox name is not valid modified UTF-7")
 
 
+# A command on messages of which some were expunged by another session (RFC
+# 2180 4.1.1 FETCH, 4.2.2 STORE without .SILENT): the others were done.
+EXPUNGE_ISSUED = Reply("NO", "EXPUNGEISSUED", "Some of the requested messages no longer exist")
+# STORE of \Recent: only the server sets it (RFC 3501 2.3.2).
+STORE_RECENT = Reply("BAD", None, "The \\Recent flag cannot be stored")
+
+
 def nonexistent() -> ImapError:
     return ImapError(NONEXISTENT.status, NONEXISTENT.code, NONEXISTENT.text)
 

@@ -94,8 +94,10 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
     session = ctx.session
     if session.view is not None:
         leave_selected(ctx)
-        if "CONDSTORE" in session.enabled:
-            ctx.send(b"* OK [CLOSED] Previous mailbox closed\r\n")
+        # RFC 7162 3.2.11: a server that advertises QRESYNC (we always do)
+        # says so whenever SELECT/EXAMINE closes the previous mailbox, so
+        # that the client knows which responses belong to which mailbox.
+        ctx.send(b"* OK [CLOSED] Previous mailbox closed\r\n")
     identity, namespaces = _identity(ctx)
     if cmd.qresync is not None and "QRESYNC" not in session.enabled:
         raise bad("QRESYNC is not enabled")
