@@ -137,7 +137,8 @@ class Decision:
     #   mailboxes (RFC 4314):
     #   "no-access" (the mailbox is visible, "l", but the right is missing),
     #   "not-visible" (no "l": must be answered exactly like a missing mailbox),
-    #   "unknown-identifier", "owner-rights-fixed", "unknown-right" (SETACL)
+    #   "unknown-identifier", "owner-rights-fixed", "unknown-right",
+    #   "mailbox-rights-fixed" (SETACL)
     #   the flow matrix (`check_rcpt`): "flow-denied", "flow-tempfail" (the
     #   rule's own reply is in `RcptDecision.flow`),
     #   submission's From: (`check_from_header`): "from-unreadable", "from-not-owned",
@@ -169,8 +170,16 @@ class RcptDecision:
 @dataclass(frozen=True, slots=True)
 class AccessibleMailbox:
     mailbox: Mailbox
-    rights: str
+    rights: str  # on every folder (the grant of the whole mailbox; "" if none)
     owned: bool
+    # (folder, rights) of the current folder grants: rights on that folder
+    # in addition to `rights` (RFC 4314 ACL of one mailbox name).
+    folder_rights: tuple[tuple[str, str], ...] = ()
+
+    def rights_on(self, folder: str) -> str:
+        """The rights on one folder of the mailbox."""
+        extra = "".join(r for f, r in self.folder_rights if f == folder)
+        return (normalise_rights(self.rights + extra) or "") if extra else self.rights
 
 
 @dataclass(frozen=True, slots=True)
@@ -763,7 +772,8 @@ class Policy:
         return [g for g in self.store.grants_for_account(account_id) if self._grant_current(g)]
 
     def accessible_mailboxes(self, identity: Identity) -> list[AccessibleMailbox]:
-        """The account's own mailboxes, then those shared with it."""
+        """The account's own mailboxes, then those shared with it: by a
+        current grant on the whole mailbox or on one of its folders."""
         out: list[AccessibleMailbox] = []
         seen: set[int] = set()
         access = self.store.mailbox_access(identity.account.id)
@@ -771,10 +781,18 @@ class Policy:
             if mb.active:
                 out.append(AccessibleMailbox(mb, ALL_RIGHTS, owned=True))
                 seen.add(mb.id)
-        for grant, shared in access.shared:
-            if shared.id not in seen and shared.active and self._grant_current(grant):
-                out.append(AccessibleMailbox(shared, grant.rights, owned=False))
-                seen.add(shared.id)
+        shared: dict[int, tuple[Mailbox, list[str], list[tuple[str, str]]]] = {}
+        for grant, mb in access.shared:
+            if mb.id in seen or not mb.active or not self._grant_current(grant):
+                continue
+            _, whole, folders = shared.setdefault(mb.id, (mb, [], []))
+            if grant.folder:
+                folders.append((grant.folder, grant.rights))
+            else:
+                whole.append(grant.rights)
+        for mb, whole, folders in shared.values():
+            out.append(AccessibleMailbox(mb, "".join(whole), owned=False,
+                                         folder_rights=tuple(folders)))
         return out
 
     def primary_mailbox(self, identity: Identity) -> Mailbox | None:
@@ -786,22 +804,24 @@ class Policy:
                 return m
         return owned[0] if owned else None
 
-    def mailbox_rights(self, identity: Identity, mailbox: Mailbox) -> str:
+    def mailbox_rights(self, identity: Identity, mailbox: Mailbox, folder: str | None = None) -> str:
         """RFC 4314 rights of the identity on a mailbox ("" = none: the
-        protocol must then answer as if the mailbox did not exist)."""
+        protocol must then answer as if the mailbox did not exist): those
+        of its grant on the whole mailbox, and with `folder` those of its
+        grant on that folder too."""
         if not mailbox.active or not identity.account.active:
             return ""
         if mailbox.owner_account_id is not None and mailbox.owner_account_id == identity.account.id:
             return ALL_RIGHTS
-        for grant in self._current_grants(identity.account.id):
-            if grant.mailbox_id == mailbox.id:
-                return grant.rights
-        return ""
+        return _granted(self._current_grants(identity.account.id), mailbox.id, folder)[0]
 
-    def session_access(self, identity: Identity, mailbox: Mailbox | None) -> SessionAccess:
+    def session_access(
+        self, identity: Identity, mailbox: Mailbox | None, folder: str | None = None
+    ) -> SessionAccess:
         """Rechecks an open session against the store as it is now: the
         account must still be active, and the mailbox it has selected (if
-        any) still readable ("r", the right SELECT needed). A withdrawal is
+        any) still readable ("r", the right SELECT needed; on `folder`, the
+        selected folder, when given: a folder grant counts). A withdrawal is
         a decision and is audited (action "session", result "deny"); a
         session that keeps its access records nothing (its access was
         recorded when it was granted)."""
@@ -825,9 +845,7 @@ class Policy:
             if current.owner_account_id == account.id:
                 rights = ALL_RIGHTS
             else:
-                for grant in self._current_grants(account.id):
-                    if grant.mailbox_id == mailbox.id:
-                        rights, until = grant.rights, _aware(grant.valid_until)
+                rights, until = _granted(self._current_grants(account.id), mailbox.id, folder)
         if "r" not in rights:
             decision = self._deny(identity.name, "session", mailbox.address, "mailbox-withdrawn")
             return SessionAccess(decision, epoch, mailbox_id)
@@ -844,7 +862,7 @@ class Policy:
         identity may see the mailbox (holds "l") but lacks another right,
         "not-visible" otherwise: the protocol must then answer exactly as for
         a mailbox that does not exist."""
-        rights = self.mailbox_rights(identity, mailbox)
+        rights = self.mailbox_rights(identity, mailbox, folder or None)
         target = f"{mailbox.address}/{folder}"
         shared = mailbox.owner_account_id != identity.account.id
         if len(right) == 1 and right in rights:
@@ -854,17 +872,19 @@ class Policy:
         reason = "no-access" if "l" in rights and right != "l" else "not-visible"
         return self._deny(identity.name, action, target, reason, right=right)
 
-    # RFC 4314 ACL commands. Rights are granted per store mailbox (an
-    # address), so an ACL applies to every folder of it; identifiers are
-    # account logins; the owner's rights are fixed (all rights). Each method
-    # decides first, then (when allowed) checks that the folder exists:
-    # `NotFound` is raised after the decision, as the store raises it.
+    # RFC 4314 ACL commands, on one folder (a mailbox name): the rights of
+    # an identifier there are those of its grant on the whole mailbox
+    # (`mssctl mailbox grant` without --folder) and of its grant on that
+    # folder, which SETACL/DELETEACL change; identifiers are account logins;
+    # the owner's rights are fixed (all rights). Each method decides first,
+    # then (when allowed) checks that the folder exists: `NotFound` is
+    # raised after the decision, as the store raises it.
 
     def my_rights(self, identity: Identity, mailbox: Mailbox, folder: str) -> RightsDecision:
         """MYRIGHTS: the identity's own rights; refused ("not-visible") unless
         it holds "l" or "r". Raises NotFound (after the decision) for a
         missing folder."""
-        rights = self.mailbox_rights(identity, mailbox)
+        rights = self.mailbox_rights(identity, mailbox, folder)
         target = f"{mailbox.address}/{folder}"
         if "l" not in rights and "r" not in rights:
             return RightsDecision(self._deny(identity.name, "myrights", target, "not-visible"))
@@ -885,10 +905,14 @@ class Policy:
         owner = mailbox.owner_account_id
         if owner is not None:
             entries.append((self.store.get_account_by_id(owner).login, ALL_RIGHTS))
+        by_account: dict[int, str] = {}
         for grant in self.store.grants_for_mailbox(mailbox.id):
-            if grant.rights and grant.account_id != owner:
-                entries.append((self.store.get_account_by_id(grant.account_id).login,
-                                grant.rights))
+            if grant.account_id != owner and grant.folder in ("", folder):
+                by_account[grant.account_id] = by_account.get(grant.account_id, "") + grant.rights
+        for account_id, letters in by_account.items():
+            rights = normalise_rights(letters)
+            if rights:
+                entries.append((self.store.get_account_by_id(account_id).login, rights))
         return AclDecision(ALLOW, tuple(entries))
 
     def list_rights(self, identity: Identity, mailbox: Mailbox, folder: str) -> ListRightsDecision:
@@ -905,10 +929,16 @@ class Policy:
         self, identity: Identity, mailbox: Mailbox, folder: str, identifier: str, rights: str
     ) -> Decision:
         """SETACL ("+r" adds, "-r" removes, "r" replaces) and DELETEACL
-        (`rights` ""): needs "a". Refused with "unknown-identifier" (no such
-        account), "owner-rights-fixed" or "unknown-right". Records the access
-        check, then the change (or why there was none). Raises NotFound
-        (after the access check, before any change) for a missing folder."""
+        (`rights` ""): needs "a". Changes the identifier's grant on this
+        folder: its rights there become the new ones, less those its grant
+        on the whole mailbox gives anyway. Refused with "unknown-identifier"
+        (no such account), "owner-rights-fixed", "unknown-right" or
+        "mailbox-rights-fixed" (SETACL would remove a right the grant on the
+        whole mailbox gives: `mssctl mailbox grant` changes that one;
+        DELETEACL removes the folder's grant and leaves it). Records the
+        access check, then the change (or why there was none). Raises
+        NotFound (after the access check, before any change) for a missing
+        folder."""
         decision = self.check_mailbox_access(identity, mailbox, folder, "a", "setacl")
         if not decision.allowed:
             return decision
@@ -916,13 +946,17 @@ class Policy:
         try:
             account = self.store.get_account(identifier)
         except NotFound:
-            return self._deny(identity.name, "setacl", mailbox.address, "unknown-identifier",
-                              identifier=identifier)
+            return self._deny(identity.name, "setacl", f"{mailbox.address}/{folder}",
+                              "unknown-identifier", identifier=identifier)
+        target = f"{mailbox.address}/{folder}"
         if account.id == mailbox.owner_account_id:
-            return self._deny(identity.name, "setacl", mailbox.address, "owner-rights-fixed",
+            return self._deny(identity.name, "setacl", target, "owner-rights-fixed",
                               identifier=identifier)
-        current = next((g.rights for g in self.store.grants_for_mailbox(mailbox.id)
-                        if g.account_id == account.id), "")
+        grants = [g for g in self.store.grants_for_mailbox(mailbox.id)
+                  if g.account_id == account.id]
+        whole = "".join(g.rights for g in grants if not g.folder)
+        current = normalise_rights(whole + "".join(g.rights for g in grants
+                                                   if g.folder == folder)) or ""
         new: str | None
         if rights.startswith("+"):
             new = normalise_rights(current + rights[1:])
@@ -932,11 +966,17 @@ class Policy:
         else:
             new = normalise_rights(rights)
         if new is None:
-            return self._deny(identity.name, "setacl", mailbox.address, "unknown-right",
+            return self._deny(identity.name, "setacl", target, "unknown-right",
                               identifier=identifier)
-        self.store.set_grant(account.id, mailbox.id, new)
-        self.audit.record(identity.name, "setacl", mailbox.address, "ok",
-                          identifier=identifier, rights=new)
+        if rights and set(whole) - set(new):
+            return self._deny(identity.name, "setacl", target, "mailbox-rights-fixed",
+                              identifier=identifier, mailbox_rights=whole)
+        own = "".join(r for r in new if r not in whole)
+        self.store.set_grant(account.id, mailbox.id, own, folder=folder)
+        details: dict[str, object] = {"identifier": identifier, "rights": own}
+        if whole:
+            details["mailbox_rights"] = whole
+        self.audit.record(identity.name, "setacl", target, "ok", **details)
         return ALLOW
 
     # ------------------------------------------------------------ helpers
@@ -959,6 +999,22 @@ class _CachedFacts:
 
     def get_account(self, login: str) -> Account:
         return self._policy.store.get_account(login)
+
+
+def _granted(grants: list[Grant], mailbox_id: int, folder: str | None) -> tuple[str, datetime | None]:
+    """From current grants: the rights on a mailbox (its whole-mailbox
+    grant's, and with `folder` that folder's grant's too) and the earliest
+    end of those grants (when the rights must be judged again)."""
+    letters: list[str] = []
+    ends: list[datetime] = []
+    for grant in grants:
+        if grant.mailbox_id != mailbox_id or (grant.folder and grant.folder != folder):
+            continue
+        letters.append(grant.rights)
+        end = _aware(grant.valid_until)
+        if end is not None:
+            ends.append(end)
+    return normalise_rights("".join(letters)) or "", min(ends, default=None)
 
 
 def _aware(value: datetime | None) -> datetime | None:

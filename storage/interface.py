@@ -167,7 +167,9 @@ class Mailbox:
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """RFC 4314 rights of an account on a mailbox (all its folders)."""
+    """RFC 4314 rights of an account on a mailbox: on all its folders when
+    `folder` is "", else on that folder only, in addition to the account's
+    grant on the whole mailbox (if any)."""
 
     id: int
     account_id: int
@@ -176,8 +178,10 @@ class Grant:
     valid_from: datetime | None = None
     valid_until: datetime | None = None
     # May submit mail with this mailbox in From: (a Sender: header then names
-    # the agent). Separate from RFC 4314's "p" (posting to a folder).
+    # the agent). Separate from RFC 4314's "p" (posting to a folder). Only
+    # on a grant of the whole mailbox.
     send_as: bool = False
+    folder: str = ""  # "" = every folder of the mailbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -538,20 +542,27 @@ class MessageStore(Protocol):
         valid_from: datetime | None = None,
         valid_until: datetime | None = None,
         send_as: bool | None = None,
+        folder: str = "",
     ) -> Grant:
-        """Replaces any grant of that account on that mailbox; empty rights
-        and no send-as right removes it (then returns a Grant with rights ""
-        and send_as False). `send_as` None keeps the send-as right the grant
-        had (an ACL change does not touch it). Replacing or removing a grant
-        bumps the access epoch. Raises NotFound."""
+        """Replaces any grant of that account on that mailbox (on that
+        folder only, when `folder` is a folder name: the grant does not
+        touch the mailbox's grant); empty rights and no send-as right
+        removes it (then returns a Grant with rights "" and send_as False).
+        `send_as` None keeps the send-as right the grant had (an ACL change
+        does not touch it); a folder grant never has it. Replacing or
+        removing a grant bumps the access epoch. The folder need not exist
+        (a grant follows its folder on RENAME and goes with it on DELETE).
+        Raises NotFound (account, mailbox), InvalidName (folder)."""
 
-    def grants_for_account(self, account_id: int) -> list[Grant]: ...
+    def grants_for_account(self, account_id: int) -> list[Grant]:
+        """Every grant of the account, whole-mailbox and folder ones."""
 
     def mailbox_access(self, account_id: int) -> MailboxAccess:
         """Owned mailboxes (by address) and granted ones (by grant id), in
         one read transaction."""
 
-    def grants_for_mailbox(self, mailbox_id: int) -> list[Grant]: ...
+    def grants_for_mailbox(self, mailbox_id: int) -> list[Grant]:
+        """Every grant on the mailbox, whole-mailbox and folder ones, by id."""
 
     # -- folders -----------------------------------------------------------
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -93,6 +92,7 @@ from storage.sqlbase import (
     B,
     E,
     F,
+    G,
     M,
     Q,
     S,
@@ -108,6 +108,7 @@ from storage.sqlbase import (
     normalise_folder_name,
     parent_names,
     parse_flags,
+    take_uidvalidity,
     to_epoch,
 )
 from storage.throttle import ThrottleMixin
@@ -357,12 +358,9 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
 
     def _next_uidvalidity(self, c: Connection, mailbox_id: int, count: int = 1) -> int:
         """First of `count` fresh UIDVALIDITY values for folders of this mailbox."""
-        last = c.execute(
-            select(M.c.last_uidvalidity).where(M.c.id == mailbox_id).with_for_update()
-        ).scalar()
-        if last is None:
+        if c.execute(select(M.c.id).where(M.c.id == mailbox_id)).first() is None:
             raise NotFound(str(mailbox_id))
-        first = max(int(last) + 1, int(time.time()))
+        first = take_uidvalidity(c, count)
         c.execute(update(M).where(M.c.id == mailbox_id).values(last_uidvalidity=first + count - 1))
         return first
 
@@ -462,6 +460,9 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
             self._remove_all_messages(c, folder)
             c.execute(delete(E).where(E.c.folder_id == folder.id))
             c.execute(delete(F).where(F.c.id == folder.id))
+            # Its ACL goes with it: a folder made again under the name starts
+            # with the mailbox's grants only (as Dovecot's per-folder ACLs).
+            c.execute(delete(G).where(G.c.mailbox_id == mailbox_id, G.c.folder == folder.name))
 
     def rename_folder(self, mailbox_id: int, old: str, new: str) -> None:
         old = normalise_folder_name(old)
@@ -497,6 +498,12 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
                         update(S)
                         .where(S.c.mailbox_id == mailbox_id, S.c.name == r.name)
                         .values(name=target)
+                    )
+                    # Folder grants (RFC 4314 ACL) follow their folder.
+                    c.execute(
+                        update(G)
+                        .where(G.c.mailbox_id == mailbox_id, G.c.folder == r.name)
+                        .values(folder=target)
                     )
                 self._create_parents(c, mailbox_id, new)
         except sa_exc.IntegrityError as exc:

@@ -3,8 +3,10 @@
 The policy decides (`Policy.my_rights`, `acl`, `list_rights`, `set_rights`:
 who may see or change which rights, and the change itself, audited with the
 actor); this module parses, maps the decision to an IMAP reply and formats
-the RFC 4314 responses. Rights are granted per store mailbox (an address), so
-an ACL applies to every folder of that mailbox; identifiers are account logins.
+the RFC 4314 responses. Every command names one folder: its ACL holds each
+identifier's rights there, those of its grant on the whole store mailbox (an
+address, `mssctl mailbox grant`) and of its grant on that folder (which
+SETACL and DELETEACL change); identifiers are account logins.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ _SETACL_REFUSALS: dict[str, Callable[[], ImapError]] = {
     "unknown-identifier": lambda: no("Unknown identifier", "CANNOT"),
     "owner-rights-fixed": lambda: no("The owner's rights cannot be changed", "CANNOT"),
     "unknown-right": lambda: bad("Unknown right"),
+    "mailbox-rights-fixed": lambda: no(
+        "Rights granted on the whole mailbox cannot be removed on one folder", "CANNOT"),
 }
 
 

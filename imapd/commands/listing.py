@@ -58,13 +58,19 @@ def _collect(policy: Policy, store: MessageStore, identity: Identity) -> Listing
                        for f in store.list_folders(ns.primary.id))
         subscribed.update(store.list_subscriptions(ns.primary.id))
     for am in ns.others:
-        if "l" not in am.rights:
+        # Rights per folder (a grant may name one folder): a folder one may
+        # not look up ("l") is not listed, nor its name on the subscription
+        # list: not permitted looks like not found.
+        if "l" not in am.rights and not any("l" in r for _, r in am.folder_rights):
             continue
         prefix = ns.prefix_of(am)
         seen = seen_account(identity, am.mailbox)
-        entries.extend(Entry(prefix + f.name, f, am.rights, seen_account=seen)
-                       for f in store.list_folders(am.mailbox.id))
-        subscribed.update(prefix + n for n in store.list_subscriptions(am.mailbox.id))
+        for f in store.list_folders(am.mailbox.id):
+            rights = am.rights_on(f.name)
+            if "l" in rights:
+                entries.append(Entry(prefix + f.name, f, rights, seen_account=seen))
+        subscribed.update(prefix + n for n in store.list_subscriptions(am.mailbox.id)
+                          if "l" in am.rights_on(n))
     names = {e.name for e in entries}
     entries.extend(Entry(n, None, "") for n, _ in ns.containers() if n not in names)
     names = {e.name for e in entries}

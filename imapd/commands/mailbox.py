@@ -76,7 +76,7 @@ def _open(
     place, folder = resolve_folder(
         policy, store, identity, namespaces, name, "r", "examine" if readonly else "select"
     )
-    rights = policy.mailbox_rights(identity, place.mailbox)
+    rights = policy.mailbox_rights(identity, place.mailbox, place.folder)
     columns = store.index_columns(folder.id, seen_account=seen_account(identity, place.mailbox))
     # `folder` (uidvalidity, uidnext, highestmodseq) was read before index():
     # anything that changed in between is pulled again at the next sync.
@@ -86,7 +86,7 @@ def _open(
     # session that selects the folder (RFC 3501 6.3.2).
     recent = store.recent_uids(folder.id) if readonly else store.claim_recent(folder.id)
     return Opened(place, folder, columns, recent, rights,
-                  policy.session_access(identity, place.mailbox))
+                  policy.session_access(identity, place.mailbox, place.folder))
 
 
 async def select(ctx: Context, cmd: Select | Examine) -> Reply:
