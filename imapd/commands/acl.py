@@ -11,11 +11,16 @@ SETACL and DELETEACL change); identifiers are account logins.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from imapd.commands.access import raise_denied
 from imapd.commands.base import Context, Handler, ok
-from imapd.errors import ImapError, Reply, bad, no
+from imapd.errors import (
+    ACL_MAILBOX_RIGHTS_FIXED,
+    ACL_OWNER_FIXED,
+    ACL_UNKNOWN_IDENTIFIER,
+    ACL_UNKNOWN_RIGHT,
+    Reply,
+    fail,
+)
 from imapd.namespace import Namespaces
 from imapd.parser.commands import Command, DeleteAcl, GetAcl, ListRights, MyRights, SetAcl
 from imapd.responses import string
@@ -23,13 +28,12 @@ from imapd.wire import mailbox as wire_mailbox
 from imapd.wire import quote
 from policy.decisions import Decision, Identity, Policy
 
-# SETACL refusals after the access check (Policy.set_rights reasons) -> error.
-_SETACL_REFUSALS: dict[str, Callable[[], ImapError]] = {
-    "unknown-identifier": lambda: no("Unknown identifier", "CANNOT"),
-    "owner-rights-fixed": lambda: no("The owner's rights cannot be changed", "CANNOT"),
-    "unknown-right": lambda: bad("Unknown right"),
-    "mailbox-rights-fixed": lambda: no(
-        "Rights granted on the whole mailbox cannot be removed on one folder", "CANNOT"),
+# SETACL refusals after the access check (Policy.set_rights reasons) -> reply.
+_SETACL_REFUSALS: dict[str, Reply] = {
+    "unknown-identifier": ACL_UNKNOWN_IDENTIFIER,
+    "owner-rights-fixed": ACL_OWNER_FIXED,
+    "unknown-right": ACL_UNKNOWN_RIGHT,
+    "mailbox-rights-fixed": ACL_MAILBOX_RIGHTS_FIXED,
 }
 
 
@@ -86,7 +90,7 @@ async def setacl(ctx: Context, cmd: SetAcl | DeleteAcl) -> Reply:
     if not decision.allowed:
         refusal = _SETACL_REFUSALS.get(decision.reason)
         if refusal is not None:
-            raise refusal()
+            raise fail(refusal)
         raise_denied(decision, cmd.mailbox)
     return ok(f"{type(cmd).name} completed")
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from imapd.commands.auth import build_namespaces
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.mailbox import status_values
-from imapd.errors import Reply, bad
+from imapd.errors import RECURSIVEMATCH_ALONE, Reply, bad, fail
 from imapd.namespace import SEP, Namespaces
 from imapd.parser.commands import Command, List, Lsub, StatusItem
 from imapd.parser.mutf7 import UndecodableName
@@ -132,7 +132,7 @@ async def list_(ctx: Context, cmd: List) -> Reply:
     subscribed = listing.subscribed
     if cmd.select_recursive_match and not (cmd.select_subscribed or cmd.select_special_use):
         # RFC 5258 3: RECURSIVEMATCH alone (or with REMOTE only) is an error.
-        raise bad("RECURSIVEMATCH needs another selection option")
+        raise fail(RECURSIVEMATCH_ALONE)
     patterns = cmd.patterns or ("",)
     if len(patterns) == 1 and patterns[0] == "":
         ctx.send(f'* LIST (\\Noselect) "{SEP}" ""\r\n'.encode())

@@ -10,7 +10,22 @@ from dataclasses import dataclass
 from imapd.commands.access import resolve, resolve_folder
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.selected import sync_view
-from imapd.errors import NOT_MUTF7, AccessWithdrawn, Reply, bad, fail, no
+from imapd.errors import (
+    ALREADY_EXISTS,
+    EMPTY_NAME,
+    INBOX_NOT_DELETED,
+    NOT_MUTF7,
+    QRESYNC_NOT_ENABLED,
+    RENAME_ACROSS,
+    RENAME_REFUSED,
+    STATUS_NO_ITEM,
+    UNSUPPORTED_USE,
+    AccessWithdrawn,
+    Reply,
+    bad,
+    fail,
+    no,
+)
 from imapd.namespace import Namespaces, Place
 from imapd.parser.commands import (
     Append,
@@ -100,7 +115,7 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
         ctx.send(b"* OK [CLOSED] Previous mailbox closed\r\n")
     identity, namespaces = _identity(ctx)
     if cmd.qresync is not None and "QRESYNC" not in session.enabled:
-        raise bad("QRESYNC is not enabled")
+        raise fail(QRESYNC_NOT_ENABLED)
     if cmd.condstore:
         session.enabled.add("CONDSTORE")
     opened: Opened = await ctx.run(
@@ -179,19 +194,19 @@ async def create(ctx: Context, cmd: Create) -> Reply:
         raise fail(NOT_MUTF7)
     name = cmd.mailbox.rstrip("/")
     if not name:
-        raise bad("Empty mailbox name")
+        raise fail(EMPTY_NAME)
     use: SpecialUse | None = None
     for attr in cmd.special_use:
         found = _USE.get(attr.lower())
         if found is None or use is not None:
-            raise no("Unsupported special-use attribute", "USEATTR")
+            raise fail(UNSUPPORTED_USE)
         use = found
     place, _ = await ctx.run(
         resolve, ctx.services.policy, ctx.services.store, identity, namespaces, name, "k",
         "create", must_exist=False,
     )
     if place.folder.upper() == "INBOX":
-        raise no("Mailbox already exists", "ALREADYEXISTS")
+        raise fail(ALREADY_EXISTS)
     await ctx.run(ctx.services.store.create_folder, place.mailbox.id, place.folder, use)
     return ok("CREATE completed")
 
@@ -203,7 +218,7 @@ async def delete(ctx: Context, cmd: Delete) -> Reply:
         cmd.mailbox, "x", "delete",
     )
     if place.folder == "INBOX":
-        raise no("INBOX cannot be deleted", "CANNOT")
+        raise fail(INBOX_NOT_DELETED)
     await ctx.run(ctx.services.store.delete_folder, place.mailbox.id, place.folder)
     ctx.watcher.notify_local(folder.id)
     return ok("DELETE completed")
@@ -222,13 +237,13 @@ async def rename(ctx: Context, cmd: Rename) -> Reply:
         must_exist=False,
     )
     if old.mailbox.id != new.mailbox.id:
-        raise no("Cannot move a folder to another mailbox", "CANNOT")
+        raise fail(RENAME_ACROSS)
     if not new.folder or new.folder == "INBOX":
-        raise no("Mailbox already exists", "ALREADYEXISTS")
+        raise fail(ALREADY_EXISTS)
     try:
         await ctx.run(store.rename_folder, old.mailbox.id, old.folder, new.folder)
     except InvalidName:
-        raise no("Cannot rename to that name", "CANNOT") from None
+        raise fail(RENAME_REFUSED) from None
     return ok("RENAME completed")
 
 
@@ -297,7 +312,7 @@ def _status(
 async def status(ctx: Context, cmd: Status) -> Reply:
     identity, namespaces = _identity(ctx)
     if not cmd.items:
-        raise bad("STATUS needs at least one item")
+        raise fail(STATUS_NO_ITEM)
     values = await ctx.run(
         _status, ctx.services.policy, ctx.services.store, identity, namespaces, cmd.mailbox,
         cmd.items, ctx.session.append_limit,

@@ -19,6 +19,7 @@ from imapd.commands.mailbox import check_flags
 from imapd.commands.selected import audit_content, require_view, resolve_set, sync_view
 from imapd.errors import (
     EXPUNGE_ISSUED,
+    READ_ONLY,
     STORE_RECENT,
     NoPermission,
     NotPermitted,
@@ -84,7 +85,7 @@ async def store(ctx: Context, cmd: Store) -> Reply:
         # stricter servers do, rather than answered OK and ignored.
         raise fail(STORE_RECENT)
     if view.readonly:
-        raise no("Mailbox is read-only", "READ-ONLY")
+        raise fail(READ_ONLY)
     flags = list(cmd.flags)
     if cmd.mode is StoreMode.REPLACE:
         rights = "stw"
@@ -182,7 +183,7 @@ async def copy(ctx: Context, cmd: Copy | Move) -> Reply:
     identity, namespaces, place = _session(ctx)
     is_move = isinstance(cmd, Move)
     if is_move and view.readonly:
-        raise no("Mailbox is read-only", "READ-ONLY")
+        raise fail(READ_ONLY)
     uids = [u for u in resolve_set(view, cmd.sequence_set, cmd.uid) if view.live(u)]
     name = "MOVE" if is_move else "COPY"
     if not uids:
@@ -240,7 +241,7 @@ async def expunge(ctx: Context, cmd: Expunge) -> Reply:
     view = require_view(ctx)
     identity, _, place = _session(ctx)
     if view.readonly:
-        raise no("Mailbox is read-only", "READ-ONLY")
+        raise fail(READ_ONLY)
     uids: list[int] | None = None
     if cmd.uid and cmd.uids is not None:
         uids = resolve_set(view, cmd.uids, True)
