@@ -27,13 +27,14 @@ from imapd.responses import string
 from imapd.wire import mailbox as wire_mailbox
 from imapd.wire import quote
 from policy.decisions import Decision, Identity, Policy
+from policy.reasons import Reason
 
 # SETACL refusals after the access check (Policy.set_rights reasons) -> reply.
-_SETACL_REFUSALS: dict[str, Reply] = {
-    "unknown-identifier": ACL_UNKNOWN_IDENTIFIER,
-    "owner-rights-fixed": ACL_OWNER_FIXED,
-    "unknown-right": ACL_UNKNOWN_RIGHT,
-    "mailbox-rights-fixed": ACL_MAILBOX_RIGHTS_FIXED,
+_SETACL_REFUSALS: dict[Reason, Reply] = {
+    Reason.UNKNOWN_IDENTIFIER: ACL_UNKNOWN_IDENTIFIER,
+    Reason.OWNER_RIGHTS_FIXED: ACL_OWNER_FIXED,
+    Reason.UNKNOWN_RIGHT: ACL_UNKNOWN_RIGHT,
+    Reason.MAILBOX_RIGHTS_FIXED: ACL_MAILBOX_RIGHTS_FIXED,
 }
 
 
