@@ -54,13 +54,18 @@ def _getquota(policy: Policy, store: MessageStore, identity: Identity, ns: Names
               root: str) -> str:
     if isinstance(root, UndecodableName):
         raise NotPermitted(root)
-    candidates = ([ns.primary] if ns.primary is not None else []) + [a.mailbox for a in ns.others]
-    for mb in candidates:
+    # (mailbox, a folder to judge "r" on): the root of a shared mailbox is
+    # readable like the mailbox, or like a folder of it granted alone (as
+    # GETQUOTAROOT of that folder names the root).
+    candidates = ([(ns.primary, "")] if ns.primary is not None else []) + [
+        (a.mailbox, "" if "r" in a.rights else
+         next((f for f, r in a.folder_rights if "r" in r), "")) for a in ns.others]
+    for mb, folder in candidates:
         if _root_name(ns, mb) != root:
             continue
         # The policy decides (and records) whether the root may be read; a
         # refused one answers like a root that does not exist.
-        if policy.check_mailbox_access(identity, mb, "", "r", "getquota").allowed:
+        if policy.check_mailbox_access(identity, mb, folder, "r", "getquota").allowed:
             line = _quota_line(store, root, store.get_mailbox_by_id(mb.id))
             if line is not None:
                 return line

@@ -162,3 +162,16 @@ def test_a_folder_grant_follows_rename(env: ImapEnv) -> None:
     c = env.login(AGENT)
     names = _listed(c.ok(f'LIST "" "Shared/{CARDIO}/*"'))
     assert names == [f"Shared/{CARDIO}/Patients".encode()]
+
+
+def test_quota_of_a_box_seen_through_a_folder_grant(env: ImapEnv) -> None:
+    """GETQUOTAROOT of the granted folder names the box's root; GETQUOTA of
+    that root answers too (RFC 9208), as it does for a grant on the whole box."""
+    env.store.set_quota(env.store.get_mailbox(CARDIO).id, 1024 * 1024)
+    _grant_inbox(env)
+    c = env.login(AGENT)
+    out = c.ok(f"GETQUOTAROOT {INBOX}")
+    assert f'* QUOTAROOT "Shared/{CARDIO}/INBOX" "{CARDIO}"'.encode() in out
+    assert c.ok(f'GETQUOTA "{CARDIO}"').startswith(f'* QUOTA "{CARDIO}" (STORAGE '.encode())
+    _, done = c.tagged("GETQUOTA pneumologie@hopital.test")
+    assert b"NO [NONEXISTENT]" in done
