@@ -23,6 +23,7 @@ database write lock is held only for the inserts.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import secrets
@@ -37,10 +38,12 @@ from sqlalchemy import (
     Connection,
     Engine,
     Row,
+    and_,
     case,
     delete,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -1453,6 +1456,42 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
                 yield uid, raw
 
     # -- keys --------------------------------------------------------------
+
+    def check_keys(self) -> list[str]:
+        ring = self._keys.ring(force=True)
+        kinds = (
+            (B, "meta", crypto.AAD_META, "messages"),
+            (Q, "body", crypto.AAD_QUEUE, "queued messages"),
+            (AF, "totp_secret", crypto.AAD_TOTP, "one-time code secrets"),
+        )
+        problems: list[str] = []
+        # Index lookups only (no scan of a large table): one row per key id
+        # of the file, then the key ids outside the file, found as ranges
+        # between the known ids.
+        with self._read() as c:
+            for table, column, aad, what in kinds:
+                key_col = table.c.key_id
+                for key_id in sorted(ring.keys):
+                    blob = c.execute(
+                        select(table.c[column]).where(key_col == key_id).limit(1)).scalar()
+                    if blob is None:
+                        continue
+                    try:
+                        ring.decrypt(key_id, bytes(blob), aad)
+                    except crypto.DecryptionError:
+                        problems.append(f"key {key_id} of the key file does not decrypt the "
+                                        f"stored {what} (another key under the same id)")
+                known = sorted(ring.keys)
+                while True:
+                    gaps = [key_col < known[0], key_col > known[-1]]
+                    gaps += [and_(key_col > a, key_col < b)
+                             for a, b in itertools.pairwise(known)]
+                    stranger = c.execute(select(key_col).where(or_(*gaps)).limit(1)).scalar()
+                    if stranger is None:
+                        break
+                    problems.append(f"key {stranger} of the stored {what} is not in the key file")
+                    known = sorted([*known, stranger])
+        return problems
 
     def reencrypt(self, batch: int = 500) -> int:
         """Moves up to `batch` blobs (bodies with their metadata, then queued
