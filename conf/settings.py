@@ -28,6 +28,7 @@ class ListenerRole(enum.StrEnum):
     MX = "mx"  # SMTP between operators (port 25)
     SUBMISSION = "submission"  # SMTP from clients and systems (587 / 465)
     IMAP = "imap"  # IMAP (143 / 993)
+    AUTOCONFIG = "autoconfig"  # HTTPS: mail client autoconfiguration (443)
 
 
 class TLSMode(enum.StrEnum):
@@ -153,6 +154,12 @@ class LimitSettings(_Model):
     # An IMAP connection must be authenticated this long after it opened (not
     # reset by activity), as Dovecot's login processes do.
     imap_login_timeout: float = Field(default=60.0, gt=0)
+    # One IMAP APPEND (RFC 3502 MULTIAPPEND, RFC 4469 CATENATE) is held whole
+    # in memory until it is complete, then stored in one transaction: at most
+    # this many messages, and this many octets of literals all together (each
+    # message is also within message_size, as Dovecot limits each literal).
+    imap_append_messages: int = Field(default=100, ge=1)
+    imap_append_octets: int = Field(default=50 * 1024 * 1024, ge=1024)
     # Implicit-TLS listeners (465, 993): a connection whose TLS handshake is not
     # complete this long after it opened is closed.
     tls_handshake_timeout: float = Field(default=10.0, gt=0)
@@ -215,8 +222,11 @@ class LoginMethodSettings(_Model):
     admin: list[AuthMethod] = _methods(AuthMethod.CARD, AuthMethod.PASSWORD_TOTP)
 
     def allowed(self, account_class: str) -> frozenset[AuthMethod]:
+        return frozenset(self.allowed_in_order(account_class))
+
+    def allowed_in_order(self, account_class: str) -> list[AuthMethod]:
         methods: list[AuthMethod] = getattr(self, account_class, [])
-        return frozenset(methods)
+        return list(methods)
 
 
 # `policy.password_login_classes` (deprecated): the classes given a password
@@ -361,6 +371,16 @@ class IdentityProviderSettings(_Model):
         return self
 
 
+class AutoconfigSettings(_Model):
+    """What the `autoconfig` listeners tell mail clients (Thunderbird's
+    config-v1.1, Outlook's Autodiscover)."""
+
+    # The server name clients connect to for IMAP and SMTP (default: hostname).
+    server: str | None = None
+    # The provider's name clients show (default: the first served domain).
+    display_name: str | None = None
+
+
 class Settings(_Model):
     hostname: str = "localhost"
     domains: list[str] = Field(min_length=1)
@@ -377,6 +397,8 @@ class Settings(_Model):
     key_file: Path
     # Worker processes sharing the listening ports (SO_REUSEPORT); 1 = no fork.
     workers: int = Field(default=1, ge=1, le=64)
+    # What `autoconfig` listeners announce.
+    autoconfig: AutoconfigSettings = Field(default_factory=AutoconfigSettings)
 
     def listeners_for(self, role: ListenerRole) -> list[ListenerSettings]:
         return [lst for lst in self.listeners if lst.role is role]

@@ -132,6 +132,8 @@ limits:
   imap_idle_timeout: 1800
   imap_idle_command_timeout: 1800
   imap_login_timeout: 60
+  imap_append_messages: 100
+  imap_append_octets: 52428800
   tls_handshake_timeout: 10
   bare_line_endings: reject
 

@@ -16,6 +16,7 @@ from mssctl import (
     backup,
     db,
     directory,
+    doctor,
     init,
     keys,
     mailbox,
@@ -33,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Administer an MSS secure health mail server (IMAP + SMTP).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (init, serve, db, backup, account, mailbox, directory, queue, peer, keys,
-                   audit, policy):
+    for module in (init, serve, doctor, db, backup, account, mailbox, directory, queue, peer,
+                   keys, audit, policy):
         module.register(sub)
     return parser
 

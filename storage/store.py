@@ -62,6 +62,7 @@ from storage.index import (
 )
 from storage.interface import (
     AlreadyExists,
+    AppendItem,
     AppendResult,
     CopyResult,
     Delivery,
@@ -81,6 +82,7 @@ from storage.interface import (
     SpecialUse,
     StoreError,
 )
+from storage.jobs import JobLeaseMixin
 from storage.outbound import OutboundMixin
 from storage.sqlbase import (
     AF,
@@ -321,7 +323,7 @@ class _SeenOverlay:
         return out
 
 
-class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
+class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin, JobLeaseMixin):
     """See `storage.interface.MessageStore` for the contract of every method."""
 
     def __init__(self, engine: Engine, key_file: Path, **kwargs: Any) -> None:
@@ -693,12 +695,33 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
         recent: bool = True,
         seen_account: int | None = None,
     ) -> AppendResult:
-        prepared = raw if isinstance(raw, PreparedMessage) else self.prepare(raw)
-        sealed, size = prepared.sealed, prepared.size
-        wanted = normalise_flags(flags)
-        private_seen = seen_account is not None and SEEN in wanted
-        fl = flags_text(wanted if seen_account is None else wanted - _SEEN_SET)
-        idate = to_epoch(internal_date)
+        [result] = self.append_many(
+            folder_id, [AppendItem(raw, tuple(flags), internal_date)], recent=recent,
+            seen_account=seen_account)
+        return result
+
+    def append_many(
+        self,
+        folder_id: int,
+        items: Sequence[AppendItem],
+        *,
+        recent: bool = True,
+        seen_account: int | None = None,
+    ) -> list[AppendResult]:
+        if not items:
+            return []
+        rows = []
+        for item in items:
+            raw = item.message
+            prepared = raw if isinstance(raw, PreparedMessage) else self.prepare(raw)
+            wanted = normalise_flags(item.flags)
+            rows.append((
+                prepared,
+                seen_account is not None and SEEN in wanted,
+                flags_text(wanted if seen_account is None else wanted - _SEEN_SET),
+                to_epoch(item.internal_date),
+            ))
+        total = sum(p.size for p, _, _, _ in rows)
         with self._raw_write() as (cur, sql):
             folder_id, mailbox_id, uidvalidity, uidnext, highest = self._lock_folder_raw(
                 cur, sql, folder_id
@@ -708,23 +731,29 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
             mb = cur.fetchone()
             if mb is None:
                 raise NotFound(str(mailbox_id))
-            if size > 0 and mb[0] is not None and mb[1] + size > mb[0]:
+            # All the messages or none: the quota is checked on their sum.
+            if total > 0 and mb[0] is not None and mb[1] + total > mb[0]:
                 raise QuotaExceeded(str(mailbox_id))
-            cur.execute(sql.update_usage, (size, 1, mailbox_id))
-            cur.execute(
-                sql.insert_body, (sealed["key_id"], sealed["size"], sealed["body"], sealed["meta"])
-            )
-            body_id = cur.fetchone()[0] if sql.returning else cur.lastrowid
-            modseq = highest + 1
-            cur.execute(
-                sql.insert_message,
-                (folder_id, uidnext, modseq, fl, idate, size, recent, body_id),
-            )
-            if private_seen:
-                cur.execute(sql.message_row_id, (folder_id, uidnext))
-                cur.execute(sql.insert_seen, (cur.fetchone()[0], seen_account))
-            cur.execute(sql.update_folder, (uidnext + 1, modseq, folder_id))
-        return AppendResult(folder_id, uidvalidity, uidnext, modseq)
+            cur.execute(sql.update_usage, (total, len(rows), mailbox_id))
+            modseq = highest + 1  # one MODSEQ for the command, as one delivery
+            results = []
+            uid = uidnext
+            for prepared, private_seen, fl, idate in rows:
+                sealed = prepared.sealed
+                cur.execute(sql.insert_body,
+                            (sealed["key_id"], sealed["size"], sealed["body"], sealed["meta"]))
+                body_id = cur.fetchone()[0] if sql.returning else cur.lastrowid
+                cur.execute(
+                    sql.insert_message,
+                    (folder_id, uid, modseq, fl, idate, prepared.size, recent, body_id),
+                )
+                if private_seen:
+                    cur.execute(sql.message_row_id, (folder_id, uid))
+                    cur.execute(sql.insert_seen, (cur.fetchone()[0], seen_account))
+                results.append(AppendResult(folder_id, uidvalidity, uid, modseq))
+                uid += 1
+            cur.execute(sql.update_folder, (uid, modseq, folder_id))
+        return results
 
     def _raw_write(self) -> AbstractContextManager[tuple[Any, _Sql]]:
         """A write transaction worked at the DB-API cursor with the fixed SQL

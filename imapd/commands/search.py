@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from imapd import search as engine
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.selected import require_view
-from imapd.errors import Reply, no
+from imapd.errors import SEARCH_CHARSET_UTF8, Reply, fail, no
 from imapd.parser.commands import (
     SUPPORTED_SEARCH_CHARSETS,
     Command,
@@ -114,6 +114,9 @@ def _run(
 
 async def search(ctx: Context, cmd: Search) -> Reply:
     view = require_view(ctx)
+    if cmd.charset is not None and ctx.session.utf8:
+        # RFC 6855 3: after ENABLE UTF8=ACCEPT, a CHARSET conflicts with UTF-8.
+        raise fail(SEARCH_CHARSET_UTF8)
     if cmd.charset is not None and cmd.charset not in SUPPORTED_SEARCH_CHARSETS:
         raise no("Unsupported charset", "BADCHARSET (" + " ".join(SUPPORTED_SEARCH_CHARSETS) + ")")
     uses_modseq = _uses_modseq(cmd.key)

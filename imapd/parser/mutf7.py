@@ -111,11 +111,24 @@ def normalise_inbox(name: str) -> str:
     return name
 
 
-def decode_mailbox(raw: bytes) -> str:
-    """A ``mailbox`` argument: decoded and INBOX-normalised."""
+def decode_utf8(raw: bytes) -> str:
+    """A mailbox name (or pattern) once UTF8=ACCEPT is enabled (RFC 6855 3):
+    UTF-8 as it is, ``&`` included (no modified UTF-7 any more)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MUTF7Error("Mailbox name is not valid UTF-8") from None
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in text):
+        raise MUTF7Error("Invalid character in mailbox name")
+    return text
+
+
+def decode_mailbox(raw: bytes, *, utf8: bool = False) -> str:
+    """A ``mailbox`` argument: decoded (`decode`, or `decode_utf8` once
+    UTF8=ACCEPT is enabled) and INBOX-normalised."""
     if b"\x00" in raw:
         raise MUTF7Error("Invalid character in mailbox name")
-    return normalise_inbox(decode(raw))
+    return normalise_inbox(decode_utf8(raw) if utf8 else decode(raw))
 
 
 class UndecodableName(str):
@@ -129,13 +142,20 @@ class UndecodableName(str):
     __slots__ = ()
 
 
-def mailbox_or_undecodable(raw: bytes, *, inbox: bool = True) -> str:
-    """`decode_mailbox` (`decode` when not `inbox`), or an `UndecodableName`
-    when 7-bit octets are not modified UTF-7. A NUL (not a CHAR8 of a
-    literal) and 8-bit octets that are not UTF-8 stay syntax errors."""
-    if b"\x00" in raw or any(c >= 0x80 for c in raw):
-        return decode_mailbox(raw) if inbox else decode(raw)
+def mailbox_or_undecodable(raw: bytes, *, inbox: bool = True, utf8: bool = False) -> str:
+    """`decode_mailbox` (`decode` / `decode_utf8` when not `inbox`), or an
+    `UndecodableName` when 7-bit octets are not modified UTF-7. A NUL (not a
+    CHAR8 of a literal), 8-bit octets that are not UTF-8, and any name once
+    UTF8=ACCEPT is enabled (no modified UTF-7 then) stay syntax errors."""
+
+    def strict() -> str:
+        if inbox:
+            return decode_mailbox(raw, utf8=utf8)
+        return decode_utf8(raw) if utf8 else decode(raw)
+
+    if utf8 or b"\x00" in raw or any(c >= 0x80 for c in raw):
+        return strict()
     try:
-        return decode_mailbox(raw) if inbox else decode(raw)
+        return strict()
     except MUTF7Error:
         return UndecodableName(raw.decode("latin-1"))
