@@ -374,6 +374,12 @@ def input_files(settings: Settings) -> list[tuple[str, Path]]:
             p = getattr(idp, key)
             if p is not None:
                 files.append((f"identity_provider.{key}", p))
+    ldap = settings.ldap
+    if ldap is not None:
+        for key in ("ca_file", "bind_password_file", "client_cert_file", "client_key_file"):
+            p = getattr(ldap, key)
+            if p is not None:
+                files.append((f"ldap.{key}", p))
     return files
 
 

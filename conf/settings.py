@@ -205,7 +205,9 @@ class AuthMethod(enum.StrEnum):
     PASSWORD = "password"  # noqa: S105 - a method name: a password alone (discouraged)
     PASSWORD_TOTP = "password+totp"  # noqa: S105 - the password, then a one-time code
     TOKEN = "token"  # noqa: S105 - an identity provider token: OAUTHBEARER, XOAUTH2
-    # (room for "ldap": a password checked by a directory)
+    # A password checked by binding to the directory (`ldap`) as the
+    # account's entry; for accounts the directory sync made.
+    LDAP = "ldap"
 
 
 def _methods(*methods: AuthMethod) -> Any:
@@ -371,6 +373,180 @@ class IdentityProviderSettings(_Model):
         return self
 
 
+class LdapBind(enum.StrEnum):
+    """How the sync binds to the directory."""
+
+    SIMPLE = "simple"  # bind_dn and the password in bind_password_file
+    SASL_EXTERNAL = "sasl-external"  # TLS client certificate (client_cert_file, client_key_file)
+    ANONYMOUS = "anonymous"
+
+
+class LdapScope(enum.StrEnum):
+    SUBTREE = "subtree"
+    ONE = "one"  # the base's children only
+
+
+class LdapSearch(_Model):
+    """Where people (or groups) are, and which entries count."""
+
+    base_dn: str = Field(min_length=1)
+    filter: str = "(objectClass=inetOrgPerson)"
+    scope: LdapScope = LdapScope.SUBTREE
+
+    @field_validator("filter")
+    @classmethod
+    def _parenthesised(cls, v: str) -> str:
+        v = v.strip()
+        if not (v.startswith("(") and v.endswith(")")) or v.count("(") != v.count(")"):
+            raise ValueError("expected an LDAP filter in parentheses, e.g. (objectClass=person)")
+        return v
+
+
+class LdapGroupSearch(LdapSearch):
+    filter: str = "(|(objectClass=groupOfNames)(objectClass=group))"
+    # Values are member DNs (groupOfNames, Active Directory's group).
+    member_attribute: str = "member"
+    # The group's name, as `grants[].group` may give it.
+    name_attribute: str = "cn"
+
+
+class LdapAttributes(_Model):
+    """Directory attribute -> account field. `disabled`: Active Directory's
+    `userAccountControl` is read as a bit mask (bit 2, ACCOUNTDISABLE);
+    any other attribute disables when it holds TRUE, true, yes or 1."""
+
+    login: str = "mail"
+    mail: str | None = "mail"  # the address of the person's own (PER) box; None: no box
+    idnat: str | None = None  # IdNat_PS (RPPS): e.g. employeeNumber
+    display_name: str = "cn"
+    account_class: str | None = None  # mapped by `class_map`, else `default_class`
+    disabled: str | None = None
+
+
+ALL_RIGHTS_LETTERS = "lrswipkxtea"
+
+
+class LdapGrant(_Model):
+    """Members of `group` get `rights` (and the send-as right) on `mailbox`."""
+
+    group: str = Field(min_length=1)  # a group DN, or its name (groups.name_attribute)
+    mailbox: str = Field(min_length=3)
+    rights: str = ALL_RIGHTS_LETTERS
+    send_as: bool = False
+
+    @field_validator("rights")
+    @classmethod
+    def _rights(cls, v: str) -> str:
+        bad = sorted(set(v) - set(ALL_RIGHTS_LETTERS))
+        if bad or not v:
+            raise ValueError(f"expected RFC 4314 rights among {ALL_RIGHTS_LETTERS}"
+                             + (f", got {''.join(bad)!r}" if bad else ", got none"))
+        return "".join(r for r in ALL_RIGHTS_LETTERS if r in v)
+
+    @field_validator("mailbox")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        local, at, domain = v.strip().lower().rpartition("@")
+        if not at or not local or not domain:
+            raise ValueError(f"expected a mailbox address, got {v!r}")
+        return f"{local}@{domain}"
+
+
+class LdapSettings(_Model):
+    """The hospital's directory (OpenLDAP, Active Directory): `mssctl ldap
+    sync` (and `serve` every `sync_interval` seconds) makes its people
+    accounts and its service groups grants; the `ldap` login method checks
+    passwords by binding as the account's entry."""
+
+    # Tried in order (failover): ldap://host:389 or ldaps://host:636.
+    urls: list[str] = Field(min_length=1)
+    start_tls: bool = False  # ldap:// only: upgrade with StartTLS
+    ca_file: Path | None = None  # CAs for the directory's certificate (default: the system's)
+    bind: LdapBind = LdapBind.SIMPLE
+    bind_dn: str | None = None
+    bind_password_file: Path | None = None
+    client_cert_file: Path | None = None  # sasl-external
+    client_key_file: Path | None = None
+    timeout: float = Field(default=10.0, gt=0, le=300)  # connect and per operation
+    page_size: int = Field(default=500, ge=1, le=100_000)  # RFC 2696 paged searches
+    people: LdapSearch
+    attributes: LdapAttributes = Field(default_factory=LdapAttributes)
+    default_class: str = "staff"
+    # Value of attributes.account_class (compared case-insensitively) -> class.
+    class_map: dict[str, str] = Field(default_factory=dict)
+    groups: LdapGroupSearch | None = None
+    grants: list[LdapGrant] = Field(default_factory=list)
+    # `serve` syncs every this many seconds (0: only `mssctl ldap sync`);
+    # one process of one node at a time (a lease in the database).
+    sync_interval: float = Field(default=900.0, ge=0)
+    # The lease lapses this long after a holder took it (a dead node's).
+    sync_lease: float = Field(default=1800.0, ge=30)
+    # Password logins by directory bind: at most this many binds at once
+    # per process (connections kept open and reused).
+    bind_pool_size: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not url.lower().startswith(("ldap://", "ldaps://")):
+                raise ValueError(f"expected ldap:// or ldaps:// URLs, got {url!r}")
+        return v
+
+    @field_validator("default_class")
+    @classmethod
+    def _default_class(cls, v: str) -> str:
+        return _account_class(v)
+
+    @field_validator("class_map")
+    @classmethod
+    def _class_map(cls, v: dict[str, str]) -> dict[str, str]:
+        return {str(k).lower(): _account_class(c) for k, c in v.items()}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LdapSettings:
+        if self.start_tls and any(u.lower().startswith("ldaps://") for u in self.urls):
+            raise ValueError("start_tls is for ldap:// URLs (ldaps:// is TLS from the start)")
+        if self.bind is LdapBind.SIMPLE and (not self.bind_dn or self.bind_password_file is None):
+            raise ValueError("bind: simple needs bind_dn and bind_password_file")
+        if self.bind is LdapBind.SASL_EXTERNAL:
+            if self.client_cert_file is None or self.client_key_file is None:
+                raise ValueError("bind: sasl-external needs client_cert_file and "
+                                 "client_key_file")
+            if not self.start_tls and not all(u.lower().startswith("ldaps://")
+                                              for u in self.urls):
+                raise ValueError("bind: sasl-external needs TLS: ldaps:// URLs or start_tls")
+        if self.grants and self.groups is None:
+            raise ValueError("grants need groups (where the service groups are)")
+        if self.bind is LdapBind.SIMPLE and self.cleartext_urls():
+            raise ValueError("bind: simple would send the password in clear to "
+                             f"{', '.join(self.cleartext_urls())}: use ldaps:// or start_tls")
+        return self
+
+    def cleartext_urls(self) -> list[str]:
+        """The URLs a password would cross the network in clear to: ldap://
+        without StartTLS, to a host that is not the loopback."""
+        if self.start_tls:
+            return []
+        out = []
+        for url in self.urls:
+            if not url.lower().startswith("ldap://"):
+                continue
+            host = url[len("ldap://"):].split("/", 1)[0].rsplit(":", 1)[0].strip("[]").lower()
+            if host not in ("127.0.0.1", "::1", "localhost"):
+                out.append(url)
+        return out
+
+
+def _account_class(name: str) -> str:
+    if name not in ACCOUNT_CLASSES:
+        close = difflib.get_close_matches(name, ACCOUNT_CLASSES, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"unknown account class {name!r}{hint}; "
+                         f"expected {', '.join(ACCOUNT_CLASSES)}")
+    return name
+
+
 class AutoconfigSettings(_Model):
     """What the `autoconfig` listeners tell mail clients (Thunderbird's
     config-v1.1, Outlook's Autodiscover)."""
@@ -393,12 +569,29 @@ class Settings(_Model):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     # An OpenID Connect provider for token logins; none: no token login.
     identity_provider: IdentityProviderSettings | None = None
+    # The hospital's directory: account sync and the `ldap` login method.
+    ldap: LdapSettings | None = None
     # File of base64 AES-256 keys, one "id:base64key" per line; the last is current.
     key_file: Path
     # Worker processes sharing the listening ports (SO_REUSEPORT); 1 = no fork.
     workers: int = Field(default=1, ge=1, le=64)
     # What `autoconfig` listeners announce.
     autoconfig: AutoconfigSettings = Field(default_factory=AutoconfigSettings)
+
+    @model_validator(mode="after")
+    def _ldap_method_needs_ldap(self) -> Settings:
+        for name in ACCOUNT_CLASSES:
+            if AuthMethod.LDAP not in getattr(self.policy.login_methods, name):
+                continue
+            if self.ldap is None:
+                raise ValueError(f"policy.login_methods.{name} allows ldap, "
+                                 "but no ldap section is configured")
+            if self.ldap.cleartext_urls():
+                raise ValueError(f"policy.login_methods.{name} allows ldap, which would send "
+                                 "passwords in clear to "
+                                 f"{', '.join(self.ldap.cleartext_urls())}: use ldaps:// or "
+                                 "ldap.start_tls")
+        return self
 
     def listeners_for(self, role: ListenerRole) -> list[ListenerSettings]:
         return [lst for lst in self.listeners if lst.role is role]

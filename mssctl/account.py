@@ -161,6 +161,8 @@ def account_json(a: Account) -> dict[str, Any]:
         "password": a.password_hash is not None,
         "idnat": a.idnat,
         "cert_subject": a.cert_subject,
+        # The directory entry the sync made it from (None: made by hand).
+        "directory_dn": a.directory_dn,
     }
 
 
@@ -225,6 +227,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("certificate", a.cert_subject or "-"),
         ("pinned", ", ".join(pinned) if pinned else "-"),
         ("login lock", lock),
+        ("directory", (a.directory_dn or "-")
+         + (" (disabled by the directory sync)" if a.directory_disabled else "")),
     ]
     for key, value in lines:
         print(f"{key + ':':<12} {value}")

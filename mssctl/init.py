@@ -154,7 +154,8 @@ policy:
   flows_file: flows.yaml
   whitelist_file: whitelist.xml
   # Login methods allowed per account class: card, org-certificate, password,
-  # password+totp (the password followed by a one-time code), token.
+  # password+totp (the password followed by a one-time code), token, ldap (a
+  # password checked by a bind to the directory of the ldap section).
   login_methods:
 {methods}    system: [org-certificate]
     admin: [card, password+totp]

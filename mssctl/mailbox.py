@@ -201,6 +201,8 @@ def grant_json(g: Grant, login: str) -> dict[str, Any]:
         "send_as": g.send_as,
         "valid_from": json_time(g.valid_from),
         "valid_until": json_time(g.valid_until),
+        # "ldap": the directory sync manages it; None: an admin's.
+        "managed_by": g.managed_by,
         "folder": g.folder,  # "": every folder of the box
     }
 
@@ -431,9 +433,10 @@ def cmd_grants(args: argparse.Namespace) -> int:
             "yes" if g.send_as else "no",
             g.valid_from.isoformat() if g.valid_from else "-",
             g.valid_until.isoformat() if g.valid_until else "-",
+            "ldap-sync" if g.managed_by == "ldap" else "admin",
         ]
         for g in grants
         if g.rights or g.send_as
     ]
-    print_table(rows, ["LOGIN", "FOLDER", "RIGHTS", "SEND-AS", "FROM", "UNTIL"])
+    print_table(rows, ["LOGIN", "FOLDER", "RIGHTS", "SEND-AS", "FROM", "UNTIL", "BY"])
     return EXIT_OK

@@ -19,7 +19,9 @@ from mssctl import (
     doctor,
     init,
     keys,
+    ldap,
     mailbox,
+    migrate,
     peer,
     policy,
     queue,
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (init, serve, doctor, db, backup, account, mailbox, directory, queue, peer,
-                   keys, audit, policy):
+                   keys, audit, policy, migrate, ldap):
         module.register(sub)
     return parser
 

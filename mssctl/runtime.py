@@ -88,12 +88,18 @@ PROVIDER_THREADS = 2
 
 
 def build_authenticator(policy: Policy, runner: Any, reactor: Any) -> Authenticator:
-    """The portal; token logins when `identity_provider` is configured."""
+    """The portal; token logins when `identity_provider` is configured;
+    directory binds (method "ldap") on `ldap.bind_pool_size` threads of
+    their own when `ldap` is configured."""
+    from storage.threaded import StoreRunner
+
+    ldap = policy.settings.ldap
+    binder_runner = (StoreRunner(reactor, ldap.bind_pool_size, name="ldap")
+                     if ldap is not None else None)
     settings = policy.settings.identity_provider
     if settings is None:
-        return Authenticator(policy, runner)
+        return Authenticator(policy, runner, binder_runner=binder_runner)
     from policy.idp import IdentityProvider
-    from storage.threaded import StoreRunner
 
     try:
         provider = IdentityProvider(settings)
@@ -101,7 +107,8 @@ def build_authenticator(policy: Policy, runner: Any, reactor: Any) -> Authentica
         raise RuntimeProblem(f"identity_provider: cannot read {exc.filename}: "
                              f"{exc.strerror}") from None
     return Authenticator(policy, runner, provider=provider,
-                         provider_runner=StoreRunner(reactor, PROVIDER_THREADS, name="idp"))
+                         provider_runner=StoreRunner(reactor, PROVIDER_THREADS, name="idp"),
+                         binder_runner=binder_runner)
 
 
 def build_services(settings: Settings, reactor: Any,
@@ -352,6 +359,48 @@ def start_whitelist_refresh(services: Services) -> Any:
     loop = LoopingCall(once)
     loop.clock = services.reactor
     loop.start(policy_settings.whitelist_refresh, now=True)
+    return loop
+
+
+def start_ldap_sync(services: Services) -> Any:
+    """When `ldap` is configured with a `sync_interval`: synchronise with the
+    directory now and every `sync_interval` seconds, on the reactor's thread
+    pool (LDAP and the store block). Every worker of every node tries; the
+    database lease lets one run at a time, and only when no run started
+    within the last 0.9 interval. Returns the LoopingCall, or None."""
+    ldap = services.settings.ldap
+    if ldap is None or not ldap.sync_interval:
+        return None
+    from twisted.internet import threads
+    from twisted.internet.task import LoopingCall
+
+    from mssctl.ldap import holder_name
+    from policy.ldapsync import sync_with_lease
+
+    holder = holder_name("serve")
+
+    def once() -> Any:
+        d = threads.deferToThreadPool(
+            services.reactor, services.reactor.getThreadPool(), sync_with_lease,
+            ldap, services.store, services.audit, holder, min_interval=ldap.sync_interval * 0.9,
+            started_by="system")
+
+        def done(run: Any) -> None:
+            if run.skipped is not None:
+                log.debug("ldap sync: skipped: %s", run.skipped)
+            elif run.error is not None:
+                log.warning("ldap sync: %s", run.error)
+            else:
+                log.info("ldap sync: %d change(s), %d people, %d groups, %.1f s",
+                         len(run.report.changes), run.report.people, run.report.groups,
+                         run.report.duration)
+
+        d.addCallbacks(done, lambda f: log.error("ldap sync failed: %s", f.getTraceback()))
+        return d
+
+    loop = LoopingCall(once)
+    loop.clock = services.reactor
+    loop.start(ldap.sync_interval, now=True)
     return loop
 
 

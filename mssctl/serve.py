@@ -259,6 +259,7 @@ def run_worker(settings: Settings, bound: list[BoundListener], socks: list[socke
         relay_service,
         reload_files,
         start_housekeeping,
+        start_ldap_sync,
         start_whitelist_refresh,
     )
     from storage.crypto import KeyFileError
@@ -294,6 +295,9 @@ def run_worker(settings: Settings, bound: list[BoundListener], socks: list[socke
     refresh = start_whitelist_refresh(services)
     if refresh is not None:
         r.addSystemEventTrigger("before", "shutdown", refresh.stop)
+    directory_sync = start_ldap_sync(services)
+    if directory_sync is not None:
+        r.addSystemEventTrigger("before", "shutdown", directory_sync.stop)
 
     health = health or WorkerHealth()
     r.callWhenRunning(health.started, listening_status(bound))

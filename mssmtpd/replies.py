@@ -200,7 +200,8 @@ NOT_MAPPED: dict[Reason, str] = {
     # temporary): the reason is for the audit, never for the client.
     **{r: "login: R.AUTH_FAILED whatever the reason" for r in (
         Reason.TOTP_MISSING, Reason.TOTP_INVALID, Reason.TOTP_REPLAYED, Reason.MALFORMED_SASL,
-        Reason.UNKNOWN_USER, Reason.IDP_UNAVAILABLE, Reason.TOKEN_MALFORMED,
+        Reason.UNKNOWN_USER, Reason.IDP_UNAVAILABLE, Reason.DIRECTORY_UNAVAILABLE,
+        Reason.TOKEN_MALFORMED,
         Reason.TOKEN_ALGORITHM, Reason.TOKEN_UNKNOWN_KEY, Reason.TOKEN_BAD_SIGNATURE,
         Reason.TOKEN_WRONG_ISSUER, Reason.TOKEN_WRONG_AUDIENCE, Reason.TOKEN_EXPIRED,
         Reason.TOKEN_NOT_YET_VALID, Reason.TOKEN_NO_LOGIN_CLAIM, Reason.TOKEN_UNVERIFIED_EMAIL,

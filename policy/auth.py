@@ -19,12 +19,14 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from zope.interface import Interface, implementer
 
+from conf.settings import ACCOUNT_CLASSES, AuthMethod
 from policy.decisions import AuthResult, Decision, Identity, Peer, Policy
 from policy.tokens import TokenCheck
 from storage.threaded import InlineRunner, StoreRunner
 
 if TYPE_CHECKING:
     from policy.idp import IdentityProvider
+    from policy.ldapdir import BindChecker, BindOutcome
 
 
 class IIdentity(Interface):  # type: ignore[misc]
@@ -83,18 +85,41 @@ def _unwrap(result: AuthResult) -> Identity:
 
 @implementer(ICredentialsChecker)
 class PasswordChecker:
+    """Passwords checked by the store's hash, or, for the directory's
+    accounts of classes allowing method "ldap", by a bind to the directory:
+    the store runner says whether (and as which entry) to bind, the bind
+    runs on the directory's own bounded runner (never holding a store
+    thread while the directory is slow), and the store runner decides."""
+
     credentialInterfaces = (IPasswordCredentials,)
 
-    def __init__(self, policy: Policy, runner: StoreRunner | InlineRunner) -> None:
+    def __init__(self, policy: Policy, runner: StoreRunner | InlineRunner, *,
+                 binder: BindChecker | None = None,
+                 binder_runner: StoreRunner | InlineRunner | None = None) -> None:
         self._policy = policy
         self._runner = runner
+        self._binder = binder
+        self._binder_runner = binder_runner or runner
 
     def requestAvatarId(self, credentials: PasswordCredentials) -> defer.Deferred[Identity]:
-        d = self._runner.run(
-            self._policy.authenticate_password,
-            credentials.peer, credentials.login, credentials.password,
-        )
-        return d.addCallback(_unwrap)
+        peer, login, password = credentials.peer, credentials.login, credentials.password
+        binder = self._binder
+        if binder is None:
+            d = self._runner.run(self._policy.authenticate_password, peer, login, password)
+            return d.addCallback(_unwrap)
+
+        def bind(dn: str | None) -> Any:
+            if dn is None:
+                return None
+            return self._binder_runner.run(binder.check, dn, password)
+
+        def decide(outcome: BindOutcome | None) -> defer.Deferred[AuthResult]:
+            return self._runner.run(self._policy.authenticate_password, peer, login, password,
+                                    outcome)
+
+        looked_up: defer.Deferred[Any] = self._runner.run(
+            self._policy.directory_dn_for_login, peer, login)
+        return looked_up.addCallback(bind).addCallback(decide).addCallback(_unwrap)
 
 
 @implementer(ICredentialsChecker)
@@ -156,12 +181,26 @@ class Authenticator:
 
     Token logins are on when the settings name an identity provider (or one
     is given); `provider_runner` runs its network calls (default: `runner`;
-    `mssctl serve` gives it threads of its own)."""
+    `mssctl serve` gives it threads of its own). Directory binds (method
+    "ldap") likewise when `ldap` is configured and a class allows "ldap",
+    on `binder_runner`."""
 
     def __init__(self, policy: Policy, runner: StoreRunner | InlineRunner, *,
                  provider: IdentityProvider | None = None,
-                 provider_runner: StoreRunner | InlineRunner | None = None) -> None:
-        checkers: list[Any] = [PasswordChecker(policy, runner), CertificateChecker(policy, runner)]
+                 provider_runner: StoreRunner | InlineRunner | None = None,
+                 binder: BindChecker | None = None,
+                 binder_runner: StoreRunner | InlineRunner | None = None) -> None:
+        if binder is None and policy.settings.ldap is not None and any(
+                AuthMethod.LDAP in policy.settings.policy.login_methods.allowed(c)
+                for c in ACCOUNT_CLASSES):
+            from policy.ldapdir import BindChecker
+
+            binder = BindChecker(policy.settings.ldap)
+        self.binder = binder
+        checkers: list[Any] = [
+            PasswordChecker(policy, runner, binder=binder, binder_runner=binder_runner),
+            CertificateChecker(policy, runner),
+        ]
         if provider is None and policy.settings.identity_provider is not None:
             from policy.idp import IdentityProvider
 

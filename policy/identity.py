@@ -3,6 +3,8 @@ organisation) and identity-provider token, and refused SASL exchanges."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from conf.settings import AuthMethod
 from policy import totp
 from policy.core import PolicyCore
@@ -29,6 +31,9 @@ from storage.interface import (
     TotpFactor,
 )
 
+if TYPE_CHECKING:
+    from policy.ldapdir import BindOutcome
+
 
 class IdentityDecisions(PolicyCore):
     """Logins: each records one audit event (method, reason)."""
@@ -36,6 +41,27 @@ class IdentityDecisions(PolicyCore):
     def allowed_methods(self, account: Account) -> frozenset[AuthMethod]:
         """`policy.login_methods` of the account's class."""
         return self.settings.policy.login_methods.allowed(account.account_class.value)
+
+    def directory_dn_for_login(self, peer: Peer, login: str) -> str | None:
+        """The directory entry to bind as for this password login (method
+        "ldap"), or None: no directory configured, an account that is not
+        the directory's or whose class does not allow "ldap", or a login
+        (or address) locked now: a locked login must not reach the
+        directory (whose own lockout would then shut the person out of
+        every system). The decision itself is `authenticate_password`'s."""
+        if self.settings.ldap is None:
+            return None
+        login = login.strip().lower()
+        try:
+            account = self.store.get_account(login)
+        except NotFound:
+            return None
+        if (account.directory_dn is None or not account.active
+                or AuthMethod.LDAP not in self.allowed_methods(account)):
+            return None
+        if self.throttle.check(login, peer.address).lock is not None:
+            return None
+        return account.directory_dn
 
     def client_setup_methods(self, address: str) -> list[AuthMethod]:
         """The login methods to set a mail client up with for `address`
@@ -55,19 +81,29 @@ class IdentityDecisions(PolicyCore):
         return self.settings.policy.login_methods.allowed_in_order(account_class)
 
     @throttled_login("password")
-    def authenticate_password(self, peer: Peer, login: str, password: str) -> AuthResult:
+    def authenticate_password(self, peer: Peer, login: str, password: str,
+                              directory: BindOutcome | None = None) -> AuthResult:
         """Password login (AUTH PLAIN/LOGIN, IMAP LOGIN/PLAIN), with the
         one-time code appended to the password (`policy.totp`) when the
         account has a code secret and its class allows "password+totp".
 
         Methods: "password" (the password alone) or "password+totp". An
         account with a secret, in a class that allows "password+totp", must
-        always give its code, even where "password" is allowed too."""
+        always give its code, even where "password" is allowed too.
+
+        Method "ldap": `directory` is the answer of a bind as the account's
+        directory entry (`directory_dn_for_login`, then
+        `policy.ldapdir.BindChecker` on threads of its own); a directory that
+        could not be asked is a TEMPFAIL (Reason.DIRECTORY_UNAVAILABLE),
+        never a wrong password."""
         login = login.strip().lower()
         try:
             account: Account | None = self.store.get_account(login)
         except NotFound:
             account = None
+        if (directory is not None and account is not None and account.directory_dn
+                and AuthMethod.LDAP in self.allowed_methods(account)):
+            return self._directory_login(peer, account, directory)
         factor: TotpFactor | None = None
         if account is not None and AuthMethod.PASSWORD_TOTP in self.allowed_methods(account):
             factor = self.store.totp_factor(account.id)
@@ -100,6 +136,23 @@ class IdentityDecisions(PolicyCore):
             return self._auth_denied(peer, login, method, Reason.TOTP_REPLAYED, step=step)
         return self._auth_ok(peer, Identity(account=account, method=method),
                              auth_method=method, step=step)
+
+    def _directory_login(self, peer: Peer, account: Account,
+                         outcome: BindOutcome) -> AuthResult:
+        from policy.ldapdir import BindOutcome  # ldap3: only where a directory is used
+
+        method = AuthMethod.LDAP.value
+        if outcome is BindOutcome.UNAVAILABLE:
+            self.audit.record(account.login, "login", peer.listener, "tempfail", method=method,
+                              reason=Reason.DIRECTORY_UNAVAILABLE, peer=peer.address,
+                              tls=peer.tls)
+            return AuthResult(None, Decision(Verdict.TEMPFAIL, Reason.DIRECTORY_UNAVAILABLE))
+        if outcome is not BindOutcome.OK:
+            return self._auth_denied(peer, account.login, method, Reason.BAD_CREDENTIALS)
+        if not account.active:
+            return self._auth_denied(peer, account.login, method, Reason.ACCOUNT_DISABLED)
+        return self._auth_ok(peer, Identity(account=account, method=method),
+                             auth_method=method)
 
     @counted_certificate_login
     def authenticate_certificate(self, peer: Peer, authzid: str | None) -> AuthResult:

@@ -52,6 +52,8 @@ class Reason(enum.StrEnum):
     # identity-provider tokens (`policy.tokens.TokenError` reasons, prefixed)
     UNKNOWN_USER = "unknown-user"
     IDP_UNAVAILABLE = "idp-unavailable"  # TEMPFAIL: never a wrong password
+    # method "ldap": the directory could not be asked (TEMPFAIL)
+    DIRECTORY_UNAVAILABLE = "directory-unavailable"
     TOKEN_MALFORMED = "token-malformed"
     TOKEN_ALGORITHM = "token-algorithm"
     TOKEN_UNKNOWN_KEY = "token-unknown-key"

@@ -306,6 +306,10 @@ def throttled_login(
 
                 return AuthResult(None, Decision(Verdict.DENY, check.lock.reason))
             result = fn(policy, peer, login, secret, *more, **kw)
+            from policy.decisions import Verdict
+
+            if result.identity is None and result.decision.verdict is Verdict.TEMPFAIL:
+                return result  # nobody could check the secret (a directory down): no failure
             if result.identity is None:
                 throttle.failed(name, peer, method)
             else:

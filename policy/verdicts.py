@@ -73,7 +73,7 @@ class Identity:
     """Who is acting, after authentication."""
 
     account: Account
-    method: str  # "password" | "password+totp" | "external" | "token"
+    method: str  # "password" | "password+totp" | "external" | "token" | "ldap"
     cert_subject: str | None = None
 
     @property

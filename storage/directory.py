@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa_exc
 
 from storage import crypto
 from storage.interface import (
+    ACCOUNT_FIELDS,
     DEFAULT_FOLDERS,
     Account,
     AccountClass,
@@ -96,6 +97,7 @@ class DirectoryMixin(StoreBase):
         cert_subject: str | None = None,
         password_hash: str | None = None,
         cert_pins: Sequence[str] = (),
+        directory_dn: str | None = None,
     ) -> Account:
         login = login.lower()
         values = {
@@ -106,6 +108,8 @@ class DirectoryMixin(StoreBase):
             "idnat": idnat,
             "cert_subject": cert_subject,
             "password_hash": password_hash,
+            "directory_dn": directory_dn,
+            "directory_disabled": False,
         }
         pins = sorted({_check_fingerprint(p) for p in cert_pins})
         try:
@@ -241,6 +245,19 @@ class DirectoryMixin(StoreBase):
 
     def set_password_hash(self, login: str, password_hash: str | None) -> None:
         self._update_account(login, password_hash=password_hash)
+
+    def update_account(self, login: str, **fields: Any) -> Account:
+        unknown = set(fields) - ACCOUNT_FIELDS
+        if unknown:
+            raise ValueError(f"not an account field: {', '.join(sorted(unknown))}")
+        if fields:
+            self._update_account(login, withdraws=fields.get("active") is False, **fields)
+        return self.get_account(login)
+
+    def directory_accounts(self) -> list[Account]:
+        with self._read() as c:
+            rows = c.execute(select(A).where(A.c.directory_dn.is_not(None)).order_by(A.c.login))
+            return [account_record(r) for r in rows]
 
     def set_account_active(self, login: str, active: bool) -> None:
         self._update_account(login, withdraws=not active, active=active)
@@ -498,6 +515,7 @@ class DirectoryMixin(StoreBase):
         valid_from: datetime | None = None,
         valid_until: datetime | None = None,
         send_as: bool | None = None,
+        managed_by: str | None = None,
         folder: str = "",
     ) -> Grant:
         # Canonical form: each right once, in the RFC 4314 order of appearance.
@@ -528,11 +546,16 @@ class DirectoryMixin(StoreBase):
                     valid_from=valid_from,
                     valid_until=valid_until,
                     send_as=send_as,
+                    managed_by=managed_by,
                     folder=folder,
                 )
             ).inserted_primary_key[0]
         return Grant(new_id, account_id, mailbox_id, rights, valid_from, valid_until, send_as,
-                     folder)
+                     managed_by, folder)
+
+    def list_grants(self) -> list[Grant]:
+        with self._read() as c:
+            return [grant_record(r) for r in c.execute(select(G).order_by(G.c.id))]
 
     def grants_for_account(self, account_id: int) -> list[Grant]:
         with self._dbapi(write=False) as cur:

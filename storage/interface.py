@@ -135,6 +135,11 @@ class Account:
     # account (APP boxes, employee cards without IdNat_PS), or None.
     cert_subject: str | None = None
     password_hash: str | None = None  # opaque to the store; policy hashes/verifies
+    # The directory entry (LDAP DN) the account is synchronised from; None
+    # for an account made by hand (the directory sync never touches it).
+    directory_dn: str | None = None
+    # Disabled by the directory sync (which enables again only such accounts).
+    directory_disabled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +243,9 @@ class Grant:
     # the agent). Separate from RFC 4314's "p" (posting to a folder). Only
     # on a grant of the whole mailbox.
     send_as: bool = False
+    # "ldap": made by the directory sync, which may change or revoke it;
+    # None: made by an admin or an ACL command, never touched by the sync.
+    managed_by: str | None = None
     folder: str = ""  # "" = every folder of the mailbox
 
 
@@ -490,6 +498,28 @@ class WriteBatch(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class DirectorySyncStatus:
+    """A directory synchronisation's lease and last result
+    (`MessageStore.directory_sync_status`)."""
+
+    name: str
+    lease_holder: str | None = None
+    lease_until: datetime | None = None
+    last_started: datetime | None = None
+    last_finished: datetime | None = None
+    last_duration: float | None = None  # seconds
+    last_result: str | None = None  # "ok" or "fail"
+    last_counts: dict[str, int] = field(default_factory=dict)
+    last_error: str | None = None
+    last_holder: str | None = None
+
+
+# The account fields `update_account` may change.
+ACCOUNT_FIELDS = frozenset({"display_name", "idnat", "account_class", "directory_dn",
+                            "active", "directory_disabled"})
+
+
 class ChangeListener(Protocol):
     """What a `ChangeFeed` tells, always on its own thread: the receiver
     hands the news to its event loop (IMAP: `imapd.watcher`)."""
@@ -542,6 +572,7 @@ class MessageStore(Protocol):
         cert_subject: str | None = None,
         password_hash: str | None = None,
         cert_pins: Sequence[str] = (),
+        directory_dn: str | None = None,
     ) -> Account:
         """With `cert_pins` pinned to it (see `add_cert_pin`), in the same
         transaction. Raises AlreadyExists (login taken, a pin already given,
@@ -583,6 +614,15 @@ class MessageStore(Protocol):
 
     def set_password_hash(self, login: str, password_hash: str | None) -> None:
         """Raises NotFound."""
+
+    def update_account(self, login: str, **fields: Any) -> Account:
+        """Changes the given fields (names in ACCOUNT_FIELDS), in one
+        transaction, and returns the account as it is now. Disabling bumps
+        the access epoch. Raises NotFound, ValueError (another field)."""
+
+    def directory_accounts(self) -> list[Account]:
+        """The accounts synchronised from a directory (`directory_dn` set),
+        by login."""
 
     def set_account_active(self, login: str, active: bool) -> None:
         """Raises NotFound. Disabling bumps the access epoch."""
@@ -677,6 +717,7 @@ class MessageStore(Protocol):
         valid_from: datetime | None = None,
         valid_until: datetime | None = None,
         send_as: bool | None = None,
+        managed_by: str | None = None,
         folder: str = "",
     ) -> Grant:
         """Replaces any grant of that account on that mailbox (on that
@@ -684,10 +725,15 @@ class MessageStore(Protocol):
         touch the mailbox's grant); empty rights and no send-as right
         removes it (then returns a Grant with rights "" and send_as False).
         `send_as` None keeps the send-as right the grant had (an ACL change
-        does not touch it); a folder grant never has it. Replacing or
-        removing a grant bumps the access epoch. The folder need not exist
-        (a grant follows its folder on RENAME and goes with it on DELETE).
-        Raises NotFound (account, mailbox), InvalidName (folder)."""
+        does not touch it); a folder grant never has it. `managed_by` names
+        who manages the new grant ("ldap": the directory sync; None: an
+        admin, so an admin's change takes a grant over from the sync).
+        Replacing or removing a grant bumps the access epoch. The folder
+        need not exist (a grant follows its folder on RENAME and goes with it
+        on DELETE). Raises NotFound (account, mailbox), InvalidName (folder)."""
+
+    def list_grants(self) -> list[Grant]:
+        """Every grant, by id."""
 
     def grants_for_account(self, account_id: int) -> list[Grant]:
         """Every grant of the account, whole-mailbox and folder ones."""
@@ -698,6 +744,27 @@ class MessageStore(Protocol):
 
     def grants_for_mailbox(self, mailbox_id: int) -> list[Grant]:
         """Every grant on the mailbox, whole-mailbox and folder ones, by id."""
+
+    # -- directory synchronisation -------------------------------------------
+
+    def take_directory_lease(self, name: str, holder: str, now: datetime, until: datetime,
+                             *, not_started_after: datetime | None = None) -> bool:
+        """Takes the lease of synchronisation `name` for `holder` until
+        `until`, in one conditional UPDATE (atomic on every backend): only
+        when no lease is held (or it has lapsed, or `holder` holds it) and,
+        with `not_started_after`, no run started after that time. Records
+        `now` as the run's start. False when another holder has it."""
+
+    def release_directory_lease(self, name: str, holder: str) -> None:
+        """Ends `holder`'s lease (nothing when another holds it)."""
+
+    def record_directory_sync(self, name: str, *, holder: str, started: datetime,
+                              finished: datetime, result: str, counts: dict[str, int],
+                              error: str | None) -> None:
+        """Keeps the result of the last run of synchronisation `name`."""
+
+    def directory_sync_status(self, name: str) -> DirectorySyncStatus | None:
+        """The lease and the last result; None when it never ran."""
 
     # -- folders -----------------------------------------------------------
 
@@ -1038,6 +1105,13 @@ class MessageStore(Protocol):
     def batches_writes(self) -> bool:
         """Whether `write_batch` pays on this backend (group commit)."""
         ...
+
+    def bulk_writes(self) -> AbstractContextManager[None]:
+        """The store calls this thread makes in the block share one write
+        transaction, committed once at its end (rolled back when it raises;
+        StoreUnavailable when the commit fails): each call in a SAVEPOINT of
+        its own, so a failing call is undone alone and raises as usual.
+        Holds the write lock for the whole block: keep it short."""
 
     def write_batch(self) -> AbstractContextManager[WriteBatch]:
         """Group commit for this thread's write calls made through the

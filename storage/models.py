@@ -21,6 +21,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -95,6 +96,14 @@ class AccountRow(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     cert_subject: Mapped[str | None] = mapped_column(String(1024), index=True)
     password_hash: Mapped[str | None] = mapped_column(String(512))
+    # The directory entry (LDAP DN) this account is synchronised from
+    # (`mssctl ldap sync`); None: made by hand, never touched by the sync.
+    directory_dn: Mapped[str | None] = mapped_column(String(1024), index=True)
+    # Disabled by the directory sync (gone from the directory, or disabled
+    # there): the sync enables again only such an account, never one an
+    # admin disabled.
+    directory_disabled: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                     server_default=false())
 
 
 class CertPinRow(Base):
@@ -282,8 +291,32 @@ class GrantRow(Base):
     valid_from: Mapped[datetime | None] = mapped_column(UTCDateTime())
     valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     send_as: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Who manages the grant: "ldap" for one the directory sync made (and may
+    # revoke); None for one an admin or an ACL command made (never revoked
+    # by the sync).
+    managed_by: Mapped[str | None] = mapped_column(String(32))
     # "" = the whole mailbox; else a folder name of it ("INBOX", "a/b").
     folder: Mapped[str] = mapped_column(String(1024), default="", server_default="")
+
+
+class DirectorySyncRow(Base):
+    """One row per directory synchronisation (name "ldap"): the lease that
+    lets one process of one node run it at a time (taken with a conditional
+    UPDATE, lapsing at `lease_until` so that a dead node's lease expires),
+    and the last run's result, as `mssctl ldap status` shows it."""
+
+    __tablename__ = "directory_sync"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    lease_holder: Mapped[str | None] = mapped_column(String(255))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_started: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_finished: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_duration: Mapped[float | None] = mapped_column(Float)
+    last_result: Mapped[str | None] = mapped_column(String(16))  # ok, fail
+    last_counts: Mapped[str] = mapped_column(Text, default="{}")  # JSON object
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_holder: Mapped[str | None] = mapped_column(String(255))
 
 
 class AccessEpochRow(Base):

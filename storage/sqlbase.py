@@ -53,6 +53,7 @@ from storage.models import (
     AuthFactorRow,
     BodyRow,
     CertPinRow,
+    DirectorySyncRow,
     DomainRow,
     ExpungedRow,
     FolderRow,
@@ -74,6 +75,7 @@ AU = cast(Table, AuditRow.__table__)
 B = cast(Table, BodyRow.__table__)
 CP = cast(Table, CertPinRow.__table__)
 D = cast(Table, DomainRow.__table__)
+DS = cast(Table, DirectorySyncRow.__table__)
 E = cast(Table, ExpungedRow.__table__)
 F = cast(Table, FolderRow.__table__)
 G = cast(Table, GrantRow.__table__)
@@ -252,6 +254,8 @@ def account_record(r: Row[Any]) -> Account:
         idnat=r.idnat,
         cert_subject=r.cert_subject,
         password_hash=r.password_hash,
+        directory_dn=r.directory_dn,
+        directory_disabled=bool(r.directory_disabled),
     )
 
 
@@ -295,6 +299,7 @@ def grant_record(r: Row[Any]) -> Grant:
         valid_from=r.valid_from,
         valid_until=r.valid_until,
         send_as=bool(r.send_as),
+        managed_by=r.managed_by,
         folder=r.folder,
     )
 
@@ -653,7 +658,41 @@ class StoreBase:
         return self._engine
 
     def _read(self) -> Any:
+        bulk = getattr(self._ambient, "bulk", None)
+        if bulk is not None:
+            return self._in_bulk(bulk)
         return transaction(self._engine, write=False)
+
+    @contextmanager
+    def _in_bulk(self, conn: Any) -> Iterator[Any]:
+        """A store call inside `bulk_writes`: the bulk's transaction, in a
+        SAVEPOINT of its own (a failing call is undone alone)."""
+        try:
+            with conn.begin_nested():
+                yield conn
+        except sa_exc.SQLAlchemyError as exc:
+            mapped = translate(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+    @contextmanager
+    def bulk_writes(self) -> Iterator[None]:
+        """The store calls this thread makes in the block share one write
+        transaction, committed once when the block ends (rolled back when it
+        raises): many small changes (a directory sync) cost one commit, not
+        one each. Each call runs in its own SAVEPOINT, so a failing call is
+        undone alone and raises as usual. Holds the database's write lock
+        for the whole block: keep it short. Not inside a `write_batch`."""
+        if getattr(self._ambient, "batch", None) is not None or getattr(
+                self._ambient, "bulk", None) is not None:
+            raise RuntimeError("bulk_writes does not nest, nor go inside a write batch")
+        with transaction(self._engine, write=True, gate=self._gate) as conn:
+            self._ambient.bulk = conn
+            try:
+                yield
+            finally:
+                self._ambient.bulk = None
 
     @contextmanager
     def _dbapi(self, *, write: bool) -> Iterator[Any]:
@@ -666,6 +705,17 @@ class StoreBase:
         the block ends normally, rolled back otherwise; a failure of the
         database itself becomes StoreUnavailable."""
         dbapi: Any = self._engine.dialect.dbapi
+        bulk = getattr(self._ambient, "bulk", None)
+        if bulk is not None:
+            with self._in_bulk(bulk) as conn:
+                cur = conn.connection.dbapi_connection.cursor()
+                try:
+                    yield cur
+                except dbapi.Error as exc:
+                    raise dbapi_failure(exc, dbapi) from exc
+                finally:
+                    cur.close()
+            return
         batch: _Batch | None = getattr(self._ambient, "batch", None)
         if batch is not None and (write or batch.cur is not None):
             # Inside a write batch: its transaction (begun by the first write);
@@ -723,6 +773,9 @@ class StoreBase:
         return batch is not None and batch.cur is not None
 
     def _write(self) -> Any:
+        bulk = getattr(self._ambient, "bulk", None)
+        if bulk is not None:
+            return self._in_bulk(bulk)
         if getattr(self._ambient, "batch", None) is not None:
             # Its own connection would wait for the batch's write lock forever.
             raise RuntimeError("a SQLAlchemy write transaction inside a write batch")

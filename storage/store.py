@@ -51,6 +51,7 @@ from sqlalchemy import exc as sa_exc
 
 from storage import crypto
 from storage.directory import DirectoryMixin
+from storage.dirsync import DirectorySyncMixin
 from storage.index import (
     ColumnsCache,
     IndexCache,
@@ -323,7 +324,7 @@ class _SeenOverlay:
         return out
 
 
-class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin, JobLeaseMixin):
+class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin, JobLeaseMixin):
     """See `storage.interface.MessageStore` for the contract of every method."""
 
     def __init__(self, engine: Engine, key_file: Path, **kwargs: Any) -> None:

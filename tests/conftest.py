@@ -115,3 +115,37 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"skipped on CI, which must run every test: {reason}"
+
+
+# ---------------------------------------------------------------- LDAP (directory sync)
+
+
+def _need_slapd() -> None:
+    from ldap_support import slapd_binaries
+
+    if slapd_binaries() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("slapd not found (Debian slapd, ldap-utils) and CI=true")
+        pytest.skip("slapd not found (Debian slapd, ldap-utils)")
+
+
+@pytest.fixture(scope="session")
+def ldap_1000(dev_pki: Any) -> Iterator[Any]:
+    """A throwaway slapd (`ldap_support.running_slapd`) holding 1,000 people
+    and 50 service groups (`ldap_support.people_ldif`), for the whole
+    session: do not change its entries (use `ldap_small`)."""
+    from ldap_support import people_ldif, running_slapd
+
+    _need_slapd()
+    with running_slapd(dev_pki, people_ldif(1000, 50)) as server:
+        yield server
+
+
+@pytest.fixture
+def ldap_small(dev_pki: Any, tmp_path: Path) -> Iterator[Any]:
+    """A slapd of the test's own (12 people, 3 service groups), to change."""
+    from ldap_support import people_ldif, running_slapd
+
+    _need_slapd()
+    with running_slapd(dev_pki, people_ldif(12, 3), tmp_path / "slapd") as server:
+        yield server

@@ -37,6 +37,7 @@ THUNDERBIRD_AUTH: dict[AuthMethod, str] = {
     AuthMethod.PASSWORD: "password-cleartext",
     AuthMethod.PASSWORD_TOTP: "password-cleartext",  # the code follows the password
     AuthMethod.TOKEN: "OAuth2",
+    AuthMethod.LDAP: "password-cleartext",  # the directory's password
 }
 
 

@@ -34,6 +34,7 @@ class AuthMethod(enum.Enum):
     PASSWORD = "password"  # noqa: S105
     PASSWORD_TOTP = "password+totp"  # noqa: S105
     TOKEN = "token"  # noqa: S105 - an identity provider's token (OAUTHBEARER, XOAUTH2)
+    LDAP = "ldap"  # a password checked by a bind to the hospital's directory
 
 
 class BoxState(enum.Enum):

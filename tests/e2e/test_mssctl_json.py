@@ -23,12 +23,13 @@ DURAND = f"sec.durand@{DOMAIN}"
 CARDIO = f"cardiologie@{DOMAIN}"
 UTC_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
-ACCOUNT_KEYS = ["login", "name", "class", "active", "password", "idnat", "cert_subject"]
+ACCOUNT_KEYS = ["login", "name", "class", "active", "password", "idnat", "cert_subject",
+                "directory_dn"]
 LOCK_KEYS = ["locked", "locked_until", "failures", "locks_in_a_row", "refused_while_locked",
              "last_failure"]
 MAILBOX_KEYS = ["address", "type", "active", "owner", "quota_bytes", "seen", "name",
                 "description", "service", "responsible", "unlisted"]
-GRANT_KEYS = ["login", "rights", "send_as", "valid_from", "valid_until", "folder"]
+GRANT_KEYS = ["login", "rights", "send_as", "valid_from", "valid_until", "managed_by", "folder"]
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,8 @@ def test_account_list_and_show(inst: Path) -> None:
     assert all(list(a) == [*ACCOUNT_KEYS, "locked_until"] for a in doc["accounts"])
     assert accounts[MARTIN] == {
         "login": MARTIN, "name": "Dr Paul Martin", "class": "practitioner", "active": True,
-        "password": True, "idnat": "810002813839", "cert_subject": None, "locked_until": None,
+        "password": True, "idnat": "810002813839", "cert_subject": None, "directory_dn": None,
+        "locked_until": None,
     }
     assert utc(accounts[DURAND]["locked_until"]) == until
     assert accounts[f"labo@{DOMAIN}"]["password"] is False
@@ -152,7 +154,7 @@ def test_mailbox_list_show_and_grants(inst: Path) -> None:
     assert by_login[MARTIN] == {"login": MARTIN, "rights": "lr", "send_as": False,
                                 "valid_from": "2026-01-01T00:00:00Z",
                                 "valid_until": "2027-01-01T11:00:00Z",  # in UTC
-                                "folder": ""}  # the whole box
+                                "managed_by": None, "folder": ""}  # the whole box
     assert by_login[DURAND]["send_as"] is True and by_login[DURAND]["valid_until"] is None
     assert show["grants"] == grants["grants"]
 

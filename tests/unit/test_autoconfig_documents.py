@@ -52,11 +52,18 @@ def test_server_and_display_name(tmp_path: Path) -> None:
     assert doc.findtext("emailProvider/displayName") == "Hôpital"
 
 
+def test_every_login_method_has_a_thunderbird_value() -> None:
+    from mssctl.autoconfig.documents import THUNDERBIRD_AUTH
+
+    assert set(THUNDERBIRD_AUTH) == set(AuthMethod)
+
+
 @pytest.mark.parametrize(("methods", "expected"), [
     ([AuthMethod.CARD, AuthMethod.PASSWORD], ["TLS-client-cert", "password-cleartext"]),
     ([AuthMethod.PASSWORD_TOTP, AuthMethod.PASSWORD], ["password-cleartext"]),  # once
     ([AuthMethod.TOKEN], ["OAuth2"]),
     ([AuthMethod.ORG_CERTIFICATE], ["TLS-client-cert"]),
+    ([AuthMethod.LDAP, AuthMethod.PASSWORD_TOTP], ["password-cleartext"]),
 ])
 def test_thunderbird_authentication(tmp_path: Path, methods: list[AuthMethod],
                                     expected: list[str]) -> None:

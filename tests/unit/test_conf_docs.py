@@ -13,6 +13,11 @@ from conf.settings import (
     AutoconfigSettings,
     DatabaseSettings,
     IdentityProviderSettings,
+    LdapAttributes,
+    LdapGrant,
+    LdapGroupSearch,
+    LdapSearch,
+    LdapSettings,
     LimitSettings,
     ListenerSettings,
     LockoutSettings,
@@ -37,6 +42,11 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("policy.lockout.", LockoutSettings),
     ("policy.login_methods.", LoginMethodSettings),
     ("identity_provider.", IdentityProviderSettings),
+    ("ldap.", LdapSettings),
+    ("ldap.people.", LdapSearch),
+    ("ldap.groups.", LdapGroupSearch),
+    ("ldap.attributes.", LdapAttributes),
+    ("ldap.grants[].", LdapGrant),
     ("autoconfig.", AutoconfigSettings),
 ]
 

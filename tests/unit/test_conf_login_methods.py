@@ -32,13 +32,14 @@ def problems(**extra: Any) -> list[str]:
 @pytest.mark.parametrize(("extra", "line"), [
     ({"policy": {"login_methods": {"staff": ["pasword"]}}},
      "mss.yaml: policy.login_methods.staff.0: expected one of card, org-certificate, password, "
-     "password+totp, token, got 'pasword' (did you mean password?)"),
+     "password+totp, token, ldap, got 'pasword' (did you mean password?)"),
     ({"policy": {"login_methods": {"staff": ["password+otp"]}}},
      "(did you mean password+totp?)"),
     ({"policy": {"login_methods": {"practicioner": ["card"]}}},
      "mss.yaml: policy.login_methods.practicioner: unknown key (did you mean practitioner?)"),
     ({"policy": {"login_methods": {"system": ["org-cert"]}}}, "(did you mean org-certificate?)"),
-    ({"policy": {"login_methods": {"admin": ["ldap"]}}}, "got 'ldap'"),  # not yet
+    ({"policy": {"login_methods": {"admin": ["ldap"]}}},
+     "policy.login_methods.admin allows ldap, but no ldap section is configured"),
     ({"policy": {"password_login_classes": ["staf"]}}, "(did you mean staff?)"),
     ({"policy": {"password_login_classes": ["staff"], "login_methods": {}}},
      "password_login_classes is replaced by login_methods"),

@@ -69,7 +69,7 @@ RULE_PROBLEMS = [
      "(did you mean submission?)"),
     ("  - id: r\n    from: {method: [card, pasword]}\n    action: allow\n",
      "flows.yaml:5: rule r: from.method: expected one of card, org-certificate, password, "
-     "password+totp, token, none, got 'pasword' (did you mean password?)"),
+     "password+totp, token, ldap, none, got 'pasword' (did you mean password?)"),
     ("  - id: r\n    to: {box_type: []}\n    action: allow\n",
      "flows.yaml:5: rule r: to.box_type: an empty list matches nothing; remove the key to "
      "match anything"),
