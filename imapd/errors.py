@@ -60,6 +60,36 @@ def bad(text: str, code: str | None = None) -> ImapError:
 NONEXISTENT = Reply("NO", "NONEXISTENT", "No such mailbox")
 
 
+# Mailbox commands (SELECT, CREATE, DELETE, RENAME, STATUS, LIST).
+QRESYNC_NOT_ENABLED = Reply("BAD", None, "QRESYNC is not enabled")
+EMPTY_NAME = Reply("BAD", None, "Empty mailbox name")
+UNSUPPORTED_USE = Reply("NO", "USEATTR", "Unsupported special-use attribute")
+ALREADY_EXISTS = Reply("NO", "ALREADYEXISTS", "Mailbox already exists")
+INBOX_NOT_DELETED = Reply("NO", "CANNOT", "INBOX cannot be deleted")
+RENAME_ACROSS = Reply("NO", "CANNOT", "Cannot move a folder to another mailbox")
+RENAME_REFUSED = Reply("NO", "CANNOT", "Cannot rename to that name")
+STATUS_NO_ITEM = Reply("BAD", None, "STATUS needs at least one item")
+RECURSIVEMATCH_ALONE = Reply("BAD", None, "RECURSIVEMATCH needs another selection option")
+# Message commands on a mailbox selected read-only (EXAMINE, or no right to write).
+READ_ONLY = Reply("NO", "READ-ONLY", "Mailbox is read-only")
+# SETACL/DELETEACL refusals after the access check (`Policy.set_rights` reasons).
+ACL_UNKNOWN_IDENTIFIER = Reply("NO", "CANNOT", "Unknown identifier")
+ACL_OWNER_FIXED = Reply("NO", "CANNOT", "The owner's rights cannot be changed")
+ACL_UNKNOWN_RIGHT = Reply("BAD", None, "Unknown right")
+ACL_MAILBOX_RIGHTS_FIXED = Reply(
+    "NO", "CANNOT", "Rights granted on the whole mailbox cannot be removed on one folder")
+# CREATE or RENAME to a name that is an astring but not modified UTF-7
+# (RFC 3501 5.1.3): well-formed, so NO, not BAD (Dovecot's answer too).
+NOT_MUTF7 = Reply("NO", "CANNOT", "Mailbox name is not valid modified UTF-7")
+
+
+# A command on messages of which some were expunged by another session (RFC
+# 2180 4.1.1 FETCH, 4.2.2 STORE without .SILENT): the others were done.
+EXPUNGE_ISSUED = Reply("NO", "EXPUNGEISSUED", "Some of the requested messages no longer exist")
+# STORE of \Recent: only the server sets it (RFC 3501 2.3.2).
+STORE_RECENT = Reply("BAD", None, "The \\Recent flag cannot be stored")
+
+
 def nonexistent() -> ImapError:
     return ImapError(NONEXISTENT.status, NONEXISTENT.code, NONEXISTENT.text)
 

@@ -182,10 +182,13 @@ def header_fields(
     """HEADER.FIELDS (names) / .NOT of the header block raw[start:end].
 
     Fields are copied as written (continuation lines included), in message
-    order, and the result ends with the blank line (RFC 3501 6.4.5).
+    order, and the result ends with the blank line (RFC 3501 6.4.5). Of a
+    header with no blank line (a message that is all header), .NOT gives the
+    fields only: the rest of the header as it is, nothing added (Dovecot's
+    HEADER.FIELDS adds the missing blank line, its .NOT does not).
     """
     wanted = {n.lower().encode("latin-1", "replace") for n in names}
-    fields_end, _body = header_bounds(raw, start, end)
+    fields_end, body = header_bounds(raw, start, end)
     out: list[bytes] = []
     for name, fstart, fend, _value in iter_fields(raw, start, fields_end):
         if (name.lower() in wanted) != not_:
@@ -193,7 +196,8 @@ def header_fields(
             if not chunk.endswith(b"\n"):
                 chunk += b"\r\n"
             out.append(chunk)
-    out.append(b"\r\n")
+    if body > fields_end or not not_:
+        out.append(b"\r\n")
     return b"".join(out)
 
 

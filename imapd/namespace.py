@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from imapd.errors import NotPermitted
+from imapd.parser.mutf7 import UndecodableName
 from policy.decisions import AccessibleMailbox
 from storage.interface import HIERARCHY_SEPARATOR, Mailbox, MailboxType
 
@@ -67,7 +68,10 @@ class Namespaces:
         return any(self.root_of(a) == root for a in self.others)
 
     def resolve(self, name: str) -> Place:
-        """Raises NotPermitted for names outside every accessible mailbox."""
+        """Raises NotPermitted for names outside every accessible mailbox,
+        and for a name that is not modified UTF-7 (it names nothing)."""
+        if isinstance(name, UndecodableName):
+            raise NotPermitted(name)
         name = name.rstrip(SEP) if name != SEP else name
         root, sep, rest = name.partition(SEP)
         if sep and root in (SHARED, OTHERS):

@@ -479,6 +479,11 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         place = self.session.selected_place
         return place.mailbox if place is not None else None
 
+    def _selected_folder(self) -> str | None:
+        """The selected folder: a grant on that folder alone counts too."""
+        place = self.session.selected_place
+        return place.folder if place is not None else None
+
     def _access_stale(self) -> bool:
         """Must the session's access be checked again before it goes on? When
         it was never checked, when the selected mailbox is not the one it was
@@ -515,7 +520,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         """Raises AccessWithdrawn when the session lost its access."""
         session = self.session
         access: SessionAccess = await self.run(
-            self.services.policy.session_access, session.identity, self._selected_mailbox())
+            self.services.policy.session_access, session.identity, self._selected_mailbox(),
+            self._selected_folder())
         self.set_access(access)
         if not access.decision.allowed:
             raise AccessWithdrawn(access.decision.reason)
@@ -551,7 +557,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                        args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
         session = self.session
         known, identity = session.access, session.identity
-        mailbox = self._selected_mailbox()
+        mailbox, folder = self._selected_mailbox(), self._selected_folder()
         policy, store = self.services.policy, self.services.store
 
         def checked() -> tuple[SessionAccess | None, Any]:
@@ -564,7 +570,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                         or store.access_epoch() != known.epoch
                         or (known.valid_until is not None
                             and policy.now() >= known.valid_until)):
-                    fresh = policy.session_access(identity, mailbox)
+                    fresh = policy.session_access(identity, mailbox, folder)
                     if not fresh.decision.allowed:
                         return fresh, None
                 return fresh, fn(*args, **kwargs)

@@ -1,8 +1,11 @@
-"""Serialisers for IMAP responses: strings, lists, flags, dates, sets, response codes.
+"""Serialisers for IMAP response data: strings, flag lists, dates, number sets,
+and the typed catalogue of response codes.
 
 Everything returns ``bytes`` ready for the wire (RFC 3501 section 9 response
 grammar). Strings are sent in the cheapest safe form: atom, quoted string, or a
-literal when they hold 8-bit octets, CR/LF or NUL.
+literal when they hold 8-bit octets, CR/LF or NUL. Tagged completions and their
+texts are `imapd.errors.Reply` (the one catalogue of NO/BAD answers); handlers
+build data lines with these and `imapd.wire`.
 """
 
 from __future__ import annotations
@@ -12,10 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from imapd.parser.mutf7 import encode as encode_mutf7
 from imapd.parser.tokens import ASTRING_CHARS
 
-CRLF = b"\r\n"
 NIL = b"NIL"
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 MAX_QUOTED = 4096  # longer strings go as literals: easier on clients' line buffers
@@ -51,10 +52,6 @@ def string(value: Text) -> bytes:
     return quoted(raw) if _quotable(raw) else literal(raw)
 
 
-def nstring(value: Text | None) -> bytes:
-    return NIL if value is None else string(value)
-
-
 def astring(value: Text) -> bytes:
     """``astring``: a bare atom when unambiguous (never ``NIL``), else ``string``."""
     raw = _bytes(value)
@@ -63,17 +60,8 @@ def astring(value: Text) -> bytes:
     return string(raw)
 
 
-def mailbox(name: str) -> bytes:
-    """A mailbox name: modified UTF-7, always quoted (as most servers send it)."""
-    return string(encode_mutf7(name))
-
-
 def paren(items: Iterable[bytes]) -> bytes:
     return b"(" + b" ".join(items) + b")"
-
-
-def nil_or_paren(items: Sequence[bytes]) -> bytes:
-    return paren(items) if items else NIL
 
 
 def flag_list(flags: Iterable[str]) -> bytes:
@@ -105,11 +93,6 @@ def format_date_time(moment: datetime) -> str:
         f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d} "
         f"{sign}{minutes // 60:02d}{minutes % 60:02d}"
     )
-
-
-def date_time(moment: datetime) -> bytes:
-    """Quoted date-time, as INTERNALDATE sends it."""
-    return b'"' + format_date_time(moment).encode("ascii") + b'"'
 
 
 # ---------------------------------------------------------------- number sets
@@ -291,150 +274,3 @@ def copyuid(uidvalidity_value: int, source: Sequence[int], dest: Sequence[int]) 
         + b" "
         + sequence_set(dest, sort=False),
     )
-
-
-# ---------------------------------------------------------------- responses
-
-
-class Status(enum.Enum):
-    OK = "OK"
-    NO = "NO"
-    BAD = "BAD"
-    PREAUTH = "PREAUTH"
-    BYE = "BYE"
-
-
-def _human(text: str) -> bytes:
-    # resp-text is one line of TEXT-CHARs; it must not look like a response code.
-    raw = text.encode("utf-8", "replace").replace(b"\r", b" ").replace(b"\n", b" ")
-    raw = bytes(c if c < 0x80 else 0x3F for c in raw)  # 7-bit only: "?"
-    if raw.startswith(b"["):
-        raw = b" " + raw
-    return raw or b"Done"
-
-
-def status_line(
-    tag: str | None, status: Status, text: str, code: ResponseCode | None = None
-) -> bytes:
-    """``tag OK [CODE] text`` or ``* OK [CODE] text`` (tag None), with CRLF."""
-    head = b"*" if tag is None else tag.encode("ascii")
-    out = head + b" " + status.value.encode("ascii") + b" "
-    if code is not None:
-        out += code.render() + b" "
-    return out + _human(text) + CRLF
-
-
-def tagged(tag: str, status: Status, text: str, code: ResponseCode | None = None) -> bytes:
-    return status_line(tag, status, text, code)
-
-
-def ok(tag: str, text: str, code: ResponseCode | None = None) -> bytes:
-    return status_line(tag, Status.OK, text, code)
-
-
-def no(tag: str, text: str, code: ResponseCode | None = None) -> bytes:
-    return status_line(tag, Status.NO, text, code)
-
-
-def bad(tag: str | None, text: str, code: ResponseCode | None = None) -> bytes:
-    return status_line(tag, Status.BAD, text, code)
-
-
-def untagged_status(status: Status, text: str, code: ResponseCode | None = None) -> bytes:
-    return status_line(None, status, text, code)
-
-
-def untagged(data: bytes) -> bytes:
-    """``* data`` CRLF (data is already serialised, literals included)."""
-    return b"* " + data + CRLF
-
-
-def continuation(text: str = "Ready") -> bytes:
-    """``+ text`` CRLF (continue-req with resp-text)."""
-    return b"+ " + _human(text) + CRLF
-
-
-def continuation_data(data: bytes) -> bytes:
-    """``+ base64`` CRLF for SASL challenges (empty challenge: ``+ `` CRLF)."""
-    return b"+ " + data + CRLF
-
-
-# -------------------------------------------------------- common untagged data
-
-
-def capability(capabilities: Iterable[str]) -> bytes:
-    return untagged(b"CAPABILITY " + " ".join(capabilities).encode("ascii"))
-
-
-def exists(count: int) -> bytes:
-    return untagged(b"%d EXISTS" % count)
-
-
-def recent(count: int) -> bytes:
-    return untagged(b"%d RECENT" % count)
-
-
-def expunge(seq: int) -> bytes:
-    return untagged(b"%d EXPUNGE" % seq)
-
-
-def flags(flag_names: Iterable[str]) -> bytes:
-    return untagged(b"FLAGS " + flag_list(flag_names))
-
-
-def fetch(seq: int, items: Iterable[bytes]) -> bytes:
-    """``* n FETCH (item value ...)``: items already rendered (``b"UID 4"``)."""
-    return untagged(b"%d FETCH " % seq + paren(items))
-
-
-def search(values: Iterable[int], modseq: int | None = None) -> bytes:
-    """``* SEARCH 2 3 6`` (RFC 7162: ``(MODSEQ n)`` appended when asked)."""
-    out = b"SEARCH"
-    for value in values:
-        out += b" %d" % value
-    if modseq is not None:
-        out += b" (MODSEQ %d)" % modseq
-    return untagged(out)
-
-
-def vanished(uids: Iterable[int], *, earlier: bool = False) -> bytes:
-    """RFC 7162 ``* VANISHED [(EARLIER)] uid-set``."""
-    return untagged(b"VANISHED " + (b"(EARLIER) " if earlier else b"") + sequence_set(uids))
-
-
-def list_line(
-    attributes: Iterable[str],
-    delimiter: str | None,
-    name: str,
-    *,
-    kind: str = "LIST",
-    extended: Iterable[bytes] = (),
-) -> bytes:
-    """``* LIST (\\HasNoChildren) "/" "INBOX"`` (LSUB with kind="LSUB"); extended
-    items (RFC 5258 mbox-list-extended, e.g. ``CHILDINFO ("SUBSCRIBED")``) are
-    appended as a parenthesised list when given."""
-    attrs = paren(a.encode("ascii") for a in attributes)
-    sep = NIL if delimiter is None else quoted(delimiter)
-    out = kind.encode("ascii") + b" " + attrs + b" " + sep + b" " + mailbox(name)
-    extra = list(extended)
-    if extra:
-        out += b" " + paren(extra)
-    return untagged(out)
-
-
-def status(name: str, items: Iterable[tuple[str, int]]) -> bytes:
-    """``* STATUS "INBOX" (MESSAGES 2 UIDNEXT 5)``."""
-    body = paren(n.encode("ascii") + b" " + number(v) for n, v in items)
-    return untagged(b"STATUS " + mailbox(name) + b" " + body)
-
-
-def enabled(capabilities: Iterable[str]) -> bytes:
-    caps = " ".join(capabilities)
-    return untagged(b"ENABLED" + (b" " + caps.encode("ascii") if caps else b""))
-
-
-def id_response(params: Sequence[tuple[str, str | None]] | None) -> bytes:
-    """RFC 2971 ``* ID ("name" "mss")`` or ``* ID NIL``."""
-    if not params:
-        return untagged(b"ID NIL")
-    return untagged(b"ID " + paren(string(k) + b" " + nstring(v) for k, v in params))

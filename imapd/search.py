@@ -130,9 +130,13 @@ class _Message:
 
 
 def _collect_text(raw: bytes, part: Meta, out: list[str]) -> None:
-    """Decoded text of the text parts under `part` (MIME headers excluded)."""
+    """Decoded text of the text parts under `part`, with the MIME header of
+    each body part (an attachment's file name in its Content-Disposition is
+    text of the message: RFC 3501 6.4.4 BODY/TEXT, as Dovecot searches it);
+    `part`'s own header is not included (the message's header, for BODY)."""
     if "parts" in part:
         for child in part["parts"]:
+            out.append(_decode_header_block(raw, child["header_start"], child["header_end"]))
             _collect_text(raw, child, out)
         return
     if "message" in part:

@@ -28,6 +28,7 @@ from storage.interface import (
     Grant,
     Mailbox,
     MailboxType,
+    NotFound,
     check_directory_text,
 )
 
@@ -128,12 +129,18 @@ def register(sub: Any) -> None:
                               "then names the agent)")
     send_as.add_argument("--no-send-as", dest="send_as", action="store_false",
                          help="may no longer send as it (default: keep what the grant had)")
+    grant.add_argument("--folder", default="", metavar="NAME",
+                       help="grant the rights on this folder only (e.g. INBOX, Archive/2024), "
+                            "on top of the grant on the whole mailbox; IMAP SETACL changes "
+                            "the same grant")
     add_config_option(grant)
     grant.set_defaults(func=cmd_grant)
 
     revoke = verbs.add_parser("revoke", help="remove an account's access to a mailbox")
     revoke.add_argument("address")
     revoke.add_argument("login")
+    revoke.add_argument("--folder", default="", metavar="NAME",
+                        help="remove the grant on this folder only")
     add_config_option(revoke)
     revoke.set_defaults(func=cmd_grant, rights="", valid_from=None, valid_until=None,
                         send_as=False)
@@ -196,6 +203,7 @@ def grant_json(g: Grant, login: str) -> dict[str, Any]:
         "valid_until": json_time(g.valid_until),
         # "ldap": the directory sync manages it; None: an admin's.
         "managed_by": g.managed_by,
+        "folder": g.folder,  # "": every folder of the box
     }
 
 
@@ -365,29 +373,44 @@ def cmd_grant(args: argparse.Namespace) -> int:
             f"expected letters among {ALL_RIGHTS}",
             EXIT_USAGE,
         )
+    folder = args.folder.strip().strip("/")
+    if args.folder and not folder:
+        raise CliError(f"--folder: {args.folder!r} names no folder", EXIT_USAGE)
+    if folder and args.send_as:
+        raise CliError("--send-as is a right on the whole mailbox: not with --folder",
+                       EXIT_USAGE)
     action = "mailbox-grant" if args.rights or args.send_as else "mailbox-revoke"
+    folder_detail = {"folder": folder} if folder else {}
     with (
         opened_store(settings) as store,
         admin_change(settings, action, args.address.strip().lower(), store=store,
                      login=args.login.strip().lower(), rights=args.rights,
-                     valid_from=args.valid_from, valid_until=args.valid_until) as change,
+                     valid_from=args.valid_from, valid_until=args.valid_until,
+                     **folder_detail) as change,
         store_errors(f"{args.address} / {args.login}"),
     ):
         mailbox = store.get_mailbox(args.address)
         account = store.get_account(args.login)
+        if folder and args.rights:
+            try:
+                folder = store.get_folder(mailbox.id, folder).name
+            except NotFound:
+                raise CliError(f"{mailbox.address} has no folder {folder!r}") from None
         change.details["rights_before"] = next(
             (g.rights for g in store.grants_for_mailbox(mailbox.id)
-             if g.account_id == account.id), "")
+             if g.account_id == account.id and g.folder == folder), "")
         grant = store.set_grant(account.id, mailbox.id, args.rights,
                                 valid_from=args.valid_from, valid_until=args.valid_until,
-                                send_as=args.send_as)
+                                send_as=None if folder else args.send_as, folder=folder)
         change.details["send_as"] = grant.send_as
+    where = f"{mailbox.address} folder {grant.folder}" if grant.folder else mailbox.address
     if grant.rights or grant.send_as:
         rights = f"rights {grant.rights}" if grant.rights else "no IMAP rights"
         also = ", and may send as it" if grant.send_as else ""
-        print(f"{account.login} may use {mailbox.address} with {rights}{also}")
+        print(f"{account.login} may use {where} with {rights}{also}")
     else:
-        print(f"{account.login} no longer has access to {mailbox.address}")
+        print(f"{account.login} no longer has access to {where}"
+              + (" (beyond the grant on the whole mailbox, if any)" if grant.folder else ""))
     return EXIT_OK
 
 
@@ -405,6 +428,7 @@ def cmd_grants(args: argparse.Namespace) -> int:
     rows = [
         [
             logins.get(g.account_id, str(g.account_id)),
+            g.folder or "*",
             g.rights or "-",
             "yes" if g.send_as else "no",
             g.valid_from.isoformat() if g.valid_from else "-",
@@ -414,5 +438,5 @@ def cmd_grants(args: argparse.Namespace) -> int:
         for g in grants
         if g.rights or g.send_as
     ]
-    print_table(rows, ["LOGIN", "RIGHTS", "SEND-AS", "FROM", "UNTIL", "BY"])
+    print_table(rows, ["LOGIN", "FOLDER", "RIGHTS", "SEND-AS", "FROM", "UNTIL", "BY"])
     return EXIT_OK

@@ -214,7 +214,8 @@ NOT_MAPPED: dict[Reason, str] = {
     # IMAP's: mailboxes, ACLs and open sessions.
     **{r: "IMAP only" for r in (
         Reason.NO_ACCESS, Reason.NOT_VISIBLE, Reason.UNKNOWN_IDENTIFIER,
-        Reason.OWNER_RIGHTS_FIXED, Reason.UNKNOWN_RIGHT, Reason.MAILBOX_WITHDRAWN)},
+        Reason.OWNER_RIGHTS_FIXED, Reason.UNKNOWN_RIGHT, Reason.MAILBOX_RIGHTS_FIXED,
+        Reason.MAILBOX_WITHDRAWN)},
 }
 
 

@@ -400,6 +400,10 @@ def _plan_grants(snapshot: Snapshot, existing: Existing, settings: LdapSettings,
     addresses = {m.id: m.address for m in existing.mailboxes}
     have: dict[tuple[str, str], Grant] = {}
     for grant in existing.grants:
+        # The sync manages grants on whole boxes; a grant on one folder
+        # (SETACL, `mssctl mailbox grant --folder`) is never its business.
+        if grant.folder:
+            continue
         if grant.account_id in logins and grant.mailbox_id in addresses:
             have[(logins[grant.account_id], addresses[grant.mailbox_id])] = grant
     all_rights = "lrswipkxtea"

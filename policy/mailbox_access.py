@@ -3,6 +3,8 @@ with validity windows, the access of open sessions, and access control lists."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from policy.core import PolicyCore, _aware
 from policy.reasons import Reason
 from policy.verdicts import (
@@ -18,6 +20,7 @@ from policy.verdicts import (
     normalise_rights,
 )
 from storage.interface import (
+    Grant,
     Mailbox,
     NotFound,
 )
@@ -27,7 +30,8 @@ class MailboxAccessDecisions(PolicyCore):
     """IMAP's decisions: visible mailboxes, rights, ACLs, open sessions."""
 
     def accessible_mailboxes(self, identity: Identity) -> list[AccessibleMailbox]:
-        """The account's own mailboxes, then those shared with it."""
+        """The account's own mailboxes, then those shared with it: by a
+        current grant on the whole mailbox or on one of its folders."""
         out: list[AccessibleMailbox] = []
         seen: set[int] = set()
         access = self.store.mailbox_access(identity.account.id)
@@ -35,10 +39,18 @@ class MailboxAccessDecisions(PolicyCore):
             if mb.active:
                 out.append(AccessibleMailbox(mb, ALL_RIGHTS, owned=True))
                 seen.add(mb.id)
-        for grant, shared in access.shared:
-            if shared.id not in seen and shared.active and self._grant_current(grant):
-                out.append(AccessibleMailbox(shared, grant.rights, owned=False))
-                seen.add(shared.id)
+        shared: dict[int, tuple[Mailbox, list[str], list[tuple[str, str]]]] = {}
+        for grant, mb in access.shared:
+            if mb.id in seen or not mb.active or not self._grant_current(grant):
+                continue
+            _, whole, folders = shared.setdefault(mb.id, (mb, [], []))
+            if grant.folder:
+                folders.append((grant.folder, grant.rights))
+            else:
+                whole.append(grant.rights)
+        for mb, whole, folders in shared.values():
+            out.append(AccessibleMailbox(mb, "".join(whole), owned=False,
+                                         folder_rights=tuple(folders)))
         return out
 
     def primary_mailbox(self, identity: Identity) -> Mailbox | None:
@@ -50,22 +62,24 @@ class MailboxAccessDecisions(PolicyCore):
                 return m
         return owned[0] if owned else None
 
-    def mailbox_rights(self, identity: Identity, mailbox: Mailbox) -> str:
+    def mailbox_rights(self, identity: Identity, mailbox: Mailbox, folder: str | None = None) -> str:
         """RFC 4314 rights of the identity on a mailbox ("" = none: the
-        protocol must then answer as if the mailbox did not exist)."""
+        protocol must then answer as if the mailbox did not exist): those
+        of its grant on the whole mailbox, and with `folder` those of its
+        grant on that folder too."""
         if not mailbox.active or not identity.account.active:
             return ""
         if mailbox.owner_account_id is not None and mailbox.owner_account_id == identity.account.id:
             return ALL_RIGHTS
-        for grant in self._current_grants(identity.account.id):
-            if grant.mailbox_id == mailbox.id:
-                return grant.rights
-        return ""
+        return _granted(self._current_grants(identity.account.id), mailbox.id, folder)[0]
 
-    def session_access(self, identity: Identity, mailbox: Mailbox | None) -> SessionAccess:
+    def session_access(
+        self, identity: Identity, mailbox: Mailbox | None, folder: str | None = None
+    ) -> SessionAccess:
         """Rechecks an open session against the store as it is now: the
         account must still be active, and the mailbox it has selected (if
-        any) still readable ("r", the right SELECT needed). A withdrawal is
+        any) still readable ("r", the right SELECT needed; on `folder`, the
+        selected folder, when given: a folder grant counts). A withdrawal is
         a decision and is audited (action "session", result "deny"); a
         session that keeps its access records nothing (its access was
         recorded when it was granted)."""
@@ -89,9 +103,7 @@ class MailboxAccessDecisions(PolicyCore):
             if current.owner_account_id == account.id:
                 rights = ALL_RIGHTS
             else:
-                for grant in self._current_grants(account.id):
-                    if grant.mailbox_id == mailbox.id:
-                        rights, until = grant.rights, _aware(grant.valid_until)
+                rights, until = _granted(self._current_grants(account.id), mailbox.id, folder)
         if "r" not in rights:
             decision = self._deny(identity.name, "session", mailbox.address, Reason.MAILBOX_WITHDRAWN)
             return SessionAccess(decision, epoch, mailbox_id)
@@ -108,7 +120,7 @@ class MailboxAccessDecisions(PolicyCore):
         identity may see the mailbox (holds "l") but lacks another right,
         Reason.NOT_VISIBLE otherwise: the protocol must then answer exactly as for
         a mailbox that does not exist."""
-        rights = self.mailbox_rights(identity, mailbox)
+        rights = self.mailbox_rights(identity, mailbox, folder or None)
         target = f"{mailbox.address}/{folder}"
         shared = mailbox.owner_account_id != identity.account.id
         if len(right) == 1 and right in rights:
@@ -118,17 +130,19 @@ class MailboxAccessDecisions(PolicyCore):
         reason = Reason.NO_ACCESS if "l" in rights and right != "l" else Reason.NOT_VISIBLE
         return self._deny(identity.name, action, target, reason, right=right)
 
-    # RFC 4314 ACL commands. Rights are granted per store mailbox (an
-    # address), so an ACL applies to every folder of it; identifiers are
-    # account logins; the owner's rights are fixed (all rights). Each method
-    # decides first, then (when allowed) checks that the folder exists:
-    # `NotFound` is raised after the decision, as the store raises it.
+    # RFC 4314 ACL commands, on one folder (a mailbox name): the rights of
+    # an identifier there are those of its grant on the whole mailbox
+    # (`mssctl mailbox grant` without --folder) and of its grant on that
+    # folder, which SETACL/DELETEACL change; identifiers are account logins;
+    # the owner's rights are fixed (all rights). Each method decides first,
+    # then (when allowed) checks that the folder exists: `NotFound` is
+    # raised after the decision, as the store raises it.
 
     def my_rights(self, identity: Identity, mailbox: Mailbox, folder: str) -> RightsDecision:
         """MYRIGHTS: the identity's own rights; refused (Reason.NOT_VISIBLE) unless
         it holds "l" or "r". Raises NotFound (after the decision) for a
         missing folder."""
-        rights = self.mailbox_rights(identity, mailbox)
+        rights = self.mailbox_rights(identity, mailbox, folder)
         target = f"{mailbox.address}/{folder}"
         if "l" not in rights and "r" not in rights:
             return RightsDecision(self._deny(identity.name, "myrights", target, Reason.NOT_VISIBLE))
@@ -149,10 +163,14 @@ class MailboxAccessDecisions(PolicyCore):
         owner = mailbox.owner_account_id
         if owner is not None:
             entries.append((self.store.get_account_by_id(owner).login, ALL_RIGHTS))
+        by_account: dict[int, str] = {}
         for grant in self.store.grants_for_mailbox(mailbox.id):
-            if grant.rights and grant.account_id != owner:
-                entries.append((self.store.get_account_by_id(grant.account_id).login,
-                                grant.rights))
+            if grant.account_id != owner and grant.folder in ("", folder):
+                by_account[grant.account_id] = by_account.get(grant.account_id, "") + grant.rights
+        for account_id, letters in by_account.items():
+            rights = normalise_rights(letters)
+            if rights:
+                entries.append((self.store.get_account_by_id(account_id).login, rights))
         return AclDecision(ALLOW, tuple(entries))
 
     def list_rights(self, identity: Identity, mailbox: Mailbox, folder: str) -> ListRightsDecision:
@@ -169,24 +187,34 @@ class MailboxAccessDecisions(PolicyCore):
         self, identity: Identity, mailbox: Mailbox, folder: str, identifier: str, rights: str
     ) -> Decision:
         """SETACL ("+r" adds, "-r" removes, "r" replaces) and DELETEACL
-        (`rights` ""): needs "a". Refused with Reason.UNKNOWN_IDENTIFIER (no such
-        account), Reason.OWNER_RIGHTS_FIXED or Reason.UNKNOWN_RIGHT. Records the access
-        check, then the change (or why there was none). Raises NotFound
-        (after the access check, before any change) for a missing folder."""
+        (`rights` ""): needs "a". Changes the identifier's grant on this
+        folder: its rights there become the new ones, less those its grant
+        on the whole mailbox gives anyway. Refused with
+        Reason.UNKNOWN_IDENTIFIER (no such account), Reason.OWNER_RIGHTS_FIXED,
+        Reason.UNKNOWN_RIGHT or Reason.MAILBOX_RIGHTS_FIXED (SETACL would
+        remove a right the grant on the whole mailbox gives: `mssctl mailbox
+        grant` changes that one; DELETEACL removes the folder's grant and
+        leaves it). Records the access check, then the change (or why there
+        was none). Raises NotFound (after the access check, before any
+        change) for a missing folder."""
         decision = self.check_mailbox_access(identity, mailbox, folder, "a", "setacl")
         if not decision.allowed:
             return decision
         self.store.get_folder(mailbox.id, folder)
+        target = f"{mailbox.address}/{folder}"
         try:
             account = self.store.get_account(identifier)
         except NotFound:
-            return self._deny(identity.name, "setacl", mailbox.address, Reason.UNKNOWN_IDENTIFIER,
+            return self._deny(identity.name, "setacl", target, Reason.UNKNOWN_IDENTIFIER,
                               identifier=identifier)
         if account.id == mailbox.owner_account_id:
-            return self._deny(identity.name, "setacl", mailbox.address, Reason.OWNER_RIGHTS_FIXED,
+            return self._deny(identity.name, "setacl", target, Reason.OWNER_RIGHTS_FIXED,
                               identifier=identifier)
-        current = next((g.rights for g in self.store.grants_for_mailbox(mailbox.id)
-                        if g.account_id == account.id), "")
+        grants = [g for g in self.store.grants_for_mailbox(mailbox.id)
+                  if g.account_id == account.id]
+        whole = "".join(g.rights for g in grants if not g.folder)
+        current = normalise_rights(whole + "".join(g.rights for g in grants
+                                                   if g.folder == folder)) or ""
         new: str | None
         if rights.startswith("+"):
             new = normalise_rights(current + rights[1:])
@@ -196,9 +224,31 @@ class MailboxAccessDecisions(PolicyCore):
         else:
             new = normalise_rights(rights)
         if new is None:
-            return self._deny(identity.name, "setacl", mailbox.address, Reason.UNKNOWN_RIGHT,
+            return self._deny(identity.name, "setacl", target, Reason.UNKNOWN_RIGHT,
                               identifier=identifier)
-        self.store.set_grant(account.id, mailbox.id, new)
-        self.audit.record(identity.name, "setacl", mailbox.address, "ok",
-                          identifier=identifier, rights=new)
+        if rights and set(whole) - set(new):
+            return self._deny(identity.name, "setacl", target, Reason.MAILBOX_RIGHTS_FIXED,
+                              identifier=identifier, mailbox_rights=whole)
+        own = "".join(r for r in new if r not in whole)
+        self.store.set_grant(account.id, mailbox.id, own, folder=folder)
+        details: dict[str, object] = {"identifier": identifier, "rights": own}
+        if whole:
+            details["mailbox_rights"] = whole
+        self.audit.record(identity.name, "setacl", target, "ok", **details)
         return ALLOW
+
+
+def _granted(grants: list[Grant], mailbox_id: int, folder: str | None) -> tuple[str, datetime | None]:
+    """From current grants: the rights on a mailbox (its whole-mailbox
+    grant's, and with `folder` that folder's grant's too) and the earliest
+    end of those grants (when the rights must be judged again)."""
+    letters: list[str] = []
+    ends: list[datetime] = []
+    for grant in grants:
+        if grant.mailbox_id != mailbox_id or (grant.folder and grant.folder != folder):
+            continue
+        letters.append(grant.rights)
+        end = _aware(grant.valid_until)
+        if end is not None:
+            ends.append(end)
+    return normalise_rights("".join(letters)) or "", min(ends, default=None)

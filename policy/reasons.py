@@ -72,6 +72,8 @@ class Reason(enum.StrEnum):
     UNKNOWN_IDENTIFIER = "unknown-identifier"  # SETACL
     OWNER_RIGHTS_FIXED = "owner-rights-fixed"
     UNKNOWN_RIGHT = "unknown-right"
+    # SETACL on a folder would remove a right the grant on the whole mailbox gives
+    MAILBOX_RIGHTS_FIXED = "mailbox-rights-fixed"
     MAILBOX_WITHDRAWN = "mailbox-withdrawn"  # the selected mailbox: grant gone, box disabled
 
     @classmethod

@@ -128,8 +128,16 @@ class RcptDecision:
 @dataclass(frozen=True, slots=True)
 class AccessibleMailbox:
     mailbox: Mailbox
-    rights: str
+    rights: str  # on every folder (the grant of the whole mailbox; "" if none)
     owned: bool
+    # (folder, rights) of the current folder grants: rights on that folder
+    # in addition to `rights` (RFC 4314 ACL of one mailbox name).
+    folder_rights: tuple[tuple[str, str], ...] = ()
+
+    def rights_on(self, folder: str) -> str:
+        """The rights on one folder of the mailbox."""
+        extra = "".join(r for f, r in self.folder_rights if f == folder)
+        return (normalise_rights(self.rights + extra) or "") if extra else self.rights
 
 
 @dataclass(frozen=True, slots=True)

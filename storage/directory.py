@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -50,8 +49,10 @@ from storage.sqlbase import (
     S,
     StoreBase,
     account_record,
+    check_folder_name,
     grant_record,
     mailbox_record,
+    take_uidvalidity,
     utcnow,
 )
 
@@ -357,7 +358,7 @@ class DirectoryMixin(StoreBase):
                         raise NotFound(str(owner_account_id))
                 if c.execute(select(M.c.id).where(M.c.address == address)).first() is not None:
                     raise AlreadyExists(address)
-                base = int(time.time())
+                base = take_uidvalidity(c, len(DEFAULT_FOLDERS))
                 mailbox_id = c.execute(
                     insert(M).values(
                         address=address,
@@ -532,22 +533,28 @@ class DirectoryMixin(StoreBase):
         valid_until: datetime | None = None,
         send_as: bool | None = None,
         managed_by: str | None = None,
+        folder: str = "",
     ) -> Grant:
         # Canonical form: each right once, in the RFC 4314 order of appearance.
         rights = "".join(dict.fromkeys(rights))
+        if folder:
+            folder = check_folder_name(folder)
+            send_as = False  # sending as the box is a right of the whole box
         with self._write() as c:
             if c.execute(select(A.c.id).where(A.c.id == account_id)).first() is None:
                 raise NotFound(str(account_id))
             if c.execute(select(M.c.id).where(M.c.id == mailbox_id)).first() is None:
                 raise NotFound(str(mailbox_id))
-            where = and_(G.c.account_id == account_id, G.c.mailbox_id == mailbox_id)
+            where = and_(G.c.account_id == account_id, G.c.mailbox_id == mailbox_id,
+                         G.c.folder == folder)
             if send_as is None:
                 had = c.execute(select(G.c.send_as).where(where)).first()
                 send_as = bool(had.send_as) if had is not None else False
             if c.execute(delete(G).where(where)).rowcount:
                 _bump_access_epoch(c)  # a grant replaced may have lost rights
             if not rights and not send_as:
-                return Grant(0, account_id, mailbox_id, "", valid_from, valid_until)
+                return Grant(0, account_id, mailbox_id, "", valid_from, valid_until,
+                             folder=folder)
             new_id = c.execute(
                 insert(G).values(
                     account_id=account_id,
@@ -557,10 +564,11 @@ class DirectoryMixin(StoreBase):
                     valid_until=valid_until,
                     send_as=send_as,
                     managed_by=managed_by,
+                    folder=folder,
                 )
             ).inserted_primary_key[0]
         return Grant(new_id, account_id, mailbox_id, rights, valid_from, valid_until, send_as,
-                     managed_by)
+                     managed_by, folder)
 
     def list_grants(self) -> list[Grant]:
         with self._read() as c:

@@ -229,7 +229,9 @@ class DirectoryEntry:
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """RFC 4314 rights of an account on a mailbox (all its folders)."""
+    """RFC 4314 rights of an account on a mailbox: on all its folders when
+    `folder` is "", else on that folder only, in addition to the account's
+    grant on the whole mailbox (if any)."""
 
     id: int
     account_id: int
@@ -238,11 +240,13 @@ class Grant:
     valid_from: datetime | None = None
     valid_until: datetime | None = None
     # May submit mail with this mailbox in From: (a Sender: header then names
-    # the agent). Separate from RFC 4314's "p" (posting to a folder).
+    # the agent). Separate from RFC 4314's "p" (posting to a folder). Only
+    # on a grant of the whole mailbox.
     send_as: bool = False
     # "ldap": made by the directory sync, which may change or revoke it;
     # None: made by an admin or an ACL command, never touched by the sync.
     managed_by: str | None = None
+    folder: str = ""  # "" = every folder of the mailbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -717,25 +721,32 @@ class MessageStore(Protocol):
         valid_until: datetime | None = None,
         send_as: bool | None = None,
         managed_by: str | None = None,
+        folder: str = "",
     ) -> Grant:
-        """Replaces any grant of that account on that mailbox; empty rights
-        and no send-as right removes it (then returns a Grant with rights ""
-        and send_as False). `send_as` None keeps the send-as right the grant
-        had (an ACL change does not touch it). `managed_by` names who manages
-        the new grant ("ldap": the directory sync; None: an admin, so an
-        admin's change takes a grant over from the sync). Replacing or
-        removing a grant bumps the access epoch. Raises NotFound."""
+        """Replaces any grant of that account on that mailbox (on that
+        folder only, when `folder` is a folder name: the grant does not
+        touch the mailbox's grant); empty rights and no send-as right
+        removes it (then returns a Grant with rights "" and send_as False).
+        `send_as` None keeps the send-as right the grant had (an ACL change
+        does not touch it); a folder grant never has it. `managed_by` names
+        who manages the new grant ("ldap": the directory sync; None: an
+        admin, so an admin's change takes a grant over from the sync).
+        Replacing or removing a grant bumps the access epoch. The folder
+        need not exist (a grant follows its folder on RENAME and goes with it
+        on DELETE). Raises NotFound (account, mailbox), InvalidName (folder)."""
 
     def list_grants(self) -> list[Grant]:
         """Every grant, by id."""
 
-    def grants_for_account(self, account_id: int) -> list[Grant]: ...
+    def grants_for_account(self, account_id: int) -> list[Grant]:
+        """Every grant of the account, whole-mailbox and folder ones."""
 
     def mailbox_access(self, account_id: int) -> MailboxAccess:
         """Owned mailboxes (by address) and granted ones (by grant id), in
         one read transaction."""
 
-    def grants_for_mailbox(self, mailbox_id: int) -> list[Grant]: ...
+    def grants_for_mailbox(self, mailbox_id: int) -> list[Grant]:
+        """Every grant on the mailbox, whole-mailbox and folder ones, by id."""
 
     # -- directory synchronisation -------------------------------------------
 
@@ -894,6 +905,11 @@ class MessageStore(Protocol):
     def claim_recent(self, folder_id: int) -> frozenset[int]:
         """UIDs that were \\Recent, now no longer so for other sessions
         (RFC 3501: one session sees a message as recent). Raises NotFound."""
+
+    def recent_uids(self, folder_id: int) -> frozenset[int]:
+        """UIDs that are \\Recent (not claimed by any session yet), left so:
+        what EXAMINE reports (RFC 3501 6.3.2: it must not make messages lose
+        \\Recent). Raises NotFound."""
 
     def message_infos(
         self, folder_id: int, uids: Sequence[int], *, seen_account: int | None = None

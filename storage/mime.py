@@ -39,8 +39,8 @@ Layout (version 1)::
       "header_start", "header_end",       # header block; header_end is just past the
       "body_start", "body_end",           #   blank line, so header_end == body_start
       "size": int,                        # body_end - body_start, in octets
-      "lines": int,                       # text/* and message/rfc822, else 0; a last
-                                          #   line without its line ending counts
+      "lines": int,                       # text/* and message/rfc822, else 0; lines
+                                          #   with a line ending (see _count_lines)
       # multipart/* only:
       "parts": [Part, ...],               # never empty (else degraded to text/plain)
       # message/rfc822 only:
@@ -399,10 +399,12 @@ def _addr_spec(toks: list[tuple[int, str, str, bool]]) -> tuple[str | None, str 
         if words[k][0] == _SPECIAL and words[k][1] == "@":
             at = k
             break
+    # RFC 3501 9: addr-mailbox is the local-part "after removing RFC 822
+    # quoting": "john..doe"@x gives john..doe (the value, not the source).
     if at < 0:
-        local = "".join(t[2] for t in words)
+        local = "".join(t[1] if t[0] == _QS else t[2] for t in words)
         return (local or None), None
-    local = "".join(t[2] for t in words[:at])
+    local = "".join(t[1] if t[0] == _QS else t[2] for t in words[:at])
     host = "".join(t[2] for t in words[at + 1 :])
     return (local or None), (host or None)
 
@@ -562,11 +564,19 @@ class _Budget:
 
 
 def _count_lines(raw: bytes, start: int, end: int) -> int:
+    # Terminated lines only, as Dovecot counts them: a last line without a
+    # line ending (the end of the message) is not counted. The last line of a
+    # part inside a multipart is terminated: RFC 2046 5.1.1 gives its CRLF to
+    # the boundary delimiter that follows, so it is outside the part's body
+    # but counted (RFC 3501's BODYSTRUCTURE example counts it too).
+    # Computed at delivery and stored: messages stored before this rule keep
+    # the count they had (it differed only for a message whose last line has
+    # no line ending, which SMTP never delivers; only APPEND can store one).
     if end <= start:
         return 0
     n = raw.count(b"\n", start, end)
-    if raw[end - 1 : end] != b"\n":
-        n += 1  # a last line without its line ending still counts
+    if raw[end - 1 : end] != b"\n" and raw[end : end + 1] in (b"\r", b"\n"):
+        n += 1
     return n
 
 

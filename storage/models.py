@@ -171,8 +171,8 @@ class MailboxRow(Base):
     # remove messages, so the quota check on delivery does not scan messages.
     used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     used_messages: Mapped[int] = mapped_column(Integer, default=0)
-    # Last UIDVALIDITY handed out to a folder of this mailbox: a deleted then
-    # re-created folder must get a different one (RFC 3501 2.3.1.1).
+    # Last UIDVALIDITY handed out to a folder of this mailbox (the values
+    # themselves come from `UidValidityRow`, unique across the server).
     last_uidvalidity: Mapped[int] = mapped_column(BigInteger, default=0)
     # \\Seen kept per reading account (`PrivateSeenRow`), not on the message:
     # each agent of a functional box has her own unread state.
@@ -276,8 +276,11 @@ class ExpungedRow(Base):
 
 
 class GrantRow(Base):
+    """RFC 4314 rights of an account on a mailbox: on all its folders
+    (`folder` ""), or on one folder, adding to the mailbox's grant there."""
+
     __tablename__ = "grants"
-    __table_args__ = (UniqueConstraint("account_id", "mailbox_id"),)
+    __table_args__ = (UniqueConstraint("account_id", "mailbox_id", "folder"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
@@ -292,6 +295,8 @@ class GrantRow(Base):
     # revoke); None for one an admin or an ACL command made (never revoked
     # by the sync).
     managed_by: Mapped[str | None] = mapped_column(String(32))
+    # "" = the whole mailbox; else a folder name of it ("INBOX", "a/b").
+    folder: Mapped[str] = mapped_column(String(1024), default="", server_default="")
 
 
 class DirectorySyncRow(Base):
@@ -325,6 +330,18 @@ class AccessEpochRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class UidValidityRow(Base):
+    """One row: the last UIDVALIDITY handed out to any folder. Values are
+    unique across the server (clients that cache by UIDVALIDITY, or share
+    a cache between accounts, expect it) and grow, so a folder deleted and
+    made again gets a new one (RFC 3501 2.3.1.1)."""
+
+    __tablename__ = "uidvalidity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class JobLeaseRow(Base):

@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
+    Connection,
     CursorResult,
     Engine,
     Row,
     Table,
     exists,
+    select,
+    update,
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
@@ -62,6 +65,7 @@ from storage.models import (
     PrivateSeenRow,
     QueueRow,
     SubscriptionRow,
+    UidValidityRow,
 )
 
 A = cast(Table, AccountRow.__table__)
@@ -82,6 +86,7 @@ MSG = cast(Table, MessageRow.__table__)
 PS = cast(Table, PrivateSeenRow.__table__)
 Q = cast(Table, QueueRow.__table__)
 S = cast(Table, SubscriptionRow.__table__)
+UV = cast(Table, UidValidityRow.__table__)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -295,7 +300,22 @@ def grant_record(r: Row[Any]) -> Grant:
         valid_until=r.valid_until,
         send_as=bool(r.send_as),
         managed_by=r.managed_by,
+        folder=r.folder,
     )
+
+
+def take_uidvalidity(c: Connection, count: int = 1) -> int:
+    """The first of `count` fresh UIDVALIDITY values, unique across the
+    server (`UidValidityRow`, locked for the transaction): at least the
+    current time, as RFC 3501 2.3.1.1 suggests, and above every value
+    handed out before."""
+    last = c.execute(select(UV.c.last).where(UV.c.id == 1).with_for_update()).scalar()
+    if last is None:  # not made by the migration: a store made by hand
+        c.execute(UV.insert().values(id=1, last=0))
+        last = 0
+    first = max(int(last) + 1, int(time.time()))
+    c.execute(update(UV).where(UV.c.id == 1).values(last=first + count - 1))
+    return first
 
 
 _MICROSECOND = timedelta(microseconds=1)

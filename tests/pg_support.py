@@ -86,8 +86,9 @@ class PgCluster:
             # DELETE beats TRUNCATE on a handful of rows (no new files).
             tables = reversed(Base.metadata.sorted_tables)
             self.admin_db(self.reusable, "; ".join(f'DELETE FROM "{t.name}"' for t in tables)
-                          # the one row the migrations seed
-                          + "; INSERT INTO access_epoch (id, value) VALUES (1, 0)")
+                          # the rows the migrations seed
+                          + "; INSERT INTO access_epoch (id, value) VALUES (1, 0)"
+                          + "; INSERT INTO uidvalidity (id, last) VALUES (1, 0)")
         return self.reusable
 
     def new_database(self, template: str | None = TEMPLATE_DB) -> str:

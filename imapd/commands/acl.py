@@ -3,29 +3,38 @@
 The policy decides (`Policy.my_rights`, `acl`, `list_rights`, `set_rights`:
 who may see or change which rights, and the change itself, audited with the
 actor); this module parses, maps the decision to an IMAP reply and formats
-the RFC 4314 responses. Rights are granted per store mailbox (an address), so
-an ACL applies to every folder of that mailbox; identifiers are account logins.
+the RFC 4314 responses. Every command names one folder: its ACL holds each
+identifier's rights there, those of its grant on the whole store mailbox (an
+address, `mssctl mailbox grant`) and of its grant on that folder (which
+SETACL and DELETEACL change); identifiers are account logins.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from imapd.commands.access import raise_denied
 from imapd.commands.base import Context, Handler, ok
-from imapd.errors import ImapError, Reply, bad, no
+from imapd.errors import (
+    ACL_MAILBOX_RIGHTS_FIXED,
+    ACL_OWNER_FIXED,
+    ACL_UNKNOWN_IDENTIFIER,
+    ACL_UNKNOWN_RIGHT,
+    Reply,
+    fail,
+)
 from imapd.namespace import Namespaces
 from imapd.parser.commands import Command, DeleteAcl, GetAcl, ListRights, MyRights, SetAcl
 from imapd.responses import string
 from imapd.wire import mailbox as wire_mailbox
 from imapd.wire import quote
 from policy.decisions import Decision, Identity, Policy
+from policy.reasons import Reason
 
-# SETACL refusals after the access check (Policy.set_rights reasons) -> error.
-_SETACL_REFUSALS: dict[str, Callable[[], ImapError]] = {
-    "unknown-identifier": lambda: no("Unknown identifier", "CANNOT"),
-    "owner-rights-fixed": lambda: no("The owner's rights cannot be changed", "CANNOT"),
-    "unknown-right": lambda: bad("Unknown right"),
+# SETACL refusals after the access check (Policy.set_rights reasons) -> reply.
+_SETACL_REFUSALS: dict[Reason, Reply] = {
+    Reason.UNKNOWN_IDENTIFIER: ACL_UNKNOWN_IDENTIFIER,
+    Reason.OWNER_RIGHTS_FIXED: ACL_OWNER_FIXED,
+    Reason.UNKNOWN_RIGHT: ACL_UNKNOWN_RIGHT,
+    Reason.MAILBOX_RIGHTS_FIXED: ACL_MAILBOX_RIGHTS_FIXED,
 }
 
 
@@ -82,7 +91,7 @@ async def setacl(ctx: Context, cmd: SetAcl | DeleteAcl) -> Reply:
     if not decision.allowed:
         refusal = _SETACL_REFUSALS.get(decision.reason)
         if refusal is not None:
-            raise refusal()
+            raise fail(refusal)
         raise_denied(decision, cmd.mailbox)
     return ok(f"{type(cmd).name} completed")
 

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from imapd.commands.auth import build_namespaces
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.mailbox import status_values
-from imapd.errors import Reply, bad
+from imapd.errors import RECURSIVEMATCH_ALONE, Reply, bad, fail
 from imapd.namespace import SEP, Namespaces
 from imapd.parser.commands import Command, List, Lsub, StatusItem
+from imapd.parser.mutf7 import UndecodableName
 from imapd.wildcards import ListPattern
 from imapd.wire import mailbox as wire_mailbox
 from policy.decisions import Identity, Policy, seen_account
@@ -62,13 +63,19 @@ def _collect_in(policy: Policy, store: MessageStore, identity: Identity) -> List
                        for f in store.list_folders(ns.primary.id))
         subscribed.update(store.list_subscriptions(ns.primary.id))
     for am in ns.others:
-        if "l" not in am.rights:
+        # Rights per folder (a grant may name one folder): a folder one may
+        # not look up ("l") is not listed, nor its name on the subscription
+        # list: not permitted looks like not found.
+        if "l" not in am.rights and not any("l" in r for _, r in am.folder_rights):
             continue
         prefix = ns.prefix_of(am)
         seen = seen_account(identity, am.mailbox)
-        entries.extend(Entry(prefix + f.name, f, am.rights, seen_account=seen)
-                       for f in store.list_folders(am.mailbox.id))
-        subscribed.update(prefix + n for n in store.list_subscriptions(am.mailbox.id))
+        for f in store.list_folders(am.mailbox.id):
+            rights = am.rights_on(f.name)
+            if "l" in rights:
+                entries.append(Entry(prefix + f.name, f, rights, seen_account=seen))
+        subscribed.update(prefix + n for n in store.list_subscriptions(am.mailbox.id)
+                          if "l" in am.rights_on(n))
     names = {e.name for e in entries}
     entries.extend(Entry(n, None, "") for n, _ in ns.containers() if n not in names)
     names = {e.name for e in entries}
@@ -130,7 +137,7 @@ async def list_(ctx: Context, cmd: List) -> Reply:
     subscribed = listing.subscribed
     if cmd.select_recursive_match and not (cmd.select_subscribed or cmd.select_special_use):
         # RFC 5258 3: RECURSIVEMATCH alone (or with REMOTE only) is an error.
-        raise bad("RECURSIVEMATCH needs another selection option")
+        raise fail(RECURSIVEMATCH_ALONE)
     patterns = cmd.patterns or ("",)
     if len(patterns) == 1 and patterns[0] == "":
         ctx.send(f'* LIST (\\Noselect) "{SEP}" ""\r\n'.encode())
@@ -138,6 +145,11 @@ async def list_(ctx: Context, cmd: List) -> Reply:
     wanted = list(dict.fromkeys(p for p in patterns if p))
     if len(wanted) > MAX_PATTERNS:
         raise bad(f"At most {MAX_PATTERNS} patterns in one LIST")
+    # A pattern or reference that is not modified UTF-7 matches no name
+    # (the command is well-formed: OK, nothing listed, as Dovecot answers).
+    if isinstance(cmd.reference, UndecodableName):
+        wanted = []
+    wanted = [p for p in wanted if not isinstance(p, UndecodableName)]
     compiled = [ListPattern.compile(cmd.reference, p) for p in wanted]
     names = [e.name for e in entries]
     want_sub = subscribed if cmd.select_subscribed or cmd.return_subscribed else None
@@ -195,6 +207,8 @@ async def lsub(ctx: Context, cmd: Lsub) -> Reply:
     if not cmd.pattern:
         ctx.send(f'* LSUB (\\Noselect) "{SEP}" ""\r\n'.encode())
         return ok("LSUB completed")
+    if isinstance(cmd.reference, UndecodableName) or isinstance(cmd.pattern, UndecodableName):
+        return ok("LSUB completed")  # matches nothing, as in LIST
     pattern = ListPattern.compile(cmd.reference, cmd.pattern)
     subscribed = listing.subscribed
     # Subscribed names stay listed after their folder is deleted (RFC 3501

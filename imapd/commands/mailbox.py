@@ -9,7 +9,21 @@ from dataclasses import dataclass
 
 from imapd.commands.access import resolve, resolve_folder
 from imapd.commands.base import Context, Handler, ok
-from imapd.errors import AccessWithdrawn, Reply, bad, no
+from imapd.errors import (
+    ALREADY_EXISTS,
+    EMPTY_NAME,
+    INBOX_NOT_DELETED,
+    NOT_MUTF7,
+    QRESYNC_NOT_ENABLED,
+    RENAME_ACROSS,
+    RENAME_REFUSED,
+    STATUS_NO_ITEM,
+    UNSUPPORTED_USE,
+    AccessWithdrawn,
+    Reply,
+    bad,
+    fail,
+)
 from imapd.namespace import Namespaces, Place
 from imapd.parser.commands import (
     Command,
@@ -25,6 +39,7 @@ from imapd.parser.commands import (
     Subscribe,
     Unsubscribe,
 )
+from imapd.parser.mutf7 import UndecodableName
 from imapd.view import SYSTEM_FLAGS, SelectedView, format_flags
 from imapd.wire import mailbox as wire_mailbox
 from imapd.wire import uid_set
@@ -73,16 +88,18 @@ def _open(
         place, folder = resolve_folder(
             policy, store, identity, namespaces, name, "r", "examine" if readonly else "select"
         )
-        rights = policy.mailbox_rights(identity, place.mailbox)
+        rights = policy.mailbox_rights(identity, place.mailbox, place.folder)
         columns = store.index_columns(folder.id,
                                       seen_account=seen_account(identity, place.mailbox))
         # `folder` (uidvalidity, uidnext, highestmodseq) and the index are of
         # one snapshot; what changes after it is pulled at the next sync.
         # Not on the writer lane: most SELECTs find nothing to claim, which
         # `claim_recent` learns from a read, without queueing behind writes.
-        recent = frozenset() if readonly else store.claim_recent(folder.id)
+        # EXAMINE reports the same \\Recent as SELECT but leaves them for the
+        # session that selects the folder (RFC 3501 6.3.2).
+        recent = store.recent_uids(folder.id) if readonly else store.claim_recent(folder.id)
         return Opened(place, folder, columns, recent, rights,
-                      policy.session_access(identity, place.mailbox))
+                      policy.session_access(identity, place.mailbox, place.folder))
 
 
 async def select(ctx: Context, cmd: Select | Examine) -> Reply:
@@ -90,11 +107,13 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
     session = ctx.session
     if session.view is not None:
         leave_selected(ctx)
-        if "CONDSTORE" in session.enabled:
-            ctx.send(b"* OK [CLOSED] Previous mailbox closed\r\n")
+        # RFC 7162 3.2.11: a server that advertises QRESYNC (we always do)
+        # says so whenever SELECT/EXAMINE closes the previous mailbox, so
+        # that the client knows which responses belong to which mailbox.
+        ctx.send(b"* OK [CLOSED] Previous mailbox closed\r\n")
     identity, namespaces = _identity(ctx)
     if cmd.qresync is not None and "QRESYNC" not in session.enabled:
-        raise bad("QRESYNC is not enabled")
+        raise fail(QRESYNC_NOT_ENABLED)
     if cmd.condstore:
         session.enabled.add("CONDSTORE")
     opened: Opened = await ctx.run(
@@ -169,21 +188,23 @@ _USE = {u.value.lower(): u for u in SpecialUse}
 
 async def create(ctx: Context, cmd: Create) -> Reply:
     identity, namespaces = _identity(ctx)
+    if isinstance(cmd.mailbox, UndecodableName):
+        raise fail(NOT_MUTF7)
     name = cmd.mailbox.rstrip("/")
     if not name:
-        raise bad("Empty mailbox name")
+        raise fail(EMPTY_NAME)
     use: SpecialUse | None = None
     for attr in cmd.special_use:
         found = _USE.get(attr.lower())
         if found is None or use is not None:
-            raise no("Unsupported special-use attribute", "USEATTR")
+            raise fail(UNSUPPORTED_USE)
         use = found
     place, _ = await ctx.run(
         resolve, ctx.services.policy, ctx.services.store, identity, namespaces, name, "k",
         "create", must_exist=False,
     )
     if place.folder.upper() == "INBOX":
-        raise no("Mailbox already exists", "ALREADYEXISTS")
+        raise fail(ALREADY_EXISTS)
     await ctx.run(ctx.services.store.create_folder, place.mailbox.id, place.folder, use)
     return ok("CREATE completed")
 
@@ -195,7 +216,7 @@ async def delete(ctx: Context, cmd: Delete) -> Reply:
         cmd.mailbox, "x", "delete",
     )
     if place.folder == "INBOX":
-        raise no("INBOX cannot be deleted", "CANNOT")
+        raise fail(INBOX_NOT_DELETED)
     await ctx.run(ctx.services.store.delete_folder, place.mailbox.id, place.folder)
     ctx.watcher.notify_local(folder.id)
     return ok("DELETE completed")
@@ -204,6 +225,8 @@ async def delete(ctx: Context, cmd: Delete) -> Reply:
 async def rename(ctx: Context, cmd: Rename) -> Reply:
     identity, namespaces = _identity(ctx)
     policy, store = ctx.services.policy, ctx.services.store
+    if isinstance(cmd.new, UndecodableName) and not isinstance(cmd.old, UndecodableName):
+        raise fail(NOT_MUTF7)
     old, _ = await ctx.run(
         resolve_folder, policy, store, identity, namespaces, cmd.old, "x", "rename"
     )
@@ -212,13 +235,13 @@ async def rename(ctx: Context, cmd: Rename) -> Reply:
         must_exist=False,
     )
     if old.mailbox.id != new.mailbox.id:
-        raise no("Cannot move a folder to another mailbox", "CANNOT")
+        raise fail(RENAME_ACROSS)
     if not new.folder or new.folder == "INBOX":
-        raise no("Mailbox already exists", "ALREADYEXISTS")
+        raise fail(ALREADY_EXISTS)
     try:
         await ctx.run(store.rename_folder, old.mailbox.id, old.folder, new.folder)
     except InvalidName:
-        raise no("Cannot rename to that name", "CANNOT") from None
+        raise fail(RENAME_REFUSED) from None
     return ok("RENAME completed")
 
 
@@ -288,7 +311,7 @@ def _status(
 async def status(ctx: Context, cmd: Status) -> Reply:
     identity, namespaces = _identity(ctx)
     if not cmd.items:
-        raise bad("STATUS needs at least one item")
+        raise fail(STATUS_NO_ITEM)
     values = await ctx.run(
         _status, ctx.services.policy, ctx.services.store, identity, namespaces, cmd.mailbox,
         cmd.items, ctx.session.append_limit,

@@ -17,7 +17,16 @@ from imapd.commands.access import resolve_folder
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.mailbox import check_flags
 from imapd.commands.selected import audit_content, require_view, resolve_set, sync_view
-from imapd.errors import NoPermission, NotPermitted, Reply, no
+from imapd.errors import (
+    EXPUNGE_ISSUED,
+    READ_ONLY,
+    STORE_RECENT,
+    NoPermission,
+    NotPermitted,
+    Reply,
+    fail,
+    no,
+)
 from imapd.namespace import Namespaces, Place
 from imapd.parser.commands import Command, Copy, Expunge, Move, Store, StoreMode
 from imapd.view import format_flags
@@ -71,9 +80,13 @@ async def store(ctx: Context, cmd: Store) -> Reply:
     view = require_view(ctx)
     identity, _, place = _session(ctx)
     check_flags(cmd.flags)
+    if any(f.lower() == "\\recent" for f in cmd.flags):
+        # Only the server sets \Recent (RFC 3501 2.3.2): refused as the
+        # stricter servers do, rather than answered OK and ignored.
+        raise fail(STORE_RECENT)
     if view.readonly:
-        raise no("Mailbox is read-only", "READ-ONLY")
-    flags = [f for f in cmd.flags if f != "\\Recent"]
+        raise fail(READ_ONLY)
+    flags = list(cmd.flags)
     if cmd.mode is StoreMode.REPLACE:
         rights = "stw"
     else:
@@ -105,10 +118,17 @@ async def store(ctx: Context, cmd: Store) -> Reply:
         ctx.watcher.notify_local(view.folder_id, exclude=getattr(ctx, "watch_token", None))
     failed_set = set(failed)
     changed = {c.uid for c in changes}
+    if len(changed) + len(failed_set) < len(live) and (flags or cmd.mode is StoreMode.REPLACE):
+        # Some message did not change: already so, or expunged by another
+        # session since this view last looked. The view learns which (as
+        # pending expunges, announced when allowed), so that no FETCH below
+        # shows flags of a message that is gone (RFC 2180 4.2).
+        await sync_view(ctx, own_write=True)
+    gone = [u for u in uids if not view.live(u)]
     out: list[bytes] = view.announce_keywords(changed)
     for uid in uids:
         seq = view.seq_of(uid)
-        if seq is None or uid in failed_set:
+        if seq is None or uid in failed_set or not view.live(uid):
             continue
         if cmd.silent and not (view.condstore and uid in changed):
             continue
@@ -126,8 +146,11 @@ async def store(ctx: Context, cmd: Store) -> Reply:
             s for s in (view.seq_of(u) for u in failed) if s is not None
         )
         return ok("Conditional STORE failed", f"MODIFIED {uid_set(numbers)}")
-    if len(live) != len(uids):
-        raise no("Some of the requested messages no longer exist", "EXPUNGEISSUED")
+    # RFC 2180 4.2: the other messages were changed; UID STORE ignores UIDs
+    # that no longer exist (RFC 3501 6.4.8) and .SILENT answers OK (4.2.1);
+    # a plain STORE that named an expunged message answers NO (4.2.2/4.2.3).
+    if gone and not cmd.uid and not cmd.silent:
+        raise fail(EXPUNGE_ISSUED)
     return ok("STORE completed")
 
 
@@ -160,7 +183,7 @@ async def copy(ctx: Context, cmd: Copy | Move) -> Reply:
     identity, namespaces, place = _session(ctx)
     is_move = isinstance(cmd, Move)
     if is_move and view.readonly:
-        raise no("Mailbox is read-only", "READ-ONLY")
+        raise fail(READ_ONLY)
     uids = [u for u in resolve_set(view, cmd.sequence_set, cmd.uid) if view.live(u)]
     name = "MOVE" if is_move else "COPY"
     if not uids:
@@ -218,7 +241,7 @@ async def expunge(ctx: Context, cmd: Expunge) -> Reply:
     view = require_view(ctx)
     identity, _, place = _session(ctx)
     if view.readonly:
-        raise no("Mailbox is read-only", "READ-ONLY")
+        raise fail(READ_ONLY)
     uids: list[int] | None = None
     if cmd.uid and cmd.uids is not None:
         uids = resolve_set(view, cmd.uids, True)

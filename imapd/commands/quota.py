@@ -12,6 +12,7 @@ from imapd.commands.base import Context, Handler, ok
 from imapd.errors import NotPermitted, Reply, no
 from imapd.namespace import Namespaces
 from imapd.parser.commands import Command, GetQuota, GetQuotaRoot, SetQuota
+from imapd.parser.mutf7 import UndecodableName
 from imapd.wire import mailbox as wire_mailbox
 from imapd.wire import quote
 from policy.decisions import Identity, Policy
@@ -51,13 +52,20 @@ async def getquotaroot(ctx: Context, cmd: GetQuotaRoot) -> Reply:
 
 def _getquota(policy: Policy, store: MessageStore, identity: Identity, ns: Namespaces,
               root: str) -> str:
-    candidates = ([ns.primary] if ns.primary is not None else []) + [a.mailbox for a in ns.others]
-    for mb in candidates:
+    if isinstance(root, UndecodableName):
+        raise NotPermitted(root)
+    # (mailbox, a folder to judge "r" on): the root of a shared mailbox is
+    # readable like the mailbox, or like a folder of it granted alone (as
+    # GETQUOTAROOT of that folder names the root).
+    candidates = ([(ns.primary, "")] if ns.primary is not None else []) + [
+        (a.mailbox, "" if "r" in a.rights else
+         next((f for f, r in a.folder_rights if "r" in r), "")) for a in ns.others]
+    for mb, folder in candidates:
         if _root_name(ns, mb) != root:
             continue
         # The policy decides (and records) whether the root may be read; a
         # refused one answers like a root that does not exist.
-        if policy.check_mailbox_access(identity, mb, "", "r", "getquota").allowed:
+        if policy.check_mailbox_access(identity, mb, folder, "r", "getquota").allowed:
             line = _quota_line(store, root, store.get_mailbox_by_id(mb.id))
             if line is not None:
                 return line

@@ -15,7 +15,7 @@ from imapd.parser.items import (
     parse_status_items,
     search_decoder,
 )
-from imapd.parser.mutf7 import decode, decode_mailbox, decode_utf8
+from imapd.parser.mutf7 import mailbox_or_undecodable
 from imapd.parser.tokens import TAG_CHARS, Cursor, Literal, ParseError, to_text
 from policy.sasl import decode_base64
 
@@ -64,12 +64,15 @@ def parse_command(
 
 
 def _mailbox(cur: Cursor) -> str:
-    return decode_mailbox(cur.astring(), utf8=cur.utf8)
+    """A mailbox argument; not modified UTF-7 -> an `UndecodableName` that
+    the handlers answer NO (see there), not a parse error."""
+    return mailbox_or_undecodable(cur.astring(), utf8=cur.utf8)
 
 
 def _name(cur: Cursor, raw: bytes) -> str:
-    """A LIST reference or pattern, a quota root: decoded, not normalised."""
-    return decode_utf8(raw) if cur.utf8 else decode(raw)
+    """A LIST reference or pattern, a quota root: decoded, not normalised
+    (an `UndecodableName` when not modified UTF-7, as for `_mailbox`)."""
+    return mailbox_or_undecodable(raw, inbox=False, utf8=cur.utf8)
 
 
 def _text(cur: Cursor) -> str:

@@ -129,3 +129,33 @@ def decode_mailbox(raw: bytes, *, utf8: bool = False) -> str:
     if b"\x00" in raw:
         raise MUTF7Error("Invalid character in mailbox name")
     return normalise_inbox(decode_utf8(raw) if utf8 else decode(raw))
+
+
+class UndecodableName(str):
+    """A mailbox name (or LIST pattern or reference) that is a well-formed
+    astring but not valid modified UTF-7. The command is well-formed, so it
+    is not answered BAD: the name names no mailbox (SELECT, STATUS ... answer
+    NO as for a missing one, CREATE and RENAME refuse to make it) and a LIST
+    pattern of it matches nothing, as Dovecot answers. The text is the raw
+    octets as Latin-1, never shown to the client."""
+
+    __slots__ = ()
+
+
+def mailbox_or_undecodable(raw: bytes, *, inbox: bool = True, utf8: bool = False) -> str:
+    """`decode_mailbox` (`decode` / `decode_utf8` when not `inbox`), or an
+    `UndecodableName` when 7-bit octets are not modified UTF-7. A NUL (not a
+    CHAR8 of a literal), 8-bit octets that are not UTF-8, and any name once
+    UTF8=ACCEPT is enabled (no modified UTF-7 then) stay syntax errors."""
+
+    def strict() -> str:
+        if inbox:
+            return decode_mailbox(raw, utf8=utf8)
+        return decode_utf8(raw) if utf8 else decode(raw)
+
+    if utf8 or b"\x00" in raw or any(c >= 0x80 for c in raw):
+        return strict()
+    try:
+        return strict()
+    except MUTF7Error:
+        return UndecodableName(raw.decode("latin-1"))

@@ -351,7 +351,7 @@ def test_mailbox_round_trip(inst: Path) -> None:
                             "--rights", "lrs", "-c", c)
     assert code == 0, err
     _, out, _ = mssctl("mailbox", "grants", f"urgences@{DOMAIN}", "-c", c)
-    assert re.search(rf"^inf\.roux@{re.escape(DOMAIN)}\s+lrs\s", out, re.MULTILINE)
+    assert re.search(rf"^inf\.roux@{re.escape(DOMAIN)}\s+\*\s+lrs\s", out, re.MULTILINE)
 
     _, out, _ = mssctl("mailbox", "list", "-c", c)
     rows = {ln.split()[0]: ln.split() for ln in out.splitlines()[1:]}
@@ -372,6 +372,29 @@ def test_mailbox_round_trip(inst: Path) -> None:
     assert mssctl("mailbox", "revoke", f"urgences@{DOMAIN}", f"inf.roux@{DOMAIN}", "-c", c)[0] == 0
     _, out, _ = mssctl("mailbox", "grants", f"urgences@{DOMAIN}", "-c", c)
     assert "inf.roux" not in out
+
+
+def test_mailbox_grant_on_one_folder(inst: Path) -> None:
+    c = cfg(inst)
+    box, agent = f"cardiologie@{DOMAIN}", f"sec.petit@{DOMAIN}"
+    code, out, err = mssctl("mailbox", "grant", box, agent, "--folder", "Archive",
+                            "--rights", "lria", "-c", c)
+    assert code == 0 and "folder Archive with rights lria" in out, err
+    _, out, _ = mssctl("mailbox", "grants", box, "-c", c)
+    rows = [ln.split() for ln in out.splitlines()]
+    assert rows[0][:3] == ["LOGIN", "FOLDER", "RIGHTS"]
+    assert [agent, "*", "lrswipkxtea"] in [r[:3] for r in rows]  # the demo's whole-box grant
+    assert [agent, "Archive", "lria"] in [r[:3] for r in rows]
+    # A folder that does not exist, --send-as with --folder: clear errors, nothing changed.
+    code, _, err = mssctl("mailbox", "grant", box, agent, "--folder", "Nope", "-c", c)
+    assert code == 1 and "has no folder 'Nope'" in err
+    code, _, err = mssctl("mailbox", "grant", box, agent, "--folder", "INBOX", "--send-as",
+                          "-c", c)
+    assert code == 2 and "--send-as" in err and "Traceback" not in err
+    code, out, err = mssctl("mailbox", "revoke", box, agent, "--folder", "Archive", "-c", c)
+    assert code == 0 and "no longer has access to" in out, err
+    _, out, _ = mssctl("mailbox", "grants", box, "-c", c)
+    assert "Archive" not in out and agent in out  # the whole-box grant stays
 
 
 def test_mailbox_private_seen(inst: Path) -> None:

@@ -29,7 +29,7 @@ LOCK_KEYS = ["locked", "locked_until", "failures", "locks_in_a_row", "refused_wh
              "last_failure"]
 MAILBOX_KEYS = ["address", "type", "active", "owner", "quota_bytes", "seen", "name",
                 "description", "service", "responsible", "unlisted"]
-GRANT_KEYS = ["login", "rights", "send_as", "valid_from", "valid_until", "managed_by"]
+GRANT_KEYS = ["login", "rights", "send_as", "valid_from", "valid_until", "managed_by", "folder"]
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +154,7 @@ def test_mailbox_list_show_and_grants(inst: Path) -> None:
     assert by_login[MARTIN] == {"login": MARTIN, "rights": "lr", "send_as": False,
                                 "valid_from": "2026-01-01T00:00:00Z",
                                 "valid_until": "2027-01-01T11:00:00Z",  # in UTC
-                                "managed_by": None}
+                                "managed_by": None, "folder": ""}  # the whole box
     assert by_login[DURAND]["send_as"] is True and by_login[DURAND]["valid_until"] is None
     assert show["grants"] == grants["grants"]
 

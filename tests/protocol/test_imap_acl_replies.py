@@ -73,9 +73,9 @@ def test_acl_decisions_are_audited_under_the_actor(env: ImapEnv) -> None:
         (SECRETARY, "getacl", f"{SECRETARY}/INBOX", "allow"),
         (SECRETARY, "listrights", f"{SECRETARY}/INBOX", "allow"),
         (SECRETARY, "setacl", f"{SECRETARY}/INBOX", "allow"),
-        (SECRETARY, "setacl", SECRETARY, "ok"),
+        (SECRETARY, "setacl", f"{SECRETARY}/INBOX", "ok"),  # the folder's grant
         (SECRETARY, "setacl", f"{SECRETARY}/INBOX", "allow"),
-        (SECRETARY, "setacl", SECRETARY, "ok"),
+        (SECRETARY, "setacl", f"{SECRETARY}/INBOX", "ok"),
     ]
 
 

@@ -1081,6 +1081,79 @@ def test_private_seen_goes_and_moves_with_the_message(cardio: Any) -> None:
     assert store.folder_status(archive.id, seen_account=a.id).unseen == 0
 
 
+# ------------------------------------------------- folder grants (RFC 4314)
+
+
+def test_folder_grants_sit_beside_the_mailbox_grant(box: Any) -> None:
+    store, mb, _ = box
+    agent = store.add_account("agent@hopital.test", "Agent", AccountClass.STAFF)
+    whole = store.set_grant(agent.id, mb.id, "lr", send_as=True)
+    inbox = store.set_grant(agent.id, mb.id, "w", folder="inbox", send_as=True)
+    assert (inbox.folder, inbox.rights, inbox.send_as) == ("INBOX", "w", False)
+    assert store.grants_for_mailbox(mb.id) == [whole, inbox]
+    assert store.grants_for_account(agent.id) == [whole, inbox]
+    assert store.mailbox_access(agent.id).shared == [(whole, mb), (inbox, mb)]
+    # Each is replaced and removed on its own.
+    sent = store.set_grant(agent.id, mb.id, "lrs", folder="Sent")
+    inbox2 = store.set_grant(agent.id, mb.id, "ws", folder="INBOX")
+    assert store.grants_for_mailbox(mb.id) == [whole, sent, inbox2]
+    assert store.set_grant(agent.id, mb.id, "", folder="INBOX").folder == "INBOX"
+    assert store.grants_for_mailbox(mb.id) == [whole, sent]
+    store.set_grant(agent.id, mb.id, "", send_as=False)
+    assert store.grants_for_mailbox(mb.id) == [sent]
+    with pytest.raises(InvalidName):
+        store.set_grant(agent.id, mb.id, "lr", folder="a//b")
+
+
+def test_folder_grants_follow_rename_and_go_with_delete(box: Any) -> None:
+    store, mb, _ = box
+    agent = store.add_account("agent@hopital.test", "Agent", AccountClass.STAFF)
+    store.create_folder(mb.id, "Projets/2026")
+    store.set_grant(agent.id, mb.id, "lr", folder="Projets")
+    store.set_grant(agent.id, mb.id, "lrw", folder="Projets/2026")
+    store.set_grant(agent.id, mb.id, "lr", folder="INBOX")
+    store.rename_folder(mb.id, "Projets", "Dossiers")
+    assert sorted((g.folder, g.rights) for g in store.grants_for_mailbox(mb.id)) == [
+        ("Dossiers", "lr"), ("Dossiers/2026", "lrw"), ("INBOX", "lr")]
+    # RENAME INBOX moves its messages, not INBOX: its grant stays.
+    store.rename_folder(mb.id, "INBOX", "Old")
+    assert "INBOX" in [g.folder for g in store.grants_for_mailbox(mb.id)]
+    # A deleted folder's grant goes; made again, it has none.
+    store.delete_folder(mb.id, "Dossiers/2026")
+    store.create_folder(mb.id, "Dossiers/2026")
+    assert sorted(g.folder for g in store.grants_for_mailbox(mb.id)) == ["Dossiers", "INBOX"]
+
+
+def test_uidvalidity_is_unique_across_mailboxes(any_store: Any) -> None:
+    """Clients that cache by UIDVALIDITY (or share a cache between the
+    accounts of one agent) expect no two folders of the server to share one:
+    two mailboxes made in the same second used to."""
+    a = any_store.add_account("a@hopital.test", "A", AccountClass.STAFF)
+    boxes = [any_store.add_mailbox("a@hopital.test", MailboxType.PER, owner_account_id=a.id),
+             any_store.add_mailbox("cardiologie@hopital.test", MailboxType.ORG),
+             any_store.add_mailbox("pneumologie@hopital.test", MailboxType.ORG)]
+    for mb in boxes:
+        any_store.create_folder(mb.id, "Projets")
+    values = [f.uidvalidity for mb in boxes for f in any_store.list_folders(mb.id)]
+    assert len(values) == len(set(values)) == 3 * (len(DEFAULT_FOLDERS) + 1)
+    # a folder made again gets a value above every other
+    any_store.delete_folder(boxes[0].id, "Projets")
+    any_store.create_folder(boxes[0].id, "Projets")
+    assert any_store.get_folder(boxes[0].id, "Projets").uidvalidity > max(values)
+
+
+def test_recent_uids_are_read_without_claiming(box: Any) -> None:
+    store, mb, inbox = box
+    store.deliver(Delivery(raw=msg("r1"), mailbox_ids=(mb.id,)))
+    store.deliver(Delivery(raw=msg("r2"), mailbox_ids=(mb.id,)))
+    assert store.recent_uids(inbox.id) == frozenset({1, 2})
+    assert store.recent_uids(inbox.id) == frozenset({1, 2})  # still there
+    assert store.claim_recent(inbox.id) == frozenset({1, 2})
+    assert store.recent_uids(inbox.id) == frozenset()
+    with pytest.raises(NotFound):
+        store.recent_uids(9999)
+
+
 def test_check_keys_names_key_ids_the_key_file_cannot_read(
         any_store: Any, store_url: str, tmp_path: Any) -> None:
     """A database opened with another key file (restored without its own):

@@ -9,6 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from imapd.parser import (
+    CommandReader,
+    CommandReady,
     FetchBinary,
     FetchBinarySize,
     FetchBodySection,
@@ -19,12 +21,21 @@ from imapd.parser import (
     Partial,
     Section,
     SectionText,
+    Select,
     SeqRange,
     SequenceSet,
     sets_seen,
 )
 from imapd.parser.dates import parse_date_time_text
-from imapd.parser.mutf7 import MUTF7Error, decode, decode_mailbox, encode, normalise_inbox
+from imapd.parser.mutf7 import (
+    MUTF7Error,
+    UndecodableName,
+    decode,
+    decode_mailbox,
+    encode,
+    mailbox_or_undecodable,
+    normalise_inbox,
+)
 from imapd.parser.tokens import ParseError
 
 MUTF7 = [
@@ -67,6 +78,25 @@ def test_mutf7_round_trip(text: str, wire: bytes) -> None:
 def test_mutf7_rejects(bad: bytes) -> None:
     with pytest.raises(MUTF7Error):
         decode(bad)
+
+
+@pytest.mark.parametrize(
+    "wire", [b"&Jjo", b"&AGE-", b"&U,BTF2XlZyyKng", b"&Jjo!-", b"&AAA-", b'"a\x01b"'])
+def test_mailbox_not_modified_utf7_parses_as_undecodable(wire: bytes) -> None:
+    """A 7-bit astring that is not modified UTF-7 is a well-formed command
+    (answered NO by the handlers, not BAD): the name comes out marked."""
+    reader = CommandReader(max_line=8192, max_literal=1 << 20)
+    reader.feed(b"a SELECT " + wire + b"\r\n")
+    event = reader.next_event()
+    assert isinstance(event, CommandReady), event
+    assert isinstance(event.command, Select)
+    assert isinstance(event.command.mailbox, UndecodableName)
+    # a NUL or 8-bit octets that are not UTF-8 stay syntax errors
+    assert decode_mailbox(b"INBOX") == "INBOX" and not isinstance(
+        mailbox_or_undecodable(b"inbox"), UndecodableName)
+    for bad in (b"a\x00b", b"\xff"):
+        with pytest.raises(MUTF7Error):
+            mailbox_or_undecodable(bad)
 
 
 def test_mutf7_accepts_utf8_from_careless_clients() -> None:

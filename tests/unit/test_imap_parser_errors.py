@@ -72,11 +72,8 @@ BAD: list[tuple[bytes, str | None]] = [
     # mailbox names
     (b"a SELECT", "a"),
     (b"a SELECT ", "a"),
-    (b"a SELECT &Jjo", "a"),
-    (b"a SELECT &AGE-", "a"),
-    (b"a SELECT &U,BTF2XlZyyKng", "a"),
-    (b"a SELECT &Jjo!-", "a"),
-    (b"a SELECT &AAA-", "a"),
+    # (7-bit names that are not modified UTF-7 are well-formed: NO, not BAD,
+    # see test_imap_parser_codecs.py)
     (b"a SELECT \xff", "a"),
     (b'a SELECT "a\x00b"', "a"),
     (b"a SELECT INBOX (FOO)", "a"),

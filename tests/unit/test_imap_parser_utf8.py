@@ -26,6 +26,7 @@ from imapd.parser import (
 )
 from imapd.parser.commands import Search as SearchCommand
 from imapd.parser.commands import SearchHeader
+from imapd.parser.mutf7 import UndecodableName
 
 
 def events(data: bytes, *, utf8: bool, chunk: int | None = None) -> list[Event]:
@@ -45,7 +46,9 @@ def events(data: bytes, *, utf8: bool, chunk: int | None = None) -> list[Event]:
 CASES: list[tuple[bytes, Command | None, Command | None]] = [
     (b'a SELECT "&AOk-t&AOk-"', Select("a", "\u00e9t\u00e9"), Select("a", "&AOk-t&AOk-")),
     (b'a SELECT "\xc3\xa9t\xc3\xa9"', Select("a", "\u00e9t\u00e9"), Select("a", "\u00e9t\u00e9")),
-    (b"a CREATE A&B", None, Create("a", "A&B")),  # "&B" is not modified UTF-7
+    # "&B" is not modified UTF-7: before ENABLE a well-formed command naming
+    # no mailbox (an UndecodableName, answered NO by the handlers), after it UTF-8
+    (b"a CREATE A&B", Create("a", "A&B"), Create("a", "A&B")),
     (b"a CREATE A&-B", Create("a", "A&B"), Create("a", "A&-B")),
     (b'a CREATE "inbox/\xc3\xa9"', Create("a", "INBOX/\u00e9"), Create("a", "INBOX/\u00e9")),
     (b"a CREATE inbox/\xc3\xa9", None, None),  # atoms stay 7-bit (RFC 6855 extends quoted)
@@ -54,7 +57,7 @@ CASES: list[tuple[bytes, Command | None, Command | None]] = [
     (b'a LIST "&-" "%"', List("a", "&", ("%",)), List("a", "&-", ("%",))),
     (b'a STATUS "\xc3\xa9" (MESSAGES)', Status("a", "\u00e9", (StatusItem.MESSAGES,)),
      Status("a", "\u00e9", (StatusItem.MESSAGES,))),
-    (b"a GETQUOTA A&B", None, GetQuota("a", "A&B")),
+    (b"a GETQUOTA A&B", GetQuota("a", "A&B"), GetQuota("a", "A&B")),
     # Invalid UTF-8: a quoted string (RFC 6855 3: BAD) and a mailbox name.
     (b'a SELECT "\xc3("', None, None),
     (b"a SELECT {2}\r\n\xc3(", None, None),
@@ -85,3 +88,11 @@ def test_before_and_after_enable(line: bytes, before: Command | None, after: Com
                                  chunk: int | None) -> None:
     _check(events(line + b"\r\n", utf8=False, chunk=chunk), before)
     _check(events(line + b"\r\n", utf8=True, chunk=chunk), after)
+
+
+def test_not_modified_utf7_is_undecodable_only_before_enable() -> None:
+    (before,) = events(b"a CREATE A&B\r\n", utf8=False)
+    (after,) = events(b"a CREATE A&B\r\n", utf8=True)
+    assert isinstance(before, CommandReady) and isinstance(after, CommandReady)
+    assert isinstance(before.command.mailbox, UndecodableName)  # type: ignore[attr-defined]
+    assert not isinstance(after.command.mailbox, UndecodableName)  # type: ignore[attr-defined]

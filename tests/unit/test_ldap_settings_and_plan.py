@@ -194,6 +194,25 @@ def test_grants_the_sync_does_not_own_are_left_alone() -> None:
     assert found == []
 
 
+def test_grants_on_one_folder_are_not_the_syncs() -> None:
+    """A grant on one folder (SETACL, `mssctl mailbox grant --folder`) is
+    neither the box grant the sync compares with nor one it may revoke."""
+    s = settings(groups={"base_dn": "ou=g"},
+                 grants=[{"group": "svc", "mailbox": "svc@hopital.test", "rights": "lr"}])
+    a = account(1, "a@hopital.test", dn="uid=a,ou=p")
+    b = account(2, "b@hopital.test", dn="uid=b,ou=p")
+    grants = [Grant(1, 1, 9, "lr", managed_by="ldap"),
+              Grant(2, 1, 9, "w", managed_by="ldap", folder="INBOX"),  # read after the box's
+              Grant(3, 2, 9, "lr", folder="INBOX")]
+    existing = Existing([a, b], [mailbox(9, "svc@hopital.test")], grants,
+                        frozenset({"hopital.test"}))
+    snapshot = Snapshot([person("a@hopital.test", "uid=a,ou=p"),
+                         person("b@hopital.test", "uid=b,ou=p")],
+                        [Group("cn=svc,ou=g", "svc", frozenset({"uid=a,ou=p"}))])
+    changes, found = plan_changes(snapshot, existing, s)
+    assert (changes, found) == ([], [])
+
+
 def test_a_group_read_in_part_leaves_its_box_alone() -> None:
     s = settings(groups={"base_dn": "ou=g"},
                  grants=[{"group": "svc", "mailbox": "svc@hopital.test", "rights": "lr"}])

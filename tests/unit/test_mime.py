@@ -146,10 +146,12 @@ def test_envelope_folded_headers_are_unfolded() -> None:
             "unterminated: a@b",
             [[None, None, "unterminated", None], [None, None, "a", "b"], [None, None, None, None]],
         ),
-        ('"unterminated <a@b>', [[None, None, '"unterminated <a@b>', ""]]),
+        ('"unterminated <a@b>', [[None, None, "unterminated <a@b>", ""]]),
         ("Name <unclosed@angle", [["Name", None, "unclosed", "angle"]]),
         ("x@[127.0.0.1]", [[None, None, "x", "[127.0.0.1]"]]),
-        ('"quoted local"@example.org', [[None, None, '"quoted local"', "example.org"]]),
+        # RFC 3501 9: addr-mailbox is the local part without its RFC 822 quoting
+        ('"quoted local"@example.org', [[None, None, "quoted local", "example.org"]]),
+        ('"a\\"b"@example.org', [[None, None, 'a"b', "example.org"]]),
     ],
 )
 def test_parse_addresses(value: str, expected: list | None) -> None:

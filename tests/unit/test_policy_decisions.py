@@ -622,18 +622,21 @@ def test_set_rights_changes_the_grant_and_audits_the_actor(world):
     assert (check.actor, check.action, check.target, check.result) == (
         f"dr.martin@{D}", "setacl", f"dr.martin@{D}/INBOX", "allow")
     assert (change.actor, change.action, change.target, change.result) == (
-        f"dr.martin@{D}", "setacl", f"dr.martin@{D}", "ok")
+        f"dr.martin@{D}", "setacl", f"dr.martin@{D}/INBOX", "ok")
     assert change.details == {"identifier": f"stranger@{D}", "rights": "lr"}
-    assert pol.mailbox_rights(stranger, mb["martin"]) == "lr"
+    # SETACL names one folder: the grant is on INBOX, not on the whole box.
+    assert pol.mailbox_rights(stranger, mb["martin"], "INBOX") == "lr"
+    assert pol.mailbox_rights(stranger, mb["martin"]) == ""
+    assert pol.mailbox_rights(stranger, mb["martin"], "Sent") == ""
     # RFC 4314 3.1: "+" adds, "-" removes, obsolete "c"/"d" map to "k"/"xte",
     # the identifier is case-insensitive; rights are stored in canonical order.
     for mod, expected in (("+sw", "lrsw"), ("-w", "lrs"), ("+d", "lrsxte"), ("-dr", "ls"),
                           ("c", "k")):
         assert pol.set_rights(martin, mb["martin"], "INBOX", f"STRANGER@{D}", mod).allowed
-        assert pol.mailbox_rights(stranger, mb["martin"]) == expected, mod
+        assert pol.mailbox_rights(stranger, mb["martin"], "INBOX") == expected, mod
     # DELETEACL: rights "".
     assert pol.set_rights(martin, mb["martin"], "INBOX", f"stranger@{D}", "").allowed
-    assert pol.mailbox_rights(stranger, mb["martin"]) == ""
+    assert pol.mailbox_rights(stranger, mb["martin"], "INBOX") == ""
     assert world.audit.events[-1].details == {"identifier": f"stranger@{D}", "rights": ""}
 
 
@@ -653,9 +656,9 @@ def test_set_rights_refusals_are_audited_and_change_nothing(world, who, rights, 
     check, refusal = world.audit.events[before:]
     assert check.result == "allow"
     assert (refusal.actor, refusal.action, refusal.target, refusal.result) == (
-        f"dr.martin@{D}", "setacl", f"dr.martin@{D}", "deny")
+        f"dr.martin@{D}", "setacl", f"dr.martin@{D}/INBOX", "deny")
     assert refusal.details == {"reason": reason, "identifier": who}
-    assert pol.mailbox_rights(world.identity("stranger"), mb["martin"]) == ""
+    assert pol.mailbox_rights(world.identity("stranger"), mb["martin"], "INBOX") == ""
 
 
 def test_set_rights_needs_a(world):
