@@ -19,6 +19,7 @@ from imapd.commands import (
     misc,
     quota,
     search,
+    sort,
 )
 from imapd.commands.base import Handler
 from imapd.parser.commands import Command
@@ -30,6 +31,7 @@ DISPATCH: dict[type[Command], Handler] = {
     **listing.HANDLERS,
     **fetch.HANDLERS,
     **search.HANDLERS,
+    **sort.HANDLERS,
     **messages.HANDLERS,
     **idle.HANDLERS,
     **acl.HANDLERS,
