@@ -33,7 +33,6 @@ VERSION = 1
 MAX_REFERENCES = 100  # References: ids kept per message (the nearest ones)
 
 _WS = re.compile(r"[ \t\r\n]+")
-_TRAILER = re.compile(r"(?:\(fwd\)|[ \t])$", re.I)
 _BLOB = r"\[[^\[\]]*\][ \t]*"
 _LEADER_WS = re.compile(r"[ \t]+")
 _REFWD = re.compile(r"(?:" + _BLOB + r")*(?:re|fwd?)[ \t]*(?:" + _BLOB + r")?:", re.I)
@@ -57,12 +56,13 @@ def base_subject(subject: str | None) -> tuple[str, bool]:
     while True:
         # (2) trailers: "(fwd)" and white space, repeatedly
         while True:
-            m = _TRAILER.search(s)
-            if m is None:
-                break
-            if m.group(0) != " " and m.group(0) != "\t":
+            if s.endswith((" ", "\t")):
+                s = s.rstrip(" \t")
+            elif s[-5:].lower() == "(fwd)":
+                s = s[:-5]
                 reply = True
-            s = s[: m.start()]
+            else:
+                break
         # (3)-(5) leaders, and a blob prefix that leaves something behind
         while True:
             before = s
