@@ -262,12 +262,13 @@ def _make_sql(mark: str, pg: bool) -> _Sql:
             " WHERE m.folder_id = ? AND m.uid IN ({})"
         ),
         sort_keys_all=q(
-            "SELECT m.uid, b.id, b.key_id, b.sort_keys FROM messages m"
-            " JOIN bodies b ON b.id = m.body_id WHERE m.folder_id = ?"
+            "SELECT m.uid, m.size, m.internal_date, b.id, b.key_id, b.sort_keys"
+            " FROM messages m JOIN bodies b ON b.id = m.body_id WHERE m.folder_id = ?"
         ),
         sort_keys_of=q(
-            "SELECT m.uid, b.id, b.key_id, b.sort_keys FROM messages m"
-            " JOIN bodies b ON b.id = m.body_id WHERE m.folder_id = ? AND m.uid IN ({})"
+            "SELECT m.uid, m.size, m.internal_date, b.id, b.key_id, b.sort_keys"
+            " FROM messages m JOIN bodies b ON b.id = m.body_id"
+            " WHERE m.folder_id = ? AND m.uid IN ({})"
         ),
         body_of=q(
             "SELECT b.key_id, b.body FROM bodies b JOIN messages m ON m.body_id = b.id"
@@ -1375,6 +1376,10 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
         return out
 
     def sort_keys(self, folder_id: int, uids: Sequence[int]) -> dict[int, SortKeys]:
+        with sortkeys.paused_gc():  # 100,000 rows, blobs and keys built at once
+            return self._sort_keys(folder_id, uids)
+
+    def _sort_keys(self, folder_id: int, uids: Sequence[int]) -> dict[int, SortKeys]:
         with self._raw_read() as (cur, sql):
             cur.execute(sql.folder_version, (folder_id,))
             f = cur.fetchone()
@@ -1393,14 +1398,24 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
                     cur.execute(sql.sort_keys_of.format(_marks(sql, len(chunk))),
                                 (folder_id, *chunk))
                     rows.extend(cur.fetchall())
+        legacy: list[tuple[int, int, str, int, int]] = []
+        stored: list[tuple[int, int, int, int, str]] = []
+        plains: list[bytes] = []
+        ring = self._keys.ring()
+        aad = crypto.AAD_SORT_KEYS
+        for uid, size, idate, body_id, key_id, blob in rows:
+            if blob is None:
+                legacy.append((uid, body_id, key_id, size, idate))
+                continue
+            if key_id not in ring.keys:  # added by another process just now
+                ring = self._keys.ring(force=True)
+            plains.append(ring.decrypt(key_id, bytes(blob), aad))
+            stored.append((uid, size, idate, body_id, key_id))
         found: dict[int, SortKeys] = {}
-        legacy: list[tuple[int, int, str]] = []
-        for uid, body_id, key_id, blob in rows:
-            keys = None
-            if blob is not None:
-                keys = sortkeys.decode(self._decrypt(key_id, bytes(blob), crypto.AAD_SORT_KEYS))
-            if keys is None:
-                legacy.append((uid, body_id, key_id))
+        decoded = sortkeys.decode_many(plains, [(r[1], r[2]) for r in stored])
+        for (uid, size, idate, body_id, key_id), keys in zip(stored, decoded, strict=True):
+            if keys is None:  # of another version
+                legacy.append((uid, body_id, key_id, size, idate))
             else:
                 found[uid] = keys
         if legacy:
@@ -1410,7 +1425,7 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
                 for u in uids if u in known or u in found}
 
     def _backfill_sort_keys(
-        self, folder_id: int, legacy: list[tuple[int, int, str]]
+        self, folder_id: int, legacy: list[tuple[int, int, str, int, int]]
     ) -> dict[int, SortKeys]:
         """Keys of messages stored without them (before revision 0013, or of
         an older `sortkeys.VERSION`): computed from the message once and
@@ -1419,13 +1434,13 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
         out: dict[int, SortKeys] = {}
         ring = self._keys.ring()
         updates: list[tuple[bytes, int, str]] = []
-        for uid, body_id, key_id in legacy:
+        for uid, body_id, key_id, size, idate in legacy:
             try:
                 raw = self.message_body(folder_id, uid)
             except NotFound:
                 continue  # expunged meanwhile
             keys = sortkeys.sort_keys(raw, self._parse(raw))
-            out[uid] = keys
+            out[uid] = keys._replace(size=size, arrival=idate)
             if key_id in ring.keys:
                 blob = ring.encrypt_with(key_id, sortkeys.encode(keys), crypto.AAD_SORT_KEYS)
                 updates.append((blob, body_id, key_id))

@@ -20,6 +20,7 @@ from imapd.parser.commands import (
     Command,
     DateField,
     Search,
+    SearchAll,
     SearchAnd,
     SearchDate,
     SearchHeader,
@@ -68,6 +69,12 @@ def _needs_sizes(key: SearchKey) -> bool:
     if isinstance(key, SearchAnd):
         return any(_needs_sizes(k) for k in key.keys)
     return False
+
+
+def _matches_all(key: SearchKey) -> bool:
+    if isinstance(key, SearchAll):
+        return True
+    return isinstance(key, SearchAnd) and all(_matches_all(k) for k in key.keys)
 
 
 def _uses_modseq(key: SearchKey) -> bool:
@@ -126,6 +133,10 @@ async def matching(ctx: Context, view: SelectedView, key: SearchKey) -> list[tup
     if _uses_modseq(key):
         ctx.session.enabled.add("CONDSTORE")
         view.condstore = True
+    if _matches_all(key):
+        # SORT / THREAD / SEARCH ... ALL of a big folder: nothing to look at
+        return [(i + 1, uid, modseq)
+                for i, (uid, modseq) in enumerate(zip(view.uids, view.modseqs, strict=True))]
     sizes: dict[int, tuple[int, datetime]] = {}
     if _needs_sizes(key):
         sizes = await ctx.run_selected(ctx.services.store.sizes_and_dates, view.folder_id,

@@ -17,22 +17,16 @@ from imapd.commands.selected import require_view
 from imapd.errors import Reply
 from imapd.parser.commands import Command, Sort, SortCriterion, Thread, ThreadAlgorithm
 from storage.interface import MessageStore
+from storage.sortkeys import paused_gc
 
 
 def _items(store: MessageStore, folder_id: int,
            found: Sequence[tuple[int, int]]) -> list[engine.Item]:
-    uids = [uid for _, uid in found]
-    keys = store.sort_keys(folder_id, uids)
-    sizes = store.sizes_and_dates(folder_id, uids)
-    out = []
-    for seq, uid in found:
-        k = keys.get(uid)
-        size_date = sizes.get(uid)
-        if k is None or size_date is None:
-            continue  # expunged meanwhile
-        size, when = size_date
-        out.append(engine.Item(seq, uid, size, int(when.timestamp()), k))
-    return out
+    keys = store.sort_keys(folder_id, [uid for _, uid in found])
+    new, item = tuple.__new__, engine.Item
+    with paused_gc():
+        # a UID without keys was expunged meanwhile: it takes no part
+        return [new(item, (seq, uid, keys[uid])) for seq, uid in found if uid in keys]
 
 
 def _sorted(store: MessageStore, folder_id: int, found: Sequence[tuple[int, int]],

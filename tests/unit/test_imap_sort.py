@@ -101,8 +101,8 @@ def test_sort_keys_defaults_and_in_reply_to() -> None:
 
 def item(seq: int, *, subject: str = "s", date: int | None = None, mid: str | None = None,
          refs: tuple[str, ...] = (), reply: bool = False, size: int = 0) -> Item:
-    k = SortKeys(date, subject, reply, "", "", "", "", "", mid, refs)
-    return Item(seq, seq * 10, size, 1000 + seq, k)
+    k = SortKeys(date, subject, reply, "", "", "", "", "", mid, refs, size, 1000 + seq)
+    return Item(seq, seq * 10, k)
 
 
 def test_sort_items_multiple_criteria() -> None:
