@@ -57,19 +57,24 @@ _KEY_FUNCS: dict[SortKey, Callable[[SortKeys], Any]] = {
 }
 
 
-def sort_items(items: Sequence[Item], criteria: Sequence[SortCriterion]) -> list[Item]:
-    """`items` ordered by the criteria, ties by sequence number (ascending,
-    whatever REVERSE says: it reverses its criterion only)."""
-    out = sorted(items, key=lambda i: i.seq)
+def sort_order(keys: Sequence[SortKeys], criteria: Sequence[SortCriterion]) -> list[int]:
+    """Positions in `keys` (given in sequence-number order) in the order of
+    the criteria; ties keep sequence order (ascending, whatever REVERSE
+    says: it reverses its criterion only)."""
+    order = list(range(len(keys)))
     # Stable sorts from the last criterion to the first: each keeps the
     # order of the ones after it among its ties (REVERSE included). Each
     # key is computed once per message.
     for crit in reversed(criteria):
-        fn = _KEY_FUNCS[crit.key]
-        values = [fn(i.keys) for i in out]
-        order = sorted(range(len(out)), key=values.__getitem__, reverse=crit.reverse)
-        out = [out[j] for j in order]
-    return out
+        values = list(map(_KEY_FUNCS[crit.key], keys))
+        order.sort(key=values.__getitem__, reverse=crit.reverse)
+    return order
+
+
+def sort_items(items: Sequence[Item], criteria: Sequence[SortCriterion]) -> list[Item]:
+    """`items` ordered by the criteria (`sort_order`)."""
+    ordered = sorted(items, key=lambda i: i.seq)
+    return [ordered[j] for j in sort_order([i.keys for i in ordered], criteria)]
 
 
 # ------------------------------------------------------------------ threads
@@ -116,7 +121,8 @@ def thread(items: Sequence[Item], algorithm: ThreadAlgorithm) -> list[_Node]:
     """The threads of `items` (their roots, in order)."""
     ordered = sorted(items, key=lambda i: i.seq)
     # the containers refer to each other (parent, children): the collector
-    # would walk them again and again while they are built
+    # would walk them again and again while they are built; it frees them
+    # once, later
     with paused_gc():
         if algorithm is ThreadAlgorithm.ORDEREDSUBJECT:
             return _ordered_subject(ordered)

@@ -702,8 +702,8 @@ class MessageStore(Protocol):
 
     def sort_keys(self, folder_id: int, uids: Sequence[int]) -> dict[int, SortKeys]:
         """uid -> the SORT / THREAD keys kept at delivery (with each
-        message's size and internal date), for those of these UIDs that
-        exist. Fast for a whole 100,000-message folder (a per-process cache;
+        message's size and internal date), for every one of these UIDs that
+        exists (and maybe others of the folder). Fast for a whole 100,000-message folder (a per-process cache;
         messages stored before the keys were kept get them computed once,
         from the message, and written back). Raises NotFound."""
 

@@ -1386,6 +1386,8 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
             if f is None:
                 raise NotFound(f"folder {folder_id}")
             known = self._sort_cache.get(folder_id, int(f[1]))
+            if all(map(known.__contains__, uids)):
+                return known  # the usual case once a folder was sorted: no query
             missing = [u for u in uids if u not in known]
             rows: list[Any] = []
             if len(missing) > len(uids) // 2:
@@ -1421,8 +1423,8 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
         if legacy:
             found.update(self._backfill_sort_keys(folder_id, legacy))
         self._sort_cache.add(folder_id, int(f[1]), found)
-        return {u: known[u] if u in known else found[u]
-                for u in uids if u in known or u in found}
+        known.update(found)
+        return known
 
     def _backfill_sort_keys(
         self, folder_id: int, legacy: list[tuple[int, int, str, int, int]]

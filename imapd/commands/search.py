@@ -71,10 +71,11 @@ def _needs_sizes(key: SearchKey) -> bool:
     return False
 
 
-def _matches_all(key: SearchKey) -> bool:
+def matches_all(key: SearchKey) -> bool:
+    """Whether `key` is ALL (or an AND of ALLs): every message matches."""
     if isinstance(key, SearchAll):
         return True
-    return isinstance(key, SearchAnd) and all(_matches_all(k) for k in key.keys)
+    return isinstance(key, SearchAnd) and all(matches_all(k) for k in key.keys)
 
 
 def _uses_modseq(key: SearchKey) -> bool:
@@ -133,7 +134,7 @@ async def matching(ctx: Context, view: SelectedView, key: SearchKey) -> list[tup
     if _uses_modseq(key):
         ctx.session.enabled.add("CONDSTORE")
         view.condstore = True
-    if _matches_all(key):
+    if matches_all(key):
         # SORT / THREAD / SEARCH ... ALL of a big folder: nothing to look at
         return [(i + 1, uid, modseq)
                 for i, (uid, modseq) in enumerate(zip(view.uids, view.modseqs, strict=True))]

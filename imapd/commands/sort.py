@@ -12,33 +12,68 @@ from collections.abc import Sequence
 
 from imapd import sort as engine
 from imapd.commands.base import Context, Handler, ok
-from imapd.commands.search import check_charset, esearch_line, matching, saved_uids
+from imapd.commands.search import (
+    check_charset,
+    esearch_line,
+    matches_all,
+    matching,
+    saved_uids,
+)
 from imapd.commands.selected import require_view
 from imapd.errors import Reply
-from imapd.parser.commands import Command, Sort, SortCriterion, Thread, ThreadAlgorithm
+from imapd.parser.commands import (
+    Command,
+    SearchKey,
+    Sort,
+    SortCriterion,
+    Thread,
+    ThreadAlgorithm,
+)
+from imapd.view import SelectedView
 from storage.interface import MessageStore
 from storage.sortkeys import paused_gc
 
 
-def _items(store: MessageStore, folder_id: int,
-           found: Sequence[tuple[int, int]]) -> list[engine.Item]:
-    keys = store.sort_keys(folder_id, [uid for _, uid in found])
+def _items(store: MessageStore, folder_id: int, seqs: Sequence[int],
+           uids: Sequence[int]) -> list[engine.Item]:
+    keys = store.sort_keys(folder_id, uids)
     new, item = tuple.__new__, engine.Item
+    # a UID without keys was expunged meanwhile: it takes no part
+    return [new(item, (seq, uid, keys[uid]))
+            for seq, uid in zip(seqs, uids, strict=True) if uid in keys]
+
+
+def _sorted(store: MessageStore, folder_id: int, seqs: Sequence[int], uids: Sequence[int],
+            criteria: Sequence[SortCriterion], uid: bool) -> list[int]:
+    """The UIDs (or sequence numbers) of the messages in the criteria's
+    order; `seqs` and `uids` name them, in sequence order."""
+    # Every step makes a list of 100,000 things: the cyclic collector would
+    # walk the heap again and again meanwhile.
     with paused_gc():
-        # a UID without keys was expunged meanwhile: it takes no part
-        return [new(item, (seq, uid, keys[uid])) for seq, uid in found if uid in keys]
+        found = store.sort_keys(folder_id, uids)
+        if not all(map(found.__contains__, uids)):  # expunged meanwhile: no part in it
+            present = [j for j, u in enumerate(uids) if u in found]
+            seqs = [seqs[j] for j in present]
+            uids = [uids[j] for j in present]
+        keys = list(map(found.__getitem__, uids))
+        numbers = uids if uid else seqs
+        return [numbers[j] for j in engine.sort_order(keys, criteria)]
 
 
-def _sorted(store: MessageStore, folder_id: int, found: Sequence[tuple[int, int]],
-            criteria: Sequence[SortCriterion]) -> list[tuple[int, int]]:
-    """(seq, uid) of `found` in the criteria's order."""
-    return [(i.seq, i.uid) for i in engine.sort_items(_items(store, folder_id, found), criteria)]
-
-
-def _threaded(store: MessageStore, folder_id: int, found: Sequence[tuple[int, int]],
+def _threaded(store: MessageStore, folder_id: int, seqs: Sequence[int], uids: Sequence[int],
               algorithm: ThreadAlgorithm, uid: bool) -> str:
-    roots = engine.thread(_items(store, folder_id, found), algorithm)
-    return engine.render_threads(roots, uid)
+    with paused_gc():
+        roots = engine.thread(_items(store, folder_id, seqs, uids), algorithm)
+        return engine.render_threads(roots, uid)
+
+
+async def _chosen(ctx: Context, view: SelectedView, key: SearchKey
+                  ) -> tuple[Sequence[int], Sequence[int]]:
+    """(sequence numbers, UIDs) of the messages `key` matches."""
+    if matches_all(key):
+        return range(1, view.exists + 1), view.uids
+    found = await matching(ctx, view, key)
+    return [seq for seq, _, _ in found], [uid for _, uid, _ in found]
 
 
 async def sort(ctx: Context, cmd: Sort) -> Reply:
@@ -46,20 +81,20 @@ async def sort(ctx: Context, cmd: Sort) -> Reply:
     saving = cmd.return_options is not None and "SAVE" in cmd.return_options
     try:
         check_charset(cmd.charset)
-        found = [(seq, uid) for seq, uid, _ in await matching(ctx, view, cmd.key)]
-        ordered = await ctx.run_selected(_sorted, ctx.services.store, view.folder_id, found,
-                                         cmd.criteria)
+        seqs, uids = await _chosen(ctx, view, cmd.key)
+        numbers = await ctx.run_selected(_sorted, ctx.services.store, view.folder_id, seqs,
+                                         uids, cmd.criteria, cmd.uid)
     except Exception:
         if saving:
             view.saved = frozenset()  # RFC 5182 2.1: a failed SAVE empties "$"
         raise
-    numbers = [uid if cmd.uid else seq for seq, uid in ordered]
     options = cmd.return_options
     if options is None:
-        ctx.send(("* SORT" + "".join(f" {n}" for n in numbers) + "\r\n").encode())
+        ctx.send(b"* SORT" + "".join(" " + n for n in map(str, numbers)).encode() + b"\r\n")
         return ok("Sort completed")
     if saving:
-        view.saved = saved_uids(options, [uid for _, uid in ordered], ordered=True)
+        in_order = numbers if cmd.uid else [view.uids[n - 1] for n in numbers]
+        view.saved = saved_uids(options, in_order, ordered=True)
     if options != ("SAVE",):
         ctx.send(esearch_line(cmd.tag, cmd.uid, options, cmd.partial, numbers, ordered=True))
     return ok("Sort completed")
@@ -68,8 +103,8 @@ async def sort(ctx: Context, cmd: Sort) -> Reply:
 async def thread(ctx: Context, cmd: Thread) -> Reply:
     view = require_view(ctx)
     check_charset(cmd.charset)
-    found = [(seq, uid) for seq, uid, _ in await matching(ctx, view, cmd.key)]
-    text = await ctx.run_selected(_threaded, ctx.services.store, view.folder_id, found,
+    seqs, uids = await _chosen(ctx, view, cmd.key)
+    text = await ctx.run_selected(_threaded, ctx.services.store, view.folder_id, seqs, uids,
                                   cmd.algorithm, cmd.uid)
     ctx.send(("* THREAD" + (" " + text if text else "") + "\r\n").encode())
     return ok("Thread completed")

@@ -42,7 +42,7 @@ def test_keys_of_delivered_and_appended_messages(any_store: Any) -> None:
         "dossier 2", True, "martin", "Dr Martin", "secretariat")
     assert k.sent == 1704189600 and k.message_id == "<m2@hopital.test>"
     assert k.references == ("<root@hopital.test>",)
-    assert any_store.sort_keys(inbox, [2]) == {2: k}  # from the cache now
+    assert any_store.sort_keys(inbox, [2])[2] == k  # from the cache now
     with pytest.raises(NotFound):
         any_store.sort_keys(inbox + 1000, [1])
 
