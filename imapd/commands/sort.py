@@ -64,7 +64,9 @@ def _threaded(store: MessageStore, folder_id: int, seqs: Sequence[int], uids: Se
               algorithm: ThreadAlgorithm, uid: bool) -> str:
     with paused_gc():
         roots = engine.thread(_items(store, folder_id, seqs, uids), algorithm)
-        return engine.render_threads(roots, uid)
+        text = engine.render_threads(roots, uid)
+        engine.release(roots)  # freed now, not by the cyclic collector later
+    return text
 
 
 async def _chosen(ctx: Context, view: SelectedView, key: SearchKey
