@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import sys
@@ -126,6 +127,18 @@ def build_world(workdir: Path, n: int) -> dict[str, Any]:
     return dict(config)
 
 
+def calibration() -> float:
+    """CPU seconds of a fixed pure-Python workload (100,000 small objects
+    made and sorted, five times): how fast this machine runs Python right
+    now. A shared VM under load runs the same work several times slower."""
+    cpu = time.process_time()
+    for _ in range(5):
+        items = [(str(i * 7919 % 100_003), i, [i]) for i in range(100_000)]
+        items.sort()
+        del items
+    return time.process_time() - cpu
+
+
 def run(port: int, pid: int) -> dict[str, dict[str, float]]:
     c = Client(port, timeout=300)
     c.cmd(f'LOGIN {BIG_USER} "{PASSWORD}"')
@@ -155,6 +168,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=ROOT / "run" / "bench-sort")
     args = ap.parse_args()
     config = build_world(args.workdir, args.messages)
+    before = calibration()
     srv = ServerProcess(config, args.workdir, "sort")
     ports = srv.start()
     assert srv.proc is not None
@@ -162,7 +176,11 @@ def main() -> None:
         results = run(ports["plain"], srv.proc.pid)
     finally:
         srv.stop()
-    print(f"{results['exists']['n']} messages in the folder")
+    after = calibration()
+    results["machine"] = {"calibration_cpu": (before + after) / 2, "load": os.getloadavg()[0]}
+    print(f"{results['exists']['n']} messages in the folder; load average "
+          f"{results['machine']['load']:.1f}; calibration (fixed Python work) "
+          f"{results['machine']['calibration_cpu']:.2f} s CPU")
     print(f"{'command':45} {'cold s':>8} {'(cpu)':>8} {'warm s':>8} {'(cpu)':>8}")
     for name, _ in COMMANDS:
         r = results[name]

@@ -183,3 +183,12 @@ def test_rfc5032_older_and_younger(env: ImapEnv) -> None:
     assert esearch(c, "UID SEARCH RETURN (COUNT) YOUNGER 1800") == "UID COUNT 1"
     assert c.cmd("w1 SEARCH YOUNGER 0").startswith(b"w1 BAD")
     assert c.cmd("w2 SEARCH OLDER -5").startswith(b"w2 BAD")
+
+
+def test_rfc5182_uid_expunge_dollar(env: ImapEnv) -> None:
+    c = eleven(env)
+    c.ok("UID SEARCH RETURN (SAVE) 3:4")
+    c.ok("STORE 1:5 +FLAGS.SILENT (\\Deleted)")
+    out = c.ok("UID EXPUNGE $")
+    assert out == b"* 4 EXPUNGE\r\n* 3 EXPUNGE\r\n", out
+    assert c.ok("SEARCH DELETED") == b"* SEARCH 1 2 3\r\n"
