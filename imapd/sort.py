@@ -14,7 +14,11 @@ of a second.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+import threading
+from array import array
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, NamedTuple
 
 from imapd.parser.commands import SortCriterion, SortKey, ThreadAlgorithm
@@ -350,3 +354,53 @@ def render_threads(roots: Sequence[_Node], uid: bool) -> str:
                 stack.extend(reversed(n.children))
             break
     return "".join(parts)
+
+
+# ------------------------------------------------------------------ answers
+
+
+class ResultCache:
+    """The last SORT and THREAD answers of this process, by everything they
+    depend on: the folder and its UIDVALIDITY, the messages chosen (their
+    sequence numbers and UIDs), the criteria or algorithm, the UID form. A
+    message's keys never change, so an answer stays right for as long as the
+    same messages are chosen; mail clients sort or thread a folder again
+    after every refresh (webmails on every page). Used from store threads."""
+
+    def __init__(self, size: int = 16) -> None:
+        self._lock = threading.Lock()
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self._size = size
+
+    @staticmethod
+    def key(folder_id: int, uidvalidity: int, what: Hashable, uid: bool,
+            seqs: Sequence[int], uids: Sequence[int]) -> Hashable:
+        digest = hashlib.blake2b(digest_size=20)
+        for numbers in (seqs, uids):
+            digest.update(numbers.tobytes() if isinstance(numbers, array)
+                          else array("I", numbers).tobytes())
+        return (folder_id, uidvalidity, what, uid, len(uids), digest.digest())
+
+    def get(self, key: Hashable) -> Any:
+        with self._lock:
+            found = self._data.get(key)
+            if found is not None:
+                self._data.move_to_end(key)
+            return found
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
+
+
+def results_for(services: Any) -> ResultCache:
+    """The process's cache for these services (one per Services object, as
+    the folder watcher)."""
+    cache: ResultCache | None = getattr(services, "_imap_sort_results", None)
+    if cache is None:
+        cache = ResultCache()
+        services._imap_sort_results = cache
+    return cache

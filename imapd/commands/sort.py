@@ -8,7 +8,8 @@ threading done, in one call off the reactor (`imapd.sort`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from array import array
+from collections.abc import Hashable, Sequence
 
 from imapd import sort as engine
 from imapd.commands.base import Context, Handler, ok
@@ -43,10 +44,22 @@ def _items(store: MessageStore, folder_id: int, seqs: Sequence[int],
             for seq, uid in zip(seqs, uids, strict=True) if uid in keys]
 
 
-def _sorted(store: MessageStore, folder_id: int, seqs: Sequence[int], uids: Sequence[int],
-            criteria: Sequence[SortCriterion], uid: bool) -> list[int]:
+def _sorted(store: MessageStore, cache: engine.ResultCache, key: Hashable, folder_id: int,
+            seqs: Sequence[int], uids: Sequence[int], criteria: Sequence[SortCriterion],
+            uid: bool) -> list[int]:
     """The UIDs (or sequence numbers) of the messages in the criteria's
-    order; `seqs` and `uids` name them, in sequence order."""
+    order; `seqs` and `uids` name them, in sequence order. Looked up in
+    `cache` here, in the store call that checks the session's access."""
+    found_before: list[int] | None = cache.get(key)
+    if found_before is not None:
+        return found_before
+    numbers = _sort_now(store, folder_id, seqs, uids, criteria, uid)
+    cache.put(key, numbers)
+    return numbers
+
+
+def _sort_now(store: MessageStore, folder_id: int, seqs: Sequence[int], uids: Sequence[int],
+              criteria: Sequence[SortCriterion], uid: bool) -> list[int]:
     # Every step makes a list of 100,000 things: the cyclic collector would
     # walk the heap again and again meanwhile.
     with paused_gc():
@@ -60,12 +73,17 @@ def _sorted(store: MessageStore, folder_id: int, seqs: Sequence[int], uids: Sequ
         return [numbers[j] for j in engine.sort_order(keys, criteria)]
 
 
-def _threaded(store: MessageStore, folder_id: int, seqs: Sequence[int], uids: Sequence[int],
-              algorithm: ThreadAlgorithm, uid: bool) -> str:
+def _threaded(store: MessageStore, cache: engine.ResultCache, key: Hashable, folder_id: int,
+              seqs: Sequence[int], uids: Sequence[int], algorithm: ThreadAlgorithm,
+              uid: bool) -> str:
+    found_before: str | None = cache.get(key)
+    if found_before is not None:
+        return found_before
     with paused_gc():
         roots = engine.thread(_items(store, folder_id, seqs, uids), algorithm)
         text = engine.render_threads(roots, uid)
         engine.release(roots)  # freed now, not by the cyclic collector later
+    cache.put(key, text)
     return text
 
 
@@ -73,7 +91,8 @@ async def _chosen(ctx: Context, view: SelectedView, key: SearchKey
                   ) -> tuple[Sequence[int], Sequence[int]]:
     """(sequence numbers, UIDs) of the messages `key` matches."""
     if matches_all(key):
-        return range(1, view.exists + 1), view.uids
+        # a copy: the store thread must not see the view change under it
+        return range(1, view.exists + 1), array("I", view.uids)
     found = await matching(ctx, view, key)
     return [seq for seq, _, _ in found], [uid for _, uid, _ in found]
 
@@ -84,8 +103,11 @@ async def sort(ctx: Context, cmd: Sort) -> Reply:
     try:
         check_charset(cmd.charset)
         seqs, uids = await _chosen(ctx, view, cmd.key)
-        numbers = await ctx.run_selected(_sorted, ctx.services.store, view.folder_id, seqs,
-                                         uids, cmd.criteria, cmd.uid)
+        key = engine.ResultCache.key(view.folder_id, view.uidvalidity, cmd.criteria, cmd.uid,
+                                     seqs, uids)
+        numbers = await ctx.run_selected(_sorted, ctx.services.store,
+                                         engine.results_for(ctx.services), key, view.folder_id,
+                                         seqs, uids, cmd.criteria, cmd.uid)
     except Exception:
         if saving:
             view.saved = frozenset()  # RFC 5182 2.1: a failed SAVE empties "$"
@@ -106,8 +128,10 @@ async def thread(ctx: Context, cmd: Thread) -> Reply:
     view = require_view(ctx)
     check_charset(cmd.charset)
     seqs, uids = await _chosen(ctx, view, cmd.key)
-    text = await ctx.run_selected(_threaded, ctx.services.store, view.folder_id, seqs, uids,
-                                  cmd.algorithm, cmd.uid)
+    key = engine.ResultCache.key(view.folder_id, view.uidvalidity, cmd.algorithm, cmd.uid,
+                                 seqs, uids)
+    text = await ctx.run_selected(_threaded, ctx.services.store, engine.results_for(ctx.services),
+                                  key, view.folder_id, seqs, uids, cmd.algorithm, cmd.uid)
     ctx.send(("* THREAD" + (" " + text if text else "") + "\r\n").encode())
     return ok("Thread completed")
 

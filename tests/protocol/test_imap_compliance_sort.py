@@ -282,3 +282,21 @@ def test_thread_searches_first(env: ImapEnv) -> None:
     c = selected(env)
     assert thread(c, "THREAD REFERENCES UTF-8 2") == "(2)"
     assert thread(c, "THREAD REFERENCES UTF-8 ALL") == "(1 2)"
+
+
+def test_answers_follow_the_folder(env: ImapEnv) -> None:
+    """Answers are kept per process (webmails sort again on every page); a
+    new message, an expunge or another session's numbering gives a new one."""
+    put(env, mail("b", mid="<b@x>"), mail("a", mid="<a@x>"))
+    c = selected(env)
+    assert sort(c, "SORT (SUBJECT) UTF-8 ALL") == "2 1"
+    assert sort(c, "SORT (SUBJECT) UTF-8 ALL") == "2 1"
+    put(env, mail("0", mid="<0@x>", refs="<b@x>"), start=2)
+    c.ok("NOOP")
+    assert sort(c, "SORT (SUBJECT) UTF-8 ALL") == "3 2 1"
+    assert thread(c, "THREAD REFERENCES UTF-8 ALL") == "(1 3)(2)"
+    c.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    c.ok("EXPUNGE")
+    assert thread(c, "THREAD REFERENCES UTF-8 ALL") == "(1)(2)"
+    other = selected(env)
+    assert thread(other, "UID THREAD REFERENCES UTF-8 ALL") == "(2)(3)"

@@ -5,11 +5,12 @@ subject, RFC 5957 display names, message-ids) and the SORT / THREAD engine
 from __future__ import annotations
 
 import time
+from array import array
 
 import pytest
 
 from imapd.parser.commands import SortCriterion, SortKey, ThreadAlgorithm
-from imapd.sort import Item, casemap, render_threads, sort_items, thread
+from imapd.sort import Item, ResultCache, casemap, render_threads, sort_items, thread
 from storage import sortkeys
 from storage.interface import SortKeys
 from storage.mime import parse_message
@@ -148,3 +149,25 @@ def test_thread_references_parent_arriving_after_children() -> None:
              item(3, date=2, mid="<b@x>", refs=("<a@x>",))]
     assert render_threads(thread(items, ThreadAlgorithm.REFERENCES), uid=False) == "(2 3 1)"
     assert render_threads(thread(items, ThreadAlgorithm.REFERENCES), uid=True) == "(20 30 10)"
+
+
+def test_result_cache_keys_and_bound() -> None:
+    cache = ResultCache(size=2)
+    k1 = ResultCache.key(1, 7, ThreadAlgorithm.REFERENCES, False, range(1, 4), [5, 6, 9])
+    # the same messages named as a list or an array give the same key
+    assert k1 == ResultCache.key(1, 7, ThreadAlgorithm.REFERENCES, False, [1, 2, 3],
+                                 array("I", [5, 6, 9]))
+    others = [
+        ResultCache.key(1, 8, ThreadAlgorithm.REFERENCES, False, range(1, 4), [5, 6, 9]),
+        ResultCache.key(1, 7, ThreadAlgorithm.ORDEREDSUBJECT, False, range(1, 4), [5, 6, 9]),
+        ResultCache.key(1, 7, ThreadAlgorithm.REFERENCES, True, range(1, 4), [5, 6, 9]),
+        ResultCache.key(1, 7, ThreadAlgorithm.REFERENCES, False, range(1, 4), [5, 6, 10]),
+        ResultCache.key(1, 7, ThreadAlgorithm.REFERENCES, False, [1, 2, 4], [5, 6, 9]),
+        ResultCache.key(2, 7, ThreadAlgorithm.REFERENCES, False, range(1, 4), [5, 6, 9]),
+    ]
+    assert len({k1, *others}) == 7
+    cache.put(k1, "(1 2 3)")
+    cache.put(others[0], "a")
+    assert cache.get(k1) == "(1 2 3)"  # now the most recent
+    cache.put(others[1], "b")
+    assert cache.get(others[0]) is None and cache.get(k1) == "(1 2 3)"
