@@ -46,7 +46,14 @@ from twisted.internet.interfaces import (
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
-from certs.trust import NotedConnection, Refusal, TrustError, TrustStore, VerifyNotes
+from certs.trust import (
+    NotedConnection,
+    Refusal,
+    TrustError,
+    TrustStore,
+    VerifyNotes,
+    note_refusal,
+)
 from conf.settings import (
     ClientCertMode,
     ListenerRole,
@@ -203,6 +210,7 @@ class ClientCreator:
         except (VerificationError, CertificateError):
             refusal = Refusal.of(leaf, "name-mismatch",
                                  f"the certificate does not name {self.hostname}", 0)
+            note_refusal(conn, refusal)
             if self._refused is None:
                 log.warning("tls: peer certificate does not name %s", self.hostname)
             else:

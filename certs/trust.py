@@ -88,11 +88,14 @@ class Refusal:
     subject: str
     issuer: str
     serial: str  # hexadecimal, as CRLs and CA interfaces print it
+    not_before: dt.datetime | None = None
+    not_after: dt.datetime | None = None
 
     @classmethod
     def of(cls, cert: x509.Certificate, reason: str, error: str, depth: int) -> Refusal:
         return cls(reason, error, depth, cert.subject.rfc4514_string(),
-                   cert.issuer.rfc4514_string(), f"{cert.serial_number:X}")
+                   cert.issuer.rfc4514_string(), f"{cert.serial_number:X}",
+                   cert.not_valid_before_utc, cert.not_valid_after_utc)
 
 
 class VerifyNotes:
@@ -103,6 +106,23 @@ class VerifyNotes:
 
     def __init__(self) -> None:
         self.unknown_issuer: tuple[int, int] | None = None  # (errno, depth) held back
+        # The first refusal of this handshake, as the callback decided it
+        # (after its overrides: an expired CRL, `missing_crl: accept`): what a
+        # failed handshake is explained with, never re-verified.
+        self.refusal: Refusal | None = None
+
+
+def note_refusal(conn: SSL.Connection, refusal: Refusal) -> None:
+    """Keep the handshake's first refusal on a `NotedConnection`."""
+    notes = getattr(conn, "verify_notes", None)
+    if isinstance(notes, VerifyNotes) and notes.refusal is None:
+        notes.refusal = refusal
+
+
+def refusal_of(conn: SSL.Connection | None) -> Refusal | None:
+    """The refusal the verify callback made on `conn`, if any."""
+    notes = getattr(conn, "verify_notes", None)
+    return notes.refusal if isinstance(notes, VerifyNotes) else None
 
 
 class NotedConnection(SSL.Connection):
@@ -377,6 +397,7 @@ class TrustStore:
         def refuse(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int) -> bool:
             refusal = Refusal.of(cert.to_cryptography(), refusal_reason(errno),
                                  _verify_error_text(errno), depth)
+            note_refusal(conn, refusal)
             if refused is None:
                 log.warning("trust: refused certificate at depth %d (%s): %s", depth,
                             refusal.subject, refusal.error)

@@ -238,7 +238,13 @@ def _yes(value: bool | None) -> str:
 def explain_lines(matrix: FlowMatrix, r: FlowRequest, d: FlowDecision, *, verbose: bool,
                   method_assumed: bool = False) -> list[str]:
     """What `policy explain` prints."""
-    verdict = d.verdict.value + (f": {d.reply}" if d.reply is not None else "")
+    if d.allowed:
+        verdict = d.verdict.value
+    else:
+        from mssmtpd.replies import flow_reply
+
+        reply = flow_reply(d)
+        verdict = f"{d.verdict.value}: {reply.code} {reply.status} {reply.text}"
     where = f"{matrix.source}:{d.line}"
     rule = (f"default (no rule matched; {where})" if d.rule == "default"
             else f"{d.rule} ({where})")

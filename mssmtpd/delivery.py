@@ -27,6 +27,7 @@ from storage.interface import (
     Delivery,
     DSNParams,
     NotFound,
+    QueueOrigin,
     QuotaExceeded,
     StoreUnavailable,
 )
@@ -196,6 +197,8 @@ class Job:
     dsn: DSNParams
     actor: str
     success_dsn_for: tuple[str, ...] = ()
+    # The flow's source, kept with the queue entry for the matrix at relay.
+    origin: QueueOrigin | None = None
 
 
 # How long a message accepted while no commit is running waits for others to
@@ -345,7 +348,8 @@ class LocalDelivery:
         queued_id: int | None = None
         if job.remote:
             received = received_header(job.trace, all_rcpts)
-            entry = store.enqueue(job.sender, list(job.remote), received + job.content, job.dsn)
+            entry = store.enqueue(job.sender, list(job.remote), received + job.content, job.dsn,
+                                  job.origin)
             queued_id = entry.id
         self.services.audit.record(
             job.actor, "deliver", ",".join(all_rcpts), "ok",

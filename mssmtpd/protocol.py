@@ -51,7 +51,7 @@ from mssmtpd.framing import (
     LineTooLong,
     received_count,
 )
-from mssmtpd.replies import R, Reply, format_reply, local_error, reply_for_reason
+from mssmtpd.replies import R, Reply, flow_reply, format_reply, local_error, reply_for_reason
 from mssmtpd.session import Envelope, Recipient, Session, sequence_error
 from mssmtpd.tlsinfo import is_tls, peer_certificate, tls_info
 from policy import sasl
@@ -62,6 +62,8 @@ from policy.auth import (
     TokenCredentials,
 )
 from policy.decisions import Decision, FromDecision, Identity, Peer, RcptDecision, Verdict
+from policy.flows.model import FlowDecision
+from policy.reasons import Reason
 from storage.interface import DSNParams, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -668,14 +670,23 @@ class SMTPServerProtocol(Protocol):
             decision: Decision = policy.check_sender(session.peer, session.identity, cmd.sender)
             if decision.allowed and session.role is ListenerRole.MX:
                 # A null sender (DSN) is checked against every listed domain.
-                return policy.check_peer_operator(
-                    session.peer, cmd.sender.rpartition("@")[2].lower()), True
+                decision = policy.check_peer_operator(
+                    session.peer, cmd.sender.rpartition("@")[2].lower())
+                if not decision.allowed:
+                    return decision, True
+            if decision.allowed:
+                # The flow matrix, when a rule on the source alone decides.
+                decision = policy.check_sender_flow(session.peer, session.identity,
+                                                    cmd.sender, cmd.params.size)
             return decision, False
 
         def done(answer: tuple[Decision, bool]) -> None:
             decision, peer_check = answer
-            if decision.reason == "account-disabled":
+            if decision.reason is Reason.ACCOUNT_DISABLED:
                 self._close(R.ACCOUNT_DISABLED)
+                return
+            if not decision.allowed and decision.flow is not None:
+                self._flow_refused(decision.flow, f"mail from {cmd.sender or '<>'}")
                 return
             if decision.allowed:
                 session.envelope = Envelope(cmd.sender, cmd.params)
@@ -687,6 +698,14 @@ class SMTPServerProtocol(Protocol):
                                             default=R.SENDER_DENIED, peer=peer_check))
 
         return self._decision(decide, inline=True).addCallbacks(done, self._store_failure)
+
+    def _flow_refused(self, flow: FlowDecision, what: str) -> None:
+        """The flow matrix refused: the operator's rule gives the reply, and
+        the log line names the rule."""
+        reply = flow_reply(flow)
+        log.info("%s refused by flow rule %s (%s %s %s)", what, flow.rule, reply.code,
+                 reply.status, reply.text)
+        self._send(reply)
 
     def _store_failure(self, failure: Failure) -> None:
         if isinstance(failure.value, StoreUnavailable):
@@ -714,12 +733,8 @@ class SMTPServerProtocol(Protocol):
 
         def done(result: RcptDecision) -> None:
             decision = result.decision
-            flow = result.flow
-            if not decision.allowed and flow is not None and flow.reply is not None:
-                # The flow matrix refused: the operator's rule gives the reply.
-                log.info("rcpt %s from %s refused by flow rule %s (%s)", address,
-                         env.sender or "<>", flow.rule, flow.reply)
-                self._send(Reply(flow.reply.code, flow.reply.status, flow.reply.text))
+            if not decision.allowed and result.flow is not None:
+                self._flow_refused(result.flow, f"rcpt {address} from {env.sender or '<>'}")
                 return
             if not decision.allowed:
                 self._send(reply_for_reason(decision.reason,
@@ -733,7 +748,7 @@ class SMTPServerProtocol(Protocol):
 
         d = self._decision(self.services.policy.check_rcpt,
                            session.peer, session.identity, env.sender, address,
-                           rcpt=address, sender=env.sender, inline=True)
+                           env.params.size, rcpt=address, sender=env.sender, inline=True)
         return d.addCallbacks(done, self._store_failure)
 
     # ------------------------------------------------------------ DATA
@@ -764,6 +779,35 @@ class SMTPServerProtocol(Protocol):
             self._audit("data", env.sender or "<>", "deny", reason="mail-loop", size=size)
             self._send(R.TOO_MANY_HOPS)
             return None
+        flows = self.services.policy.flows
+        if flows is not None and flows.matrix.uses_size:
+            return self._check_size(env, content)
+        return self._check_from(env, content)
+
+    def _check_size(self, env: Envelope, content: bytes) -> defer.Deferred[None]:
+        """The flow matrix's max_size rules, decided again on the real size."""
+        session = self.session
+        recipients = [r.address for r in env.recipients]
+
+        def after(decision: Decision) -> defer.Deferred[None] | None:
+            if decision.allowed:
+                return self._check_from(env, content)
+            if decision.flow is not None:
+                self._flow_refused(decision.flow, f"message from {env.sender or '<>'} "
+                                                  f"({len(content)} bytes)")
+            else:
+                self._send(reply_for_reason(decision.reason,
+                                            temporary=decision.verdict is Verdict.TEMPFAIL,
+                                            default=R.TRANSACTION_FAILED))
+            return None
+
+        d: defer.Deferred[Decision] = self._decision(
+            self.services.policy.check_message_size, session.peer, session.identity,
+            env.sender, recipients, len(content))
+        return d.addCallbacks(after, self._store_failure)
+
+    def _check_from(self, env: Envelope, content: bytes) -> defer.Deferred[None] | None:
+        """Submission: the From: header against what the agent may send as."""
         session = self.session
         identity = session.identity
         if session.role is not ListenerRole.SUBMISSION or identity is None:
@@ -833,6 +877,7 @@ class SMTPServerProtocol(Protocol):
             dsn=dsn,
             actor=identity.name if identity else peer.address,
             success_dsn_for=success_dsn_recipients(dsn, local_addrs),
+            origin=self.services.policy.flow_origin(peer, identity) if remote else None,
         )
         self.session.messages += 1
         committed: defer.Deferred[Reply] = self.factory.delivery.commit(job)

@@ -34,6 +34,8 @@ from mssmtpd.queue import (
     wants_failure_dsn,
     wants_success_dsn,
 )
+from mssmtpd.replies import flow_reply
+from policy.decisions import Verdict
 from storage.interface import QueueEntry
 
 log = logging.getLogger(__name__)
@@ -116,7 +118,19 @@ class RelayService:
         failed: list[RecipientStatus] = []
         deferred: dict[str, str] = {}
         success: list[RecipientStatus] = []
-        for domain, rcpts in group_by_domain(entry.recipients).items():
+        # The flow matrix again: it may have changed since the message came in.
+        refused = yield runner.run(self.services.policy.recheck_relay, entry)
+        for rcpt, decision in refused.items():
+            flow = decision.flow
+            assert flow is not None
+            reply = flow_reply(flow)
+            text = f"{reply.code} {reply.status} {reply.text} (flow rule {flow.rule})"
+            if decision.verdict is Verdict.TEMPFAIL:
+                deferred[rcpt] = text
+            else:
+                failed.append(RecipientStatus(rcpt, "failed", reply.status or "5.7.1", text))
+        pending = [r for r in entry.recipients if r not in refused]
+        for domain, rcpts in group_by_domain(pending).items():
             decision = yield runner.run(self.services.policy.may_relay_to, domain)
             if not decision.allowed:
                 failed += [RecipientStatus(r, "failed", "5.7.1",

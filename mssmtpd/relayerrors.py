@@ -22,7 +22,7 @@ from service_identity.cryptography import (
 from twisted.internet import error as net_error
 from twisted.python.failure import Failure
 
-from certs.trust import TrustStore, refusal_reason
+from certs.trust import Refusal, TrustStore, refusal_of, refusal_reason
 
 # TLS alerts a server sends when it does not accept the client's certificate.
 _CERT_ALERTS = ("bad certificate", "unknown ca", "certificate required", "certificate unknown",
@@ -99,6 +99,28 @@ def peer_certificate_problem(leaf: x509.Certificate, intermediates: list[x509.Ce
     return None
 
 
+def describe_refusal(refusal: Refusal, hostname: str) -> str:
+    """The verify callback's own refusal (`certs.trust.refusal_of`), in the
+    words of `peer_certificate_problem`: what the handshake decided, with its
+    overrides (an expired CRL tolerated, `tls.missing_crl: accept`)."""
+    which = "its certificate" if refusal.depth == 0 else f"its CA {refusal.subject}"
+    reason = refusal.reason
+    if reason == "unknown-ca":
+        issuer = refusal.issuer if refusal.depth == 0 else refusal.subject
+        return f"unknown CA: issued by {issuer}, not one of our CAs"
+    if reason == "expired" and refusal.not_after is not None:
+        return f"expired: {which} expired on {refusal.not_after:%Y-%m-%d %H:%M} UTC"
+    if reason == "not-yet-valid" and refusal.not_before is not None:
+        return f"not yet valid: {which} starts on {refusal.not_before:%Y-%m-%d} UTC"
+    if reason == "revoked":
+        return f"revoked: {which} (serial {refusal.serial}) is on its CA's CRL"
+    if reason == "crl-missing":
+        return f"no CRL held for the CA {refusal.issuer}"
+    if reason == "name-mismatch":
+        return f"name mismatch: the certificate ({refusal.subject}) does not name {hostname}"
+    return f"{refusal.error} (depth {refusal.depth})"
+
+
 def _is_ip(host: str) -> bool:
     import ipaddress
 
@@ -121,12 +143,13 @@ def tls_failure(host: str, failure: Failure | None, conn: SSL.Connection | None,
             return f"451 4.7.5 {host} refused our certificate (TLS alert: {alert})"
         return f"451 4.7.5 TLS alert from {host}: {alert}"
     if any("certificate verify failed" in r for r in reasons):
-        why = None
-        chain: list[Any] = []
-        if conn is not None and trust is not None:
-            chain = list(conn.get_peer_cert_chain(as_cryptography=True) or [])
-        if chain:
-            why = peer_certificate_problem(chain[0], chain[1:], trust, host)  # type: ignore[arg-type]
+        refusal = refusal_of(conn)
+        why = describe_refusal(refusal, host) if refusal is not None else None
+        if why is None and conn is not None and trust is not None:
+            # A connection without notes: check the chain again to say why.
+            chain: list[Any] = list(conn.get_peer_cert_chain(as_cryptography=True) or [])
+            if chain:
+                why = peer_certificate_problem(chain[0], chain[1:], trust, host)
         return f"451 4.7.5 certificate of {host} not trusted: {why or 'verification failed'}"
     if reasons:
         return f"451 4.7.5 TLS handshake with {host} failed: {'; '.join(reasons)}"

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from policy.flows.model import FlowDecision, FlowVerdict
+from policy.reasons import Reason
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:
@@ -147,30 +150,34 @@ class R:
     MESSAGE_NOT_8BIT = Reply(554, "5.6.1", "8-bit content without BODY=8BITMIME")
     MESSAGE_BAD_HEADERS = Reply(554, "5.6.0", "Message header section is malformed")
     TRANSACTION_FAILED = Reply(554, "5.5.0", "Transaction failed")
+
+    # -- the flow matrix: a deny / tempfail rule (or default) without `reply:`
+    FLOW_DENIED = Reply(550, "5.7.1", "Flow not allowed")
+    FLOW_TEMPFAIL = Reply(451, "4.7.1", "Flow refused for now, try again later")
     TOO_MANY_HOPS = Reply(554, "5.4.6", "Too many hops, mail loop detected")
 
 
 # Decision reasons from policy.decisions.Decision.reason -> reply.
-POLICY_REPLIES: dict[str, Reply] = {
-    "unknown-recipient": R.RCPT_UNKNOWN,
-    "mailbox-disabled": R.RCPT_DISABLED,
-    "relay-denied": R.RELAY_DENIED,
-    "not-whitelisted": R.NOT_WHITELISTED,
-    "sender-not-owned": R.SENDER_NOT_OWNED,
-    "auth-required": R.AUTH_REQUIRED,
-    "store-unavailable": R.STORE_UNAVAILABLE,
-    "no-certificate": R.CLIENT_CERT_REQUIRED,
-    "unknown-certificate": R.AUTH_FAILED,
-    "bad-credentials": R.AUTH_FAILED,
-    "account-disabled": R.AUTH_FAILED,
-    "method-not-allowed": R.AUTH_FAILED,
-    "authzid-mismatch": R.AUTH_FAILED,
-    "from-unreadable": R.FROM_UNREADABLE,
-    "from-not-owned": R.FROM_NOT_OWNED,
+POLICY_REPLIES: dict[Reason, Reply] = {
+    Reason.UNKNOWN_RECIPIENT: R.RCPT_UNKNOWN,
+    Reason.MAILBOX_DISABLED: R.RCPT_DISABLED,
+    Reason.RELAY_DENIED: R.RELAY_DENIED,
+    Reason.NOT_WHITELISTED: R.NOT_WHITELISTED,
+    Reason.SENDER_NOT_OWNED: R.SENDER_NOT_OWNED,
+    Reason.AUTH_REQUIRED: R.AUTH_REQUIRED,
+    Reason.STORE_UNAVAILABLE: R.STORE_UNAVAILABLE,
+    Reason.NO_CERTIFICATE: R.CLIENT_CERT_REQUIRED,
+    Reason.UNKNOWN_CERTIFICATE: R.AUTH_FAILED,
+    Reason.BAD_CREDENTIALS: R.AUTH_FAILED,
+    Reason.ACCOUNT_DISABLED: R.AUTH_FAILED,
+    Reason.METHOD_NOT_ALLOWED: R.AUTH_FAILED,
+    Reason.AUTHZID_MISMATCH: R.AUTH_FAILED,
+    Reason.FROM_UNREADABLE: R.FROM_UNREADABLE,
+    Reason.FROM_NOT_OWNED: R.FROM_NOT_OWNED,
     # A lock is never told apart from a wrong password (policy.throttle).
-    "account-locked": R.AUTH_FAILED,
-    "address-locked": R.AUTH_FAILED,
-    "certificate-not-pinned": R.AUTH_FAILED,
+    Reason.ACCOUNT_LOCKED: R.AUTH_FAILED,
+    Reason.ADDRESS_LOCKED: R.AUTH_FAILED,
+    Reason.CERTIFICATE_NOT_PINNED: R.AUTH_FAILED,
 }
 
 
@@ -178,13 +185,39 @@ POLICY_REPLIES: dict[str, Reply] = {
 # the sending operator is refused, not an address. A missing certificate and
 # a certificate whose DN is not listed get different replies, so that the
 # peer's postmaster knows which to fix.
-PEER_REPLIES: dict[str, Reply] = {
-    "not-whitelisted": R.PEER_NOT_TRUSTED,
-    "no-certificate": R.PEER_CERT_REQUIRED,
+PEER_REPLIES: dict[Reason, Reply] = {
+    Reason.NOT_WHITELISTED: R.PEER_NOT_TRUSTED,
+    Reason.NO_CERTIFICATE: R.PEER_CERT_REQUIRED,
 }
 
 
-def reply_for_reason(reason: str, *, temporary: bool = False, default: Reply | None = None,
+# Reasons SMTP never maps through POLICY_REPLIES, and why. With the keys of
+# POLICY_REPLIES they cover every Reason (tests/unit/test_reply_maps.py): a
+# new reason must be placed in one or the other.
+NOT_MAPPED: dict[Reason, str] = {
+    Reason.OK: "not a refusal",
+    # A refused login always answers R.AUTH_FAILED (R.AUTH_TEMPFAIL when
+    # temporary): the reason is for the audit, never for the client.
+    **{r: "login: R.AUTH_FAILED whatever the reason" for r in (
+        Reason.TOTP_MISSING, Reason.TOTP_INVALID, Reason.TOTP_REPLAYED, Reason.MALFORMED_SASL,
+        Reason.UNKNOWN_USER, Reason.IDP_UNAVAILABLE, Reason.TOKEN_MALFORMED,
+        Reason.TOKEN_ALGORITHM, Reason.TOKEN_UNKNOWN_KEY, Reason.TOKEN_BAD_SIGNATURE,
+        Reason.TOKEN_WRONG_ISSUER, Reason.TOKEN_WRONG_AUDIENCE, Reason.TOKEN_EXPIRED,
+        Reason.TOKEN_NOT_YET_VALID, Reason.TOKEN_NO_LOGIN_CLAIM, Reason.TOKEN_UNVERIFIED_EMAIL,
+        Reason.TOKEN_INACTIVE)},
+    Reason.FLOW_DENIED: "the rule's reply: flow_reply()",
+    Reason.FLOW_TEMPFAIL: "the rule's reply: flow_reply()",
+    Reason.LISTENER_GONE: "audit only (queue)",
+    Reason.NOT_REQUIRED: "audit only (peer check off)",
+    Reason.DN_MISMATCH: "outbound: relayerrors words in the queue, no reply to send",
+    # IMAP's: mailboxes, ACLs and open sessions.
+    **{r: "IMAP only" for r in (
+        Reason.NO_ACCESS, Reason.NOT_VISIBLE, Reason.UNKNOWN_IDENTIFIER,
+        Reason.OWNER_RIGHTS_FIXED, Reason.UNKNOWN_RIGHT, Reason.MAILBOX_WITHDRAWN)},
+}
+
+
+def reply_for_reason(reason: Reason, *, temporary: bool = False, default: Reply | None = None,
                      peer: bool = False) -> Reply:
     """Maps a policy reason once; a temporary verdict always answers 4xx.
     `peer`: the decision is the peer operator check (`PEER_REPLIES` first)."""
@@ -193,6 +226,14 @@ def reply_for_reason(reason: str, *, temporary: bool = False, default: Reply | N
     if peer and reason in PEER_REPLIES:
         return PEER_REPLIES[reason]
     return POLICY_REPLIES.get(reason, default or R.TRANSACTION_FAILED)
+
+
+def flow_reply(flow: FlowDecision) -> Reply:
+    """The reply of a refusing flow-matrix decision: its rule's own `reply:`,
+    else the default for the verdict."""
+    if flow.reply is not None:
+        return Reply(flow.reply.code, flow.reply.status, flow.reply.text)
+    return R.FLOW_TEMPFAIL if flow.verdict is FlowVerdict.TEMPFAIL else R.FLOW_DENIED
 
 
 def local_error(ref: str) -> Reply:

@@ -25,14 +25,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from certs.identity import CertIdentity, certificate_fingerprint, identity_from_certificate
+from policy.reasons import Reason
 from storage.interface import Account, MessageStore
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
 
 PERSON_CARDS = ("practitioner-card", "employee-card")
-NOT_PINNED = "certificate-not-pinned"
-UNKNOWN = "unknown-certificate"
+NOT_PINNED = Reason.CERTIFICATE_NOT_PINNED
+UNKNOWN = Reason.UNKNOWN_CERTIFICATE
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from policy.passwords import spend_verification
+from policy.reasons import Reason
 from storage.interface import (
     MAX_THROTTLE_SUBJECT,
     LoginFailures,
@@ -126,9 +127,9 @@ class Lock:
     until: datetime
 
     @property
-    def reason(self) -> str:
+    def reason(self) -> Reason:
         """The decision's reason: `account-locked` or `address-locked`."""
-        return f"{self.scope.value}-locked"
+        return Reason(f"{self.scope.value}-locked")
 
 
 @dataclass(frozen=True, slots=True)

@@ -322,6 +322,21 @@ class DSNParams:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueOrigin:
+    """Where a queued message came from, as the flow matrix's source facts:
+    the listener's name, the client's address, the authenticated account's
+    login and how it logged in (the matrix's method name: "card",
+    "password", ...), and the sending MTA's certificate DN (mx). Kept so the
+    matrix can decide again when the queue relays."""
+
+    listener: str
+    client_ip: str | None = None
+    account: str | None = None
+    auth_method: str | None = None
+    peer_dn: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class QueueEntry:
     id: int
     sender: str  # envelope sender ("" for the null sender)
@@ -332,6 +347,7 @@ class QueueEntry:
     last_error: str | None
     size: int
     dsn: DSNParams
+    origin: QueueOrigin | None = None  # None: queued before origins were kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -770,9 +786,11 @@ class MessageStore(Protocol):
     # -- outbound queue ----------------------------------------------------
 
     def enqueue(
-        self, sender: str, recipients: Sequence[str], raw: bytes, dsn: DSNParams | None = None
+        self, sender: str, recipients: Sequence[str], raw: bytes, dsn: DSNParams | None = None,
+        origin: QueueOrigin | None = None,
     ) -> QueueEntry:
-        """Durably queues a message for remote delivery (body encrypted)."""
+        """Durably queues a message for remote delivery (body encrypted),
+        with where it came from (`origin`, for the flow matrix at relay)."""
 
     def due_entries(self, now: datetime, limit: int = 100) -> list[QueueEntry]:
         """Entries whose next attempt is due, oldest first, leased so that

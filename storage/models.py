@@ -317,6 +317,8 @@ class QueueRow(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     key_id: Mapped[str] = mapped_column(String(32), index=True)
     body: Mapped[bytes] = mapped_column(LargeBinary)  # AES-GCM(raw message)
+    # JSON of QueueOrigin: the flow's source, for the matrix at relay time.
+    origin: Mapped[str | None] = mapped_column(Text)
 
 
 class AuditRow(Base):

@@ -25,6 +25,7 @@ from storage.interface import (
     DSNParams,
     NotFound,
     QueueEntry,
+    QueueOrigin,
     StoreUnavailable,
     audit_mailbox,
 )
@@ -34,6 +35,7 @@ from storage.sqlbase import (
     Q,
     StoreBase,
     dsn_to_json,
+    origin_to_json,
     queue_entry_record,
     utcnow,
 )
@@ -54,7 +56,8 @@ class OutboundMixin(StoreBase):
     # -- outbound queue ----------------------------------------------------
 
     def enqueue(
-        self, sender: str, recipients: Sequence[str], raw: bytes, dsn: DSNParams | None = None
+        self, sender: str, recipients: Sequence[str], raw: bytes, dsn: DSNParams | None = None,
+        origin: QueueOrigin | None = None,
     ) -> QueueEntry:
         dsn = dsn or DSNParams()
         key_id, blob = self._keys.ring().encrypt(raw, crypto.AAD_QUEUE)
@@ -71,10 +74,12 @@ class OutboundMixin(StoreBase):
             "size": len(raw),
             "key_id": key_id,
             "body": blob,
+            "origin": origin_to_json(origin),
         }
         with self._write() as c:
             new_id = c.execute(insert(Q).values(**values)).inserted_primary_key[0]
-        return QueueEntry(new_id, sender, tuple(recipients), now, now, 0, None, len(raw), dsn)
+        return QueueEntry(new_id, sender, tuple(recipients), now, now, 0, None, len(raw), dsn,
+                          origin)
 
     def due_entries(self, now: datetime, limit: int = 100) -> list[QueueEntry]:
         q = (

@@ -4,6 +4,7 @@ live in `storage.directory`, `storage.outbound` and `storage.store`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -38,6 +39,7 @@ from storage.interface import (
     LoginFailures,
     Mailbox,
     QueueEntry,
+    QueueOrigin,
     StoreUnavailable,
 )
 from storage.models import (
@@ -337,7 +339,20 @@ def queue_entry_record(r: Row[Any]) -> QueueEntry:
         last_error=r.last_error,
         size=r.size,
         dsn=dsn_from_json(r.dsn),
+        origin=origin_from_json(r.origin),
     )
+
+
+def origin_to_json(origin: QueueOrigin | None) -> str | None:
+    return None if origin is None else json.dumps(dataclasses.asdict(origin))
+
+
+def origin_from_json(text: str | None) -> QueueOrigin | None:
+    if not text:
+        return None
+    data = json.loads(text)
+    fields = {f.name for f in dataclasses.fields(QueueOrigin)}
+    return QueueOrigin(**{k: v for k, v in data.items() if k in fields})
 
 
 QUEUE_COLUMNS = (
@@ -350,6 +365,7 @@ QUEUE_COLUMNS = (
     Q.c.last_error,
     Q.c.size,
     Q.c.dsn,
+    Q.c.origin,
 )
 
 

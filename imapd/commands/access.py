@@ -14,12 +14,13 @@ from typing import NoReturn
 from imapd.errors import NoPermission, NotPermitted
 from imapd.namespace import Namespaces, Place
 from policy.decisions import Decision, Identity, Policy
+from policy.reasons import Reason
 from storage.interface import Folder, MessageStore
 
 
 def raise_denied(decision: Decision, name: str) -> NoReturn:
     """Maps a policy denial on a mailbox to its IMAP error (see above)."""
-    if decision.reason == "no-access":
+    if decision.reason is Reason.NO_ACCESS:
         raise NoPermission(name)
     raise NotPermitted(name)
 

@@ -35,6 +35,7 @@ from policy.auth import (
     TokenCredentials,
 )
 from policy.decisions import Identity, Policy, SessionAccess, Verdict
+from policy.reasons import Reason
 
 _FAILURE_REPLIES: dict[sasl.FailureKind, Reply] = {
     sasl.FailureKind.CANCELLED: AUTH_CANCELLED,
@@ -123,7 +124,7 @@ async def _complete_login(ctx: Context, creds: Any, mech: sasl.Mechanism | None 
             outcome = await _exchange(ctx, mech, mech.refuse(authenticator.openid_configuration))
             if isinstance(outcome, sasl.Failed) and outcome.kind is not sasl.FailureKind.TOKEN_REFUSED:
                 raise fail(_FAILURE_REPLIES[outcome.kind]) from None
-        if decision.reason == "authzid-mismatch":
+        if decision.reason is Reason.AUTHZID_MISMATCH:
             raise fail(AUTHZ_FAILED) from None
         raise fail(AUTH_FAILED) from None
     namespaces, access = await ctx.run(_session_start, ctx.services.policy, identity)

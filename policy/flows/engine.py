@@ -8,6 +8,11 @@ attribute leaves the candidate rules, lowest bit first; only conditions the
 index cannot hold (account globs, max_size) are then tested one by one. The
 cost hardly depends on the number of rules (bench/flow_matrix.py).
 
+`FlowMatrix.decide_sender` is the same walk at MAIL FROM, before any
+recipient is known: it answers only when the first rule the source can match
+does not look at the destination (it then decides for every recipient), and
+None otherwise (decide per recipient).
+
 `FlowMatrix.explain` walks the rules one by one with each condition's plain
 `test` and says why every rule before the deciding one did not match: it is
 the reference meaning, and tests check that both agree.
@@ -37,18 +42,11 @@ from policy.flows.model import (
     RuleMiss,
 )
 
-DEFAULT_DENY_REPLY = FlowReply(550, "5.7.1", "Flow not allowed")
-DEFAULT_TEMPFAIL_REPLY = FlowReply(451, "4.7.1", "Flow refused for now, try again later")
-
-
-def default_reply(verdict: FlowVerdict) -> FlowReply | None:
-    """The reply of a deny or tempfail rule that names none."""
-    if verdict is FlowVerdict.DENY:
-        return DEFAULT_DENY_REPLY
-    if verdict is FlowVerdict.TEMPFAIL:
-        return DEFAULT_TEMPFAIL_REPLY
-    return None
-
+# The attributes of a flow known at MAIL FROM (everything in `from:`).
+SOURCE_ATTRIBUTES = frozenset({
+    "listener", "role", "network", "account", "account_class", "method", "sender",
+    "sender_local", "sender_box_type", "peer_dn", "peer_whitelisted",
+})
 
 @dataclass(frozen=True, slots=True)
 class Rule:
@@ -56,7 +54,10 @@ class Rule:
     line: int
     conditions: tuple[Condition, ...]  # all must hold
     verdict: FlowVerdict
-    reply: FlowReply | None  # None for allow
+    # The rule's own `reply:`; None for allow, and for a deny/tempfail that
+    # names none (SMTP then answers its catalogue's default for the verdict,
+    # `mssmtpd.replies.flow_reply`).
+    reply: FlowReply | None
     description: str = ""
 
     @property
@@ -67,6 +68,12 @@ class Rule:
     @property
     def has_max_size(self) -> bool:
         return any(c.attribute == "max_size" for c in self.conditions)
+
+    @property
+    def needs_recipient(self) -> bool:
+        """Some condition looks at the destination (`to:`)."""
+        return any(c.attribute not in SOURCE_ATTRIBUTES and c.attribute != "max_size"
+                   for c in self.conditions)
 
 
 KeysOf = Callable[[FlowRequest], tuple[Hashable, ...]]
@@ -119,8 +126,7 @@ class FlowMatrix:
     ) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self.default = default
-        self.default_reply = (None if default is FlowVerdict.ALLOW
-                              else reply or default_reply(default))
+        self.default_reply = None if default is FlowVerdict.ALLOW else reply
         self.source = source
         self.checksum = checksum
         self.default_line = default_line
@@ -134,6 +140,12 @@ class FlowMatrix:
         self._residual = [tuple(c for c in r.conditions if c.accepted is None) for r in self.rules]
         self._all = (1 << len(self.rules)) - 1
         self._indexes = self._build_indexes()
+        self._source_indexes = tuple(ix for ix in self._indexes
+                                     if ix.attribute in SOURCE_ATTRIBUTES)
+        self._needs_recipient = [r.needs_recipient for r in self.rules]
+        # Some rule looks at the size: decisions made before DATA (with the
+        # size declared by SIZE=, or none) must be made again with the real one.
+        self.uses_size = any(r.has_max_size for r in self.rules)
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -193,6 +205,32 @@ class FlowMatrix:
             m ^= low
         return self._default
 
+    def decide_sender(self, request: FlowRequest) -> FlowDecision | None:
+        """MAIL FROM: the decision for every recipient of this source, when
+        the source alone settles it, else None. Only the `from:` facts of
+        `request` (and `size`, when declared) are read.
+
+        First match, as in `decide`: rules whose source conditions fail are
+        skipped; the first rule left decides if it has no `to:` condition
+        (and, with a max_size, the size is known); if it has one, the answer
+        depends on the recipient (None). No rule left: the default."""
+        m = self._all
+        for index in self._source_indexes:
+            m &= index.mask(request)
+            if not m:
+                return self._default
+        while m:
+            low = m & -m
+            i = low.bit_length() - 1
+            rule = self.rules[i]
+            residual = self._residual[i]
+            if not residual or all(c.test(request) for c in residual):
+                if self._needs_recipient[i] or (rule.has_max_size and request.size is None):
+                    return None
+                return self._decisions[i][0]
+            m ^= low
+        return self._default
+
     def explain(self, request: FlowRequest) -> FlowDecision:
         """The same decision, rule by rule, with why each earlier rule did
         not match (every failed condition, in the order written)."""
@@ -222,4 +260,4 @@ def _network_keys(lengths: list[tuple[int, int]]) -> KeysOf:
     return keys_of
 
 
-__all__ = ["DEFAULT_DENY_REPLY", "DEFAULT_TEMPFAIL_REPLY", "FlowMatrix", "Rule", "network_key"]
+__all__ = ["FlowMatrix", "Rule", "network_key"]

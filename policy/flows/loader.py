@@ -32,7 +32,7 @@ from policy.flows.conditions import (
     compile_condition,
     max_size_condition,
 )
-from policy.flows.engine import FlowMatrix, Rule, default_reply
+from policy.flows.engine import FlowMatrix, Rule
 from policy.flows.model import DEFAULT_RULE, FlowReply, FlowVerdict
 
 VERSION = 1
@@ -351,7 +351,7 @@ class _Parser:
                 verdict = _action(raw["action"])
             except ValueError as exc:
                 self.problem(lines["action"], label, f"action: {exc}")
-        reply = default_reply(verdict)
+        reply = None
         if "reply" in raw:
             if verdict is FlowVerdict.ALLOW:
                 self.problem(lines["reply"], label, "reply: an allow rule sends no reply of "

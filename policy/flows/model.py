@@ -97,7 +97,7 @@ class FlowDecision:
     verdict: FlowVerdict
     rule: str  # the id of the rule that decided, or "default"
     line: int  # that rule's line in the matrix file (of `default:` for the default)
-    reply: FlowReply | None  # None when allowed
+    reply: FlowReply | None  # the rule's own reply; None when allowed or when it names none
     checksum: str  # "sha256:<hex>" of the matrix file that decided
     # The deciding rule has a max_size and the request's size was not known:
     # decide again once it is (after DATA).

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from integration_support import CARDIO, LABO, MssInstance, make_message, run_mssctl
+from integration_support import CARDIO, LABO, MssInstance, make_message, run_cli, run_mssctl
 from mssctl_support import mssctl_cmd
 
 pytestmark = pytest.mark.e2e
@@ -124,7 +124,6 @@ def wait_reloads(mss: MssInstance, count: int) -> list[dict[str, object]]:
 
 
 def test_mssctl_policy_reload(mss: MssInstance) -> None:
-    from integration_support import run_cli
 
     flows = mss.directory / "flows.yaml"
     good = flows.read_text(encoding="utf-8")
@@ -152,3 +151,64 @@ def test_mssctl_policy_reload(mss: MssInstance) -> None:
     assert labo_sends(mss, CARDIO)[0] == 250
     admin = [e for e in events(mss) if e["action"] == "policy-reload"]
     assert admin and str(admin[-1]["actor"]).startswith("admin:")
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_queue_asks_the_matrix_again_before_relaying(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A message accepted for a peer operator waits in the queue (the peer is
+    down); meanwhile the operator adds a rule refusing that flow and reloads:
+    the next attempt fails the recipient with the rule's reply (DSN to the
+    sender, `relay-flow` audit event naming the rule) instead of sending."""
+    from integration_support import MARTIN, submit
+
+    inst = MssInstance.demo(tmp_path_factory, "flowrelay")
+    settings = inst.directory / "mss.yaml"
+    text = settings.read_text(encoding="utf-8")
+    route = f'routes: {{operateur-pair.test: "127.0.0.1:{_closed_port()}"}}'
+    text = text.replace("routes: {}", route).replace("poll_interval: 5", "poll_interval: 0.2")
+    text = text.replace("retry_initial: 60", "retry_initial: 0.5")
+    settings.write_text(text, encoding="utf-8")
+    peer = "dr.dupont@operateur-pair.test"
+    inst.start()
+    try:
+        submit(inst, MARTIN, [peer], make_message("Compte rendu", "texte", sender=MARTIN,
+                                                  to=[peer]), password_of=MARTIN)
+        deadline = time.monotonic() + 20
+        while not [e for e in events(inst) if e["action"] == "relay" and e["target"] == peer
+                   and e["result"] == "deferred"]:
+            assert time.monotonic() < deadline, "the relay never tried"
+            time.sleep(0.1)  # polling the file the server appends to, bounded
+        first = [e for e in events(inst) if e["action"] == "relay-flow"]
+        assert first and first[0]["result"] == "allow"
+        assert first[0]["flow_rule"] == "relay-to-trust-space"
+        with_rule(inst.directory / "flows.yaml", """\
+  - id: no-more-mail-to-the-peer
+    to: {recipient: operateur-pair.test}
+    action: deny
+    reply: "550 5.7.1 Mail to operateur-pair.test is suspended"
+""")
+        code, out = run_cli("policy", "reload", "--config", str(settings))
+        assert code == 0, out
+        deadline = time.monotonic() + 20
+        while not [e for e in events(inst) if e["action"] == "relay" and e["target"] == peer
+                   and e["result"] == "fail"]:
+            assert time.monotonic() < deadline, "the queue did not ask the matrix again"
+            time.sleep(0.1)  # polling the file the server appends to, bounded
+        denied = [e for e in events(inst) if e["action"] == "relay-flow"
+                  and e["result"] == "deny"]
+        assert denied[-1]["target"] == peer
+        assert denied[-1]["flow_rule"] == "no-more-mail-to-the-peer"
+        failed = [e for e in events(inst) if e["action"] == "relay" and e["result"] == "fail"]
+        assert "550 5.7.1 Mail to operateur-pair.test is suspended" in str(failed[-1]["error"])
+        assert "no-more-mail-to-the-peer" in str(failed[-1]["error"])
+        assert run_mssctl(inst, "queue", "list").count("\n") <= 1  # the entry is gone
+    finally:
+        assert inst.stop() == 0, inst.log_tail()

@@ -420,3 +420,36 @@ def test_reload_rereads_the_ca_files(dev_pki, tmp_path):
     assert tls.reloaded["ca_files"] == "kept"
     _, res, _ = handshake(factory.getContext(), client_context(pki, card))
     assert res.error is None
+
+
+def test_a_failed_relay_handshake_is_explained_by_the_callback_s_own_refusal(dev_pki, tmp_path):
+    """The peer MTA's CA is trusted without a CRL (`tls.missing_crl: accept`)
+    and its certificate names another host. The verify callback let the
+    missing CRL pass and refused the name: the queue's words must say so,
+    not re-verify the chain and blame the CRL."""
+    from conf.settings import MissingCRL
+    from mssmtpd.relayerrors import tls_failure
+
+    ca = trustme.CA()
+    ca_file = tmp_path / "peer-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    leaf = ca.issue_cert("mx.other.test")
+    cert_file, key_file = tmp_path / "s.pem", tmp_path / "s.key"
+    cert_file.write_bytes(b"".join(p.bytes() for p in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key_file))
+    peer = ServerTLS(tls_settings(dev_pki, cert_file=cert_file, key_file=key_file))
+    ours = ServerTLS(tls_settings(dev_pki, ca_files=[dev_pki.ca_bundle, ca_file],
+                                  missing_crl=MissingCRL.ACCEPT))
+    creator = ours.client_creator("localhost")
+    made: list[SSL.Connection] = []  # the relay keeps its connection (mssmtpd.client)
+    make = creator.clientConnectionForTLS
+    creator.clientConnectionForTLS = lambda proto: made.append(make(proto)) or made[-1]
+    server, client, pump = twisted_pair(
+        peer.server_context_factory(listener(ClientCertMode.NONE, "mx")), creator)
+    client.transport.write(b"EHLO\r\n")
+    pump.flush()
+    assert server.data == b"" and client.lost is not None
+    words = tls_failure("localhost", client.lost, made[0], ours.trust)
+    assert words.startswith("451 4.7.5 certificate of localhost not trusted: name mismatch: ")
+    assert "does not name localhost" in words
+    assert "CRL" not in words

@@ -186,8 +186,9 @@ FIRST_MATCH = """
      "practitioners-out", FlowVerdict.ALLOW, None),
     ({"account_class": AccountClass.STAFF, "recipient_whitelisted": True, "size": 100},
      "big-ones", FlowVerdict.ALLOW, None),
+    # the default names no reply: SMTP answers its own (mssmtpd.replies.flow_reply)
     ({"account_class": AccountClass.STAFF, "size": 2 * 1024 * 1024}, "default",
-     FlowVerdict.DENY, FlowReply(550, "5.7.1", "Flow not allowed")),
+     FlowVerdict.DENY, None),
 ])
 def test_first_match_wins(fields: dict[str, Any], rule: str, verdict: FlowVerdict,
                           reply: FlowReply | None) -> None:
@@ -219,7 +220,26 @@ def test_default_allow_and_default_reply() -> None:
     assert (d.verdict, d.rule, d.line) == (FlowVerdict.DENY, "default", 2)
     assert str(d.reply) == "554 5.7.1 Not a declared flow"
     t = matrix("[]", default="tempfail")
-    assert str(t.decide(req()).reply) == "451 4.7.1 Flow refused for now, try again later"
+    assert t.decide(req()).reply is None  # SMTP's default for the verdict answers
+
+
+def test_smtp_answers_a_rule_without_reply_with_its_default_for_the_verdict() -> None:
+    from mssmtpd.replies import R, Reply, flow_reply
+
+    m = matrix("""
+        - id: hold
+          from: {account_class: staff}
+          action: tempfail
+        - id: own-words
+          from: {account_class: system}
+          action: deny
+          reply: "554 5.7.1 Systems do not send here"
+        """)
+    assert flow_reply(m.decide(req(account_class=AccountClass.STAFF))) == R.FLOW_TEMPFAIL
+    assert flow_reply(m.decide(req())) == R.FLOW_DENIED  # the default, no default_reply
+    assert flow_reply(m.decide(req(account_class=AccountClass.SYSTEM))) == Reply(
+        554, "5.7.1", "Systems do not send here")
+    assert str(R.FLOW_DENIED.to_bytes(), "ascii") == "550 5.7.1 Flow not allowed\r\n"
 
 
 def test_audit_details_name_the_rule_and_the_matrix() -> None:
@@ -323,3 +343,63 @@ def test_indexed_decide_agrees_with_rule_by_rule_explain(seed: int) -> None:
         assert fast.rule == first
         decided_by.add(fast.rule)
     assert len(decided_by) > 1 or len(m) == 0  # the requests do reach rules
+
+
+_DESTINATION_FIELDS = ("recipient", "recipient_local", "recipient_whitelisted",
+                       "recipient_box_type", "recipient_box_state")
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_decide_sender_answers_only_what_every_recipient_would_get(seed: int) -> None:
+    """MAIL FROM: when `decide_sender` answers, every destination gets that
+    decision from `decide`; when it says None, some pair of destinations is
+    decided differently or by a rule that looks at the destination."""
+    rng = random.Random(1000 + seed)
+    m = matrix(random_matrix(rng, rng.randint(0, 25)))
+    answered = undecided = 0
+    for _ in range(150):
+        source = {k: rng.choice(v) for k, v in _REQUEST_POOLS.items()
+                  if k not in _DESTINATION_FIELDS}
+        at_mail = m.decide_sender(FlowRequest(**source, recipient=""))
+        destinations = [
+            {k: rng.choice(_REQUEST_POOLS[k]) for k in _DESTINATION_FIELDS} for _ in range(40)]
+        per_rcpt = [m.decide(FlowRequest(**source, **d)) for d in destinations]
+        if at_mail is None:
+            undecided += 1
+            continue
+        answered += 1
+        for d in per_rcpt:
+            assert (d.rule, d.verdict, d.reply) == (at_mail.rule, at_mail.verdict, at_mail.reply)
+    assert answered + undecided == 150
+
+
+def test_decide_sender_on_the_rules_of_the_shipped_kind() -> None:
+    m = matrix("""
+        - id: labo-internal-only
+          from: {sender: labo@hopital.test}
+          to: {local: false}
+          action: deny
+          reply: "550 5.7.1 The lab writes only inside the hospital"
+        - id: no-mx-relay
+          from: {role: mx}
+          action: deny
+        - id: big
+          from: {role: submission}
+          max_size: 1M
+          action: allow
+        - id: too-big
+          action: deny
+          reply: "552 5.3.4 Too big for this flow"
+        """)
+    # The lab's rule needs the recipient: undecided at MAIL.
+    assert m.decide_sender(req(sender="labo@hopital.test", recipient="")) is None
+    # A source-only rule decides for every recipient.
+    mx = m.decide_sender(req(role=ListenerRole.MX, listener="smtp-mx", recipient=""))
+    assert mx is not None and (mx.rule, mx.verdict) == ("no-mx-relay", FlowVerdict.DENY)
+    # max_size with no SIZE= declared: undecided; declared: decided.
+    assert m.decide_sender(req(recipient="")) is None
+    small = m.decide_sender(req(recipient="", size=1000))
+    assert small is not None and small.rule == "big" and small.allowed
+    large = m.decide_sender(req(recipient="", size=5 * 1024 * 1024))
+    assert large is not None and large.rule == "too-big"
+    assert large.reply == FlowReply(552, "5.3.4", "Too big for this flow")
