@@ -206,8 +206,10 @@ def _references(items: list[Item]) -> list[_Node]:
                 prev.adopt(node)
     # (3) dummies pruned
     roots = _prune(nodes, [d for d in dummies if d.item is None])
-    # (4) siblings sorted by date
-    _sort_siblings(nodes, roots)
+    # (4) siblings sorted by date: only the root level matters to step 5
+    # (a root's subject, a dummy's by its first child), and step 6 sorts
+    # every level after it
+    _sort_siblings((), roots)
     # (5) roots gathered by base subject, (6) sorted again
     roots = _group_by_subject(roots)
     _sort_siblings(nodes, roots)
@@ -249,7 +251,7 @@ def _prune(nodes: list[_Node], dummies: list[_Node]) -> list[_Node]:
     return roots
 
 
-def _sort_siblings(nodes: list[_Node], roots: list[_Node]) -> None:
+def _sort_siblings(nodes: Sequence[_Node], roots: list[_Node]) -> None:
     """Steps 4 and 6: each set of siblings by sent date, ties by sequence
     number. Below the root every container is a message; a dummy (only at
     the root) sorts by its first child."""
