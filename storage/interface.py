@@ -882,6 +882,11 @@ class MessageStore(Protocol):
         """Re-encrypts up to `batch` bodies not under the current key; returns
         how many (0 when done)."""
 
+    def fill_sort_keys(self, batch: int = 500) -> int:
+        """Computes and stores the SORT / THREAD keys of up to `batch`
+        messages stored without them (before revision 0013), in one
+        transaction; returns how many (0 when none is left)."""
+
     @property
     def batches_writes(self) -> bool:
         """Whether `write_batch` pays on this backend (group commit)."""

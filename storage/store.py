@@ -1547,6 +1547,25 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
                 done += moved
         return done
 
+    def fill_sort_keys(self, batch: int = 500) -> int:
+        ring = self._keys.ring(force=True)
+        done = 0
+        with self._write() as c:
+            rows = c.execute(
+                select(B.c.id, B.c.key_id, B.c.body, B.c.meta)
+                .where(B.c.sort_keys.is_(None))
+                .order_by(B.c.id)
+                .limit(max(1, batch))
+            ).all()
+            for body_id, key_id, body, meta in rows:
+                raw = ring.decrypt(key_id, bytes(body), crypto.AAD_BODY)
+                parsed = json.loads(ring.decrypt(key_id, bytes(meta), crypto.AAD_META))
+                blob = ring.encrypt_with(key_id, sortkeys.encode(sortkeys.sort_keys(raw, parsed)),
+                                         crypto.AAD_SORT_KEYS)
+                c.execute(update(B).where(B.c.id == body_id).values(sort_keys=blob))
+                done += 1
+        return done
+
     def _reencrypt_some(
         self, ring: crypto.KeyRing, table: Any, blobs: dict[str, bytes], limit: int
     ) -> int:

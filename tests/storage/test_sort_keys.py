@@ -95,3 +95,21 @@ def test_a_recreated_folder_does_not_reuse_cached_keys(any_store: Any) -> None:
     any_store.append(again.id, _raw(7))
     assert any_store.sort_keys(again.id, [1])[1].subject == "dossier 7"
     assert any_store.sort_keys(inbox, [1]) == {}
+
+
+def test_fill_sort_keys_in_batches(open_any: Callable[..., Any]) -> None:
+    """`mssctl db sort-keys`: older messages get their keys ahead of the
+    first SORT, a batch per transaction, the same keys as at delivery."""
+    store = open_any()
+    store.add_domain("hopital.test")
+    inbox = _inbox(store)
+    for n in range(3):
+        store.append(inbox, _raw(n))
+    delivered = open_any().sort_keys(inbox, [1, 2, 3])
+    with store.engine.begin() as c:
+        c.execute(update(BodyRow).values(sort_keys=None))
+    assert [store.fill_sort_keys(batch=2), store.fill_sort_keys(batch=2),
+            store.fill_sort_keys(batch=2)] == [2, 1, 0]
+    with store.engine.begin() as c:
+        assert None not in c.execute(select(BodyRow.sort_keys)).scalars().all()
+    assert open_any().sort_keys(inbox, [1, 2, 3]) == delivered
