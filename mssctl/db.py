@@ -33,6 +33,7 @@ def register(sub: Any) -> None:
 
 def sort_keys(args: argparse.Namespace) -> int:
     settings = load(args)
+    from storage.crypto import DecryptionError
     from storage.interface import StoreError
 
     with (
@@ -47,6 +48,9 @@ def sort_keys(args: argparse.Namespace) -> int:
                 print(f"sort keys of {total} message(s) so far", flush=True)
         except StoreError as exc:
             raise CliError(f"stopped after {total}: {describe_store_error(exc)}") from None
+        except DecryptionError as exc:  # a message under a key no longer in the key file
+            raise CliError(f"stopped after {total}: {exc} (is the key file complete?)") \
+                from None
     print(f"sort keys computed for {total} message(s); every message has them")
     return EXIT_OK
 

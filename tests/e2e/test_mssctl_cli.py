@@ -502,3 +502,21 @@ def test_db_sort_keys_fills_older_messages(inst: Path) -> None:
         assert len(events) == 1 and events[0].details["filled"] >= 3, events
     finally:
         store.close()
+
+
+def test_db_sort_keys_with_a_key_missing_from_the_key_file(inst: Path) -> None:
+    from sqlalchemy import update
+
+    from storage.models import BodyRow
+
+    settings, store = open_inst_store(inst)
+    try:
+        inbox = store.get_folder(store.get_mailbox(f"dr.martin@{DOMAIN}").id, "INBOX")
+        store.append(inbox.id, b"Subject: lost key\r\n\r\nx\r\n")
+        with store.engine.begin() as c:
+            c.execute(update(BodyRow).values(sort_keys=None, key_id="gone"))
+    finally:
+        store.close()
+    code, out, err = mssctl("db", "sort-keys", "-c", cfg(inst))
+    assert code != 0 and "Traceback" not in err
+    assert "stopped after 0" in err and "'gone'" in err and "key file" in err, err
