@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -66,6 +67,26 @@ class ListenerSettings(_Model):
     role: ListenerRole
     tls: TLSMode = TLSMode.STARTTLS
     client_cert: ClientCertMode = ClientCertMode.OPTIONAL
+    # Behind a load balancer: every connection starts with a HAProxy PROXY
+    # header (v1 or v2) naming the client, accepted only from these networks.
+    proxy_protocol: bool = False
+    proxy_from: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(
+        default_factory=lambda: [ipaddress.ip_network("127.0.0.0/8"),
+                                 ipaddress.ip_network("::1/128")])
+
+    @field_validator("proxy_from", mode="before")
+    @classmethod
+    def _networks(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            out = []
+            for item in v:
+                try:
+                    out.append(ipaddress.ip_network(str(item), strict=False))
+                except ValueError:
+                    raise ValueError(f"{item!r} is not an IPv4 or IPv6 network "
+                                     "(e.g. 10.0.0.0/24)") from None
+            return out
+        return v
 
 
 class TLSSettings(_Model):
@@ -132,6 +153,12 @@ class LimitSettings(_Model):
     # An IMAP connection must be authenticated this long after it opened (not
     # reset by activity), as Dovecot's login processes do.
     imap_login_timeout: float = Field(default=60.0, gt=0)
+    # One IMAP APPEND (RFC 3502 MULTIAPPEND, RFC 4469 CATENATE) is held whole
+    # in memory until it is complete, then stored in one transaction: at most
+    # this many messages, and this many octets of literals all together (each
+    # message is also within message_size, as Dovecot limits each literal).
+    imap_append_messages: int = Field(default=100, ge=1)
+    imap_append_octets: int = Field(default=50 * 1024 * 1024, ge=1024)
     # Implicit-TLS listeners (465, 993): a connection whose TLS handshake is not
     # complete this long after it opened is closed.
     tls_handshake_timeout: float = Field(default=10.0, gt=0)

@@ -77,6 +77,42 @@ AUTH_BAD_BASE64 = Reply("BAD", None, "Invalid base64")
 AUTH_MALFORMED = Reply("BAD", None, "Malformed authentication response")
 
 
+# APPEND (RFC 7889 APPENDLIMIT, RFC 3502 MULTIAPPEND, RFC 4469 CATENATE,
+# RFC 3516 BINARY, RFC 6855 UTF8=ACCEPT). Any of these ends the whole command:
+# none of its messages is stored.
+APPEND_TOO_BIG = Reply("NO", "TOOBIG", "Message too big")
+APPEND_OVER_LIMIT = Reply("NO", "LIMIT", "Too much data in one APPEND")
+APPEND_TOO_MANY = Reply("NO", "LIMIT", "Too many messages in one APPEND")
+APPEND_EMPTY = Reply("NO", "CANNOT", "Cannot save a zero-byte message")
+APPEND_UTF8_NOT_ENABLED = Reply("BAD", None, "UTF8 data needs ENABLE UTF8=ACCEPT")
+# RFC 6855 4: before ENABLE UTF8=ACCEPT, 8-bit header fields are refused.
+APPEND_8BIT_HEADERS = Reply("NO", None, "8-bit header fields need ENABLE UTF8=ACCEPT")
+APPEND_TRYCREATE = Reply("NO", "TRYCREATE", "Mailbox does not exist")
+CATENATE_TOO_BIG = Reply("NO", "TOOBIG", "Composed message too big")
+# RFC 6855 3: after ENABLE UTF8=ACCEPT a SEARCH CHARSET conflicts with UTF-8.
+SEARCH_CHARSET_UTF8 = Reply("BAD", None, "No CHARSET once UTF8=ACCEPT is enabled")
+# The texts of NO [BADURL ...] (`badurl`); the first is for both a message
+# that does not exist and one that may not be read.
+BADURL_MISSING = "No such message"
+BADURL_OTHER_SERVER = "URL names another server"
+BADURL_OTHER_USER = "URL names another user"
+
+
+def badurl(url: str, text: str = "Bad URL") -> ImapError:
+    """RFC 4469 ``NO [BADURL url]``: a CATENATE URL that is invalid, or names a
+    message or part this user cannot read or that does not exist (one answer
+    for both, as for mailboxes). The URL is echoed with every octet outside
+    printable ASCII, and "]", %-escaped: url-resp-text may hold neither CR,
+    LF, NUL nor "]", and `text` never holds client data."""
+    safe = "".join(
+        ch if 33 <= ord(ch) < 127 and ch != "]"
+        # The parser keeps the URL's octets as latin-1 characters.
+        else "".join(f"%{b:02X}" for b in ch.encode("latin-1" if ord(ch) < 256 else "utf-8"))
+        for ch in url
+    )
+    return ImapError("NO", f"BADURL {safe}" if safe else "BADURL", text)
+
+
 def fail(reply: Reply) -> ImapError:
     """The exception that finishes a command with a catalogue reply."""
     return ImapError(reply.status, reply.code, reply.text)

@@ -37,7 +37,14 @@ from conf.settings import ListenerSettings, TLSMode
 from imapd.commands import DISPATCH
 from imapd.commands.mailbox import leave_selected
 from imapd.commands.selected import sync_view
-from imapd.errors import AccessWithdrawn, Reply, bad, to_reply
+from imapd.errors import (
+    APPEND_OVER_LIMIT,
+    APPEND_TOO_BIG,
+    AccessWithdrawn,
+    Reply,
+    bad,
+    to_reply,
+)
 from imapd.parser.commands import (
     Check,
     Command,
@@ -354,7 +361,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                 self._write(b"+ Ready for literal data\r\n")
         elif isinstance(event, LiteralTooLarge):
             if not self._refuse_anonymous_append(event.tag, True):  # only APPEND has these
-                self._write(f"{event.tag} NO [TOOBIG] Message too big\r\n".encode())
+                reply = APPEND_OVER_LIMIT if event.total else APPEND_TOO_BIG
+                self._write(reply.line(event.tag))
         elif isinstance(event, ParseFailure) and event.tag is None and waiting_raw:
             # The continuation line (AUTHENTICATE response, IDLE's DONE) was
             # over max_line: the waiting command ends with a tagged BAD.
@@ -439,8 +447,10 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             return
         if state is State.NOT_AUTHENTICATED and session.state is not State.NOT_AUTHENTICATED:
             self.reader.max_literal = self.services.settings.limits.message_size
+            self.reader.max_append_total = self.services.settings.limits.imap_append_octets
             if self._access_token is None:
                 self._access_token = self.watcher.watch_access(self.on_access_changed)
+        self.reader.utf8 = session.utf8  # for the next command's mailbox names
         actions, self._after_reply = self._after_reply, []
         for action in actions:
             action()

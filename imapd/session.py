@@ -21,7 +21,8 @@ BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE")
 AUTHENTICATED_CAPABILITIES = (
     "UIDPLUS", "MOVE", "NAMESPACE", "SPECIAL-USE", "UNSELECT", "CHILDREN",
     "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "QRESYNC", "ACL", "RIGHTS=texk", "QUOTA",
-    "QUOTA=RES-STORAGE", "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT",
+    "QUOTA=RES-STORAGE", "MULTIAPPEND", "CATENATE", "UTF8=ACCEPT",
+    "BINARY", "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT",
     "THREAD=REFERENCES", "ESEARCH", "ESORT", "SEARCHRES", "WITHIN",
 )
 
@@ -86,6 +87,11 @@ class Session:
             if not self.compressed:
                 caps.append("COMPRESS=DEFLATE")
         return caps
+
+    @property
+    def utf8(self) -> bool:
+        """RFC 6855: UTF8=ACCEPT is enabled (mailbox names in UTF-8)."""
+        return "UTF8=ACCEPT" in self.enabled
 
     def capability_line(self) -> str:
         return " ".join(self.capabilities())

@@ -21,8 +21,13 @@ def quote(value: str | None) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def mailbox(name: str) -> str:
-    """A mailbox name on the wire: modified UTF-7, quoted."""
+def mailbox(name: str, utf8: bool = False) -> str:
+    """A mailbox name on the wire: modified UTF-7, quoted; UTF-8, quoted, to
+    a session that enabled UTF8=ACCEPT (RFC 6855 3: no modified UTF-7 then).
+    Names never hold control characters (the parser and the store refuse
+    them), so a quoted string always fits."""
+    if utf8:
+        return quote(name)
     encoded = mutf7.encode(name).decode("ascii")
     return quote(encoded)
 

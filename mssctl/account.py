@@ -11,15 +11,18 @@ from mssctl.common import (
     EXIT_OK,
     CliError,
     add_config_option,
+    add_json_option,
     admin_change,
+    json_time,
     load,
     opened_store,
+    print_json,
     print_table,
     read_password,
     store_errors,
 )
 from policy.passwords import hash_password
-from storage.interface import AccountClass
+from storage.interface import Account, AccountClass
 
 CLASSES = [c.value for c in AccountClass]
 
@@ -60,11 +63,13 @@ def register(sub: Any) -> None:
         sp.set_defaults(func=cmd_set_active, active=active)
 
     lst = verbs.add_parser("list", help="list accounts")
+    add_json_option(lst)
     add_config_option(lst)
     lst.set_defaults(func=cmd_list)
 
     show = verbs.add_parser("show", help="one account, with its login lock state")
     show.add_argument("login")
+    add_json_option(show)
     add_config_option(show)
     show.set_defaults(func=cmd_show)
 
@@ -145,11 +150,34 @@ def cmd_set_active(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def account_json(a: Account) -> dict[str, Any]:
+    """An account in the JSON output of `account list` and `account show`
+    (whether it has a password, never the hash)."""
+    return {
+        "login": a.login,
+        "name": a.display_name,
+        "class": a.account_class.value,
+        "active": a.active,
+        "password": a.password_hash is not None,
+        "idnat": a.idnat,
+        "cert_subject": a.cert_subject,
+    }
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     settings = load(args)
     with opened_store(settings) as store, store_errors():
         accounts = store.list_accounts()
         locks = lockout.account_locks(settings, store)
+    if args.json:
+        entries = []
+        for a in sorted(accounts, key=lambda a: a.login):
+            state, locked = locks.get(a.login, (None, False))
+            entries.append(account_json(a) | {
+                "locked_until": json_time(state.locked_until)
+                if locked and state and state.locked_until else None})
+        print_json({"accounts": entries})
+        return EXIT_OK
     rows = []
     for a in sorted(accounts, key=lambda a: a.login):
         state, locked = locks.get(a.login, (None, False))
@@ -175,7 +203,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     with opened_store(settings) as store, store_errors(f"account {login}"):
         a = store.get_account(login)
         pinned = store.cert_pins(a.id)
-        lock = lockout.account_lock_line(settings, store, a.login)
+        if args.json:
+            doc = account_json(a) | {
+                "pinned": pinned,
+                "totp": store.totp_factor(a.id) is not None,
+                "mailboxes": [m.address for m in store.mailboxes_owned_by(a.id)],
+                "login_lock": lockout.account_lock_json(settings, store, a.login),
+            }
+        else:
+            lock = lockout.account_lock_line(settings, store, a.login)
+    if args.json:
+        print_json(doc)
+        return EXIT_OK
     lines = [
         ("login", a.login),
         ("name", a.display_name or "-"),

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -225,3 +227,25 @@ def print_table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> None:
     print(fmt.format(*headers).rstrip())
     for row in rows:
         print(fmt.format(*row).rstrip())
+
+
+# ---------------------------------------------------------------- --json
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON document on stdout (stable keys, times in ISO 8601 UTC)")
+
+
+def json_time(value: datetime | None) -> str | None:
+    """A time as the JSON output writes it: ISO 8601, UTC, ``Z``
+    (``2026-12-07T05:34:53Z``); None stays None (null)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def print_json(document: Any) -> None:
+    """The whole output of a ``--json`` command: one JSON document, keys in
+    the order the command built them (fixed per command)."""
+    print(json.dumps(document, indent=2, ensure_ascii=False))

@@ -132,6 +132,8 @@ limits:
   imap_idle_timeout: 1800
   imap_idle_command_timeout: 1800
   imap_login_timeout: 60
+  imap_append_messages: 100
+  imap_append_octets: 52428800
   tls_handshake_timeout: 10
   bare_line_endings: reject
 
@@ -262,7 +264,8 @@ def add_demo(store: MessageStore, domain: str, pki: DevPKI) -> list[DemoLogin]:
         idnat=card.idnat, password_hash=hash_password(pw),
     )
     store.add_mailbox(martin.login, MailboxType.PER, display_name="Dr Paul Martin",
-                      owner_account_id=martin.id)
+                      owner_account_id=martin.id, service="Cardiologie",
+                      description="Cardiologue")
     files = [p for p in (pki.practitioner.cert, pki.practitioner.key, pki.practitioner.p12)
              if p is not None]
     logins.append(DemoLogin(martin.login, f"practitioner, PER box, card IdNat_PS {card.idnat}",
@@ -280,6 +283,7 @@ def add_demo(store: MessageStore, domain: str, pki: DevPKI) -> list[DemoLogin]:
     cardio = store.add_mailbox(
         f"cardiologie@{domain}", MailboxType.ORG, display_name="Secretariat de cardiologie",
         responsible="Service de cardiologie, Hopital de demonstration",
+        service="Cardiologie", description="Secretariat: rendez-vous, comptes rendus",
     )
     for acc in secretaries:
         store.set_grant(acc.id, cardio.id, ORG_RIGHTS, send_as=True)

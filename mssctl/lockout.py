@@ -13,9 +13,12 @@ from mssctl.common import (
     EXIT_USAGE,
     CliError,
     add_config_option,
+    add_json_option,
     admin_actor,
+    json_time,
     load,
     opened_store,
+    print_json,
     print_table,
     store_errors,
 )
@@ -37,6 +40,7 @@ def register_verbs(verbs: Any) -> None:
     unlock.set_defaults(func=cmd_unlock)
 
     locks = verbs.add_parser("locks", help="failed logins and locks, of accounts and addresses")
+    add_json_option(locks)
     add_config_option(locks)
     locks.set_defaults(func=cmd_locks)
 
@@ -85,6 +89,29 @@ def account_lock_line(settings: Settings, store: MessageStore, login: str) -> st
     return "not locked, no failed login in the window"
 
 
+def lock_json(state: LoginFailures | None, locked: bool, counted: int) -> dict[str, Any]:
+    """A login lock in the JSON output (`account show`, `account locks`)."""
+    return {
+        "locked": locked,
+        "locked_until": json_time(state.locked_until) if state and locked else None,
+        "failures": counted,
+        "locks_in_a_row": state.level if state else 0,
+        "refused_while_locked": state.refused if state else 0,
+        "last_failure": json_time(state.last_failure) if state else None,
+    }
+
+
+def account_lock_json(settings: Settings, store: MessageStore, login: str) -> dict[str, Any]:
+    from storage.interface import ThrottleScope
+
+    t = throttle(settings, store)
+    now = datetime.now(UTC)
+    for state, locked in t.states(ThrottleScope.ACCOUNT):
+        if state.subject == login:
+            return lock_json(state, locked, t.rules[state.scope].counted(state, now))
+    return lock_json(None, False, 0)
+
+
 def cmd_unlock(args: argparse.Namespace) -> int:
     from policy.audit import FileAuditSink
     from storage.interface import ThrottleScope
@@ -126,6 +153,12 @@ def cmd_locks(args: argparse.Namespace) -> int:
         t = throttle(settings, store)
         states = t.states()
     now = datetime.now(UTC)
+    if args.json:
+        print_json({"locks": [
+            {"scope": s.scope.value, "subject": s.subject}
+            | lock_json(s, locked, t.rules[s.scope].counted(s, now))
+            for s, locked in states]})
+        return EXIT_OK
     rows = [
         [
             s.scope.value,

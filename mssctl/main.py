@@ -10,7 +10,20 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mssctl import account, audit, db, init, keys, mailbox, peer, policy, queue, serve
+from mssctl import (
+    account,
+    audit,
+    backup,
+    db,
+    directory,
+    init,
+    keys,
+    mailbox,
+    peer,
+    policy,
+    queue,
+    serve,
+)
 from mssctl.common import EXIT_FAILURE, EXIT_USAGE, CliError, ConfigProblems
 
 
@@ -20,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Administer an MSS secure health mail server (IMAP + SMTP).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (init, serve, db, account, mailbox, queue, peer, keys, audit, policy):
+    for module in (init, serve, db, backup, account, mailbox, directory, queue, peer, keys,
+                   audit, policy):
         module.register(sub)
     return parser
 

@@ -8,9 +8,12 @@ from typing import Any
 from mssctl.common import (
     EXIT_OK,
     add_config_option,
+    add_json_option,
     admin_change,
+    json_time,
     load,
     opened_store,
+    print_json,
     print_table,
     store_errors,
 )
@@ -20,6 +23,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("queue", help="outbound queue")
     verbs = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     lst = verbs.add_parser("list", help="list queued messages")
+    add_json_option(lst)
     add_config_option(lst)
     lst.set_defaults(func=cmd_list)
     retry = verbs.add_parser("retry", help="make an entry due now")
@@ -36,6 +40,28 @@ def cmd_list(args: argparse.Namespace) -> int:
     settings = load(args)
     with opened_store(settings) as store, store_errors():
         entries = store.list_queue()
+    if args.json:
+        print_json({"queue": [
+            {
+                "id": e.id,
+                "sender": e.sender,  # "" for the null sender
+                "recipients": list(e.recipients),
+                "size": e.size,
+                "attempts": e.attempts,
+                "created": json_time(e.created),
+                "next_attempt": json_time(e.next_attempt),
+                "last_error": e.last_error,
+                # where it came from (what the flow matrix decides on at relay)
+                "origin": None if e.origin is None else {
+                    "listener": e.origin.listener,
+                    "client_ip": e.origin.client_ip,
+                    "account": e.origin.account,
+                    "auth_method": e.origin.auth_method,
+                    "peer_dn": e.origin.peer_dn,
+                },
+            }
+            for e in entries]})
+        return EXIT_OK
     rows = [
         [
             str(e.id),

@@ -17,6 +17,7 @@ from policy.connections import ConnectionCounts
 from policy.decisions import Policy
 from policy.services import Services
 from policy.whitelist import Whitelist, WhitelistError
+from storage.interface import MessageStore
 from storage.threaded import runner_for
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ def build_services(settings: Settings, reactor: Any,
         settings.database.url, settings.key_file, pool_size=settings.database.pool_size
     )
     try:
+        verify_keys(settings, store)
         audit = FileAuditSink(settings.audit.path, store)
         policy = Policy(settings, store, audit, load_whitelist(settings),
                         flows=load_flows(settings))
@@ -149,6 +151,22 @@ def factory_builder(listener: ListenerSettings) -> Any:
     return module.build_factory
 
 
+def proxied(services: Services, listener: ListenerSettings, factory: Any) -> Any:
+    """The listener's factory behind the PROXY protocol when it is enabled
+    (`listeners[].proxy_protocol`): refusals are audited as connections
+    denied (reason proxy-untrusted, proxy-header, proxy-timeout)."""
+    if not listener.proxy_protocol:
+        return factory
+    from policy.proxy import ProxyProtocolFactory
+
+    def refused(host: str, reason: str, detail: str) -> None:
+        services.record_audit(host, "connection", listener.name, "deny", reason=reason,
+                              listener=listener.name, peer=host, detail=detail)
+
+    return ProxyProtocolFactory(factory, listener=listener.name, networks=listener.proxy_from,
+                                clock=services.reactor, refused=refused)
+
+
 def preload(settings: Settings) -> None:
     """Imports, in the parent, everything the workers will need, so that each
     forked worker starts in milliseconds instead of re-importing SQLAlchemy,
@@ -167,10 +185,28 @@ def preload(settings: Settings) -> None:
 
 def check_store(settings: Settings) -> None:
     """Opens and closes the store once: a database that needs `mssctl db
-    upgrade`, or a bad key file, is reported once, before any fork."""
+    upgrade`, or a bad key file (one that cannot read the stored data
+    either), is reported once, before any fork."""
     from storage import open_store
 
-    open_store(settings.database.url, settings.key_file, pool_size=1).close()
+    store = open_store(settings.database.url, settings.key_file, pool_size=1)
+    try:
+        verify_keys(settings, store)
+    finally:
+        store.close()
+
+
+def verify_keys(settings: Settings, store: MessageStore) -> None:
+    """Refuses to serve a database the key file cannot read (restored
+    without its own key file): every message would fail at its first
+    FETCH. Raises KeyFileError naming what is wrong and what to do."""
+    from storage.crypto import KeyFileError
+
+    problems = store.check_keys()
+    if problems:
+        raise KeyFileError(
+            f"key_file {settings.key_file} cannot read this database: " + "; ".join(problems)
+            + ". Put back the key file saved with this database (README: Backup and restore)")
 
 
 def relay_service(services: Services) -> Any | None:

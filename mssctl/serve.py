@@ -242,6 +242,7 @@ def run_worker(settings: Settings, bound: list[BoundListener], socks: list[socke
         RuntimeProblem,
         build_services,
         factory_builder,
+        proxied,
         relay_service,
         reload_files,
         start_housekeeping,
@@ -262,7 +263,8 @@ def run_worker(settings: Settings, bound: list[BoundListener], socks: list[socke
         return EXIT_FAILURE
     try:
         for b, sock in zip(bound, socks, strict=True):
-            factory = factory_builder(b.settings)(services, b.settings)
+            factory = proxied(services, b.settings,
+                              factory_builder(b.settings)(services, b.settings))
             r.adoptStreamPort(sock.fileno(), sock.family, factory)
             sock.close()  # adoptStreamPort duplicated the descriptor
             log.info("%s listening on %s:%d", b.settings.name, b.settings.address, b.port)

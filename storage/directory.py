@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ from storage.interface import (
     Account,
     AccountClass,
     AlreadyExists,
+    DirectoryEntry,
+    DirectoryFields,
     Domain,
     Grant,
     Mailbox,
@@ -31,6 +34,7 @@ from storage.interface import (
     MailboxType,
     NotFound,
     TotpFactor,
+    check_directory_text,
 )
 from storage.sqlbase import (
     AE,
@@ -49,6 +53,8 @@ from storage.sqlbase import (
     mailbox_record,
     utcnow,
 )
+
+log = logging.getLogger(__name__)
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 
@@ -105,12 +111,35 @@ class DirectoryMixin(StoreBase):
             with self._write() as c:
                 if pins:
                     self._refuse_pinned(c, pins)
+                self._refuse_shared_identity(c, idnat, cert_subject, pinned=bool(pins))
                 new_id = c.execute(insert(A).values(**values)).inserted_primary_key[0]
                 if pins:
                     c.execute(insert(CP), [{"account_id": new_id, "fingerprint": p} for p in pins])
         except sa_exc.IntegrityError as exc:
             raise AlreadyExists(login) from exc
         return Account(id=new_id, **values)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _refuse_shared_identity(c: Any, idnat: str | None, cert_subject: str | None, *,
+                                pinned: bool) -> None:
+        """A card (IdNat_PS) names one account, never two. A certificate
+        subject too, except that several boxes of one structure may share
+        its organisation id when each has its own certificate pinned (pins
+        are matched first: `policy.certmap`)."""
+        if idnat is not None:
+            owner = c.execute(select(A.c.login).where(A.c.idnat == idnat).limit(1)).first()
+            if owner is not None:
+                raise AlreadyExists(f"IdNat_PS {idnat} is already account {owner.login}'s")
+        if cert_subject is None:
+            return
+        owners = c.execute(
+            select(A.c.login, select(CP.c.id).where(CP.c.account_id == A.c.id).exists()
+                   .label("pinned"))
+            .where(A.c.cert_subject == cert_subject).order_by(A.c.id)).all()
+        if owners and not (pinned and all(o.pinned for o in owners)):
+            raise AlreadyExists(
+                f"certificate subject {cert_subject} is already account {owners[0].login}'s "
+                "(accounts may share one only when each has its own certificate pinned)")
 
     def _one_account(self, column: str, value: object) -> Account | None:
         # Every LOGIN comes here: fixed SQL (see `FixedSelect`).
@@ -131,11 +160,26 @@ class DirectoryMixin(StoreBase):
             raise NotFound(str(account_id))
         return acc
 
+    def _only_account(self, column: str, value: str) -> Account | None:
+        """The one account whose `column` is `value`. Two accounts named by
+        one card or one certificate subject (made before that was refused,
+        or by hand in the database) answer None: a certificate must never
+        log in as whichever account happens to come first."""
+        q = self._fixed(f"account.{column}.only", A, f"t.{column} = ?", " ORDER BY t.id LIMIT 2")
+        with self._dbapi(write=False) as cur:
+            found = q.rows(cur, (value,))
+        if len(found) > 1:
+            log.error("accounts %s and %s share the %s %r: certificate logins by it are "
+                      "refused until one of them is changed", found[0].login, found[1].login,
+                      column, value)
+            return None
+        return account_record(found[0]) if found else None
+
     def find_account_by_idnat(self, idnat: str) -> Account | None:
-        return self._one_account("idnat", idnat)
+        return self._only_account("idnat", idnat)
 
     def find_account_by_cert_subject(self, subject: str) -> Account | None:
-        return self._one_account("cert_subject", subject)
+        return self._only_account("cert_subject", subject)
 
     def list_accounts(self) -> list[Account]:
         with self._read() as c:
@@ -258,7 +302,13 @@ class DirectoryMixin(StoreBase):
         responsible: str = "",
         quota_bytes: int | None = None,
         private_seen: bool = False,
+        description: str = "",
+        service: str = "",
+        unlisted: bool = False,
     ) -> Mailbox:
+        for name, value in (("display_name", display_name), ("description", description),
+                            ("service", service), ("responsible", responsible)):
+            check_directory_text(name, value)
         address = address.lower()
         local, at, domain = address.rpartition("@")
         if not at or not local or not domain:
@@ -285,6 +335,9 @@ class DirectoryMixin(StoreBase):
                         quota_bytes=quota_bytes,
                         active=True,
                         private_seen=private_seen,
+                        description=description,
+                        service=service,
+                        unlisted=unlisted,
                         used_bytes=0,
                         used_messages=0,
                         last_uidvalidity=base + len(DEFAULT_FOLDERS) - 1,
@@ -319,6 +372,9 @@ class DirectoryMixin(StoreBase):
             quota_bytes=quota_bytes,
             active=True,
             private_seen=private_seen,
+            description=description,
+            service=service,
+            unlisted=unlisted,
         )
 
     def _mailboxes_by(self, column: str) -> FixedSelect:
@@ -396,6 +452,30 @@ class DirectoryMixin(StoreBase):
             ).rowcount
         if n == 0:
             raise NotFound(address)
+
+    def set_directory_fields(self, address: str, fields: DirectoryFields) -> Mailbox:
+        values = fields.changed()
+        for name, value in values.items():
+            if isinstance(value, str):
+                check_directory_text(name, value)
+        address = address.lower()
+        with self._write() as c:
+            row = c.execute(select(M).where(M.c.address == address)).first()
+            if row is None:
+                raise NotFound(address)
+            if values:
+                c.execute(update(M).where(M.c.id == row.id).values(**values))
+        return mailbox_record(row)
+
+    def directory_entries(self) -> list[DirectoryEntry]:
+        query = (
+            select(M, A.c.login.label("owner_login"), A.c.idnat.label("owner_idnat"))
+            .select_from(M.outerjoin(A, A.c.id == M.c.owner_account_id))
+            .order_by(M.c.address)
+        )
+        with self._read() as c:
+            return [DirectoryEntry(mailbox_record(r), r.owner_login, r.owner_idnat)
+                    for r in c.execute(query)]
 
     def mailbox_usage(self, mailbox_id: int) -> tuple[int, int]:
         with self._read() as c:

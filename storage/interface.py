@@ -163,6 +163,63 @@ class Mailbox:
     # \Seen kept per reading account, not on the message (see "Private
     # \Seen" in `MessageStore`); False: shared by everyone, as other flags.
     private_seen: bool = False
+    # Published in the national directory (`directory_entries`): a free
+    # description, the service the box belongs to (e.g. "Cardiologie"), and
+    # whether it is unlisted ("liste rouge": the national side hides it).
+    description: str = ""
+    service: str = ""
+    unlisted: bool = False
+
+
+# Longest text of each directory field of a mailbox (the columns' lengths).
+DIRECTORY_FIELD_LENGTHS: dict[str, int] = {
+    "display_name": 255,
+    "description": 1024,
+    "service": 255,
+    "responsible": 512,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryFields:
+    """A change to what the national directory publishes of a mailbox
+    (`MessageStore.set_directory_fields`): None leaves a field as it is."""
+
+    display_name: str | None = None
+    description: str | None = None
+    service: str | None = None
+    responsible: str | None = None
+    unlisted: bool | None = None
+
+    def changed(self) -> dict[str, str | bool]:
+        """The fields this change sets, by name."""
+        return {name: value for name in ("display_name", "description", "service",
+                                         "responsible", "unlisted")
+                if (value := getattr(self, name)) is not None}
+
+
+def check_directory_text(name: str, value: str) -> str:
+    """A directory field as stored: at most DIRECTORY_FIELD_LENGTHS[name]
+    characters, one line of printable text (the directory's files are CSV
+    and JSON lines read by other programs). Raises ValueError naming the
+    field."""
+    limit = DIRECTORY_FIELD_LENGTHS[name]
+    if len(value) > limit:
+        raise ValueError(f"{name}: at most {limit} characters, got {len(value)}")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ValueError(f"{name}: control characters (line breaks, tabs) are not allowed")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryEntry:
+    """One mailbox as the national directory publishes it: the box, and for
+    a box with an owner (PER, APP) the owning account's login and IdNat_PS
+    (None when the account has none)."""
+
+    mailbox: Mailbox
+    owner_login: str | None
+    owner_idnat: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +489,15 @@ class PreparedMessage:
     sealed: dict[str, Any] = field(repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class AppendItem:
+    """One message of `MessageStore.append_many`."""
+
+    message: bytes | PreparedMessage = field(repr=False)
+    flags: tuple[str, ...] = ()
+    internal_date: datetime | None = None  # default: now
+
+
 class WriteBatch(Protocol):
     """What `MessageStore.write_batch` yields."""
 
@@ -461,8 +527,9 @@ class MessageStore(Protocol):
         cert_pins: Sequence[str] = (),
     ) -> Account:
         """With `cert_pins` pinned to it (see `add_cert_pin`), in the same
-        transaction. Raises AlreadyExists (login taken, or a pin already
-        given), ValueError (a malformed pin)."""
+        transaction. Raises AlreadyExists (login taken, a pin already given,
+        or the IdNat_PS or certificate subject already another account's),
+        ValueError (a malformed pin)."""
 
     def get_account(self, login: str) -> Account:
         """Case-insensitive. Raises NotFound."""
@@ -470,9 +537,13 @@ class MessageStore(Protocol):
     def get_account_by_id(self, account_id: int) -> Account:
         """Raises NotFound."""
 
-    def find_account_by_idnat(self, idnat: str) -> Account | None: ...
+    def find_account_by_idnat(self, idnat: str) -> Account | None:
+        """The one account with that IdNat_PS; None when none or several
+        (a card must not log in as either of two)."""
 
-    def find_account_by_cert_subject(self, subject: str) -> Account | None: ...
+    def find_account_by_cert_subject(self, subject: str) -> Account | None:
+        """The one account with that certificate subject; None when none or
+        several."""
 
     def list_accounts(self) -> list[Account]: ...
 
@@ -528,12 +599,16 @@ class MessageStore(Protocol):
         responsible: str = "",
         quota_bytes: int | None = None,
         private_seen: bool = False,
+        description: str = "",
+        service: str = "",
+        unlisted: bool = False,
     ) -> Mailbox:
         """Creates the mailbox and its DEFAULT_FOLDERS (\\Seen private per
         reading account with `private_seen`).
 
         Raises AlreadyExists, NotFound (owner account or the address's domain
-        is not a served domain).
+        is not a served domain), ValueError (a directory field too long or
+        with control characters: `check_directory_text`).
         """
 
     def get_mailbox(self, address: str) -> Mailbox:
@@ -560,6 +635,16 @@ class MessageStore(Protocol):
         message, shared (False). Nothing is migrated: the private states
         start empty (every message unread for every agent) and the shared
         \\Seen left on messages is what a switch back shows. Raises NotFound."""
+
+    def set_directory_fields(self, address: str, fields: DirectoryFields) -> Mailbox:
+        """Changes what the national directory publishes of the mailbox
+        (the fields of `fields` that are not None); returns the mailbox as
+        it was BEFORE the change (what the audit event records). Raises
+        NotFound, ValueError (`check_directory_text`)."""
+
+    def directory_entries(self) -> list[DirectoryEntry]:
+        """Every mailbox with its owner's login and IdNat_PS, by address, in
+        one read: what `mssctl directory export` publishes."""
 
     def mailbox_usage(self, mailbox_id: int) -> tuple[int, int]:
         """(bytes used, message count) over all folders. Raises NotFound."""
@@ -671,6 +756,23 @@ class MessageStore(Protocol):
         need not wait for them).
 
         Raises NotFound (folder), QuotaExceeded.
+        """
+
+    def append_many(
+        self,
+        folder_id: int,
+        items: Sequence[AppendItem],
+        *,
+        recent: bool = True,
+        seen_account: int | None = None,
+    ) -> list[AppendResult]:
+        """Stores several messages in ONE transaction, durably: all of them or
+        none (RFC 3502 MULTIAPPEND). They get consecutive UIDs in the order
+        given and one new MODSEQ; the quota is checked on their total size.
+        `recent` and `seen_account` as in `append`. An empty list stores
+        nothing and returns [].
+
+        Raises NotFound (folder), QuotaExceeded (then nothing was stored).
         """
 
     def deliver(self, delivery: Delivery) -> list[AppendResult]:
@@ -877,6 +979,14 @@ class MessageStore(Protocol):
         `before`; returns how many."""
 
     # -- keys --------------------------------------------------------------
+
+    def check_keys(self) -> list[str]:
+        """Whether the key file reads the stored data: for each key id in use
+        (bodies, queued messages, one-time code secrets), one blob of each
+        kind is decrypted. Returns one line per key id it cannot read (absent
+        from the key file, or another key under the same id: a database
+        restored without its own key file); [] when all read. Cheap (an
+        index scan per table): `serve` asks before it starts."""
 
     def reencrypt(self, batch: int = 500) -> int:
         """Re-encrypts up to `batch` bodies not under the current key; returns

@@ -168,6 +168,12 @@ class MailboxRow(Base):
     # \\Seen kept per reading account (`PrivateSeenRow`), not on the message:
     # each agent of a functional box has her own unread state.
     private_seen: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # What the national directory publishes of the box (`mssctl directory
+    # export`): a free description, the service it belongs to, and whether
+    # the box is unlisted ("liste rouge": exported flagged, hidden there).
+    description: Mapped[str] = mapped_column(String(1024), default="", server_default="")
+    service: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    unlisted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class FolderRow(Base):

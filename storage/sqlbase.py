@@ -258,6 +258,9 @@ def mailbox_record(r: Row[Any]) -> Mailbox:
         quota_bytes=r.quota_bytes,
         active=r.active,
         private_seen=r.private_seen,
+        description=r.description,
+        service=r.service,
+        unlisted=r.unlisted,
     )
 
 

@@ -23,6 +23,7 @@ database write lock is held only for the inserts.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import secrets
@@ -38,10 +39,12 @@ from sqlalchemy import (
     Connection,
     Engine,
     Row,
+    and_,
     case,
     delete,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -61,6 +64,7 @@ from storage.index import (
 )
 from storage.interface import (
     AlreadyExists,
+    AppendItem,
     AppendResult,
     CopyResult,
     Delivery,
@@ -703,12 +707,33 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
         recent: bool = True,
         seen_account: int | None = None,
     ) -> AppendResult:
-        prepared = raw if isinstance(raw, PreparedMessage) else self.prepare(raw)
-        sealed, size = prepared.sealed, prepared.size
-        wanted = normalise_flags(flags)
-        private_seen = seen_account is not None and SEEN in wanted
-        fl = flags_text(wanted if seen_account is None else wanted - _SEEN_SET)
-        idate = to_epoch(internal_date)
+        [result] = self.append_many(
+            folder_id, [AppendItem(raw, tuple(flags), internal_date)], recent=recent,
+            seen_account=seen_account)
+        return result
+
+    def append_many(
+        self,
+        folder_id: int,
+        items: Sequence[AppendItem],
+        *,
+        recent: bool = True,
+        seen_account: int | None = None,
+    ) -> list[AppendResult]:
+        if not items:
+            return []
+        rows = []
+        for item in items:
+            raw = item.message
+            prepared = raw if isinstance(raw, PreparedMessage) else self.prepare(raw)
+            wanted = normalise_flags(item.flags)
+            rows.append((
+                prepared,
+                seen_account is not None and SEEN in wanted,
+                flags_text(wanted if seen_account is None else wanted - _SEEN_SET),
+                to_epoch(item.internal_date),
+            ))
+        total = sum(p.size for p, _, _, _ in rows)
         with self._raw_write() as (cur, sql):
             folder_id, mailbox_id, uidvalidity, uidnext, highest = self._lock_folder_raw(
                 cur, sql, folder_id
@@ -718,25 +743,30 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
             mb = cur.fetchone()
             if mb is None:
                 raise NotFound(str(mailbox_id))
-            if size > 0 and mb[0] is not None and mb[1] + size > mb[0]:
+            # All the messages or none: the quota is checked on their sum.
+            if total > 0 and mb[0] is not None and mb[1] + total > mb[0]:
                 raise QuotaExceeded(str(mailbox_id))
-            cur.execute(sql.update_usage, (size, 1, mailbox_id))
-            cur.execute(
-                sql.insert_body,
-                (sealed["key_id"], sealed["size"], sealed["body"], sealed["meta"],
-                 sealed["sort_keys"]),
-            )
-            body_id = cur.fetchone()[0] if sql.returning else cur.lastrowid
-            modseq = highest + 1
-            cur.execute(
-                sql.insert_message,
-                (folder_id, uidnext, modseq, fl, idate, size, recent, body_id),
-            )
-            if private_seen:
-                cur.execute(sql.message_row_id, (folder_id, uidnext))
-                cur.execute(sql.insert_seen, (cur.fetchone()[0], seen_account))
-            cur.execute(sql.update_folder, (uidnext + 1, modseq, folder_id))
-        return AppendResult(folder_id, uidvalidity, uidnext, modseq)
+            cur.execute(sql.update_usage, (total, len(rows), mailbox_id))
+            modseq = highest + 1  # one MODSEQ for the command, as one delivery
+            results = []
+            uid = uidnext
+            for prepared, private_seen, fl, idate in rows:
+                sealed = prepared.sealed
+                cur.execute(sql.insert_body,
+                            (sealed["key_id"], sealed["size"], sealed["body"], sealed["meta"],
+                             sealed["sort_keys"]))
+                body_id = cur.fetchone()[0] if sql.returning else cur.lastrowid
+                cur.execute(
+                    sql.insert_message,
+                    (folder_id, uid, modseq, fl, idate, prepared.size, recent, body_id),
+                )
+                if private_seen:
+                    cur.execute(sql.message_row_id, (folder_id, uid))
+                    cur.execute(sql.insert_seen, (cur.fetchone()[0], seen_account))
+                results.append(AppendResult(folder_id, uidvalidity, uid, modseq))
+                uid += 1
+            cur.execute(sql.update_folder, (uid, modseq, folder_id))
+        return results
 
     def _raw_write(self) -> AbstractContextManager[tuple[Any, _Sql]]:
         """A write transaction worked at the DB-API cursor with the fixed SQL
@@ -1526,6 +1556,42 @@ class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
                 yield uid, raw
 
     # -- keys --------------------------------------------------------------
+
+    def check_keys(self) -> list[str]:
+        ring = self._keys.ring(force=True)
+        kinds = (
+            (B, "meta", crypto.AAD_META, "messages"),
+            (Q, "body", crypto.AAD_QUEUE, "queued messages"),
+            (AF, "totp_secret", crypto.AAD_TOTP, "one-time code secrets"),
+        )
+        problems: list[str] = []
+        # Index lookups only (no scan of a large table): one row per key id
+        # of the file, then the key ids outside the file, found as ranges
+        # between the known ids.
+        with self._read() as c:
+            for table, column, aad, what in kinds:
+                key_col = table.c.key_id
+                for key_id in sorted(ring.keys):
+                    blob = c.execute(
+                        select(table.c[column]).where(key_col == key_id).limit(1)).scalar()
+                    if blob is None:
+                        continue
+                    try:
+                        ring.decrypt(key_id, bytes(blob), aad)
+                    except crypto.DecryptionError:
+                        problems.append(f"key {key_id} of the key file does not decrypt the "
+                                        f"stored {what} (another key under the same id)")
+                known = sorted(ring.keys)
+                while True:
+                    gaps = [key_col < known[0], key_col > known[-1]]
+                    gaps += [and_(key_col > a, key_col < b)
+                             for a, b in itertools.pairwise(known)]
+                    stranger = c.execute(select(key_col).where(or_(*gaps)).limit(1)).scalar()
+                    if stranger is None:
+                        break
+                    problems.append(f"key {stranger} of the stored {what} is not in the key file")
+                    known = sorted([*known, stranger])
+        return problems
 
     def reencrypt(self, batch: int = 500) -> int:
         """Moves up to `batch` blobs (bodies with their metadata, then queued

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from imapd.commands import (
     acl,
+    append,
     auth,
     fetch,
     idle,
@@ -28,6 +29,7 @@ DISPATCH: dict[type[Command], Handler] = {
     **auth.HANDLERS,
     **misc.HANDLERS,
     **mailbox.HANDLERS,
+    **append.HANDLERS,
     **listing.HANDLERS,
     **fetch.HANDLERS,
     **search.HANDLERS,

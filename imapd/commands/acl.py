@@ -47,7 +47,7 @@ async def myrights(ctx: Context, cmd: MyRights) -> Reply:
         return answer.rights
 
     value = await ctx.run(rights)
-    ctx.send(f"* MYRIGHTS {wire_mailbox(cmd.mailbox)} {value}\r\n".encode())
+    ctx.send(f"* MYRIGHTS {wire_mailbox(cmd.mailbox, ctx.session.utf8)} {value}\r\n".encode())
     return ok("MYRIGHTS completed")
 
 
@@ -64,7 +64,7 @@ async def getacl(ctx: Context, cmd: GetAcl) -> Reply:
     identity, ns = _ids(ctx)
     entries = await ctx.run(_acl, ctx.services.policy, identity, ns, cmd.mailbox)
     body = "".join(f" {quote(who)} {rights}" for who, rights in entries)
-    ctx.send(f"* ACL {wire_mailbox(cmd.mailbox)}{body}\r\n".encode())
+    ctx.send(f"* ACL {wire_mailbox(cmd.mailbox, ctx.session.utf8)}{body}\r\n".encode())
     return ok("GETACL completed")
 
 
@@ -102,7 +102,7 @@ async def listrights(ctx: Context, cmd: ListRights) -> Reply:
                                        cmd.mailbox)
     # The identifier is the client's, possibly a literal with CR LF in it:
     # `string` answers with a literal then, never a broken quoted string.
-    ctx.send(f"* LISTRIGHTS {wire_mailbox(cmd.mailbox)} ".encode() + string(cmd.identifier)
+    ctx.send(f"* LISTRIGHTS {wire_mailbox(cmd.mailbox, ctx.session.utf8)} ".encode() + string(cmd.identifier)
              + f" {quote(required)} {' '.join(optional)}\r\n".encode())
     return ok("LISTRIGHTS completed")
 

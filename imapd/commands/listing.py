@@ -170,7 +170,7 @@ async def list_(ctx: Context, cmd: List) -> Reply:
     out: list[str] = []
     for e, extra in chosen:
         attrs = _attrs(e, names, want_sub)
-        wire = wire_mailbox(e.name)
+        wire = wire_mailbox(e.name, session.utf8)
         out.append(f'* LIST ({" ".join(attrs)}) "{SEP}" {wire}{extra}\r\n')
         if e.name in statuses:
             out.append(f"* STATUS {wire} ({statuses[e.name]})\r\n")
@@ -205,12 +205,12 @@ async def lsub(ctx: Context, cmd: Lsub) -> Reply:
                 attrs = ""  # the name is subscribed; nothing more is known
             else:
                 attrs = " ".join(a for a in _attrs(e, names, None) if not a.startswith("\\Has"))
-            out.append(f'* LSUB ({attrs}) "{SEP}" {wire_mailbox(e.name)}\r\n')
+            out.append(f'* LSUB ({attrs}) "{SEP}" {wire_mailbox(e.name, session.utf8)}\r\n')
         elif cmd.pattern.endswith("%"):
             # RFC 3501 6.3.9: with "%" last, an unsubscribed superior of a
             # subscribed mailbox is returned, flagged \Noselect.
             if any(s.startswith(e.name + SEP) for s in subscribed):
-                out.append(f'* LSUB (\\Noselect) "{SEP}" {wire_mailbox(e.name)}\r\n')
+                out.append(f'* LSUB (\\Noselect) "{SEP}" {wire_mailbox(e.name, session.utf8)}\r\n')
     ctx.send("".join(out).encode())
     return ok("LSUB completed")
 

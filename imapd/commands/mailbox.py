@@ -1,7 +1,7 @@
 """SELECT, EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, STATUS,
-APPEND, NAMESPACE (RFC 3501 6.3, RFC 2342, RFC 6154, RFC 7889).
+NAMESPACE (RFC 3501 6.3, RFC 2342, RFC 6154, RFC 7889).
 
-LIST and LSUB live in `imapd.commands.listing`."""
+LIST and LSUB live in `imapd.commands.listing`, APPEND in `imapd.commands.append`."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ from dataclasses import dataclass
 
 from imapd.commands.access import resolve, resolve_folder
 from imapd.commands.base import Context, Handler, ok
-from imapd.commands.selected import sync_view
 from imapd.errors import AccessWithdrawn, Reply, bad, no
 from imapd.namespace import Namespaces, Place
 from imapd.parser.commands import (
-    Append,
     Command,
     Create,
     Delete,
@@ -36,7 +34,6 @@ from storage.interface import (
     IndexColumns,
     InvalidName,
     MessageStore,
-    PreparedMessage,
     SpecialUse,
 )
 
@@ -293,59 +290,12 @@ async def status(ctx: Context, cmd: Status) -> Reply:
         _status, ctx.services.policy, ctx.services.store, identity, namespaces, cmd.mailbox,
         cmd.items, ctx.session.append_limit,
     )
-    ctx.send(f"* STATUS {wire_mailbox(cmd.mailbox)} ({values})\r\n".encode())
+    ctx.send(f"* STATUS {wire_mailbox(cmd.mailbox, ctx.session.utf8)} ({values})\r\n".encode())
     return ok("STATUS completed")
 
 
 # ---------------------------------------------------------------- APPEND
-
-
-def _append_target(
-    policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
-    name: str, raw: bytes,
-) -> tuple[Folder, PreparedMessage, int | None]:
-    """The decision and the CPU work of an APPEND, before its write (and
-    whose \\Seen the appended flags set)."""
-    place, folder = resolve_folder(policy, store, identity, namespaces, name, "i", "append")
-    return folder, store.prepare(raw), seen_account(identity, place.mailbox)
-
-
-async def append(ctx: Context, cmd: Append) -> Reply:
-    identity, namespaces = _identity(ctx)
-    check_flags(cmd.flags)
-    if len(cmd.message) > ctx.session.append_limit:
-        raise no("Message too big", "TOOBIG")
-    if not cmd.message:
-        raise no("Cannot save a zero-byte message", "CANNOT")
-    selected = ctx.session.view
-    claiming = selected.folder_id if selected is not None and not selected.readonly else None
-    try:
-        folder, prepared, seen = await ctx.run(
-            _append_target, ctx.services.policy, ctx.services.store, identity, namespaces,
-            cmd.mailbox, cmd.message,
-        )
-        # Appending to the folder this session has selected read-write: the
-        # session takes the message as recent itself (no claim to write later).
-        result = await ctx.run_write(
-            ctx.services.store.append, folder.id, prepared,
-            flags=[f for f in cmd.flags if f != "\\Recent"], internal_date=cmd.internal_date,
-            recent=folder.id != claiming, seen_account=seen,
-        )
-    except Exception as exc:
-        from imapd.errors import to_reply
-
-        reply = to_reply(exc, context="APPEND")
-        if reply.code == "NONEXISTENT":
-            # RFC 3501 6.3.11: tell the client it may CREATE the mailbox.
-            raise no("Mailbox does not exist", "TRYCREATE") from None
-        raise
-    view = ctx.session.view
-    if view is not None and view.folder_id == result.folder_id:
-        await sync_view(ctx, own_write=True)
-        if view.folder_id == claiming and ctx.session.view is view and view.has(result.uid):
-            view.recent.add(result.uid)
-    ctx.watcher.notify_local(result.folder_id, exclude=getattr(ctx, "watch_token", None))
-    return ok("APPEND completed", f"APPENDUID {result.uidvalidity} {result.uid}")
+# (`imapd.commands.append`)
 
 
 def check_flags(flags: tuple[str, ...]) -> None:
@@ -365,5 +315,4 @@ HANDLERS: dict[type[Command], Handler] = {
     Unsubscribe: subscribe,
     Namespace: namespace,
     Status: status,
-    Append: append,
 }

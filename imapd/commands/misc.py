@@ -21,7 +21,7 @@ from imapd.parser.commands import (
 from imapd.wire import quote
 
 SERVER_ID = (("name", "mss-imapd"), ("vendor", "MSSante open-source"), ("version", "0.1"))
-ENABLEABLE = ("CONDSTORE", "QRESYNC")
+ENABLEABLE = ("CONDSTORE", "QRESYNC", "UTF8=ACCEPT")
 
 
 async def capability(ctx: Context, cmd: Capability) -> Reply:
@@ -51,7 +51,10 @@ async def id_(ctx: Context, cmd: Id) -> Reply:
 
 
 async def enable(ctx: Context, cmd: Enable) -> Reply:
-    newly = [c for c in cmd.capabilities if c in ENABLEABLE and c not in ctx.session.enabled]
+    newly = [c for c in cmd.capabilities if c in ENABLEABLE and c not in ctx.session.enabled
+             # RFC 6855 3: "ENABLE UTF8=ACCEPT" is only valid in the
+             # authenticated state (the selected view would change names).
+             and not (c == "UTF8=ACCEPT" and ctx.session.view is not None)]
     ctx.session.enabled.update(newly)
     if "QRESYNC" in ctx.session.enabled:
         ctx.session.enabled.add("CONDSTORE")  # RFC 7162 3.2.3: QRESYNC implies it

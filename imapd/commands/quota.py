@@ -30,21 +30,21 @@ def _quota_line(store: MessageStore, root: str, mb: Mailbox) -> str | None:
 
 
 def _quotaroot(policy: Policy, store: MessageStore, identity: Identity, ns: Namespaces,
-               name: str) -> str:
+               name: str, utf8: bool) -> str:
     place, _ = resolve(policy, store, identity, ns, name, "r", "getquotaroot")
     mb = store.get_mailbox_by_id(place.mailbox.id)
     root = _root_name(ns, mb)
     line = _quota_line(store, root, mb)
     if line is None:
-        return f"* QUOTAROOT {wire_mailbox(name)}\r\n"
-    return f"* QUOTAROOT {wire_mailbox(name)} {quote(root)}\r\n" + line
+        return f"* QUOTAROOT {wire_mailbox(name, utf8)}\r\n"
+    return f"* QUOTAROOT {wire_mailbox(name, utf8)} {quote(root)}\r\n" + line
 
 
 async def getquotaroot(ctx: Context, cmd: GetQuotaRoot) -> Reply:
     s = ctx.session
     assert s.identity is not None and s.namespaces is not None
     text = await ctx.run(_quotaroot, ctx.services.policy, ctx.services.store, s.identity,
-                         s.namespaces, cmd.mailbox)
+                         s.namespaces, cmd.mailbox, s.utf8)
     ctx.send(text.encode())
     return ok("GETQUOTAROOT completed")
 

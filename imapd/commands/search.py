@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from imapd import search as engine
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.selected import require_view
-from imapd.errors import Reply, no
+from imapd.errors import SEARCH_CHARSET_UTF8, Reply, fail, no
 from imapd.parser.commands import (
     SUPPORTED_SEARCH_CHARSETS,
     Command,
@@ -206,6 +206,9 @@ async def search(ctx: Context, cmd: Search) -> Reply:
     view = require_view(ctx)
     saving = cmd.return_options is not None and "SAVE" in cmd.return_options
     try:
+        if cmd.charset is not None and ctx.session.utf8:
+            # RFC 6855 3: after ENABLE UTF8=ACCEPT, a CHARSET conflicts with UTF-8.
+            raise fail(SEARCH_CHARSET_UTF8)
         check_charset(cmd.charset)
         found = await matching(ctx, view, cmd.key)
     except Exception:

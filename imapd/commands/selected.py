@@ -91,10 +91,20 @@ async def audit_content(ctx: Context, action: str, uids: Sequence[int], **extra:
     database is called off the reactor. A lost event is logged, never fatal
     to the command."""
     place = ctx.session.selected_place
-    if place is None or not uids:
+    if place is None:
+        return
+    await record_content(ctx, action, f"{place.mailbox.address}/{place.folder}", uids, **extra)
+
+
+async def record_content(
+    ctx: Context, action: str, target: str, uids: Sequence[int], **extra: Any
+) -> None:
+    """`audit_content` for messages of any folder (`target`: address/folder),
+    e.g. those a CATENATE URL read."""
+    if not uids:
         return
     audit = ctx.services.audit
-    args = (ctx.session.actor, action, f"{place.mailbox.address}/{place.folder}", "ok")
+    args = (ctx.session.actor, action, target, "ok")
     details: dict[str, Any] = {"messages": len(uids), "uids": uid_set(sorted(uids)), **extra}
     try:
         if getattr(audit, "nonblocking", False):
@@ -102,4 +112,4 @@ async def audit_content(ctx: Context, action: str, uids: Sequence[int], **extra:
         else:
             await ctx.run(audit.record, *args, **details)
     except Exception:  # noqa: BLE001 - the reader already has the data
-        log.exception("audit event lost: %s %s", action, args[2])
+        log.exception("audit event lost: %s %s", action, target)

@@ -621,14 +621,49 @@ class Status(Command):
 
 
 @dataclass(frozen=True, slots=True)
-class Append(Command):
-    """One message (no MULTIAPPEND). ``binary`` if sent as literal8 ``~{n}``."""
+class CatenateText:
+    """RFC 4469 ``TEXT literal`` (``literal8`` with RFC 3516 BINARY: binary),
+    or RFC 6855 ``UTF8 (literal8)`` (utf8)."""
 
-    mailbox: str = ""
+    data: bytes = field(default=b"", repr=False)
+    binary: bool = False
+    utf8: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CatenateUrl:
+    """RFC 4469 ``URL astring``: an IMAP URL (RFC 5092), as the client sent it."""
+
+    url: str = ""
+
+
+CatenatePart = CatenateText | CatenateUrl
+
+
+@dataclass(frozen=True, slots=True)
+class AppendMessage:
+    """One message of an APPEND (RFC 3502 MULTIAPPEND: one or more).
+
+    ``message`` is the literal; ``binary`` if it came as literal8 ``~{n}``
+    (RFC 3516), ``utf8`` if as RFC 6855 ``UTF8 (~{n})``. With RFC 4469
+    CATENATE, ``catenate`` holds the parts and ``message`` is empty.
+    """
+
     flags: tuple[str, ...] = ()
     internal_date: datetime | None = None
     message: bytes = field(default=b"", repr=False)
     binary: bool = False
+    utf8: bool = False
+    catenate: tuple[CatenatePart, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Append(Command):
+    """``APPEND mailbox message...``: one message, or several (RFC 3502),
+    each a literal or a CATENATE list (RFC 4469)."""
+
+    mailbox: str = ""
+    messages: tuple[AppendMessage, ...] = ()
     name: ClassVar[str] = "APPEND"
     allowed_states: ClassVar[frozenset[State]] = _AUTH
 

@@ -15,12 +15,17 @@ from imapd.parser.items import (
     parse_status_items,
     search_decoder,
 )
-from imapd.parser.mutf7 import decode, decode_mailbox
+from imapd.parser.mutf7 import decode, decode_mailbox, decode_utf8
 from imapd.parser.tokens import TAG_CHARS, Cursor, Literal, ParseError, to_text
 from policy.sasl import decode_base64
 
 MAX_ID_PAIRS = 30  # RFC 2971
 MAX_ENABLE = 100
+# Bounds on what one APPEND may describe (its octets are bounded by the reader):
+# the server's own limit on messages per command is lower (a setting).
+MAX_APPEND_MESSAGES = 10_000
+MAX_CATENATE_PARTS = 1_000
+MAX_URL_LENGTH = 8 * 1024
 
 
 def parse_tag(cur: Cursor) -> str:
@@ -30,9 +35,12 @@ def parse_tag(cur: Cursor) -> str:
     return raw.decode("ascii")
 
 
-def parse_command(lines: list[bytes], literals: list[Literal]) -> c.Command:
-    """Parses a whole command; raises ParseError (the tag is known to the reader)."""
-    cur = Cursor(lines, literals)
+def parse_command(
+    lines: list[bytes], literals: list[Literal], *, utf8: bool = False
+) -> c.Command:
+    """Parses a whole command; raises ParseError (the tag is known to the reader).
+    `utf8`: the session enabled UTF8=ACCEPT (RFC 6855)."""
+    cur = Cursor(lines, literals, utf8=utf8)
     tag = parse_tag(cur)
     cur.sp()
     name = cur.keyword()
@@ -56,7 +64,12 @@ def parse_command(lines: list[bytes], literals: list[Literal]) -> c.Command:
 
 
 def _mailbox(cur: Cursor) -> str:
-    return decode_mailbox(cur.astring())
+    return decode_mailbox(cur.astring(), utf8=cur.utf8)
+
+
+def _name(cur: Cursor, raw: bytes) -> str:
+    """A LIST reference or pattern, a quota root: decoded, not normalised."""
+    return decode_utf8(raw) if cur.utf8 else decode(raw)
 
 
 def _text(cur: Cursor) -> str:
@@ -229,7 +242,7 @@ def _rename(cur: Cursor, tag: str) -> c.Command:
 
 
 def _pattern(cur: Cursor) -> str:
-    return decode(cur.list_mailbox())
+    return _name(cur, cur.list_mailbox())
 
 
 def _list(cur: Cursor, tag: str) -> c.Command:
@@ -256,7 +269,7 @@ def _list(cur: Cursor, tag: str) -> c.Command:
         # RFC 5258: RECURSIVEMATCH alone is an error.
         if opts.get("select_recursive_match") and len(opts) == 1:
             raise ParseError("RECURSIVEMATCH needs another selection option")
-    reference = decode(cur.astring())
+    reference = _name(cur, cur.astring())
     cur.sp()
     patterns: list[str] = []
     if cur.peek() == ord("("):
@@ -294,7 +307,7 @@ def _list(cur: Cursor, tag: str) -> c.Command:
 
 def _lsub(cur: Cursor, tag: str) -> c.Command:
     cur.sp()
-    reference = decode(cur.astring())
+    reference = _name(cur, cur.astring())
     cur.sp()
     return c.Lsub(tag, reference, _pattern(cur))
 
@@ -307,9 +320,22 @@ def _status(cur: Cursor, tag: str) -> c.Command:
 
 
 def _append(cur: Cursor, tag: str) -> c.Command:
+    """RFC 3501 APPEND, RFC 3502 MULTIAPPEND (``1*append-message``), RFC 4469
+    CATENATE, RFC 6855 ``UTF8 (literal8)`` and RFC 3516 literal8."""
     cur.sp()
     mailbox = _mailbox(cur)
-    cur.sp()
+    messages: list[c.AppendMessage] = []
+    while cur.accept(b" "):
+        messages.append(_append_message(cur))
+        if len(messages) > MAX_APPEND_MESSAGES:
+            raise ParseError("Too many messages in one APPEND")
+    if not messages:
+        raise ParseError("Expected the message as a literal")
+    return c.Append(tag, mailbox, tuple(messages))
+
+
+def _append_message(cur: Cursor) -> c.AppendMessage:
+    """``append-opts SP append-data``."""
     flags: tuple[str, ...] = ()
     internal_date = None
     if cur.peek() == ord("("):
@@ -318,10 +344,66 @@ def _append(cur: Cursor, tag: str) -> c.Command:
     if cur.peek() == 0x22:
         internal_date = parse_date_time(cur)
         cur.sp()
-    if not cur.at_literal():
-        raise ParseError("Expected the message as a literal")
+    if cur.at_literal():
+        literal = _message_literal(cur)
+        return c.AppendMessage(flags, internal_date, literal.data, literal.binary)
+    if cur.accept_word(b"UTF8"):
+        literal = _utf8_literal(cur)
+        return c.AppendMessage(flags, internal_date, literal.data, literal.binary, utf8=True)
+    if cur.accept_word(b"CATENATE"):
+        cur.sp()
+        parts: list[c.CatenatePart] = []
+
+        def part() -> None:
+            parts.append(_cat_part(cur))
+            if len(parts) > MAX_CATENATE_PARTS:
+                raise ParseError("Too many CATENATE parts")
+
+        _paren_list(cur, part)
+        if not parts:
+            raise ParseError("Empty CATENATE list")
+        return c.AppendMessage(flags, internal_date, catenate=tuple(parts))
+    raise ParseError("Expected the message as a literal")
+
+
+def _message_literal(cur: Cursor) -> Literal:
+    """Message data: a literal, or a literal8 (RFC 3516), the only place NUL
+    may appear (RFC 3501 CHAR8 excludes it)."""
     literal = cur.take_literal(binary_ok=True)
-    return c.Append(tag, mailbox, flags, internal_date, literal.data, literal.binary)
+    if not literal.binary and b"\x00" in literal.data:
+        raise ParseError("NUL in a literal (binary data goes in a literal8 ~{n})")
+    return literal
+
+
+def _utf8_literal(cur: Cursor) -> Literal:
+    """RFC 6855 ``"UTF8" SP "(" literal8 ")"`` (a plain literal is taken too)."""
+    cur.sp()
+    cur.expect(b"(")
+    if not cur.at_literal():
+        raise ParseError("Expected a literal8")
+    literal = _message_literal(cur)
+    cur.expect(b")")
+    return literal
+
+
+def _cat_part(cur: Cursor) -> c.CatenatePart:
+    """RFC 4469 ``cat-part = text-literal / url``, RFC 6855 ``=/ utf8-literal``."""
+    if cur.accept_word(b"TEXT"):
+        cur.sp()
+        if not cur.at_literal():
+            raise ParseError("Expected a literal after TEXT")
+        literal = _message_literal(cur)
+        return c.CatenateText(literal.data, literal.binary)
+    if cur.accept_word(b"URL"):
+        cur.sp()
+        raw = cur.astring()
+        if len(raw) > MAX_URL_LENGTH:
+            raise ParseError("URL too long")
+        return c.CatenateUrl(raw.decode("latin-1"))
+    if cur.accept_word(b"UTF8"):
+        literal = _utf8_literal(cur)
+        return c.CatenateText(literal.data, literal.binary, utf8=True)
+    raise ParseError("Expected TEXT, URL or UTF8 in CATENATE")
 
 
 def _enable(cur: Cursor, tag: str) -> c.Command:
@@ -352,12 +434,12 @@ def _setacl(cur: Cursor, tag: str) -> c.Command:
 
 def _getquota(cur: Cursor, tag: str) -> c.Command:
     cur.sp()
-    return c.GetQuota(tag, decode(cur.astring()))
+    return c.GetQuota(tag, _name(cur, cur.astring()))
 
 
 def _setquota(cur: Cursor, tag: str) -> c.Command:
     cur.sp()
-    root = decode(cur.astring())
+    root = _name(cur, cur.astring())
     cur.sp()
     limits: list[tuple[str, int]] = []
 

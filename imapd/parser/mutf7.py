@@ -111,8 +111,21 @@ def normalise_inbox(name: str) -> str:
     return name
 
 
-def decode_mailbox(raw: bytes) -> str:
-    """A ``mailbox`` argument: decoded and INBOX-normalised."""
+def decode_utf8(raw: bytes) -> str:
+    """A mailbox name (or pattern) once UTF8=ACCEPT is enabled (RFC 6855 3):
+    UTF-8 as it is, ``&`` included (no modified UTF-7 any more)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MUTF7Error("Mailbox name is not valid UTF-8") from None
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in text):
+        raise MUTF7Error("Invalid character in mailbox name")
+    return text
+
+
+def decode_mailbox(raw: bytes, *, utf8: bool = False) -> str:
+    """A ``mailbox`` argument: decoded (`decode`, or `decode_utf8` once
+    UTF8=ACCEPT is enabled) and INBOX-normalised."""
     if b"\x00" in raw:
         raise MUTF7Error("Invalid character in mailbox name")
-    return normalise_inbox(decode(raw))
+    return normalise_inbox(decode_utf8(raw) if utf8 else decode(raw))

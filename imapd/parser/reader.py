@@ -14,8 +14,11 @@ Events:
   and accepted by the limits. The server sends ``+ ...`` (or calls
   ``reject_literal()`` and answers ``tag NO ...``: the client sends nothing more
   for that command).
-* ``LiteralTooLarge(tag, size, synchronizing)``: an APPEND literal above
-  ``max_literal``. The server answers ``tag NO [TOOBIG]``. For ``{n}`` the reader
+* ``LiteralTooLarge(tag, size, synchronizing, total)``: an APPEND literal above
+  ``max_literal`` (``total`` False: the server answers ``tag NO [TOOBIG]``), or
+  one that takes the command's literals past ``max_append_total`` (``total``
+  True: ``tag NO [LIMIT]``; a MULTIAPPEND is held whole until it is complete,
+  so this bounds what one command may make us buffer). For ``{n}`` the reader
   has already dropped the command (the client waits for a continuation that never
   comes); for ``{n+}`` the reader has skipped the n octets without buffering them
   and the rest of the command, and reports afterwards.
@@ -38,7 +41,11 @@ from imapd.parser.tokens import TAG_CHARS, Literal, ParseError
 
 DEFAULT_MAX_LINE = 64 * 1024
 DEFAULT_MAX_LITERAL = 50 * 1024 * 1024
-MAX_LITERALS_PER_COMMAND = 64  # one APPEND uses at most three
+MAX_LITERALS_PER_COMMAND = 64
+# An APPEND carries a literal per message or CATENATE text part (RFC 3502,
+# RFC 4469), and its mailbox name may be one: its octets are bounded by
+# ``max_append_total``, its literals by this.
+MAX_LITERALS_PER_APPEND = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +64,7 @@ class LiteralTooLarge:
     tag: str
     size: int
     synchronizing: bool
+    total: bool = False  # the command's literals together, not this one
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +101,15 @@ class CommandReader:
     """Pure, incremental IMAP command reader (no I/O, no Twisted)."""
 
     def __init__(
-        self, max_line: int = DEFAULT_MAX_LINE, max_literal: int = DEFAULT_MAX_LITERAL
+        self, max_line: int = DEFAULT_MAX_LINE, max_literal: int = DEFAULT_MAX_LITERAL,
+        max_append_total: int | None = None,
     ) -> None:
         self.max_line = max_line
         self.max_literal = max_literal
+        # The octets of all the literals of one APPEND (None: max_literal).
+        self.max_append_total = max_append_total
+        # RFC 6855: the session enabled UTF8=ACCEPT (set between commands).
+        self.utf8 = False
         self._buf = bytearray()
         self._mode = _Mode.LINE
         self._raw = False
@@ -227,6 +240,7 @@ class CommandReader:
         self._tag: str | None = None
         self._name: str | None = None
         self._is_append = False
+        self._append_octets = 0  # literal octets of this APPEND so far
         self._need = 0
         self._literal_binary = False
         self._budget = self.max_line  # non-message octets left for this command
@@ -267,16 +281,25 @@ class CommandReader:
         if tag is None:
             # Nothing to answer to: drop the literal if we can, then BAD.
             return self._refuse(None, size, synchronizing, "Invalid tag")
-        if len(self._literals) >= MAX_LITERALS_PER_COMMAND:
+        most = MAX_LITERALS_PER_APPEND if self._is_append else MAX_LITERALS_PER_COMMAND
+        if len(self._literals) >= most:
             return self._refuse(tag, size, synchronizing, "Too many literals")
         if self._is_append:
+            total = self.max_append_total
+            if total is None:
+                total = self.max_literal
+            too_large = None
             if size > self.max_literal:
                 too_large = LiteralTooLarge(tag, size, synchronizing)
+            elif self._append_octets + size > total:
+                too_large = LiteralTooLarge(tag, size, synchronizing, total=True)
+            if too_large is not None:
                 if synchronizing:
                     self._reset_command()
                     return too_large
                 self._skip(size, too_large)
                 return None
+            self._append_octets += size
         else:
             if size > self._budget:
                 return self._refuse(tag, size, synchronizing, "Literal too large")
@@ -309,7 +332,7 @@ class CommandReader:
         lines, literals, tag = self._lines, self._literals, self._tag
         self._reset_command()
         try:
-            return CommandReady(parse_command(lines, literals))
+            return CommandReady(parse_command(lines, literals, utf8=self.utf8))
         except ParseError as exc:
             return ParseFailure(tag, exc.message)
         except RecursionError:

@@ -48,11 +48,14 @@ MAX_NUMBER64 = 2**63 - 1  # RFC 9051 number64 / RFC 7162 mod-sequence-value
 class Cursor:
     """Reads tokens from the lines and literals of one command."""
 
-    __slots__ = ("_lines", "_literals", "_li", "_pos", "_line")
+    __slots__ = ("_lines", "_literals", "_li", "_pos", "_line", "utf8")
 
-    def __init__(self, lines: list[bytes], literals: list[Literal]) -> None:
+    def __init__(self, lines: list[bytes], literals: list[Literal], *, utf8: bool = False) -> None:
         if len(lines) != len(literals) + 1:
             raise ValueError("a command has one more line than literals")
+        # RFC 6855 UTF8=ACCEPT enabled: quoted strings must be valid UTF-8 and
+        # mailbox names are UTF-8 (never modified UTF-7).
+        self.utf8 = utf8
         self._lines = lines
         self._literals = literals
         self._li = 0
@@ -152,6 +155,12 @@ class Cursor:
             c = line[pos]
             if c == 0x22:  # closing quote
                 self._pos = pos + 1
+                if self.utf8 and not out.isascii():
+                    try:
+                        out.decode("utf-8")
+                    except UnicodeDecodeError:
+                        # RFC 6855 3: malformed UTF-8 in a quoted string is BAD.
+                        raise ParseError("Invalid UTF-8 in quoted string") from None
                 return bytes(out)
             if c == 0x5C:  # backslash: only quoted-specials may follow
                 if pos + 1 >= end or line[pos + 1] not in QUOTED_SPECIALS:
@@ -161,7 +170,9 @@ class Cursor:
                 continue
             if c in (0x00, 0x0D, 0x0A):
                 raise ParseError("Invalid character in quoted string")
-            # 8-bit octets are tolerated (UTF-8 from IMAP4rev2-minded clients).
+            # 8-bit octets: UTF-8 once UTF8=ACCEPT is enabled (RFC 6855);
+            # before, tolerated (RFC 3501 wants a literal, but clients send
+            # quoted UTF-8 with SEARCH CHARSET UTF-8).
             out.append(c)
             pos += 1
 

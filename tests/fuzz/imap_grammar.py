@@ -416,9 +416,23 @@ class Grammar:
             lambda data, marker, delta: [Lit(data, marker, delta)], message,
             st.sampled_from(["{}", "{+}", "{+}", "~{}", "~{+}"]),
             st.sampled_from([0, 0, 0, -2, 5] if n else [0]))
-        append = cat(self.mailbox, optional(flag_list),
-                     optional(_values(DATE_TIMES, ODD_DATE_TIMES, n).map(lambda d: [d])),
-                     arg(append_literal))
+        # RFC 4469 CATENATE parts, RFC 6855 UTF8 (literal8), RFC 3502 several
+        # messages in one APPEND.
+        urls = st.sampled_from([b"/INBOX/;UID=1", b"/INBOX;UIDVALIDITY=1/;UID=1/;SECTION=1",
+                                b"/Sent/;UID=2/;SECTION=HEADER", b"/INBOX/;UID=1/;PARTIAL=0.10",
+                                b"imap://mx.hopital.test/INBOX/;UID=1", b"/INBOX/;UID=999"]
+                               + ([b"/INBOX", b"/a]b/;UID=1", b"imap://x/;UID=1"] if n else []))
+        utf8_item = cat(words(b"UTF8 ("), append_literal, words(b")"), sep=b"")
+        cat_part = st.one_of(cat(words(b"TEXT"), append_literal), cat(words(b"URL"), astr(urls)),
+                             utf8_item)
+        catenate = cat(words(b"CATENATE ("), st.lists(cat_part, min_size=1, max_size=3).map(
+            lambda xs: join(xs)), words(b")"), sep=b"")
+        append_message = cat(
+            optional(flag_list),
+            optional(_values(DATE_TIMES, ODD_DATE_TIMES, n).map(lambda d: [d])),
+            arg(st.one_of(append_literal, append_literal, append_literal, catenate, utf8_item)))
+        append = cat(self.mailbox, st.lists(append_message, min_size=1, max_size=3).map(
+            lambda xs: join(xs)))
 
         select_params = optional(st.one_of(
             words(b"(CONDSTORE)", b"(QRESYNC (1 1))", b"(QRESYNC (1 5 1:*))",

@@ -18,6 +18,7 @@ from storage.interface import (
     AlreadyExists,
     AuditEvent,
     Delivery,
+    DirectoryFields,
     DSNParams,
     FlagMode,
     InvalidName,
@@ -133,6 +134,44 @@ def test_mailboxes(any_store: Any) -> None:
     ]:
         with pytest.raises(NotFound):
             fn(*args)
+
+
+def test_directory_fields(any_store: Any) -> None:
+    """What the national directory publishes: set at creation, changed
+    field by field (the box as it was is returned), read with the owner's
+    IdNat_PS in one call; over-long or multi-line text is refused."""
+    doc = any_store.add_account("dr.b@hopital.test", "Dr B", AccountClass.PRACTITIONER,
+                                idnat="810002813839")
+    per = any_store.add_mailbox("dr.b@hopital.test", MailboxType.PER, owner_account_id=doc.id,
+                                display_name="Dr B", description="Cardiologue",
+                                service="Cardiologie", unlisted=True)
+    assert (per.description, per.service, per.unlisted) == ("Cardiologue", "Cardiologie", True)
+    assert any_store.get_mailbox(per.address) == per
+    org = any_store.add_mailbox("cardio@hopital.test", MailboxType.ORG)
+    assert (org.description, org.service, org.unlisted) == ("", "", False)
+    before = any_store.set_directory_fields(
+        org.address, DirectoryFields(description="Secrétariat, cardiologie", service="Cardio",
+                                     responsible="Dr Chef", unlisted=True))
+    assert before == org
+    after = any_store.get_mailbox(org.address)
+    assert (after.description, after.service, after.responsible, after.unlisted) == (
+        "Secrétariat, cardiologie", "Cardio", "Dr Chef", True)
+    assert any_store.set_directory_fields(org.address, DirectoryFields(unlisted=False)) == after
+    again = any_store.get_mailbox(org.address)
+    assert again == replace(after, unlisted=False)  # the other fields kept
+    assert [(e.mailbox.address, e.owner_login, e.owner_idnat)
+            for e in any_store.directory_entries()] == [
+        ("cardio@hopital.test", None, None),
+        ("dr.b@hopital.test", "dr.b@hopital.test", "810002813839"),
+    ]
+    with pytest.raises(NotFound):
+        any_store.set_directory_fields("none@hopital.test", DirectoryFields(service="x"))
+    with pytest.raises(ValueError, match="service: at most 255"):
+        any_store.set_directory_fields(org.address, DirectoryFields(service="x" * 256))
+    with pytest.raises(ValueError, match="description: control characters"):
+        any_store.add_mailbox("z@hopital.test", MailboxType.ORG, description="a\nb")
+    assert any_store.find_mailbox("z@hopital.test") is None
+    assert any_store.get_mailbox(org.address) == again  # nothing changed by the refusals
 
 
 def test_mailbox_access_is_owned_then_granted(box: Any) -> None:
@@ -1026,3 +1065,48 @@ def test_private_seen_goes_and_moves_with_the_message(cardio: Any) -> None:
     assert _flags(store, old.id, b) == {3: frozenset(), back.dest_uids[0]: SEEN}
     store.delete_folder(mb.id, "Old")
     assert store.folder_status(archive.id, seen_account=a.id).unseen == 0
+
+
+def test_check_keys_names_key_ids_the_key_file_cannot_read(
+        any_store: Any, store_url: str, tmp_path: Any) -> None:
+    """A database opened with another key file (restored without its own):
+    `check_keys` names each key id and kind it cannot read; with the right
+    key file, nothing."""
+    from storage import open_store
+    from storage.crypto import add_key, generate_key_file
+
+    assert any_store.check_keys() == []  # nothing stored yet
+    acc = any_store.add_account("a@hopital.test", "A", AccountClass.STAFF)
+    mb = any_store.add_mailbox("a@hopital.test", MailboxType.PER, owner_account_id=acc.id)
+    any_store.deliver(Delivery(msg(), (mb.id,)))
+    any_store.enqueue("a@hopital.test", ["b@ailleurs.test"], msg())
+    any_store.set_totp_secret(acc.id, b"0123456789abcdef0123")
+    assert any_store.check_keys() == []
+
+    other = tmp_path / "other-keys"
+    generate_key_file(other)  # also "k1", another key
+    stranger = open_store(store_url, other)
+    try:
+        assert stranger.check_keys() == [
+            "key k1 of the key file does not decrypt the stored messages "
+            "(another key under the same id)",
+            "key k1 of the key file does not decrypt the stored queued messages "
+            "(another key under the same id)",
+            "key k1 of the key file does not decrypt the stored one-time code secrets "
+            "(another key under the same id)",
+        ]
+    finally:
+        stranger.close()
+    other.unlink()
+    generate_key_file(other)
+    add_key(other)  # k1 (wrong) and k2 (current)
+    stranger = open_store(store_url, other)
+    try:
+        stranger.deliver(Delivery(msg("second"), (mb.id,)))  # under k2: readable
+        problems = stranger.check_keys()
+    finally:
+        stranger.close()
+    assert problems[0].startswith("key k1 of the key file does not decrypt the stored messages")
+    assert len(problems) == 3
+    assert any("key k2 of the stored messages is not in the key file" == p
+               for p in any_store.check_keys())

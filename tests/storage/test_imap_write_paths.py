@@ -4,11 +4,20 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from storage.interface import AccountClass, FlagMode, MailboxType, NotFound, SpecialUse
+from storage.interface import (
+    AccountClass,
+    AppendItem,
+    FlagMode,
+    MailboxType,
+    NotFound,
+    QuotaExceeded,
+    SpecialUse,
+)
 
 
 def msg(subject: str) -> bytes:
@@ -84,3 +93,36 @@ def test_append_counters_and_folder_lookup(box: Any) -> None:
         store.get_folder(mb.id, "Nope")
     with pytest.raises(NotFound):
         store.append(999_999, msg("c"))
+
+
+def test_append_many_is_all_or_nothing(box: Any) -> None:
+    """RFC 3502 MULTIAPPEND: one transaction, consecutive UIDs in order, one
+    MODSEQ, the quota checked on the total."""
+    store, mb, inbox = box
+    store.append(inbox.id, msg("before"))
+    top = store.get_folder_by_id(inbox.id)
+    items = [AppendItem(msg("a"), ("\\Seen",)), AppendItem(store.prepare(msg("b"))),
+             AppendItem(msg("c"), internal_date=datetime(1994, 2, 7, 21, 52, 25, tzinfo=UTC))]
+    results = store.append_many(inbox.id, items, recent=False)
+    assert [r.uid for r in results] == [top.uidnext, top.uidnext + 1, top.uidnext + 2]
+    assert {r.modseq for r in results} == {top.highestmodseq + 1}
+    assert {r.uidvalidity for r in results} == {inbox.uidvalidity}
+    after = store.get_folder_by_id(inbox.id)
+    assert (after.uidnext, after.highestmodseq) == (top.uidnext + 3, top.highestmodseq + 1)
+    bodies = dict(store.iter_bodies(inbox.id, [r.uid for r in results]))
+    assert [bodies[r.uid] for r in results] == [msg("a"), msg("b"), msg("c")]
+    entries = {e.uid: e for e in store.index(inbox.id)}
+    assert entries[results[0].uid].flags == frozenset({"\\Seen"})
+    assert entries[results[2].uid].internal_date == datetime(1994, 2, 7, 21, 52, 25, tzinfo=UTC)
+    assert store.append_many(inbox.id, []) == []
+    # Over quota on the total: nothing stored, no UID used up, nothing charged.
+    usage = store.mailbox_usage(mb.id)
+    store.set_quota(mb.id, usage[0] + 2 * len(msg("x")))
+    with pytest.raises(QuotaExceeded):
+        store.append_many(inbox.id, [AppendItem(msg("x"))] * 3)
+    assert store.mailbox_usage(mb.id) == usage
+    assert store.get_folder_by_id(inbox.id).uidnext == after.uidnext
+    assert [r.uid for r in store.append_many(inbox.id, [AppendItem(msg("x"))] * 2)] == [
+        after.uidnext, after.uidnext + 1]
+    with pytest.raises(NotFound):
+        store.append_many(999_999, [AppendItem(msg("c"))])

@@ -18,10 +18,12 @@ import pytest
 from storage import open_store
 from storage.interface import (
     AccountClass,
+    AppendItem,
     FlagMode,
     MailboxType,
     NotFound,
     PreparedMessage,
+    QuotaExceeded,
     StoreUnavailable,
 )
 
@@ -113,6 +115,21 @@ def test_a_failing_call_is_undone_alone(sqlite_box: Any) -> None:
     assert uids(store, inbox.id) == [kept.uid, later.uid]
     subjects = [i.metadata["envelope"]["subject"] for i in store.message_infos(inbox.id, uids(store, inbox.id))]
     assert subjects == ["kept", "later"]
+
+
+def test_a_failing_append_many_is_undone_whole_in_a_batch(sqlite_box: Any) -> None:
+    """A MULTIAPPEND that fails midway (quota on the total) leaves nothing in
+    the batch's transaction; the calls around it are kept."""
+    store, inbox, _ = sqlite_box
+    usage = store.mailbox_usage(inbox.mailbox_id)
+    store.set_quota(inbox.mailbox_id, usage[0] + 3 * len(msg("m")))
+    with store.write_batch() as batch:
+        kept = batch.call(store.append, inbox.id, msg("m"))
+        with pytest.raises(QuotaExceeded):
+            batch.call(store.append_many, inbox.id, [AppendItem(msg("n"))] * 3)
+        both = batch.call(store.append_many, inbox.id, [AppendItem(msg("o"))] * 2)
+    assert [r.uid for r in both] == [kept.uid + 1, kept.uid + 2]
+    assert uids(store, inbox.id) == [kept.uid, kept.uid + 1, kept.uid + 2]
 
 
 def test_a_failing_first_call_undoes_its_begun_transaction(sqlite_box: Any) -> None:

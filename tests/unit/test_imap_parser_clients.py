@@ -156,9 +156,10 @@ def test_selected_details() -> None:
         b'7 APPEND "INBOX" (\\Seen) "27-Nov-2026 13:00:00 +0000" {5+}\r\nhello\r\n'
     )
     assert isinstance(event, CommandReady) and isinstance(event.command, Append)
-    assert event.command.message == b"hello"
-    assert event.command.internal_date is not None
-    assert event.command.internal_date.isoformat() == "2026-11-27T13:00:00+00:00"
+    (message,) = event.command.messages
+    assert message.message == b"hello"
+    assert message.internal_date is not None
+    assert message.internal_date.isoformat() == "2026-11-27T13:00:00+00:00"
     (event,) = events_of(b"2 authenticate EXTERNAL =\r\n")
     assert isinstance(event, CommandReady)
     assert event.command == Authenticate("2", "EXTERNAL", b"")

@@ -9,8 +9,11 @@ import pytest
 from imapd.parser import (
     ALL_COMMANDS,
     Append,
+    AppendMessage,
     Authenticate,
     Capability,
+    CatenateText,
+    CatenateUrl,
     Check,
     Close,
     Command,
@@ -321,30 +324,63 @@ CASES: list[tuple[bytes, Command]] = [
     (b"a STATUS INBOX (UNSEEN UNSEEN)", Status("a", "INBOX", (StatusItem.UNSEEN,))),
     (
         b"A003 APPEND saved-messages (\\Seen) {11}\r\nhello world",
-        Append("A003", "saved-messages", ("\\Seen",), None, b"hello world"),
+        Append("A003", "saved-messages", (AppendMessage(("\\Seen",), None, b"hello world"),)),
     ),
     (
         b'A003 APPEND saved-messages (\\Seen) "07-Feb-1994 21:52:25 -0800" {5}\r\nhello',
         Append(
             "A003",
             "saved-messages",
-            ("\\Seen",),
-            datetime(1994, 2, 7, 21, 52, 25, tzinfo=PST),
-            b"hello",
+            (AppendMessage(("\\Seen",), datetime(1994, 2, 7, 21, 52, 25, tzinfo=PST), b"hello"),),
         ),
     ),
     (
         b'a APPEND INBOX " 7-Feb-1994 21:52:25 +0000" {2+}\r\nhi',
-        Append("a", "INBOX", (), datetime(1994, 2, 7, 21, 52, 25, tzinfo=UTC), b"hi"),
+        Append("a", "INBOX", (AppendMessage((), datetime(1994, 2, 7, 21, 52, 25, tzinfo=UTC), b"hi"),)),
     ),
-    (b"a APPEND INBOX {0}\r\n", Append("a", "INBOX", (), None, b"")),
-    (b"a APPEND INBOX () {1+}\r\nx", Append("a", "INBOX", (), None, b"x")),
+    (b"a APPEND INBOX {0}\r\n", Append("a", "INBOX", (AppendMessage(),))),
+    (b"a APPEND INBOX () {1+}\r\nx", Append("a", "INBOX", (AppendMessage(message=b"x"),))),
     (
         b"a APPEND Drafts (\\Draft $MDNSent \\SEEN) {3+}\r\na\r\n",
-        Append("a", "Drafts", ("\\Draft", "$MDNSent", "\\Seen"), None, b"a\r\n"),
+        Append("a", "Drafts", (AppendMessage(("\\Draft", "$MDNSent", "\\Seen"), None, b"a\r\n"),)),
     ),
-    (b"a APPEND INBOX ~{3}\r\na\x00b", Append("a", "INBOX", (), None, b"a\x00b", binary=True)),
-    (b"a APPEND {5}\r\ninbox {1}\r\nx", Append("a", "INBOX", (), None, b"x")),
+    (b"a APPEND INBOX ~{3}\r\na\x00b",
+     Append("a", "INBOX", (AppendMessage(message=b"a\x00b", binary=True),))),
+    (b"a APPEND {5}\r\ninbox {1}\r\nx", Append("a", "INBOX", (AppendMessage(message=b"x"),))),
+    # RFC 3502 MULTIAPPEND (section 6's example, shortened)
+    (
+        b'A003 APPEND saved-messages (\\Seen) {5}\r\nhello'
+        b' " 7-Feb-1994 22:43:04 -0800" {5}\r\nworld',
+        Append("A003", "saved-messages", (
+            AppendMessage(("\\Seen",), None, b"hello"),
+            AppendMessage((), datetime(1994, 2, 7, 22, 43, 4, tzinfo=PST), b"world"),
+        )),
+    ),
+    (b"a APPEND INBOX {1+}\r\nx ~{1+}\r\n\x00 () {1+}\r\nz", Append("a", "INBOX", (
+        AppendMessage(message=b"x"), AppendMessage(message=b"\x00", binary=True),
+        AppendMessage(message=b"z")))),
+    # RFC 4469 CATENATE (section 5's examples)
+    (
+        b'A003 APPEND Drafts (\\Seen \\Draft $MDNSent) CATENATE'
+        b' (URL "/Drafts;UIDVALIDITY=385759045/;UID=20/;section=HEADER"'
+        b' TEXT {4}\r\n\r\nhi URL "/Drafts;UIDVALIDITY=385759045/;UID=30")',
+        Append("A003", "Drafts", (AppendMessage(("\\Seen", "\\Draft", "$MDNSent"), catenate=(
+            CatenateUrl("/Drafts;UIDVALIDITY=385759045/;UID=20/;section=HEADER"),
+            CatenateText(b"\r\nhi"),
+            CatenateUrl("/Drafts;UIDVALIDITY=385759045/;UID=30"),
+        )),)),
+    ),
+    (b"a APPEND INBOX catenate (text ~{1}\r\n\x00) {1}\r\nx", Append("a", "INBOX", (
+        AppendMessage(catenate=(CatenateText(b"\x00", binary=True),)),
+        AppendMessage(message=b"x")))),
+    (b"a APPEND INBOX CATENATE (URL {13}\r\n/INBOX/;UID=1)", Append("a", "INBOX", (
+        AppendMessage(catenate=(CatenateUrl("/INBOX/;UID=1"),)),))),
+    # RFC 6855 UTF8 data item, alone and as a CATENATE part
+    (b"a APPEND INBOX UTF8 (~{2}\r\n\xc3\xa9)", Append("a", "INBOX", (
+        AppendMessage(message=b"\xc3\xa9", binary=True, utf8=True),))),
+    (b"a APPEND INBOX () CATENATE (UTF8 (~{1+}\r\nx) URL /INBOX/;UID=2)", Append("a", "INBOX", (
+        AppendMessage(catenate=(CatenateText(b"x", binary=True, utf8=True),
+                                CatenateUrl("/INBOX/;UID=2"))),))),
     (b"A02 NAMESPACE", Namespace("A02")),
     (b"t2 ENABLE CONDSTORE X-GOOD-IDEA", Enable("t2", ("CONDSTORE", "X-GOOD-IDEA"))),
     (b"a ENABLE qresync condstore", Enable("a", ("QRESYNC", "CONDSTORE"))),

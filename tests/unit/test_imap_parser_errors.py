@@ -128,7 +128,25 @@ BAD: list[tuple[bytes, str | None]] = [
     (b'a APPEND INBOX "07-Feb-94 21:52:25 +0000" {1}\r\nx', "a"),
     (b"a APPEND INBOX (\\Seen {1}\r\nx", "a"),
     (b"a APPEND INBOX {1}\r\nx extra", "a"),
-    (b"a APPEND INBOX {1}\r\nx {1}\r\ny", "a"),
+    (b"a APPEND INBOX {1}\r\nx{1}\r\ny", "a"),  # MULTIAPPEND: SP between messages
+    (b"a APPEND INBOX {1}\r\nx ", "a"),
+    (b"a APPEND INBOX {1}\r\nx (\\Seen)", "a"),
+    (b"a APPEND INBOX {1}\r\n\x00", "a"),  # NUL only in literal8 (RFC 3516)
+    (b"a APPEND INBOX {1}\r\nx {1}\r\n\x00", "a"),
+    (b"a APPEND INBOX CATENATE ()", "a"),  # RFC 4469: at least one part
+    (b"a APPEND INBOX CATENATE", "a"),
+    (b"a APPEND INBOX CATENATE (TEXT)", "a"),
+    (b"a APPEND INBOX CATENATE (TEXT \"x\")", "a"),  # TEXT takes a literal
+    (b"a APPEND INBOX CATENATE (URL)", "a"),
+    (b"a APPEND INBOX CATENATE (FOO {1}\r\nx)", "a"),
+    (b"a APPEND INBOX CATENATE (TEXT {1}\r\nx", "a"),
+    (b"a APPEND INBOX CATENATE (TEXT {1}\r\n\x00)", "a"),
+    (b"a APPEND INBOX CATENATE (URL \"/INBOX/;UID=1\"  TEXT {1}\r\nx)", "a"),
+    (b"a APPEND INBOX UTF8 {1}\r\nx", "a"),  # RFC 6855: UTF8 "(" literal8 ")"
+    (b"a APPEND INBOX UTF8 (~{1}\r\nx", "a"),
+    (b"a APPEND INBOX UTF8 (\"x\")", "a"),
+    (b"a APPEND INBOX (\\Seen) CATENATE (URL \"/x/;UID=1\") x", "a"),
+    (b"a APPEND ~{5}\r\nINBOX {1}\r\nx", "a"),  # literal8 only for message data
     (b"a APPEND INBOX (\\) {1}\r\nx", "a"),
     # misc authenticated
     (b"a NAMESPACE x", "a"),

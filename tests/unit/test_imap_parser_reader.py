@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from imapd.parser import (
     Append,
+    AppendMessage,
     Authenticate,
     CommandReader,
     CommandReady,
@@ -67,7 +68,7 @@ def test_literal_may_contain_crlf_and_brackets() -> None:
     data = b"a APPEND INBOX {12}\r\nx\r\n{3}\r\nabc)\r\n\r\n"
     assert events_of(data) == [
         NeedContinuation("a", 12),
-        CommandReady(Append("a", "INBOX", message=b"x\r\n{3}\r\nabc)")),
+        CommandReady(Append("a", "INBOX", (AppendMessage(message=b"x\r\n{3}\r\nabc)"),))),
         ParseFailure(None, "Empty command line"),
     ]
 
@@ -101,7 +102,7 @@ def test_non_sync_literal_needs_no_continuation() -> None:
 
 def test_literal8_only_for_append() -> None:
     assert events_of(b"a APPEND INBOX ~{2+}\r\n\x00\x01\r\n") == [
-        CommandReady(Append("a", "INBOX", message=b"\x00\x01", binary=True))
+        CommandReady(Append("a", "INBOX", (AppendMessage(message=b"\x00\x01", binary=True),)))
     ]
     (failure,) = events_of(b"a LOGIN ~{4+}\r\nfred pw\r\n")
     assert isinstance(failure, ParseFailure) and failure.tag == "a"
@@ -125,7 +126,7 @@ def test_append_at_the_limit_is_accepted() -> None:
     reader.feed(b"A1 APPEND INBOX {5}\r\n")
     assert drain(reader) == [NeedContinuation("A1", 5)]
     reader.feed(b"hello\r\n")
-    assert drain(reader) == [CommandReady(Append("A1", "INBOX", message=b"hello"))]
+    assert drain(reader) == [CommandReady(Append("A1", "INBOX", (AppendMessage(message=b"hello"),)))]
 
 
 def test_append_literal_plus_too_large_is_skipped_without_buffering() -> None:
@@ -508,7 +509,7 @@ def test_other_protocols_are_fatal(data: bytes) -> None:
 
 def test_tls_bytes_inside_a_literal_are_data() -> None:
     assert events_of(b"a APPEND INBOX {3+}\r\n\x16\x03x\r\n") == [
-        CommandReady(Append("a", "INBOX", message=b"\x16\x03x"))
+        CommandReady(Append("a", "INBOX", (AppendMessage(message=b"\x16\x03x"),)))
     ]
 
 
