@@ -42,6 +42,7 @@ bench: venv
 	$(BIN)/python bench/imap_bench.py
 	$(BIN)/python bench/flow_matrix.py
 	$(BIN)/python bench/fuzz_worst.py
+	$(BIN)/python bench/import_bench.py
 
 clean:
 	rm -rf $(VENV) run build *.egg-info

@@ -4,7 +4,10 @@ mailboxes; every message is durably committed (SQLite, synchronous=FULL) before
 its 250. Prints messages/s and the peak RSS of the server workers.
 
     .venv/bin/python bench/smtp_ingest.py [--messages 20000] [--connections 20]
-        [--workers 2] [--driver asyncio|smtp-source] [--mailboxes 20]
+        [--workers 2] [--driver asyncio|smtp-source] [--mailboxes 20] [--postgres]
+
+`--postgres`: the store in a throwaway PostgreSQL cluster (tests/pg_support.py)
+with its durability settings on (fsync, synchronous_commit), instead of SQLite.
 
 Drivers: `asyncio` (built in: MAIL, RCPT and DATA pipelined, recipients spread
 over --mailboxes) or `smtp-source` (Postfix's load generator from the Debian
@@ -37,13 +40,13 @@ sys.path.insert(0, str(ROOT))
 DOMAIN = "bench.test"
 
 
-def setup(directory: Path, mailboxes: int, workers: int) -> Path:
+def setup(directory: Path, mailboxes: int, workers: int, url: str | None = None) -> Path:
     from conf.settings import Settings
     from storage import open_store
     from storage.crypto import generate_key_file
     from storage.interface import AccountClass, MailboxType
 
-    url = f"sqlite:///{directory / 'mss.db'}"
+    url = url or f"sqlite:///{directory / 'mss.db'}"
     generate_key_file(directory / "keys")
     store = open_store(url, directory / "keys", create=True)
     store.add_domain(DOMAIN)
@@ -151,10 +154,10 @@ def peak_rss_kb(pid: int) -> int:
     return 0
 
 
-def count_messages(directory: Path, mailboxes: int) -> int:
+def count_messages(directory: Path, mailboxes: int, url: str | None = None) -> int:
     from storage import open_store
 
-    store = open_store(f"sqlite:///{directory / 'mss.db'}", directory / "keys")
+    store = open_store(url or f"sqlite:///{directory / 'mss.db'}", directory / "keys")
     try:
         total = 0
         for i in range(mailboxes):
@@ -173,15 +176,33 @@ def main() -> int:
     ap.add_argument("--mailboxes", type=int, default=20)
     ap.add_argument("--driver", choices=["asyncio", "smtp-source"], default="asyncio")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--postgres", action="store_true",
+                    help="store in a throwaway PostgreSQL cluster (durable settings)")
     ap.add_argument("--no-audit-mirror", action="store_true",
                     help="diagnostic: audit to the file only (not into the store)")
     args = ap.parse_args()
+    if args.postgres:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from pg_support import pg_binaries, running_cluster
+
+        bindir = pg_binaries()
+        if bindir is None:
+            print("PostgreSQL is not installed (apt-get install postgresql)", file=sys.stderr)
+            return 2
+        with running_cluster(bindir, durable=True) as cluster:
+            print(f"store: throwaway PostgreSQL {bindir.parent.name}, fsync and "
+                  "synchronous_commit on")
+            return run(args, cluster.url(cluster.new_database()))
+    return run(args, None)
+
+
+def run(args: argparse.Namespace, url: str | None) -> int:
     if args.driver == "smtp-source" and shutil.which("smtp-source") is None:
         print("smtp-source not found (Debian package postfix)", file=sys.stderr)
         return 2
     messages = args.messages - args.messages % args.connections
     directory = Path(tempfile.mkdtemp(prefix="mss-bench-"))
-    settings = setup(directory, args.mailboxes, args.workers)
+    settings = setup(directory, args.mailboxes, args.workers, url)
     ports_file = directory / "ports.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "mssmtpd.devserve", "--settings", str(settings),
@@ -200,7 +221,7 @@ def main() -> int:
         port = json.loads(ports_file.read_text())["mx"]
         # Warm up (imports, connection pools) before timing.
         asyncio.run(drive_asyncio(port, args.connections * 2, args.connections, args.mailboxes))
-        warm = count_messages(directory, args.mailboxes)
+        warm = count_messages(directory, args.mailboxes, url)
         workers = children(proc.pid) or [proc.pid]
         user0, sys0 = workers_cpu(workers)
         client0 = os.times()
@@ -215,7 +236,7 @@ def main() -> int:
         user, system = user1 - user0, sys1 - sys0
         client = sum(client1[:4]) - sum(client0[:4])  # incl. smtp-source (a child)
         rss = [peak_rss_kb(pid) for pid in workers]
-        stored = count_messages(directory, args.mailboxes) - warm
+        stored = count_messages(directory, args.mailboxes, url) - warm
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

@@ -28,7 +28,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from conf.settings import ListenerSettings, Settings, TLSMode
+from conf.settings import ListenerRole, ListenerSettings, Settings, TLSMode
 
 SQLITE_PREFIX = "sqlite:///"
 log = logging.getLogger(__name__)
@@ -309,6 +309,11 @@ def _listener_problems(name: str, settings: Settings) -> list[str]:
                     f"{lst.address}:{lst.port} is also listeners.{seen_addr[key]}"
                 )
             seen_addr.setdefault(key, i)
+        if lst.role is ListenerRole.AUTOCONFIG and lst.tls is TLSMode.STARTTLS:
+            problems.append(
+                f"{name}: listeners.{i}.tls: expected implicit (HTTPS) for an autoconfig "
+                "listener (or none on loopback), got starttls"
+            )
         if lst.tls is TLSMode.NONE and not is_loopback(lst.address):
             # Passwords (LOGIN, AUTH PLAIN) are accepted in clear on such a
             # listener: they must never cross a network.

@@ -28,6 +28,7 @@ class ListenerRole(enum.StrEnum):
     MX = "mx"  # SMTP between operators (port 25)
     SUBMISSION = "submission"  # SMTP from clients and systems (587 / 465)
     IMAP = "imap"  # IMAP (143 / 993)
+    AUTOCONFIG = "autoconfig"  # HTTPS: mail client autoconfiguration (443)
 
 
 class TLSMode(enum.StrEnum):
@@ -221,8 +222,11 @@ class LoginMethodSettings(_Model):
     admin: list[AuthMethod] = _methods(AuthMethod.CARD, AuthMethod.PASSWORD_TOTP)
 
     def allowed(self, account_class: str) -> frozenset[AuthMethod]:
+        return frozenset(self.allowed_in_order(account_class))
+
+    def allowed_in_order(self, account_class: str) -> list[AuthMethod]:
         methods: list[AuthMethod] = getattr(self, account_class, [])
-        return frozenset(methods)
+        return list(methods)
 
 
 # `policy.password_login_classes` (deprecated): the classes given a password
@@ -367,6 +371,16 @@ class IdentityProviderSettings(_Model):
         return self
 
 
+class AutoconfigSettings(_Model):
+    """What the `autoconfig` listeners tell mail clients (Thunderbird's
+    config-v1.1, Outlook's Autodiscover)."""
+
+    # The server name clients connect to for IMAP and SMTP (default: hostname).
+    server: str | None = None
+    # The provider's name clients show (default: the first served domain).
+    display_name: str | None = None
+
+
 class Settings(_Model):
     hostname: str = "localhost"
     domains: list[str] = Field(min_length=1)
@@ -383,6 +397,8 @@ class Settings(_Model):
     key_file: Path
     # Worker processes sharing the listening ports (SO_REUSEPORT); 1 = no fork.
     workers: int = Field(default=1, ge=1, le=64)
+    # What `autoconfig` listeners announce.
+    autoconfig: AutoconfigSettings = Field(default_factory=AutoconfigSettings)
 
     def listeners_for(self, role: ListenerRole) -> list[ListenerSettings]:
         return [lst for lst in self.listeners if lst.role is role]

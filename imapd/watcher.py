@@ -12,6 +12,16 @@ The same poll reads the store's access epoch (see `MessageStore.access_epoch`)
 while any session of the process is logged in, and wakes them all when it
 moves: a grant revoked or an account disabled by any process reaches idling
 sessions within one interval.
+
+Where the store pushes changes (`MessageStore.change_feed`: PostgreSQL
+LISTEN/NOTIFY, one listening connection per process), nothing polls while the
+feed listens: a committed change of a watched folder wakes its sessions as
+the notification arrives, and the access epoch comes with its own. Because a
+notification that arrives before a session registers is not for it, a new
+watch reads that folder once (and the epoch, if unknown). When the feed loses
+its connection the watcher polls every `interval` until the feed listens
+again, then reads everything once (what committed in between was notified to
+nobody) and stops polling.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from typing import Any
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
-from storage.interface import FolderChanges, MessageStore
+from storage.interface import ChangeFeed, FolderChanges, MessageStore
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +44,16 @@ _PullKey = tuple[int, int, bool, int, int | None]
 
 class FolderWatcher:
     def __init__(
-        self, store: MessageStore, runner: Any, reactor: Any, interval: float = 0.25
+        self, store: MessageStore, runner: Any, reactor: Any, interval: float = 0.25,
+        feed: ChangeFeed | None = None,
     ) -> None:
         self._store = store
+        self._feed = feed
+        self._feed_started = False
+        self.feed_live = False  # the feed listens: no polling
+        self._check: set[int] = set()  # folders to read once (new watches, feed mode)
+        self._check_epoch = False
+        self._check_scheduled = False
         self._runner = runner
         self._reactor = reactor
         self.interval = interval
@@ -65,6 +82,8 @@ class FolderWatcher:
         token = self._next_token
         self._listeners.setdefault(folder_id, {})[token] = listener
         self._ensure_running()
+        if self.feed_live:
+            self._schedule_check(folder_id)
         return token
 
     def unwatch(self, folder_id: int, token: int) -> None:
@@ -82,6 +101,8 @@ class FolderWatcher:
         self._next_token += 1
         self._access_listeners[self._next_token] = listener
         self._ensure_running()
+        if self.feed_live and self.access_epoch is None:
+            self._schedule_check(None)
         return self._next_token
 
     def unwatch_access(self, token: int) -> None:
@@ -153,6 +174,12 @@ class FolderWatcher:
     # ------------------------------------------------------------ polling
 
     def _ensure_running(self) -> None:
+        if self._feed is not None and not self._feed_started:
+            self._feed_started = True
+            self._feed.start(_ReactorBridge(self))
+            self._reactor.addSystemEventTrigger("before", "shutdown", self.stop_feed)
+        if self.feed_live:
+            return  # notifications do the work
         if self._loop is None:
             self._loop = task.LoopingCall(self.poll)
             self._loop.clock = self._reactor
@@ -164,24 +191,85 @@ class FolderWatcher:
             self._loop.stop()
         self._loop = None
 
+    def stop_feed(self) -> None:
+        if self._feed is not None and self._feed_started:
+            self._feed.stop()
+            self._feed_started = False
+            self.feed_live = False
+
+    # ------------------------------------------------------------ the feed
+
+    def on_feed_state(self, live: bool) -> None:
+        """On the reactor: the change feed listens (again), or lost its
+        connection."""
+        if live == self.feed_live:
+            return
+        self.feed_live = live
+        if live:
+            self.stop()
+            # What committed while nobody listened (not `poll`: a periodic
+            # poll still running may have read before the feed listened).
+            if self._listeners or self._access_listeners:
+                self._read(list(self._listeners), periodic=False)
+        else:
+            self.access_epoch = None  # unknown until read again
+            if self._listeners or self._access_listeners:
+                self._ensure_running()
+
+    def on_folders_changed(self, folder_ids: frozenset[int]) -> None:
+        """On the reactor: these folders changed (committed)."""
+        for fid in folder_ids:
+            if fid in self._listeners:
+                self._fire(fid, None)
+
+    def on_access_changed(self, epoch: int) -> None:
+        """On the reactor: the access epoch is now `epoch`."""
+        if self.access_epoch is not None and epoch <= self.access_epoch:
+            return
+        self.access_epoch = epoch
+        self._fire_access()
+
+    def _schedule_check(self, folder_id: int | None) -> None:
+        if folder_id is None:
+            self._check_epoch = True
+        else:
+            self._check.add(folder_id)
+        if not self._check_scheduled:
+            self._check_scheduled = True
+            self._reactor.callLater(0, self._run_check)
+
+    def _run_check(self) -> None:
+        """One read of the folders watched since the last one (and the
+        epoch): a change committed between a session's own read and its watch
+        was notified before anyone listened for it."""
+        self._check_scheduled = False
+        ids = [fid for fid in self._check if fid in self._listeners]
+        self._check.clear()
+        epoch_wanted, self._check_epoch = self._check_epoch, False
+        if ids or (epoch_wanted and self._access_listeners):
+            self._read(ids, periodic=False)
+
     def poll(self) -> Any:
         """One round: a single store call for all watched folders."""
         if self._polling or not (self._listeners or self._access_listeners):
             return None
-        self._polling = True
-        ids = list(self._listeners)
+        self._read(list(self._listeners), periodic=True)
+        return None
+
+    def _read(self, ids: list[int], *, periodic: bool) -> None:
+        if periodic:
+            self._polling = True
         d = self._runner.run(_read_states, self._store, ids)
 
         def done(answer: tuple[dict[int, tuple[int, int] | None], int]) -> None:
-            self._polling = False
+            if periodic:
+                self._polling = False
             states, epoch = answer
+            if self.feed_live and self.access_epoch is not None and epoch < self.access_epoch:
+                epoch = self.access_epoch  # a notification came after this read: newer
             if epoch != self.access_epoch:
                 self.access_epoch = epoch
-                for listener in list(self._access_listeners.values()):
-                    try:
-                        listener()
-                    except Exception:  # a broken session must not stop the others
-                        log.exception("access listener failed")
+                self._fire_access()
             for fid, state in states.items():
                 if fid not in self._listeners:
                     continue
@@ -194,12 +282,27 @@ class FolderWatcher:
                     self._fire(fid, None)
 
         def failed(failure: Any) -> None:
-            self._polling = False
+            if periodic:
+                self._polling = False
             # StoreUnavailable: try again at the next tick, sessions keep going.
             log.warning("folder watcher poll failed: %s", type(failure.value).__name__)
+            if not periodic and self.feed_live:
+                # No tick will come: read these folders again a little later.
+                for fid in ids:
+                    self._check.add(fid)
+                self._check_epoch = True
+                if not self._check_scheduled:
+                    self._check_scheduled = True
+                    self._reactor.callLater(self.interval * 4, self._run_check)
 
         d.addCallbacks(done, failed)
-        return None
+
+    def _fire_access(self) -> None:
+        for listener in list(self._access_listeners.values()):
+            try:
+                listener()
+            except Exception:  # a broken session must not stop the others
+                log.exception("access listener failed")
 
     def _fire(self, folder_id: int, exclude: int | None) -> None:
         outer = self._round
@@ -244,11 +347,32 @@ def _read_states(
     return {fid: found.get(fid) for fid in wanted}, epoch
 
 
+class _ReactorBridge:
+    """The feed's `ChangeListener`: hands each piece of news from the feed's
+    thread to the watcher on the reactor thread."""
+
+    def __init__(self, watcher: FolderWatcher) -> None:
+        self._watcher = watcher
+        self._call = watcher._reactor.callFromThread
+
+    def folders_changed(self, folder_ids: frozenset[int]) -> None:
+        self._call(self._watcher.on_folders_changed, folder_ids)
+
+    def access_changed(self, epoch: int) -> None:
+        self._call(self._watcher.on_access_changed, epoch)
+
+    def feed_state(self, live: bool) -> None:
+        self._call(self._watcher.on_feed_state, live)
+
+
 def watcher_for(services: Any) -> FolderWatcher:
     """The process's watcher for these services (one per Services object, so
-    two listeners of one process share it)."""
+    two listeners of one process share it), with the store's change feed
+    where it has one (PostgreSQL)."""
     w: FolderWatcher | None = getattr(services, "_imap_folder_watcher", None)
     if w is None:
-        w = FolderWatcher(services.store, services.runner, services.reactor)
+        make_feed = getattr(services.store, "change_feed", None)
+        feed = make_feed() if make_feed is not None else None
+        w = FolderWatcher(services.store, services.runner, services.reactor, feed=feed)
         services._imap_folder_watcher = w
     return w

@@ -16,9 +16,11 @@ from mssctl import (
     backup,
     db,
     directory,
+    doctor,
     init,
     keys,
     mailbox,
+    migrate,
     peer,
     policy,
     queue,
@@ -33,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Administer an MSS secure health mail server (IMAP + SMTP).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (init, serve, db, backup, account, mailbox, directory, queue, peer, keys,
-                   audit, policy):
+    for module in (init, serve, doctor, db, backup, account, mailbox, directory, queue, peer,
+                   keys, audit, policy, migrate):
         module.register(sub)
     return parser
 

@@ -28,6 +28,7 @@ FACTORY_MODULES: dict[ListenerRole, str] = {
     ListenerRole.MX: "mssmtpd.server",
     ListenerRole.SUBMISSION: "mssmtpd.server",
     ListenerRole.IMAP: "imapd.server",
+    ListenerRole.AUTOCONFIG: "mssctl.autoconfig.server",
 }
 
 
@@ -256,11 +257,56 @@ def purge_login_failures(services: Services) -> Any:
     return d
 
 
+# Every worker of every node asks for the housekeeping leases this often; the
+# one that takes a lease runs that job, and nobody runs it again before the
+# lease (AUDIT_PURGE_INTERVAL) ends: a worker or node that died holding it
+# delays the job by at most one tick past the lease.
+HOUSEKEEPING_TICK = 300.0
+
+
+def lease_holder() -> str:
+    """Who holds a job lease, for the table and the logs: host and pid."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_leased(services: Services, job: str, period: float, fn: Any,
+               *, now: Any = None) -> Any:
+    """Runs ``fn(services)`` (which returns a Deferred) if this worker takes
+    the lease of `job` for `period` seconds (`MessageStore.claim_job`, off the
+    reactor): with several workers and nodes on one database, one of them
+    runs each job once per period. Returns a Deferred fired when done."""
+    from datetime import UTC, datetime, timedelta
+
+    start = now if now is not None else datetime.now(UTC)
+    d = services.runner.run(services.store.claim_job, job, lease_holder(), start,
+                            start + timedelta(seconds=period))
+
+    def claimed(won: bool) -> Any:
+        if not won:
+            return None
+        log.debug("%s: this worker runs it (lease of %.0f s)", job, period)
+        return fn(services)
+
+    def failed(failure: Any) -> None:
+        log.warning("%s: cannot take the job lease: %s", job, failure.getErrorMessage())
+
+    d.addCallbacks(claimed, failed)
+    return d
+
+
 def housekeeping(services: Services) -> Any:
-    """One round of the periodic tasks; returns a Deferred fired when done."""
+    """One round of the periodic tasks, each run by whichever worker (of any
+    node) takes its lease; returns a Deferred fired when done."""
     from twisted.internet import defer
 
-    return defer.DeferredList([purge_old_audit(services), purge_login_failures(services)])
+    return defer.DeferredList([
+        run_leased(services, "audit-purge", AUDIT_PURGE_INTERVAL, purge_old_audit),
+        run_leased(services, "login-throttle-purge", AUDIT_PURGE_INTERVAL,
+                   purge_login_failures),
+    ])
 
 
 def start_housekeeping(services: Services) -> Any:
@@ -269,7 +315,7 @@ def start_housekeeping(services: Services) -> Any:
 
     loop = LoopingCall(housekeeping, services)
     loop.clock = services.reactor
-    loop.start(AUDIT_PURGE_INTERVAL, now=True)
+    loop.start(HOUSEKEEPING_TICK, now=True)
     return loop
 
 

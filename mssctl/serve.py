@@ -17,6 +17,7 @@ import argparse
 import errno
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -36,6 +37,7 @@ from mssctl.common import (
     config_path,
     load,
 )
+from mssctl.systemd import HealthBoard, Notifier, SupervisorHealth, WorkerHealth
 from policy.connections import ConnectionCounts
 
 log = logging.getLogger("mssctl.serve")
@@ -182,6 +184,7 @@ _ROLE_TEXT = {
     ListenerRole.MX: "SMTP (mx, between operators)",
     ListenerRole.SUBMISSION: "SMTP submission",
     ListenerRole.IMAP: "IMAP",
+    ListenerRole.AUTOCONFIG: "HTTPS client autoconfiguration (Thunderbird, Outlook)",
 }
 _TLS_TEXT = {
     TLSMode.NONE: "no TLS",
@@ -233,10 +236,20 @@ def install_early_stop() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
+def listening_status(bound: list[BoundListener]) -> str:
+    """One line for systemd's STATUS=: what is served where."""
+    return "serving " + ", ".join(
+        f"{b.settings.name} {b.settings.address}:{b.port}" for b in bound)
+
+
 def run_worker(settings: Settings, bound: list[BoundListener], socks: list[socket.socket],
-               connections: ConnectionCounts | None = None) -> int:
-    """Runs one reactor with every listener; returns the exit status."""
+               connections: ConnectionCounts | None = None,
+               health: WorkerHealth | None = None) -> int:
+    """Runs one reactor with every listener; returns the exit status.
+    `health` hears when the reactor runs with every listener and the store
+    open, beats from the reactor, and hears of reloads (see mssctl.systemd)."""
     from twisted.internet import reactor
+    from twisted.internet.task import LoopingCall
 
     from mssctl.runtime import (
         RuntimeProblem,
@@ -282,6 +295,14 @@ def run_worker(settings: Settings, bound: list[BoundListener], socks: list[socke
     if refresh is not None:
         r.addSystemEventTrigger("before", "shutdown", refresh.stop)
 
+    health = health or WorkerHealth()
+    r.callWhenRunning(health.started, listening_status(bound))
+    if health.beat_interval is not None:
+        # From the reactor thread: a reactor that stalls stops beating.
+        beat = LoopingCall(health.beat)
+        beat.clock = r
+        r.callWhenRunning(beat.start, health.beat_interval, now=False)
+
     stopping = False
 
     def stop_once() -> None:
@@ -289,13 +310,19 @@ def run_worker(settings: Settings, bound: list[BoundListener], socks: list[socke
         if not stopping:
             stopping = True
             log.info("stopping")
+            health.stopping()
             r.stop()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         r.callFromThread(stop_once)
 
+    def reload_and_report() -> None:
+        generation = health.reload_wanted()
+        problems = reload_files(services)
+        health.reloaded(generation, sum(1 for p in problems if not p.startswith(" ")))
+
     def on_hangup(signum: int, frame: FrameType | None) -> None:
-        r.callFromThread(reload_files, services)
+        r.callFromThread(reload_and_report)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -318,16 +345,23 @@ class Supervisor:
 
     def __init__(
         self, settings: Settings, bound: list[BoundListener], socks: list[list[socket.socket]],
-        connections: ConnectionCounts | None = None,
+        connections: ConnectionCounts | None = None, notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
         self.bound = bound
         self.socks: list[list[socket.socket] | None] = list(socks)
         self.connections = connections or ConnectionCounts(slots=len(socks))
         self.children: dict[int, int] = {}  # pid -> slot
+        self.pidfds: dict[int, int] = {}  # pid -> pidfd (readable once it exited)
         self.stopping = False
         self.status = EXIT_OK
         self.respawns: list[float] = []
+        # The workers' readiness, heartbeats and reloads (shared memory), and
+        # systemd's view of them when it runs us.
+        self.board = HealthBoard(len(socks))
+        self.health = (SupervisorHealth(notifier, self.board, f"{len(socks)} workers, "
+                                        + listening_status(bound))
+                       if notifier is not None else None)
 
     def spawn(self, slot: int) -> None:
         socks = self.socks[slot]
@@ -339,6 +373,7 @@ class Supervisor:
         # The previous worker of this slot (if any) is gone, and with it
         # every connection it counted.
         self.connections.reset_slot(slot)
+        self.board.reset_slot(slot)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -347,11 +382,16 @@ class Supervisor:
             try:
                 install_early_stop()
                 self.connections.use_slot(slot)
+                self.board.use_slot(slot)
                 for other in self.socks:
                     if other is not None and other is not socks:
                         for s in other:
                             s.close()
-                code = run_worker(self.settings, self.bound, socks, self.connections)
+                for fd in self.pidfds.values():
+                    os.close(fd)
+                health = WorkerHealth(board=self.board, beat_interval=(
+                    self.health.worker_beat_interval if self.health is not None else None))
+                code = run_worker(self.settings, self.bound, socks, self.connections, health)
             except BaseException:
                 log.exception("worker failed")
             finally:
@@ -362,11 +402,17 @@ class Supervisor:
             s.close()
         self.socks[slot] = None
         self.children[pid] = slot
+        try:
+            self.pidfds[pid] = os.pidfd_open(pid)
+        except OSError:  # an old kernel: the wait loop polls instead
+            pass
 
     def request_stop(self, signum: int, frame: FrameType | None = None) -> None:
         if not self.stopping:
             self.stopping = True
             log.info("stopping %d worker(s)", len(self.children))
+            if self.health is not None:
+                self.health.notifier.stopping()
             signal.signal(signal.SIGALRM, self._kill_all)
             signal.setitimer(signal.ITIMER_REAL, STOP_GRACE)
         for pid in list(self.children):
@@ -376,6 +422,8 @@ class Supervisor:
                 pass
 
     def forward_hangup(self, signum: int, frame: FrameType | None = None) -> None:
+        if self.health is not None and not self.stopping:
+            self.health.request_reload()
         for pid in list(self.children):
             try:
                 os.kill(pid, signal.SIGHUP)
@@ -401,9 +449,16 @@ class Supervisor:
             self.request_stop(signal.SIGTERM)
         while self.children:
             try:
-                pid, wait_status = os.waitpid(-1, 0)
+                pid, wait_status = self._wait_child()
             except ChildProcessError:
                 break
+            if pid == 0:  # time to look at the workers' health
+                if self.health is not None:
+                    self.health.tick(list(self.children.values()))
+                continue
+            fd = self.pidfds.pop(pid, None)
+            if fd is not None:
+                os.close(fd)
             slot = self.children.pop(pid)
             code = os.waitstatus_to_exitcode(wait_status)
             if self.stopping:
@@ -433,6 +488,23 @@ class Supervisor:
                 self.request_stop(signal.SIGTERM)
         signal.setitimer(signal.ITIMER_REAL, 0)
         return self.status
+
+    def _wait_child(self) -> tuple[int, int]:
+        """The next worker that exited, as os.waitpid gives it, or (0, 0)
+        when `health` wants a tick first. Waits on the workers' pidfds with
+        select, which a signal interrupts only to run its handler."""
+        timeout = self.health.period() if self.health is not None else None
+        if timeout is None and len(self.pidfds) == len(self.children):
+            return os.waitpid(-1, 0)
+        pid, wait_status = os.waitpid(-1, os.WNOHANG)
+        if pid:
+            return pid, wait_status
+        if len(self.pidfds) == len(self.children):
+            select.select(list(self.pidfds.values()), [], [], timeout)
+        else:
+            time.sleep(min(timeout or 0.5, 0.5))
+        pid, wait_status = os.waitpid(-1, os.WNOHANG)
+        return pid, wait_status
 
 
 # ---------------------------------------------------------------- command
@@ -484,13 +556,20 @@ def _remove_pid(path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     pid_path = pid_file(config_path(args))
+    # Read (and removed from the environment) first, before any fork: only
+    # this process speaks to systemd (NotifyAccess=main).
+    notifier = Notifier.from_environ()
     try:
-        return _run(args, pid_path)
+        return _run(args, pid_path, notifier)
+    except CliError as exc:
+        if notifier is not None:  # `systemctl status` then says why it did not start
+            notifier.send({"STATUS": f"cannot start: {exc.message}"})
+        raise
     finally:
         _remove_pid(pid_path)  # only ours: a second serve refused at bind leaves it
 
 
-def _run(args: argparse.Namespace, pid_path: Path) -> int:
+def _run(args: argparse.Namespace, pid_path: Path, notifier: Notifier | None) -> int:
     settings = load(args, check_files=True)
     workers = args.workers if args.workers is not None else settings.workers
     if not 1 <= workers <= 64:
@@ -505,5 +584,5 @@ def _run(args: argparse.Namespace, pid_path: Path) -> int:
     if args.banner:
         print(banner(settings, bound, config_path(args), workers), flush=True)
     if workers == 1:
-        return run_worker(settings, bound, socks[0], connections)
-    return Supervisor(settings, bound, socks, connections).run(workers)
+        return run_worker(settings, bound, socks[0], connections, WorkerHealth(notifier))
+    return Supervisor(settings, bound, socks, connections, notifier).run(workers)

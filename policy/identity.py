@@ -37,6 +37,23 @@ class IdentityDecisions(PolicyCore):
         """`policy.login_methods` of the account's class."""
         return self.settings.policy.login_methods.allowed(account.account_class.value)
 
+    def client_setup_methods(self, address: str) -> list[AuthMethod]:
+        """The login methods to set a mail client up with for `address`
+        (autoconfiguration): those `policy.login_methods` allows the class
+        of the account of that login, in their order. An address that is no
+        active account's login gets the staff class's, so that the answer
+        does not tell which addresses exist. A query: records nothing. Reads
+        the store (blocking)."""
+        account_class = "staff"
+        try:
+            account = self.store.get_account(address.strip().lower())
+        except NotFound:
+            pass
+        else:
+            if account.active:
+                account_class = account.account_class.value
+        return self.settings.policy.login_methods.allowed_in_order(account_class)
+
     @throttled_login("password")
     def authenticate_password(self, peer: Peer, login: str, password: str) -> AuthResult:
         """Password login (AUTH PLAIN/LOGIN, IMAP LOGIN/PLAIN), with the

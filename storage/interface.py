@@ -507,6 +507,40 @@ class WriteBatch(Protocol):
         ...
 
 
+class ChangeListener(Protocol):
+    """What a `ChangeFeed` tells, always on its own thread: the receiver
+    hands the news to its event loop (IMAP: `imapd.watcher`)."""
+
+    def folders_changed(self, folder_ids: frozenset[int]) -> None:
+        """These folders changed (new, changed or expunged messages, renamed,
+        deleted); committed before this is called."""
+
+    def access_changed(self, epoch: int) -> None:
+        """The access epoch (`MessageStore.access_epoch`) is now `epoch`."""
+
+    def feed_state(self, live: bool) -> None:
+        """True: the feed listens (again); what changed while it did not is
+        not reported: read the state once. False: the feed lost its
+        connection, changes are not reported until it says True again."""
+
+
+class ChangeFeed(Protocol):
+    """Changes committed by any process or node, pushed as they commit
+    (PostgreSQL LISTEN/NOTIFY: `storage.notify`). One per process."""
+
+    def start(self, listener: ChangeListener) -> None:
+        """Starts listening on a thread of its own; returns at once. The
+        listener's `feed_state(True)` says when it listens."""
+
+    def stop(self) -> None:
+        """Stops listening and joins the thread."""
+
+    @property
+    def live(self) -> bool:
+        """Whether the feed listens now."""
+        ...
+
+
 class MessageStore(Protocol):
     # -- directory ---------------------------------------------------------
 
@@ -946,6 +980,26 @@ class MessageStore(Protocol):
 
     def purge_audit(self, before: datetime) -> int:
         """Deletes older events; returns how many."""
+
+    # -- periodic jobs -----------------------------------------------------
+
+    def claim_job(self, job: str, holder: str, now: datetime, until: datetime) -> bool:
+        """Takes the lease of the periodic job `job` (at most 64 characters)
+        for `holder` (who, for the logs: host and pid) until `until`, when no
+        lease of it runs at `now`; True when taken. Of concurrent callers
+        (any process, any node) at most one gets it. Leases are never renewed
+        or given back: one lapses at its end, whoever held it. Raises
+        ValueError for an empty or long name or `until <= now`."""
+
+    def job_lease(self, job: str) -> tuple[str, datetime] | None:
+        """(holder, lease end) of the job's last lease, or None."""
+
+    # -- change notification ----------------------------------------------
+
+    def change_feed(self) -> ChangeFeed | None:
+        """A new feed of committed folder and access changes, for the one
+        listener of a process; None where the database pushes nothing (SQLite:
+        poll `folder_versions` and `access_epoch`)."""
 
     # -- login throttling --------------------------------------------------
 

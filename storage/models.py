@@ -297,6 +297,19 @@ class AccessEpochRow(Base):
     value: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class JobLeaseRow(Base):
+    """Who runs a periodic job (audit purge, login-throttle purge) until
+    when: every worker of every node asks at each tick, and the one whose
+    conditional UPDATE takes the row runs the job; a holder that dies stops
+    renewing and its lease lapses (`SqlStore.claim_job`)."""
+
+    __tablename__ = "job_leases"
+
+    job: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    lease_until: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class QueueRow(Base):
     """Outbound message awaiting remote delivery. The envelope (sender,
     recipients, DSN parameters) stays clear for routing and `mssctl queue`;

@@ -86,6 +86,7 @@ from storage.interface import (
     StoreError,
     StoreUnavailable,
 )
+from storage.jobs import JobLeaseMixin
 from storage.outbound import OutboundMixin
 from storage.sqlbase import (
     AF,
@@ -337,7 +338,7 @@ class _SeenOverlay:
         return out
 
 
-class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin):
+class SqlStore(DirectoryMixin, OutboundMixin, ThrottleMixin, JobLeaseMixin):
     """See `storage.interface.MessageStore` for the contract of every method."""
 
     def __init__(self, engine: Engine, key_file: Path, **kwargs: Any) -> None:

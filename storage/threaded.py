@@ -11,7 +11,7 @@ burst of results instead of one each). Measured with 20 callers in flight
 on the reactor: ~17 us of CPU per round trip instead of ~49 us.
 
 Writes may take a lane of their own (`run_write`), given a `batch` factory
-(the store's `write_batch`, on SQLite): one writer thread takes every write
+(the store's `write_batch`, SQLite and PostgreSQL): one writer thread takes every write
 call queued meanwhile, and those that come while it waits for the lock or
 runs, and runs them in one transaction (up to MAX_BATCH), each in its own
 savepoint, committed once (group commit). Concurrent sessions then share the
@@ -47,11 +47,14 @@ BatchFactory = Callable[[], AbstractContextManager[WriteBatch]]
 
 class StoreRunner:
     def __init__(self, reactor: Any, threads_count: int = 8, name: str = "store",
-                 batch: BatchFactory | None = None) -> None:
+                 batch: BatchFactory | None = None, writers: int = 1) -> None:
         self._reactor = reactor
         self._batch = batch
         self._writes: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
+        # Writer lanes taking batches from the one queue: SQLite has one
+        # write lock, so one; PostgreSQL commits side by side (see runner_for).
+        self._writer_count = max(1, writers)
+        self._writer_threads: list[threading.Thread] = []
         self._max = max(1, threads_count)
         self._name = name
         self._tasks: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
@@ -74,10 +77,10 @@ class StoreRunner:
         self._started = False
         with self._lock:
             workers, self._threads = self._threads, []
-            writer, self._writer = self._writer, None
+            writers, self._writer_threads = self._writer_threads, []
         for _ in workers:
             self._tasks.put(None)
-        if writer is not None:
+        for writer in writers:
             self._writes.put(None)
             workers.append(writer)
         for worker in workers:
@@ -112,15 +115,14 @@ class StoreRunner:
             self.start()
         d: defer.Deferred[T] = defer.Deferred()
         with self._lock:
-            writer = None
-            dead = self._writer is not None and self._writer.ident is not None \
-                and not self._writer.is_alive()
-            if self._writer is None or dead:
-                # (A writer that died would leave every later write waiting.)
-                writer = self._writer = threading.Thread(
-                    target=self._write_work, name=f"{self._name}-writer", daemon=True)
+            # (A writer that died would leave every later write waiting.)
+            alive = [w for w in self._writer_threads if w.ident is None or w.is_alive()]
+            new = [threading.Thread(target=self._write_work, name=f"{self._name}-writer-{i}",
+                                    daemon=True)
+                   for i in range(len(alive), self._writer_count)]
+            self._writer_threads = alive + new
         self._writes.put((d, fn, args, kwargs))
-        if writer is not None:
+        for writer in new:
             writer.start()
         return d
 
@@ -218,11 +220,23 @@ class StoreRunner:
                 d.errback(result)
 
 
+# Writer lanes on PostgreSQL: one lane runs its batch's statements one round
+# trip after another, where separate transactions would overlap theirs (and
+# PostgreSQL already shares one WAL flush among commits that meet); a few
+# lanes keep both (bench/pg_scale.py).
+PG_WRITERS = 4
+
+
 def runner_for(reactor: Any, store: MessageStore, threads_count: int) -> StoreRunner:
-    """The daemons' runner: `threads_count` threads for calls, and a writer
-    lane with group commit where the store batches writes."""
-    return StoreRunner(reactor, threads_count,
-                       batch=store.write_batch if store.batches_writes else None)
+    """The daemons' runner: `threads_count` threads for calls, and writer
+    lanes with group commit where the store batches writes: one on SQLite
+    (one write lock), up to PG_WRITERS on a database with row locks."""
+    if not store.batches_writes:
+        return StoreRunner(reactor, threads_count)
+    engine = getattr(store, "engine", None)
+    row_locks = engine is not None and engine.dialect.name == "postgresql"
+    writers = min(PG_WRITERS, max(1, threads_count)) if row_locks else 1
+    return StoreRunner(reactor, threads_count, batch=store.write_batch, writers=writers)
 
 
 class InlineRunner:

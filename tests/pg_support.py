@@ -129,9 +129,11 @@ def _initdb(bindir: Path, run: Callable[..., None], data: Path) -> None:
 
 
 @contextmanager
-def running_cluster(bindir: Path) -> Iterator[PgCluster]:
+def running_cluster(bindir: Path, *, durable: bool = False) -> Iterator[PgCluster]:
     """Starts a cluster with the binaries of `bindir` (see `pg_binaries`),
-    makes TEMPLATE_DB, yields it, and stops and deletes it on exit."""
+    makes TEMPLATE_DB, yields it, and stops and deletes it on exit.
+    `durable`: PostgreSQL's own durability settings (fsync, synchronous
+    commit: what a benchmark of commits must measure) instead of off."""
     from storage import migrate
 
     base = Path(tempfile.mkdtemp(prefix="mss-pg-"))
@@ -153,8 +155,10 @@ def running_cluster(bindir: Path) -> Iterator[PgCluster]:
     # matters (the crash test runs on SQLite).
     opts = (
         f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={base}"
-        " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        " -c max_connections=200"
     )
+    if not durable:
+        opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     try:
         run(
             str(bindir / "pg_ctl"),

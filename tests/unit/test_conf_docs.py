@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from conf.loader import load_settings
 from conf.settings import (
     AuditSettings,
+    AutoconfigSettings,
     DatabaseSettings,
     IdentityProviderSettings,
     LimitSettings,
@@ -36,6 +37,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("policy.lockout.", LockoutSettings),
     ("policy.login_methods.", LoginMethodSettings),
     ("identity_provider.", IdentityProviderSettings),
+    ("autoconfig.", AutoconfigSettings),
 ]
 
 

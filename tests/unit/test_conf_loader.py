@@ -104,7 +104,7 @@ WRONG_VALUES = [
     ("port: 1993", "port: -1",
      "listeners.1.port: expected an integer from 0 to 65535, got -1"),
     ("role: mx", "role: smtp",
-     "listeners.0.role: expected one of mx, submission, imap, got 'smtp'"),
+     "listeners.0.role: expected one of mx, submission, imap, autoconfig, got 'smtp'"),
     ("tls: implicit", "tls: ssl",
      "listeners.1.tls: expected one of none, starttls, implicit, got 'ssl'"),
     ("client_cert: required", "client_cert: yes",

@@ -322,11 +322,26 @@ def test_a_writer_that_died_is_replaced() -> None:
     runner = StoreRunner(reactor, threads_count=1, batch=RecordingBatches(), name="phoenix")
     got = results([runner.run_write(lambda: 1)])
     reactor.pump_until(lambda: len(got) == 1)
-    first = runner._writer
-    assert first is not None
+    [first] = runner._writer_threads
     runner._writes.put(None)  # the writer thread ends, as if it had died
     first.join(5)
     more = results([runner.run_write(lambda: 2)])
     reactor.pump_until(lambda: len(more) == 1)  # not left waiting forever
-    assert more == [2] and runner._writer is not first
+    assert more == [2] and first not in runner._writer_threads
+    assert len(runner._writer_threads) == 1
     runner.stop()
+
+
+def test_several_writer_lanes_each_batch_and_all_stop() -> None:
+    """PostgreSQL's runner has several writer lanes on one queue: every
+    write is done once, in some lane's batch, and stop() ends every lane."""
+    reactor = PumpedReactor()
+    batches = RecordingBatches()
+    runner = StoreRunner(reactor, threads_count=4, batch=batches, name="lanes", writers=3)
+    got = results([runner.run_write(lambda i=i: i) for i in range(60)])
+    reactor.pump_until(lambda: len(got) == 60)
+    assert sorted(got) == list(range(60))
+    assert len(runner._writer_threads) == 3
+    lanes = list(runner._writer_threads)
+    runner.stop()
+    assert all(not t.is_alive() for t in lanes)

@@ -7,7 +7,7 @@ writes them back (the key file, needed to read a message, is not available
 to a migration).
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0014
 Create Date: 2026-12-07
 """
 
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | None = "0011"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
