@@ -16,8 +16,6 @@ searched in bodies, not binary attachments.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Callable, Set
 from datetime import UTC, date, datetime, timedelta
@@ -45,7 +43,15 @@ from imapd.parser.commands import (
     SearchYounger,
 )
 from storage.interface import MessageInfo
-from storage.mime import decode_transfer, header_bounds, iter_fields, parse_message, unfold
+from storage.mime import (
+    decode_header_value,
+    decode_transfer,
+    header_bounds,
+    iter_fields,
+    parse_message,
+    unfold,
+)
+from storage.mime import utf8_or_cp1252 as _utf8_or_cp1252
 
 Meta = dict[str, Any]
 
@@ -175,43 +181,6 @@ def _decode_text(data: bytes, charset: str | None) -> str:
         except (LookupError, ValueError, TypeError):  # UnicodeError is a ValueError
             pass
     return _utf8_or_cp1252(data)
-
-
-def _utf8_or_cp1252(data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("cp1252", "replace")
-
-
-_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
-_BETWEEN_WORDS = re.compile(r"(\?=)[ \t\r\n]+(=\?)")
-
-
-def decode_header_value(value: str) -> str:
-    """RFC 2047 encoded-words decoded; raw 8-bit read as UTF-8 (or cp1252).
-
-    `value` is latin-1 text as stored in the metadata (one char per octet).
-    """
-    if any(ord(c) > 0x7F for c in value):
-        value = _utf8_or_cp1252(value.encode("latin-1", "replace"))
-    if "=?" not in value:
-        return value
-    value = _BETWEEN_WORDS.sub(r"\1\2", value)  # white space between words vanishes
-
-    def one(m: re.Match[str]) -> str:
-        charset = m.group(1).split("*", 1)[0]  # RFC 2231 language suffix
-        text = m.group(3)
-        try:
-            if m.group(2) in "bB":
-                data = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-            else:
-                data = binascii.a2b_qp(text.replace("_", " ").encode("latin-1", "replace"))
-            return data.decode(charset, "replace")
-        except (LookupError, ValueError, TypeError, binascii.Error):
-            return m.group(0)
-
-    return _ENCODED_WORD.sub(one, value)
 
 
 def _address_text(addrs: list[list[str | None]] | None) -> str:

@@ -77,6 +77,10 @@ class SelectedView:
     # The account whose private \\Seen this view shows (a mailbox with
     # private \\Seen), or None: the message's shared \\Seen.
     seen_account: int | None = None
+    # RFC 5182 SEARCHRES: the UIDs of the last SEARCH/SORT RETURN (SAVE)
+    # ("$"). A new view (SELECT, EXAMINE) starts empty, as the RFC wants;
+    # expunged UIDs stay here but are skipped when "$" is used.
+    saved: frozenset[int] = frozenset()
 
     @classmethod
     def from_columns(

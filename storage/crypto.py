@@ -35,6 +35,7 @@ AAD_BODY = b"mss:body:1"
 AAD_META = b"mss:meta:1"
 AAD_QUEUE = b"mss:queue:1"
 AAD_TOTP = b"mss:totp:1"
+AAD_SORT_KEYS = b"mss:sortkeys:1"
 
 
 class KeyFileError(Exception):

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from storage.interface import IndexColumns, IndexEntry
+from storage.interface import IndexColumns, IndexEntry, SortKeys
 from storage.sqlbase import parse_flags
 
 _ENTRY_FIELDS = ("uid", "modseq", "flags", "size", "internal_date")
@@ -219,3 +219,42 @@ class ColumnsCache:
             while self._total > self._max:
                 _, (_, dropped) = self._data.popitem(last=False)
                 self._total -= len(dropped.uids)
+
+
+class SortKeysCache:
+    """The SORT / THREAD keys of recently sorted folders, by UID: a message's
+    keys never change, so an entry stays right for as long as the folder's
+    UIDVALIDITY does (new messages are added, expunged ones are never asked
+    for again). Bounded by the total number of messages kept."""
+
+    def __init__(self, max_entries: int = 500_000) -> None:
+        self._lock = threading.Lock()
+        self._data: OrderedDict[int, tuple[int, dict[int, SortKeys]]] = OrderedDict()
+        self._total = 0
+        self._max = max_entries
+
+    def get(self, folder_id: int, uidvalidity: int) -> dict[int, SortKeys]:
+        """A snapshot of the keys known for the folder (empty if none)."""
+        with self._lock:
+            item = self._data.get(folder_id)
+            if item is None or item[0] != uidvalidity:
+                return {}
+            self._data.move_to_end(folder_id)
+            return dict(item[1])
+
+    def add(self, folder_id: int, uidvalidity: int, keys: dict[int, SortKeys]) -> None:
+        if not keys:
+            return
+        with self._lock:
+            item = self._data.get(folder_id)
+            if item is None or item[0] != uidvalidity:
+                if item is not None:
+                    self._total -= len(item[1])
+                item = self._data[folder_id] = (uidvalidity, {})
+            before = len(item[1])
+            item[1].update(keys)
+            self._total += len(item[1]) - before
+            self._data.move_to_end(folder_id)
+            while self._total > self._max and self._data:
+                _, (_, dropped) = self._data.popitem(last=False)
+                self._total -= len(dropped)

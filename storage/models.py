@@ -223,6 +223,9 @@ class BodyRow(Base):
     body: Mapped[bytes] = mapped_column(LargeBinary)  # AES-GCM(raw message)
     # AES-GCM(JSON of storage.mime.parse_message(raw)): envelope, structure.
     meta: Mapped[bytes] = mapped_column(LargeBinary)
+    # AES-GCM(JSON of storage.sortkeys): the SORT / THREAD keys. NULL for
+    # messages stored before revision 0013: computed when first needed.
+    sort_keys: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class MessageRow(Base):

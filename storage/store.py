@@ -47,12 +47,13 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 
-from storage import crypto
+from storage import crypto, sortkeys
 from storage.directory import DirectoryMixin
 from storage.dirsync import DirectorySyncMixin
 from storage.index import (
     ColumnsCache,
     IndexCache,
+    SortKeysCache,
     apply_changes,
     apply_column_changes,
     columns_from_text,
@@ -78,8 +79,10 @@ from storage.interface import (
     NotFound,
     PreparedMessage,
     QuotaExceeded,
+    SortKeys,
     SpecialUse,
     StoreError,
+    StoreUnavailable,
 )
 from storage.jobs import JobLeaseMixin
 from storage.outbound import OutboundMixin
@@ -178,6 +181,8 @@ class _Sql:
     infos: str = ""  # {} = the IN list
     metas: str = ""  # {} = the IN list
     body_of: str = ""
+    sort_keys_all: str = ""  # folder
+    sort_keys_of: str = ""  # folder, {} = the IN list
     claim_recent: str = ""
     # Private \\Seen (see `storage.interface`): an account's read messages.
     seen_in_folder: str = ""  # account, folder (+ " AND m.modseq > ?" / an IN list)
@@ -208,7 +213,9 @@ def _make_sql(mark: str, pg: bool) -> _Sql:
     return _Sql(
         mark=mark,
         returning=pg,
-        insert_body=q("INSERT INTO bodies (key_id, size, body, meta) VALUES (?, ?, ?, ?)")
+        insert_body=q(
+            "INSERT INTO bodies (key_id, size, body, meta, sort_keys) VALUES (?, ?, ?, ?, ?)"
+        )
         + _RETURNING_ID[pg],
         insert_message=q(
             "INSERT INTO messages (folder_id, uid, modseq, flags, internal_date, size, recent,"
@@ -284,6 +291,15 @@ def _make_sql(mark: str, pg: bool) -> _Sql:
         ),
         metas=q(
             "SELECT m.uid, b.key_id, b.meta FROM messages m JOIN bodies b ON b.id = m.body_id"
+            " WHERE m.folder_id = ? AND m.uid IN ({})"
+        ),
+        sort_keys_all=q(
+            "SELECT m.uid, m.size, m.internal_date, b.id, b.key_id, b.sort_keys"
+            " FROM messages m JOIN bodies b ON b.id = m.body_id WHERE m.folder_id = ?"
+        ),
+        sort_keys_of=q(
+            "SELECT m.uid, m.size, m.internal_date, b.id, b.key_id, b.sort_keys"
+            " FROM messages m JOIN bodies b ON b.id = m.body_id"
             " WHERE m.folder_id = ? AND m.uid IN ({})"
         ),
         body_of=q(
@@ -381,6 +397,7 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
         self._index_cache = IndexCache()
         self._columns_cache = ColumnsCache()
         self._meta_cache: dict[bytes, dict[str, Any]] = {}
+        self._sort_cache = SortKeysCache()
 
     # -- folders -----------------------------------------------------------
 
@@ -660,7 +677,10 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
         ring = self._keys.ring()
         key_id, body_blob = ring.encrypt(raw, crypto.AAD_BODY)
         meta_blob = ring.encrypt_with(key_id, meta_json, crypto.AAD_META)
-        return {"key_id": key_id, "size": len(raw), "body": body_blob, "meta": meta_blob}
+        keys_blob = ring.encrypt_with(
+            key_id, sortkeys.encode(sortkeys.sort_keys(raw, meta)), crypto.AAD_SORT_KEYS)
+        return {"key_id": key_id, "size": len(raw), "body": body_blob, "meta": meta_blob,
+                "sort_keys": keys_blob}
 
     def _charge(self, c: Connection, deltas: dict[int, tuple[int, int]], check: bool) -> None:
         """Adds (bytes, messages) to the mailboxes' totals, refusing to go over
@@ -784,7 +804,8 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
             for prepared, private_seen, fl, idate in rows:
                 sealed = prepared.sealed
                 cur.execute(sql.insert_body,
-                            (sealed["key_id"], sealed["size"], sealed["body"], sealed["meta"]))
+                            (sealed["key_id"], sealed["size"], sealed["body"], sealed["meta"],
+                             sealed["sort_keys"]))
                 body_id = cur.fetchone()[0] if sql.returning else cur.lastrowid
                 cur.execute(
                     sql.insert_message,
@@ -909,7 +930,7 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
                 cur.execute("SAVEPOINT mss_delivery")
             try:
                 cur.execute(sql.insert_body, (sealed["key_id"], sealed["size"], sealed["body"],
-                                              sealed["meta"]))
+                                              sealed["meta"], sealed["sort_keys"]))
                 body_id = cur.fetchone()[0] if sql.returning else cur.lastrowid
                 rows = [
                     (state[m][0], state[m][2], state[m][3] + 1, p.flags, p.internal_date,
@@ -1458,6 +1479,87 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
             )
         return out
 
+    def sort_keys(self, folder_id: int, uids: Sequence[int]) -> dict[int, SortKeys]:
+        with sortkeys.paused_gc():  # 100,000 rows, blobs and keys built at once
+            return self._sort_keys(folder_id, uids)
+
+    def _sort_keys(self, folder_id: int, uids: Sequence[int]) -> dict[int, SortKeys]:
+        with self._raw_read() as (cur, sql):
+            cur.execute(sql.folder_version, (folder_id,))
+            f = cur.fetchone()
+            if f is None:
+                raise NotFound(f"folder {folder_id}")
+            known = self._sort_cache.get(folder_id, int(f[1]))
+            if all(map(known.__contains__, uids)):
+                return known  # the usual case once a folder was sorted: no query
+            missing = [u for u in uids if u not in known]
+            rows: list[Any] = []
+            if len(missing) > len(uids) // 2:
+                # Most of the folder: one scan (the ids not asked for are cheap)
+                wanted = set(missing)
+                cur.execute(sql.sort_keys_all, (folder_id,))
+                rows = [r for r in cur.fetchall() if r[0] in wanted]
+            else:
+                for chunk in chunks(missing):
+                    cur.execute(sql.sort_keys_of.format(_marks(sql, len(chunk))),
+                                (folder_id, *chunk))
+                    rows.extend(cur.fetchall())
+        legacy: list[tuple[int, int, str, int, int]] = []
+        stored: list[tuple[int, int, int, int, str]] = []
+        plains: list[bytes] = []
+        ring = self._keys.ring()
+        aad = crypto.AAD_SORT_KEYS
+        for uid, size, idate, body_id, key_id, blob in rows:
+            if blob is None:
+                legacy.append((uid, body_id, key_id, size, idate))
+                continue
+            if key_id not in ring.keys:  # added by another process just now
+                ring = self._keys.ring(force=True)
+            plains.append(ring.decrypt(key_id, bytes(blob), aad))
+            stored.append((uid, size, idate, body_id, key_id))
+        found: dict[int, SortKeys] = {}
+        decoded = sortkeys.decode_many(plains, [(r[1], r[2]) for r in stored])
+        for (uid, size, idate, body_id, key_id), keys in zip(stored, decoded, strict=True):
+            if keys is None:  # of another version
+                legacy.append((uid, body_id, key_id, size, idate))
+            else:
+                found[uid] = keys
+        if legacy:
+            found.update(self._backfill_sort_keys(folder_id, legacy))
+        self._sort_cache.add(folder_id, int(f[1]), found)
+        known.update(found)
+        return known
+
+    def _backfill_sort_keys(
+        self, folder_id: int, legacy: list[tuple[int, int, str, int, int]]
+    ) -> dict[int, SortKeys]:
+        """Keys of messages stored without them (before revision 0013, or of
+        an older `sortkeys.VERSION`): computed from the message once and
+        written back, under the row's own key (a row rotated meanwhile is
+        left for the next reader)."""
+        out: dict[int, SortKeys] = {}
+        ring = self._keys.ring()
+        updates: list[tuple[bytes, int, str]] = []
+        for uid, body_id, key_id, size, idate in legacy:
+            try:
+                raw = self.message_body(folder_id, uid)
+            except NotFound:
+                continue  # expunged meanwhile
+            keys = sortkeys.sort_keys(raw, self._parse(raw))
+            out[uid] = keys._replace(size=size, arrival=idate)
+            if key_id in ring.keys:
+                blob = ring.encrypt_with(key_id, sortkeys.encode(keys), crypto.AAD_SORT_KEYS)
+                updates.append((blob, body_id, key_id))
+        if updates and not self._in_write_batch():
+            try:
+                with self._write() as c:
+                    for blob, body_id, key_id in updates:
+                        c.execute(update(B).where(B.c.id == body_id, B.c.key_id == key_id)
+                                  .values(sort_keys=blob))
+            except StoreUnavailable:
+                log.warning("sort keys of %d messages not written back", len(updates))
+        return out
+
     def message_ids(self, folder_id: int, uids: Sequence[int]) -> dict[int, str]:
         if not uids:
             return {}
@@ -1596,7 +1698,8 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
         ring = self._keys.ring(force=True)  # the key just added by `mssctl keys rotate`
         done = 0
         kinds = (
-            (B, {"body": crypto.AAD_BODY, "meta": crypto.AAD_META}),
+            (B, {"body": crypto.AAD_BODY, "meta": crypto.AAD_META,
+                 "sort_keys": crypto.AAD_SORT_KEYS}),
             (Q, {"body": crypto.AAD_QUEUE}),
             (AF, {"totp_secret": crypto.AAD_TOTP}),
         )
@@ -1606,6 +1709,25 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
                 if moved == 0:
                     break
                 done += moved
+        return done
+
+    def fill_sort_keys(self, batch: int = 500) -> int:
+        ring = self._keys.ring(force=True)
+        done = 0
+        with self._write() as c:
+            rows = c.execute(
+                select(B.c.id, B.c.key_id, B.c.body, B.c.meta)
+                .where(B.c.sort_keys.is_(None))
+                .order_by(B.c.id)
+                .limit(max(1, batch))
+            ).all()
+            for body_id, key_id, body, meta in rows:
+                raw = ring.decrypt(key_id, bytes(body), crypto.AAD_BODY)
+                parsed = json.loads(ring.decrypt(key_id, bytes(meta), crypto.AAD_META))
+                blob = ring.encrypt_with(key_id, sortkeys.encode(sortkeys.sort_keys(raw, parsed)),
+                                         crypto.AAD_SORT_KEYS)
+                c.execute(update(B).where(B.c.id == body_id).values(sort_keys=blob))
+                done += 1
         return done
 
     def _reencrypt_some(
@@ -1634,6 +1756,8 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
                     continue
                 values: dict[str, Any] = {"key_id": current}
                 for (name, aad), blob in zip(blobs.items(), r[1:], strict=True):
+                    if blob is None:  # sort keys not computed yet (before 0013)
+                        continue
                     plain = ring.decrypt(r.key_id, blob, aad)
                     values[name] = ring.encrypt_with(current, plain, aad)
                 c.execute(update(table).where(table.c.id == row_id).values(**values))

@@ -20,6 +20,7 @@ from imapd.commands import (
     misc,
     quota,
     search,
+    sort,
 )
 from imapd.commands.base import Handler
 from imapd.parser.commands import Command
@@ -32,6 +33,7 @@ DISPATCH: dict[type[Command], Handler] = {
     **listing.HANDLERS,
     **fetch.HANDLERS,
     **search.HANDLERS,
+    **sort.HANDLERS,
     **messages.HANDLERS,
     **idle.HANDLERS,
     **acl.HANDLERS,

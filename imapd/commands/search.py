@@ -1,4 +1,5 @@
-"""SEARCH and UID SEARCH (RFC 3501 6.4.4, RFC 7162 MODSEQ).
+"""SEARCH and UID SEARCH (RFC 3501 6.4.4, RFC 7162 MODSEQ, RFC 4731 ESEARCH,
+RFC 5182 SEARCHRES, RFC 5267 PARTIAL).
 
 Keys that only look at flags, sizes, dates, sets and MODSEQ are answered from
 the session's view with no store call; others load the stored metadata in
@@ -19,6 +20,7 @@ from imapd.parser.commands import (
     Command,
     DateField,
     Search,
+    SearchAll,
     SearchAnd,
     SearchDate,
     SearchHeader,
@@ -31,6 +33,8 @@ from imapd.parser.commands import (
     SearchSmaller,
     SearchYounger,
 )
+from imapd.responses import sequence_set
+from imapd.view import SelectedView
 from storage.interface import MessageInfo, MessageStore
 
 BATCH = 500
@@ -67,6 +71,13 @@ def _needs_sizes(key: SearchKey) -> bool:
     return False
 
 
+def matches_all(key: SearchKey) -> bool:
+    """Whether `key` is ALL (or an AND of ALLs): every message matches."""
+    if isinstance(key, SearchAll):
+        return True
+    return isinstance(key, SearchAnd) and all(matches_all(k) for k in key.keys)
+
+
 def _uses_modseq(key: SearchKey) -> bool:
     if isinstance(key, SearchModSeq):
         return True
@@ -82,7 +93,7 @@ def _uses_modseq(key: SearchKey) -> bool:
 def _run(
     store: MessageStore | None, folder_id: int, key: SearchKey,
     messages: Sequence[tuple[int, MessageInfo]], recent: frozenset[int], max_uid: int,
-    now: datetime,
+    now: datetime, saved: frozenset[int] = frozenset(),
 ) -> list[tuple[int, int, int]]:
     """(seq, uid, modseq) of matching messages; `messages` are view entries
     (flags from the view); with a store, metadata is loaded for them."""
@@ -107,24 +118,28 @@ def _run(
                 return store.message_body(folder_id, uid)
 
             if engine.matches(key, info, seq, loader, max_seq=max_seq, max_uid=max_uid,
-                              recent=recent, now=now):
+                              recent=recent, saved=saved, now=now):
                 out.append((seq, info.uid, info.modseq))
     return out
 
 
-async def search(ctx: Context, cmd: Search) -> Reply:
-    view = require_view(ctx)
-    if cmd.charset is not None and ctx.session.utf8:
-        # RFC 6855 3: after ENABLE UTF8=ACCEPT, a CHARSET conflicts with UTF-8.
-        raise fail(SEARCH_CHARSET_UTF8)
-    if cmd.charset is not None and cmd.charset not in SUPPORTED_SEARCH_CHARSETS:
+def check_charset(charset: str | None) -> None:
+    if charset is not None and charset not in SUPPORTED_SEARCH_CHARSETS:
         raise no("Unsupported charset", "BADCHARSET (" + " ".join(SUPPORTED_SEARCH_CHARSETS) + ")")
-    uses_modseq = _uses_modseq(cmd.key)
-    if uses_modseq:
+
+
+async def matching(ctx: Context, view: SelectedView, key: SearchKey) -> list[tuple[int, int, int]]:
+    """(seq, uid, modseq) of the messages of the view matching `key`, in
+    sequence order (the store is asked only for what the key looks at)."""
+    if _uses_modseq(key):
         ctx.session.enabled.add("CONDSTORE")
         view.condstore = True
+    if matches_all(key):
+        # SORT / THREAD / SEARCH ... ALL of a big folder: nothing to look at
+        return [(i + 1, uid, modseq)
+                for i, (uid, modseq) in enumerate(zip(view.uids, view.modseqs, strict=True))]
     sizes: dict[int, tuple[int, datetime]] = {}
-    if _needs_sizes(cmd.key):
+    if _needs_sizes(key):
         sizes = await ctx.run_selected(ctx.services.store.sizes_and_dates, view.folder_id,
                                        list(view.uids))
     unknown = (0, _EPOCH)  # never looked at: the key does not use sizes or dates
@@ -134,19 +149,86 @@ async def search(ctx: Context, cmd: Search) -> Reply:
         messages.append(
             (i + 1, MessageInfo(uid, modseq, view.display_flags(uid), size, when, {}))
         )
-    store = ctx.services.store if _needs_meta(cmd.key) else None
+    store = ctx.services.store if _needs_meta(key) else None
     now = datetime.now().astimezone()
+    saved = view.saved
     if store is None:
-        found = _run(None, view.folder_id, cmd.key, messages, frozenset(view.recent),
-                     view.max_uid(), now)
-    else:
-        found = await ctx.run_selected(_run, store, view.folder_id, cmd.key, messages,
-                                       frozenset(view.recent), view.max_uid(), now)
+        return _run(None, view.folder_id, key, messages, frozenset(view.recent),
+                    view.max_uid(), now, saved)
+    return await ctx.run_selected(_run, store, view.folder_id, key, messages,
+                                  frozenset(view.recent), view.max_uid(), now, saved)
+
+
+def esearch_line(tag: str, uid: bool, options: tuple[str, ...], partial: tuple[int, int] | None,
+                 numbers: Sequence[int], *, ordered: bool = False,
+                 modseq: int | None = None) -> bytes:
+    """RFC 4731 / RFC 5267 ``* ESEARCH (TAG "t") [UID] ...`` for `numbers`
+    (in sequence order, or in sort order when `ordered`: then MIN and MAX
+    are the first and last, ALL and PARTIAL keep the order)."""
+    out = [f'* ESEARCH (TAG "{tag}")'.encode()]
+    if uid:
+        out.append(b"UID")
+    if numbers:
+        if "MIN" in options:
+            out.append(b"MIN %d" % (numbers[0] if ordered else min(numbers)))
+        if "MAX" in options:
+            out.append(b"MAX %d" % (numbers[-1] if ordered else max(numbers)))
+    if "COUNT" in options:
+        out.append(b"COUNT %d" % len(numbers))
+    if numbers and "ALL" in options:
+        out.append(b"ALL " + sequence_set(numbers, sort=not ordered))
+    if partial is not None:
+        low, high = partial
+        window = numbers[low - 1 : high]
+        out.append(b"PARTIAL (%d:%d " % (low, high)
+                   + (sequence_set(window, sort=not ordered) if window else b"NIL") + b")")
+    if modseq is not None:
+        out.append(b"MODSEQ %d" % modseq)
+    return b" ".join(out) + b"\r\n"
+
+
+def saved_uids(options: tuple[str, ...], uids: Sequence[int], *, ordered: bool = False) -> frozenset[int]:
+    """What RETURN (SAVE ...) keeps (RFC 5182 2.4): with MIN and/or MAX
+    but neither ALL nor COUNT (nor PARTIAL), only those; else every match."""
+    if not uids:
+        return frozenset()
+    if ("MIN" in options or "MAX" in options) and not {"ALL", "COUNT", "PARTIAL"} & set(options):
+        kept: set[int] = set()
+        if "MIN" in options:
+            kept.add(uids[0] if ordered else min(uids))
+        if "MAX" in options:
+            kept.add(uids[-1] if ordered else max(uids))
+        return frozenset(kept)
+    return frozenset(uids)
+
+
+async def search(ctx: Context, cmd: Search) -> Reply:
+    view = require_view(ctx)
+    saving = cmd.return_options is not None and "SAVE" in cmd.return_options
+    try:
+        if cmd.charset is not None and ctx.session.utf8:
+            # RFC 6855 3: after ENABLE UTF8=ACCEPT, a CHARSET conflicts with UTF-8.
+            raise fail(SEARCH_CHARSET_UTF8)
+        check_charset(cmd.charset)
+        found = await matching(ctx, view, cmd.key)
+    except Exception:
+        if saving:
+            view.saved = frozenset()  # RFC 5182 2.1: a failed SAVE empties "$"
+        raise
+    uses_modseq = _uses_modseq(cmd.key)
+    modseq = max(m for _, _, m in found) if uses_modseq and found else None
     numbers = [uid if cmd.uid else seq for seq, uid, _ in found]
-    line = "* SEARCH" + "".join(f" {n}" for n in numbers)
-    if uses_modseq and found:
-        line += f" (MODSEQ {max(m for _, _, m in found)})"
-    ctx.send((line + "\r\n").encode())
+    options = cmd.return_options
+    if options is None:
+        line = "* SEARCH" + "".join(f" {n}" for n in numbers)
+        if modseq is not None:
+            line += f" (MODSEQ {modseq})"
+        ctx.send((line + "\r\n").encode())
+        return ok("SEARCH completed")
+    if saving:
+        view.saved = saved_uids(options, [uid for _, uid, _ in found])
+    if options != ("SAVE",):  # SAVE alone: no ESEARCH response (RFC 5182 2.4)
+        ctx.send(esearch_line(cmd.tag, cmd.uid, options, cmd.partial, numbers, modseq=modseq))
     return ok("SEARCH completed")
 
 

@@ -28,10 +28,12 @@ def resolve_set(view: SelectedView, sequence_set: SequenceSet, uid: bool) -> lis
     """UIDs (ascending) named by the set, through this session's numbering.
 
     Sequence numbers outside 1..EXISTS are a client error (BAD); UIDs that do
-    not exist are ignored (RFC 3501 6.4.8).
+    not exist are ignored (RFC 3501 6.4.8). ``$`` (RFC 5182) is the saved
+    result, as UIDs whether or not the command is a UID one; it is empty
+    (no message, no error) when nothing was saved or all were expunged.
     """
     if sequence_set.saved:
-        raise bad("Saved search results are not supported")
+        return sorted(u for u in view.saved if view.has(u))
     if uid:
         largest = view.max_uid()
         if largest == 0:

@@ -806,14 +806,69 @@ class Search(Command):
 
     key is a SearchAnd of the top-level keys (or the single key). charset is
     upper-cased, None when absent. return_options (RFC 4731 ESEARCH: MIN, MAX,
-    ALL, COUNT, SAVE) is None for the classic SEARCH response.
+    ALL, COUNT, SAVE; RFC 5267 PARTIAL) is None for the classic SEARCH
+    response; ``RETURN ()`` is given as ("ALL",). partial is PARTIAL's range
+    of result positions (low, high), 1-based, inclusive.
     """
 
     key: SearchKey = field(default_factory=SearchAll)
     charset: str | None = None
     uid: bool = False
     return_options: tuple[str, ...] | None = None
+    partial: tuple[int, int] | None = None
     name: ClassVar[str] = "SEARCH"
+    allowed_states: ClassVar[frozenset[State]] = _SELECTED
+
+
+class SortKey(enum.Enum):
+    """RFC 5256 sort-key, RFC 5957 DISPLAYFROM / DISPLAYTO."""
+
+    ARRIVAL = "ARRIVAL"
+    CC = "CC"
+    DATE = "DATE"
+    FROM = "FROM"
+    SIZE = "SIZE"
+    SUBJECT = "SUBJECT"
+    TO = "TO"
+    DISPLAYFROM = "DISPLAYFROM"
+    DISPLAYTO = "DISPLAYTO"
+
+
+@dataclass(frozen=True, slots=True)
+class SortCriterion:
+    key: SortKey
+    reverse: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Sort(Command):
+    """RFC 5256 ``[UID] SORT [RETURN (...)] (criteria) charset keys``; the
+    RETURN options are RFC 5267 ESORT's (as in `Search`)."""
+
+    criteria: tuple[SortCriterion, ...] = ()
+    charset: str = "UTF-8"
+    key: SearchKey = field(default_factory=SearchAll)
+    uid: bool = False
+    return_options: tuple[str, ...] | None = None
+    partial: tuple[int, int] | None = None
+    name: ClassVar[str] = "SORT"
+    allowed_states: ClassVar[frozenset[State]] = _SELECTED
+
+
+class ThreadAlgorithm(enum.Enum):
+    ORDEREDSUBJECT = "ORDEREDSUBJECT"
+    REFERENCES = "REFERENCES"
+
+
+@dataclass(frozen=True, slots=True)
+class Thread(Command):
+    """RFC 5256 ``[UID] THREAD algorithm charset keys``."""
+
+    algorithm: ThreadAlgorithm = ThreadAlgorithm.REFERENCES
+    charset: str = "UTF-8"
+    key: SearchKey = field(default_factory=SearchAll)
+    uid: bool = False
+    name: ClassVar[str] = "THREAD"
     allowed_states: ClassVar[frozenset[State]] = _SELECTED
 
 
@@ -904,6 +959,8 @@ ALL_COMMANDS: tuple[type[Command], ...] = (
     Unselect,
     Expunge,
     Search,
+    Sort,
+    Thread,
     Fetch,
     Store,
     Copy,

@@ -465,32 +465,106 @@ def _expunge(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
     return c.Expunge(tag)
 
 
+_RETURN_OPTIONS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL"})
+
+
+def _return_options(cur: Cursor) -> tuple[tuple[str, ...], tuple[int, int] | None]:
+    """RFC 4731 ``RETURN (...)`` with RFC 5267 PARTIAL; after RETURN and a
+    space. ``RETURN ()`` means ALL (RFC 4731 3.1)."""
+    opts: list[str] = []
+    partial: tuple[int, int] | None = None
+
+    def opt() -> None:
+        nonlocal partial
+        word = cur.keyword()
+        if word not in _RETURN_OPTIONS:
+            raise ParseError("Unknown SEARCH return option")
+        if word == "PARTIAL":
+            if partial is not None:
+                raise ParseError("PARTIAL given twice")
+            cur.sp()
+            low = cur.nz_number()
+            cur.expect(b":")
+            high = cur.nz_number()
+            partial = (min(low, high), max(low, high))
+        opts.append(word)
+
+    _paren_list(cur, opt)
+    return tuple(dict.fromkeys(opts)) or ("ALL",), partial
+
+
 def _search(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
     cur.sp()
     return_options: tuple[str, ...] | None = None
+    partial: tuple[int, int] | None = None
     charset: str | None = None
     if cur.accept_word(b"RETURN"):
         cur.sp()
-        opts: list[str] = []
-
-        def opt() -> None:
-            word = cur.keyword()
-            if word not in ("MIN", "MAX", "ALL", "COUNT", "SAVE"):
-                raise ParseError("Unknown SEARCH return option")
-            opts.append(word)
-
-        _paren_list(cur, opt)
-        return_options = tuple(dict.fromkeys(opts))
+        return_options, partial = _return_options(cur)
         cur.sp()
     if cur.accept_word(b"CHARSET"):
         cur.sp()
-        raw = cur.astring()
-        if any(ch >= 0x80 or ch < 0x21 for ch in raw):
-            raise ParseError("Invalid charset name")
-        charset = raw.decode("ascii").upper()
+        charset = _charset(cur)
         cur.sp()
     key = SearchParser(cur, search_decoder(charset)).program()
-    return c.Search(tag, key, charset, uid, return_options)
+    return c.Search(tag, key, charset, uid, return_options, partial)
+
+
+def _charset(cur: Cursor) -> str:
+    raw = cur.astring()
+    if any(ch >= 0x80 or ch < 0x21 for ch in raw):
+        raise ParseError("Invalid charset name")
+    return raw.decode("ascii").upper()
+
+
+def _sort(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
+    cur.sp()
+    return_options: tuple[str, ...] | None = None
+    partial: tuple[int, int] | None = None
+    if cur.accept_word(b"RETURN"):
+        cur.sp()
+        return_options, partial = _return_options(cur)
+        cur.sp()
+    criteria: list[c.SortCriterion] = []
+    reverse = False
+
+    def criterion() -> None:
+        nonlocal reverse
+        word = cur.keyword()
+        if word == "REVERSE":
+            if reverse:
+                raise ParseError("REVERSE given twice")
+            reverse = True
+            cur.sp()
+            word = cur.keyword()
+        try:
+            key = c.SortKey(word)
+        except ValueError:
+            raise ParseError("Unknown sort criterion") from None
+        criteria.append(c.SortCriterion(key, reverse))
+        reverse = False
+
+    _paren_list(cur, criterion)
+    if not criteria:
+        raise ParseError("Empty sort criteria")
+    cur.sp()
+    charset = _charset(cur)
+    cur.sp()
+    key = SearchParser(cur, search_decoder(charset)).program()
+    return c.Sort(tag, tuple(criteria), charset, key, uid, return_options, partial)
+
+
+def _thread(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
+    cur.sp()
+    try:
+        algorithm = c.ThreadAlgorithm(cur.keyword())
+    except ValueError:
+        raise ParseError("Unknown threading algorithm") from None
+    cur.sp()
+    charset = _charset(cur)
+    cur.sp()
+    key = SearchParser(cur, search_decoder(charset)).program()
+    return c.Thread(tag, algorithm, charset, key, uid)
 
 
 def _fetch(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
@@ -609,6 +683,8 @@ _COMMANDS: dict[str, Callable[[Cursor, str], c.Command]] = {
     "UNSELECT": _no_args(c.Unselect),
     "EXPUNGE": _expunge,
     "SEARCH": _search,
+    "SORT": _sort,
+    "THREAD": _thread,
     "FETCH": _fetch,
     "STORE": _store,
     "COPY": _copy_like(c.Copy),
@@ -620,6 +696,8 @@ _UID_COMMANDS: dict[str, Callable[[Cursor, str, bool], c.Command]] = {
     "FETCH": _fetch,
     "STORE": _store,
     "SEARCH": _search,
+    "SORT": _sort,
+    "THREAD": _thread,
     "COPY": _copy_like(c.Copy),
     "MOVE": _copy_like(c.Move),
     "EXPUNGE": _expunge,

@@ -527,3 +527,49 @@ def test_key_file_too_open_is_a_config_error(inst: Path) -> None:
     (inst / "keys").chmod(0o644)
     code, _, err = mssctl("account", "list", "-c", cfg(inst))
     assert code == 2 and "key_file" in err and "chmod 600" in err
+
+
+def test_db_sort_keys_fills_older_messages(inst: Path) -> None:
+    from sqlalchemy import select, update
+
+    from storage.models import BodyRow
+
+    settings, store = open_inst_store(inst)
+    try:
+        inbox = store.get_folder(store.get_mailbox(f"dr.martin@{DOMAIN}").id, "INBOX")
+        for n in range(3):
+            store.append(inbox.id, f"Subject: Re: dossier {n}\r\n\r\nx\r\n".encode())
+        with store.engine.begin() as c:  # as if stored before revision 0013
+            c.execute(update(BodyRow).values(sort_keys=None))
+    finally:
+        store.close()
+    code, out, err = mssctl("db", "sort-keys", "--batch", "2", "-c", cfg(inst))
+    assert code == 0, err
+    assert re.search(r"sort keys computed for [3-9]\d* message", out), out
+    _, store = open_inst_store(inst)
+    try:
+        with store.engine.begin() as c:
+            assert None not in c.execute(select(BodyRow.sort_keys)).scalars().all()
+        assert store.fill_sort_keys() == 0
+        events = list(store.audit_events(actions=["db-sort-keys"]))
+        assert len(events) == 1 and events[0].details["filled"] >= 3, events
+    finally:
+        store.close()
+
+
+def test_db_sort_keys_with_a_key_missing_from_the_key_file(inst: Path) -> None:
+    from sqlalchemy import update
+
+    from storage.models import BodyRow
+
+    settings, store = open_inst_store(inst)
+    try:
+        inbox = store.get_folder(store.get_mailbox(f"dr.martin@{DOMAIN}").id, "INBOX")
+        store.append(inbox.id, b"Subject: lost key\r\n\r\nx\r\n")
+        with store.engine.begin() as c:
+            c.execute(update(BodyRow).values(sort_keys=None, key_id="gone"))
+    finally:
+        store.close()
+    code, out, err = mssctl("db", "sort-keys", "-c", cfg(inst))
+    assert code != 0 and "Traceback" not in err
+    assert "stopped after 0" in err and "'gone'" in err and "key file" in err, err

@@ -368,11 +368,28 @@ class Grammar:
             st.lists(inner, min_size=1, max_size=4).map(lambda ks: [b"("] + join(ks) + [b")"]),
         ), max_leaves=12)
         search = cat(
-            optional(st.lists(_values([b"MIN", b"MAX", b"ALL", b"COUNT", b"SAVE"], [b"X"], n),
+            optional(st.lists(_values([b"MIN", b"MAX", b"ALL", b"COUNT", b"SAVE", b"PARTIAL 1:10"],
+                                      [b"X", b"PARTIAL 0:1"], n),
                               max_size=4).map(lambda xs: [b"RETURN (" + b" ".join(xs) + b")"])),
             optional(_values(SEARCH_CHARSETS, ODD_SEARCH_CHARSETS, n).map(
                 lambda c: [b"CHARSET " + c])),
             st.lists(search_key, min_size=1, max_size=4).map(join))
+        # RFC 5256 SORT / THREAD, RFC 5267 ESORT
+        sort = cat(
+            optional(st.lists(_values([b"MIN", b"MAX", b"ALL", b"COUNT", b"SAVE", b"PARTIAL 2:5"],
+                                      [b"X", b"PARTIAL 5"], n),
+                              max_size=3).map(lambda xs: [b"RETURN (" + b" ".join(xs) + b")"])),
+            st.lists(_values([b"ARRIVAL", b"CC", b"DATE", b"FROM", b"SIZE", b"SUBJECT", b"TO",
+                              b"DISPLAYFROM", b"DISPLAYTO", b"REVERSE DATE", b"reverse subject"],
+                             [b"REVERSE", b"X"], n), min_size=1, max_size=4).map(
+                lambda xs: [b"(" + b" ".join(xs) + b")"]),
+            _values(SEARCH_CHARSETS, ODD_SEARCH_CHARSETS, n).map(lambda c: [c]),
+            st.lists(search_key, min_size=1, max_size=3).map(join))
+        thread = cat(
+            _values([b"REFERENCES", b"ORDEREDSUBJECT", b"references"], [b"JWZ"], n).map(
+                lambda a: [a]),
+            _values(SEARCH_CHARSETS, ODD_SEARCH_CHARSETS, n).map(lambda c: [c]),
+            st.lists(search_key, min_size=1, max_size=3).map(join))
 
         pattern = astr(st.one_of(
             st.sampled_from([b"*", b"%", b"INBOX", b"inbox", b"Shared/%", b"Shared/*", b"%/%", b"",
@@ -473,14 +490,14 @@ class Grammar:
             "GETQUOTA": astr(st.sampled_from([b"", b"INBOX", f"Shared/{CARDIO}".encode(), b"x"])),
             "SETQUOTA": cat(astr(st.sampled_from([b"", b"INBOX"])),
                             numbers.map(lambda v: [b"(STORAGE " + v + b")"])),
-            "SEARCH": search, "FETCH": fetch, "STORE": store,
+            "SEARCH": search, "SORT": sort, "THREAD": thread, "FETCH": fetch, "STORE": store,
             "COPY": cat(seqset, self.mailbox), "MOVE": cat(seqset, self.mailbox),
         }
         self.uid_arguments = {**{k: self.arguments[k] for k in UID_COMMANDS if k != "EXPUNGE"},
                               "EXPUNGE": seqset}
 
 
-UID_COMMANDS = ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE")
+UID_COMMANDS = ("FETCH", "STORE", "SEARCH", "SORT", "THREAD", "COPY", "MOVE", "EXPUNGE")
 VALID = Grammar(noisy=False)
 NOISY = Grammar(noisy=True)
 COMMAND_NAMES = sorted(KNOWN_COMMANDS - EXCLUDED_COMMANDS - {"UID"})

@@ -86,6 +86,9 @@ from imapd.parser import (
     SequenceSet,
     SetAcl,
     SetQuota,
+    Sort,
+    SortCriterion,
+    SortKey,
     StartTls,
     State,
     Status,
@@ -93,9 +96,13 @@ from imapd.parser import (
     Store,
     StoreMode,
     Subscribe,
+    Thread,
+    ThreadAlgorithm,
     Unselect,
     Unsubscribe,
 )
+from imapd.parser.grammar import parse_command
+from imapd.parser.tokens import ParseError
 
 
 def events_of(data: bytes, *, chunk: int | None = None) -> list[Event]:
@@ -408,6 +415,11 @@ CASES: list[tuple[bytes, Command]] = [
     (b"a UNSELECT", Unselect("a")),
     (b"A202 EXPUNGE", Expunge("A202")),
     (b"A003 UID EXPUNGE 3000:3002", Expunge("A003", uid=True, uids=ss((3000, 3002)))),
+    # RFC 5256 SORT / THREAD
+    (b"A282 SORT (SUBJECT) UTF-8 ALL",
+     Sort("A282", (SortCriterion(SortKey.SUBJECT),), "UTF-8", SearchAll())),
+    (b"A283 UID THREAD REFERENCES US-ASCII ALL",
+     Thread("A283", ThreadAlgorithm.REFERENCES, "US-ASCII", SearchAll(), True)),
     (b"a uid expunge 1,3:*", Expunge("a", uid=True, uids=ss(1, (3, None)))),
     (
         b"A654 FETCH 2:4 (FLAGS BODY[HEADER.FIELDS (DATE FROM)])",
@@ -691,8 +703,57 @@ def test_search_unknown_charset_still_parses_for_badcharset() -> None:
 def test_search_return_options() -> None:
     cmd = parse(b"a SEARCH RETURN (MIN MAX COUNT) UNSEEN")
     assert cmd == Search("a", SearchFlag("\\Seen", False), return_options=("MIN", "MAX", "COUNT"))
+    # RFC 4731 3.1: RETURN () is RETURN (ALL)
     cmd = parse(b"a UID SEARCH RETURN () ALL")
-    assert cmd == Search("a", SearchAll(), uid=True, return_options=())
+    assert cmd == Search("a", SearchAll(), uid=True, return_options=("ALL",))
+    cmd = parse(b"a SEARCH RETURN (PARTIAL 10:1 save) ALL")
+    assert cmd == Search("a", SearchAll(), return_options=("PARTIAL", "SAVE"), partial=(1, 10))
+    for bad in (b"a SEARCH RETURN (PARTIAL 0:5) ALL", b"a SEARCH RETURN (PARTIAL 5) ALL",
+                b"a SEARCH RETURN (PARTIAL 1:2 PARTIAL 3:4) ALL", b"a SEARCH RETURN (UPDATE) ALL"):
+        with pytest.raises(ParseError):
+            parse_command([bad], [])
+
+
+@pytest.mark.parametrize(("line", "criteria", "charset", "options"), [
+    (b"a SORT (SUBJECT) UTF-8 ALL", ((SortKey.SUBJECT, False),), "UTF-8", None),
+    (b"a SORT (reverse date FROM) us-ascii ALL",
+     ((SortKey.DATE, True), (SortKey.FROM, False)), "US-ASCII", None),
+    (b"a SORT (ARRIVAL CC SIZE TO DISPLAYFROM REVERSE DISPLAYTO) UTF-8 ALL",
+     ((SortKey.ARRIVAL, False), (SortKey.CC, False), (SortKey.SIZE, False),
+      (SortKey.TO, False), (SortKey.DISPLAYFROM, False), (SortKey.DISPLAYTO, True)),
+     "UTF-8", None),
+    (b"a SORT RETURN (MIN MAX) (DATE) UTF-8 ALL", ((SortKey.DATE, False),), "UTF-8",
+     ("MIN", "MAX")),
+    (b'a SORT RETURN () (DATE) "UTF-8" ALL', ((SortKey.DATE, False),), "UTF-8", ("ALL",)),
+])
+def test_sort(line: bytes, criteria: tuple[tuple[SortKey, bool], ...], charset: str,
+              options: tuple[str, ...] | None) -> None:
+    cmd = parse(line)
+    assert isinstance(cmd, Sort)
+    assert tuple((c.key, c.reverse) for c in cmd.criteria) == criteria
+    assert cmd.charset == charset and cmd.return_options == options and cmd.key == SearchAll()
+    uid = parse(b"a UID " + line[2:])
+    assert isinstance(uid, Sort) and uid.uid
+
+
+@pytest.mark.parametrize("line", [
+    b"a SORT (SUBJECT) ALL", b"a SORT () UTF-8 ALL", b"a SORT (REVERSE) UTF-8 ALL",
+    b"a SORT (REVERSE REVERSE DATE) UTF-8 ALL", b"a SORT (DATE", b"a SORT DATE UTF-8 ALL",
+    b"a SORT (SUBJECT) UTF-8", b"a SORT (ORDER) UTF-8 ALL", b"a THREAD REFERENCES ALL",
+    b"a THREAD JWZ UTF-8 ALL", b"a THREAD UTF-8 ALL", b"a THREAD REFERENCES UTF-8",
+])
+def test_sort_and_thread_errors(line: bytes) -> None:
+    with pytest.raises(ParseError):
+        parse_command([line], [])
+
+
+def test_thread() -> None:
+    cmd = parse(b"a UID THREAD orderedsubject UTF-8 SINCE 5-MAR-2000")
+    assert isinstance(cmd, Thread)
+    assert cmd.algorithm is ThreadAlgorithm.ORDEREDSUBJECT and cmd.uid and cmd.charset == "UTF-8"
+    assert isinstance(cmd.key, SearchDate)
+    cmd = parse(b"a THREAD REFERENCES US-ASCII TEXT gewp")
+    assert isinstance(cmd, Thread) and cmd.algorithm is ThreadAlgorithm.REFERENCES
 
 
 def test_every_command_type_is_covered_by_the_tables() -> None:

@@ -1,0 +1,140 @@
+"""SORT, THREAD and their UID forms (RFC 5256, RFC 5957 SORT=DISPLAY,
+RFC 5267 ESORT), with RFC 5182 SAVE.
+
+The messages are chosen as SEARCH chooses them; the keys kept at delivery
+(`storage.sortkeys`), sizes and internal dates are read, and the ordering or
+threading done, in one call off the reactor (`imapd.sort`).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Hashable, Sequence
+
+from imapd import sort as engine
+from imapd.commands.base import Context, Handler, ok
+from imapd.commands.search import (
+    check_charset,
+    esearch_line,
+    matches_all,
+    matching,
+    saved_uids,
+)
+from imapd.commands.selected import require_view
+from imapd.errors import Reply
+from imapd.parser.commands import (
+    Command,
+    SearchKey,
+    Sort,
+    SortCriterion,
+    Thread,
+    ThreadAlgorithm,
+)
+from imapd.view import SelectedView
+from storage.interface import MessageStore
+from storage.sortkeys import paused_gc
+
+
+def _items(store: MessageStore, folder_id: int, seqs: Sequence[int],
+           uids: Sequence[int]) -> list[engine.Item]:
+    keys = store.sort_keys(folder_id, uids)
+    new, item = tuple.__new__, engine.Item
+    # a UID without keys was expunged meanwhile: it takes no part
+    return [new(item, (seq, uid, keys[uid]))
+            for seq, uid in zip(seqs, uids, strict=True) if uid in keys]
+
+
+def _sorted(store: MessageStore, cache: engine.ResultCache, key: Hashable, folder_id: int,
+            seqs: Sequence[int], uids: Sequence[int], criteria: Sequence[SortCriterion],
+            uid: bool) -> list[int]:
+    """The UIDs (or sequence numbers) of the messages in the criteria's
+    order; `seqs` and `uids` name them, in sequence order. Looked up in
+    `cache` here, in the store call that checks the session's access."""
+    found_before: list[int] | None = cache.get(key)
+    if found_before is not None:
+        return found_before
+    numbers = _sort_now(store, folder_id, seqs, uids, criteria, uid)
+    cache.put(key, numbers)
+    return numbers
+
+
+def _sort_now(store: MessageStore, folder_id: int, seqs: Sequence[int], uids: Sequence[int],
+              criteria: Sequence[SortCriterion], uid: bool) -> list[int]:
+    # Every step makes a list of 100,000 things: the cyclic collector would
+    # walk the heap again and again meanwhile.
+    with paused_gc():
+        found = store.sort_keys(folder_id, uids)
+        if not all(map(found.__contains__, uids)):  # expunged meanwhile: no part in it
+            present = [j for j, u in enumerate(uids) if u in found]
+            seqs = [seqs[j] for j in present]
+            uids = [uids[j] for j in present]
+        keys = list(map(found.__getitem__, uids))
+        numbers = uids if uid else seqs
+        return [numbers[j] for j in engine.sort_order(keys, criteria)]
+
+
+def _threaded(store: MessageStore, cache: engine.ResultCache, key: Hashable, folder_id: int,
+              seqs: Sequence[int], uids: Sequence[int], algorithm: ThreadAlgorithm,
+              uid: bool) -> str:
+    found_before: str | None = cache.get(key)
+    if found_before is not None:
+        return found_before
+    with paused_gc():
+        roots = engine.thread(_items(store, folder_id, seqs, uids), algorithm)
+        text = engine.render_threads(roots, uid)
+        engine.release(roots)  # freed now, not by the cyclic collector later
+    cache.put(key, text)
+    return text
+
+
+async def _chosen(ctx: Context, view: SelectedView, key: SearchKey
+                  ) -> tuple[Sequence[int], Sequence[int]]:
+    """(sequence numbers, UIDs) of the messages `key` matches."""
+    if matches_all(key):
+        # a copy: the store thread must not see the view change under it
+        return range(1, view.exists + 1), array("I", view.uids)
+    found = await matching(ctx, view, key)
+    return [seq for seq, _, _ in found], [uid for _, uid, _ in found]
+
+
+async def sort(ctx: Context, cmd: Sort) -> Reply:
+    view = require_view(ctx)
+    saving = cmd.return_options is not None and "SAVE" in cmd.return_options
+    try:
+        check_charset(cmd.charset)
+        seqs, uids = await _chosen(ctx, view, cmd.key)
+        key = engine.ResultCache.key(view.folder_id, view.uidvalidity, cmd.criteria, cmd.uid,
+                                     seqs, uids)
+        numbers = await ctx.run_selected(_sorted, ctx.services.store,
+                                         engine.results_for(ctx.services), key, view.folder_id,
+                                         seqs, uids, cmd.criteria, cmd.uid)
+    except Exception:
+        if saving:
+            view.saved = frozenset()  # RFC 5182 2.1: a failed SAVE empties "$"
+        raise
+    options = cmd.return_options
+    if options is None:
+        ctx.send(b"* SORT" + "".join(" " + n for n in map(str, numbers)).encode() + b"\r\n")
+        return ok("Sort completed")
+    if saving:
+        in_order = numbers if cmd.uid else [view.uids[n - 1] for n in numbers]
+        view.saved = saved_uids(options, in_order, ordered=True)
+    if options != ("SAVE",):
+        ctx.send(esearch_line(cmd.tag, cmd.uid, options, cmd.partial, numbers, ordered=True))
+    return ok("Sort completed")
+
+
+async def thread(ctx: Context, cmd: Thread) -> Reply:
+    view = require_view(ctx)
+    check_charset(cmd.charset)
+    seqs, uids = await _chosen(ctx, view, cmd.key)
+    key = engine.ResultCache.key(view.folder_id, view.uidvalidity, cmd.algorithm, cmd.uid,
+                                 seqs, uids)
+    text = await ctx.run_selected(_threaded, ctx.services.store, engine.results_for(ctx.services),
+                                  key, view.folder_id, seqs, uids, cmd.algorithm, cmd.uid)
+    ctx.send(("* THREAD" + (" " + text if text else "") + "\r\n").encode())
+    return ok("Thread completed")
+
+
+HANDLERS: dict[type[Command], Handler] = {Sort: sort, Thread: thread}
+

@@ -1,0 +1,115 @@
+"""The SORT / THREAD keys kept at delivery (`bodies.sort_keys`, revision
+0013), on SQLite and PostgreSQL: stored encrypted with every new message,
+computed and written back for messages stored before, rotated with the
+other blobs of the row."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from storage.crypto import add_key
+from storage.interface import AccountClass, Delivery, MailboxType, NotFound
+from storage.models import BodyRow
+
+
+def _raw(n: int) -> bytes:
+    return (f"From: Dr Martin <martin@hopital.test>\r\nTo: secretariat@hopital.test\r\n"
+            f"Subject: Re: dossier {n}\r\nDate: Tue, 2 Jan 2024 10:00:00 +0000\r\n"
+            f"Message-ID: <m{n}@hopital.test>\r\nReferences: <root@hopital.test>\r\n"
+            f"\r\nbody {n}\r\n").encode()
+
+
+def _inbox(store: Any) -> int:
+    acc = store.add_account("dr@hopital.test", "Dr", AccountClass.PRACTITIONER)
+    mb = store.add_mailbox("dr@hopital.test", MailboxType.PER, owner_account_id=acc.id)
+    return int(store.get_folder(mb.id, "INBOX").id)
+
+
+def test_keys_of_delivered_and_appended_messages(any_store: Any) -> None:
+    inbox = _inbox(any_store)
+    mb = any_store.get_mailbox("dr@hopital.test")
+    any_store.deliver(Delivery(raw=_raw(1), mailbox_ids=(mb.id,)))
+    any_store.append(inbox, _raw(2))
+    keys = any_store.sort_keys(inbox, [1, 2, 99])
+    assert set(keys) == {1, 2}
+    k = keys[2]
+    assert (k.subject, k.reply, k.from_, k.display_from, k.to) == (
+        "dossier 2", True, "martin", "Dr Martin", "secretariat")
+    assert k.sent == 1704189600 and k.message_id == "<m2@hopital.test>"
+    assert k.references == ("<root@hopital.test>",)
+    assert any_store.sort_keys(inbox, [2])[2] == k  # from the cache now
+    with pytest.raises(NotFound):
+        any_store.sort_keys(inbox + 1000, [1])
+
+
+def test_messages_stored_before_0013_get_their_keys_written_back(
+        open_any: Callable[..., Any]) -> None:
+    first = open_any()
+    first.add_domain("hopital.test")
+    inbox = _inbox(first)
+    for n in range(3):
+        first.append(inbox, _raw(n))
+    with first.engine.begin() as c:
+        c.execute(update(BodyRow).values(sort_keys=None))
+    fresh = open_any()  # no cache: reads the NULL column
+    keys = fresh.sort_keys(inbox, [1, 2, 3])
+    assert [keys[u].subject for u in (1, 2, 3)] == ["dossier 0", "dossier 1", "dossier 2"]
+    with fresh.engine.begin() as c:
+        assert all(v is not None for v in c.execute(select(BodyRow.sort_keys)).scalars())
+    assert open_any().sort_keys(inbox, [1, 2, 3]) == keys
+
+
+def test_rotation_moves_the_sort_keys_too(open_any: Callable[..., Any], key_file: Path) -> None:
+    store = open_any()
+    store.add_domain("hopital.test")
+    inbox = _inbox(store)
+    store.append(inbox, _raw(1))
+    store.append(inbox, _raw(2))
+    with store.engine.begin() as c:  # one row from before 0013
+        first = c.execute(select(BodyRow.id).order_by(BodyRow.id)).scalars().first()
+        c.execute(update(BodyRow).where(BodyRow.id == first).values(sort_keys=None))
+    new = add_key(key_file)
+    while store.reencrypt():
+        pass
+    with store.engine.begin() as c:
+        rows = c.execute(select(BodyRow.key_id, BodyRow.sort_keys)).all()
+    assert {r.key_id for r in rows} == {new}
+    assert sorted(r.sort_keys is None for r in rows) == [False, True]
+    keys = open_any().sort_keys(inbox, [1, 2])
+    assert keys[1].message_id == "<m1@hopital.test>" and keys[2].subject == "dossier 2"
+
+
+def test_a_recreated_folder_does_not_reuse_cached_keys(any_store: Any) -> None:
+    inbox = _inbox(any_store)
+    mb = any_store.get_mailbox("dr@hopital.test")
+    folder = any_store.create_folder(mb.id, "Archives")
+    any_store.append(folder.id, _raw(1))
+    assert any_store.sort_keys(folder.id, [1])[1].subject == "dossier 1"
+    any_store.delete_folder(mb.id, "Archives")
+    again = any_store.create_folder(mb.id, "Archives")
+    any_store.append(again.id, _raw(7))
+    assert any_store.sort_keys(again.id, [1])[1].subject == "dossier 7"
+    assert any_store.sort_keys(inbox, [1]) == {}
+
+
+def test_fill_sort_keys_in_batches(open_any: Callable[..., Any]) -> None:
+    """`mssctl db sort-keys`: older messages get their keys ahead of the
+    first SORT, a batch per transaction, the same keys as at delivery."""
+    store = open_any()
+    store.add_domain("hopital.test")
+    inbox = _inbox(store)
+    for n in range(3):
+        store.append(inbox, _raw(n))
+    delivered = open_any().sort_keys(inbox, [1, 2, 3])
+    with store.engine.begin() as c:
+        c.execute(update(BodyRow).values(sort_keys=None))
+    assert [store.fill_sort_keys(batch=2), store.fill_sort_keys(batch=2),
+            store.fill_sort_keys(batch=2)] == [2, 1, 0]
+    with store.engine.begin() as c:
+        assert None not in c.execute(select(BodyRow.sort_keys)).scalars().all()
+    assert open_any().sort_keys(inbox, [1, 2, 3]) == delivered

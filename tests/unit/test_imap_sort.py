@@ -1,0 +1,173 @@
+"""The sort keys kept at delivery (`storage.sortkeys`: RFC 5256 2.1 base
+subject, RFC 5957 display names, message-ids) and the SORT / THREAD engine
+(`imapd.sort`) on its own: tables, and threads too deep for recursion."""
+
+from __future__ import annotations
+
+import time
+from array import array
+
+import pytest
+
+from imapd.parser.commands import SortCriterion, SortKey, ThreadAlgorithm
+from imapd.sort import Item, ResultCache, casemap, render_threads, sort_items, thread
+from storage import sortkeys
+from storage.interface import SortKeys
+from storage.mime import parse_message
+
+# (subject as written, base subject, reply/forward?)
+SUBJECTS = [
+    ("", "", False),
+    ("Hello", "Hello", False),
+    ("Re: Hello", "Hello", True),
+    ("RE:Hello", "Hello", True),
+    ("re : Hello", "Hello", True),
+    ("Re: Re: RE: Hello", "Hello", True),
+    ("Fw: Hello", "Hello", True),
+    ("FWD: Hello", "Hello", True),
+    ("Fwd:Re: Hello", "Hello", True),
+    ("Re[2]: Hello", "Hello", True),  # subj-refwd allows a blob before the colon
+    ("Re [2]: Hello", "Hello", True),
+    ("Re: [list] Hello", "Hello", True),
+    ("[list] Re: Hello", "Hello", True),
+    ("[list] [tag] Hello", "Hello", False),
+    ("[list]", "[list]", False),  # a blob that would leave nothing stays
+    ("[list] ", "[list]", False),
+    ("Hello (fwd)", "Hello", True),
+    ("Hello (FWD) (fwd)  ", "Hello", True),
+    ("Hello(fwd)", "Hello", True),
+    ("[Fwd: Hello]", "Hello", True),
+    ("[fwd: Re: Hello (fwd)]", "Hello", True),
+    ("Re: [Fwd: [list] Hello]", "Hello", True),
+    ("[Fwd: Hello", "[Fwd: Hello", False),  # no trailer: not a wrapper
+    ("Hello\t \tworld", "Hello world", False),
+    ("   Hello  ", "Hello", False),
+    ("Request: help", "Request: help", False),
+    ("Fwdx: x", "Fwdx: x", False),
+    ("Re:", "", True),
+    ("Réunion: Re: été", "Réunion: Re: été", False),
+    ("Re: Réunion", "Réunion", True),
+]
+
+
+@pytest.mark.parametrize(("subject", "base", "reply"), SUBJECTS)
+def test_base_subject(subject: str, base: str, reply: bool) -> None:
+    assert sortkeys.base_subject(subject) == (base, reply)
+
+
+def test_base_subject_is_fast_on_hostile_input() -> None:
+    nasty = "[" * 5000 + "Re: " * 5000 + "(fwd)" * 5000
+    start = time.perf_counter()
+    sortkeys.base_subject(nasty)
+    sortkeys.base_subject("[fwd: " * 2000 + "x" + "]" * 2000)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_casemap_is_ascii_only() -> None:
+    assert casemap("abc-été-XYZ") == "ABC-éTé-XYZ"
+
+
+def keys_of(raw: bytes) -> SortKeys:
+    return sortkeys.sort_keys(raw, parse_message(raw))
+
+
+def test_sort_keys_of_a_message() -> None:
+    raw = (b"From: =?utf-8?q?Dr_=C3=89lise_Martin?= <Elise.Martin@h.test>, x@y.test\r\n"
+           b"To: undisclosed:;, <dest@h.test>\r\n"
+           b"Cc: Group: a@b.test;\r\n"
+           b"Subject: =?utf-8?q?Re=3A_R=C3=A9sultats?= (fwd)\r\n"
+           b"Date: Tue, 2 Jan 2024 10:00:00 +0200\r\n"
+           b"Message-ID: < abc @h.test>\r\n"
+           b"In-Reply-To: <irt@h.test>\r\n"
+           b"References: <r1@h.test>\r\n <r2@h.test> junk <r3@h.test>\r\n"
+           b"\r\nbody\r\n")
+    k = keys_of(raw)
+    assert k.sent == 1704182400  # 08:00 UTC
+    assert (k.subject, k.reply) == ("Résultats", True)
+    assert k.from_ == "Elise.Martin" and k.display_from == "Dr Élise Martin"
+    assert k.to == "dest" and k.display_to == "dest@h.test"  # group markers skipped
+    assert k.cc == "a"
+    assert k.message_id == "<abc@h.test>"
+    assert k.references == ("<r1@h.test>", "<r2@h.test>", "<r3@h.test>")
+    assert sortkeys.decode(sortkeys.encode(k)) == k
+
+
+def test_sort_keys_defaults_and_in_reply_to() -> None:
+    k = keys_of(b"In-Reply-To: <a@x> <b@x>\r\nDate: not a date\r\n\r\n")
+    assert k.sent is None and k.subject == "" and k.from_ == "" and k.display_to == ""
+    assert k.message_id is None and k.references == ("<a@x>",)
+    # a stored value of another version is recomputed, not misread
+    assert sortkeys.decode(b'[0, 1, "s"]') is None
+
+
+def item(seq: int, *, subject: str = "s", date: int | None = None, mid: str | None = None,
+         refs: tuple[str, ...] = (), reply: bool = False, size: int = 0) -> Item:
+    k = SortKeys(date, subject, reply, "", "", "", "", "", mid, refs, size, 1000 + seq)
+    return Item(seq, seq * 10, k)
+
+
+def test_sort_items_multiple_criteria() -> None:
+    items = [item(1, subject="b", size=5), item(2, subject="a", size=5),
+             item(3, subject="b", size=1), item(4, subject="a", size=9)]
+    crit = (SortCriterion(SortKey.SUBJECT), SortCriterion(SortKey.SIZE, reverse=True))
+    assert [i.seq for i in sort_items(items, crit)] == [4, 2, 1, 3]
+    crit = (SortCriterion(SortKey.SIZE), SortCriterion(SortKey.SUBJECT, reverse=True))
+    assert [i.seq for i in sort_items(items, crit)] == [3, 1, 2, 4]
+
+
+def test_thread_of_a_100000_deep_chain() -> None:
+    """Each message replies to the previous one: no recursion, and linear."""
+    n = 100_000
+    items = [item(i, date=i, mid=f"<{i}@x>", refs=(f"<{i - 1}@x>",) if i > 1 else ())
+             for i in range(1, n + 1)]
+    start = time.perf_counter()
+    text = render_threads(thread(items, ThreadAlgorithm.REFERENCES), uid=False)
+    assert time.perf_counter() - start < 10
+    assert text == "(" + " ".join(str(i) for i in range(1, n + 1)) + ")"
+
+
+def test_thread_of_deep_branches() -> None:
+    """Every node has two children, one of which continues: nested lists
+    5,000 deep render without recursion."""
+    items = []
+    seq = 1
+    parent: str | None = None
+    for depth in range(5000):
+        mid = f"<n{depth}@x>"
+        items.append(item(seq, date=seq, mid=mid, refs=(parent,) if parent else ()))
+        seq += 1
+        items.append(item(seq, date=seq, mid=f"<leaf{depth}@x>", refs=(mid,)))
+        seq += 1
+        parent = mid
+    text = render_threads(thread(items, ThreadAlgorithm.REFERENCES), uid=False)
+    assert text.startswith("(1 (2)(3 (4)(5 (6)(7") and text.count("(") == text.count(")")
+
+
+def test_thread_references_parent_arriving_after_children() -> None:
+    items = [item(1, date=3, mid="<c@x>", refs=("<a@x>", "<b@x>")),
+             item(2, date=1, mid="<a@x>"),
+             item(3, date=2, mid="<b@x>", refs=("<a@x>",))]
+    assert render_threads(thread(items, ThreadAlgorithm.REFERENCES), uid=False) == "(2 3 1)"
+    assert render_threads(thread(items, ThreadAlgorithm.REFERENCES), uid=True) == "(20 30 10)"
+
+
+def test_result_cache_keys_and_bound() -> None:
+    cache = ResultCache(size=2)
+    k1 = ResultCache.key(1, 7, ThreadAlgorithm.REFERENCES, False, range(1, 4), [5, 6, 9])
+    # the same messages named as a list or an array give the same key
+    assert k1 == ResultCache.key(1, 7, ThreadAlgorithm.REFERENCES, False, [1, 2, 3],
+                                 array("I", [5, 6, 9]))
+    others = [
+        ResultCache.key(1, 8, ThreadAlgorithm.REFERENCES, False, range(1, 4), [5, 6, 9]),
+        ResultCache.key(1, 7, ThreadAlgorithm.ORDEREDSUBJECT, False, range(1, 4), [5, 6, 9]),
+        ResultCache.key(1, 7, ThreadAlgorithm.REFERENCES, True, range(1, 4), [5, 6, 9]),
+        ResultCache.key(1, 7, ThreadAlgorithm.REFERENCES, False, range(1, 4), [5, 6, 10]),
+        ResultCache.key(1, 7, ThreadAlgorithm.REFERENCES, False, [1, 2, 4], [5, 6, 9]),
+        ResultCache.key(2, 7, ThreadAlgorithm.REFERENCES, False, range(1, 4), [5, 6, 9]),
+    ]
+    assert len({k1, *others}) == 7
+    cache.put(k1, "(1 2 3)")
+    cache.put(others[0], "a")
+    assert cache.get(k1) == "(1 2 3)"  # now the most recent
+    cache.put(others[1], "b")
+    assert cache.get(others[0]) is None and cache.get(k1) == "(1 2 3)"
