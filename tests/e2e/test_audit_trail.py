@@ -206,9 +206,12 @@ def test_audit_query_lists_the_secretaries_work_and_the_revocation(mss: MssInsta
                             since.isoformat(), "--config", str(mss.directory / "mss.yaml"))
         assert code == 0, out
         lines = out.splitlines()
-        # The workers' mirrors write every 0.5 s: wait for the last of them.
-        done = any(" mailbox-revoke " in x for x in lines) and any(
-            f" {PETIT} fetch " in x for x in lines)
+        # The workers' mirrors write every 0.5 s, each on its own (the two
+        # secretaries may have been served by different workers): wait for
+        # the last event of each writer.
+        done = (any(" mailbox-revoke " in x for x in lines)
+                and any(f" {PETIT} fetch " in x for x in lines)
+                and any(f" {DURAND} expunge " in x for x in lines))
         return lines if done else []
 
     lines = eventually(listed, "the secretaries' actions and the revocation in the store")
