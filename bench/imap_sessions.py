@@ -307,6 +307,21 @@ service imap {{
             self.proc = subprocess.Popen(["dovecot", "-F", "-c", str(self.conf)],
                                          stdout=out, stderr=out)
         wait_greeting(self.port, self.proc, self.dir / "dovecot.out")
+        # imap-login greets before the auth process answers: until then a
+        # LOGIN gets "NO [UNAVAILABLE] Temporary authentication failure".
+        deadline = time.monotonic() + 30
+        while True:
+            c = Client(self.port)
+            try:
+                c.cmd(f'LOGIN {user(0)} "{PASSWORD}"')
+                c.cmd("LOGOUT")
+                break
+            except RuntimeError as exc:
+                if b"UNAVAILABLE" not in str(exc).encode() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+            finally:
+                c.close()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -505,6 +520,10 @@ def main() -> None:
     only = set(args.only.split(","))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mss-imap-sessions-"))
     own_workdir = args.workdir is None
+    # Dovecot's auth process runs as the `dovecot` user and reads the
+    # passwd-file inside: mkdtemp's 0700 would make every LOGIN "temporary
+    # authentication failure".
+    workdir.chmod(0o755)
     servers: list[Any] = []
     if "mss" in only:
         servers.append(Mss(workdir / "mss", args.users, args.messages, args.workers))
