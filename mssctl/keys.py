@@ -9,6 +9,7 @@ file when it changes, so running workers read blobs under the new key.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from mssctl.common import (
@@ -40,7 +41,12 @@ def register(sub: Any) -> None:
 
 
 def _reencrypt(store: MessageStore, batch: int, change: AdminChange) -> int:
+    from mssctl.migrate import Progress
+
     total = 0
+    # A count rewritten in place on a terminal (stderr); nothing when the
+    # output goes to a file or a pipe: the summary line says it all.
+    progress = Progress(sys.stderr, "re-encrypted", unit="blobs")
     try:
         while True:
             done = store.reencrypt(batch=max(1, batch))
@@ -48,10 +54,12 @@ def _reencrypt(store: MessageStore, batch: int, change: AdminChange) -> int:
                 break
             total += done
             change.details["reencrypted"] = total
-            print(f"re-encrypted {total} so far", flush=True)
+            progress.step(done)
     except StoreError as exc:
         raise CliError(f"re-encryption stopped after {total}: {describe_store_error(exc)}") \
             from None
+    finally:
+        progress.clear()
     print(f"re-encrypted {total} blob(s); every blob is under the current key")
     return total
 

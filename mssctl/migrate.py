@@ -85,10 +85,12 @@ class Progress:
     """A line rewritten in place on a terminal (count, rate, ETA); silent
     when the stream is not a terminal. `note` prints a line above it."""
 
-    def __init__(self, stream: TextIO, verb: str, total: int | None = None) -> None:
+    def __init__(self, stream: TextIO, verb: str, total: int | None = None,
+                 unit: str = "messages") -> None:
         self.stream = stream
         self.verb = verb
         self.total = total
+        self.unit = unit
         self.done = 0
         self.started = time.monotonic()
         self.tty = stream.isatty()
@@ -108,7 +110,7 @@ class Progress:
         text = f"{self.verb}: {self.done}"
         if self.total:
             text += f"/{self.total}"
-        text += f" messages, {rate:.0f}/s"
+        text += f" {self.unit}, {rate:.0f}/s"
         if self.total and rate > 0 and self.done < self.total:
             text += f", ETA {_duration((self.total - self.done) / rate)}"
         self.stream.write("\r" + text.ljust(self._width))

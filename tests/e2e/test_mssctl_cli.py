@@ -493,6 +493,8 @@ def test_keys_rotate_reencrypts_and_messages_stay_readable(inst: Path) -> None:
     ring = KeyRing.load(settings.key_file)
     assert len(ring.keys) == len(old_ids) + 1 and ring.current_id not in old_ids
     assert re.search(r"re-encrypted [1-9]\d* blob", out)
+    # No progress lines when the output is not a terminal: the summary only.
+    assert "so far" not in out and err.strip() == "", err
     _, store = open_inst_store(inst)
     try:
         assert store.message_body(inbox.id, uid) == raw

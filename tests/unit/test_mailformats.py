@@ -155,6 +155,9 @@ def test_progress_line_on_a_terminal_only() -> None:
     quiet.step(10)
     quiet.clear()
     assert pipe.getvalue() == ""
+    blobs = _Tty()
+    Progress(blobs, "re-encrypted", unit="blobs").step(500)
+    assert blobs.getvalue().startswith("\rre-encrypted: 500 blobs, ")
 
 
 def test_mbox_with_crlf_line_ends(tmp_path: Path) -> None:
