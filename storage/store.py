@@ -1216,6 +1216,23 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
                 cur.execute(sql.update_modseq, (modseq, folder_id))
         return changes, failed
 
+    @staticmethod
+    def _newest_is_recent(cur: Any, sql: _Sql, folder_id: int) -> bool:
+        """Does the folder exist (NotFound otherwise), and is its newest
+        message recent? One fixed statement at the driver, through the
+        (folder_id, uid) index (every SELECT and every sync of a writable
+        view asks)."""
+        cur.execute(
+            "SELECT f.id, (SELECT m.recent FROM messages m"  # noqa: S608 - constant
+            " WHERE m.folder_id = f.id ORDER BY m.uid DESC LIMIT 1)"
+            f" FROM folders f WHERE f.id = {sql.mark}",
+            (folder_id,),
+        )
+        row = cur.fetchone()
+        if row is None:
+            raise NotFound(f"folder {folder_id}")
+        return bool(row[1])
+
     def claim_recent(self, folder_id: int) -> frozenset[int]:
         # Most SELECTs find nothing to claim: a read transaction says so
         # without queueing behind writers for the write lock. A message that
@@ -1226,19 +1243,7 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
         # recent?" answers through the (folder_id, uid) index, where "is any
         # recent?" would scan a 100,000-message folder (~15 ms).
         with self._raw_read() as (cur, sql):
-            # One fixed statement at the driver (every SELECT and every sync
-            # of a writable view asks): does the folder exist, is its newest
-            # message recent?
-            cur.execute(
-                "SELECT f.id, (SELECT m.recent FROM messages m"  # noqa: S608 - constant
-                " WHERE m.folder_id = f.id ORDER BY m.uid DESC LIMIT 1)"
-                f" FROM folders f WHERE f.id = {sql.mark}",
-                (folder_id,),
-            )
-            row = cur.fetchone()
-            if row is None:
-                raise NotFound(f"folder {folder_id}")
-            if not row[1]:
+            if not self._newest_is_recent(cur, sql, folder_id):
                 return frozenset()
         # One statement, so the write lock is held briefly. Row locks make it
         # atomic on PostgreSQL too: a concurrent claimer re-checks `recent`
@@ -1252,16 +1257,7 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
         # message is not recent (the same first question, through the index,
         # so that EXAMINE of a 100,000-message folder costs no scan).
         with self._raw_read() as (cur, sql):
-            cur.execute(
-                "SELECT f.id, (SELECT m.recent FROM messages m"  # noqa: S608 - constant
-                " WHERE m.folder_id = f.id ORDER BY m.uid DESC LIMIT 1)"
-                f" FROM folders f WHERE f.id = {sql.mark}",
-                (folder_id,),
-            )
-            row = cur.fetchone()
-            if row is None:
-                raise NotFound(f"folder {folder_id}")
-            if not row[1]:
+            if not self._newest_is_recent(cur, sql, folder_id):
                 return frozenset()
             cur.execute(
                 f"SELECT uid FROM messages WHERE folder_id = {sql.mark}"  # noqa: S608 - constant
