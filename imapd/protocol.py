@@ -67,6 +67,7 @@ from imapd.session import Session
 from imapd.watcher import FolderWatcher
 from policy.decisions import Peer, SessionAccess
 from policy.services import Services
+from storage.interface import NotFound
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -484,6 +485,38 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         place = self.session.selected_place
         return place.folder if place is not None else None
 
+    def _folder_now(self) -> Callable[[Any], str | None]:
+        """For a store call that checks the session's access: the selected
+        folder's name as it is in the store now, found by its id. Another
+        session may have renamed it since SELECT, and folder grants follow
+        the folder, not the name: judged by the old name, the session would
+        keep a grant moved away with its folder, or gain one given to a new
+        folder made under the old name. A folder gone keeps its last name
+        (its messages cannot be read any more)."""
+        place, view = self.session.selected_place, self.session.view
+        if place is None:
+            return lambda store: None
+        if view is None:
+            return lambda store: place.folder
+        folder_id, name = view.folder_id, place.folder
+
+        def now(store: Any) -> str | None:
+            try:
+                return store.get_folder_by_id(folder_id).name  # type: ignore[no-any-return]
+            except NotFound:
+                return name
+
+        return now
+
+    def _follow_rename(self, name: str | None) -> None:
+        """The selected folder was renamed elsewhere: the session goes on
+        under its new name (audit events name the folder as it is now)."""
+        place = self.session.selected_place
+        if place is not None and name is not None and name != place.folder:
+            from dataclasses import replace
+
+            self.session.selected_place = replace(place, folder=name)
+
     def _access_stale(self) -> bool:
         """Must the session's access be checked again before it goes on? When
         it was never checked, when the selected mailbox is not the one it was
@@ -518,10 +551,18 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
 
     async def _recheck_access(self) -> None:
         """Raises AccessWithdrawn when the session lost its access."""
-        session = self.session
-        access: SessionAccess = await self.run(
-            self.services.policy.session_access, session.identity, self._selected_mailbox(),
-            self._selected_folder())
+        identity, mailbox, folder_now = (self.session.identity, self._selected_mailbox(),
+                                         self._folder_now())
+        policy, store = self.services.policy, self.services.store
+
+        def check() -> tuple[SessionAccess, str | None]:
+            assert identity is not None  # checked once logged in
+            with store.read_scope():
+                folder = folder_now(store)
+                return policy.session_access(identity, mailbox, folder), folder
+
+        access, folder = await self.run(check)
+        self._follow_rename(folder)
         self.set_access(access)
         if not access.decision.allowed:
             raise AccessWithdrawn(access.decision.reason)
@@ -557,8 +598,9 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                        args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
         session = self.session
         known, identity = session.access, session.identity
-        mailbox, folder = self._selected_mailbox(), self._selected_folder()
+        mailbox, folder_now = self._selected_mailbox(), self._folder_now()
         policy, store = self.services.policy, self.services.store
+        renamed: list[str | None] = []
 
         def checked() -> tuple[SessionAccess | None, Any]:
             assert identity is not None  # selected state: logged in
@@ -570,12 +612,16 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                         or store.access_epoch() != known.epoch
                         or (known.valid_until is not None
                             and policy.now() >= known.valid_until)):
+                    folder = folder_now(store)
+                    renamed.append(folder)
                     fresh = policy.session_access(identity, mailbox, folder)
                     if not fresh.decision.allowed:
                         return fresh, None
                 return fresh, fn(*args, **kwargs)
 
         access, result = await call(checked)
+        if renamed:
+            self._follow_rename(renamed[0])
         if access is not None:
             self.set_access(access)
             if not access.decision.allowed:

@@ -48,7 +48,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 
 from storage import crypto, sortkeys
-from storage.directory import DirectoryMixin
+from storage.directory import DirectoryMixin, _bump_access_epoch
 from storage.dirsync import DirectorySyncMixin
 from storage.index import (
     ColumnsCache,
@@ -534,7 +534,11 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
             c.execute(delete(F).where(F.c.id == folder.id))
             # Its ACL goes with it: a folder made again under the name starts
             # with the mailbox's grants only (as Dovecot's per-folder ACLs).
-            c.execute(delete(G).where(G.c.mailbox_id == mailbox_id, G.c.folder == folder.name))
+            dropped = c.execute(
+                delete(G).where(G.c.mailbox_id == mailbox_id, G.c.folder == folder.name))
+            if dropped.rowcount:
+                # Sessions holding those grants check again (access epoch).
+                _bump_access_epoch(c)
 
     def rename_folder(self, mailbox_id: int, old: str, new: str) -> None:
         old = normalise_folder_name(old)
@@ -560,6 +564,7 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
                 targets = {r.id: new + r.name[len(old) :] for r in moving}
                 if set(targets.values()) & (names - {r.name for r in moving}):
                     raise AlreadyExists(new)
+                moved_grants = 0
                 for r in moving:
                     target = targets[r.id]
                     c.execute(update(F).where(F.c.id == r.id).values(name=target))
@@ -572,12 +577,17 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
                         .values(name=target)
                     )
                     # Folder grants (RFC 4314 ACL) follow their folder.
-                    c.execute(
+                    moved_grants += c.execute(
                         update(G)
                         .where(G.c.mailbox_id == mailbox_id, G.c.folder == r.name)
                         .values(folder=target)
-                    )
+                    ).rowcount
                 self._create_parents(c, mailbox_id, new)
+                if moved_grants:
+                    # Open sessions judge their folder's grants again: by the
+                    # folder's new name (the grant went with it), never by
+                    # the old one, which a new folder may take.
+                    _bump_access_epoch(c)
         except sa_exc.IntegrityError as exc:
             raise AlreadyExists(new) from exc
 

@@ -164,6 +164,62 @@ def test_a_folder_grant_follows_rename(env: ImapEnv) -> None:
     assert names == [f"Shared/{CARDIO}/Patients".encode()]
 
 
+def _patients(env: ImapEnv) -> None:
+    account = env.store.get_account(AGENT)
+    cardio = env.store.get_mailbox(CARDIO)
+    env.store.create_folder(cardio.id, "Patients")
+    folder = env.store.get_folder(cardio.id, "Patients")
+    env.store.append(folder.id, env.store.prepare(message("Dossier 2025", "Diagnostic\r\n")))
+    env.store.set_grant(account.id, cardio.id, "lr", folder="Patients")
+
+
+def test_an_open_session_keeps_its_folder_grant_through_a_rename(env: ImapEnv) -> None:
+    # The grant follows the folder (not its name); the session goes on, and
+    # what it reads is audited under the folder's new name.
+    _patients(env)
+    c = env.login(AGENT)
+    c.ok(f'SELECT "Shared/{CARDIO}/Patients"')
+    admin = env.login(SECRETARY)
+    admin.ok(f'RENAME "Shared/{CARDIO}/Patients" "Shared/{CARDIO}/Patients-2025"')
+    env.clock.advance(1)
+    assert b"Diagnostic" in c.ok("FETCH 1 BODY.PEEK[]")
+    fetches = [e for e in env.audit.events if e.action == "fetch" and e.actor == AGENT]
+    assert fetches[-1].target == f"{CARDIO}/Patients-2025"
+
+
+def test_a_folder_grant_moved_away_by_rename_and_revoked_ends_the_open_session(
+    env: ImapEnv,
+) -> None:
+    # Found by review: the session was rechecked by the folder's old name,
+    # which a new folder (granted to the same agent) had taken, so it kept
+    # reading the renamed folder after its grant there was revoked.
+    _patients(env)
+    c = env.login(AGENT)
+    c.ok(f'SELECT "Shared/{CARDIO}/Patients"')
+    assert b"Diagnostic" in c.ok("FETCH 1 BODY.PEEK[]")
+    admin = env.login(SECRETARY)
+    admin.ok(f'RENAME "Shared/{CARDIO}/Patients" "Shared/{CARDIO}/Patients-2025"')
+    admin.ok(f'CREATE "Shared/{CARDIO}/Patients"')
+    admin.ok(f'SETACL "Shared/{CARDIO}/Patients" {AGENT} lr')
+    admin.ok(f'DELETEACL "Shared/{CARDIO}/Patients-2025" {AGENT}')
+    env.clock.advance(1)
+    assert c.cmd("f FETCH 1 BODY.PEEK[]") == BYE_WITHDRAWN and c.closed
+
+
+def test_deleting_a_granted_folder_moves_the_access_epoch(env: ImapEnv) -> None:
+    _patients(env)
+    before = env.store.access_epoch()
+    cardio = env.store.get_mailbox(CARDIO)
+    env.store.rename_folder(cardio.id, "Patients", "Archives")
+    assert env.store.access_epoch() == before + 1  # its grant moved with it
+    env.store.delete_folder(cardio.id, "Archives")
+    assert env.store.access_epoch() == before + 2  # its grant went with it
+    env.store.create_folder(cardio.id, "Vide")
+    env.store.rename_folder(cardio.id, "Vide", "Vide2")
+    env.store.delete_folder(cardio.id, "Vide2")
+    assert env.store.access_epoch() == before + 2  # no grant: no session to check
+
+
 def test_quota_of_a_box_seen_through_a_folder_grant(env: ImapEnv) -> None:
     """GETQUOTAROOT of the granted folder names the box's root; GETQUOTA of
     that root answers too (RFC 9208), as it does for a grant on the whole box."""
