@@ -216,38 +216,56 @@ def _references(items: list[Item]) -> list[_Node]:
     return roots
 
 
-def _depth(n: _Node) -> int:
-    d = 0
-    p = n.parent
-    while p is not None:
-        d += 1
-        p = p.parent
-    return d
-
-
 def _prune(nodes: list[_Node], dummies: list[_Node]) -> list[_Node]:
     """Steps 2 and 3: the root set, without dummies that have no children;
     a dummy with children gives them to its parent (at the root level only
-    when it has a single child). Deepest dummies first, so that children
-    moved up have been dealt with already."""
-    gone: set[int] = set()
-    for d in sorted(dummies, key=_depth, reverse=True):
-        parent = d.parent
-        if parent is None:
-            if len(d.children) > 1:
-                continue  # stays: the root of its children
-            for child in d.children:
+    when it has a single child).
+
+    A dummy below the root gives its children to the nearest container
+    above it that stays (a message, or a root): one walk from the roots
+    finds that container for every message, then each container's children
+    are set once. Linear in the containers whatever the shape (found by
+    review: sorting the dummies by depth walked each to its root, and
+    splicing children up a chain copied them once per level, quadratic on
+    a chain of Message-IDs no message has, which anyone who can send mail
+    to a box can make). The order of siblings is step 4's and 6's."""
+    forest = [n for n in nodes if n.parent is None]
+    forest.extend(d for d in dummies if d.parent is None)
+    # the container that receives a container's children: itself, unless it
+    # is a dummy below the root
+    holder: dict[int, _Node] = {id(r): r for r in forest}
+    kept: list[_Node] = list(forest)
+    adopted: dict[int, list[_Node]] = {}
+    walk = list(forest)
+    i = 0
+    while i < len(walk):
+        n = walk[i]
+        i += 1
+        above = holder[id(n)]
+        for c in n.children:
+            walk.append(c)
+            if c.item is None:
+                holder[id(c)] = above
+            else:
+                holder[id(c)] = c
+                kept.append(c)
+                adopted.setdefault(id(above), []).append(c)
+                c.parent = above
+    for d in walk:
+        if d.item is None and holder[id(d)] is not d:  # a dummy below the root: gone
+            d.children = []
+            d.parent = None
+    for n in kept:
+        n.children = adopted.get(id(n), [])
+    roots: list[_Node] = []
+    for r in forest:
+        if r.item is None and len(r.children) <= 1:
+            for child in r.children:  # a dummy root with one child gives way to it
                 child.parent = None
-            gone.add(id(d))
+                roots.append(child)
+            r.children = []
             continue
-        siblings = parent.children
-        i = siblings.index(d)
-        for child in d.children:
-            child.parent = parent
-        siblings[i : i + 1] = d.children
-        gone.add(id(d))
-    roots = [n for n in nodes if n.parent is None]
-    roots.extend(d for d in dummies if d.parent is None and id(d) not in gone)
+        roots.append(r)
     return roots
 
 
