@@ -551,7 +551,17 @@ def _sort(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
     charset = _charset(cur)
     cur.sp()
     key = SearchParser(cur, search_decoder(charset)).program()
-    return c.Sort(tag, tuple(criteria), charset, key, uid, return_options, partial)
+    # A key given again (reversed or not) cannot change the order: its ties
+    # are equal on it. Only the first of each is kept, so a line of 8,000
+    # criteria costs at most one sort per kind of key (found by review: each
+    # was a full sort of the folder).
+    seen: set[c.SortKey] = set()
+    kept = []
+    for crit in criteria:
+        if crit.key not in seen:
+            seen.add(crit.key)
+            kept.append(crit)
+    return c.Sort(tag, tuple(kept), charset, key, uid, return_options, partial)
 
 
 def _thread(cur: Cursor, tag: str, uid: bool = False) -> c.Command:

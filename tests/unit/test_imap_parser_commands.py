@@ -725,6 +725,9 @@ def test_search_return_options() -> None:
     (b"a SORT RETURN (MIN MAX) (DATE) UTF-8 ALL", ((SortKey.DATE, False),), "UTF-8",
      ("MIN", "MAX")),
     (b'a SORT RETURN () (DATE) "UTF-8" ALL', ((SortKey.DATE, False),), "UTF-8", ("ALL",)),
+    # a key again cannot change the order: only its first is kept
+    (b"a SORT (SUBJECT REVERSE DATE SUBJECT REVERSE SUBJECT DATE) UTF-8 ALL",
+     ((SortKey.SUBJECT, False), (SortKey.DATE, True)), "UTF-8", None),
 ])
 def test_sort(line: bytes, criteria: tuple[tuple[SortKey, bool], ...], charset: str,
               options: tuple[str, ...] | None) -> None:
@@ -734,6 +737,15 @@ def test_sort(line: bytes, criteria: tuple[tuple[SortKey, bool], ...], charset: 
     assert cmd.charset == charset and cmd.return_options == options and cmd.key == SearchAll()
     uid = parse(b"a UID " + line[2:])
     assert isinstance(uid, Sort) and uid.uid
+
+
+def test_thousands_of_sort_criteria_are_at_most_one_per_key() -> None:
+    # Found by review: 8,000 criteria in one line were 8,000 sorts of the folder.
+    line = b"a SORT (" + b" ".join([b"SIZE", b"REVERSE SUBJECT"] * 2500) + b") UTF-8 ALL"
+    cmd = parse(line)
+    assert isinstance(cmd, Sort)
+    assert [(c.key, c.reverse) for c in cmd.criteria] == [(SortKey.SIZE, False),
+                                                         (SortKey.SUBJECT, True)]
 
 
 @pytest.mark.parametrize("line", [
