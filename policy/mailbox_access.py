@@ -210,9 +210,12 @@ class MailboxAccessDecisions(PolicyCore):
         if account.id == mailbox.owner_account_id:
             return self._deny(identity.name, "setacl", target, Reason.OWNER_RIGHTS_FIXED,
                               identifier=identifier)
+        # Only grants in force count: a whole-mailbox grant that ended (or has
+        # not begun) neither fixes rights here nor is taken from the folder's
+        # (found by review: SETACL then stored an empty grant, answered OK).
         grants = [g for g in self.store.grants_for_mailbox(mailbox.id)
-                  if g.account_id == account.id]
-        whole = "".join(g.rights for g in grants if not g.folder)
+                  if g.account_id == account.id and self._grant_in_window(g)]
+        whole = normalise_rights("".join(g.rights for g in grants if not g.folder)) or ""
         current = normalise_rights(whole + "".join(g.rights for g in grants
                                                    if g.folder == folder)) or ""
         new: str | None
@@ -229,6 +232,9 @@ class MailboxAccessDecisions(PolicyCore):
         if rights and set(whole) - set(new):
             return self._deny(identity.name, "setacl", target, Reason.MAILBOX_RIGHTS_FIXED,
                               identifier=identifier, mailbox_rights=whole)
+        # The whole-mailbox grant's rights stay out of the folder's: when that
+        # grant is revoked (by hand or by the directory sync), the folder
+        # keeps only what was given there in addition.
         own = "".join(r for r in new if r not in whole)
         self.store.set_grant(account.id, mailbox.id, own, folder=folder)
         details: dict[str, object] = {"identifier": identifier, "rights": own}

@@ -89,6 +89,23 @@ def test_getacl_shows_the_rights_on_the_folder(world):
         (f"sec.durand@{D}", ALL_RIGHTS), (f"sec.reader@{D}", "lr"), (f"stranger@{D}", "lr"))
 
 
+def test_setacl_ignores_a_whole_box_grant_not_in_force(world):
+    # Found by review: an ended whole-box grant was taken from the folder's,
+    # so SETACL stored an empty grant and answered OK.
+    pol, store, mb = world.policy, world.store, world.mailboxes
+    durand, stranger = world.identity("durand"), world.identity("stranger")
+    past = world.policy.now() - dt.timedelta(days=1)
+    store.set_grant(stranger.account.id, mb["cardio"].id, "lr", valid_until=past)
+    assert pol.set_rights(durand, mb["cardio"], "INBOX", f"stranger@{D}", "lr").allowed
+    assert pol.mailbox_rights(stranger, mb["cardio"], "INBOX") == "lr"
+    assert world.audit.events[-1].details == {"identifier": f"stranger@{D}", "rights": "lr"}
+    # nor does one that has not begun fix rights: "-r" is no MAILBOX_RIGHTS_FIXED
+    store.set_grant(stranger.account.id, mb["cardio"].id, "lr",
+                    valid_from=world.policy.now() + dt.timedelta(days=30))
+    assert pol.set_rights(durand, mb["cardio"], "INBOX", f"stranger@{D}", "-r").allowed
+    assert pol.mailbox_rights(stranger, mb["cardio"], "INBOX") == "l"
+
+
 def test_setacl_changes_the_folder_grant_and_is_audited(world):
     pol, store, mb = world.policy, world.store, world.mailboxes
     durand, reader = world.identity("durand"), world.identity("reader")
