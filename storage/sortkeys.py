@@ -34,6 +34,10 @@ from storage.mime import decode_header_value, header_bounds, iter_fields, unfold
 # recomputed from the message.
 VERSION = 1
 MAX_REFERENCES = 100  # References: ids kept per message (the nearest ones)
+# A msg-id longer than a header line may be (RFC 5322 2.1.1) is no id a
+# mailer made: left out, so that a few crafted messages cannot pin megabytes
+# in every worker's sort-key cache.
+MAX_ID_LENGTH = 998
 
 _WS = re.compile(r"[ \t\r\n]+")
 _BLOB = r"\[[^\[\]]*\][ \t]*"
@@ -139,7 +143,8 @@ def message_ids(value: str | None) -> list[str]:
     """The msg-ids of a header value, white space inside removed, brackets kept."""
     if not value:
         return []
-    return ["<" + "".join(m.split()) + ">" for m in _MSG_ID.findall(value) if m.strip()]
+    return ["<" + "".join(m.split()) + ">" for m in _MSG_ID.findall(value)
+            if m.strip() and len(m) <= MAX_ID_LENGTH]
 
 
 def _references(raw: bytes) -> list[str]:

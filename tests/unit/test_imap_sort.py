@@ -245,3 +245,14 @@ def test_result_cache_keys_and_bound() -> None:
     assert cache.get(k1) == "(1 2 3)"  # now the most recent
     cache.put(others[1], "b")
     assert cache.get(others[0]) is None and cache.get(k1) == "(1 2 3)"
+
+
+def test_message_ids_longer_than_a_header_line_are_left_out() -> None:
+    # Found by review: References of multi-megabyte ids were kept whole in
+    # every worker's sort-key cache.
+    long_id = "x" * 5000 + "@y"
+    raw = (f"Message-ID: <{long_id}>\r\nReferences: <a@b> <{long_id}>\r\n"
+           "Subject: s\r\n\r\nbody\r\n").encode()
+    keys = sortkeys.sort_keys(raw, parse_message(raw))
+    assert keys.references == ("<a@b>",) and keys.message_id is None
+    assert sortkeys.message_ids("<" + "z" * sortkeys.MAX_ID_LENGTH + ">") != []
