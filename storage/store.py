@@ -1718,23 +1718,41 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
         return done
 
     def fill_sort_keys(self, batch: int = 500) -> int:
+        # Read and computed outside any write transaction, one body in
+        # memory at a time; then written in one short transaction (found by
+        # review: decrypting and parsing 500 whole bodies under the write
+        # lock made deliveries and IMAP writes wait, and held them all in
+        # memory). A row filled meanwhile (a SORT's write-back) is left as is.
         ring = self._keys.ring(force=True)
-        done = 0
-        with self._write() as c:
-            rows = c.execute(
-                select(B.c.id, B.c.key_id, B.c.body, B.c.meta)
-                .where(B.c.sort_keys.is_(None))
-                .order_by(B.c.id)
+        with self._read() as c:
+            ids = list(c.execute(
+                select(B.c.id).where(B.c.sort_keys.is_(None)).order_by(B.c.id)
                 .limit(max(1, batch))
-            ).all()
-            for body_id, key_id, body, meta in rows:
-                raw = ring.decrypt(key_id, bytes(body), crypto.AAD_BODY)
-                parsed = json.loads(ring.decrypt(key_id, bytes(meta), crypto.AAD_META))
-                blob = ring.encrypt_with(key_id, sortkeys.encode(sortkeys.sort_keys(raw, parsed)),
-                                         crypto.AAD_SORT_KEYS)
-                c.execute(update(B).where(B.c.id == body_id).values(sort_keys=blob))
-                done += 1
-        return done
+            ).scalars())
+        computed: list[tuple[int, int, bytes]] = []
+        for body_id in ids:
+            with self._read() as c:
+                row = c.execute(
+                    select(B.c.key_id, B.c.body, B.c.meta).where(B.c.id == body_id)
+                ).first()
+            if row is None:  # expunged meanwhile
+                continue
+            key_id, body, meta = row
+            raw = ring.decrypt(key_id, bytes(body), crypto.AAD_BODY)
+            parsed = json.loads(ring.decrypt(key_id, bytes(meta), crypto.AAD_META))
+            del row, body
+            computed.append((body_id, key_id, ring.encrypt_with(
+                key_id, sortkeys.encode(sortkeys.sort_keys(raw, parsed)), crypto.AAD_SORT_KEYS)))
+        if not computed:
+            return 0
+        with self._write() as c:
+            for body_id, key_id, blob in computed:
+                # under the body's key: a row re-encrypted meanwhile waits
+                # for the next batch
+                c.execute(update(B).where(B.c.id == body_id, B.c.sort_keys.is_(None),
+                                          B.c.key_id == key_id)
+                          .values(sort_keys=blob))
+        return len(computed)
 
     def _reencrypt_some(
         self, ring: crypto.KeyRing, table: Any, blobs: dict[str, bytes], limit: int
