@@ -6,7 +6,7 @@ the server workers, with the load average (the machine may be shared).
 
     .venv/bin/python bench/smtp_ingest.py [--messages 20000] [--connections 20]
         [--workers 2] [--driver asyncio|smtp-source] [--mailboxes 20] [--postgres]
-        [--nodes 2] [--postfix] [--metrics]
+        [--nodes 2] [--postfix] [--rounds N] [--metrics]
 
 `--postgres`: the store in a throwaway PostgreSQL cluster (tests/pg_support.py)
 with its durability settings on (fsync, synchronous_commit), instead of SQLite;
@@ -22,7 +22,8 @@ data directories, a loopback port, the `virtual` agent delivering to one
 Maildir per recipient; needs root, as the system's Postfix does); the clock
 stops when smtp-source has its last 250 (Postfix: queued and fsynced) and again
 when the last message is in a Maildir; prints both rates and the ratios. Ours
-has one figure: our 250 comes after the commit to the store.
+has one figure: our 250 comes after the commit to the store. `--rounds N`
+repeats the run, Postfix first every other round (the host's load drifts).
 `--metrics`: the workers count as `mssctl serve` does with `metrics:` set.
 
 Drivers: `asyncio` (built in: MAIL, RCPT and DATA pipelined, recipients spread
@@ -376,6 +377,8 @@ def main() -> int:
     ap.add_argument("--postfix", action="store_true",
                     help="then the same smtp-source load against a private Postfix "
                          "delivering to Maildirs (--driver smtp-source)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat N times; with --postfix, Postfix goes first every other round")
     ap.add_argument("--no-audit-mirror", action="store_true",
                     help="diagnostic: audit to the file only (not into the store)")
     ap.add_argument("--metrics", action="store_true",
@@ -408,8 +411,24 @@ def main() -> int:
 
 def run(args: argparse.Namespace, new_url: Callable[[], str] | None,
         postmaster: int | None) -> int:
+    code = 0
+    for r in range(args.rounds):
+        if args.rounds > 1:
+            print(f"---- round {r + 1} of {args.rounds} (load average "
+                  f"{os.getloadavg()[0]:.1f})")
+        # Alternate which server goes first: on a shared host the load drifts.
+        code = run_round(args, new_url, postmaster, postfix_first=r % 2 == 1) or code
+    return code
+
+
+def run_round(args: argparse.Namespace, new_url: Callable[[], str] | None,
+              postmaster: int | None, postfix_first: bool) -> int:
     messages = args.messages - args.messages % (args.connections * args.nodes)
     code = 0
+    pf: dict[str, Any] | None = None
+    if args.postfix and postfix_first:
+        pf = run_postfix(args, messages)
+        report_postfix(pf)
     mss: list[dict[str, Any]] = []
     for nodes in ([1, args.nodes] if args.nodes > 1 else [1]):
         r = run_mss(args, messages, new_url() if new_url else None, nodes, postmaster)
@@ -423,8 +442,9 @@ def run(args: argparse.Namespace, new_url: Callable[[], str] | None,
               + (f", {more['pg_ms'] / one['pg_ms']:.2f}x PostgreSQL's"
                  if one.get("pg_ms") and more.get("pg_ms") else ""))
     if args.postfix:
-        pf = run_postfix(args, messages)
-        report_postfix(pf)
+        if pf is None:
+            pf = run_postfix(args, messages)
+            report_postfix(pf)
         code = code or (0 if pf["delivered"] == messages else 1)
         ours = mss[0]["rate"]
         print(f"mss / Postfix: {ours / pf['accept_rate']:.2f} of Postfix's accept rate, "
