@@ -57,6 +57,7 @@ class PgCluster:
     port: int
     _counter: Iterator[int]
     reusable: str | None = None
+    data: Path | None = None  # the data directory (its postmaster.pid: benchmarks)
 
     def url(self, dbname: str) -> str:
         return f"postgresql+psycopg2://postgres@{self.host}:{self.port}/{dbname}"
@@ -176,7 +177,7 @@ def running_cluster(bindir: Path, *, durable: bool = False) -> Iterator[PgCluste
         log = (base / "log").read_text(errors="replace") if (base / "log").exists() else ""
         shutil.rmtree(base, ignore_errors=True)
         raise RuntimeError(f"pg_ctl start failed: {exc.stdout!r}\n{log}") from exc
-    cluster = PgCluster("127.0.0.1", port, itertools.count())
+    cluster = PgCluster("127.0.0.1", port, itertools.count(), data=data)
     try:
         cluster.admin(f'CREATE DATABASE "{TEMPLATE_DB}"')
         migrate(cluster.url(TEMPLATE_DB))

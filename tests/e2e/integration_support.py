@@ -55,10 +55,14 @@ INIT_RECORD = "init-output.txt"  # what `mssctl init` printed (+ its port offset
 # ---------------------------------------------------------------- ports
 
 
-def first_line(port: int, timeout: float) -> bytes:
-    """The first line a cleartext listener sends (b"" if none in time)."""
+def first_line(port: int, timeout: float, *, proxy: bool = False) -> bytes:
+    """The first line a cleartext listener sends (b"" if none in time).
+    `proxy`: a PROXY protocol listener, sent a balancer's health-check header
+    first."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            if proxy:
+                s.sendall(b"PROXY UNKNOWN\r\n")
             data = b""
             while b"\r\n" not in data:
                 chunk = s.recv(4096)
@@ -99,6 +103,7 @@ class MssInstance:
     proc: subprocess.Popen[bytes] | None = None
     serve_args: tuple[str, ...] = ()  # extra `mssctl serve` arguments, e.g. --workers 2
     starts: int = 0
+    proxied: frozenset[str] = frozenset()  # listeners with proxy_protocol: true
     _rng: random.Random = field(default_factory=random.Random)
 
     # -- creation
@@ -225,7 +230,8 @@ class MssInstance:
         # TCP accepts as soon as serve has bound the sockets; the protocols
         # answer once its worker runs: wait for a greeting from each daemon.
         for name, expected in (("smtp-mx", b"220 "), ("imap", b"* OK ")):
-            greeting = first_line(self.port(name), max(0.1, deadline - time.monotonic()))
+            greeting = first_line(self.port(name), max(0.1, deadline - time.monotonic()),
+                                  proxy=name in self.proxied)
             if not greeting.startswith(expected):
                 self.kill()
                 raise RuntimeError(f"{name} greeted {greeting!r} (serve status "

@@ -46,7 +46,8 @@ def copy_sqlite_to_postgres(sqlite_file: Path, pg_url: str) -> None:
         dst.dispose()
 
 
-def _use_database(inst: MssInstance, url: str) -> None:
+def use_database(inst: MssInstance, url: str) -> None:
+    """Points the instance's settings at `url` (its SQLite file removed)."""
     config = inst.directory / "mss.yaml"
     body = config.read_text()
     assert "url: sqlite:///mss.db" in body
@@ -67,7 +68,7 @@ def pg_nodes(factory: pytest.TempPathFactory, pg_cluster: Any, name: str,
     url = pg_cluster.url(pg_cluster.new_database())
     copy_sqlite_to_postgres(a.directory / "mss.db", url)
     for inst in (a, b):
-        _use_database(inst, url)
+        use_database(inst, url)
         if settings:
             config = inst.directory / "mss.yaml"
             body = config.read_text()

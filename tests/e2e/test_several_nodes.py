@@ -11,6 +11,8 @@ byte-exact IMAP client over TLS with the instance's CA).
 - A login lock made on node A holds on node B, and an unlock on B holds on A.
 - Node A killed with SIGKILL under SMTP load loses no acknowledged message
   (every 250 has its message in the store) and node B keeps serving.
+- A node whose `database.url` lists two hosts, the first one down (as after
+  losing a primary), starts and serves, its listening connection included.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import re
 import secrets
 import smtplib
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -37,7 +40,7 @@ from integration_support import (
     submit,
     untagged_of,
 )
-from nodes_support import feed_backends, pg_nodes
+from nodes_support import copy_sqlite_to_postgres, feed_backends, pg_nodes, use_database
 
 from conf.loader import load_settings
 from storage import open_store
@@ -313,3 +316,40 @@ def test_a_node_killed_under_smtp_load_loses_no_acknowledged_message(
         conn.login(PETIT, b.password(PETIT))
         exists = untagged_of(conn.ok(f'SELECT "{SHARED_INBOX}"'), b"EXISTS")
         assert int(exists[0].text.split()[1]) == len(stored)
+
+
+def test_a_node_whose_database_url_lists_a_dead_host_first_starts_and_serves(
+    tmp_path_factory: pytest.TempPathFactory, pg_cluster: Any
+) -> None:
+    """libpq (psycopg2) tries the hosts of a multi-host URL in order and, with
+    `target_session_attrs=read-write`, keeps the first that accepts writes:
+    the README's failover set-up. Here the first host refuses connections."""
+    node = MssInstance.demo(tmp_path_factory, "multihost")
+    dbname = pg_cluster.new_database()
+    copy_sqlite_to_postgres(node.directory / "mss.db", pg_cluster.url(dbname))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]  # closed again: nothing listens there
+    use_database(node, f"postgresql+psycopg2://postgres@/{dbname}?host=127.0.0.1:{dead}"
+                       f"&host={pg_cluster.host}:{pg_cluster.port}"
+                       "&target_session_attrs=read-write&connect_timeout=5")
+    token = secrets.token_hex(4)
+    try:
+        node.start()
+        mark = node.log_mark()
+        with ImapConn(node.port("imaps"), node.client_context()) as conn:
+            conn.login(DURAND, node.password(DURAND))
+            exists = int(untagged_of(conn.ok("SELECT INBOX"), b"EXISTS")[0].text.split()[1])
+            # The listening connection went through the same list of hosts.
+            assert _wait(lambda: feed_backends(pg_cluster, pg_cluster.url(dbname)))
+            _idle(conn)
+            delay = _exists_after(conn, _deliver_via(node, 0, token), exists + 1)
+            assert delay < PUSH_DEADLINE, f"EXISTS {delay:.2f}s after the 250"
+            _done(conn)
+            fetched = conn.ok(f"FETCH {exists + 1} (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            assert f"Resultat {token}-0".encode() in b"".join(r.text for r in fetched)
+        assert node.stop() == 0, node.log_tail()
+    finally:
+        node.kill()
+    text = node.log_since(mark)
+    assert "Traceback" not in text and "[cid=" not in text, text[-4000:]
