@@ -219,7 +219,9 @@ async def append(ctx: Context, cmd: Append) -> Reply:
     assert session.identity is not None and session.namespaces is not None
     _check(ctx, cmd)
     selected = session.view
-    claiming = selected.folder_id if selected is not None and not selected.readonly else None
+    # An IMAP4rev2 session has no \Recent: it leaves them to rev1 sessions.
+    claiming = (selected.folder_id if selected is not None
+                and not (selected.readonly or selected.rev2) else None)
     store = ctx.services.store
     try:
         prepared: _Prepared = await ctx.run(
