@@ -11,6 +11,7 @@ from imapd.commands.access import resolve, resolve_folder
 from imapd.commands.base import Context, Handler, ok
 from imapd.errors import (
     ALREADY_EXISTS,
+    DELETE_HASCHILDREN,
     EMPTY_NAME,
     INBOX_NOT_DELETED,
     NOT_MUTF7,
@@ -21,6 +22,7 @@ from imapd.errors import (
     STATUS_NO_ITEM,
     UNSUPPORTED_USE,
     AccessWithdrawn,
+    NotPermitted,
     Reply,
     bad,
     fail,
@@ -51,6 +53,7 @@ from storage.interface import (
     IndexColumns,
     InvalidName,
     MessageStore,
+    NotFound,
     SpecialUse,
 )
 
@@ -248,12 +251,34 @@ async def create(ctx: Context, cmd: Create) -> Reply:
     return ok("CREATE completed")
 
 
+def _level_with_children(
+    policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces, name: str,
+) -> bool:
+    """A name with no folder of its own that LIST shows as a \\Noselect level
+    above folders this identity sees."""
+    try:
+        place = namespaces.resolve(name)
+    except NotPermitted:
+        return False
+    return _has_children(policy, store, identity, place)
+
+
 async def delete(ctx: Context, cmd: Delete) -> Reply:
     identity, namespaces = _identity(ctx)
-    place, folder = await ctx.run(
-        resolve_folder, ctx.services.policy, ctx.services.store, identity, namespaces,
-        cmd.mailbox, "x", "delete",
-    )
+    try:
+        place, folder = await ctx.run(
+            resolve_folder, ctx.services.policy, ctx.services.store, identity, namespaces,
+            cmd.mailbox, "x", "delete",
+        )
+    except (NotFound, NotPermitted):
+        # RFC 9051 6.3.5: deleting a \Noselect name with inferiors is an
+        # error, NO [HASCHILDREN]; it tells nothing LIST does not show. A rev1
+        # session keeps NO [NONEXISTENT], as Dovecot 2.3 answers.
+        if ctx.session.rev2 and await ctx.run(
+                _level_with_children, ctx.services.policy, ctx.services.store,
+                identity, namespaces, cmd.mailbox):
+            raise fail(DELETE_HASCHILDREN) from None
+        raise
     if place.folder == "INBOX":
         raise fail(INBOX_NOT_DELETED)
     await ctx.run(ctx.services.store.delete_folder, place.mailbox.id, place.folder)

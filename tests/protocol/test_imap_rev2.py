@@ -2,8 +2,9 @@
 rev1 until ``ENABLE IMAP4rev2`` (authenticated state), and then has no
 \\Recent (no RECENT response, flag, status item or search key), SEARCH is
 answered with ESEARCH, SELECT/EXAMINE send a LIST response and no UNSEEN
-code, unsolicited FETCH carries the UID, mailbox names are UTF-8. A rev1
-session is unchanged (last tests)."""
+code, unsolicited FETCH carries the UID, mailbox names are UTF-8, DELETE of a
+\\Noselect level with inferiors is ``NO [HASCHILDREN]``. A rev1 session is
+unchanged (last tests)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from imap_transcript import (
     SECRETARY,
     ImapClient,
     ImapEnv,
+    add_user,
     deliver,
     lines,
     make_env,
@@ -201,6 +203,43 @@ def test_mailbox_names_are_utf8(env: ImapEnv) -> None:
     assert '* LIST (\\HasNoChildren) "/" "R\u00e9sultats & co"'.encode() in out
     d = env.login()  # rev1: the same folder in modified UTF-7
     assert b'"R&AOk-sultats &- co"' in d.ok('LIST "" "R*"')
+
+
+def test_delete_noselect_level_has_children(env: ImapEnv) -> None:
+    c = rev2(env)
+    c.ok("CREATE Projets/2026")
+    c.ok("DELETE Projets")  # a folder with inferiors: deleted, its name stays \Noselect
+    assert b'* LIST (\\Noselect \\HasChildren) "/" "Projets"' in c.ok('LIST "" "Projets*"')
+    _, done = c.tagged("DELETE Projets")
+    assert b" NO [HASCHILDREN] " in done
+    _, done = c.tagged("DELETE Nothing")  # a name that does not exist at all
+    assert b" NO [NONEXISTENT] " in done
+    d = env.login()  # rev1 keeps NONEXISTENT (as Dovecot 2.3)
+    _, done = d.tagged("DELETE Projets")
+    assert b" NO [NONEXISTENT] " in done
+
+
+def test_children_one_may_not_see_are_not_told(env: ImapEnv) -> None:
+    """HASCHILDREN and SELECT's LIST attributes count only the folders LIST
+    shows: an agent granted one folder of the functional box learns nothing
+    of the others (not permitted looks like not found)."""
+    cardio = env.store.get_mailbox(CARDIO)
+    env.store.create_folder(cardio.id, "INBOX/Archives")
+    env.store.create_folder(cardio.id, "Dossiers/Patients")
+    env.store.delete_folder(cardio.id, "Dossiers")  # a \\Noselect level now
+    agent = add_user(env.store, "interim@hopital.test")
+    env.store.set_grant(agent.id, cardio.id, "lr", folder="INBOX")
+    c = env.login("interim@hopital.test")
+    c.ok("ENABLE IMAP4rev2")
+    assert f'* LIST (\\HasNoChildren) "/" "Shared/{CARDIO}/INBOX"'.encode() in c.ok(
+        f'SELECT "Shared/{CARDIO}/INBOX"')
+    _, done = c.tagged(f'DELETE "Shared/{CARDIO}/Dossiers"')
+    assert b" NO [NONEXISTENT] " in done
+    s = rev2(env)  # the secretary, granted the whole box
+    assert f'* LIST (\\HasChildren) "/" "Shared/{CARDIO}/INBOX"'.encode() in s.ok(
+        f'SELECT "Shared/{CARDIO}/INBOX"')
+    _, done = s.tagged(f'DELETE "Shared/{CARDIO}/Dossiers"')
+    assert b" NO [HASCHILDREN] " in done
 
 
 def test_list_extended_rfc9051_items(env: ImapEnv) -> None:
