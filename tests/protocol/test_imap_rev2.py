@@ -187,6 +187,17 @@ def test_append_to_selected_folder_is_not_recent(env: ImapEnv) -> None:
     assert c.ok("FETCH 4 (FLAGS)") == b"* 4 FETCH (FLAGS (\\Seen))\r\n"
 
 
+def test_append_takes_8bit_header_fields(env: ImapEnv) -> None:
+    # RFC 9051: headers may be UTF-8 (RFC 6532); a rev1 session needs
+    # ENABLE UTF8=ACCEPT for that (RFC 6855 4).
+    raw = "Subject: R\u00e9sultats\r\n\r\nBonjour\r\n".encode()
+    command = b"APPEND INBOX {%d+}\r\n" % len(raw) + raw
+    d = env.login()
+    assert b" NO " in d.send(b"a1 " + command + b"\r\n")
+    c = rev2(env)
+    assert b"a2 OK [APPENDUID " in c.send(b"a2 " + command + b"\r\n")
+
+
 def test_store_recent_still_refused(env: ImapEnv) -> None:
     c = rev2(env)
     c.ok("SELECT INBOX")
