@@ -65,6 +65,7 @@ QRESYNC_NOT_ENABLED = Reply("BAD", None, "QRESYNC is not enabled")
 EMPTY_NAME = Reply("BAD", None, "Empty mailbox name")
 UNSUPPORTED_USE = Reply("NO", "USEATTR", "Unsupported special-use attribute")
 ALREADY_EXISTS = Reply("NO", "ALREADYEXISTS", "Mailbox already exists")
+DELETE_HASCHILDREN = Reply("NO", "HASCHILDREN", "Name has inferior hierarchical names")
 INBOX_NOT_DELETED = Reply("NO", "CANNOT", "INBOX cannot be deleted")
 RENAME_ACROSS = Reply("NO", "CANNOT", "Cannot move a folder to another mailbox")
 RENAME_REFUSED = Reply("NO", "CANNOT", "Cannot rename to that name")
@@ -121,6 +122,10 @@ APPEND_TRYCREATE = Reply("NO", "TRYCREATE", "Mailbox does not exist")
 CATENATE_TOO_BIG = Reply("NO", "TOOBIG", "Composed message too big")
 # RFC 6855 3: after ENABLE UTF8=ACCEPT a SEARCH CHARSET conflicts with UTF-8.
 SEARCH_CHARSET_UTF8 = Reply("BAD", None, "No CHARSET once UTF8=ACCEPT is enabled")
+# RFC 9051 has no \Recent: after ENABLE IMAP4rev2 its grammar has neither the
+# NEW, OLD and RECENT search keys nor the RECENT status item.
+REV2_SEARCH_RECENT = Reply("BAD", None, "NEW, OLD and RECENT are not IMAP4rev2 search keys")
+REV2_STATUS_RECENT = Reply("BAD", None, "RECENT is not an IMAP4rev2 status item")
 # The texts of NO [BADURL ...] (`badurl`); the first is for both a message
 # that does not exist and one that may not be read.
 BADURL_MISSING = "No such message"

@@ -185,6 +185,10 @@ class ResponseCode:
         name = self.code.value.encode("ascii")
         return b"[" + name + (b" " + self.args if self.args else b"") + b"]"
 
+    def text(self) -> str:
+        """The code without its brackets, as `imapd.errors.Reply` holds it."""
+        return self.render()[1:-1].decode("ascii")
+
 
 # Codes without arguments.
 ALERT = ResponseCode(Code.ALERT)

@@ -17,10 +17,12 @@ from imapd.view import SelectedView
 from policy.decisions import Identity, Peer, SessionAccess
 from policy.sasl import advertised
 
-BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE")
+# IMAP4rev2 (RFC 9051) beside IMAP4rev1: a session is rev1 until the client
+# sends ENABLE IMAP4rev2 (RFC 9051 6.3.1, 2.3.2: no \Recent then).
+BASE_CAPABILITIES = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE")
 AUTHENTICATED_CAPABILITIES = (
     "UIDPLUS", "MOVE", "NAMESPACE", "SPECIAL-USE", "UNSELECT", "CHILDREN",
-    "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "QRESYNC", "ACL", "RIGHTS=texk", "QUOTA",
+    "LIST-EXTENDED", "LIST-STATUS", "STATUS=SIZE", "CONDSTORE", "QRESYNC", "ACL", "RIGHTS=texk", "QUOTA",
     "QUOTA=RES-STORAGE", "MULTIAPPEND", "CATENATE", "UTF8=ACCEPT",
     "BINARY", "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT",
     "THREAD=REFERENCES", "ESEARCH", "ESORT", "SEARCHRES", "WITHIN",
@@ -89,9 +91,16 @@ class Session:
         return caps
 
     @property
+    def rev2(self) -> bool:
+        """RFC 9051: the client enabled IMAP4rev2 (ESEARCH answers SEARCH,
+        no \\Recent, mailbox names in UTF-8)."""
+        return "IMAP4REV2" in self.enabled
+
+    @property
     def utf8(self) -> bool:
-        """RFC 6855: UTF8=ACCEPT is enabled (mailbox names in UTF-8)."""
-        return "UTF8=ACCEPT" in self.enabled
+        """Mailbox names in UTF-8: UTF8=ACCEPT is enabled (RFC 6855), or
+        IMAP4rev2 (RFC 9051 5.1: modified UTF-7 is for IMAP4rev1 only)."""
+        return "UTF8=ACCEPT" in self.enabled or self.rev2
 
     def capability_line(self) -> str:
         return " ".join(self.capabilities())

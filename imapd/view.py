@@ -74,6 +74,10 @@ class SelectedView:
     dirty: bool = False  # the folder watcher saw a change not absorbed yet
     condstore: bool = False  # report MODSEQ in unsolicited FETCH (RFC 7162 3.2)
     qresync: bool = False  # VANISHED instead of EXPUNGE (RFC 7162 3.2.10)
+    # The session enabled IMAP4rev2 (RFC 9051): this view claims no \Recent
+    # (`recent` stays empty: no RECENT response, no \Recent flag) and its
+    # unsolicited FETCH responses carry the UID (RFC 9051 appendix E).
+    rev2: bool = False
     # The account whose private \\Seen this view shows (a mailbox with
     # private \\Seen), or None: the message's shared \\Seen.
     seen_account: int | None = None
@@ -352,7 +356,8 @@ class SelectedView:
 
     def fetch_flags_line(self, seq: int, uid: int, with_uid: bool) -> bytes:
         items = []
-        if with_uid or self.condstore:  # RFC 7162 3.1: UID and MODSEQ in all of them
+        # RFC 7162 3.1: UID and MODSEQ in all of them; RFC 9051: UID.
+        if with_uid or self.condstore or self.rev2:
             items.append(f"UID {uid}")
         items.append("FLAGS " + format_flags(self.display_flags(uid)))
         if self.condstore:

@@ -58,6 +58,7 @@ from imapd.parser.commands import (
 )
 from imapd.parser.imapurl import parse_imap_url
 from imapd.parser.tokens import ParseError
+from imapd.responses import appenduid
 from imapd.wire import uid_set
 from policy.decisions import Identity, Policy, seen_account
 from storage.interface import (
@@ -219,7 +220,9 @@ async def append(ctx: Context, cmd: Append) -> Reply:
     assert session.identity is not None and session.namespaces is not None
     _check(ctx, cmd)
     selected = session.view
-    claiming = selected.folder_id if selected is not None and not selected.readonly else None
+    # An IMAP4rev2 session has no \Recent: it leaves them to rev1 sessions.
+    claiming = (selected.folder_id if selected is not None
+                and not (selected.readonly or selected.rev2) else None)
     store = ctx.services.store
     try:
         prepared: _Prepared = await ctx.run(
@@ -255,7 +258,7 @@ async def append(ctx: Context, cmd: Append) -> Reply:
         if view.folder_id == claiming and session.view is view:
             view.recent.update(u for u in uids if view.has(u))
     ctx.watcher.notify_local(folder.id, exclude=getattr(ctx, "watch_token", None))
-    return ok("APPEND completed", f"APPENDUID {results[0].uidvalidity} {uid_set(uids)}")
+    return ok("APPEND completed", appenduid(results[0].uidvalidity, uids).text())
 
 
 HANDLERS: dict[type[Command], Handler] = {Append: append}

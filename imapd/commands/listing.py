@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from imapd.commands.auth import build_namespaces
 from imapd.commands.base import Context, Handler, ok
-from imapd.commands.mailbox import status_values
+from imapd.commands.mailbox import check_status_items, status_values
 from imapd.errors import RECURSIVEMATCH_ALONE, Reply, bad, fail
 from imapd.namespace import SEP, Namespaces
 from imapd.parser.commands import Command, List, Lsub, StatusItem
@@ -180,6 +180,7 @@ async def list_(ctx: Context, cmd: List) -> Reply:
         chosen.append((e, extra))
     statuses: dict[str, str] = {}
     if cmd.return_status:
+        check_status_items(session, cmd.return_status)
         statuses = await ctx.run(
             _status_lines, ctx.services.store, [e for e, _ in chosen], cmd.return_status,
             session.append_limit,

@@ -11,20 +11,23 @@ from imapd.commands.access import resolve, resolve_folder
 from imapd.commands.base import Context, Handler, ok
 from imapd.errors import (
     ALREADY_EXISTS,
+    DELETE_HASCHILDREN,
     EMPTY_NAME,
     INBOX_NOT_DELETED,
     NOT_MUTF7,
     QRESYNC_NOT_ENABLED,
     RENAME_ACROSS,
     RENAME_REFUSED,
+    REV2_STATUS_RECENT,
     STATUS_NO_ITEM,
     UNSUPPORTED_USE,
     AccessWithdrawn,
+    NotPermitted,
     Reply,
     bad,
     fail,
 )
-from imapd.namespace import Namespaces, Place
+from imapd.namespace import SEP, Namespaces, Place
 from imapd.parser.commands import (
     Command,
     Create,
@@ -40,6 +43,7 @@ from imapd.parser.commands import (
     Unsubscribe,
 )
 from imapd.parser.mutf7 import UndecodableName
+from imapd.session import Session
 from imapd.view import SYSTEM_FLAGS, SelectedView, format_flags
 from imapd.wire import mailbox as wire_mailbox
 from imapd.wire import uid_set
@@ -49,6 +53,7 @@ from storage.interface import (
     IndexColumns,
     InvalidName,
     MessageStore,
+    NotFound,
     SpecialUse,
 )
 
@@ -78,11 +83,37 @@ class Opened:
     recent: frozenset[int]
     rights: str
     access: SessionAccess  # what later commands are checked against
+    # IMAP4rev2: the attributes of the LIST response SELECT sends (else None).
+    list_attributes: list[str] | None = None
+
+
+def _has_children(policy: Policy, store: MessageStore, identity: Identity, place: Place) -> bool:
+    """Whether LIST shows a name below `place` to this identity (folders of
+    one's own mailbox; of another, those one may look up)."""
+    own = place.prefix == ""
+    below = place.folder + SEP
+    return any(
+        own or "l" in policy.mailbox_rights(identity, place.mailbox, f.name)
+        for f in store.list_folders(place.mailbox.id) if f.name.startswith(below)
+    )
+
+
+def _list_attributes(
+    policy: Policy, store: MessageStore, identity: Identity, place: Place, folder: Folder,
+) -> list[str]:
+    """The selected mailbox's attributes as LIST gives them (RFC 9051 6.3.2:
+    they must be accurate): children one may look up, and the special use of
+    a personal folder (`imapd.commands.listing`)."""
+    attrs = ["\\HasChildren" if _has_children(policy, store, identity, place)
+             else "\\HasNoChildren"]
+    if place.prefix == "" and folder.special_use is not None:
+        attrs.append(folder.special_use.value)
+    return attrs
 
 
 def _open(
     policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
-    name: str, readonly: bool,
+    name: str, readonly: bool, rev2: bool = False,
 ) -> Opened:
     with store.read_scope():  # one read transaction for the whole SELECT
         place, folder = resolve_folder(
@@ -96,10 +127,14 @@ def _open(
         # Not on the writer lane: most SELECTs find nothing to claim, which
         # `claim_recent` learns from a read, without queueing behind writes.
         # EXAMINE reports the same \\Recent as SELECT but leaves them for the
-        # session that selects the folder (RFC 3501 6.3.2).
-        recent = store.recent_uids(folder.id) if readonly else store.claim_recent(folder.id)
+        # session that selects the folder (RFC 3501 6.3.2). An IMAP4rev2
+        # session has none and leaves them to rev1 sessions.
+        recent: frozenset[int] = frozenset()
+        if not rev2:
+            recent = store.recent_uids(folder.id) if readonly else store.claim_recent(folder.id)
         return Opened(place, folder, columns, recent, rights,
-                      policy.session_access(identity, place.mailbox, place.folder))
+                      policy.session_access(identity, place.mailbox, place.folder),
+                      _list_attributes(policy, store, identity, place, folder) if rev2 else None)
 
 
 async def select(ctx: Context, cmd: Select | Examine) -> Reply:
@@ -118,7 +153,7 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
         session.enabled.add("CONDSTORE")
     opened: Opened = await ctx.run(
         _open, ctx.services.policy, ctx.services.store, identity, namespaces, cmd.mailbox,
-        readonly,
+        readonly, session.rev2,
     )
     if not opened.access.decision.allowed:  # e.g. the account was disabled meanwhile
         ctx.set_access(opened.access)
@@ -132,6 +167,7 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
     )
     view.condstore = "CONDSTORE" in session.enabled
     view.qresync = "QRESYNC" in session.enabled
+    view.rev2 = session.rev2
     view.rights = opened.rights
     view.seen_account = seen_account(identity, opened.place.mailbox)
     session.select(opened.place, view)
@@ -142,13 +178,19 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
     view.keywords = view.keyword_set()
     out = [view.flags_response().decode()]
     out.append(f"* {view.exists} EXISTS\r\n")
-    out.append(f"* {len(view.recent)} RECENT\r\n")
-    first_unseen = view.first_unseen()
-    if first_unseen is not None:
-        out.append(f"* OK [UNSEEN {first_unseen}] First unseen\r\n")
+    if not view.rev2:
+        # RFC 9051 has neither the RECENT response nor the UNSEEN code.
+        out.append(f"* {len(view.recent)} RECENT\r\n")
+        first_unseen = view.first_unseen()
+        if first_unseen is not None:
+            out.append(f"* OK [UNSEEN {first_unseen}] First unseen\r\n")
     out.append(f"* OK [UIDVALIDITY {st.uidvalidity}] UIDs valid\r\n")
     out.append(f"* OK [UIDNEXT {view.uidnext}] Predicted next UID\r\n")
     out.append(f"* OK [HIGHESTMODSEQ {max(view.highestmodseq, 1)}] Highest\r\n")
+    if opened.list_attributes is not None:
+        # RFC 9051 6.3.2: SELECT and EXAMINE answer a LIST response too.
+        wire = wire_mailbox(opened.place.imap_name(), True)
+        out.append(f'* LIST ({" ".join(opened.list_attributes)}) "{SEP}" {wire}\r\n')
     ctx.send("".join(out).encode())
     if cmd.qresync is not None and cmd.qresync.uidvalidity == st.uidvalidity:
         await _resync(ctx, view, cmd.qresync)
@@ -209,12 +251,34 @@ async def create(ctx: Context, cmd: Create) -> Reply:
     return ok("CREATE completed")
 
 
+def _level_with_children(
+    policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces, name: str,
+) -> bool:
+    """A name with no folder of its own that LIST shows as a \\Noselect level
+    above folders this identity sees."""
+    try:
+        place = namespaces.resolve(name)
+    except NotPermitted:
+        return False
+    return _has_children(policy, store, identity, place)
+
+
 async def delete(ctx: Context, cmd: Delete) -> Reply:
     identity, namespaces = _identity(ctx)
-    place, folder = await ctx.run(
-        resolve_folder, ctx.services.policy, ctx.services.store, identity, namespaces,
-        cmd.mailbox, "x", "delete",
-    )
+    try:
+        place, folder = await ctx.run(
+            resolve_folder, ctx.services.policy, ctx.services.store, identity, namespaces,
+            cmd.mailbox, "x", "delete",
+        )
+    except (NotFound, NotPermitted):
+        # RFC 9051 6.3.5: deleting a \Noselect name with inferiors is an
+        # error, NO [HASCHILDREN]; it tells nothing LIST does not show. A rev1
+        # session keeps NO [NONEXISTENT], as Dovecot 2.3 answers.
+        if ctx.session.rev2 and await ctx.run(
+                _level_with_children, ctx.services.policy, ctx.services.store,
+                identity, namespaces, cmd.mailbox):
+            raise fail(DELETE_HASCHILDREN) from None
+        raise
     if place.folder == "INBOX":
         raise fail(INBOX_NOT_DELETED)
     await ctx.run(ctx.services.store.delete_folder, place.mailbox.id, place.folder)
@@ -308,10 +372,17 @@ def _status(
                              seen_account=seen_account(identity, place.mailbox))
 
 
+def check_status_items(session: Session, items: tuple[StatusItem, ...]) -> None:
+    """STATUS and LIST RETURN (STATUS ...): RFC 9051 has no RECENT item."""
+    if session.rev2 and StatusItem.RECENT in items:
+        raise fail(REV2_STATUS_RECENT)
+
+
 async def status(ctx: Context, cmd: Status) -> Reply:
     identity, namespaces = _identity(ctx)
     if not cmd.items:
         raise fail(STATUS_NO_ITEM)
+    check_status_items(ctx.session, cmd.items)
     values = await ctx.run(
         _status, ctx.services.policy, ctx.services.store, identity, namespaces, cmd.mailbox,
         cmd.items, ctx.session.append_limit,

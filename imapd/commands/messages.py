@@ -29,6 +29,7 @@ from imapd.errors import (
 )
 from imapd.namespace import Namespaces, Place
 from imapd.parser.commands import Command, Copy, Expunge, Move, Store, StoreMode
+from imapd.responses import copyuid, modified
 from imapd.view import format_flags
 from imapd.wire import uid_set
 from policy.decisions import Identity, Policy, seen_account
@@ -145,7 +146,8 @@ async def store(ctx: Context, cmd: Store) -> Reply:
         numbers = sorted(failed) if cmd.uid else sorted(
             s for s in (view.seq_of(u) for u in failed) if s is not None
         )
-        return ok("Conditional STORE failed", f"MODIFIED {uid_set(numbers)}")
+        # (No number left only if every failed message is gone meanwhile.)
+        return ok("Conditional STORE failed", modified(numbers).text() if numbers else None)
     # RFC 2180 4.2: the other messages were changed; UID STORE ignores UIDs
     # that no longer exist (RFC 3501 6.4.8) and .SILENT answers OK (4.2.1);
     # a plain STORE that named an expunged message answers NO (4.2.2/4.2.3).
@@ -202,17 +204,16 @@ async def copy(ctx: Context, cmd: Copy | Move) -> Reply:
     ctx.watcher.notify_local(dest_id, exclude=token)
     code = None
     if result.source_uids:
-        code = (f"COPYUID {result.uidvalidity} {uid_set(result.source_uids)} "
-                f"{uid_set(result.dest_uids)}")
+        code = copyuid(result.uidvalidity, result.source_uids, result.dest_uids)
     if is_move:
-        if code:
-            ctx.send(f"* OK [{code}] Moved\r\n".encode())
+        if code is not None:
+            ctx.send(b"* OK " + code.render() + b" Moved\r\n")
         ctx.send(b"".join(view.expunge_now(result.source_uids)))
         ctx.watcher.notify_local(view.folder_id, exclude=token)
         code = None
     if dest_id == view.folder_id:
         await sync_view(ctx, own_write=True)
-    return ok(f"{name} completed", code)
+    return ok(f"{name} completed", code.text() if code is not None else None)
 
 
 # ---------------------------------------------------------------- EXPUNGE

@@ -21,7 +21,14 @@ from imapd.parser.commands import (
 from imapd.wire import quote
 
 SERVER_ID = (("name", "mss-imapd"), ("vendor", "MSSante open-source"), ("version", "0.1"))
-ENABLEABLE = ("CONDSTORE", "QRESYNC", "UTF8=ACCEPT")
+# What ENABLE takes, by its upper-cased name (the parser's), with the name
+# the ENABLED response gives back (RFC 9051 6.3.1 answers "IMAP4rev2").
+ENABLEABLE = {"CONDSTORE": "CONDSTORE", "QRESYNC": "QRESYNC", "UTF8=ACCEPT": "UTF8=ACCEPT",
+              "IMAP4REV2": "IMAP4rev2"}
+# RFC 6855 3: "ENABLE UTF8=ACCEPT" is only valid in the authenticated state
+# (the selected view would change names). IMAP4rev2 changes the names too,
+# and the selected view's \Recent and SEARCH answers: the same rule.
+NOT_WHILE_SELECTED = frozenset({"UTF8=ACCEPT", "IMAP4REV2"})
 
 
 async def capability(ctx: Context, cmd: Capability) -> Reply:
@@ -51,18 +58,17 @@ async def id_(ctx: Context, cmd: Id) -> Reply:
 
 
 async def enable(ctx: Context, cmd: Enable) -> Reply:
-    newly = [c for c in cmd.capabilities if c in ENABLEABLE and c not in ctx.session.enabled
-             # RFC 6855 3: "ENABLE UTF8=ACCEPT" is only valid in the
-             # authenticated state (the selected view would change names).
-             and not (c == "UTF8=ACCEPT" and ctx.session.view is not None)]
-    ctx.session.enabled.update(newly)
-    if "QRESYNC" in ctx.session.enabled:
-        ctx.session.enabled.add("CONDSTORE")  # RFC 7162 3.2.3: QRESYNC implies it
-    view = ctx.session.view
+    session = ctx.session
+    newly = [c for c in cmd.capabilities if c in ENABLEABLE and c not in session.enabled
+             and not (c in NOT_WHILE_SELECTED and session.view is not None)]
+    session.enabled.update(newly)
+    if "QRESYNC" in session.enabled:
+        session.enabled.add("CONDSTORE")  # RFC 7162 3.2.3: QRESYNC implies it
+    view = session.view
     if view is not None:
-        view.condstore = "CONDSTORE" in ctx.session.enabled
-        view.qresync = "QRESYNC" in ctx.session.enabled
-    ctx.send(("* ENABLED" + "".join(" " + c for c in newly) + "\r\n").encode())
+        view.condstore = "CONDSTORE" in session.enabled
+        view.qresync = "QRESYNC" in session.enabled
+    ctx.send(("* ENABLED" + "".join(" " + ENABLEABLE[c] for c in newly) + "\r\n").encode())
     return ok("ENABLE completed")
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from imapd import search as engine
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.selected import require_view
-from imapd.errors import SEARCH_CHARSET_UTF8, Reply, fail, no
+from imapd.errors import REV2_SEARCH_RECENT, SEARCH_CHARSET_UTF8, Reply, fail, no
 from imapd.parser.commands import (
     SUPPORTED_SEARCH_CHARSETS,
     Command,
@@ -23,6 +23,7 @@ from imapd.parser.commands import (
     SearchAll,
     SearchAnd,
     SearchDate,
+    SearchFlag,
     SearchHeader,
     SearchKey,
     SearchLarger,
@@ -90,6 +91,19 @@ def _uses_modseq(key: SearchKey) -> bool:
     return False
 
 
+def _uses_recent(key: SearchKey) -> bool:
+    """NEW, OLD, RECENT or UNRECENT (the parser makes \\Recent flag keys of them)."""
+    if isinstance(key, SearchFlag):
+        return key.flag == "\\Recent"
+    if isinstance(key, SearchNot):
+        return _uses_recent(key.key)
+    if isinstance(key, SearchOr):
+        return _uses_recent(key.left) or _uses_recent(key.right)
+    if isinstance(key, SearchAnd):
+        return any(_uses_recent(k) for k in key.keys)
+    return False
+
+
 def _run(
     store: MessageStore | None, folder_id: int, key: SearchKey,
     messages: Sequence[tuple[int, MessageInfo]], recent: frozenset[int], max_uid: int,
@@ -131,6 +145,8 @@ def check_charset(charset: str | None) -> None:
 async def matching(ctx: Context, view: SelectedView, key: SearchKey) -> list[tuple[int, int, int]]:
     """(seq, uid, modseq) of the messages of the view matching `key`, in
     sequence order (the store is asked only for what the key looks at)."""
+    if ctx.session.rev2 and _uses_recent(key):
+        raise fail(REV2_SEARCH_RECENT)  # SEARCH, SORT and THREAD alike
     if _uses_modseq(key):
         ctx.session.enabled.add("CONDSTORE")
         view.condstore = True
@@ -206,8 +222,9 @@ async def search(ctx: Context, cmd: Search) -> Reply:
     view = require_view(ctx)
     saving = cmd.return_options is not None and "SAVE" in cmd.return_options
     try:
-        if cmd.charset is not None and ctx.session.utf8:
-            # RFC 6855 3: after ENABLE UTF8=ACCEPT, a CHARSET conflicts with UTF-8.
+        if cmd.charset is not None and "UTF8=ACCEPT" in ctx.session.enabled:
+            # RFC 6855 3: after ENABLE UTF8=ACCEPT, a CHARSET conflicts with UTF-8
+            # (IMAP4rev2 alone keeps CHARSET: RFC 9051 6.4.4 takes UTF-8 and US-ASCII).
             raise fail(SEARCH_CHARSET_UTF8)
         check_charset(cmd.charset)
         found = await matching(ctx, view, cmd.key)
@@ -219,6 +236,9 @@ async def search(ctx: Context, cmd: Search) -> Reply:
     modseq = max(m for _, _, m in found) if uses_modseq and found else None
     numbers = [uid if cmd.uid else seq for seq, uid, _ in found]
     options = cmd.return_options
+    if options is None and ctx.session.rev2:
+        # RFC 9051 6.4.4: SEARCH is answered with ESEARCH, ALL when no RETURN.
+        options = ("ALL",)
     if options is None:
         line = "* SEARCH" + "".join(f" {n}" for n in numbers)
         if modseq is not None:

@@ -65,7 +65,7 @@ async def sync_view(ctx: Context, *, force: bool = False, own_write: bool = Fals
         return
     try:
         changes, claimed = await ctx.watcher.pull(
-            view.folder_id, view.highestmodseq, not view.readonly, view.max_uid(),
+            view.folder_id, view.highestmodseq, not (view.readonly or view.rev2), view.max_uid(),
             fresh=own_write, seen_account=view.seen_account,
         )
     except NotFound:

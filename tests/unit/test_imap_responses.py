@@ -149,6 +149,8 @@ def test_every_code_in_the_brief_is_catalogued() -> None:
 )
 def test_response_codes(code: r.ResponseCode, wire: bytes) -> None:
     assert code.render() == wire
+    # What handlers give `imapd.errors.Reply` (which adds the brackets).
+    assert code.text().encode() == wire[1:-1]
 
 
 def test_copyuid_lengths_must_match() -> None:
