@@ -35,23 +35,30 @@ from zope.interface import implementer
 from certs.tlsconn import close_connection
 from conf.settings import ListenerSettings, TLSMode
 from imapd.commands import DISPATCH
+from imapd.commands.fetch import fetch as fetch_handler
 from imapd.commands.mailbox import leave_selected
+from imapd.commands.notify import read_boxes
 from imapd.commands.selected import sync_view
 from imapd.errors import (
     APPEND_OVER_LIMIT,
     APPEND_TOO_BIG,
+    NOTIFY_OVERFLOW,
     AccessWithdrawn,
     Reply,
     bad,
     to_reply,
 )
+from imapd.notify import NotifySpec, status_key, status_line
 from imapd.parser.commands import (
     Check,
     Command,
     Fetch,
     Idle,
     Noop,
+    Notify,
     Search,
+    SeqRange,
+    SequenceSet,
     State,
     Store,
 )
@@ -65,6 +72,7 @@ from imapd.parser.reader import (
 )
 from imapd.session import Session
 from imapd.watcher import FolderWatcher
+from imapd.wire import mailbox as wire_mailbox
 from policy.decisions import Peer, SessionAccess
 from policy.services import Services
 
@@ -84,8 +92,14 @@ TURN_SECONDS = 0.02
 
 # Commands during which EXPUNGE must not be sent (RFC 3501 7.4.1), unless UID.
 _NO_EXPUNGE = (Fetch, Store, Search)
-# Commands after which the view is always refreshed from the store.
-_FORCE_SYNC = (Noop, Check, Idle)
+# Commands after which the view is always refreshed from the store (NOTIFY
+# SET is an implicit NOOP: RFC 5465 3.1).
+_FORCE_SYNC = (Noop, Check, Idle, Notify)
+# New messages of the selected mailbox announced with the FETCH attributes
+# NOTIFY's MessageNew asks for, at most, in one go: past it the session says
+# NOTIFICATIONOVERFLOW and stops its notifications (RFC 5465 5.8) rather
+# than stream an unbounded burst (the EXISTS is still sent).
+NOTIFY_FETCH_MAX = 1000
 
 
 class ConnectionGone(Exception):
@@ -145,6 +159,12 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         self._greeting_pending = False
         self._counted: str | None = None  # the address counted by the factory
         self._login_deadline: Any = None
+        # NOTIFY (RFC 5465): the watcher tokens of the watched folders, the
+        # folders that changed since last told, and the delivery in progress.
+        self._notify_watch: dict[int, int] = {}
+        self._notify_dirty: set[int] = set()
+        self._notifying = False
+        self._notify_again = False
 
     # ------------------------------------------------------------ connection
 
@@ -203,6 +223,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         if self._access_token is not None:
             self.watcher.unwatch_access(self._access_token)
             self._access_token = None
+        self._unwatch_notify()
         if self._counted is not None:
             self.factory.connection_closed(self._counted)
             self._counted = None
@@ -260,6 +281,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             paused.callback(None)
         # Commands held while the client was not reading may start now.
         self._pump()
+        self._kick_notify()  # and the events held meanwhile may go
 
     def stopProducing(self) -> None:
         self._closing = True
@@ -456,6 +478,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             action()
         self._busy = False
         self._pump()
+        self._kick_notify()
 
     async def _report_updates(self, command: Command) -> None:
         view = self.session.view
@@ -531,7 +554,11 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         between commands or in IDLE checks now, so that an idling session of
         a disabled account ends within the watcher's interval; a session in
         the middle of a command checks at its next store call or command."""
-        if self._closing or self.session is None or not self._access_stale():
+        if self._closing or self.session is None:
+            return
+        if self.session.notify is not None:
+            self._kick_notify()  # the watched mailboxes are resolved again
+        if not self._access_stale():
             return
         if (self._busy and self._idle_done is None) or self._rechecking:
             return
@@ -696,7 +723,10 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         if view is None or view.folder_id != folder_id:
             return
         view.dirty = True
-        if self._idle_done is not None:
+        notify = self.session.notify
+        if notify is not None and notify.selected is not None:
+            self._kick_notify()  # told as it happens, not only in IDLE
+        elif self._idle_done is not None:
             defer.ensureDeferred(self._idle_report()).addErrback(
                 lambda f: log.warning("IDLE update failed: %s", f.value)
             )
@@ -720,6 +750,130 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                     break
         finally:
             self._idle_syncing = False
+
+    # ------------------------------------------------------------ NOTIFY
+
+    def set_notify(self, spec: NotifySpec | None) -> None:
+        """RFC 5465: watch the folders of `spec` (None: NOTIFY NONE)."""
+        self._unwatch_notify()
+        self.session.notify = spec
+        if spec is None:
+            return
+        for fid in spec.boxes:
+            self._notify_watch[fid] = self.watcher.watch(fid, self._on_notify_folder)
+
+    def _unwatch_notify(self) -> None:
+        for fid, token in self._notify_watch.items():
+            self.watcher.unwatch(fid, token)
+        self._notify_watch = {}
+        self._notify_dirty.clear()
+
+    def _on_notify_folder(self, folder_id: int) -> None:
+        self._notify_dirty.add(folder_id)
+        self._kick_notify()
+
+    def _kick_notify(self) -> None:
+        """Sends the NOTIFY events now if the session may: not while a
+        command runs (they follow its tagged reply; IDLE excepted), nor while
+        the client does not read (the changes wait in the view and in one
+        mark per watched folder: bounded, however long it does not read)."""
+        if self._closing or self.session is None or self.session.notify is None:
+            return
+        if self._notifying:
+            self._notify_again = True
+            return
+        idling = self._idle_done is not None
+        if (self._busy and not idling) or self._paused is not None:
+            return
+        self._notifying = True
+        if not idling:
+            self._busy = True  # pipelined commands wait for the events
+
+        def done(result: object) -> None:
+            self._notifying = False
+            if isinstance(result, Failure):
+                if result.check(AccessWithdrawn):  # type: ignore[no-untyped-call]
+                    self._end_withdrawn(result.value)  # type: ignore[arg-type]
+                elif not result.check(ConnectionGone):  # type: ignore[no-untyped-call]
+                    log.warning("NOTIFY delivery failed: %s", result.getErrorMessage())
+            if not idling:
+                self._busy = False
+                self._pump()
+            if self._notify_again:
+                self._notify_again = False
+                self._kick_notify()
+
+        defer.ensureDeferred(self._deliver_notify()).addBoth(done)
+
+    async def _deliver_notify(self) -> None:
+        session = self.session
+        spec = session.notify
+        if spec is None:
+            return
+        await self._notify_selected(spec)
+        if session.notify is not spec or self._closing:
+            return
+        dirty, self._notify_dirty = self._notify_dirty, set()
+        if not dirty and self.watcher.access_epoch == spec.epoch:
+            return
+        assert session.identity is not None
+        epoch, boxes, states = await self.run(
+            read_boxes, self.services.policy, self.services.store, session.identity, spec,
+            sorted(dirty))
+        if session.notify is not spec or self._closing:
+            return
+        if boxes is not None:
+            # The access epoch moved: watch what may be looked up now, and
+            # say nothing more about what may not (RFC 5465 5.9).
+            spec.epoch = epoch
+            spec.told = {f: k for f, k in spec.told.items() if f in boxes}
+            spec.boxes = boxes
+            self.set_notify(spec)
+            # A box that became visible: its state is the baseline, untold.
+            for fid in set(boxes) - set(states):
+                self._notify_dirty.add(fid)
+        condstore = "CONDSTORE" in session.enabled
+        selected = session.view.folder_id if session.view is not None else None
+        out: list[bytes] = []
+        for fid, st in sorted(states.items()):
+            box = spec.boxes.get(fid)
+            if box is None:
+                continue
+            key = status_key(st, box.events, condstore)
+            known = spec.told.get(fid)
+            spec.told[fid] = key
+            if fid == selected or known == key or known is None:
+                continue
+            out.append(status_line(box, st, condstore, wire_mailbox(box.name, session.utf8)))
+        if out:
+            self._write(b"".join(out))
+
+    async def _notify_selected(self, spec: NotifySpec) -> None:
+        """RFC 5465 5.1-5.3 for the selected mailbox: EXISTS (then the FETCH
+        MessageNew asks for), EXPUNGE (not with SELECTED-DELAYED: those wait
+        for a command that allows them, RFC 5465 6.1.2), FETCH of the flags
+        with FlagChange."""
+        group = spec.selected
+        view = self.session.view
+        if group is None or view is None or not view.dirty:
+            return
+        await sync_view(self)
+        view = self.session.view
+        if view is None or self.session.notify is not spec or self._closing:
+            return
+        new = view.uids[view.announced_exists:].tolist()
+        # RFC 5465 5.1: a flag change's FETCH carries the UID.
+        lines = view.flush(not spec.delayed, True, flags="FlagChange" in group.events)
+        if lines:
+            self._write(b"".join(lines))
+        if not new or not group.fetch:
+            return
+        if len(new) > NOTIFY_FETCH_MAX:
+            self._write(NOTIFY_OVERFLOW)
+            self.set_notify(None)
+            return
+        wanted = SequenceSet(tuple(SeqRange(u, u) for u in new))
+        await fetch_handler(self, Fetch("*", wanted, group.fetch, uid=True))
 
     # ------------------------------------------------------------ output
 
