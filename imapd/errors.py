@@ -84,8 +84,8 @@ NOT_MUTF7 = Reply("NO", "CANNOT", "Mailbox name is not valid modified UTF-7")
 
 
 # NOTIFY (RFC 5465 3.1, 5.8).
-NOTIFY_BADEVENT = Reply("NO", "BADEVENT (MessageNew MessageExpunge FlagChange)",
-                        "Unsupported event")
+NOTIFY_BADEVENT = Reply("NO", "BADEVENT (MessageNew MessageExpunge FlagChange MailboxName "
+                        "SubscriptionChange)", "Unsupported event")
 NOTIFY_TOO_MANY = Reply("NO", "NOTIFICATIONOVERFLOW", "Too many mailboxes to watch")
 # Sent when notifications stop (the session then behaves as after NOTIFY NONE).
 NOTIFY_OVERFLOW = b"* OK [NOTIFICATIONOVERFLOW] Notifications stopped\r\n"

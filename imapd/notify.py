@@ -17,8 +17,10 @@ from imapd.parser.commands import NotifyFilter, NotifyGroup
 from storage.interface import FolderStatus
 
 # Events this server reports (RFC 5465 5); the others are refused with
-# NO [BADEVENT (these)].
-SUPPORTED_EVENTS = ("MessageNew", "MessageExpunge", "FlagChange")
+# NO [BADEVENT (these)]. MailboxName and SubscriptionChange are reported for
+# changes made through this server process (`imapd.watcher.NameChange`).
+SUPPORTED_EVENTS = ("MessageNew", "MessageExpunge", "FlagChange", "MailboxName",
+                    "SubscriptionChange")
 # The most mailboxes (other than the selected one) one session may watch for
 # message events: past it NOTIFY SET answers NO [NOTIFICATIONOVERFLOW]. Each
 # costs one entry in the process's folder watcher and one STATUS read per

@@ -48,6 +48,7 @@ from imapd.errors import (
     bad,
     to_reply,
 )
+from imapd.namespace import SEP
 from imapd.notify import NotifySpec, status_key, status_line
 from imapd.parser.commands import (
     Check,
@@ -71,7 +72,7 @@ from imapd.parser.reader import (
     RawLine,
 )
 from imapd.session import Session
-from imapd.watcher import FolderWatcher
+from imapd.watcher import FolderWatcher, NameChange
 from imapd.wire import mailbox as wire_mailbox
 from policy.decisions import Peer, SessionAccess
 from policy.services import Services
@@ -100,6 +101,9 @@ _FORCE_SYNC = (Noop, Check, Idle, Notify)
 # NOTIFICATIONOVERFLOW and stops its notifications (RFC 5465 5.8) rather
 # than stream an unbounded burst (the EXISTS is still sent).
 NOTIFY_FETCH_MAX = 1000
+# Mailbox events (MailboxName, SubscriptionChange) held for a client that
+# does not read, at most; past it, NOTIFICATIONOVERFLOW as above.
+NOTIFY_NAMES_MAX = 1000
 
 
 class ConnectionGone(Exception):
@@ -165,6 +169,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         self._notify_dirty: set[int] = set()
         self._notifying = False
         self._notify_again = False
+        self._notify_names: list[NameChange] = []  # mailbox events not told yet
+        self.names_token: int | None = None  # registered for mailbox events
 
     # ------------------------------------------------------------ connection
 
@@ -759,14 +765,83 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         self.session.notify = spec
         if spec is None:
             return
+        if any(e in ("MailboxName", "SubscriptionChange") for g in spec.groups for e in g.events):
+            self.names_token = self.watcher.watch_names(self._on_name_change)
         for fid in spec.boxes:
             self._notify_watch[fid] = self.watcher.watch(fid, self._on_notify_folder)
+
+    def _watch_boxes(self, spec: NotifySpec) -> None:
+        """The folder watches follow `spec.boxes` (resolved again)."""
+        for fid in list(self._notify_watch):
+            if fid not in spec.boxes:
+                self.watcher.unwatch(fid, self._notify_watch.pop(fid))
+                self._notify_dirty.discard(fid)
+        for fid in spec.boxes:
+            if fid not in self._notify_watch:
+                self._notify_watch[fid] = self.watcher.watch(fid, self._on_notify_folder)
 
     def _unwatch_notify(self) -> None:
         for fid, token in self._notify_watch.items():
             self.watcher.unwatch(fid, token)
         self._notify_watch = {}
         self._notify_dirty.clear()
+        self._notify_names.clear()
+        if self.names_token is not None:
+            self.watcher.unwatch_names(self.names_token)
+            self.names_token = None
+
+    def _on_name_change(self, change: NameChange) -> None:
+        spec = self.session.notify if self.session is not None else None
+        if spec is None or self._closing:
+            return
+        if len(self._notify_names) >= NOTIFY_NAMES_MAX:
+            # RFC 5465 5.8: more than the client reads; stop, say so.
+            self._write(NOTIFY_OVERFLOW)
+            self.set_notify(None)
+            return
+        self._notify_names.append(change)
+        if change.subscribed is None:
+            spec.epoch = None  # a folder came or went: the boxes are resolved again
+        self._kick_notify()
+
+    def _name_lines(self, spec: NotifySpec, changes: list[NameChange]) -> list[bytes]:
+        """RFC 5465 5.4, 5.5: the LIST responses for the name changes
+        received, as this session names the folders and if it may look them
+        up (the namespaces were resolved again if the access epoch moved)."""
+        ns = self.session.namespaces
+        if ns is None:
+            return []
+        utf8 = self.session.utf8
+        out: list[bytes] = []
+        for ch in changes:
+            prefix: str | None = None
+            personal = ns.primary is not None and ns.primary.id == ch.mailbox_id
+            if personal:
+                prefix = ""
+            else:
+                for am in ns.others:
+                    if am.mailbox.id == ch.mailbox_id and "l" in am.rights_on(ch.name):
+                        prefix = ns.prefix_of(am)
+            if prefix is None:
+                continue
+            name = prefix + ch.name
+            events = spec.events_for(name, personal, bool(ch.subscribed))
+            if ch.old_name is not None:
+                events |= spec.events_for(prefix + ch.old_name, personal, False)
+            wire = wire_mailbox(name, utf8)
+            if ch.subscribed is not None:
+                if "SubscriptionChange" in events:
+                    attrs = "\\Subscribed" if ch.subscribed else ""
+                    out.append(f'* LIST ({attrs}) "{SEP}" {wire}\r\n'.encode())
+                continue
+            if "MailboxName" not in events:
+                continue
+            attrs = "\\NonExistent" if ch.deleted else ""
+            extra = ""
+            if ch.old_name is not None:
+                extra = f' ("OLDNAME" ({wire_mailbox(prefix + ch.old_name, utf8)}))'
+            out.append(f'* LIST ({attrs}) "{SEP}" {wire}{extra}\r\n'.encode())
+        return out
 
     def _on_notify_folder(self, folder_id: int) -> None:
         self._notify_dirty.add(folder_id)
@@ -814,27 +889,28 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         if session.notify is not spec or self._closing:
             return
         dirty, self._notify_dirty = self._notify_dirty, set()
-        if not dirty and self.watcher.access_epoch == spec.epoch:
+        names, self._notify_names = self._notify_names, []
+        if not dirty and self.watcher.access_epoch == spec.epoch and spec.epoch is not None:
+            if names:
+                self._write(b"".join(self._name_lines(spec, names)))
             return
         assert session.identity is not None
-        epoch, boxes, states = await self.run(
+        epoch, resolved, states = await self.run(
             read_boxes, self.services.policy, self.services.store, session.identity, spec,
             sorted(dirty))
         if session.notify is not spec or self._closing:
             return
-        if boxes is not None:
+        if resolved is not None:
             # The access epoch moved: watch what may be looked up now, and
             # say nothing more about what may not (RFC 5465 5.9).
+            session.namespaces, boxes = resolved
             spec.epoch = epoch
             spec.told = {f: k for f, k in spec.told.items() if f in boxes}
             spec.boxes = boxes
-            self.set_notify(spec)
-            # A box that became visible: its state is the baseline, untold.
-            for fid in set(boxes) - set(states):
-                self._notify_dirty.add(fid)
+            self._watch_boxes(spec)
+        out = self._name_lines(spec, names)
         condstore = "CONDSTORE" in session.enabled
         selected = session.view.folder_id if session.view is not None else None
-        out: list[bytes] = []
         for fid, st in sorted(states.items()):
             box = spec.boxes.get(fid)
             if box is None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from imapd.commands.auth import build_namespaces
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.listing import _collect_in
 from imapd.errors import NOTIFY_BADEVENT, NOTIFY_TOO_MANY, Reply, fail
+from imapd.namespace import Namespaces
 from imapd.notify import (
     MAX_WATCHED,
     SUPPORTED_EVENTS,
@@ -32,29 +32,38 @@ from policy.decisions import Identity, Policy
 from storage.interface import FolderStatus, MessageStore, NotFound
 
 
-def candidates(policy: Policy, store: MessageStore, identity: Identity) -> list[Candidate]:
-    """The selectable mailboxes this user may look up now, with rights (in
-    the caller's read scope)."""
+def candidates(
+    policy: Policy, store: MessageStore, identity: Identity
+) -> tuple[Namespaces, list[Candidate]]:
+    """The namespaces and the selectable mailboxes this user may look up
+    now, with rights (in the caller's read scope)."""
     listing = _collect_in(policy, store, identity)
-    return [Candidate(e.folder.id, e.name, e.rights, e.personal, e.name in listing.subscribed,
-                      e.seen_account)
-            for e in listing.entries if e.folder is not None]
+    return listing.namespaces, [
+        Candidate(e.folder.id, e.name, e.rights, e.personal, e.name in listing.subscribed,
+                  e.seen_account)
+        for e in listing.entries if e.folder is not None]
 
 
 def read_boxes(
     policy: Policy, store: MessageStore, identity: Identity, spec: NotifySpec,
     folder_ids: list[int] | None,
-) -> tuple[int, dict[int, Box] | None, dict[int, FolderStatus]]:
-    """One read: the access epoch; the boxes again when it moved since the
-    spec was resolved (None: unchanged); the state of `folder_ids` (None:
-    every box) that are still watched. A folder gone is left out."""
+) -> tuple[int, tuple[Namespaces, dict[int, Box]] | None, dict[int, FolderStatus]]:
+    """One read: the access epoch; the namespaces and boxes again when it
+    moved since the spec was resolved (None: unchanged); the state of
+    `folder_ids` (None: every box) that are still watched. A folder gone is
+    left out."""
     with store.read_scope():
         epoch = store.access_epoch()
         boxes: dict[int, Box] | None = None
+        namespaces: Namespaces | None = None
         if epoch != spec.epoch:
-            boxes = resolve(spec, candidates(policy, store, identity))
+            namespaces, found = candidates(policy, store, identity)
+            boxes = resolve(spec, found)
         current = spec.boxes if boxes is None else boxes
         wanted = list(current) if folder_ids is None else [f for f in folder_ids if f in current]
+        if boxes is not None and folder_ids is not None:
+            # Newly visible boxes: their state now is the baseline (not told).
+            wanted += [f for f in boxes if f not in spec.boxes and f not in wanted]
         states: dict[int, FolderStatus] = {}
         for fid in wanted:
             b = current[fid]
@@ -62,7 +71,9 @@ def read_boxes(
                 states[fid] = store.folder_status(fid, seen_account=b.seen_account)
             except NotFound:
                 continue
-        return epoch, boxes, states
+        if namespaces is None or boxes is None:
+            return epoch, None, states
+        return epoch, (namespaces, boxes), states
 
 
 async def notify(ctx: Context, cmd: Notify) -> Reply:
@@ -80,9 +91,9 @@ async def notify(ctx: Context, cmd: Notify) -> Reply:
 
     def setup() -> tuple[Any, int, dict[int, Box], dict[int, FolderStatus]]:
         with store.read_scope():
-            namespaces = build_namespaces(policy, identity)
             epoch = store.access_epoch()
-            boxes = resolve(spec, candidates(policy, store, identity))
+            namespaces, found = candidates(policy, store, identity)
+            boxes = resolve(spec, found)
             if len(boxes) > MAX_WATCHED:
                 return namespaces, epoch, boxes, {}
             spec.epoch, spec.boxes = epoch, boxes

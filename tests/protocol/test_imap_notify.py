@@ -26,7 +26,8 @@ from imapd.notify import MAX_WATCHED
 
 SHARED = f'"Shared/{CARDIO}/INBOX"'
 TICK = 0.3  # one folder-watcher interval
-BADEVENT = b"NO [BADEVENT (MessageNew MessageExpunge FlagChange)]"
+BADEVENT = (b"NO [BADEVENT (MessageNew MessageExpunge FlagChange MailboxName "
+            b"SubscriptionChange)]")
 
 
 @pytest.fixture
@@ -42,6 +43,13 @@ def _status(data: bytes) -> dict[str, int]:
     assert m, data
     items = m.group(1).split()
     return {items[i].decode(): int(items[i + 1]) for i in range(0, len(items), 2)}
+
+
+def test_capability_advertises_notify_after_login(env: ImapEnv) -> None:
+    c = env.connect()
+    assert b"NOTIFY" not in c.cmd("a CAPABILITY")
+    c = env.login()
+    assert b" NOTIFY" in c.ok("CAPABILITY")
 
 
 @pytest.mark.parametrize("events", ["(MessageNew MessageExpunge AnnotationChange)",
@@ -271,3 +279,66 @@ def test_events_wait_for_the_tagged_reply_of_a_running_command(env: ImapEnv) -> 
     env.clock.advance(TICK)
     assert c.read() == b"* 5 EXISTS\r\n* 5 RECENT\r\n"
     assert c.cmd("DONE") == b"i OK IDLE terminated\r\n"
+
+
+def test_mailbox_name_events_from_another_session(env: ImapEnv) -> None:
+    """RFC 5465 5.4: LIST for a created, renamed (OLDNAME) and deleted
+    mailbox; not to the session that made the change; not for a mailbox
+    outside the filters."""
+    watching = env.login()
+    doer = env.login()
+    watching.ok("NOTIFY SET (personal (MailboxName SubscriptionChange)) "
+                "(subtree Other (MessageNew MessageExpunge))")
+    doer.ok("NOTIFY SET (personal (MailboxName))")
+    assert doer.ok("CREATE Projets") == b""
+    env.clock.advance(0)
+    assert watching.read() == b'* LIST () "/" "Projets"\r\n'
+    doer.ok("RENAME Projets Dossiers")
+    assert watching.read() == b'* LIST () "/" "Dossiers" ("OLDNAME" ("Projets"))\r\n'
+    doer.ok("SUBSCRIBE Dossiers")
+    assert watching.read() == b'* LIST (\\Subscribed) "/" "Dossiers"\r\n'
+    doer.ok("UNSUBSCRIBE Dossiers")
+    assert watching.read() == b'* LIST () "/" "Dossiers"\r\n'
+    doer.ok("DELETE Dossiers")
+    assert watching.read() == b'* LIST (\\NonExistent) "/" "Dossiers"\r\n'
+    assert doer.read() == b""
+
+
+def test_mailbox_events_of_a_shared_mailbox_follow_the_grant(env: ImapEnv) -> None:
+    watching = env.login()
+    other = env.login(SECRETARY2)
+    watching.ok(f'NOTIFY SET (subtree "Shared/{CARDIO}" (MailboxName))')
+    other.ok(f'CREATE "Shared/{CARDIO}/Urgences"')
+    assert watching.read() == f'* LIST () "/" "Shared/{CARDIO}/Urgences"\r\n'.encode()
+    sec = env.store.get_account(SECRETARY)
+    env.store.set_grant(sec.id, env.store.get_mailbox(CARDIO).id, "")
+    env.clock.advance(TICK)  # the watcher reads the new epoch
+    other.ok(f'DELETE "Shared/{CARDIO}/Urgences"')
+    assert watching.read() == b""
+
+
+def test_a_created_folder_is_then_watched_for_messages(env: ImapEnv) -> None:
+    c = env.login()
+    other = env.login()
+    c.ok("NOTIFY SET (personal (MessageNew MessageExpunge MailboxName))")
+    other.ok("CREATE Dossiers")
+    assert c.read() == b'* LIST () "/" "Dossiers"\r\n'
+    other.ok("APPEND Dossiers {4+}\r\nHi\r\n")
+    env.clock.advance(TICK)
+    assert _status(c.read())["MESSAGES"] == 1
+
+
+def test_too_many_unread_mailbox_events_overflow(env: ImapEnv) -> None:
+    from imapd.protocol import NOTIFY_NAMES_MAX
+
+    c = env.login()
+    other = env.login()
+    c.ok("NOTIFY SET (personal (SubscriptionChange))")
+    c.proto.pauseProducing()
+    for i in range(NOTIFY_NAMES_MAX // 2 + 1):
+        other.ok("SUBSCRIBE INBOX")
+        other.ok("UNSUBSCRIBE INBOX")
+    assert c.read() == b"* OK [NOTIFICATIONOVERFLOW] Notifications stopped\r\n"
+    c.proto.resumeProducing()
+    other.ok("SUBSCRIBE INBOX")
+    assert c.read() == b""  # as after NOTIFY NONE
