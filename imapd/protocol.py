@@ -938,8 +938,10 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         if view is None or self.session.notify is not spec or self._closing:
             return
         new = view.uids[view.announced_exists:].tolist()
-        # RFC 5465 5.1: a flag change's FETCH carries the UID.
-        lines = view.flush(not spec.delayed, True, flags="FlagChange" in group.events)
+        # RFC 5465 5.1: a flag change's FETCH carries the UID. IDLE allows
+        # expunges, SELECTED-DELAYED or not.
+        allow_expunge = not spec.delayed or self._idle_done is not None
+        lines = view.flush(allow_expunge, True, flags="FlagChange" in group.events)
         if lines:
             self._write(b"".join(lines))
         if not new or not group.fetch:

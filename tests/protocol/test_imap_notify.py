@@ -131,6 +131,12 @@ def test_selected_delayed_keeps_expunges_for_a_command_that_allows_them(env: Ima
     out = a.ok("FETCH 1 (UID)")
     assert out == b"* 1 FETCH (UID 1)\r\n"
     assert a.ok("NOOP") == b"* 1 EXPUNGE\r\n"
+    # IDLE allows expunges: they go as they come.
+    assert a.cmd("i IDLE").startswith(b"+ ")
+    b.ok("UID STORE 3 +FLAGS.SILENT (\\Deleted)")
+    b.ok("UID EXPUNGE 3")
+    assert a.read() == b"* 2 EXPUNGE\r\n"
+    assert a.cmd("DONE") == b"i OK IDLE terminated\r\n"
 
 
 def test_without_flagchange_flags_wait_for_a_command(env: ImapEnv) -> None:
