@@ -501,6 +501,10 @@ def _notify_group(cur: Cursor) -> c.NotifyGroup:
     # RFC 5465 6.1: only message events for the selected mailbox.
     if kind.selected and present & (set(c.NOTIFY_EVENTS) - c.MESSAGE_EVENTS):
         raise ParseError("Only message events with SELECTED")
+    # MessageNew's FETCH attributes are for the selected mailbox (5.2): the
+    # others get a STATUS. Dovecot answers BAD as well.
+    if fetch and not kind.selected:
+        raise ParseError("FETCH attributes only with SELECTED")
     return c.NotifyGroup(kind, tuple(dict.fromkeys(mailboxes)), tuple(dict.fromkeys(events)),
                          fetch)
 

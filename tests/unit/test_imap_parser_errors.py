@@ -336,6 +336,7 @@ BAD: list[tuple[bytes, str | None]] = [
     (b"a NOTIFY SET (personal (MailboxName)", "a"),
     (b"a NOTIFY SET (personal (MailboxName))(inboxes NONE)", "a"),
     (b"a NOTIFY SET (selected (MessageNew (bogus) MessageExpunge))", "a"),
+    (b"a NOTIFY SET (personal (MessageNew (UID) MessageExpunge))", "a"),
     (b"a NOTIFY SET " + b"(personal NONE) " * 40 + b"(inboxes NONE)", "a"),
 ]
 
