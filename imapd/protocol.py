@@ -562,9 +562,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         the middle of a command checks at its next store call or command."""
         if self._closing or self.session is None:
             return
-        if self.session.notify is not None:
-            self._kick_notify()  # the watched mailboxes are resolved again
         if not self._access_stale():
+            self._kick_notify()  # NOTIFY's watched mailboxes are resolved again
             return
         if (self._busy and self._idle_done is None) or self._rechecking:
             return
@@ -577,6 +576,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                     self._end_withdrawn(result.value)  # type: ignore[arg-type]
                 else:
                     log.warning("access recheck failed: %s", result.getErrorMessage())
+            else:
+                self._kick_notify()
 
         defer.ensureDeferred(self._recheck_access()).addBoth(done)
 
@@ -885,6 +886,10 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         spec = session.notify
         if spec is None:
             return
+        if self._access_stale():
+            # Nothing is told about a mailbox the session may no longer read:
+            # the selected one ends the session (AccessWithdrawn).
+            await self._recheck_access()
         await self._notify_selected(spec)
         if session.notify is not spec or self._closing:
             return

@@ -348,3 +348,20 @@ def test_too_many_unread_mailbox_events_overflow(env: ImapEnv) -> None:
     c.proto.resumeProducing()
     other.ok("SUBSCRIBE INBOX")
     assert c.read() == b""  # as after NOTIFY NONE
+
+
+def test_a_withdrawn_grant_on_the_selected_mailbox_ends_the_session_untold(env: ImapEnv) -> None:
+    c = env.login()
+    c.ok(f"SELECT {SHARED}")
+    c.ok("NOTIFY SET (selected (MessageNew MessageExpunge))")
+    sec = env.store.get_account(SECRETARY)
+    env.store.set_grant(sec.id, env.store.get_mailbox(CARDIO).id, "")
+    deliver(env.store, CARDIO, message("patient 4"))
+    # As with PostgreSQL's feed, the folder's news may reach the session
+    # before the new epoch's listeners run.
+    env.watcher.access_epoch = env.store.access_epoch()
+    folder = env.store.get_folder(env.store.get_mailbox(CARDIO).id, "INBOX")
+    env.watcher.on_folders_changed(frozenset({folder.id}))
+    out = c.read()
+    assert b"EXISTS" not in out
+    assert out.startswith(b"* BYE") and c.closed
