@@ -84,6 +84,14 @@ ACL_MAILBOX_RIGHTS_FIXED = Reply(
 NOT_MUTF7 = Reply("NO", "CANNOT", "Mailbox name is not valid modified UTF-7")
 
 
+# NOTIFY (RFC 5465 3.1, 5.8).
+NOTIFY_BADEVENT = Reply("NO", "BADEVENT (MessageNew MessageExpunge FlagChange MailboxName "
+                        "SubscriptionChange)", "Unsupported event")
+NOTIFY_TOO_MANY = Reply("NO", "NOTIFICATIONOVERFLOW", "Too many mailboxes to watch")
+# Sent when notifications stop (the session then behaves as after NOTIFY NONE).
+NOTIFY_OVERFLOW = b"* OK [NOTIFICATIONOVERFLOW] Notifications stopped\r\n"
+
+
 # A command on messages of which some were expunged by another session (RFC
 # 2180 4.1.1 FETCH, 4.2.2 STORE without .SILENT): the others were done.
 EXPUNGE_ISSUED = Reply("NO", "EXPUNGEISSUED", "Some of the requested messages no longer exist")

@@ -35,23 +35,31 @@ from zope.interface import implementer
 from certs.tlsconn import close_connection
 from conf.settings import ListenerSettings, TLSMode
 from imapd.commands import DISPATCH
+from imapd.commands.fetch import fetch as fetch_handler
 from imapd.commands.mailbox import leave_selected
+from imapd.commands.notify import read_boxes
 from imapd.commands.selected import sync_view
 from imapd.errors import (
     APPEND_OVER_LIMIT,
     APPEND_TOO_BIG,
+    NOTIFY_OVERFLOW,
     AccessWithdrawn,
     Reply,
     bad,
     to_reply,
 )
+from imapd.namespace import SEP
+from imapd.notify import NotifySpec, status_key, status_line
 from imapd.parser.commands import (
     Check,
     Command,
     Fetch,
     Idle,
     Noop,
+    Notify,
     Search,
+    SeqRange,
+    SequenceSet,
     State,
     Store,
 )
@@ -64,7 +72,8 @@ from imapd.parser.reader import (
     RawLine,
 )
 from imapd.session import Session
-from imapd.watcher import FolderWatcher
+from imapd.watcher import FolderWatcher, NameChange
+from imapd.wire import mailbox as wire_mailbox
 from policy.decisions import Peer, SessionAccess
 from policy.services import Services
 from storage.interface import NotFound
@@ -85,8 +94,17 @@ TURN_SECONDS = 0.02
 
 # Commands during which EXPUNGE must not be sent (RFC 3501 7.4.1), unless UID.
 _NO_EXPUNGE = (Fetch, Store, Search)
-# Commands after which the view is always refreshed from the store.
-_FORCE_SYNC = (Noop, Check, Idle)
+# Commands after which the view is always refreshed from the store (NOTIFY
+# SET is an implicit NOOP: RFC 5465 3.1).
+_FORCE_SYNC = (Noop, Check, Idle, Notify)
+# New messages of the selected mailbox announced with the FETCH attributes
+# NOTIFY's MessageNew asks for, at most, in one go: past it the session says
+# NOTIFICATIONOVERFLOW and stops its notifications (RFC 5465 5.8) rather
+# than stream an unbounded burst (the EXISTS is still sent).
+NOTIFY_FETCH_MAX = 1000
+# Mailbox events (MailboxName, SubscriptionChange) held for a client that
+# does not read, at most; past it, NOTIFICATIONOVERFLOW as above.
+NOTIFY_NAMES_MAX = 1000
 
 
 class ConnectionGone(Exception):
@@ -146,6 +164,14 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         self._greeting_pending = False
         self._counted: str | None = None  # the address counted by the factory
         self._login_deadline: Any = None
+        # NOTIFY (RFC 5465): the watcher tokens of the watched folders, the
+        # folders that changed since last told, and the delivery in progress.
+        self._notify_watch: dict[int, int] = {}
+        self._notify_dirty: set[int] = set()
+        self._notifying = False
+        self._notify_again = False
+        self._notify_names: list[NameChange] = []  # mailbox events not told yet
+        self.names_token: int | None = None  # registered for mailbox events
 
     # ------------------------------------------------------------ connection
 
@@ -204,6 +230,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         if self._access_token is not None:
             self.watcher.unwatch_access(self._access_token)
             self._access_token = None
+        self._unwatch_notify()
         if self._counted is not None:
             self.factory.connection_closed(self._counted)
             self._counted = None
@@ -261,6 +288,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             paused.callback(None)
         # Commands held while the client was not reading may start now.
         self._pump()
+        self._kick_notify()  # and the events held meanwhile may go
 
     def stopProducing(self) -> None:
         self._closing = True
@@ -457,6 +485,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             action()
         self._busy = False
         self._pump()
+        self._kick_notify()
 
     async def _report_updates(self, command: Command) -> None:
         view = self.session.view
@@ -572,7 +601,10 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         between commands or in IDLE checks now, so that an idling session of
         a disabled account ends within the watcher's interval; a session in
         the middle of a command checks at its next store call or command."""
-        if self._closing or self.session is None or not self._access_stale():
+        if self._closing or self.session is None:
+            return
+        if not self._access_stale():
+            self._kick_notify()  # NOTIFY's watched mailboxes are resolved again
             return
         if (self._busy and self._idle_done is None) or self._rechecking:
             return
@@ -585,6 +617,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                     self._end_withdrawn(result.value)  # type: ignore[arg-type]
                 else:
                     log.warning("access recheck failed: %s", result.getErrorMessage())
+            else:
+                self._kick_notify()
 
         defer.ensureDeferred(self._recheck_access()).addBoth(done)
 
@@ -742,7 +776,10 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         if view is None or view.folder_id != folder_id:
             return
         view.dirty = True
-        if self._idle_done is not None:
+        notify = self.session.notify
+        if notify is not None and notify.selected is not None:
+            self._kick_notify()  # told as it happens, not only in IDLE
+        elif self._idle_done is not None:
             defer.ensureDeferred(self._idle_report()).addErrback(
                 lambda f: log.warning("IDLE update failed: %s", f.value)
             )
@@ -766,6 +803,206 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                     break
         finally:
             self._idle_syncing = False
+
+    # ------------------------------------------------------------ NOTIFY
+
+    def set_notify(self, spec: NotifySpec | None) -> None:
+        """RFC 5465: watch the folders of `spec` (None: NOTIFY NONE)."""
+        self._unwatch_notify()
+        self.session.notify = spec
+        if spec is None:
+            return
+        if any(e in ("MailboxName", "SubscriptionChange") for g in spec.groups for e in g.events):
+            self.names_token = self.watcher.watch_names(self._on_name_change)
+        for fid in spec.boxes:
+            self._notify_watch[fid] = self.watcher.watch(fid, self._on_notify_folder)
+
+    def _watch_boxes(self, spec: NotifySpec) -> None:
+        """The folder watches follow `spec.boxes` (resolved again)."""
+        for fid in list(self._notify_watch):
+            if fid not in spec.boxes:
+                self.watcher.unwatch(fid, self._notify_watch.pop(fid))
+                self._notify_dirty.discard(fid)
+        for fid in spec.boxes:
+            if fid not in self._notify_watch:
+                self._notify_watch[fid] = self.watcher.watch(fid, self._on_notify_folder)
+
+    def _unwatch_notify(self) -> None:
+        for fid, token in self._notify_watch.items():
+            self.watcher.unwatch(fid, token)
+        self._notify_watch = {}
+        self._notify_dirty.clear()
+        self._notify_names.clear()
+        if self.names_token is not None:
+            self.watcher.unwatch_names(self.names_token)
+            self.names_token = None
+
+    def _on_name_change(self, change: NameChange) -> None:
+        spec = self.session.notify if self.session is not None else None
+        if spec is None or self._closing:
+            return
+        if len(self._notify_names) >= NOTIFY_NAMES_MAX:
+            # RFC 5465 5.8: more than the client reads; stop, say so.
+            self._write(NOTIFY_OVERFLOW)
+            self.set_notify(None)
+            return
+        self._notify_names.append(change)
+        if change.subscribed is None:
+            spec.epoch = None  # a folder came or went: the boxes are resolved again
+        self._kick_notify()
+
+    def _name_lines(self, spec: NotifySpec, changes: list[NameChange]) -> list[bytes]:
+        """RFC 5465 5.4, 5.5: the LIST responses for the name changes
+        received, as this session names the folders and if it may look them
+        up (the namespaces were resolved again if the access epoch moved)."""
+        ns = self.session.namespaces
+        if ns is None:
+            return []
+        utf8 = self.session.utf8
+        out: list[bytes] = []
+        for ch in changes:
+            prefix: str | None = None
+            personal = ns.primary is not None and ns.primary.id == ch.mailbox_id
+            if personal:
+                prefix = ""
+            else:
+                for am in ns.others:
+                    if am.mailbox.id == ch.mailbox_id and "l" in am.rights_on(ch.name):
+                        prefix = ns.prefix_of(am)
+            if prefix is None:
+                continue
+            name = prefix + ch.name
+            events = spec.events_for(name, personal, bool(ch.subscribed))
+            if ch.old_name is not None:
+                events |= spec.events_for(prefix + ch.old_name, personal, False)
+            wire = wire_mailbox(name, utf8)
+            if ch.subscribed is not None:
+                if "SubscriptionChange" in events:
+                    attrs = "\\Subscribed" if ch.subscribed else ""
+                    out.append(f'* LIST ({attrs}) "{SEP}" {wire}\r\n'.encode())
+                continue
+            if "MailboxName" not in events:
+                continue
+            attrs = "\\NonExistent" if ch.deleted else ""
+            extra = ""
+            if ch.old_name is not None:
+                extra = f' ("OLDNAME" ({wire_mailbox(prefix + ch.old_name, utf8)}))'
+            out.append(f'* LIST ({attrs}) "{SEP}" {wire}{extra}\r\n'.encode())
+        return out
+
+    def _on_notify_folder(self, folder_id: int) -> None:
+        self._notify_dirty.add(folder_id)
+        self._kick_notify()
+
+    def _kick_notify(self) -> None:
+        """Sends the NOTIFY events now if the session may: not while a
+        command runs (they follow its tagged reply; IDLE excepted), nor while
+        the client does not read (the changes wait in the view and in one
+        mark per watched folder: bounded, however long it does not read)."""
+        if self._closing or self.session is None or self.session.notify is None:
+            return
+        if self._notifying:
+            self._notify_again = True
+            return
+        idling = self._idle_done is not None
+        if (self._busy and not idling) or self._paused is not None:
+            return
+        self._notifying = True
+        if not idling:
+            self._busy = True  # pipelined commands wait for the events
+
+        def done(result: object) -> None:
+            self._notifying = False
+            if isinstance(result, Failure):
+                if result.check(AccessWithdrawn):  # type: ignore[no-untyped-call]
+                    self._end_withdrawn(result.value)  # type: ignore[arg-type]
+                elif not result.check(ConnectionGone):  # type: ignore[no-untyped-call]
+                    log.warning("NOTIFY delivery failed: %s", result.getErrorMessage())
+            if not idling:
+                self._busy = False
+                self._pump()
+            if self._notify_again:
+                self._notify_again = False
+                self._kick_notify()
+
+        defer.ensureDeferred(self._deliver_notify()).addBoth(done)
+
+    async def _deliver_notify(self) -> None:
+        session = self.session
+        spec = session.notify
+        if spec is None:
+            return
+        if self._access_stale():
+            # Nothing is told about a mailbox the session may no longer read:
+            # the selected one ends the session (AccessWithdrawn).
+            await self._recheck_access()
+        await self._notify_selected(spec)
+        if session.notify is not spec or self._closing:
+            return
+        dirty, self._notify_dirty = self._notify_dirty, set()
+        names, self._notify_names = self._notify_names, []
+        if not dirty and self.watcher.access_epoch == spec.epoch and spec.epoch is not None:
+            if names:
+                self._write(b"".join(self._name_lines(spec, names)))
+            return
+        assert session.identity is not None
+        epoch, resolved, states = await self.run(
+            read_boxes, self.services.policy, self.services.store, session.identity, spec,
+            sorted(dirty))
+        if session.notify is not spec or self._closing:
+            return
+        if resolved is not None:
+            # The access epoch moved: watch what may be looked up now, and
+            # say nothing more about what may not (RFC 5465 5.9).
+            session.namespaces, boxes = resolved
+            spec.epoch = epoch
+            spec.told = {f: k for f, k in spec.told.items() if f in boxes}
+            spec.boxes = boxes
+            self._watch_boxes(spec)
+        out = self._name_lines(spec, names)
+        condstore = "CONDSTORE" in session.enabled
+        selected = session.view.folder_id if session.view is not None else None
+        for fid, st in sorted(states.items()):
+            box = spec.boxes.get(fid)
+            if box is None:
+                continue
+            key = status_key(st, box.events, condstore)
+            known = spec.told.get(fid)
+            spec.told[fid] = key
+            if fid == selected or known == key or known is None:
+                continue
+            out.append(status_line(box, st, condstore, wire_mailbox(box.name, session.utf8)))
+        if out:
+            self._write(b"".join(out))
+
+    async def _notify_selected(self, spec: NotifySpec) -> None:
+        """RFC 5465 5.1-5.3 for the selected mailbox: EXISTS (then the FETCH
+        MessageNew asks for), EXPUNGE (not with SELECTED-DELAYED: those wait
+        for a command that allows them, RFC 5465 6.1.2), FETCH of the flags
+        with FlagChange."""
+        group = spec.selected
+        view = self.session.view
+        if group is None or view is None or not view.dirty:
+            return
+        await sync_view(self)
+        view = self.session.view
+        if view is None or self.session.notify is not spec or self._closing:
+            return
+        new = view.uids[view.announced_exists:].tolist()
+        # RFC 5465 5.1: a flag change's FETCH carries the UID. IDLE allows
+        # expunges, SELECTED-DELAYED or not.
+        allow_expunge = not spec.delayed or self._idle_done is not None
+        lines = view.flush(allow_expunge, True, flags="FlagChange" in group.events)
+        if lines:
+            self._write(b"".join(lines))
+        if not new or not group.fetch:
+            return
+        if len(new) > NOTIFY_FETCH_MAX:
+            self._write(NOTIFY_OVERFLOW)
+            self.set_notify(None)
+            return
+        wanted = SequenceSet(tuple(SeqRange(u, u) for u in new))
+        await fetch_handler(self, Fetch("*", wanted, group.fetch, uid=True))
 
     # ------------------------------------------------------------ output
 

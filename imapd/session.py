@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from conf.settings import ListenerSettings, TLSMode
 from imapd.namespace import Namespaces, Place
+from imapd.notify import NotifySpec
 from imapd.parser.commands import State
 from imapd.view import SelectedView
 from policy.decisions import Identity, Peer, SessionAccess
@@ -25,7 +26,7 @@ AUTHENTICATED_CAPABILITIES = (
     "LIST-EXTENDED", "LIST-STATUS", "STATUS=SIZE", "CONDSTORE", "QRESYNC", "ACL", "RIGHTS=texk", "QUOTA",
     "QUOTA=RES-STORAGE", "MULTIAPPEND", "CATENATE", "UTF8=ACCEPT",
     "BINARY", "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT",
-    "THREAD=REFERENCES", "ESEARCH", "ESORT", "SEARCHRES", "WITHIN",
+    "THREAD=REFERENCES", "ESEARCH", "ESORT", "SEARCHRES", "WITHIN", "NOTIFY",
 )
 
 
@@ -49,6 +50,8 @@ class Session:
     access: SessionAccess | None = None
     # An identity provider is configured: OAUTHBEARER and XOAUTH2 are offered.
     token_login: bool = False
+    # NOTIFY SET (RFC 5465) in force, or None (never set, or NOTIFY NONE).
+    notify: NotifySpec | None = None
 
     # ------------------------------------------------------------ TLS / auth
 

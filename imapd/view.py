@@ -293,12 +293,14 @@ class SelectedView:
             or self.announced_recent != len(self.recent)
         )
 
-    def flush(self, allow_expunge: bool, with_uid: bool = False) -> list[bytes]:
+    def flush(self, allow_expunge: bool, with_uid: bool = False, *,
+              flags: bool = True) -> list[bytes]:
         """Untagged responses for what is pending and may be said now.
 
         RFC 3501 7.4.1: no EXPUNGE while answering FETCH, STORE or SEARCH
         (`allow_expunge` False); EXISTS still may be sent and then counts the
-        messages whose expunge is not yet announced.
+        messages whose expunge is not yet announced. `flags` False keeps
+        flag changes pending (NOTIFY without FlagChange, between commands).
         """
         out: list[bytes] = []
         if allow_expunge and self.pending_expunge:
@@ -310,7 +312,7 @@ class SelectedView:
         if self.announced_recent != len(self.recent):
             out.append(b"* %d RECENT\r\n" % len(self.recent))
             self.announced_recent = len(self.recent)
-        if self.pending_flags:
+        if self.pending_flags and flags:
             out.extend(self.announce_keywords(self.pending_flags))
             for uid in list(self.pending_flags):
                 pos = self.seq_of(uid)

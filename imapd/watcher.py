@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, task
@@ -38,6 +39,22 @@ from storage.interface import ChangeFeed, FolderChanges, MessageStore
 log = logging.getLogger(__name__)
 
 Listener = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class NameChange:
+    """A folder created, deleted, renamed or (un)subscribed by a session of
+    this process (NOTIFY MailboxName / SubscriptionChange, RFC 5465 5.4,
+    5.5). `name`: the store's folder name after the change."""
+
+    mailbox_id: int
+    name: str
+    old_name: str | None = None  # renamed from
+    deleted: bool = False
+    subscribed: bool | None = None  # a subscription change: subscribed now?
+
+
+NameListener = Callable[[NameChange], None]
 # (folder, MODSEQ since, claim \Recent, known max UID, seen account)
 _PullKey = tuple[int, int, bool, int, int | None]
 
@@ -59,6 +76,7 @@ class FolderWatcher:
         self.interval = interval
         self._listeners: dict[int, dict[int, Listener]] = {}  # folder -> token -> cb
         self._access_listeners: dict[int, Callable[[], None]] = {}  # token -> cb
+        self._name_listeners: dict[int, NameListener] = {}  # token -> cb
         # The store's access epoch as last polled (None: not polled yet).
         self.access_epoch: int | None = None
         self._state: dict[int, tuple[int, int]] = {}  # folder -> (uidnext, modseq)
@@ -113,6 +131,26 @@ class FolderWatcher:
         if not self._listeners and not self._access_listeners:
             self.stop()
             self.access_epoch = None  # unknown again until the next poll
+
+    def watch_names(self, listener: NameListener) -> int:
+        """A session whose NOTIFY asks for mailbox events: told of every
+        `NameChange` made through this process (not other processes: the
+        store pushes no such change)."""
+        self._next_token += 1
+        self._name_listeners[self._next_token] = listener
+        return self._next_token
+
+    def unwatch_names(self, token: int) -> None:
+        self._name_listeners.pop(token, None)
+
+    def notify_names(self, change: NameChange, *, exclude: int | None = None) -> None:
+        for token, listener in list(self._name_listeners.items()):
+            if token == exclude:
+                continue  # RFC 5465 5: not to the session that made it
+            try:
+                listener(change)
+            except Exception:  # a broken session must not stop the others
+                log.exception("name listener failed")
 
     @property
     def folders(self) -> list[int]:

@@ -18,6 +18,7 @@ from imapd.commands import (
     mailbox,
     messages,
     misc,
+    notify,
     quota,
     search,
     sort,
@@ -36,6 +37,7 @@ DISPATCH: dict[type[Command], Handler] = {
     **sort.HANDLERS,
     **messages.HANDLERS,
     **idle.HANDLERS,
+    **notify.HANDLERS,
     **acl.HANDLERS,
     **quota.HANDLERS,
 }

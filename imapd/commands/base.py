@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from imapd.errors import Reply
+from imapd.notify import NotifySpec
 from imapd.parser.commands import Command
 from imapd.session import Session
 from imapd.watcher import FolderWatcher
@@ -66,6 +67,10 @@ class Context(Protocol):
         """Sends ``+ idling``, reports changes until DONE, then returns."""
 
     def on_folder_changed(self, folder_id: int) -> None: ...
+
+    def set_notify(self, spec: NotifySpec | None) -> None:
+        """NOTIFY SET / NONE (RFC 5465): what the session reports from now
+        on, between commands too (None: only what RFC 3501 wants)."""
 
 
 Handler = Callable[[Context, Any], Awaitable[Reply]]

@@ -45,6 +45,7 @@ from imapd.parser.commands import (
 from imapd.parser.mutf7 import UndecodableName
 from imapd.session import Session
 from imapd.view import SYSTEM_FLAGS, SelectedView, format_flags
+from imapd.watcher import NameChange
 from imapd.wire import mailbox as wire_mailbox
 from imapd.wire import uid_set
 from policy.decisions import Identity, Policy, SessionAccess, seen_account
@@ -248,6 +249,7 @@ async def create(ctx: Context, cmd: Create) -> Reply:
     if place.folder.upper() == "INBOX":
         raise fail(ALREADY_EXISTS)
     await ctx.run(ctx.services.store.create_folder, place.mailbox.id, place.folder, use)
+    _names_changed(ctx, NameChange(place.mailbox.id, place.folder))
     return ok("CREATE completed")
 
 
@@ -283,6 +285,7 @@ async def delete(ctx: Context, cmd: Delete) -> Reply:
         raise fail(INBOX_NOT_DELETED)
     await ctx.run(ctx.services.store.delete_folder, place.mailbox.id, place.folder)
     ctx.watcher.notify_local(folder.id)
+    _names_changed(ctx, NameChange(place.mailbox.id, place.folder, deleted=True))
     return ok("DELETE completed")
 
 
@@ -306,6 +309,7 @@ async def rename(ctx: Context, cmd: Rename) -> Reply:
         await ctx.run(store.rename_folder, old.mailbox.id, old.folder, new.folder)
     except InvalidName:
         raise fail(RENAME_REFUSED) from None
+    _names_changed(ctx, NameChange(old.mailbox.id, new.folder, old_name=old.folder))
     return ok("RENAME completed")
 
 
@@ -320,7 +324,13 @@ async def subscribe(ctx: Context, cmd: Subscribe | Unsubscribe) -> Reply:
         cmd.mailbox, "l", "subscribe" if on else "unsubscribe", must_exist=on,
     )
     await ctx.run(ctx.services.store.set_subscribed, place.mailbox.id, place.folder, on)
+    _names_changed(ctx, NameChange(place.mailbox.id, place.folder, subscribed=on))
     return ok(f"{type(cmd).name} completed")
+
+
+def _names_changed(ctx: Context, change: NameChange) -> None:
+    """Tells the NOTIFY sessions of this process (not this one)."""
+    ctx.watcher.notify_names(change, exclude=getattr(ctx, "names_token", None))
 
 
 async def namespace(ctx: Context, cmd: Namespace) -> Reply:

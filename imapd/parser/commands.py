@@ -689,6 +689,52 @@ class Idle(Command):
     allowed_states: ClassVar[frozenset[State]] = _AUTH
 
 
+class NotifyFilter(enum.Enum):
+    """RFC 5465 6: which mailboxes an event group is about."""
+
+    SELECTED = "SELECTED"
+    SELECTED_DELAYED = "SELECTED-DELAYED"
+    INBOXES = "INBOXES"
+    PERSONAL = "PERSONAL"
+    SUBSCRIBED = "SUBSCRIBED"
+    SUBTREE = "SUBTREE"
+    MAILBOXES = "MAILBOXES"
+
+    @property
+    def selected(self) -> bool:
+        return self in (NotifyFilter.SELECTED, NotifyFilter.SELECTED_DELAYED)
+
+
+# RFC 5465 5: the event names it defines, spelt as the RFC does; any other
+# atom is an extension event this grammar keeps (upper-cased) for the
+# handler to refuse with BADEVENT.
+NOTIFY_EVENTS = ("MessageNew", "MessageExpunge", "FlagChange", "AnnotationChange",
+                 "MailboxName", "SubscriptionChange", "MailboxMetadataChange",
+                 "ServerMetadataChange")
+MESSAGE_EVENTS = frozenset({"MessageNew", "MessageExpunge", "FlagChange", "AnnotationChange"})
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyGroup:
+    """``(filter events)``. `events` empty: NONE. `fetch`: the attributes
+    MessageNew asks for (selected mailbox only)."""
+
+    filter: NotifyFilter
+    mailboxes: tuple[str, ...] = ()  # SUBTREE / MAILBOXES names
+    events: tuple[str, ...] = ()
+    fetch: tuple[FetchAttribute, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Notify(Command):
+    """RFC 5465 ``NOTIFY NONE`` (no groups) or ``NOTIFY SET [STATUS] groups``."""
+
+    groups: tuple[NotifyGroup, ...] = ()
+    status: bool = False
+    name: ClassVar[str] = "NOTIFY"
+    allowed_states: ClassVar[frozenset[State]] = _AUTH
+
+
 @dataclass(frozen=True, slots=True)
 class Compress(Command):
     """RFC 4978 COMPRESS DEFLATE (mechanism upper-cased)."""
@@ -945,6 +991,7 @@ ALL_COMMANDS: tuple[type[Command], ...] = (
     Namespace,
     Enable,
     Idle,
+    Notify,
     Compress,
     GetAcl,
     SetAcl,

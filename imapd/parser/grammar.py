@@ -8,6 +8,7 @@ from imapd.parser import commands as c
 from imapd.parser.dates import parse_date_time
 from imapd.parser.items import (
     SearchParser,
+    parse_fetch_att,
     parse_fetch_atts,
     parse_flag,
     parse_flag_list,
@@ -26,6 +27,9 @@ MAX_ENABLE = 100
 MAX_APPEND_MESSAGES = 10_000
 MAX_CATENATE_PARTS = 1_000
 MAX_URL_LENGTH = 8 * 1024
+# NOTIFY (RFC 5465): event groups and mailbox names one command may carry.
+MAX_NOTIFY_GROUPS = 32
+MAX_NOTIFY_NAMES = 1_000
 
 
 def parse_tag(cur: Cursor) -> str:
@@ -420,6 +424,91 @@ def _enable(cur: Cursor, tag: str) -> c.Command:
     return c.Enable(tag, tuple(dict.fromkeys(caps)))
 
 
+_EVENT_NAMES = {name.upper(): name for name in c.NOTIFY_EVENTS}
+
+
+def _notify(cur: Cursor, tag: str) -> c.Command:
+    """RFC 5465 8, with the composition rules of sections 5 and 6.1 (a
+    breach is BAD); unknown events pass, for the handler's BADEVENT (NO)."""
+    cur.sp()
+    if cur.accept_word(b"NONE"):
+        return c.Notify(tag)
+    if not cur.accept_word(b"SET"):
+        raise ParseError("Expected NOTIFY SET or NOTIFY NONE")
+    cur.sp()
+    status = cur.accept_word(b"STATUS")
+    if status:
+        cur.sp()
+    groups: list[c.NotifyGroup] = []
+    names = 0
+    while True:
+        group = _notify_group(cur)
+        names += len(group.mailboxes)
+        groups.append(group)
+        if len(groups) > MAX_NOTIFY_GROUPS or names > MAX_NOTIFY_NAMES:
+            raise ParseError("Too many NOTIFY event groups or mailboxes")
+        if not cur.accept(b" "):
+            break
+    if sum(1 for g in groups if g.filter.selected) > 1:
+        raise ParseError("Only one of SELECTED and SELECTED-DELAYED")
+    return c.Notify(tag, tuple(groups), status)
+
+
+def _notify_group(cur: Cursor) -> c.NotifyGroup:
+    cur.expect(b"(")
+    word = cur.keyword()
+    try:
+        kind = c.NotifyFilter(word)
+    except ValueError:
+        raise ParseError("Unknown NOTIFY mailbox filter") from None
+    mailboxes: list[str] = []
+    if kind in (c.NotifyFilter.SUBTREE, c.NotifyFilter.MAILBOXES):
+        cur.sp()
+        if cur.peek() == ord("("):
+            _paren_list(cur, lambda: mailboxes.append(_mailbox(cur)))
+            if not mailboxes:
+                raise ParseError("Empty mailbox list")
+        else:
+            mailboxes.append(_mailbox(cur))
+        if len(mailboxes) > MAX_NOTIFY_NAMES:
+            raise ParseError("Too many mailboxes")
+    cur.sp()
+    events: list[str] = []
+    fetch: tuple[c.FetchAttribute, ...] = ()
+    if not cur.accept_word(b"NONE"):
+        def event() -> None:
+            nonlocal fetch
+            word = cur.atom().upper()
+            name = _EVENT_NAMES.get(word, word)
+            events.append(name)
+            if name == "MessageNew" and cur.peek_upper(2) == b" (":
+                cur.sp()
+                atts: list[c.FetchAttribute] = []
+                _paren_list(cur, lambda: atts.append(parse_fetch_att(cur)))
+                fetch = tuple(dict.fromkeys(atts))
+
+        _paren_list(cur, event)
+        if not events:
+            raise ParseError("Empty event list (use NONE)")
+    cur.expect(b")")
+    present = set(events)
+    # RFC 5465 5: MessageNew and MessageExpunge together, and FlagChange or
+    # AnnotationChange only with both.
+    if ("MessageNew" in present) != ("MessageExpunge" in present):
+        raise ParseError("MessageNew and MessageExpunge go together")
+    if present & {"FlagChange", "AnnotationChange"} and "MessageNew" not in present:
+        raise ParseError("FlagChange needs MessageNew and MessageExpunge")
+    # RFC 5465 6.1: only message events for the selected mailbox.
+    if kind.selected and present & (set(c.NOTIFY_EVENTS) - c.MESSAGE_EVENTS):
+        raise ParseError("Only message events with SELECTED")
+    # MessageNew's FETCH attributes are for the selected mailbox (5.2): the
+    # others get a STATUS. Dovecot answers BAD as well.
+    if fetch and not kind.selected:
+        raise ParseError("FETCH attributes only with SELECTED")
+    return c.NotifyGroup(kind, tuple(dict.fromkeys(mailboxes)), tuple(dict.fromkeys(events)),
+                         fetch)
+
+
 def _compress(cur: Cursor, tag: str) -> c.Command:
     cur.sp()
     return c.Compress(tag, cur.keyword())
@@ -679,6 +768,7 @@ _COMMANDS: dict[str, Callable[[Cursor, str], c.Command]] = {
     "NAMESPACE": _no_args(c.Namespace),
     "ENABLE": _enable,
     "IDLE": _no_args(c.Idle),
+    "NOTIFY": _notify,
     "COMPRESS": _compress,
     "GETACL": _mailbox_only(c.GetAcl),
     "SETACL": _setacl,

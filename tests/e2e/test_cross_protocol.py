@@ -410,3 +410,53 @@ SyncState *
     crlf = mirrored[0].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     crlf = re.sub(rb"(?m)^X-TUID: [^\r]*\r\n", b"", crlf)
     assert strip_trace(crlf) == message, crlf
+
+
+def test_notify_tells_a_secretary_without_any_command(mss: MssInstance) -> None:
+    """RFC 5465 over IMAPS: with NOTIFY, a lab result submitted by SMTP is
+    announced in the selected functional box (EXISTS, then the FETCH asked
+    for) while the client sends nothing; the other agent's MOVE to the
+    Archive comes as EXPUNGE and as a STATUS of the watched Archive."""
+    token = secrets.token_hex(4)
+    archive = f"Shared/{CARDIO}/Archive"
+    durand = ImapConn(mss.port("imaps"), mss.client_context())
+    petit = ImapConn(mss.port("imaps"), mss.client_context())
+    with durand, petit:
+        durand.login(DURAND, mss.password(DURAND))
+        petit.login(PETIT, mss.password(PETIT))
+        caps = b" ".join(r.text for r in durand.ok("CAPABILITY"))
+        assert b" NOTIFY" in caps
+        exists = untagged_of(durand.ok(f'SELECT "{SHARED_INBOX}"'), b"EXISTS")
+        n = int(exists[0].text.split()[1]) + 1
+        told = durand.ok(
+            'NOTIFY SET STATUS (selected (MessageNew (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)]) '
+            f'MessageExpunge)) (mailboxes "{archive}" (MessageNew MessageExpunge))')
+        status = untagged_of(told, b"STATUS")
+        assert len(status) == 1 and archive.encode() in status[0].text, told
+        before = int(re.search(rb"MESSAGES (\d+)", status[0].text).group(1))  # type: ignore[union-attr]
+
+        message = make_message(f"Kaliemie {token}", "K+ 6.1", sender=LABO, to=[CARDIO],
+                               msgid=f"notify-{token}")
+        submit(mss, LABO, [CARDIO], message, cert_of=LABO)
+        durand.sock.settimeout(5)
+        got = [durand.read()]
+        while len(got) < 2:
+            r = durand.read()
+            if not r.text.endswith(b" RECENT"):  # \Recent goes to one session only
+                got.append(r)
+        assert got[0].text == b"* %d EXISTS" % n, got
+        assert got[1].text.startswith(b"* %d FETCH (UID " % n), got
+        assert got[1].literals == [f"Subject: Kaliemie {token}\r\n\r\n".encode()], got
+
+        petit.ok(f'SELECT "{SHARED_INBOX}"')
+        uid = find_uid(petit, f"<notify-{token}@labo.hopital.test>")
+        petit.ok(f'UID MOVE {uid} "{archive}"')
+        seen: list[bytes] = []
+        while not (any(t == b"* %d EXPUNGE" % n for t in seen)
+                   and any(t.startswith(b"* STATUS") for t in seen)):
+            seen.append(durand.read().text)
+        st = next(t for t in seen if t.startswith(b"* STATUS"))
+        assert b"MESSAGES %d " % (before + 1) in st, seen
+        durand.sock.settimeout(10)
+        untagged, done = durand.command("NOTIFY NONE")
+        assert done.text.endswith(b"OK NOTIFY completed"), (untagged, done)

@@ -459,11 +459,29 @@ class Grammar:
             [b"(CHANGEDSINCE 1)"], [b"(CHANGEDSINCE 1 VANISHED)", b"(VANISHED)", b"(X)", b"()"],
             n).map(lambda m: [m])))
         no_args = st.just([])
+        # NOTIFY (RFC 5465): groups valid and not (BAD, NO [BADEVENT]).
+        events = st.one_of(st.just(b"NONE"), st.lists(_values(
+            [b"MessageNew MessageExpunge", b"MessageNew MessageExpunge FlagChange",
+             b"MailboxName", b"SubscriptionChange", b"messagenew messageexpunge",
+             b"MessageNew (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)]) MessageExpunge"],
+            [b"MessageNew", b"AnnotationChange", b"XFOO", b"MessageNew (FOO) MessageExpunge"], n),
+            min_size=1, max_size=3).map(lambda xs: b"(" + b" ".join(xs) + b")"))
+        notify_group = st.one_of(
+            st.builds(lambda f, e: b"(" + f + b" " + e + b")", _values(
+                [b"selected", b"SELECTED-DELAYED", b"personal", b"inboxes", b"subscribed"],
+                [b"elsewhere", b""], n), events),
+            st.builds(lambda k, m, e: b"(" + k + b" " + quote(m) + b" " + e + b")",
+                      st.sampled_from([b"mailboxes", b"subtree"]), st.sampled_from(MAILBOX_NAMES),
+                      events))
+        notify = arg(st.one_of(words(b"NONE"), st.builds(
+            lambda status, groups: [b"SET " + (b"STATUS " if status else b"") + b" ".join(groups)],
+            st.booleans(), st.lists(notify_group, min_size=1, max_size=4))))
 
         self.arguments: dict[str, S[list[Piece]]] = {
             "CAPABILITY": no_args, "NOOP": no_args, "LOGOUT": no_args, "NAMESPACE": no_args,
             "CHECK": no_args, "CLOSE": no_args, "UNSELECT": no_args, "STARTTLS": no_args,
             "EXPUNGE": no_args, "IDLE": no_args,
+            "NOTIFY": notify,
             "AUTHENTICATE": cat(words(b"PLAIN", b"LOGIN", b"EXTERNAL", b"plain"), optional(
                 _values([b"=", PLAIN_TOKEN, b"AA=="], [b"!!", b"X" * 20000], n).map(lambda t: [t]))),
             "ID": st.one_of(words(b"NIL"), paren(pair, 35 if n else 5)),

@@ -59,6 +59,9 @@ from imapd.parser import (
     Namespace,
     NeedContinuation,
     Noop,
+    Notify,
+    NotifyFilter,
+    NotifyGroup,
     Partial,
     QResync,
     Rename,
@@ -385,6 +388,36 @@ CASES: list[tuple[bytes, Command]] = [
     (b"t2 ENABLE CONDSTORE X-GOOD-IDEA", Enable("t2", ("CONDSTORE", "X-GOOD-IDEA"))),
     (b"a ENABLE qresync condstore", Enable("a", ("QRESYNC", "CONDSTORE"))),
     (b"a ENABLE UTF8=ACCEPT", Enable("a", ("UTF8=ACCEPT",))),
+    # ---- NOTIFY (RFC 5465): the RFC's examples, case-insensitive names
+    (b"a NOTIFY NONE", Notify("a")),
+    (
+        b"a NOTIFY SET STATUS (selected (MessageNew (uid body.peek[header.fields "
+        b"(from to subject)]) MessageExpunge)) (subtree Lists (MessageNew MessageExpunge "
+        b"MailboxName)) (mailboxes (Misc \"a b\") (messageNew messageExpunge))",
+        Notify("a", (
+            NotifyGroup(NotifyFilter.SELECTED, (), ("MessageNew", "MessageExpunge"),
+                        (FetchUid(), FetchBodySection(Section((), SectionText.HEADER_FIELDS,
+                                                              ("from", "to", "subject")),
+                                                      peek=True))),
+            NotifyGroup(NotifyFilter.SUBTREE, ("Lists",),
+                        ("MessageNew", "MessageExpunge", "MailboxName")),
+            NotifyGroup(NotifyFilter.MAILBOXES, ("Misc", "a b"),
+                        ("MessageNew", "MessageExpunge")),
+        ), status=True),
+    ),
+    (
+        b"a NOTIFY SET (selected-delayed (MessageNew MessageExpunge FlagChange)) "
+        b"(personal (MailboxName SubscriptionChange)) (inboxes NONE) (subscribed (XEXT))",
+        Notify("a", (
+            NotifyGroup(NotifyFilter.SELECTED_DELAYED, (),
+                        ("MessageNew", "MessageExpunge", "FlagChange")),
+            NotifyGroup(NotifyFilter.PERSONAL, (), ("MailboxName", "SubscriptionChange")),
+            NotifyGroup(NotifyFilter.INBOXES),
+            NotifyGroup(NotifyFilter.SUBSCRIBED, (), ("XEXT",)),
+        )),
+    ),
+    (b"a NOTIFY SET (mailboxes inbox NONE)",
+     Notify("a", (NotifyGroup(NotifyFilter.MAILBOXES, ("INBOX",)),))),
     (b"a002 IDLE", Idle("a002")),
     (b"t1 COMPRESS DEFLATE", Compress("t1", "DEFLATE")),
     (b"a compress deflate", Compress("a", "DEFLATE")),

@@ -316,6 +316,28 @@ BAD: list[tuple[bytes, str | None]] = [
     (b"a SEARCH YOUNGER", "a"),
     (b"a SEARCH " + b"(" * 150 + b"ALL" + b")" * 150, "a"),
     (b"a SEARCH " + b"NOT " * 150 + b"ALL", "a"),
+    # NOTIFY (RFC 5465 5, 6.1, 8)
+    (b"a NOTIFY", "a"),
+    (b"a NOTIFY SET", "a"),
+    (b"a NOTIFY SET STATUS", "a"),
+    (b"a NOTIFY RESET", "a"),
+    (b"a NOTIFY NONE (personal NONE)", "a"),
+    (b"a NOTIFY SET (selected (MessageNew))", "a"),
+    (b"a NOTIFY SET (selected (MessageExpunge))", "a"),
+    (b"a NOTIFY SET (personal (FlagChange MessageNew))", "a"),
+    (b"a NOTIFY SET (personal (AnnotationChange))", "a"),
+    (b"a NOTIFY SET (selected (SubscriptionChange))", "a"),
+    (b"a NOTIFY SET (selected NONE) (selected-delayed NONE)", "a"),
+    (b"a NOTIFY SET (selected NONE) (selected NONE)", "a"),
+    (b"a NOTIFY SET (everything (MailboxName))", "a"),
+    (b"a NOTIFY SET (subtree (MailboxName))", "a"),
+    (b"a NOTIFY SET (mailboxes () (MailboxName))", "a"),
+    (b"a NOTIFY SET (personal ())", "a"),
+    (b"a NOTIFY SET (personal (MailboxName)", "a"),
+    (b"a NOTIFY SET (personal (MailboxName))(inboxes NONE)", "a"),
+    (b"a NOTIFY SET (selected (MessageNew (bogus) MessageExpunge))", "a"),
+    (b"a NOTIFY SET (personal (MessageNew (UID) MessageExpunge))", "a"),
+    (b"a NOTIFY SET " + b"(personal NONE) " * 40 + b"(inboxes NONE)", "a"),
 ]
 
 
