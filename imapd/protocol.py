@@ -35,6 +35,7 @@ from zope.interface import implementer
 from certs.tlsconn import close_connection
 from conf.settings import ListenerSettings, TLSMode
 from imapd.commands import DISPATCH
+from imapd.commands.context import context_updates
 from imapd.commands.mailbox import leave_selected
 from imapd.commands.selected import sync_view
 from imapd.errors import (
@@ -64,6 +65,7 @@ from imapd.parser.reader import (
     RawLine,
 )
 from imapd.session import Session
+from imapd.view import SelectedView
 from imapd.watcher import FolderWatcher
 from policy.decisions import Peer, SessionAccess
 from policy.services import Services
@@ -468,10 +470,23 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         view = self.session.view
         if view is None:
             return
+        lines = await self._context_updates(view)
         allow_expunge = not (isinstance(command, _NO_EXPUNGE) and not getattr(command, "uid", False))
-        lines = view.flush(allow_expunge)
+        lines += view.flush(allow_expunge)
         if lines:
             self._write(b"".join(lines))
+
+    async def _context_updates(self, view: SelectedView) -> list[bytes]:
+        """RFC 5267 4.3: the updating contexts' REMOVEFROM responses (their
+        ADDTO ones come from `flush`); none when they cannot be computed now
+        (they are, at the next moment, the view's state still differing)."""
+        if not view.contexts:
+            return []
+        try:
+            return await context_updates(self, view)
+        except Exception:  # as a failed sync: the client is told later
+            log.warning("could not update the search contexts", exc_info=True)
+            return []
 
     # ------------------------------------------------------------ access
 
@@ -713,7 +728,10 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                     await sync_view(self, force=True)
                 view = self.session.view
                 if view is not None and self._idle_done is not None and not self._closing:
-                    lines = view.flush(True)
+                    lines = await self._context_updates(view)
+                    if self.session.view is not view or self._idle_done is None:
+                        break
+                    lines += view.flush(True)
                     if lines:
                         self._write(b"".join(lines))
                 if not self._idle_again:

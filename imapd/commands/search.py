@@ -1,5 +1,5 @@
 """SEARCH and UID SEARCH (RFC 3501 6.4.4, RFC 7162 MODSEQ, RFC 4731 ESEARCH,
-RFC 5182 SEARCHRES, RFC 5267 PARTIAL).
+RFC 5182 SEARCHRES, RFC 5267 PARTIAL and UPDATE contexts).
 
 Keys that only look at flags, sizes, dates, sets and MODSEQ are answered from
 the session's view with no store call; others load the stored metadata in
@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from imapd import search as engine
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.selected import require_view
-from imapd.errors import SEARCH_CHARSET_UTF8, Reply, fail, no
+from imapd.contexts import UpdatingContext, keep, noupdate
+from imapd.errors import SEARCH_CHARSET_UTF8, Reply, bad, fail, no
 from imapd.parser.commands import (
     SUPPORTED_SEARCH_CHARSETS,
     Command,
@@ -128,9 +129,11 @@ def check_charset(charset: str | None) -> None:
         raise no("Unsupported charset", "BADCHARSET (" + " ".join(SUPPORTED_SEARCH_CHARSETS) + ")")
 
 
-async def matching(ctx: Context, view: SelectedView, key: SearchKey) -> list[tuple[int, int, int]]:
+async def matching(ctx: Context, view: SelectedView, key: SearchKey,
+                   saved: frozenset[int] | None = None) -> list[tuple[int, int, int]]:
     """(seq, uid, modseq) of the messages of the view matching `key`, in
-    sequence order (the store is asked only for what the key looks at)."""
+    sequence order (the store is asked only for what the key looks at).
+    `saved`: "$" as an updating context keeps it (else the view's)."""
     if _uses_modseq(key):
         ctx.session.enabled.add("CONDSTORE")
         view.condstore = True
@@ -151,7 +154,8 @@ async def matching(ctx: Context, view: SelectedView, key: SearchKey) -> list[tup
         )
     store = ctx.services.store if _needs_meta(key) else None
     now = datetime.now().astimezone()
-    saved = view.saved
+    if saved is None:
+        saved = view.saved
     if store is None:
         return _run(None, view.folder_id, key, messages, frozenset(view.recent),
                     view.max_uid(), now, saved)
@@ -202,10 +206,35 @@ def saved_uids(options: tuple[str, ...], uids: Sequence[int], *, ordered: bool =
     return frozenset(uids)
 
 
+def check_update_tag(view: SelectedView, tag: str, options: tuple[str, ...] | None) -> bool:
+    """Whether the command asks for UPDATE; a tag an updating context
+    already has is BAD (RFC 5267 4.3)."""
+    if options is None or "UPDATE" not in options:
+        return False
+    if tag in view.contexts:
+        raise bad("Tag reuse: an updating search already has this tag")
+    return True
+
+
+def keep_updating(ctx: Context, view: SelectedView, context: UpdatingContext) -> None:
+    """Keeps the context, or refuses with ``* NO [NOUPDATE "tag"]`` when the
+    session has as many as it may (RFC 5267 4.3.1); the command's other
+    return options are honoured either way."""
+    if not keep(view.contexts, context, ctx.services.settings.limits.imap_update_contexts):
+        ctx.send(noupdate(context.tag))
+        return
+    # A pending expunge is told (with its REMOVEFROM) when it may be; a
+    # result computed on a view with one is computed again at the next
+    # announcement, which may be the end of this very command.
+    context.state = () if view.pending_expunge else view.state()
+
+
 async def search(ctx: Context, cmd: Search) -> Reply:
     view = require_view(ctx)
+    saved_before = view.saved
     saving = cmd.return_options is not None and "SAVE" in cmd.return_options
     try:
+        updating = check_update_tag(view, cmd.tag, cmd.return_options)
         if cmd.charset is not None and ctx.session.utf8:
             # RFC 6855 3: after ENABLE UTF8=ACCEPT, a CHARSET conflicts with UTF-8.
             raise fail(SEARCH_CHARSET_UTF8)
@@ -227,6 +256,9 @@ async def search(ctx: Context, cmd: Search) -> Reply:
         return ok("SEARCH completed")
     if saving:
         view.saved = saved_uids(options, [uid for _, uid, _ in found])
+    if updating:
+        keep_updating(ctx, view, UpdatingContext(cmd.tag, cmd.uid, cmd.key, None, saved_before,
+                                                 [uid for _, uid, _ in found]))
     if options != ("SAVE",):  # SAVE alone: no ESEARCH response (RFC 5182 2.4)
         ctx.send(esearch_line(cmd.tag, cmd.uid, options, cmd.partial, numbers, modseq=modseq))
     return ok("SEARCH completed")
