@@ -134,7 +134,8 @@ async def sort(ctx: Context, cmd: Sort) -> Reply:
     if options is None:
         ctx.send(b"* SORT" + "".join(" " + n for n in map(str, numbers)).encode() + b"\r\n")
         return ok("Sort completed")
-    in_order = numbers if cmd.uid else [view.uids[n - 1] for n in numbers]
+    if saving or updating:
+        in_order = numbers if cmd.uid else [view.uids[n - 1] for n in numbers]
     if saving:
         view.saved = saved_uids(options, in_order, ordered=True)
     if updating:
