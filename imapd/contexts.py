@@ -17,7 +17,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from imapd.parser.commands import SearchKey, SortCriterion
+from imapd.parser.commands import (
+    SearchAnd,
+    SearchKey,
+    SearchModSeq,
+    SearchNot,
+    SearchOlder,
+    SearchOr,
+    SearchSeqSet,
+    SearchUid,
+    SearchYounger,
+    SortCriterion,
+)
 from imapd.responses import Code, ResponseCode, sequence_set
 
 # (position, UIDs): one pair of an ADDTO or REMOVEFROM data item.
@@ -83,6 +94,25 @@ def _runs(items: Sequence[int], chosen: set[int], *, shift: bool) -> list[Pair]:
         out.append((start + 1 - (taken if shift else 0), list(items[start:i])))
         taken += i - start
     return out
+
+
+def local(key: SearchKey) -> bool:
+    """Whether `key` looks at nothing but each message itself (its flags,
+    size, dates, headers, body, "$" as kept): then only the messages that
+    came or whose flags changed need to be looked at again. Sequence numbers
+    and ``*`` move with other messages, MODSEQ grows without a flag
+    change, OLDER and YOUNGER with time: those are computed again whole."""
+    if isinstance(key, SearchSeqSet | SearchUid):
+        return key.sequence_set.saved
+    if isinstance(key, SearchModSeq | SearchOlder | SearchYounger):
+        return False
+    if isinstance(key, SearchNot):
+        return local(key.key)
+    if isinstance(key, SearchOr):
+        return local(key.left) and local(key.right)
+    if isinstance(key, SearchAnd):
+        return all(local(k) for k in key.keys)
+    return True
 
 
 def keep(contexts: dict[str, UpdatingContext], context: UpdatingContext, limit: int) -> bool:

@@ -470,11 +470,23 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         view = self.session.view
         if view is None:
             return
-        lines = await self._context_updates(view)
         allow_expunge = not (isinstance(command, _NO_EXPUNGE) and not getattr(command, "uid", False))
-        lines += view.flush(allow_expunge)
+        lines = await self._announce(view, allow_expunge)
         if lines:
             self._write(b"".join(lines))
+
+    async def _announce(self, view: SelectedView, allow_expunge: bool) -> list[bytes]:
+        """What is pending and may be said now (`SelectedView.flush`), with
+        the updating contexts' changes around it."""
+        lines = await self._context_updates(view)
+        lines += view.flush(allow_expunge)
+        if view.contexts and self.session.view is view and any(
+                c.state != view.state() for c in view.contexts.values()):
+            # The expunges just told renumbered the messages: a key naming
+            # sequence numbers may choose others now.
+            lines += await self._context_updates(view)
+            lines += view.flush(allow_expunge)
+        return lines
 
     async def _context_updates(self, view: SelectedView) -> list[bytes]:
         """RFC 5267 4.3: the updating contexts' REMOVEFROM responses (their
@@ -728,10 +740,9 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                     await sync_view(self, force=True)
                 view = self.session.view
                 if view is not None and self._idle_done is not None and not self._closing:
-                    lines = await self._context_updates(view)
+                    lines = await self._announce(view, True)
                     if self.session.view is not view or self._idle_done is None:
                         break
-                    lines += view.flush(True)
                     if lines:
                         self._write(b"".join(lines))
                 if not self._idle_again:

@@ -85,6 +85,9 @@ class SelectedView:
     # RFC 5267 4.3: the SEARCH / SORT results kept up to date for the client
     # (RETURN (UPDATE)), by tag; gone with the view (SELECT, CLOSE, UNSELECT).
     contexts: dict[str, UpdatingContext] = field(default_factory=dict)
+    # While there are contexts: the UIDs that came or had their flags changed
+    # since they were last computed (what a `contexts.local` key looks at).
+    touched: set[int] = field(default_factory=set)
 
     @classmethod
     def from_columns(
@@ -245,6 +248,8 @@ class SelectedView:
                     if entry.flags != self.flags[i]:
                         self.flags[i] = entry.flags
                         self.pending_flags[entry.uid] = None
+                        if self.contexts:
+                            self.touched.add(entry.uid)
             elif entry.uid > last:
                 new.append(entry)
         new.sort(key=lambda e: e.uid)
@@ -252,6 +257,8 @@ class SelectedView:
             self.uids.append(entry.uid)
             self.modseqs.append(entry.modseq)
             self.flags.append(entry.flags)
+        if self.contexts:
+            self.touched.update(e.uid for e in new)
         claimed = set(claimed_recent)
         self.recent.update(e.uid for e in new if e.uid in claimed)
         self.highestmodseq = max(self.highestmodseq, changes.highestmodseq)
@@ -263,6 +270,8 @@ class SelectedView:
         """This session changed the flags itself (and tells its client)."""
         seq = self.seq_of(uid)
         if seq is not None:
+            if self.contexts and flags != self.flags[seq - 1]:
+                self.touched.add(uid)
             self.flags[seq - 1] = flags
             self.modseqs[seq - 1] = max(modseq, self.modseqs[seq - 1])
             self.pending_flags.pop(uid, None)

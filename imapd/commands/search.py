@@ -130,27 +130,39 @@ def check_charset(charset: str | None) -> None:
 
 
 async def matching(ctx: Context, view: SelectedView, key: SearchKey,
-                   saved: frozenset[int] | None = None) -> list[tuple[int, int, int]]:
+                   saved: frozenset[int] | None = None,
+                   only: Sequence[int] | None = None) -> list[tuple[int, int, int]]:
     """(seq, uid, modseq) of the messages of the view matching `key`, in
     sequence order (the store is asked only for what the key looks at).
-    `saved`: "$" as an updating context keeps it (else the view's)."""
+    `saved`: "$" as an updating context keeps it (else the view's). `only`:
+    just these UIDs (ascending) of the view, for a key that looks at nothing
+    but each message itself (`imapd.contexts.local`)."""
     if _uses_modseq(key):
         ctx.session.enabled.add("CONDSTORE")
         view.condstore = True
+    uids, modseqs = view.uids, view.modseqs
+    positions: Sequence[int] = range(len(uids))
+    if only is not None:
+        positions = [view.seq_of(u) or 0 for u in view.present(only)]
+        positions = [p - 1 for p in positions]
     if matches_all(key):
         # SORT / THREAD / SEARCH ... ALL of a big folder: nothing to look at
-        return [(i + 1, uid, modseq)
-                for i, (uid, modseq) in enumerate(zip(view.uids, view.modseqs, strict=True))]
+        if only is None:
+            return [(i + 1, uid, modseq) for i, (uid, modseq) in enumerate(zip(uids, modseqs,
+                                                                                strict=True))]
+        return [(i + 1, uids[i], modseqs[i]) for i in positions]
     sizes: dict[int, tuple[int, datetime]] = {}
     if _needs_sizes(key):
+        wanted = list(uids) if only is None else [uids[i] for i in positions]
         sizes = await ctx.run_selected(ctx.services.store.sizes_and_dates, view.folder_id,
-                                       list(view.uids))
+                                       wanted)
     unknown = (0, _EPOCH)  # never looked at: the key does not use sizes or dates
     messages = []
-    for i, (uid, modseq) in enumerate(zip(view.uids, view.modseqs, strict=True)):
+    for i in positions:
+        uid = uids[i]
         size, when = sizes.get(uid, unknown)
         messages.append(
-            (i + 1, MessageInfo(uid, modseq, view.display_flags(uid), size, when, {}))
+            (i + 1, MessageInfo(uid, modseqs[i], view.display_flags(uid, i), size, when, {}))
         )
     store = ctx.services.store if _needs_meta(key) else None
     now = datetime.now().astimezone()
@@ -223,10 +235,7 @@ def keep_updating(ctx: Context, view: SelectedView, context: UpdatingContext) ->
     if not keep(view.contexts, context, ctx.services.settings.limits.imap_update_contexts):
         ctx.send(noupdate(context.tag))
         return
-    # A pending expunge is told (with its REMOVEFROM) when it may be; a
-    # result computed on a view with one is computed again at the next
-    # announcement, which may be the end of this very command.
-    context.state = () if view.pending_expunge else view.state()
+    context.state = view.state()
 
 
 async def search(ctx: Context, cmd: Search) -> Reply:

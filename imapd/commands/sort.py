@@ -105,6 +105,17 @@ async def sorted_uids(ctx: Context, view: SelectedView, key: SearchKey,
     """The UIDs of the messages `key` matches, in the criteria's order (an
     updating context computed again; "$" as the context keeps it)."""
     seqs, uids = await _chosen(ctx, view, key, saved)
+    return await _uids_in_order(ctx, view, criteria, seqs, uids)
+
+
+async def sort_these(ctx: Context, view: SelectedView, criteria: Sequence[SortCriterion],
+                     uids: Sequence[int]) -> list[int]:
+    """`uids` (ascending, in the view) in the criteria's order."""
+    return await _uids_in_order(ctx, view, criteria, [view.seq_of(u) or 0 for u in uids], uids)
+
+
+async def _uids_in_order(ctx: Context, view: SelectedView, criteria: Sequence[SortCriterion],
+                         seqs: Sequence[int], uids: Sequence[int]) -> list[int]:
     cache_key = engine.ResultCache.key(view.folder_id, view.uidvalidity, tuple(criteria), True,
                                        seqs, uids)
     found: list[int] = await ctx.run_selected(

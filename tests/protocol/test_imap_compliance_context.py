@@ -143,6 +143,45 @@ def test_update_does_not_narrow_to_the_other_return_options(env: ImapEnv) -> Non
     assert esearch(out) == [b'* ESEARCH (TAG "F1") UID REMOVEFROM (0 4)'], out
 
 
+def test_sequence_set_keys_follow_the_renumbering(env: ImapEnv) -> None:
+    """A key naming sequence numbers (or ``*``) is computed again whole: an
+    expunge moves another message into ``1:2``, a delivery changes ``*``."""
+    put(env, "a", "b", "c")
+    a, b = two_sessions(env)
+    assert cmd(a, "T1 UID SEARCH RETURN (UPDATE ALL) 1:2") == [b'* ESEARCH (TAG "T1") UID ALL 1:2']
+    assert cmd(a, "T2 UID SEARCH RETURN (UPDATE ALL) UID *") == [b'* ESEARCH (TAG "T2") UID ALL 3']
+    b.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    b.ok("EXPUNGE")
+    put(env, "d")  # UID 4
+    out = esearch(cmd(a, "T3 NOOP"))
+    # T1's 1:2 names UID 3 once the EXPUNGE of 1 is told: told right after it
+    assert out == [b'* ESEARCH (TAG "T2") UID REMOVEFROM (0 3)',
+                   b'* ESEARCH (TAG "T1") UID REMOVEFROM (0 1)',
+                   b'* ESEARCH (TAG "T2") UID ADDTO (0 4)',
+                   b'* ESEARCH (TAG "T1") UID ADDTO (0 3)'], out
+    assert esearch(cmd(a, "T4 NOOP")) == []
+
+
+def test_only_what_changed_is_looked_at_again(env: ImapEnv, monkeypatch: Any) -> None:
+    """A key about each message alone (here a header) reads the stored
+    metadata of the messages that came or changed, not of the folder."""
+    put(env, *[f"routine {i}" for i in range(30)])
+    a, b = two_sessions(env)
+    cmd(a, 'V1 UID SEARCH RETURN (UPDATE) SUBJECT "urgent"')
+    asked: list[list[int]] = []
+    real = env.store.message_infos
+
+    def counting(folder_id: int, uids: Any) -> Any:
+        asked.append(list(uids))
+        return real(folder_id, uids)
+
+    monkeypatch.setattr(env.store, "message_infos", counting)
+    put(env, "urgent: scanner")  # UID 31
+    b.ok("STORE 5 +FLAGS.SILENT (\\Flagged)")
+    assert esearch(cmd(a, "V2 NOOP")) == [b'* ESEARCH (TAG "V1") UID ADDTO (0 31)']
+    assert asked == [[5, 31]], asked
+
+
 def test_context_hint_alone_changes_nothing(env: ImapEnv) -> None:
     """4.2: CONTEXT is a hint; no updates are kept for it."""
     put(env, "a", "b")

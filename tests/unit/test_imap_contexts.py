@@ -7,8 +7,22 @@ import random
 
 import pytest
 
-from imapd.contexts import Pair, UpdatingContext, diff, render
-from imapd.parser.commands import SearchAll, SortCriterion, SortKey
+from imapd.contexts import Pair, UpdatingContext, diff, local, render
+from imapd.parser.commands import (
+    SearchAll,
+    SearchAnd,
+    SearchFlag,
+    SearchHeader,
+    SearchModSeq,
+    SearchNot,
+    SearchOlder,
+    SearchOr,
+    SearchSeqSet,
+    SearchUid,
+    SequenceSet,
+    SortCriterion,
+    SortKey,
+)
 
 
 def apply(old: list[int], removed: list[Pair], added: list[Pair]) -> list[int]:
@@ -86,3 +100,17 @@ def test_applying_the_pairs_in_order_gives_the_new_result(seed: int) -> None:
     assert apply(old, update.removed, update.added) == new
     update = diff(sorted(old), sorted(new), ordered=False)
     assert apply(sorted(old), update.removed, update.added) == sorted(new)
+
+
+def test_local_keys() -> None:
+    """Keys about each message alone are looked at only for what changed;
+    sequence numbers, ``*``, MODSEQ and time-relative keys are not."""
+    some = SequenceSet(((1, 2),))
+    saved = SequenceSet((), saved=True)
+    assert local(SearchAll())
+    assert local(SearchAnd((SearchFlag("\\Seen", False), SearchHeader("SUBJECT", "x"))))
+    assert local(SearchOr(SearchUid(saved), SearchNot(SearchFlag("\\Deleted"))))
+    for key in (SearchSeqSet(some), SearchUid(some), SearchModSeq(5), SearchOlder(60),
+                SearchNot(SearchSeqSet(some)), SearchOr(SearchAll(), SearchUid(some)),
+                SearchAnd((SearchAll(), SearchOlder(1)))):
+        assert not local(key), key
