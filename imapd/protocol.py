@@ -475,10 +475,18 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         if lines:
             self._write(b"".join(lines))
 
-    async def _announce(self, view: SelectedView, allow_expunge: bool) -> list[bytes]:
+    async def _announce(self, view: SelectedView, allow_expunge: bool, *,
+                        idle: bool = False) -> list[bytes]:
         """What is pending and may be said now (`SelectedView.flush`), with
-        the updating contexts' changes around it."""
+        the updating contexts' changes around it. `idle`: from IDLE, which
+        may end while the contexts are computed; then only their REMOVEFROM
+        responses (valid at any time) are returned, the rest waits for the
+        end of the command."""
         lines = await self._context_updates(view)
+        if self.session.view is not view:
+            return []
+        if idle and (self._idle_done is None or self._closing):
+            return lines
         lines += view.flush(allow_expunge)
         if view.contexts and self.session.view is view and any(
                 c.state != view.state() for c in view.contexts.values()):
@@ -740,10 +748,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                     await sync_view(self, force=True)
                 view = self.session.view
                 if view is not None and self._idle_done is not None and not self._closing:
-                    lines = await self._announce(view, True)
-                    if self.session.view is not view or self._idle_done is None:
-                        break
-                    if lines:
+                    lines = await self._announce(view, True, idle=True)
+                    if lines and not self._closing:
                         self._write(b"".join(lines))
                 if not self._idle_again:
                     break
