@@ -292,3 +292,16 @@ def test_contexts_end_with_the_selection(env: ImapEnv) -> None:
         assert esearch(cmd(a, f"P{n} NOOP")) == [], leave
     cmd(a, "Q1 UNSELECT")
     assert a.cmd('Q2 CANCELUPDATE "L1"').startswith(b"Q2 BAD")
+
+
+def test_a_failed_search_keeps_no_context(env: ImapEnv) -> None:
+    """A SEARCH with UPDATE that fails (here BADCHARSET) keeps nothing: no
+    updates come, and its tag is free for another."""
+    put(env, "a")
+    a, b = two_sessions(env)
+    out = a.cmd("W1 SEARCH RETURN (UPDATE) CHARSET X-UNKNOWN DELETED")
+    assert out.startswith(b"W1 NO [BADCHARSET"), out
+    b.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    assert esearch(cmd(a, "W2 NOOP")) == []
+    assert cmd(a, "W1 UID SEARCH RETURN (UPDATE ALL) DELETED") == [
+        b'* ESEARCH (TAG "W1") UID ALL 1']
