@@ -160,6 +160,10 @@ class LimitSettings(_Model):
     # message is also within message_size, as Dovecot limits each literal).
     imap_append_messages: int = Field(default=100, ge=1)
     imap_append_octets: int = Field(default=50 * 1024 * 1024, ge=1024)
+    # RFC 5267 4.3.1: SEARCH / SORT results a session keeps up to date
+    # (RETURN (UPDATE)) at a time; each is computed again when the folder
+    # changes. The RFC wants at least one.
+    imap_update_contexts: int = Field(default=5, ge=1)
     # Implicit-TLS listeners (465, 993): a connection whose TLS handshake is not
     # complete this long after it opened is closed.
     tls_handshake_timeout: float = Field(default=10.0, gt=0)

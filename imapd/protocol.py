@@ -35,6 +35,7 @@ from zope.interface import implementer
 from certs.tlsconn import close_connection
 from conf.settings import ListenerSettings, TLSMode
 from imapd.commands import DISPATCH
+from imapd.commands.context import context_updates
 from imapd.commands.fetch import fetch as fetch_handler
 from imapd.commands.mailbox import leave_selected
 from imapd.commands.notify import read_boxes
@@ -72,6 +73,7 @@ from imapd.parser.reader import (
     RawLine,
 )
 from imapd.session import Session
+from imapd.view import SelectedView
 from imapd.watcher import FolderWatcher, NameChange
 from imapd.wire import mailbox as wire_mailbox
 from policy.decisions import Peer, SessionAccess
@@ -499,9 +501,42 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         if view is None:
             return
         allow_expunge = not (isinstance(command, _NO_EXPUNGE) and not getattr(command, "uid", False))
-        lines = view.flush(allow_expunge)
+        lines = await self._announce(view, allow_expunge)
         if lines:
             self._write(b"".join(lines))
+
+    async def _announce(self, view: SelectedView, allow_expunge: bool, *,
+                        idle: bool = False) -> list[bytes]:
+        """What is pending and may be said now (`SelectedView.flush`), with
+        the updating contexts' changes around it. `idle`: from IDLE, which
+        may end while the contexts are computed; then only their REMOVEFROM
+        responses (valid at any time) are returned, the rest waits for the
+        end of the command."""
+        lines = await self._context_updates(view)
+        if self.session.view is not view:
+            return []
+        if idle and (self._idle_done is None or self._closing):
+            return lines
+        lines += view.flush(allow_expunge)
+        if view.contexts and self.session.view is view and any(
+                c.state != view.state() for c in view.contexts.values()):
+            # The expunges just told renumbered the messages: a key naming
+            # sequence numbers may choose others now.
+            lines += await self._context_updates(view)
+            lines += view.flush(allow_expunge)
+        return lines
+
+    async def _context_updates(self, view: SelectedView) -> list[bytes]:
+        """RFC 5267 4.3: the updating contexts' REMOVEFROM responses (their
+        ADDTO ones come from `flush`); none when they cannot be computed now
+        (they are, at the next moment, the view's state still differing)."""
+        if not view.contexts:
+            return []
+        try:
+            return await context_updates(self, view)
+        except Exception:  # as a failed sync: the client is told later
+            log.warning("could not update the search contexts", exc_info=True)
+            return []
 
     # ------------------------------------------------------------ access
 
@@ -796,8 +831,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                     await sync_view(self, force=True)
                 view = self.session.view
                 if view is not None and self._idle_done is not None and not self._closing:
-                    lines = view.flush(True)
-                    if lines:
+                    lines = await self._announce(view, True, idle=True)
+                    if lines and not self._closing:
                         self._write(b"".join(lines))
                 if not self._idle_again:
                     break

@@ -124,7 +124,7 @@ def _span(low: int, high: int) -> bytes:
 
 
 class Code(enum.Enum):
-    """RFC 3501, 4315, 5530, 7162, 9208, 4978, 6154, 3516, 5182 response codes."""
+    """RFC 3501, 4315, 5530, 7162, 9208, 4978, 6154, 3516, 5182, 5267 response codes."""
 
     ALERT = "ALERT"
     BADCHARSET = "BADCHARSET"
@@ -172,6 +172,8 @@ class Code(enum.Enum):
     UNKNOWN_CTE = "UNKNOWN-CTE"
     # RFC 9051
     HASCHILDREN = "HASCHILDREN"
+    # RFC 5267 CONTEXT=SEARCH / CONTEXT=SORT
+    NOUPDATE = "NOUPDATE"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,10 @@ from __future__ import annotations
 import bisect
 import functools
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from imapd.contexts import UpdatingContext, diff, render
 from imapd.wire import uid_set
 from storage.interface import FolderChanges, IndexColumns, IndexEntry
 
@@ -85,6 +86,12 @@ class SelectedView:
     # ("$"). A new view (SELECT, EXAMINE) starts empty, as the RFC wants;
     # expunged UIDs stay here but are skipped when "$" is used.
     saved: frozenset[int] = frozenset()
+    # RFC 5267 4.3: the SEARCH / SORT results kept up to date for the client
+    # (RETURN (UPDATE)), by tag; gone with the view (SELECT, CLOSE, UNSELECT).
+    contexts: dict[str, UpdatingContext] = field(default_factory=dict)
+    # While there are contexts: the UIDs that came or had their flags changed
+    # since they were last computed (what a `contexts.local` key looks at).
+    touched: set[int] = field(default_factory=set)
 
     @classmethod
     def from_columns(
@@ -214,6 +221,13 @@ class SelectedView:
         seq = self.seq_of(uid)
         return self.modseqs[seq - 1] if seq is not None else 0
 
+    def state(self) -> tuple[int, ...]:
+        """Changes whenever a message comes, goes (or is known to go) or has
+        its flags changed (its MODSEQ only grows): a context computed on an
+        equal state needs no new computation. Sums in C: cheap."""
+        return (len(self.uids), self.max_uid(), sum(self.modseqs), len(self.pending_expunge),
+                self.highestmodseq)
+
     # ------------------------------------------------------------ changes
 
     def absorb(self, changes: FolderChanges, claimed_recent: Iterable[int] = ()) -> list[int]:
@@ -238,6 +252,8 @@ class SelectedView:
                     if entry.flags != self.flags[i]:
                         self.flags[i] = entry.flags
                         self.pending_flags[entry.uid] = None
+                        if self.contexts:
+                            self.touched.add(entry.uid)
             elif entry.uid > last:
                 new.append(entry)
         new.sort(key=lambda e: e.uid)
@@ -245,6 +261,8 @@ class SelectedView:
             self.uids.append(entry.uid)
             self.modseqs.append(entry.modseq)
             self.flags.append(entry.flags)
+        if self.contexts:
+            self.touched.update(e.uid for e in new)
         claimed = set(claimed_recent)
         self.recent.update(e.uid for e in new if e.uid in claimed)
         self.highestmodseq = max(self.highestmodseq, changes.highestmodseq)
@@ -256,6 +274,8 @@ class SelectedView:
         """This session changed the flags itself (and tells its client)."""
         seq = self.seq_of(uid)
         if seq is not None:
+            if self.contexts and flags != self.flags[seq - 1]:
+                self.touched.add(uid)
             self.flags[seq - 1] = flags
             self.modseqs[seq - 1] = max(modseq, self.modseqs[seq - 1])
             self.pending_flags.pop(uid, None)
@@ -264,10 +284,72 @@ class SelectedView:
         """Removes the UIDs and returns the responses telling the client:
         EXPUNGE per message, or one VANISHED once QRESYNC is enabled."""
         gone = sorted(set(self.present(uids)), reverse=True)
+        # RFC 5267 4.3.4: REMOVEFROM before the expunge, its numbers valid then.
+        out = self._leave_contexts(gone)
         if self.qresync:
             self._drop(gone)
-            return [f"* VANISHED {uid_set(reversed(gone))}\r\n".encode()] if gone else []
-        return [b"* %d EXPUNGE\r\n" % seq for seq in self._drop(gone)]
+            if gone:
+                out.append(f"* VANISHED {uid_set(reversed(gone))}\r\n".encode())
+            return out
+        out.extend(b"* %d EXPUNGE\r\n" % seq for seq in self._drop(gone))
+        return out
+
+    # ------------------------------------------------------------ contexts
+
+    def _number(self, context: UpdatingContext) -> Callable[[int], int]:
+        if context.uid:
+            return int
+        return lambda uid: self.seq_of(uid) or 0  # every UID told is in the view
+
+    def _leave_contexts(self, gone: Iterable[int]) -> list[bytes]:
+        """An expunged message leaves every updating context's result."""
+        going = set(gone)
+        out: list[bytes] = []
+        for context in self.contexts.values():
+            if going.isdisjoint(context.result):
+                continue
+            left = [u for u in context.result if u not in going]
+            update = diff(context.result, left, ordered=context.ordered)
+            out.append(render(context, "REMOVEFROM", update.removed, self._number(context)))
+            context.result = left
+        return out
+
+    def revise_contexts(self, results: dict[str, tuple[tuple[int, ...], list[int]]]
+                        ) -> list[bytes]:
+        """Takes in the results of updating contexts computed again ((view
+        state, UIDs) by tag) and returns the REMOVEFROM responses for what
+        left them (told now, while its numbers are valid); what joined them is
+        told by `flush`, after EXISTS (RFC 5267 4.3.3)."""
+        out: list[bytes] = []
+        for tag, (state, found) in results.items():
+            context = self.contexts.get(tag)
+            if context is None:
+                continue  # cancelled meanwhile
+            kept = set(found)
+            left = [u for u in context.result if u in kept]
+            if len(left) != len(context.result):
+                update = diff(context.result, left, ordered=context.ordered)
+                out.append(render(context, "REMOVEFROM", update.removed, self._number(context)))
+                context.result = left
+            context.joining = found
+            context.state = state
+        return out
+
+    def _join_contexts(self) -> list[bytes]:
+        out: list[bytes] = []
+        for context in self.contexts.values():
+            found, context.joining = context.joining, None
+            if found is None:
+                continue
+            have = set(context.result)
+            # Expunged meanwhile: gone. Known to be expunged: not worth telling.
+            new = [u for u in found if u in have
+                   or (self.has(u) and u not in self.pending_expunge)]
+            update = diff(context.result, new, ordered=context.ordered)
+            if update.added:
+                out.append(render(context, "ADDTO", update.added, self._number(context)))
+            context.result = new
+        return out
 
     def _drop(self, uids_desc: list[int]) -> list[int]:
         seqs: list[int] = []
@@ -320,6 +402,8 @@ class SelectedView:
                     continue
                 out.append(self.fetch_flags_line(pos, uid, with_uid))
             self.pending_flags.clear()
+        if self.contexts:
+            out.extend(self._join_contexts())
         return out
 
     def flags_response(self) -> bytes:

@@ -134,6 +134,7 @@ limits:
   imap_login_timeout: 60
   imap_append_messages: 100
   imap_append_octets: 52428800
+  imap_update_contexts: 5
   tls_handshake_timeout: 10
   bare_line_endings: reject
 

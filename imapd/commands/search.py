@@ -1,5 +1,5 @@
 """SEARCH and UID SEARCH (RFC 3501 6.4.4, RFC 7162 MODSEQ, RFC 4731 ESEARCH,
-RFC 5182 SEARCHRES, RFC 5267 PARTIAL).
+RFC 5182 SEARCHRES, RFC 5267 PARTIAL and UPDATE contexts).
 
 Keys that only look at flags, sizes, dates, sets and MODSEQ are answered from
 the session's view with no store call; others load the stored metadata in
@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from imapd import search as engine
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.selected import require_view
-from imapd.errors import REV2_SEARCH_RECENT, SEARCH_CHARSET_UTF8, Reply, fail, no
+from imapd.contexts import UpdatingContext, keep, noupdate
+from imapd.errors import REV2_SEARCH_RECENT, SEARCH_CHARSET_UTF8, Reply, bad, fail, no
 from imapd.parser.commands import (
     SUPPORTED_SEARCH_CHARSETS,
     Command,
@@ -142,32 +143,47 @@ def check_charset(charset: str | None) -> None:
         raise no("Unsupported charset", "BADCHARSET (" + " ".join(SUPPORTED_SEARCH_CHARSETS) + ")")
 
 
-async def matching(ctx: Context, view: SelectedView, key: SearchKey) -> list[tuple[int, int, int]]:
+async def matching(ctx: Context, view: SelectedView, key: SearchKey,
+                   saved: frozenset[int] | None = None,
+                   only: Sequence[int] | None = None) -> list[tuple[int, int, int]]:
     """(seq, uid, modseq) of the messages of the view matching `key`, in
-    sequence order (the store is asked only for what the key looks at)."""
+    sequence order (the store is asked only for what the key looks at).
+    `saved`: "$" as an updating context keeps it (else the view's). `only`:
+    just these UIDs (ascending) of the view, for a key that looks at nothing
+    but each message itself (`imapd.contexts.local`)."""
     if ctx.session.rev2 and _uses_recent(key):
         raise fail(REV2_SEARCH_RECENT)  # SEARCH, SORT and THREAD alike
     if _uses_modseq(key):
         ctx.session.enabled.add("CONDSTORE")
         view.condstore = True
+    uids, modseqs = view.uids, view.modseqs
+    positions: Sequence[int] = range(len(uids))
+    if only is not None:
+        positions = [view.seq_of(u) or 0 for u in view.present(only)]
+        positions = [p - 1 for p in positions]
     if matches_all(key):
         # SORT / THREAD / SEARCH ... ALL of a big folder: nothing to look at
-        return [(i + 1, uid, modseq)
-                for i, (uid, modseq) in enumerate(zip(view.uids, view.modseqs, strict=True))]
+        if only is None:
+            return [(i + 1, uid, modseq) for i, (uid, modseq) in enumerate(zip(uids, modseqs,
+                                                                                strict=True))]
+        return [(i + 1, uids[i], modseqs[i]) for i in positions]
     sizes: dict[int, tuple[int, datetime]] = {}
     if _needs_sizes(key):
+        wanted = list(uids) if only is None else [uids[i] for i in positions]
         sizes = await ctx.run_selected(ctx.services.store.sizes_and_dates, view.folder_id,
-                                       list(view.uids))
+                                       wanted)
     unknown = (0, _EPOCH)  # never looked at: the key does not use sizes or dates
     messages = []
-    for i, (uid, modseq) in enumerate(zip(view.uids, view.modseqs, strict=True)):
+    for i in positions:
+        uid = uids[i]
         size, when = sizes.get(uid, unknown)
         messages.append(
-            (i + 1, MessageInfo(uid, modseq, view.display_flags(uid), size, when, {}))
+            (i + 1, MessageInfo(uid, modseqs[i], view.display_flags(uid, i), size, when, {}))
         )
     store = ctx.services.store if _needs_meta(key) else None
     now = datetime.now().astimezone()
-    saved = view.saved
+    if saved is None:
+        saved = view.saved
     if store is None:
         return _run(None, view.folder_id, key, messages, frozenset(view.recent),
                     view.max_uid(), now, saved)
@@ -218,10 +234,32 @@ def saved_uids(options: tuple[str, ...], uids: Sequence[int], *, ordered: bool =
     return frozenset(uids)
 
 
+def check_update_tag(view: SelectedView, tag: str, options: tuple[str, ...] | None) -> bool:
+    """Whether the command asks for UPDATE; a tag an updating context
+    already has is BAD (RFC 5267 4.3)."""
+    if options is None or "UPDATE" not in options:
+        return False
+    if tag in view.contexts:
+        raise bad("Tag reuse: an updating search already has this tag")
+    return True
+
+
+def keep_updating(ctx: Context, view: SelectedView, context: UpdatingContext) -> None:
+    """Keeps the context, or refuses with ``* NO [NOUPDATE "tag"]`` when the
+    session has as many as it may (RFC 5267 4.3.1); the command's other
+    return options are honoured either way."""
+    if not keep(view.contexts, context, ctx.services.settings.limits.imap_update_contexts):
+        ctx.send(noupdate(context.tag))
+        return
+    context.state = view.state()
+
+
 async def search(ctx: Context, cmd: Search) -> Reply:
     view = require_view(ctx)
+    saved_before = view.saved
     saving = cmd.return_options is not None and "SAVE" in cmd.return_options
     try:
+        updating = check_update_tag(view, cmd.tag, cmd.return_options)
         if cmd.charset is not None and "UTF8=ACCEPT" in ctx.session.enabled:
             # RFC 6855 3: after ENABLE UTF8=ACCEPT, a CHARSET conflicts with UTF-8
             # (IMAP4rev2 alone keeps CHARSET: RFC 9051 6.4.4 takes UTF-8 and US-ASCII).
@@ -247,6 +285,9 @@ async def search(ctx: Context, cmd: Search) -> Reply:
         return ok("SEARCH completed")
     if saving:
         view.saved = saved_uids(options, [uid for _, uid, _ in found])
+    if updating:
+        keep_updating(ctx, view, UpdatingContext(cmd.tag, cmd.uid, cmd.key, None, saved_before,
+                                                 [uid for _, uid, _ in found]))
     if options != ("SAVE",):  # SAVE alone: no ESEARCH response (RFC 5182 2.4)
         ctx.send(esearch_line(cmd.tag, cmd.uid, options, cmd.partial, numbers, modseq=modseq))
     return ok("SEARCH completed")

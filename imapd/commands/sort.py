@@ -1,5 +1,5 @@
 """SORT, THREAD and their UID forms (RFC 5256, RFC 5957 SORT=DISPLAY,
-RFC 5267 ESORT), with RFC 5182 SAVE.
+RFC 5267 ESORT and CONTEXT=SORT's UPDATE), with RFC 5182 SAVE.
 
 The messages are chosen as SEARCH chooses them; the keys kept at delivery
 (`storage.sortkeys`), sizes and internal dates are read, and the ordering or
@@ -15,12 +15,15 @@ from imapd import sort as engine
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.search import (
     check_charset,
+    check_update_tag,
     esearch_line,
+    keep_updating,
     matches_all,
     matching,
     saved_uids,
 )
 from imapd.commands.selected import require_view
+from imapd.contexts import UpdatingContext
 from imapd.errors import Reply
 from imapd.parser.commands import (
     Command,
@@ -87,20 +90,46 @@ def _threaded(store: MessageStore, cache: engine.ResultCache, key: Hashable, fol
     return text
 
 
-async def _chosen(ctx: Context, view: SelectedView, key: SearchKey
-                  ) -> tuple[Sequence[int], Sequence[int]]:
+async def _chosen(ctx: Context, view: SelectedView, key: SearchKey,
+                  saved: frozenset[int] | None = None) -> tuple[Sequence[int], Sequence[int]]:
     """(sequence numbers, UIDs) of the messages `key` matches."""
     if matches_all(key):
         # a copy: the store thread must not see the view change under it
         return range(1, view.exists + 1), array("I", view.uids)
-    found = await matching(ctx, view, key)
+    found = await matching(ctx, view, key, saved)
     return [seq for seq, _, _ in found], [uid for _, uid, _ in found]
+
+
+async def sorted_uids(ctx: Context, view: SelectedView, key: SearchKey,
+                      criteria: Sequence[SortCriterion], saved: frozenset[int]) -> list[int]:
+    """The UIDs of the messages `key` matches, in the criteria's order (an
+    updating context computed again; "$" as the context keeps it)."""
+    seqs, uids = await _chosen(ctx, view, key, saved)
+    return await _uids_in_order(ctx, view, criteria, seqs, uids)
+
+
+async def sort_these(ctx: Context, view: SelectedView, criteria: Sequence[SortCriterion],
+                     uids: Sequence[int]) -> list[int]:
+    """`uids` (ascending, in the view) in the criteria's order."""
+    return await _uids_in_order(ctx, view, criteria, [view.seq_of(u) or 0 for u in uids], uids)
+
+
+async def _uids_in_order(ctx: Context, view: SelectedView, criteria: Sequence[SortCriterion],
+                         seqs: Sequence[int], uids: Sequence[int]) -> list[int]:
+    cache_key = engine.ResultCache.key(view.folder_id, view.uidvalidity, tuple(criteria), True,
+                                       seqs, uids)
+    found: list[int] = await ctx.run_selected(
+        _sorted, ctx.services.store, engine.results_for(ctx.services), cache_key,
+        view.folder_id, seqs, uids, criteria, True)
+    return found
 
 
 async def sort(ctx: Context, cmd: Sort) -> Reply:
     view = require_view(ctx)
+    saved_before = view.saved
     saving = cmd.return_options is not None and "SAVE" in cmd.return_options
     try:
+        updating = check_update_tag(view, cmd.tag, cmd.return_options)
         check_charset(cmd.charset)
         seqs, uids = await _chosen(ctx, view, cmd.key)
         key = engine.ResultCache.key(view.folder_id, view.uidvalidity, cmd.criteria, cmd.uid,
@@ -116,9 +145,13 @@ async def sort(ctx: Context, cmd: Sort) -> Reply:
     if options is None:
         ctx.send(b"* SORT" + "".join(" " + n for n in map(str, numbers)).encode() + b"\r\n")
         return ok("Sort completed")
-    if saving:
+    if saving or updating:
         in_order = numbers if cmd.uid else [view.uids[n - 1] for n in numbers]
+    if saving:
         view.saved = saved_uids(options, in_order, ordered=True)
+    if updating:
+        keep_updating(ctx, view, UpdatingContext(cmd.tag, cmd.uid, cmd.key, cmd.criteria,
+                                                 saved_before, in_order))
     if options != ("SAVE",):
         ctx.send(esearch_line(cmd.tag, cmd.uid, options, cmd.partial, numbers, ordered=True))
     return ok("Sort completed")

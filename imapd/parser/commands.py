@@ -852,7 +852,7 @@ class Search(Command):
 
     key is a SearchAnd of the top-level keys (or the single key). charset is
     upper-cased, None when absent. return_options (RFC 4731 ESEARCH: MIN, MAX,
-    ALL, COUNT, SAVE; RFC 5267 PARTIAL) is None for the classic SEARCH
+    ALL, COUNT, SAVE; RFC 5267 PARTIAL, CONTEXT, UPDATE) is None for the classic SEARCH
     response; ``RETURN ()`` is given as ("ALL",). partial is PARTIAL's range
     of result positions (low, high), 1-based, inclusive.
     """
@@ -898,6 +898,16 @@ class Sort(Command):
     return_options: tuple[str, ...] | None = None
     partial: tuple[int, int] | None = None
     name: ClassVar[str] = "SORT"
+    allowed_states: ClassVar[frozenset[State]] = _SELECTED
+
+
+@dataclass(frozen=True, slots=True)
+class CancelUpdate(Command):
+    """RFC 5267 4.3.5 ``CANCELUPDATE "tag" ...``: stop the updates of the
+    searching commands with these tags."""
+
+    tags: tuple[str, ...] = ()
+    name: ClassVar[str] = "CANCELUPDATE"
     allowed_states: ClassVar[frozenset[State]] = _SELECTED
 
 
@@ -1008,6 +1018,7 @@ ALL_COMMANDS: tuple[type[Command], ...] = (
     Search,
     Sort,
     Thread,
+    CancelUpdate,
     Fetch,
     Store,
     Copy,

@@ -554,12 +554,13 @@ def _expunge(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
     return c.Expunge(tag)
 
 
-_RETURN_OPTIONS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL"})
+_RETURN_OPTIONS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL", "CONTEXT",
+                             "UPDATE"})
 
 
 def _return_options(cur: Cursor) -> tuple[tuple[str, ...], tuple[int, int] | None]:
-    """RFC 4731 ``RETURN (...)`` with RFC 5267 PARTIAL; after RETURN and a
-    space. ``RETURN ()`` means ALL (RFC 4731 3.1)."""
+    """RFC 4731 ``RETURN (...)`` with RFC 5267 PARTIAL, CONTEXT and UPDATE;
+    after RETURN and a space. ``RETURN ()`` means ALL (RFC 4731 3.1)."""
     opts: list[str] = []
     partial: tuple[int, int] | None = None
 
@@ -651,6 +652,20 @@ def _sort(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
             seen.add(crit.key)
             kept.append(crit)
     return c.Sort(tag, tuple(kept), charset, key, uid, return_options, partial)
+
+
+def _cancel_update(cur: Cursor, tag: str) -> c.Command:
+    """RFC 5267 4.3.5 ``CANCELUPDATE 1*(SP quoted)``: the tags of searching
+    commands, as quoted strings."""
+    tags: list[str] = []
+    while cur.accept(b" "):
+        raw = cur.quoted()
+        if not raw or not raw.isascii():
+            raise ParseError("Invalid tag in CANCELUPDATE")
+        tags.append(raw.decode("ascii"))
+    if not tags:
+        raise ParseError("CANCELUPDATE needs at least one tag")
+    return c.CancelUpdate(tag, tuple(dict.fromkeys(tags)))
 
 
 def _thread(cur: Cursor, tag: str, uid: bool = False) -> c.Command:
@@ -785,6 +800,7 @@ _COMMANDS: dict[str, Callable[[Cursor, str], c.Command]] = {
     "SEARCH": _search,
     "SORT": _sort,
     "THREAD": _thread,
+    "CANCELUPDATE": _cancel_update,
     "FETCH": _fetch,
     "STORE": _store,
     "COPY": _copy_like(c.Copy),

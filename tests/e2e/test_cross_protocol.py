@@ -284,6 +284,51 @@ def test_functional_box_teamwork_is_live_and_traced(mss: MssInstance) -> None:
     assert movers == {DURAND}, events
 
 
+def test_updating_search_is_told_of_an_smtp_delivery(mss: MssInstance) -> None:
+    """RFC 5267 CONTEXT=SEARCH over real sockets: a secretary keeps a search
+    of the shared box up to date (UID SEARCH RETURN (UPDATE)) and idles; a
+    lab result submitted by SMTP that matches it is told as ADDTO after its
+    EXISTS; after CANCELUPDATE the next one is not."""
+    token = secrets.token_hex(4)
+    with ImapConn(mss.port("imaps"), mss.client_context()) as conn:
+        conn.login(DURAND, mss.password(DURAND))
+        exists = untagged_of(conn.ok(f'SELECT "{SHARED_INBOX}"'), b"EXISTS")
+        n = int(exists[0].text.split()[1]) + 1
+        conn.send(f'C1 UID SEARCH RETURN (UPDATE COUNT) SUBJECT "kaliemie {token}"\r\n'.encode())
+        untagged, done = conn.until_tagged(b"C1")
+        assert [r.text for r in untagged] == [b'* ESEARCH (TAG "C1") UID COUNT 0'], untagged
+        assert done.text.startswith(b"C1 OK"), done.text
+
+        def deliver(subject: str, mid: str) -> None:
+            submit(mss, LABO, [CARDIO], make_message(subject, "Resultat.", sender=LABO,
+                                                     to=[CARDIO], msgid=mid), cert_of=LABO)
+
+        conn.send(b"I1 IDLE\r\n")
+        assert conn.read().text.startswith(b"+")
+        deliver(f"Kaliemie {token}", f"ctx-{token}")
+        conn.sock.settimeout(5)
+        assert conn.read().text == f"* {n} EXISTS".encode()
+        told = conn.read().text
+        if told.endswith(b" RECENT"):  # this session may claim \\Recent
+            told = conn.read().text
+        m = re.fullmatch(rb'\* ESEARCH \(TAG "C1"\) UID ADDTO \(0 (\d+)\)', told)
+        assert m, told
+        conn.sock.settimeout(10)
+        conn.send(b"DONE\r\n")
+        _, done = conn.until_tagged(b"I1")
+        assert done.text.startswith(b"I1 OK"), done.text
+        assert find_uid(conn, f"<ctx-{token}@labo.hopital.test>") == int(m.group(1))
+
+        conn.ok('CANCELUPDATE "C1"')
+        deliver(f"Kaliemie {token} (controle)", f"ctx2-{token}")
+        deadline = time.monotonic() + 5
+        seen: list[bytes] = []
+        while not any(t.endswith(b" EXISTS") for t in seen) and time.monotonic() < deadline:
+            seen += [r.text for r in conn.ok("NOOP")]
+        assert f"* {n + 1} EXISTS".encode() in seen, seen
+        assert not any(t.startswith(b"* ESEARCH") for t in seen), seen
+
+
 @pytest.mark.slow
 def test_two_workers_share_the_load_without_losing_or_doubling(
     tmp_path_factory: pytest.TempPathFactory,

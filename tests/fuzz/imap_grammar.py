@@ -368,7 +368,8 @@ class Grammar:
             st.lists(inner, min_size=1, max_size=4).map(lambda ks: [b"("] + join(ks) + [b")"]),
         ), max_leaves=12)
         search = cat(
-            optional(st.lists(_values([b"MIN", b"MAX", b"ALL", b"COUNT", b"SAVE", b"PARTIAL 1:10"],
+            optional(st.lists(_values([b"MIN", b"MAX", b"ALL", b"COUNT", b"SAVE", b"PARTIAL 1:10",
+                                       b"UPDATE", b"CONTEXT"],
                                       [b"X", b"PARTIAL 0:1"], n),
                               max_size=4).map(lambda xs: [b"RETURN (" + b" ".join(xs) + b")"])),
             optional(_values(SEARCH_CHARSETS, ODD_SEARCH_CHARSETS, n).map(
@@ -376,7 +377,8 @@ class Grammar:
             st.lists(search_key, min_size=1, max_size=4).map(join))
         # RFC 5256 SORT / THREAD, RFC 5267 ESORT
         sort = cat(
-            optional(st.lists(_values([b"MIN", b"MAX", b"ALL", b"COUNT", b"SAVE", b"PARTIAL 2:5"],
+            optional(st.lists(_values([b"MIN", b"MAX", b"ALL", b"COUNT", b"SAVE", b"PARTIAL 2:5",
+                                       b"UPDATE", b"CONTEXT"],
                                       [b"X", b"PARTIAL 5"], n),
                               max_size=3).map(lambda xs: [b"RETURN (" + b" ".join(xs) + b")"])),
             st.lists(_values([b"ARRIVAL", b"CC", b"DATE", b"FROM", b"SIZE", b"SUBJECT", b"TO",
@@ -508,6 +510,10 @@ class Grammar:
             "GETQUOTA": astr(st.sampled_from([b"", b"INBOX", f"Shared/{CARDIO}".encode(), b"x"])),
             "SETQUOTA": cat(astr(st.sampled_from([b"", b"INBOX"])),
                             numbers.map(lambda v: [b"(STORAGE " + v + b")"])),
+            # RFC 5267 4.3.5: the tags of updating searches, quoted
+            "CANCELUPDATE": st.lists(_values([b'"f1"', b'"A02"', b'"x.3"', b'"t]1"'],
+                                             [b"f1", b'""', b'"f1" x'], n),
+                                     min_size=1, max_size=3).map(lambda xs: [b" ".join(xs)]),
             "SEARCH": search, "SORT": sort, "THREAD": thread, "FETCH": fetch, "STORE": store,
             "COPY": cat(seqset, self.mailbox), "MOVE": cat(seqset, self.mailbox),
         }

@@ -59,7 +59,7 @@ def test_esearch_with_modseq(env: ImapEnv) -> None:
 
 def test_esearch_is_bad_outside_selected_or_with_unknown_options(env: ImapEnv) -> None:
     c = eleven(env)
-    assert c.cmd("x1 SEARCH RETURN (UPDATE) ALL").startswith(b"x1 BAD")
+    assert c.cmd("x1 SEARCH RETURN (NOTIFY) ALL").startswith(b"x1 BAD")
     assert c.cmd("x2 SEARCH RETURN (MIN ALL").startswith(b"x2 BAD")
     c.ok("UNSELECT")
     assert c.cmd("x3 SEARCH RETURN (MIN) ALL").startswith(b"x3 BAD")

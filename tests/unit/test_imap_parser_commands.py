@@ -11,6 +11,7 @@ from imapd.parser import (
     Append,
     AppendMessage,
     Authenticate,
+    CancelUpdate,
     Capability,
     CatenateText,
     CatenateUrl,
@@ -446,6 +447,8 @@ CASES: list[tuple[bytes, Command]] = [
     (b"FXXZ CHECK", Check("FXXZ")),
     (b"A341 CLOSE", Close("A341")),
     (b"a UNSELECT", Unselect("a")),
+    (b'a CANCELUPDATE "B01"', CancelUpdate("a", ("B01",))),
+    (b'a CANCELUPDATE "B01" "C02" "B01"', CancelUpdate("a", ("B01", "C02"))),
     (b"A202 EXPUNGE", Expunge("A202")),
     (b"A003 UID EXPUNGE 3000:3002", Expunge("A003", uid=True, uids=ss((3000, 3002)))),
     # RFC 5256 SORT / THREAD
@@ -742,9 +745,25 @@ def test_search_return_options() -> None:
     cmd = parse(b"a SEARCH RETURN (PARTIAL 10:1 save) ALL")
     assert cmd == Search("a", SearchAll(), return_options=("PARTIAL", "SAVE"), partial=(1, 10))
     for bad in (b"a SEARCH RETURN (PARTIAL 0:5) ALL", b"a SEARCH RETURN (PARTIAL 5) ALL",
-                b"a SEARCH RETURN (PARTIAL 1:2 PARTIAL 3:4) ALL", b"a SEARCH RETURN (UPDATE) ALL"):
+                b"a SEARCH RETURN (PARTIAL 1:2 PARTIAL 3:4) ALL", b"a SEARCH RETURN (NOTIFY) ALL"):
         with pytest.raises(ParseError):
             parse_command([bad], [])
+    # RFC 5267 4.2, 4.3: CONTEXT and UPDATE, on SEARCH and SORT alike
+    cmd = parse(b"B01 UID SEARCH RETURN (UPDATE COUNT context) DELETED")
+    assert cmd == Search("B01", SearchFlag("\\Deleted", True), uid=True,
+                         return_options=("UPDATE", "COUNT", "CONTEXT"))
+    cmd = parse(b"C01 UID SORT RETURN (UPDATE PARTIAL 1:50) (DATE) UTF-8 ALL")
+    assert isinstance(cmd, Sort)
+    assert cmd.return_options == ("UPDATE", "PARTIAL") and cmd.partial == (1, 50)
+
+
+@pytest.mark.parametrize("line", [
+    b"a CANCELUPDATE", b"a CANCELUPDATE B01", b'a CANCELUPDATE ""', b'a CANCELUPDATE "B01" C',
+    b'a CANCELUPDATE "B01"  "C01"', b'a CANCELUPDATE {3}',
+])
+def test_cancelupdate_errors(line: bytes) -> None:
+    with pytest.raises(ParseError):
+        parse_command([line], [])
 
 
 @pytest.mark.parametrize(("line", "criteria", "charset", "options"), [
