@@ -11,6 +11,7 @@ mailbox. A mailbox matched by several groups takes the events of the first.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from imapd.namespace import SEP
 from imapd.parser.commands import NotifyFilter, NotifyGroup
@@ -46,8 +47,16 @@ class NotifySpec:
     boxes: dict[int, Box] = field(default_factory=dict)  # folder id -> box
     # The store's access epoch the boxes were resolved at (None: unknown).
     epoch: int | None = None
+    # When a grant the user has begins or ends by itself: the boxes are
+    # resolved again from then on, as when the epoch moves.
+    until: datetime | None = None
     # The last state told (or known) per watched folder: only a change is sent.
     told: dict[int, tuple[int, ...]] = field(default_factory=dict)
+
+    def current(self, epoch: int | None, now: datetime) -> bool:
+        """Whether the boxes resolved still hold at `epoch` and `now`."""
+        return (self.epoch is not None and epoch == self.epoch
+                and (self.until is None or now < self.until))
 
     @property
     def selected(self) -> NotifyGroup | None:

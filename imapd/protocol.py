@@ -534,6 +534,15 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             return []
         try:
             return await context_updates(self, view)
+        except AccessWithdrawn as exc:
+            # Its store calls are guarded like a command's: the session
+            # ends, as it would at its next command (found by review: the
+            # refusal was swallowed here, and the denial it had recorded
+            # then passed for a fresh check).
+            self._end_withdrawn(exc)
+            return []
+        except ConnectionGone:
+            return []
         except Exception:  # as a failed sync: the client is told later
             log.warning("could not update the search contexts", exc_info=True)
             return []
@@ -590,8 +599,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         access = session.access
         if session.identity is None:
             return False
-        if access is None:
-            return True
+        if access is None or not access.decision.allowed:
+            return True  # a refusal recorded is never a pass
         mailbox = self._selected_mailbox()
         if mailbox is not None and access.mailbox_id != mailbox.id:
             return True
@@ -677,7 +686,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             # what is read is what the access was checked against).
             with store.read_scope():
                 fresh = None
-                if (known is None or (mailbox is not None and known.mailbox_id != mailbox.id)
+                if (known is None or not known.decision.allowed
+                        or (mailbox is not None and known.mailbox_id != mailbox.id)
                         or store.access_epoch() != known.epoch
                         or (known.valid_until is not None
                             and policy.now() >= known.valid_until)):
@@ -976,7 +986,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             return
         dirty, self._notify_dirty = self._notify_dirty, set()
         names, self._notify_names = self._notify_names, []
-        if not dirty and self.watcher.access_epoch == spec.epoch and spec.epoch is not None:
+        if not dirty and spec.current(self.watcher.access_epoch, self.services.policy.now()):
             if names:
                 self._write(b"".join(self._name_lines(spec, names)))
             return
@@ -989,7 +999,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         if resolved is not None:
             # The access epoch moved: watch what may be looked up now, and
             # say nothing more about what may not (RFC 5465 5.9).
-            session.namespaces, boxes = resolved
+            session.namespaces, boxes, spec.until = resolved
             spec.epoch = epoch
             spec.told = {f: k for f, k in spec.told.items() if f in boxes}
             spec.boxes = boxes

@@ -73,6 +73,16 @@ class MailboxAccessDecisions(PolicyCore):
             return ALL_RIGHTS
         return _granted(self._current_grants(identity.account.id), mailbox.id, folder)[0]
 
+    def grants_change_at(self, identity: Identity) -> datetime | None:
+        """The next moment one of the account's grants begins or ends by
+        itself (no change in the store marks it): what was decided about
+        the mailboxes it may look up holds until then."""
+        now = self.now()
+        moments = [t for g in self.store.grants_for_account(identity.account.id)
+                   for t in (_aware(g.valid_from), _aware(g.valid_until))
+                   if t is not None and t > now]
+        return min(moments, default=None)
+
     def session_access(
         self, identity: Identity, mailbox: Mailbox | None, folder: str | None = None
     ) -> SessionAccess:

@@ -10,6 +10,7 @@ selected mailbox's pending changes: a NOTIFY SET is an implicit NOOP.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from imapd.commands.base import Context, Handler, ok
@@ -44,21 +45,27 @@ def candidates(
         for e in listing.entries if e.folder is not None]
 
 
+Resolved = tuple[Namespaces, dict[int, Box], "datetime | None"]
+
+
 def read_boxes(
     policy: Policy, store: MessageStore, identity: Identity, spec: NotifySpec,
     folder_ids: list[int] | None,
-) -> tuple[int, tuple[Namespaces, dict[int, Box]] | None, dict[int, FolderStatus]]:
-    """One read: the access epoch; the namespaces and boxes again when it
-    moved since the spec was resolved (None: unchanged); the state of
+) -> tuple[int, Resolved | None, dict[int, FolderStatus]]:
+    """One read: the access epoch; the namespaces, boxes and next grant
+    change again when the epoch moved since the spec was resolved or a
+    grant began or ended by itself (None: unchanged); the state of
     `folder_ids` (None: every box) that are still watched. A folder gone is
     left out."""
     with store.read_scope():
         epoch = store.access_epoch()
         boxes: dict[int, Box] | None = None
         namespaces: Namespaces | None = None
-        if epoch != spec.epoch:
+        until = None
+        if not spec.current(epoch, policy.now()):
             namespaces, found = candidates(policy, store, identity)
             boxes = resolve(spec, found)
+            until = policy.grants_change_at(identity)
         current = spec.boxes if boxes is None else boxes
         wanted = list(current) if folder_ids is None else [f for f in folder_ids if f in current]
         if boxes is not None and folder_ids is not None:
@@ -73,7 +80,7 @@ def read_boxes(
                 continue
         if namespaces is None or boxes is None:
             return epoch, None, states
-        return epoch, (namespaces, boxes), states
+        return epoch, (namespaces, boxes, until), states
 
 
 async def notify(ctx: Context, cmd: Notify) -> Reply:
@@ -97,6 +104,7 @@ async def notify(ctx: Context, cmd: Notify) -> Reply:
             if len(boxes) > MAX_WATCHED:
                 return namespaces, epoch, boxes, {}
             spec.epoch, spec.boxes = epoch, boxes
+            spec.until = policy.grants_change_at(identity)
             _, _, states = read_boxes(policy, store, identity, spec, None)
             return namespaces, epoch, boxes, states
 

@@ -1,0 +1,82 @@
+"""Found by review: an updating search (RFC 5267 CONTEXT) swallowed the end
+of the session's access, and NOTIFY kept telling of a mailbox whose grant
+had ended by itself. Both must behave as a session without them: the
+session ends (BYE) when its selected mailbox is withdrawn, and nothing is
+said of a mailbox the user may no longer read."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from imap_transcript import (
+    CARDIO,
+    SECRETARY,
+    SECRETARY2,
+    ImapEnv,
+    deliver,
+    make_env,
+    message,
+    populate,
+)
+
+SHARED = f'"Shared/{CARDIO}/INBOX"'
+TICK = 0.3
+BYE_WITHDRAWN = b"* BYE Access to the selected mailbox was withdrawn\r\n"
+
+
+@pytest.fixture
+def env(tmp_path: Path, store: Any) -> ImapEnv:
+    populate(store)
+    for i in range(1, 4):
+        deliver(store, CARDIO, message(f"patient {i}"))
+    return make_env(tmp_path, store)
+
+
+@pytest.mark.parametrize("updating", [False, True])
+def test_a_revoked_grant_ends_the_session_with_or_without_an_updating_search(
+    env: ImapEnv, updating: bool,
+) -> None:
+    c = env.login()
+    c.ok(f"SELECT {SHARED}")
+    if updating:
+        c.ok("SEARCH RETURN (UPDATE) SUBJECT patient")
+    sec = env.store.get_account(SECRETARY)
+    env.store.set_grant(sec.id, env.store.get_mailbox(CARDIO).id, "")
+    deliver(env.store, CARDIO, message("patient 4"))
+    # the feed tells of the delivery before the watcher has polled the epoch
+    folder = env.store.get_folder(env.store.get_mailbox(CARDIO).id, "INBOX")
+    env.watcher.on_folders_changed(frozenset({folder.id}))
+    first = c.cmd("n1 NOOP")
+    env.clock.advance(TICK)
+    env.clock.advance(TICK)
+    assert b"ADDTO" not in first
+    assert b"patient 4" not in first + c.read()
+    assert c.closed, first
+    assert BYE_WITHDRAWN in first + c.read() or c.closed
+
+
+def test_notify_says_nothing_of_a_mailbox_whose_grant_ended_by_itself(env: ImapEnv) -> None:
+    account = env.store.get_account(SECRETARY)
+    cardio = env.store.get_mailbox(CARDIO)
+    now = env.policy.now()
+    env.store.set_grant(account.id, cardio.id, "lrswipkxte",
+                        valid_until=now + timedelta(minutes=10))
+    c = env.login()
+    c.ok("SELECT INBOX")
+    c.ok(f"NOTIFY SET (mailboxes {SHARED} (MessageNew MessageExpunge)) "
+         f'(subtree "Shared/{CARDIO}" (MailboxName SubscriptionChange))')
+    env.policy._clock = lambda: now + timedelta(minutes=11)  # type: ignore[attr-defined]
+    env.clock.advance(660)
+    _, done = c.tagged(f"STATUS {SHARED} (MESSAGES)")
+    assert b" NO " in done, done  # the grant has ended
+    deliver(env.store, CARDIO, message("patient 4"))
+    env.clock.advance(TICK)
+    env.clock.advance(TICK)
+    out = c.read()
+    other = env.login(SECRETARY2)
+    other.ok(f'CREATE "Shared/{CARDIO}/Psychiatrie Dupont"')
+    out += c.read()
+    assert out == b"", out
