@@ -891,9 +891,18 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             self._write(NOTIFY_OVERFLOW)
             self.set_notify(None)
             return
+        ns = self.session.namespaces
+        if ns is not None and not (
+                (ns.primary is not None and ns.primary.id == change.mailbox_id)
+                or any(am.mailbox.id == change.mailbox_id for am in ns.others)):
+            return  # a mailbox this session cannot look up: nothing to tell or resolve
         self._notify_names.append(change)
         if change.subscribed is None:
-            spec.epoch = None  # a folder came or went: the boxes are resolved again
+            # A folder of a mailbox it may look up came or went: its boxes
+            # are resolved again (found by review: any folder created in any
+            # mailbox made every NOTIFY session of the process list all of
+            # its mailboxes again).
+            spec.epoch = None
         self._kick_notify()
 
     def _name_lines(self, spec: NotifySpec, changes: list[NameChange]) -> list[bytes]:

@@ -80,3 +80,41 @@ def test_notify_says_nothing_of_a_mailbox_whose_grant_ended_by_itself(env: ImapE
     other.ok(f'CREATE "Shared/{CARDIO}/Psychiatrie Dupont"')
     out += c.read()
     assert out == b"", out
+
+
+def test_folders_made_in_a_mailbox_one_cannot_see_cost_a_notify_session_nothing(
+    env: ImapEnv, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found by review: any CREATE/DELETE in the process made every NOTIFY
+    # session list all of its mailboxes again.
+    import imapd.commands.notify as notify_mod
+
+    watchers = [env.login(SECRETARY2) for _ in range(5)]
+    for w in watchers:
+        w.ok("NOTIFY SET (personal (MailboxName MessageNew MessageExpunge))")
+    calls: list[int] = []
+    real = notify_mod.candidates
+    monkeypatch.setattr(notify_mod, "candidates", lambda *a: (calls.append(1), real(*a))[1])
+    doer = env.login(SECRETARY)  # another user, in his own mailbox
+    for i in range(5):
+        doer.ok(f"CREATE Private{i}")
+        doer.ok(f"DELETE Private{i}")
+    env.clock.advance(0)
+    assert all(w.read() == b"" for w in watchers)
+    assert calls == []
+
+
+def test_a_grant_ended_by_time_tells_no_folder_name(env: ImapEnv) -> None:
+    account = env.store.get_account(SECRETARY)
+    cardio = env.store.get_mailbox(CARDIO)
+    now = env.policy.now()
+    env.store.set_grant(account.id, cardio.id, "lrswipkxte",
+                        valid_until=now + timedelta(minutes=10))
+    c = env.login()
+    c.ok(f'NOTIFY SET (subtree "Shared/{CARDIO}" (MailboxName))')
+    env.policy._clock = lambda: now + timedelta(minutes=11)  # type: ignore[attr-defined]
+    env.clock.advance(660)
+    other = env.login(SECRETARY2)
+    other.ok(f'CREATE "Shared/{CARDIO}/Psychiatrie Dupont"')
+    env.clock.advance(TICK)
+    assert c.read() == b""
