@@ -1046,7 +1046,19 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         # RFC 5465 5.1: a flag change's FETCH carries the UID. IDLE allows
         # expunges, SELECTED-DELAYED or not.
         allow_expunge = not spec.delayed or self._idle_done is not None
-        lines = view.flush(allow_expunge, True, flags="FlagChange" in group.events)
+        flags = "FlagChange" in group.events
+        # The updating searches (RFC 5267) change with the view as in
+        # `_announce` (found by review: with NOTIFY on the selected mailbox,
+        # IDLE told EXISTS and no ADDTO).
+        lines = await self._context_updates(view)
+        if self.session.view is not view or self._closing:
+            return
+        lines += view.flush(allow_expunge, True, flags=flags)
+        if view.contexts and any(c.state != view.state() for c in view.contexts.values()):
+            lines += await self._context_updates(view)
+            if self.session.view is not view or self._closing:
+                return
+            lines += view.flush(allow_expunge, True, flags=flags)
         if lines:
             self._write(b"".join(lines))
         if not new or not group.fetch:

@@ -118,3 +118,16 @@ def test_a_grant_ended_by_time_tells_no_folder_name(env: ImapEnv) -> None:
     other.ok(f'CREATE "Shared/{CARDIO}/Psychiatrie Dupont"')
     env.clock.advance(TICK)
     assert c.read() == b""
+
+
+def test_idle_with_notify_on_the_selected_mailbox_updates_the_searches(env: ImapEnv) -> None:
+    # Found by review: NOTIFY's path told EXISTS during IDLE, never ADDTO.
+    c = env.login()
+    c.ok(f"SELECT {SHARED}")
+    c.ok("NOTIFY SET (selected (MessageNew MessageExpunge))")
+    c.ok("SEARCH RETURN (UPDATE) SUBJECT patient")
+    assert c.cmd("i IDLE").startswith(b"+ ")
+    deliver(env.store, CARDIO, message("patient 4"))
+    env.clock.advance(TICK)
+    out = c.read()
+    assert b"* 4 EXISTS\r\n" in out and b'ADDTO (0 4)' in out, out
