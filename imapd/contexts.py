@@ -124,11 +124,25 @@ def keep(contexts: dict[str, UpdatingContext], context: UpdatingContext, limit: 
     return True
 
 
-def noupdate(tag: str) -> bytes:
+# An updating context that must be computed again whole at each change (a
+# SORT, or a key on sequence numbers, MODSEQ, OLDER/YOUNGER) is refused on a
+# folder larger than this: every change anyone makes would cost a pass over
+# the folder per such context (found by review).
+WHOLE_UPDATE_MAX = 10_000
+
+
+def costly(context: UpdatingContext, messages: int) -> bool:
+    """Whether keeping `context` up to date would mean going over the whole
+    folder of `messages` at every change, on a folder too large for it."""
+    return messages > WHOLE_UPDATE_MAX and (
+        context.criteria is not None or not local(context.key))
+
+
+def noupdate(tag: str, text: str = "Too many updating searches, will not notify") -> bytes:
     """RFC 5267 4.3.1: the untagged refusal of an UPDATE, the other return
     options being honoured."""
     return (b"* NO " + ResponseCode(Code.NOUPDATE, f'"{tag}"'.encode()).render()
-            + b" Too many updating searches, will not notify\r\n")
+            + b" " + text.encode() + b"\r\n")
 
 
 def render(context: UpdatingContext, item: str, pairs: Sequence[Pair],

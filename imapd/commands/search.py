@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from imapd import search as engine
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.selected import require_view
-from imapd.contexts import UpdatingContext, keep, noupdate
+from imapd.contexts import UpdatingContext, costly, keep, noupdate
 from imapd.errors import REV2_SEARCH_RECENT, SEARCH_CHARSET_UTF8, Reply, bad, fail, no
 from imapd.parser.commands import (
     SUPPORTED_SEARCH_CHARSETS,
@@ -247,7 +247,11 @@ def check_update_tag(view: SelectedView, tag: str, options: tuple[str, ...] | No
 def keep_updating(ctx: Context, view: SelectedView, context: UpdatingContext) -> None:
     """Keeps the context, or refuses with ``* NO [NOUPDATE "tag"]`` when the
     session has as many as it may (RFC 5267 4.3.1); the command's other
-    return options are honoured either way."""
+    return options are honoured either way. Refused too when keeping it
+    would go over a large folder at every change (`contexts.costly`)."""
+    if costly(context, view.exists):
+        ctx.send(noupdate(context.tag, "Folder too large to keep this search up to date"))
+        return
     if not keep(view.contexts, context, ctx.services.settings.limits.imap_update_contexts):
         ctx.send(noupdate(context.tag))
         return

@@ -131,3 +131,25 @@ def test_idle_with_notify_on_the_selected_mailbox_updates_the_searches(env: Imap
     env.clock.advance(TICK)
     out = c.read()
     assert b"* 4 EXISTS\r\n" in out and b'ADDTO (0 4)' in out, out
+
+
+def test_searches_that_must_be_redone_whole_are_not_kept_on_a_large_folder(
+    env: ImapEnv, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found by review: a key on sequence numbers (or a SORT) is computed
+    # again over the whole folder at every change anyone makes.
+    import imapd.contexts as contexts
+
+    monkeypatch.setattr(contexts, "WHOLE_UPDATE_MAX", 2)  # the folder has 3
+    c = env.login()
+    c.ok(f"SELECT {SHARED}")
+    out = c.ok("SEARCH RETURN (UPDATE ALL) 1:* SUBJECT patient")
+    assert b"* NO [NOUPDATE \"" in out and b"\"] Folder too large" in out
+    assert b") ALL 1:3\r\n" in out  # the rest is answered
+    out = c.ok("SORT RETURN (UPDATE) (SUBJECT) UTF-8 ALL")
+    assert b"NOUPDATE" in out
+    out = c.ok("SEARCH RETURN (UPDATE) SUBJECT patient")  # only each message: kept
+    assert b"NOUPDATE" not in out
+    deliver(env.store, CARDIO, message("patient 4"))
+    env.clock.advance(TICK)
+    assert b"ADDTO (0 4)" in c.cmd("n NOOP")
