@@ -18,18 +18,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from imapd.parser.commands import (
-    SearchAnd,
     SearchKey,
     SearchModSeq,
-    SearchNot,
     SearchOlder,
-    SearchOr,
     SearchSeqSet,
     SearchUid,
     SearchYounger,
     SortCriterion,
 )
 from imapd.responses import Code, ResponseCode, sequence_set
+from imapd.search import leaves
 
 # (position, UIDs): one pair of an ADDTO or REMOVEFROM data item.
 Pair = tuple[int, list[int]]
@@ -102,16 +100,11 @@ def local(key: SearchKey) -> bool:
     came or whose flags changed need to be looked at again. Sequence numbers
     and ``*`` move with other messages, MODSEQ grows without a flag
     change, OLDER and YOUNGER with time: those are computed again whole."""
-    if isinstance(key, SearchSeqSet | SearchUid):
-        return key.sequence_set.saved
-    if isinstance(key, SearchModSeq | SearchOlder | SearchYounger):
-        return False
-    if isinstance(key, SearchNot):
-        return local(key.key)
-    if isinstance(key, SearchOr):
-        return local(key.left) and local(key.right)
-    if isinstance(key, SearchAnd):
-        return all(local(k) for k in key.keys)
+    for k in leaves(key):
+        if isinstance(k, SearchSeqSet | SearchUid) and not k.sequence_set.saved:
+            return False
+        if isinstance(k, SearchModSeq | SearchOlder | SearchYounger):
+            return False
     return True
 
 

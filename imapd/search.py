@@ -17,7 +17,7 @@ searched in bodies, not binary attachments.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Set
+from collections.abc import Callable, Iterator, Set
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -65,19 +65,31 @@ _STRING_HEADERS = {
 }
 
 
+def leaves(key: SearchKey) -> Iterator[SearchKey]:
+    """The keys `key` combines, NOT, OR and AND taken apart (without
+    recursion: a client may nest them deeply)."""
+    stack = [key]
+    while stack:
+        k = stack.pop()
+        if isinstance(k, SearchNot):
+            stack.append(k.key)
+        elif isinstance(k, SearchOr):
+            stack += (k.right, k.left)
+        elif isinstance(k, SearchAnd):
+            stack.extend(reversed(k.keys))
+        else:
+            yield k
+
+
 def needs_body(key: SearchKey) -> bool:
     """Whether evaluating `key` may need the raw message."""
-    if isinstance(key, SearchBody | SearchText):
-        return True
-    if isinstance(key, SearchHeader):
-        name = key.name.lower()
-        return name not in _ADDRESS_HEADERS and name not in _STRING_HEADERS
-    if isinstance(key, SearchNot):
-        return needs_body(key.key)
-    if isinstance(key, SearchOr):
-        return needs_body(key.left) or needs_body(key.right)
-    if isinstance(key, SearchAnd):
-        return any(needs_body(k) for k in key.keys)
+    for k in leaves(key):
+        if isinstance(k, SearchBody | SearchText):
+            return True
+        if isinstance(k, SearchHeader):
+            name = k.name.lower()
+            if name not in _ADDRESS_HEADERS and name not in _STRING_HEADERS:
+                return True
     return False
 
 

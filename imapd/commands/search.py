@@ -81,28 +81,12 @@ def matches_all(key: SearchKey) -> bool:
 
 
 def _uses_modseq(key: SearchKey) -> bool:
-    if isinstance(key, SearchModSeq):
-        return True
-    if isinstance(key, SearchNot):
-        return _uses_modseq(key.key)
-    if isinstance(key, SearchOr):
-        return _uses_modseq(key.left) or _uses_modseq(key.right)
-    if isinstance(key, SearchAnd):
-        return any(_uses_modseq(k) for k in key.keys)
-    return False
+    return any(isinstance(k, SearchModSeq) for k in engine.leaves(key))
 
 
 def _uses_recent(key: SearchKey) -> bool:
     """NEW, OLD, RECENT or UNRECENT (the parser makes \\Recent flag keys of them)."""
-    if isinstance(key, SearchFlag):
-        return key.flag == "\\Recent"
-    if isinstance(key, SearchNot):
-        return _uses_recent(key.key)
-    if isinstance(key, SearchOr):
-        return _uses_recent(key.left) or _uses_recent(key.right)
-    if isinstance(key, SearchAnd):
-        return any(_uses_recent(k) for k in key.keys)
-    return False
+    return any(isinstance(k, SearchFlag) and k.flag == "\\Recent" for k in engine.leaves(key))
 
 
 def _run(

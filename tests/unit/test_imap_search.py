@@ -17,7 +17,7 @@ from test_mime_corpus import ALTERNATIVE, MIXED_ATTACHMENTS, NESTED_RFC822, crlf
 
 from imapd.parser import commands as c
 from imapd.parser.grammar import parse_command
-from imapd.search import compile_key, decode_header_value, matches, needs_body, sent_date
+from imapd.search import compile_key, decode_header_value, leaves, matches, needs_body, sent_date
 from storage.interface import MessageInfo
 from storage.mime import parse_message
 
@@ -512,3 +512,14 @@ def test_missing_metadata_falls_back_to_the_raw_message() -> None:
     ]:
         hit = matches(parse_key(query), info, 1, lambda: raw, max_seq=1, max_uid=1)
         assert hit is expected, query
+
+
+def test_leaves_take_nested_keys_apart_in_order_without_recursion() -> None:
+    key = c.SearchAnd((c.SearchNot(c.SearchBody("a")),
+                       c.SearchOr(c.SearchFlag("\\Seen", True), c.SearchLarger(5))))
+    assert list(leaves(key)) == [c.SearchBody("a"), c.SearchFlag("\\Seen", True),
+                                 c.SearchLarger(5)]
+    deep: c.SearchKey = c.SearchLarger(1)
+    for _ in range(20_000):  # far past Python's recursion limit
+        deep = c.SearchNot(deep)
+    assert list(leaves(deep)) == [c.SearchLarger(1)] and not needs_body(deep)
