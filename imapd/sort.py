@@ -221,51 +221,50 @@ def _prune(nodes: list[_Node], dummies: list[_Node]) -> list[_Node]:
     a dummy with children gives them to its parent (at the root level only
     when it has a single child).
 
-    A dummy below the root gives its children to the nearest container
-    above it that stays (a message, or a root): one walk from the roots
-    finds that container for every message, then each container's children
-    are set once. Linear in the containers whatever the shape (found by
-    review: sorting the dummies by depth walked each to its root, and
-    splicing children up a chain copied them once per level, quadratic on
-    a chain of Message-IDs no message has, which anyone who can send mail
-    to a box can make). The order of siblings is step 4's and 6's."""
-    forest = [n for n in nodes if n.parent is None]
-    forest.extend(d for d in dummies if d.parent is None)
-    # the container that receives a container's children: itself, unless it
-    # is a dummy below the root
-    holder: dict[int, _Node] = {id(r): r for r in forest}
-    kept: list[_Node] = list(forest)
-    adopted: dict[int, list[_Node]] = {}
-    walk = list(forest)
-    i = 0
-    while i < len(walk):
-        n = walk[i]
-        i += 1
-        above = holder[id(n)]
-        for c in n.children:
-            walk.append(c)
-            if c.item is None:
-                holder[id(c)] = above
-            else:
-                holder[id(c)] = c
-                kept.append(c)
-                adopted.setdefault(id(above), []).append(c)
-                c.parent = above
-    for d in walk:
-        if d.item is None and holder[id(d)] is not d:  # a dummy below the root: gone
-            d.children = []
-            d.parent = None
-    for n in kept:
-        n.children = adopted.get(id(n), [])
-    roots: list[_Node] = []
-    for r in forest:
-        if r.item is None and len(r.children) <= 1:
-            for child in r.children:  # a dummy root with one child gives way to it
-                child.parent = None
-                roots.append(child)
-            r.children = []
+    A dummy below the root gives its messages to the nearest container
+    above it that stays (a message, or a root): found by walking up through
+    dummies only, each walk remembered for the dummies it passed, so the
+    work is linear in the dummies and their children, whatever the shape
+    (found by review: sorting the dummies by depth walked each one to its
+    root, quadratic on a chain of Message-IDs no message has, which anyone
+    who can send mail to a box can make). The order of siblings is step 4's
+    and 6's."""
+    holder: dict[int, _Node] = {}
+    emptied: dict[int, _Node] = {}  # containers that lose dummy children
+    for d in dummies:
+        parent = d.parent
+        if parent is None:
+            continue  # a root: below
+        path = [d]
+        p = parent
+        while p.item is None and id(p) not in holder and p.parent is not None:
+            path.append(p)
+            p = p.parent
+        h = holder.get(id(p), p)  # a dummy met before: where its messages went
+        for q in path:
+            holder[id(q)] = h
+        emptied[id(parent)] = parent
+        for c in d.children:
+            if c.item is not None:
+                c.parent = h
+                h.children.append(c)
+        d.children = []
+        d.parent = None
+    for n in emptied.values():
+        if n.item is not None or n.parent is None:  # a container that stays
+            n.children = [c for c in n.children if c.item is not None]
+    kept: list[_Node] = []
+    for d in dummies:
+        if d.parent is not None or id(d) in holder:
+            continue  # moved away above
+        if len(d.children) > 1:
+            kept.append(d)  # the root of its children
             continue
-        roots.append(r)
+        for child in d.children:  # a dummy root with one child gives way to it
+            child.parent = None
+        d.children = []
+    roots = [n for n in nodes if n.parent is None]
+    roots.extend(kept)
     return roots
 
 
