@@ -14,6 +14,7 @@ from collections.abc import Hashable, Sequence
 from imapd import sort as engine
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.search import (
+    _uses_modseq,
     check_charset,
     check_update_tag,
     esearch_line,
@@ -141,9 +142,14 @@ async def sort(ctx: Context, cmd: Sort) -> Reply:
         if saving:
             view.saved = frozenset()  # RFC 5182 2.1: a failed SAVE empties "$"
         raise
+    # RFC 7162 3.1.5: a MODSEQ search key makes the answer carry the highest
+    # mod-sequence of the messages it returns, as SEARCH does.
+    modseq = (max(view.modseqs[s - 1] for s in seqs)
+              if seqs and _uses_modseq(cmd.key) else None)
     options = cmd.return_options
     if options is None:
-        ctx.send(b"* SORT" + "".join(" " + n for n in map(str, numbers)).encode() + b"\r\n")
+        ctx.send(b"* SORT" + "".join(" " + n for n in map(str, numbers)).encode()
+                 + (b" (MODSEQ %d)" % modseq if modseq is not None else b"") + b"\r\n")
         return ok("Sort completed")
     if saving or updating:
         in_order = numbers if cmd.uid else [view.uids[n - 1] for n in numbers]
@@ -153,7 +159,8 @@ async def sort(ctx: Context, cmd: Sort) -> Reply:
         keep_updating(ctx, view, UpdatingContext(cmd.tag, cmd.uid, cmd.key, cmd.criteria,
                                                  saved_before, in_order))
     if options != ("SAVE",):
-        ctx.send(esearch_line(cmd.tag, cmd.uid, options, cmd.partial, numbers, ordered=True))
+        ctx.send(esearch_line(cmd.tag, cmd.uid, options, cmd.partial, numbers, ordered=True,
+                              modseq=modseq))
     return ok("Sort completed")
 
 

@@ -299,3 +299,15 @@ def test_answers_follow_the_folder(env: ImapEnv) -> None:
     assert thread(c, "THREAD REFERENCES UTF-8 ALL") == "(1)(2)"
     other = selected(env)
     assert thread(other, "UID THREAD REFERENCES UTF-8 ALL") == "(2)(3)"
+
+
+def test_sort_with_a_modseq_key_gives_the_highest_modseq(env: ImapEnv) -> None:
+    # RFC 7162 3.1.5, as SEARCH answers (found by review)
+    put(env, mail("b"), mail("a"), mail("c"))
+    c = selected(env)
+    c.ok("STORE 2 +FLAGS (\\Flagged)")
+    out = c.ok("FETCH 2 (MODSEQ)").decode()
+    top = int(out.split("MODSEQ (")[1].split(")")[0])
+    assert sort(c, "SORT (SUBJECT) UTF-8 MODSEQ 1") == f"2 1 3 (MODSEQ {top})"
+    assert sort(c, "SORT (SUBJECT) UTF-8 ALL") == "2 1 3"
+    assert esearch(c, "SORT RETURN (MIN) (SUBJECT) UTF-8 MODSEQ 1") == f"MIN 2 MODSEQ {top}"
