@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from imapd.contexts import UpdatingContext, diff, render
-from imapd.wire import uid_set
+from imapd.responses import sequence_set
 from storage.interface import FolderChanges, IndexColumns, IndexEntry
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -289,7 +289,7 @@ class SelectedView:
         if self.qresync:
             self._drop(gone)
             if gone:
-                out.append(f"* VANISHED {uid_set(reversed(gone))}\r\n".encode())
+                out.append(b"* VANISHED " + sequence_set(gone) + b"\r\n")
             return out
         out.extend(b"* %d EXPUNGE\r\n" % seq for seq in self._drop(gone))
         return out

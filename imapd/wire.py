@@ -5,7 +5,6 @@ these are the few bits the handlers need to build data lines.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 
 from imapd.parser import mutf7
@@ -37,18 +36,3 @@ def internal_date(value: datetime) -> str:
     # under fr_FR would send "27-nov.-2026" that no client can parse.
     return '"' + format_date_time(value) + '"'
 
-
-def uid_set(uids: Iterable[int]) -> str:
-    """RFC 4315 uid-set of ascending numbers, compressing runs: 1:3,7."""
-    out: list[str] = []
-    start = prev = -2
-    for u in uids:
-        if u == prev + 1:
-            prev = u
-            continue
-        if prev >= 0:
-            out.append(str(start) if start == prev else f"{start}:{prev}")
-        start = prev = u
-    if prev >= 0:
-        out.append(str(start) if start == prev else f"{start}:{prev}")
-    return ",".join(out)

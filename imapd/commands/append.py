@@ -58,8 +58,7 @@ from imapd.parser.commands import (
 )
 from imapd.parser.imapurl import parse_imap_url
 from imapd.parser.tokens import ParseError
-from imapd.responses import appenduid
-from imapd.wire import uid_set
+from imapd.responses import appenduid, sequence_set
 from policy.decisions import Identity, Policy, seen_account
 from storage.interface import (
     AppendItem,
@@ -251,7 +250,7 @@ async def append(ctx: Context, cmd: Append) -> Reply:
         read.setdefault(r.target, set()).add(r.uid)
     for target, read_uids in read.items():
         await record_content(ctx, "fetch", target, sorted(read_uids), via="catenate",
-                             to=prepared.target, appended=uid_set(uids))
+                             to=prepared.target, appended=sequence_set(uids, sort=False).decode())
     view = session.view
     if view is not None and view.folder_id == folder.id:
         await sync_view(ctx, own_write=True)

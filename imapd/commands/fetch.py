@@ -44,9 +44,9 @@ from imapd.parser.commands import (
     SectionText,
     sets_seen,
 )
-from imapd.responses import literal
+from imapd.responses import literal, sequence_set
 from imapd.view import SelectedView, format_flags
-from imapd.wire import internal_date, uid_set
+from imapd.wire import internal_date
 from storage.interface import FlagChange, FlagMode, MessageInfo, MessageStore
 
 META_BATCH = 250
@@ -133,7 +133,7 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
         gone = sorted(u for u in changes.expunged
                       if not view.has(u) and cmd.sequence_set.contains(u, largest))
         if gone:
-            ctx.send(f"* VANISHED (EARLIER) {uid_set(gone)}\r\n".encode())
+            ctx.send(b"* VANISHED (EARLIER) " + sequence_set(gone) + b"\r\n")
     if cmd.changed_since is not None:
         uids = [u for u in uids if view.modseq_of(u) > cmd.changed_since]
     need_info = any(needs_metadata(a) for a in attrs)

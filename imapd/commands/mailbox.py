@@ -43,11 +43,11 @@ from imapd.parser.commands import (
     Unsubscribe,
 )
 from imapd.parser.mutf7 import UndecodableName
+from imapd.responses import sequence_set
 from imapd.session import Session
 from imapd.view import SYSTEM_FLAGS, SelectedView, format_flags
 from imapd.watcher import NameChange
 from imapd.wire import mailbox as wire_mailbox
-from imapd.wire import uid_set
 from policy.decisions import Identity, Policy, SessionAccess, seen_account
 from storage.interface import (
     Folder,
@@ -212,7 +212,7 @@ async def _resync(ctx: Context, view: SelectedView, q: QResync) -> None:
     vanished = sorted(u for u in changes.expunged if known(u) and not view.has(u))
     out: list[bytes] = []
     if vanished:
-        out.append(f"* VANISHED (EARLIER) {uid_set(vanished)}\r\n".encode())
+        out.append(b"* VANISHED (EARLIER) " + sequence_set(vanished) + b"\r\n")
     changed = [u for u, m in zip(view.uids, view.modseqs, strict=True)
                if m > q.modseq and known(u)]
     out.extend(view.announce_keywords(changed))

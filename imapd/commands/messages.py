@@ -29,9 +29,8 @@ from imapd.errors import (
 )
 from imapd.namespace import Namespaces, Place
 from imapd.parser.commands import Command, Copy, Expunge, Move, Store, StoreMode
-from imapd.responses import copyuid, modified
+from imapd.responses import copyuid, modified, sequence_set
 from imapd.view import format_flags
-from imapd.wire import uid_set
 from policy.decisions import Identity, Policy, seen_account
 from storage.interface import (
     CopyResult,
@@ -111,7 +110,7 @@ async def store(ctx: Context, cmd: Store) -> Reply:
             await audit_content(
                 ctx, "store", changed_uids, mode=cmd.mode.value, flags=flags,
                 message_ids=_named(changed_uids, ids),
-                **({"failed": uid_set(sorted(failed))} if failed else {}),
+                **({"failed": sequence_set(failed).decode()} if failed else {}),
             )
     for c in changes:
         view.set_flags(c.uid, c.flags, c.modseq)
@@ -198,7 +197,7 @@ async def copy(ctx: Context, cmd: Copy | Move) -> Reply:
     if result.source_uids:
         await audit_content(
             ctx, "move" if is_move else "copy", result.source_uids, to=where,
-            dest_uids=uid_set(result.dest_uids), message_ids=_named(result.source_uids, ids),
+            dest_uids=sequence_set(result.dest_uids, sort=False).decode(), message_ids=_named(result.source_uids, ids),
         )
     token = getattr(ctx, "watch_token", None)
     ctx.watcher.notify_local(dest_id, exclude=token)
