@@ -34,6 +34,7 @@ from zope.interface import implementer
 
 from certs.tlsconn import close_connection
 from conf.settings import ListenerSettings, TLSMode
+from imapd import responses
 from imapd.commands import DISPATCH
 from imapd.commands.context import context_updates
 from imapd.commands.fetch import fetch as fetch_handler
@@ -75,7 +76,6 @@ from imapd.parser.reader import (
 from imapd.session import Session
 from imapd.view import SelectedView
 from imapd.watcher import FolderWatcher, NameChange
-from imapd.wire import mailbox as wire_mailbox
 from policy.decisions import Peer, SessionAccess
 from policy.services import Services
 from storage.interface import NotFound
@@ -929,19 +929,18 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             events = spec.events_for(name, personal, bool(ch.subscribed))
             if ch.old_name is not None:
                 events |= spec.events_for(prefix + ch.old_name, personal, False)
-            wire = wire_mailbox(name, utf8)
+            wire = responses.mailbox(name, utf8)
             if ch.subscribed is not None:
                 if "SubscriptionChange" in events:
-                    attrs = "\\Subscribed" if ch.subscribed else ""
-                    out.append(f'* LIST ({attrs}) "{SEP}" {wire}\r\n'.encode())
+                    attrs = ["\\Subscribed"] if ch.subscribed else []
+                    out.append(responses.list_(attrs, SEP, wire))
                 continue
             if "MailboxName" not in events:
                 continue
-            attrs = "\\NonExistent" if ch.deleted else ""
-            extra = ""
+            extra = b""
             if ch.old_name is not None:
-                extra = f' ("OLDNAME" ({wire_mailbox(prefix + ch.old_name, utf8)}))'
-            out.append(f'* LIST ({attrs}) "{SEP}" {wire}{extra}\r\n'.encode())
+                extra = responses.oldname(responses.mailbox(prefix + ch.old_name, utf8))
+            out.append(responses.list_(["\\NonExistent"] if ch.deleted else [], SEP, wire, extra))
         return out
 
     def _on_notify_folder(self, folder_id: int) -> None:
@@ -1025,7 +1024,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             spec.told[fid] = key
             if fid == selected or known == key or known is None:
                 continue
-            out.append(status_line(box, st, condstore, wire_mailbox(box.name, session.utf8)))
+            out.append(status_line(box, st, condstore, session.utf8))
         if out:
             self._write(b"".join(out))
 

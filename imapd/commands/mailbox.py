@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from imapd import responses
 from imapd.commands.access import resolve, resolve_folder
 from imapd.commands.base import Context, Handler, ok
 from imapd.errors import (
@@ -345,8 +346,9 @@ async def namespace(ctx: Context, cmd: Namespace) -> Reply:
 def status_values(
     store: MessageStore, folder: Folder, items: tuple[StatusItem, ...], append_limit: int,
     recent_override: int | None = None, seen_account: int | None = None,
-) -> str:
-    """`seen_account`: UNSEEN counts what that account has not read (a
+) -> list[tuple[str, int]]:
+    """The STATUS items asked for, in their order, with their values.
+    `seen_account`: UNSEEN counts what that account has not read (a
     mailbox with private \\Seen)."""
     names = [item.value for item in items]
     st = store.folder_status(folder.id, seen_account=seen_account)
@@ -369,13 +371,13 @@ def status_values(
         "DELETED-STORAGE": (deleted_size + 1023) // 1024,
         "APPENDLIMIT": append_limit,
     }
-    return " ".join(f"{name} {values[name]}" for name in names if name in values)
+    return [(name, values[name]) for name in names if name in values]
 
 
 def _status(
     policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
     name: str, items: tuple[StatusItem, ...], append_limit: int,
-) -> str:
+) -> list[tuple[str, int]]:
     with store.read_scope():
         place, folder = resolve_folder(policy, store, identity, namespaces, name, "r", "status")
         return status_values(store, folder, items, append_limit,
@@ -397,7 +399,7 @@ async def status(ctx: Context, cmd: Status) -> Reply:
         _status, ctx.services.policy, ctx.services.store, identity, namespaces, cmd.mailbox,
         cmd.items, ctx.session.append_limit,
     )
-    ctx.send(f"* STATUS {wire_mailbox(cmd.mailbox, ctx.session.utf8)} ({values})\r\n".encode())
+    ctx.send(responses.status(responses.mailbox(cmd.mailbox, ctx.session.utf8), values))
     return ok("STATUS completed")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from imapd import responses
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.messages import AUDIT_MESSAGE_IDS, audit_expunge
 from imapd.commands.selected import sync_view
@@ -18,7 +19,6 @@ from imapd.parser.commands import (
     Noop,
     Unselect,
 )
-from imapd.wire import quote
 
 SERVER_ID = (("name", "mss-imapd"), ("vendor", "MSSante open-source"), ("version", "0.1"))
 # What ENABLE takes, by its upper-cased name (the parser's), with the name
@@ -52,8 +52,7 @@ async def logout(ctx: Context, cmd: Logout) -> Reply:
 
 
 async def id_(ctx: Context, cmd: Id) -> Reply:
-    fields = " ".join(f"{quote(k)} {quote(v)}" for k, v in SERVER_ID)
-    ctx.send(f"* ID ({fields})\r\n".encode())
+    ctx.send(responses.id_(SERVER_ID))
     return ok("ID completed")
 
 
