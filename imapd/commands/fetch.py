@@ -44,9 +44,9 @@ from imapd.parser.commands import (
     SectionText,
     sets_seen,
 )
-from imapd.responses import literal, sequence_set
-from imapd.view import SelectedView, format_flags
-from imapd.wire import internal_date
+from imapd.responses import fetch as fetch_response
+from imapd.responses import flag_list, internal_date, literal, vanished
+from imapd.view import SelectedView
 from storage.interface import FlagChange, FlagMode, MessageInfo, MessageStore
 
 META_BATCH = 250
@@ -133,7 +133,7 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
         gone = sorted(u for u in changes.expunged
                       if not view.has(u) and cmd.sequence_set.contains(u, largest))
         if gone:
-            ctx.send(b"* VANISHED (EARLIER) " + sequence_set(gone) + b"\r\n")
+            ctx.send(vanished(gone, earlier=True))
     if cmd.changed_since is not None:
         uids = [u for u in uids if view.modseq_of(u) > cmd.changed_since]
     need_info = any(needs_metadata(a) for a in attrs)
@@ -252,14 +252,14 @@ def _render_light(
         if kind is FetchUid:
             items.append(b"UID %d" % uid)
         elif kind is FetchFlags:
-            items.append(b"FLAGS " + format_flags(view.display_flags(uid, pos)).encode())
+            items.append(b"FLAGS " + flag_list(view.display_flags(uid, pos)))
         elif kind is FetchModSeq:
             items.append(b"MODSEQ (%d)" % view.modseqs[pos])
         elif kind is FetchRfc822Size:
             items.append(b"RFC822.SIZE %d" % loaded.sizes[uid][0])
         elif kind is FetchInternalDate:
             items.append(b"INTERNALDATE " + internal_date(loaded.sizes[uid][1]).encode())
-    return b"* %d FETCH (" % (pos + 1) + b" ".join(items) + b")\r\n"
+    return fetch_response(pos + 1, items)
 
 
 def _render(
@@ -279,7 +279,7 @@ def _render(
             items.append(b"UID %d" % uid)
         elif isinstance(a, FetchFlags):
             has_flags = True
-            items.append(b"FLAGS " + format_flags(view.display_flags(uid)).encode())
+            items.append(b"FLAGS " + flag_list(view.display_flags(uid)))
         elif isinstance(a, FetchModSeq):
             items.append(b"MODSEQ (%d)" % view.modseq_of(uid))
         elif isinstance(a, FetchRfc822Size):
@@ -329,13 +329,13 @@ def _render(
             items.append(labels[i] + b" %d" % size)
     if seen_now and not has_flags:
         # RFC 3501 6.4.5: \Seen set as a side effect is reported.
-        items.append(b"FLAGS " + format_flags(view.display_flags(uid)).encode())
+        items.append(b"FLAGS " + flag_list(view.display_flags(uid)))
         # ... with UID and MODSEQ once CONDSTORE is on (RFC 7162 3.1).
         if view.condstore and not any(isinstance(a, FetchUid) for a in attrs):
             items.insert(0, b"UID %d" % uid)
         if view.condstore and not any(isinstance(a, FetchModSeq) for a in attrs):
             items.append(b"MODSEQ (%d)" % view.modseq_of(uid))
-    return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n", unknown_cte
+    return fetch_response(seq, items), unknown_cte
 
 
 HANDLERS: dict[type[Command], Handler] = {Fetch: fetch}

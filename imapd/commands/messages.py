@@ -29,8 +29,7 @@ from imapd.errors import (
 )
 from imapd.namespace import Namespaces, Place
 from imapd.parser.commands import Command, Copy, Expunge, Move, Store, StoreMode
-from imapd.responses import copyuid, modified, sequence_set
-from imapd.view import format_flags
+from imapd.responses import copyuid, fetch, flag_list, modified, sequence_set, untagged_ok
 from policy.decisions import Identity, Policy, seen_account
 from storage.interface import (
     CopyResult,
@@ -134,12 +133,12 @@ async def store(ctx: Context, cmd: Store) -> Reply:
             continue
         items = []
         if cmd.uid or view.condstore:  # RFC 7162 3.1
-            items.append(f"UID {uid}")
+            items.append(b"UID %d" % uid)
         if not cmd.silent:
-            items.append("FLAGS " + format_flags(view.display_flags(uid)))
+            items.append(b"FLAGS " + flag_list(view.display_flags(uid)))
         if view.condstore:
-            items.append(f"MODSEQ ({view.modseq_of(uid)})")
-        out.append(f"* {seq} FETCH ({' '.join(items)})\r\n".encode())
+            items.append(b"MODSEQ (%d)" % view.modseq_of(uid))
+        out.append(fetch(seq, items))
     ctx.send(b"".join(out))
     if failed:
         numbers = sorted(failed) if cmd.uid else sorted(
@@ -206,7 +205,7 @@ async def copy(ctx: Context, cmd: Copy | Move) -> Reply:
         code = copyuid(result.uidvalidity, result.source_uids, result.dest_uids)
     if is_move:
         if code is not None:
-            ctx.send(b"* OK " + code.render() + b" Moved\r\n")
+            ctx.send(untagged_ok(code, "Moved"))
         ctx.send(b"".join(view.expunge_now(result.source_uids)))
         ctx.watcher.notify_local(view.folder_id, exclude=token)
         code = None
