@@ -13,6 +13,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 
+from imapd import responses
 from storage.interface import (
     AlreadyExists,
     FolderNotEmpty,
@@ -89,7 +90,7 @@ NOTIFY_BADEVENT = Reply("NO", "BADEVENT (MessageNew MessageExpunge FlagChange Ma
                         "SubscriptionChange)", "Unsupported event")
 NOTIFY_TOO_MANY = Reply("NO", "NOTIFICATIONOVERFLOW", "Too many mailboxes to watch")
 # Sent when notifications stop (the session then behaves as after NOTIFY NONE).
-NOTIFY_OVERFLOW = b"* OK [NOTIFICATIONOVERFLOW] Notifications stopped\r\n"
+NOTIFY_OVERFLOW = responses.untagged_ok(responses.NOTIFICATIONOVERFLOW, "Notifications stopped")
 
 
 # A command on messages of which some were expunged by another session (RFC
@@ -156,6 +157,11 @@ def badurl(url: str, text: str = "Bad URL") -> ImapError:
     return ImapError("NO", f"BADURL {safe}" if safe else "BADURL", text)
 
 
+def not_allowed_now(command: str) -> Reply:
+    """A command in a state that does not allow it (RFC 3501 3)."""
+    return Reply("BAD", None, f"{command} not allowed now")
+
+
 def fail(reply: Reply) -> ImapError:
     """The exception that finishes a command with a catalogue reply."""
     return ImapError(reply.status, reply.code, reply.text)
@@ -185,7 +191,7 @@ class AccessWithdrawn(Exception):
         self.reason = reason
 
     def bye(self) -> bytes:
-        return f"* BYE {self._BYE.get(self.reason, 'Access withdrawn')}\r\n".encode()
+        return responses.bye(self._BYE.get(self.reason, "Access withdrawn"))
 
 
 _FIXED: tuple[tuple[type[BaseException], Reply], ...] = (

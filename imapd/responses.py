@@ -216,6 +216,11 @@ class Code(enum.Enum):
     HASCHILDREN = "HASCHILDREN"
     # RFC 5267 CONTEXT=SEARCH / CONTEXT=SORT
     NOUPDATE = "NOUPDATE"
+    # RFC 4469 CATENATE
+    BADURL = "BADURL"
+    # RFC 5465 NOTIFY
+    BADEVENT = "BADEVENT"
+    NOTIFICATIONOVERFLOW = "NOTIFICATIONOVERFLOW"
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +270,7 @@ COMPRESSIONACTIVE = ResponseCode(Code.COMPRESSIONACTIVE)
 USEATTR = ResponseCode(Code.USEATTR)
 UNKNOWN_CTE = ResponseCode(Code.UNKNOWN_CTE)
 HASCHILDREN = ResponseCode(Code.HASCHILDREN)
+NOTIFICATIONOVERFLOW = ResponseCode(Code.NOTIFICATIONOVERFLOW)
 
 
 def badcharset(charsets: Sequence[str] = ()) -> ResponseCode:

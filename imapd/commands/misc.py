@@ -32,7 +32,7 @@ NOT_WHILE_SELECTED = frozenset({"UTF8=ACCEPT", "IMAP4REV2"})
 
 
 async def capability(ctx: Context, cmd: Capability) -> Reply:
-    ctx.send(f"* CAPABILITY {ctx.session.capability_line()}\r\n".encode())
+    ctx.send(responses.capability(ctx.session.capabilities()))
     return ok("Capability completed")
 
 
@@ -46,7 +46,7 @@ async def check(ctx: Context, cmd: Check) -> Reply:
 
 
 async def logout(ctx: Context, cmd: Logout) -> Reply:
-    ctx.send(b"* BYE Logging out\r\n")
+    ctx.send(responses.bye("Logging out"))
     ctx.session.logged_out = True
     return ok("LOGOUT completed")
 
@@ -67,7 +67,7 @@ async def enable(ctx: Context, cmd: Enable) -> Reply:
     if view is not None:
         view.condstore = "CONDSTORE" in session.enabled
         view.qresync = "QRESYNC" in session.enabled
-    ctx.send(("* ENABLED" + "".join(" " + ENABLEABLE[c] for c in newly) + "\r\n").encode())
+    ctx.send(responses.enabled(ENABLEABLE[c] for c in newly))
     return ok("ENABLE completed")
 
 
