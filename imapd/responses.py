@@ -235,7 +235,7 @@ class ResponseCode:
         return b"[" + name + (b" " + self.args if self.args else b"") + b"]"
 
     def text(self) -> str:
-        """The code without its brackets, as `imapd.errors.Reply` holds it."""
+        """The code without its brackets (for logs and tests; replies hold the code itself)."""
         return self.render()[1:-1].decode("ascii")
 
 
@@ -275,6 +275,16 @@ NOTIFICATIONOVERFLOW = ResponseCode(Code.NOTIFICATIONOVERFLOW)
 
 def badcharset(charsets: Sequence[str] = ()) -> ResponseCode:
     return ResponseCode(Code.BADCHARSET, paren(astring(c) for c in charsets) if charsets else b"")
+
+
+def badevent(events: Iterable[str]) -> ResponseCode:
+    """RFC 5465 5.8 ``[BADEVENT (events supported)]``."""
+    return ResponseCode(Code.BADEVENT, paren(e.encode("ascii") for e in events))
+
+
+def badurl(url: str) -> ResponseCode:
+    """RFC 4469 ``[BADURL url]``; the caller has made `url` safe for resp-text."""
+    return ResponseCode(Code.BADURL, url.encode("ascii"))
 
 
 def capability_code(capabilities: Iterable[str]) -> ResponseCode:

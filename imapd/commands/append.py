@@ -257,7 +257,7 @@ async def append(ctx: Context, cmd: Append) -> Reply:
         if view.folder_id == claiming and session.view is view:
             view.recent.update(u for u in uids if view.has(u))
     ctx.watcher.notify_local(folder.id, exclude=getattr(ctx, "watch_token", None))
-    return ok("APPEND completed", appenduid(results[0].uidvalidity, uids).text())
+    return ok("APPEND completed", appenduid(results[0].uidvalidity, uids))
 
 
 HANDLERS: dict[type[Command], Handler] = {Append: append}

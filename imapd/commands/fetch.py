@@ -22,7 +22,7 @@ from twisted.internet import defer
 from imapd import fetch as render
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.selected import audit_content, require_view, resolve_set
-from imapd.errors import Reply, bad, no
+from imapd.errors import EXPUNGE_ISSUED, Reply, bad, fail, no
 from imapd.parser.commands import (
     Command,
     Fetch,
@@ -44,8 +44,8 @@ from imapd.parser.commands import (
     SectionText,
     sets_seen,
 )
+from imapd.responses import UNKNOWN_CTE, flag_list, internal_date, literal, vanished
 from imapd.responses import fetch as fetch_response
-from imapd.responses import flag_list, internal_date, literal, vanished
 from imapd.view import SelectedView
 from storage.interface import FlagChange, FlagMode, MessageInfo, MessageStore
 
@@ -235,9 +235,9 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
         if read:
             await audit_content(ctx, "fetch", read)
     if unknown_cte:
-        raise no("Unknown content transfer encoding", "UNKNOWN-CTE")
+        raise no("Unknown content transfer encoding", UNKNOWN_CTE)
     if missing:
-        raise no("Some of the requested messages no longer exist", "EXPUNGEISSUED")
+        raise fail(EXPUNGE_ISSUED)
     return ok("FETCH completed")
 
 

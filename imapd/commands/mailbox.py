@@ -194,7 +194,7 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
     ctx.send(b"".join(out))
     if cmd.qresync is not None and cmd.qresync.uidvalidity == st.uidvalidity:
         await _resync(ctx, view, cmd.qresync)
-    mode = "READ-ONLY" if readonly else "READ-WRITE"
+    mode = responses.READ_ONLY if readonly else responses.READ_WRITE
     return ok(f"{'EXAMINE' if isinstance(cmd, Examine) else 'SELECT'} completed", mode)
 
 

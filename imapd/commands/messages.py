@@ -29,7 +29,15 @@ from imapd.errors import (
 )
 from imapd.namespace import Namespaces, Place
 from imapd.parser.commands import Command, Copy, Expunge, Move, Store, StoreMode
-from imapd.responses import copyuid, fetch, flag_list, modified, sequence_set, untagged_ok
+from imapd.responses import (
+    TRYCREATE,
+    copyuid,
+    fetch,
+    flag_list,
+    modified,
+    sequence_set,
+    untagged_ok,
+)
 from policy.decisions import Identity, Policy, seen_account
 from storage.interface import (
     CopyResult,
@@ -145,7 +153,7 @@ async def store(ctx: Context, cmd: Store) -> Reply:
             s for s in (view.seq_of(u) for u in failed) if s is not None
         )
         # (No number left only if every failed message is gone meanwhile.)
-        return ok("Conditional STORE failed", modified(numbers).text() if numbers else None)
+        return ok("Conditional STORE failed", modified(numbers) if numbers else None)
     # RFC 2180 4.2: the other messages were changed; UID STORE ignores UIDs
     # that no longer exist (RFC 3501 6.4.8) and .SILENT answers OK (4.2.1);
     # a plain STORE that named an expunged message answers NO (4.2.2/4.2.3).
@@ -167,7 +175,7 @@ def _copy(
         dest_place, dest = resolve_folder(policy, store, identity, namespaces, dest_name, "i",
                                           "move" if move else "copy")
     except (NotFound, NotPermitted):
-        raise no("Destination mailbox does not exist", "TRYCREATE") from None
+        raise no("Destination mailbox does not exist", TRYCREATE) from None
     ids = store.message_ids(folder_id, uids[:AUDIT_MESSAGE_IDS])  # before a move takes them
     where = f"{dest_place.mailbox.address}/{dest.name}"
     # \\Seen as the copier sees it; into a mailbox with private \\Seen, hers.
@@ -211,7 +219,7 @@ async def copy(ctx: Context, cmd: Copy | Move) -> Reply:
         code = None
     if dest_id == view.folder_id:
         await sync_view(ctx, own_write=True)
-    return ok(f"{name} completed", code.text() if code is not None else None)
+    return ok(f"{name} completed", code)
 
 
 # ---------------------------------------------------------------- EXPUNGE

@@ -108,7 +108,7 @@ async def compress(ctx: Context, cmd: Compress) -> Reply:
     if cmd.mechanism != "DEFLATE":
         raise bad("Unknown compression mechanism")
     if ctx.session.compressed:
-        raise no("Compression already active", "COMPRESSIONACTIVE")
+        raise no("Compression already active", responses.COMPRESSIONACTIVE)
     ctx.start_compression()
     return ok("DEFLATE active")
 

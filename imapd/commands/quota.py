@@ -79,13 +79,13 @@ async def getquota(ctx: Context, cmd: GetQuota) -> Reply:
         text = await ctx.run(_getquota, ctx.services.policy, ctx.services.store, s.identity,
                              s.namespaces, cmd.root)
     except NotPermitted:
-        raise no("No such quota root", "NONEXISTENT") from None
+        raise no("No such quota root", responses.NONEXISTENT) from None
     ctx.send(text)
     return ok("GETQUOTA completed")
 
 
 async def setquota(ctx: Context, cmd: SetQuota) -> Reply:
-    raise no("Quotas are set by the operator", "NOPERM")
+    raise no("Quotas are set by the operator", responses.NOPERM)
 
 
 HANDLERS: dict[type[Command], Handler] = {GetQuotaRoot: getquotaroot, GetQuota: getquota, SetQuota: setquota}

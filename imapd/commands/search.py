@@ -35,7 +35,7 @@ from imapd.parser.commands import (
     SearchSmaller,
     SearchYounger,
 )
-from imapd.responses import esearch, noupdate
+from imapd.responses import badcharset, esearch, noupdate
 from imapd.responses import search as search_response
 from imapd.view import SelectedView
 from storage.interface import MessageInfo, MessageStore
@@ -125,7 +125,7 @@ def _run(
 
 def check_charset(charset: str | None) -> None:
     if charset is not None and charset not in SUPPORTED_SEARCH_CHARSETS:
-        raise no("Unsupported charset", "BADCHARSET (" + " ".join(SUPPORTED_SEARCH_CHARSETS) + ")")
+        raise no("Unsupported charset", badcharset(SUPPORTED_SEARCH_CHARSETS))
 
 
 async def matching(ctx: Context, view: SelectedView, key: SearchKey,
