@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -80,6 +81,35 @@ def astring(value: Text) -> bytes:
     if raw and raw.upper() != NIL and all(c in ASTRING_CHARS for c in raw):
         return raw
     return string(raw)
+
+
+# Strings of ENVELOPE and BODYSTRUCTURE: raw header octets (decoded as
+# latin-1) written back as those octets. Stricter than `string`, as they come
+# from any sender: quoted only when printable 7-bit text, and a NUL, which
+# not even a literal may hold (RFC 3501 9, CHAR8), dropped.
+_UNSAFE = re.compile(rb"[^\x20-\x7e]")
+
+
+def istring(value: bytes) -> bytes:
+    """A message's string: quoted when possible, else a synchronising literal."""
+    if len(value) < 1024 and _UNSAFE.search(value) is None:
+        if b"\\" in value or b'"' in value:
+            value = value.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+        return b'"' + value + b'"'
+    value = value.replace(b"\x00", b"")
+    return b"{%d}\r\n" % len(value) + value
+
+
+def nstring(value: str | None) -> bytes:
+    """``NIL`` or `istring` of a header value held as latin-1 text."""
+    if value is None:
+        return NIL
+    if len(value) < 1024 and value.isascii() and value.isprintable():
+        # fast path: printable ASCII is always a quoted string
+        if "\\" in value or '"' in value:
+            value = value.replace("\\", "\\\\").replace('"', '\\"')
+        return b'"' + value.encode("ascii") + b'"'
+    return istring(value.encode("latin-1", "replace"))
 
 
 def paren(items: Iterable[bytes]) -> bytes:

@@ -140,7 +140,7 @@ async def list_(ctx: Context, cmd: List) -> Reply:
         raise fail(RECURSIVEMATCH_ALONE)
     patterns = cmd.patterns or ("",)
     if len(patterns) == 1 and patterns[0] == "":
-        ctx.send(f'* LIST (\\Noselect) "{SEP}" ""\r\n'.encode())
+        ctx.send(responses.list_(["\\Noselect"], SEP, responses.quoted("")))
         return ok("LIST completed")
     wanted = list(dict.fromkeys(p for p in patterns if p))
     if len(wanted) > MAX_PATTERNS:
