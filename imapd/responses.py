@@ -511,6 +511,18 @@ def fetch(seq: int, items: Iterable[bytes]) -> bytes:
     return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
 
 
+def fetch_flags(seq: int, uid: int | None, flag_names: frozenset[str] | None,
+                modseq: int | None) -> bytes:
+    """``* 12 FETCH (UID 7 FLAGS (...) MODSEQ (9))`` telling a flag change,
+    each item left out when None (STORE .SILENT under CONDSTORE has no FLAGS)."""
+    items = [b"UID %d" % uid] if uid is not None else []
+    if flag_names is not None:
+        items.append(b"FLAGS " + flag_list(flag_names))
+    if modseq is not None:
+        items.append(b"MODSEQ (%d)" % modseq)
+    return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
+
+
 # SEARCH, SORT, THREAD (RFC 3501 7.2.5, RFC 4731, RFC 5256, RFC 5267, RFC 7162).
 
 

@@ -22,8 +22,7 @@ from imapd.contexts import UpdatingContext, diff, render
 from imapd.responses import (
     exists,
     expunge,
-    fetch,
-    flag_list,
+    fetch_flags,
     flags,
     permanentflags,
     recent,
@@ -429,14 +428,10 @@ class SelectedView:
         return [self.flags_response()]
 
     def fetch_flags_line(self, seq: int, uid: int, with_uid: bool) -> bytes:
-        items = []
         # RFC 7162 3.1: UID and MODSEQ in all of them; RFC 9051: UID.
-        if with_uid or self.condstore or self.rev2:
-            items.append(b"UID %d" % uid)
-        items.append(b"FLAGS " + flag_list(self.display_flags(uid)))
-        if self.condstore:
-            items.append(b"MODSEQ (%d)" % self.modseq_of(uid))
-        return fetch(seq, items)
+        return fetch_flags(seq, uid if with_uid or self.condstore or self.rev2 else None,
+                           self.display_flags(uid),
+                           self.modseq_of(uid) if self.condstore else None)
 
     def display_flags(self, uid: int, pos: int | None = None) -> frozenset[str]:
         """Flags with \\Recent added for messages this session saw as new

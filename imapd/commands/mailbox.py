@@ -218,9 +218,7 @@ async def _resync(ctx: Context, view: SelectedView, q: QResync) -> None:
     for uid in changed:
         seq = view.seq_of(uid)
         assert seq is not None  # `changed` holds the view's own UIDs
-        out.append(responses.fetch(seq, (b"UID %d" % uid,
-                                         b"FLAGS " + responses.flag_list(view.display_flags(uid)),
-                                         b"MODSEQ (%d)" % view.modseq_of(uid))))
+        out.append(responses.fetch_flags(seq, uid, view.display_flags(uid), view.modseq_of(uid)))
     ctx.send(b"".join(out))
 
 

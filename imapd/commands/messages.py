@@ -32,8 +32,7 @@ from imapd.parser.commands import Command, Copy, Expunge, Move, Store, StoreMode
 from imapd.responses import (
     TRYCREATE,
     copyuid,
-    fetch,
-    flag_list,
+    fetch_flags,
     modified,
     sequence_set,
     untagged_ok,
@@ -139,14 +138,10 @@ async def store(ctx: Context, cmd: Store) -> Reply:
             continue
         if cmd.silent and not (view.condstore and uid in changed):
             continue
-        items = []
-        if cmd.uid or view.condstore:  # RFC 7162 3.1
-            items.append(b"UID %d" % uid)
-        if not cmd.silent:
-            items.append(b"FLAGS " + flag_list(view.display_flags(uid)))
-        if view.condstore:
-            items.append(b"MODSEQ (%d)" % view.modseq_of(uid))
-        out.append(fetch(seq, items))
+        out.append(fetch_flags(
+            seq, uid if cmd.uid or view.condstore else None,  # RFC 7162 3.1
+            None if cmd.silent else view.display_flags(uid),
+            view.modseq_of(uid) if view.condstore else None))
     ctx.send(b"".join(out))
     if failed:
         numbers = sorted(failed) if cmd.uid else sorted(
