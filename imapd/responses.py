@@ -5,14 +5,16 @@ the untagged data lines (RFC 3501 section 7 and the extensions' responses).
 Everything returns ``bytes`` ready for the wire (RFC 3501 section 9 response
 grammar), CRLF included for whole lines. The choice between atom, quoted
 string and literal is made here only: strings go in the cheapest safe form,
-a literal when they hold 8-bit octets, CR/LF or NUL; mailbox names are always
-quoted (modified UTF-7, or UTF-8 after ENABLE UTF8=ACCEPT). Tagged
-completions and their texts are `imapd.errors.Reply` (the one catalogue of
-NO/BAD answers), whose response codes come from here. Handlers never format
-protocol syntax themselves: they call the builders below.
+a literal when they hold 8-bit octets, CR/LF or NUL; message header strings
+(ENVELOPE, BODYSTRUCTURE) by the stricter `istring`/`nstring`; mailbox names
+are always quoted (modified UTF-7, or UTF-8 after ENABLE UTF8=ACCEPT).
+Tagged completions and their texts are `imapd.errors.Reply` (the one
+catalogue of NO/BAD answers), whose response codes come from here. Handlers
+do not format response lines themselves: they call the builders below.
 
-The builders on the hot paths (`fetch`, `flag_list`, `exists`, `expunge`)
-do no more than the formatting they replace: no object per line.
+The builders on the hot paths (`fetch`, `fetch_flags`, `flag_list`,
+`exists`, `expunge`) do the same work as the inline formatting they
+replaced, no intermediate object more (a FLAGS list is cached as bytes).
 """
 
 from __future__ import annotations

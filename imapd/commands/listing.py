@@ -115,7 +115,7 @@ def _attrs(e: Entry, names: list[str], subscribed: frozenset[str] | None) -> lis
     return attrs
 
 
-def _status_lines(
+def _status_values(
     store: MessageStore, entries: list[Entry], items: tuple[StatusItem, ...], limit: int
 ) -> dict[str, list[tuple[str, int]]]:
     out: dict[str, list[tuple[str, int]]] = {}
@@ -182,7 +182,7 @@ async def list_(ctx: Context, cmd: List) -> Reply:
     if cmd.return_status:
         check_status_items(session, cmd.return_status)
         statuses = await ctx.run(
-            _status_lines, ctx.services.store, [e for e, _ in chosen], cmd.return_status,
+            _status_values, ctx.services.store, [e for e, _ in chosen], cmd.return_status,
             session.append_limit,
         )
     out: list[bytes] = []
