@@ -509,19 +509,64 @@ def flags(flag_names: Iterable[str]) -> bytes:
 
 
 def fetch(seq: int, items: Iterable[bytes]) -> bytes:
-    """``* 12 FETCH (items)``; each item is already ``NAME value``."""
+    """``* 12 FETCH (items)``; each item is already ``NAME value`` (below)."""
     return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
+
+
+# FETCH data items (RFC 3501 7.4.2, RFC 7162 3.1, RFC 3516 4). The numeric
+# ones are formats (``UID_ITEM % uid``): the FETCH loop applies them per
+# message without a call.
+UID_ITEM = b"UID %d"
+MODSEQ_ITEM = b"MODSEQ (%d)"
+RFC822_SIZE_ITEM = b"RFC822.SIZE %d"
+SIZE_ITEM = b"%s %d"  # BINARY.SIZE[part]: label and size
+
+
+def flags_item(flag_names: Iterable[str]) -> bytes:
+    """``FLAGS (\\Seen $Label1)``, cached whole for a frozenset (see `flag_list`)."""
+    if isinstance(flag_names, frozenset):
+        return _flags_item(flag_names)
+    return b"FLAGS " + _flag_list(set(flag_names))
+
+
+@functools.lru_cache(maxsize=4096)
+def _flags_item(flag_names: frozenset[str]) -> bytes:
+    return b"FLAGS " + _flag_set(flag_names)
+
+
+def internaldate_item(moment: datetime) -> bytes:
+    return b"INTERNALDATE " + internal_date(moment).encode("ascii")
+
+
+def envelope_item(envelope: bytes) -> bytes:
+    return b"ENVELOPE " + envelope
+
+
+def bodystructure_item(structure: bytes, extensible: bool) -> bytes:
+    """``BODYSTRUCTURE (...)``, or ``BODY (...)`` without the extension data."""
+    return (b"BODYSTRUCTURE " if extensible else b"BODY ") + structure
+
+
+def section_item(label: bytes, data: bytes) -> bytes:
+    """``BODY[...] {n}``, ``RFC822.TEXT {n}``...: message octets as a literal."""
+    return label + b" " + literal(data)
+
+
+def binary_item(label: bytes, data: bytes) -> bytes:
+    """RFC 3516 ``BINARY[...]``: a literal8 (``~{n}``) when the data holds a
+    NUL, which no other literal may."""
+    return label + (b" ~" if b"\x00" in data else b" ") + literal(data)
 
 
 def fetch_flags(seq: int, uid: int | None, flag_names: frozenset[str] | None,
                 modseq: int | None) -> bytes:
     """``* 12 FETCH (UID 7 FLAGS (...) MODSEQ (9))`` telling a flag change,
     each item left out when None (STORE .SILENT under CONDSTORE has no FLAGS)."""
-    items = [b"UID %d" % uid] if uid is not None else []
+    items = [UID_ITEM % uid] if uid is not None else []
     if flag_names is not None:
-        items.append(b"FLAGS " + flag_list(flag_names))
+        items.append(flags_item(flag_names))
     if modseq is not None:
-        items.append(b"MODSEQ (%d)" % modseq)
+        items.append(MODSEQ_ITEM % modseq)
     return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
 
 

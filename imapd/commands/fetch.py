@@ -44,7 +44,20 @@ from imapd.parser.commands import (
     SectionText,
     sets_seen,
 )
-from imapd.responses import UNKNOWN_CTE, flag_list, internal_date, literal, vanished
+from imapd.responses import (
+    MODSEQ_ITEM,
+    RFC822_SIZE_ITEM,
+    SIZE_ITEM,
+    UID_ITEM,
+    UNKNOWN_CTE,
+    binary_item,
+    bodystructure_item,
+    envelope_item,
+    flags_item,
+    internaldate_item,
+    section_item,
+    vanished,
+)
 from imapd.responses import fetch as fetch_response
 from imapd.view import SelectedView
 from storage.interface import FlagChange, FlagMode, MessageInfo, MessageStore
@@ -250,15 +263,15 @@ def _render_light(
     for a in attrs:
         kind = type(a)
         if kind is FetchUid:
-            items.append(b"UID %d" % uid)
+            items.append(UID_ITEM % uid)
         elif kind is FetchFlags:
-            items.append(b"FLAGS " + flag_list(view.display_flags(uid, pos)))
+            items.append(flags_item(view.display_flags(uid, pos)))
         elif kind is FetchModSeq:
-            items.append(b"MODSEQ (%d)" % view.modseqs[pos])
+            items.append(MODSEQ_ITEM % view.modseqs[pos])
         elif kind is FetchRfc822Size:
-            items.append(b"RFC822.SIZE %d" % loaded.sizes[uid][0])
+            items.append(RFC822_SIZE_ITEM % loaded.sizes[uid][0])
         elif kind is FetchInternalDate:
-            items.append(b"INTERNALDATE " + internal_date(loaded.sizes[uid][1]).encode())
+            items.append(internaldate_item(loaded.sizes[uid][1]))
     return fetch_response(pos + 1, items)
 
 
@@ -276,39 +289,39 @@ def _render(
     unknown_cte = False
     for i, a in enumerate(attrs):
         if isinstance(a, FetchUid):
-            items.append(b"UID %d" % uid)
+            items.append(UID_ITEM % uid)
         elif isinstance(a, FetchFlags):
             has_flags = True
-            items.append(b"FLAGS " + flag_list(view.display_flags(uid)))
+            items.append(flags_item(view.display_flags(uid)))
         elif isinstance(a, FetchModSeq):
-            items.append(b"MODSEQ (%d)" % view.modseq_of(uid))
+            items.append(MODSEQ_ITEM % view.modseq_of(uid))
         elif isinstance(a, FetchRfc822Size):
-            items.append(b"RFC822.SIZE %d" % loaded.sizes[uid][0])
+            items.append(RFC822_SIZE_ITEM % loaded.sizes[uid][0])
         elif isinstance(a, FetchInternalDate):
-            items.append(b"INTERNALDATE " + internal_date(loaded.sizes[uid][1]).encode())
+            items.append(internaldate_item(loaded.sizes[uid][1]))
         elif isinstance(a, FetchEnvelope):
-            items.append(b"ENVELOPE " + render.render_envelope(meta))
+            items.append(envelope_item(render.render_envelope(meta)))
         elif isinstance(a, FetchBodyStructure):
-            label = b"BODYSTRUCTURE " if a.extensible else b"BODY "
-            items.append(label + render.render_bodystructure(meta, a.extensible))
+            items.append(bodystructure_item(render.render_bodystructure(meta, a.extensible),
+                                            a.extensible))
         elif isinstance(a, FetchRfc822):
             assert raw is not None
-            items.append(b"RFC822 " + literal(raw))
+            items.append(section_item(b"RFC822", raw))
         elif isinstance(a, FetchRfc822Header):
             assert raw is not None
             data = render.section_bytes(raw, meta, Section(text=SectionText.HEADER))
-            items.append(b"RFC822.HEADER " + literal(data))
+            items.append(section_item(b"RFC822.HEADER", data))
         elif isinstance(a, FetchRfc822Text):
             assert raw is not None
             data = render.section_bytes(raw, meta, Section(text=SectionText.TEXT))
-            items.append(b"RFC822.TEXT " + literal(data))
+            items.append(section_item(b"RFC822.TEXT", data))
         elif isinstance(a, FetchBodySection):
             assert raw is not None
             data = render.section_bytes(raw, meta, a.section)
             p = a.section.partial
             if p is not None:
                 data = render.partial(data, p.start, p.length)
-            items.append(labels[i] + b" " + literal(data))
+            items.append(section_item(labels[i], data))
         elif isinstance(a, FetchBinary):
             assert raw is not None
             bin_data = render.binary_bytes(raw, meta, a.section.part)
@@ -318,23 +331,22 @@ def _render(
             p = a.section.partial
             if p is not None:
                 bin_data = render.partial(bin_data, p.start, p.length)
-            marker = b"~" if b"\x00" in bin_data else b""
-            items.append(labels[i] + b" " + marker + literal(bin_data))
+            items.append(binary_item(labels[i], bin_data))
         elif isinstance(a, FetchBinarySize):
             assert raw is not None
             size = render.binary_size(raw, meta, a.part)
             if size is None:
                 unknown_cte = True
                 continue
-            items.append(labels[i] + b" %d" % size)
+            items.append(SIZE_ITEM % (labels[i], size))
     if seen_now and not has_flags:
         # RFC 3501 6.4.5: \Seen set as a side effect is reported.
-        items.append(b"FLAGS " + flag_list(view.display_flags(uid)))
+        items.append(flags_item(view.display_flags(uid)))
         # ... with UID and MODSEQ once CONDSTORE is on (RFC 7162 3.1).
         if view.condstore and not any(isinstance(a, FetchUid) for a in attrs):
-            items.insert(0, b"UID %d" % uid)
+            items.insert(0, UID_ITEM % uid)
         if view.condstore and not any(isinstance(a, FetchModSeq) for a in attrs):
-            items.append(b"MODSEQ (%d)" % view.modseq_of(uid))
+            items.append(MODSEQ_ITEM % view.modseq_of(uid))
     return fetch_response(seq, items), unknown_cte
 
 
