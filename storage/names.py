@@ -20,7 +20,6 @@ time: ids come in commit order.)
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, delete, func, insert, or_, select
@@ -37,13 +36,11 @@ PRUNE_EVERY = 256  # events a store object records between two prunings
 class NameEventsMixin(StoreBase):
     """The name-event part of `storage.interface.MessageStore`."""
 
-    _origin: str | None = None
+    _origin: str = ""  # set by the store's constructor
     _recorded = 0
 
     @property
     def origin(self) -> str:
-        if self._origin is None:
-            self._origin = secrets.token_hex(16)
         return self._origin
 
     def _record_name_event(

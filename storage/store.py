@@ -400,6 +400,7 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
         self._columns_cache = ColumnsCache()
         self._meta_cache: dict[bytes, dict[str, Any]] = {}
         self._sort_cache = SortKeysCache()
+        self._origin = secrets.token_hex(16)  # before any thread asks (storage.names)
 
     # -- folders -----------------------------------------------------------
 
