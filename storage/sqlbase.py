@@ -62,6 +62,7 @@ from storage.models import (
     LoginFailuresRow,
     MailboxRow,
     MessageRow,
+    NameEventRow,
     PrivateSeenRow,
     QueueRow,
     SubscriptionRow,
@@ -83,6 +84,7 @@ JL = cast(Table, JobLeaseRow.__table__)
 LF = cast(Table, LoginFailuresRow.__table__)
 M = cast(Table, MailboxRow.__table__)
 MSG = cast(Table, MessageRow.__table__)
+NE = cast(Table, NameEventRow.__table__)
 PS = cast(Table, PrivateSeenRow.__table__)
 Q = cast(Table, QueueRow.__table__)
 S = cast(Table, SubscriptionRow.__table__)

@@ -290,7 +290,7 @@ def _render(
             items.append(b"ENVELOPE " + render.render_envelope(meta))
         elif isinstance(a, FetchBodyStructure):
             label = b"BODYSTRUCTURE " if a.extensible else b"BODY "
-            items.append(label + render.render_bodystructure(meta, a.extensible))
+            items.append(label + render.render_bodystructure(meta, a.extensible, view.rev2))
         elif isinstance(a, FetchRfc822):
             assert raw is not None
             items.append(b"RFC822 " + literal(raw))
@@ -304,14 +304,14 @@ def _render(
             items.append(b"RFC822.TEXT " + literal(data))
         elif isinstance(a, FetchBodySection):
             assert raw is not None
-            data = render.section_bytes(raw, meta, a.section)
+            data = render.section_bytes(raw, meta, a.section, view.rev2)
             p = a.section.partial
             if p is not None:
                 data = render.partial(data, p.start, p.length)
             items.append(labels[i] + b" " + literal(data))
         elif isinstance(a, FetchBinary):
             assert raw is not None
-            bin_data = render.binary_bytes(raw, meta, a.section.part)
+            bin_data = render.binary_bytes(raw, meta, a.section.part, view.rev2)
             if bin_data is None:
                 unknown_cte = True
                 continue
@@ -322,7 +322,7 @@ def _render(
             items.append(labels[i] + b" " + marker + literal(bin_data))
         elif isinstance(a, FetchBinarySize):
             assert raw is not None
-            size = render.binary_size(raw, meta, a.part)
+            size = render.binary_size(raw, meta, a.part, view.rev2)
             if size is None:
                 unknown_cte = True
                 continue

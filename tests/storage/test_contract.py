@@ -1219,3 +1219,30 @@ def test_check_keys_names_key_ids_the_key_file_cannot_read(
     assert len(problems) == 3
     assert any("key k2 of the stored messages is not in the key file" == p
                for p in any_store.check_keys())
+
+
+def test_name_events_record_each_folder_name_change(box: Any) -> None:
+    """create/rename/delete/subscribe record one name event each, in their
+    transaction (NOTIFY MailboxName across processes); a refused change
+    records none; `after` None gives where to start."""
+    store, mb, _ = box
+    start, events = store.name_events_since(None)
+    assert events == []
+    store.create_folder(mb.id, "Projets")
+    store.rename_folder(mb.id, "Projets", "Dossiers")
+    store.set_subscribed(mb.id, "Dossiers", True)
+    store.set_subscribed(mb.id, "Dossiers", False)
+    store.delete_folder(mb.id, "Dossiers")
+    with pytest.raises(AlreadyExists):
+        store.create_folder(mb.id, "Sent")
+    last, events = store.name_events_since(start)
+    assert [(e.mailbox_id, e.name, e.old_name, e.deleted, e.subscribed, e.origin)
+            for e in events] == [
+        (mb.id, "Projets", None, False, None, store.origin),
+        (mb.id, "Dossiers", "Projets", False, None, store.origin),
+        (mb.id, "Dossiers", None, False, True, store.origin),
+        (mb.id, "Dossiers", None, False, False, store.origin),
+        (mb.id, "Dossiers", None, True, None, store.origin),
+    ]
+    assert last == events[-1].id and store.name_events_since(None)[0] == last
+    assert all(e.id > start for e in events)
