@@ -26,9 +26,16 @@ drift). `--py-spy FILE` records one mss
 worker with py-spy (speedscope JSON; `--py-spy-format raw` for collapsed
 stacks; `--py-spy-gil` for the GIL holder only) during its measured window.
 
+`--postgres`: mss's store in a throwaway PostgreSQL cluster (tests/pg_support.py,
+durable settings: fsync, synchronous_commit) instead of SQLite; PostgreSQL's
+CPU counts as the server's and is also printed apart. `--nodes N` (with
+--postgres): one node, then N `mssctl serve` nodes on one database (own
+settings, port and audit file each; same database and key file), the clients
+spread over them, each node with --workers workers.
+
     .venv/bin/python bench/imap_sessions.py [--seconds 30] [--clients 10]
         [--users 100] [--only mss,dovecot] [--rounds 1] [--command-cpu 3]
-        [--py-spy FILE]
+        [--py-spy FILE] [--postgres [--nodes 2]]
 """
 
 from __future__ import annotations
@@ -139,12 +146,20 @@ class Mss:
 
     name = "mss"
 
-    def __init__(self, directory: Path, users: int, messages: int, workers: int) -> None:
+    def __init__(self, directory: Path, users: int, messages: int, workers: int,
+                 url: str | None = None, nodes: int = 1) -> None:
         self.dir = directory
         self.users, self.messages, self.workers = users, messages, workers
+        # `url`: a PostgreSQL database instead of SQLite; `nodes`: that many
+        # `mssctl serve` processes on it (own settings, port and audit file
+        # each; same database and key file, as machines of one cluster).
+        self.url, self.nodes = url, nodes
         self.port = 0
+        self.ports: list[int] = []
         self.proc: subprocess.Popen[bytes] | None = None
+        self.procs: list[subprocess.Popen[bytes]] = []
         self.log = directory / "serve.log"
+        self.name = "mss" if url is None else f"mss-pg-{nodes}node{'s' if nodes > 1 else ''}"
 
     def env(self) -> dict[str, str]:
         return dict(os.environ, PYTHONPATH=str(ROOT))
@@ -165,13 +180,27 @@ class Mss:
         settings["limits"]["imap_connections_per_ip"] = 1000
         settings["limits"]["connections_per_ip"] = 1000
         settings["workers"] = self.workers
+        if self.url is not None:
+            settings["database"]["url"] = self.url
         path.write_text(yaml.safe_dump(settings, sort_keys=False))
+        for k in range(1, self.nodes):
+            node = dict(settings, listeners=[dict(settings["listeners"][0], port=free_port())])
+            node["audit"] = dict(settings["audit"], path=str(self.dir / f"audit-{k}.log"))
+            (self.dir / f"mss-{k}.yaml").write_text(yaml.safe_dump(node, sort_keys=False))
 
         from policy.passwords import hash_password
         from storage import open_store
         from storage.interface import AccountClass, MailboxType
 
-        store = open_store(f"sqlite:///{self.dir / 'mss.db'}", self.dir / "keys")
+        if self.url is not None:
+            # `mssctl init` made and filled a SQLite file: the database of
+            # record is this one (made here, with the domain init adds).
+            store = open_store(self.url, self.dir / "keys", create=True)
+            try:
+                store.add_domain(DOMAIN)
+            finally:
+                store.close()
+        store = open_store(self.url or f"sqlite:///{self.dir / 'mss.db'}", self.dir / "keys")
         try:
             pw = hash_password(PASSWORD, n=2**4)  # the login is not what is measured
             for i in range(self.users):
@@ -186,27 +215,37 @@ class Mss:
             store.close()
 
     def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mssctl.main", "serve", "--config",
-                 str(self.dir / "mss.yaml"), "--workers", str(self.workers),
-                 "--log-level", "warning"],
-                env=self.env(), cwd=ROOT, stdout=log, stderr=log)
-        wait_greeting(self.port, self.proc, self.log)
+        import yaml
+
+        self.procs, self.ports = [], []
+        for k in range(self.nodes):
+            config = self.dir / ("mss.yaml" if k == 0 else f"mss-{k}.yaml")
+            port = yaml.safe_load(config.read_text())["listeners"][0]["port"]
+            log_path = self.log if k == 0 else self.dir / f"serve-{k}.log"
+            with open(log_path, "ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "mssctl.main", "serve", "--config",
+                     str(config), "--workers", str(self.workers), "--log-level", "warning"],
+                    env=self.env(), cwd=ROOT, stdout=log, stderr=log)
+            self.procs.append(proc)
+            self.ports.append(port)
+            wait_greeting(port, proc, log_path)
+        self.proc = self.procs[0]
 
     def worker_pids(self) -> list[int]:
-        assert self.proc is not None
-        return [p for p in tree_pids(self.proc.pid) if p != self.proc.pid]
+        return [p for proc in self.procs for p in tree_pids(proc.pid) if p != proc.pid]
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
             try:
-                self.proc.wait(20)
+                proc.wait(20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+                proc.kill()
+                proc.wait()
+        self.procs, self.proc = [], None
 
 
 class Dovecot:
@@ -378,9 +417,13 @@ def session_client(port: int, login: str, slot: int, counts: Any, sums: Any, err
         c.close()
 
 
-def run_load(port: int, server_root: Callable[[], int], *, clients: int, users: int,
-             seconds: float, warmup: float = 2.0,
-             during: Callable[[float], Any] | None = None) -> dict[str, Any]:
+def run_load(ports: list[int], server_roots: Callable[[], list[int]], *, clients: int,
+             users: int, seconds: float, warmup: float = 2.0,
+             during: Callable[[float], Any] | None = None,
+             database_root: int | None = None) -> dict[str, Any]:
+    """`ports`: the server's (one per node; client i uses ports[i % n]);
+    `server_roots`: the pids whose process trees are the server;
+    `database_root`: PostgreSQL's postmaster, counted apart and in the total."""
     import multiprocessing
 
     mp = multiprocessing.get_context("fork")
@@ -391,7 +434,8 @@ def run_load(port: int, server_root: Callable[[], int], *, clients: int, users: 
     stop, measuring, ready = mp.Event(), mp.Event(), mp.Semaphore(0)
     spread = max(1, users // clients)
     procs = [mp.Process(target=session_client, daemon=True,
-                        args=(port, user((i * spread) % users), i, counts, sums, errors,
+                        args=(ports[i % len(ports)], user((i * spread) % users), i, counts,
+                              sums, errors,
                               stop, measuring, ready))
              for i in range(clients)]
     try:
@@ -401,8 +445,9 @@ def run_load(port: int, server_root: Callable[[], int], *, clients: int, users: 
             if not ready.acquire(timeout=60):
                 raise RuntimeError("a client could not log in")
         time.sleep(warmup)
-        root = server_root()
-        cpu0 = tree_cpu(root)
+        roots = server_roots()
+        cpu0 = {p: c for root in roots for p, c in tree_cpu(root).items()}
+        db0 = sum(tree_cpu(database_root).values()) if database_root else 0.0
         own0 = {pr.pid: cpu_s(pr.pid) for pr in procs if pr.pid is not None}
         measuring.set()
         t = time.perf_counter()
@@ -410,11 +455,12 @@ def run_load(port: int, server_root: Callable[[], int], *, clients: int, users: 
         time.sleep(max(0.0, seconds - (time.perf_counter() - t)))
         measuring.clear()
         elapsed = time.perf_counter() - t
-        cpu1 = tree_cpu(root)
+        cpu1 = {p: c for root in roots for p, c in tree_cpu(root).items()}
+        db = sum(tree_cpu(database_root).values()) - db0 if database_root else 0.0
         own = sum(cpu_s(p) - c for p, c in own0.items())
         # Processes that came and went during the window are not counted
         # (none should: sessions are long, logins are over).
-        cpu = sum(v - cpu0.get(p, 0.0) for p, v in cpu1.items())
+        cpu = sum(v - cpu0.get(p, 0.0) for p, v in cpu1.items()) + db
         got_counts, got_sums = counts[:], sums[:]
         stop.set()
         for pr in procs:
@@ -430,6 +476,8 @@ def run_load(port: int, server_root: Callable[[], int], *, clients: int, users: 
                 "errors": sum(errors[:]),
                 "server_cpu_ms_per_command": 1000 * cpu / max(total, 1),
                 "server_cpu_cores": cpu / elapsed,
+                "database_cpu_ms_per_command": 1000 * db / max(total, 1) if database_root
+                else None,
                 "client_cpu_ms_per_command": 1000 * own / max(total, 1),
                 "per_command": per, "extra": extra}
     finally:
@@ -489,6 +537,8 @@ def report(name: str, r: dict[str, Any]) -> None:
           f"{r['server_cpu_ms_per_command']:.3f} ms per command "
           f"({r['server_cpu_cores']:.2f} cores busy), load generator CPU "
           f"{r['client_cpu_ms_per_command']:.3f} ms per command"
+          + (f" (PostgreSQL {r['database_cpu_ms_per_command']:.3f} ms of it)"
+             if r.get("database_cpu_ms_per_command") is not None else "")
           + (f", ERRORS {r['errors']}" if r["errors"] else ""))
     cells = ", ".join(f"{label} {v['per_s']:.0f}/s {v['ms']:.2f} ms"
                       for label, v in r["per_command"].items())
@@ -516,7 +566,36 @@ def main() -> None:
     ap.add_argument("--py-spy-format", default="speedscope", choices=["speedscope", "raw"])
     ap.add_argument("--py-spy-gil", action="store_true",
                     help="sample only the thread holding the GIL (py-spy --gil)")
+    ap.add_argument("--postgres", action="store_true",
+                    help="mss on a throwaway PostgreSQL cluster (durable settings) instead of "
+                         "SQLite; its CPU counts as the server's")
+    ap.add_argument("--nodes", type=int, default=1,
+                    help="with --postgres: then this many `mssctl serve` nodes on one "
+                         "database, the clients spread over them")
     args = ap.parse_args()
+    if args.nodes > 1 and not args.postgres:
+        ap.error("--nodes needs --postgres (SQLite serves the processes of one machine)")
+    if args.postgres:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from pg_support import pg_binaries, running_cluster
+
+        bindir = pg_binaries()
+        if bindir is None:
+            raise SystemExit("PostgreSQL is not installed (apt-get install postgresql)")
+        with running_cluster(bindir, durable=True) as cluster:
+            run(args, cluster)
+    else:
+        run(args, None)
+
+
+def postmaster_pid(cluster: Any) -> int | None:
+    pidfile = cluster.data / "postmaster.pid" if cluster.data is not None else None
+    if pidfile is None or not pidfile.exists():
+        return None
+    return int(pidfile.read_text().split()[0])
+
+
+def run(args: argparse.Namespace, cluster: Any) -> None:
     only = set(args.only.split(","))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mss-imap-sessions-"))
     own_workdir = args.workdir is None
@@ -526,7 +605,14 @@ def main() -> None:
     workdir.chmod(0o755)
     servers: list[Any] = []
     if "mss" in only:
-        servers.append(Mss(workdir / "mss", args.users, args.messages, args.workers))
+        if cluster is None:
+            servers.append(Mss(workdir / "mss", args.users, args.messages, args.workers))
+        else:
+            for nodes in sorted({1, args.nodes}):
+                servers.append(Mss(workdir / f"mss-{nodes}", args.users, args.messages,
+                                   args.workers, url=cluster.url(cluster.new_database()),
+                                   nodes=nodes))
+    database_root = postmaster_pid(cluster) if cluster is not None else None
     if "dovecot" in only:
         servers.append(Dovecot(workdir / "dovecot", args.users, args.messages))
     results: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
@@ -545,13 +631,16 @@ def main() -> None:
                         during = py_spy(s.worker_pids()[0], args.py_spy, args.py_spy_format,
                                        args.py_spy_gil)
                     assert s.proc is not None
-                    pid = s.proc.pid
+                    mss = isinstance(s, Mss)
+                    ports = s.ports if mss else [s.port]
+                    roots = [p.pid for p in s.procs] if mss else [s.proc.pid]
                     results[s.name].append(run_load(
-                        s.port, lambda pid=pid: pid, clients=args.clients, users=args.users,
-                        seconds=args.seconds, during=during))
+                        ports, lambda roots=roots: roots, clients=args.clients,
+                        users=args.users, seconds=args.seconds, during=during,
+                        database_root=database_root if mss else None))
                     if args.command_cpu:
                         results[s.name][-1]["command_cpu_ms"] = command_cpu(
-                            s.port, pid, args.command_cpu)
+                            ports[0], roots[0], args.command_cpu)
                 finally:
                     s.stop()
     finally:
@@ -561,16 +650,18 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
     print(f"IMAP long sessions: {args.clients} clients (a process each) logged in once, "
           f"{args.seconds:.0f} s each; {args.users} users; mss with {args.workers} workers "
-          f"(SQLite, plaintext listener); load average {os.getloadavg()[0]:.1f} on "
+          f"per node ({'PostgreSQL, durable' if cluster is not None else 'SQLite'}, plaintext "
+          f"listener); load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} cores at the end")
     print(f"  one round: {', '.join(LABELS)}")
     for i in range(args.rounds):
         for name, runs in results.items():
             report(name, runs[i])
-        if "mss" in results and "dovecot" in results:
-            ratio = (results["mss"][i]["commands_per_s"]
-                     / max(results["dovecot"][i]["commands_per_s"], 1e-9))
-            print(f"  mss / dovecot: {ratio:.2f} of Dovecot's commands/s")
+        for name in results:
+            if name.startswith("mss") and "dovecot" in results:
+                ratio = (results[name][i]["commands_per_s"]
+                         / max(results["dovecot"][i]["commands_per_s"], 1e-9))
+                print(f"  {name} / dovecot: {ratio:.2f} of Dovecot's commands/s")
     print(json.dumps(results), file=sys.stderr)
 
 

@@ -20,12 +20,15 @@ LINE = 76  # RFC 2045 6.8: encoded lines of at most 76 characters
 
 
 def _binary_leaves(part: dict[str, Any], out: list[dict[str, Any]]) -> None:
+    binary = str(part.get("encoding") or "").lower() == "binary"
     if "parts" in part:
         for child in part["parts"]:
             _binary_leaves(child, out)
-    elif "message" in part:
+    elif "message" in part and not (binary and str(part["subtype"]).lower() == "global"):
         _binary_leaves(part["message"], out)
-    elif str(part.get("encoding") or "").lower() == "binary":
+    elif binary:
+        # message/global may take any encoding (RFC 6532 3.5): a binary one
+        # is encoded whole, as a leaf, unlike message/rfc822 (RFC 2046 5.2.1).
         out.append(part)
 
 

@@ -18,7 +18,14 @@ from typing import Any
 from imapd.parser.commands import Section, SectionText
 from imapd.responses import istring as istring  # importable here, beside nstring
 from imapd.responses import nstring
-from storage.mime import decode_transfer, find_part, header_bounds, iter_fields, parse_message
+from storage.mime import (
+    decode_transfer,
+    find_part,
+    header_bounds,
+    is_message,
+    iter_fields,
+    parse_message,
+)
 
 Meta = dict[str, Any]
 
@@ -91,9 +98,9 @@ def _language(langs: Sequence[str] | None) -> bytes:
     return b"(" + b" ".join(nstring(x) for x in langs) + b")"
 
 
-def _part(part: Meta, extensible: bool) -> bytes:
+def _part(part: Meta, extensible: bool, message_global: bool) -> bytes:
     if "parts" in part:
-        out = b"(" + b"".join(_part(p, extensible) for p in part["parts"])
+        out = b"(" + b"".join(_part(p, extensible, message_global) for p in part["parts"])
         out += b" " + nstring(part["subtype"])
         if extensible:
             out += b" " + b" ".join(
@@ -114,9 +121,9 @@ def _part(part: Meta, extensible: bool) -> bytes:
         nstring(part["encoding"]),
         b"%d" % part["size"],
     ]
-    if "message" in part:
+    if is_message(part, message_global):
         fields.append(envelope_bytes(part["envelope"]))
-        fields.append(_part(part["message"], extensible))
+        fields.append(_part(part["message"], extensible, message_global))
         fields.append(b"%d" % part["lines"])
     elif part["type"].lower() == "text":
         fields.append(b"%d" % part["lines"])
@@ -128,8 +135,11 @@ def _part(part: Meta, extensible: bool) -> bytes:
     return b"(" + b" ".join(fields) + b")"
 
 
-def render_bodystructure(meta: Meta, extensible: bool) -> bytes:
+def render_bodystructure(meta: Meta, extensible: bool, message_global: bool = False) -> bytes:
     """BODYSTRUCTURE (extensible=True, with extension data) or BODY value.
+    `message_global` (IMAP4rev2): a message/global part shows its envelope,
+    structure and lines as message/rfc822 does (RFC 9051 7.5.2); else it is
+    a basic part (RFC 3501 7.4.2 knows message/rfc822 only).
 
     Metadata without a body structure (absent or damaged) renders as an empty
     text/plain part rather than failing the whole FETCH.
@@ -137,7 +147,7 @@ def render_bodystructure(meta: Meta, extensible: bool) -> bytes:
     body = meta.get("body")
     if not isinstance(body, dict):
         body = parse_message(b"")["body"]
-    return _part(body, extensible)
+    return _part(body, extensible, message_global)
 
 
 def _usable(raw: bytes, meta: Meta) -> Meta:
@@ -176,40 +186,46 @@ def header_fields(
     return b"".join(out)
 
 
-def _message_entity(meta: Meta, path: tuple[int, ...]) -> Meta | None:
+def _message_entity(meta: Meta, path: tuple[int, ...], message_global: bool) -> Meta | None:
     """The entity whose HEADER/TEXT a section names: the message, or the
-    message encapsulated by the message/rfc822 part at `path`."""
+    message encapsulated by the message/rfc822 part at `path` (or
+    message/global, with `message_global`)."""
     if not path:
         entity: Meta = meta["body"]
         return entity
-    part = find_part(meta, path)
-    if part is None or "message" not in part:
+    part = find_part(meta, path, message_global=message_global)
+    if part is None or not is_message(part, message_global):
         return None
     inner: Meta = part["message"]
     return inner
 
 
-def section_bytes(raw: bytes, meta: Meta, section: Section) -> bytes:
+def section_bytes(
+    raw: bytes, meta: Meta, section: Section, message_global: bool = False
+) -> bytes:
     """The octets of BODY[section] (partial not applied: see `partial`).
 
     A part that does not exist, or HEADER/TEXT asked of a part that is not
     message/rfc822, gives b"" (the client sees an empty string).
+    `message_global` (IMAP4rev2): part numbers continue inside a
+    message/global part, as in message/rfc822 (RFC 9051 6.4.5).
     """
     text = section.text
     if text is None and not section.part:
         return raw  # BODY[]: the message as stored, no metadata needed
     meta = _usable(raw, meta)
     if text is None:
-        part = find_part(meta, section.part)
+        part = find_part(meta, section.part, message_global=message_global)
         if part is None:
             return b""
         return raw[part["body_start"] : part["body_end"]]
     if text is SectionText.MIME:
-        part = find_part(meta, section.part) if section.part else meta["body"]
+        part = (find_part(meta, section.part, message_global=message_global)
+                if section.part else meta["body"])
         if part is None:
             return b""
         return raw[part["header_start"] : part["header_end"]]
-    entity = _message_entity(meta, section.part)
+    entity = _message_entity(meta, section.part, message_global)
     if entity is None:
         return b""
     if text is SectionText.TEXT:
@@ -235,7 +251,9 @@ def partial(data: bytes, start: int, length: int) -> bytes:
 # ------------------------------------------------------------ RFC 3516 BINARY
 
 
-def binary_bytes(raw: bytes, meta: Meta, part_path: tuple[int, ...]) -> bytes | None:
+def binary_bytes(
+    raw: bytes, meta: Meta, part_path: tuple[int, ...], message_global: bool = False
+) -> bytes | None:
     """BINARY[part]: the part's content with its transfer encoding removed.
 
     None when the encoding is unknown (the server answers NO [UNKNOWN-CTE]).
@@ -243,7 +261,7 @@ def binary_bytes(raw: bytes, meta: Meta, part_path: tuple[int, ...]) -> bytes | 
     """
     if not part_path:
         return raw
-    part = find_part(_usable(raw, meta), part_path)
+    part = find_part(_usable(raw, meta), part_path, message_global=message_global)
     if part is None:
         return b""
     body = raw[part["body_start"] : part["body_end"]]
@@ -252,16 +270,20 @@ def binary_bytes(raw: bytes, meta: Meta, part_path: tuple[int, ...]) -> bytes | 
     return decode_transfer(body, part["encoding"])
 
 
-def binary_section(raw: bytes, meta: Meta, section: Section) -> bytes | None:
+def binary_section(
+    raw: bytes, meta: Meta, section: Section, message_global: bool = False
+) -> bytes | None:
     """BINARY[section] including the non-standard HEADER/MIME/TEXT forms some
     clients and test suites send (Dovecot accepts them): those are returned
     as-is, a bare part path is decoded as in `binary_bytes`."""
     if section.text is None:
-        return binary_bytes(raw, meta, section.part)
-    return section_bytes(raw, meta, section)
+        return binary_bytes(raw, meta, section.part, message_global)
+    return section_bytes(raw, meta, section, message_global)
 
 
-def binary_size(raw: bytes, meta: Meta, part_path: tuple[int, ...]) -> int | None:
+def binary_size(
+    raw: bytes, meta: Meta, part_path: tuple[int, ...], message_global: bool = False
+) -> int | None:
     """BINARY.SIZE[part]; None when the encoding is unknown."""
-    data = binary_bytes(raw, meta, part_path)
+    data = binary_bytes(raw, meta, part_path, message_global)
     return None if data is None else len(data)

@@ -20,7 +20,8 @@ from storage.interface import FolderStatus
 
 # Events this server reports (RFC 5465 5); the others are refused with
 # NO [BADEVENT (these)]. MailboxName and SubscriptionChange are reported for
-# changes made through this server process (`imapd.watcher.NameChange`).
+# changes made by any process or node (`imapd.watcher.NameChange`: at once
+# within the process, else from the store's name events).
 SUPPORTED_EVENTS = ("MessageNew", "MessageExpunge", "FlagChange", "MailboxName",
                     "SubscriptionChange")
 # The most mailboxes (other than the selected one) one session may watch for

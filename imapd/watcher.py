@@ -22,11 +22,19 @@ watch reads that folder once (and the epoch, if unknown). When the feed loses
 its connection the watcher polls every `interval` until the feed listens
 again, then reads everything once (what committed in between was notified to
 nobody) and stops polling.
+
+Folder name events (NOTIFY MailboxName, SubscriptionChange) made by a session
+of this process are told to the others at once (`notify_names`); those made
+by other processes or nodes (or `mssctl`) are read from the store
+(`MessageStore.name_events_since`) at each poll, or when the feed says some
+committed, while a session listens for them. The process skips the events it
+recorded itself (their `origin` is its store's): it told them already.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +42,8 @@ from typing import Any
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
-from storage.interface import ChangeFeed, FolderChanges, MessageStore
+from storage.interface import ChangeFeed, FolderChanges, MessageStore, NameEvent
+from storage.names import GRACE
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +52,10 @@ Listener = Callable[[int], None]
 
 @dataclass(frozen=True, slots=True)
 class NameChange:
-    """A folder created, deleted, renamed or (un)subscribed by a session of
-    this process (NOTIFY MailboxName / SubscriptionChange, RFC 5465 5.4,
-    5.5). `name`: the store's folder name after the change."""
+    """A folder created, deleted, renamed or (un)subscribed (NOTIFY
+    MailboxName / SubscriptionChange, RFC 5465 5.4, 5.5), by a session of
+    this process or read from the store's name events. `name`: the store's
+    folder name after the change."""
 
     mailbox_id: int
     name: str
@@ -77,6 +87,14 @@ class FolderWatcher:
         self._listeners: dict[int, dict[int, Listener]] = {}  # folder -> token -> cb
         self._access_listeners: dict[int, Callable[[], None]] = {}  # token -> cb
         self._name_listeners: dict[int, NameListener] = {}  # token -> cb
+        # The store's name events: the last id read (None: not known yet,
+        # nobody listens), the id below which none is told (those before the
+        # first listener came), the ids told (id -> when) for `GRACE`.
+        self._names_after: int | None = None
+        self._names_floor = 0
+        self._names_seen: dict[int, float] = {}
+        self._names_reading = False
+        self._names_again = False
         # The store's access epoch as last polled (None: not polled yet).
         self.access_epoch: int | None = None
         self._state: dict[int, tuple[int, int]] = {}  # folder -> (uidnext, modseq)
@@ -128,20 +146,27 @@ class FolderWatcher:
         self._stop_when_unused()
 
     def _stop_when_unused(self) -> None:
-        if not self._listeners and not self._access_listeners:
+        if not self._name_listeners:
+            self._names_after = None  # nobody listens: events are not read
+            self._names_seen.clear()
+        if not self._listeners and not self._access_listeners and not self._name_listeners:
             self.stop()
             self.access_epoch = None  # unknown again until the next poll
 
     def watch_names(self, listener: NameListener) -> int:
         """A session whose NOTIFY asks for mailbox events: told of every
-        `NameChange` made through this process (not other processes: the
-        store pushes no such change)."""
+        `NameChange` made through this process at once, and of those of
+        other processes as the store's name events are read."""
         self._next_token += 1
         self._name_listeners[self._next_token] = listener
+        self._ensure_running()
+        if self._names_after is None:
+            self._read_names()  # where to start from
         return self._next_token
 
     def unwatch_names(self, token: int) -> None:
         self._name_listeners.pop(token, None)
+        self._stop_when_unused()
 
     def notify_names(self, change: NameChange, *, exclude: int | None = None) -> None:
         for token, listener in list(self._name_listeners.items()):
@@ -249,9 +274,11 @@ class FolderWatcher:
             # poll still running may have read before the feed listened).
             if self._listeners or self._access_listeners:
                 self._read(list(self._listeners), periodic=False)
+            if self._name_listeners:
+                self._read_names()
         else:
             self.access_epoch = None  # unknown until read again
-            if self._listeners or self._access_listeners:
+            if self._listeners or self._access_listeners or self._name_listeners:
                 self._ensure_running()
 
     def on_folders_changed(self, folder_ids: frozenset[int]) -> None:
@@ -259,6 +286,12 @@ class FolderWatcher:
         for fid in folder_ids:
             if fid in self._listeners:
                 self._fire(fid, None)
+
+    def on_names_changed(self, last_id: int) -> None:
+        """On the reactor: name events up to `last_id` committed (any id:
+        one may commit after a larger one was read)."""
+        if self._name_listeners:
+            self._read_names()
 
     def on_access_changed(self, epoch: int) -> None:
         """On the reactor: the access epoch is now `epoch`."""
@@ -288,11 +321,60 @@ class FolderWatcher:
             self._read(ids, periodic=False)
 
     def poll(self) -> Any:
-        """One round: a single store call for all watched folders."""
+        """One round: a single store call for all watched folders (and one
+        for the name events, while a session listens for them)."""
+        if self._name_listeners:
+            self._read_names()
         if self._polling or not (self._listeners or self._access_listeners):
             return None
         self._read(list(self._listeners), periodic=True)
         return None
+
+    # ------------------------------------------------------------ name events
+
+    def _read_names(self) -> None:
+        if self._names_reading:
+            self._names_again = True  # once this read is done
+            return
+        self._names_reading = True
+        after = self._names_after
+        d = self._runner.run(_read_name_events, self._store, after)
+
+        def done(answer: tuple[int, list[NameEvent]]) -> None:
+            self._names_reading = False
+            last, events = answer
+            if not self._name_listeners:
+                return  # nobody listens any more
+            if after is None:
+                self._names_floor = last  # what came before is nobody's news
+            else:
+                self._tell_names(events)
+            self._names_after = max(last, self._names_after or 0)
+            if self._names_again:
+                self._names_again = False
+                self._read_names()
+
+        def failed(failure: Any) -> None:
+            self._names_reading = False
+            self._names_again = False
+            # StoreUnavailable: the next poll (or notification) reads again.
+            log.warning("name events read failed: %s", type(failure.value).__name__)
+
+        d.addCallbacks(done, failed)
+
+    def _tell_names(self, events: list[NameEvent]) -> None:
+        now = time.monotonic()
+        horizon = now - 2 * GRACE.total_seconds()
+        self._names_seen = {i: t for i, t in self._names_seen.items() if t >= horizon}
+        origin = self._store.origin
+        for e in events:
+            if e.id <= self._names_floor or e.id in self._names_seen:
+                continue
+            self._names_seen[e.id] = now
+            if e.origin == origin:
+                continue  # made here: told at once (`notify_names`)
+            self.notify_names(NameChange(e.mailbox_id, e.name, e.old_name, e.deleted,
+                                         e.subscribed))
 
     def _read(self, ids: list[int], *, periodic: bool) -> None:
         if periodic:
@@ -373,6 +455,10 @@ def _pull(
     return changes, claimed
 
 
+def _read_name_events(store: MessageStore, after: int | None) -> tuple[int, list[NameEvent]]:
+    return store.name_events_since(after)
+
+
 def _read_states(
     store: MessageStore, ids: Iterable[int]
 ) -> tuple[dict[int, tuple[int, int] | None], int]:
@@ -399,6 +485,9 @@ class _ReactorBridge:
 
     def access_changed(self, epoch: int) -> None:
         self._call(self._watcher.on_access_changed, epoch)
+
+    def names_changed(self, last_id: int) -> None:
+        self._call(self._watcher.on_names_changed, last_id)
 
     def feed_state(self, live: bool) -> None:
         self._call(self._watcher.on_feed_state, live)

@@ -20,6 +20,7 @@ from policy.verdicts import (
     normalise_rights,
 )
 from storage.interface import (
+    HIERARCHY_SEPARATOR,
     Grant,
     Mailbox,
     NotFound,
@@ -139,6 +140,37 @@ class MailboxAccessDecisions(PolicyCore):
             return ALLOW
         reason = Reason.NO_ACCESS if "l" in rights and right != "l" else Reason.NOT_VISIBLE
         return self._deny(identity.name, action, target, reason, right=right)
+
+    def check_create_access(
+        self, identity: Identity, mailbox: Mailbox, folder: str, action: str
+    ) -> Decision:
+        """May the identity make `folder` in the mailbox (CREATE, the new name
+        of RENAME)? RFC 4314 4 asks for "k" on the parent of the new name:
+        the nearest folder above it that exists, as Dovecot's ACL plugin looks
+        it up (CREATE of "a/b/c" under an existing "a" alone makes "a/b" too),
+        else the mailbox's root, whose rights are those of the grant on the
+        whole mailbox: a grant on one folder (INBOX included) lets one make
+        folders under that folder only. Recorded under the new name, with
+        the parent it was decided on.
+
+        A denial is Reason.NO_ACCESS: the session already sees the mailbox
+        (its namespace level), and the answer is the same whether the parent
+        exists or not, so it tells nothing of folders one may not look up."""
+        names = {f.name for f in self.store.list_folders(mailbox.id)}
+        parent = folder
+        while parent:
+            parent = parent.rpartition(HIERARCHY_SEPARATOR)[0]
+            if parent in names:
+                break
+        rights = self.mailbox_rights(identity, mailbox, parent or None)
+        target = f"{mailbox.address}/{folder}"
+        details: dict[str, object] = {"right": "k", "parent": f"{mailbox.address}/{parent}"}
+        if "k" in rights:
+            self.audit.record(identity.name, action, target, "allow", **details,
+                              shared=mailbox.owner_account_id != identity.account.id,
+                              mailbox_type=mailbox.mailbox_type.value)
+            return ALLOW
+        return self._deny(identity.name, action, target, Reason.NO_ACCESS, **details)
 
     # RFC 4314 ACL commands, on one folder (a mailbox name): the rights of
     # an identifier there are those of its grant on the whole mailbox

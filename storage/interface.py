@@ -370,6 +370,21 @@ class FlagChange:
 
 
 @dataclass(frozen=True, slots=True)
+class NameEvent:
+    """A folder created, deleted, renamed or (un)subscribed (RFC 5465
+    MailboxName, SubscriptionChange), by whichever process: `name` is the
+    folder's name after the change."""
+
+    id: int  # grows with every event (commit order on one database)
+    mailbox_id: int
+    name: str
+    old_name: str | None  # renamed from
+    deleted: bool
+    subscribed: bool | None  # a subscription change: subscribed now?
+    origin: str  # `MessageStore.origin` of the store object that made it
+
+
+@dataclass(frozen=True, slots=True)
 class FolderChanges:
     """What changed in a folder since a MODSEQ (for other sessions and CONDSTORE)."""
 
@@ -551,6 +566,10 @@ class ChangeListener(Protocol):
     def folders_changed(self, folder_ids: frozenset[int]) -> None:
         """These folders changed (new, changed or expunged messages, renamed,
         deleted); committed before this is called."""
+
+    def names_changed(self, last_id: int) -> None:
+        """Name events (`MessageStore.name_events_since`) up to `last_id`
+        were committed."""
 
     def access_changed(self, epoch: int) -> None:
         """The access epoch (`MessageStore.access_epoch`) is now `epoch`."""
@@ -1093,6 +1112,22 @@ class MessageStore(Protocol):
         """(holder, lease end) of the job's last lease, or None."""
 
     # -- change notification ----------------------------------------------
+
+    @property
+    def origin(self) -> str:
+        """A token of this store object (one per process), unique across the
+        processes and nodes: the name events it records carry it."""
+        ...
+
+    def name_events_since(self, after: int | None) -> tuple[int, list[NameEvent]]:
+        """The folder name events recorded after event `after` by any process
+        (`create_folder`, `delete_folder`, `rename_folder`, `set_subscribed`
+        record one each, in their transaction), oldest first, at most
+        `storage.names.BATCH`, and the id to ask after next time; with them,
+        those recorded in the last `storage.names.GRACE` whatever their id
+        (one may commit after a larger id was read): the caller skips the
+        ids it has seen. `after` None: no events, and the id to start from
+        (the newest). Events are kept `storage.names.KEEP`."""
 
     def change_feed(self) -> ChangeFeed | None:
         """A new feed of committed folder and access changes, for the one

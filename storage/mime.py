@@ -43,11 +43,17 @@ Layout (version 1)::
                                           #   with a line ending (see _count_lines)
       # multipart/* only:
       "parts": [Part, ...],               # never empty (else degraded to text/plain)
-      # message/rfc822 only:
+      # message/rfc822, and message/global (RFC 6532) sent as is (7bit, 8bit,
+      # binary: another transfer encoding hides the message, the part stays a leaf):
       "envelope": Envelope,               # of the encapsulated message
       "message": Part,                    # its top entity; message.header_start is
                                           #   this part's body_start
     }
+
+IMAP4rev2 shows a message/global part like message/rfc822 (RFC 9051 7.5.2, 6.4.5:
+envelope, structure, lines, nested part numbers); IMAP4rev1 as a leaf (RFC 3501
+knows message/rfc822 only): `find_part(..., message_global=)` and `is_message`
+choose.
 
 For a part with no blank line after its header, header_end == body_start ==
 end of the part (all header, empty body). The CRLF before a boundary belongs to
@@ -73,6 +79,8 @@ MAX_DEPTH = 20  # deeper multiparts / message/rfc822 become opaque text/plain
 MAX_PARTS = 2000  # total parts per message; further ones are folded into text/plain
 MAX_STRING = 16384  # longest header-derived string kept in the metadata
 MAX_ADDRESSES = 1000  # per address list
+# Content-Transfer-Encodings that leave a message/global part readable as it is.
+_IDENTITY_ENCODINGS = frozenset({"7bit", "8bit", "binary"})
 
 Address = list[str | None]
 Meta = dict[str, Any]
@@ -712,7 +720,8 @@ def _parse_entity(
         else:
             _text_plain(part)
             ltype = "text"
-    elif ltype == "message" and lsub == "rfc822":
+    elif ltype == "message" and (lsub == "rfc822" or (
+            lsub == "global" and part["encoding"].lower() in _IDENTITY_ENCODINGS)):
         if too_deep:
             _text_plain(part)
             ltype = "text"
@@ -841,12 +850,23 @@ def decode_transfer(data: bytes, encoding: str | None) -> bytes | None:
     return None
 
 
-def find_part(meta: dict[str, Any], path: tuple[int, ...]) -> dict[str, Any] | None:
+def is_message(part: dict[str, Any], message_global: bool) -> bool:
+    """Whether IMAP shows `part` as an encapsulated message: message/rfc822,
+    and with `message_global` (IMAP4rev2, RFC 9051 7.5.2) message/global."""
+    if "message" not in part:
+        return False
+    return message_global or str(part["subtype"]).lower() != "global"
+
+
+def find_part(
+    meta: dict[str, Any], path: tuple[int, ...], *, message_global: bool = False
+) -> dict[str, Any] | None:
     """The part at an IMAP part path (1-based) or None when it does not exist.
 
     RFC 3501 6.4.5: in a multipart, n is the n-th child; in a message/rfc822
     part the path continues in the encapsulated message's body; for a
-    non-multipart entity, part 1 is that entity itself.
+    non-multipart entity, part 1 is that entity itself. With `message_global`
+    (IMAP4rev2, RFC 9051 6.4.5) a message/global part is followed the same way.
     """
     container: dict[str, Any] | None = meta["body"]
     part: dict[str, Any] | None = None
@@ -862,7 +882,7 @@ def find_part(meta: dict[str, Any], path: tuple[int, ...]) -> dict[str, Any] | N
             part = container
         else:
             return None
-        if "message" in part:
+        if is_message(part, message_global):
             container = part["message"]
         elif "parts" in part:
             container = part

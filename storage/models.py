@@ -335,6 +335,25 @@ class AccessEpochRow(Base):
     value: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class NameEventRow(Base):
+    """A folder name created, deleted, renamed or (un)subscribed, by any
+    process (NOTIFY MailboxName / SubscriptionChange, RFC 5465 5.4, 5.5):
+    written in the transaction that makes the change, read by the IMAP
+    processes of every node after the last one they read (`storage.names`).
+    Kept for `storage.names.KEEP` only."""
+
+    __tablename__ = "name_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(1024))  # the name after the change
+    old_name: Mapped[str | None] = mapped_column(String(1024))  # renamed from
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    subscribed: Mapped[bool | None] = mapped_column(Boolean)  # a subscription change
+    origin: Mapped[str] = mapped_column(String(64))  # the store object that wrote it
+    created: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 class UidValidityRow(Base):
     """One row: the last UIDVALIDITY handed out to any folder. Values are
     unique across the server (clients that cache by UIDVALIDITY, or share

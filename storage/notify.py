@@ -2,7 +2,8 @@
 
 Triggers (migration 0014) NOTIFY in the transaction that changes a folder
 (channel `mss_folder`, payload the folder id) or the access epoch (channel
-`mss_access`, payload its new value); PostgreSQL delivers a notification
+`mss_access`, payload its new value), and (migration 0017) that records a
+folder name event (channel `mss_names`, payload its id: `storage.names`); PostgreSQL delivers a notification
 only when, and only if, that transaction commits, in commit order.
 
 `PgChangeFeed` keeps one dedicated connection per process in LISTEN, on a
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 FOLDER_CHANNEL = "mss_folder"
 ACCESS_CHANNEL = "mss_access"
+NAMES_CHANNEL = "mss_names"
 
 # libpq's TCP settings for the listening connection: a peer that vanished
 # without a word is noticed within about 15 s even with no traffic.
@@ -115,7 +117,8 @@ class PgChangeFeed:
                 self._conn = self._connect()
                 self._conn.autocommit = True
                 with self._conn.cursor() as cur:
-                    cur.execute(f"LISTEN {FOLDER_CHANNEL}; LISTEN {ACCESS_CHANNEL}")
+                    cur.execute(f"LISTEN {FOLDER_CHANNEL}; LISTEN {ACCESS_CHANNEL}; "
+                                f"LISTEN {NAMES_CHANNEL}")
                 self._set_live(listener, True)
                 delay = self.backoff_initial
                 self._listen(self._conn, listener)
@@ -176,6 +179,7 @@ class PgChangeFeed:
         del notes[:]
         folders: set[int] = set()
         epoch: int | None = None
+        names: int | None = None
         for note in taken:
             try:
                 value = int(note.payload)
@@ -186,11 +190,15 @@ class PgChangeFeed:
                 folders.add(value)
             elif note.channel == ACCESS_CHANNEL:
                 epoch = value  # commit order: the last one is the newest
+            elif note.channel == NAMES_CHANNEL:
+                names = value if names is None else max(names, value)
         try:
             if folders:
                 listener.folders_changed(frozenset(folders))
             if epoch is not None:
                 listener.access_changed(epoch)
+            if names is not None:
+                listener.names_changed(names)
         except Exception:
             log.exception("change feed: listener failed")
 

@@ -62,6 +62,7 @@ from storage.models import (
     LoginFailuresRow,
     MailboxRow,
     MessageRow,
+    NameEventRow,
     PrivateSeenRow,
     QueueRow,
     SubscriptionRow,
@@ -83,6 +84,7 @@ JL = cast(Table, JobLeaseRow.__table__)
 LF = cast(Table, LoginFailuresRow.__table__)
 M = cast(Table, MailboxRow.__table__)
 MSG = cast(Table, MessageRow.__table__)
+NE = cast(Table, NameEventRow.__table__)
 PS = cast(Table, PrivateSeenRow.__table__)
 Q = cast(Table, QueueRow.__table__)
 S = cast(Table, SubscriptionRow.__table__)
@@ -104,6 +106,11 @@ CHUNK = 500
 # How long a queue entry handed out by due_entries stays reserved to its worker.
 DEFAULT_LEASE = timedelta(minutes=10)
 MAX_NAME = 1024
+# ... and in UTF-8 octets: a unique index entry of PostgreSQL holds about
+# 2,700 bytes, and names of many distinct multibyte characters do not
+# compress; the same bound on SQLite, so that a name one backend takes the
+# other takes too.
+MAX_NAME_OCTETS = 2000
 _FORBIDDEN_NAME_CHARS = frozenset("*%") | {chr(c) for c in range(0x20)} | {"\x7f"}
 
 _SYSTEM_FLAGS = {
@@ -224,7 +231,8 @@ def check_folder_name(name: str) -> str:
     if name.endswith(SEP):  # RFC 3501 6.3.3: "foo/" creates "foo"
         name = name[:-1]
     name = normalise_folder_name(name)
-    if not name or len(name) > MAX_NAME:
+    if (not name or len(name) > MAX_NAME
+            or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_OCTETS):
         raise InvalidName("empty or too long folder name")
     if any(part == "" for part in name.split(SEP)):
         raise InvalidName("empty hierarchy level in folder name")

@@ -85,6 +85,7 @@ from storage.interface import (
     StoreUnavailable,
 )
 from storage.jobs import JobLeaseMixin
+from storage.names import NameEventsMixin
 from storage.outbound import OutboundMixin
 from storage.sqlbase import (
     AF,
@@ -389,7 +390,8 @@ class _SeenOverlay:
         return out
 
 
-class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin, JobLeaseMixin):
+class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin, JobLeaseMixin,
+               NameEventsMixin):
     """See `storage.interface.MessageStore` for the contract of every method."""
 
     def __init__(self, engine: Engine, key_file: Path, **kwargs: Any) -> None:
@@ -398,6 +400,7 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
         self._columns_cache = ColumnsCache()
         self._meta_cache: dict[bytes, dict[str, Any]] = {}
         self._sort_cache = SortKeysCache()
+        self._origin = secrets.token_hex(16)  # before any thread asks (storage.names)
 
     # -- folders -----------------------------------------------------------
 
@@ -520,6 +523,7 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
                 self._create_parents(c, mailbox_id, name)
                 fid = self._insert_folder(c, mailbox_id, name, special_use, subscribed=False)
                 row = c.execute(select(*FOLDER_COLUMNS).where(F.c.id == fid)).one()
+                self._record_name_event(c, mailbox_id, name)
         except sa_exc.IntegrityError as exc:
             raise AlreadyExists(name) from exc
         return folder_record(row)
@@ -539,6 +543,7 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
             if dropped.rowcount:
                 # Sessions holding those grants check again (access epoch).
                 _bump_access_epoch(c)
+            self._record_name_event(c, mailbox_id, folder.name, deleted=True)
 
     def rename_folder(self, mailbox_id: int, old: str, new: str) -> None:
         old = normalise_folder_name(old)
@@ -556,6 +561,7 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
                 names = {r.name for r in all_rows}
                 if new == INBOX or new in names:
                     raise AlreadyExists(new)
+                self._record_name_event(c, mailbox_id, new, old_name=old)
                 if old == INBOX:
                     self._rename_inbox(c, mailbox_id, source, new)
                     return
@@ -627,12 +633,13 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
             if subscribed:
                 self._folder_row(c, mailbox_id, name)  # NotFound
                 self._subscribe(c, mailbox_id, name)
-                return
-            gone = c.execute(
-                delete(S).where(S.c.mailbox_id == mailbox_id, S.c.name == name)
-            ).rowcount
-            if gone == 0:
-                self._folder_row(c, mailbox_id, name)  # NotFound unless it exists
+            else:
+                gone = c.execute(
+                    delete(S).where(S.c.mailbox_id == mailbox_id, S.c.name == name)
+                ).rowcount
+                if gone == 0:
+                    self._folder_row(c, mailbox_id, name)  # NotFound unless it exists
+            self._record_name_event(c, mailbox_id, name, subscribed=subscribed)
 
     def list_subscriptions(self, mailbox_id: int) -> list[str]:
         # Every LIST asks: fixed SQL at the driver.

@@ -57,3 +57,20 @@ def resolve_folder(
     place, folder = resolve(policy, store, identity, namespaces, name, right, action)
     assert folder is not None
     return place, folder
+
+
+def resolve_new(
+    policy: Policy,
+    store: MessageStore,
+    identity: Identity,
+    namespaces: Namespaces,
+    name: str,
+    action: str,
+) -> Place:
+    """A name to make (CREATE, RENAME's new name): the right is "k" on its
+    parent (RFC 4314 4, `Policy.check_create_access`)."""
+    place = namespaces.resolve(name)
+    decision = policy.check_create_access(identity, place.mailbox, place.folder, action)
+    if not decision.allowed:
+        raise_denied(decision, name)
+    return place

@@ -85,6 +85,8 @@ class _UrlReads:
     make the server read more than it may hold (`limits.imap_append_octets`)."""
 
     left: int
+    # IMAP4rev2: a URL's part numbers go on inside message/global (RFC 9051 6.4.5).
+    message_global: bool = False
     done: list[_Read] = field(default_factory=list)
 
 
@@ -149,9 +151,10 @@ def _url_data(
         raise fail(APPEND_OVER_LIMIT)
     section = url.section
     meta = parse_message(raw)
-    if section.part and find_part(meta, section.part) is None:
+    if section.part and find_part(meta, section.part,
+                                  message_global=reads.message_global) is None:
         raise missing
-    data = render.section_bytes(raw, meta, section)
+    data = render.section_bytes(raw, meta, section, reads.message_global)
     if section.partial is not None:
         data = render.partial(data, section.partial.start, section.partial.length)
     reads.done.append(_Read(f"{place.mailbox.address}/{place.folder}", url.uid))
@@ -183,12 +186,12 @@ def _has_8bit_header(raw: bytes) -> bool:
 def _prepare(
     policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
     hostname: str, name: str, messages: Sequence[AppendMessage], limit: int, utf8: bool,
-    url_octets: int,
+    url_octets: int, rev2: bool = False,
 ) -> _Prepared:
     """The decisions and the CPU work of an APPEND, before its one write: the
     destination, each CATENATE message, the parsing and encryption."""
     place, folder = resolve_folder(policy, store, identity, namespaces, name, "i", "append")
-    reads = _UrlReads(url_octets)
+    reads = _UrlReads(url_octets, rev2)
     items: list[AppendItem] = []
     for message in messages:
         raw = message.message
@@ -227,7 +230,7 @@ async def append(ctx: Context, cmd: Append) -> Reply:
         prepared: _Prepared = await ctx.run(
             _prepare, ctx.services.policy, store, session.identity, session.namespaces,
             ctx.services.settings.hostname, cmd.mailbox, cmd.messages, session.append_limit,
-            session.utf8, ctx.services.settings.limits.imap_append_octets,
+            session.utf8, ctx.services.settings.limits.imap_append_octets, session.rev2,
         )
         # Appending to the folder this session has selected read-write: the
         # session takes the messages as recent itself (no claim to write later).

@@ -302,8 +302,8 @@ def _render(
         elif isinstance(a, FetchEnvelope):
             items.append(envelope_item(render.render_envelope(meta)))
         elif isinstance(a, FetchBodyStructure):
-            items.append(bodystructure_item(render.render_bodystructure(meta, a.extensible),
-                                            a.extensible))
+            items.append(bodystructure_item(
+                render.render_bodystructure(meta, a.extensible, view.rev2), a.extensible))
         elif isinstance(a, FetchRfc822):
             assert raw is not None
             items.append(section_item(b"RFC822", raw))
@@ -317,14 +317,14 @@ def _render(
             items.append(section_item(b"RFC822.TEXT", data))
         elif isinstance(a, FetchBodySection):
             assert raw is not None
-            data = render.section_bytes(raw, meta, a.section)
+            data = render.section_bytes(raw, meta, a.section, view.rev2)
             p = a.section.partial
             if p is not None:
                 data = render.partial(data, p.start, p.length)
             items.append(section_item(labels[i], data))
         elif isinstance(a, FetchBinary):
             assert raw is not None
-            bin_data = render.binary_bytes(raw, meta, a.section.part)
+            bin_data = render.binary_bytes(raw, meta, a.section.part, view.rev2)
             if bin_data is None:
                 unknown_cte = True
                 continue
@@ -334,7 +334,7 @@ def _render(
             items.append(binary_item(labels[i], bin_data))
         elif isinstance(a, FetchBinarySize):
             assert raw is not None
-            size = render.binary_size(raw, meta, a.part)
+            size = render.binary_size(raw, meta, a.part, view.rev2)
             if size is None:
                 unknown_cte = True
                 continue

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from imapd import responses
-from imapd.commands.access import resolve, resolve_folder
+from imapd.commands.access import resolve, resolve_folder, resolve_new
 from imapd.commands.base import Context, Handler, ok
 from imapd.errors import (
     ALREADY_EXISTS,
@@ -240,9 +240,9 @@ async def create(ctx: Context, cmd: Create) -> Reply:
         if found is None or use is not None:
             raise fail(UNSUPPORTED_USE)
         use = found
-    place, _ = await ctx.run(
-        resolve, ctx.services.policy, ctx.services.store, identity, namespaces, name, "k",
-        "create", must_exist=False,
+    place = await ctx.run(
+        resolve_new, ctx.services.policy, ctx.services.store, identity, namespaces, name,
+        "create",
     )
     if place.folder.upper() == "INBOX":
         raise fail(ALREADY_EXISTS)
@@ -295,9 +295,8 @@ async def rename(ctx: Context, cmd: Rename) -> Reply:
     old, _ = await ctx.run(
         resolve_folder, policy, store, identity, namespaces, cmd.old, "x", "rename"
     )
-    new, _ = await ctx.run(
-        resolve, policy, store, identity, namespaces, cmd.new.rstrip("/"), "k", "create",
-        must_exist=False,
+    new = await ctx.run(
+        resolve_new, policy, store, identity, namespaces, cmd.new.rstrip("/"), "rename",
     )
     if old.mailbox.id != new.mailbox.id:
         raise fail(RENAME_ACROSS)

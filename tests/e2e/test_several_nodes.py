@@ -8,6 +8,8 @@ byte-exact IMAP client over TLS with the instance's CA).
   listening connection is cut (B polls until it is back, then listens again).
 - Two secretaries on the shared box, one per node, see each other's flag
   changes while idling.
+- A NOTIFY session on node B hears of folders made, renamed, subscribed and
+  deleted on node A.
 - A login lock made on node A holds on node B, and an unlock on B holds on A.
 - Node A killed with SIGKILL under SMTP load loses no acknowledged message
   (every 250 has its message in the store) and node B keeps serving.
@@ -155,6 +157,42 @@ def test_idle_on_node_b_sees_a_delivery_through_node_a_at_once(
         delay = _exists_after(conn, _deliver_via(a, 4, token), exists)
         assert delay < PUSH_DEADLINE, f"EXISTS {delay:.2f}s after the 250 (feed back)"
         _done(conn)
+
+
+def test_notify_on_node_b_hears_of_a_folder_made_on_node_a(
+    nodes: tuple[MssInstance, MssInstance, str],
+) -> None:
+    """RFC 5465 MailboxName / SubscriptionChange across nodes: the name events
+    recorded by node A's CREATE, RENAME, SUBSCRIBE, DELETE reach a NOTIFY
+    session on node B (PostgreSQL NOTIFY on mss_names), as they reach one on A."""
+    a, b, _ = nodes
+    name = f"Projets-{secrets.token_hex(3)}"
+    on_a = ImapConn(a.port("imaps"), a.client_context())
+    on_b = ImapConn(b.port("imaps"), b.client_context())
+    with on_a, on_b:
+        on_a.login(DURAND, a.password(DURAND))
+        on_b.login(DURAND, b.password(DURAND))
+        on_b.ok("NOTIFY SET (personal (MailboxName SubscriptionChange))")
+        _idle(on_b)
+        on_a.ok(f'CREATE "{name}"')
+        on_a.ok(f'RENAME "{name}" "{name}-2"')
+        on_a.ok(f'SUBSCRIBE "{name}-2"')
+        on_a.ok(f'DELETE "{name}-2"')
+        want = [f'* LIST () "/" "{name}"'.encode(),
+                f'* LIST () "/" "{name}-2" ("OLDNAME" ("{name}"))'.encode(),
+                f'* LIST (\\Subscribed) "/" "{name}-2"'.encode(),
+                f'* LIST (\\NonExistent) "/" "{name}-2"'.encode()]
+        got: list[bytes] = []
+        on_b.sock.settimeout(5)
+        try:
+            while len(got) < len(want):
+                r = on_b.read()
+                if r.text.startswith(b"* LIST"):
+                    got.append(r.text)
+        finally:
+            on_b.sock.settimeout(IO_TIMEOUT)
+        assert got == want
+        _done(on_b)
 
 
 def _uid_of(conn: ImapConn, msgid: str) -> int:

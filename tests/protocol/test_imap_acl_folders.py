@@ -231,3 +231,97 @@ def test_quota_of_a_box_seen_through_a_folder_grant(env: ImapEnv) -> None:
     assert c.ok(f'GETQUOTA "{CARDIO}"').startswith(f'* QUOTA "{CARDIO}" (STORAGE '.encode())
     _, done = c.tagged("GETQUOTA pneumologie@hopital.test")
     assert b"NO [NONEXISTENT]" in done
+
+
+# ---------------------------------------------------------------- CREATE / RENAME: "k" on the parent
+
+NOPERM = b"NO [NOPERM]"
+
+
+def _grant(env: ImapEnv, folder: str, rights: str) -> None:
+    account = env.store.get_account(AGENT)
+    env.store.set_grant(account.id, env.store.get_mailbox(CARDIO).id, rights, folder=folder)
+
+
+def _folders(env: ImapEnv) -> list[str]:
+    return sorted(f.name for f in env.store.list_folders(env.store.get_mailbox(CARDIO).id))
+
+
+def test_create_needs_k_on_the_parent_folder(env: ImapEnv) -> None:
+    """RFC 4314 4: "k" on the parent of the new name, here the folder INBOX
+    (as Dovecot: a grant on INBOX lets one make INBOX/x, not a folder beside it)."""
+    _grant_inbox(env, "lrk")
+    c = env.login(AGENT)
+    c.ok(f'CREATE "Shared/{CARDIO}/INBOX/Tri"')
+    # A level that does not exist yet: its nearest existing parent decides.
+    c.ok(f'CREATE "Shared/{CARDIO}/INBOX/2026/Janvier"')
+    # The parent of a top-level folder is the mailbox's root: the grant on
+    # the whole mailbox, which she has not.
+    _, done = c.tagged(f'CREATE "Shared/{CARDIO}/Tri"')
+    assert NOPERM in done
+    assert _folders(env) == sorted(["INBOX", "INBOX/2026", "INBOX/2026/Janvier", "INBOX/Tri",
+                                    "Sent", "Drafts", "Trash", "Junk", "Archive"])
+    # Each decision is audited under the new name, naming the agent and the parent.
+    creates = [(e.actor, e.target, e.result, e.details.get("parent"))
+               for e in env.audit.events if e.action == "create"]
+    assert creates == [
+        (AGENT, f"{CARDIO}/INBOX/Tri", "allow", f"{CARDIO}/INBOX"),
+        (AGENT, f"{CARDIO}/INBOX/2026/Janvier", "allow", f"{CARDIO}/INBOX"),
+        (AGENT, f"{CARDIO}/Tri", "deny", f"{CARDIO}/"),
+    ]
+
+
+def test_create_with_k_on_the_new_name_only_is_refused(env: ImapEnv) -> None:
+    """A grant holding "k" on the name to make, not on its parent, makes
+    nothing (before the fix, "k" was looked up on the new name itself)."""
+    _grant_inbox(env, "lr")
+    _grant(env, "Nouveau", "lrk")
+    _grant(env, "INBOX/Tri", "lrk")
+    c = env.login(AGENT)
+    for name in ("Nouveau", "INBOX/Tri"):
+        _, done = c.tagged(f'CREATE "Shared/{CARDIO}/{name}"')
+        assert NOPERM in done, name
+    assert "Nouveau" not in _folders(env) and "INBOX/Tri" not in _folders(env)
+
+
+def test_create_without_k_is_refused_alike_whether_the_parent_exists_or_not(
+        env: ImapEnv) -> None:
+    """No "k": NOPERM, whether the parent is a folder she may look up, one
+    she may not (Sent) or none: the answer tells nothing of hidden folders."""
+    _grant_inbox(env, "lr")
+    c = env.login(AGENT)
+    for name in ("INBOX/Tri", "Sent/Tri", "Nulle/Part", "Tri"):
+        _, done = c.tagged(f'CREATE "Shared/{CARDIO}/{name}"')
+        assert done.split(b" ", 1)[1].startswith(NOPERM), (name, done)
+
+
+def test_whole_mailbox_k_creates_top_level_folders(env: ImapEnv) -> None:
+    c = env.login(SECRETARY2)  # lrswipkxte on the whole box
+    c.ok(f'CREATE "Shared/{CARDIO}/Tri"')
+    c.ok(f'RENAME "Shared/{CARDIO}/Tri" "Shared/{CARDIO}/Archive/Tri"')
+    assert "Archive/Tri" in _folders(env)
+
+
+def test_rename_needs_k_on_the_parent_of_the_new_name(env: ImapEnv) -> None:
+    """RENAME: "x" on the old name, "k" on the parent of the new one."""
+    _grant_inbox(env, "lrk")
+    _grant(env, "Archive", "lrx")
+    c = env.login(AGENT)
+    # k on the new name only (a grant on "Rangé"): refused.
+    _grant(env, "Rangé", "lrk")
+    _, done = c.tagged(f'RENAME "Shared/{CARDIO}/Archive" "Shared/{CARDIO}/Rangé"')
+    assert NOPERM in done
+    # No k at the root: refused.
+    _, done = c.tagged(f'RENAME "Shared/{CARDIO}/Archive" "Shared/{CARDIO}/Archives"')
+    assert NOPERM in done
+    assert "Archive" in _folders(env)
+    # k on the parent (INBOX): done.
+    c.ok(f'RENAME "Shared/{CARDIO}/Archive" "Shared/{CARDIO}/INBOX/Archive"')
+    assert "INBOX/Archive" in _folders(env) and "Archive" not in _folders(env)
+    renames = [(e.target, e.result, e.details.get("right"), e.details.get("parent"))
+               for e in env.audit.events if e.action == "rename" and e.details.get("right") == "k"]
+    assert renames == [
+        (f"{CARDIO}/Rangé", "deny", "k", f"{CARDIO}/"),
+        (f"{CARDIO}/Archives", "deny", "k", f"{CARDIO}/"),
+        (f"{CARDIO}/INBOX/Archive", "allow", "k", f"{CARDIO}/INBOX"),
+    ]

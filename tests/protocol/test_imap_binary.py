@@ -170,3 +170,16 @@ def test_encode_binary_parts_keeps_everything_else() -> None:
     data = out[inner["body_start"] : inner["body_end"]]
     assert base64.b64decode(data) == b"\x00" * 100
     assert max(len(line) for line in data.split(b"\r\n")) <= 76
+
+
+def test_encode_binary_parts_takes_a_binary_message_global_whole() -> None:
+    """message/global may come in any encoding (RFC 6532 3.5): a binary one
+    is encoded whole and stays a leaf, as before it was parsed as a message."""
+    raw = (b'Content-Type: multipart/mixed; boundary="q"\r\n\r\n'
+           b"--q\r\nContent-Type: message/global\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+           b"Subject: inner\r\n\r\n" + b"\x00" * 10 + b"\r\n--q--\r\n")
+    out = encode_binary_parts(raw)
+    part = parse_message(out)["body"]["parts"][0]
+    assert part["encoding"] == "base64" and "message" not in part
+    assert base64.b64decode(out[part["body_start"]:part["body_end"]]) == (
+        b"Subject: inner\r\n\r\n" + b"\x00" * 10)

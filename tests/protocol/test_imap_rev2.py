@@ -287,3 +287,49 @@ def test_rev1_session_unchanged(env: ImapEnv) -> None:
     d.ok("STORE 1 +FLAGS (\\Flagged)")
     # Unsolicited FETCH without UID, as before (no CONDSTORE, no rev2).
     assert c.ok("NOOP") == b"* 1 FETCH (FLAGS (\\Flagged \\Recent))\r\n"
+
+
+GLOBAL_MESSAGE = (
+    "From: <a@hopital.test>\r\nSubject: transfert\r\n"
+    "Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+    "--b\r\nContent-Type: message/global\r\n\r\n"
+    "Subject: Re\u00e7u\r\nFrom: <b@hopital.test>\r\n\r\nline1\r\nline2\r\n"
+    "--b--\r\n"
+).encode()
+INNER_HEADER = "Subject: Re\u00e7u\r\nFrom: <b@hopital.test>\r\n\r\n".encode()
+
+
+def test_message_global_is_an_encapsulated_message(env: ImapEnv) -> None:
+    """RFC 9051 7.5.2 and 6.4.5: a message/global part shows its envelope,
+    structure and lines as message/rfc822 does, and its part numbers go on
+    inside it."""
+    deliver(env.store, SECRETARY, GLOBAL_MESSAGE)
+    c = rev2(env)
+    c.ok("SELECT INBOX")
+    out = c.ok("FETCH 4 BODYSTRUCTURE")
+    assert (b'(("message" "global" NIL NIL NIL "7BIT" 54 (NIL {5}\r\nRe\xc3\xa7u '
+            b'((NIL NIL "b" "hopital.test")) ((NIL NIL "b" "hopital.test")) '
+            b'((NIL NIL "b" "hopital.test")) NIL NIL NIL NIL NIL) '
+            b'("text" "plain" ("charset" "us-ascii") NIL NIL "7BIT" 12 2 NIL NIL NIL NIL) 5 '
+            b'NIL NIL NIL NIL) "mixed"') in out, out
+    out = c.ok("FETCH 4 (BODY.PEEK[1.HEADER] BODY.PEEK[1.1] BINARY.PEEK[1.1])")
+    assert b"BODY[1.HEADER] {%d}\r\n%s" % (len(INNER_HEADER), INNER_HEADER) in out
+    assert b"BODY[1.1] {12}\r\nline1\r\nline2" in out
+    assert b"BINARY[1.1] {12}\r\nline1\r\nline2" in out
+
+
+def test_message_global_stays_a_basic_part_for_rev1(env: ImapEnv) -> None:
+    """RFC 3501 knows message/rfc822 only: for an IMAP4rev1 session (with or
+    without UTF8=ACCEPT, RFC 6855 leaves BODYSTRUCTURE as it was) the part is
+    a basic one, as Dovecot 2.3 shows it."""
+    deliver(env.store, SECRETARY, GLOBAL_MESSAGE)
+    for enable in (None, "UTF8=ACCEPT"):
+        c = env.login()
+        if enable:
+            c.ok(f"ENABLE {enable}")
+        c.ok("SELECT INBOX")
+        out = c.ok("FETCH 4 BODYSTRUCTURE")
+        assert b'(("message" "global" NIL NIL NIL "7BIT" 54 NIL NIL NIL NIL) "mixed"' in out
+        out = c.ok("FETCH 4 (BODY.PEEK[1.HEADER] BODY.PEEK[1])")
+        assert b"BODY[1.HEADER] {0}\r\n" in out or b'BODY[1.HEADER] ""' in out
+        assert b"BODY[1] {54}\r\n" + INNER_HEADER in out

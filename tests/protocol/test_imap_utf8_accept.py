@@ -155,3 +155,19 @@ def test_8bit_header_fields_need_enable(env: ImapEnv) -> None:
     c.ok("ENABLE UTF8=ACCEPT")
     out = c.cmd(b"a4 APPEND INBOX {%d+}\r\n%s" % (len(EAI), EAI))
     assert re.fullmatch(rb"a4 OK \[APPENDUID \d+ 2\] APPEND completed\r\n", out), out
+
+
+def test_8bit_header_fields_delivered_are_served_as_stored(env: ImapEnv) -> None:
+    """A message that arrived with 8-bit header fields (SMTPUTF8) is served
+    to a session without UTF8=ACCEPT as stored, as Dovecot 2.3 serves it:
+    ENVELOPE strings with 8-bit octets are literals (RFC 3501 CHAR8), the
+    header section is the message's own; nothing is downgraded."""
+    deliver(env.store, SECRETARY, EAI)
+    c = env.login()
+    c.ok("SELECT INBOX")
+    out = c.ok("FETCH 1 (ENVELOPE BODY.PEEK[HEADER])")
+    subject = "R\u00e9sultats d'analyse".encode()
+    assert b"ENVELOPE (NIL {%d}\r\n%s ((" % (len(subject), subject) in out
+    assert "(({13}\r\nJos\u00e9 Mart\u00edn NIL {5}\r\njos\u00e9 {13}\r\nh\u00f4pital.test))".encode() in out
+    header = EAI[: EAI.index(b"\r\n\r\n") + 4]
+    assert b"BODY[HEADER] {%d}\r\n%s" % (len(header), header) in out

@@ -32,6 +32,9 @@ class Collector:
     def access_changed(self, epoch: int) -> None:
         self.events.put(("access", epoch))
 
+    def names_changed(self, last_id: int) -> None:
+        self.events.put(("names", last_id))
+
     def feed_state(self, live: bool) -> None:
         self.events.put(("state", live))
 
@@ -176,3 +179,33 @@ def test_stop_returns_promptly(pg_store: Any) -> None:
     f.stop()
     assert time.monotonic() - t0 < 2.0
     assert c.next() == ("state", False)
+
+
+def test_name_events_are_announced_and_read_by_another_store(
+    pg_cluster: Any, pg_store: Any, feed: tuple[Any, Collector], tmp_path: Path
+) -> None:
+    """A folder created, renamed, subscribed or deleted through one store
+    object (one process) is announced on `mss_names` at its commit and read
+    by another (NOTIFY MailboxName across processes, migration 0017)."""
+    _, c = feed
+    _, box = _box(pg_store)
+    other = open_store(pg_store._engine.url.render_as_string(hide_password=False),
+                       tmp_path / "keys")
+    try:
+        start, none = other.name_events_since(None)
+        assert none == []
+        c.quiet(0.3)
+        pg_store.create_folder(box.id, "Projets")
+        last = c.wait_for("names")
+        pg_store.rename_folder(box.id, "Projets", "Dossiers")
+        assert c.wait_for("names") > last
+        after, events = other.name_events_since(start)
+        assert [(e.name, e.old_name, e.deleted, e.origin) for e in events] == [
+            ("Projets", None, False, pg_store.origin),
+            ("Dossiers", "Projets", False, pg_store.origin)]
+        assert after == events[-1].id
+        # Read again within storage.names.GRACE: the same events come back
+        # (one may have committed late); the reader skips those it has seen.
+        assert [e.id for e in other.name_events_since(after)[1]] == [e.id for e in events]
+    finally:
+        other.close()

@@ -30,6 +30,7 @@ from storage.interface import (
     SpecialUse,
     ThrottleScope,
 )
+from storage.sqlbase import MAX_NAME_OCTETS
 
 
 def msg(subject: str = "hello", body: str = "body text") -> bytes:
@@ -316,6 +317,27 @@ def test_delete_folder_new_uidvalidity(box: Any) -> None:
         store.delete_folder(mb.id, "inbox")
     with pytest.raises(NotFound):
         store.delete_folder(mb.id, "Nope")
+
+
+def test_long_multibyte_folder_names_refused_alike_on_every_backend(box: Any) -> None:
+    """A name of many distinct multibyte characters (incompressible) fits the
+    1,024-character bound but not PostgreSQL's unique index (at most about
+    2,700 bytes per entry): it was a StoreUnavailable there and stored on
+    SQLite. Names are bounded in UTF-8 octets too, the same on both."""
+    store, mb, _ = box
+    cjk = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(1000))  # 3,000 octets
+    emoji = "".join(chr(0x1F300 + i % 700) for i in range(600))  # 2,400 octets
+    for bad in (cjk, emoji, "a/" + cjk[:700]):
+        with pytest.raises(InvalidName, match="too long"):
+            store.create_folder(mb.id, bad)
+    store.create_folder(mb.id, "Sent/X")
+    with pytest.raises(InvalidName, match="too long"):
+        store.rename_folder(mb.id, "Sent/X", cjk)
+    # Up to the bound, multibyte names are stored and found on both backends.
+    fits = cjk[:MAX_NAME_OCTETS // 3]
+    made = store.create_folder(mb.id, fits)
+    assert store.get_folder(mb.id, fits).id == made.id
+    store.rename_folder(mb.id, "Sent/X", "Sent/" + emoji[: (MAX_NAME_OCTETS - 5) // 4])
 
 
 def test_rename_folder_with_inferiors(box: Any) -> None:
@@ -1197,3 +1219,30 @@ def test_check_keys_names_key_ids_the_key_file_cannot_read(
     assert len(problems) == 3
     assert any("key k2 of the stored messages is not in the key file" == p
                for p in any_store.check_keys())
+
+
+def test_name_events_record_each_folder_name_change(box: Any) -> None:
+    """create/rename/delete/subscribe record one name event each, in their
+    transaction (NOTIFY MailboxName across processes); a refused change
+    records none; `after` None gives where to start."""
+    store, mb, _ = box
+    start, events = store.name_events_since(None)
+    assert events == []
+    store.create_folder(mb.id, "Projets")
+    store.rename_folder(mb.id, "Projets", "Dossiers")
+    store.set_subscribed(mb.id, "Dossiers", True)
+    store.set_subscribed(mb.id, "Dossiers", False)
+    store.delete_folder(mb.id, "Dossiers")
+    with pytest.raises(AlreadyExists):
+        store.create_folder(mb.id, "Sent")
+    last, events = store.name_events_since(start)
+    assert [(e.mailbox_id, e.name, e.old_name, e.deleted, e.subscribed, e.origin)
+            for e in events] == [
+        (mb.id, "Projets", None, False, None, store.origin),
+        (mb.id, "Dossiers", "Projets", False, None, store.origin),
+        (mb.id, "Dossiers", None, False, True, store.origin),
+        (mb.id, "Dossiers", None, False, False, store.origin),
+        (mb.id, "Dossiers", None, True, None, store.origin),
+    ]
+    assert last == events[-1].id and store.name_events_since(None)[0] == last
+    assert all(e.id > start for e in events)

@@ -439,3 +439,48 @@ def test_ten_megabyte_attachment_is_cheap() -> None:
 )
 def test_address_fast_path_agrees_with_the_tokenizer(value: str) -> None:
     assert parse_addresses(value) == _parse_addresses(value)
+
+
+# ------------------------------------------------------------------ message/global (RFC 6532)
+
+GLOBAL = (
+    "From: a@b.test\r\nSubject: outer\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+    "--b\r\nContent-Type: message/global\r\n\r\n"
+    "Subject: Re\u00e7u\r\nFrom: Jos\u00e9 <jos\u00e9@h\u00f4pital.test>\r\n\r\nline1\r\nline2\r\n"
+    "--b\r\nContent-Type: message/global\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    + base64.b64encode("Subject: cach\u00e9\r\n\r\nx\r\n".encode()).decode() + "\r\n"
+    "--b--\r\n"
+).encode()
+
+
+def test_message_global_is_parsed_like_message_rfc822() -> None:
+    """RFC 9051 7.5.2 shows message/global with its envelope, structure and
+    lines: they are computed at delivery, as for message/rfc822."""
+    meta = parse_message(GLOBAL)
+    plain, encoded = meta["body"]["parts"]
+    assert (plain["type"], plain["subtype"]) == ("message", "global")
+    assert plain["envelope"]["subject"] == "Re\u00e7u".encode().decode("latin-1")
+    assert body_of(GLOBAL, plain["message"]) == b"line1\r\nline2"
+    assert plain["lines"] == 5  # counted as for message/rfc822
+    # Base64 hides the message: that part stays a leaf.
+    assert "message" not in encoded and "envelope" not in encoded
+
+
+@pytest.mark.parametrize(
+    ("path", "message_global", "expected_body"),
+    [
+        ((1,), False, "Subject: Re\u00e7u\r\n".encode()),  # a leaf in IMAP4rev1
+        ((1, 1), False, None),
+        ((1, 1), True, b"line1\r\nline2"),  # IMAP4rev2: numbers go on inside it
+        ((2, 1), True, None),
+    ],
+)
+def test_find_part_in_message_global(
+    path: tuple[int, ...], message_global: bool, expected_body: bytes | None
+) -> None:
+    meta = parse_message(GLOBAL)
+    part = find_part(meta, path, message_global=message_global)
+    if expected_body is None:
+        assert part is None
+    else:
+        assert part is not None and body_of(GLOBAL, part).startswith(expected_body)

@@ -482,6 +482,8 @@ DECISIONS = {
     "relay": lambda w: w.policy.may_relay_to("autre.test"),
     "access": lambda w: w.policy.check_mailbox_access(w.identity("reader"), w.mailboxes["cardio"],
                                                       "INBOX", "r", "fetch"),
+    "create": lambda w: w.policy.check_create_access(w.identity("reader"), w.mailboxes["cardio"],
+                                                     "INBOX/Tri", "create"),
 }
 
 
