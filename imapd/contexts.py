@@ -26,7 +26,7 @@ from imapd.parser.commands import (
     SearchYounger,
     SortCriterion,
 )
-from imapd.responses import Code, ResponseCode, sequence_set
+from imapd.responses import esearch_update
 from imapd.search import leaves
 
 # (position, UIDs): one pair of an ADDTO or REMOVEFROM data item.
@@ -131,21 +131,10 @@ def costly(context: UpdatingContext, messages: int) -> bool:
         context.criteria is not None or not local(context.key))
 
 
-def noupdate(tag: str, text: str = "Too many updating searches, will not notify") -> bytes:
-    """RFC 5267 4.3.1: the untagged refusal of an UPDATE, the other return
-    options being honoured."""
-    return (b"* NO " + ResponseCode(Code.NOUPDATE, f'"{tag}"'.encode()).render()
-            + b" " + text.encode() + b"\r\n")
-
-
 def render(context: UpdatingContext, item: str, pairs: Sequence[Pair],
            number: Callable[[int], int]) -> bytes:
     """``* ESEARCH (TAG "t") [UID] ADDTO (pos set ...)`` (or REMOVEFROM);
     `number` turns a UID into what the client sees (itself, or its
     sequence number now)."""
-    parts = []
-    for pos, uids in pairs:
-        numbers = [number(u) for u in uids]
-        parts.append(b"%d " % pos + sequence_set(numbers, sort=not context.ordered))
-    head = f'* ESEARCH (TAG "{context.tag}")'.encode() + (b" UID" if context.uid else b"")
-    return head + b" " + item.encode() + b" (" + b" ".join(parts) + b")\r\n"
+    numbered = [(pos, [number(u) for u in uids]) for pos, uids in pairs]
+    return esearch_update(context.tag, context.uid, item, numbered, ordered=context.ordered)

@@ -5,17 +5,19 @@ the metadata stored at delivery; BODY[section] is a slice of the raw message at
 offsets computed then (RFC 3501 6.4.5, 7.4.2).
 
 Strings in the metadata are raw header octets decoded as latin-1; they are
-written back as those octets (quoted when they are plain 7-bit text, else as a
-literal), so encoded-words reach the client untouched, as RFC 3501 asks.
+written back as those octets by `imapd.responses.nstring` (quoted when they are
+plain 7-bit text, else as a literal), so encoded-words reach the client
+untouched, as RFC 3501 asks.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from imapd.parser.commands import Section, SectionText
+from imapd.responses import istring as istring  # importable here, beside nstring
+from imapd.responses import nstring
 from storage.mime import (
     decode_transfer,
     find_part,
@@ -26,33 +28,6 @@ from storage.mime import (
 )
 
 Meta = dict[str, Any]
-
-# ------------------------------------------------------------------ strings
-
-_UNSAFE = re.compile(rb"[^\x20-\x7e]")
-
-
-def istring(value: bytes) -> bytes:
-    """An IMAP string: quoted when possible, else a synchronising literal."""
-    if len(value) < 1024 and _UNSAFE.search(value) is None:
-        if b"\\" in value or b'"' in value:
-            value = value.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
-        return b'"' + value + b'"'
-    # NUL is not allowed even in a literal (RFC 3501 9, CHAR8): drop it.
-    value = value.replace(b"\x00", b"")
-    return b"{%d}\r\n" % len(value) + value
-
-
-def nstring(value: str | None) -> bytes:
-    if value is None:
-        return b"NIL"
-    if len(value) < 1024 and value.isascii() and value.isprintable():
-        # fast path: printable ASCII is always a quoted string
-        if "\\" in value or '"' in value:
-            value = value.replace("\\", "\\\\").replace('"', '\\"')
-        return b'"' + value.encode("ascii") + b'"'
-    return istring(value.encode("latin-1", "replace"))
-
 
 # ------------------------------------------------------------------ ENVELOPE
 

@@ -8,7 +8,7 @@
   the agent: ``Other Users/<address>/<folder>``.
 
 Names inside the server are Unicode (the parser decodes modified UTF-7;
-`imapd.wire.mailbox` encodes). Resolution never says *why* a name does not
+`imapd.responses.mailbox` encodes). Resolution never says *why* a name does not
 resolve: an inaccessible mailbox and a missing one are both `NotPermitted`.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from imapd import responses
 from imapd.errors import NotPermitted
 from imapd.parser.mutf7 import UndecodableName
 from policy.decisions import AccessibleMailbox
@@ -97,7 +98,8 @@ class Namespaces:
         return out
 
     def namespace_response(self) -> bytes:
-        personal = f'(("" "{SEP}"))' if self.primary is not None else "NIL"
-        others = f'(("{OTHERS}{SEP}" "{SEP}"))' if self.has_root(OTHERS) else "NIL"
-        shared = f'(("{SHARED}{SEP}" "{SEP}"))' if self.has_root(SHARED) else "NIL"
-        return f"* NAMESPACE {personal} {others} {shared}\r\n".encode()
+        return responses.namespace(
+            [("", SEP)] if self.primary is not None else [],
+            [(OTHERS + SEP, SEP)] if self.has_root(OTHERS) else [],
+            [(SHARED + SEP, SEP)] if self.has_root(SHARED) else [],
+        )

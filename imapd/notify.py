@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from imapd import responses
 from imapd.namespace import SEP
 from imapd.parser.commands import NotifyFilter, NotifyGroup
 from storage.interface import FolderStatus
@@ -129,10 +130,10 @@ def status_key(st: FolderStatus, events: frozenset[str], condstore: bool) -> tup
     return key
 
 
-def status_line(box: Box, st: FolderStatus, condstore: bool, wire_name: str) -> bytes:
+def status_line(box: Box, st: FolderStatus, condstore: bool, utf8: bool) -> bytes:
     """RFC 5465 5.2/5.3: MESSAGES UIDNEXT UIDVALIDITY, and HIGHESTMODSEQ
     when CONDSTORE is enabled."""
-    items = f"MESSAGES {st.messages} UIDNEXT {st.uidnext} UIDVALIDITY {st.uidvalidity}"
+    items = [("MESSAGES", st.messages), ("UIDNEXT", st.uidnext), ("UIDVALIDITY", st.uidvalidity)]
     if condstore:
-        items += f" HIGHESTMODSEQ {max(st.highestmodseq, 1)}"
-    return f"* STATUS {wire_name} ({items})\r\n".encode()
+        items.append(("HIGHESTMODSEQ", max(st.highestmodseq, 1)))
+    return responses.status(responses.mailbox(box.name, utf8), items)

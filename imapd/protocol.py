@@ -34,6 +34,7 @@ from zope.interface import implementer
 
 from certs.tlsconn import close_connection
 from conf.settings import ListenerSettings, TLSMode
+from imapd import responses
 from imapd.commands import DISPATCH
 from imapd.commands.context import context_updates
 from imapd.commands.fetch import fetch as fetch_handler
@@ -47,6 +48,7 @@ from imapd.errors import (
     AccessWithdrawn,
     Reply,
     bad,
+    not_allowed_now,
     to_reply,
 )
 from imapd.namespace import SEP
@@ -75,7 +77,6 @@ from imapd.parser.reader import (
 from imapd.session import Session
 from imapd.view import SelectedView
 from imapd.watcher import FolderWatcher, NameChange
-from imapd.wire import mailbox as wire_mailbox
 from policy.decisions import Peer, SessionAccess
 from policy.services import Services
 from storage.interface import NotFound
@@ -191,7 +192,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                                token_login=self.services.authenticator.tokens_enabled)
         self._counted = peer.address  # refused or not, until connectionLost
         if not self.factory.connection_opened(peer.address):
-            self._write(b"* BYE Too many connections from your address\r\n")
+            self._write(responses.bye("Too many connections from your address"))
             self._close()
             return
         self._t.registerProducer(self, True)
@@ -209,8 +210,9 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             self._greet()
 
     def _greet(self) -> None:
-        self._write(f"* OK [CAPABILITY {self.session.capability_line()}] "
-                    f"{self.services.settings.hostname} IMAP4rev1 ready\r\n".encode())
+        self._write(responses.untagged_ok(
+            responses.capability_code(self.session.capabilities()),
+            f"{self.services.settings.hostname} IMAP4rev1 ready"))
 
     def handshakeCompleted(self) -> None:
         """IHandshakeListener: after the implicit-TLS or STARTTLS handshake."""
@@ -250,7 +252,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             paused.callback(None)
 
     def timeoutConnection(self) -> None:
-        self._write(b"* BYE Autologout; idle for too long\r\n")
+        self._write(responses.bye("Autologout; idle for too long"))
         # A client that reads nothing would keep a graceful close (which
         # flushes our output first) open forever.
         self._close(abort=self._paused is not None)
@@ -262,7 +264,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         log.info("no login within %.0f s from %s on %s",
                  self.services.settings.limits.imap_login_timeout, self.session.peer.address,
                  self.listener.name)
-        self._write(b"* BYE Autologout; no login in time\r\n")
+        self._write(responses.bye("Autologout; no login in time"))
         self._close()
 
     def _close(self, *, abort: bool = False) -> None:
@@ -348,7 +350,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             data = self._inflate.decompress(self._zin, INFLATE_CHUNK)
         except zlib.error:
             self._zin = b""
-            self._write(b"* BYE Invalid compressed data\r\n")
+            self._write(responses.bye("Invalid compressed data"))
             self._close()
             return False
         self._zin = self._inflate.unconsumed_tail
@@ -389,7 +391,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                 # No "+": the client sends nothing more for this command.
                 self.reader.reject_literal()
             else:
-                self._write(b"+ Ready for literal data\r\n")
+                self._write(responses.continuation(b"Ready for literal data"))
         elif isinstance(event, LiteralTooLarge):
             if not self._refuse_anonymous_append(event.tag, True):  # only APPEND has these
                 reply = APPEND_OVER_LIMIT if event.total else APPEND_TOO_BIG
@@ -402,8 +404,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             if waiter is not None:
                 waiter.errback(bad(event.message))
         elif isinstance(event, ParseFailure):
-            tag = event.tag or "*"
-            self._write(f"{tag} BAD {event.message}\r\n".encode())
+            self._write(Reply("BAD", None, event.message).line(event.tag or "*"))
             self._count_failure()
             if event.fatal:
                 self._close()
@@ -413,14 +414,14 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         """APPEND before authentication is answered at once, its literal unread."""
         if not append or self.session.state is not State.NOT_AUTHENTICATED:
             return False
-        self._write(f"{tag} BAD APPEND not allowed now\r\n".encode())
+        self._write(not_allowed_now("APPEND").line(tag))
         self._count_failure()
         return True
 
     def _count_failure(self) -> None:
         self.session.failed_commands += 1
         if self.session.failed_commands >= self.services.settings.limits.bad_commands:
-            self._write(b"* BYE Too many invalid commands\r\n")
+            self._write(responses.bye("Too many invalid commands"))
             self._close()
 
     # ------------------------------------------------------------ commands
@@ -442,7 +443,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         state = session.state
         reply: Reply
         if state not in type(command).allowed_states:
-            reply = Reply("BAD", None, f"{type(command).name} not allowed now")
+            reply = not_allowed_now(type(command).name)
         else:
             if state is State.NOT_AUTHENTICATED and session.tls:
                 self._refresh_peer()
@@ -470,7 +471,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             return
         self._write(reply.line(command.tag))
         if session.failed_auth >= self.services.settings.limits.failed_auth:
-            self._write(b"* BYE Too many failed authentications\r\n")
+            self._write(responses.bye("Too many failed authentications"))
             self._close()
             return
         if session.logged_out:
@@ -744,7 +745,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         return result
 
     async def read_line(self, prompt: bytes) -> bytes:
-        self._write(b"+ " + prompt + b"\r\n")
+        self._write(responses.continuation(prompt))
         self._raw_waiter = defer.Deferred()
         waiter = self._raw_waiter
         self.reader.next_line_raw()
@@ -794,7 +795,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                 self.setTimeout(limits.imap_idle_timeout)  # type: ignore[no-untyped-call]
 
     async def _idle(self) -> None:
-        self._write(b"+ idling\r\n")
+        self._write(responses.continuation(b"idling"))
         self._idle_done = defer.Deferred()
         done = self._idle_done
         self.reader.next_line_raw()
@@ -929,19 +930,18 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             events = spec.events_for(name, personal, bool(ch.subscribed))
             if ch.old_name is not None:
                 events |= spec.events_for(prefix + ch.old_name, personal, False)
-            wire = wire_mailbox(name, utf8)
+            wire = responses.mailbox(name, utf8)
             if ch.subscribed is not None:
                 if "SubscriptionChange" in events:
-                    attrs = "\\Subscribed" if ch.subscribed else ""
-                    out.append(f'* LIST ({attrs}) "{SEP}" {wire}\r\n'.encode())
+                    attrs = ["\\Subscribed"] if ch.subscribed else []
+                    out.append(responses.list_(attrs, SEP, wire))
                 continue
             if "MailboxName" not in events:
                 continue
-            attrs = "\\NonExistent" if ch.deleted else ""
-            extra = ""
+            extra = b""
             if ch.old_name is not None:
-                extra = f' ("OLDNAME" ({wire_mailbox(prefix + ch.old_name, utf8)}))'
-            out.append(f'* LIST ({attrs}) "{SEP}" {wire}{extra}\r\n'.encode())
+                extra = responses.oldname(responses.mailbox(prefix + ch.old_name, utf8))
+            out.append(responses.list_(["\\NonExistent"] if ch.deleted else [], SEP, wire, extra))
         return out
 
     def _on_notify_folder(self, folder_id: int) -> None:
@@ -1025,7 +1025,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             spec.told[fid] = key
             if fid == selected or known == key or known is None:
                 continue
-            out.append(status_line(box, st, condstore, wire_mailbox(box.name, session.utf8)))
+            out.append(status_line(box, st, condstore, session.utf8))
         if out:
             self._write(b"".join(out))
 

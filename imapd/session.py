@@ -106,9 +106,6 @@ class Session:
         IMAP4rev2 (RFC 9051 5.1: modified UTF-7 is for IMAP4rev1 only)."""
         return "UTF8=ACCEPT" in self.enabled or self.rev2
 
-    def capability_line(self) -> str:
-        return " ".join(self.capabilities())
-
     # ------------------------------------------------------------ state
 
     def login(self, identity: Identity, namespaces: Namespaces) -> None:

@@ -14,36 +14,26 @@ Pure logic: no Twisted, no store calls.
 from __future__ import annotations
 
 import bisect
-import functools
 from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from imapd.contexts import UpdatingContext, diff, render
-from imapd.wire import uid_set
+from imapd.responses import (
+    exists,
+    expunge,
+    fetch_flags,
+    flags,
+    permanentflags,
+    recent,
+    untagged_ok,
+    vanished,
+)
 from storage.interface import FolderChanges, IndexColumns, IndexEntry
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _FLAG_RIGHT = {"\\Seen": "s", "\\Deleted": "t"}
 _RECENT = frozenset({"\\Recent"})
-
-
-def format_flags(flags: Iterable[str]) -> str:
-    if isinstance(flags, frozenset):
-        return _format_flag_set(flags)
-    return "(" + " ".join(sorted(flags, key=_flag_order)) + ")"
-
-
-@functools.lru_cache(maxsize=4096)
-def _format_flag_set(flags: frozenset[str]) -> str:
-    # Few distinct flag sets per mailbox: FLAGS for 100,000 messages formats
-    # a handful of them.
-    return "(" + " ".join(sorted(flags, key=_flag_order)) + ")"
-
-
-def _flag_order(flag: str) -> tuple[int, str]:
-    # System flags first, in a stable order clients and tests can rely on.
-    return (0 if flag.startswith("\\") else 1, flag.lower())
 
 
 @dataclass
@@ -289,9 +279,9 @@ class SelectedView:
         if self.qresync:
             self._drop(gone)
             if gone:
-                out.append(f"* VANISHED {uid_set(reversed(gone))}\r\n".encode())
+                out.append(vanished(gone))
             return out
-        out.extend(b"* %d EXPUNGE\r\n" % seq for seq in self._drop(gone))
+        out.extend(map(expunge, self._drop(gone)))
         return out
 
     # ------------------------------------------------------------ contexts
@@ -389,10 +379,10 @@ class SelectedView:
             out.extend(self.expunge_now(self.pending_expunge))
         if self.announced_exists != len(self.uids):
             out.extend(self.announce_keywords(self.uids[self.announced_exists:]))
-            out.append(b"* %d EXISTS\r\n" % len(self.uids))
+            out.append(exists(len(self.uids)))
             self.announced_exists = len(self.uids)
         if self.announced_recent != len(self.recent):
-            out.append(b"* %d RECENT\r\n" % len(self.recent))
+            out.append(recent(len(self.recent)))
             self.announced_recent = len(self.recent)
         if self.pending_flags and flags:
             out.extend(self.announce_keywords(self.pending_flags))
@@ -408,16 +398,13 @@ class SelectedView:
 
     def flags_response(self) -> bytes:
         """FLAGS and PERMANENTFLAGS as SELECT sends them (and on new keywords)."""
-        flags = SYSTEM_FLAGS + tuple(sorted(self.keywords, key=str.lower))
-        out = f"* FLAGS ({' '.join(flags)})\r\n"
+        names = SYSTEM_FLAGS + tuple(sorted(self.keywords, key=str.lower))
         if self.readonly:
-            out += "* OK [PERMANENTFLAGS ()] No permanent flags permitted\r\n"
-        else:
-            perm = [f for f in flags if _FLAG_RIGHT.get(f, "w") in self.rights]
-            if "w" in self.rights:
-                perm.append("\\*")
-            out += f"* OK [PERMANENTFLAGS ({' '.join(perm)})] Flags permitted\r\n"
-        return out.encode()
+            code = permanentflags((), keywords_allowed=False)
+            return flags(names) + untagged_ok(code, "No permanent flags permitted")
+        perm = [f for f in names if _FLAG_RIGHT.get(f, "w") in self.rights]
+        code = permanentflags(perm, keywords_allowed="w" in self.rights, sort=False)
+        return flags(names) + untagged_ok(code, "Flags permitted")
 
     def announce_keywords(self, uids: Iterable[int]) -> list[bytes]:
         """A FLAGS response first if these messages carry unannounced keywords."""
@@ -441,14 +428,10 @@ class SelectedView:
         return [self.flags_response()]
 
     def fetch_flags_line(self, seq: int, uid: int, with_uid: bool) -> bytes:
-        items = []
         # RFC 7162 3.1: UID and MODSEQ in all of them; RFC 9051: UID.
-        if with_uid or self.condstore or self.rev2:
-            items.append(f"UID {uid}")
-        items.append("FLAGS " + format_flags(self.display_flags(uid)))
-        if self.condstore:
-            items.append(f"MODSEQ ({self.modseq_of(uid)})")
-        return f"* {seq} FETCH ({' '.join(items)})\r\n".encode()
+        return fetch_flags(seq, uid if with_uid or self.condstore or self.rev2 else None,
+                           self.display_flags(uid),
+                           self.modseq_of(uid) if self.condstore else None)
 
     def display_flags(self, uid: int, pos: int | None = None) -> frozenset[str]:
         """Flags with \\Recent added for messages this session saw as new

@@ -1,54 +1,12 @@
-"""Small response-formatting helpers for the server (strings, literals,
-mailbox names, dates). The typed response catalogue is `imapd.responses`;
-these are the few bits the handlers need to build data lines.
+"""Former home of the response helpers, now all in `imapd.responses`.
+
+Only `internal_date` is still importable from here, for existing imports
+(the unit tests pin its locale-independence under this name); the server
+itself imports `imapd.responses`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
+from imapd.responses import internal_date
 
-from imapd.parser import mutf7
-from imapd.responses import format_date_time
-
-_ATOM_SPECIALS = set(b'(){ %*"\\]') | set(range(0, 32)) | {127}
-
-
-def quote(value: str | None) -> str:
-    """A quoted string (or NIL) of 7-bit text; 8-bit data goes through `imapd.responses.string`."""
-    if value is None:
-        return "NIL"
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def mailbox(name: str, utf8: bool = False) -> str:
-    """A mailbox name on the wire: modified UTF-7, quoted; UTF-8, quoted, to
-    a session that enabled UTF8=ACCEPT (RFC 6855 3: no modified UTF-7 then).
-    Names never hold control characters (the parser and the store refuse
-    them), so a quoted string always fits."""
-    if utf8:
-        return quote(name)
-    encoded = mutf7.encode(name).decode("ascii")
-    return quote(encoded)
-
-
-def internal_date(value: datetime) -> str:
-    # Not strftime("%b"): month names follow LC_TIME, and a server started
-    # under fr_FR would send "27-nov.-2026" that no client can parse.
-    return '"' + format_date_time(value) + '"'
-
-
-def uid_set(uids: Iterable[int]) -> str:
-    """RFC 4315 uid-set of ascending numbers, compressing runs: 1:3,7."""
-    out: list[str] = []
-    start = prev = -2
-    for u in uids:
-        if u == prev + 1:
-            prev = u
-            continue
-        if prev >= 0:
-            out.append(str(start) if start == prev else f"{start}:{prev}")
-        start = prev = u
-    if prev >= 0:
-        out.append(str(start) if start == prev else f"{start}:{prev}")
-    return ",".join(out)
+__all__ = ["internal_date"]

@@ -11,6 +11,7 @@ SETACL and DELETEACL change); identifiers are account logins.
 
 from __future__ import annotations
 
+from imapd import responses
 from imapd.commands.access import raise_denied
 from imapd.commands.base import Context, Handler, ok
 from imapd.errors import (
@@ -23,9 +24,6 @@ from imapd.errors import (
 )
 from imapd.namespace import Namespaces
 from imapd.parser.commands import Command, DeleteAcl, GetAcl, ListRights, MyRights, SetAcl
-from imapd.responses import string
-from imapd.wire import mailbox as wire_mailbox
-from imapd.wire import quote
 from policy.decisions import Decision, Identity, Policy
 from policy.reasons import Reason
 
@@ -56,7 +54,7 @@ async def myrights(ctx: Context, cmd: MyRights) -> Reply:
         return answer.rights
 
     value = await ctx.run(rights)
-    ctx.send(f"* MYRIGHTS {wire_mailbox(cmd.mailbox, ctx.session.utf8)} {value}\r\n".encode())
+    ctx.send(responses.myrights(responses.mailbox(cmd.mailbox, ctx.session.utf8), value))
     return ok("MYRIGHTS completed")
 
 
@@ -72,8 +70,7 @@ def _acl(policy: Policy, identity: Identity, ns: Namespaces,
 async def getacl(ctx: Context, cmd: GetAcl) -> Reply:
     identity, ns = _ids(ctx)
     entries = await ctx.run(_acl, ctx.services.policy, identity, ns, cmd.mailbox)
-    body = "".join(f" {quote(who)} {rights}" for who, rights in entries)
-    ctx.send(f"* ACL {wire_mailbox(cmd.mailbox, ctx.session.utf8)}{body}\r\n".encode())
+    ctx.send(responses.acl(responses.mailbox(cmd.mailbox, ctx.session.utf8), entries))
     return ok("GETACL completed")
 
 
@@ -109,10 +106,8 @@ async def listrights(ctx: Context, cmd: ListRights) -> Reply:
     identity, ns = _ids(ctx)
     required, optional = await ctx.run(_listrights, ctx.services.policy, identity, ns,
                                        cmd.mailbox)
-    # The identifier is the client's, possibly a literal with CR LF in it:
-    # `string` answers with a literal then, never a broken quoted string.
-    ctx.send(f"* LISTRIGHTS {wire_mailbox(cmd.mailbox, ctx.session.utf8)} ".encode() + string(cmd.identifier)
-             + f" {quote(required)} {' '.join(optional)}\r\n".encode())
+    ctx.send(responses.listrights(responses.mailbox(cmd.mailbox, ctx.session.utf8),
+                                  cmd.identifier, required, optional))
     return ok("LISTRIGHTS completed")
 
 

@@ -58,8 +58,7 @@ from imapd.parser.commands import (
 )
 from imapd.parser.imapurl import parse_imap_url
 from imapd.parser.tokens import ParseError
-from imapd.responses import appenduid
-from imapd.wire import uid_set
+from imapd.responses import appenduid, sequence_set
 from policy.decisions import Identity, Policy, seen_account
 from storage.interface import (
     AppendItem,
@@ -254,14 +253,14 @@ async def append(ctx: Context, cmd: Append) -> Reply:
         read.setdefault(r.target, set()).add(r.uid)
     for target, read_uids in read.items():
         await record_content(ctx, "fetch", target, sorted(read_uids), via="catenate",
-                             to=prepared.target, appended=uid_set(uids))
+                             to=prepared.target, appended=sequence_set(uids, sort=False).decode())
     view = session.view
     if view is not None and view.folder_id == folder.id:
         await sync_view(ctx, own_write=True)
         if view.folder_id == claiming and session.view is view:
             view.recent.update(u for u in uids if view.has(u))
     ctx.watcher.notify_local(folder.id, exclude=getattr(ctx, "watch_token", None))
-    return ok("APPEND completed", appenduid(results[0].uidvalidity, uids).text())
+    return ok("APPEND completed", appenduid(results[0].uidvalidity, uids))
 
 
 HANDLERS: dict[type[Command], Handler] = {Append: append}

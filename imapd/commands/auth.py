@@ -27,6 +27,7 @@ from imapd.errors import (
 )
 from imapd.namespace import Namespaces
 from imapd.parser.commands import Authenticate, Command, Login, StartTls
+from imapd.responses import PRIVACYREQUIRED, capability_code
 from policy import sasl
 from policy.auth import (
     CertificateCredentials,
@@ -57,7 +58,7 @@ async def starttls(ctx: Context, cmd: StartTls) -> Reply:
 
 async def login(ctx: Context, cmd: Login) -> Reply:
     if not ctx.session.plaintext_login_allowed:
-        raise no("LOGIN is disabled before STARTTLS", "PRIVACYREQUIRED")
+        raise no("LOGIN is disabled before STARTTLS", PRIVACYREQUIRED)
     creds = PasswordCredentials(ctx.session.peer, cmd.username, cmd.password)
     return await _complete_login(ctx, creds)
 
@@ -69,10 +70,10 @@ async def authenticate(ctx: Context, cmd: Authenticate) -> Reply:
         raise fail(AUTH_MECH_UNKNOWN)
     if mech.kind is sasl.Kind.EXTERNAL:
         if not ctx.session.tls:
-            raise no("EXTERNAL needs TLS with a client certificate", "PRIVACYREQUIRED")
+            raise no("EXTERNAL needs TLS with a client certificate", PRIVACYREQUIRED)
     elif not ctx.session.plaintext_login_allowed:
         # Passwords and bearer tokens only over TLS.
-        raise no(f"{mech.name} is disabled before STARTTLS", "PRIVACYREQUIRED")
+        raise no(f"{mech.name} is disabled before STARTTLS", PRIVACYREQUIRED)
     outcome = await _exchange(ctx, mech, mech.start(cmd.initial_response))
     if isinstance(outcome, sasl.Failed):
         raise await _sasl_failure(ctx, mech, outcome)
@@ -130,7 +131,7 @@ async def _complete_login(ctx: Context, creds: Any, mech: sasl.Mechanism | None 
     namespaces, access = await ctx.run(_session_start, ctx.services.policy, identity)
     ctx.session.login(identity, namespaces)
     ctx.set_access(access)
-    return ok("Logged in", "CAPABILITY " + ctx.session.capability_line())
+    return ok("Logged in", capability_code(ctx.session.capabilities()))
 
 
 def _session_start(policy: Policy, identity: Identity) -> tuple[Namespaces, SessionAccess]:

@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 from imapd.errors import Reply
 from imapd.notify import NotifySpec
 from imapd.parser.commands import Command
+from imapd.responses import ResponseCode
 from imapd.session import Session
 from imapd.watcher import FolderWatcher
 from policy.decisions import SessionAccess
@@ -76,7 +77,7 @@ class Context(Protocol):
 Handler = Callable[[Context, Any], Awaitable[Reply]]
 
 
-def ok(text: str, code: str | None = None) -> Reply:
+def ok(text: str, code: ResponseCode | None = None) -> Reply:
     return Reply("OK", code, text)
 
 

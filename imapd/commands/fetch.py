@@ -22,7 +22,7 @@ from twisted.internet import defer
 from imapd import fetch as render
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.selected import audit_content, require_view, resolve_set
-from imapd.errors import Reply, bad, no
+from imapd.errors import EXPUNGE_ISSUED, Reply, bad, fail, no
 from imapd.parser.commands import (
     Command,
     Fetch,
@@ -44,9 +44,22 @@ from imapd.parser.commands import (
     SectionText,
     sets_seen,
 )
-from imapd.responses import literal
-from imapd.view import SelectedView, format_flags
-from imapd.wire import internal_date, uid_set
+from imapd.responses import (
+    MODSEQ_ITEM,
+    RFC822_SIZE_ITEM,
+    SIZE_ITEM,
+    UID_ITEM,
+    UNKNOWN_CTE,
+    binary_item,
+    bodystructure_item,
+    envelope_item,
+    flags_item,
+    internaldate_item,
+    section_item,
+    vanished,
+)
+from imapd.responses import fetch as fetch_response
+from imapd.view import SelectedView
 from storage.interface import FlagChange, FlagMode, MessageInfo, MessageStore
 
 META_BATCH = 250
@@ -133,7 +146,7 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
         gone = sorted(u for u in changes.expunged
                       if not view.has(u) and cmd.sequence_set.contains(u, largest))
         if gone:
-            ctx.send(f"* VANISHED (EARLIER) {uid_set(gone)}\r\n".encode())
+            ctx.send(vanished(gone, earlier=True))
     if cmd.changed_since is not None:
         uids = [u for u in uids if view.modseq_of(u) > cmd.changed_since]
     need_info = any(needs_metadata(a) for a in attrs)
@@ -235,9 +248,9 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
         if read:
             await audit_content(ctx, "fetch", read)
     if unknown_cte:
-        raise no("Unknown content transfer encoding", "UNKNOWN-CTE")
+        raise no("Unknown content transfer encoding", UNKNOWN_CTE)
     if missing:
-        raise no("Some of the requested messages no longer exist", "EXPUNGEISSUED")
+        raise fail(EXPUNGE_ISSUED)
     return ok("FETCH completed")
 
 
@@ -250,16 +263,16 @@ def _render_light(
     for a in attrs:
         kind = type(a)
         if kind is FetchUid:
-            items.append(b"UID %d" % uid)
+            items.append(UID_ITEM % uid)
         elif kind is FetchFlags:
-            items.append(b"FLAGS " + format_flags(view.display_flags(uid, pos)).encode())
+            items.append(flags_item(view.display_flags(uid, pos)))
         elif kind is FetchModSeq:
-            items.append(b"MODSEQ (%d)" % view.modseqs[pos])
+            items.append(MODSEQ_ITEM % view.modseqs[pos])
         elif kind is FetchRfc822Size:
-            items.append(b"RFC822.SIZE %d" % loaded.sizes[uid][0])
+            items.append(RFC822_SIZE_ITEM % loaded.sizes[uid][0])
         elif kind is FetchInternalDate:
-            items.append(b"INTERNALDATE " + internal_date(loaded.sizes[uid][1]).encode())
-    return b"* %d FETCH (" % (pos + 1) + b" ".join(items) + b")\r\n"
+            items.append(internaldate_item(loaded.sizes[uid][1]))
+    return fetch_response(pos + 1, items)
 
 
 def _render(
@@ -276,39 +289,39 @@ def _render(
     unknown_cte = False
     for i, a in enumerate(attrs):
         if isinstance(a, FetchUid):
-            items.append(b"UID %d" % uid)
+            items.append(UID_ITEM % uid)
         elif isinstance(a, FetchFlags):
             has_flags = True
-            items.append(b"FLAGS " + format_flags(view.display_flags(uid)).encode())
+            items.append(flags_item(view.display_flags(uid)))
         elif isinstance(a, FetchModSeq):
-            items.append(b"MODSEQ (%d)" % view.modseq_of(uid))
+            items.append(MODSEQ_ITEM % view.modseq_of(uid))
         elif isinstance(a, FetchRfc822Size):
-            items.append(b"RFC822.SIZE %d" % loaded.sizes[uid][0])
+            items.append(RFC822_SIZE_ITEM % loaded.sizes[uid][0])
         elif isinstance(a, FetchInternalDate):
-            items.append(b"INTERNALDATE " + internal_date(loaded.sizes[uid][1]).encode())
+            items.append(internaldate_item(loaded.sizes[uid][1]))
         elif isinstance(a, FetchEnvelope):
-            items.append(b"ENVELOPE " + render.render_envelope(meta))
+            items.append(envelope_item(render.render_envelope(meta)))
         elif isinstance(a, FetchBodyStructure):
-            label = b"BODYSTRUCTURE " if a.extensible else b"BODY "
-            items.append(label + render.render_bodystructure(meta, a.extensible, view.rev2))
+            items.append(bodystructure_item(
+                render.render_bodystructure(meta, a.extensible, view.rev2), a.extensible))
         elif isinstance(a, FetchRfc822):
             assert raw is not None
-            items.append(b"RFC822 " + literal(raw))
+            items.append(section_item(b"RFC822", raw))
         elif isinstance(a, FetchRfc822Header):
             assert raw is not None
             data = render.section_bytes(raw, meta, Section(text=SectionText.HEADER))
-            items.append(b"RFC822.HEADER " + literal(data))
+            items.append(section_item(b"RFC822.HEADER", data))
         elif isinstance(a, FetchRfc822Text):
             assert raw is not None
             data = render.section_bytes(raw, meta, Section(text=SectionText.TEXT))
-            items.append(b"RFC822.TEXT " + literal(data))
+            items.append(section_item(b"RFC822.TEXT", data))
         elif isinstance(a, FetchBodySection):
             assert raw is not None
             data = render.section_bytes(raw, meta, a.section, view.rev2)
             p = a.section.partial
             if p is not None:
                 data = render.partial(data, p.start, p.length)
-            items.append(labels[i] + b" " + literal(data))
+            items.append(section_item(labels[i], data))
         elif isinstance(a, FetchBinary):
             assert raw is not None
             bin_data = render.binary_bytes(raw, meta, a.section.part, view.rev2)
@@ -318,24 +331,23 @@ def _render(
             p = a.section.partial
             if p is not None:
                 bin_data = render.partial(bin_data, p.start, p.length)
-            marker = b"~" if b"\x00" in bin_data else b""
-            items.append(labels[i] + b" " + marker + literal(bin_data))
+            items.append(binary_item(labels[i], bin_data))
         elif isinstance(a, FetchBinarySize):
             assert raw is not None
             size = render.binary_size(raw, meta, a.part, view.rev2)
             if size is None:
                 unknown_cte = True
                 continue
-            items.append(labels[i] + b" %d" % size)
+            items.append(SIZE_ITEM % (labels[i], size))
     if seen_now and not has_flags:
         # RFC 3501 6.4.5: \Seen set as a side effect is reported.
-        items.append(b"FLAGS " + format_flags(view.display_flags(uid)).encode())
+        items.append(flags_item(view.display_flags(uid)))
         # ... with UID and MODSEQ once CONDSTORE is on (RFC 7162 3.1).
         if view.condstore and not any(isinstance(a, FetchUid) for a in attrs):
-            items.insert(0, b"UID %d" % uid)
+            items.insert(0, UID_ITEM % uid)
         if view.condstore and not any(isinstance(a, FetchModSeq) for a in attrs):
-            items.append(b"MODSEQ (%d)" % view.modseq_of(uid))
-    return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n", unknown_cte
+            items.append(MODSEQ_ITEM % view.modseq_of(uid))
+    return fetch_response(seq, items), unknown_cte
 
 
 HANDLERS: dict[type[Command], Handler] = {Fetch: fetch}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from imapd import responses
 from imapd.commands.auth import build_namespaces
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.mailbox import check_status_items, status_values
@@ -13,7 +14,6 @@ from imapd.namespace import SEP, Namespaces
 from imapd.parser.commands import Command, List, Lsub, StatusItem
 from imapd.parser.mutf7 import UndecodableName
 from imapd.wildcards import ListPattern
-from imapd.wire import mailbox as wire_mailbox
 from policy.decisions import Identity, Policy, seen_account
 from storage.interface import Folder, MessageStore
 
@@ -115,10 +115,10 @@ def _attrs(e: Entry, names: list[str], subscribed: frozenset[str] | None) -> lis
     return attrs
 
 
-def _status_lines(
+def _status_values(
     store: MessageStore, entries: list[Entry], items: tuple[StatusItem, ...], limit: int
-) -> dict[str, str]:
-    out: dict[str, str] = {}
+) -> dict[str, list[tuple[str, int]]]:
+    out: dict[str, list[tuple[str, int]]] = {}
     for e in entries:
         if e.folder is not None and "r" in e.rights:
             out[e.name] = status_values(store, e.folder, items, limit,
@@ -140,7 +140,7 @@ async def list_(ctx: Context, cmd: List) -> Reply:
         raise fail(RECURSIVEMATCH_ALONE)
     patterns = cmd.patterns or ("",)
     if len(patterns) == 1 and patterns[0] == "":
-        ctx.send(f'* LIST (\\Noselect) "{SEP}" ""\r\n'.encode())
+        ctx.send(responses.list_(["\\Noselect"], SEP, responses.quoted("")))
         return ok("LIST completed")
     wanted = list(dict.fromkeys(p for p in patterns if p))
     if len(wanted) > MAX_PATTERNS:
@@ -157,11 +157,11 @@ async def list_(ctx: Context, cmd: List) -> Reply:
         # RFC 5258 3.1: the SUBSCRIBED selection also returns subscribed names
         # that do not exist (any more), flagged \NonExistent.
         entries = entries + listing.phantoms()
-    chosen: list[tuple[Entry, str]] = []  # (entry, extended data)
+    chosen: list[tuple[Entry, bytes]] = []  # (entry, extended data)
     for e in sorted(entries, key=lambda x: (x.name.upper() != "INBOX", x.name)):
         if not any(m.matches(e.name) for m in compiled):
             continue
-        extra = ""
+        extra = b""
         if cmd.select_subscribed and e.name not in subscribed:
             if not cmd.select_recursive_match:
                 continue
@@ -172,29 +172,28 @@ async def list_(ctx: Context, cmd: List) -> Reply:
                 for x in subscribed
             ):
                 continue
-            extra = ' ("CHILDINFO" ("SUBSCRIBED"))'
+            extra = responses.CHILDINFO_SUBSCRIBED
         if cmd.select_special_use and (
             not e.personal or e.folder is None or e.folder.special_use is None
         ):
             continue
         chosen.append((e, extra))
-    statuses: dict[str, str] = {}
+    statuses: dict[str, list[tuple[str, int]]] = {}
     if cmd.return_status:
         check_status_items(session, cmd.return_status)
         statuses = await ctx.run(
-            _status_lines, ctx.services.store, [e for e, _ in chosen], cmd.return_status,
+            _status_values, ctx.services.store, [e for e, _ in chosen], cmd.return_status,
             session.append_limit,
         )
-    out: list[str] = []
+    out: list[bytes] = []
     for e, extra in chosen:
-        attrs = _attrs(e, names, want_sub)
-        wire = wire_mailbox(e.name, session.utf8)
-        out.append(f'* LIST ({" ".join(attrs)}) "{SEP}" {wire}{extra}\r\n')
+        wire = responses.mailbox(e.name, session.utf8)
+        out.append(responses.list_(_attrs(e, names, want_sub), SEP, wire, extra))
         if e.name in statuses:
-            out.append(f"* STATUS {wire} ({statuses[e.name]})\r\n")
+            out.append(responses.status(wire, statuses[e.name]))
         if cmd.return_myrights and e.folder is not None:
-            out.append(f"* MYRIGHTS {wire} {e.rights}\r\n")
-    ctx.send("".join(out).encode())
+            out.append(responses.myrights(wire, e.rights))
+    ctx.send(b"".join(out))
     return ok("LIST completed")
 
 
@@ -206,7 +205,7 @@ async def lsub(ctx: Context, cmd: Lsub) -> Reply:
     )
     session.namespaces = listing.namespaces
     if not cmd.pattern:
-        ctx.send(f'* LSUB (\\Noselect) "{SEP}" ""\r\n'.encode())
+        ctx.send(responses.lsub(["\\Noselect"], SEP, responses.quoted("")))
         return ok("LSUB completed")
     if isinstance(cmd.reference, UndecodableName) or isinstance(cmd.pattern, UndecodableName):
         return ok("LSUB completed")  # matches nothing, as in LIST
@@ -216,22 +215,23 @@ async def lsub(ctx: Context, cmd: Lsub) -> Reply:
     # 6.3.6): LSUB is the subscription list, not the folder list.
     names = [e.name for e in listing.entries]
     entries = listing.entries + listing.phantoms()
-    out: list[str] = []
+    out: list[bytes] = []
     for e in sorted(entries, key=lambda x: (x.name.upper() != "INBOX", x.name)):
         if not pattern.matches(e.name):
             continue
         if e.name in subscribed:
             if e.nonexistent:
-                attrs = ""  # the name is subscribed; nothing more is known
+                attrs = []  # the name is subscribed; nothing more is known
             else:
-                attrs = " ".join(a for a in _attrs(e, names, None) if not a.startswith("\\Has"))
-            out.append(f'* LSUB ({attrs}) "{SEP}" {wire_mailbox(e.name, session.utf8)}\r\n')
+                attrs = [a for a in _attrs(e, names, None) if not a.startswith("\\Has")]
+            out.append(responses.lsub(attrs, SEP, responses.mailbox(e.name, session.utf8)))
         elif cmd.pattern.endswith("%"):
             # RFC 3501 6.3.9: with "%" last, an unsubscribed superior of a
             # subscribed mailbox is returned, flagged \Noselect.
             if any(s.startswith(e.name + SEP) for s in subscribed):
-                out.append(f'* LSUB (\\Noselect) "{SEP}" {wire_mailbox(e.name, session.utf8)}\r\n')
-    ctx.send("".join(out).encode())
+                out.append(responses.lsub(["\\Noselect"], SEP,
+                                          responses.mailbox(e.name, session.utf8)))
+    ctx.send(b"".join(out))
     return ok("LSUB completed")
 
 

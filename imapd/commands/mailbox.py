@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from imapd import responses
 from imapd.commands.access import resolve, resolve_folder, resolve_new
 from imapd.commands.base import Context, Handler, ok
 from imapd.errors import (
@@ -44,10 +45,8 @@ from imapd.parser.commands import (
 )
 from imapd.parser.mutf7 import UndecodableName
 from imapd.session import Session
-from imapd.view import SYSTEM_FLAGS, SelectedView, format_flags
+from imapd.view import SYSTEM_FLAGS, SelectedView
 from imapd.watcher import NameChange
-from imapd.wire import mailbox as wire_mailbox
-from imapd.wire import uid_set
 from policy.decisions import Identity, Policy, SessionAccess, seen_account
 from storage.interface import (
     Folder,
@@ -146,7 +145,7 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
         # RFC 7162 3.2.11: a server that advertises QRESYNC (we always do)
         # says so whenever SELECT/EXAMINE closes the previous mailbox, so
         # that the client knows which responses belong to which mailbox.
-        ctx.send(b"* OK [CLOSED] Previous mailbox closed\r\n")
+        ctx.send(responses.untagged_ok(responses.CLOSED, "Previous mailbox closed"))
     identity, namespaces = _identity(ctx)
     if cmd.qresync is not None and "QRESYNC" not in session.enabled:
         raise fail(QRESYNC_NOT_ENABLED)
@@ -177,25 +176,25 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
         view.folder_id, ctx.on_folder_changed, (view.uidnext, view.highestmodseq)
     )
     view.keywords = view.keyword_set()
-    out = [view.flags_response().decode()]
-    out.append(f"* {view.exists} EXISTS\r\n")
+    untagged_ok = responses.untagged_ok
+    out = [view.flags_response(), responses.exists(view.exists)]
     if not view.rev2:
         # RFC 9051 has neither the RECENT response nor the UNSEEN code.
-        out.append(f"* {len(view.recent)} RECENT\r\n")
+        out.append(responses.recent(len(view.recent)))
         first_unseen = view.first_unseen()
         if first_unseen is not None:
-            out.append(f"* OK [UNSEEN {first_unseen}] First unseen\r\n")
-    out.append(f"* OK [UIDVALIDITY {st.uidvalidity}] UIDs valid\r\n")
-    out.append(f"* OK [UIDNEXT {view.uidnext}] Predicted next UID\r\n")
-    out.append(f"* OK [HIGHESTMODSEQ {max(view.highestmodseq, 1)}] Highest\r\n")
+            out.append(untagged_ok(responses.unseen(first_unseen), "First unseen"))
+    out.append(untagged_ok(responses.uidvalidity(st.uidvalidity), "UIDs valid"))
+    out.append(untagged_ok(responses.uidnext(view.uidnext), "Predicted next UID"))
+    out.append(untagged_ok(responses.highestmodseq(max(view.highestmodseq, 1)), "Highest"))
     if opened.list_attributes is not None:
         # RFC 9051 6.3.2: SELECT and EXAMINE answer a LIST response too.
-        wire = wire_mailbox(opened.place.imap_name(), True)
-        out.append(f'* LIST ({" ".join(opened.list_attributes)}) "{SEP}" {wire}\r\n')
-    ctx.send("".join(out).encode())
+        wire = responses.mailbox(opened.place.imap_name(), True)
+        out.append(responses.list_(opened.list_attributes, SEP, wire))
+    ctx.send(b"".join(out))
     if cmd.qresync is not None and cmd.qresync.uidvalidity == st.uidvalidity:
         await _resync(ctx, view, cmd.qresync)
-    mode = "READ-ONLY" if readonly else "READ-WRITE"
+    mode = responses.READ_ONLY if readonly else responses.READ_WRITE
     return ok(f"{'EXAMINE' if isinstance(cmd, Examine) else 'SELECT'} completed", mode)
 
 
@@ -212,15 +211,14 @@ async def _resync(ctx: Context, view: SelectedView, q: QResync) -> None:
     vanished = sorted(u for u in changes.expunged if known(u) and not view.has(u))
     out: list[bytes] = []
     if vanished:
-        out.append(f"* VANISHED (EARLIER) {uid_set(vanished)}\r\n".encode())
+        out.append(responses.vanished(vanished, earlier=True))
     changed = [u for u, m in zip(view.uids, view.modseqs, strict=True)
                if m > q.modseq and known(u)]
     out.extend(view.announce_keywords(changed))
     for uid in changed:
         seq = view.seq_of(uid)
-        flags = format_flags(view.display_flags(uid))
-        out.append(f"* {seq} FETCH (UID {uid} FLAGS {flags} MODSEQ ({view.modseq_of(uid)}))\r\n"
-                   .encode())
+        assert seq is not None  # `changed` holds the view's own UIDs
+        out.append(responses.fetch_flags(seq, uid, view.display_flags(uid), view.modseq_of(uid)))
     ctx.send(b"".join(out))
 
 
@@ -344,8 +342,9 @@ async def namespace(ctx: Context, cmd: Namespace) -> Reply:
 def status_values(
     store: MessageStore, folder: Folder, items: tuple[StatusItem, ...], append_limit: int,
     recent_override: int | None = None, seen_account: int | None = None,
-) -> str:
-    """`seen_account`: UNSEEN counts what that account has not read (a
+) -> list[tuple[str, int]]:
+    """The STATUS items asked for, in their order, with their values.
+    `seen_account`: UNSEEN counts what that account has not read (a
     mailbox with private \\Seen)."""
     names = [item.value for item in items]
     st = store.folder_status(folder.id, seen_account=seen_account)
@@ -368,13 +367,13 @@ def status_values(
         "DELETED-STORAGE": (deleted_size + 1023) // 1024,
         "APPENDLIMIT": append_limit,
     }
-    return " ".join(f"{name} {values[name]}" for name in names if name in values)
+    return [(name, values[name]) for name in names if name in values]
 
 
 def _status(
     policy: Policy, store: MessageStore, identity: Identity, namespaces: Namespaces,
     name: str, items: tuple[StatusItem, ...], append_limit: int,
-) -> str:
+) -> list[tuple[str, int]]:
     with store.read_scope():
         place, folder = resolve_folder(policy, store, identity, namespaces, name, "r", "status")
         return status_values(store, folder, items, append_limit,
@@ -396,7 +395,7 @@ async def status(ctx: Context, cmd: Status) -> Reply:
         _status, ctx.services.policy, ctx.services.store, identity, namespaces, cmd.mailbox,
         cmd.items, ctx.session.append_limit,
     )
-    ctx.send(f"* STATUS {wire_mailbox(cmd.mailbox, ctx.session.utf8)} ({values})\r\n".encode())
+    ctx.send(responses.status(responses.mailbox(cmd.mailbox, ctx.session.utf8), values))
     return ok("STATUS completed")
 
 

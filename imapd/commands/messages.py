@@ -29,9 +29,14 @@ from imapd.errors import (
 )
 from imapd.namespace import Namespaces, Place
 from imapd.parser.commands import Command, Copy, Expunge, Move, Store, StoreMode
-from imapd.responses import copyuid, modified
-from imapd.view import format_flags
-from imapd.wire import uid_set
+from imapd.responses import (
+    TRYCREATE,
+    copyuid,
+    fetch_flags,
+    modified,
+    sequence_set,
+    untagged_ok,
+)
 from policy.decisions import Identity, Policy, seen_account
 from storage.interface import (
     CopyResult,
@@ -111,7 +116,7 @@ async def store(ctx: Context, cmd: Store) -> Reply:
             await audit_content(
                 ctx, "store", changed_uids, mode=cmd.mode.value, flags=flags,
                 message_ids=_named(changed_uids, ids),
-                **({"failed": uid_set(sorted(failed))} if failed else {}),
+                **({"failed": sequence_set(failed).decode()} if failed else {}),
             )
     for c in changes:
         view.set_flags(c.uid, c.flags, c.modseq)
@@ -133,21 +138,17 @@ async def store(ctx: Context, cmd: Store) -> Reply:
             continue
         if cmd.silent and not (view.condstore and uid in changed):
             continue
-        items = []
-        if cmd.uid or view.condstore:  # RFC 7162 3.1
-            items.append(f"UID {uid}")
-        if not cmd.silent:
-            items.append("FLAGS " + format_flags(view.display_flags(uid)))
-        if view.condstore:
-            items.append(f"MODSEQ ({view.modseq_of(uid)})")
-        out.append(f"* {seq} FETCH ({' '.join(items)})\r\n".encode())
+        out.append(fetch_flags(
+            seq, uid if cmd.uid or view.condstore else None,  # RFC 7162 3.1
+            None if cmd.silent else view.display_flags(uid),
+            view.modseq_of(uid) if view.condstore else None))
     ctx.send(b"".join(out))
     if failed:
         numbers = sorted(failed) if cmd.uid else sorted(
             s for s in (view.seq_of(u) for u in failed) if s is not None
         )
         # (No number left only if every failed message is gone meanwhile.)
-        return ok("Conditional STORE failed", modified(numbers).text() if numbers else None)
+        return ok("Conditional STORE failed", modified(numbers) if numbers else None)
     # RFC 2180 4.2: the other messages were changed; UID STORE ignores UIDs
     # that no longer exist (RFC 3501 6.4.8) and .SILENT answers OK (4.2.1);
     # a plain STORE that named an expunged message answers NO (4.2.2/4.2.3).
@@ -169,7 +170,7 @@ def _copy(
         dest_place, dest = resolve_folder(policy, store, identity, namespaces, dest_name, "i",
                                           "move" if move else "copy")
     except (NotFound, NotPermitted):
-        raise no("Destination mailbox does not exist", "TRYCREATE") from None
+        raise no("Destination mailbox does not exist", TRYCREATE) from None
     ids = store.message_ids(folder_id, uids[:AUDIT_MESSAGE_IDS])  # before a move takes them
     where = f"{dest_place.mailbox.address}/{dest.name}"
     # \\Seen as the copier sees it; into a mailbox with private \\Seen, hers.
@@ -198,7 +199,7 @@ async def copy(ctx: Context, cmd: Copy | Move) -> Reply:
     if result.source_uids:
         await audit_content(
             ctx, "move" if is_move else "copy", result.source_uids, to=where,
-            dest_uids=uid_set(result.dest_uids), message_ids=_named(result.source_uids, ids),
+            dest_uids=sequence_set(result.dest_uids, sort=False).decode(), message_ids=_named(result.source_uids, ids),
         )
     token = getattr(ctx, "watch_token", None)
     ctx.watcher.notify_local(dest_id, exclude=token)
@@ -207,13 +208,13 @@ async def copy(ctx: Context, cmd: Copy | Move) -> Reply:
         code = copyuid(result.uidvalidity, result.source_uids, result.dest_uids)
     if is_move:
         if code is not None:
-            ctx.send(b"* OK " + code.render() + b" Moved\r\n")
+            ctx.send(untagged_ok(code, "Moved"))
         ctx.send(b"".join(view.expunge_now(result.source_uids)))
         ctx.watcher.notify_local(view.folder_id, exclude=token)
         code = None
     if dest_id == view.folder_id:
         await sync_view(ctx, own_write=True)
-    return ok(f"{name} completed", code.text() if code is not None else None)
+    return ok(f"{name} completed", code)
 
 
 # ---------------------------------------------------------------- EXPUNGE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from imapd import responses
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.messages import AUDIT_MESSAGE_IDS, audit_expunge
 from imapd.commands.selected import sync_view
@@ -18,7 +19,6 @@ from imapd.parser.commands import (
     Noop,
     Unselect,
 )
-from imapd.wire import quote
 
 SERVER_ID = (("name", "mss-imapd"), ("vendor", "MSSante open-source"), ("version", "0.1"))
 # What ENABLE takes, by its upper-cased name (the parser's), with the name
@@ -32,7 +32,7 @@ NOT_WHILE_SELECTED = frozenset({"UTF8=ACCEPT", "IMAP4REV2"})
 
 
 async def capability(ctx: Context, cmd: Capability) -> Reply:
-    ctx.send(f"* CAPABILITY {ctx.session.capability_line()}\r\n".encode())
+    ctx.send(responses.capability(ctx.session.capabilities()))
     return ok("Capability completed")
 
 
@@ -46,14 +46,13 @@ async def check(ctx: Context, cmd: Check) -> Reply:
 
 
 async def logout(ctx: Context, cmd: Logout) -> Reply:
-    ctx.send(b"* BYE Logging out\r\n")
+    ctx.send(responses.bye("Logging out"))
     ctx.session.logged_out = True
     return ok("LOGOUT completed")
 
 
 async def id_(ctx: Context, cmd: Id) -> Reply:
-    fields = " ".join(f"{quote(k)} {quote(v)}" for k, v in SERVER_ID)
-    ctx.send(f"* ID ({fields})\r\n".encode())
+    ctx.send(responses.id_(SERVER_ID))
     return ok("ID completed")
 
 
@@ -68,7 +67,7 @@ async def enable(ctx: Context, cmd: Enable) -> Reply:
     if view is not None:
         view.condstore = "CONDSTORE" in session.enabled
         view.qresync = "QRESYNC" in session.enabled
-    ctx.send(("* ENABLED" + "".join(" " + ENABLEABLE[c] for c in newly) + "\r\n").encode())
+    ctx.send(responses.enabled(ENABLEABLE[c] for c in newly))
     return ok("ENABLE completed")
 
 
@@ -109,7 +108,7 @@ async def compress(ctx: Context, cmd: Compress) -> Reply:
     if cmd.mechanism != "DEFLATE":
         raise bad("Unknown compression mechanism")
     if ctx.session.compressed:
-        raise no("Compression already active", "COMPRESSIONACTIVE")
+        raise no("Compression already active", responses.COMPRESSIONACTIVE)
     ctx.start_compression()
     return ok("DEFLATE active")
 

@@ -28,7 +28,6 @@ from imapd.notify import (
     status_line,
 )
 from imapd.parser.commands import Command, Notify
-from imapd.wire import mailbox as wire_mailbox
 from policy.decisions import Identity, Policy
 from storage.interface import FolderStatus, MessageStore, NotFound
 
@@ -120,7 +119,7 @@ async def notify(ctx: Context, cmd: Notify) -> Reply:
         spec.told[fid] = status_key(st, box.events, condstore)
         # RFC 5465 3.1: the STATUS of each (but the selected) before the OK.
         if cmd.status and fid != selected:
-            out.append(status_line(box, st, condstore, wire_mailbox(box.name, session.utf8)))
+            out.append(status_line(box, st, condstore, session.utf8))
     ctx.send(b"".join(out))
     ctx.set_notify(spec)
     return ok("NOTIFY completed")

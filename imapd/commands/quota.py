@@ -7,14 +7,13 @@ the mailbox address for shared ones. Limits are set by the operator
 
 from __future__ import annotations
 
+from imapd import responses
 from imapd.commands.access import resolve
 from imapd.commands.base import Context, Handler, ok
 from imapd.errors import NotPermitted, Reply, no
 from imapd.namespace import Namespaces
 from imapd.parser.commands import Command, GetQuota, GetQuotaRoot, SetQuota
 from imapd.parser.mutf7 import UndecodableName
-from imapd.wire import mailbox as wire_mailbox
-from imapd.wire import quote
 from policy.decisions import Identity, Policy
 from storage.interface import Mailbox, MessageStore
 
@@ -23,22 +22,22 @@ def _root_name(ns: Namespaces, mb: Mailbox) -> str:
     return "" if ns.primary is not None and ns.primary.id == mb.id else mb.address
 
 
-def _quota_line(store: MessageStore, root: str, mb: Mailbox) -> str | None:
+def _quota_line(store: MessageStore, root: str, mb: Mailbox) -> bytes | None:
     if mb.quota_bytes is None:
         return None
     used, _count = store.mailbox_usage(mb.id)
-    return f"* QUOTA {quote(root)} (STORAGE {(used + 1023) // 1024} {mb.quota_bytes // 1024})\r\n"
+    return responses.quota(root, [("STORAGE", (used + 1023) // 1024, mb.quota_bytes // 1024)])
 
 
 def _quotaroot(policy: Policy, store: MessageStore, identity: Identity, ns: Namespaces,
-               name: str, utf8: bool) -> str:
+               name: str, utf8: bool) -> bytes:
     place, _ = resolve(policy, store, identity, ns, name, "r", "getquotaroot")
     mb = store.get_mailbox_by_id(place.mailbox.id)
     root = _root_name(ns, mb)
     line = _quota_line(store, root, mb)
     if line is None:
-        return f"* QUOTAROOT {wire_mailbox(name, utf8)}\r\n"
-    return f"* QUOTAROOT {wire_mailbox(name, utf8)} {quote(root)}\r\n" + line
+        return responses.quotaroot(responses.mailbox(name, utf8), [])
+    return responses.quotaroot(responses.mailbox(name, utf8), [root]) + line
 
 
 async def getquotaroot(ctx: Context, cmd: GetQuotaRoot) -> Reply:
@@ -46,12 +45,12 @@ async def getquotaroot(ctx: Context, cmd: GetQuotaRoot) -> Reply:
     assert s.identity is not None and s.namespaces is not None
     text = await ctx.run(_quotaroot, ctx.services.policy, ctx.services.store, s.identity,
                          s.namespaces, cmd.mailbox, s.utf8)
-    ctx.send(text.encode())
+    ctx.send(text)
     return ok("GETQUOTAROOT completed")
 
 
 def _getquota(policy: Policy, store: MessageStore, identity: Identity, ns: Namespaces,
-              root: str) -> str:
+              root: str) -> bytes:
     if isinstance(root, UndecodableName):
         raise NotPermitted(root)
     # (mailbox, a folder to judge "r" on): the root of a shared mailbox is
@@ -80,13 +79,13 @@ async def getquota(ctx: Context, cmd: GetQuota) -> Reply:
         text = await ctx.run(_getquota, ctx.services.policy, ctx.services.store, s.identity,
                              s.namespaces, cmd.root)
     except NotPermitted:
-        raise no("No such quota root", "NONEXISTENT") from None
-    ctx.send(text.encode())
+        raise no("No such quota root", responses.NONEXISTENT) from None
+    ctx.send(text)
     return ok("GETQUOTA completed")
 
 
 async def setquota(ctx: Context, cmd: SetQuota) -> Reply:
-    raise no("Quotas are set by the operator", "NOPERM")
+    raise no("Quotas are set by the operator", responses.NOPERM)
 
 
 HANDLERS: dict[type[Command], Handler] = {GetQuotaRoot: getquotaroot, GetQuota: getquota, SetQuota: setquota}

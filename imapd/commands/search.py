@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from imapd import search as engine
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.selected import require_view
-from imapd.contexts import UpdatingContext, costly, keep, noupdate
+from imapd.contexts import UpdatingContext, costly, keep
 from imapd.errors import REV2_SEARCH_RECENT, SEARCH_CHARSET_UTF8, Reply, bad, fail, no
 from imapd.parser.commands import (
     SUPPORTED_SEARCH_CHARSETS,
@@ -35,7 +35,8 @@ from imapd.parser.commands import (
     SearchSmaller,
     SearchYounger,
 )
-from imapd.responses import sequence_set
+from imapd.responses import badcharset, esearch, noupdate
+from imapd.responses import search as search_response
 from imapd.view import SelectedView
 from storage.interface import MessageInfo, MessageStore
 
@@ -124,7 +125,7 @@ def _run(
 
 def check_charset(charset: str | None) -> None:
     if charset is not None and charset not in SUPPORTED_SEARCH_CHARSETS:
-        raise no("Unsupported charset", "BADCHARSET (" + " ".join(SUPPORTED_SEARCH_CHARSETS) + ")")
+        raise no("Unsupported charset", badcharset(SUPPORTED_SEARCH_CHARSETS))
 
 
 async def matching(ctx: Context, view: SelectedView, key: SearchKey,
@@ -173,34 +174,6 @@ async def matching(ctx: Context, view: SelectedView, key: SearchKey,
                     view.max_uid(), now, saved)
     return await ctx.run_selected(_run, store, view.folder_id, key, messages,
                                   frozenset(view.recent), view.max_uid(), now, saved)
-
-
-def esearch_line(tag: str, uid: bool, options: tuple[str, ...], partial: tuple[int, int] | None,
-                 numbers: Sequence[int], *, ordered: bool = False,
-                 modseq: int | None = None) -> bytes:
-    """RFC 4731 / RFC 5267 ``* ESEARCH (TAG "t") [UID] ...`` for `numbers`
-    (in sequence order, or in sort order when `ordered`: then MIN and MAX
-    are the first and last, ALL and PARTIAL keep the order)."""
-    out = [f'* ESEARCH (TAG "{tag}")'.encode()]
-    if uid:
-        out.append(b"UID")
-    if numbers:
-        if "MIN" in options:
-            out.append(b"MIN %d" % (numbers[0] if ordered else min(numbers)))
-        if "MAX" in options:
-            out.append(b"MAX %d" % (numbers[-1] if ordered else max(numbers)))
-    if "COUNT" in options:
-        out.append(b"COUNT %d" % len(numbers))
-    if numbers and "ALL" in options:
-        out.append(b"ALL " + sequence_set(numbers, sort=not ordered))
-    if partial is not None:
-        low, high = partial
-        window = numbers[low - 1 : high]
-        out.append(b"PARTIAL (%d:%d " % (low, high)
-                   + (sequence_set(window, sort=not ordered) if window else b"NIL") + b")")
-    if modseq is not None:
-        out.append(b"MODSEQ %d" % modseq)
-    return b" ".join(out) + b"\r\n"
 
 
 def saved_uids(options: tuple[str, ...], uids: Sequence[int], *, ordered: bool = False) -> frozenset[int]:
@@ -266,10 +239,7 @@ async def search(ctx: Context, cmd: Search) -> Reply:
         # RFC 9051 6.4.4: SEARCH is answered with ESEARCH, ALL when no RETURN.
         options = ("ALL",)
     if options is None:
-        line = "* SEARCH" + "".join(f" {n}" for n in numbers)
-        if modseq is not None:
-            line += f" (MODSEQ {modseq})"
-        ctx.send((line + "\r\n").encode())
+        ctx.send(search_response(numbers, modseq))
         return ok("SEARCH completed")
     if saving:
         view.saved = saved_uids(options, [uid for _, uid, _ in found])
@@ -277,7 +247,7 @@ async def search(ctx: Context, cmd: Search) -> Reply:
         keep_updating(ctx, view, UpdatingContext(cmd.tag, cmd.uid, cmd.key, None, saved_before,
                                                  [uid for _, uid, _ in found]))
     if options != ("SAVE",):  # SAVE alone: no ESEARCH response (RFC 5182 2.4)
-        ctx.send(esearch_line(cmd.tag, cmd.uid, options, cmd.partial, numbers, modseq=modseq))
+        ctx.send(esearch(cmd.tag, cmd.uid, options, cmd.partial, numbers, modseq=modseq))
     return ok("SEARCH completed")
 
 

@@ -10,8 +10,8 @@ from typing import Any
 from imapd.commands.base import Context
 from imapd.errors import bad
 from imapd.parser.commands import SequenceSet
+from imapd.responses import sequence_set
 from imapd.view import SelectedView
-from imapd.wire import uid_set
 from storage.interface import NotFound
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ async def record_content(
         return
     audit = ctx.services.audit
     args = (ctx.session.actor, action, target, "ok")
-    details: dict[str, Any] = {"messages": len(uids), "uids": uid_set(sorted(uids)), **extra}
+    details: dict[str, Any] = {"messages": len(uids), "uids": sequence_set(uids).decode(), **extra}
     try:
         if getattr(audit, "nonblocking", False):
             audit.record(*args, **details)

@@ -11,13 +11,13 @@ from __future__ import annotations
 from array import array
 from collections.abc import Hashable, Sequence
 
+from imapd import responses
 from imapd import sort as engine
 from imapd.commands.base import Context, Handler, ok
 from imapd.commands.search import (
     _uses_modseq,
     check_charset,
     check_update_tag,
-    esearch_line,
     keep_updating,
     matches_all,
     matching,
@@ -148,8 +148,7 @@ async def sort(ctx: Context, cmd: Sort) -> Reply:
               if seqs and _uses_modseq(cmd.key) else None)
     options = cmd.return_options
     if options is None:
-        ctx.send(b"* SORT" + "".join(" " + n for n in map(str, numbers)).encode()
-                 + (b" (MODSEQ %d)" % modseq if modseq is not None else b"") + b"\r\n")
+        ctx.send(responses.sort(numbers, modseq))
         return ok("Sort completed")
     if saving or updating:
         in_order = numbers if cmd.uid else [view.uids[n - 1] for n in numbers]
@@ -159,8 +158,8 @@ async def sort(ctx: Context, cmd: Sort) -> Reply:
         keep_updating(ctx, view, UpdatingContext(cmd.tag, cmd.uid, cmd.key, cmd.criteria,
                                                  saved_before, in_order))
     if options != ("SAVE",):
-        ctx.send(esearch_line(cmd.tag, cmd.uid, options, cmd.partial, numbers, ordered=True,
-                              modseq=modseq))
+        ctx.send(responses.esearch(cmd.tag, cmd.uid, options, cmd.partial, numbers, ordered=True,
+                                   modseq=modseq))
     return ok("Sort completed")
 
 
@@ -172,7 +171,7 @@ async def thread(ctx: Context, cmd: Thread) -> Reply:
                                  seqs, uids)
     text = await ctx.run_selected(_threaded, ctx.services.store, engine.results_for(ctx.services),
                                   key, view.folder_id, seqs, uids, cmd.algorithm, cmd.uid)
-    ctx.send(("* THREAD" + (" " + text if text else "") + "\r\n").encode())
+    ctx.send(responses.thread(text))
     return ok("Thread completed")
 
 
