@@ -9,6 +9,7 @@ import json
 import logging
 import threading
 import time
+import unicodedata
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -111,7 +112,10 @@ MAX_NAME = 1024
 # compress; the same bound on SQLite, so that a name one backend takes the
 # other takes too.
 MAX_NAME_OCTETS = 2000
-_FORBIDDEN_NAME_CHARS = frozenset("*%") | {chr(c) for c in range(0x20)} | {"\x7f"}
+# RFC 6855 3 (RFC 9755 3): names hold no C0 or C1 control, DEL, line or
+# paragraph separator; "*" and "%" are LIST wildcards.
+_FORBIDDEN_NAME_CHARS = (frozenset("*%\x7f\u2028\u2029") | {chr(c) for c in range(0x20)}
+                         | {chr(c) for c in range(0x80, 0xA0)})
 
 _SYSTEM_FLAGS = {
     f.lower(): f for f in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
@@ -238,6 +242,12 @@ def check_folder_name(name: str) -> str:
         raise InvalidName("empty hierarchy level in folder name")
     if any(ch in _FORBIDDEN_NAME_CHARS for ch in name):
         raise InvalidName("forbidden character in folder name")
+    if not name.isascii() and not unicodedata.is_normalized("NFC", name):
+        # Net-Unicode (RFC 5198), which RFC 6855 3 asks of names: a name is
+        # made in NFC only, or "é" and "e" + U+0301 would be two folders
+        # that look alike. Refused, not changed: the client would not find
+        # the name it sent in LIST.
+        raise InvalidName("folder name not in Unicode normalization form C")
     return name
 
 

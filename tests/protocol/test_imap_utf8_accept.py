@@ -88,6 +88,26 @@ def test_invalid_utf8_is_bad_after_enable(env: ImapEnv) -> None:
     assert out == b"a2 BAD Mailbox name is not valid UTF-8\r\n"
 
 
+def test_names_must_be_net_unicode(env: ImapEnv) -> None:
+    """RFC 6855 3: names are Net-Unicode (NFC) without C1 controls or line and
+    paragraph separators; such a CREATE or RENAME is a NO naming the name as
+    invalid, in UTF-8 or in modified UTF-7 alike, and nothing is made."""
+    c = env.login()
+    nfd = "Re\u0301sultats"  # "e" + combining acute: NFC is "\u00e9"
+    assert c.cmd('a1 CREATE "Re&AwE-sultats"') == b"a1 NO [CANNOT] Invalid mailbox name\r\n"
+    c.ok("ENABLE UTF8=ACCEPT")
+    for i, bad in enumerate((nfd, "a\u2028b", "p\u2029")):  # (C1: BAD at the parser)
+        assert c.cmd(f'b{i} CREATE "{bad}"'.encode()) == (
+            f"b{i} NO [CANNOT] Invalid mailbox name\r\n".encode())
+    c.ok("CREATE Tmp")
+    assert c.cmd(f'c1 RENAME Tmp "{nfd}"'.encode()) == (
+        b"c1 NO [CANNOT] Cannot rename to that name\r\n")
+    c.ok('CREATE "R\u00e9sultats"')  # the same name in NFC
+    listed = c.ok('LIST "" "*"')
+    assert '"R\u00e9sultats"'.encode() in listed and b"Tmp" in listed
+    assert nfd.encode() not in listed and "\u2028".encode() not in listed
+
+
 def test_search_charset_is_bad_after_enable(env: ImapEnv) -> None:
     deliver(env.store, SECRETARY, message("R\u00e9sultats"))
     c = env.login()
