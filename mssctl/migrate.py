@@ -24,6 +24,7 @@ import getpass
 import hashlib
 import sys
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -186,7 +187,9 @@ class Importer:
     # -- folders
 
     def target_name(self, folder: tuple[str, ...]) -> str:
-        parts = self.prefix + folder
+        # In NFC, as the store takes new names (RFC 6855 3): a Maildir made
+        # on macOS names "Résultats" with a combining accent.
+        parts = tuple(unicodedata.normalize("NFC", p) for p in self.prefix + folder)
         return SEPARATOR.join(parts) if parts else "INBOX"
 
     def _target(self, folder: tuple[str, ...]) -> _Target:

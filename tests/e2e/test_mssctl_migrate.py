@@ -191,6 +191,24 @@ def test_folder_prefix_and_identical_copies(tmp_path_factory: pytest.TempPathFac
     assert summary(out) == (0, 3, 0)
 
 
+def test_decomposed_folder_names_imported_in_nfc(tmp_path_factory: pytest.TempPathFactory,
+                                                 tmp_path: Path) -> None:
+    """A Maildir made on macOS names folders with combining accents (NFD);
+    the store takes new names in NFC only (RFC 6855 3): they are imported
+    under their NFC name, not refused."""
+    inst = MssInstance.demo(tmp_path_factory, "migrate-nfc")
+    root = tmp_path / "md"
+    nfd = ".Re\u0301sultats.e\u0301te\u0301"
+    for sub in ("cur", "new", "tmp"):
+        (root / sub).mkdir(parents=True)
+        (root / nfd / sub).mkdir(parents=True)
+    (root / nfd / "cur" / "1.a:2,S").write_bytes(message(1, "x").replace(b"\r\n", b"\n"))
+    code, out, err = cli(inst, "import", "--mailbox", DURAND, "--maildir", str(root))
+    assert code == 0, err
+    assert summary(out) == (1, 0, 0)
+    assert len(contents(inst, DURAND)["R\u00e9sultats/\u00e9t\u00e9"]) == 1
+
+
 # ---------------------------------------------------------------- mbox
 
 
