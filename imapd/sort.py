@@ -336,23 +336,22 @@ def render_threads(threads: Threads, numbers: Sequence[int]) -> str:
             out(")")
             continue
         out("(")
-        first = True
-        while True:
-            if c < n:
-                out(names[c] if first else " " + names[c])
-                first = False
-            below = children[c]
+        below = children[c]
+        if c < n:  # a message (a dummy, only ever a root, has no number)
+            out(names[c])
+            # a chain of single replies: one level, no parentheses
+            while below is not None and len(below) == 1:
+                c = below[0]
+                out(" ")
+                out(names[c])
+                below = children[c]
             if below is None:
                 out(")")
-                break
-            if len(below) == 1:
-                c = below[0]
                 continue
-            stack.append(_NONE)  # closes this thread once its branches are out
-            if not first:
-                out(" ")
-            stack.extend(reversed(below))
-            break
+            out(" ")
+        assert below is not None  # a dummy has children
+        stack.append(_NONE)  # closes this thread once its branches are out
+        stack.extend(below[::-1])
     return "".join(parts)
 
 
