@@ -1,7 +1,8 @@
 """SORT and THREAD (RFC 5256, RFC 5957 DISPLAYFROM / DISPLAYTO): ordering
 and threading messages by the keys kept at delivery (`storage.sortkeys`).
 
-Pure logic over `Item`s: no Twisted, no store calls. Strings compare under
+Pure logic over the keys of the messages, given in sequence order (or
+`Item`s): no Twisted, no store calls. Strings compare under
 i;ascii-casemap (ASCII letters upper-cased, then octet order: Python compares
 code points, which orders like the UTF-8 octets). Ties, and equal keys under
 every criterion, fall back to the sequence number (RFC 5256 3).
