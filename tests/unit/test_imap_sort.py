@@ -181,6 +181,43 @@ def test_threads_agree_with_the_container_oracle(algorithm: ThreadAlgorithm) -> 
     assert len(answers) > 3000  # the folders are varied enough to say something
 
 
+def _threads_folder(seed: int, n: int) -> list[Item]:
+    """n messages in threads of 1 to 12, as mailers write them (References
+    to the last ancestors, some roots missing, a few duplicate ids,
+    subjects shared between threads), in arrival order."""
+    import random
+
+    r = random.Random(seed)
+    out: list[Item] = []
+    t = 0
+    while len(out) < n:
+        t += 1
+        subject = f"topic {r.randrange(n // 20 + 1)}"
+        missing_root = r.random() < 0.1
+        ids: list[str] = [f"<t{t}@x>"] if missing_root else []
+        when = r.randrange(10_000)
+        for k in range(r.choice((1, 1, 2, 3, 4, 6, 12))):
+            mid = f"<t{t}.{k}@x>" if r.random() < 0.98 else f"<t{r.randint(1, t)}.0@x>"
+            refs = tuple(r.sample(ids, len(ids)) if r.random() < 0.05 else ids[-5:])
+            out.append(item(0, subject=("Re: " if refs else "") + subject, date=when,
+                            mid=mid, refs=refs, reply=bool(refs)))
+            ids.append(mid)
+            when += r.randrange(0, 300)
+    r.shuffle(out)
+    return [it._replace(seq=i, uid=i * 10) for i, it in enumerate(out[:n], 1)]
+
+
+def test_threads_of_big_folders_agree_with_the_container_oracle() -> None:
+    from thread_oracle import render_threads as oracle_render
+    from thread_oracle import thread as oracle_thread
+
+    for seed in range(12):
+        items = _threads_folder(seed, 2000)
+        for algorithm in ThreadAlgorithm:
+            expected = oracle_render(oracle_thread(items, algorithm), uid=True)
+            assert thread(items, algorithm, uid=True) == expected, (seed, algorithm)
+
+
 def test_thread_of_deep_branches() -> None:
     """Every node has two children, one of which continues: nested lists
     5,000 deep render without recursion."""
