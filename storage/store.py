@@ -1537,6 +1537,11 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
                     legacy.append((r[0], r[3], r[4], r[1], r[2]))
         found = cast("dict[int, SortKeys]", by_uid)  # no None left
         if legacy:
+            # computed from the message only for the UIDs asked for: the
+            # first read took the whole folder, a SORT of ten messages of an
+            # old folder must not read all of its messages
+            wanted = set(uids)
+            legacy = [row for row in legacy if row[0] in wanted]
             found.update(self._backfill_sort_keys(folder_id, legacy))
         self._sort_cache.add(folder_id, int(f[1]), found)
         if not known:
