@@ -1500,10 +1500,15 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
                 return known  # the usual case once a folder was sorted: no query
             rows: list[Any] = []
             if not known:
-                # The first read of the folder: all of it (keys of UIDs not
-                # asked for are as good; filtering cost more than they do)
+                # The first read of the folder: all of it, unfiltered when
+                # that is about what was asked for (a few keys of UIDs not
+                # asked for are as good, and filtering cost more than they
+                # do); a part of a large folder does not fill the cache
                 cur.execute(sql.sort_keys_all, (folder_id,))
                 rows = cur.fetchall()
+                if len(rows) > len(uids) + len(uids) // 8:
+                    wanted = set(uids)
+                    rows = [r for r in rows if r[0] in wanted]
             else:
                 missing = [u for u in uids if u not in known]
                 if len(missing) > len(uids) // 2:
