@@ -1,7 +1,8 @@
 """SORT and THREAD (RFC 5256, RFC 5957 DISPLAYFROM / DISPLAYTO): ordering
 and threading messages by the keys kept at delivery (`storage.sortkeys`).
 
-Pure logic over `Item`s: no Twisted, no store calls. Strings compare under
+Pure logic over the keys of the messages, given in sequence order (or
+`Item`s): no Twisted, no store calls. Strings compare under
 i;ascii-casemap (ASCII letters upper-cased, then octet order: Python compares
 code points, which orders like the UTF-8 octets). Ties, and equal keys under
 every criterion, fall back to the sequence number (RFC 5256 3).
@@ -82,144 +83,136 @@ def sort_items(items: Sequence[Item], criteria: Sequence[SortCriterion]) -> list
 
 
 # ------------------------------------------------------------------ threads
+#
+# Containers are ints: 0 .. n-1 the messages, in sequence order; from n on
+# the dummies (a Message-ID referred to that no message has, or a thread
+# root made in step 5). A container's parent is an int (-1: none), and the
+# tree is kept as parent links only while it is built: every set of
+# siblings is sorted in the end (by sent date, then sequence number: no two
+# messages tie), so their order before never matters, and the children
+# lists are made once, walking the messages in that order. No object per
+# container, nothing the cyclic collector has to free.
+
+_NONE = -1
 
 
-class _Node:
-    """A container of the REFERENCES algorithm: a message, or a dummy
-    (item None) standing for a Message-ID referred to but not present."""
+class Threads(NamedTuple):
+    """The threads of `messages` messages, 0 .. messages-1 in sequence order
+    (the others dummies): their roots in order, and each container's
+    children in order (None: none)."""
 
-    __slots__ = ("item", "parent", "children", "order")
-
-    def __init__(self, item: Item | None = None, order: tuple[int, int] = (0, 0)) -> None:
-        self.item = item
-        self.parent: _Node | None = None
-        self.children: list[_Node] = []
-        # what siblings are sorted by: (sent date, sequence number); a
-        # dummy's is its first child's
-        self.order = order
-
-    def is_ancestor_of(self, other: _Node) -> bool:
-        if not self.children:
-            return False  # cheap answer for nearly every container
-        n: _Node | None = other
-        while n is not None:
-            if n is self:
-                return True
-            n = n.parent
-        return False
-
-    def adopt(self, child: _Node) -> None:
-        if child.parent is not None:
-            child.parent.children.remove(child)
-        child.parent = self
-        self.children.append(child)
-
-    def first_message(self) -> _Node:
-        n = self
-        while n.item is None and n.children:
-            n = n.children[0]
-        return n
+    messages: int
+    roots: list[int]
+    children: list[list[int] | None]
 
 
-def thread(items: Sequence[Item], algorithm: ThreadAlgorithm) -> list[_Node]:
-    """The threads of `items` (their roots, in order)."""
+def thread(items: Sequence[Item], algorithm: ThreadAlgorithm, uid: bool = False) -> str:
+    """The THREAD response's data for `items` (`thread_keys`,
+    `render_threads`)."""
     ordered = sorted(items, key=lambda i: i.seq)
-    # the containers refer to each other (parent, children): the collector
-    # would walk them again and again while they are built; it frees them
-    # once, later
-    with paused_gc():
+    threads = thread_keys([i.keys for i in ordered], algorithm)
+    return render_threads(threads, [i.uid if uid else i.seq for i in ordered])
+
+
+def thread_keys(keys: Sequence[SortKeys], algorithm: ThreadAlgorithm) -> Threads:
+    """The threads of the messages whose keys are `keys`, in sequence
+    order."""
+    with paused_gc():  # 100,000 lists made at once
         if algorithm is ThreadAlgorithm.ORDEREDSUBJECT:
-            return _ordered_subject(ordered)
-        return _references(ordered)
+            return _ordered_subject(keys)
+        return _references(keys)
 
 
-def _order(n: _Node) -> tuple[int, int]:
-    return n.order
+def _by_date(keys: Sequence[SortKeys]) -> list[int]:
+    """The messages by sent date, ties by sequence number (a stable sort
+    of messages given in sequence order)."""
+    return sorted(range(len(keys)), key=list(map(sent_date, keys)).__getitem__)
 
 
-def _ordered_subject(items: list[Item]) -> list[_Node]:
+def _ordered_subject(keys: Sequence[SortKeys]) -> Threads:
     """RFC 5256 ORDEREDSUBJECT: grouped by base subject; in each group the
     first message by sent date is the parent of all the others; threads in
     the order of their first messages' dates."""
-    nodes = [_Node(i, (sent_date(i.keys), i.seq)) for i in items]
-    subjects = [casemap(i.keys.subject) for i in items]
-    order = sorted(range(len(nodes)), key=lambda j: (subjects[j], nodes[j].order))
-    groups: dict[str, _Node] = {}
-    roots: list[_Node] = []
-    for j in order:
-        node = nodes[j]
-        root = groups.get(subjects[j])
-        if root is None:
-            groups[subjects[j]] = node
-            roots.append(node)
-        else:
-            node.parent = root
-            root.children.append(node)
-    roots.sort(key=_order)
-    return roots
+    subjects = [casemap(k.subject) for k in keys]
+    parent = [_NONE] * len(keys)
+    first: dict[str, int] = {}
+    order = _by_date(keys)
+    for i in order:
+        root = first.setdefault(subjects[i], i)
+        if root != i:
+            parent[i] = root
+    return _assemble(len(keys), parent, order)
 
 
-def _references(items: list[Item]) -> list[_Node]:
+def _references(keys: Sequence[SortKeys]) -> Threads:
     """RFC 5256 REFERENCES (after Jamie Zawinski's algorithm), steps 1-6."""
-    table: dict[str, _Node] = {}
+    n = len(keys)
+    # (1) one container per Message-ID: the first message that has it (a
+    # reference met before that message is linked to it at once: the same
+    # container a dummy taking the message in would have become); a
+    # missing or duplicate id leaves its message a container of its own
+    ids = [k.message_id for k in keys]
+    table: dict[str | None, int] = dict(zip(reversed(ids), range(n - 1, -1, -1), strict=True))
+    table.pop(None, None)
+    parent = [_NONE] * n
+    kids = [0] * n  # how many children: most containers have none, and
+    # then cannot be the ancestor of anything
     lookup = table.get
-    nodes: list[_Node] = []
-    dummies: list[_Node] = []
-    node_class = _Node
-    for item in items:
-        # (1) one container per Message-ID; a missing or duplicate one gets
-        # a container of its own (a unique id that nothing refers to)
-        keys = item.keys
-        mid = keys.message_id
-        sent = keys.sent
-        order = (keys.arrival if sent is None else sent, item.seq)
-        node = lookup(mid) if mid is not None else None
-        if node is None or node.item is not None:
-            node = node_class(item, order)
-            if mid is not None and mid not in table:
-                table[mid] = node
-        else:
-            node.item = item  # a dummy made for a reference until now
-            node.order = order
-        nodes.append(node)
+    for i, k in enumerate(keys):
+        refs = k.references
+        if not refs and parent[i] == _NONE:
+            continue
         # (1A) link the References in order, never changing a link already
         # made and never making a loop
-        prev: _Node | None = None
-        for ref in keys.references:
+        prev = _NONE
+        for ref in refs:
             r = lookup(ref)
-            if r is None:
-                r = table[ref] = node_class()
-                dummies.append(r)
-            if (prev is not None and r.parent is None and r is not prev
-                    and not r.is_ancestor_of(prev)):
-                prev.adopt(r)
+            if r is None:  # a dummy
+                r = table[ref] = len(parent)
+                parent.append(prev)
+                kids.append(0)
+                if prev != _NONE:
+                    kids[prev] += 1
+            elif prev != _NONE and parent[r] == _NONE:
+                a = prev
+                if kids[r]:  # else it is the ancestor of nothing else
+                    while a != _NONE and a != r:
+                        a = parent[a]
+                if a != r:  # r is neither prev nor an ancestor of it
+                    parent[r] = prev
+                    kids[prev] += 1
             prev = r
         # (1B) the last reference (or none) is the parent: a parent guessed
         # from another message's References gives way
-        if prev is not None and (prev is node or node.is_ancestor_of(prev)):
-            prev = None
-        if node.parent is not prev:
-            if node.parent is not None:
-                node.parent.children.remove(node)
-                node.parent = None
-            if prev is not None:
-                prev.adopt(node)
-    # (3) dummies pruned
-    roots = _prune(nodes, [d for d in dummies if d.item is None])
-    # (4) siblings sorted by date: only the root level matters to step 5
-    # (a root's subject, a dummy's by its first child), and step 6 sorts
-    # every level after it
-    _sort_siblings((), roots)
-    # (5) roots gathered by base subject, (6) sorted again
-    roots = _group_by_subject(roots)
-    _sort_siblings(nodes, roots)
-    return roots
+        if prev != _NONE and kids[i]:
+            a = prev
+            while a != _NONE and a != i:
+                a = parent[a]
+            if a == i:
+                prev = _NONE
+        elif prev == i:
+            prev = _NONE
+        p = parent[i]
+        if p != prev:
+            if p != _NONE:
+                kids[p] -= 1
+            parent[i] = prev
+            if prev != _NONE:
+                kids[prev] += 1
+    order = _by_date(keys)
+    # (3) dummies pruned, (4) roots in order
+    roots, first_child, at_root = _prune(n, parent, order)
+    # (5) roots gathered by base subject, (6) every level in order
+    _group_by_subject(keys, n, parent, roots, first_child, at_root)
+    return _assemble(n, parent, order)
 
 
-def _prune(nodes: list[_Node], dummies: list[_Node]) -> list[_Node]:
-    """Steps 2 and 3: the root set, without dummies that have no children;
-    a dummy with children gives them to its parent (at the root level only
-    when it has a single child).
+def _prune(n: int, parent: list[int],
+           order: list[int]) -> tuple[list[int], dict[int, int], dict[int, list[int]]]:
+    """Steps 2 to 4: the roots in order, without dummies that have no
+    children; a dummy with children gives them to its parent (at the root
+    level only when it has a single child). Returns them with each dummy
+    root's first child (by which it is ordered) and its children.
 
     A dummy below the root gives its messages to the nearest container
     above it that stays (a message, or a root): found by walking up through
@@ -227,69 +220,51 @@ def _prune(nodes: list[_Node], dummies: list[_Node]) -> list[_Node]:
     work is linear in the dummies and their children, whatever the shape
     (found by review: sorting the dummies by depth walked each one to its
     root, quadratic on a chain of Message-IDs no message has, which anyone
-    who can send mail to a box can make). The order of siblings is step 4's
-    and 6's."""
-    holder: dict[int, _Node] = {}
-    emptied: dict[int, _Node] = {}  # containers that lose dummy children
-    for d in dummies:
-        parent = d.parent
-        if parent is None:
-            continue  # a root: below
+    who can send mail to a box can make)."""
+    holder: dict[int, int] = {}
+    for d in range(n, len(parent)):
+        p = parent[d]
+        if p == _NONE:
+            continue  # a root
         path = [d]
-        p = parent
-        while p.item is None and id(p) not in holder and p.parent is not None:
+        while p >= n and p not in holder and parent[p] != _NONE:
             path.append(p)
-            p = p.parent
-        h = holder.get(id(p), p)  # a dummy met before: where its messages went
+            p = parent[p]
+        h = holder.get(p, p)  # a dummy met before: where its messages go
         for q in path:
-            holder[id(q)] = h
-        emptied[id(parent)] = parent
-        for c in d.children:
-            if c.item is not None:
-                c.parent = h
-                h.children.append(c)
-        d.children = []
-        d.parent = None
-    for n in emptied.values():
-        if n.item is not None or n.parent is None:  # a container that stays
-            n.children = [c for c in n.children if c.item is not None]
-    kept: list[_Node] = []
-    for d in dummies:
-        if d.parent is not None or id(d) in holder:
-            continue  # moved away above
-        if len(d.children) > 1:
-            kept.append(d)  # the root of its children
-            continue
-        for child in d.children:  # a dummy root with one child gives way to it
-            child.parent = None
-        d.children = []
-    roots = [n for n in nodes if n.parent is None]
-    roots.extend(kept)
-    return roots
+            holder[q] = h
+    # below the root every container is now a message; a dummy root keeps
+    # its messages, those of the dummies below it too
+    at_root: dict[int, list[int]] = {}
+    for i in range(n):
+        p = parent[i]
+        if p >= n:
+            h = parent[i] = holder.get(p, p)
+            if h >= n:
+                at_root.setdefault(h, []).append(i)
+    for only in at_root.values():
+        if len(only) == 1:  # a dummy root with one child gives way to it
+            parent[only[0]] = _NONE
+    roots: list[int] = []
+    first_child: dict[int, int] = {}
+    for i in order:
+        p = parent[i]
+        if p == _NONE:
+            roots.append(i)
+        elif p >= n and p not in first_child:
+            first_child[p] = i
+            roots.append(p)
+    return roots, first_child, at_root
 
 
-def _sort_siblings(nodes: Sequence[_Node], roots: list[_Node]) -> None:
-    """Steps 4 and 6: each set of siblings by sent date, ties by sequence
-    number. Below the root every container is a message; a dummy (only at
-    the root) sorts by its first child."""
-    for n in nodes:
-        if len(n.children) > 1:
-            n.children.sort(key=_order)
-    for r in roots:
-        if r.item is None:
-            if len(r.children) > 1:
-                r.children.sort(key=_order)
-            r.order = r.children[0].order
-    roots.sort(key=_order)
-
-
-def _group_by_subject(roots: list[_Node]) -> list[_Node]:
-    """Step 5: threads whose roots share a base subject are merged."""
+def _group_by_subject(keys: Sequence[SortKeys], n: int, parent: list[int], roots: list[int],
+                      first_child: dict[int, int], at_root: dict[int, list[int]]) -> None:
+    """Step 5: threads whose roots share a base subject are merged (new
+    dummies added to `parent`)."""
     subjects: list[tuple[str, bool]] = []
     for root in roots:
-        item = root.first_message().item
-        subjects.append(("", False) if item is None
-                        else (casemap(item.keys.subject), item.keys.reply))
+        k = keys[first_child[root] if root >= n else root]
+        subjects.append((casemap(k.subject), k.reply))
     table: dict[str, int] = {}
     for i, root in enumerate(roots):
         subject, reply = subjects[i]
@@ -301,77 +276,83 @@ def _group_by_subject(roots: list[_Node]) -> list[_Node]:
             continue
         old = roots[j]
         # a dummy is preferred, then a subject that is not a reply
-        if (root.item is None and old.item is not None) or (
-                old.item is not None and root.item is not None and subjects[j][1] and not reply):
+        if (root >= n and old < n) or (
+                old < n and root < n and subjects[j][1] and not reply):
             table[subject] = i
-    out: list[_Node | None] = list(roots)
-    merged: dict[str, _Node] = {}  # subject -> the root the table's entry became
+    merged: dict[str, int] = {}  # subject -> the root the table's entry became
     for i, current in enumerate(roots):
         subject, reply = subjects[i]
         if not subject:
             continue
         j = table[subject]
         other = merged.get(subject, roots[j])
-        if other is current:
+        if other == current:
             continue
-        if current.item is None and other.item is None:
-            for child in list(current.children):
-                other.adopt(child)
-            out[i] = None
-        elif other.item is None:
-            other.adopt(current)
-            out[i] = None
-        elif reply and not subjects[j][1]:
-            other.adopt(current)
-            out[i] = None
+        if current >= n and other >= n:
+            for child in at_root[current]:
+                parent[child] = other
+        elif other >= n or (reply and not subjects[j][1]):
+            parent[current] = other
         else:
-            dummy = _Node()
-            dummy.adopt(other)
-            dummy.adopt(current)
-            out[j] = dummy
-            out[i] = None
+            dummy = len(parent)
+            parent.append(_NONE)
+            parent[other] = dummy
+            parent[current] = dummy
             merged[subject] = dummy
-    return [r for r in out if r is not None]
 
 
-def release(roots: list[_Node]) -> None:
-    """Takes the threads apart (empties `roots`): the containers refer to
-    their parents, so they would wait for the cyclic collector, and freeing
-    100,000 of them that way cost it as much as threading them."""
-    stack = list(roots)
-    roots.clear()
-    while stack:
-        n = stack.pop()
-        stack.extend(n.children)
-        n.children = []
-        n.parent = None
-
-
-def render_threads(roots: Sequence[_Node], uid: bool) -> str:
-    """The THREAD response's data: ``(2)(3 6 (4 23)(44 7 96))``."""
-    parts: list[str] = []
-    stack: list[_Node | str] = list(reversed(roots))
-    while stack:
-        top = stack.pop()
-        if isinstance(top, str):
-            parts.append(top)
+def _assemble(n: int, parent: list[int], order: list[int]) -> Threads:
+    """Steps 4 and 6: the children lists and the roots, each in order (the
+    messages walked in order; a dummy, only ever at the root, comes with
+    its first child)."""
+    children: list[list[int] | None] = [None] * len(parent)
+    roots: list[int] = []
+    for i in order:
+        p = parent[i]
+        if p == _NONE:
+            roots.append(i)
             continue
-        parts.append("(")
-        n = top
-        first = True
-        while True:
-            if n.item is not None:
-                parts.append(("" if first else " ") + str(n.item.uid if uid else n.item.seq))
-                first = False
-            if len(n.children) == 1:
-                n = n.children[0]
+        c = children[p]
+        if c is None:
+            children[p] = [i]
+            if p >= n:
+                roots.append(p)
+        else:
+            c.append(i)
+    return Threads(n, roots, children)
+
+
+def render_threads(threads: Threads, numbers: Sequence[int]) -> str:
+    """The THREAD response's data: ``(2)(3 6 (4 23)(44 7 96))``;
+    `numbers` are the messages' sequence numbers or UIDs, in sequence
+    order."""
+    names = list(map(str, numbers))
+    n, children = threads.messages, threads.children
+    parts: list[str] = []
+    out = parts.append
+    stack = threads.roots[::-1]
+    while stack:
+        c = stack.pop()
+        if c == _NONE:
+            out(")")
+            continue
+        out("(")
+        below = children[c]
+        if c < n:  # a message (a dummy, only ever a root, has no number)
+            out(names[c])
+            # a chain of single replies: one level, no parentheses
+            while below is not None and len(below) == 1:
+                c = below[0]
+                out(" ")
+                out(names[c])
+                below = children[c]
+            if below is None:
+                out(")")
                 continue
-            stack.append(")")
-            if n.children:
-                if not first:
-                    parts.append(" ")
-                stack.extend(reversed(n.children))
-            break
+            out(" ")
+        assert below is not None  # a dummy has children
+        stack.append(_NONE)  # closes this thread once its branches are out
+        stack.extend(below[::-1])
     return "".join(parts)
 
 

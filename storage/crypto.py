@@ -19,6 +19,7 @@ import binascii
 import os
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,29 @@ class KeyRing:
             raise DecryptionError(f"unknown key id {key_id!r}")
         try:
             return key.decrypt(bytes(blob[:NONCE_SIZE]), bytes(blob[NONCE_SIZE:]), aad)
+        except InvalidTag as exc:
+            raise DecryptionError("blob does not authenticate") from exc
+
+
+    def decrypt_many(self, key_ids: Sequence[str], blobs: Sequence[bytes | memoryview],
+                     aad: bytes) -> list[bytes]:
+        """`decrypt` of each blob under the key named beside it: one loop
+        with the key looked up once (a call per blob through `decrypt` was
+        a third of the cost of reading a 100,000-message folder's sort
+        keys). Raises DecryptionError for the first that does not
+        authenticate or names an unknown key."""
+        wanted = set(key_ids)
+        unknown = wanted - self.keys.keys()
+        if unknown:
+            raise DecryptionError(f"unknown key id {min(unknown)!r}")
+        n = NONCE_SIZE
+        try:
+            if len(wanted) == 1:  # the usual case: no key rotation under way
+                dec = self.keys[next(iter(wanted))].decrypt
+                return [dec(b[:n], b[n:], aad) for b in blobs]
+            keys = self.keys
+            return [keys[k].decrypt(b[:n], b[n:], aad)
+                    for k, b in zip(key_ids, blobs, strict=True)]
         except InvalidTag as exc:
             raise DecryptionError("blob does not authenticate") from exc
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import gc
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_tz
@@ -192,22 +192,24 @@ def encode(keys: SortKeys) -> bytes:
 def decode(data: bytes, size: int = 0, arrival: int = 0) -> SortKeys | None:
     """Stored keys with the row's facts, or None when they are of another
     version (to be recomputed)."""
-    return decode_many([data], [(size, arrival)])[0]
+    return decode_many([data], [size], [arrival])[0]
 
 
-def decode_many(data: list[bytes], facts: list[tuple[int, int]]) -> list[SortKeys | None]:
-    """`decode` of many stored values at once, with their (size, arrival)
-    (one JSON parse for all: a parse per message was most of the cost of
-    reading a big folder's keys)."""
+def decode_many(data: Sequence[bytes], sizes: Sequence[int],
+                arrivals: Sequence[int]) -> list[SortKeys | None]:
+    """`decode` of many stored values at once, with their sizes and
+    arrivals (one JSON parse for all: a parse per message was most of the
+    cost of reading a big folder's keys)."""
     if not data:
         return []
     new = tuple.__new__
     with paused_gc():
         values = json.loads(b"[" + b",".join(data) + b"]")
         return [
-            new(SortKeys, (*v[1:10], tuple(v[10]), size, arrival))
-            if isinstance(v, list) and len(v) == 11 and v[0] == VERSION else None
-            for v, (size, arrival) in zip(values, facts, strict=True)
+            new(SortKeys, (v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], tuple(v[10]),
+                           size, arrival))
+            if type(v) is list and len(v) == 11 and v[0] == VERSION else None
+            for v, size, arrival in zip(values, sizes, arrivals, strict=True)
         ]
 
 

@@ -32,7 +32,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
@@ -1505,41 +1505,59 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
             known = self._sort_cache.get(folder_id, int(f[1]))
             if all(map(known.__contains__, uids)):
                 return known  # the usual case once a folder was sorted: no query
-            missing = [u for u in uids if u not in known]
             rows: list[Any] = []
-            if len(missing) > len(uids) // 2:
-                # Most of the folder: one scan (the ids not asked for are cheap)
-                wanted = set(missing)
+            if not known:
+                # The first read of the folder: all of it, unfiltered when
+                # that is about what was asked for (a few keys of UIDs not
+                # asked for are as good, and filtering cost more than they
+                # do); a part of a large folder does not fill the cache
                 cur.execute(sql.sort_keys_all, (folder_id,))
-                rows = [r for r in cur.fetchall() if r[0] in wanted]
+                rows = cur.fetchall()
+                if len(rows) > len(uids) + len(uids) // 8:
+                    wanted = set(uids)
+                    rows = [r for r in rows if r[0] in wanted]
             else:
-                for chunk in chunks(missing):
-                    cur.execute(sql.sort_keys_of.format(_marks(sql, len(chunk))),
-                                (folder_id, *chunk))
-                    rows.extend(cur.fetchall())
-        legacy: list[tuple[int, int, str, int, int]] = []
-        stored: list[tuple[int, int, int, int, str]] = []
-        plains: list[bytes] = []
-        ring = self._keys.ring()
-        aad = crypto.AAD_SORT_KEYS
-        for uid, size, idate, body_id, key_id, blob in rows:
-            if blob is None:
-                legacy.append((uid, body_id, key_id, size, idate))
-                continue
-            if key_id not in ring.keys:  # added by another process just now
-                ring = self._keys.ring(force=True)
-            plains.append(ring.decrypt(key_id, bytes(blob), aad))
-            stored.append((uid, size, idate, body_id, key_id))
-        found: dict[int, SortKeys] = {}
-        decoded = sortkeys.decode_many(plains, [(r[1], r[2]) for r in stored])
-        for (uid, size, idate, body_id, key_id), keys in zip(stored, decoded, strict=True):
-            if keys is None:  # of another version
-                legacy.append((uid, body_id, key_id, size, idate))
-            else:
-                found[uid] = keys
+                missing = [u for u in uids if u not in known]
+                if len(missing) > len(uids) // 2:
+                    # Most of the folder: one scan (the ids not asked for are cheap)
+                    wanted = set(missing)
+                    cur.execute(sql.sort_keys_all, (folder_id,))
+                    rows = [r for r in cur.fetchall() if r[0] in wanted]
+                else:
+                    for chunk in chunks(missing):
+                        cur.execute(sql.sort_keys_of.format(_marks(sql, len(chunk))),
+                                    (folder_id, *chunk))
+                        rows.extend(cur.fetchall())
+        # rows: uid, size, internal date, body id, key id, sort keys blob
+        legacy = [(r[0], r[3], r[4], r[1], r[2]) for r in rows if r[5] is None]
         if legacy:
+            rows = [r for r in rows if r[5] is not None]
+        # one pass per column: a loop over the rows building tuples, and
+        # freeing them, cost as much as decrypting
+        key_ids = [r[4] for r in rows]
+        ring = self._keys.ring()
+        if not ring.keys.keys() >= set(key_ids):  # a key added by another process just now
+            ring = self._keys.ring(force=True)
+        decoded = sortkeys.decode_many(
+            ring.decrypt_many(key_ids, [r[5] for r in rows], crypto.AAD_SORT_KEYS),
+            [r[1] for r in rows], [r[2] for r in rows])
+        by_uid = dict(zip([r[0] for r in rows], decoded, strict=True))
+        if None in decoded:  # of another version: computed again below
+            for r, keys in zip(rows, decoded, strict=True):
+                if keys is None:
+                    del by_uid[r[0]]
+                    legacy.append((r[0], r[3], r[4], r[1], r[2]))
+        found = cast("dict[int, SortKeys]", by_uid)  # no None left
+        if legacy:
+            # computed from the message only for the UIDs asked for: the
+            # first read took the whole folder, a SORT of ten messages of an
+            # old folder must not read all of its messages
+            wanted = set(uids)
+            legacy = [row for row in legacy if row[0] in wanted]
             found.update(self._backfill_sort_keys(folder_id, legacy))
         self._sort_cache.add(folder_id, int(f[1]), found)
+        if not known:
+            return found  # the cache keeps its own copy
         known.update(found)
         return known
 

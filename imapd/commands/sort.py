@@ -35,17 +35,21 @@ from imapd.parser.commands import (
     ThreadAlgorithm,
 )
 from imapd.view import SelectedView
-from storage.interface import MessageStore
+from storage.interface import MessageStore, SortKeys
 from storage.sortkeys import paused_gc
 
 
-def _items(store: MessageStore, folder_id: int, seqs: Sequence[int],
-           uids: Sequence[int]) -> list[engine.Item]:
-    keys = store.sort_keys(folder_id, uids)
-    new, item = tuple.__new__, engine.Item
-    # a UID without keys was expunged meanwhile: it takes no part
-    return [new(item, (seq, uid, keys[uid]))
-            for seq, uid in zip(seqs, uids, strict=True) if uid in keys]
+def _keys(store: MessageStore, folder_id: int, seqs: Sequence[int], uids: Sequence[int]
+          ) -> tuple[list[SortKeys], Sequence[int], Sequence[int]]:
+    """The keys of these messages (sequence numbers and UIDs, in sequence
+    order), and those numbers again: a UID without keys was expunged
+    meanwhile and takes no part."""
+    found = store.sort_keys(folder_id, uids)
+    if not all(map(found.__contains__, uids)):
+        present = [j for j, u in enumerate(uids) if u in found]
+        seqs = [seqs[j] for j in present]
+        uids = [uids[j] for j in present]
+    return list(map(found.__getitem__, uids)), seqs, uids
 
 
 def _sorted(store: MessageStore, cache: engine.ResultCache, key: Hashable, folder_id: int,
@@ -67,12 +71,7 @@ def _sort_now(store: MessageStore, folder_id: int, seqs: Sequence[int], uids: Se
     # Every step makes a list of 100,000 things: the cyclic collector would
     # walk the heap again and again meanwhile.
     with paused_gc():
-        found = store.sort_keys(folder_id, uids)
-        if not all(map(found.__contains__, uids)):  # expunged meanwhile: no part in it
-            present = [j for j, u in enumerate(uids) if u in found]
-            seqs = [seqs[j] for j in present]
-            uids = [uids[j] for j in present]
-        keys = list(map(found.__getitem__, uids))
+        keys, seqs, uids = _keys(store, folder_id, seqs, uids)
         numbers = uids if uid else seqs
         return [numbers[j] for j in engine.sort_order(keys, criteria)]
 
@@ -84,9 +83,8 @@ def _threaded(store: MessageStore, cache: engine.ResultCache, key: Hashable, fol
     if found_before is not None:
         return found_before
     with paused_gc():
-        roots = engine.thread(_items(store, folder_id, seqs, uids), algorithm)
-        text = engine.render_threads(roots, uid)
-        engine.release(roots)  # freed now, not by the cyclic collector later
+        keys, seqs, uids = _keys(store, folder_id, seqs, uids)
+        text = engine.render_threads(engine.thread_keys(keys, algorithm), uids if uid else seqs)
     cache.put(key, text)
     return text
 

@@ -141,6 +141,34 @@ def test_blob_format_and_binding(tmp_path: Path) -> None:
         ring.decrypt("nope", blob1, AAD_BODY)
 
 
+def test_decrypt_many_as_decrypt_one_by_one(tmp_path: Path) -> None:
+    """The bulk form the sort keys are read with: each blob under its own
+    key (one key, or two during a rotation; memoryviews as PostgreSQL
+    gives them), and the same refusals as `decrypt`."""
+    key = tmp_path / "keys"
+    generate_key_file(key)
+    old = KeyRing.load(key)
+    blobs = [old.encrypt(b"m%d" % i, AAD_META) for i in range(3)]
+    assert old.decrypt_many([k for k, _ in blobs], [b for _, b in blobs], AAD_META) == [
+        b"m0", b"m1", b"m2"]
+    add_key(key)
+    ring = KeyRing.load(key)
+    blobs.append(ring.encrypt(b"new", AAD_META))
+    ids, data = [k for k, _ in blobs], [memoryview(b) for _, b in blobs]
+    assert len(set(ids)) == 2
+    assert ring.decrypt_many(ids, data, AAD_META) == [b"m0", b"m1", b"m2", b"new"]
+    assert ring.decrypt_many([], [], AAD_META) == []
+    with pytest.raises(DecryptionError):
+        ring.decrypt_many(ids, data, AAD_BODY)  # metadata is not a body
+    tampered = bytes(data[1][:-1]) + bytes([data[1][-1] ^ 1])
+    with pytest.raises(DecryptionError):
+        ring.decrypt_many(ids[:2], [data[0], tampered], AAD_META)
+    with pytest.raises(DecryptionError):
+        ring.decrypt_many(["k1", "nope"], data[:2], AAD_META)
+    with pytest.raises(DecryptionError):
+        old.decrypt_many(ids, data, AAD_META)  # the new key unknown to it
+
+
 def test_swapped_blobs_do_not_decrypt(store: Any) -> None:
     """Copying the metadata blob over the body (same key) must not yield data."""
     acc = store.add_account("dr@hopital.test", "Dr", AccountClass.PRACTITIONER)

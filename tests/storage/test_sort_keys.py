@@ -64,6 +64,29 @@ def test_messages_stored_before_0013_get_their_keys_written_back(
     assert open_any().sort_keys(inbox, [1, 2, 3]) == keys
 
 
+def test_old_messages_not_asked_for_are_not_computed(open_any: Callable[..., Any]) -> None:
+    """The first read of a folder takes all of its rows; of those stored
+    without keys only the ones asked for are computed from the message
+    (a SORT of a few messages of a large old folder must not read them
+    all); the others come when asked for."""
+    first = open_any()
+    first.add_domain("hopital.test")
+    inbox = _inbox(first)
+    for n in range(4):
+        first.append(inbox, _raw(n))
+    with first.engine.begin() as c:
+        c.execute(update(BodyRow).values(sort_keys=None))
+    fresh = open_any()
+    assert fresh.sort_keys(inbox, [2]).keys() == {2}  # a part: only what was asked for
+    assert fresh.sort_keys(inbox, [2])[2].subject == "dossier 1"
+    with fresh.engine.begin() as c:
+        assert sum(v is not None for v in c.execute(select(BodyRow.sort_keys)).scalars()) == 1
+    keys = fresh.sort_keys(inbox, [1, 2, 3, 4])
+    assert [keys[u].subject for u in (1, 2, 3, 4)] == [f"dossier {n}" for n in range(4)]
+    with fresh.engine.begin() as c:
+        assert all(v is not None for v in c.execute(select(BodyRow.sort_keys)).scalars())
+
+
 def test_rotation_moves_the_sort_keys_too(open_any: Callable[..., Any], key_file: Path) -> None:
     store = open_any()
     store.add_domain("hopital.test")

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import time
 from array import array
-from typing import Any
 
 import pytest
 
 from imapd.parser.commands import SortCriterion, SortKey, ThreadAlgorithm
-from imapd.sort import Item, ResultCache, casemap, render_threads, sort_items, thread
+from imapd.sort import Item, ResultCache, casemap, sort_items, thread
 from storage import sortkeys
 from storage.interface import SortKeys
 from storage.mime import parse_message
@@ -122,7 +121,7 @@ def test_thread_of_a_100000_deep_chain() -> None:
     items = [item(i, date=i, mid=f"<{i}@x>", refs=(f"<{i - 1}@x>",) if i > 1 else ())
              for i in range(1, n + 1)]
     start = time.perf_counter()
-    text = render_threads(thread(items, ThreadAlgorithm.REFERENCES), uid=False)
+    text = thread(items, ThreadAlgorithm.REFERENCES)
     assert time.perf_counter() - start < 10
     assert text == "(" + " ".join(str(i) for i in range(1, n + 1)) + ")"
 
@@ -137,67 +136,86 @@ def test_thread_of_a_chain_of_missing_parents_is_linear() -> None:
                   refs=(f"<x{i - 1}@x>", f"<x{i}@x>") if i > 1 else (f"<x{i}@x>",))
              for i in range(1, n + 1)]
     start = time.process_time()
-    text = render_threads(thread(items, ThreadAlgorithm.REFERENCES), uid=False)
+    text = thread(items, ThreadAlgorithm.REFERENCES)
     assert time.process_time() - start < 10
     # x1 <- x2 <- ... each dummy with one message and the next dummy: the
     # messages move up to the root dummy x1 (RFC 5256 step 3)
     assert text == "(" + "".join(f"({i})" for i in range(1, n + 1)) + ")"
 
 
-def _prune_by_depth(nodes: list[Any], dummies: list[Any]) -> list[Any]:
-    """The first, quadratic pruning (deepest dummies first, spliced into
-    their parent), obviously right and kept as the oracle of the linear one."""
-    def depth(n: Any) -> int:
-        d, p = 0, n.parent
-        while p is not None:
-            d, p = d + 1, p.parent
-        return d
-
-    gone: set[int] = set()
-    for d in sorted(dummies, key=depth, reverse=True):
-        parent = d.parent
-        if parent is None:
-            if len(d.children) > 1:
-                continue
-            for child in d.children:
-                child.parent = None
-            gone.add(id(d))
-            continue
-        siblings = parent.children
-        i = siblings.index(d)
-        for child in d.children:
-            child.parent = parent
-        siblings[i : i + 1] = d.children
-        gone.add(id(d))
-    roots = [n for n in nodes if n.parent is None]
-    roots.extend(d for d in dummies if d.parent is None and id(d) not in gone)
-    return roots
-
-
-def test_pruning_agrees_with_the_quadratic_oracle(monkeypatch: pytest.MonkeyPatch) -> None:
+def _random_folder(seed: int) -> list[Item]:
+    """Up to 40 messages: ids shared, missing or referred to before they
+    arrive, References in any order (loops, self-references), subjects
+    that merge, dates that tie; in a shuffled sequence order."""
     import random
 
-    from imapd import sort as engine
+    r = random.Random(seed)
+    n = r.randint(1, 40)
+    out = []
+    for i in range(1, n + 1):
+        refs = tuple(f"<{r.choice('mmx')}{r.randint(1, n)}@x>" for _ in range(r.randint(0, 5)))
+        mid = f"<m{i}@x>" if r.random() < 0.85 else (
+            f"<m{r.randint(1, n)}@x>" if r.random() < 0.5 else None)
+        out.append(item(i, subject=r.choice(["a", "b", "c", "Re: a", "Re: b", ""]),
+                        date=r.choice([None, r.randint(0, 30)]), mid=mid, refs=refs,
+                        reply=r.random() < 0.3))
+    r.shuffle(out)  # thread() takes them in any order
+    return out
 
-    def folder(seed: int) -> list[Item]:
-        r = random.Random(seed)
-        n = r.randint(1, 30)
-        out = []
-        for i in range(1, n + 1):
-            refs = tuple(f"<{r.choice('mx')}{r.randint(1, n)}@x>" for _ in range(r.randint(0, 4)))
-            mid = f"<m{i}@x>" if r.random() < 0.9 else (
-                f"<m{r.randint(1, n)}@x>" if r.random() < 0.5 else None)
-            out.append(item(i, subject=r.choice(["a", "b", "Re: a", ""]),
-                            date=r.choice([None, r.randint(0, 50)]), mid=mid, refs=refs))
-        return out
 
-    linear = [render_threads(thread(folder(s), ThreadAlgorithm.REFERENCES), uid=False)
-              for s in range(1500)]
-    monkeypatch.setattr(engine, "_prune", _prune_by_depth)
-    oracle = [render_threads(thread(folder(s), ThreadAlgorithm.REFERENCES), uid=False)
-              for s in range(1500)]
-    assert linear == oracle
-    assert len(set(linear)) > 1000  # the folders are varied enough to say something
+@pytest.mark.parametrize("algorithm", list(ThreadAlgorithm))
+def test_threads_agree_with_the_container_oracle(algorithm: ThreadAlgorithm) -> None:
+    """The int-based engine against the first one, a container object per
+    message and the quadratic pruning (tests/unit/thread_oracle.py), on
+    4,000 random folders, both forms (sequence numbers, UIDs)."""
+    from thread_oracle import render_threads as oracle_render
+    from thread_oracle import thread as oracle_thread
+
+    answers = set()
+    for seed in range(4000):
+        items = _random_folder(seed)
+        for uid in (False, True):
+            expected = oracle_render(oracle_thread(items, algorithm), uid)
+            assert thread(items, algorithm, uid) == expected, (seed, uid)
+            answers.add(expected)
+    assert len(answers) > 3000  # the folders are varied enough to say something
+
+
+def _threads_folder(seed: int, n: int) -> list[Item]:
+    """n messages in threads of 1 to 12, as mailers write them (References
+    to the last ancestors, some roots missing, a few duplicate ids,
+    subjects shared between threads), in arrival order."""
+    import random
+
+    r = random.Random(seed)
+    out: list[Item] = []
+    t = 0
+    while len(out) < n:
+        t += 1
+        subject = f"topic {r.randrange(n // 20 + 1)}"
+        missing_root = r.random() < 0.1
+        ids: list[str] = [f"<t{t}@x>"] if missing_root else []
+        when = r.randrange(10_000)
+        for k in range(r.choice((1, 1, 2, 3, 4, 6, 12))):
+            mid = f"<t{t}.{k}@x>" if r.random() < 0.98 else f"<t{r.randint(1, t)}.0@x>"
+            refs = tuple(r.sample(ids, len(ids)) if r.random() < 0.05 else ids[-5:])
+            out.append(item(0, subject=("Re: " if refs else "") + subject, date=when,
+                            mid=mid, refs=refs, reply=bool(refs)))
+            ids.append(mid)
+            when += r.randrange(0, 300)
+    r.shuffle(out)
+    return [it._replace(seq=i, uid=i * 10) for i, it in enumerate(out[:n], 1)]
+
+
+def test_threads_of_big_folders_agree_with_the_container_oracle() -> None:
+    from thread_oracle import render_threads as oracle_render
+    from thread_oracle import thread as oracle_thread
+
+    for seed in range(12):
+        items = _threads_folder(seed, 2000)
+        for algorithm in ThreadAlgorithm:
+            expected = oracle_render(oracle_thread(items, algorithm), uid=True)
+            assert thread(items, algorithm, uid=True) == expected, (seed, algorithm)
 
 
 def test_thread_of_deep_branches() -> None:
@@ -213,7 +231,7 @@ def test_thread_of_deep_branches() -> None:
         items.append(item(seq, date=seq, mid=f"<leaf{depth}@x>", refs=(mid,)))
         seq += 1
         parent = mid
-    text = render_threads(thread(items, ThreadAlgorithm.REFERENCES), uid=False)
+    text = thread(items, ThreadAlgorithm.REFERENCES)
     assert text.startswith("(1 (2)(3 (4)(5 (6)(7") and text.count("(") == text.count(")")
 
 
@@ -221,8 +239,8 @@ def test_thread_references_parent_arriving_after_children() -> None:
     items = [item(1, date=3, mid="<c@x>", refs=("<a@x>", "<b@x>")),
              item(2, date=1, mid="<a@x>"),
              item(3, date=2, mid="<b@x>", refs=("<a@x>",))]
-    assert render_threads(thread(items, ThreadAlgorithm.REFERENCES), uid=False) == "(2 3 1)"
-    assert render_threads(thread(items, ThreadAlgorithm.REFERENCES), uid=True) == "(20 30 10)"
+    assert thread(items, ThreadAlgorithm.REFERENCES) == "(2 3 1)"
+    assert thread(items, ThreadAlgorithm.REFERENCES, uid=True) == "(20 30 10)"
 
 
 def test_result_cache_keys_and_bound() -> None:
