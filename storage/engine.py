@@ -18,6 +18,7 @@ disk full) becomes `StoreUnavailable`.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import queue
 import threading
@@ -34,6 +35,8 @@ from sqlalchemy.engine import make_url
 from storage.interface import StoreUnavailable
 
 _WRITE = "mss_write"
+
+log = logging.getLogger(__name__)
 
 
 def is_sqlite(url: str) -> bool:
@@ -53,13 +56,43 @@ def make_engine(url: str, *, busy_timeout: float = 30.0, pool_size: int = 8) -> 
         )
         _sqlite_events(engine, busy_timeout)
         return engine
-    return create_engine(
+    engine = create_engine(
         u,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_timeout=busy_timeout,
     )
+    if u.get_backend_name() == "postgresql":
+        _postgresql_events(engine)
+    return engine
+
+
+def begin_pg_read(dbapi_conn: Any) -> None:
+    """The next transaction of this psycopg2 connection (taken from the pool,
+    so in none) is a read: REPEATABLE READ (one snapshot for every statement:
+    SELECT's EXISTS and UIDNEXT must agree, as SQLite's WAL read gives
+    anyway), READ ONLY (a write slipping in fails). psycopg2 then opens it
+    with one ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY``, where
+    ``BEGIN`` and then ``SET TRANSACTION`` cost two round trips. The pool
+    puts the defaults back when the connection returns (see
+    `_postgresql_events`)."""
+    dbapi_conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+
+
+def _postgresql_events(engine: Engine) -> None:
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_conn: Any, _record: Any) -> None:
+        # Back to the server's defaults (READ COMMITTED, read-write) for the
+        # next user, writers included, whatever `begin_pg_read` set: the
+        # pool has rolled back, so no transaction is open (psycopg2 sends
+        # nothing for this; it applies at the next BEGIN).
+        if dbapi_conn is None:
+            return
+        try:
+            dbapi_conn.set_session(isolation_level="DEFAULT", readonly="DEFAULT")
+        except Exception:  # noqa: BLE001 - a broken connection: the pool's check finds it
+            log.debug("could not reset a connection's session", exc_info=True)
 
 
 def _sqlite_events(engine: Engine, busy_timeout: float) -> None:

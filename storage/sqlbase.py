@@ -32,7 +32,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 
 from storage import crypto
-from storage.engine import WriteGate, sqlite_path, transaction, translate
+from storage.engine import WriteGate, begin_pg_read, sqlite_path, transaction, translate
 from storage.interface import (
     HIERARCHY_SEPARATOR,
     Account,
@@ -785,7 +785,7 @@ class StoreBase:
                 raise translate(exc) from exc
             scope.cur = scope.conn.cursor()
             if self._pg:
-                scope.cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                begin_pg_read(scope.conn)
             else:
                 scope.cur.execute("BEGIN")
         return scope.cur
@@ -840,12 +840,12 @@ class StoreBase:
             except dbapi.Error as exc:  # the pool hands out the driver's own errors
                 raise dbapi_failure(exc, dbapi) from exc
             try:
+                if self._pg and not write:
+                    begin_pg_read(conn)
                 cur = conn.cursor()
                 try:
                     if not self._pg:
                         cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                    elif not write:
-                        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     yield cur
                     if self._pg:
                         conn.commit()

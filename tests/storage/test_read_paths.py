@@ -110,3 +110,33 @@ def test_a_read_scope_is_one_snapshot_and_ends_clean(box: Any) -> None:
             batch.call(store.append, inbox.id, msg(3))
             assert store.folder_status(inbox.id).messages == 3
         assert store.folder_status(inbox.id).messages == 3
+
+
+def test_reads_are_one_read_only_snapshot_and_leave_the_connection_writable(
+        open_any: Any, backend: str) -> None:
+    """A read is one snapshot and may not write; the pooled connection it used
+    is read-write again for the next user. One connection in the pool, so
+    every call below takes the same one (on PostgreSQL the read's isolation
+    level and READ ONLY go with the connection's session until it returns:
+    see `storage.engine.begin_pg_read`)."""
+    store = open_any(pool_size=1)
+    store.add_domain("hopital.test")
+    acc = store.add_account("dr@hopital.test", "Dr", AccountClass.PRACTITIONER)
+    mb = store.add_mailbox("dr@hopital.test", MailboxType.PER, owner_account_id=acc.id)
+    inbox = store.get_folder(mb.id, "INBOX")
+    other = open_any()  # another process's connection, writing between two reads
+    with store.read_scope():
+        before = store.folder_status(inbox.id)
+        other.deliver(Delivery(raw=msg(1), mailbox_ids=(mb.id,)))
+        assert store.folder_status(inbox.id) == before  # the scope's snapshot
+        if backend == "postgres":  # (SQLite: a read takes no write lock, READ ONLY or not)
+            with store._dbapi(write=False) as cur:
+                with pytest.raises(Exception, match="read-only transaction"):
+                    cur.execute("UPDATE folders SET uidnext = uidnext WHERE id = 1")
+    for _ in range(3):  # read, write, read, write on the one connection
+        assert store.folder_status(inbox.id).messages >= 1
+        changes, _ = store.store_flags(inbox.id, [1], FlagMode.ADD, ["\\Flagged"])
+        store.store_flags(inbox.id, [1], FlagMode.REMOVE, ["\\Flagged"])
+    with store.write_batch() as batch:
+        batch.call(store.store_flags, inbox.id, [1], FlagMode.ADD, ["\\Seen"])
+    assert "\\Seen" in store.index(inbox.id)[0].flags
