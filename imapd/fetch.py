@@ -16,7 +16,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from imapd.parser.commands import Section, SectionText
-from imapd.responses import istring as istring  # importable here, beside nstring
 from imapd.responses import nstring
 from storage.mime import (
     decode_transfer,

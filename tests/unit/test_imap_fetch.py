@@ -23,14 +23,13 @@ from imapd.fetch import (
     binary_section,
     binary_size,
     header_fields,
-    istring,
-    nstring,
     partial,
     render_bodystructure,
     render_envelope,
     section_bytes,
 )
 from imapd.parser.commands import Section, SectionText
+from imapd.responses import istring, nstring
 from storage.mime import parse_message
 
 # ------------------------------------------------------------------ RFC 3501 examples

@@ -1,5 +1,5 @@
 """imapd.responses: wire forms of strings, lists, dates, sets and response codes
-(and INTERNALDATE as `imapd.wire` sends it, read back by imaplib)."""
+(and INTERNALDATE as `imapd.responses` renders it, read back by imaplib)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from imapd import responses as r
 from imapd.parser import CommandReader, CommandReady, Login
-from imapd.wire import internal_date
+from imapd.responses import internal_date
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""imapd.wire: INTERNALDATE never depends on the process locale."""
+"""imapd.responses.internal_date: INTERNALDATE never depends on the process locale."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from imapd.parser.dates import parse_date_time_text
-from imapd.wire import internal_date
+from imapd.responses import internal_date
 
 ENGLISH = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 FRENCH = ("janv.", "févr.", "mars", "avr.", "mai", "juin", "juil.", "août", "sept.", "oct.",
