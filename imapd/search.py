@@ -7,6 +7,10 @@ delivery; only BODY, TEXT and HEADER of other fields read the raw message, via
 `body_loader`, called at most once per message (ask `needs_body` first to fetch
 the bodies in a batch, or not at all).
 
+`select` answers a key that looks at nothing but what the selected view holds
+(`on_columns`: flags, UIDs, sequence numbers, MODSEQ, \\Recent, ``$``) for a
+whole folder at once, over its columns, with the same predicates.
+
 String matching is a case-insensitive substring test on decoded text: RFC 2047
 encoded-words are decoded, raw 8-bit headers are read as UTF-8 (falling back to
 windows-1252), bodies have their transfer encoding removed and are decoded with
@@ -17,7 +21,8 @@ searched in bodies, not binary attachments.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Set
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator, Sequence, Set
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -500,3 +505,143 @@ def _header_predicate(key: SearchHeader) -> Predicate:
 
         return string
     return from_raw
+
+
+# ------------------------------------------------------------------ columns
+
+_COLUMN_KEYS = (SearchAll, SearchFlag, SearchSeqSet, SearchUid, SearchModSeq)
+_EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+def on_columns(key: SearchKey) -> bool:
+    """Whether `key` looks at nothing but a message's flags (\\Recent
+    included), UID, sequence number, MODSEQ and ``$``: `select` answers it."""
+    return all(isinstance(k, _COLUMN_KEYS) for k in leaves(key))
+
+
+def _on_flags(key: SearchKey) -> bool:
+    """Whether `key` looks at nothing but the flags stored with a message
+    (not \\Recent, which is the session's)."""
+    for k in leaves(key):
+        if isinstance(k, SearchFlag):
+            if k.flag.lower() == "\\recent":
+                return False
+        elif not isinstance(k, SearchAll):
+            return False
+    return True
+
+
+def select(
+    key: SearchKey,
+    seqs: Sequence[int],
+    uids: Sequence[int],
+    modseqs: Sequence[int],
+    flags: Sequence[frozenset[str]],
+    *,
+    max_seq: int,
+    max_uid: int,
+    recent: Set[int] = frozenset(),
+    saved: Set[int] = frozenset(),
+) -> bytes:
+    """Which of these messages match `key` (one that `on_columns` accepts):
+    one byte per message, 1 or 0 (for `itertools.compress`), the answer
+    `matches` gives for each.
+
+    The columns name the messages in sequence order (a folder's view, or
+    some of its messages): sequence numbers, UIDs (both ascending), MODSEQs
+    and stored flags; \\Recent is `recent` (UIDs), not a flag. max_seq /
+    max_uid resolve ``*``; `saved` is ``$``. No object per message: a flag
+    key is asked once per distinct flag set (a folder has a handful) and
+    the answers combined a whole folder at a time, in C.
+    """
+    return _Columns(seqs, uids, modseqs, flags, max_seq, max_uid, recent, saved).select(key)
+
+
+class _Columns:
+    """One `select`. A mask is an int holding one byte per message (message
+    i is byte i, little-endian, 1 when it matches): NOT, AND and OR of two
+    masks are one integer operation each."""
+
+    __slots__ = ("seqs", "uids", "modseqs", "flags", "max_seq", "max_uid", "recent", "saved",
+                 "n", "_ones", "_distinct")
+
+    def __init__(self, seqs: Sequence[int], uids: Sequence[int], modseqs: Sequence[int],
+                 flags: Sequence[frozenset[str]], max_seq: int, max_uid: int,
+                 recent: Set[int], saved: Set[int]) -> None:
+        self.seqs, self.uids, self.modseqs, self.flags = seqs, uids, modseqs, flags
+        self.max_seq, self.max_uid, self.recent, self.saved = max_seq, max_uid, recent, saved
+        self.n = len(uids)
+        self._ones: int | None = None
+        self._distinct: set[frozenset[str]] | None = None
+
+    def select(self, key: SearchKey) -> bytes:
+        if _on_flags(key):  # UNDELETED, UNSEEN, ...: the mask needs no int
+            return self._by_flags(key)
+        return self.mask(key).to_bytes(self.n, "little")
+
+    @property
+    def ones(self) -> int:
+        if self._ones is None:
+            self._ones = int.from_bytes(b"\x01" * self.n, "little")
+        return self._ones
+
+    def mask(self, key: SearchKey) -> int:
+        if _on_flags(key):
+            return int.from_bytes(self._by_flags(key), "little")
+        if isinstance(key, SearchNot):
+            return self.mask(key.key) ^ self.ones
+        if isinstance(key, SearchOr):
+            return self.mask(key.left) | self.mask(key.right)
+        if isinstance(key, SearchAnd):
+            out = self.ones
+            for k in key.keys:
+                out &= self.mask(k)
+            return out
+        if isinstance(key, SearchFlag):  # \\Recent (`_on_flags` takes the others)
+            found = self._members(self.recent)
+            return found if key.present else found ^ self.ones
+        if isinstance(key, SearchSeqSet | SearchUid):
+            sset = key.sequence_set
+            if sset.saved:
+                return self._members(self.saved)
+            if isinstance(key, SearchSeqSet):
+                return self._ranges(self.seqs, sset.merged_bounds(self.max_seq))
+            return self._ranges(self.uids, sset.merged_bounds(self.max_uid))
+        if isinstance(key, SearchModSeq):
+            return int.from_bytes(bytes(map(key.modseq.__le__, self.modseqs)), "little")
+        raise TypeError(f"not answered from columns: {type(key).__name__}")
+
+    def _by_flags(self, key: SearchKey) -> bytes:
+        """The messages `key` (about stored flags only) matches, asking the
+        engine's own predicate once per distinct flag set."""
+        if self._distinct is None:
+            self._distinct = set(self.flags)
+        pred = _compile(key)
+        table = {fs: pred(_Eval(MessageInfo(0, 0, fs, 0, _EPOCH, {}), 0, _no_body, 0, 0,
+                                frozenset(), frozenset(), None))
+                 for fs in self._distinct}
+        if all(table.values()):
+            return b"\x01" * self.n
+        if not any(table.values()):
+            return bytes(self.n)
+        return bytes(map(table.__getitem__, self.flags))
+
+    def _members(self, wanted: Set[int]) -> int:
+        """The messages whose UID is in `wanted`."""
+        if not wanted:
+            return 0
+        return int.from_bytes(bytes(map(wanted.__contains__, self.uids)), "little")
+
+    def _ranges(self, column: Sequence[int], bounds: list[tuple[int, int]]) -> int:
+        """The messages whose number in `column` (ascending) is in one of
+        the inclusive `bounds` (sorted, not overlapping)."""
+        out = bytearray(self.n)
+        for low, high in bounds:
+            i, j = bisect_left(column, low), bisect_right(column, high)
+            if i < j:
+                out[i:j] = b"\x01" * (j - i)
+        return int.from_bytes(out, "little")
+
+
+def _no_body() -> bytes:
+    raise AssertionError("a flag key never reads the message")

@@ -25,16 +25,14 @@ async def _result(ctx: Context, view: SelectedView, context: UpdatingContext,
         # Only what came or changed is looked at again; what the client
         # knows and did not change keeps its answer (expunges have left).
         again = sorted(touched)
-        hits = {uid for _, uid, _ in await matching(ctx, view, context.key, context.saved,
-                                                    only=again)}
+        hits = set((await matching(ctx, view, context.key, context.saved, only=again)).uids)
         members = sorted({u for u in context.result if u not in touched} | hits)
         if context.criteria is None:
             return members
         return await sort_these(ctx, view, context.criteria, members)
     if context.criteria is not None:
         return await sorted_uids(ctx, view, context.key, context.criteria, context.saved)
-    found = await matching(ctx, view, context.key, context.saved)
-    return [uid for _, uid, _ in found]
+    return list((await matching(ctx, view, context.key, context.saved)).uids)
 
 
 async def context_updates(ctx: Context, view: SelectedView) -> list[bytes]:

@@ -8,7 +8,6 @@ threading done, in one call off the reactor (`imapd.sort`).
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Hashable, Sequence
 
 from imapd import responses
@@ -19,7 +18,6 @@ from imapd.commands.search import (
     check_charset,
     check_update_tag,
     keep_updating,
-    matches_all,
     matching,
     saved_uids,
 )
@@ -92,11 +90,8 @@ def _threaded(store: MessageStore, cache: engine.ResultCache, key: Hashable, fol
 async def _chosen(ctx: Context, view: SelectedView, key: SearchKey,
                   saved: frozenset[int] | None = None) -> tuple[Sequence[int], Sequence[int]]:
     """(sequence numbers, UIDs) of the messages `key` matches."""
-    if matches_all(key):
-        # a copy: the store thread must not see the view change under it
-        return range(1, view.exists + 1), array("I", view.uids)
     found = await matching(ctx, view, key, saved)
-    return [seq for seq, _, _ in found], [uid for _, uid, _ in found]
+    return found.seqs, found.uids
 
 
 async def sorted_uids(ctx: Context, view: SelectedView, key: SearchKey,
