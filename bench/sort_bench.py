@@ -7,7 +7,8 @@ folder holds distinct messages: 3,000 subjects, 500 senders, dates over two
 years, threads of 1 to 12 messages linked by References / In-Reply-To (some
 parents missing). They are stored through the store's own delivery
 preparation (`SqlStore.prepare`: metadata and sort keys computed and
-encrypted as at delivery) and bulk-inserted, then cached under --workdir.
+encrypted as at delivery) and bulk-inserted, then cached under --workdir
+(a folder cached by an older revision is migrated when the bench opens it).
 
 Printed, each as client wall time and server CPU: SORT (DATE), SORT
 (SUBJECT), SORT (FROM), THREAD REFERENCES, and ESEARCH-style
@@ -114,7 +115,7 @@ def build_world(workdir: Path, n: int, body_size: int = 0) -> dict[str, Any]:
         shutil.rmtree(workdir)
     config = make_world(workdir, None, users=1)
     from storage import open_store
-    from storage.models import BodyRow, FolderRow, MessageRow
+    from storage.models import BodyRow, FolderRow, MessageRow, SortKeysRow
 
     store = open_store(config["url"], Path(config["key_file"]))
     inbox = store.get_folder(store.get_mailbox(BIG_USER).id, "INBOX")
@@ -125,10 +126,13 @@ def build_world(workdir: Path, n: int, body_size: int = 0) -> dict[str, Any]:
         next_id = (first.id if first else 0) + 1
         batch_b: list[dict[str, Any]] = []
         batch_m: list[dict[str, Any]] = []
+        batch_k: list[dict[str, Any]] = []
         per_batch = 5000 if body_size < 8192 else 500  # bodies held in memory at once
         for uid, (raw, idate) in enumerate(messages(n), 1):
             raw = padded(raw, body_size)
-            sealed = store.prepare(raw).sealed
+            sealed = dict(store.prepare(raw).sealed)
+            batch_k.append({"body_id": next_id, "key_id": sealed["key_id"],
+                            "data": sealed.pop("sort_keys")})
             batch_b.append({"id": next_id, **sealed})
             batch_m.append({"folder_id": inbox.id, "uid": uid, "modseq": 2, "flags": "",
                             "internal_date": idate, "size": len(raw), "recent": False,
@@ -136,10 +140,12 @@ def build_world(workdir: Path, n: int, body_size: int = 0) -> dict[str, Any]:
             next_id += 1
             if len(batch_b) == per_batch:
                 c.execute(BodyRow.__table__.insert(), batch_b)
+                c.execute(SortKeysRow.__table__.insert(), batch_k)
                 c.execute(MessageRow.__table__.insert(), batch_m)
-                batch_b, batch_m = [], []
+                batch_b, batch_m, batch_k = [], [], []
         if batch_b:
             c.execute(BodyRow.__table__.insert(), batch_b)
+            c.execute(SortKeysRow.__table__.insert(), batch_k)
             c.execute(MessageRow.__table__.insert(), batch_m)
         c.execute(FolderRow.__table__.update().where(FolderRow.id == inbox.id)
                   .values(uidnext=n + 1, highestmodseq=2))
