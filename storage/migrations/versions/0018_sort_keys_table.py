@@ -9,8 +9,10 @@ its own `key_id`, so the read never touches `bodies`.
 Upgrade: every stored blob is copied with its body's key id, then the
 column is dropped. On SQLite the drop rewrites every row of `bodies` (the
 native ALTER TABLE DROP COLUMN of SQLite >= 3.35, in place: no second copy
-of the table, as batch mode would make); its time is that of reading and
-writing the store once. PostgreSQL drops the column without a rewrite.
+of the table, as batch mode would make; an older SQLite gets batch mode);
+its time is that of reading and writing the store once: 94 s (75 s CPU)
+for 98,696 messages of 64 KB, 6.6 GB. PostgreSQL drops the column without
+a rewrite.
 
 Downgrade: the blobs go back to `bodies.sort_keys` where they are under
 their body's key (a key row written under another key, after a rotation,
@@ -25,6 +27,7 @@ Create Date: 2026-12-07
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -54,6 +57,12 @@ def upgrade() -> None:
     )
     # After the copy: one sorted build instead of an insert per row.
     op.create_index(op.f("ix_sort_keys_key_id"), "sort_keys", ["key_id"], unique=False)
+    bind = op.get_bind()
+    if bind.dialect.name == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
+        # No DROP COLUMN before SQLite 3.35: the table is copied (batch mode).
+        with op.batch_alter_table("bodies") as batch:
+            batch.drop_column("sort_keys")
+        return
     # Not in batch mode: on SQLite that would copy all of `bodies` into a
     # new table (twice the disk for a while) where DROP COLUMN rewrites it
     # in place.
