@@ -42,10 +42,10 @@ from sqlalchemy import (
     Row,
     String,
     and_,
+    bindparam,
     delete,
     exists,
     insert,
-    literal,
     or_,
     select,
     update,
@@ -1610,20 +1610,22 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
         gets none. `replace`: a row already there (keys of an older
         `sortkeys.VERSION`) is overwritten; else it is left as it is (filled
         meanwhile by a SORT's write-back or another `fill_sort_keys`)."""
+        if not rows:
+            return
         insert_of = postgresql.insert if self._pg else sqlite.insert
-        for body_id, key_id, blob in rows:
-            stmt = insert_of(K).from_select(
-                ["body_id", "key_id", "data"],
-                select(literal(body_id, Integer()), literal(key_id, String()),
-                       literal(blob, LargeBinary()))
-                .where(exists().where(B.c.id == body_id)),
-            )
-            c.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[K.c.body_id],
-                    set_={"key_id": stmt.excluded.key_id, "data": stmt.excluded.data})
-                if replace else stmt.on_conflict_do_nothing(index_elements=[K.c.body_id])
-            )
+        body_id = bindparam("b", type_=Integer())
+        stmt = insert_of(K).from_select(
+            ["body_id", "key_id", "data"],
+            select(body_id, bindparam("k", type_=String()), bindparam("d", type_=LargeBinary()))
+            .where(exists().where(B.c.id == body_id)),
+        )
+        c.execute(  # one statement, executemany
+            stmt.on_conflict_do_update(
+                index_elements=[K.c.body_id],
+                set_={"key_id": stmt.excluded.key_id, "data": stmt.excluded.data})
+            if replace else stmt.on_conflict_do_nothing(index_elements=[K.c.body_id]),
+            [{"b": b, "k": k, "d": d} for b, k, d in rows],
+        )
 
     def message_ids(self, folder_id: int, uids: Sequence[int]) -> dict[int, str]:
         if not uids:

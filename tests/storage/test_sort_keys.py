@@ -195,3 +195,29 @@ def test_no_keys_row_outlives_its_body(any_store: Any) -> None:
     with any_store.engine.begin() as c:
         kept = c.execute(select(SortKeysRow.body_id)).scalars().all()
         assert kept == c.execute(select(BodyRow.id)).scalars().all()
+
+
+def test_keys_of_an_older_version_are_replaced(open_any: Callable[..., Any]) -> None:
+    """A keys row that `sortkeys.decode` does not read (another VERSION) is
+    computed again and overwritten; a fill never overwrites a row, and
+    never writes one for a body that is gone."""
+    from storage import crypto, sortkeys
+
+    store = open_any()
+    store.add_domain("hopital.test")
+    inbox = _inbox(store)
+    store.append(inbox, _raw(1))
+    ring = store._keys.ring()
+    stale = ring.encrypt_with(ring.current_id, b'[0, 1, "s"]', crypto.AAD_SORT_KEYS)
+    with store.engine.begin() as c:
+        body = c.execute(select(BodyRow.id)).scalar_one()
+        c.execute(SortKeysRow.__table__.update().values(data=stale))
+    assert open_any().sort_keys(inbox, [1])[1].subject == "dossier 1"
+    with store.engine.begin() as c:
+        data = bytes(c.execute(select(SortKeysRow.data)).scalar_one())
+    assert sortkeys.decode(ring.decrypt(ring.current_id, data, crypto.AAD_SORT_KEYS)) is not None
+    with store.engine.begin() as c:
+        store._put_sort_keys(c, [(body, ring.current_id, stale), (body + 99, "k1", stale)],
+                             replace=False)
+    with store.engine.begin() as c:
+        assert [bytes(d) for d in c.execute(select(SortKeysRow.data)).scalars()] == [data]
