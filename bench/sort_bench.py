@@ -7,7 +7,8 @@ folder holds distinct messages: 3,000 subjects, 500 senders, dates over two
 years, threads of 1 to 12 messages linked by References / In-Reply-To (some
 parents missing), flagged as a mailbox is (`flags_of`). They are stored through the store's own delivery
 preparation (`SqlStore.prepare`: metadata and sort keys computed and
-encrypted as at delivery) and bulk-inserted, then cached under --workdir.
+encrypted as at delivery) and bulk-inserted, then cached under --workdir
+(a folder cached by an older revision is migrated when the bench opens it).
 
 Printed, each as client wall time and server CPU: SORT (DATE), SORT
 (SUBJECT), SORT (FROM), THREAD REFERENCES, ESEARCH-style
@@ -20,7 +21,13 @@ then these again (cached: the same messages, the process's answer reused).
 Target: under 1 s each. With a calibration figure: the machine is shared, and
 a loaded one runs Python several times slower.
 
-    .venv/bin/python bench/sort_bench.py [--messages 100000] [--workdir run/bench-sort]
+The bench's messages are ~300 bytes by default; `--body-size 65536` pads each
+body with text to about that size, as real mail is: where SQLite keeps a key
+column beside a large body, reading it walks the body's pages, which small
+messages hide. Each size gets its own cached folder.
+
+    .venv/bin/python bench/sort_bench.py [--messages 100000] [--body-size 0]
+        [--workdir run/bench-sort]
 """
 
 from __future__ import annotations
@@ -109,8 +116,20 @@ def flags_of(uid: int) -> str:
     return " ".join(sorted(flags))
 
 
-def build_world(workdir: Path, n: int) -> dict[str, Any]:
-    marker = workdir / f"world-{n}-flags.json"
+def padded(raw: bytes, body_size: int) -> bytes:
+    """`raw` with its body grown by lines of text to about `body_size`
+    bytes (the same filler for every message: what is stored is encrypted,
+    so no two rows look alike anyway)."""
+    missing = body_size - len(raw)
+    if missing <= 0:
+        return raw
+    line = b"Examen clinique sans particularite, bilan biologique joint au dossier.\r\n"
+    return raw + line * (missing // len(line) + 1)
+
+
+def build_world(workdir: Path, n: int, body_size: int = 0) -> dict[str, Any]:
+    marker = workdir / (f"world-{n}-flags.json" if not body_size
+                        else f"world-{n}-{body_size}-flags.json")
     if marker.exists():
         from storage import migrate
 
@@ -121,7 +140,7 @@ def build_world(workdir: Path, n: int) -> dict[str, Any]:
         shutil.rmtree(workdir)
     config = make_world(workdir, None, users=1)
     from storage import open_store
-    from storage.models import BodyRow, FolderRow, MessageRow
+    from storage.models import BodyRow, FolderRow, MessageRow, SortKeysRow
 
     store = open_store(config["url"], Path(config["key_file"]))
     inbox = store.get_folder(store.get_mailbox(BIG_USER).id, "INBOX")
@@ -132,19 +151,26 @@ def build_world(workdir: Path, n: int) -> dict[str, Any]:
         next_id = (first.id if first else 0) + 1
         batch_b: list[dict[str, Any]] = []
         batch_m: list[dict[str, Any]] = []
+        batch_k: list[dict[str, Any]] = []
+        per_batch = 5000 if body_size < 8192 else 500  # bodies held in memory at once
         for uid, (raw, idate) in enumerate(messages(n), 1):
-            sealed = store.prepare(raw).sealed
+            raw = padded(raw, body_size)
+            sealed = dict(store.prepare(raw).sealed)
+            batch_k.append({"body_id": next_id, "key_id": sealed["key_id"],
+                            "data": sealed.pop("sort_keys")})
             batch_b.append({"id": next_id, **sealed})
             batch_m.append({"folder_id": inbox.id, "uid": uid, "modseq": 2, "flags": flags_of(uid),
                             "internal_date": idate, "size": len(raw), "recent": False,
                             "body_id": next_id})
             next_id += 1
-            if len(batch_b) == 5000:
+            if len(batch_b) == per_batch:
                 c.execute(BodyRow.__table__.insert(), batch_b)
+                c.execute(SortKeysRow.__table__.insert(), batch_k)
                 c.execute(MessageRow.__table__.insert(), batch_m)
-                batch_b, batch_m = [], []
+                batch_b, batch_m, batch_k = [], [], []
         if batch_b:
             c.execute(BodyRow.__table__.insert(), batch_b)
+            c.execute(SortKeysRow.__table__.insert(), batch_k)
             c.execute(MessageRow.__table__.insert(), batch_m)
         c.execute(FolderRow.__table__.update().where(FolderRow.id == inbox.id)
                   .values(uidnext=n + 1, highestmodseq=2))
@@ -196,11 +222,17 @@ def run(port: int, pid: int) -> dict[str, dict[str, float]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--messages", type=int, default=100_000)
-    ap.add_argument("--workdir", type=Path, default=ROOT / "run" / "bench-sort")
+    ap.add_argument("--body-size", type=int, default=0,
+                    help="pad each message to about this many bytes (0: ~300 bytes)")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="where the folder is built and cached (default run/bench-sort, "
+                         "run/bench-sort-SIZE with --body-size)")
     args = ap.parse_args()
-    config = build_world(args.workdir, args.messages)
+    workdir = args.workdir or ROOT / "run" / (
+        "bench-sort" if not args.body_size else f"bench-sort-{args.body_size}")
+    config = build_world(workdir, args.messages, args.body_size)
     before = calibration()
-    srv = ServerProcess(config, args.workdir, "sort")
+    srv = ServerProcess(config, workdir, "sort")
     ports = srv.start()
     assert srv.proc is not None
     try:
@@ -208,8 +240,10 @@ def main() -> None:
     finally:
         srv.stop()
     after = calibration()
-    results["machine"] = {"calibration_cpu": (before + after) / 2, "load": os.getloadavg()[0]}
-    print(f"{results['exists']['n']} messages in the folder; load average "
+    results["machine"] = {"calibration_cpu": (before + after) / 2, "load": os.getloadavg()[0],
+                          "body_size": args.body_size}
+    size = f"bodies padded to ~{args.body_size} bytes" if args.body_size else "~300-byte messages"
+    print(f"{results['exists']['n']} messages in the folder ({size}); load average "
           f"{results['machine']['load']:.1f}; calibration (fixed Python work) "
           f"{results['machine']['calibration_cpu']:.2f} s CPU")
     print(f"{'command':45} {'cold s':>8} {'(cpu)':>6} {'warm s':>8} {'(cpu)':>6} "

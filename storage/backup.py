@@ -23,7 +23,7 @@ from urllib.parse import quote
 from storage.interface import StoreError, StoreUnavailable
 
 # The tables whose rows carry the id of the key that encrypted them.
-_KEYED_TABLES = ("bodies", "queue", "auth_factors")
+_KEYED_TABLES = ("bodies", "sort_keys", "queue", "auth_factors")
 
 
 @dataclass(frozen=True, slots=True)

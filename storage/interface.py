@@ -1169,15 +1169,16 @@ class MessageStore(Protocol):
 
     def check_keys(self) -> list[str]:
         """Whether the key file reads the stored data: for each key id in use
-        (bodies, queued messages, one-time code secrets), one blob of each
+        (bodies, sort keys, queued messages, one-time code secrets), one blob of each
         kind is decrypted. Returns one line per key id it cannot read (absent
         from the key file, or another key under the same id: a database
         restored without its own key file); [] when all read. Cheap (an
         index scan per table): `serve` asks before it starts."""
 
     def reencrypt(self, batch: int = 500) -> int:
-        """Re-encrypts up to `batch` bodies not under the current key; returns
-        how many (0 when done)."""
+        """Re-encrypts up to `batch` blobs not under the current key (bodies
+        with their metadata, sort keys, queued messages, one-time code
+        secrets); returns how many rows (0 when done)."""
 
     def read_scope(self) -> AbstractContextManager[None]:
         """Within the block, the reads this thread makes through the store's
@@ -1191,8 +1192,9 @@ class MessageStore(Protocol):
 
     def fill_sort_keys(self, batch: int = 500) -> int:
         """Computes and stores the SORT / THREAD keys of up to `batch`
-        messages stored without them (before revision 0013), in one
-        transaction; returns how many (0 when none is left)."""
+        messages stored without them (before revision 0013), under the
+        current key, in one transaction; returns how many (0 when none is
+        left)."""
 
     @property
     def batches_writes(self) -> bool:

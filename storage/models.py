@@ -223,9 +223,26 @@ class BodyRow(Base):
     body: Mapped[bytes] = mapped_column(LargeBinary)  # AES-GCM(raw message)
     # AES-GCM(JSON of storage.mime.parse_message(raw)): envelope, structure.
     meta: Mapped[bytes] = mapped_column(LargeBinary)
-    # AES-GCM(JSON of storage.sortkeys): the SORT / THREAD keys. NULL for
-    # messages stored before revision 0013: computed when first needed.
-    sort_keys: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class SortKeysRow(Base):
+    """The SORT / THREAD keys of one body (`storage.sortkeys`), AES-GCM like
+    the metadata. A table of their own (revision 0018), not a column of
+    `bodies`: SQLite keeps a row's columns in order, so a key column after
+    a 64 KB body was reached by walking the body's overflow pages, and the
+    first SORT of a large folder read all of its messages. With its own
+    `key_id` the read never touches `bodies`; rotation moves it like any
+    keyed row. No row: a message stored before revision 0013 (its keys are
+    computed when first needed, or by `mssctl db sort-keys`). Goes with its
+    body (ON DELETE CASCADE)."""
+
+    __tablename__ = "sort_keys"
+
+    body_id: Mapped[int] = mapped_column(
+        ForeignKey("bodies.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    key_id: Mapped[str] = mapped_column(String(32), index=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)  # AES-GCM(JSON of storage.sortkeys)
 
 
 class MessageRow(Base):

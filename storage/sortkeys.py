@@ -4,8 +4,9 @@ parses a message again.
 
 `sort_keys(raw, meta)` takes the raw message and its `storage.mime`
 metadata; `encode` / `decode` turn the keys into the compact JSON kept
-(encrypted, like the metadata: subjects and names are health data) in
-``bodies.sort_keys``. Strings are decoded text (RFC 2047 words decoded, raw
+(encrypted, like the metadata: subjects and names are health data) in the
+``sort_keys`` table (revision 0018; a column of ``bodies`` from 0013).
+Strings are decoded text (RFC 2047 words decoded, raw
 8-bit read as UTF-8); collation (i;ascii-casemap) is the reader's business.
 
 Base subject (RFC 5256 2.1)::

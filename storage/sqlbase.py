@@ -66,6 +66,7 @@ from storage.models import (
     NameEventRow,
     PrivateSeenRow,
     QueueRow,
+    SortKeysRow,
     SubscriptionRow,
     UidValidityRow,
 )
@@ -82,6 +83,7 @@ E = cast(Table, ExpungedRow.__table__)
 F = cast(Table, FolderRow.__table__)
 G = cast(Table, GrantRow.__table__)
 JL = cast(Table, JobLeaseRow.__table__)
+K = cast(Table, SortKeysRow.__table__)
 LF = cast(Table, LoginFailuresRow.__table__)
 M = cast(Table, MailboxRow.__table__)
 MSG = cast(Table, MessageRow.__table__)

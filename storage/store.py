@@ -37,15 +37,21 @@ from typing import Any, cast
 from sqlalchemy import (
     Connection,
     Engine,
+    Integer,
+    LargeBinary,
     Row,
+    String,
     and_,
+    bindparam,
     delete,
+    exists,
     insert,
     or_,
     select,
     update,
 )
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
 
 from storage import crypto, sortkeys
 from storage.directory import DirectoryMixin, _bump_access_epoch
@@ -101,6 +107,7 @@ from storage.sqlbase import (
     E,
     F,
     G,
+    K,
     M,
     Q,
     S,
@@ -135,7 +142,7 @@ class _Prepared:
     """A delivery parsed and encrypted, ready for the transaction."""
 
     mailbox_ids: tuple[int, ...]  # de-duplicated, in the caller's order
-    sealed: dict[str, Any]  # the bodies row
+    sealed: dict[str, Any]  # the bodies row, and its "sort_keys" blob
     flags: str
     internal_date: int
     size: int
@@ -148,6 +155,7 @@ class _Sql:
     mark: str
     returning: bool  # PostgreSQL: ids by RETURNING (SQLite: cursor.lastrowid)
     insert_body: str
+    insert_sort_keys: str
     insert_message: str
     update_folder: str
     update_usage: str
@@ -215,9 +223,10 @@ def _make_sql(mark: str, pg: bool) -> _Sql:
         mark=mark,
         returning=pg,
         insert_body=q(
-            "INSERT INTO bodies (key_id, size, body, meta, sort_keys) VALUES (?, ?, ?, ?, ?)"
+            "INSERT INTO bodies (key_id, size, body, meta) VALUES (?, ?, ?, ?)"
         )
         + _RETURNING_ID[pg],
+        insert_sort_keys=q("INSERT INTO sort_keys (body_id, key_id, data) VALUES (?, ?, ?)"),
         insert_message=q(
             "INSERT INTO messages (folder_id, uid, modseq, flags, internal_date, size, recent,"
             " body_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -294,13 +303,15 @@ def _make_sql(mark: str, pg: bool) -> _Sql:
             "SELECT m.uid, b.key_id, b.meta FROM messages m JOIN bodies b ON b.id = m.body_id"
             " WHERE m.folder_id = ? AND m.uid IN ({})"
         ),
+        # Never `bodies`: the keys' own table and key id (revision 0018).
         sort_keys_all=q(
-            "SELECT m.uid, m.size, m.internal_date, b.id, b.key_id, b.sort_keys"
-            " FROM messages m JOIN bodies b ON b.id = m.body_id WHERE m.folder_id = ?"
+            "SELECT m.uid, m.size, m.internal_date, m.body_id, k.key_id, k.data"
+            " FROM messages m LEFT JOIN sort_keys k ON k.body_id = m.body_id"
+            " WHERE m.folder_id = ?"
         ),
         sort_keys_of=q(
-            "SELECT m.uid, m.size, m.internal_date, b.id, b.key_id, b.sort_keys"
-            " FROM messages m JOIN bodies b ON b.id = m.body_id"
+            "SELECT m.uid, m.size, m.internal_date, m.body_id, k.key_id, k.data"
+            " FROM messages m LEFT JOIN sort_keys k ON k.body_id = m.body_id"
             " WHERE m.folder_id = ? AND m.uid IN ({})"
         ),
         body_of=q(
@@ -821,9 +832,10 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
             for prepared, private_seen, fl, idate in rows:
                 sealed = prepared.sealed
                 cur.execute(sql.insert_body,
-                            (sealed["key_id"], sealed["size"], sealed["body"], sealed["meta"],
-                             sealed["sort_keys"]))
+                            (sealed["key_id"], sealed["size"], sealed["body"], sealed["meta"]))
                 body_id = cur.fetchone()[0] if sql.returning else cur.lastrowid
+                cur.execute(sql.insert_sort_keys,
+                            (body_id, sealed["key_id"], sealed["sort_keys"]))
                 cur.execute(
                     sql.insert_message,
                     (folder_id, uid, modseq, fl, idate, prepared.size, recent, body_id),
@@ -947,8 +959,10 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
                 cur.execute("SAVEPOINT mss_delivery")
             try:
                 cur.execute(sql.insert_body, (sealed["key_id"], sealed["size"], sealed["body"],
-                                              sealed["meta"], sealed["sort_keys"]))
+                                              sealed["meta"]))
                 body_id = cur.fetchone()[0] if sql.returning else cur.lastrowid
+                cur.execute(sql.insert_sort_keys,
+                            (body_id, sealed["key_id"], sealed["sort_keys"]))
                 rows = [
                     (state[m][0], state[m][2], state[m][3] + 1, p.flags, p.internal_date,
                      p.size, True, body_id)
@@ -1529,7 +1543,8 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
                                     (folder_id, *chunk))
                         rows.extend(cur.fetchall())
         # rows: uid, size, internal date, body id, key id, sort keys blob
-        legacy = [(r[0], r[3], r[4], r[1], r[2]) for r in rows if r[5] is None]
+        # (key id and blob NULL: no keys row, a message stored before 0013)
+        legacy = [(r[0], r[3], r[1], r[2]) for r in rows if r[5] is None]
         if legacy:
             rows = [r for r in rows if r[5] is not None]
         # one pass per column: a loop over the rows building tuples, and
@@ -1546,7 +1561,7 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
             for r, keys in zip(rows, decoded, strict=True):
                 if keys is None:
                     del by_uid[r[0]]
-                    legacy.append((r[0], r[3], r[4], r[1], r[2]))
+                    legacy.append((r[0], r[3], r[1], r[2]))
         found = cast("dict[int, SortKeys]", by_uid)  # no None left
         if legacy:
             # computed from the message only for the UIDs asked for: the
@@ -1562,34 +1577,55 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
         return known
 
     def _backfill_sort_keys(
-        self, folder_id: int, legacy: list[tuple[int, int, str, int, int]]
+        self, folder_id: int, legacy: list[tuple[int, int, int, int]]
     ) -> dict[int, SortKeys]:
         """Keys of messages stored without them (before revision 0013, or of
         an older `sortkeys.VERSION`): computed from the message once and
-        written back, under the row's own key (a row rotated meanwhile is
-        left for the next reader)."""
+        written back under the current key. `legacy`: (uid, body id, size,
+        internal date)."""
         out: dict[int, SortKeys] = {}
         ring = self._keys.ring()
-        updates: list[tuple[bytes, int, str]] = []
-        for uid, body_id, key_id, size, idate in legacy:
+        computed: list[tuple[int, str, bytes]] = []
+        for uid, body_id, size, idate in legacy:
             try:
                 raw = self.message_body(folder_id, uid)
             except NotFound:
                 continue  # expunged meanwhile
             keys = sortkeys.sort_keys(raw, self._parse(raw))
             out[uid] = keys._replace(size=size, arrival=idate)
-            if key_id in ring.keys:
-                blob = ring.encrypt_with(key_id, sortkeys.encode(keys), crypto.AAD_SORT_KEYS)
-                updates.append((blob, body_id, key_id))
-        if updates and not self._in_write_batch():
+            computed.append((body_id, ring.current_id, ring.encrypt_with(
+                ring.current_id, sortkeys.encode(keys), crypto.AAD_SORT_KEYS)))
+        if computed and not self._in_write_batch():
             try:
                 with self._write() as c:
-                    for blob, body_id, key_id in updates:
-                        c.execute(update(B).where(B.c.id == body_id, B.c.key_id == key_id)
-                                  .values(sort_keys=blob))
+                    self._put_sort_keys(c, computed, replace=True)
             except StoreUnavailable:
-                log.warning("sort keys of %d messages not written back", len(updates))
+                log.warning("sort keys of %d messages not written back", len(computed))
         return out
+
+    def _put_sort_keys(
+        self, c: Connection, rows: Sequence[tuple[int, str, bytes]], *, replace: bool
+    ) -> None:
+        """Writes (body id, key id, blob) keys rows; a body gone meanwhile
+        gets none. `replace`: a row already there (keys of an older
+        `sortkeys.VERSION`) is overwritten; else it is left as it is (filled
+        meanwhile by a SORT's write-back or another `fill_sort_keys`)."""
+        if not rows:
+            return
+        insert_of = postgresql.insert if self._pg else sqlite.insert
+        body_id = bindparam("b", type_=Integer())
+        stmt = insert_of(K).from_select(
+            ["body_id", "key_id", "data"],
+            select(body_id, bindparam("k", type_=String()), bindparam("d", type_=LargeBinary()))
+            .where(exists().where(B.c.id == body_id)),
+        )
+        c.execute(  # one statement, executemany
+            stmt.on_conflict_do_update(
+                index_elements=[K.c.body_id],
+                set_={"key_id": stmt.excluded.key_id, "data": stmt.excluded.data})
+            if replace else stmt.on_conflict_do_nothing(index_elements=[K.c.body_id]),
+            [{"b": b, "k": k, "d": d} for b, k, d in rows],
+        )
 
     def message_ids(self, folder_id: int, uids: Sequence[int]) -> dict[int, str]:
         if not uids:
@@ -1690,6 +1726,7 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
         ring = self._keys.ring(force=True)
         kinds = (
             (B, "meta", crypto.AAD_META, "messages"),
+            (K, "data", crypto.AAD_SORT_KEYS, "sort keys"),
             (Q, "body", crypto.AAD_QUEUE, "queued messages"),
             (AF, "totp_secret", crypto.AAD_TOTP, "one-time code secrets"),
         )
@@ -1723,14 +1760,15 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
         return problems
 
     def reencrypt(self, batch: int = 500) -> int:
-        """Moves up to `batch` blobs (bodies with their metadata, then queued
-        messages, then one-time code secrets) to the current key, a few per transaction so that writers
-        are never held up for long."""
+        """Moves up to `batch` blobs (bodies with their metadata, then sort
+        keys, then queued messages, then one-time code secrets) to the
+        current key, a few per transaction so that writers are never held up
+        for long."""
         ring = self._keys.ring(force=True)  # the key just added by `mssctl keys rotate`
         done = 0
         kinds = (
-            (B, {"body": crypto.AAD_BODY, "meta": crypto.AAD_META,
-                 "sort_keys": crypto.AAD_SORT_KEYS}),
+            (B, {"body": crypto.AAD_BODY, "meta": crypto.AAD_META}),
+            (K, {"data": crypto.AAD_SORT_KEYS}),
             (Q, {"body": crypto.AAD_QUEUE}),
             (AF, {"totp_secret": crypto.AAD_TOTP}),
         )
@@ -1751,10 +1789,10 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
         ring = self._keys.ring(force=True)
         with self._read() as c:
             ids = list(c.execute(
-                select(B.c.id).where(B.c.sort_keys.is_(None)).order_by(B.c.id)
+                select(B.c.id).where(~exists().where(K.c.body_id == B.c.id)).order_by(B.c.id)
                 .limit(max(1, batch))
             ).scalars())
-        computed: list[tuple[int, int, bytes]] = []
+        computed: list[tuple[int, str, bytes]] = []
         for body_id in ids:
             with self._read() as c:
                 row = c.execute(
@@ -1766,17 +1804,13 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
             raw = ring.decrypt(key_id, bytes(body), crypto.AAD_BODY)
             parsed = json.loads(ring.decrypt(key_id, bytes(meta), crypto.AAD_META))
             del row, body
-            computed.append((body_id, key_id, ring.encrypt_with(
-                key_id, sortkeys.encode(sortkeys.sort_keys(raw, parsed)), crypto.AAD_SORT_KEYS)))
+            computed.append((body_id, ring.current_id, ring.encrypt_with(
+                ring.current_id, sortkeys.encode(sortkeys.sort_keys(raw, parsed)),
+                crypto.AAD_SORT_KEYS)))
         if not computed:
             return 0
         with self._write() as c:
-            for body_id, key_id, blob in computed:
-                # under the body's key: a row re-encrypted meanwhile waits
-                # for the next batch
-                c.execute(update(B).where(B.c.id == body_id, B.c.sort_keys.is_(None),
-                                          B.c.key_id == key_id)
-                          .values(sort_keys=blob))
+            self._put_sort_keys(c, computed, replace=False)
         return len(computed)
 
     def _reencrypt_some(
@@ -1785,30 +1819,29 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
         """Re-encrypts up to `limit` rows of `table`; `blobs`: column -> AAD."""
         current = ring.current_id
         blob_columns = [table.c[name] for name in blobs]
+        [row_key] = table.primary_key.columns  # id; body_id of sort_keys
         moved = 0
         with self._write() as c:
             ids = list(
                 c.execute(
-                    select(table.c.id)
+                    select(row_key)
                     .where(table.c.key_id != current)
-                    .order_by(table.c.id)
+                    .order_by(row_key)
                     .limit(limit)
                 ).scalars()
             )
             for row_id in ids:  # one blob in memory at a time
                 r = c.execute(
                     select(table.c.key_id, *blob_columns)
-                    .where(table.c.id == row_id)
+                    .where(row_key == row_id)
                     .with_for_update()
                 ).first()
                 if r is None:  # expunged meanwhile (PostgreSQL)
                     continue
                 values: dict[str, Any] = {"key_id": current}
                 for (name, aad), blob in zip(blobs.items(), r[1:], strict=True):
-                    if blob is None:  # sort keys not computed yet (before 0013)
-                        continue
                     plain = ring.decrypt(r.key_id, blob, aad)
                     values[name] = ring.encrypt_with(current, plain, aad)
-                c.execute(update(table).where(table.c.id == row_id).values(**values))
+                c.execute(update(table).where(row_key == row_id).values(**values))
                 moved += 1
         return moved

@@ -532,9 +532,9 @@ def test_key_file_too_open_is_a_config_error(inst: Path) -> None:
 
 
 def test_db_sort_keys_fills_older_messages(inst: Path) -> None:
-    from sqlalchemy import select, update
+    from sqlalchemy import delete, func, select
 
-    from storage.models import BodyRow
+    from storage.models import BodyRow, SortKeysRow
 
     settings, store = open_inst_store(inst)
     try:
@@ -542,7 +542,7 @@ def test_db_sort_keys_fills_older_messages(inst: Path) -> None:
         for n in range(3):
             store.append(inbox.id, f"Subject: Re: dossier {n}\r\n\r\nx\r\n".encode())
         with store.engine.begin() as c:  # as if stored before revision 0013
-            c.execute(update(BodyRow).values(sort_keys=None))
+            c.execute(delete(SortKeysRow))
     finally:
         store.close()
     code, out, err = mssctl("db", "sort-keys", "--batch", "2", "-c", cfg(inst))
@@ -551,7 +551,8 @@ def test_db_sort_keys_fills_older_messages(inst: Path) -> None:
     _, store = open_inst_store(inst)
     try:
         with store.engine.begin() as c:
-            assert None not in c.execute(select(BodyRow.sort_keys)).scalars().all()
+            assert c.execute(select(func.count()).select_from(SortKeysRow)).scalar() == \
+                c.execute(select(func.count()).select_from(BodyRow)).scalar()
         assert store.fill_sort_keys() == 0
         events = list(store.audit_events(actions=["db-sort-keys"]))
         assert len(events) == 1 and events[0].details["filled"] >= 3, events
@@ -560,16 +561,17 @@ def test_db_sort_keys_fills_older_messages(inst: Path) -> None:
 
 
 def test_db_sort_keys_with_a_key_missing_from_the_key_file(inst: Path) -> None:
-    from sqlalchemy import update
+    from sqlalchemy import delete, update
 
-    from storage.models import BodyRow
+    from storage.models import BodyRow, SortKeysRow
 
     settings, store = open_inst_store(inst)
     try:
         inbox = store.get_folder(store.get_mailbox(f"dr.martin@{DOMAIN}").id, "INBOX")
         store.append(inbox.id, b"Subject: lost key\r\n\r\nx\r\n")
         with store.engine.begin() as c:
-            c.execute(update(BodyRow).values(sort_keys=None, key_id="gone"))
+            c.execute(delete(SortKeysRow))
+            c.execute(update(BodyRow).values(key_id="gone"))
     finally:
         store.close()
     code, out, err = mssctl("db", "sort-keys", "-c", cfg(inst))

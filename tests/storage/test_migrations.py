@@ -147,3 +147,88 @@ def test_0005_fills_the_mailbox_of_existing_audit_events(
         assert got == ["cardio@h.test", "cardio@h.test", None, None, None, None]
     finally:
         engine.dispose()
+
+
+def _rows(c: Any, query: str) -> list[tuple[Any, ...]]:
+    """Rows as tuples, blobs as bytes (psycopg hands out memoryviews)."""
+    from sqlalchemy import text
+
+    return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r)
+            for r in c.execute(text(query))]
+
+
+def test_0018_moves_the_sort_keys_to_their_table_and_back(
+    backend: str, tmp_path: Path, request: Any, key_file: Path
+) -> None:
+    """0017 -> 0018 moves each body's keys blob, with the body's key id, to
+    `sort_keys` (none for a body without keys) and drops the column; 0018 ->
+    0017 puts them back where they are under their body's key, and a store
+    reopened after the round trip reads the keys it wrote at delivery
+    without computing any again."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from storage import _alembic_config
+    from storage.interface import AccountClass, MailboxType
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        cluster = request.getfixturevalue("pg_cluster")
+        url = cluster.url(cluster.new_database(template=None))
+    migrate(url, "0017")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as c:
+            for i, (key_id, blob) in enumerate([("k1", b"keys-1"), ("k2", b"keys-2"),
+                                                 ("k1", None)], 1):
+                c.execute(text("INSERT INTO bodies (id, key_id, size, body, meta, sort_keys)"
+                               " VALUES (:i, :k, 1, :b, :b, :s)"),
+                          {"i": i, "k": key_id, "b": b"x" * 5000, "s": blob})
+        migrate(url, "0018")
+        with engine.begin() as c:
+            assert _rows(c, "SELECT body_id, key_id, data FROM sort_keys ORDER BY body_id") == [
+                (1, "k1", b"keys-1"), (2, "k2", b"keys-2")]
+            assert "sort_keys" not in {col["name"] for col in inspect(c).get_columns("bodies")}
+            ctx = MigrationContext.configure(c, opts={"compare_type": True})
+            assert compare_metadata(ctx, Base.metadata) == []
+            # written after a rotation: under another key than its body's
+            c.execute(text("INSERT INTO sort_keys (body_id, key_id, data) VALUES (3, 'k9', :d)"),
+                      {"d": b"keys-3"})
+        command.downgrade(_alembic_config(url), "0017")
+        with engine.begin() as c:
+            assert _rows(c, "SELECT id, sort_keys FROM bodies ORDER BY id") == [
+                (1, b"keys-1"), (2, b"keys-2"), (3, None)]  # 3: computed again when needed
+            assert "sort_keys" not in inspect(c).get_table_names()
+            c.execute(text("DELETE FROM bodies"))
+
+        migrate(url)  # a store with messages delivered at the head revision
+        store = open_store(url, key_file)
+        try:
+            store.add_domain("hopital.test")
+            acc = store.add_account("dr@hopital.test", "Dr", AccountClass.PRACTITIONER)
+            mb = store.add_mailbox("dr@hopital.test", MailboxType.PER, owner_account_id=acc.id)
+            inbox = store.get_folder(mb.id, "INBOX").id
+            for n in range(3):
+                store.append(inbox, f"Subject: Re: dossier {n}\r\nMessage-ID: <m{n}@h.test>"
+                                    f"\r\n\r\n{'x' * 9000}\r\n".encode())
+            delivered = store.sort_keys(inbox, [1, 2, 3])
+        finally:
+            store.close()
+        with engine.begin() as c:
+            blobs = _rows(c, "SELECT body_id, data FROM sort_keys ORDER BY body_id")
+        assert len(blobs) == 3
+        command.downgrade(_alembic_config(url), "0017")
+        with engine.begin() as c:
+            assert _rows(c, "SELECT id, sort_keys FROM bodies ORDER BY id") == blobs
+        migrate(url)
+        store = open_store(url, key_file)
+        try:
+            assert store.sort_keys(inbox, [1, 2, 3]) == delivered
+            assert store.fill_sort_keys() == 0  # nothing was left to compute
+        finally:
+            store.close()
+        with engine.begin() as c:
+            assert _rows(c, "SELECT body_id, data FROM sort_keys ORDER BY body_id") == blobs
+    finally:
+        engine.dispose()
