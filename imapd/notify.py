@@ -54,6 +54,10 @@ class NotifySpec:
     until: datetime | None = None
     # The last state told (or known) per watched folder: only a change is sent.
     told: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    # The subscription lists of the mailboxes the session may look up, as full
+    # IMAP names (a `subscribed` filter's mailboxes, RFC 5465 6.2): read when
+    # the boxes are resolved, kept current by the name changes heard since.
+    subscribed: set[str] = field(default_factory=set)
 
     def current(self, epoch: int | None, now: datetime) -> bool:
         """Whether the boxes resolved still hold at `epoch` and `now`."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from twisted.internet import defer, error, interfaces
@@ -718,8 +719,6 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         tls = self.services.tls
         if tls is None:
             return
-        from dataclasses import replace
-
         try:
             cert = tls.peer_certificate(self.transport)
             info = tls.tls_info(self.transport)
@@ -897,7 +896,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                 (ns.primary is not None and ns.primary.id == change.mailbox_id)
                 or any(am.mailbox.id == change.mailbox_id for am in ns.others)):
             return  # a mailbox this session cannot look up: nothing to tell or resolve
-        self._notify_names.append(change)
+        self._notify_names.append(self._with_subscription(spec, change))
         if change.subscribed is None:
             # A folder of a mailbox it may look up came or went: its boxes
             # are resolved again (found by review: any folder created in any
@@ -905,6 +904,43 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
             # its mailboxes again).
             spec.epoch = None
         self._kick_notify()
+
+    def _imap_prefix(self, mailbox_id: int, name: str) -> str | None:
+        """How this session names the folders of `mailbox_id` ("" for its
+        own, the namespace prefix of a shared one), or None when it may not
+        look up `name` there."""
+        ns = self.session.namespaces
+        if ns is None:
+            return None
+        if ns.primary is not None and ns.primary.id == mailbox_id:
+            return ""
+        for am in ns.others:
+            if am.mailbox.id == mailbox_id and "l" in am.rights_on(name):
+                return ns.prefix_of(am)
+        return None
+
+    def _with_subscription(self, spec: NotifySpec, change: NameChange) -> NameChange:
+        """`change` with `was_subscribed` as the session knows its subscription
+        lists now (before any later resolution reads them again), which it
+        then updates as the store does: SUBSCRIBE and UNSUBSCRIBE, and a
+        RENAME moving the subscriptions of the folder and its inferiors (a
+        DELETE leaves them, RFC 3501 6.3.4)."""
+        prefix = self._imap_prefix(change.mailbox_id, change.old_name or change.name)
+        if prefix is None:
+            return change
+        subs = spec.subscribed
+        name = prefix + change.name
+        if change.subscribed is not None:
+            (subs.add if change.subscribed else subs.discard)(name)
+            return change
+        if change.old_name is None:
+            return replace(change, was_subscribed=name in subs)
+        old = prefix + change.old_name
+        was = old in subs
+        moved = {n for n in subs if n == old or n.startswith(old + SEP)}
+        subs.difference_update(moved)
+        subs.update(name + n[len(old):] for n in moved)
+        return replace(change, was_subscribed=was)
 
     def _name_lines(self, spec: NotifySpec, changes: list[NameChange]) -> list[bytes]:
         """RFC 5465 5.4, 5.5: the LIST responses for the name changes
@@ -916,20 +952,15 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         utf8 = self.session.utf8
         out: list[bytes] = []
         for ch in changes:
-            prefix: str | None = None
             personal = ns.primary is not None and ns.primary.id == ch.mailbox_id
-            if personal:
-                prefix = ""
-            else:
-                for am in ns.others:
-                    if am.mailbox.id == ch.mailbox_id and "l" in am.rights_on(ch.name):
-                        prefix = ns.prefix_of(am)
+            prefix = self._imap_prefix(ch.mailbox_id, ch.name)
             if prefix is None:
                 continue
             name = prefix + ch.name
-            events = spec.events_for(name, personal, bool(ch.subscribed))
+            subscribed = ch.was_subscribed if ch.subscribed is None else ch.subscribed
+            events = spec.events_for(name, personal, subscribed)
             if ch.old_name is not None:
-                events |= spec.events_for(prefix + ch.old_name, personal, False)
+                events |= spec.events_for(prefix + ch.old_name, personal, ch.was_subscribed)
             wire = responses.mailbox(name, utf8)
             if ch.subscribed is not None:
                 if "SubscriptionChange" in events:
@@ -1008,7 +1039,7 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         if resolved is not None:
             # The access epoch moved: watch what may be looked up now, and
             # say nothing more about what may not (RFC 5465 5.9).
-            session.namespaces, boxes, spec.until = resolved
+            session.namespaces, boxes, spec.until, spec.subscribed = resolved
             spec.epoch = epoch
             spec.told = {f: k for f, k in spec.told.items() if f in boxes}
             spec.boxes = boxes

@@ -62,6 +62,10 @@ class NameChange:
     old_name: str | None = None  # renamed from
     deleted: bool = False
     subscribed: bool | None = None  # a subscription change: subscribed now?
+    # Set by the NOTIFY session that hears of a name change: whether the name
+    # (or the old name of a RENAME) was on the subscription list as it knew
+    # it, for a `subscribed` filter (RFC 5465 6.2).
+    was_subscribed: bool = False
 
 
 NameListener = Callable[[NameChange], None]

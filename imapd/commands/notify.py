@@ -34,17 +34,19 @@ from storage.interface import FolderStatus, MessageStore, NotFound
 
 def candidates(
     policy: Policy, store: MessageStore, identity: Identity
-) -> tuple[Namespaces, list[Candidate]]:
-    """The namespaces and the selectable mailboxes this user may look up
-    now, with rights (in the caller's read scope)."""
+) -> tuple[Namespaces, list[Candidate], set[str]]:
+    """The namespaces, the selectable mailboxes this user may look up now,
+    with rights, and the names on their subscription lists (in the caller's
+    read scope)."""
     listing = _collect_in(policy, store, identity)
     return listing.namespaces, [
         Candidate(e.folder.id, e.name, e.rights, e.personal, e.name in listing.subscribed,
                   e.seen_account)
-        for e in listing.entries if e.folder is not None]
+        for e in listing.entries if e.folder is not None], set(listing.subscribed)
 
 
-Resolved = tuple[Namespaces, dict[int, Box], "datetime | None"]
+# namespaces, boxes, the next grant change, the subscribed names
+Resolved = tuple[Namespaces, dict[int, Box], "datetime | None", set[str]]
 
 
 def read_boxes(
@@ -61,8 +63,9 @@ def read_boxes(
         boxes: dict[int, Box] | None = None
         namespaces: Namespaces | None = None
         until = None
+        subscribed: set[str] = set()
         if not spec.current(epoch, policy.now()):
-            namespaces, found = candidates(policy, store, identity)
+            namespaces, found, subscribed = candidates(policy, store, identity)
             boxes = resolve(spec, found)
             until = policy.grants_change_at(identity)
         current = spec.boxes if boxes is None else boxes
@@ -79,7 +82,7 @@ def read_boxes(
                 continue
         if namespaces is None or boxes is None:
             return epoch, None, states
-        return epoch, (namespaces, boxes, until), states
+        return epoch, (namespaces, boxes, until, subscribed), states
 
 
 async def notify(ctx: Context, cmd: Notify) -> Reply:
@@ -98,11 +101,11 @@ async def notify(ctx: Context, cmd: Notify) -> Reply:
     def setup() -> tuple[Any, int, dict[int, Box], dict[int, FolderStatus]]:
         with store.read_scope():
             epoch = store.access_epoch()
-            namespaces, found = candidates(policy, store, identity)
+            namespaces, found, subscribed = candidates(policy, store, identity)
             boxes = resolve(spec, found)
             if len(boxes) > MAX_WATCHED:
                 return namespaces, epoch, boxes, {}
-            spec.epoch, spec.boxes = epoch, boxes
+            spec.epoch, spec.boxes, spec.subscribed = epoch, boxes, subscribed
             spec.until = policy.grants_change_at(identity)
             _, _, states = read_boxes(policy, store, identity, spec, None)
             return namespaces, epoch, boxes, states

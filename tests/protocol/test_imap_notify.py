@@ -310,6 +310,35 @@ def test_mailbox_name_events_from_another_session(env: ImapEnv) -> None:
     assert doer.read() == b""
 
 
+def test_subscribed_filter_hears_of_subscribed_mailboxes_only(env: ImapEnv) -> None:
+    """RFC 5465 6.2 `subscribed`: the MailboxName events of the mailboxes on
+    the subscription list (found by review: the filter never matched a name
+    change, only subscription changes). The list is the one the session knew
+    when the change came: a RENAME moves the subscription (of inferiors too),
+    a DELETE leaves it (RFC 3501 6.3.4)."""
+    doer = env.login()
+    doer.ok("CREATE Suivi")
+    doer.ok("CREATE Suivi/Bilans")
+    doer.ok("CREATE Brouillons")
+    doer.ok("SUBSCRIBE Suivi")
+    doer.ok("SUBSCRIBE Suivi/Bilans")
+    watching = env.login()
+    watching.ok("NOTIFY SET (subscribed (MailboxName))")
+    doer.ok("RENAME Brouillons Notes")  # not subscribed: nothing
+    doer.ok("RENAME Suivi Dossiers")
+    assert watching.read() == (
+        b'* LIST () "/" "Dossiers" ("OLDNAME" ("Suivi"))\r\n')
+    doer.ok("RENAME Dossiers/Bilans Dossiers/Resultats")  # its subscription moved along
+    assert watching.read() == (
+        b'* LIST () "/" "Dossiers/Resultats" ("OLDNAME" ("Dossiers/Bilans"))\r\n')
+    doer.ok("SUBSCRIBE Notes")  # heard (as the list), then its deletion is told
+    doer.ok("DELETE Notes")
+    assert watching.read() == b'* LIST (\\NonExistent) "/" "Notes"\r\n'
+    doer.ok("CREATE Autre")
+    doer.ok("DELETE Autre")
+    assert watching.read() == b""
+
+
 def test_mailbox_events_of_a_shared_mailbox_follow_the_grant(env: ImapEnv) -> None:
     watching = env.login()
     other = env.login(SECRETARY2)
