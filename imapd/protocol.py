@@ -174,6 +174,8 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
         self._notify_dirty: set[int] = set()
         self._notifying = False
         self._notify_again = False
+        # Told when the NOTIFY delivery under way ends (`_notify_settled`).
+        self._notify_waiters: list[defer.Deferred[None]] = []
         self._notify_names: list[NameChange] = []  # mailbox events not told yet
         self.names_token: int | None = None  # registered for mailbox events
 
@@ -813,8 +815,20 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
                 # be swallowed as IDLE's continuation.
                 self._idle_done = None
                 self.reader.cancel_raw()
+        await self._notify_settled()
         if line.strip().upper() != b"DONE":
             raise bad("Expected DONE")
+
+    async def _notify_settled(self) -> None:
+        """Waits for a NOTIFY delivery begun during IDLE that is still reading
+        the store at DONE: what it tells comes before IDLE's tagged OK, never
+        in the middle of the next command (an EXPUNGE during a FETCH, RFC
+        3501 7.4.1). Today the watcher's shared query makes the end of IDLE
+        wait for it anyway; this does not rely on that."""
+        while self._notifying and not self._closing:
+            waiter: defer.Deferred[None] = defer.Deferred()
+            self._notify_waiters.append(waiter)
+            await waiter
 
     def on_folder_changed(self, folder_id: int) -> None:
         view = self.session.view if self.session is not None else None
@@ -998,6 +1012,9 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
 
         def done(result: object) -> None:
             self._notifying = False
+            waiters, self._notify_waiters = self._notify_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
             if isinstance(result, Failure):
                 if result.check(AccessWithdrawn):  # type: ignore[no-untyped-call]
                     self._end_withdrawn(result.value)  # type: ignore[arg-type]

@@ -287,6 +287,48 @@ def test_events_wait_for_the_tagged_reply_of_a_running_command(env: ImapEnv) -> 
     assert c.cmd("DONE") == b"i OK IDLE terminated\r\n"
 
 
+def test_a_delivery_started_in_idle_ends_before_the_next_command(env: ImapEnv) -> None:
+    """An event delivery that began during IDLE and still waits for the store
+    when DONE comes is finished before IDLE's tagged OK, so the next command
+    runs alone: its EXISTS/EXPUNGE never come in the middle of the next
+    command (an EXPUNGE during a FETCH is what RFC 3501 7.4.1 forbids). The
+    watcher's shared query gave that order by chance (the end of IDLE joined
+    the delivery's read); `_notify_settled` now gives it whatever the query
+    (checked by making the end of IDLE read on its own: this test then
+    fails without `_notify_settled`)."""
+    from twisted.internet import defer
+
+    c = env.login()
+    c.ok(f"SELECT {SHARED}")
+    c.ok("NOTIFY SET (selected (MessageNew MessageExpunge))")
+    runner = env.services.runner
+    held: list[tuple[defer.Deferred[Any], Any, tuple[Any, ...], dict[str, Any]]] = []
+    inline = runner.run
+
+    def gated(fn: Any, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+        if getattr(fn, "__name__", "") == "_pull" and not held:  # the delivery's read
+            d: defer.Deferred[Any] = defer.Deferred()
+            held.append((d, fn, args, kwargs))
+            return d
+        return inline(fn, *args, **kwargs)
+
+    def release() -> None:
+        d, fn, args, kwargs = held[-1]
+        inline(fn, *args, **kwargs).chainDeferred(d)
+
+    assert c.cmd("i IDLE").startswith(b"+ ")
+    runner.run = gated  # type: ignore[method-assign]
+    deliver(env.store, CARDIO, message("patient 4"))
+    env.clock.advance(TICK)  # the delivery starts and waits for the store
+    assert len(held) == 1 and c.read() == b""
+    out = c.send(b"DONE\r\nf1 FETCH 1:* (FLAGS)\r\n")
+    assert out == b""  # neither IDLE's OK nor the FETCH before the delivery is done
+    release()
+    out = c.read()
+    assert out.startswith(b"* 4 EXISTS\r\n* 4 RECENT\r\ni OK IDLE terminated\r\n"), out
+    assert out.endswith(b"f1 OK FETCH completed\r\n") and out.count(b"EXISTS") == 1, out
+
+
 def test_mailbox_name_events_from_another_session(env: ImapEnv) -> None:
     """RFC 5465 5.4: LIST for a created, renamed (OLDNAME) and deleted
     mailbox; not to the session that made the change; not for a mailbox
