@@ -61,10 +61,15 @@ class NameEventsMixin(StoreBase):
             if after is None:
                 newest = c.execute(select(func.max(NE.c.id))).scalar()
                 return int(newest or 0), []
-            wanted = NE.c.id > after
+            newer = NE.c.id > after
+            query = select(NE).where(newer)
             if self._pg:  # SQLite commits one writer at a time: ids in commit order
-                wanted = or_(wanted, NE.c.created >= datetime.now(UTC) - GRACE)
-            rows = c.execute(select(NE).where(wanted).order_by(NE.c.id).limit(BATCH)).all()
+                # The events past `after` first, then the late ones of the
+                # window: a burst of more than BATCH in GRACE must not hand
+                # back the same already-read batch at every read.
+                query = select(NE).where(or_(newer, NE.c.created >= datetime.now(UTC) - GRACE)
+                                         ).order_by(newer.desc())
+            rows = c.execute(query.order_by(NE.c.id).limit(BATCH)).all()
         events = [NameEvent(r.id, r.mailbox_id, r.name, r.old_name, bool(r.deleted),
                             None if r.subscribed is None else bool(r.subscribed), r.origin)
                   for r in rows]

@@ -1225,6 +1225,27 @@ def test_check_keys_names_key_ids_the_key_file_cannot_read(
             "key k2 of the stored sort keys is not in the key file"} <= set(any_store.check_keys())
 
 
+def test_name_events_newer_than_the_last_read_come_first(
+        box: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read returns at most `BATCH` events. On PostgreSQL it also returns
+    those recorded in the last `GRACE` (a late commit is not missed): after a
+    burst of more than a batch within that window, the events past the last
+    id read must still come first, not the batch of already-read ones again
+    (they did not, and new name changes waited for the burst to age out)."""
+    import storage.names
+
+    monkeypatch.setattr(storage.names, "BATCH", 5)
+    store, mb, _ = box
+    start, _ = store.name_events_since(None)
+    for i in range(6):
+        store.create_folder(mb.id, f"Lot{i}")
+    last, first = store.name_events_since(start)
+    assert [e.name for e in first] == [f"Lot{i}" for i in range(5)]
+    store.create_folder(mb.id, "Nouveau")
+    _, then = store.name_events_since(last)
+    assert [e.name for e in then if e.id > last] == ["Lot5", "Nouveau"]
+
+
 def test_name_events_record_each_folder_name_change(box: Any) -> None:
     """create/rename/delete/subscribe record one name event each, in their
     transaction (NOTIFY MailboxName across processes); a refused change
