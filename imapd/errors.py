@@ -138,6 +138,7 @@ SEARCH_CHARSET_UTF8 = Reply("BAD", None, "No CHARSET once UTF8=ACCEPT is enabled
 # RFC 9051 has no \Recent: after ENABLE IMAP4rev2 its grammar has neither the
 # NEW, OLD and RECENT search keys nor the RECENT status item.
 REV2_SEARCH_RECENT = Reply("BAD", None, "NEW, OLD and RECENT are not IMAP4rev2 search keys")
+SEARCH_TOO_MANY_KEYS = Reply("NO", responses.LIMIT, "Too many search keys")
 REV2_STATUS_RECENT = Reply("BAD", None, "RECENT is not an IMAP4rev2 status item")
 # The texts of NO [BADURL ...] (`badurl`); the first is for both a message
 # that does not exist and one that may not be read.

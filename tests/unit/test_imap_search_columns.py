@@ -1,5 +1,5 @@
 """SEARCH keys answered over the selected view's columns (`imapd.search.select`,
-`imapd.commands.search._from_columns`) against the SEARCH engine they stand in
+`imapd.commands.search._select_columns`) against the SEARCH engine they stand in
 for: random folders as a session sees them (flags and keywords in any case,
 \\Recent, MODSEQs, expunges not yet told, flag changes and new messages
 absorbed, "$") and random key trees; the oracle is the engine's own per-message
@@ -20,7 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imapd.commands.search import _from_columns, _run, view_messages
+from imapd.commands.search import _columns as view_columns
+from imapd.commands.search import _run, _select_columns, view_messages
 from imapd.contexts import local
 from imapd.parser import commands as c
 from imapd.parser.grammar import parse_command
@@ -120,7 +121,7 @@ def _oracle(view: SelectedView, key: c.SearchKey, saved: frozenset[int],
 
 def _columns(view: SelectedView, key: c.SearchKey, saved: frozenset[int],
              only: list[int] | None = None) -> list[tuple[int, int, int]]:
-    found = _from_columns(view, key, saved, only)
+    found = _select_columns(key, view_columns(view, only), saved)
     return list(zip(found.seqs, found.uids, found.modseqs, strict=True))
 
 
