@@ -19,6 +19,7 @@ import signal
 import smtplib
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import tempfile
@@ -156,11 +157,30 @@ def service_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
     user = pwd.getpwnam(SERVICE_USER)
     for path in [directory, *directory.rglob("*")]:
         os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
+    opened = _traversable(ROOT, Path(sys.executable).resolve().parent)
     try:
         yield inst, {"submission": submission, "imaps": imaps}
     finally:
         inst.kill()
         shutil.rmtree(base, ignore_errors=True)
+        for path, mode in opened:
+            path.chmod(mode)
+
+
+def _traversable(*paths: Path) -> list[tuple[Path, int]]:
+    """The service user runs the checkout's code with its Python, as an
+    installed service runs the installed one: a checkout cloned into a
+    0700 directory (`mktemp -d`) is out of its reach. The directories above
+    `paths` that others may not enter get the search bit for the test's
+    time; returned with their modes, to put back."""
+    opened: list[tuple[Path, int]] = []
+    for top in paths:
+        for path in [top, *top.parents]:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if not mode & stat.S_IXOTH and all(p != path for p, _ in opened):
+                path.chmod(mode | stat.S_IXOTH)
+                opened.append((path, mode))
+    return opened
 
 
 def serve_as_service(inst: MssInstance, *extra: str, capability: bool = True,
