@@ -122,3 +122,34 @@ def test_without_a_file_the_mirror_is_synchronous(store: Any) -> None:
     sink.record("a", "login", "imap", "allow")
     assert [e.actor for e in store.audit_events()] == ["a"]
     sink.close()
+
+
+def test_events_recorded_while_a_batch_is_written_wait_for_the_next_turn(
+    tmp_path: Path, store: Any
+) -> None:
+    # Under load, events keep arriving while a batch waits for the write lock
+    # and commits. They must wait for the writer's next turn (its interval),
+    # not be written at once in batches of one or two: each batch is a
+    # write-lock turn and an fsync taken from the protocol's own writes.
+    sink: FileAuditSink
+
+    class BusyStore(CountingStore):
+        def record_audit(self, events: Sequence[AuditEvent]) -> None:
+            super().record_audit(events)
+            if len(self.calls) <= 5:
+                sink.record("late", "select", "x", "allow", n=len(self.calls))
+
+    counting = BusyStore(store)
+    sink = FileAuditSink(tmp_path / "audit.log", counting, interval=60)
+    for i in range(5):
+        sink.record("a", "select", "x", "allow", n=i)
+    assert sink.flush(timeout=10)
+    # One transaction for the five recorded before the flush; the one that
+    # arrived meanwhile is still queued (the interval is long here).
+    assert counting.calls == [5]
+    assert [e.actor for e in store.audit_events()] == ["a"] * 5
+    assert sink.flush(timeout=10)
+    assert counting.calls == [5, 1]
+    sink.close()  # writes everything, those recorded meanwhile included
+    assert sum(counting.calls) == len(store.audit_events()) == 5 + 5
+    assert len(lines(tmp_path / "audit.log")) == 5 + 5
