@@ -1636,19 +1636,19 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
     def _message_ids_raw(
         self, cur: Any, sql: _Sql, folder_id: int, uids: Sequence[int]
     ) -> dict[int, str]:
-        """uid -> Message-ID from the stored metadata (the decoded-metadata
-        cache serves the envelopes clients fetched; not filled from inside a
-        write batch, whose reads may be rolled back)."""
+        """uid -> Message-ID from the stored metadata, through the
+        decoded-metadata cache, also inside a write batch (STORE and EXPUNGE
+        name the messages in their audit events while holding the write
+        lock): the cache is keyed by the encrypted blob itself, so an entry
+        made from a row that is then rolled back is still the right decoding
+        of those bytes, and no other row can have them."""
         rows: list[Any] = []
         for chunk in chunks(list(uids)):
             cur.execute(sql.metas.format(_marks(sql, len(chunk))), (folder_id, *chunk))
             rows.extend(cur.fetchall())
-        cache = not self._in_write_batch()
         out: dict[int, str] = {}
         for uid, key_id, meta in sorted(rows, key=lambda r: r[0]):
-            blob = bytes(meta)
-            decoded = (self._metadata(key_id, blob) if cache
-                       else json.loads(self._decrypt(key_id, blob, crypto.AAD_META)))
+            decoded = self._metadata(key_id, bytes(meta))
             value = (decoded.get("envelope") or {}).get("message_id")
             if isinstance(value, str) and value.strip():
                 out[int(uid)] = " ".join(value.split())

@@ -569,6 +569,30 @@ def test_message_ids_and_traced_expunge(box: Any) -> None:
     assert [e.uid for e in store.index(inbox.id)] == [4]
 
 
+def test_audit_message_ids_in_a_write_batch_come_from_the_metadata_cache(
+    box: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """STORE and EXPUNGE name their messages' Message-IDs while holding the
+    write lock (in a write batch): metadata a client already had decoded is
+    not decrypted and parsed again there, and a batch that rolls back leaves
+    only correct entries (the cache is keyed by the encrypted blob)."""
+    store, mb, inbox = box
+    for i in range(3):
+        store.append(inbox.id, msg(f"m{i}"))
+    assert store.message_ids(inbox.id, [1, 2]) == {
+        1: "<m0@hopital.test>", 2: "<m1@hopital.test>"}
+    decrypted: list[str] = []
+    real = store._decrypt
+    monkeypatch.setattr(store, "_decrypt",
+                        lambda key_id, blob, aad: decrypted.append(aad) or real(key_id, blob, aad))
+    with store.write_batch() as batch:
+        batch.call(store.store_flags, inbox.id, [1, 2, 3], FlagMode.ADD, ["\\Deleted"])
+        done = batch.call(store.expunge_traced, inbox.id, [1, 2, 3])
+    assert done.message_ids == {1: "<m0@hopital.test>", 2: "<m1@hopital.test>",
+                                3: "<m2@hopital.test>"}
+    assert len(decrypted) == 1  # only message 3's, never read before
+
+
 def test_index_sees_changes_made_through_another_store(box: Any, open_any: Any) -> None:
     """The index must never serve a stale copy (other processes write too)."""
     store, mb, inbox = box
