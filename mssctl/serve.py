@@ -3,7 +3,7 @@
 The parent opens the listening sockets itself (so a taken port is reported
 once, clearly, before anything forks), then either runs the reactor itself
 (one worker) or forks workers that each adopt their own SO_REUSEPORT copy of
-every socket with `reactor.adoptStreamPort`, so the kernel spreads connections
+every socket with `mssctl.ports.adopt_port`, so the kernel spreads connections
 across them. The per-address connection counts (`policy.connections`) are
 shared memory mapped by the parent before the fork, one column per worker
 slot, so the limits hold for the server as a whole. The parent never imports the Twisted reactor: a reactor (epoll
@@ -313,6 +313,7 @@ def run_worker(settings: Settings, bound: list[BoundListener], socks: list[socke
     from twisted.internet import reactor
     from twisted.internet.task import LoopingCall
 
+    from mssctl.ports import adopt_port
     from mssctl.runtime import (
         RuntimeProblem,
         build_services,
@@ -341,8 +342,8 @@ def run_worker(settings: Settings, bound: list[BoundListener], socks: list[socke
         for b, sock in zip(bound, socks, strict=True):
             factory = proxied(services, b.settings,
                               factory_builder(b.settings)(services, b.settings))
-            r.adoptStreamPort(sock.fileno(), sock.family, factory)
-            sock.close()  # adoptStreamPort duplicated the descriptor
+            adopt_port(r, sock, factory)
+            sock.close()  # adopt_port duplicated the descriptor
             log.info("%s listening on %s:%d", b.settings.name, b.settings.address, b.port)
     except RuntimeProblem as exc:
         print(f"mssctl: {exc}", file=sys.stderr)

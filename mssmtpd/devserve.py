@@ -6,7 +6,7 @@
 Reads `Settings` as JSON, opens every SMTP listener (port 0 allowed) with one
 SO_REUSEPORT socket per worker, writes {listener name: port} to the ports
 file once listening, forks the workers, each adopting its sockets with
-`reactor.adoptStreamPort` (the same shape as `mssctl serve`, which is what
+`mssctl.ports.adopt_port` (the same shape as `mssctl serve`, which is what
 production uses). SIGTERM stops everything.
 """
 
@@ -44,6 +44,7 @@ def run_worker(settings: Settings, socks: list[socket.socket], relay: bool,
                connections: ConnectionCounts | None = None) -> int:
     from twisted.internet import reactor
 
+    from mssctl.ports import adopt_port
     from mssctl.runtime import build_services
     from mssmtpd.relay import RelayService
     from mssmtpd.server import build_factory
@@ -61,7 +62,7 @@ def run_worker(settings: Settings, socks: list[socket.socket], relay: bool,
     for lst, sock in zip(smtp, socks, strict=True):
         factory = build_factory(services, lst)
         factories.append(factory)
-        r.adoptStreamPort(sock.fileno(), sock.family, factory)
+        adopt_port(r, sock, factory)
         sock.close()
     if relay:
         service = RelayService(services)

@@ -110,6 +110,7 @@ def run_server(config: dict[str, Any]) -> None:
 
     from conf.settings import Settings
     from imapd.server import build_factory
+    from mssctl.ports import adopt_port
     from policy.audit import FileAuditSink
     from policy.auth import Authenticator
     from policy.decisions import Policy
@@ -147,8 +148,7 @@ def run_server(config: dict[str, Any]) -> None:
     for listener in settings.listeners:
         sock = _listen(int(config["ports"].get(listener.name, 0)))
         keep.append(sock)
-        reactor.adoptStreamPort(sock.fileno(), socket.AF_INET,
-                                build_factory(services, listener))
+        adopt_port(reactor, sock, build_factory(services, listener))  # as `mssctl serve`
         ports[listener.name] = sock.getsockname()[1]
     print(json.dumps(ports), flush=True)
     reactor.run()
