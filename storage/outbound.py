@@ -181,6 +181,7 @@ class OutboundMixin(StoreBase):
         # process's, and building them is most of the work (about 30 µs an
         # event: a batch of 300 held the lock 20 ms).
         dialect = self._engine.dialect
+        dbapi: Any = dialect.dbapi
         to_db = AU.c.time.type.dialect_impl(dialect).bind_processor(dialect) or _same
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
         sql = _INSERT_AUDIT.replace("?", mark)
@@ -200,8 +201,8 @@ class OutboundMixin(StoreBase):
             cursor = c.connection.dbapi_connection.cursor()
             try:
                 cursor.executemany(sql, rows)
-            except dialect.dbapi.Error as exc:
-                if isinstance(exc, dialect.dbapi.OperationalError):
+            except dbapi.Error as exc:
+                if isinstance(exc, dbapi.OperationalError):
                     raise StoreUnavailable("database unavailable") from exc
                 raise
             finally:
