@@ -160,6 +160,9 @@ def attach_metrics(services: Services) -> Any:
         services.audit.observer = metrics.audit_event  # type: ignore[attr-defined]
     if hasattr(services.store, "write_observer"):
         services.store.write_observer = metrics.store_write
+    gate = getattr(services.store, "write_gate", None)
+    if gate is not None:
+        gate.observer = metrics.store_write_lock
     publisher = metrics.start_publishing()
     if publisher is not None:
         services.reactor.addSystemEventTrigger("after", "shutdown", publisher.stop)

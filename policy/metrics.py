@@ -11,7 +11,8 @@ happens:
 - connections: the protocol factories (`connection_opened` / `_closed`);
 - messages received: `mssmtpd.delivery` once a message is committed;
   relayed and bounced: `mssmtpd.relay` once an attempt is recorded;
-- store writes: the store's write paths (`StoreBase.write_observer`).
+- store writes: the store's write paths (`StoreBase.write_observer`), and on SQLite
+  the write lock's waits and holds (`WriteGate.observer`).
 
 Across worker processes, `mssctl serve` uses prometheus_client's
 multiprocess mode (`enable_multiprocess`): each process counts in memory and
@@ -160,6 +161,10 @@ class Metrics:
             f"{PREFIX}store_write_seconds",
             "Store write transactions, lock wait to commit, by kind (single, group)",
             ["kind"], buckets=WRITE_BUCKETS, registry=r)
+        self.store_write_lock_seconds = Histogram(
+            f"{PREFIX}store_write_lock_seconds",
+            "SQLite's write lock, shared by every process: time waited for it, time held",
+            ["phase"], buckets=WRITE_BUCKETS, registry=r)
         self.group_commit_size = Histogram(
             f"{PREFIX}store_group_commit_size", "Writes committed together by one group commit",
             buckets=GROUP_BUCKETS, registry=r)
@@ -172,6 +177,8 @@ class Metrics:
         self._relayed = _Children(self.messages_relayed)
         self._write_single = self.store_write_seconds.labels("single")
         self._write_group = self.store_write_seconds.labels("group")
+        self._lock_wait = self.store_write_lock_seconds.labels("wait")
+        self._lock_held = self.store_write_lock_seconds.labels("held")
         # Copies the values to the multiprocess files (`start_publishing`).
         self.publisher: Publisher | None = None
 
@@ -231,6 +238,14 @@ class Metrics:
             self.group_commit_size.observe(calls)
         else:
             self._write_single.observe(seconds)
+
+    def store_write_lock(self, waited: float, held: float) -> None:
+        """One hold of SQLite's write lock (`storage.engine.WriteGate`):
+        when the time held adds up to most of the time, the lock bounds the
+        server's writes (more workers will not help; PostgreSQL will).
+        Called on store threads."""
+        self._lock_wait.observe(waited)
+        self._lock_held.observe(held)
 
 
 # ---------------------------------------------------------------- publishing

@@ -23,7 +23,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -164,6 +164,10 @@ class WriteGate:
         self._inflight = 0  # requests handed to the locker and not finished
         self._requests: queue.SimpleQueue[_Waiter] = queue.SimpleQueue()
         self._locker: threading.Thread | None = None
+        # Told (seconds waited for the lock, seconds held) after each hold;
+        # `policy.metrics.Metrics.store_write_lock`. Called on the writer's
+        # thread once the lock is let go.
+        self.observer: Callable[[float, float], None] | None = None
 
     def _file(self) -> int:
         if self._fd is not None and self._pid != os.getpid():
@@ -184,6 +188,25 @@ class WriteGate:
 
     @contextmanager
     def hold(self) -> Iterator[None]:
+        observer = self.observer
+        if observer is None:
+            with self._hold():
+                yield
+            return
+        asked = time.perf_counter()
+        with self._hold():
+            got = time.perf_counter()
+            try:
+                yield
+            finally:
+                held = time.perf_counter() - got
+        try:
+            observer(got - asked, held)
+        except Exception:  # noqa: BLE001 - a metric never fails a committed write
+            log.exception("write lock not measured")
+
+    @contextmanager
+    def _hold(self) -> Iterator[None]:
         deadline = time.monotonic() + self._timeout
         if not self._thread_lock.acquire(timeout=self._timeout):
             raise StoreUnavailable("database busy")

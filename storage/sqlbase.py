@@ -714,6 +714,13 @@ class StoreBase:
         # server's metrics (`policy.metrics.Metrics.store_write`).
         self.write_observer: Callable[[float, int], None] | None = None
 
+    @property
+    def write_gate(self) -> WriteGate | None:
+        """SQLite: the `WriteGate` of the database file (every process's
+        writers queue at it; its `observer` hears each hold's wait and
+        length); None on PostgreSQL."""
+        return self._gate
+
     def _observe_write(self, started: float, calls: int) -> None:
         observer = self.write_observer
         if observer is not None:

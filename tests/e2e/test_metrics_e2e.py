@@ -125,6 +125,9 @@ def expected_counts(now: dict[tuple[str, tuple[tuple[str, str], ...]], float],
     assert value(now, "mss_flow_decisions_total", rule="relay-to-trust-space",
                  result="allow") >= 1
     assert value(now, "mss_store_write_seconds_count", kind="single") > 0
+    # SQLite: every hold of the shared write lock, its wait and its length.
+    holds = value(now, "mss_store_write_lock_seconds_count", phase="held")
+    assert holds > 0 and value(now, "mss_store_write_lock_seconds_count", phase="wait") == holds
     assert value(now, "mss_queue_up") == 1
     assert value(now, "mss_queue_entries") == 0  # the entry is gone
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,64 @@ def test_the_store_reports_its_write_transactions(store: Any) -> None:
         for _ in range(2):
             batch.call(store.append, inbox.id, raw)
     assert [calls for _, calls in seen] == [2]
+
+
+
+def test_the_sqlite_write_lock_reports_its_waits_and_holds(store: Any, tmp_path: Any) -> None:
+    """Each hold of the database's write lock is reported as (waited, held),
+    and a writer that queues behind another (here a second gate on the same
+    file, as another worker process has) reports the time it waited."""
+    import threading
+
+    from storage.engine import WriteGate
+    from storage.interface import MailboxType
+
+    gate = store.write_gate
+    assert gate is not None  # the `store` fixture is SQLite
+    seen: list[tuple[float, float]] = []
+    gate.observer = lambda waited, held: seen.append((waited, held))
+    box = store.add_mailbox("a@hopital.test", MailboxType.ORG)
+    inbox = store.get_folder(box.id, "INBOX")
+    seen.clear()
+    with store.write_batch() as batch:
+        batch.call(store.append, inbox.id, b"Subject: s\r\n\r\nbody\r\n")
+    assert len(seen) == 1 and seen[0][1] > 0
+
+    other = WriteGate(tmp_path / "db", timeout=10)
+    mine = WriteGate(tmp_path / "db", timeout=10)
+    reported: list[tuple[float, float]] = []
+    mine.observer = lambda waited, held: reported.append((waited, held))
+    holding, waiting = threading.Event(), threading.Event()
+
+    def hold_a_while() -> None:
+        with other.hold():
+            holding.set()
+            waiting.wait(10)
+            time.sleep(0.2)  # the time the other writer must wait: what is measured
+
+    t = threading.Thread(target=hold_a_while)
+    t.start()
+    assert holding.wait(10)
+    waiting.set()
+    with mine.hold():
+        pass
+    t.join()
+    other.close()
+    mine.close()
+    assert len(reported) == 1
+    waited, held = reported[0]
+    assert 0.15 <= waited < 10 and 0 <= held < 0.15
+
+
+def test_write_lock_histogram() -> None:
+    metrics = Metrics()
+    metrics.store_write_lock(0.004, 0.0007)
+    metrics.store_write_lock(0.0002, 0.003)
+    v = scrape(metrics)
+    assert v[("mss_store_write_lock_seconds_count", (("phase", "wait"),))] == 2
+    assert v[("mss_store_write_lock_seconds_count", (("phase", "held"),))] == 2
+    assert v[("mss_store_write_lock_seconds_bucket", (("le", "0.001"), ("phase", "held")))] == 1
+    assert v[("mss_store_write_lock_seconds_bucket", (("le", "0.005"), ("phase", "wait")))] == 2
 
 
 # ---------------------------------------------------------------- queue gauges
