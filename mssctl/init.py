@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import string
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -231,8 +232,15 @@ class DemoLogin:
     cert_files: list[Path] = field(default_factory=list)
 
 
+# Letters and digits only: a password is pasted into command lines
+# (`mssctl account add --password`, `swaks --auth-password`, `curl -u`), where
+# one beginning with "-" (token_urlsafe gave one in 64) reads as an option.
+_PASSWORD_ALPHABET = string.ascii_letters + string.digits
+PASSWORD_LENGTH = 16  # about 95 bits
+
+
 def _new_password() -> str:
-    return secrets.token_urlsafe(9)
+    return "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
 
 
 def _cert_identity(path: Path) -> Any:
