@@ -345,3 +345,94 @@ def test_several_writer_lanes_each_batch_and_all_stop() -> None:
     lanes = list(runner._writer_threads)
     runner.stop()
     assert all(not t.is_alive() for t in lanes)
+
+
+# ------------------------------------------------------- the writer lane's priority
+
+_NICE_CHILD = """
+import logging, os, sys
+from storage.threaded import StoreRunner
+from test_threaded_runner import PumpedReactor, RecordingBatches
+
+logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+reactor = PumpedReactor()
+runner = StoreRunner(reactor, threads_count=1, batch=RecordingBatches(), name="lane",
+                     writer_nice_boost=int(sys.argv[1]))
+def nice():
+    return os.getpriority(os.PRIO_PROCESS, 0)
+written, read = [], []
+runner.run_write(nice).addBoth(written.append)
+runner.run(nice).addBoth(read.append)
+runner.run_write(nice).addBoth(written.append)
+reactor.pump_until(lambda: len(written) == 2 and len(read) == 1)
+runner.stop()
+print("NICE", written[0], written[1], read[0], nice())
+"""
+
+
+def _nice_child(boost: int, *, sys_nice: bool) -> tuple[list[int], str]:
+    """Runs a runner in a process of an unprivileged user with RLIMIT_NICE 0
+    and, if `sys_nice`, CAP_SYS_NICE as an ambient capability: the nice
+    values of the writer lane's two calls, of a read, and of the main thread;
+    its log. (RLIMIT_NICE 25, what systemd's LimitNICE=-5 sets, allows the
+    same as the capability here; raising a hard limit needs
+    CAP_SYS_RESOURCE, which the test containers do not give.)"""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if os.geteuid() != 0:
+        pytest.skip("switching to an unprivileged user needs root (the CI runs as root)")
+    here = Path(__file__).resolve().parent
+    root = here.parent.parent
+    caps = ["--inh-caps=+sys_nice", "--ambient-caps=+sys_nice"] if sys_nice else []
+    out = subprocess.run(
+        ["prlimit", "--nice=0:0", "setpriv", "--reuid=nobody", "--regid=nogroup",
+         "--clear-groups", *caps, "--no-new-privs", sys.executable, "-c", _NICE_CHILD,
+         str(boost)],
+        capture_output=True, text=True, timeout=60, cwd="/",
+        env={"PYTHONPATH": f"{root}:{here}", "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        check=False)
+    assert out.returncode == 0, out.stderr
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("NICE "))
+    return [int(x) for x in line.split()[1:]], out.stdout
+
+
+def test_the_writer_lane_runs_above_the_process_where_allowed() -> None:
+    """With the right to lower its nice, the writer thread runs at -5, the
+    reads and the rest of the process stay at 0, and the log says so once."""
+    values, log = _nice_child(5, sys_nice=True)
+    assert values == [-5, -5, 0, 0], log
+    assert log.count("lane writer thread at nice -5, 5 above the rest of the process") == 1, log
+
+
+def test_the_writer_lane_stays_at_the_process_nice_when_not_allowed() -> None:
+    """Without the right to lower its nice, the writes still run (at the
+    process's nice) and the log names what would allow it."""
+    values, log = _nice_child(5, sys_nice=False)
+    assert values == [0, 0, 0, 0], log
+    assert "lane writer thread left at nice 0" in log, log
+    assert "needs CAP_SYS_NICE or an RLIMIT_NICE that allows nice -5 " \
+           "(systemd: LimitNICE=-5)" in log, log
+
+
+def test_without_a_boost_the_writer_lane_keeps_the_process_nice() -> None:
+    values, log = _nice_child(0, sys_nice=True)
+    assert values == [0, 0, 0, 0], log
+    assert "writer thread" not in log, log
+
+
+def test_runner_for_favours_the_writer_lane_on_sqlite_only() -> None:
+    from types import SimpleNamespace
+
+    from storage.threaded import PG_WRITERS, WRITER_NICE_BOOST, runner_for
+
+    def store(dialect: str) -> Any:
+        return SimpleNamespace(batches_writes=True, write_batch=RecordingBatches(),
+                               engine=SimpleNamespace(dialect=SimpleNamespace(name=dialect)))
+
+    sqlite = runner_for(PumpedReactor(), store("sqlite"), 4)
+    pg = runner_for(PumpedReactor(), store("postgresql"), 8)
+    assert (sqlite._writer_count, sqlite._writer_nice_boost) == (1, WRITER_NICE_BOOST)
+    assert (pg._writer_count, pg._writer_nice_boost) == (PG_WRITERS, 0)
