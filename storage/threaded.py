@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 # Nice levels the SQLite writer lane runs above its process (runner_for).
 # Measured with bench/imap_sessions.py on 2 busy cores: the lock's holder
-# waited 2.1-3.3 ms per hold for a CPU at equal priority, 1.0-1.1 ms at 5
+# waited 2.1-2.8 ms per hold for a CPU at equal priority, 1.0-1.1 ms at 5
 # levels above, and held the lock 1.8-2.1 ms instead of 3.0-3.3 ms.
 WRITER_NICE_BOOST = 5
 
