@@ -371,26 +371,24 @@ print("NICE", written[0], written[1], read[0], nice())
 
 
 def _nice_child(boost: int, *, sys_nice: bool) -> tuple[list[int], str]:
-    """Runs a runner in a process of an unprivileged user with RLIMIT_NICE 0
-    and, if `sys_nice`, CAP_SYS_NICE as an ambient capability: the nice
-    values of the writer lane's two calls, of a read, and of the main thread;
-    its log. (RLIMIT_NICE 25, what systemd's LimitNICE=-5 sets, allows the
-    same as the capability here; raising a hard limit needs
-    CAP_SYS_RESOURCE, which the test containers do not give.)"""
+    """Runs a runner in a process with RLIMIT_NICE 0, with or without
+    CAP_SYS_NICE (root without it in its bounding set): the nice values of
+    the writer lane's two calls, of a read, and of the main thread; its log.
+    (RLIMIT_NICE 25, what systemd's LimitNICE=-5 sets, allows the same as
+    the capability; raising a hard limit needs CAP_SYS_RESOURCE, which the
+    test containers do not give.)"""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
     if os.geteuid() != 0:
-        pytest.skip("switching to an unprivileged user needs root (the CI runs as root)")
+        pytest.skip("choosing the process's capabilities needs root (the CI runs as root)")
     here = Path(__file__).resolve().parent
     root = here.parent.parent
-    caps = ["--inh-caps=+sys_nice", "--ambient-caps=+sys_nice"] if sys_nice else []
+    drop = [] if sys_nice else ["setpriv", "--bounding-set=-sys_nice", "--inh-caps=-all"]
     out = subprocess.run(
-        ["prlimit", "--nice=0:0", "setpriv", "--reuid=nobody", "--regid=nogroup",
-         "--clear-groups", *caps, "--no-new-privs", sys.executable, "-c", _NICE_CHILD,
-         str(boost)],
+        ["prlimit", "--nice=0:0", *drop, sys.executable, "-c", _NICE_CHILD, str(boost)],
         capture_output=True, text=True, timeout=60, cwd="/",
         env={"PYTHONPATH": f"{root}:{here}", "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
         check=False)
