@@ -348,31 +348,50 @@ def start_housekeeping(services: Services) -> Any:
     return loop
 
 
+# How often a worker looks for a whitelist another worker fetched (and tries
+# the fetch's lease): a new list reaches every worker of every node within it.
+WHITELIST_POLL = 60.0
+
+
 def start_whitelist_refresh(services: Services) -> Any:
-    """When `policy.whitelist_url` is set: fetch the whitelist now and every
-    `policy.whitelist_refresh` seconds, on the reactor's thread pool (never the
-    store's, never the reactor); returns the LoopingCall, or None."""
+    """When `policy.whitelist_url` is set: every worker ticks now and every
+    WHITELIST_POLL seconds (or `policy.whitelist_refresh`, if shorter), on the
+    reactor's thread pool (never the store's, never the reactor). The one
+    that takes the fetch's job lease (`policy.whitelist_refresh` long)
+    fetches the URL and keeps the document in the store; the others take it
+    from there (`policy.whitelist_fetch.SharedWhitelist`). Returns the
+    LoopingCall, or None."""
     policy_settings = services.settings.policy
     url, copy = policy_settings.whitelist_url, policy_settings.whitelist_file
     if url is None or copy is None:
         return None
+    from datetime import UTC, datetime, timedelta
+
     from twisted.internet import threads
     from twisted.internet.task import LoopingCall
 
-    from policy.whitelist_fetch import refresh_whitelist
+    from mssctl.ldap import holder_name
+    from policy.whitelist_fetch import SharedWhitelist
+
+    shared = SharedWhitelist(services.policy, services.store, url, copy,
+                             policy_settings.whitelist_ca_file, holder_name("whitelist"),
+                             timedelta(seconds=policy_settings.whitelist_refresh))
 
     def once() -> Any:
         d = threads.deferToThreadPool(
-            services.reactor, services.reactor.getThreadPool(), refresh_whitelist,
-            services.policy, url, copy, policy_settings.whitelist_ca_file)
+            services.reactor, services.reactor.getThreadPool(), shared.tick,
+            datetime.now(UTC))
 
         def done(result: Any) -> None:
+            if result is None:
+                return
+            source = "the store (fetched by another worker)" if result.shared else url
             if result.ok:
-                log.info("whitelist: %d domains from %s (generated %s)", result.domains, url,
-                         result.generated)
+                log.info("whitelist: %d domains from %s (generated %s)", result.domains,
+                         source, result.generated)
             else:
                 log.warning("whitelist: cannot refresh from %s: %s; keeping the running list",
-                            url, result.reason)
+                            source, result.reason)
 
         d.addCallbacks(done, lambda f: log.error("whitelist refresh failed: %s",
                                                  f.getTraceback()))
@@ -380,7 +399,7 @@ def start_whitelist_refresh(services: Services) -> Any:
 
     loop = LoopingCall(once)
     loop.clock = services.reactor
-    loop.start(policy_settings.whitelist_refresh, now=True)
+    loop.start(min(WHITELIST_POLL, policy_settings.whitelist_refresh), now=True)
     return loop
 
 

@@ -6,10 +6,16 @@ refused whole), writes it as the last good copy (`policy.whitelist_file`,
 replaced atomically, so a restart without the network still has it) and swaps
 it into the policy. Anything that goes wrong keeps the running list and the
 file as they were. One audit event per attempt (`whitelist-refresh`).
+
+`SharedWhitelist` makes it one fetch per period for all the workers of all
+the nodes on one database: the worker that takes the job's lease fetches and
+keeps the document in the store (`put_shared_file`); the others take it from
+there at their next tick, write their node's copy and swap it in.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import ssl
@@ -17,6 +23,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +41,7 @@ class RefreshResult:
     domains: int = 0
     generated: str | None = None
     reason: str | None = None  # why the running list was kept
+    shared: bool = False  # taken from the store: another worker fetched it
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -72,12 +80,16 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def refresh_whitelist(policy: Any, url: str, copy: Path, ca_file: Path | None,
-                      timeout: float = TIMEOUT) -> RefreshResult:
-    """Fetch, check, keep a copy, swap (see the module docstring)."""
+                      timeout: float = TIMEOUT,
+                      fetched: list[bytes] | None = None) -> RefreshResult:
+    """Fetch, check, keep a copy, swap (see the module docstring); a valid
+    document is also appended to `fetched`."""
     try:
         data = fetch(url, ca_file, timeout)
         whitelist = Whitelist.parse(data)
         _write_atomically(copy, data)
+        if fetched is not None:
+            fetched.append(data)
     except (OSError, WhitelistError, urllib.error.URLError, ssl.SSLError,
             http.client.HTTPException) as exc:  # a cut answer, a bad status line
         reason = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
@@ -88,3 +100,55 @@ def refresh_whitelist(policy: Any, url: str, copy: Path, ca_file: Path | None,
     policy.audit.record("system", "whitelist-refresh", url, "ok",
                         domains=len(whitelist.domains), generated=whitelist.generated)
     return RefreshResult(True, url, len(whitelist.domains), whitelist.generated)
+
+
+class SharedWhitelist:
+    """The whitelist refresh of one worker when several workers and nodes
+    share a store: call `tick` now and then (on a thread: it blocks). The
+    job's lease lasts `period` (`policy.whitelist_refresh`), so the URL is
+    fetched once per period by whichever worker takes it; at the other ticks,
+    and in the other workers, a document newer than the running one is taken
+    from the store. Job and file names carry a digest of the URL: after a
+    change of URL nothing fetched from the former one is used."""
+
+    def __init__(self, policy: Any, store: Any, url: str, copy: Path,
+                 ca_file: Path | None, holder: str, period: timedelta,
+                 timeout: float = TIMEOUT) -> None:
+        self.policy, self.store, self.url, self.copy = policy, store, url, copy
+        self.ca_file, self.holder, self.period, self.timeout = ca_file, holder, period, timeout
+        tag = hashlib.sha256(url.encode()).hexdigest()[:16]
+        self.job = f"whitelist-fetch:{tag}"
+        self.name = f"whitelist:{tag}"
+        # The running list was read from the copy at start: a shared document
+        # with the same bytes is nothing new.
+        try:
+            self.digest: str | None = hashlib.sha256(copy.read_bytes()).hexdigest()
+        except OSError:
+            self.digest = None
+
+    def tick(self, now: datetime) -> RefreshResult | None:
+        """Fetches if this worker takes the lease, else takes a newer shared
+        document; None when there was nothing to do."""
+        if self.store.claim_job(self.job, self.holder, now, now + self.period):
+            fetched: list[bytes] = []
+            result = refresh_whitelist(self.policy, self.url, self.copy, self.ca_file,
+                                       self.timeout, fetched)
+            if fetched:
+                self.digest = self.store.put_shared_file(self.name, fetched[0], now)
+            return result
+        shared = self.store.shared_file(self.name, unless_digest=self.digest)
+        if shared is None:
+            return None
+        try:
+            whitelist = Whitelist.parse(shared.data)
+            _write_atomically(self.copy, shared.data)
+        except (OSError, WhitelistError) as exc:
+            # Checked before it was stored: only a broken store or disk gets
+            # here; the next newer document is tried again.
+            self.digest = shared.digest
+            return RefreshResult(False, self.url, reason=str(exc) or type(exc).__name__,
+                                 shared=True)
+        self.digest = shared.digest
+        self.policy.whitelist = whitelist
+        return RefreshResult(True, self.url, len(whitelist.domains), whitelist.generated,
+                             shared=True)

@@ -1111,6 +1111,17 @@ class MessageStore(Protocol):
     def job_lease(self, job: str) -> tuple[str, datetime] | None:
         """(holder, lease end) of the job's last lease, or None."""
 
+    def put_shared_file(self, name: str, data: bytes, fetched_at: datetime) -> str:
+        """Keeps `data` as the shared file `name` (at most 64 characters),
+        replacing the one before, for every worker and node (what the holder
+        of a fetching job fetched); returns its SHA-256, hex."""
+
+    def shared_file(self, name: str, unless_digest: str | None = None) -> Any:
+        """The shared file `name` (`storage.jobs.SharedFile`: data, digest,
+        fetched_at), or None when there is none or its digest is
+        `unless_digest` (what the caller already has: then the data is not
+        read)."""
+
     # -- change notification ----------------------------------------------
 
     @property

@@ -8,20 +8,34 @@ or, the first time, by an INSERT that a concurrent one makes a no-op
 the workers asking at the same moment exactly one gets it. Nobody renews a
 lease: it lapses at its end whoever held it, so a holder that died mid-job
 costs at most one period.
+
+Shared files: what the holder of a fetching job got (the agency's whitelist)
+is kept in `shared_files`, so that the other workers and nodes take it from
+the database instead of fetching it again.
 """
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from storage.sqlbase import JL, StoreBase
+from storage.sqlbase import JL, SF, StoreBase
 
 MAX_JOB_NAME = 64
 MAX_HOLDER = 255
+MAX_SHARED_NAME = 64
+
+
+@dataclass(frozen=True, slots=True)
+class SharedFile:
+    data: bytes
+    digest: str  # SHA-256 of data, hex
+    fetched_at: datetime
 
 
 class JobLeaseMixin(StoreBase):
@@ -53,3 +67,25 @@ class JobLeaseMixin(StoreBase):
         with self._read() as c:
             r = c.execute(select(JL.c.holder, JL.c.lease_until).where(JL.c.job == job)).first()
         return (r.holder, r.lease_until) if r is not None else None
+
+    def put_shared_file(self, name: str, data: bytes, fetched_at: datetime) -> str:
+        if not name or len(name) > MAX_SHARED_NAME:
+            raise ValueError(f"shared file name must be 1 to {MAX_SHARED_NAME} characters")
+        digest = hashlib.sha256(data).hexdigest()
+        row = {"digest": digest, "fetched_at": fetched_at, "data": data}
+        insert = pg_insert(SF) if self._pg else sqlite_insert(SF)
+        with self._write() as c:
+            c.execute(insert.values(name=name, **row).on_conflict_do_update(
+                index_elements=["name"], set_=row))
+        return digest
+
+    def shared_file(self, name: str, unless_digest: str | None = None) -> SharedFile | None:
+        with self._read() as c:
+            head = c.execute(select(SF.c.digest).where(SF.c.name == name)).first()
+            if head is None or head.digest == unless_digest:
+                return None
+            r = c.execute(select(SF.c.data, SF.c.digest, SF.c.fetched_at)
+                          .where(SF.c.name == name)).first()
+        if r is None:
+            return None
+        return SharedFile(bytes(r.data), r.digest, r.fetched_at)

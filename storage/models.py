@@ -396,6 +396,20 @@ class JobLeaseRow(Base):
     lease_until: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class SharedFileRow(Base):
+    """A document that one worker of one node fetches for all of them (the
+    agency's whitelist): the others take it from here instead of fetching it
+    again (`SqlStore.put_shared_file`, `shared_file`). Public data, stored as
+    fetched."""
+
+    __tablename__ = "shared_files"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))  # SHA-256 of data, hex
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class QueueRow(Base):
     """Outbound message awaiting remote delivery. The envelope (sender,
     recipients, DSN parameters) stays clear for routing and `mssctl queue`;

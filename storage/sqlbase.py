@@ -66,6 +66,7 @@ from storage.models import (
     NameEventRow,
     PrivateSeenRow,
     QueueRow,
+    SharedFileRow,
     SortKeysRow,
     SubscriptionRow,
     UidValidityRow,
@@ -83,6 +84,7 @@ E = cast(Table, ExpungedRow.__table__)
 F = cast(Table, FolderRow.__table__)
 G = cast(Table, GrantRow.__table__)
 JL = cast(Table, JobLeaseRow.__table__)
+SF = cast(Table, SharedFileRow.__table__)
 K = cast(Table, SortKeysRow.__table__)
 LF = cast(Table, LoginFailuresRow.__table__)
 M = cast(Table, MailboxRow.__table__)

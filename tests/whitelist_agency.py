@@ -40,6 +40,7 @@ class Agency:
         self.ca_file = tmp / "agency-ca.pem"
         ca.cert_pem.write_to_path(str(self.ca_file))
         self.body = GOOD
+        self.requests = 0  # GETs answered
         agency = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -47,6 +48,7 @@ class Agency:
                 pass
 
             def do_GET(self) -> None:
+                agency.requests += 1
                 self.send_response(200)
                 self.send_header("Content-Type", "application/xml")
                 self.send_header("Content-Length", str(len(agency.body)))

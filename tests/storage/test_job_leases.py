@@ -77,3 +77,28 @@ def test_concurrent_claims_from_several_stores_one_winner(
         assert not errors, errors
         assert len(won) == 1, (r, won)
         assert stores[0].job_lease("race") == (f"w{won[0]}", start + HOUR)
+
+
+def test_a_shared_file_is_kept_replaced_and_skipped_when_known(
+    any_store: Any, open_any: Callable[..., Any]
+) -> None:
+    """What one worker fetched is there for every other store on the same
+    database; asked with the digest it already has, a reader gets None."""
+    import hashlib
+
+    store = any_store
+    assert store.shared_file("whitelist") is None
+    first = store.put_shared_file("whitelist", b"<liste v1/>", T0)
+    assert first == hashlib.sha256(b"<liste v1/>").hexdigest()
+    other = open_any()  # another process's store on the same database
+    got = other.shared_file("whitelist")
+    assert (got.data, got.digest, got.fetched_at) == (b"<liste v1/>", first, T0)
+    assert other.shared_file("whitelist", unless_digest=first) is None
+    second = store.put_shared_file("whitelist", b"<liste v2/>", T0 + HOUR)
+    got = other.shared_file("whitelist", unless_digest=first)
+    assert (got.data, got.digest, got.fetched_at) == (b"<liste v2/>", second, T0 + HOUR)
+    assert other.shared_file("another") is None
+    with pytest.raises(ValueError):
+        store.put_shared_file("", b"x", T0)
+    with pytest.raises(ValueError):
+        store.put_shared_file("x" * 65, b"x", T0)

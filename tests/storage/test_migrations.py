@@ -157,6 +157,9 @@ def _rows(c: Any, query: str) -> list[tuple[Any, ...]]:
             for r in c.execute(text(query))]
 
 
+TABLES_AFTER_0018 = {"shared_files"}  # 0019
+
+
 def test_0018_moves_the_sort_keys_to_their_table_and_back(
     backend: str, tmp_path: Path, request: Any, key_file: Path
 ) -> None:
@@ -191,7 +194,10 @@ def test_0018_moves_the_sort_keys_to_their_table_and_back(
                 (1, "k1", b"keys-1"), (2, "k2", b"keys-2")]
             assert "sort_keys" not in {col["name"] for col in inspect(c).get_columns("bodies")}
             ctx = MigrationContext.configure(c, opts={"compare_type": True})
-            assert compare_metadata(ctx, Base.metadata) == []
+            # the models are those of the head: only the tables of later
+            # revisions may be missing
+            assert [d for d in compare_metadata(ctx, Base.metadata)
+                    if not (d[0] == "add_table" and d[1].name in TABLES_AFTER_0018)] == []
             # written after a rotation: under another key than its body's
             c.execute(text("INSERT INTO sort_keys (body_id, key_id, data) VALUES (3, 'k9', :d)"),
                       {"d": b"keys-3"})

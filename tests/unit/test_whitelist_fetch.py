@@ -90,3 +90,85 @@ def test_settings_want_https_and_a_copy(tmp_path: Path) -> None:
     ok = PolicySettings(whitelist_url="https://agency.example/list.xml",
                         whitelist_file=tmp_path / "w.xml")
     assert ok.whitelist_refresh == 21600
+
+
+# ------------------------------------------------- one fetch for every worker and node
+
+
+def _workers(agency: Agency, store: Any, tmp_path: Path, count: int) -> list[Any]:
+    """`count` workers (a node directory each) refreshing through one store."""
+    from datetime import timedelta
+
+    from policy.whitelist_fetch import SharedWhitelist
+
+    workers = []
+    for i in range(count):
+        node = tmp_path / f"node{i}"
+        node.mkdir()
+        workers.append(SharedWhitelist(_policy(), store, agency.url, node / "whitelist.xml",
+                                       agency.ca_file, f"node{i}:1:whitelist",
+                                       timedelta(hours=6), timeout=10))
+    return workers
+
+
+def test_one_worker_fetches_and_the_others_take_it_from_the_store(
+        agency: Agency, store: Any, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    t0 = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
+    first, second, third = _workers(agency, store, tmp_path, 3)
+    fetched = first.tick(t0)
+    assert fetched is not None and fetched.ok and not fetched.shared
+    assert agency.requests == 1
+    (event,) = first.policy.audit.events
+    assert (event.action, event.result) == ("whitelist-refresh", "ok")
+    for worker in (second, third):
+        taken = worker.tick(t0 + timedelta(seconds=60))
+        assert taken is not None and taken.ok and taken.shared and taken.domains == 2
+        assert worker.copy.read_bytes() == GOOD
+        assert worker.policy.whitelist.allows("clinique.test", OP_A)
+        assert worker.policy.audit.events == []  # one audit event per fetch, not per worker
+        assert worker.tick(t0 + timedelta(seconds=120)) is None  # nothing newer
+    assert first.tick(t0 + timedelta(seconds=60)) is None
+    assert agency.requests == 1
+
+    # The next period: whoever ticks first fetches, once; a changed list
+    # reaches the others.
+    agency.body = document(("clinique.test", OP_A), ("labo.test", OP_A), ("autre.test", OP_A))
+    later = t0 + timedelta(hours=6)
+    again = third.tick(later)
+    assert again is not None and again.ok and again.domains == 3 and not again.shared
+    assert first.tick(later) is not None and first.policy.whitelist.allows("autre.test", OP_A)
+    assert second.tick(later).domains == 3
+    assert agency.requests == 2
+
+
+def test_a_failed_fetch_shares_nothing_and_a_new_node_starts_from_the_store(
+        agency: Agency, store: Any, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    t0 = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
+    first, second = _workers(agency, store, tmp_path, 2)
+    agency.body = b"<not a whitelist"
+    failed = first.tick(t0)
+    assert failed is not None and not failed.ok
+    assert second.tick(t0) is None and second.policy.whitelist is None
+    assert not second.copy.exists()
+    # A later period's good document; a node whose copy has the same bytes
+    # already has nothing to take.
+    agency.body = GOOD
+    assert second.tick(t0 + timedelta(hours=6)).ok
+    from policy.whitelist_fetch import SharedWhitelist
+
+    late = tmp_path / "late.xml"
+    late.write_bytes(GOOD)
+    same = SharedWhitelist(_policy(), store, agency.url, late, agency.ca_file, "n:2:w",
+                           timedelta(hours=6))
+    assert same.tick(t0 + timedelta(hours=7)) is None
+    assert agency.requests == 2
+    # Another URL (the operator changed it): its own lease, nothing of the former one.
+    other = SharedWhitelist(_policy(), store, agency.url + "?v=2", tmp_path / "o.xml",
+                            agency.ca_file, "n:3:w", timedelta(hours=6), timeout=10)
+    assert other.job != first.job and other.name != first.name
+    result = other.tick(t0 + timedelta(hours=7))
+    assert result is not None and not result.shared and agency.requests == 3
