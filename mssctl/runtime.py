@@ -17,7 +17,7 @@ from policy.connections import ConnectionCounts
 from policy.decisions import Policy
 from policy.services import Services
 from policy.whitelist import Whitelist, WhitelistError
-from storage.interface import MessageStore
+from storage.interface import MessageStore, StoreUnavailable
 from storage.threaded import runner_for
 
 log = logging.getLogger(__name__)
@@ -393,8 +393,14 @@ def start_whitelist_refresh(services: Services) -> Any:
                 log.warning("whitelist: cannot refresh from %s: %s; keeping the running list",
                             source, result.reason)
 
-        d.addCallbacks(done, lambda f: log.error("whitelist refresh failed: %s",
-                                                 f.getTraceback()))
+        def failed(failure: Any) -> None:
+            if failure.check(StoreUnavailable):  # the lease and the shared copy live there
+                log.warning("whitelist: store unavailable (%s); keeping the running list",
+                            failure.value)
+            else:
+                log.error("whitelist refresh failed: %s", failure.getTraceback())
+
+        d.addCallbacks(done, failed)
         return d
 
     loop = LoopingCall(once)
