@@ -456,6 +456,9 @@ class AuditEvent:
     target: str  # mailbox, address, folder ...
     result: str  # "allow" | "deny" | "ok" | "fail" | ...
     details: dict[str, Any] = field(default_factory=dict)
+    # `details` as JSON when the recorder made it already (the audit file's
+    # line): the database mirror stores it rather than encoding it again.
+    details_json: str | None = field(default=None, compare=False, repr=False)
 
 
 def audit_mailbox(target: str) -> str | None:

@@ -192,7 +192,8 @@ class OutboundMixin(StoreBase):
                 e.action,
                 e.target,
                 e.result,
-                json.dumps(e.details, ensure_ascii=False, default=str),
+                e.details_json if e.details_json is not None
+                else json.dumps(e.details, ensure_ascii=False, default=str),
                 audit_mailbox(e.target),
             )
             for e in events

@@ -47,3 +47,35 @@ def test_empty_actor_and_store_mirror(store):
     sink.record("", "rcpt", "x@hopital.test", "deny", reason="unknown-recipient")
     [ev] = store.audit_events()
     assert ev.actor == "-" and ev.details == {"reason": "unknown-recipient"}
+
+
+def test_each_line_is_the_json_of_its_event_record(tmp_path):
+    """The line is built from the details' JSON, made once for the file and
+    the database mirror: byte for byte what encoding the whole record gives,
+    with or without details, with a detail named like a field, in any script."""
+    from policy.audit import event_record
+
+    path = tmp_path / "a.log"
+    sink = FileAuditSink(path, clock=lambda: T0)
+    cases = [
+        {},
+        {"uids": [1, 2, 3], "message_ids": ["<a@x>", "<b@x>"], "session": "s1"},
+        {"time": "1970-01-01", "reason": "tried"},
+        {"name": "Dossier patient – Éléonore", "nested": {"k": [1, {"x": None}], "f": 1.5}},
+        {"flag": True, "count": 0, "empty": [], "tuple": (1, "a")},
+    ]
+    events = [sink.record("alice", "select", "box@hopital.test/INBOX", "allow", **details)
+              for details in cases]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines == [json.dumps(event_record(e), ensure_ascii=False) for e in events]
+    for event in events:
+        assert event.details_json == json.dumps(event.details, ensure_ascii=False)
+    sink.close()
+
+
+def test_the_mirror_stores_the_details_it_was_given(store):
+    sink = FileAuditSink(None, store=store, clock=lambda: T0)
+    sink.record("alice", "expunge", "box@hopital.test/INBOX", "ok",
+                uids=[4, 5], message_ids={"4": "<é@x>"}, note="Ünïcode")
+    [ev] = store.audit_events()
+    assert ev.details == {"uids": [4, 5], "message_ids": {"4": "<é@x>"}, "note": "Ünïcode"}
