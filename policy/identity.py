@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from conf.settings import AuthMethod
+from conf.settings import ACCOUNT_CLASSES, AuthMethod
 from policy import totp
 from policy.core import PolicyCore
 from policy.passwords import verify_password
@@ -64,21 +64,22 @@ class IdentityDecisions(PolicyCore):
         return account.directory_dn
 
     def client_setup_methods(self, address: str) -> list[AuthMethod]:
-        """The login methods to set a mail client up with for `address`
-        (autoconfiguration): those `policy.login_methods` allows the class
-        of the account of that login, in their order. An address that is no
-        active account's login gets the staff class's, so that the answer
-        does not tell which addresses exist. A query: records nothing. Reads
-        the store (blocking)."""
-        account_class = "staff"
-        try:
-            account = self.store.get_account(address.strip().lower())
-        except NotFound:
-            pass
-        else:
-            if account.active:
-                account_class = account.account_class.value
-        return self.settings.policy.login_methods.allowed_in_order(account_class)
+        """The login methods to set a mail client up with (autoconfiguration),
+        the same whatever `address`: the query is anonymous, from anywhere,
+        and an answer that followed the account would tell anyone which
+        addresses are practitioners' (card) or systems' (organisation
+        certificate) accounts. In order: the staff class's methods (the
+        secretaries, most of the people who set a client up by it), then
+        those the other classes allow that are not listed yet. A query:
+        reads nothing, records nothing."""
+        del address  # deliberately unused (see above)
+        login_methods = self.settings.policy.login_methods
+        methods: list[AuthMethod] = []
+        for account_class in ("staff", *(c for c in ACCOUNT_CLASSES if c != "staff")):
+            for method in login_methods.allowed_in_order(account_class):
+                if method not in methods:
+                    methods.append(method)
+        return methods
 
     @throttled_login("password")
     def authenticate_password(self, peer: Peer, login: str, password: str,

@@ -1,9 +1,10 @@
 """`build_factory(services, listener)`: the `autoconfig` listener, HTTPS
 (twisted.web) serving mail client autoconfiguration (`autoconfig.documents`).
 
-The login methods of an address come from the policy
-(`Policy.client_setup_methods`, a store read: run off the reactor, like
-every store call). Requests are small and bounded: a body over
+The login methods offered come from the policy
+(`Policy.client_setup_methods`: the same for every address, so the answer
+does not tell which accounts exist or what kind they are; it reads no
+store). Requests are small and bounded: a body over
 `MAX_REQUEST` octets is answered 413 and the connection closed; headers are
 bounded by twisted.web (16 KiB, 500 lines); an idle connection is closed
 after `IDLE_TIMEOUT`. No access log: the query names an address, and a
@@ -12,14 +13,13 @@ request says nothing worth keeping (errors are logged).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 from urllib.parse import parse_qs
 
 from twisted.web import resource, server
 
 from certs.tlsconn import close_connection, implicit_tls_factory
-from conf.settings import AuthMethod, ClientCertMode, ListenerSettings, TLSMode
+from conf.settings import ClientCertMode, ListenerSettings, TLSMode
 from mssctl.autoconfig.documents import (
     MAX_REQUEST,
     AutodiscoverRequestError,
@@ -30,8 +30,6 @@ from mssctl.autoconfig.documents import (
     thunderbird_config,
 )
 from policy.services import Services
-
-log = logging.getLogger(__name__)
 
 IDLE_TIMEOUT = 30.0  # seconds
 THUNDERBIRD_PATHS = (b"/.well-known/autoconfig/mail/config-v1.1.xml", b"/mail/config-v1.1.xml")
@@ -109,11 +107,9 @@ class AutoconfigResource(resource.Resource):
             return _plain(request, 404, b"not a domain of this server\n")
         domain = address.rpartition("@")[2].lower() if address else self.setup.domains[0]
 
-        def send(methods: list[AuthMethod]) -> None:
-            _finish(request, 200, b"application/xml; charset=utf-8",
-                    thunderbird_config(self.setup, domain, methods))
-
-        return self._with_methods(request, address, send)
+        methods = self.services.policy.client_setup_methods(address)
+        return _document(request, b"application/xml; charset=utf-8",
+                         thunderbird_config(self.setup, domain, methods))
 
     # -- Outlook
 
@@ -127,30 +123,8 @@ class AutoconfigResource(resource.Resource):
             return _xml(request, autodiscover_error(
                 600, "Invalid Request"))  # Exchange's answer for a foreign address
 
-        def send(methods: list[AuthMethod]) -> None:
-            _finish(request, 200, b"text/xml; charset=utf-8",
-                    autodiscover_response(self.setup, parsed.address))
-
-        return self._with_methods(request, parsed.address, send)
-
-    # -- the policy, off the reactor
-
-    def _with_methods(self, request: Any, address: str, send: Any) -> int:
-        policy = self.services.policy
-        d = self.services.runner.run(policy.client_setup_methods, address or "")
-        d.addCallback(send)
-
-        def failed(failure: Any) -> None:
-            log.warning("autoconfig: cannot read the login methods: %s",
-                        failure.getErrorMessage())
-            # Temporary: a client asks again later.
-            _finish(request, 503, b"text/plain; charset=utf-8",
-                    b"temporarily unavailable\n", retry_after=True)
-
-        d.addErrback(failed)
-        finished = request.notifyFinish()
-        finished.addErrback(lambda _: None)  # the client went away: nothing to send
-        return server.NOT_DONE_YET
+        return _document(request, b"text/xml; charset=utf-8",
+                         autodiscover_response(self.setup, parsed.address))
 
 
 def _plain(request: Any, code: int, body: bytes, *,
@@ -167,18 +141,11 @@ def _xml(request: Any, body: bytes) -> bytes:
     return body
 
 
-def _finish(request: Any, code: int, content_type: bytes, body: bytes, *,
-            retry_after: bool = False) -> None:
-    if request.finished or request.channel is None:
-        return
-    request.setResponseCode(code)
+def _document(request: Any, content_type: bytes, body: bytes) -> bytes:
+    request.setResponseCode(200)
     request.setHeader(b"content-type", content_type)
     request.setHeader(b"cache-control", b"no-store")
-    if retry_after:
-        request.setHeader(b"retry-after", b"60")
-    if request.method != b"HEAD":
-        request.write(body)
-    request.finish()
+    return body
 
 
 class AutoconfigSite(server.Site):

@@ -135,21 +135,22 @@ def thunderbird_reads(doc: ET.Element, *, knows_client_cert: bool) -> tuple[str,
     return chosen[0], chosen[1]
 
 
+# One answer for every address (`Policy.client_setup_methods`): the staff's
+# methods first, then the card and the organisation certificate.
+AUTH = ["password-cleartext", "OAuth2", "TLS-client-cert"]
+
+
 def test_what_thunderbird_configures(served: tuple[MssInstance, int]) -> None:
     inst, port = served
     path = "/.well-known/autoconfig/mail/config-v1.1.xml?emailaddress="
-    martin = thunderbird(inst, port, path + MARTIN)
-    assert thunderbird_reads(martin, knows_client_cert=True) == ("TLS-client-cert",) * 2
-    # A Thunderbird without certificate autoconfiguration takes the demo's password.
-    assert thunderbird_reads(martin, knows_client_cert=False) == ("password-cleartext",) * 2
-    durand = thunderbird(inst, port, path + DURAND)  # OAuth2 is not ours to offer it
-    assert thunderbird_reads(durand, knows_client_cert=False) == ("password-cleartext",) * 2
-    # Certificate only (an APP system): such a Thunderbird finds nothing it can
-    # use and the account is set up by hand ("TLS Certificate"), as the README says.
-    labo = thunderbird(inst, port, path + LABO)
-    assert thunderbird_reads(labo, knows_client_cert=True) == ("TLS-client-cert",) * 2
-    with pytest.raises(Unreadable):
-        thunderbird_reads(labo, knows_client_cert=False)
+    # Every account is set up with the password, the card holder and the
+    # system too (they choose "TLS Certificate" by hand, as the README says),
+    # by a Thunderbird that knows certificate autoconfiguration or not.
+    for address in (MARTIN, DURAND, LABO):
+        doc = thunderbird(inst, port, path + address)
+        for knows in (True, False):
+            assert thunderbird_reads(doc, knows_client_cert=knows) == \
+                ("password-cleartext",) * 2, (address, knows)
 
 
 @pytest.mark.parametrize("path", ["/.well-known/autoconfig/mail/config-v1.1.xml",
@@ -158,8 +159,8 @@ def test_thunderbird_card_holder(served: tuple[MssInstance, int], path: str) -> 
     inst, port = served
     doc = thunderbird(inst, port, f"{path}?emailaddress={MARTIN}")
     incoming = servers(doc, "incomingServer")
-    # IMAPS first, then IMAP with STARTTLS; the card first, the demo's password after.
-    auth = ["TLS-client-cert", "password-cleartext"]
+    # IMAPS first, then IMAP with STARTTLS.
+    auth = AUTH
     assert incoming == [
         {"type": "imap", "hostname": HOST, "port": inst.port("imaps"), "socketType": "SSL",
          "authentication": auth, "username": "%EMAILADDRESS%"},
@@ -174,18 +175,21 @@ def test_thunderbird_card_holder(served: tuple[MssInstance, int], path: str) -> 
     assert inst.port("smtp-mx") not in [s["port"] for s in outgoing]
 
 
-def test_thunderbird_classes(served: tuple[MssInstance, int]) -> None:
+def test_the_answer_does_not_tell_which_accounts_exist_or_their_kind(
+        served: tuple[MssInstance, int]) -> None:
+    """Regression: the document followed the account's class (a card holder
+    got the card first, a system the organisation certificate alone,
+    anyone else the staff's methods), so anyone could tell practitioners'
+    and systems' addresses from others. Now every address of the domain
+    gets the same bytes."""
     inst, port = served
     path = "/.well-known/autoconfig/mail/config-v1.1.xml?emailaddress="
-    labo = servers(thunderbird(inst, port, path + LABO), "incomingServer")
-    assert labo[0]["authentication"] == ["TLS-client-cert"]  # organisation certificate
-    durand = servers(thunderbird(inst, port, path + DURAND), "incomingServer")
-    assert durand[0]["authentication"] == ["password-cleartext", "OAuth2"]
-    # An unknown address and a functional box (nobody logs in as it) get
-    # the staff's answer: the document does not tell which logins exist.
-    for other in ("nobody@hopital.test", CARDIO):
-        assert servers(thunderbird(inst, port, path + other),
-                       "incomingServer")[0]["authentication"] == ["password-cleartext", "OAuth2"]
+    docs = {address: request(inst, port, "GET", path + address)
+            for address in (MARTIN, LABO, DURAND, "nobody@hopital.test", CARDIO)}
+    assert all(status == 200 for status, _, _ in docs.values()), docs
+    assert len({body for _, _, body in docs.values()}) == 1, docs
+    assert servers(thunderbird(inst, port, path + LABO),
+                   "incomingServer")[0]["authentication"] == AUTH
     no_address = thunderbird(inst, port, "/.well-known/autoconfig/mail/config-v1.1.xml")
     assert servers(no_address, "incomingServer")[0]["port"] == inst.port("imaps")
 
