@@ -194,16 +194,23 @@ class WriteGate:
                 yield
             return
         asked = time.perf_counter()
-        with self._hold():
-            got = time.perf_counter()
-            try:
-                yield
-            finally:
-                held = time.perf_counter() - got
+        got = held = -1.0
         try:
-            observer(got - asked, held)
-        except Exception:  # noqa: BLE001 - a metric never fails a committed write
-            log.exception("write lock not measured")
+            with self._hold():
+                got = time.perf_counter()
+                try:
+                    yield
+                finally:
+                    held = time.perf_counter() - got
+        finally:
+            # Also when the body raised (a write undone): its hold kept the
+            # other writers waiting all the same. Not when the lock was never
+            # had (StoreUnavailable from _hold).
+            if held >= 0:
+                try:
+                    observer(got - asked, held)
+                except Exception:  # noqa: BLE001 - a metric never fails a write
+                    log.exception("write lock not measured")
 
     @contextmanager
     def _hold(self) -> Iterator[None]:

@@ -251,6 +251,31 @@ def test_the_sqlite_write_lock_reports_its_waits_and_holds(store: Any, tmp_path:
     assert 0.25 <= waited < 10 and 0 <= held < 0.25
 
 
+def test_a_hold_whose_write_failed_is_reported_too(tmp_path: Any) -> None:
+    """A write that raised (and was undone) held the lock all the same: its
+    hold is reported; a writer that never got the lock reports nothing."""
+    from storage.engine import WriteGate
+    from storage.interface import StoreUnavailable
+
+    gate = WriteGate(tmp_path / "db", timeout=0.2)
+    reported: list[tuple[float, float]] = []
+    gate.observer = lambda waited, held: reported.append((waited, held))
+    with pytest.raises(ValueError), gate.hold():
+        time.sleep(0.05)
+        raise ValueError("the write failed")
+    assert len(reported) == 1 and reported[0][1] >= 0.05
+    other = WriteGate(tmp_path / "db", timeout=0.2)
+    with other.hold():
+        with pytest.raises(StoreUnavailable), gate.hold():
+            pass  # pragma: no cover - the lock is the other gate's
+        assert len(reported) == 1
+    with gate.hold():  # once its abandoned request is let go, the gate is had again
+        pass
+    assert len(reported) == 2
+    other.close()
+    gate.close()
+
+
 def test_write_lock_histogram() -> None:
     metrics = Metrics()
     metrics.store_write_lock(0.004, 0.0007)
