@@ -286,9 +286,15 @@ class WriteGate:
 
     def close(self) -> None:
         with self._thread_lock:
-            if self._fd is not None:
+            with self._state:
+                # The locker may still wait, on this descriptor, for a writer
+                # that gave up (it lets the lock go when it gets it): closing
+                # under it would have it unlock a closed, or reused, number.
+                # The descriptor is left to it and to the process's end.
+                busy = self._inflight > 0
+            if self._fd is not None and not busy:
                 os.close(self._fd)
-                self._fd = None
+            self._fd = None
 
 
 def _unavailable(exc: BaseException) -> bool:

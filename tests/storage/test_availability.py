@@ -127,6 +127,38 @@ def test_sqlite_gate_after_a_give_up_still_excludes_other_processes(tmp_path: Pa
     gate.close()
 
 
+def test_sqlite_gate_closed_while_its_locker_waits_for_a_writer_that_gave_up(
+        tmp_path: Path) -> None:
+    """Closing a gate (the server stopping) while its locker thread still
+    waits for a writer that gave up: the locker gets the lock later, lets it
+    go on a descriptor that is still its own, and ends nothing in error."""
+    import threading
+
+    from storage.engine import WriteGate
+
+    db = tmp_path / "g.db"
+    other = os.open(f"{db}-writelock", os.O_RDWR | os.O_CREAT)  # another owner
+    fcntl.flock(other, fcntl.LOCK_EX)
+    gate = WriteGate(db, timeout=0.2)
+    errors: list[BaseException] = []
+    hook = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)  # type: ignore[assignment]
+    try:
+        with pytest.raises(StoreUnavailable), gate.hold():
+            pass
+        gate.close()
+        fcntl.flock(other, fcntl.LOCK_UN)
+        deadline = time.monotonic() + 5
+        while gate._inflight:  # the locker takes the lock and drops it
+            assert time.monotonic() < deadline
+            time.sleep(0.01)  # polling with a deadline, not synchronising
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # dropped: free
+    finally:
+        threading.excepthook = hook
+        os.close(other)
+    assert errors == []
+
+
 def test_unreachable_database(tmp_path: Path, key_file: Path) -> None:
     import socket
 
