@@ -8,7 +8,7 @@ store). Requests are small and bounded: a body over
 `MAX_REQUEST` octets is answered 413 and the connection closed; headers are
 bounded by twisted.web (16 KiB, 500 lines); an idle connection is closed
 after `IDLE_TIMEOUT`. No access log: the query names an address, and a
-request says nothing worth keeping (errors are logged).
+request says nothing worth keeping.
 """
 
 from __future__ import annotations
