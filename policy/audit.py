@@ -93,6 +93,9 @@ def event_record(event: AuditEvent) -> dict[str, Any]:
     return record
 
 
+_FIELDS = frozenset({"time", "actor", "action", "target", "result"})
+
+
 def _line(event: AuditEvent, details_json: str) -> str:
     """`json.dumps(event_record(event))` (the file's line), reusing the
     details' JSON when no detail is named like one of the five fields."""
@@ -104,9 +107,6 @@ def _line(event: AuditEvent, details_json: str) -> str:
     if _FIELDS.isdisjoint(event.details):
         return f"{head[:-1]}, {details_json[1:]}"
     return json.dumps(event_record(event), ensure_ascii=False)
-
-
-_FIELDS = frozenset({"time", "actor", "action", "target", "result"})
 
 
 def record_nonblocking(

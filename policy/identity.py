@@ -63,16 +63,15 @@ class IdentityDecisions(PolicyCore):
             return None
         return account.directory_dn
 
-    def client_setup_methods(self, address: str) -> list[AuthMethod]:
+    def client_setup_methods(self) -> list[AuthMethod]:
         """The login methods to set a mail client up with (autoconfiguration),
-        the same whatever `address`: the query is anonymous, from anywhere,
+        the same for every address: the query is anonymous, from anywhere,
         and an answer that followed the account would tell anyone which
         addresses are practitioners' (card) or systems' (organisation
         certificate) accounts. In order: the staff class's methods (the
         secretaries, most of the people who set a client up by it), then
         those the other classes allow that are not listed yet. A query:
         reads nothing, records nothing."""
-        del address  # deliberately unused (see above)
         login_methods = self.settings.policy.login_methods
         methods: list[AuthMethod] = []
         for account_class in ("staff", *(c for c in ACCOUNT_CLASSES if c != "staff")):

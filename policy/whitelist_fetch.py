@@ -22,7 +22,7 @@ import ssl
 import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,8 @@ class RefreshResult:
     generated: str | None = None
     reason: str | None = None  # why the running list was kept
     shared: bool = False  # taken from the store: another worker fetched it
+    # The valid document fetched (what SharedWhitelist keeps in the store).
+    document: bytes | None = field(default=None, repr=False, compare=False)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -80,16 +82,12 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def refresh_whitelist(policy: Any, url: str, copy: Path, ca_file: Path | None,
-                      timeout: float = TIMEOUT,
-                      fetched: list[bytes] | None = None) -> RefreshResult:
-    """Fetch, check, keep a copy, swap (see the module docstring); a valid
-    document is also appended to `fetched`."""
+                      timeout: float = TIMEOUT) -> RefreshResult:
+    """Fetch, check, keep a copy, swap (see the module docstring)."""
     try:
         data = fetch(url, ca_file, timeout)
         whitelist = Whitelist.parse(data)
         _write_atomically(copy, data)
-        if fetched is not None:
-            fetched.append(data)
     except (OSError, WhitelistError, urllib.error.URLError, ssl.SSLError,
             http.client.HTTPException) as exc:  # a cut answer, a bad status line
         reason = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
@@ -99,7 +97,8 @@ def refresh_whitelist(policy: Any, url: str, copy: Path, ca_file: Path | None,
     policy.whitelist = whitelist
     policy.audit.record("system", "whitelist-refresh", url, "ok",
                         domains=len(whitelist.domains), generated=whitelist.generated)
-    return RefreshResult(True, url, len(whitelist.domains), whitelist.generated)
+    return RefreshResult(True, url, len(whitelist.domains), whitelist.generated,
+                         document=data)
 
 
 class SharedWhitelist:
@@ -130,11 +129,10 @@ class SharedWhitelist:
         """Fetches if this worker takes the lease, else takes a newer shared
         document; None when there was nothing to do."""
         if self.store.claim_job(self.job, self.holder, now, now + self.period):
-            fetched: list[bytes] = []
             result = refresh_whitelist(self.policy, self.url, self.copy, self.ca_file,
-                                       self.timeout, fetched)
-            if fetched:
-                self.digest = self.store.put_shared_file(self.name, fetched[0], now)
+                                       self.timeout)
+            if result.document is not None:
+                self.digest = self.store.put_shared_file(self.name, result.document, now)
             return result
         shared = self.store.shared_file(self.name, unless_digest=self.digest)
         if shared is None:

@@ -107,7 +107,7 @@ class AutoconfigResource(resource.Resource):
             return _plain(request, 404, b"not a domain of this server\n")
         domain = address.rpartition("@")[2].lower() if address else self.setup.domains[0]
 
-        methods = self.services.policy.client_setup_methods(address)
+        methods = self.services.policy.client_setup_methods()
         return _document(request, b"application/xml; charset=utf-8",
                          thunderbird_config(self.setup, domain, methods))
 
