@@ -714,6 +714,9 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
     async def run_selected(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await self._guarded(self.services.runner.run, fn, args, kwargs)
 
+    async def run_selected_quick(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await self._guarded(self.services.runner.run_quick, fn, args, kwargs)
+
     async def run_write_selected(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await self._guarded(self.services.runner.run_write, fn, args, kwargs)
 
@@ -739,6 +742,10 @@ class IMAPServerProtocol(Protocol, TimeoutMixin):
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         result: T = await self.services.runner.run(fn, *args, **kwargs)
+        return result
+
+    async def run_quick(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        result: T = await self.services.runner.run_quick(fn, *args, **kwargs)
         return result
 
     async def run_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

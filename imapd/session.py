@@ -30,6 +30,9 @@ AUTHENTICATED_CAPABILITIES = (
     "CONTEXT=SORT",
 )
 
+# Message counts a session remembers (`Session.folder_sizes`).
+MAX_KNOWN_SIZES = 1000
+
 
 @dataclass
 class Session:
@@ -53,6 +56,10 @@ class Session:
     token_login: bool = False
     # NOTIFY SET (RFC 5465) in force, or None (never set, or NOTIFY NONE).
     notify: NotifySpec | None = None
+    # Message counts this session last saw, by mailbox name (SELECT, STATUS
+    # MESSAGES): what lets the next SELECT or STATUS of a small folder run
+    # on the reactor thread (`quick_size`).
+    folder_sizes: dict[str, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------ TLS / auth
 
@@ -112,6 +119,18 @@ class Session:
         self.identity = identity
         self.namespaces = namespaces
         self.state = State.AUTHENTICATED
+
+    def note_size(self, name: str, messages: int) -> None:
+        sizes = self.folder_sizes
+        if len(sizes) >= MAX_KNOWN_SIZES and name not in sizes:
+            sizes.clear()  # a session walking thousands of names: start again
+        sizes[name] = messages
+
+    def quick_size(self, name: str, limit: int) -> bool:
+        """Whether the folder had at most `limit` messages when this session
+        last looked (False when it never did)."""
+        known = self.folder_sizes.get(name)
+        return known is not None and known <= limit
 
     def select(self, place: Place, view: SelectedView) -> None:
         self.selected_place = place

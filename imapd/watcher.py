@@ -217,8 +217,7 @@ class FolderWatcher:
         if waiters is not None:
             # An older query for the same key is still running: this one
             # goes alone (the older one keeps its own waiters).
-            d0 = self._runner.run(_pull, self._store, folder_id, modseq, claim, known_max_uid,
-                                  seen_account)
+            d0 = self._run_pull(key)
             d0.chainDeferred(waiter)
             return waiter
         self._inflight[key] = [waiter]
@@ -233,10 +232,20 @@ class FolderWatcher:
                     changes, claimed = result
                     w.callback((changes, claimed if i == 0 else frozenset()))
 
-        d = self._runner.run(_pull, self._store, folder_id, modseq, claim, known_max_uid,
-                             seen_account)
+        d = self._run_pull(key)
         d.addBoth(fire)
         return waiter
+
+    def _run_pull(self, key: _PullKey) -> defer.Deferred[Any]:
+        """Usually a short read: on the reactor thread on SQLite
+        (`StoreRunner.run_quick`). A pull that claims \\Recent writes: on a
+        thread when the folder is known to have new messages (a quick call
+        that finds some anyway reaches the claim's write, and runs again on
+        a thread)."""
+        folder_id, _modseq, claim, known_max_uid, _seen = key
+        uidnext = self._state.get(folder_id, (0, 0))[0]
+        run = self._runner.run if claim and uidnext > known_max_uid + 1 else self._runner.run_quick
+        return run(_pull, self._store, *key)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ polling
 

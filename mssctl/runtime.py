@@ -126,7 +126,10 @@ def build_services(settings: Settings, reactor: Any,
         audit = FileAuditSink(settings.audit.path, store)
         policy = Policy(settings, store, audit, load_whitelist(settings),
                         flows=load_flows(settings))
-        runner = runner_for(reactor, store, settings.database.threads)
+        # Quick reads run on the reactor thread: only while recording an
+        # audit event never waits for the database there.
+        runner = runner_for(reactor, store, settings.database.threads,
+                            quick_reads=audit.nonblocking)
         services = Services(
             settings=settings,
             store=store,

@@ -40,6 +40,20 @@ class StoreUnavailable(StoreError):
     """The database cannot answer now; retrying later may succeed."""
 
 
+class WouldWait(BaseException):  # noqa: N818 - a signal to the runner, not an error
+    """A store call made inside `MessageStore.no_waiting` reached a write
+    (it would queue for the database's write lock) or a body larger than
+    NO_WAIT_BODY_BYTES. Raised before either begins; the caller runs the
+    call again where waiting is allowed (see
+    `storage.threaded.StoreRunner.run_quick`). A BaseException, so that no
+    ``except Exception`` on the way swallows it."""
+
+
+# The largest body a store call inside `no_waiting` reads (and what a batch
+# of bodies read there stops at): about 1 ms of reading and decrypting.
+NO_WAIT_BODY_BYTES = 256 * 1024
+
+
 class NotFound(StoreError):
     """The named domain, account, mailbox, folder or message does not exist."""
 
@@ -1203,6 +1217,14 @@ class MessageStore(Protocol):
         snapshot; reads of the block after them still see the snapshot).
         Inside another scope or a write batch it adds nothing. Keep it
         short: the snapshot pins the WAL while it is open."""
+
+    def no_waiting(self) -> AbstractContextManager[None]:
+        """Within the block, this thread must not wait for the database nor
+        be held long: a write (which would queue for the write lock), or the
+        read of a body larger than NO_WAIT_BODY_BYTES, raises `WouldWait`
+        before it begins. Other reads go on (on SQLite in WAL mode a read
+        takes no lock). For calls run on the reactor thread
+        (`storage.threaded.StoreRunner.run_quick`)."""
 
     def fill_sort_keys(self, batch: int = 500) -> int:
         """Computes and stores the SORT / THREAD keys of up to `batch`

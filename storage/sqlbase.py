@@ -46,6 +46,7 @@ from storage.interface import (
     QueueEntry,
     QueueOrigin,
     StoreUnavailable,
+    WouldWait,
 )
 from storage.models import (
     AccessEpochRow,
@@ -709,7 +710,7 @@ class StoreBase:
         self._pg = engine.dialect.name == "postgresql"
         self._fixed_selects: dict[str, FixedSelect] = {}
         # .batch: this thread's open _Batch; .read: its open _ReadScope;
-        # .bulk: its open bulk_writes transaction
+        # .bulk: its open bulk_writes transaction; .no_wait: in no_waiting
         self._ambient = threading.local()
         # Told of every committed write transaction: (seconds from asking
         # for the write lock to the commit, store calls it carried); the
@@ -765,12 +766,29 @@ class StoreBase:
         if getattr(self._ambient, "batch", None) is not None or getattr(
                 self._ambient, "bulk", None) is not None:
             raise RuntimeError("bulk_writes does not nest, nor go inside a write batch")
+        self._may_wait()
         with transaction(self._engine, write=True, gate=self._gate) as conn:
             self._ambient.bulk = conn
             try:
                 yield
             finally:
                 self._ambient.bulk = None
+
+    @contextmanager
+    def no_waiting(self) -> Iterator[None]:
+        """See `storage.interface.MessageStore.no_waiting`."""
+        ambient = self._ambient
+        outer = getattr(ambient, "no_wait", False)
+        ambient.no_wait = True
+        try:
+            yield
+        finally:
+            ambient.no_wait = outer
+
+    def _may_wait(self) -> None:
+        """Every write path asks first (see `no_waiting`)."""
+        if getattr(self._ambient, "no_wait", False):
+            raise WouldWait("a write inside no_waiting")
 
     @contextmanager
     def read_scope(self) -> Iterator[None]:
@@ -812,6 +830,8 @@ class StoreBase:
         the block ends normally, rolled back otherwise; a failure of the
         database itself becomes StoreUnavailable."""
         dbapi: Any = self._engine.dialect.dbapi
+        if write:
+            self._may_wait()
         bulk = getattr(self._ambient, "bulk", None)
         if bulk is not None:
             with self._in_bulk(bulk) as conn:
@@ -895,6 +915,7 @@ class StoreBase:
         """A SQLAlchemy write transaction (inside `bulk_writes`, a savepoint
         of its transaction); `calls`: the writes it carries (deliver_many's
         deliveries), for the write metrics."""
+        self._may_wait()
         bulk = getattr(self._ambient, "bulk", None)
         if bulk is not None:
             return self._in_bulk(bulk)
@@ -932,6 +953,7 @@ class StoreBase:
         SQL paths belong in a batch: a SQLAlchemy write inside one raises."""
         if getattr(self._ambient, "batch", None) is not None:
             raise RuntimeError("write batches do not nest")
+        self._may_wait()
         batch = _Batch(self)
         self._ambient.batch = batch
         started = time.perf_counter()

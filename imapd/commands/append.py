@@ -69,6 +69,9 @@ from storage.interface import (
 )
 from storage.mime import find_part, header_bounds, parse_message
 
+# An APPEND of at most this many octets (no CATENATE) is parsed and sealed
+# on the reactor thread (`Context.run_quick`): about 1 ms of CPU.
+QUICK_APPEND_OCTETS = 128 * 1024
 
 @dataclass
 class _Read:
@@ -227,7 +230,10 @@ async def append(ctx: Context, cmd: Append) -> Reply:
                 and not (selected.readonly or selected.rev2) else None)
     store = ctx.services.store
     try:
-        prepared: _Prepared = await ctx.run(
+        # Parsing and sealing a small message: on the reactor thread.
+        quick = (all(m.catenate is None for m in cmd.messages)
+                 and sum(len(m.message) for m in cmd.messages) <= QUICK_APPEND_OCTETS)
+        prepared: _Prepared = await (ctx.run_quick if quick else ctx.run)(
             _prepare, ctx.services.policy, store, session.identity, session.namespaces,
             ctx.services.settings.hostname, cmd.mailbox, cmd.messages, session.append_limit,
             session.utf8, ctx.services.settings.limits.imap_append_octets, session.rev2,

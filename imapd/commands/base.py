@@ -34,6 +34,13 @@ class Context(Protocol):
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A blocking store/policy call, off the reactor thread."""
 
+    async def run_quick(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`run` for a read known to be short, which may then run right
+        here on the reactor thread (`storage.threaded.StoreRunner.run_quick`:
+        SQLite). Bounded by the caller: one folder, the folder list, a
+        batch of a few messages. It must not write before its last read
+        (a write makes it run again on a thread)."""
+
     async def run_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`run` for a call that writes through the store's fixed-SQL paths,
         reading first (the writer lane with group commit: see
@@ -45,6 +52,11 @@ class Context(Protocol):
         first when the store's access epoch moved since it was last checked
         (or a grant reached its end), so no content leaves once access is
         withdrawn. Raises `imapd.errors.AccessWithdrawn`."""
+
+    async def run_selected_quick(
+        self, fn: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T:
+        """`run_selected` for a read known to be short (see `run_quick`)."""
 
     async def run_write_selected(
         self, fn: Callable[..., T], *args: Any, **kwargs: Any

@@ -67,6 +67,10 @@ META_BATCH = 250
 # header fetches of small messages cost one round trip to a store thread, not
 # ten (each with its own access check and wake-up of the reactor).
 BODY_BATCH_BYTES = 1 << 20
+# A batch of at most this many messages is read on the reactor thread
+# (`Context.run_selected_quick`; the store sends a read of large bodies to
+# a thread, see `storage.interface.MessageStore.no_waiting`).
+QUICK_MESSAGES = 50
 BODY_ITEMS = (FetchRfc822, FetchRfc822Header, FetchRfc822Text, FetchBodySection, FetchBinary,
               FetchBinarySize)
 # Items that return message content: a FETCH with one of them is audited.
@@ -193,7 +197,11 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
             try:
                 if need_info or need_body or need_sizes:
                     live = [u for u in chunk if view.live(u)]
-                    loaded = await ctx.run_selected(
+                    # A few messages: read on the reactor thread (a large
+                    # body sends the read to a thread: `no_waiting`).
+                    run = (ctx.run_selected_quick if len(live) <= QUICK_MESSAGES
+                           else ctx.run_selected)
+                    loaded = await run(
                         _load, ctx.services.store, view.folder_id, live, need_info, need_body,
                         need_sizes, BODY_BATCH_BYTES,
                     )

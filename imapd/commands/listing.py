@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from imapd import responses
 from imapd.commands.auth import build_namespaces
 from imapd.commands.base import Context, Handler, ok
-from imapd.commands.mailbox import check_status_items, status_values
+from imapd.commands.mailbox import check_status_items, quick_status, status_values
 from imapd.errors import RECURSIVEMATCH_ALONE, Reply, bad, fail
 from imapd.namespace import SEP, Namespaces
 from imapd.parser.commands import Command, List, Lsub, StatusItem
@@ -129,7 +129,8 @@ def _status_values(
 async def list_(ctx: Context, cmd: List) -> Reply:
     session = ctx.session
     assert session.identity is not None
-    listing: Listing = await ctx.run(
+    # The folder list and rights: a few index reads (`Context.run_quick`).
+    listing: Listing = await ctx.run_quick(
         _collect, ctx.services.policy, ctx.services.store, session.identity
     )
     session.namespaces = listing.namespaces
@@ -181,10 +182,15 @@ async def list_(ctx: Context, cmd: List) -> Reply:
     statuses: dict[str, list[tuple[str, int]]] = {}
     if cmd.return_status:
         check_status_items(session, cmd.return_status)
-        statuses = await ctx.run(
+        quick = quick_status(session, [e.name for e, _ in chosen], cmd.return_status)
+        statuses = await (ctx.run_quick if quick else ctx.run)(
             _status_values, ctx.services.store, [e for e, _ in chosen], cmd.return_status,
             session.append_limit,
         )
+        for name, values in statuses.items():
+            for item, value in values:
+                if item == "MESSAGES":
+                    session.note_size(name, value)
     out: list[bytes] = []
     for e, extra in chosen:
         wire = responses.mailbox(e.name, session.utf8)
@@ -200,7 +206,8 @@ async def list_(ctx: Context, cmd: List) -> Reply:
 async def lsub(ctx: Context, cmd: Lsub) -> Reply:
     session = ctx.session
     assert session.identity is not None
-    listing: Listing = await ctx.run(
+    # The folder list and rights: a few index reads (`Context.run_quick`).
+    listing: Listing = await ctx.run_quick(
         _collect, ctx.services.policy, ctx.services.store, session.identity
     )
     session.namespaces = listing.namespaces

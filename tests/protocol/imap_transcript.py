@@ -81,7 +81,9 @@ class ImapEnv:
     def __post_init__(self) -> None:
         self.audit = FileAuditSink(None)
         self.policy = Policy(self.settings, self.store, self.audit)
-        runner = InlineRunner()
+        # Quick reads inside the store's no_waiting, as `serve` runs them on
+        # SQLite (`storage.threaded.runner_for`).
+        runner = self.runner = InlineRunner(quick=self.store.no_waiting)
         self.services = Services(
             settings=self.settings, store=self.store, policy=self.policy, audit=self.audit,
             runner=runner, authenticator=Authenticator(self.policy, runner),

@@ -43,6 +43,8 @@ class ManualRunner:
         self.deferreds.append(d)
         return d
 
+    run_quick = run
+
     def reads(self) -> list[list[int]]:
         return [list(args[1]) for fn, args in self.calls if fn is _read_states]
 

@@ -25,6 +25,8 @@ class ManualRunner:
         self.deferreds.append(d)
         return d
 
+    run_quick = run
+
 
 def _got(d: defer.Deferred[Any]) -> list[Any]:
     out: list[Any] = []

@@ -422,15 +422,121 @@ def test_without_a_boost_the_writer_lane_keeps_the_process_nice() -> None:
 
 
 def test_runner_for_favours_the_writer_lane_on_sqlite_only() -> None:
+    from contextlib import nullcontext
     from types import SimpleNamespace
 
     from storage.threaded import PG_WRITERS, WRITER_NICE_BOOST, runner_for
 
     def store(dialect: str) -> Any:
         return SimpleNamespace(batches_writes=True, write_batch=RecordingBatches(),
-                               engine=SimpleNamespace(dialect=SimpleNamespace(name=dialect)))
+                               engine=SimpleNamespace(dialect=SimpleNamespace(name=dialect)),
+                               no_waiting=nullcontext)
 
     sqlite = runner_for(PumpedReactor(), store("sqlite"), 4)
     pg = runner_for(PumpedReactor(), store("postgresql"), 8)
     assert (sqlite._writer_count, sqlite._writer_nice_boost) == (1, WRITER_NICE_BOOST)
     assert (pg._writer_count, pg._writer_nice_boost) == (PG_WRITERS, 0)
+    # Quick reads run on the reactor thread on SQLite only, and not when the
+    # caller says its thread must not block (an audit sink writing as it records).
+    assert sqlite._quick is nullcontext and pg._quick is None
+    assert runner_for(PumpedReactor(), store("sqlite"), 4, quick_reads=False)._quick is None
+
+
+# ------------------------------------------------------------ run_quick
+
+
+class QuickScope:
+    """Stands for the store's `no_waiting`: counts the calls made inside."""
+
+    def __init__(self) -> None:
+        self.inside = False
+        self.entered = 0
+
+    def __call__(self) -> Any:
+        scope = self
+
+        class _Block:
+            def __enter__(self) -> None:
+                scope.inside, scope.entered = True, scope.entered + 1
+
+            def __exit__(self, *exc: Any) -> None:
+                scope.inside = False
+
+        return _Block()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_quick_call_runs_on_the_calling_thread_inside_the_scope_and_comes_back_fired() -> None:
+    reactor = PumpedReactor()
+    scope = QuickScope()
+    runner = StoreRunner(reactor, threads_count=2, quick=scope)
+    got = results([runner.run_quick(lambda k: (threading.get_ident(), scope.inside, k), k=3)])
+    assert got == [(reactor.thread, True, 3)]  # fired before run_quick returned
+    assert reactor.wakeups == 0 and runner._threads == []  # no thread, no hand-back
+    failed = results([runner.run_quick(lambda: 1 // 0)])
+    assert isinstance(failed[0], Failure) and failed[0].check(ZeroDivisionError)
+    assert not scope.inside
+    runner.stop()
+
+
+def test_without_a_scope_a_quick_call_is_an_ordinary_one() -> None:
+    reactor = PumpedReactor()
+    runner = StoreRunner(reactor, threads_count=2)  # PostgreSQL's runner
+    got = results([runner.run_quick(threading.get_ident)])
+    assert got == []
+    reactor.pump_until(lambda: bool(got))
+    assert got[0] != reactor.thread
+    runner.stop()
+
+
+def test_a_quick_call_that_would_wait_runs_again_on_a_thread() -> None:
+    from storage.interface import WouldWait
+
+    reactor = PumpedReactor()
+    scope = QuickScope()
+    runner = StoreRunner(reactor, threads_count=2, quick=scope)
+    tries: list[tuple[int, bool]] = []
+
+    def claim() -> str:
+        tries.append((threading.get_ident(), scope.inside))
+        if scope.inside:
+            raise WouldWait("a write")
+        return "claimed"
+
+    got = results([runner.run_quick(claim)])
+    reactor.pump_until(lambda: bool(got))
+    assert got == ["claimed"] and runner.quick_retries == 1
+    assert tries[0] == (reactor.thread, True)
+    assert tries[1][0] != reactor.thread and tries[1][1] is False
+    runner.stop()
+
+
+def test_after_a_slow_quick_call_quick_calls_go_to_the_threads_for_a_while() -> None:
+    from storage.threaded import QUICK_BUDGET, QUICK_COOLDOWN
+
+    reactor = PumpedReactor()
+    clock = Clock()
+    scope = QuickScope()
+    runner = StoreRunner(reactor, threads_count=2, quick=scope, clock=clock)
+
+    def slow() -> int:
+        clock.now += QUICK_BUDGET * 2  # a cold cache, a folder larger than thought
+        return threading.get_ident()
+
+    assert results([runner.run_quick(slow)]) == [reactor.thread]
+    assert runner.quick_overruns == 1
+    clock.now += QUICK_COOLDOWN / 2
+    later = results([runner.run_quick(threading.get_ident)])
+    reactor.pump_until(lambda: bool(later))
+    assert later[0] != reactor.thread and scope.entered == 1
+    clock.now += QUICK_COOLDOWN
+    assert results([runner.run_quick(threading.get_ident)]) == [reactor.thread]
+    assert runner.quick_overruns == 1 and scope.entered == 2
+    runner.stop()

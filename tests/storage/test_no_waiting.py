@@ -1,0 +1,104 @@
+"""`MessageStore.no_waiting`: what a store call may do on the reactor thread
+(`storage.threaded.StoreRunner.run_quick`). Reads go on; a write, or the
+read of a body larger than NO_WAIT_BODY_BYTES, raises `WouldWait` before it
+begins, and nothing is changed. On SQLite and PostgreSQL (the store is the
+same code; only SQLite's runner uses it)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from storage.interface import (
+    NO_WAIT_BODY_BYTES,
+    AccountClass,
+    Delivery,
+    FlagMode,
+    MailboxType,
+    WouldWait,
+)
+
+
+def msg(n: int, body: bytes = b"") -> bytes:
+    return (f"From: <a@b.test>\r\nSubject: {n}\r\nMessage-ID: <m{n}@b.test>\r\n\r\n".encode()
+            + (body or f"body {n}\r\n".encode()))
+
+
+@pytest.fixture
+def box(any_store: Any) -> tuple[Any, Any, Any]:
+    acc = any_store.add_account("dr@hopital.test", "Dr", AccountClass.PRACTITIONER)
+    mb = any_store.add_mailbox("dr@hopital.test", MailboxType.PER, owner_account_id=acc.id)
+    for i in range(3):
+        any_store.deliver(Delivery(raw=msg(i), mailbox_ids=(mb.id,)))
+    return any_store, mb, any_store.get_folder(mb.id, "INBOX")
+
+
+def test_reads_go_on_and_every_kind_of_write_raises_before_it_begins(box: Any) -> None:
+    store, mb, inbox = box
+    before = store.folder_status(inbox.id)
+    folders = [f.name for f in store.list_folders(mb.id)]
+    with store.no_waiting():
+        with store.read_scope():
+            assert store.get_folder(mb.id, "INBOX").id == inbox.id
+            assert store.folder_status(inbox.id) == before
+        assert [i.uid for i in store.message_infos(inbox.id, [1, 2, 3])] == [1, 2, 3]
+        bodies, stopped = store.read_bodies(inbox.id, [1, 2], 1 << 20)
+        assert sorted(bodies) == [1, 2] and stopped is None
+        with pytest.raises(WouldWait):  # the fixed-SQL write path
+            store.store_flags(inbox.id, [1], FlagMode.ADD, ["\\Flagged"])
+        with pytest.raises(WouldWait):  # claim_recent: its read, then its write
+            store.claim_recent(inbox.id)
+        with pytest.raises(WouldWait):  # a SQLAlchemy write transaction
+            store.create_folder(mb.id, "Projets")
+        with pytest.raises(WouldWait):
+            with store.write_batch():
+                pass
+        with pytest.raises(WouldWait):
+            with store.bulk_writes():
+                pass
+    # Nothing was written, and the store works as before afterwards.
+    after = store.folder_status(inbox.id)
+    assert after == before and after.recent == 3
+    assert [f.name for f in store.list_folders(mb.id)] == folders
+    assert "Projets" not in folders
+    assert "\\Flagged" not in store.index(inbox.id)[0].flags
+    assert store.claim_recent(inbox.id) == frozenset({1, 2, 3})
+    store.store_flags(inbox.id, [1], FlagMode.ADD, ["\\Flagged"])
+    assert "\\Flagged" in store.index(inbox.id)[0].flags
+
+
+def test_no_waiting_is_this_threads_own_and_nests(box: Any) -> None:
+    store, mb, inbox = box
+    other: list[Any] = []
+    with store.no_waiting():
+        with store.no_waiting():
+            pass
+        with pytest.raises(WouldWait):  # still inside the outer block
+            store.create_folder(mb.id, "A")
+        # Another thread (a store thread) writes as usual meanwhile.
+        t = threading.Thread(target=lambda: other.append(store.create_folder(mb.id, "B")))
+        t.start()
+        t.join()
+    assert other and other[0].name == "B"
+    store.create_folder(mb.id, "A")  # outside: a write goes on
+
+
+def test_a_large_body_is_not_read_there_and_a_batch_stops_sooner(box: Any) -> None:
+    store, mb, inbox = box
+    big = b"x" * (NO_WAIT_BODY_BYTES + 10) + b"\r\n"
+    half = b"y" * (NO_WAIT_BODY_BYTES // 2 + 10) + b"\r\n"
+    store.deliver(Delivery(raw=msg(4, big), mailbox_ids=(mb.id,)))  # UID 4
+    store.deliver(Delivery(raw=msg(5, half), mailbox_ids=(mb.id,)))  # UID 5
+    store.deliver(Delivery(raw=msg(6, half), mailbox_ids=(mb.id,)))  # UID 6
+    with store.no_waiting():
+        with pytest.raises(WouldWait):
+            store.read_bodies(inbox.id, [4, 5], 1 << 20)
+        # Two bodies of half the limit: the batch stops before the second,
+        # where a store thread (1 MB budget) reads both.
+        bodies, stopped = store.read_bodies(inbox.id, [5, 6], 1 << 20)
+        assert sorted(bodies) == [5] and stopped == 6
+    bodies, stopped = store.read_bodies(inbox.id, [4, 5, 6], 4 << 20)
+    assert sorted(bodies) == [4, 5, 6] and stopped is None
+    assert bodies[4].endswith(big)
