@@ -91,21 +91,32 @@ def _collect_in(policy: Policy, store: MessageStore, identity: Identity) -> List
     return Listing(ns, entries, frozenset(subscribed))
 
 
-def _has_children(name: str, names: list[str]) -> bool:
-    prefix = name + SEP
-    return any(n.startswith(prefix) for n in names)
+def _parents(names: list[str]) -> set[str]:
+    """Every name that has a name of `names` below it: \\HasChildren, in one
+    pass rather than a scan of the list per name."""
+    out: set[str] = set()
+    for n in names:
+        cut = n.rfind(SEP)
+        while cut > 0:
+            parent = n[:cut]
+            if parent in out:
+                break  # its own parents are in already
+            out.add(parent)
+            cut = parent.rfind(SEP)
+    return out
 
 
-def _attrs(e: Entry, names: list[str], subscribed: frozenset[str] | None) -> list[str]:
-    """LIST attributes; `subscribed` is the subscription list when the
-    client asked for \\Subscribed, else None."""
+def _attrs(e: Entry, parents: set[str], subscribed: frozenset[str] | None) -> list[str]:
+    """LIST attributes; `parents`: the names with children (`_parents`);
+    `subscribed` is the subscription list when the client asked for
+    \\Subscribed, else None."""
     attrs: list[str] = []
     if e.nonexistent:
         # RFC 5258 3.4: \NonExistent implies \Noselect; nothing else is known.
         return ["\\NonExistent"] + (["\\Subscribed"] if subscribed is not None else [])
     if e.folder is None:
         attrs.append("\\Noselect")
-    attrs.append("\\HasChildren" if _has_children(e.name, names) else "\\HasNoChildren")
+    attrs.append("\\HasChildren" if e.name in parents else "\\HasNoChildren")
     # Special use only in the personal namespace: a client must not take a
     # functional mailbox's Sent for its own.
     if e.personal and e.folder is not None and e.folder.special_use is not None:
@@ -152,7 +163,7 @@ async def list_(ctx: Context, cmd: List) -> Reply:
         wanted = []
     wanted = [p for p in wanted if not isinstance(p, UndecodableName)]
     compiled = [ListPattern.compile(cmd.reference, p) for p in wanted]
-    names = [e.name for e in entries]
+    parents = _parents([e.name for e in entries])
     want_sub = subscribed if cmd.select_subscribed or cmd.return_subscribed else None
     if cmd.select_subscribed:
         # RFC 5258 3.1: the SUBSCRIBED selection also returns subscribed names
@@ -194,7 +205,7 @@ async def list_(ctx: Context, cmd: List) -> Reply:
     out: list[bytes] = []
     for e, extra in chosen:
         wire = responses.mailbox(e.name, session.utf8)
-        out.append(responses.list_(_attrs(e, names, want_sub), SEP, wire, extra))
+        out.append(responses.list_(_attrs(e, parents, want_sub), SEP, wire, extra))
         if e.name in statuses:
             out.append(responses.status(wire, statuses[e.name]))
         if cmd.return_myrights and e.folder is not None:
@@ -220,7 +231,7 @@ async def lsub(ctx: Context, cmd: Lsub) -> Reply:
     subscribed = listing.subscribed
     # Subscribed names stay listed after their folder is deleted (RFC 3501
     # 6.3.6): LSUB is the subscription list, not the folder list.
-    names = [e.name for e in listing.entries]
+    parents = _parents([e.name for e in listing.entries])
     entries = listing.entries + listing.phantoms()
     out: list[bytes] = []
     for e in sorted(entries, key=lambda x: (x.name.upper() != "INBOX", x.name)):
@@ -230,7 +241,7 @@ async def lsub(ctx: Context, cmd: Lsub) -> Reply:
             if e.nonexistent:
                 attrs = []  # the name is subscribed; nothing more is known
             else:
-                attrs = [a for a in _attrs(e, names, None) if not a.startswith("\\Has")]
+                attrs = [a for a in _attrs(e, parents, None) if not a.startswith("\\Has")]
             out.append(responses.lsub(attrs, SEP, responses.mailbox(e.name, session.utf8)))
         elif cmd.pattern.endswith("%"):
             # RFC 3501 6.3.9: with "%" last, an unsubscribed superior of a

@@ -25,6 +25,9 @@ def _is_direct(c: int) -> bool:
 
 def encode(name: str) -> bytes:
     """str -> modified UTF-7 bytes."""
+    if name.isascii() and name.isprintable():
+        # Printable ASCII (most names): as it is, "&" as "&-".
+        return name.encode("ascii").replace(b"&", b"&-")
     out = bytearray()
     pending: list[str] = []
 

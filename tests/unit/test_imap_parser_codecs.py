@@ -254,3 +254,15 @@ def test_sets_seen() -> None:
     assert sets_seen(FetchRfc822Text())
     assert not sets_seen(FetchRfc822Header())
     assert not sets_seen(FetchFlags())
+
+
+@given(st.text(alphabet=st.sampled_from(list("abcXYZ&-/ ~.\u00e9\u65e5\x7f\x1f\U0001f600")),
+               max_size=16))
+def test_mutf7_encode_of_printable_ascii_is_the_name_with_escaped_ampersands(text: str) -> None:
+    # The fast path (printable ASCII) and the general one give one encoding,
+    # and it decodes back.
+    wire = encode(text)
+    if text.isascii() and text.isprintable():
+        assert wire == text.encode().replace(b"&", b"&-")
+    if all(" " <= c <= "~" or c > "\x9f" for c in text):
+        assert decode(wire) == text
