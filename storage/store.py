@@ -192,6 +192,7 @@ class _Sql:
     infos: str = ""  # {} = the IN list
     metas: str = ""  # {} = the IN list
     body_of: str = ""
+    bodies_of: str = ""
     sort_keys_all: str = ""  # folder
     sort_keys_of: str = ""  # folder, {} = the IN list
     claim_recent: str = ""
@@ -319,6 +320,10 @@ def _make_sql(mark: str, pg: bool) -> _Sql:
         body_of=q(
             "SELECT b.key_id, b.body FROM bodies b JOIN messages m ON m.body_id = b.id"
             " WHERE m.folder_id = ? AND m.uid = ?"
+        ),
+        bodies_of=q(
+            "SELECT m.uid, b.key_id, b.body FROM bodies b JOIN messages m ON m.body_id = b.id"
+            " WHERE m.folder_id = ? AND m.uid IN ({})"
         ),
         claim_recent=q(
             "UPDATE messages SET recent = ? WHERE folder_id = ? AND recent = ? RETURNING uid"
@@ -1719,14 +1724,21 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
                 if sizes and sizes[min(sizes)] > NO_WAIT_BODY_BYTES:
                     raise WouldWait("a large body inside no_waiting")
                 max_bytes = min(max_bytes, NO_WAIT_BODY_BYTES)
+            # The bodies within the budget (at least one), in one statement
+            # per chunk rather than one each (ten headers of a FETCH 1:10).
+            chosen: list[int] = []
+            stopped: int | None = None
             for uid in sorted(sizes):
-                if out and total + sizes[uid] > max_bytes:
-                    return out, uid
-                raw = self._body_of(cur, sql, folder_id, uid)
-                if raw is not None:
-                    out[uid] = raw
-                    total += len(raw)
-        return out, None
+                if chosen and total + sizes[uid] > max_bytes:
+                    stopped = uid
+                    break
+                chosen.append(uid)
+                total += sizes[uid]
+            for chunk in chunks(chosen):
+                cur.execute(sql.bodies_of.format(_marks(sql, len(chunk))), (folder_id, *chunk))
+                for uid, key_id, blob in cur.fetchall():
+                    out[int(uid)] = self._decrypt(key_id, bytes(blob), crypto.AAD_BODY)
+        return out, stopped
 
     # -- keys --------------------------------------------------------------
 
