@@ -60,6 +60,9 @@ class Session:
     # MESSAGES): what lets the next SELECT or STATUS of a small folder run
     # on the reactor thread (`quick_size`).
     folder_sizes: dict[str, int] = field(default_factory=dict)
+    # Names the session's last LIST or LSUB collected (None: none yet): a
+    # short list is collected on the reactor thread the next time.
+    listed: int | None = None
 
     # ------------------------------------------------------------ TLS / auth
 

@@ -20,6 +20,9 @@ from storage.interface import Folder, MessageStore
 # LIST-EXTENDED takes a list of patterns (RFC 5258); clients send one to three.
 # The bound keeps one command's matching work small whatever the line holds.
 MAX_PATTERNS = 32
+# The longest folder list (names, shared ones included) collected on the
+# reactor thread at the next LIST (see `_listing`).
+QUICK_LIST_ENTRIES = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,21 @@ def _collect_in(policy: Policy, store: MessageStore, identity: Identity) -> List
     return Listing(ns, entries, frozenset(subscribed))
 
 
+async def _listing(ctx: Context) -> Listing:
+    """The session's folders and rights: index reads, on the reactor thread
+    (`Context.run_quick`) when its last list was short (a first one, or one
+    of thousands of folders, on a thread)."""
+    session = ctx.session
+    assert session.identity is not None
+    quick = session.listed is not None and session.listed <= QUICK_LIST_ENTRIES
+    listing: Listing = await (ctx.run_quick if quick else ctx.run)(
+        _collect, ctx.services.policy, ctx.services.store, session.identity
+    )
+    session.namespaces = listing.namespaces
+    session.listed = len(listing.entries)
+    return listing
+
+
 def _parents(names: list[str]) -> set[str]:
     """Every name that has a name of `names` below it: \\HasChildren, in one
     pass rather than a scan of the list per name."""
@@ -140,11 +158,7 @@ def _status_values(
 async def list_(ctx: Context, cmd: List) -> Reply:
     session = ctx.session
     assert session.identity is not None
-    # The folder list and rights: a few index reads (`Context.run_quick`).
-    listing: Listing = await ctx.run_quick(
-        _collect, ctx.services.policy, ctx.services.store, session.identity
-    )
-    session.namespaces = listing.namespaces
+    listing = await _listing(ctx)
     entries = listing.entries
     subscribed = listing.subscribed
     if cmd.select_recursive_match and not (cmd.select_subscribed or cmd.select_special_use):
@@ -217,11 +231,7 @@ async def list_(ctx: Context, cmd: List) -> Reply:
 async def lsub(ctx: Context, cmd: Lsub) -> Reply:
     session = ctx.session
     assert session.identity is not None
-    # The folder list and rights: a few index reads (`Context.run_quick`).
-    listing: Listing = await ctx.run_quick(
-        _collect, ctx.services.policy, ctx.services.store, session.identity
-    )
-    session.namespaces = listing.namespaces
+    listing = await _listing(ctx)
     if not cmd.pattern:
         ctx.send(responses.lsub(["\\Noselect"], SEP, responses.quoted("")))
         return ok("LSUB completed")

@@ -1,6 +1,6 @@
 """Which store calls of a session run on the reactor thread (`run_quick`,
 inside the store's `no_waiting`, as `serve` runs them on SQLite) and which
-go to a thread: reads of a folder the session saw small, the folder list, a
+go to a thread: reads of a folder the session saw small, a short folder list, a
 few messages, a small APPEND's parsing; never a write (the \\Recent claim of
 SELECT goes to the writer lane), nor the index of a large folder, nor a
 large body. The answers are the same either way."""
@@ -22,6 +22,7 @@ from imap_transcript import (
     populate,
 )
 
+from imapd.commands import listing as listing_module
 from imapd.commands import mailbox as mailbox_module
 from storage.interface import NO_WAIT_BODY_BYTES
 from storage.threaded import InlineRunner
@@ -87,9 +88,10 @@ def test_a_long_sessions_round_reads_on_the_reactor_thread_and_writes_on_the_lan
     assert kinds(runner.take(), "_open") == ["thread"]
     c.ok("CLOSE")
     runner.take()
+    first = c.ok('LIST "" "*"')  # never listed: on a thread
     listing = c.ok('LIST "" "*"')
-    assert BOX.encode() in listing
-    assert kinds(runner.take(), "_collect") == ["quick"]
+    assert BOX.encode() in listing and listing == first
+    assert kinds(runner.take(), "_collect") == ["thread", "quick"]
     st = c.ok(f'STATUS "{BOX}" (MESSAGES UIDNEXT UNSEEN)')
     assert b"MESSAGES 3" in st
     assert kinds(runner.take(), "_status") == ["quick"]  # SELECT saw 3 messages
@@ -153,6 +155,12 @@ def test_a_large_body_and_a_large_folder_are_read_on_a_thread(
     c.ok(f'STATUS "{BOX}" (MESSAGES)')
     log = runner.take()
     assert kinds(log, "_open") == ["thread"] and kinds(log, "_status") == ["thread"]
+    # A session whose last LIST had more names than QUICK_LIST_ENTRIES.
+    monkeypatch.setattr(listing_module, "QUICK_LIST_ENTRIES", 3)
+    c.ok('LIST "" "*"')
+    c.ok('LIST "" "*"')
+    c.ok('LSUB "" "*"')
+    assert kinds(runner.take(), "_collect") == ["thread", "thread", "thread"]
     # DELETED reads the whole index: never on the reactor thread.
     monkeypatch.setattr(mailbox_module, "QUICK_STATUS_MESSAGES", 5000)
     c.ok(f'STATUS "{BOX}" (MESSAGES DELETED)')
