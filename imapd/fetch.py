@@ -163,10 +163,16 @@ def _usable(raw: bytes, meta: Meta) -> Meta:
 
 
 _NOT_IN_NAME = re.compile(rb"[:\s]")
+# The lists of names (what clients ask: a few short ones) matched by a regex
+# of their own; a longer list (up to a command line's worth: compiling it
+# would cost more than it saves, and the cache would hold megabytes) takes
+# the field-by-field path.
+REGEX_NAMES = 32
+REGEX_NAME_CHARS = 1024
 _NOTHING = re.compile(rb"(?!)")
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=64)
 def _fields_named(names: tuple[str, ...]) -> re.Pattern[bytes]:
     """The fields named `names` (any case), as `storage.mime.iter_fields`
     finds fields: the name, optional blanks, a colon, the value and its
@@ -197,19 +203,20 @@ def header_fields(
     """
     fields_end, body = header_bounds(raw, start, end)
     out: list[bytes] = []
-    if not not_:
+    listed = tuple(names)
+    if not not_ and len(listed) <= REGEX_NAMES and sum(map(len, listed)) <= REGEX_NAME_CHARS:
         # The regex engine finds the wanted fields and skips the others
         # (Received:, DKIM-Signature: ...) without a match object each.
-        for m in _fields_named(tuple(names)).finditer(raw, start, fields_end):
+        for m in _fields_named(listed).finditer(raw, start, fields_end):
             chunk = m.group()
             if not chunk.endswith(b"\n"):
                 chunk += b"\r\n"
             out.append(chunk)
         out.append(b"\r\n")
         return b"".join(out)
-    wanted = {n.lower().encode("latin-1", "replace") for n in names}
+    wanted = {n.lower().encode("latin-1", "replace") for n in listed}
     for name, fstart, fend, _value in iter_fields(raw, start, fields_end):
-        if name.lower() not in wanted:
+        if (name.lower() in wanted) != not_:
             chunk = raw[fstart:fend]
             if not chunk.endswith(b"\n"):
                 chunk += b"\r\n"

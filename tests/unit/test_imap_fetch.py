@@ -555,3 +555,18 @@ def test_renderers_and_sections_never_raise(
     data = section_bytes(raw, meta, section)
     assert len(data) <= len(raw) + 2
     binary_section(raw, meta, section)
+
+
+def test_a_long_list_of_names_is_picked_field_by_field_without_a_regex() -> None:
+    # Up to a command line of names: compiling a regex for it would cost
+    # more than the fields (and the cache would keep it); same answer.
+    from imapd import fetch as fetch_module
+
+    raw = b"From: a\r\nX-1: one\r\nTo: b\r\nX-40: forty\r\n\r\nbody\r\n"
+    many = [f"X-{i}" for i in range(1, 41)]
+    long_name = ["X-1", "Y" * 2000]
+    before = fetch_module._fields_named.cache_info().currsize
+    assert header_fields(raw, 0, len(raw), many) == b"X-1: one\r\nX-40: forty\r\n\r\n"
+    assert header_fields(raw, 0, len(raw), long_name) == b"X-1: one\r\n\r\n"
+    assert fetch_module._fields_named.cache_info().currsize == before
+    assert header_fields(raw, 0, len(raw), many, True) == b"From: a\r\nTo: b\r\n\r\n"
