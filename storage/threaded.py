@@ -74,6 +74,12 @@ WRITER_NICE_BOOST = 5
 # threads, as every call went before.
 QUICK_BUDGET = 0.010
 QUICK_COOLDOWN = 5.0
+# And quick calls in a row (a FETCH of a whole folder, batch after batch,
+# each under the budget) take at most QUICK_WINDOW_BUDGET of any
+# QUICK_WINDOW seconds of the reactor: beyond, they go to the threads (and
+# the reactor serves the other sessions between two) until the window ends.
+QUICK_WINDOW = 0.050
+QUICK_WINDOW_BUDGET = 0.020
 
 QuickScope = Callable[[], AbstractContextManager[None]]
 
@@ -116,6 +122,8 @@ class StoreRunner:
         self._quick = quick
         self._clock = clock
         self._quick_off_until = 0.0
+        self._window_start = 0.0
+        self._window_spent = 0.0  # seconds of quick calls in this window
         self.quick_overruns = 0  # quick calls that took longer than QUICK_BUDGET
         self.quick_retries = 0  # quick calls that reached a write: run on a thread
         self._batch = batch
@@ -187,13 +195,19 @@ class StoreRunner:
         its reads must be repeatable and it must have no other effect before
         its first write.
         After a quick call that took longer than QUICK_BUDGET, they all go
-        to the threads for QUICK_COOLDOWN seconds."""
+        to the threads for QUICK_COOLDOWN seconds; and once quick calls took
+        QUICK_WINDOW_BUDGET of the current QUICK_WINDOW, until it ends."""
         quick = self._quick
-        if quick is None or self._clock() < self._quick_off_until:
+        if quick is None:
             return self.run(fn, *args, **kwargs)
         started = self._clock()
+        if started - self._window_start >= QUICK_WINDOW:
+            self._window_start, self._window_spent = started, 0.0
+        if started < self._quick_off_until or self._window_spent >= QUICK_WINDOW_BUDGET:
+            return self.run(fn, *args, **kwargs)
         d = call_here(quick, fn, args, kwargs)
         took = self._clock() - started
+        self._window_spent += took
         if took > QUICK_BUDGET:
             self.quick_overruns += 1
             self._quick_off_until = started + took + QUICK_COOLDOWN

@@ -540,3 +540,32 @@ def test_after_a_slow_quick_call_quick_calls_go_to_the_threads_for_a_while() -> 
     assert results([runner.run_quick(threading.get_ident)]) == [reactor.thread]
     assert runner.quick_overruns == 1 and scope.entered == 2
     runner.stop()
+
+
+def test_quick_calls_in_a_row_take_at_most_a_share_of_the_reactors_time() -> None:
+    # Each call is under QUICK_BUDGET, but a FETCH of a whole folder makes
+    # them one after another without the reactor turning: once they took
+    # QUICK_WINDOW_BUDGET of the window, the next go to the threads (the
+    # reactor serves the others between two) until the window ends.
+    from storage.threaded import QUICK_BUDGET, QUICK_WINDOW, QUICK_WINDOW_BUDGET
+
+    reactor = PumpedReactor()
+    clock = Clock()
+    runner = StoreRunner(reactor, threads_count=2, quick=QuickScope(), clock=clock)
+    step = QUICK_BUDGET / 2
+
+    def read() -> int:
+        clock.now += step
+        return threading.get_ident()
+
+    where: list[int] = []
+    for _ in range(int(QUICK_WINDOW_BUDGET / step) + 3):
+        got = results([runner.run_quick(read)])
+        reactor.pump_until(lambda: bool(got))
+        where.append(got[0])
+    here = [w == reactor.thread for w in where]
+    assert here[: int(QUICK_WINDOW_BUDGET / step)] == [True] * int(QUICK_WINDOW_BUDGET / step)
+    assert here[-1] is False and runner.quick_overruns == 0
+    clock.now += QUICK_WINDOW  # a new window
+    assert results([runner.run_quick(threading.get_ident)]) == [reactor.thread]
+    runner.stop()
