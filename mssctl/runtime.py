@@ -127,9 +127,14 @@ def build_services(settings: Settings, reactor: Any,
         policy = Policy(settings, store, audit, load_whitelist(settings),
                         flows=load_flows(settings))
         # Quick reads run on the reactor thread: only while recording an
-        # audit event never waits for the database there.
-        runner = runner_for(reactor, store, settings.database.threads,
-                            quick_reads=audit.nonblocking)
+        # audit event never waits for the database there, and while the
+        # pool (pool_size, and twice as many more on SQLite) always has a
+        # connection for it beside the store threads, the writer lane and
+        # the audit mirror.
+        db = settings.database
+        runner = runner_for(reactor, store, db.threads,
+                            quick_reads=audit.nonblocking and db.threads + 3 <= 3 * db.pool_size,
+                            hold=audit.held)
         services = Services(
             settings=settings,
             store=store,

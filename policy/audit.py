@@ -33,12 +33,13 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from storage.interface import AuditEvent, MessageStore, StoreError
+from storage.interface import AuditEvent, MessageStore, StoreError, WouldWait
 
 if TYPE_CHECKING:
     from certs.tls import CertificateRefusal
@@ -195,6 +196,7 @@ class FileAuditSink:
         self._thread: threading.Thread | None = None
         self._closed = False
         self.dropped = 0  # events that reached the file but not the store
+        self._held = threading.local()  # .events: this thread's `held` block
         # Told of every event (`policy.metrics.Metrics.audit_event`): the one
         # place where decisions, logins and refusals are counted.
         self.observer: Callable[[str, str, Mapping[str, Any]], None] | None = None
@@ -217,10 +219,18 @@ class FileAuditSink:
         event = AuditEvent(time=time_, actor=actor, action=action, target=target,
                            result=result, details=jsonable, details_json=details_json)
         line = _line(event, details_json)
+        held: list[tuple[AuditEvent, str]] | None = getattr(self._held, "events", None)
+        if held is not None:
+            held.append((event, line))  # recorded when the `held` block ends
+            return event
+        self._emit(event, line)
+        return event
+
+    def _emit(self, event: AuditEvent, line: str) -> None:
         observer = self.observer
         if observer is not None:
             try:
-                observer(action, result, event.details)
+                observer(event.action, event.result, event.details)
             except Exception:  # noqa: BLE001 - counting never breaks the audit trail
                 log.exception("metrics: audit event not counted")
         self.events.append(event)  # atomic; trimmed now and then, under the lock
@@ -234,7 +244,32 @@ class FileAuditSink:
                 self._enqueue(event)
             else:
                 self._mirror([event])
-        return event
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """The events this thread records in the block are recorded when it
+        ends, in their order, unless it ends by `WouldWait`: a quick store
+        call (`storage.threaded.StoreRunner.run_quick`) stopped before a
+        write or a large read, to be made again on a thread, where it
+        records its decisions again. Nests: an inner block leaves them to
+        the outer one."""
+        if getattr(self._held, "events", None) is not None:
+            yield
+            return
+        events: list[tuple[AuditEvent, str]] = []
+        self._held.events = events
+        try:
+            yield
+        except WouldWait:
+            events.clear()  # made again where the call runs again
+            raise
+        finally:
+            self._held.events = None
+            self._emit_all(events)
+
+    def _emit_all(self, events: list[tuple[AuditEvent, str]]) -> None:
+        for event, line in events:
+            self._emit(event, line)
 
     def reopen(self) -> bool:
         """Log rotation: opens the path again (creating it when it was renamed

@@ -42,8 +42,9 @@ class StoreUnavailable(StoreError):
 
 class WouldWait(BaseException):  # noqa: N818 - a signal to the runner, not an error
     """A store call made inside `MessageStore.no_waiting` reached a write
-    (it would queue for the database's write lock) or a body larger than
-    NO_WAIT_BODY_BYTES. Raised before either begins; the caller runs the
+    (it would queue for the database's write lock), a body larger than
+    NO_WAIT_BODY_BYTES or a read of more than NO_WAIT_ROWS rows. Raised
+    before the write, the body or the rest of the rows; the caller runs the
     call again where waiting is allowed (see
     `storage.threaded.StoreRunner.run_quick`). A BaseException, so that no
     ``except Exception`` on the way swallows it."""
@@ -52,6 +53,9 @@ class WouldWait(BaseException):  # noqa: N818 - a signal to the runner, not an e
 # The largest body a store call inside `no_waiting` reads (and what a batch
 # of bodies read there stops at): about 1 ms of reading and decrypting.
 NO_WAIT_BODY_BYTES = 256 * 1024
+# The most rows a store call inside `no_waiting` reads or scans (a folder's
+# index or counts, its changes, a mailbox's folders): about 5 ms.
+NO_WAIT_ROWS = 5000
 
 
 class NotFound(StoreError):
@@ -959,9 +963,12 @@ class MessageStore(Protocol):
     ) -> dict[int, tuple[int, datetime]]:
         """RFC822.SIZE and INTERNALDATE of these UIDs (unknown ones skipped)."""
 
-    def claim_recent(self, folder_id: int) -> frozenset[int]:
+    def claim_recent(self, folder_id: int, *, below: int | None = None) -> frozenset[int]:
         """UIDs that were \\Recent, now no longer so for other sessions
-        (RFC 3501: one session sees a message as recent). Raises NotFound."""
+        (RFC 3501: one session sees a message as recent). `below`: only
+        UIDs under it (the UIDNEXT of the snapshot a SELECT read: what
+        came after is left for the session's next sync, which sees it).
+        Raises NotFound."""
 
     def recent_uids(self, folder_id: int) -> frozenset[int]:
         """UIDs that are \\Recent (not claimed by any session yet), left so:
@@ -1220,9 +1227,10 @@ class MessageStore(Protocol):
 
     def no_waiting(self) -> AbstractContextManager[None]:
         """Within the block, this thread must not wait for the database nor
-        be held long: a write (which would queue for the write lock), or the
-        read of a body larger than NO_WAIT_BODY_BYTES, raises `WouldWait`
-        before it begins. Other reads go on (on SQLite in WAL mode a read
+        be held long: a write (which would queue for the write lock), the
+        read of a body larger than NO_WAIT_BODY_BYTES, or of more than
+        NO_WAIT_ROWS rows (a folder's index or counts, its changes since a
+        MODSEQ, a mailbox's folders), raises `WouldWait` before it is done. Other reads go on (on SQLite in WAL mode a read
         takes no lock). For calls run on the reactor thread
         (`storage.threaded.StoreRunner.run_quick`)."""
 

@@ -68,6 +68,7 @@ from storage.index import (
 )
 from storage.interface import (
     NO_WAIT_BODY_BYTES,
+    NO_WAIT_ROWS,
     AlreadyExists,
     AppendItem,
     AppendResult,
@@ -196,6 +197,7 @@ class _Sql:
     sort_keys_all: str = ""  # folder
     sort_keys_of: str = ""  # folder, {} = the IN list
     claim_recent: str = ""
+    claim_recent_below: str = ""
     # Private \\Seen (see `storage.interface`): an account's read messages.
     seen_in_folder: str = ""  # account, folder (+ " AND m.modseq > ?" / an IN list)
     seen_of_ids: str = ""  # account, {} = the IN list of message row ids
@@ -327,6 +329,10 @@ def _make_sql(mark: str, pg: bool) -> _Sql:
         ),
         claim_recent=q(
             "UPDATE messages SET recent = ? WHERE folder_id = ? AND recent = ? RETURNING uid"
+        ),
+        claim_recent_below=q(
+            "UPDATE messages SET recent = ? WHERE folder_id = ? AND recent = ? AND uid < ?"
+            " RETURNING uid"
         ),
         seen_in_folder=q(
             "SELECT m.uid FROM private_seen p JOIN messages m ON m.id = p.message_id"
@@ -495,11 +501,28 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
         # Every LIST asks: fixed SQL at the driver.
         with self._raw_read() as (cur, sql):
             cur.execute(sql.folders_of, (mailbox_id,))
-            rows = cur.fetchall()
+            rows = self._rows(cur)
             if not rows:  # every mailbox has an INBOX: none, or no such mailbox?
                 self._mailbox_exists_raw(cur, sql, mailbox_id)
         # Sorted here, not in SQL: collations differ between SQLite and PostgreSQL.
         return sorted((_folder_from_row(r) for r in rows), key=lambda f: f.name)
+
+    def _rows(self, cur: Any) -> list[Any]:
+        """`cur.fetchall()`; inside `no_waiting`, at most NO_WAIT_ROWS rows
+        (then WouldWait, without reading the rest)."""
+        if not getattr(self._ambient, "no_wait", False):
+            return list(cur.fetchall())
+        rows = list(cur.fetchmany(NO_WAIT_ROWS + 1))
+        if len(rows) > NO_WAIT_ROWS:
+            raise WouldWait("too many rows inside no_waiting")
+        return rows
+
+    def _scan_fits(self, uidnext: int) -> None:
+        """Inside `no_waiting`, a scan of a folder whose UIDs reach past
+        NO_WAIT_ROWS (at most that many messages, usually about as many)
+        raises WouldWait before it starts."""
+        if uidnext - 1 > NO_WAIT_ROWS and getattr(self._ambient, "no_wait", False):
+            raise WouldWait("a large folder inside no_waiting")
 
     @staticmethod
     def _mailbox_exists_raw(cur: Any, sql: _Sql, mailbox_id: int) -> None:
@@ -685,6 +708,7 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
             f = cur.fetchone()
             if f is None:
                 raise NotFound(f"folder {folder_id}")
+            self._scan_fits(int(f[2]))
             cur.execute(sql.folder_totals, (_SEEN_LIKE, folder_id))
             messages, unseen, recent, size = (int(v) for v in cur.fetchone())
             if seen_account is not None:
@@ -1271,7 +1295,7 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
             raise NotFound(f"folder {folder_id}")
         return bool(row[1])
 
-    def claim_recent(self, folder_id: int) -> frozenset[int]:
+    def claim_recent(self, folder_id: int, *, below: int | None = None) -> frozenset[int]:
         # Most SELECTs find nothing to claim: a read transaction says so
         # without queueing behind writers for the write lock. A message that
         # turns recent just after is claimed at the session's next sync.
@@ -1287,7 +1311,10 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
         # atomic on PostgreSQL too: a concurrent claimer re-checks `recent`
         # after our commit, so each UID is claimed by exactly one session.
         with self._raw_write() as (cur, sql):
-            cur.execute(sql.claim_recent, (False, folder_id, True))
+            if below is None:
+                cur.execute(sql.claim_recent, (False, folder_id, True))
+            else:
+                cur.execute(sql.claim_recent_below, (False, folder_id, True, below))
             return frozenset(r[0] for r in cur.fetchall())
 
     def recent_uids(self, folder_id: int) -> frozenset[int]:
@@ -1302,7 +1329,7 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
                 f" AND recent = {sql.mark}",
                 (folder_id, True),
             )
-            return frozenset(int(r[0]) for r in cur.fetchall())
+            return frozenset(int(r[0]) for r in self._rows(cur))
 
     # -- messages: reading -------------------------------------------------
 
@@ -1357,6 +1384,7 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
     def index(self, folder_id: int, *, seen_account: int | None = None) -> list[IndexEntry]:
         with self._raw_read() as (cur, sql):
             version = self._folder_version(cur, sql, folder_id)
+            self._scan_fits(version[3])
             overlay = None
             if seen_account is not None:
                 overlay = _SeenOverlay(self._seen_uids(cur, sql, folder_id, seen_account))
@@ -1382,6 +1410,7 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
     def index_columns(self, folder_id: int, *, seen_account: int | None = None) -> IndexColumns:
         with self._raw_read() as (cur, sql):
             version = self._folder_version(cur, sql, folder_id)
+            self._scan_fits(version[3])
             overlay = None
             if seen_account is not None:
                 overlay = _SeenOverlay(self._seen_uids(cur, sql, folder_id, seen_account))
@@ -1471,9 +1500,9 @@ class SqlStore(DirectoryMixin, DirectorySyncMixin, OutboundMixin, ThrottleMixin,
             if f is None:
                 raise NotFound(f"folder {folder_id}")
             cur.execute(sql.changed_since, (folder_id, modseq))
-            rows = cur.fetchall()
+            rows = self._rows(cur)
             cur.execute(sql.expunged_since, (folder_id, modseq))
-            expunged = sorted({r[0] for r in cur.fetchall()})
+            expunged = sorted({r[0] for r in self._rows(cur)})
             changed = index_entries(rows)
             if seen_account is not None and changed:
                 seen = self._seen_uids(cur, sql, folder_id, seen_account, since=modseq)

@@ -41,8 +41,8 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 from twisted.internet import defer
@@ -362,8 +362,19 @@ class StoreRunner:
 PG_WRITERS = 4
 
 
+def nested_scopes(outer: QuickScope, inner: QuickScope) -> QuickScope:
+    """One scope entering `outer`, then `inner`."""
+
+    @contextmanager
+    def scope() -> Iterator[None]:
+        with outer(), inner():
+            yield
+
+    return scope
+
+
 def runner_for(reactor: Any, store: MessageStore, threads_count: int, *,
-               quick_reads: bool = True) -> StoreRunner:
+               quick_reads: bool = True, hold: QuickScope | None = None) -> StoreRunner:
     """The daemons' runner: `threads_count` threads for calls, and writer
     lanes with group commit where the store batches writes: one on SQLite
     (one write lock, its lane favoured by WRITER_NICE_BOOST), up to
@@ -371,10 +382,14 @@ def runner_for(reactor: Any, store: MessageStore, threads_count: int, *,
     the caller's thread (`StoreRunner.run_quick`) unless `quick_reads` is
     False (the caller's thread must not block: e.g. an audit sink that
     writes to the database as it records). PostgreSQL's reads are round
-    trips to another process: never on the reactor."""
+    trips to another process: never on the reactor. `hold`: entered around
+    each quick call too (the audit sink's `held`: a call made again on a
+    thread records its decisions once)."""
     engine = getattr(store, "engine", None)
     sqlite = engine is not None and engine.dialect.name == "sqlite"
-    quick = store.no_waiting if sqlite and quick_reads else None
+    quick: QuickScope | None = None
+    if sqlite and quick_reads:
+        quick = store.no_waiting if hold is None else nested_scopes(hold, store.no_waiting)
     if not store.batches_writes:
         return StoreRunner(reactor, threads_count, quick=quick)
     if not sqlite:

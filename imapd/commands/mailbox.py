@@ -175,7 +175,10 @@ async def select(ctx: Context, cmd: Select | Examine) -> Reply:
         ctx.set_access(opened.access)
         raise AccessWithdrawn(opened.access.decision.reason)
     if opened.to_claim:
-        opened.recent = await ctx.run_write(ctx.services.store.claim_recent, opened.folder.id)
+        # Only what the snapshot holds: a message that came since is not in
+        # the view, and is claimed by the sync that brings it.
+        opened.recent = await ctx.run_write(ctx.services.store.claim_recent, opened.folder.id,
+                                            below=opened.folder.uidnext)
     can_write = any(r in opened.rights for r in "stwe")
     readonly = readonly or not can_write
     st = opened.folder

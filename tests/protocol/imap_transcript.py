@@ -26,7 +26,7 @@ from policy.decisions import Policy
 from policy.passwords import hash_password
 from policy.services import Services
 from storage.interface import AccountClass, Delivery, MailboxType, MessageStore
-from storage.threaded import InlineRunner
+from storage.threaded import InlineRunner, nested_scopes
 
 PASSWORD = "correct horse battery staple"
 _HASH = hash_password(PASSWORD, n=2**4)  # cheap: transcripts log in often
@@ -83,7 +83,8 @@ class ImapEnv:
         self.policy = Policy(self.settings, self.store, self.audit)
         # Quick reads inside the store's no_waiting, as `serve` runs them on
         # SQLite (`storage.threaded.runner_for`).
-        runner = self.runner = InlineRunner(quick=self.store.no_waiting)
+        runner = self.runner = InlineRunner(
+            quick=nested_scopes(self.audit.held, self.store.no_waiting))
         self.services = Services(
             settings=self.settings, store=self.store, policy=self.policy, audit=self.audit,
             runner=runner, authenticator=Authenticator(self.policy, runner),

@@ -25,7 +25,7 @@ from imap_transcript import (
 from imapd.commands import listing as listing_module
 from imapd.commands import mailbox as mailbox_module
 from storage.interface import NO_WAIT_BODY_BYTES
-from storage.threaded import InlineRunner
+from storage.threaded import InlineRunner, nested_scopes
 
 BOX = f"Shared/{CARDIO}/INBOX"  # the functional mailbox as its agents see it
 
@@ -72,7 +72,8 @@ def env(tmp_path: Path, store: Any) -> ImapEnv:
     for i in range(1, 4):
         deliver(store, CARDIO, message(f"patient {i}"))
     e = make_env(tmp_path, store)
-    e.services.runner = e.runner = RecordingRunner(store.no_waiting)
+    e.services.runner = e.runner = RecordingRunner(
+        nested_scopes(e.audit.held, store.no_waiting))
     return e
 
 
@@ -165,3 +166,25 @@ def test_a_large_body_and_a_large_folder_are_read_on_a_thread(
     monkeypatch.setattr(mailbox_module, "QUICK_STATUS_MESSAGES", 5000)
     c.ok(f'STATUS "{BOX}" (MESSAGES DELETED)')
     assert kinds(runner.take(), "_status") == ["thread"]
+
+
+def test_a_folder_grown_since_the_session_saw_it_is_read_on_a_thread_its_decision_audited_once(
+        env: ImapEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The session saw 3 messages; the store finds more than NO_WAIT_ROWS
+    # (another session filled the folder): the quick read stops before the
+    # scan, runs again on a thread, and its access decision is recorded once.
+    from storage import store as store_module
+
+    runner: RecordingRunner = env.services.runner  # type: ignore[assignment]
+    c = env.login(SECRETARY)
+    c.ok(f'SELECT "{BOX}"')
+    c.ok("CLOSE")
+    monkeypatch.setattr(store_module, "NO_WAIT_ROWS", 2)
+    runner.take()
+    env.audit.events.clear()
+    sel = c.ok(f'SELECT "{BOX}"')
+    assert b"* 3 EXISTS" in sel
+    log = runner.take()
+    assert log[:3] == [("quick", "_open"), ("thread", "_open"), ("retry", "_open")]
+    selects = [e for e in env.audit.events if e.action == "select"]
+    assert [(e.result, e.actor) for e in selects] == [("allow", SECRETARY)]

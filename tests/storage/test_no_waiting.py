@@ -102,3 +102,51 @@ def test_a_large_body_is_not_read_there_and_a_batch_stops_sooner(box: Any) -> No
     bodies, stopped = store.read_bodies(inbox.id, [4, 5, 6], 4 << 20)
     assert sorted(bodies) == [4, 5, 6] and stopped is None
     assert bodies[4].endswith(big)
+
+
+def test_a_read_of_many_rows_stops_there_and_goes_on_elsewhere(
+        box: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A session's idea of a folder's size may be stale (another session
+    # filled it): the store itself bounds what a call inside no_waiting
+    # reads, before the scan or without reading the rest of the rows.
+    from storage import store as store_module
+
+    store, mb, inbox = box
+    monkeypatch.setattr(store_module, "NO_WAIT_ROWS", 3)
+    for i in range(3, 5):  # 5 messages now, all recent
+        store.deliver(Delivery(raw=msg(i), mailbox_ids=(mb.id,)))
+    for name in ("A", "B", "C"):
+        store.create_folder(mb.id, name)
+    modseq = store.get_folder(mb.id, "INBOX").highestmodseq
+    store.store_flags(inbox.id, [1, 2, 3, 4], FlagMode.ADD, ["\\Flagged"])
+    calls = [
+        lambda: store.index_columns(inbox.id),
+        lambda: store.index(inbox.id),
+        lambda: store.folder_status(inbox.id),
+        lambda: store.changes_since(inbox.id, modseq),
+        lambda: store.recent_uids(inbox.id),
+        lambda: store.list_folders(mb.id),
+    ]
+    with store.no_waiting():
+        for call in calls:
+            with pytest.raises(WouldWait):
+                call()
+        # Small answers still come: no change since the STORE.
+        now = store.get_folder(mb.id, "INBOX").highestmodseq
+        assert store.changes_since(inbox.id, now).changed == ()
+    answers = [call() for call in calls]  # outside: every row
+    assert len(answers[0].uids) == 5 and len(answers[1]) == 5 and answers[2].messages == 5
+    assert len(answers[3].changed) == 4 and answers[4] == frozenset({1, 2, 3, 4, 5})
+    assert len(answers[5]) > 3
+
+
+def test_claim_recent_below_a_uid_leaves_the_newer_ones_recent(box: Any) -> None:
+    # SELECT claims what its snapshot holds (UIDs under its UIDNEXT); what
+    # came after stays recent for the sync that brings it into the view.
+    store, mb, inbox = box
+    uidnext = store.get_folder(mb.id, "INBOX").uidnext  # 4: UIDs 1-3 recent
+    store.deliver(Delivery(raw=msg(9), mailbox_ids=(mb.id,)))  # UID 4, after the snapshot
+    assert store.claim_recent(inbox.id, below=uidnext) == frozenset({1, 2, 3})
+    assert store.recent_uids(inbox.id) == frozenset({4})
+    assert store.claim_recent(inbox.id) == frozenset({4})
+    assert store.claim_recent(inbox.id, below=100) == frozenset()

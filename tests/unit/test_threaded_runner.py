@@ -422,7 +422,8 @@ def test_without_a_boost_the_writer_lane_keeps_the_process_nice() -> None:
 
 
 def test_runner_for_favours_the_writer_lane_on_sqlite_only() -> None:
-    from contextlib import nullcontext
+    from collections.abc import Iterator
+    from contextlib import contextmanager, nullcontext
     from types import SimpleNamespace
 
     from storage.threaded import PG_WRITERS, WRITER_NICE_BOOST, runner_for
@@ -440,6 +441,19 @@ def test_runner_for_favours_the_writer_lane_on_sqlite_only() -> None:
     # caller says its thread must not block (an audit sink writing as it records).
     assert sqlite._quick is nullcontext and pg._quick is None
     assert runner_for(PumpedReactor(), store("sqlite"), 4, quick_reads=False)._quick is None
+    # With the audit sink's `held`: both scopes around each quick call.
+    entered: list[str] = []
+
+    @contextmanager
+    def hold() -> Iterator[None]:
+        entered.append("hold")
+        yield
+
+    held = runner_for(PumpedReactor(), store("sqlite"), 4, hold=hold)
+    assert held._quick is not None
+    with held._quick():
+        pass
+    assert entered == ["hold"]
 
 
 # ------------------------------------------------------------ run_quick
