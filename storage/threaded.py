@@ -125,7 +125,7 @@ class StoreRunner:
         self._window_start = 0.0
         self._window_spent = 0.0  # seconds of quick calls in this window
         self.quick_overruns = 0  # quick calls that took longer than QUICK_BUDGET
-        self.quick_retries = 0  # quick calls that reached a write: run on a thread
+        self.quick_retries = 0  # quick calls stopped by WouldWait: run on a thread
         self._batch = batch
         # Nice levels the writer lanes ask to run above the process (see
         # favour_this_thread); told once per runner how it went.
@@ -190,10 +190,11 @@ class StoreRunner:
         the folder list, a bounded batch of messages): where the runner was
         given `quick` (the store's `no_waiting`, on SQLite), the call runs
         right here, on the calling (reactor) thread, and the Deferred comes
-        back fired. A call that reaches a write or a large body
-        (`WouldWait`, raised before either begins) runs again on a thread:
-        its reads must be repeatable and it must have no other effect before
-        its first write.
+        back fired. A call that reaches a write, a large body or many rows
+        (`WouldWait`, raised before any of them is done) runs again on a
+        thread: its reads must be repeatable, and what else it did is undone
+        by `quick` (the audit events it recorded are dropped: see
+        `runner_for`'s `hold`).
         After a quick call that took longer than QUICK_BUDGET, they all go
         to the threads for QUICK_COOLDOWN seconds; and once quick calls took
         QUICK_WINDOW_BUDGET of the current QUICK_WINDOW, until it ends."""
@@ -215,8 +216,8 @@ class StoreRunner:
                       getattr(fn, "__qualname__", fn), 1000 * took, QUICK_COOLDOWN)
         if d is None:
             self.quick_retries += 1
-            log.debug("quick store call %s reached a write or a large body: run on a thread",
-                      getattr(fn, "__qualname__", fn))
+            log.debug("quick store call %s stopped (a write, a large body, many rows): "
+                      "run on a thread", getattr(fn, "__qualname__", fn))
             return self.run(fn, *args, **kwargs)
         return d
 
