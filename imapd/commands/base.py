@@ -37,9 +37,10 @@ class Context(Protocol):
     async def run_quick(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`run` for a read known to be short, which may then run right
         here on the reactor thread (`storage.threaded.StoreRunner.run_quick`:
-        SQLite). Bounded by the caller: one folder, the folder list, a
-        batch of a few messages. It must not write before its last read
-        (a write makes it run again on a thread)."""
+        SQLite). Bounded by the caller: one folder, a short folder list, a
+        batch of a few messages; the store stops it before a write, a large
+        body or many rows, and it runs again on a thread, so its reads must
+        be repeatable (the audit events it recorded are dropped then)."""
 
     async def run_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`run` for a call that writes through the store's fixed-SQL paths,

@@ -198,7 +198,7 @@ async def fetch(ctx: Context, cmd: Fetch) -> Reply:
                 if need_info or need_body or need_sizes:
                     live = [u for u in chunk if view.live(u)]
                     # A few messages: read on the reactor thread (a large
-                    # body sends the read to a thread: `no_waiting`).
+                    # body or many rows send it to a thread: `no_waiting`).
                     run = (ctx.run_selected_quick if len(live) <= QUICK_MESSAGES
                            else ctx.run_selected)
                     loaded = await run(
