@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import resource
 import threading
 import time
 from collections import deque
@@ -71,8 +72,15 @@ WRITER_NICE_BOOST = 5
 # `run_quick`: a quick call that took longer than QUICK_BUDGET (seconds of
 # the reactor's time: a cold page cache, a folder larger than its caller
 # thought) sends the quick calls of the next QUICK_COOLDOWN seconds to the
-# threads, as every call went before.
+# threads, as every call went before. Slow by its own doing: it read from
+# the disk, or it used more than QUICK_BUDGET_CPU of CPU itself. A call that
+# was slow only because the thread waited for a CPU or for the GIL (a busy
+# machine: measured under bench/imap_sessions.py, calls of 1-2 ms of CPU
+# took 10-15 ms, and the quick calls of a worker were off for 5 of every
+# 20 s) does not count: any callback of the reactor waits alike, and a
+# thread would add a hand-off to the wait.
 QUICK_BUDGET = 0.010
+QUICK_BUDGET_CPU = QUICK_BUDGET / 2
 QUICK_COOLDOWN = 5.0
 # And quick calls in a row (a FETCH of a whole folder, batch after batch,
 # each under the budget) take at most QUICK_WINDOW_BUDGET of any
@@ -82,6 +90,16 @@ QUICK_WINDOW = 0.050
 QUICK_WINDOW_BUDGET = 0.020
 
 QuickScope = Callable[[], AbstractContextManager[None]]
+# (CPU seconds, blocking reads) of the calling thread so far: `thread_usage`.
+Usage = Callable[[], tuple[float, int]]
+
+
+def thread_usage() -> tuple[float, int]:
+    """The calling thread's CPU seconds (user and system) and its blocking
+    reads so far (blocks read from the disk, major page faults: a page
+    cache hit is neither), from getrusage(RUSAGE_THREAD), about 1 us."""
+    ru = resource.getrusage(resource.RUSAGE_THREAD)
+    return ru.ru_utime + ru.ru_stime, ru.ru_inblock + ru.ru_majflt
 
 
 def favour_this_thread(levels: int) -> tuple[bool, int]:
@@ -116,15 +134,18 @@ class StoreRunner:
     def __init__(self, reactor: Any, threads_count: int = 8, name: str = "store",
                  batch: BatchFactory | None = None, writers: int = 1,
                  writer_nice_boost: int = 0, quick: QuickScope | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 usage: Usage = thread_usage) -> None:
         self._reactor = reactor
         # run_quick: the store's `no_waiting` where its reads never wait.
         self._quick = quick
         self._clock = clock
+        self._usage = usage
         self._quick_off_until = 0.0
         self._window_start = 0.0
         self._window_spent = 0.0  # seconds of quick calls in this window
         self.quick_overruns = 0  # quick calls that took longer than QUICK_BUDGET
+        self.quick_waits = 0  # ... only for waiting for a CPU or the GIL
         self.quick_retries = 0  # quick calls stopped by WouldWait: run on a thread
         self._batch = batch
         # Nice levels the writer lanes ask to run above the process (see
@@ -195,9 +216,11 @@ class StoreRunner:
         thread: its reads must be repeatable, and what else it did is undone
         by `quick` (the audit events it recorded are dropped: see
         `runner_for`'s `hold`).
-        After a quick call that took longer than QUICK_BUDGET, they all go
-        to the threads for QUICK_COOLDOWN seconds; and once quick calls took
-        QUICK_WINDOW_BUDGET of the current QUICK_WINDOW, until it ends."""
+        After a quick call that took longer than QUICK_BUDGET by its own
+        doing (it read from the disk, or its CPU passed QUICK_BUDGET_CPU),
+        they all go to the threads for QUICK_COOLDOWN seconds; and once quick
+        calls took QUICK_WINDOW_BUDGET of the current QUICK_WINDOW, until it
+        ends."""
         quick = self._quick
         if quick is None:
             return self.run(fn, *args, **kwargs)
@@ -206,14 +229,22 @@ class StoreRunner:
             self._window_start, self._window_spent = started, 0.0
         if started < self._quick_off_until or self._window_spent >= QUICK_WINDOW_BUDGET:
             return self.run(fn, *args, **kwargs)
+        cpu, reads = self._usage()
         d = call_here(quick, fn, args, kwargs)
         took = self._clock() - started
         self._window_spent += took
         if took > QUICK_BUDGET:
-            self.quick_overruns += 1
-            self._quick_off_until = started + took + QUICK_COOLDOWN
-            log.debug("quick store call %s took %.1f ms: quick calls go to threads for %.0f s",
-                      getattr(fn, "__qualname__", fn), 1000 * took, QUICK_COOLDOWN)
+            cpu_after, reads_after = self._usage()
+            cpu = cpu_after - cpu
+            if cpu > QUICK_BUDGET_CPU or reads_after > reads:
+                self.quick_overruns += 1
+                self._quick_off_until = started + took + QUICK_COOLDOWN
+                log.debug("quick store call %s took %.1f ms (%.1f ms of CPU, %d blocking "
+                          "reads): quick calls go to threads for %.0f s",
+                          getattr(fn, "__qualname__", fn), 1000 * took, 1000 * cpu,
+                          reads_after - reads, QUICK_COOLDOWN)
+            else:
+                self.quick_waits += 1
         if d is None:
             self.quick_retries += 1
             log.debug("quick store call %s stopped (a write, a large body, many rows): "

@@ -487,6 +487,17 @@ class Clock:
         return self.now
 
 
+class Usage:
+    """A thread's (CPU seconds, blocking reads), moved by the test."""
+
+    def __init__(self) -> None:
+        self.cpu = 5.0
+        self.reads = 7
+
+    def __call__(self) -> tuple[float, int]:
+        return self.cpu, self.reads
+
+
 def test_a_quick_call_runs_on_the_calling_thread_inside_the_scope_and_comes_back_fired() -> None:
     reactor = PumpedReactor()
     scope = QuickScope()
@@ -537,11 +548,13 @@ def test_after_a_slow_quick_call_quick_calls_go_to_the_threads_for_a_while() -> 
 
     reactor = PumpedReactor()
     clock = Clock()
+    usage = Usage()
     scope = QuickScope()
-    runner = StoreRunner(reactor, threads_count=2, quick=scope, clock=clock)
+    runner = StoreRunner(reactor, threads_count=2, quick=scope, clock=clock, usage=usage)
 
     def slow() -> int:
-        clock.now += QUICK_BUDGET * 2  # a cold cache, a folder larger than thought
+        clock.now += QUICK_BUDGET * 2  # a folder larger than thought: all of it CPU
+        usage.cpu += QUICK_BUDGET * 2
         return threading.get_ident()
 
     assert results([runner.run_quick(slow)]) == [reactor.thread]
@@ -554,6 +567,50 @@ def test_after_a_slow_quick_call_quick_calls_go_to_the_threads_for_a_while() -> 
     assert results([runner.run_quick(threading.get_ident)]) == [reactor.thread]
     assert runner.quick_overruns == 1 and scope.entered == 2
     runner.stop()
+
+
+@pytest.mark.parametrize("cpu, reads, own", [
+    (0.001, 0, False),  # 1 ms of CPU in 20: waiting for a CPU or the GIL
+    (0.001, 3, True),  # read from the disk: a cold page cache
+    (0.008, 0, True),  # its own CPU
+])
+def test_a_slow_quick_call_counts_only_when_slow_by_its_own_doing(
+        cpu: float, reads: int, own: bool) -> None:
+    from storage.threaded import QUICK_BUDGET
+
+    reactor = PumpedReactor()
+    clock = Clock()
+    usage = Usage()
+    runner = StoreRunner(reactor, threads_count=2, quick=QuickScope(), clock=clock, usage=usage)
+
+    def slow() -> int:
+        clock.now += QUICK_BUDGET * 2
+        usage.cpu += cpu
+        usage.reads += reads
+        return threading.get_ident()
+
+    assert results([runner.run_quick(slow)]) == [reactor.thread]
+    assert (runner.quick_overruns, runner.quick_waits) == ((1, 0) if own else (0, 1))
+    clock.now += 0.1
+    later = results([runner.run_quick(threading.get_ident)])
+    reactor.pump_until(lambda: bool(later))
+    assert (later[0] == reactor.thread) is not own
+    runner.stop()
+
+
+def test_thread_usage_counts_this_threads_cpu_only() -> None:
+    from storage.threaded import thread_usage
+
+    cpu, reads = thread_usage()
+    other = threading.Thread(target=lambda: sum(i * i for i in range(3_000_000)))
+    other.start()
+    other.join()
+    assert thread_usage()[0] - cpu < 0.05  # another thread's CPU is not ours
+    spin_until = time.monotonic() + 0.1
+    while time.monotonic() < spin_until:
+        pass
+    cpu_after, reads_after = thread_usage()
+    assert cpu_after - cpu >= 0.05 and reads_after >= reads
 
 
 def test_quick_calls_in_a_row_take_at_most_a_share_of_the_reactors_time() -> None:
