@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import logging
 import os
 import select
@@ -296,6 +297,19 @@ def install_early_stop() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
+def freeze_startup_heap() -> int:
+    """Moves every object alive now (the modules, the services, SQLAlchemy's
+    metadata: about 130,000 in a worker) out of reach of the garbage
+    collector's scans (`gc.freeze`): they live as long as the process, and
+    a full collection then scans only what serving made. Measured under
+    bench/imap_sessions.py, a full collection stopped a worker's reactor
+    113-130 ms, and 23-26 ms with the start-up heap frozen. Returns how many
+    objects are frozen."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def listening_status(bound: list[BoundListener]) -> str:
     """One line for systemd's STATUS=: what is served where."""
     return "serving " + ", ".join(
@@ -403,6 +417,8 @@ def run_worker(settings: Settings, bound: list[BoundListener], socks: list[socke
     signal.signal(signal.SIGHUP, on_hangup)
     if _stop_requested:
         r.callWhenRunning(stop_once)
+    log.info("start-up heap frozen: %d objects left out of the collector's scans",
+             freeze_startup_heap())
     r.run(installSignalHandlers=False)
     services.store.close()
     close = getattr(services.audit, "close", None)

@@ -293,6 +293,8 @@ def test_sighup_reloads_and_old_audit_events_are_purged(instance: Path, tmp_path
 
         deadline = time.monotonic() + READY_DEADLINE
         assert _poll(lambda: "imaps listening" in log_text(), deadline), log_text()
+        # The worker froze its start-up heap before serving.
+        assert _poll(lambda: "start-up heap frozen" in log_text(), deadline), log_text()
 
         def purged() -> bool:
             s = open_store(settings.database.url, settings.key_file)
