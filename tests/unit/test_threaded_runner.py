@@ -613,6 +613,25 @@ def test_thread_usage_counts_this_threads_cpu_only() -> None:
     assert cpu_after - cpu >= 0.05 and reads_after >= reads
 
 
+def test_thread_usage_leaves_the_garbage_collectors_time_out() -> None:
+    import gc
+
+    from storage.threaded import thread_usage
+
+    class Node:
+        def __init__(self) -> None:
+            self.me = self
+
+    heap = [Node() for _ in range(300_000)]
+    cpu, _ = thread_usage()
+    started = time.thread_time()
+    gc.collect()
+    collected_in = time.thread_time() - started
+    assert collected_in > 0.01
+    assert thread_usage()[0] - cpu < collected_in / 2
+    del heap
+
+
 def test_quick_calls_in_a_row_take_at_most_a_share_of_the_reactors_time() -> None:
     # Each call is under QUICK_BUDGET, but a FETCH of a whole folder makes
     # them one after another without the reactor turning: once they took
