@@ -150,3 +150,71 @@ def test_claim_recent_below_a_uid_leaves_the_newer_ones_recent(box: Any) -> None
     assert store.recent_uids(inbox.id) == frozenset({4})
     assert store.claim_recent(inbox.id) == frozenset({4})
     assert store.claim_recent(inbox.id, below=100) == frozenset()
+
+
+def _pool_out(store: Any) -> int:
+    return int(store.engine.pool.checkedout())
+
+
+def test_quick_reads_keep_one_connection_per_thread_on_sqlite(box: Any) -> None:
+    # The reactor's reads inside no_waiting take no connection from the pool
+    # and give none back each time: the thread keeps its own (SQLite; on
+    # PostgreSQL every read goes through the pool, as it never reads there).
+    store, mb, inbox = box
+    sqlite = store.engine.dialect.name == "sqlite"
+    assert _pool_out(store) == 0
+    with store.no_waiting():
+        store.folder_status(inbox.id)
+        with store.read_scope():
+            store.get_folder(mb.id, "INBOX")
+        store.message_infos(inbox.id, [1])
+    assert _pool_out(store) == (1 if sqlite else 0)
+    store.folder_status(inbox.id)  # elsewhere: the pool's, given back
+    assert _pool_out(store) == (1 if sqlite else 0)
+
+    def elsewhere() -> None:
+        with store.no_waiting():
+            store.folder_status(inbox.id)
+
+    other = threading.Thread(target=elsewhere)
+    other.start()
+    other.join()
+    assert _pool_out(store) == (2 if sqlite else 0)
+    with store.no_waiting():  # this thread's again: no third one
+        store.list_folders(mb.id)
+    assert _pool_out(store) == (2 if sqlite else 0)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # connections are kept on SQLite only
+def test_a_kept_connection_that_fails_is_replaced_and_close_gives_them_back(
+        box: Any) -> None:
+    import sqlite3
+
+    store, mb, inbox = box
+    before = store.folder_status(inbox.id)
+
+    def break_kept() -> None:
+        with store.no_waiting():
+            store.folder_status(inbox.id)
+        store._ambient.kept.dbapi_connection.close()  # broken under the store's feet
+        assert _pool_out(store) == 1
+
+    break_kept()
+    with store.no_waiting():
+        with pytest.raises(sqlite3.ProgrammingError):
+            store.folder_status(inbox.id)
+        assert _pool_out(store) == 0  # given back, invalidated
+        assert store.folder_status(inbox.id) == before  # a fresh one
+    break_kept()
+    with store.no_waiting():
+        with pytest.raises(sqlite3.ProgrammingError):  # in a read scope
+            with store.read_scope():
+                store.get_folder(mb.id, "INBOX")
+        assert _pool_out(store) == 0
+        with store.read_scope():
+            assert store.get_folder(mb.id, "INBOX").id == inbox.id
+    assert _pool_out(store) == 1
+    raw = store._ambient.kept.dbapi_connection
+    store.close()
+    with pytest.raises(sqlite3.ProgrammingError):  # closed with the store
+        raw.execute("SELECT 1")
