@@ -551,6 +551,7 @@ class _Batch:
         self._stack = ExitStack()
         self.conn: Any = None
         self.cur: Any = None
+        self.kept = False  # conn is the thread's kept connection (SQLite)
         self.broken = False  # a savepoint could not be rolled back: commit nothing
         self.calls = 0  # store calls made in it (the group commit's size)
         self._untimed = False  # the next transaction runs without a lock timeout
@@ -561,7 +562,9 @@ class _Batch:
         if store._gate is not None:
             self._stack.enter_context(store._gate.hold())
         try:
-            self.conn = store._engine.raw_connection()
+            kept = store._kept_connection()
+            self.kept = kept is not None
+            self.conn = kept if kept is not None else store._engine.raw_connection()
             self.cur = self.conn.cursor()
             if store._pg:
                 if not self._untimed:
@@ -665,6 +668,7 @@ class _Batch:
 
     def end(self, *, commit: bool) -> None:
         dbapi: Any = self._store._engine.dialect.dbapi
+        failed = self.broken
         try:
             if self.cur is not None:
                 try:
@@ -675,6 +679,7 @@ class _Batch:
                     else:
                         self.conn.rollback()
                 except dbapi.Error as exc:
+                    failed = True
                     if commit:
                         try:
                             self.conn.rollback()
@@ -687,7 +692,7 @@ class _Batch:
         finally:
             try:
                 if self.conn is not None:
-                    self.conn.close()  # back to the pool
+                    self._store._release(self.conn, self.kept, failed)
             finally:
                 self.cur = self.conn = None
                 self._stack.close()  # the write gate
@@ -715,7 +720,7 @@ class StoreBase:
         self._fixed_selects: dict[str, FixedSelect] = {}
         # .batch: this thread's open _Batch; .read: its open _ReadScope;
         # .bulk: its open bulk_writes transaction; .no_wait: in no_waiting;
-        # .kept: its kept connection (`_quick_connection`)
+        # .kept: its kept connection (`_kept_connection`)
         self._ambient = threading.local()
         self._kept: list[Any] = []  # every thread's kept connection
         self._kept_lock = threading.Lock()
@@ -792,17 +797,20 @@ class StoreBase:
         finally:
             ambient.no_wait = outer
 
-    def _quick_connection(self) -> Any:
-        """The connection of a read inside `no_waiting` on SQLite: this
-        thread's own, taken from the pool at its first such read and kept
-        (the reactor thread's, in the server). A checkout and check-in of
-        the pool cost about 19 us, and the pool hands its connections out in
+    def _kept_connection(self) -> Any:
+        """On SQLite, inside `no_waiting` (the reactor's quick reads) or a
+        `write_batch` (the writer lane: the reads of a call before its first
+        write, and the batch's transaction): this thread's own connection,
+        taken from the pool once and kept. A checkout and check-in of the
+        pool cost about 19 us, and the pool hands its connections out in
         turn: each came with a page cache other transactions had made stale
-        (measured in-process over a session's round of commands: 7.3-7.8 ms
-        of CPU, 6.5-7.1 ms with the connection kept). None elsewhere: the
-        pool's."""
+        (a connection's own commits leave its cache valid). Measured
+        in-process over a session's round of commands: 7.3-7.8 ms of CPU,
+        6.5-7.1 ms with the reactor's reads on a kept connection. None
+        elsewhere: the pool's."""
         ambient = self._ambient
-        if self._pg or not getattr(ambient, "no_wait", False):
+        if self._pg or not (getattr(ambient, "no_wait", False)
+                            or getattr(ambient, "batch", None) is not None):
             return None
         conn = getattr(ambient, "kept", None)
         if conn is None:
@@ -812,10 +820,30 @@ class StoreBase:
             ambient.kept = conn
         return conn
 
+    def _release(self, conn: Any, kept: bool, failed: bool) -> None:
+        """Done with `conn` for now: back to the pool, or, kept, left with
+        the thread unless a statement failed on it or it is still in a
+        transaction (the pool's reset on check-in does not run for it)."""
+        if not kept:
+            conn.close()  # back to the pool
+            return
+        if failed or self._in_transaction(conn):
+            self._drop_kept(conn)
+
+    def _in_transaction(self, conn: Any) -> bool:
+        """Whether a pooled SQLite connection is in a transaction (True when
+        it cannot tell: closed under us)."""
+        dbapi: Any = self._engine.dialect.dbapi
+        raw = conn.dbapi_connection
+        try:
+            return raw is None or bool(raw.in_transaction)
+        except dbapi.Error:
+            return True
+
     def _drop_kept(self, conn: Any) -> None:
-        """A statement failed on a kept connection: it goes back to the pool
-        invalidated (closed; the pool opens another in its place), and the
-        next quick read of this thread takes a fresh one."""
+        """A kept connection in doubt goes back to the pool invalidated
+        (closed; the pool opens another in its place); the thread takes a
+        fresh one next time."""
         if getattr(self._ambient, "kept", None) is conn:
             self._ambient.kept = None
         with self._kept_lock:
@@ -846,14 +874,14 @@ class StoreBase:
             ambient.read = None
             kept = scope.kept
             scope.end(self._pg, self._engine.dialect.dbapi)
-            if kept is not None and scope.failed:
-                self._drop_kept(kept)
+            if kept is not None:
+                self._release(kept, True, scope.failed)
 
     def _scope_cursor(self, scope: _ReadScope) -> Any:
         """The read scope's cursor, its transaction begun by the first read."""
         if scope.cur is None:
             try:
-                scope.kept = self._quick_connection()
+                scope.kept = self._kept_connection()
                 scope.conn = (scope.kept if scope.kept is not None
                               else self._engine.raw_connection())
             except sa_exc.SQLAlchemyError as exc:
@@ -909,9 +937,10 @@ class StoreBase:
             return
         gate = self._gate if write else None
         started = time.perf_counter()
+        failed = False
         with gate.hold() if gate is not None else nullcontext():
             try:
-                kept = None if write else self._quick_connection()
+                kept = None if write else self._kept_connection()
                 conn = kept if kept is not None else self._engine.raw_connection()
             except sa_exc.SQLAlchemyError as exc:
                 raise translate(exc) from exc
@@ -940,12 +969,10 @@ class StoreBase:
                 finally:
                     cur.close()
             except dbapi.Error as exc:
-                if kept is not None:
-                    self._drop_kept(kept)  # and given back, invalidated
+                failed = True
                 raise dbapi_failure(exc, dbapi) from exc
             finally:
-                if kept is None:
-                    conn.close()  # back to the pool
+                self._release(conn, kept is not None, failed)
 
     def _fixed(self, key: str, table: Table, where: str, tail: str = "") -> FixedSelect:
         """The `FixedSelect` named `key`, built once per store."""

@@ -8,6 +8,7 @@ before the batch commits."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -188,6 +189,49 @@ def test_a_commit_that_fails_is_store_unavailable(sqlite_box: Any, monkeypatch: 
     assert uids(store, inbox.id) == []
     store.append(inbox.id, msg("after"))
     assert len(uids(store, inbox.id)) == 1
+
+
+def test_a_batch_runs_on_the_threads_kept_connection_and_a_failed_one_is_replaced(
+        sqlite_box: Any) -> None:
+    # The writer lane's batches, and the reads its calls make before their
+    # first write, use one connection the thread keeps (SQLite): no pool
+    # checkout each, and its page cache stays valid over its own commits.
+    store, inbox, sent = sqlite_box
+    pool = store.engine.pool
+
+    def batch_of(subject: str) -> Any:
+        with store.write_batch() as batch:
+            batch.call(store.folder_status, inbox.id)  # a read before the first write
+            batch.call(store.append, inbox.id, msg(subject))
+        return store._ambient.kept
+
+    kept = batch_of("one")
+    raw = kept.dbapi_connection
+    assert pool.checkedout() == 1 and not raw.in_transaction
+    assert batch_of("two") is kept and kept.dbapi_connection is raw
+    assert pool.checkedout() == 1
+
+    # A failing first call rolls back and leaves the connection usable.
+    def append_then_fail() -> None:
+        store.append(inbox.id, msg("undone"))
+        raise ValueError("after writing")
+
+    with store.write_batch() as batch:
+        with pytest.raises(ValueError):
+            batch.call(append_then_fail)
+    assert store._ambient.kept is kept and not raw.in_transaction
+
+    # A commit that fails drops the connection: back to the pool,
+    # invalidated; the next batch takes a fresh one.
+    with pytest.raises(sqlite3.ProgrammingError), store.write_batch() as batch:
+        batch.call(store.append, inbox.id, msg("lost"))
+        raw.close()  # broken under the batch's feet: COMMIT fails
+    assert pool.checkedout() == 0 and store._ambient.kept is None
+    assert batch_of("three") is not kept
+    assert pool.checkedout() == 1
+    assert [store.message_ids(inbox.id, [u])[u] for u in uids(store, inbox.id)] == [
+        "<one@hopital.test>", "<two@hopital.test>", "<three@hopital.test>"]
+    assert uids(store, sent.id) == []
 
 
 def test_metadata_is_never_served_for_another_message(box: Any) -> None:
