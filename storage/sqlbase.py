@@ -499,7 +499,8 @@ class _ReadScope:
         if conn is None:
             return
         try:
-            if self.failed:
+            if self.failed or cur is None:  # None: the cursor could not be made
+                self.failed = True
                 conn.rollback()
             elif pg:
                 conn.commit()
@@ -512,7 +513,7 @@ class _ReadScope:
             log.warning("closing a read scope failed", exc_info=True)
         finally:
             try:
-                if cur is not None:  # None: the cursor could not be made
+                if cur is not None:
                     cur.close()
             finally:
                 if self.kept is None:
@@ -722,7 +723,7 @@ class StoreBase:
         # .bulk: its open bulk_writes transaction; .no_wait: in no_waiting;
         # .kept: its kept connection (`_kept_connection`)
         self._ambient = threading.local()
-        self._kept: list[Any] = []  # every thread's kept connection
+        self._kept: list[tuple[threading.Thread, Any]] = []  # (owner, its kept connection)
         self._kept_lock = threading.Lock()
         # Told of every committed write transaction: (seconds from asking
         # for the write lock to the commit, store calls it carried); the
@@ -807,18 +808,44 @@ class StoreBase:
         (a connection's own commits leave its cache valid). Measured
         in-process over a session's round of commands: 7.3-7.8 ms of CPU,
         6.5-7.1 ms with the reactor's reads on a kept connection. None
-        elsewhere: the pool's."""
+        elsewhere, and when the kept one is in use further up this thread's
+        stack (in a transaction): the pool's.
+
+        A thread's first kept connection gives back those of threads that
+        have ended (a writer lane restarted, a runner stopped)."""
         ambient = self._ambient
         if self._pg or not (getattr(ambient, "no_wait", False)
                             or getattr(ambient, "batch", None) is not None):
             return None
         conn = getattr(ambient, "kept", None)
-        if conn is None:
-            conn = self._engine.raw_connection()
-            with self._kept_lock:
-                self._kept.append(conn)
-            ambient.kept = conn
-        return conn
+        if conn is not None:
+            raw = conn.dbapi_connection
+            if raw is None:
+                ambient.kept = None  # given back meanwhile (the store closed)
+            else:
+                dbapi: Any = self._engine.dialect.dbapi
+                try:
+                    busy = raw.in_transaction
+                except dbapi.Error:  # closed under us: a fresh one below
+                    self._drop_kept(conn)
+                else:
+                    return None if busy else conn
+        fresh = self._engine.raw_connection()
+        me = threading.current_thread()
+        with self._kept_lock:
+            ended = [c for owner, c in self._kept if not owner.is_alive()]
+            self._kept = [(o, c) for o, c in self._kept if o.is_alive()]
+            self._kept.append((me, fresh))
+        for c in ended:
+            self._give_back(c)
+        ambient.kept = fresh
+        return fresh
+
+    def _give_back(self, conn: Any) -> None:
+        try:
+            conn.close()  # back to the pool (which rolls back what is left)
+        except Exception:  # noqa: BLE001 - the pool copes with a broken one
+            log.debug("giving back a kept connection failed", exc_info=True)
 
     def _release(self, conn: Any, kept: bool, failed: bool) -> None:
         """Done with `conn` for now: back to the pool, or, kept, left with
@@ -847,8 +874,9 @@ class StoreBase:
         if getattr(self._ambient, "kept", None) is conn:
             self._ambient.kept = None
         with self._kept_lock:
-            if conn in self._kept:
-                self._kept.remove(conn)
+            self._kept = [(o, c) for o, c in self._kept if c is not conn]
+        if conn.dbapi_connection is None:
+            return  # already given back (the store closed)
         try:
             conn.invalidate()
         except Exception:  # noqa: BLE001 - it is being thrown away
@@ -873,9 +901,11 @@ class StoreBase:
         finally:
             ambient.read = None
             kept = scope.kept
-            scope.end(self._pg, self._engine.dialect.dbapi)
-            if kept is not None:
-                self._release(kept, True, scope.failed)
+            try:
+                scope.end(self._pg, self._engine.dialect.dbapi)
+            finally:
+                if kept is not None:
+                    self._release(kept, True, scope.failed)
 
     def _scope_cursor(self, scope: _ReadScope) -> Any:
         """The read scope's cursor, its transaction begun by the first read."""
@@ -886,11 +916,15 @@ class StoreBase:
                               else self._engine.raw_connection())
             except sa_exc.SQLAlchemyError as exc:
                 raise translate(exc) from exc
-            scope.cur = scope.conn.cursor()
-            if self._pg:
-                begin_pg_read(scope.conn)
-            else:
-                scope.cur.execute("BEGIN")
+            try:
+                scope.cur = scope.conn.cursor()
+                if self._pg:
+                    begin_pg_read(scope.conn)
+                else:
+                    scope.cur.execute("BEGIN")
+            except BaseException:
+                scope.failed = True
+                raise
         return scope.cur
 
     @contextmanager
@@ -1063,13 +1097,16 @@ class StoreBase:
     def close(self) -> None:
         if self._gate is not None:
             self._gate.close()
+        # The kept connections of this thread and of threads that ended go
+        # back to the pool, which closes them below. Another live thread's
+        # is left to it, as any connection checked out (a batch in flight
+        # finishes whole, or fails); the daemons stop their threads first.
+        me = threading.current_thread()
         with self._kept_lock:
-            kept, self._kept = self._kept, []
-        for conn in kept:
-            try:
-                conn.close()  # back to the pool, which closes them below
-            except Exception:  # noqa: BLE001 - closing anyway
-                log.debug("closing a kept connection failed", exc_info=True)
+            done = [c for o, c in self._kept if o is me or not o.is_alive()]
+            self._kept = [(o, c) for o, c in self._kept if o is not me and o.is_alive()]
+        for conn in done:
+            self._give_back(conn)
         try:
             self._engine.dispose()
         except Exception as exc:  # noqa: BLE001 - closing must not mask the caller's error

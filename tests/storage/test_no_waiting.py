@@ -183,6 +183,43 @@ def test_quick_reads_keep_one_connection_per_thread_on_sqlite(box: Any) -> None:
     with store.no_waiting():  # this thread's again: no third one
         store.list_folders(mb.id)
     assert _pool_out(store) == (2 if sqlite else 0)
+    # A thread's first kept connection gives back those of ended threads.
+    third = threading.Thread(target=elsewhere)
+    third.start()
+    third.join()
+    assert _pool_out(store) == (2 if sqlite else 0)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # connections are kept on SQLite only
+def test_a_kept_connection_in_use_up_the_stack_is_not_handed_out_again(
+        box: Any, monkeypatch: Any) -> None:
+    import storage.sqlbase as sqlbase
+
+    store, mb, inbox = box
+    before = store.folder_status(inbox.id)
+    with store.no_waiting():
+        with store._dbapi(write=False) as cur:  # a read on the kept connection...
+            kept = store._ambient.kept
+            cur.execute("SELECT 1")
+            # ... and another inside it, on a connection of the pool.
+            assert store.folder_status(inbox.id) == before
+            assert _pool_out(store) == 1
+        assert store._ambient.kept is kept and _pool_out(store) == 1
+        # A kept connection a read leaves in a transaction is given up.
+        real_end = sqlbase._ReadScope.end
+
+        def end_without_commit(self: Any, pg: bool, dbapi: Any) -> None:
+            if self.cur is not None:
+                self.cur.close()
+                self.cur = self.conn = None  # the transaction stays open
+
+        monkeypatch.setattr(sqlbase._ReadScope, "end", end_without_commit)
+        with store.read_scope():
+            store.get_folder(mb.id, "INBOX")
+        monkeypatch.setattr(sqlbase._ReadScope, "end", real_end)
+        assert store._ambient.kept is None and _pool_out(store) == 0
+        assert store.folder_status(inbox.id) == before
+    assert _pool_out(store) == 1
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])  # connections are kept on SQLite only
@@ -192,25 +229,24 @@ def test_a_kept_connection_that_fails_is_replaced_and_close_gives_them_back(
 
     store, mb, inbox = box
     before = store.folder_status(inbox.id)
+    with store.no_waiting():
+        store.folder_status(inbox.id)
+    store._ambient.kept.dbapi_connection.close()  # broken between two reads
+    with store.no_waiting():
+        assert store.folder_status(inbox.id) == before  # on a fresh one
+    assert _pool_out(store) == 1  # the broken one went back, invalidated
 
-    def break_kept() -> None:
-        with store.no_waiting():
-            store.folder_status(inbox.id)
-        store._ambient.kept.dbapi_connection.close()  # broken under the store's feet
-        assert _pool_out(store) == 1
-
-    break_kept()
     with store.no_waiting():
         with pytest.raises(sqlite3.ProgrammingError):
-            store.folder_status(inbox.id)
-        assert _pool_out(store) == 0  # given back, invalidated
-        assert store.folder_status(inbox.id) == before  # a fresh one
-    break_kept()
-    with store.no_waiting():
-        with pytest.raises(sqlite3.ProgrammingError):  # in a read scope
-            with store.read_scope():
+            with store._dbapi(write=False) as cur:  # broken during a read
+                cur.connection.close()
+        assert _pool_out(store) == 0 and store._ambient.kept is None
+        assert store.folder_status(inbox.id) == before
+        with pytest.raises(sqlite3.ProgrammingError):
+            with store.read_scope():  # ... during a read scope
                 store.get_folder(mb.id, "INBOX")
-        assert _pool_out(store) == 0
+                store._ambient.kept.dbapi_connection.close()
+        assert _pool_out(store) == 0 and store._ambient.kept is None
         with store.read_scope():
             assert store.get_folder(mb.id, "INBOX").id == inbox.id
     assert _pool_out(store) == 1

@@ -201,7 +201,8 @@ def test_a_batch_runs_on_the_threads_kept_connection_and_a_failed_one_is_replace
 
     def batch_of(subject: str) -> Any:
         with store.write_batch() as batch:
-            batch.call(store.folder_status, inbox.id)  # a read before the first write
+            batch.call(store.folder_status, inbox.id)  # a read before the first write...
+            assert pool.checkedout() == 1 and store._ambient.kept is not None  # ... on it
             batch.call(store.append, inbox.id, msg(subject))
         return store._ambient.kept
 

@@ -569,14 +569,17 @@ def test_after_a_slow_quick_call_quick_calls_go_to_the_threads_for_a_while() -> 
     runner.stop()
 
 
-@pytest.mark.parametrize("cpu, reads, own", [
-    (0.001, 0, False),  # 1 ms of CPU in 20: waiting for a CPU or the GIL
-    (0.001, 3, True),  # read from the disk: a cold page cache
-    (0.008, 0, True),  # its own CPU
+@pytest.mark.parametrize("budgets, cpu, reads, own", [
+    (2, 0.001, 0, False),  # 1 ms of CPU in 20: waiting for a CPU or the GIL
+    (2, 0.001, 3, True),  # read from the disk: a cold page cache
+    (2, 0.008, 0, True),  # its own CPU
+    (5, 0.001, 0, True),  # waiting longer than QUICK_WAIT_CAP: counts anyway
 ])
 def test_a_slow_quick_call_counts_only_when_slow_by_its_own_doing(
-        cpu: float, reads: int, own: bool) -> None:
-    from storage.threaded import QUICK_BUDGET
+        budgets: int, cpu: float, reads: int, own: bool) -> None:
+    from storage.threaded import QUICK_BUDGET, QUICK_WAIT_CAP
+
+    assert QUICK_BUDGET * 2 < QUICK_WAIT_CAP < QUICK_BUDGET * 5
 
     reactor = PumpedReactor()
     clock = Clock()
@@ -584,7 +587,7 @@ def test_a_slow_quick_call_counts_only_when_slow_by_its_own_doing(
     runner = StoreRunner(reactor, threads_count=2, quick=QuickScope(), clock=clock, usage=usage)
 
     def slow() -> int:
-        clock.now += QUICK_BUDGET * 2
+        clock.now += QUICK_BUDGET * budgets
         usage.cpu += cpu
         usage.reads += reads
         return threading.get_ident()
