@@ -310,6 +310,8 @@ def test_sighup_reloads_and_old_audit_events_are_purged(instance: Path, tmp_path
         assert _poll(lambda: "keeping the previous whitelist" in log_text(),
                      time.monotonic() + READY_DEADLINE), log_text()
         assert proc.poll() is None  # a bad file does not stop the server
+        assert _poll(lambda: "heap frozen again after the reload" in log_text(),
+                     time.monotonic() + READY_DEADLINE), log_text()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=STOP_DEADLINE) == 0
         assert "Traceback" not in log_text()
