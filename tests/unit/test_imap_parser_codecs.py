@@ -114,6 +114,20 @@ def test_mutf7_round_trip_property(text: str) -> None:
     assert decode(wire) == text
 
 
+@given(st.binary(max_size=30).map(lambda b: bytes(c & 0x7F for c in b).replace(b"&", b"")))
+def test_mutf7_decodes_a_plain_ascii_name_as_itself_or_refuses_it(raw: bytes) -> None:
+    # The fast path for names without '&': every octet 0x20-0x7E is itself,
+    # any other 7-bit octet is refused, as the character loop does.
+    if all(0x20 <= c <= 0x7E for c in raw):
+        assert decode(raw) == raw.decode("ascii")
+        assert decode(raw + b"&-") == raw.decode("ascii") + "&"  # the loop's path
+    else:
+        with pytest.raises(MUTF7Error):
+            decode(raw)
+        with pytest.raises(MUTF7Error):
+            decode(raw + b"&-")
+
+
 @pytest.mark.parametrize(
     ("name", "normal"),
     [
