@@ -26,11 +26,13 @@ read: measured on the 2-core development VM, 155 us of CPU for an empty
 call (two cross-CPU wake-ups and the GIL changing hands twice), where
 a session's STATUS reads in about 100 us.
 
-On SQLite the writer lane runs a few nice levels above the rest of its
-process when the system allows it (`favour_this_thread`): the workers of a
-server share one write lock, and on a busy machine its holder spent more time
-waiting for a CPU (each statement and the commit's fsync give the CPU up) than
-running; every writer of every worker waits for that time.
+On SQLite the writer lane runs a few nice levels below the rest of its
+process (`renice_this_thread`; raising one's own nice needs no privilege).
+A write handed to a writer of higher priority woke it on the reactor's CPU
+while the reactor held the GIL: the writer ran, found the GIL taken and slept
+again, and the reactor had waited for it; two context switches a write for
+nothing. At lower priority the writer runs on an idle CPU, or when the
+reactor next waits, and takes what was queued meanwhile into its batch.
 """
 
 from __future__ import annotations
@@ -64,11 +66,15 @@ BatchFactory = Callable[[], AbstractContextManager[WriteBatch]]
 
 log = logging.getLogger(__name__)
 
-# Nice levels the SQLite writer lane runs above its process (runner_for).
-# Measured with bench/imap_sessions.py on 2 busy cores: the lock's holder
-# waited 2.1-2.8 ms per hold for a CPU at equal priority, 1.0-1.1 ms at 5
-# levels above, and held the lock 1.8-2.1 ms instead of 3.0-3.3 ms.
-WRITER_NICE_BOOST = 5
+# Nice levels the SQLite writer lane runs below its process (runner_for).
+# Measured with bench/imap_sessions.py on 2 busy cores (2026-12-08; perf
+# stat of one worker, two runs each): 5 levels above, as the lane ran
+# before, 5.2-5.7 context switches and 8.8-9.3 futex calls a command; 3
+# below, 3.6-4.0 and 5.6-7.5, server CPU per command 5-13 % lower in three
+# alternated pairs. Batches grow (1.8 -> 2.5-3.2 writes), the lock is held
+# longer (a median 1.1 -> 3-4 ms) and a write waits longer (3.8 -> 4.3-5.5
+# ms); the commands/s rose a little in each pair.
+WRITER_NICE = 3
 
 # `run_quick`: a quick call that took longer than QUICK_BUDGET (seconds of
 # the reactor's time: a cold page cache, a folder larger than its caller
@@ -128,13 +134,14 @@ def thread_usage() -> tuple[float, int]:
     return ru.ru_utime + ru.ru_stime - _collector.seconds, ru.ru_inblock + ru.ru_majflt
 
 
-def favour_this_thread(levels: int) -> tuple[bool, int]:
-    """Lowers the calling thread's nice value by `levels` (on Linux nice is
-    a property of each thread; `PRIO_PROCESS` with 0 names the caller).
-    Allowed to root, to a process with CAP_SYS_NICE, or within RLIMIT_NICE
-    (systemd's `LimitNICE=`). Returns (done, the thread's nice value now)."""
+def renice_this_thread(levels: int) -> tuple[bool, int]:
+    """Adds `levels` to the calling thread's nice value (on Linux nice is a
+    property of each thread; `PRIO_PROCESS` with 0 names the caller): a
+    positive number lowers its priority, which anyone may do; a negative one
+    raises it, which root, CAP_SYS_NICE or an RLIMIT_NICE (systemd's
+    `LimitNICE=`) allows. Returns (done, the thread's nice value now)."""
     current = os.getpriority(os.PRIO_PROCESS, 0)
-    wanted = max(-20, current - levels)
+    wanted = min(19, max(-20, current + levels))
     try:
         os.setpriority(os.PRIO_PROCESS, 0, wanted)
     except OSError:  # EPERM, or EACCES on older kernels
@@ -159,7 +166,7 @@ def call_here(quick: QuickScope, fn: Callable[..., T], args: tuple[Any, ...],
 class StoreRunner:
     def __init__(self, reactor: Any, threads_count: int = 8, name: str = "store",
                  batch: BatchFactory | None = None, writers: int = 1,
-                 writer_nice_boost: int = 0, quick: QuickScope | None = None,
+                 writer_nice: int = 0, quick: QuickScope | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  usage: Usage = thread_usage) -> None:
         self._reactor = reactor
@@ -174,9 +181,9 @@ class StoreRunner:
         self.quick_waits = 0  # ... only for waiting for a CPU or the GIL
         self.quick_retries = 0  # quick calls stopped by WouldWait: run on a thread
         self._batch = batch
-        # Nice levels the writer lanes ask to run above the process (see
-        # favour_this_thread); told once per runner how it went.
-        self._writer_nice_boost = writer_nice_boost
+        # Nice levels the writer lanes add to the process's (see
+        # renice_this_thread); told once per runner how it went.
+        self._writer_nice = writer_nice
         self._nice_told = False
         self._writes: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         # Writer lanes taking batches from the one queue: SQLite has one
@@ -303,8 +310,8 @@ class StoreRunner:
     # ------------------------------------------------------------ workers
 
     def _write_work(self) -> None:
-        if self._writer_nice_boost:
-            self._favour_writer()
+        if self._writer_nice:
+            self._renice_writer()
         writes = self._writes
         assert self._batch is not None
         open_batch = self._batch
@@ -340,22 +347,22 @@ class StoreRunner:
             if stop:
                 return
 
-    def _favour_writer(self) -> None:
-        done, nice = favour_this_thread(self._writer_nice_boost)
+    def _renice_writer(self) -> None:
+        levels = self._writer_nice
+        done, nice = renice_this_thread(levels)
         with self._lock:
             told, self._nice_told = self._nice_told, True
         if told:
             return
+        where = "below" if levels > 0 else "above"
         if done:
-            log.info("%s writer thread at nice %d, %d above the rest of the process: "
-                     "the holder of the database write lock is run first",
-                     self._name, nice, self._writer_nice_boost)
+            log.info("%s writer thread at nice %d, %d %s the rest of the process",
+                     self._name, nice, abs(levels), where)
         else:
-            log.info("%s writer thread left at nice %d: running it %d levels above the "
+            log.info("%s writer thread left at nice %d: running it %d levels %s the "
                      "rest of the process needs CAP_SYS_NICE or an RLIMIT_NICE that allows "
-                     "nice %d (systemd: LimitNICE=%d); under load the write lock is then "
-                     "held longer", self._name, nice, self._writer_nice_boost,
-                     nice - self._writer_nice_boost, nice - self._writer_nice_boost)
+                     "nice %d (systemd: LimitNICE=%d)", self._name, nice, abs(levels), where,
+                     nice + levels, nice + levels)
 
     def _take_queued(self, into: list[_Task], limit: int) -> bool:
         """Moves queued write calls into `into` (up to `limit` in all), without
@@ -435,7 +442,7 @@ def runner_for(reactor: Any, store: MessageStore, threads_count: int, *,
                quick_reads: bool = True, hold: QuickScope | None = None) -> StoreRunner:
     """The daemons' runner: `threads_count` threads for calls, and writer
     lanes with group commit where the store batches writes: one on SQLite
-    (one write lock, its lane favoured by WRITER_NICE_BOOST), up to
+    (one write lock, its lane WRITER_NICE levels below the reactor), up to
     PG_WRITERS on a database with row locks. On SQLite, quick reads run on
     the caller's thread (`StoreRunner.run_quick`) unless `quick_reads` is
     False (the caller's thread must not block: e.g. an audit sink that
@@ -454,7 +461,7 @@ def runner_for(reactor: Any, store: MessageStore, threads_count: int, *,
         return StoreRunner(reactor, threads_count, batch=store.write_batch,
                            writers=min(PG_WRITERS, max(1, threads_count)))
     return StoreRunner(reactor, threads_count, batch=store.write_batch, writers=1,
-                       writer_nice_boost=WRITER_NICE_BOOST, quick=quick)
+                       writer_nice=WRITER_NICE, quick=quick)
 
 
 class InlineRunner:

@@ -357,7 +357,7 @@ from test_threaded_runner import PumpedReactor, RecordingBatches
 logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
 reactor = PumpedReactor()
 runner = StoreRunner(reactor, threads_count=1, batch=RecordingBatches(), name="lane",
-                     writer_nice_boost=int(sys.argv[1]))
+                     writer_nice=int(sys.argv[1]))
 def nice():
     return os.getpriority(os.PRIO_PROCESS, 0)
 written, read = [], []
@@ -370,7 +370,7 @@ print("NICE", written[0], written[1], read[0], nice())
 """
 
 
-def _nice_child(boost: int, *, sys_nice: bool) -> tuple[list[int], str]:
+def _nice_child(levels: int, *, sys_nice: bool) -> tuple[list[int], str]:
     """Runs a runner in a process with RLIMIT_NICE 0, with or without
     CAP_SYS_NICE (root without it in its bounding set): the nice values of
     the writer lane's two calls, of a read, and of the main thread; its log.
@@ -388,7 +388,7 @@ def _nice_child(boost: int, *, sys_nice: bool) -> tuple[list[int], str]:
     root = here.parent.parent
     drop = [] if sys_nice else ["setpriv", "--bounding-set=-sys_nice", "--inh-caps=-all"]
     out = subprocess.run(
-        ["prlimit", "--nice=0:0", *drop, sys.executable, "-c", _NICE_CHILD, str(boost)],
+        ["prlimit", "--nice=0:0", *drop, sys.executable, "-c", _NICE_CHILD, str(levels)],
         capture_output=True, text=True, timeout=60, cwd="/",
         env={"PYTHONPATH": f"{root}:{here}", "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
         check=False)
@@ -397,10 +397,19 @@ def _nice_child(boost: int, *, sys_nice: bool) -> tuple[list[int], str]:
     return [int(x) for x in line.split()[1:]], out.stdout
 
 
+def test_the_writer_lane_runs_below_the_process_without_any_right() -> None:
+    """The daemons' setting (WRITER_NICE levels below): no capability and
+    no RLIMIT_NICE needed; the reads and the rest of the process stay at 0,
+    and the log says so once."""
+    values, log = _nice_child(3, sys_nice=False)
+    assert values == [3, 3, 0, 0], log
+    assert log.count("lane writer thread at nice 3, 3 below the rest of the process") == 1, log
+
+
 def test_the_writer_lane_runs_above_the_process_where_allowed() -> None:
     """With the right to lower its nice, the writer thread runs at -5, the
     reads and the rest of the process stay at 0, and the log says so once."""
-    values, log = _nice_child(5, sys_nice=True)
+    values, log = _nice_child(-5, sys_nice=True)
     assert values == [-5, -5, 0, 0], log
     assert log.count("lane writer thread at nice -5, 5 above the rest of the process") == 1, log
 
@@ -408,7 +417,7 @@ def test_the_writer_lane_runs_above_the_process_where_allowed() -> None:
 def test_the_writer_lane_stays_at_the_process_nice_when_not_allowed() -> None:
     """Without the right to lower its nice, the writes still run (at the
     process's nice) and the log names what would allow it."""
-    values, log = _nice_child(5, sys_nice=False)
+    values, log = _nice_child(-5, sys_nice=False)
     assert values == [0, 0, 0, 0], log
     assert "lane writer thread left at nice 0" in log, log
     assert "needs CAP_SYS_NICE or an RLIMIT_NICE that allows nice -5 " \
@@ -421,12 +430,12 @@ def test_without_a_boost_the_writer_lane_keeps_the_process_nice() -> None:
     assert "writer thread" not in log, log
 
 
-def test_runner_for_favours_the_writer_lane_on_sqlite_only() -> None:
+def test_runner_for_renices_the_writer_lane_on_sqlite_only() -> None:
     from collections.abc import Iterator
     from contextlib import contextmanager, nullcontext
     from types import SimpleNamespace
 
-    from storage.threaded import PG_WRITERS, WRITER_NICE_BOOST, runner_for
+    from storage.threaded import PG_WRITERS, WRITER_NICE, runner_for
 
     def store(dialect: str) -> Any:
         return SimpleNamespace(batches_writes=True, write_batch=RecordingBatches(),
@@ -435,8 +444,10 @@ def test_runner_for_favours_the_writer_lane_on_sqlite_only() -> None:
 
     sqlite = runner_for(PumpedReactor(), store("sqlite"), 4)
     pg = runner_for(PumpedReactor(), store("postgresql"), 8)
-    assert (sqlite._writer_count, sqlite._writer_nice_boost) == (1, WRITER_NICE_BOOST)
-    assert (pg._writer_count, pg._writer_nice_boost) == (PG_WRITERS, 0)
+    # Below the reactor: a write must not wake a thread that preempts it.
+    assert WRITER_NICE > 0
+    assert (sqlite._writer_count, sqlite._writer_nice) == (1, WRITER_NICE)
+    assert (pg._writer_count, pg._writer_nice) == (PG_WRITERS, 0)
     # Quick reads run on the reactor thread on SQLite only, and not when the
     # caller says its thread must not block (an audit sink writing as it records).
     assert sqlite._quick is nullcontext and pg._quick is None
