@@ -349,6 +349,7 @@ class StoreRunner:
 
     def _renice_writer(self) -> None:
         levels = self._writer_nice
+        before = os.getpriority(os.PRIO_PROCESS, 0)  # the process's (inherited)
         done, nice = renice_this_thread(levels)
         with self._lock:
             told, self._nice_told = self._nice_told, True
@@ -356,8 +357,9 @@ class StoreRunner:
             return
         where = "below" if levels > 0 else "above"
         if done:
+            # (Fewer levels than asked at either end of the range.)
             log.info("%s writer thread at nice %d, %d %s the rest of the process",
-                     self._name, nice, abs(levels), where)
+                     self._name, nice, abs(nice - before), where)
         else:
             log.info("%s writer thread left at nice %d: running it %d levels %s the "
                      "rest of the process needs CAP_SYS_NICE or an RLIMIT_NICE that allows "

@@ -370,7 +370,7 @@ print("NICE", written[0], written[1], read[0], nice())
 """
 
 
-def _nice_child(levels: int, *, sys_nice: bool) -> tuple[list[int], str]:
+def _nice_child(levels: int, *, sys_nice: bool, start_nice: int = 0) -> tuple[list[int], str]:
     """Runs a runner in a process with RLIMIT_NICE 0, with or without
     CAP_SYS_NICE (root without it in its bounding set): the nice values of
     the writer lane's two calls, of a read, and of the main thread; its log.
@@ -388,7 +388,8 @@ def _nice_child(levels: int, *, sys_nice: bool) -> tuple[list[int], str]:
     root = here.parent.parent
     drop = [] if sys_nice else ["setpriv", "--bounding-set=-sys_nice", "--inh-caps=-all"]
     out = subprocess.run(
-        ["prlimit", "--nice=0:0", *drop, sys.executable, "-c", _NICE_CHILD, str(levels)],
+        ["nice", "-n", str(start_nice), "prlimit", "--nice=0:0", *drop,
+         sys.executable, "-c", _NICE_CHILD, str(levels)],
         capture_output=True, text=True, timeout=60, cwd="/",
         env={"PYTHONPATH": f"{root}:{here}", "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
         check=False)
@@ -422,6 +423,12 @@ def test_the_writer_lane_stays_at_the_process_nice_when_not_allowed() -> None:
     assert "lane writer thread left at nice 0" in log, log
     assert "needs CAP_SYS_NICE or an RLIMIT_NICE that allows nice -5 " \
            "(systemd: LimitNICE=-5)" in log, log
+
+
+def test_the_writer_lane_stops_at_nice_19_and_says_how_far_below_it_is() -> None:
+    values, log = _nice_child(3, sys_nice=False, start_nice=18)
+    assert values == [19, 19, 18, 18], log
+    assert "lane writer thread at nice 19, 1 below the rest of the process" in log, log
 
 
 def test_without_a_boost_the_writer_lane_keeps_the_process_nice() -> None:
