@@ -431,7 +431,7 @@ def test_the_writer_lane_stops_at_nice_19_and_says_how_far_below_it_is() -> None
     assert "lane writer thread at nice 19, 1 below the rest of the process" in log, log
 
 
-def test_without_a_boost_the_writer_lane_keeps_the_process_nice() -> None:
+def test_with_no_levels_the_writer_lane_keeps_the_process_nice() -> None:
     values, log = _nice_child(0, sys_nice=True)
     assert values == [0, 0, 0, 0], log
     assert "writer thread" not in log, log
